@@ -1,0 +1,20 @@
+//! The bus contract every restic-manager process speaks.
+//!
+//! - [`ids`]: subject-safe identifiers (host ids, job ids, role names).
+//! - [`subject`]: the one place subject strings are built.
+//! - [`msg`]: versioned message types for every subject.
+//! - [`reqack`]: request/ack with timeout, retries, backoff, jitter and an
+//!   idempotency key — the building block of every at-least-once path.
+//! - [`creds`]: the operator → account → user credential model (NATS JWTs).
+//! - [`connect`]: connecting an async-nats client with those credentials.
+//! - [`clock`]: injectable time.
+
+pub mod clock;
+pub mod connect;
+pub mod creds;
+pub mod ids;
+pub mod msg;
+pub mod reqack;
+pub mod subject;
+
+pub use ids::{HostId, IdError, JobId};

@@ -1,0 +1,594 @@
+//! Versioned message types for every subject.
+//!
+//! Every payload is a JSON object with a `v` field ([`PROTOCOL_VERSION`]).
+//! Unknown fields are ignored and every field that a later version may drop
+//! is optional, so an old agent keeps working against a newer control plane
+//! and the reverse. Enums carry an `Unknown` catch-all where a newer peer may
+//! send a value this build does not know.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{HostId, JobId};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+fn v1() -> u32 {
+    PROTOCOL_VERSION
+}
+
+/// Decoding a bus payload failed.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed {what} message: {source}")]
+pub struct DecodeError {
+    pub what: &'static str,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Parses a payload, naming the message type in the error.
+pub fn decode<T: DeserializeOwned>(what: &'static str, payload: &[u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|source| DecodeError { what, source })
+}
+
+/// Serializes a message. Our types serialize infallibly (no maps with
+/// non-string keys), so this returns bytes directly.
+pub fn encode<T: Serialize>(msg: &T) -> bytes::Bytes {
+    match serde_json::to_vec(msg) {
+        Ok(v) => v.into(),
+        // Unreachable for the types in this module: plain structs, strings,
+        // numbers and serde_json::Value.
+        Err(e) => panic!("message failed to serialize: {e}"),
+    }
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// The restic operations a job can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Backup,
+    Forget,
+    Prune,
+    Check,
+    Unlock,
+    Snapshots,
+    Stats,
+    Diff,
+    Restore,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `keep-*` retention options for forget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// restic duration such as `1y6m`.
+    pub keep_within: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatsMode {
+    RestoreSize,
+    RawData,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Where a restore writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum RestoreTarget {
+    Original,
+    Path { path: String },
+}
+
+/// What a job does: one variant per kind, with that kind's parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobParams {
+    Backup {
+        paths: Vec<String>,
+        #[serde(default)]
+        excludes: Vec<String>,
+        #[serde(default)]
+        tags: Vec<String>,
+        #[serde(default)]
+        one_file_system: bool,
+        host_name: Option<String>,
+    },
+    Forget {
+        retention: Retention,
+        /// restic `--host`: whose snapshots this forget may touch.
+        host_name: String,
+        #[serde(default)]
+        prune: bool,
+    },
+    Prune {},
+    Check {
+        read_data_subset: Option<String>,
+    },
+    Unlock {
+        #[serde(default)]
+        remove_all: bool,
+    },
+    Snapshots {
+        host_name: Option<String>,
+    },
+    Stats {
+        mode: StatsMode,
+        snapshot: Option<String>,
+    },
+    Diff {
+        from: String,
+        to: String,
+    },
+    Restore {
+        snapshot: String,
+        #[serde(default)]
+        include: Vec<String>,
+        target: RestoreTarget,
+    },
+    /// A kind this build does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl JobParams {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Self::Backup { .. } => JobKind::Backup,
+            Self::Forget { .. } => JobKind::Forget,
+            Self::Prune {} => JobKind::Prune,
+            Self::Check { .. } => JobKind::Check,
+            Self::Unlock { .. } => JobKind::Unlock,
+            Self::Snapshots { .. } => JobKind::Snapshots,
+            Self::Stats { .. } => JobKind::Stats,
+            Self::Diff { .. } => JobKind::Diff,
+            Self::Restore { .. } => JobKind::Restore,
+            Self::Unknown => JobKind::Unknown,
+        }
+    }
+}
+
+/// A secret sealed with nkeys xkey to one recipient: base64 of the box.
+/// The bus never carries repository or channel secrets in the clear.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Sealed(pub String);
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealed({} bytes)", self.0.len())
+    }
+}
+
+/// How the agent reaches a repository for one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoAccess {
+    pub repo_id: String,
+    /// `{password, env}` sealed to the agent's xkey by the control plane.
+    pub secrets: Sealed,
+    /// The credential is append-only: forget and prune must be refused.
+    #[serde(default)]
+    pub append_only: bool,
+}
+
+/// A job as dispatched to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub job_id: JobId,
+    pub params: JobParams,
+    pub repo: RepoAccess,
+    /// Hard limit for the restic run, seconds.
+    pub timeout_secs: u64,
+}
+
+/// Where a job came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum JobOrigin {
+    Dispatch,
+    Schedule { schedule_id: String },
+    #[serde(other)]
+    Unknown,
+}
+
+/// Final state of a job as the agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    Succeeded,
+    /// Finished but incomplete (restic exit 3: some files unreadable).
+    Warning,
+    Failed,
+    Cancelled,
+    #[serde(other)]
+    Unknown,
+}
+
+/// Why a job failed, classified from exit code and stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    WrongPassword,
+    RepoMissing,
+    Locked,
+    Partial,
+    Network,
+    AppendOnly,
+    Timeout,
+    Cancelled,
+    InvalidRequest,
+    Fatal,
+    #[serde(other)]
+    Unknown,
+}
+
+// ---------------------------------------------------------------- agent → control plane
+
+/// `rm.agent.<host>.hello` request, sent on every (re)connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub agent_version: String,
+    pub restic_version: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub hostname: String,
+    /// Config version the agent has applied (0 = none yet).
+    #[serde(default)]
+    pub config_version: u64,
+    /// Jobs accepted (persisted) but not started.
+    #[serde(default)]
+    pub accepted_jobs: Vec<JobId>,
+    /// Jobs running now.
+    #[serde(default)]
+    pub running_jobs: Vec<JobId>,
+}
+
+/// Reply to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// The host's config when it is newer than the agent's.
+    pub config: Option<AgentConfig>,
+    pub server_time_ms: i64,
+}
+
+/// Everything an agent needs to run on its own: pushed on change, cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub version: u64,
+    pub heartbeat_secs: Option<u64>,
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// A schedule the agent runs locally.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub schedule_id: String,
+    pub cron: String,
+    /// IANA time zone name.
+    pub timezone: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Random delay added to each run, seconds.
+    #[serde(default)]
+    pub jitter_secs: u64,
+    pub params: JobParams,
+    pub repo: RepoAccess,
+    pub timeout_secs: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Free space of one file system the agent watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskFree {
+    pub path: String,
+    pub free_bytes: u64,
+    pub total_bytes: Option<u64>,
+}
+
+/// The next time a schedule will run, as the agent computed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NextRun {
+    pub schedule_id: String,
+    pub at_ms: i64,
+}
+
+/// `rm.agent.<host>.heartbeat`: vitals, at most once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ts_ms: i64,
+    pub agent_version: String,
+    pub restic_version: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub uptime_secs: u64,
+    #[serde(default)]
+    pub config_version: u64,
+    #[serde(default)]
+    pub disks: Vec<DiskFree>,
+    #[serde(default)]
+    pub running_jobs: Vec<JobId>,
+    #[serde(default)]
+    pub next_runs: Vec<NextRun>,
+}
+
+/// `rm.agent.<host>.goodbye`: clean shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Goodbye {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ts_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// `rm.agent.<host>.job.<job>.progress`: throttled, at most once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ts_ms: i64,
+    pub elapsed_ms: u64,
+    pub percent_done: Option<f64>,
+    pub bytes_done: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub files_done: Option<u64>,
+    pub total_files: Option<u64>,
+    pub seconds_remaining: Option<u64>,
+    #[serde(default)]
+    pub current_files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    Agent,
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub ts_ms: i64,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// `rm.agent.<host>.job.<job>.log`: batched lines, at most once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// Sequence number of the first line, so gaps are visible.
+    pub seq: u64,
+    pub lines: Vec<LogLine>,
+}
+
+/// `rm.agent.<host>.job.<job>.started`: request/ack, at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStarted {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub job_id: JobId,
+    pub kind: JobKind,
+    pub origin: JobOrigin,
+    pub started_ms: i64,
+    /// Parameters of a locally scheduled run (the control plane has no
+    /// record of it yet). Dispatched jobs omit them.
+    pub params: Option<JobParams>,
+    pub repo_id: Option<String>,
+}
+
+/// `rm.agent.<host>.job.<job>.done`: request/ack, at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobDone {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub job_id: JobId,
+    pub outcome: JobOutcome,
+    pub exit_code: Option<i32>,
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+    /// The parsed restic result (backup summary, snapshots list, stats...).
+    pub summary: Option<serde_json::Value>,
+    /// Last lines of stderr.
+    #[serde(default)]
+    pub stderr_tail: Vec<String>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: i64,
+    pub restic_version: Option<String>,
+}
+
+/// The reply to every request/ack message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ok: bool,
+    /// Already recorded earlier (an idempotent replay).
+    #[serde(default)]
+    pub duplicate: bool,
+    pub error: Option<String>,
+}
+
+impl Ack {
+    pub fn ok() -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: true,
+            duplicate: false,
+            error: None,
+        }
+    }
+
+    pub fn duplicate() -> Self {
+        Self {
+            duplicate: true,
+            ..Self::ok()
+        }
+    }
+
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: false,
+            duplicate: false,
+            error: Some(error.into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- control plane → agent
+
+/// `rm.cmd.<host>` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    #[serde(default = "v1")]
+    pub v: u32,
+    #[serde(flatten)]
+    pub body: CommandBody,
+}
+
+impl Command {
+    pub fn new(body: CommandBody) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            body,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum CommandBody {
+    /// Run a job; the agent persists it before acknowledging.
+    Dispatch { job: JobSpec },
+    /// Cancel a job in any state.
+    Cancel { job_id: JobId },
+    /// The host's config changed; the reply's [`Ack`] confirms the version
+    /// applied (the agent may also pick it up from the hello reply).
+    ConfigChanged { config: AgentConfig },
+    /// List one directory level of a snapshot (restore browser).
+    Ls {
+        repo: RepoAccess,
+        snapshot: String,
+        dir: String,
+    },
+    /// List snapshots now, without recording a job.
+    Snapshots {
+        repo: RepoAccess,
+        host_name: Option<String>,
+    },
+    /// A command this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One entry of an `ls` query reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsEntry {
+    pub name: String,
+    /// `file`, `dir`, `symlink`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+    pub size: Option<u64>,
+    pub mtime: Option<String>,
+}
+
+/// Reply to a query command (`Ls`, `Snapshots`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ok: bool,
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub entries: Vec<LsEntry>,
+    pub snapshots: Option<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------- services and events
+
+/// Who asked for a change: carried by every `rm.svc.*` request from the web.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// User name, API token name, or `system`.
+    pub name: String,
+    pub via: ActorVia,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorVia {
+    Session,
+    ApiToken,
+    System,
+    #[serde(other)]
+    Unknown,
+}
+
+/// `rm.svc.<role>.<verb>` request envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcRequest<T> {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub actor: Actor,
+    pub body: T,
+}
+
+/// An error a service reports back: a machine code and a human sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvcError {
+    /// `not_found`, `invalid`, `conflict`, `forbidden`, `internal`, ...
+    pub code: String,
+    pub message: String,
+}
+
+/// `rm.svc.<role>.<verb>` reply envelope: exactly one of `ok` / `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SvcReply<T> {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ok: Option<T>,
+    pub error: Option<SvcError>,
+}
+
+/// `rm.evt.<thing>.<what>` payload. Events only wake consumers, who then
+/// read the committed state; the ids say where to look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMsg {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub ts_ms: i64,
+    pub host: Option<HostId>,
+    pub job: Option<JobId>,
+    /// Other object id (alert, schedule, repository, channel).
+    pub id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests;

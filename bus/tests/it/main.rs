@@ -1,0 +1,1 @@
+//! Integration tests of the bus contract against a real bus.

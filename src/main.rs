@@ -1,0 +1,8 @@
+//! `restic-manager`: the server binary. Argument parsing and wiring only;
+//! every role lives in its own crate.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

@@ -198,7 +198,9 @@ pub struct JobSpec {
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum JobOrigin {
     Dispatch,
-    Schedule { schedule_id: String },
+    Schedule {
+        schedule_id: String,
+    },
     #[serde(other)]
     Unknown,
 }

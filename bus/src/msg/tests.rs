@@ -113,9 +113,15 @@ fn missing_version_means_v1() {
 #[test]
 fn malformed_payloads_are_clear_errors() {
     let err = decode::<Heartbeat>("heartbeat", b"{not json").unwrap_err();
-    assert!(err.to_string().starts_with("malformed heartbeat message"), "{err}");
-    let err = decode::<JobDone>("done", br#"{"job_id":"a.b","outcome":"failed","finished_ms":1}"#)
-        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed heartbeat message"),
+        "{err}"
+    );
+    let err = decode::<JobDone>(
+        "done",
+        br#"{"job_id":"a.b","outcome":"failed","finished_ms":1}"#,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("only ASCII letters"), "{err}");
 }
 
@@ -307,8 +313,5 @@ fn sealed_secrets_do_not_show_in_debug() {
 }
 
 fn repo_with(secrets: Sealed) -> RepoAccess {
-    RepoAccess {
-        secrets,
-        ..repo()
-    }
+    RepoAccess { secrets, ..repo() }
 }

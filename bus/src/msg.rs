@@ -533,6 +533,40 @@ pub struct QueryReply {
     pub snapshots: Option<serde_json::Value>,
 }
 
+// ---------------------------------------------------------------- enrollment
+
+/// `POST /api/v1/enroll` body (agent → web), forwarded to the control plane
+/// as `rm.svc.controlplane.enroll`. Only public keys leave the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// The one-time enrollment token from the operator's command line.
+    pub token: String,
+    /// The agent's user public nkey (`U...`), generated on the endpoint.
+    pub nkey: String,
+    /// The agent's public xkey (`X...`), for secrets sealed to it.
+    pub xkey: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+}
+
+/// Reply to [`EnrollRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub host_id: HostId,
+    /// The agent's user JWT (permissions confined to its host).
+    pub jwt: String,
+    /// Bus URLs to connect to, in order of preference.
+    pub bus_urls: Vec<String>,
+    /// The control plane's public xkey: the sender of sealed secrets.
+    pub controlplane_xkey: String,
+}
+
 // ---------------------------------------------------------------- services and events
 
 /// Who asked for a change: carried by every `rm.svc.*` request from the web.

@@ -279,6 +279,27 @@ fn commands_round_trip() {
 }
 
 #[test]
+fn enrollment_round_trips() {
+    roundtrip(EnrollRequest {
+        v: PROTOCOL_VERSION,
+        token: "tok".into(),
+        nkey: "UABC".into(),
+        xkey: "XABC".into(),
+        hostname: "web-1".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        agent_version: "0.1.0".into(),
+    });
+    roundtrip(EnrollReply {
+        v: PROTOCOL_VERSION,
+        host_id: host(),
+        jwt: "eyJ...".into(),
+        bus_urls: vec!["tls://cp.example:4222".into()],
+        controlplane_xkey: "XCP".into(),
+    });
+}
+
+#[test]
 fn services_and_events_round_trip() {
     roundtrip(SvcRequest {
         v: PROTOCOL_VERSION,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::Client;
+use futures_util::StreamExt;
 use rm_bus::HostId;
 use rm_bus::connect::{ConnectSpec, connect};
 use rm_bus::creds::{Authority, Role, UserCreds, server_config};
@@ -31,6 +32,22 @@ impl BusKind {
             Ok("embedded") => Self::Embedded,
             _ => Self::NatsServer,
         }
+    }
+}
+
+const TAP_PROBE: &str = "rm.test.tap-probe";
+
+/// Everything the application account carried while the tap ran.
+pub struct Tap {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<async_nats::Message>>,
+}
+
+impl Tap {
+    /// Stops capturing and returns every message seen.
+    pub async fn stop(self) -> Vec<async_nats::Message> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
     }
 }
 
@@ -154,6 +171,47 @@ impl TestBus {
             events,
             creds,
         })
+    }
+
+    /// Starts capturing every message of the application account (a
+    /// wildcard subscriber), for tests that inspect what crossed the bus.
+    pub async fn tap_all(&self) -> Result<Tap> {
+        let perms = rm_bus::creds::Permissions {
+            publish: rm_bus::creds::Permission::allow([TAP_PROBE]),
+            subscribe: rm_bus::creds::Permission::allow([">"]),
+            responses: None,
+        };
+        let creds = self.authority.mint_new_user("testkit-tap", perms)?;
+        let mut spec = ConnectSpec::new(self.url(), creds, &Role::Web);
+        spec.name = "testkit-tap".into();
+        let (client, _events) = connect(&spec).await?;
+        let mut sub = client.subscribe(">").await?;
+        // live once our own probe comes back
+        loop {
+            client.publish(TAP_PROBE, "".into()).await?;
+            match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                Ok(Some(m)) if m.subject.as_str() == TAP_PROBE => break,
+                Ok(Some(_)) | Err(_) => continue,
+                Ok(None) => bail!("tap subscription closed"),
+            }
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                tokio::select! {
+                    m = sub.next() => match m {
+                        Some(m) if m.subject.as_str() == TAP_PROBE => {}
+                        Some(m) => seen.push(m),
+                        None => break,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+            drop(client);
+            seen
+        });
+        Ok(Tap { stop, task })
     }
 
     /// A connection in the system account (pushes account updates).

@@ -8,6 +8,7 @@
 //! - [`creds`]: the operator → account → user credential model (NATS JWTs).
 //! - [`connect`]: connecting an async-nats client with those credentials.
 //! - [`clock`]: injectable time.
+//! - [`server`]: the embedded core-NATS server (the default bus).
 
 pub mod clock;
 pub mod connect;
@@ -15,6 +16,7 @@ pub mod creds;
 pub mod ids;
 pub mod msg;
 pub mod reqack;
+pub mod server;
 pub mod subject;
 
 pub use ids::{HostId, IdError, JobId};

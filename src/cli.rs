@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use rm_bus::creds::{Authority, server_config};
 
 #[derive(Debug, Parser)]
-#[command(name = "restic-manager", version, about = "A single pane of glass for restic backups across a fleet")]
+#[command(
+    name = "restic-manager",
+    version,
+    about = "A single pane of glass for restic backups across a fleet"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,10 @@ fn run(cli: Cli) -> Result<()> {
             println!("system account:  {}", a.system_account_public_key());
             Ok(())
         }
-        Command::Authority(AuthorityCmd::NatsConfig { data_dir, resolver_dir }) => {
+        Command::Authority(AuthorityCmd::NatsConfig {
+            data_dir,
+            resolver_dir,
+        }) => {
             let a = load_authority(&data_dir)?;
             print!("{}", server_config::render(&a, &resolver_dir)?);
             Ok(())

@@ -45,7 +45,10 @@ impl ConnectSpec {
 pub type Events = mpsc::UnboundedReceiver<Event>;
 
 /// The async-nats options for `spec`, forwarding events to `events`.
-pub fn options(spec: &ConnectSpec, events: Option<mpsc::UnboundedSender<Event>>) -> Result<ConnectOptions> {
+pub fn options(
+    spec: &ConnectSpec,
+    events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<ConnectOptions> {
     let kp = Arc::new(spec.creds.key_pair()?);
     let mut opts = ConnectOptions::with_jwt(spec.creds.jwt.clone(), move |nonce| {
         let kp = kp.clone();

@@ -21,7 +21,9 @@ pub enum IdError {
     TooLong { kind: &'static str },
     #[error("{kind} id {value:?} must start with an ASCII letter or digit")]
     BadStart { kind: &'static str, value: String },
-    #[error("{kind} id {value:?} contains {bad:?}; only ASCII letters, digits, '-' and '_' are allowed")]
+    #[error(
+        "{kind} id {value:?} contains {bad:?}; only ASCII letters, digits, '-' and '_' are allowed"
+    )]
     BadChar {
         kind: &'static str,
         value: String,

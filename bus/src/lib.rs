@@ -7,6 +7,7 @@
 //!   idempotency key — the building block of every at-least-once path.
 //! - [`creds`]: the operator → account → user credential model (NATS JWTs).
 //! - [`connect`]: connecting an async-nats client with those credentials.
+//! - [`seal`]: secrets sealed to one recipient's xkey for transit.
 //! - [`clock`]: injectable time.
 //! - [`server`]: the embedded core-NATS server (the default bus).
 
@@ -16,6 +17,7 @@ pub mod creds;
 pub mod ids;
 pub mod msg;
 pub mod reqack;
+pub mod seal;
 pub mod server;
 pub mod subject;
 

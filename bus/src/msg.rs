@@ -198,7 +198,9 @@ pub struct JobSpec {
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum JobOrigin {
     Dispatch,
-    Schedule { schedule_id: String },
+    Schedule {
+        schedule_id: String,
+    },
     #[serde(other)]
     Unknown,
 }
@@ -529,6 +531,40 @@ pub struct QueryReply {
     #[serde(default)]
     pub entries: Vec<LsEntry>,
     pub snapshots: Option<serde_json::Value>,
+}
+
+// ---------------------------------------------------------------- enrollment
+
+/// `POST /api/v1/enroll` body (agent → web), forwarded to the control plane
+/// as `rm.svc.controlplane.enroll`. Only public keys leave the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    #[serde(default = "v1")]
+    pub v: u32,
+    /// The one-time enrollment token from the operator's command line.
+    pub token: String,
+    /// The agent's user public nkey (`U...`), generated on the endpoint.
+    pub nkey: String,
+    /// The agent's public xkey (`X...`), for secrets sealed to it.
+    pub xkey: String,
+    pub hostname: String,
+    pub os: String,
+    pub arch: String,
+    pub agent_version: String,
+}
+
+/// Reply to [`EnrollRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollReply {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub host_id: HostId,
+    /// The agent's user JWT (permissions confined to its host).
+    pub jwt: String,
+    /// Bus URLs to connect to, in order of preference.
+    pub bus_urls: Vec<String>,
+    /// The control plane's public xkey: the sender of sealed secrets.
+    pub controlplane_xkey: String,
 }
 
 // ---------------------------------------------------------------- services and events

@@ -101,9 +101,7 @@ impl RetryPolicy {
 /// Why a request did not get through.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
-    #[error(
-        "no reply on {subject} after {attempts} attempts in {elapsed:?} (last: {last})"
-    )]
+    #[error("no reply on {subject} after {attempts} attempts in {elapsed:?} (last: {last})")]
     GaveUp {
         subject: String,
         attempts: u32,
@@ -155,15 +153,15 @@ pub async fn request_with_retry(
         let pause = policy.backoff(attempts, &mut rand::thread_rng());
         let elapsed = start.elapsed();
         tracing::debug!(subject, attempts, ?pause, reason = %last, "request not answered; retrying");
-        if let Some(deadline) = policy.deadline {
-            if elapsed + pause >= deadline {
-                return Err(RequestError::GaveUp {
-                    subject: subject.to_owned(),
-                    attempts,
-                    elapsed,
-                    last,
-                });
-            }
+        if let Some(deadline) = policy.deadline
+            && elapsed + pause >= deadline
+        {
+            return Err(RequestError::GaveUp {
+                subject: subject.to_owned(),
+                attempts,
+                elapsed,
+                last,
+            });
         }
         tokio::time::sleep(pause).await;
     }
@@ -219,10 +217,17 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let samples: Vec<Duration> = (0..200).map(|_| p.backoff(3, &mut rng)).collect();
         for s in &samples {
-            assert!(*s >= Duration::from_millis(200) && *s <= Duration::from_millis(400), "{s:?}");
+            assert!(
+                *s >= Duration::from_millis(200) && *s <= Duration::from_millis(400),
+                "{s:?}"
+            );
         }
         let distinct: std::collections::HashSet<_> = samples.iter().collect();
-        assert!(distinct.len() > 50, "jitter produced only {} values", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "jitter produced only {} values",
+            distinct.len()
+        );
         let none = RetryPolicy { jitter: 0.0, ..p };
         assert_eq!(none.backoff(3, &mut rng), Duration::from_millis(400));
     }

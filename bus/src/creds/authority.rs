@@ -14,9 +14,7 @@ use anyhow::{Context, Result, bail};
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 
-use super::claims::{
-    AccountLimits, AccountNats, Claims, OperatorNats, Permissions, UserNats,
-};
+use super::claims::{AccountLimits, AccountNats, Claims, OperatorNats, Permissions, UserNats};
 use super::jwt;
 use crate::clock::SharedClock;
 
@@ -58,7 +56,10 @@ impl UserCreds {
 impl fmt::Debug for UserCreds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserCreds")
-            .field("jwt", &format_args!("{}…", &self.jwt[..self.jwt.len().min(12)]))
+            .field(
+                "jwt",
+                &format_args!("{}…", &self.jwt[..self.jwt.len().min(12)]),
+            )
             .field("seed", &"<redacted>")
             .finish()
     }
@@ -199,7 +200,13 @@ impl Authority {
         Ok(jwt::encode(&mut claims, &self.operator)?)
     }
 
-    fn account_claims(&self, key: &KeyPair, name: &str, iat: i64, nats: AccountNats) -> Claims<AccountNats> {
+    fn account_claims(
+        &self,
+        key: &KeyPair,
+        name: &str,
+        iat: i64,
+        nats: AccountNats,
+    ) -> Claims<AccountNats> {
         Claims {
             jti: String::new(),
             iat,
@@ -251,7 +258,8 @@ impl Authority {
     /// signing key. A key revoked earlier gets an `iat` after its revocation,
     /// so re-admitting it works.
     pub fn mint_user(&self, spec: &UserSpec) -> Result<String> {
-        if !spec.public_key.starts_with('U') || KeyPair::from_public_key(&spec.public_key).is_err() {
+        if !spec.public_key.starts_with('U') || KeyPair::from_public_key(&spec.public_key).is_err()
+        {
             bail!("{:?} is not a user public nkey", spec.public_key);
         }
         let revoked_at = self.lock().revocations.get(&spec.public_key).copied();
@@ -282,7 +290,10 @@ impl Authority {
             permissions,
             expires: None,
         })?;
-        Ok(UserCreds::new(jwt, kp.seed().context("seed of a fresh key")?))
+        Ok(UserCreds::new(
+            jwt,
+            kp.seed().context("seed of a fresh key")?,
+        ))
     }
 
     /// A fresh user in the system account, allowed everything there: used
@@ -300,7 +311,10 @@ impl Authority {
             nats: UserNats::new(&Permissions::default(), None),
         };
         let jwt = jwt::encode(&mut claims, &self.system_account)?;
-        Ok(UserCreds::new(jwt, kp.seed().context("seed of a fresh key")?))
+        Ok(UserCreds::new(
+            jwt,
+            kp.seed().context("seed of a fresh key")?,
+        ))
     }
 
     /// Revokes every JWT of `user_pub` issued up to now. Takes effect when
@@ -393,7 +407,10 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             for f in [OPERATOR_FILE, ACCOUNT_FILE, SIGNING_FILE, SYSTEM_FILE] {
-                let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+                let mode = std::fs::metadata(dir.path().join(f))
+                    .unwrap()
+                    .permissions()
+                    .mode();
                 assert_eq!(mode & 0o777, 0o600, "{f}");
             }
         }
@@ -419,7 +436,10 @@ mod tests {
             .unwrap();
         let claims: Claims<UserNats> = jwt::decode(&token).unwrap();
         assert_eq!(claims.iss, a.signing_public_key());
-        assert_eq!(claims.nats.issuer_account.as_deref(), Some(a.account_public_key().as_str()));
+        assert_eq!(
+            claims.nats.issuer_account.as_deref(),
+            Some(a.account_public_key().as_str())
+        );
         assert_eq!(claims.nats.permissions(), perms);
         assert_eq!(claims.exp, Some(1_800_000_000));
 
@@ -428,7 +448,15 @@ mod tests {
         assert_eq!(acct.nats.signing_keys, vec![a.signing_public_key()]);
         let op: Claims<OperatorNats> = jwt::decode(&a.operator_jwt().unwrap()).unwrap();
         assert_eq!(op.nats.system_account, Some(a.system_account_public_key()));
-        assert!(a.mint_user(&UserSpec { public_key: a.account_public_key(), name: "x".into(), permissions: perms, expires: None }).is_err());
+        assert!(
+            a.mint_user(&UserSpec {
+                public_key: a.account_public_key(),
+                name: "x".into(),
+                permissions: perms,
+                expires: None
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -461,7 +489,9 @@ mod tests {
     #[test]
     fn creds_do_not_leak_in_debug() {
         let (_, c) = clock(1_700_000_000);
-        let creds = Authority::generate(c).mint_new_user("x", Permissions::default()).unwrap();
+        let creds = Authority::generate(c)
+            .mint_new_user("x", Permissions::default())
+            .unwrap();
         let dbg = format!("{creds:?}");
         assert!(!dbg.contains(creds.seed()), "{dbg}");
         let file = creds.to_creds_file();

@@ -63,7 +63,8 @@ pub fn encode<N: Serialize>(claims: &mut Claims<N>, signer: &KeyPair) -> Result<
 /// claimed issuer. Who the issuer is *allowed* to be is the caller's check.
 pub fn decode<N: DeserializeOwned>(token: &str) -> Result<Claims<N>, JwtError> {
     let mut parts = token.trim().split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Shape);
     };
@@ -160,9 +161,15 @@ mod tests {
         let token2 = encode(&mut c2, &other).unwrap();
         let p2: Vec<&str> = token2.split('.').collect();
         let bad2 = format!("{}.{}.{}", parts[0], parts[1], p2[2]);
-        assert!(matches!(decode::<UserNats>(&bad2), Err(JwtError::Signature)));
+        assert!(matches!(
+            decode::<UserNats>(&bad2),
+            Err(JwtError::Signature)
+        ));
 
         assert!(matches!(decode::<UserNats>("a.b"), Err(JwtError::Shape)));
-        assert!(matches!(decode::<UserNats>("!!.b.c"), Err(JwtError::Base64)));
+        assert!(matches!(
+            decode::<UserNats>("!!.b.c"),
+            Err(JwtError::Base64)
+        ));
     }
 }

@@ -37,7 +37,10 @@ mod tests {
         let a = Authority::generate(crate::clock::system());
         let text = render(&a, Path::new("/var/lib/nats/jwt")).unwrap();
         assert!(text.contains(&a.account_public_key()));
-        assert!(text.contains(&format!("system_account: \"{}\"", a.system_account_public_key())));
+        assert!(text.contains(&format!(
+            "system_account: \"{}\"",
+            a.system_account_public_key()
+        )));
         assert!(text.contains("type: full"));
         assert!(text.contains("dir: \"/var/lib/nats/jwt\""));
     }

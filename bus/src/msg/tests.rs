@@ -113,9 +113,15 @@ fn missing_version_means_v1() {
 #[test]
 fn malformed_payloads_are_clear_errors() {
     let err = decode::<Heartbeat>("heartbeat", b"{not json").unwrap_err();
-    assert!(err.to_string().starts_with("malformed heartbeat message"), "{err}");
-    let err = decode::<JobDone>("done", br#"{"job_id":"a.b","outcome":"failed","finished_ms":1}"#)
-        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("malformed heartbeat message"),
+        "{err}"
+    );
+    let err = decode::<JobDone>(
+        "done",
+        br#"{"job_id":"a.b","outcome":"failed","finished_ms":1}"#,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("only ASCII letters"), "{err}");
 }
 
@@ -273,6 +279,27 @@ fn commands_round_trip() {
 }
 
 #[test]
+fn enrollment_round_trips() {
+    roundtrip(EnrollRequest {
+        v: PROTOCOL_VERSION,
+        token: "tok".into(),
+        nkey: "UABC".into(),
+        xkey: "XABC".into(),
+        hostname: "web-1".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        agent_version: "0.1.0".into(),
+    });
+    roundtrip(EnrollReply {
+        v: PROTOCOL_VERSION,
+        host_id: host(),
+        jwt: "eyJ...".into(),
+        bus_urls: vec!["tls://cp.example:4222".into()],
+        controlplane_xkey: "XCP".into(),
+    });
+}
+
+#[test]
 fn services_and_events_round_trip() {
     roundtrip(SvcRequest {
         v: PROTOCOL_VERSION,
@@ -307,8 +334,5 @@ fn sealed_secrets_do_not_show_in_debug() {
 }
 
 fn repo_with(secrets: Sealed) -> RepoAccess {
-    RepoAccess {
-        secrets,
-        ..repo()
-    }
+    RepoAccess { secrets, ..repo() }
 }

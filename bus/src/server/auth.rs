@@ -64,15 +64,22 @@ impl OperatorState {
 
     /// Verifies an account JWT: signature, issued by the trusted operator.
     pub fn verify_account_jwt(&self, token: &str) -> Result<Claims<AccountNats>> {
-        let claims: Claims<AccountNats> = jwt::decode(token).context("account JWT does not verify")?;
+        let claims: Claims<AccountNats> =
+            jwt::decode(token).context("account JWT does not verify")?;
         if !self.operator_keys.contains(&claims.iss) {
-            bail!("account JWT is signed by {}, not by the trusted operator", claims.iss);
+            bail!(
+                "account JWT is signed by {}, not by the trusted operator",
+                claims.iss
+            );
         }
         if claims.nats.kind != "account" {
             bail!("JWT is of type {:?}, not an account", claims.nats.kind);
         }
         if !claims.sub.starts_with('A') || KeyPair::from_public_key(&claims.sub).is_err() {
-            bail!("account JWT subject {:?} is not an account public key", claims.sub);
+            bail!(
+                "account JWT subject {:?} is not an account public key",
+                claims.sub
+            );
         }
         Ok(claims)
     }
@@ -91,7 +98,9 @@ impl OperatorState {
 }
 
 pub(crate) enum AuthState {
-    None { global: Arc<Account> },
+    None {
+        global: Arc<Account>,
+    },
     Users {
         global: Arc<Account>,
         users: HashMap<String, ConnPerms>,
@@ -138,7 +147,11 @@ impl AuthState {
     }
 
     /// Checks a CONNECT against the configured auth.
-    pub fn authenticate(&self, opts: &ConnectOpts, nonce: Option<&str>) -> Result<Authenticated, String> {
+    pub fn authenticate(
+        &self,
+        opts: &ConnectOpts,
+        nonce: Option<&str>,
+    ) -> Result<Authenticated, String> {
         match self {
             Self::None { global } => Ok(Authenticated {
                 account: global.clone(),
@@ -147,7 +160,9 @@ impl AuthState {
             }),
             Self::Users { global, users } => {
                 let nkey = opts.nkey.as_deref().ok_or("no nkey in CONNECT")?;
-                let perms = users.get(nkey).ok_or_else(|| format!("unknown nkey {nkey}"))?;
+                let perms = users
+                    .get(nkey)
+                    .ok_or_else(|| format!("unknown nkey {nkey}"))?;
                 verify_nonce(nkey, nonce, opts.sig.as_deref())?;
                 Ok(Authenticated {
                     account: global.clone(),
@@ -179,12 +194,17 @@ fn verify_nonce(nkey: &str, nonce: Option<&str>, sig: Option<&str>) -> Result<()
     let nonce = nonce.ok_or("no nonce was sent")?;
     let sig = sig.ok_or("no signature in CONNECT")?;
     let sig = decode_sig(sig).ok_or("signature is not base64")?;
-    let kp = KeyPair::from_public_key(nkey).map_err(|_| format!("{nkey:?} is not a public nkey"))?;
+    let kp =
+        KeyPair::from_public_key(nkey).map_err(|_| format!("{nkey:?} is not a public nkey"))?;
     kp.verify(nonce.as_bytes(), &sig)
         .map_err(|_| "nonce signature does not verify".to_owned())
 }
 
-fn authenticate_jwt(op: &OperatorState, opts: &ConnectOpts, nonce: Option<&str>) -> Result<Authenticated, String> {
+fn authenticate_jwt(
+    op: &OperatorState,
+    opts: &ConnectOpts,
+    nonce: Option<&str>,
+) -> Result<Authenticated, String> {
     let token = opts.jwt.as_deref().ok_or("no user JWT in CONNECT")?;
     let claims: Claims<UserNats> = jwt::decode(token).map_err(|e| format!("user JWT: {e}"))?;
     if claims.nats.kind != "user" {
@@ -197,15 +217,19 @@ fn authenticate_jwt(op: &OperatorState, opts: &ConnectOpts, nonce: Option<&str>)
     if claims.nbf.is_some_and(|nbf| nbf > t) {
         return Err("user JWT is not valid yet".into());
     }
-    if let Some(n) = opts.nkey.as_deref() {
-        if n != claims.sub {
-            return Err("CONNECT nkey differs from the JWT subject".into());
-        }
+    if let Some(n) = opts.nkey.as_deref()
+        && n != claims.sub
+    {
+        return Err("CONNECT nkey differs from the JWT subject".into());
     }
     if !claims.nats.bearer_token {
         verify_nonce(&claims.sub, nonce, opts.sig.as_deref())?;
     }
-    let account_name = claims.nats.issuer_account.clone().unwrap_or_else(|| claims.iss.clone());
+    let account_name = claims
+        .nats
+        .issuer_account
+        .clone()
+        .unwrap_or_else(|| claims.iss.clone());
     let account = op
         .accounts()
         .get(&account_name)
@@ -215,7 +239,10 @@ fn authenticate_jwt(op: &OperatorState, opts: &ConnectOpts, nonce: Option<&str>)
         return Err(format!("no JWT for account {account_name}"));
     };
     if claims.iss != acc_jwt.claims.sub && !acc_jwt.claims.nats.signing_keys.contains(&claims.iss) {
-        return Err(format!("user JWT issuer {} is not a key of account {account_name}", claims.iss));
+        return Err(format!(
+            "user JWT issuer {} is not a key of account {account_name}",
+            claims.iss
+        ));
     }
     if acc_jwt.claims.nats.is_revoked(&claims.sub, claims.iat) {
         return Err("user JWT has been revoked".into());
@@ -277,7 +304,9 @@ async fn load_operator(op: &super::OperatorAuth) -> Result<OperatorState> {
         let claims = state
             .verify_account_jwt(&token)
             .with_context(|| format!("account JWT from {from}"))?;
-        let newer = best.get(&claims.sub).is_none_or(|b| claims.iat >= b.claims.iat);
+        let newer = best
+            .get(&claims.sub)
+            .is_none_or(|b| claims.iat >= b.claims.iat);
         if newer {
             best.insert(claims.sub.clone(), AccountJwt { token, claims });
         }

@@ -118,6 +118,8 @@ pub(crate) struct ClientHandle {
     pub id: u64,
     out: Mutex<Outbound>,
     wake_writer: Notify,
+    /// Stops the writer mid-write (output is being discarded).
+    abort_writer: Notify,
     kill: Notify,
     closed: AtomicBool,
     state: OnceLock<ConnState>,
@@ -162,8 +164,15 @@ impl ClientHandle {
         }
         if out.buf.len() + out.in_flight + max_len > self.shared.limits.max_pending {
             drop(out);
-            self.shared.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(cid = self.id, max_pending = self.shared.limits.max_pending, "slow consumer: outbound buffer full, closing");
+            self.shared
+                .stats()
+                .slow_consumers
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                cid = self.id,
+                max_pending = self.shared.limits.max_pending,
+                "slow consumer: outbound buffer full, closing"
+            );
             self.close(CloseReason::SlowConsumer);
             return false;
         }
@@ -197,9 +206,11 @@ impl ClientHandle {
                 out.buf = BytesMut::new();
             }
             if let Some(text) = reason.err_text() {
-                if !reason.discards_output() || reason == CloseReason::SlowConsumer {
-                    out.buf.extend_from_slice(format!("-ERR '{text}'\r\n").as_bytes());
-                }
+                out.buf
+                    .extend_from_slice(format!("-ERR '{text}'\r\n").as_bytes());
+            }
+            if reason.discards_output() {
+                self.abort_writer.notify_one();
             }
             out.closing = Some(reason);
         }
@@ -260,7 +271,9 @@ impl ClientHandle {
             self.msgs_out.fetch_add(1, Ordering::Relaxed);
             let stats = self.shared.stats();
             stats.msgs_out.fetch_add(1, Ordering::Relaxed);
-            stats.bytes_out.fetch_add(msg.len() as u64, Ordering::Relaxed);
+            stats
+                .bytes_out
+                .fetch_add(msg.len() as u64, Ordering::Relaxed);
             if let (Some(r), Some(resp)) = (reply, state.perms.responses()) {
                 self.replies
                     .lock()
@@ -421,6 +434,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, shar
             closing: None,
         }),
         wake_writer: Notify::new(),
+        abort_writer: Notify::new(),
         kill: Notify::new(),
         closed: AtomicBool::new(false),
         state: OnceLock::new(),
@@ -431,7 +445,13 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, shar
     shared.register(&handle);
     let nonce = shared.auth.required().then(nonce);
     tracing::debug!(cid = id, %peer, "client connected");
-    let info = Info::new(&shared, id, Some(peer.ip().to_string()), nonce.as_deref(), shared.is_lame_duck());
+    let info = Info::new(
+        &shared,
+        id,
+        Some(peer.ip().to_string()),
+        nonce.as_deref(),
+        shared.is_lame_duck(),
+    );
     let info_line = match serde_json::to_string(&info) {
         Ok(j) => format!("INFO {j}\r\n"),
         Err(e) => {
@@ -447,18 +467,26 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, id: u64, shar
         return;
     }
     match shared.tls.clone() {
-        None => run(stream, handle.clone(), shared.clone(), nonce, deadline, peer).await,
-        Some(acceptor) => {
-            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => run(tls, handle.clone(), shared.clone(), nonce, deadline, peer).await,
-                Ok(Err(e)) => {
-                    tracing::info!(cid = id, %peer, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    tracing::info!(cid = id, %peer, "TLS handshake timed out");
-                }
-            }
+        None => {
+            run(
+                stream,
+                handle.clone(),
+                shared.clone(),
+                nonce,
+                deadline,
+                peer,
+            )
+            .await
         }
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => run(tls, handle.clone(), shared.clone(), nonce, deadline, peer).await,
+            Ok(Err(e)) => {
+                tracing::info!(cid = id, %peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                tracing::info!(cid = id, %peer, "TLS handshake timed out");
+            }
+        },
     }
     finish(&handle, &shared);
 }
@@ -479,7 +507,7 @@ async fn run<S>(
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
-    let writer = tokio::spawn(write_loop(wr, handle.clone()));
+    let mut writer = tokio::spawn(write_loop(wr, handle.clone()));
     let mut conn = Conn {
         handle: handle.clone(),
         shared: shared.clone(),
@@ -494,8 +522,9 @@ async fn run<S>(
     conn.cleanup();
     // Give the writer the time a write may take to flush the last bytes.
     let wait = shared.limits.write_deadline + Duration::from_millis(100);
-    if tokio::time::timeout(wait, writer).await.is_err() {
+    if tokio::time::timeout(wait, &mut writer).await.is_err() {
         tracing::debug!(cid = handle.id, "writer did not finish in time");
+        writer.abort();
     }
     tracing::debug!(cid = handle.id, %peer, reason = ?reason, "client closed");
 }
@@ -523,7 +552,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, handle: Arc<ClientHandle>)
             handle.wake_writer.notified().await;
             continue;
         };
-        match tokio::time::timeout(deadline, wr.write_all(&chunk)).await {
+        let written = tokio::select! {
+            r = tokio::time::timeout(deadline, wr.write_all(&chunk)) => r,
+            _ = handle.abort_writer.notified() => break,
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(cid = handle.id, error = %e, "write failed");
@@ -531,8 +564,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, handle: Arc<ClientHandle>)
                 break;
             }
             Err(_) => {
-                handle.shared.stats().slow_consumers.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(cid = handle.id, ?deadline, "slow consumer: write deadline exceeded, closing");
+                handle
+                    .shared
+                    .stats()
+                    .slow_consumers
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    cid = handle.id,
+                    ?deadline,
+                    "slow consumer: write deadline exceeded, closing"
+                );
                 handle.close(CloseReason::SlowConsumer);
                 break;
             }
@@ -540,7 +581,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, handle: Arc<ClientHandle>)
         let _ = wr.flush().await;
         let mut out = handle.lock_out();
         out.in_flight = 0;
-        if out.closing.as_ref().is_some_and(CloseReason::discards_output) {
+        if out
+            .closing
+            .as_ref()
+            .is_some_and(CloseReason::discards_output)
+        {
             break;
         }
     }
@@ -568,7 +613,11 @@ impl Conn {
         self.handle.state()
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut rd: R, auth_deadline: tokio::time::Instant) -> CloseReason {
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        mut rd: R,
+        auth_deadline: tokio::time::Instant,
+    ) -> CloseReason {
         let limits = self.shared.limits.clone();
         let mut buf = BytesMut::new();
         let mut need = 0usize;
@@ -584,13 +633,16 @@ impl Conn {
         tokio::pin!(expiry);
         let mut expiry_set = false;
         loop {
-            if !expiry_set {
-                if let Some(exp) = self.connected().and_then(|s| s.user.as_ref()).and_then(|u| u.expires) {
-                    let left = exp - crate::clock::system().now_secs();
-                    let at = tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64);
-                    expiry.as_mut().reset(at);
-                    expiry_set = true;
-                }
+            if !expiry_set
+                && let Some(exp) = self
+                    .connected()
+                    .and_then(|s| s.user.as_ref())
+                    .and_then(|u| u.expires)
+            {
+                let left = exp - crate::clock::system().now_secs();
+                let at = tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64);
+                expiry.as_mut().reset(at);
+                expiry_set = true;
             }
             let want = need.saturating_sub(buf.len()).max(READ_CHUNK);
             if buf.capacity() - buf.len() < want {
@@ -679,7 +731,10 @@ impl Conn {
             other => {
                 if self.connected().is_none() {
                     if self.shared.auth.required() {
-                        self.shared.stats().auth_failures.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .stats()
+                            .auth_failures
+                            .fetch_add(1, Ordering::Relaxed);
                         return Flow::Close(CloseReason::AuthViolation);
                     }
                     if let Flow::Close(r) = self.on_connect(b"{}") {
@@ -693,8 +748,15 @@ impl Conn {
                         hdr_len,
                         headers,
                         msg,
-                    } => self.on_pub(subject, reply, if headers { hdr_len } else { 0 }, msg).await,
-                    ClientOp::Sub { subject, queue, sid } => self.on_sub(subject, queue, sid),
+                    } => {
+                        self.on_pub(subject, reply, if headers { hdr_len } else { 0 }, msg)
+                            .await
+                    }
+                    ClientOp::Sub {
+                        subject,
+                        queue,
+                        sid,
+                    } => self.on_sub(subject, queue, sid),
                     ClientOp::Unsub { sid, max } => self.on_unsub(sid, max),
                     _ => Flow::Continue,
                 }
@@ -726,15 +788,21 @@ impl Conn {
         if no_responders && !headers {
             return Flow::Close(CloseReason::NoRespondersWithoutHeaders);
         }
-        let Authenticated { account, perms, user } =
-            match self.shared.auth.authenticate(&opts, self.nonce.as_deref()) {
-                Ok(a) => a,
-                Err(why) => {
-                    self.shared.stats().auth_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(cid = self.handle.id, peer = %self.peer, reason = %why, "authorization violation");
-                    return Flow::Close(CloseReason::AuthViolation);
-                }
-            };
+        let Authenticated {
+            account,
+            perms,
+            user,
+        } = match self.shared.auth.authenticate(&opts, self.nonce.as_deref()) {
+            Ok(a) => a,
+            Err(why) => {
+                self.shared
+                    .stats()
+                    .auth_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(cid = self.handle.id, peer = %self.peer, reason = %why, "authorization violation");
+                return Flow::Close(CloseReason::AuthViolation);
+            }
+        };
         tracing::debug!(
             cid = self.handle.id,
             account = %account.name,
@@ -743,7 +811,9 @@ impl Conn {
             lang = opts.lang.as_deref().unwrap_or(""),
             "client authenticated"
         );
-        account.clients().insert(self.handle.id, Arc::downgrade(&self.handle));
+        account
+            .clients()
+            .insert(self.handle.id, Arc::downgrade(&self.handle));
         let state = ConnState {
             echo: opts.echo.unwrap_or(true),
             headers,
@@ -757,22 +827,30 @@ impl Conn {
         let _ = self.handle.state.set(state);
         // The account may have been updated (revoking this user) between
         // authentication and registration.
-        if let Some(s) = self.connected() {
-            if let Some(reason) = super::auth::still_valid(&s.account, s.user.as_ref()) {
-                return Flow::Close(reason);
-            }
+        if let Some(s) = self.connected()
+            && let Some(reason) = super::auth::still_valid(&s.account, s.user.as_ref())
+        {
+            return Flow::Close(reason);
         }
         self.ok();
         Flow::Continue
     }
 
-    async fn on_pub(&mut self, subject: &str, reply: Option<&str>, hdr_len: usize, msg: &[u8]) -> Flow {
+    async fn on_pub(
+        &mut self,
+        subject: &str,
+        reply: Option<&str>,
+        hdr_len: usize,
+        msg: &[u8],
+    ) -> Flow {
         let Some(state) = self.handle.state() else {
             return Flow::Continue;
         };
         let stats = self.shared.stats();
         stats.msgs_in.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_in.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        stats
+            .bytes_in
+            .fetch_add(msg.len() as u64, Ordering::Relaxed);
         if !valid_literal_subject(subject) {
             if state.pedantic {
                 self.handle.send_err("Invalid Publish Subject");
@@ -788,26 +866,32 @@ impl Conn {
                     .try_reply(subject, Instant::now(), resp)
             });
             if !replied {
-                tracing::debug!(cid = self.handle.id, subject, "publish permission violation");
-                self.handle
-                    .send_err(&format!("Permissions Violation for Publish to \"{subject}\""));
+                tracing::debug!(
+                    cid = self.handle.id,
+                    subject,
+                    "publish permission violation"
+                );
+                self.handle.send_err(&format!(
+                    "Permissions Violation for Publish to \"{subject}\""
+                ));
                 return Flow::Continue;
             }
         }
         let account = state.account.clone();
         let mut delivered = route(&account, subject, reply, hdr_len, msg, Some(&self.handle));
-        if account.is_system {
-            if let Some(answer) = sys::handle(&self.shared, subject, &msg[hdr_len..]).await {
-                delivered += 1;
-                if let Some(r) = reply {
-                    route(&account, r, None, 0, answer.as_bytes(), None);
-                }
+        if account.is_system
+            && let Some(answer) = sys::handle(&self.shared, subject, &msg[hdr_len..]).await
+        {
+            delivered += 1;
+            if let Some(r) = reply {
+                route(&account, r, None, 0, answer.as_bytes(), None);
             }
         }
-        if delivered == 0 && state.no_responders {
-            if let Some(r) = reply {
-                self.no_responders(subject, r);
-            }
+        if delivered == 0
+            && state.no_responders
+            && let Some(r) = reply
+        {
+            self.no_responders(subject, r);
         }
         self.ok();
         Flow::Continue
@@ -825,7 +909,13 @@ impl Conn {
         };
         let hdr = format!("NATS/1.0 503\r\nNats-Subject: {subject}\r\n\r\n");
         self.handle.enqueue(
-            format!("HMSG {reply} {} {} {}\r\n{hdr}\r\n", sub.sid, hdr.len(), hdr.len()).as_bytes(),
+            format!(
+                "HMSG {reply} {} {} {}\r\n{hdr}\r\n",
+                sub.sid,
+                hdr.len(),
+                hdr.len()
+            )
+            .as_bytes(),
         );
     }
 
@@ -838,9 +928,15 @@ impl Conn {
             return Flow::Continue;
         }
         if !state.perms.can_subscribe(subject, queue) {
-            tracing::debug!(cid = self.handle.id, subject, "subscribe permission violation");
+            tracing::debug!(
+                cid = self.handle.id,
+                subject,
+                "subscribe permission violation"
+            );
             let text = match queue {
-                Some(q) => format!("Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""),
+                Some(q) => format!(
+                    "Permissions Violation for Subscription to \"{subject}\" using queue \"{q}\""
+                ),
                 None => format!("Permissions Violation for Subscription to \"{subject}\""),
             };
             self.handle.send_err(&text);

@@ -40,9 +40,9 @@ use tokio::task::JoinHandle;
 use crate::creds::claims::Permissions;
 
 pub use auth::AccountJwt;
-pub use sublist::{is_subset, matches, valid_literal_subject, valid_queue, valid_subject};
 use client::ClientHandle;
 use sublist::Sublist;
+pub use sublist::{is_subset, matches, valid_literal_subject, valid_queue, valid_subject};
 
 /// The nats-server feature level this server implements; announced as
 /// `version` in INFO, since clients gate features on it.
@@ -334,7 +334,11 @@ impl Server {
             "embedded bus listening"
         );
         let stop_accepting = Arc::new(Notify::new());
-        let accept = tokio::spawn(accept_loop(listener, shared.clone(), stop_accepting.clone()));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            stop_accepting.clone(),
+        ));
         Ok(Server {
             shared,
             local_addr,
@@ -349,7 +353,11 @@ impl Server {
 
     /// `nats://host:port` (or `tls://` with TLS) for clients.
     pub fn url(&self) -> String {
-        let scheme = if self.shared.tls.is_some() { "tls" } else { "nats" };
+        let scheme = if self.shared.tls.is_some() {
+            "tls"
+        } else {
+            "nats"
+        };
         format!("{scheme}://{}", self.local_addr)
     }
 
@@ -360,12 +368,15 @@ impl Server {
     /// Graceful stop: no new connections; every client gets an INFO with
     /// `ldm: true`, then, after the grace period, its queued messages are
     /// flushed and it is closed.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop_accepting.notify_one();
-        let _ = self.accept.await;
+        let _ = (&mut self.accept).await;
         self.shared.lame_duck.store(true, Ordering::SeqCst);
         let clients: Vec<Arc<ClientHandle>> = self.shared.clients().values().cloned().collect();
-        tracing::info!(clients = clients.len(), "embedded bus entering lame-duck mode");
+        tracing::info!(
+            clients = clients.len(),
+            "embedded bus entering lame-duck mode"
+        );
         for c in &clients {
             c.send_lame_duck_info(&self.shared);
         }
@@ -390,6 +401,18 @@ impl Server {
             tracing::warn!("embedded bus: some connections did not close in time");
         }
         tracing::info!("embedded bus stopped");
+    }
+}
+
+impl Drop for Server {
+    /// Dropped without [`Server::shutdown`]: stop at once, closing every
+    /// connection without the lame-duck grace.
+    fn drop(&mut self) {
+        self.accept.abort();
+        let clients: Vec<Arc<ClientHandle>> = self.shared.clients().values().cloned().collect();
+        for c in clients {
+            c.close(client::CloseReason::ServerShutdown);
+        }
     }
 }
 
@@ -419,14 +442,20 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<Notif
         let _ = stream.set_nodelay(true);
         let open = shared.stats.connections.load(Ordering::Relaxed) as usize;
         if open >= shared.limits.max_connections {
-            shared.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, open, max = shared.limits.max_connections, "connection refused: maximum connections exceeded");
             tokio::spawn(client::refuse(stream, shared.clone()));
             continue;
         }
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-        shared.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .total_connections
+            .fetch_add(1, Ordering::Relaxed);
         tokio::spawn(client::serve(stream, peer, id, shared.clone()));
     }
 }

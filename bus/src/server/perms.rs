@@ -121,7 +121,12 @@ impl ConnPerms {
             None => true,
             Some(list) => list.iter().any(|e| matches(&e.subject, subject)),
         };
-        allowed && !self.publish.deny.iter().any(|e| matches(&e.subject, subject))
+        allowed
+            && !self
+                .publish
+                .deny
+                .iter()
+                .any(|e| matches(&e.subject, subject))
     }
 
     /// May subscribe to `subject` (possibly a wildcard) in `queue`?
@@ -175,15 +180,14 @@ impl ReplyTracker {
         if self.replies.len() >= REPLY_PRUNE_AT {
             self.replies
                 .retain(|_, (t, _)| now.saturating_duration_since(*t) <= perm.ttl);
-            if self.replies.len() >= REPLY_CAP {
-                if let Some(oldest) = self
+            if self.replies.len() >= REPLY_CAP
+                && let Some(oldest) = self
                     .replies
                     .iter()
                     .min_by_key(|(_, (t, _))| *t)
                     .map(|(k, _)| k.clone())
-                {
-                    self.replies.remove(&oldest);
-                }
+            {
+                self.replies.remove(&oldest);
             }
         }
         self.replies.insert(reply.into(), (now, 0));
@@ -219,7 +223,12 @@ mod tests {
     use super::*;
     use crate::creds::claims::ResponsePermission;
 
-    fn perms(pub_allow: &[&str], pub_deny: &[&str], sub_allow: &[&str], sub_deny: &[&str]) -> Permissions {
+    fn perms(
+        pub_allow: &[&str],
+        pub_deny: &[&str],
+        sub_allow: &[&str],
+        sub_deny: &[&str],
+    ) -> Permissions {
         let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Permissions {
             publish: Permission {
@@ -236,7 +245,12 @@ mod tests {
 
     #[test]
     fn allow_deny() {
-        let p = ConnPerms::new(&perms(&["a.>"], &["a.secret"], &["b.*", "q.x grp"], &["b.bad"]));
+        let p = ConnPerms::new(&perms(
+            &["a.>"],
+            &["a.secret"],
+            &["b.*", "q.x grp"],
+            &["b.bad"],
+        ));
         assert!(p.can_publish("a.b"));
         assert!(!p.can_publish("a.secret"));
         assert!(!p.can_publish("c"));
@@ -256,8 +270,10 @@ mod tests {
 
     #[test]
     fn responses_turn_off_blanket_publish() {
-        let mut p = Permissions::default();
-        p.responses = Some(ResponsePermission { max: 0, ttl: 0 });
+        let p = Permissions {
+            responses: Some(ResponsePermission { max: 0, ttl: 0 }),
+            ..Default::default()
+        };
         let c = ConnPerms::new(&p);
         assert!(!c.can_publish("x"));
         let r = c.responses().unwrap();
@@ -268,7 +284,10 @@ mod tests {
         assert!(t.try_reply("_INBOX.a.1", now, r));
         assert!(!t.try_reply("_INBOX.a.1", now, r), "max 1");
         t.delivered("_INBOX.a.2", now, r);
-        assert!(!t.try_reply("_INBOX.a.2", now + r.ttl + Duration::from_secs(1), r), "expired");
+        assert!(
+            !t.try_reply("_INBOX.a.2", now + r.ttl + Duration::from_secs(1), r),
+            "expired"
+        );
         assert!(t.is_empty());
     }
 }

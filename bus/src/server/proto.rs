@@ -121,7 +121,11 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Parsed<'_>, ProtoError> {
         check_prefix(buf)?;
         return Ok(Parsed::NeedMore(buf.len() + 1));
     };
-    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     if line_end > MAX_CONTROL_LINE {
         return Err(ProtoError::MaxControlLine);
     }
@@ -188,7 +192,10 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Parsed<'_>, ProtoError> {
     if verb.eq_ignore_ascii_case(b"UNSUB") {
         let (a, n) = split_args(args).ok_or(ProtoError::BadArgs("UNSUB"))?;
         return match n {
-            1 => op(ClientOp::Unsub { sid: a[0], max: None }),
+            1 => op(ClientOp::Unsub {
+                sid: a[0],
+                max: None,
+            }),
             2 => {
                 let max = parse_size(a[1]).ok_or(ProtoError::BadArgs("UNSUB"))?;
                 op(ClientOp::Unsub {
@@ -219,7 +226,10 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Parsed<'_>, ProtoError> {
 
 fn trim(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !is_space(c)).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !is_space(c)).map_or(start, |e| e + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !is_space(c))
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -241,7 +251,11 @@ fn check_prefix(buf: &[u8]) -> Result<(), ProtoError> {
             word.len() <= v.len() && word.eq_ignore_ascii_case(&v[..word.len()])
         }
     });
-    if ok { Ok(()) } else { Err(ProtoError::UnknownOp) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ProtoError::UnknownOp)
+    }
 }
 
 #[cfg(test)]
@@ -300,8 +314,17 @@ mod tests {
                 sid: "7"
             }
         );
-        assert_eq!(one(b"UNSUB 7 3\r\n"), ClientOp::Unsub { sid: "7", max: Some(3) });
-        assert_eq!(one(b"CONNECT {\"a\":null}\r\n"), ClientOp::Connect(b"{\"a\":null}"));
+        assert_eq!(
+            one(b"UNSUB 7 3\r\n"),
+            ClientOp::Unsub {
+                sid: "7",
+                max: Some(3)
+            }
+        );
+        assert_eq!(
+            one(b"CONNECT {\"a\":null}\r\n"),
+            ClientOp::Connect(b"{\"a\":null}")
+        );
     }
 
     #[test]
@@ -309,12 +332,21 @@ mod tests {
         assert_eq!(parse(b"PU", 10), Ok(Parsed::NeedMore(3)));
         assert_eq!(parse(b"PUB foo 5\r\nhi", 10), Ok(Parsed::NeedMore(18)));
         assert_eq!(parse(b"PUB foo 11\r\n", 10), Err(ProtoError::MaxPayload));
-        assert_eq!(parse(b"PUB foo 2\r\nhiX\r\n", 10), Err(ProtoError::UnknownOp));
+        assert_eq!(
+            parse(b"PUB foo 2\r\nhiX\r\n", 10),
+            Err(ProtoError::UnknownOp)
+        );
         assert_eq!(parse(b"FOO bar\r\n", 10), Err(ProtoError::UnknownOp));
         assert_eq!(parse(b"XYZ", 10), Err(ProtoError::UnknownOp));
         assert_eq!(parse(b"SUB foo\r\n", 10), Err(ProtoError::BadArgs("SUB")));
-        assert_eq!(parse(b"PUB foo -1\r\n", 10), Err(ProtoError::BadArgs("PUB")));
-        assert_eq!(parse(b"HPUB foo 5 2\r\n", 10), Err(ProtoError::BadArgs("HPUB")));
+        assert_eq!(
+            parse(b"PUB foo -1\r\n", 10),
+            Err(ProtoError::BadArgs("PUB"))
+        );
+        assert_eq!(
+            parse(b"HPUB foo 5 2\r\n", 10),
+            Err(ProtoError::BadArgs("HPUB"))
+        );
         let long = vec![b'P'; MAX_CONTROL_LINE + 10];
         assert!(parse(&long, 10).is_err());
         let mut long_line = b"SUB ".to_vec();

@@ -15,7 +15,10 @@ use super::client::Subscription;
 pub const MAX_SUBJECT_LEN: usize = 1024;
 
 fn token_ok(t: &str) -> bool {
-    !t.is_empty() && !t.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    !t.is_empty()
+        && !t
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
 /// A subscription subject: non-empty tokens, `*` only as a whole token,
@@ -174,7 +177,10 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.literal.is_empty() && self.star.is_none() && self.here.is_empty() && self.rest.is_empty()
+        self.literal.is_empty()
+            && self.star.is_none()
+            && self.here.is_empty()
+            && self.rest.is_empty()
     }
 }
 
@@ -182,21 +188,11 @@ impl Node {
 #[derive(Default)]
 pub struct Sublist {
     root: Node,
-    count: usize,
 }
 
 impl Sublist {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Number of subscriptions held.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Adds a subscription; its subject must be [`valid_subject`].
@@ -207,7 +203,6 @@ impl Sublist {
         while let Some(t) = tokens.next() {
             if t == ">" {
                 node.rest.insert(sub);
-                self.count += 1;
                 return;
             }
             node = if t == "*" {
@@ -217,7 +212,6 @@ impl Sublist {
             };
             if tokens.peek().is_none() {
                 node.here.insert(sub);
-                self.count += 1;
                 return;
             }
         }
@@ -226,11 +220,7 @@ impl Sublist {
     /// Removes a subscription (by identity); prunes emptied branches.
     pub fn remove(&mut self, sub: &Subscription) -> bool {
         let tokens: Vec<&str> = sub.subject.split('.').collect();
-        let removed = remove_at(&mut self.root, &tokens, sub);
-        if removed {
-            self.count -= 1;
-        }
-        removed
+        remove_at(&mut self.root, &tokens, sub)
     }
 
     /// Every subscription matching the literal `subject`.
@@ -239,11 +229,6 @@ impl Sublist {
         let tokens: Vec<&str> = subject.split('.').collect();
         match_at(&self.root, &tokens, &mut out);
         out
-    }
-
-    /// Whether anything subscribes to `subject`.
-    pub fn has_interest(&self, subject: &str) -> bool {
-        !self.matches(subject).is_empty()
     }
 }
 

@@ -25,10 +25,17 @@ pub(crate) async fn handle(shared: &Shared, subject: &str, payload: &[u8]) -> Op
     let tokens: Vec<&str> = subject.split('.').collect();
     match tokens.as_slice() {
         ["$SYS", "REQ", "CLAIMS", "UPDATE"] => Some(update(shared, None, payload).await),
-        ["$SYS", "REQ", "ACCOUNT", acc, "CLAIMS", "UPDATE"] => Some(update(shared, Some(acc), payload).await),
+        ["$SYS", "REQ", "ACCOUNT", acc, "CLAIMS", "UPDATE"] => {
+            Some(update(shared, Some(acc), payload).await)
+        }
         ["$SYS", "REQ", "ACCOUNT", acc, "CLAIMS", "LOOKUP"] => {
             let account = op.accounts().get(*acc).cloned();
-            Some(account.and_then(|a| a.jwt()).map(|j| j.token).unwrap_or_default())
+            Some(
+                account
+                    .and_then(|a| a.jwt())
+                    .map(|j| j.token)
+                    .unwrap_or_default(),
+            )
         }
         _ => None,
     }
@@ -60,18 +67,33 @@ async fn update(shared: &Shared, subject_account: Option<&str>, payload: &[u8]) 
     };
     let named = subject_account.unwrap_or("");
     let Ok(token) = std::str::from_utf8(payload).map(str::trim) else {
-        return error(shared, named, 400, "jwt update resulted in error: not UTF-8".into());
+        return error(
+            shared,
+            named,
+            400,
+            "jwt update resulted in error: not UTF-8".into(),
+        );
     };
     let claims = match op.verify_account_jwt(token) {
         Ok(c) => c,
-        Err(e) => return error(shared, named, 400, format!("jwt update resulted in error: {e:#}")),
+        Err(e) => {
+            return error(
+                shared,
+                named,
+                400,
+                format!("jwt update resulted in error: {e:#}"),
+            );
+        }
     };
     if subject_account.is_some_and(|a| a != claims.sub) {
         return error(
             shared,
             named,
             400,
-            format!("jwt update resulted in error: subject {} does not match the JWT", named),
+            format!(
+                "jwt update resulted in error: subject {} does not match the JWT",
+                named
+            ),
         );
     }
     let name = claims.sub.clone();
@@ -81,19 +103,30 @@ async fn update(shared: &Shared, subject_account: Option<&str>, payload: &[u8]) 
         // Last writer wins only among newer versions, as nats-server.
         tracing::info!(account = %name, "account JWT update older than the one in force; kept the newer");
     } else {
-        if let Some(dir) = &op.resolver_dir {
-            if let Err(e) = persist(dir, &name, token).await {
-                return error(shared, &name, 500, format!("jwt update resulted in error: {e:#}"));
-            }
+        if let Some(dir) = &op.resolver_dir
+            && let Err(e) = persist(dir, &name, token).await
+        {
+            return error(
+                shared,
+                &name,
+                500,
+                format!("jwt update resulted in error: {e:#}"),
+            );
         }
         *account.jwt.write().unwrap_or_else(|p| p.into_inner()) = Some(AccountJwt {
             token: token.to_owned(),
             claims,
         });
-        let clients: Vec<_> = account.clients().values().filter_map(|w| w.upgrade()).collect();
+        let clients: Vec<_> = account
+            .clients()
+            .values()
+            .filter_map(|w| w.upgrade())
+            .collect();
         let mut cut = 0;
         for c in clients {
-            let verdict = c.state().and_then(|s| still_valid(&account, s.user.as_ref()));
+            let verdict = c
+                .state()
+                .and_then(|s| still_valid(&account, s.user.as_ref()));
             if let Some(reason) = verdict {
                 cut += 1;
                 tracing::info!(cid = c.id, account = %name, ?reason, "disconnecting user no longer admitted");
@@ -113,7 +146,9 @@ async fn update(shared: &Shared, subject_account: Option<&str>, payload: &[u8]) 
 pub(crate) async fn persist(dir: &Path, account: &str, token: &str) -> Result<()> {
     let path = dir.join(format!("{account}.jwt"));
     let token = token.to_owned();
-    tokio::task::spawn_blocking(move || crate::creds::authority::write_private(&path, token.as_bytes()))
-        .await
-        .context("resolver write task")?
+    tokio::task::spawn_blocking(move || {
+        crate::creds::authority::write_private(&path, token.as_bytes())
+    })
+    .await
+    .context("resolver write task")?
 }

@@ -54,7 +54,9 @@ pub fn parse(text: &str) -> Result<Vec<StaticUser>> {
             permissions: Permissions {
                 publish: u.publish.unwrap_or_default(),
                 subscribe: u.subscribe.unwrap_or_default(),
-                responses: u.allow_responses.then_some(ResponsePermission { max: 0, ttl: 0 }),
+                responses: u
+                    .allow_responses
+                    .then_some(ResponsePermission { max: 0, ttl: 0 }),
             },
         });
     }
@@ -63,7 +65,8 @@ pub fn parse(text: &str) -> Result<Vec<StaticUser>> {
 
 /// Reads and parses a users file.
 pub fn load(path: &Path) -> Result<Vec<StaticUser>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse(&text).with_context(|| format!("in {}", path.display()))
 }
 

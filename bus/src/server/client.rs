@@ -877,6 +877,8 @@ impl Conn {
                 return Flow::Continue;
             }
         }
+        // nats-server acknowledges a verbose PUB before delivering it.
+        self.ok();
         let account = state.account.clone();
         let mut delivered = route(&account, subject, reply, hdr_len, msg, Some(&self.handle));
         if account.is_system
@@ -893,7 +895,6 @@ impl Conn {
         {
             self.no_responders(subject, r);
         }
-        self.ok();
         Flow::Continue
     }
 

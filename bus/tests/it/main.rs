@@ -3,5 +3,6 @@
 
 mod conformance;
 mod creds;
+mod nats_py;
 mod reqack;
 mod support;

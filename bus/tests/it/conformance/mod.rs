@@ -361,8 +361,11 @@ async fn verbose_ok_and_invalid_subject(kind: BusKind) {
     for _ in 0..3 {
         lines.push(raw.op(WAIT).await.expect("line"));
     }
-    lines.sort();
-    assert_eq!(lines, ["+OK", "MSG conf.v 1 1", "z"]);
+    assert_eq!(
+        lines,
+        ["+OK", "MSG conf.v 1 1", "z"],
+        "+OK comes before delivery"
+    );
     raw.send(b"SUB conf..bad 2\r\n").await;
     assert_eq!(
         raw.op(WAIT).await.as_deref(),

@@ -3,6 +3,8 @@
 
 mod conformance;
 mod creds;
+mod embedded;
 mod nats_py;
+mod parser;
 mod reqack;
 mod support;

@@ -200,3 +200,75 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus_args(argv: &[&str]) -> Result<BusArgs, clap::Error> {
+        let mut full = vec!["restic-manager", "bus"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full)?.command {
+            Command::Bus(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bus_without_auth_listens_on_loopback_only() {
+        let args = bus_args(&["--listen", "0.0.0.0:4222"]).unwrap();
+        let config = bus_config(&args).unwrap();
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.listen.port(), 4222);
+        assert!(matches!(config.auth, rm_bus::server::Auth::None));
+    }
+
+    #[test]
+    fn bus_flags_that_need_each_other() {
+        assert!(
+            bus_args(&["--tls-cert", "c.pem"]).is_err(),
+            "cert needs key"
+        );
+        assert!(
+            bus_args(&["--operator-jwt", "op.jwt"]).is_err(),
+            "operator needs accounts"
+        );
+        assert!(
+            bus_args(&[
+                "--users",
+                "u.toml",
+                "--operator-jwt",
+                "o",
+                "--account-jwt",
+                "a"
+            ])
+            .is_err(),
+            "users and operator mode exclude each other"
+        );
+        let dir = tempfile_dir();
+        let users = dir.join("users.toml");
+        let key = rm_bus::creds::Authority::generate(rm_bus::clock::system())
+            .mint_new_user("u", rm_bus::creds::Permissions::default());
+        let public = key.unwrap().key_pair().unwrap().public_key();
+        std::fs::write(&users, format!("[[user]]\nnkey = \"{public}\"\n")).unwrap();
+        let args = bus_args(&[
+            "--listen",
+            "0.0.0.0:4222",
+            "--users",
+            users.to_str().unwrap(),
+        ])
+        .unwrap();
+        let config = bus_config(&args).unwrap();
+        assert!(
+            !config.listen.ip().is_loopback(),
+            "authenticated bus may listen anywhere"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rm-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -9,6 +9,7 @@
 //! - [`connect`]: connecting an async-nats client with those credentials.
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
 //! - [`clock`]: injectable time.
+//! - [`server`]: the embedded core-NATS server (the default bus).
 
 pub mod clock;
 pub mod connect;
@@ -17,6 +18,7 @@ pub mod ids;
 pub mod msg;
 pub mod reqack;
 pub mod seal;
+pub mod server;
 pub mod subject;
 
 pub use ids::{HostId, IdError, JobId};

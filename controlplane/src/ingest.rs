@@ -518,7 +518,11 @@ async fn apply_done(
             event: None,
         });
     }
-    crate::sweeper::after_done(cp, &mut *tx, &job, msg).await?;
+    if crate::health::record(cp, &mut *tx, &job, msg).await?
+        && let Some(repo) = &job.repo_id
+    {
+        crate::health::queue_refresh(cp, &mut *tx, repo, &job.exec_host_id).await?;
+    }
     Ok(Applied {
         ack: Ack::ok(),
         event: Some((Event::JobFinished, job.host_id, id.to_owned())),

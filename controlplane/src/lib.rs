@@ -32,6 +32,7 @@ pub mod api;
 mod audit;
 mod dispatch;
 mod enroll;
+mod health;
 mod ingest;
 mod jobs;
 mod repos;
@@ -65,6 +66,8 @@ pub struct Timings {
     pub log_cap: i64,
     pub retention: rm_store::retention::Retention,
     pub retention_every: Duration,
+    /// How often every repository's snapshots and stats are refreshed.
+    pub health_every: Duration,
     /// Default restic timeout of a job.
     pub default_job_timeout: Duration,
 }
@@ -92,6 +95,7 @@ impl Default for Timings {
             log_cap: 10_000,
             retention: rm_store::retention::Retention::default(),
             retention_every: Duration::from_secs(3600),
+            health_every: Duration::from_secs(6 * 3600),
             default_job_timeout: Duration::from_secs(12 * 3600),
         }
     }

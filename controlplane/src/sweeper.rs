@@ -2,13 +2,12 @@
 //! once the control plane itself has been connected long enough, so a
 //! restart never flags a healthy fleet), pushes the account JWT at start
 //! (revocations survive restarts of either side), applies retention, and
-//! records repository state from finished jobs.
+//! queues the periodic repository health refresh.
 
 use std::sync::Arc;
 
-use rm_bus::msg::{JobDone, JobOutcome};
 use rm_bus::subject::Event;
-use rm_store::{hosts, jobs, retention, snapshots};
+use rm_store::{hosts, retention};
 
 use crate::{Cp, lock};
 
@@ -17,6 +16,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(cp.t.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let window = cp.t.heartbeat * cp.t.offline_after_missed;
@@ -30,6 +30,16 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
             for h in gone {
                 tracing::warn!(host = %h, "host offline: heartbeats missed");
                 cp.event(Event::HostOffline, Some(&h), None, None).await;
+            }
+        }
+        if last_refresh.elapsed() >= cp.t.health_every {
+            last_refresh = tokio::time::Instant::now();
+            match crate::health::refresh_all(&cp).await {
+                Ok(n) => {
+                    tracing::info!(repositories = n, "repository health refresh queued");
+                    cp.dispatch_wake.notify_one();
+                }
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "health refresh not queued"),
             }
         }
         if last_purge.elapsed() >= cp.t.retention_every {
@@ -63,47 +73,4 @@ async fn push_account_until_ok(cp: &Arc<Cp>) {
             }
         }
     });
-}
-
-/// Repository state from a finished job, in the ingest transaction: the
-/// snapshot a backup made goes into the snapshots cache.
-pub(crate) async fn after_done(
-    cp: &Cp,
-    tx: &mut rm_store::Conn,
-    job: &jobs::Job,
-    done: &JobDone,
-) -> anyhow::Result<()> {
-    let Some(repo) = &job.repo_id else {
-        return Ok(());
-    };
-    if job.kind == "backup" && matches!(done.outcome, JobOutcome::Succeeded | JobOutcome::Warning) {
-        let Some(summary) = &done.summary else {
-            return Ok(());
-        };
-        let Some(id) = summary.get("snapshot_id").and_then(|s| s.as_str()) else {
-            return Ok(());
-        };
-        let host = hosts::get(&mut *tx, &job.host_id).await?;
-        let params = job.params()?;
-        let (paths, tags) = match &params {
-            rm_bus::msg::JobParams::Backup { paths, tags, .. } => (paths.clone(), tags.clone()),
-            _ => (Vec::new(), Vec::new()),
-        };
-        snapshots::upsert(
-            &mut *tx,
-            &snapshots::Snapshot {
-                repo_id: repo.clone(),
-                snapshot_id: id.to_owned(),
-                short_id: id.chars().take(8).collect(),
-                hostname: host.restic_host.unwrap_or_default(),
-                time: done.finished_ms,
-                paths_json: serde_json::to_string(&paths)?,
-                tags_json: serde_json::to_string(&tags)?,
-                summary_json: Some(summary.to_string()),
-                seen_at: cp.now(),
-            },
-        )
-        .await?;
-    }
-    Ok(())
 }

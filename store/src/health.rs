@@ -77,5 +77,11 @@ pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health
             out.check_ok = r.check_ok;
         }
     }
+    if out.dedup_ratio.is_none()
+        && let (Some(total), Some(raw)) = (out.total_size, out.raw_size)
+        && raw > 0
+    {
+        out.dedup_ratio = Some(total as f64 / raw as f64);
+    }
     Ok(out)
 }

@@ -390,6 +390,17 @@ pub async fn list_recent(
     .await?)
 }
 
+/// Is a system refresh (snapshots/stats) of `repo_id` waiting or running?
+pub async fn system_refresh_pending(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE repo_id = ? AND origin = 'system' AND status IN ('queued', 'dispatched', 'running')",
+    )
+    .bind(repo_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
 /// Phase of an at-least-once agent message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -80,7 +80,7 @@ async fn enrollment_happy_path_and_refusals() {
     assert_eq!(reply.host_id.as_str(), added.host_id);
     assert_eq!(reply.bus_urls, vec![bus.url()]);
     assert!(reply.controlplane_xkey.starts_with('X'));
-    let agent = Agent::connect(&bus, reply, nkey, xkey, "web-1")
+    let mut agent = Agent::connect(&bus, reply, nkey, xkey, "web-1")
         .await
         .unwrap();
     let hello = agent.hello(0, vec![], vec![]).await;
@@ -229,7 +229,7 @@ async fn re_enrollment_replaces_the_keys() {
         })
         .await
         .unwrap();
-    let new = Agent::connect(&bus, reply, nkey, xkey, "web-1")
+    let mut new = Agent::connect(&bus, reply, nkey, xkey, "web-1")
         .await
         .unwrap();
     new.hello(0, vec![], vec![]).await;

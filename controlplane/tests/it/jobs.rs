@@ -106,7 +106,7 @@ async fn ingest_refuses_another_hosts_job() {
         .await
         .unwrap();
     let mut a = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
-    let b = Agent::enroll(&bus, &cp, "web-2").await.unwrap();
+    let mut b = Agent::enroll(&bus, &cp, "web-2").await.unwrap();
     let repo = repo_with(&cp, "main", "pw", &[&a, &b], &[]).await;
     a.hello(0, vec![], vec![]).await;
     b.hello(0, vec![], vec![]).await;

@@ -17,7 +17,7 @@ async fn offline_after_missed_heartbeats_and_back_on_the_next() {
     let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
         .await
         .unwrap();
-    let agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
     let mut offline = cp
         .web
         .subscribe(Event::HostOffline.subject())
@@ -26,6 +26,7 @@ async fn offline_after_missed_heartbeats_and_back_on_the_next() {
     agent.hello(0, vec![], vec![]).await;
     let db = cp.db().await;
     assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+    agent.stop_heartbeats();
 
     // silence: offline within 3 intervals (+ one sweep), with an event
     let evt = tokio::time::timeout(WAIT, offline.next())
@@ -65,8 +66,9 @@ async fn a_control_plane_restart_does_not_flag_a_healthy_fleet_offline() {
         .unwrap();
     let mut agents = Vec::new();
     for i in 0..3 {
-        let a = Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap();
+        let mut a = Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap();
         a.hello(0, vec![], vec![]).await;
+        a.stop_heartbeats(); // this test beats by hand
         agents.push(a);
     }
     let ids: Vec<String> = agents.iter().map(|a| a.host_id()).collect();

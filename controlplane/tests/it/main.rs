@@ -5,5 +5,6 @@
 
 mod enrollment;
 mod jobs;
+mod lifecycle;
 mod liveness;
 mod support;

@@ -198,6 +198,13 @@ pub struct Agent {
     pub client: TestClient,
     pub commands: Subscriber,
     pub hostname: String,
+    beat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop_heartbeats();
+    }
 }
 
 pub fn enroll_request(token: &str, nkey: &KeyPair, xkey: &XKey, hostname: &str) -> EnrollRequest {
@@ -251,7 +258,49 @@ impl Agent {
             client,
             commands,
             hostname: hostname.into(),
+            beat: None,
         })
+    }
+
+    /// Heartbeats every 100 ms from now on, like a live agent.
+    pub fn start_heartbeats(&mut self) {
+        if self.beat.is_some() {
+            return;
+        }
+        let client = self.client.client.clone();
+        let subject = subject::agent_heartbeat(&self.host);
+        self.beat = Some(tokio::spawn(async move {
+            loop {
+                let _ = client
+                    .publish(subject.clone(), encode(&heartbeat_msg()))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+
+    /// Falls silent (the host looks dead).
+    pub fn stop_heartbeats(&mut self) {
+        if let Some(b) = self.beat.take() {
+            b.abort();
+        }
+    }
+
+    /// Closes the connection (the agent goes away).
+    pub async fn disconnect(&mut self) {
+        self.stop_heartbeats();
+        let _ = self.commands.unsubscribe().await;
+        let _ = self.client.client.drain().await;
+    }
+
+    /// Connects again with the same identity.
+    pub async fn reconnect(&mut self, bus: &TestBus) -> Result<()> {
+        let role = Role::Agent(self.host.clone());
+        let creds = UserCreds::new(self.jwt.clone(), self.nkey.seed()?);
+        self.client = bus.connect_as(&role, creds).await?;
+        self.commands = self.client.subscribe(subject::cmd(&self.host)).await?;
+        self.client.flush().await?;
+        Ok(())
     }
 
     pub fn host_id(&self) -> String {
@@ -259,7 +308,7 @@ impl Agent {
     }
 
     pub async fn hello(
-        &self,
+        &mut self,
         config_version: u64,
         accepted: Vec<JobId>,
         running: Vec<JobId>,
@@ -290,30 +339,39 @@ impl Agent {
         )
         .await
         .expect("hello answered");
+        self.start_heartbeats();
         decode("hello reply", &m.payload).expect("hello reply parses")
     }
 
     pub async fn heartbeat(&self) {
-        let hb = Heartbeat {
-            v: PROTOCOL_VERSION,
-            ts_ms: 0,
-            agent_version: "0.1.0-test".into(),
-            restic_version: Some("0.18.0".into()),
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            uptime_secs: 1,
-            config_version: 0,
-            disks: vec![],
-            running_jobs: vec![],
-            next_runs: vec![],
-        };
         self.client
-            .publish(subject::agent_heartbeat(&self.host), encode(&hb))
+            .publish(
+                subject::agent_heartbeat(&self.host),
+                encode(&heartbeat_msg()),
+            )
             .await
             .expect("heartbeat");
         self.client.flush().await.expect("flush");
     }
+}
 
+fn heartbeat_msg() -> Heartbeat {
+    Heartbeat {
+        v: PROTOCOL_VERSION,
+        ts_ms: 0,
+        agent_version: "0.1.0-test".into(),
+        restic_version: Some("0.18.0".into()),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        uptime_secs: 1,
+        config_version: 0,
+        disks: vec![],
+        running_jobs: vec![],
+        next_runs: vec![],
+    }
+}
+
+impl Agent {
     /// The next command sent to this agent.
     pub async fn next_command(&mut self, within: Duration) -> Option<(Command, Message)> {
         let m = tokio::time::timeout(within, self.commands.next())

@@ -1,0 +1,299 @@
+//! Repository state from job results: the snapshots cache and the health
+//! history (sizes, dedup and compression, snapshot count, check results).
+//!
+//! Kept current without an operator: after every successful backup and
+//! forget the control plane queues `snapshots` and both `stats` modes as
+//! system jobs on the host that ran it, and a periodic sweep does the same
+//! for every repository (on its maintenance host, else any attached online
+//! host). Checks are recorded whenever one runs (on its schedule or by hand).
+
+use rm_bus::msg::{JobDone, JobOutcome, JobParams, StatsMode};
+use rm_store::health::{self, Health};
+use rm_store::jobs::{self, JobStatus, NewJob};
+use rm_store::{hosts, repos, snapshots};
+use serde_json::Value;
+
+use crate::Cp;
+
+/// Records what a finished job tells about its repository. Returns true
+/// when the repository's state should be refreshed.
+pub(crate) async fn record(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    job: &jobs::Job,
+    done: &JobDone,
+) -> anyhow::Result<bool> {
+    let Some(repo) = &job.repo_id else {
+        return Ok(false);
+    };
+    let ok = matches!(done.outcome, JobOutcome::Succeeded | JobOutcome::Warning);
+    let now = cp.now();
+    let summary = done.summary.as_ref();
+    match (job.params()?, ok) {
+        (JobParams::Backup { paths, tags, .. }, true) => {
+            if let Some(id) = summary
+                .and_then(|s| s.get("snapshot_id"))
+                .and_then(Value::as_str)
+            {
+                let host = hosts::get(&mut *tx, &job.host_id).await?;
+                snapshots::upsert(
+                    &mut *tx,
+                    &snapshots::Snapshot {
+                        repo_id: repo.clone(),
+                        snapshot_id: id.to_owned(),
+                        short_id: id.chars().take(8).collect(),
+                        hostname: host.restic_host.unwrap_or_default(),
+                        time: done.finished_ms,
+                        paths_json: serde_json::to_string(&paths)?,
+                        tags_json: serde_json::to_string(&tags)?,
+                        summary_json: summary.map(ToString::to_string),
+                        seen_at: now,
+                    },
+                )
+                .await?;
+            }
+            Ok(job.origin != "system")
+        }
+        (JobParams::Forget { .. }, true) => Ok(true),
+        (JobParams::Snapshots { host_name }, true) => {
+            let Some(list) = summary.and_then(Value::as_array) else {
+                return Ok(false);
+            };
+            let parsed: Vec<snapshots::Snapshot> = list
+                .iter()
+                .filter_map(|s| snapshot_of(repo, s, now))
+                .collect();
+            snapshots::replace_all(&mut *tx, repo, host_name.as_deref(), &parsed).await?;
+            if host_name.is_none() {
+                health::insert(
+                    &mut *tx,
+                    &Health {
+                        repo_id: repo.clone(),
+                        ts: now,
+                        source_job_id: Some(job.id.clone()),
+                        snapshot_count: i64::try_from(parsed.len()).ok(),
+                        ..Health::default()
+                    },
+                )
+                .await?;
+            }
+            Ok(false)
+        }
+        (
+            JobParams::Stats {
+                mode,
+                snapshot: None,
+            },
+            true,
+        ) => {
+            let Some(s) = summary else { return Ok(false) };
+            let int = |k: &str| s.get(k).and_then(Value::as_i64);
+            let mut h = Health {
+                repo_id: repo.clone(),
+                ts: now,
+                source_job_id: Some(job.id.clone()),
+                ..Health::default()
+            };
+            match mode {
+                StatsMode::RestoreSize => h.total_size = int("total_size"),
+                StatsMode::RawData => {
+                    h.raw_size = int("total_size");
+                    h.uncompressed_size = int("total_uncompressed_size");
+                    h.compression_ratio = s.get("compression_ratio").and_then(Value::as_f64);
+                }
+                StatsMode::Unknown => return Ok(false),
+            }
+            health::insert(&mut *tx, &h).await?;
+            Ok(false)
+        }
+        (JobParams::Check { .. }, _) if done.outcome != JobOutcome::Cancelled => {
+            health::insert(
+                &mut *tx,
+                &Health {
+                    repo_id: repo.clone(),
+                    ts: now,
+                    source_job_id: Some(job.id.clone()),
+                    check_ok: Some(done.outcome == JobOutcome::Succeeded),
+                    check_at: Some(done.finished_ms),
+                    detail_json: summary.map(ToString::to_string),
+                    ..Health::default()
+                },
+            )
+            .await?;
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+fn snapshot_of(repo: &str, s: &Value, now: i64) -> Option<snapshots::Snapshot> {
+    let id = s.get("id").and_then(Value::as_str)?;
+    let time = s
+        .get("time")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339_ms)?;
+    Some(snapshots::Snapshot {
+        repo_id: repo.to_owned(),
+        snapshot_id: id.to_owned(),
+        short_id: s
+            .get("short_id")
+            .and_then(Value::as_str)
+            .map_or_else(|| id.chars().take(8).collect(), str::to_owned),
+        hostname: s
+            .get("hostname")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        time,
+        paths_json: s
+            .get("paths")
+            .map_or_else(|| "[]".into(), ToString::to_string),
+        tags_json: s
+            .get("tags")
+            .filter(|t| !t.is_null())
+            .map_or_else(|| "[]".into(), ToString::to_string),
+        summary_json: s.get("summary").map(ToString::to_string),
+        seen_at: now,
+    })
+}
+
+/// Parses restic's RFC 3339 times (`2026-11-25T17:48:30.977496123+01:00`,
+/// `...Z`) to Unix milliseconds.
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let tz_at = rest.rfind(['Z', 'z', '+', '-'])?;
+    let (clock, tz) = rest.split_at(tz_at);
+    let mut c = clock.splitn(3, ':');
+    let (hh, mm): (i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?);
+    let sec_text = c.next()?;
+    let (whole, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
+    let ss: i64 = whole.parse().ok()?;
+    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    let offset_min = match tz {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = tz[1..].split_once(':')?;
+            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?)
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // days from civil (Howard Hinnant's algorithm)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60) * 1000) + ms)
+}
+
+const REFRESH_TIMEOUT_SECS: i64 = 3600;
+
+/// Queues `snapshots` and both `stats` modes for `repo` on `exec_host`,
+/// unless such a refresh is already waiting. Returns the jobs queued.
+pub(crate) async fn queue_refresh(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    repo: &str,
+    exec_host: &str,
+) -> anyhow::Result<Vec<String>> {
+    if jobs::system_refresh_pending(&mut *tx, repo).await? {
+        return Ok(Vec::new());
+    }
+    let now = cp.now();
+    let mut queued = Vec::new();
+    for params in [
+        JobParams::Snapshots { host_name: None },
+        JobParams::Stats {
+            mode: StatsMode::RestoreSize,
+            snapshot: None,
+        },
+        JobParams::Stats {
+            mode: StatsMode::RawData,
+            snapshot: None,
+        },
+    ] {
+        let id = rm_bus::JobId::generate();
+        jobs::insert(
+            &mut *tx,
+            &NewJob {
+                id: id.as_str(),
+                host_id: exec_host,
+                exec_host_id: exec_host,
+                repo_id: Some(repo),
+                params: &params,
+                origin: "system",
+                schedule_id: None,
+                status: JobStatus::Queued,
+                timeout_secs: REFRESH_TIMEOUT_SECS,
+                created_by: "system",
+                created_at: now,
+                started_at: None,
+            },
+        )
+        .await?;
+        queued.push(id.to_string());
+    }
+    Ok(queued)
+}
+
+/// The periodic sweep: one refresh per repository, on its maintenance host
+/// if online, else on any attached online host.
+pub(crate) async fn refresh_all(cp: &Cp) -> anyhow::Result<usize> {
+    let mut tx = cp.store.write().await?;
+    let mut n = 0;
+    for repo in repos::list(&mut tx).await? {
+        let mut candidates = Vec::new();
+        if let Some(m) = &repo.maintenance_host_id {
+            candidates.push(m.clone());
+        }
+        candidates.extend(
+            repos::hosts_of_repo(&mut tx, &repo.id)
+                .await?
+                .into_iter()
+                .map(|c| c.host_id),
+        );
+        for h in candidates {
+            if hosts::get(&mut tx, &h).await?.status()? == hosts::HostStatus::Online {
+                n += usize::from(!queue_refresh(cp, &mut tx, &repo.id, &h).await?.is_empty());
+                break;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339_ms;
+
+    #[test]
+    fn parses_restic_times() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-25T17:48:30.977496123+01:00"),
+            Some(1_795_625_310_977)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-25T16:48:30.977Z"),
+            Some(1_795_625_310_977)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T12:00:00-05:30"),
+            Some(951_845_400_000)
+        );
+        assert_eq!(parse_rfc3339_ms("garbage"), None);
+        assert_eq!(parse_rfc3339_ms("2026-13-01T00:00:00Z"), None);
+    }
+}

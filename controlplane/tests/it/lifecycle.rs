@@ -1,0 +1,403 @@
+//! Job lifecycle details: cancel in every state, exclusive jobs per
+//! repository, reconciliation (lost jobs, late results), restore onto
+//! another host, repository health from results, connection tests.
+
+use std::time::Duration;
+
+use rm_bus::JobId;
+use rm_bus::msg::*;
+use rm_bus::seal::RepoSecrets;
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+async fn setup(names: &[&str]) -> (TestBus, tempfile::TempDir, Cp, Vec<Agent>) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for n in names {
+        agents.push(Agent::enroll(&bus, &cp, n).await.unwrap());
+    }
+    (bus, dir, cp, agents)
+}
+
+fn create(host: &Agent, repo: &str, params: JobParams) -> api::JobCreate {
+    api::JobCreate {
+        host_id: host.host_id(),
+        repo_id: repo.into(),
+        params,
+        timeout_secs: None,
+        target_host_id: None,
+    }
+}
+
+#[tokio::test]
+async fn cancel_works_in_every_state() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let db = cp.db().await;
+    let a = &mut agents[0];
+
+    // queued (host offline): cancelled at once, never dispatched
+    let queued: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    let st: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: queued.job_id.clone(),
+            },
+        )
+        .await;
+    assert_eq!(st.status, "cancelled");
+
+    // dispatched: the agent is told
+    a.hello(0, vec![], vec![]).await;
+    let running: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    let spec = a.expect_dispatch().await;
+    assert_eq!(
+        spec.job_id.as_str(),
+        running.job_id,
+        "the cancelled job was never dispatched"
+    );
+    let job = JobId::parse(&running.job_id).unwrap();
+    a.send_started(&job, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let st: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: running.job_id.clone(),
+            },
+        )
+        .await;
+    assert_eq!(st.status, "running", "running until the agent reports");
+    let (cmd, m) = a.next_command(WAIT).await.expect("cancel sent");
+    assert_eq!(
+        cmd.body,
+        CommandBody::Cancel {
+            job_id: job.clone()
+        }
+    );
+    a.answer(&m, encode(&Ack::ok())).await;
+    let mut done = done_msg(&job, JobOutcome::Cancelled);
+    done.summary = None;
+    a.send_done(&done).await.unwrap();
+    assert_eq!(job_status(&db, &running.job_id).await, "cancelled");
+
+    // finished: cancelling again changes nothing
+    let st: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: running.job_id.clone(),
+            },
+        )
+        .await;
+    assert_eq!(st.status, "cancelled");
+    let err = cp
+        .call_raw::<_, api::JobState>(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: "jnope".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "not_found");
+}
+
+#[tokio::test]
+async fn prune_waits_for_the_repository_and_cancel_reaches_an_agent_that_was_away() {
+    let (bus, _dir, cp, mut agents) = setup(&["web-1", "maint"]).await;
+    let (web, maint) = agents.split_at_mut(1);
+    let (web, maint) = (&mut web[0], &mut maint[0]);
+    let repo = repo_with(&cp, "main", "pw", &[web], &[maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    web.hello(0, vec![], vec![]).await;
+    maint.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+
+    let backup: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(web, &repo, backup_params()))
+        .await;
+    web.expect_dispatch().await;
+    let bjob = JobId::parse(&backup.job_id).unwrap();
+    web.send_started(&bjob, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+
+    // prune is exclusive: it waits while the backup runs
+    let prune: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(web, &repo, JobParams::Prune {}))
+        .await;
+    assert_eq!(prune.exec_host_id, maint.host_id());
+    assert!(
+        maint
+            .next_command(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "prune dispatched beside a running backup"
+    );
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
+
+    let mut done = done_msg(&bjob, JobOutcome::Succeeded);
+    done.summary = None; // no snapshot: no refresh jobs in the way
+    web.send_done(&done).await.unwrap();
+    let spec = maint.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), prune.job_id);
+
+    // the maintenance host drops off; cancel is remembered and repeated at hello
+    maint.disconnect().await;
+    let st: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: prune.job_id.clone(),
+            },
+        )
+        .await;
+    assert_eq!(st.status, "dispatched");
+    maint.reconnect(&bus).await.unwrap();
+    let pjob = JobId::parse(&prune.job_id).unwrap();
+    maint.hello(0, vec![pjob.clone()], vec![]).await;
+    let (cmd, m) = maint
+        .next_command(WAIT)
+        .await
+        .expect("cancel repeated after hello");
+    assert_eq!(cmd.body, CommandBody::Cancel { job_id: pjob });
+    maint.answer(&m, encode(&Ack::ok())).await;
+}
+
+#[tokio::test]
+async fn unknown_jobs_become_lost_and_a_late_result_still_counts() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch().await;
+    let job = JobId::parse(&created.job_id).unwrap();
+    let db = cp.db().await;
+    eventually("dispatched", || async {
+        (job_status(&db, &created.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+
+    // the agent comes back knowing nothing of it: lost after the grace
+    a.hello(0, vec![], vec![]).await;
+    eventually("lost", || async {
+        (job_status(&db, &created.job_id).await == "lost").then_some(())
+    })
+    .await;
+
+    // ... unless its result turns up after all
+    let mut done = done_msg(&job, JobOutcome::Failed);
+    done.error_kind = Some(ErrorKind::WrongPassword);
+    done.summary = None;
+    a.send_done(&done).await.unwrap();
+    let mut c = db.read().await.unwrap();
+    let j = rm_store::jobs::get(&mut c, &created.job_id).await.unwrap();
+    assert_eq!(
+        (j.status.as_str(), j.error_kind.as_deref()),
+        ("failed", Some("wrong_password"))
+    );
+
+    // a job the agent does report stays put
+    drop(c);
+    let second: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch().await;
+    eventually("dispatched", || async {
+        (job_status(&db, &second.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    a.hello(0, vec![JobId::parse(&second.job_id).unwrap()], vec![])
+        .await;
+    tokio::time::sleep(fast_timings().lost_grace * 3).await;
+    assert_eq!(job_status(&db, &second.job_id).await, "dispatched");
+}
+
+#[tokio::test]
+async fn restore_onto_another_host_gets_credentials_sealed_to_it() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "rescue"]).await;
+    let repo = repo_with(&cp, "main", "pw-restore", &[&agents[0]], &[]).await;
+    let target = &mut agents[1];
+    target.hello(0, vec![], vec![]).await;
+    let params = JobParams::Restore {
+        snapshot: "latest".into(),
+        include: vec!["/data/a".into()],
+        target: RestoreTarget::Path {
+            path: "/restore".into(),
+        },
+    };
+    let req = api::JobCreate {
+        host_id: agents[0].host_id(),
+        repo_id: repo.clone(),
+        params,
+        timeout_secs: Some(60),
+        target_host_id: Some(agents[1].host_id()),
+    };
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, req).await;
+    assert_eq!(created.exec_host_id, agents[1].host_id());
+    let target = &mut agents[1];
+    let spec = target.expect_dispatch().await;
+    let secrets: RepoSecrets =
+        rm_bus::seal::open(&spec.repo.secrets, &target.xkey, &target.cp_xkey)
+            .expect("sealed to the target");
+    assert_eq!(secrets.password, "pw-restore");
+    assert_eq!(spec.timeout_secs, 60);
+    // another kind cannot run elsewhere
+    let req = api::JobCreate {
+        host_id: agents[0].host_id(),
+        repo_id: repo,
+        params: backup_params(),
+        timeout_secs: None,
+        target_host_id: Some(agents[1].host_id()),
+    };
+    let err = cp
+        .call_raw::<_, api::JobCreated>(api::JOB_CREATE, req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+}
+
+#[tokio::test]
+async fn results_keep_repository_health_current() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch().await;
+    let job = JobId::parse(&created.job_id).unwrap();
+    a.send_started(&job, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    a.send_done(&done_msg(&job, JobOutcome::Succeeded))
+        .await
+        .unwrap();
+
+    // the backup triggers a refresh: snapshots and both stats modes
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let spec = a.expect_dispatch().await;
+        let summary = match &spec.params {
+            JobParams::Snapshots { host_name: None } => serde_json::json!([
+                {"time": "2026-11-25T10:00:00.5+01:00", "id": "a".repeat(64), "short_id": "aaaaaaaa", "hostname": "web-1", "paths": ["/data"]},
+                {"time": "2026-11-25T11:00:00Z", "id": "b".repeat(64), "short_id": "bbbbbbbb", "hostname": "other", "paths": ["/srv"], "tags": ["x"]}
+            ]),
+            JobParams::Stats {
+                mode: StatsMode::RestoreSize,
+                ..
+            } => {
+                serde_json::json!({"total_size": 3000, "total_file_count": 5, "snapshots_count": 2})
+            }
+            JobParams::Stats {
+                mode: StatsMode::RawData,
+                ..
+            } => {
+                serde_json::json!({"total_size": 1000, "total_uncompressed_size": 1500, "compression_ratio": 1.5, "total_blob_count": 9})
+            }
+            other => panic!("unexpected refresh job {other:?}"),
+        };
+        kinds.push(spec.params.kind());
+        a.send_started(&spec.job_id, JobOrigin::Dispatch, None)
+            .await
+            .unwrap();
+        let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+        d.summary = Some(summary);
+        a.send_done(&d).await.unwrap();
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        kinds,
+        vec![JobKind::Snapshots, JobKind::Stats, JobKind::Stats]
+    );
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
+    assert_eq!(
+        (
+            h.snapshot_count,
+            h.total_size,
+            h.raw_size,
+            h.uncompressed_size
+        ),
+        (Some(2), Some(3000), Some(1000), Some(1500))
+    );
+    assert_eq!(h.dedup_ratio, Some(3.0));
+    assert_eq!(h.compression_ratio, Some(1.5));
+    // the cache now holds restic's list (the backup's own entry replaced)
+    let snaps = rm_store::snapshots::list(&mut c, &repo, None)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = snaps.iter().map(|s| s.short_id.as_str()).collect();
+    assert_eq!(ids, vec!["bbbbbbbb", "aaaaaaaa"], "newest first");
+    assert_eq!(snaps[1].time, 1_795_597_200_500);
+}
+
+#[tokio::test]
+async fn connection_test_reports_a_clear_reason() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let host = a.host_id();
+    let answer = async {
+        let (cmd, m) = a.next_command(WAIT).await.expect("verify sent");
+        assert!(
+            matches!(cmd.body, CommandBody::RepoVerify { .. }),
+            "{cmd:?}"
+        );
+        let reply = QueryReply {
+            v: PROTOCOL_VERSION,
+            ok: false,
+            error_kind: Some(ErrorKind::WrongPassword),
+            error: Some("Fatal: wrong password or no key found".into()),
+            entries: vec![],
+            snapshots: None,
+            restic_repo_id: None,
+        };
+        a.answer(&m, encode(&reply)).await;
+    };
+    let call = cp.call::<_, api::RepoTestResult>(
+        api::REPO_TEST,
+        api::RepoTest {
+            repo_id: repo.clone(),
+            host_id: host,
+        },
+    );
+    let ((), result) = tokio::join!(answer, call);
+    assert!(!result.ok);
+    let msg = result.error.unwrap();
+    assert!(
+        msg.starts_with("wrong repository password — edit the repository's credentials"),
+        "{msg}"
+    );
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let r = rm_store::repos::get(&mut c, &repo).await.unwrap();
+    assert_eq!(r.status, "error");
+}

@@ -291,3 +291,32 @@ async fn requests_that_cannot_be_served_get_a_clear_failed_reply() -> anyhow::Re
     server.next(WAIT).await?;
     h.stop().await
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_deliveries_finish_and_replies() -> anyhow::Result<()> {
+    let mut h = Harness::with_notifier(|c| {
+        c.attempt_timeout = Duration::from_secs(5);
+        c.shutdown_grace = Duration::from_secs(8);
+    })
+    .await?;
+    let mut server = Receiver::start(Answer::After(
+        Duration::from_millis(300),
+        Box::new(Answer::ok()),
+    ))
+    .await?;
+    let e = event("evt-sd", EventType::Resolved, Severity::Info);
+    let req = h.request(&hook(server.url("/")), &e, "msg_sd", 1)?;
+    let alerts = h.alerts.client.clone();
+    let in_flight = tokio::spawn(async move {
+        alerts
+            .request(rm_bus::notify::deliver_subject(), encode(&req))
+            .await
+    });
+    server.next(WAIT).await?;
+    // Stop while the receiver still holds the request.
+    h.signal_stop();
+    let reply = tokio::time::timeout(WAIT, in_flight).await???;
+    let reply: rm_bus::notify::DeliverReply = rm_bus::msg::decode("reply", &reply.payload)?;
+    assert_eq!(reply.outcome, DeliverOutcome::Delivered, "{reply:?}");
+    h.stop().await
+}

@@ -49,6 +49,8 @@ pub enum Answer {
     Status(u16, Vec<(String, String)>, String),
     /// Read the request, then never answer (until the test ends).
     Hang,
+    /// Wait, then answer.
+    After(Duration, Box<Answer>),
 }
 
 impl Answer {
@@ -140,6 +142,11 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
         return;
     };
     let _ = tx.send(req);
+    let mut answer = answer;
+    while let Answer::After(wait, then) = answer {
+        tokio::time::sleep(wait).await;
+        answer = *then;
+    }
     match answer {
         Answer::Hang => {
             // Hold the connection open without answering; the test ends
@@ -159,6 +166,7 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
             let _ = stream.write_all(body.as_bytes()).await;
             let _ = stream.shutdown().await;
         }
+        Answer::After(..) => {}
     }
 }
 
@@ -374,6 +382,14 @@ impl Harness {
         .await
         .context("no deliver reply within 15 s")??;
         Ok(decode("deliver reply", &reply.payload)?)
+    }
+
+    /// Signals every notifier to stop, without waiting.
+    pub fn signal_stop(&mut self) {
+        for (stop, _) in &mut self.running {
+            let (replacement, _) = oneshot::channel();
+            let _ = std::mem::replace(stop, replacement).send(());
+        }
     }
 
     /// Stops every notifier and checks each `run` ended cleanly.

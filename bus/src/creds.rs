@@ -6,11 +6,13 @@
 //! - [`authority`]: the control plane's keys, persisted in its data dir;
 //!   mints user JWTs and the account JWT (with revocations).
 //! - [`roles`]: least-privilege permissions for every role and each agent.
+//! - [`push`]: pushing the account JWT (revocations) to the bus.
 //! - [`server_config`]: the nats-server configuration that trusts them.
 
 pub mod authority;
 pub mod claims;
 pub mod jwt;
+pub mod push;
 pub mod roles;
 pub mod server_config;
 

@@ -503,6 +503,11 @@ pub enum CommandBody {
         repo: RepoAccess,
         host_name: Option<String>,
     },
+    /// `restic init` a new repository (repository setup, not a stored job).
+    RepoInit { repo: RepoAccess },
+    /// Verify an existing repository is reachable and the password opens it
+    /// (`restic cat config`); the reply carries restic's repository id.
+    RepoVerify { repo: RepoAccess },
     /// A command this build does not know.
     #[serde(other)]
     Unknown,
@@ -531,6 +536,8 @@ pub struct QueryReply {
     #[serde(default)]
     pub entries: Vec<LsEntry>,
     pub snapshots: Option<serde_json::Value>,
+    /// restic's repository id (`RepoInit`, `RepoVerify`).
+    pub restic_repo_id: Option<String>,
 }
 
 // ---------------------------------------------------------------- enrollment

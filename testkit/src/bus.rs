@@ -10,7 +10,6 @@ use async_nats::Client;
 use rm_bus::HostId;
 use rm_bus::connect::{ConnectSpec, connect};
 use rm_bus::creds::{Authority, Role, UserCreds, server_config};
-use rm_bus::subject::sys;
 use tempfile::TempDir;
 
 use crate::client::TestClient;
@@ -176,29 +175,7 @@ impl TestBus {
     /// now serves that exact JWT.
     pub async fn push_account(&mut self) -> Result<()> {
         let system = self.system().await?;
-        let jwt = self.authority.account_jwt()?;
-        let account = self.authority.account_public_key();
-        let reply = system
-            .request(sys::claims_update(&account), jwt.clone().into())
-            .await
-            .context("account JWT update request")?;
-        let v: serde_json::Value = serde_json::from_slice(&reply.payload).with_context(|| {
-            format!("update reply {:?}", String::from_utf8_lossy(&reply.payload))
-        })?;
-        if v["data"]["code"] != 200 {
-            bail!("account JWT update refused: {v}");
-        }
-        let lookup = system
-            .request(sys::claims_lookup(&account), "".into())
-            .await
-            .context("account JWT lookup request")?;
-        if lookup.payload.as_ref() != jwt.as_bytes() {
-            bail!(
-                "bus did not apply the account update; it serves {:?}",
-                String::from_utf8_lossy(&lookup.payload)
-            );
-        }
-        Ok(())
+        rm_bus::creds::push::push_account(&system, &self.authority).await
     }
 
     /// Revokes a user and pushes the account update: the bus disconnects

@@ -275,7 +275,10 @@ fn commands_round_trip() {
             mtime: Some("2026-01-01T00:00:00Z".into()),
         }],
         snapshots: None,
+        restic_repo_id: None,
     });
+    roundtrip(Command::new(CommandBody::RepoInit { repo: repo() }));
+    roundtrip(Command::new(CommandBody::RepoVerify { repo: repo() }));
 }
 
 #[test]

@@ -12,7 +12,9 @@ use rm_bus::subject::{self, AgentTopicKind, JobTopic};
 use rm_bus::{JobId, clock};
 use rm_testkit::{BusKind, TestBus};
 
-use crate::support::{WAIT, host, next_within};
+use rm_bus::reqack::{IdempotencyKey, request_with_retry};
+
+use crate::support::{WAIT, host, next_real, next_within, retry, wait_until_live};
 
 async fn nats_server() -> TestBus {
     TestBus::start_kind(BusKind::NatsServer)
@@ -32,15 +34,16 @@ async fn agent_jwt_allows_its_own_subjects() {
         .subscribe(subject::agent_any(AgentTopicKind::Heartbeat))
         .await
         .unwrap();
-    cp.flush().await.unwrap();
+    wait_until_live(&agent, &subject::agent_heartbeat(&h1), &mut beats).await;
     agent
         .publish(subject::agent_heartbeat(&h1), Bytes::from_static(b"{}"))
         .await
         .unwrap();
-    let msg = next_within(&mut beats, WAIT)
+    let msg = next_real(&mut beats, WAIT)
         .await
         .expect("heartbeat arrives");
     assert_eq!(msg.subject.as_str(), "rm.agent.h1.heartbeat");
+    assert_eq!(msg.payload.as_ref(), b"{}");
 
     // control plane → agent: a command, answered (response permission)
     let mut cmds = agent.subscribe(subject::cmd(&h1)).await.unwrap();
@@ -55,8 +58,8 @@ async fn agent_jwt_allows_its_own_subjects() {
         agent.flush().await.unwrap();
         agent
     });
-    let reply = cp
-        .request(subject::cmd(&h1), Bytes::from_static(b"cmd"))
+    let key = IdempotencyKey::new("cmd-1");
+    let reply = request_with_retry(&cp, &subject::cmd(&h1), &key, "cmd".into(), &retry())
         .await
         .unwrap();
     assert_eq!(reply.payload.as_ref(), b"ack");
@@ -77,11 +80,9 @@ async fn agent_jwt_allows_its_own_subjects() {
         }
     });
     let job = JobId::parse("j1").unwrap();
-    let r = agent
-        .request(
-            subject::agent_job(&h1, &job, JobTopic::Done),
-            Bytes::from_static(b"{}"),
-        )
+    let subj = subject::agent_job(&h1, &job, JobTopic::Done);
+    let key = IdempotencyKey::job_phase(&job, JobTopic::Done);
+    let r = request_with_retry(&agent, &subj, &key, "{}".into(), &retry())
         .await
         .unwrap();
     assert_eq!(r.payload.as_ref(), b"ok");
@@ -93,7 +94,7 @@ async fn agent_cannot_touch_another_hosts_subjects() {
     let cp = bus.connect_role(Role::Controlplane).await.unwrap();
     let mut agent = bus.agent("h1").await.unwrap();
     let mut all = cp.subscribe(subject::agent_all()).await.unwrap();
-    cp.flush().await.unwrap();
+    wait_until_live(&agent, &subject::agent_heartbeat(&host("h1")), &mut all).await;
 
     // publishing as h2 is refused and never delivered
     agent
@@ -114,7 +115,7 @@ async fn agent_cannot_touch_another_hosts_subjects() {
         .publish(subject::agent_heartbeat(&host("h1")), "real".into())
         .await
         .unwrap();
-    let first = next_within(&mut all, WAIT)
+    let first = next_real(&mut all, WAIT)
         .await
         .expect("allowed message arrives");
     assert_eq!(first.subject.as_str(), "rm.agent.h1.heartbeat");
@@ -131,7 +132,7 @@ async fn agent_cannot_touch_another_hosts_subjects() {
         "{err}"
     );
     let mut own = agent.subscribe(subject::cmd(&host("h1"))).await.unwrap();
-    agent.flush().await.unwrap();
+    wait_until_live(&cp, &subject::cmd(&host("h1")), &mut own).await;
     cp.publish(subject::cmd(&host("h2")), "for h2".into())
         .await
         .unwrap();
@@ -140,7 +141,7 @@ async fn agent_cannot_touch_another_hosts_subjects() {
         .unwrap();
     cp.flush().await.unwrap();
     assert_eq!(
-        next_within(&mut own, WAIT).await.unwrap().payload.as_ref(),
+        next_real(&mut own, WAIT).await.unwrap().payload.as_ref(),
         b"for h1"
     );
     assert!(

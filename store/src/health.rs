@@ -1,0 +1,81 @@
+//! Repository health history: sizes, dedup and compression, snapshot
+//! count, locks and check results, one row per measurement.
+
+use sqlx::{FromRow, SqliteConnection};
+
+use crate::Result;
+
+#[derive(Debug, Clone, Default, PartialEq, FromRow)]
+pub struct Health {
+    pub id: i64,
+    pub repo_id: String,
+    pub ts: i64,
+    pub source_job_id: Option<String>,
+    pub total_size: Option<i64>,
+    pub raw_size: Option<i64>,
+    pub uncompressed_size: Option<i64>,
+    pub dedup_ratio: Option<f64>,
+    pub compression_ratio: Option<f64>,
+    pub snapshot_count: Option<i64>,
+    pub lock_count: Option<i64>,
+    pub check_ok: Option<bool>,
+    pub check_at: Option<i64>,
+    pub detail_json: Option<String>,
+}
+
+pub async fn insert(conn: &mut SqliteConnection, h: &Health) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO repo_health (repo_id, ts, source_job_id, total_size, raw_size, uncompressed_size, dedup_ratio,
+                                  compression_ratio, snapshot_count, lock_count, check_ok, check_at, detail_json)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&h.repo_id)
+    .bind(h.ts)
+    .bind(&h.source_job_id)
+    .bind(h.total_size)
+    .bind(h.raw_size)
+    .bind(h.uncompressed_size)
+    .bind(h.dedup_ratio)
+    .bind(h.compression_ratio)
+    .bind(h.snapshot_count)
+    .bind(h.lock_count)
+    .bind(h.check_ok)
+    .bind(h.check_at)
+    .bind(&h.detail_json)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The latest value of each measurement for a repository (measurements
+/// arrive from different jobs, so each column is taken from its newest row).
+pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health> {
+    let rows: Vec<Health> = sqlx::query_as(
+        "SELECT * FROM repo_health WHERE repo_id = ? ORDER BY ts DESC, id DESC LIMIT 200",
+    )
+    .bind(repo_id)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Health {
+        repo_id: repo_id.to_owned(),
+        ..Health::default()
+    };
+    if let Some(first) = rows.first() {
+        out.id = first.id;
+        out.ts = first.ts;
+    }
+    for r in &rows {
+        out.total_size = out.total_size.or(r.total_size);
+        out.raw_size = out.raw_size.or(r.raw_size);
+        out.uncompressed_size = out.uncompressed_size.or(r.uncompressed_size);
+        out.dedup_ratio = out.dedup_ratio.or(r.dedup_ratio);
+        out.compression_ratio = out.compression_ratio.or(r.compression_ratio);
+        out.snapshot_count = out.snapshot_count.or(r.snapshot_count);
+        out.lock_count = out.lock_count.or(r.lock_count);
+        if out.check_at.is_none() && r.check_at.is_some() {
+            out.check_at = r.check_at;
+            out.check_ok = r.check_ok;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,337 @@
+//! Hosts: identity, enrollment state, liveness and vitals, config versions,
+//! and the per-host summary the dashboard reads.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, SqliteConnection};
+
+use crate::{FoundExt, Result, StoreError};
+
+/// Lifecycle and liveness of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Added, not enrolled yet.
+    Pending,
+    Online,
+    Offline,
+    Revoked,
+}
+
+impl HostStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Online => "online",
+            Self::Offline => "offline",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "online" => Self::Online,
+            "offline" => Self::Offline,
+            "revoked" => Self::Revoked,
+            other => {
+                return Err(StoreError::Corrupt {
+                    what: "host status",
+                    detail: other.to_owned(),
+                });
+            }
+        })
+    }
+}
+
+/// A host row.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub restic_host: Option<String>,
+    pub nkey: Option<String>,
+    pub xkey: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub enrolled_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub status_changed_at: Option<i64>,
+    pub agent_version: Option<String>,
+    pub restic_version: Option<String>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub hostname: Option<String>,
+    pub uptime_secs: Option<i64>,
+    pub vitals_json: Option<String>,
+    pub config_version: i64,
+    pub applied_config_version: i64,
+}
+
+impl Host {
+    pub fn status(&self) -> Result<HostStatus> {
+        HostStatus::parse(&self.status)
+    }
+}
+
+/// Adds a pending host and its (empty) summary row.
+pub async fn insert(
+    conn: &mut SqliteConnection,
+    id: &str,
+    name: &str,
+    created_by: &str,
+    now: i64,
+) -> Result<()> {
+    let res =
+        sqlx::query("INSERT INTO hosts (id, name, created_at, created_by) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(now)
+            .bind(created_by)
+            .execute(&mut *conn)
+            .await;
+    if let Err(e) = res {
+        let e = StoreError::from(e);
+        if e.is_unique_violation() {
+            return Err(StoreError::Conflict(format!(
+                "a host named {name:?} already exists"
+            )));
+        }
+        return Err(e);
+    }
+    sqlx::query("INSERT INTO host_summary (host_id) VALUES (?)")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Host> {
+    sqlx::query_as("SELECT * FROM hosts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .found("host", id)
+}
+
+pub async fn find_by_nkey(conn: &mut SqliteConnection, nkey: &str) -> Result<Option<Host>> {
+    Ok(sqlx::query_as("SELECT * FROM hosts WHERE nkey = ?")
+        .bind(nkey)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Host>> {
+    Ok(sqlx::query_as("SELECT * FROM hosts ORDER BY name")
+        .fetch_all(conn)
+        .await?)
+}
+
+/// What an agent told us at enrollment.
+#[derive(Debug, Clone)]
+pub struct Enrollment<'a> {
+    pub nkey: &'a str,
+    pub xkey: &'a str,
+    pub hostname: &'a str,
+    pub os: &'a str,
+    pub arch: &'a str,
+    pub agent_version: &'a str,
+}
+
+/// Records the agent's keys; replaces earlier keys on re-enrollment.
+/// Returns the previous nkey, which the caller must revoke.
+pub async fn set_enrolled(
+    conn: &mut SqliteConnection,
+    id: &str,
+    e: &Enrollment<'_>,
+    now: i64,
+) -> Result<Option<String>> {
+    let previous: Option<Option<String>> =
+        sqlx::query_scalar("SELECT nkey FROM hosts WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let previous = previous.found("host", id)?;
+    sqlx::query(
+        "UPDATE hosts SET nkey = ?, xkey = ?, hostname = ?, restic_host = COALESCE(restic_host, ?),
+             os = ?, arch = ?, agent_version = ?, enrolled_at = ?, revoked_at = NULL,
+             status = 'offline', status_changed_at = ?
+         WHERE id = ?",
+    )
+    .bind(e.nkey)
+    .bind(e.xkey)
+    .bind(e.hostname)
+    .bind(e.hostname)
+    .bind(e.os)
+    .bind(e.arch)
+    .bind(e.agent_version)
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(previous.filter(|p| p != e.nkey))
+}
+
+/// Marks a host revoked; returns its nkey (to revoke on the bus).
+pub async fn set_revoked(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    let host = get(&mut *conn, id).await?;
+    sqlx::query(
+        "UPDATE hosts SET status = 'revoked', revoked_at = ?, status_changed_at = ? WHERE id = ?",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(host.nkey)
+}
+
+/// Vitals from a heartbeat or hello.
+#[derive(Debug, Clone, Default)]
+pub struct Vitals {
+    pub agent_version: Option<String>,
+    pub restic_version: Option<String>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    pub uptime_secs: Option<i64>,
+    pub vitals_json: Option<String>,
+}
+
+/// Records that a host was heard from: last-seen, vitals, and online.
+/// Returns true when this brought the host back online (it was offline).
+pub async fn record_seen(
+    conn: &mut SqliteConnection,
+    id: &str,
+    seen_at: i64,
+    vitals: &Vitals,
+) -> Result<bool> {
+    let was: Option<String> = sqlx::query_scalar("SELECT status FROM hosts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let was = HostStatus::parse(&was.found("host", id)?)?;
+    if was == HostStatus::Revoked {
+        return Ok(false);
+    }
+    sqlx::query(
+        "UPDATE hosts SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
+             agent_version = COALESCE(?, agent_version), restic_version = COALESCE(?, restic_version),
+             os = COALESCE(?, os), arch = COALESCE(?, arch), uptime_secs = COALESCE(?, uptime_secs),
+             vitals_json = COALESCE(?, vitals_json),
+             status = 'online',
+             status_changed_at = CASE WHEN status = 'online' THEN status_changed_at ELSE ? END
+         WHERE id = ?",
+    )
+    .bind(seen_at)
+    .bind(&vitals.agent_version)
+    .bind(&vitals.restic_version)
+    .bind(&vitals.os)
+    .bind(&vitals.arch)
+    .bind(vitals.uptime_secs)
+    .bind(&vitals.vitals_json)
+    .bind(seen_at)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(was != HostStatus::Online)
+}
+
+/// Marks online hosts not seen since `before` offline; returns their ids.
+pub async fn mark_stale_offline(
+    conn: &mut SqliteConnection,
+    before: i64,
+    now: i64,
+) -> Result<Vec<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "UPDATE hosts SET status = 'offline', status_changed_at = ?
+         WHERE status = 'online' AND COALESCE(last_seen_at, 0) < ?
+         RETURNING id",
+    )
+    .bind(now)
+    .bind(before)
+    .fetch_all(conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Marks one host offline (clean goodbye). Returns true if it was online.
+pub async fn mark_offline(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
+    let n = sqlx::query("UPDATE hosts SET status = 'offline', status_changed_at = ? WHERE id = ? AND status = 'online'")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// Bumps the desired config version; returns the new version.
+pub async fn bump_config_version(conn: &mut SqliteConnection, id: &str) -> Result<i64> {
+    let v: Option<i64> = sqlx::query_scalar(
+        "UPDATE hosts SET config_version = config_version + 1 WHERE id = ? RETURNING config_version",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    v.found("host", id)
+}
+
+/// Records the config version the agent confirmed (never moves backwards).
+pub async fn set_applied_config(conn: &mut SqliteConnection, id: &str, version: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE hosts SET applied_config_version = MAX(applied_config_version, ?) WHERE id = ?",
+    )
+    .bind(version)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The per-host dashboard summary.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Summary {
+    pub host_id: String,
+    pub last_job_id: Option<String>,
+    pub last_job_kind: Option<String>,
+    pub last_job_status: Option<String>,
+    pub last_job_finished_at: Option<i64>,
+    pub last_backup_status: Option<String>,
+    pub last_backup_at: Option<i64>,
+    pub last_backup_success_at: Option<i64>,
+    pub last_snapshot_id: Option<String>,
+    pub running_jobs: i64,
+    pub queued_jobs: i64,
+    pub failed_jobs_total: i64,
+}
+
+pub async fn summary(conn: &mut SqliteConnection, id: &str) -> Result<Summary> {
+    sqlx::query_as("SELECT * FROM host_summary WHERE host_id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .found("host summary", id)
+}
+
+/// Every host with its summary, for the dashboard: one indexed join, no
+/// scan of jobs.
+pub async fn list_with_summary(conn: &mut SqliteConnection) -> Result<Vec<(Host, Summary)>> {
+    let hosts = list(&mut *conn).await?;
+    let summaries: Vec<Summary> = sqlx::query_as("SELECT * FROM host_summary")
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut by_id: std::collections::HashMap<String, Summary> = summaries
+        .into_iter()
+        .map(|s| (s.host_id.clone(), s))
+        .collect();
+    Ok(hosts
+        .into_iter()
+        .filter_map(|h| by_id.remove(&h.id).map(|s| (h, s)))
+        .collect())
+}

@@ -1,0 +1,500 @@
+//! Jobs: lifecycle (queued → dispatched → running → finished), idempotent
+//! ingest by (job, phase), capped logs, and the host summary they feed.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{FromRow, SqliteConnection};
+
+use crate::{FoundExt, Result, StoreError};
+
+/// Job lifecycle states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    /// The agent acknowledged the dispatch (it persisted the job).
+    Dispatched,
+    Running,
+    Succeeded,
+    /// Finished but incomplete (e.g. a partial backup).
+    Warning,
+    Failed,
+    Cancelled,
+    /// The agent does not know it any more; its result will never come.
+    Lost,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 8] = [
+        Self::Queued,
+        Self::Dispatched,
+        Self::Running,
+        Self::Succeeded,
+        Self::Warning,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Warning => "warning",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "job status",
+                detail: s.to_owned(),
+            })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Warning | Self::Failed | Self::Cancelled | Self::Lost
+        )
+    }
+
+    pub fn from_outcome(o: rm_bus::msg::JobOutcome) -> Self {
+        use rm_bus::msg::JobOutcome as O;
+        match o {
+            O::Succeeded => Self::Succeeded,
+            O::Warning => Self::Warning,
+            O::Cancelled => Self::Cancelled,
+            O::Failed | O::Unknown => Self::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Job {
+    pub id: String,
+    pub host_id: String,
+    pub exec_host_id: String,
+    pub repo_id: Option<String>,
+    pub kind: String,
+    pub params_json: String,
+    pub origin: String,
+    pub schedule_id: Option<String>,
+    pub status: String,
+    pub cancel_requested: bool,
+    pub timeout_secs: i64,
+    pub created_by: String,
+    pub created_at: i64,
+    pub dispatched_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub summary_json: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub restic_version: Option<String>,
+    pub log_lines: i64,
+    pub log_truncated: bool,
+}
+
+impl Job {
+    pub fn status(&self) -> Result<JobStatus> {
+        JobStatus::parse(&self.status)
+    }
+
+    pub fn params(&self) -> Result<rm_bus::msg::JobParams> {
+        crate::from_json("job parameters", &self.params_json)
+    }
+}
+
+/// A job to create.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub host_id: &'a str,
+    pub exec_host_id: &'a str,
+    pub repo_id: Option<&'a str>,
+    pub params: &'a rm_bus::msg::JobParams,
+    pub origin: &'a str,
+    pub schedule_id: Option<&'a str>,
+    pub status: JobStatus,
+    pub timeout_secs: i64,
+    pub created_by: &'a str,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+}
+
+fn kind_str(p: &rm_bus::msg::JobParams) -> String {
+    serde_json::to_value(p.kind())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub async fn insert(conn: &mut SqliteConnection, j: &NewJob<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, host_id, exec_host_id, repo_id, kind, params_json, origin, schedule_id, status,
+                           timeout_secs, created_by, created_at, started_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(j.id)
+    .bind(j.host_id)
+    .bind(j.exec_host_id)
+    .bind(j.repo_id)
+    .bind(kind_str(j.params))
+    .bind(crate::to_json(j.params))
+    .bind(j.origin)
+    .bind(j.schedule_id)
+    .bind(j.status.as_str())
+    .bind(j.timeout_secs)
+    .bind(j.created_by)
+    .bind(j.created_at)
+    .bind(j.started_at)
+    .execute(&mut *conn)
+    .await?;
+    refresh_counts(conn, j.host_id).await
+}
+
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Job> {
+    find(conn, id).await?.found("job", id)
+}
+
+pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> {
+    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// queued → dispatched. False if the job is no longer queued.
+pub async fn set_dispatched(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
+    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ? WHERE id = ? AND status = 'queued'")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// queued/dispatched → running. False if the job already moved on.
+pub async fn set_running(conn: &mut SqliteConnection, id: &str, started_at: i64) -> Result<bool> {
+    let host: Option<String> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'running', started_at = ?, dispatched_at = COALESCE(dispatched_at, ?)
+         WHERE id = ? AND status IN ('queued', 'dispatched') RETURNING host_id",
+    )
+    .bind(started_at)
+    .bind(started_at)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match host {
+        Some(h) => {
+            refresh_counts(conn, &h).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// The result of a job.
+#[derive(Debug, Clone, Default)]
+pub struct Finish {
+    pub exit_code: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub summary_json: Option<String>,
+    pub stderr_tail: Option<String>,
+    pub restic_version: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: i64,
+}
+
+/// Any non-terminal state → `status` (terminal). Updates the host summary.
+/// False if the job had already finished (the first result wins).
+pub async fn finish(
+    conn: &mut SqliteConnection,
+    id: &str,
+    status: JobStatus,
+    f: &Finish,
+) -> Result<bool> {
+    debug_assert!(status.is_terminal());
+    let row: Option<(String, String)> = sqlx::query_as(
+        "UPDATE jobs SET status = ?, exit_code = ?, error_kind = ?, error = ?, summary_json = ?, stderr_tail = ?,
+             restic_version = COALESCE(?, restic_version), started_at = COALESCE(started_at, ?), finished_at = ?
+         WHERE id = ? AND status IN ('queued', 'dispatched', 'running') RETURNING host_id, kind",
+    )
+    .bind(status.as_str())
+    .bind(f.exit_code)
+    .bind(&f.error_kind)
+    .bind(&f.error)
+    .bind(&f.summary_json)
+    .bind(&f.stderr_tail)
+    .bind(&f.restic_version)
+    .bind(f.started_at)
+    .bind(f.finished_at)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((host, kind)) = row else {
+        return Ok(false);
+    };
+    let snapshot = f
+        .summary_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| {
+            v.get("snapshot_id")
+                .and_then(|s| s.as_str())
+                .map(str::to_owned)
+        });
+    sqlx::query(
+        "UPDATE host_summary SET last_job_id = ?, last_job_kind = ?, last_job_status = ?, last_job_finished_at = ?,
+             failed_jobs_total = failed_jobs_total + (? = 'failed')
+         WHERE host_id = ?",
+    )
+    .bind(id)
+    .bind(&kind)
+    .bind(status.as_str())
+    .bind(f.finished_at)
+    .bind(status.as_str())
+    .bind(&host)
+    .execute(&mut *conn)
+    .await?;
+    if kind == "backup" {
+        let ok = matches!(status, JobStatus::Succeeded | JobStatus::Warning);
+        sqlx::query(
+            "UPDATE host_summary SET last_backup_status = ?, last_backup_at = ?,
+                 last_backup_success_at = CASE WHEN ? THEN ? ELSE last_backup_success_at END,
+                 last_snapshot_id = COALESCE(?, last_snapshot_id)
+             WHERE host_id = ?",
+        )
+        .bind(status.as_str())
+        .bind(f.finished_at)
+        .bind(ok)
+        .bind(f.finished_at)
+        .bind(snapshot)
+        .bind(&host)
+        .execute(&mut *conn)
+        .await?;
+    }
+    refresh_counts(conn, &host).await?;
+    Ok(true)
+}
+
+/// Flags a job for cancellation. A queued job is cancelled at once (it
+/// never reached an agent); returns the job as it is now.
+pub async fn request_cancel(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<Job> {
+    let job = get(&mut *conn, id).await?;
+    match job.status()? {
+        JobStatus::Queued => {
+            finish(
+                &mut *conn,
+                id,
+                JobStatus::Cancelled,
+                &Finish {
+                    error: Some("cancelled before it was dispatched".into()),
+                    finished_at: now,
+                    ..Finish::default()
+                },
+            )
+            .await?;
+        }
+        s if s.is_terminal() => {}
+        _ => {
+            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    get(conn, id).await
+}
+
+/// Jobs to run on `exec_host` that wait for dispatch, oldest first.
+pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id",
+    )
+    .bind(exec_host)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Jobs the agent on `exec_host` should know about (dispatched or running).
+pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
+    )
+    .bind(exec_host)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Jobs dispatched or running against a repository.
+pub async fn active_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE repo_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
+    )
+    .bind(repo_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Exec hosts that have queued jobs (for the dispatcher's sweep).
+pub async fn hosts_with_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT exec_host_id FROM jobs WHERE status = 'queued'")
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// A host's jobs, newest first (keyset pagination on created_at).
+pub async fn list_for_host(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE host_id = ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
+    )
+    .bind(host_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// All jobs, newest first.
+pub async fn list_recent(
+    conn: &mut SqliteConnection,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
+    )
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Phase of an at-least-once agent message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Started,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Done => "done",
+        }
+    }
+}
+
+/// Records that (job, phase) was ingested. False if it already was: the
+/// message is a replay and must not be applied again.
+pub async fn record_phase(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    phase: Phase,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query("INSERT INTO job_ingest (job_id, phase, received_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        .bind(job_id)
+        .bind(phase.as_str())
+        .bind(now)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct LogLine {
+    pub job_id: String,
+    pub seq: i64,
+    pub ts: i64,
+    pub stream: String,
+    pub text: String,
+}
+
+/// Appends lines, keeping at most `cap` per job; lines past the cap are
+/// counted and the job flagged as truncated. Duplicate seqs are ignored.
+pub async fn append_logs(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    first_seq: i64,
+    lines: &[(i64, &str, &str)],
+    cap: i64,
+) -> Result<()> {
+    let count: Option<i64> = sqlx::query_scalar("SELECT log_lines FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(mut count) = count else {
+        return Err(StoreError::not_found("job", job_id));
+    };
+    let mut truncated = false;
+    for (i, (ts, stream, text)) in lines.iter().enumerate() {
+        if count >= cap {
+            truncated = true;
+            break;
+        }
+        let n = sqlx::query("INSERT INTO job_logs (job_id, seq, ts, stream, text) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(job_id)
+            .bind(first_seq + i as i64)
+            .bind(ts)
+            .bind(stream)
+            .bind(text)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        count += n as i64;
+    }
+    sqlx::query("UPDATE jobs SET log_lines = ?, log_truncated = log_truncated OR ? WHERE id = ?")
+        .bind(count)
+        .bind(truncated)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn logs(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<LogLine>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM job_logs WHERE job_id = ? ORDER BY seq")
+            .bind(job_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Recomputes a host's running/queued counts from its active jobs (an
+/// indexed lookup of the few non-terminal rows, done on write).
+async fn refresh_counts(conn: &mut SqliteConnection, host_id: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE host_summary SET
+             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status IN ('dispatched', 'running')),
+             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status = 'queued')
+         WHERE host_id = ?1",
+    )
+    .bind(host_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

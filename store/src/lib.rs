@@ -1,0 +1,131 @@
+//! restic-manager's SQLite store: the schema (embedded migrations applied
+//! at open) and typed queries, one module per table family.
+//!
+//! One writer per table (see ARCHITECTURE.md): the control plane writes
+//! hosts, repositories, schedules, jobs and repository state; the alerts
+//! role writes alerts, channels and the delivery outbox; the web role writes
+//! users, sessions and tokens; every role appends to the audit log. Writes
+//! that span statements use [`Store::write`] (`BEGIN IMMEDIATE`), so two
+//! processes on one file never deadlock upgrading a read lock.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+pub mod audit;
+pub mod enroll;
+pub mod health;
+pub mod hosts;
+pub mod jobs;
+mod migrate;
+pub mod repos;
+pub mod retention;
+pub mod schedules;
+pub mod snapshots;
+
+pub use sqlx::SqliteConnection as Conn;
+
+/// A write transaction (`BEGIN IMMEDIATE`).
+pub type Tx = Transaction<'static, Sqlite>;
+
+/// Errors callers branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    /// True for a UNIQUE / PRIMARY KEY violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Db(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Turns `Option<T>` from a lookup into a typed NotFound.
+pub trait FoundExt<T> {
+    fn found(self, what: &'static str, id: &str) -> Result<T>;
+}
+
+impl<T> FoundExt<T> for Option<T> {
+    fn found(self, what: &'static str, id: &str) -> Result<T> {
+        self.ok_or_else(|| StoreError::not_found(what, id))
+    }
+}
+
+/// The shared SQLite store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path`: WAL, busy
+    /// timeout, foreign keys on; applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        let store = Self { pool };
+        migrate::apply(&store.pool).await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a write transaction that takes the write lock up front.
+    pub async fn write(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// A connection for reads.
+    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Serializes a value for a JSON column.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    // Our column types are plain data; serialization cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// Parses a JSON column, naming it in the error.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,53 @@
+//! Embedded schema migrations, applied in order at open.
+//!
+//! Each migration runs once, inside one transaction, and is recorded in
+//! `schema_migrations`. A database newer than this build is refused rather
+//! than guessed at.
+
+use sqlx::{AssertSqlSafe, SqlitePool};
+
+use crate::{Result, StoreError};
+
+/// (version, name, SQL) in order.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(pool)
+            .await?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(StoreError::Conflict(format!(
+            "database schema version {current} is newer than this build supports ({latest}); upgrade restic-manager"
+        )));
+    }
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Another process may have applied it while we waited for the lock.
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if done.is_some() {
+            continue;
+        }
+        sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, unixepoch() * 1000)")
+            .bind(version)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, name, "applied database migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Repositories and the hosts' credentials for them.
+
+use sqlx::{FromRow, SqliteConnection};
+
+use crate::{FoundExt, Result, StoreError};
+
+/// Kind of credential a host holds for a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Can add data, cannot delete (REST server in append-only mode).
+    AppendOnly,
+    Full,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AppendOnly => "append_only",
+            Self::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "append_only" => Ok(Self::AppendOnly),
+            "full" => Ok(Self::Full),
+            other => Err(StoreError::Corrupt {
+                what: "credential access",
+                detail: other.to_owned(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Repo {
+    pub id: String,
+    pub name: String,
+    pub url_display: String,
+    pub secrets_enc: Vec<u8>,
+    pub maintenance_host_id: Option<String>,
+    pub restic_repo_id: Option<String>,
+    pub status: String,
+    pub status_detail: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct HostRepo {
+    pub host_id: String,
+    pub repo_id: String,
+    pub access: String,
+    pub secrets_enc: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl HostRepo {
+    pub fn access(&self) -> Result<Access> {
+        Access::parse(&self.access)
+    }
+}
+
+pub struct NewRepo<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub url_display: &'a str,
+    pub secrets_enc: &'a [u8],
+    pub created_by: &'a str,
+    pub now: i64,
+}
+
+pub async fn insert(conn: &mut SqliteConnection, r: &NewRepo<'_>) -> Result<()> {
+    let res = sqlx::query(
+        "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.id)
+    .bind(r.name)
+    .bind(r.url_display)
+    .bind(r.secrets_enc)
+    .bind(r.now)
+    .bind(r.created_by)
+    .execute(conn)
+    .await;
+    match res.map_err(StoreError::from) {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+            "a repository named {:?} already exists",
+            r.name
+        ))),
+        Err(e) => Err(e),
+        Ok(_) => Ok(()),
+    }
+}
+
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Repo> {
+    sqlx::query_as("SELECT * FROM repositories WHERE id = ?")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .found("repository", id)
+}
+
+pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Repo>> {
+    Ok(sqlx::query_as("SELECT * FROM repositories ORDER BY name")
+        .fetch_all(conn)
+        .await?)
+}
+
+pub async fn set_status(
+    conn: &mut SqliteConnection,
+    id: &str,
+    status: &str,
+    detail: Option<&str>,
+    restic_repo_id: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE repositories SET status = ?, status_detail = ?, restic_repo_id = COALESCE(?, restic_repo_id) WHERE id = ?",
+    )
+    .bind(status)
+    .bind(detail)
+    .bind(restic_repo_id)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Sets (or clears) the maintenance host. It must hold a full credential.
+pub async fn set_maintenance_host(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    host_id: Option<&str>,
+) -> Result<()> {
+    if let Some(h) = host_id {
+        let cred = credential(&mut *conn, h, repo_id).await?;
+        if cred.access()? != Access::Full {
+            return Err(StoreError::Conflict(format!(
+                "host {h} holds an append-only credential for this repository; the maintenance host needs full access"
+            )));
+        }
+    }
+    let n = sqlx::query("UPDATE repositories SET maintenance_host_id = ? WHERE id = ?")
+        .bind(host_id)
+        .bind(repo_id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::not_found("repository", repo_id));
+    }
+    Ok(())
+}
+
+/// Attaches a host to a repository, replacing an earlier credential.
+pub async fn attach(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+    access: Access,
+    secrets_enc: &[u8],
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO host_repositories (host_id, repo_id, access, secrets_enc, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (host_id, repo_id) DO UPDATE SET access = excluded.access, secrets_enc = excluded.secrets_enc",
+    )
+    .bind(host_id)
+    .bind(repo_id)
+    .bind(access.as_str())
+    .bind(secrets_enc)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn credential(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+) -> Result<HostRepo> {
+    sqlx::query_as("SELECT * FROM host_repositories WHERE host_id = ? AND repo_id = ?")
+        .bind(host_id)
+        .bind(repo_id)
+        .fetch_optional(conn)
+        .await?
+        .found("credential", &format!("{host_id}/{repo_id}"))
+}
+
+pub async fn credentials_of_host(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+) -> Result<Vec<HostRepo>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM host_repositories WHERE host_id = ? ORDER BY repo_id")
+            .bind(host_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+pub async fn hosts_of_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<HostRepo>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM host_repositories WHERE repo_id = ? ORDER BY host_id")
+            .bind(repo_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}

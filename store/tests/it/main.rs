@@ -1,0 +1,410 @@
+//! Store tests against real SQLite files.
+
+use rm_bus::msg::JobParams;
+use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
+use rm_store::repos::{self, Access, NewRepo};
+use rm_store::{Store, StoreError, enroll, hosts, retention};
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("rm.db")).await.unwrap();
+    (s, dir)
+}
+
+fn backup() -> JobParams {
+    JobParams::Backup {
+        paths: vec!["/data".into()],
+        excludes: vec![],
+        tags: vec![],
+        one_file_system: false,
+        host_name: None,
+    }
+}
+
+fn new_job<'a>(id: &'a str, host: &'a str, params: &'a JobParams, now: i64) -> NewJob<'a> {
+    NewJob {
+        id,
+        host_id: host,
+        exec_host_id: host,
+        repo_id: None,
+        params,
+        origin: "operator",
+        schedule_id: None,
+        status: JobStatus::Queued,
+        timeout_secs: 60,
+        created_by: "alice",
+        created_at: now,
+        started_at: None,
+    }
+}
+
+#[tokio::test]
+async fn open_is_idempotent_and_pragmas_are_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rm.db");
+    let s = Store::open(&path).await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(fk, 1);
+    drop(c);
+    s.close().await;
+    let s = Store::open(&path).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+        .fetch_one(s.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // a database from a newer build is refused, not guessed at
+    sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    s.close().await;
+    let err = Store::open(&path).await.unwrap_err();
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
+
+#[tokio::test]
+async fn hosts_have_typed_not_found_and_unique_names() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 1)
+        .await
+        .unwrap();
+    let err = hosts::insert(&mut tx, "h2", "web-1", "alice", 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("web-1")),
+        "{err}"
+    );
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    assert!(matches!(
+        hosts::get(&mut c, "nope").await,
+        Err(StoreError::NotFound { what: "host", .. })
+    ));
+    let h = hosts::get(&mut c, "h1").await.unwrap();
+    assert_eq!(h.status().unwrap(), hosts::HostStatus::Pending);
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_single_use_and_expire() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    enroll::insert(&mut tx, "hash-a", "h1", 0, 1000)
+        .await
+        .unwrap();
+    enroll::insert(&mut tx, "hash-b", "h1", 0, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        enroll::take(&mut tx, "nope", 10).await.unwrap(),
+        Err(enroll::TokenRefusal::Unknown)
+    );
+    assert_eq!(
+        enroll::take(&mut tx, "hash-a", 10).await.unwrap(),
+        Ok("h1".to_owned())
+    );
+    assert_eq!(
+        enroll::take(&mut tx, "hash-a", 11).await.unwrap(),
+        Err(enroll::TokenRefusal::Used)
+    );
+    assert_eq!(
+        enroll::take(&mut tx, "hash-b", 1000).await.unwrap(),
+        Err(enroll::TokenRefusal::Expired)
+    );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn job_lifecycle_keeps_the_host_summary_current() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j1", "h1", &p, 1))
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j2", "h1", &p, 2))
+        .await
+        .unwrap();
+    let sum = hosts::summary(&mut tx, "h1").await.unwrap();
+    assert_eq!((sum.queued_jobs, sum.running_jobs), (2, 0));
+
+    assert!(jobs::set_dispatched(&mut tx, "j1", 3).await.unwrap());
+    assert!(
+        !jobs::set_dispatched(&mut tx, "j1", 3).await.unwrap(),
+        "only from queued"
+    );
+    assert!(jobs::set_running(&mut tx, "j1", 4).await.unwrap());
+    let sum = hosts::summary(&mut tx, "h1").await.unwrap();
+    assert_eq!((sum.queued_jobs, sum.running_jobs), (1, 1));
+
+    let f = Finish {
+        exit_code: Some(0),
+        summary_json: Some(r#"{"snapshot_id":"abcd1234"}"#.into()),
+        finished_at: 10,
+        ..Finish::default()
+    };
+    assert!(
+        jobs::finish(&mut tx, "j1", JobStatus::Succeeded, &f)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !jobs::finish(&mut tx, "j1", JobStatus::Failed, &f)
+            .await
+            .unwrap(),
+        "first result wins"
+    );
+    let sum = hosts::summary(&mut tx, "h1").await.unwrap();
+    assert_eq!(sum.last_backup_status.as_deref(), Some("succeeded"));
+    assert_eq!(sum.last_backup_success_at, Some(10));
+    assert_eq!(sum.last_snapshot_id.as_deref(), Some("abcd1234"));
+    assert_eq!((sum.queued_jobs, sum.running_jobs), (1, 0));
+
+    // a failure afterwards keeps the last success time
+    jobs::finish(
+        &mut tx,
+        "j2",
+        JobStatus::Failed,
+        &Finish {
+            finished_at: 20,
+            ..Finish::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sum = hosts::summary(&mut tx, "h1").await.unwrap();
+    assert_eq!(sum.last_backup_status.as_deref(), Some("failed"));
+    assert_eq!(sum.last_backup_success_at, Some(10));
+    assert_eq!(sum.failed_jobs_total, 1);
+    assert_eq!(sum.queued_jobs, 0);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn ingest_phases_are_recorded_once() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    assert!(
+        jobs::record_phase(&mut tx, "j1", Phase::Done, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !jobs::record_phase(&mut tx, "j1", Phase::Done, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        jobs::record_phase(&mut tx, "j1", Phase::Started, 2)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_queued_job_finishes_it_and_others_get_flagged() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j1", "h1", &p, 1))
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j2", "h1", &p, 1))
+        .await
+        .unwrap();
+    let j = jobs::request_cancel(&mut tx, "j1", 5).await.unwrap();
+    assert_eq!(j.status().unwrap(), JobStatus::Cancelled);
+    jobs::set_dispatched(&mut tx, "j2", 2).await.unwrap();
+    let j = jobs::request_cancel(&mut tx, "j2", 5).await.unwrap();
+    assert_eq!(j.status().unwrap(), JobStatus::Dispatched);
+    assert!(j.cancel_requested);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn job_logs_are_capped() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j1", "h1", &p, 1))
+        .await
+        .unwrap();
+    let lines: Vec<(i64, &str, &str)> = (0..8).map(|i| (i, "stdout", "line")).collect();
+    jobs::append_logs(&mut tx, "j1", 0, &lines[..4], 6)
+        .await
+        .unwrap();
+    jobs::append_logs(&mut tx, "j1", 2, &lines[..4], 6)
+        .await
+        .unwrap(); // overlaps 2,3
+    jobs::append_logs(&mut tx, "j1", 6, &lines[..4], 6)
+        .await
+        .unwrap();
+    let logs = jobs::logs(&mut tx, "j1").await.unwrap();
+    assert_eq!(
+        logs.iter().map(|l| l.seq).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+    let j = jobs::get(&mut tx, "j1").await.unwrap();
+    assert!(j.log_truncated);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn maintenance_host_needs_full_access() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    hosts::insert(&mut tx, "h2", "maint", "alice", 0)
+        .await
+        .unwrap();
+    repos::insert(
+        &mut tx,
+        &NewRepo {
+            id: "r1",
+            name: "main",
+            url_display: "rest:http://x/",
+            secrets_enc: b"x",
+            created_by: "alice",
+            now: 0,
+        },
+    )
+    .await
+    .unwrap();
+    repos::attach(&mut tx, "h1", "r1", Access::AppendOnly, b"a", 0)
+        .await
+        .unwrap();
+    repos::attach(&mut tx, "h2", "r1", Access::Full, b"f", 0)
+        .await
+        .unwrap();
+    let err = repos::set_maintenance_host(&mut tx, "r1", Some("h1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    repos::set_maintenance_host(&mut tx, "r1", Some("h2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        repos::get(&mut tx, "r1")
+            .await
+            .unwrap()
+            .maintenance_host_id
+            .as_deref(),
+        Some("h2")
+    );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn at_most_one_open_alert_per_host_kind_subject() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    let raise = "INSERT INTO alerts (id, host_id, kind, subject, severity, message, raised_at, last_seen_at)
+                 VALUES (?, 'h1', 'backup_failed', '', 'error', 'm', 0, 0)";
+    sqlx::query(raise)
+        .bind("a1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let dup = sqlx::query(raise)
+        .bind("a2")
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)
+        .unwrap_err();
+    assert!(dup.is_unique_violation());
+    sqlx::query("UPDATE alerts SET resolved_at = 1 WHERE id = 'a1'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(raise)
+        .bind("a3")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn retention_purges_old_finished_jobs_but_keeps_the_latest_and_active() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let day = 24 * 3600 * 1000;
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    for (id, t) in [("old1", 1), ("old2", 2), ("active", 3)] {
+        jobs::insert(&mut tx, &new_job(id, "h1", &p, t))
+            .await
+            .unwrap();
+    }
+    jobs::append_logs(&mut tx, "old1", 0, &[(1, "stdout", "x")], 10)
+        .await
+        .unwrap();
+    jobs::finish(
+        &mut tx,
+        "old1",
+        JobStatus::Succeeded,
+        &Finish {
+            finished_at: 10,
+            ..Finish::default()
+        },
+    )
+    .await
+    .unwrap();
+    jobs::finish(
+        &mut tx,
+        "old2",
+        JobStatus::Succeeded,
+        &Finish {
+            finished_at: 20,
+            ..Finish::default()
+        },
+    )
+    .await
+    .unwrap();
+    let purged = retention::purge(&mut tx, 100 * day, retention::Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 1);
+    assert!(jobs::find(&mut tx, "old1").await.unwrap().is_none());
+    assert!(
+        jobs::logs(&mut tx, "old1").await.unwrap().is_empty(),
+        "logs go with their job"
+    );
+    assert!(
+        jobs::find(&mut tx, "old2").await.unwrap().is_some(),
+        "the host's last job stays"
+    );
+    assert!(jobs::find(&mut tx, "active").await.unwrap().is_some());
+    tx.commit().await.unwrap();
+}

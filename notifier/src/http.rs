@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{LOCATION, RETRY_AFTER};
+use rm_bus::clock::SharedClock;
 use rm_bus::notify::{DeliverOutcome, redact_url};
 
 /// How much of an error response's body is read for the error text.
@@ -38,12 +39,13 @@ pub struct Attempt {
 pub struct HttpSender {
     client: reqwest::Client,
     timeout: Duration,
+    clock: SharedClock,
 }
 
 impl HttpSender {
     /// Builds the client. rustls runs on ring: the ring provider becomes the
     /// process default unless another one was installed first.
-    pub fn new(timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(timeout: Duration, clock: SharedClock) -> anyhow::Result<Self> {
         // Err means a provider is already installed, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -55,7 +57,11 @@ impl HttpSender {
                 env!("CARGO_PKG_VERSION")
             ))
             .build()?;
-        Ok(Self { client, timeout })
+        Ok(Self {
+            client,
+            timeout,
+            clock,
+        })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -90,8 +96,7 @@ impl HttpSender {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| s.min(MAX_RETRY_AFTER_SECS));
+            .and_then(|v| retry_after(v, self.clock.now_secs()));
         let location = resp
             .headers()
             .get(LOCATION)
@@ -185,6 +190,55 @@ pub fn classify_status(
     }
 }
 
+/// `Retry-After` as seconds from `now_secs`: either delay-seconds or an
+/// HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`). Capped at a
+/// day; a date in the past means "now" (0).
+pub fn retry_after(value: &str, now_secs: i64) -> Option<u64> {
+    let value = value.trim();
+    let secs = match value.parse::<u64>() {
+        Ok(secs) => secs,
+        Err(_) => {
+            let at = parse_http_date(value)?;
+            u64::try_from(at.saturating_sub(now_secs)).unwrap_or(0)
+        }
+    };
+    Some(secs.min(MAX_RETRY_AFTER_SECS))
+}
+
+/// Unix seconds of an IMF-fixdate.
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let day: i64 = day.parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == month)?;
+    let year: i64 = year.parse().ok()?;
+    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    let month = i64::try_from(month).ok()? + 1;
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    // Years start on March 1 so the leap day is the last day of a year.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12; // March = 0
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The start of an error response's body, on one line, or `None` when it is
 /// empty or does not arrive in time.
 async fn body_snippet(mut resp: reqwest::Response, within: Duration) -> Option<String> {
@@ -252,5 +306,29 @@ mod tests {
         let (_, text) = classify_status(StatusCode::FOUND, Some("https://elsewhere.example"));
         let text = text.unwrap();
         assert!(text.contains("not followed") && text.contains("https://elsewhere.example"));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        // 1994-11-06T08:49:37Z
+        let at = 784_111_777;
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(at));
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        assert_eq!(retry_after(" 120 ", at), Some(120));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:50:07 GMT", at), Some(30));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", at), Some(0));
+        assert_eq!(retry_after("9999999", at), Some(MAX_RETRY_AFTER_SECS));
+        for bad in [
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 PST",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "-5",
+        ] {
+            assert_eq!(retry_after(bad, at), None, "{bad}");
+        }
     }
 }

@@ -48,7 +48,7 @@ impl Notifier {
     /// server has the subscription.
     pub async fn start(config: NotifierConfig) -> Result<Self> {
         config.validate()?;
-        let sender = HttpSender::new(config.attempt_timeout)?;
+        let sender = HttpSender::new(config.attempt_timeout, config.clock.clone())?;
         let (client, _events) = connect(&config.connect).await?;
         let subject = deliver_subject();
         let subscription = client

@@ -16,6 +16,7 @@ use rm_bus::msg::{self, encode};
 use rm_bus::notify::{
     ChannelDef, DeliverOutcome, DeliverReply, DeliverRequest, deliver_subject, redact_url,
 };
+use rm_bus::seal::SealError;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -146,6 +147,21 @@ impl Notifier {
     }
 }
 
+/// Why an opened channel definition does not parse, without quoting any of
+/// its values (serde's "invalid type" and "invalid value" messages would).
+fn channel_parse_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("unknown variant") || text.starts_with("missing field") {
+        format!("channel definition not understood by this notifier (a newer sender?): {text}")
+    } else {
+        format!(
+            "channel definition not understood by this notifier: a field has the wrong type or value (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    }
+}
+
 fn duration_ms(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -215,6 +231,7 @@ async fn process(ctx: &Ctx, payload: &[u8]) -> DeliverReply {
     }
     let channel = match req.open_channel(&ctx.config.xkey) {
         Ok(ch) => ch,
+        Err(SealError::Json(e)) => return refuse(channel_parse_error(&e)),
         Err(e) => {
             return refuse(format!(
                 "cannot open the sealed channel: {e}; it must be sealed by {} to this notifier's xkey {}",
@@ -290,5 +307,30 @@ async fn process(ctx: &Ctx, payload: &[u8]) -> DeliverReply {
         error: attempt.error,
         retry_after_secs: attempt.retry_after_secs,
         ..DeliverReply::new(attempt.outcome, Some(req.delivery_id), req.attempt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_parse_errors_never_quote_values() {
+        let wrong_type = serde_json::from_str::<ChannelDef>(
+            r#"{"type":"ntfy","server_url":"http://x","topic":"t","auth":{"kind":"bearer","token":123456789}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            wrong_type.to_string().contains("123456789"),
+            "serde quotes it"
+        );
+        let text = channel_parse_error(&wrong_type);
+        assert!(!text.contains("123456789"), "{text}");
+        assert!(text.contains("wrong type"), "{text}");
+
+        let newer =
+            serde_json::from_str::<ChannelDef>(r#"{"type":"matrix","room":"r"}"#).unwrap_err();
+        let text = channel_parse_error(&newer);
+        assert!(text.contains("unknown variant `matrix`"), "{text}");
     }
 }

@@ -246,6 +246,21 @@ async fn requests_that_cannot_be_served_get_a_clear_failed_reply() -> anyhow::Re
     assert_eq!(reply.outcome, DeliverOutcome::Failed);
     assert!(reply.error.unwrap_or_default().contains("not trusted"));
 
+    // A channel type from a newer sender.
+    let mut req = h.request(&good, &e, "msg_new", 1)?;
+    req.channel = rm_bus::seal::seal(
+        &serde_json::json!({"type": "matrix", "room": "!ops:example.org"}),
+        &h.alerts_xkey,
+        &h.notifier_xkey.public_key(),
+    )?;
+    let reply = h.deliver(&req).await?;
+    assert_eq!(reply.outcome, DeliverOutcome::Failed);
+    let err = reply.error.unwrap_or_default();
+    assert!(
+        err.contains("not understood") && err.contains("matrix"),
+        "{err}"
+    );
+
     // A channel that cannot work.
     let bad = ChannelDef::Ntfy(NtfyChannel {
         server_url: server.url("/"),

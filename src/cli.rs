@@ -27,6 +27,13 @@ enum Command {
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
     /// stateless worker in a queue group; run as many copies as you like.
     Notifier(NotifierArgs),
+    /// Create the notifier role's xkey seed file (0600) if it does not
+    /// exist, and print its public key: the key the alerts role seals
+    /// channel definitions to. Copy the file to every notifier machine.
+    NotifierXkey {
+        /// The seed file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +124,17 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Notifier(args) => run_notifier(args),
+        Command::NotifierXkey { file } => {
+            if !file.exists() {
+                let key = nkeys::XKey::new();
+                let seed = key.seed().map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
+                rm_bus::creds::authority::write_private(&file, format!("{seed}\n").as_bytes())?;
+                eprintln!("created {}", file.display());
+            }
+            let key = rm_notifier::config::load_xkey_seed(&file)?;
+            println!("{}", key.public_key());
+            Ok(())
+        }
     }
 }
 

@@ -44,9 +44,28 @@ async fn notifier_subcommand_delivers_and_stops_on_sigterm() -> anyhow::Result<(
     let dir = tempfile::tempdir()?;
     let creds = dir.path().join("notifier.creds");
     std::fs::write(&creds, bus.creds_for(&Role::Notifier)?.to_creds_file())?;
-    let notifier_xkey = XKey::new();
+    // `notifier-xkey` creates the seed file (0600) and prints the public key,
+    // the same one on a second run.
     let seed = dir.path().join("notifier.xkey");
-    std::fs::write(&seed, notifier_xkey.seed()?)?;
+    let public = |out: std::process::Output| -> anyhow::Result<String> {
+        anyhow::ensure!(out.status.success(), "{out:?}");
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    };
+    let xkey_cmd = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+            .arg("notifier-xkey")
+            .arg(&seed)
+            .output()
+    };
+    let first = public(xkey_cmd()?)?;
+    assert_eq!(public(xkey_cmd()?)?, first);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&seed)?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let notifier_xkey = XKey::from_seed(std::fs::read_to_string(&seed)?.trim())?;
+    assert_eq!(notifier_xkey.public_key(), first);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_restic-manager"))
         .args(["notifier", "--nats-url", &bus.url(), "--name", "cli-1"])

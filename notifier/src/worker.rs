@@ -87,9 +87,10 @@ impl Notifier {
         self.ctx.config.xkey.public_key()
     }
 
-    /// Serves requests until `shutdown` resolves or the connection closes
-    /// for good; then drains and waits for in-flight deliveries (up to the
-    /// configured grace).
+    /// Serves requests until `shutdown` resolves, then drains the
+    /// subscription and waits for in-flight deliveries (up to the configured
+    /// grace). Fails if the subscription ends without a shutdown request
+    /// (the connection closed for good).
     pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let mut tasks = JoinSet::new();
         tokio::pin!(shutdown);
@@ -140,6 +141,11 @@ impl Notifier {
                 );
             }
             tasks.abort_all();
+        }
+        if !draining {
+            // Reconnects are transparent; the stream ends only when the
+            // client is closed for good. Fail so a supervisor restarts us.
+            anyhow::bail!("the bus subscription ended without a shutdown request");
         }
         let _ = tokio::time::timeout(self.ctx.config.shutdown_grace, self.client.flush()).await;
         tracing::info!("notifier stopped");

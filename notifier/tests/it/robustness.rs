@@ -335,3 +335,34 @@ async fn shutdown_lets_in_flight_deliveries_finish_and_replies() -> anyhow::Resu
     assert_eq!(reply.outcome, DeliverOutcome::Delivered, "{reply:?}");
     h.stop().await
 }
+
+#[tokio::test]
+async fn keeps_serving_across_a_bus_restart() -> anyhow::Result<()> {
+    let mut h = Harness::with_notifier(|_| {}).await?;
+    let mut server = Receiver::start(Answer::ok()).await?;
+    let e = event("evt-rs", EventType::Raised, Severity::Critical);
+    let req = h.request(&hook(server.url("/")), &e, "msg_rs", 1)?;
+    assert_eq!(h.deliver(&req).await?.outcome, DeliverOutcome::Delivered);
+    server.next(WAIT).await?;
+
+    h.bus.restart().await?;
+    // Both sides reconnect by themselves; the notifier resubscribes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        // Short tries: a request sent while disconnected is simply lost.
+        match tokio::time::timeout(Duration::from_secs(1), h.deliver(&req)).await {
+            Ok(Ok(reply)) => break reply,
+            Ok(Err(_)) | Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(Err(e)) => return Err(e.context("the notifier never came back")),
+            Err(_) => anyhow::bail!("the notifier never came back"),
+        }
+    };
+    assert_eq!(reply.outcome, DeliverOutcome::Delivered, "{reply:?}");
+    assert_eq!(
+        server.next(WAIT).await?.header("webhook-id"),
+        Some("msg_rs")
+    );
+    h.stop().await
+}

@@ -24,6 +24,8 @@ enum Command {
     /// Credential authority: operator, account and signing keys.
     #[command(subcommand)]
     Authority(AuthorityCmd),
+    /// Run the embedded bus (a core-NATS server) on its own.
+    Bus(BusArgs),
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
     /// stateless worker in a queue group; run as many copies as you like.
     Notifier(NotifierArgs),
@@ -60,6 +62,37 @@ struct NotifierArgs {
     /// sender the bus lets publish to the notifier).
     #[arg(long = "trusted-sender-xkey")]
     trusted_sender_xkeys: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BusArgs {
+    /// Address to listen on. Without authentication only loopback is used.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    listen: std::net::SocketAddr,
+    /// Static nkey users and their permissions (`[[user]]` tables).
+    #[arg(long, conflicts_with = "operator_jwt")]
+    users: Option<PathBuf>,
+    /// Trusted operator JWT (operator mode); needs --account-jwt.
+    #[arg(long, requires = "account_jwt")]
+    operator_jwt: Option<PathBuf>,
+    /// Account JWT to preload (repeat for the system account's).
+    #[arg(long, requires = "operator_jwt")]
+    account_jwt: Vec<PathBuf>,
+    /// Where account JWT updates are kept across restarts (operator mode).
+    #[arg(long, requires = "operator_jwt")]
+    resolver_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_payload: usize,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 65_536)]
+    max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,8 +138,87 @@ fn load_authority(data_dir: &std::path::Path) -> Result<Authority> {
         .with_context(|| format!("loading the credential authority in {}", data_dir.display()))
 }
 
+fn read_trimmed(path: &std::path::Path) -> Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .to_owned())
+}
+
+/// Builds the embedded bus configuration from the command line.
+fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
+    use rm_bus::server::{Auth, OperatorAuth, ServerConfig, tls, users};
+    let auth = if let Some(path) = &args.users {
+        let list = users::load(path)?;
+        tracing::info!(users = list.len(), file = %path.display(), "static nkey users");
+        Auth::Users(list)
+    } else if let Some(op) = &args.operator_jwt {
+        let preload = args
+            .account_jwt
+            .iter()
+            .map(|p| read_trimmed(p))
+            .collect::<Result<Vec<_>>>()?;
+        Auth::Operator(OperatorAuth {
+            operator_jwt: read_trimmed(op)?,
+            system_account: None,
+            preload,
+            resolver_dir: args.resolver_dir.clone(),
+        })
+    } else {
+        Auth::None
+    };
+    let mut listen = args.listen;
+    if matches!(auth, Auth::None) && !listen.ip().is_loopback() {
+        tracing::warn!(
+            requested = %listen,
+            "no authentication configured: listening on loopback only"
+        );
+        listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    } else if matches!(auth, Auth::None) {
+        tracing::info!(%listen, "no authentication configured: listening on loopback only");
+    }
+    let mut config = ServerConfig::new(listen, auth);
+    config.limits.max_payload = args.max_payload;
+    config.limits.max_connections = args.max_connections;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(tls::server_config_from_files(cert, key)?);
+    }
+    Ok(config)
+}
+
+async fn run_bus(args: BusArgs) -> Result<()> {
+    let server = rm_bus::server::Server::start(bus_config(&args)?).await?;
+    println!("bus listening on {}", server.url());
+    wait_for_signal().await?;
+    tracing::info!(counters = ?server.counters(), "shutting down the bus");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Bus(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
             println!("operator:        {}", a.operator_public_key());
@@ -193,4 +305,76 @@ fn host_name() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "notifier".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bus_args(argv: &[&str]) -> Result<BusArgs, clap::Error> {
+        let mut full = vec!["restic-manager", "bus"];
+        full.extend_from_slice(argv);
+        match Cli::try_parse_from(full)?.command {
+            Command::Bus(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bus_without_auth_listens_on_loopback_only() {
+        let args = bus_args(&["--listen", "0.0.0.0:4222"]).unwrap();
+        let config = bus_config(&args).unwrap();
+        assert!(config.listen.ip().is_loopback());
+        assert_eq!(config.listen.port(), 4222);
+        assert!(matches!(config.auth, rm_bus::server::Auth::None));
+    }
+
+    #[test]
+    fn bus_flags_that_need_each_other() {
+        assert!(
+            bus_args(&["--tls-cert", "c.pem"]).is_err(),
+            "cert needs key"
+        );
+        assert!(
+            bus_args(&["--operator-jwt", "op.jwt"]).is_err(),
+            "operator needs accounts"
+        );
+        assert!(
+            bus_args(&[
+                "--users",
+                "u.toml",
+                "--operator-jwt",
+                "o",
+                "--account-jwt",
+                "a"
+            ])
+            .is_err(),
+            "users and operator mode exclude each other"
+        );
+        let dir = tempfile_dir();
+        let users = dir.join("users.toml");
+        let key = rm_bus::creds::Authority::generate(rm_bus::clock::system())
+            .mint_new_user("u", rm_bus::creds::Permissions::default());
+        let public = key.unwrap().key_pair().unwrap().public_key();
+        std::fs::write(&users, format!("[[user]]\nnkey = \"{public}\"\n")).unwrap();
+        let args = bus_args(&[
+            "--listen",
+            "0.0.0.0:4222",
+            "--users",
+            users.to_str().unwrap(),
+        ])
+        .unwrap();
+        let config = bus_config(&args).unwrap();
+        assert!(
+            !config.listen.ip().is_loopback(),
+            "authenticated bus may listen anywhere"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rm-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
 //! - [`notify`]: the alerts → notifier delivery contract and webhook envelope.
 //! - [`clock`]: injectable time.
+//! - [`server`]: the embedded core-NATS server (the default bus).
 
 pub mod clock;
 pub mod connect;
@@ -19,6 +20,7 @@ pub mod msg;
 pub mod notify;
 pub mod reqack;
 pub mod seal;
+pub mod server;
 pub mod subject;
 
 pub use ids::{HostId, IdError, JobId};

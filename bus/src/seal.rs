@@ -147,3 +147,42 @@ mod tests {
         assert!(dbg.contains("AWS_SECRET_ACCESS_KEY"));
     }
 }
+
+/// A repository URL with any `user:password@` removed, for display and logs.
+pub fn redact_url(url: &str) -> String {
+    // rest:http://user:pass@host:port/path, s3:https://..., sftp:user@host:/path
+    let Some(at) = url.find('@') else {
+        return url.to_owned();
+    };
+    let scheme_end = url.find("://").map(|i| i + 3);
+    match scheme_end {
+        Some(start) if start <= at => format!("{}***@{}", &url[..start], &url[at + 1..]),
+        _ => {
+            // sftp:user@host:/path — keep the backend prefix
+            let start = url.find(':').map_or(0, |i| i + 1).min(at);
+            format!("{}***@{}", &url[..start], &url[at + 1..])
+        }
+    }
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn strips_credentials() {
+        assert_eq!(
+            redact_url("rest:http://u:pw@127.0.0.1:8000/h1"),
+            "rest:http://***@127.0.0.1:8000/h1"
+        );
+        assert_eq!(
+            redact_url("sftp:backup@nas:/srv/restic"),
+            "sftp:***@nas:/srv/restic"
+        );
+        assert_eq!(redact_url("/srv/restic-repo"), "/srv/restic-repo");
+        assert_eq!(
+            redact_url("s3:https://s3.amazonaws.com/bucket"),
+            "s3:https://s3.amazonaws.com/bucket"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The control plane: the one writer of hosts, enrollment, repositories,
+//! credentials, schedules, jobs and repository state, and the credential
+//! authority. It talks to agents and the web service only over the bus.
+//!
+//! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`).
+//! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
+//!   the services.
+//! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs.
+//! - `dispatch`: queued jobs and config pushes out to agents.
+//! - `sweeper`: offline detection and retention.
+//! - [`secrets`]: the master key for secrets at rest.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::{Client, Event};
+use nkeys::XKey;
+use rm_bus::clock::SharedClock;
+use rm_bus::connect::{ConnectSpec, connect};
+use rm_bus::creds::{Authority, Role};
+use rm_bus::msg::{EventMsg, PROTOCOL_VERSION, encode};
+use rm_bus::reqack::RetryPolicy;
+use rm_bus::subject::Event as Evt;
+use rm_store::Store;
+use tokio::sync::Notify;
+
+pub mod api;
+mod audit;
+mod dispatch;
+mod enroll;
+mod ingest;
+mod jobs;
+mod repos;
+mod schedules;
+pub mod secrets;
+mod svc;
+mod sweeper;
+
+/// Every interval and limit; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// The agents' heartbeat interval.
+    pub heartbeat: Duration,
+    /// Heartbeats missed before a host is offline.
+    pub offline_after_missed: u32,
+    /// How long an active job may be unknown to its agent before it is lost.
+    pub lost_grace: Duration,
+    /// Sending a dispatch or cancel to an agent.
+    pub dispatch: RetryPolicy,
+    /// Pushing a changed config to an agent (hello re-syncs on failure).
+    pub config_push: RetryPolicy,
+    /// How often the dispatcher looks for jobs whose way became clear.
+    pub dispatch_every: Duration,
+    /// Ingest batching: at most this many messages per commit ...
+    pub ingest_batch: usize,
+    /// ... waiting at most this long for more to arrive.
+    pub ingest_linger: Duration,
+    /// Enrollment token lifetime.
+    pub token_ttl: Duration,
+    /// Stored log lines per job.
+    pub log_cap: i64,
+    pub retention: rm_store::retention::Retention,
+    pub retention_every: Duration,
+    /// Default restic timeout of a job.
+    pub default_job_timeout: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            offline_after_missed: 3,
+            lost_grace: Duration::from_secs(120),
+            dispatch: RetryPolicy {
+                attempt_timeout: Duration::from_secs(5),
+                deadline: Some(Duration::from_secs(20)),
+                ..RetryPolicy::default()
+            },
+            config_push: RetryPolicy {
+                attempt_timeout: Duration::from_secs(5),
+                deadline: Some(Duration::from_secs(10)),
+                ..RetryPolicy::default()
+            },
+            dispatch_every: Duration::from_secs(10),
+            ingest_batch: 256,
+            ingest_linger: Duration::from_millis(20),
+            token_ttl: Duration::from_secs(24 * 3600),
+            log_cap: 10_000,
+            retention: rm_store::retention::Retention::default(),
+            retention_every: Duration::from_secs(3600),
+            default_job_timeout: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// How to run the control plane.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Master key, control-plane xkey, and the database by default.
+    pub data_dir: PathBuf,
+    /// The SQLite file (default `<data_dir>/restic-manager.db`).
+    pub db_path: Option<PathBuf>,
+    /// Where the control plane connects.
+    pub bus_urls: Vec<String>,
+    /// What agents are told to connect to.
+    pub agent_bus_urls: Vec<String>,
+    /// The credential authority (operator/account keys).
+    pub authority: Arc<Authority>,
+    /// The web service's URL, for the enrollment command.
+    pub server_url: String,
+    /// SHA-256 fingerprint of the web service's TLS certificate.
+    pub server_fingerprint: Option<String>,
+    pub timings: Timings,
+    pub clock: SharedClock,
+}
+
+/// State shared by the control plane's tasks.
+pub(crate) struct Cp {
+    pub store: Store,
+    pub client: Client,
+    pub system: Client,
+    pub authority: Arc<Authority>,
+    pub master: secrets::MasterKey,
+    pub xkey: XKey,
+    pub clock: SharedClock,
+    pub t: Timings,
+    pub server_url: String,
+    pub server_fingerprint: Option<String>,
+    pub agent_bus_urls: Vec<String>,
+    /// Wakes the dispatcher (a job was queued or a host said hello).
+    pub dispatch_wake: Notify,
+    /// Jobs each agent last said it holds (accepted or running).
+    pub agent_jobs: Mutex<HashMap<String, HashSet<String>>>,
+    /// Hosts a dispatch task is running for.
+    pub dispatching: Mutex<HashSet<String>>,
+    /// When the control plane's bus connection last (re)connected.
+    pub connected_since: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Cp {
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Publishes an event; call only after the write it describes committed.
+    /// Events only wake consumers: losing one is harmless.
+    pub async fn event(&self, e: Evt, host: Option<&str>, job: Option<&str>, id: Option<&str>) {
+        let msg = EventMsg {
+            v: PROTOCOL_VERSION,
+            ts_ms: self.now(),
+            host: host.and_then(|h| rm_bus::HostId::parse(h).ok()),
+            job: job.and_then(|j| rm_bus::JobId::parse(j).ok()),
+            id: id.map(str::to_owned),
+        };
+        if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
+            tracing::warn!(event = %e.subject(), error = %err, "event not published");
+        }
+    }
+}
+
+fn load_xkey(dir: &std::path::Path) -> Result<XKey> {
+    let path = dir.join("controlplane.xk");
+    match std::fs::read_to_string(&path) {
+        Ok(seed) => XKey::from_seed(seed.trim())
+            .with_context(|| format!("{} holds no valid xkey seed", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = XKey::new();
+            let seed = key.seed().context("xkey seed")?;
+            rm_bus::creds::authority::write_private(&path, format!("{seed}\n").as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Runs the control plane until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let db = config
+        .db_path
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let master = secrets::MasterKey::load_or_create(&config.data_dir)?;
+    let xkey = load_xkey(&config.data_dir)?;
+
+    let connected_since = Arc::new(Mutex::new(None));
+    let role = Role::Controlplane;
+    let creds = config
+        .authority
+        .mint_new_user(&role.name(), role.permissions())?;
+    let mut spec = ConnectSpec::new(
+        config.bus_urls.first().cloned().unwrap_or_default(),
+        creds,
+        &role,
+    );
+    spec.urls = config.bus_urls.clone();
+    spec.retry_on_initial_connect = true;
+    let (client, mut events) = connect(&spec).await?;
+    *lock(&connected_since) = Some(tokio::time::Instant::now());
+
+    let sys_creds = config.authority.system_user()?;
+    let mut sys_spec = ConnectSpec::new(String::new(), sys_creds, &role);
+    sys_spec.urls = config.bus_urls.clone();
+    sys_spec.inbox_prefix = "_INBOX".into();
+    sys_spec.name = "controlplane-system".into();
+    sys_spec.retry_on_initial_connect = true;
+    let (system, _sys_events) = connect(&sys_spec).await?;
+
+    let cp = Arc::new(Cp {
+        store,
+        client,
+        system,
+        authority: config.authority.clone(),
+        master,
+        xkey,
+        clock: config.clock.clone(),
+        t: config.timings.clone(),
+        server_url: config.server_url.clone(),
+        server_fingerprint: config.server_fingerprint.clone(),
+        agent_bus_urls: config.agent_bus_urls.clone(),
+        dispatch_wake: Notify::new(),
+        agent_jobs: Mutex::new(HashMap::new()),
+        dispatching: Mutex::new(HashSet::new()),
+        connected_since: Mutex::new(Some(tokio::time::Instant::now())),
+    });
+
+    // Track (re)connects: the offline sweeper waits after each one.
+    let cp_events = cp.clone();
+    let conn_watch = async move {
+        while let Some(e) = events.recv().await {
+            match e {
+                Event::Connected => {
+                    *lock(&cp_events.connected_since) = Some(tokio::time::Instant::now())
+                }
+                Event::Disconnected => *lock(&cp_events.connected_since) = None,
+                _ => {}
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+
+    tracing::info!(db = %db.display(), "control plane running");
+    tokio::select! {
+        r = svc::serve(cp.clone()) => r.context("service handler stopped")?,
+        r = ingest::serve(cp.clone()) => r.context("ingest stopped")?,
+        r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped")?,
+        r = sweeper::serve(cp.clone()) => r.context("sweeper stopped")?,
+        r = conn_watch => r?,
+        () = shutdown => tracing::info!("control plane shutting down"),
+    }
+    let _ = cp.client.flush().await;
+    cp.store.close().await;
+    Ok(())
+}
+
+/// Locks a std mutex, recovering from poisoning (plain data inside).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -95,11 +95,13 @@ CREATE TABLE schedules (
     jitter_secs     INTEGER NOT NULL DEFAULT 0,
     timeout_secs    INTEGER NOT NULL,
     grace_secs      INTEGER NOT NULL DEFAULT 3600,      -- for the stale-schedule rule
+    exec_host_id    TEXT NOT NULL REFERENCES hosts (id) ON DELETE CASCADE,  -- where it runs (maintenance host for forget/prune on append-only)
     config_version  INTEGER NOT NULL,                   -- host config version that last changed it
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL
 );
 CREATE INDEX schedules_host ON schedules (host_id);
+CREATE INDEX schedules_exec_host ON schedules (exec_host_id);
 
 -- ------------------------------------------------------------------ jobs
 CREATE TABLE jobs (

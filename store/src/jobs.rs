@@ -218,6 +218,7 @@ pub struct Finish {
 }
 
 /// Any non-terminal state → `status` (terminal). Updates the host summary.
+/// A job marked `lost` still takes a real result that arrives late.
 /// False if the job had already finished (the first result wins).
 pub async fn finish(
     conn: &mut SqliteConnection,
@@ -229,7 +230,7 @@ pub async fn finish(
     let row: Option<(String, String)> = sqlx::query_as(
         "UPDATE jobs SET status = ?, exit_code = ?, error_kind = ?, error = ?, summary_json = ?, stderr_tail = ?,
              restic_version = COALESCE(?, restic_version), started_at = COALESCE(started_at, ?), finished_at = ?
-         WHERE id = ? AND status IN ('queued', 'dispatched', 'running') RETURNING host_id, kind",
+         WHERE id = ? AND status IN ('queued', 'dispatched', 'running', 'lost') RETURNING host_id, kind",
     )
     .bind(status.as_str())
     .bind(f.exit_code)

@@ -129,3 +129,16 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &
         detail: e.to_string(),
     })
 }
+
+/// Read-only escape hatch for tests and diagnostics: one text column of
+/// every row a fixed query returns.
+pub mod raw {
+    use sqlx::SqliteConnection;
+
+    pub async fn fetch_strings(
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+    ) -> crate::Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql).fetch_all(conn).await?)
+    }
+}

@@ -17,6 +17,7 @@ pub struct Schedule {
     pub jitter_secs: i64,
     pub timeout_secs: i64,
     pub grace_secs: i64,
+    pub exec_host_id: String,
     pub config_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -32,12 +33,12 @@ impl Schedule {
 pub async fn upsert(conn: &mut SqliteConnection, s: &Schedule) -> Result<()> {
     sqlx::query(
         "INSERT INTO schedules (id, host_id, repo_id, kind, cron, timezone, params_json, enabled, jitter_secs,
-                                timeout_secs, grace_secs, config_version, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                timeout_secs, grace_secs, exec_host_id, config_version, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET repo_id = excluded.repo_id, kind = excluded.kind, cron = excluded.cron,
              timezone = excluded.timezone, params_json = excluded.params_json, enabled = excluded.enabled,
              jitter_secs = excluded.jitter_secs, timeout_secs = excluded.timeout_secs,
-             grace_secs = excluded.grace_secs, config_version = excluded.config_version,
+             grace_secs = excluded.grace_secs, exec_host_id = excluded.exec_host_id, config_version = excluded.config_version,
              updated_at = excluded.updated_at",
     )
     .bind(&s.id)
@@ -51,6 +52,7 @@ pub async fn upsert(conn: &mut SqliteConnection, s: &Schedule) -> Result<()> {
     .bind(s.jitter_secs)
     .bind(s.timeout_secs)
     .bind(s.grace_secs)
+    .bind(&s.exec_host_id)
     .bind(s.config_version)
     .bind(s.created_at)
     .bind(s.updated_at)
@@ -71,6 +73,26 @@ pub async fn for_host(conn: &mut SqliteConnection, host_id: &str) -> Result<Vec<
     Ok(
         sqlx::query_as("SELECT * FROM schedules WHERE host_id = ? ORDER BY created_at, id")
             .bind(host_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Schedules a host's agent runs (its own, plus forget/prune routed to it
+/// as a repository's maintenance host).
+pub async fn executed_by(conn: &mut SqliteConnection, exec_host_id: &str) -> Result<Vec<Schedule>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM schedules WHERE exec_host_id = ? ORDER BY created_at, id")
+            .bind(exec_host_id)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+pub async fn for_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Schedule>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM schedules WHERE repo_id = ? ORDER BY created_at, id")
+            .bind(repo_id)
             .fetch_all(conn)
             .await?,
     )

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::Client;
+use futures_util::StreamExt;
 use rm_bus::HostId;
 use rm_bus::connect::{ConnectSpec, connect};
 use rm_bus::creds::{Authority, Role, UserCreds, server_config};
@@ -34,6 +35,22 @@ impl BusKind {
     }
 }
 
+const TAP_PROBE: &str = "rm.test.tap-probe";
+
+/// Everything the application account carried while the tap ran.
+pub struct Tap {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Vec<async_nats::Message>>,
+}
+
+impl Tap {
+    /// Stops capturing and returns every message seen.
+    pub async fn stop(self) -> Vec<async_nats::Message> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
 /// A nats-server child process, killed on drop.
 struct NatsServerProcess {
     child: Child,
@@ -51,7 +68,35 @@ enum Backend {
     NatsServer {
         _process: NatsServerProcess,
     },
+    Embedded {
+        server: rm_bus::server::Server,
+    },
     Stopped,
+}
+
+/// Limits and TLS the conformance suite sets identically on both kinds of
+/// bus (unset = each server's default).
+#[derive(Debug, Clone, Default)]
+pub struct BusOptions {
+    pub max_payload: Option<usize>,
+    /// Bytes queued for one client before it is cut as a slow consumer.
+    pub max_pending: Option<usize>,
+    pub ping_interval: Option<Duration>,
+    pub max_pings_out: Option<u32>,
+    /// Serve TLS with a fresh self-signed certificate for 127.0.0.1 (see
+    /// [`TestBus::tls_ca`]).
+    pub tls: bool,
+}
+
+/// PEM files of a self-signed certificate for 127.0.0.1 and localhost.
+fn make_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .context("generating a test certificate")?;
+    let cert_path = dir.join("tls-cert.pem");
+    let key_path = dir.join("tls-key.pem");
+    std::fs::write(&cert_path, cert.cert.pem())?;
+    std::fs::write(&key_path, cert.signing_key.serialize_pem())?;
+    Ok((cert_path, key_path))
 }
 
 /// A running bus with this installation's credential model.
@@ -62,6 +107,8 @@ pub struct TestBus {
     port: Option<u16>,
     backend: Backend,
     system: Option<Client>,
+    options: BusOptions,
+    tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl TestBus {
@@ -72,7 +119,17 @@ impl TestBus {
 
     /// Starts a bus of the given kind on a free port of 127.0.0.1.
     pub async fn start_kind(kind: BusKind) -> Result<Self> {
+        Self::start_with(kind, BusOptions::default()).await
+    }
+
+    /// Starts a bus of the given kind with explicit limits / TLS.
+    pub async fn start_with(kind: BusKind, options: BusOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("rm-testbus-").tempdir()?;
+        let tls_files = if options.tls {
+            Some(make_cert(dir.path())?)
+        } else {
+            None
+        };
         let authority = Arc::new(Authority::generate(rm_bus::clock::system()));
         let mut bus = Self {
             kind,
@@ -81,6 +138,8 @@ impl TestBus {
             port: None,
             backend: Backend::Stopped,
             system: None,
+            options,
+            tls_files,
         };
         bus.launch().await?;
         Ok(bus)
@@ -89,15 +148,68 @@ impl TestBus {
     async fn launch(&mut self) -> Result<()> {
         match self.kind {
             BusKind::NatsServer => {
-                let (proc_, port) = spawn_nats_server(self.dir.path(), &self.authority, self.port)?;
+                let extra = nats_server_extra_conf(&self.options, self.tls_files.as_ref());
+                let (proc_, port) =
+                    spawn_nats_server(self.dir.path(), &self.authority, self.port, &extra)?;
                 self.backend = Backend::NatsServer { _process: proc_ };
                 self.port = Some(port);
             }
             BusKind::Embedded => {
-                bail!("the embedded bus is not built yet: run with RM_TEST_BUS=nats-server")
+                let server = self.start_embedded().await?;
+                self.port = Some(server.local_addr().port());
+                self.backend = Backend::Embedded { server };
             }
         }
         Ok(())
+    }
+
+    async fn start_embedded(&self) -> Result<rm_bus::server::Server> {
+        use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+        let auth = Auth::Operator(OperatorAuth {
+            operator_jwt: self.authority.operator_jwt()?,
+            system_account: Some(self.authority.system_account_public_key()),
+            preload: vec![
+                self.authority.account_jwt()?,
+                self.authority.system_account_jwt()?,
+            ],
+            resolver_dir: Some(self.dir.path().join("jwt")),
+        });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port.unwrap_or(0)));
+        let mut config = ServerConfig::new(addr, auth);
+        let o = &self.options;
+        if let Some(v) = o.max_payload {
+            config.limits.max_payload = v;
+        }
+        if let Some(v) = o.max_pending {
+            config.limits.max_pending = v;
+        }
+        if let Some(v) = o.ping_interval {
+            config.limits.ping_interval = v;
+        }
+        if let Some(v) = o.max_pings_out {
+            config.limits.max_pings_out = v;
+        }
+        config.limits.lame_duck_grace = Duration::from_millis(50);
+        if let Some((cert, key)) = &self.tls_files {
+            config.tls = Some(rm_bus::server::tls::server_config_from_files(cert, key)?);
+        }
+        Server::start(config)
+            .await
+            .context("starting the embedded bus")
+    }
+
+    /// The embedded server, when this bus is one (counters, shutdown).
+    pub fn embedded(&self) -> Option<&rm_bus::server::Server> {
+        match &self.backend {
+            Backend::Embedded { server } => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The CA (self-signed certificate) clients must trust when the bus
+    /// serves TLS.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        self.tls_files.as_ref().map(|(cert, _)| cert.as_path())
     }
 
     pub fn kind(&self) -> BusKind {
@@ -156,6 +268,47 @@ impl TestBus {
         })
     }
 
+    /// Starts capturing every message of the application account (a
+    /// wildcard subscriber), for tests that inspect what crossed the bus.
+    pub async fn tap_all(&self) -> Result<Tap> {
+        let perms = rm_bus::creds::Permissions {
+            publish: rm_bus::creds::Permission::allow([TAP_PROBE]),
+            subscribe: rm_bus::creds::Permission::allow([">"]),
+            responses: None,
+        };
+        let creds = self.authority.mint_new_user("testkit-tap", perms)?;
+        let mut spec = ConnectSpec::new(self.url(), creds, &Role::Web);
+        spec.name = "testkit-tap".into();
+        let (client, _events) = connect(&spec).await?;
+        let mut sub = client.subscribe(">").await?;
+        // live once our own probe comes back
+        loop {
+            client.publish(TAP_PROBE, "".into()).await?;
+            match tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+                Ok(Some(m)) if m.subject.as_str() == TAP_PROBE => break,
+                Ok(Some(_)) | Err(_) => continue,
+                Ok(None) => bail!("tap subscription closed"),
+            }
+        }
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                tokio::select! {
+                    m = sub.next() => match m {
+                        Some(m) if m.subject.as_str() == TAP_PROBE => {}
+                        Some(m) => seen.push(m),
+                        None => break,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+            drop(client);
+            seen
+        });
+        Ok(Tap { stop, task })
+    }
+
     /// A connection in the system account (pushes account updates).
     async fn system(&mut self) -> Result<Client> {
         if let Some(c) = &self.system {
@@ -188,7 +341,10 @@ impl TestBus {
     /// Stops the bus; clients see a disconnect.
     pub async fn stop(&mut self) {
         self.system = None;
-        self.backend = Backend::Stopped;
+        match std::mem::replace(&mut self.backend, Backend::Stopped) {
+            Backend::Embedded { server } => server.shutdown().await,
+            Backend::NatsServer { .. } | Backend::Stopped => {}
+        }
     }
 
     /// Starts the bus again on the same port (after [`TestBus::stop`]).
@@ -200,10 +356,36 @@ impl TestBus {
 
 /// Spawns nats-server in operator mode trusting `authority`; returns the
 /// process and its port. `port: None` lets nats-server pick one.
+/// nats-server configuration lines for `options`.
+fn nats_server_extra_conf(options: &BusOptions, tls: Option<&(PathBuf, PathBuf)>) -> String {
+    let mut extra = String::new();
+    if let Some(v) = options.max_payload {
+        extra.push_str(&format!("max_payload: {v}\n"));
+    }
+    if let Some(v) = options.max_pending {
+        extra.push_str(&format!("max_pending: {v}\n"));
+    }
+    if let Some(v) = options.ping_interval {
+        extra.push_str(&format!("ping_interval: \"{}ms\"\n", v.as_millis()));
+    }
+    if let Some(v) = options.max_pings_out {
+        extra.push_str(&format!("ping_max: {v}\n"));
+    }
+    if let Some((cert, key)) = tls {
+        extra.push_str(&format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n}}\n",
+            serde_json::Value::from(cert.display().to_string()),
+            serde_json::Value::from(key.display().to_string()),
+        ));
+    }
+    extra
+}
+
 fn spawn_nats_server(
     dir: &Path,
     authority: &Authority,
     port: Option<u16>,
+    extra: &str,
 ) -> Result<(NatsServerProcess, u16)> {
     let resolver_dir = dir.join("jwt");
     let ports_dir = dir.join("ports");
@@ -214,6 +396,7 @@ fn spawn_nats_server(
     let mut conf = server_config::render(authority, &resolver_dir)?;
     let port_text = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     conf.push_str(&format!("host: \"127.0.0.1\"\nport: {port_text}\n"));
+    conf.push_str(extra);
     let conf_path = dir.join("nats.conf");
     std::fs::write(&conf_path, conf)?;
     let log_path = dir.join("nats-server.log");

@@ -10,6 +10,6 @@ mod bus;
 mod client;
 mod paths;
 
-pub use bus::{BusKind, TestBus};
+pub use bus::{BusKind, BusOptions, Tap, TestBus};
 pub use client::TestClient;
 pub use paths::{nats_server_bin, python_bin, workspace_root};

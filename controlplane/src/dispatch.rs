@@ -1,0 +1,236 @@
+//! Commands out to agents: queued jobs are dispatched (request/ack; the
+//! agent persists the job before it acknowledges) when the host says hello,
+//! when a job is queued, and periodically for jobs whose repository became
+//! free; cancels and queries go the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use rm_bus::msg::{Ack, Command, CommandBody, JobKind, JobSpec, QueryReply, decode, encode};
+use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
+use rm_bus::{HostId, JobId, subject};
+use rm_store::{hosts, jobs};
+
+use crate::repos::{access_for, host_secrets};
+use crate::svc::{Fail, Outcome};
+use crate::{Cp, lock};
+
+/// How long a query (ls, snapshots, init, verify) may take on the agent.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn host_id(h: &str) -> Outcome<HostId> {
+    HostId::parse(h).map_err(|e| Fail::invalid(e.to_string()))
+}
+
+/// Sends a command that the agent answers with an [`Ack`], retrying per
+/// `policy` with one idempotency key.
+pub(crate) async fn command_ack(
+    cp: &Cp,
+    host: &str,
+    body: CommandBody,
+    policy: &RetryPolicy,
+) -> Outcome<Ack> {
+    let key = IdempotencyKey::new(format!("cmd:{}", rm_bus::ids::random_token(10)));
+    command_ack_keyed(cp, host, body, policy, &key).await
+}
+
+async fn command_ack_keyed(
+    cp: &Cp,
+    host: &str,
+    body: CommandBody,
+    policy: &RetryPolicy,
+    key: &IdempotencyKey,
+) -> Outcome<Ack> {
+    let subj = subject::cmd(&host_id(host)?);
+    let msg = request_with_retry(&cp.client, &subj, key, encode(&Command::new(body)), policy)
+        .await
+        .map_err(|e| Fail::unavailable(format!("host {host} did not answer: {e}")))?;
+    decode::<Ack>("ack", &msg.payload).map_err(|e| Fail::unavailable(e.to_string()))
+}
+
+/// A query the agent answers with a [`QueryReply`]. One attempt: queries
+/// such as `init` must not run twice.
+pub(crate) async fn query(cp: &Cp, host: &str, body: CommandBody) -> Outcome<QueryReply> {
+    let subj = subject::cmd(&host_id(host)?);
+    let req = async_nats::Request::new()
+        .payload(encode(&Command::new(body)))
+        .timeout(Some(QUERY_TIMEOUT));
+    match cp.client.send_request(subj, req).await {
+        Ok(msg) => decode::<QueryReply>("query reply", &msg.payload)
+            .map_err(|e| Fail::unavailable(e.to_string())),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Err(Fail::unavailable(format!(
+            "host {host} is offline (its agent is not connected)"
+        ))),
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(Fail::unavailable(format!(
+            "host {host} did not answer within {QUERY_TIMEOUT:?}"
+        ))),
+        Err(e) => Err(Fail::unavailable(format!("host {host}: {e}"))),
+    }
+}
+
+/// The dispatcher loop: woken by new jobs and hellos, and periodically.
+pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(cp.t.dispatch_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cp.dispatch_wake.notified() => {}
+        }
+        let hosts = {
+            let mut c = cp.store.read().await?;
+            jobs::hosts_with_queued(&mut c).await?
+        };
+        for h in hosts {
+            spawn_dispatch(&cp, h);
+        }
+    }
+}
+
+/// Dispatches `host`'s queued jobs unless a dispatch for it is under way.
+pub(crate) fn spawn_dispatch(cp: &Arc<Cp>, host: String) {
+    if !lock(&cp.dispatching).insert(host.clone()) {
+        return;
+    }
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        if let Err(f) = dispatch_host(&cp, &host).await {
+            tracing::info!(host = %host, reason = %f.message, "dispatch postponed");
+        }
+        lock(&cp.dispatching).remove(&host);
+    });
+}
+
+fn exclusive(kind: &str) -> bool {
+    matches!(kind, "forget" | "prune" | "check")
+}
+
+async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
+    let (host, queued) = {
+        let mut c = cp.store.read().await?;
+        let host = hosts::get(&mut c, exec_host).await?;
+        (host, jobs::queued_for(&mut c, exec_host).await?)
+    };
+    if host.status()? != hosts::HostStatus::Online {
+        return Ok(());
+    }
+    for job in queued {
+        let spec = {
+            let mut c = cp.store.read().await?;
+            // prune, check and forget are exclusive per repository
+            if let Some(repo) = &job.repo_id {
+                let active = jobs::active_on_repo(&mut c, repo).await?;
+                let blocked = if exclusive(&job.kind) {
+                    !active.is_empty()
+                } else {
+                    active.iter().any(|a| exclusive(&a.kind))
+                };
+                if blocked {
+                    tracing::debug!(job = %job.id, repo = %repo, "waiting for the repository");
+                    continue;
+                }
+            }
+            build_spec(cp, &mut c, &host, &job).await
+        };
+        let spec = match spec {
+            Ok(s) => s,
+            Err(f) => {
+                // A job that can never be dispatched fails now with the reason.
+                let mut tx = cp.store.write().await?;
+                jobs::finish(
+                    &mut tx,
+                    &job.id,
+                    jobs::JobStatus::Failed,
+                    &jobs::Finish {
+                        error_kind: Some("invalid_request".into()),
+                        error: Some(f.message.clone()),
+                        finished_at: cp.now(),
+                        ..jobs::Finish::default()
+                    },
+                )
+                .await?;
+                tx.commit().await.map_err(rm_store::StoreError::from)?;
+                cp.event(
+                    rm_bus::subject::Event::JobFinished,
+                    Some(&job.host_id),
+                    Some(&job.id),
+                    None,
+                )
+                .await;
+                continue;
+            }
+        };
+        let key = IdempotencyKey::new(format!("dispatch:{}", job.id));
+        let ack = command_ack_keyed(
+            cp,
+            exec_host,
+            CommandBody::Dispatch { job: spec },
+            &cp.t.dispatch,
+            &key,
+        )
+        .await?;
+        if !ack.ok {
+            tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
+            let mut tx = cp.store.write().await?;
+            jobs::finish(
+                &mut tx,
+                &job.id,
+                jobs::JobStatus::Failed,
+                &jobs::Finish {
+                    error_kind: Some("invalid_request".into()),
+                    error: Some(format!(
+                        "the agent refused the job: {}",
+                        ack.error.unwrap_or_default()
+                    )),
+                    finished_at: cp.now(),
+                    ..jobs::Finish::default()
+                },
+            )
+            .await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)?;
+            cp.event(
+                rm_bus::subject::Event::JobFinished,
+                Some(&job.host_id),
+                Some(&job.id),
+                None,
+            )
+            .await;
+            continue;
+        }
+        let mut tx = cp.store.write().await?;
+        jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
+        tx.commit().await.map_err(rm_store::StoreError::from)?;
+        tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched");
+    }
+    Ok(())
+}
+
+/// The job as the agent gets it: repository access sealed to the executing
+/// host. A restore onto another host uses the owner's credential, sealed
+/// to the target for this one job.
+async fn build_spec(
+    cp: &Cp,
+    conn: &mut rm_store::Conn,
+    exec: &hosts::Host,
+    job: &jobs::Job,
+) -> Outcome<JobSpec> {
+    let params = job.params()?;
+    let repo_id = job
+        .repo_id
+        .clone()
+        .ok_or_else(|| Fail::invalid("the job's repository was deleted"))?;
+    let (secrets, access) = match host_secrets(cp, &mut *conn, &exec.id, &repo_id).await {
+        Ok(s) => s,
+        Err(_) if params.kind() == JobKind::Restore && job.host_id != exec.id => {
+            host_secrets(cp, &mut *conn, &job.host_id, &repo_id).await?
+        }
+        Err(f) => return Err(f),
+    };
+    Ok(JobSpec {
+        job_id: JobId::parse(&job.id).map_err(|e| Fail::invalid(e.to_string()))?,
+        params,
+        repo: access_for(cp, exec, &repo_id, &secrets, access)?,
+        timeout_secs: u64::try_from(job.timeout_secs).unwrap_or(0),
+    })
+}

@@ -1,0 +1,220 @@
+//! Hosts and enrollment: adding a host issues a one-time token (stored
+//! hashed, expiring, single use) and the command for the endpoint; the
+//! agent trades the token and its public keys for a JWT; revoking a host
+//! revokes its JWT on the bus at once.
+
+use anyhow::Context;
+use data_encoding::{BASE32_NOPAD, HEXLOWER};
+use nkeys::{KeyPair, XKey};
+use rm_bus::HostId;
+use rm_bus::creds::Role;
+use rm_bus::creds::authority::UserSpec;
+use rm_bus::msg::{Actor, EnrollReply, EnrollRequest, PROTOCOL_VERSION};
+use rm_bus::subject::Event;
+use rm_store::{enroll as tokens, hosts};
+use sha2::{Digest, Sha256};
+
+use crate::api::{Done, HostAdd, HostEnrollment, HostRef};
+use crate::svc::{Fail, Outcome};
+use crate::{Cp, audit};
+
+/// SHA-256 of a token, hex: what the database keeps.
+pub(crate) fn token_hash(token: &str) -> String {
+    HEXLOWER.encode(&Sha256::digest(token.trim().as_bytes()))
+}
+
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut buf = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut buf);
+    BASE32_NOPAD.encode(&buf).to_ascii_lowercase()
+}
+
+fn check_name(name: &str) -> Outcome<&str> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(Fail::invalid(
+            "host name must be 1 to 100 printable characters",
+        ));
+    }
+    Ok(name)
+}
+
+fn command(cp: &Cp, token: &str) -> String {
+    let mut cmd = format!(
+        "restic-manager-agent enroll --server {} --token {token}",
+        cp.server_url
+    );
+    if let Some(fp) = &cp.server_fingerprint {
+        cmd.push_str(&format!(" --fingerprint {fp}"));
+    }
+    cmd
+}
+
+async fn issue_token(cp: &Cp, conn: &mut rm_store::Conn, host_id: &str) -> Outcome<(String, i64)> {
+    let now = cp.now();
+    let expires = now + i64::try_from(cp.t.token_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+    let token = new_token();
+    tokens::invalidate_for_host(&mut *conn, host_id, now).await?;
+    tokens::insert(conn, &token_hash(&token), host_id, now, expires).await?;
+    Ok((token, expires))
+}
+
+pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<HostEnrollment> {
+    let name = check_name(&req.name)?;
+    let id = HostId::generate();
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    hosts::insert(&mut tx, id.as_str(), name, &actor.name, now).await?;
+    let (token, expires_at) = issue_token(cp, &mut tx, id.as_str()).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "host.add",
+        ("host", id.as_str()),
+        Some(serde_json::json!({"name": name})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    cp.event(Event::HostChanged, Some(id.as_str()), None, None)
+        .await;
+    Ok(HostEnrollment {
+        command: command(cp, &token),
+        host_id: id.to_string(),
+        token,
+        expires_at,
+    })
+}
+
+pub(crate) async fn host_token(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome<HostEnrollment> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let host = hosts::get(&mut tx, &req.host_id).await?;
+    if host.status()? == hosts::HostStatus::Revoked {
+        return Err(Fail::conflict(
+            "this host was revoked; add it again as a new host",
+        ));
+    }
+    let (token, expires_at) = issue_token(cp, &mut tx, &host.id).await?;
+    audit::record(&mut tx, now, actor, "host.token", ("host", &host.id), None).await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    Ok(HostEnrollment {
+        command: command(cp, &token),
+        host_id: host.id,
+        token,
+        expires_at,
+    })
+}
+
+/// Revokes `nkey` on the bus: records it and pushes the account JWT.
+pub(crate) async fn revoke_on_bus(cp: &Cp, nkey: &str) -> anyhow::Result<()> {
+    cp.authority.revoke(nkey)?;
+    rm_bus::creds::push::push_account(&cp.system, &cp.authority)
+        .await
+        .context("pushing the revocation to the bus")
+}
+
+pub(crate) async fn host_revoke(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome<Done> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let nkey = hosts::set_revoked(&mut tx, &req.host_id, now).await?;
+    // Jobs that never reached the agent will not run now.
+    for job in rm_store::jobs::queued_for(&mut tx, &req.host_id).await? {
+        rm_store::jobs::request_cancel(&mut tx, &job.id, now).await?;
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "host.revoke",
+        ("host", &req.host_id),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    if let Some(nkey) = nkey {
+        revoke_on_bus(cp, &nkey).await.map_err(|e| {
+            Fail::unavailable(format!(
+                "the host is revoked in the database, but the bus did not take the revocation ({e:#}); it is retried at the next control-plane start"
+            ))
+        })?;
+    }
+    cp.event(Event::HostOffline, Some(&req.host_id), None, None)
+        .await;
+    cp.event(Event::HostChanged, Some(&req.host_id), None, None)
+        .await;
+    Ok(Done {})
+}
+
+const REFUSED: &str = "enrollment refused: the token is invalid, expired or already used; ask an operator for a new enrollment command";
+
+pub(crate) async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
+    if !req.nkey.starts_with('U') || KeyPair::from_public_key(&req.nkey).is_err() {
+        return Err(Fail::invalid("nkey is not a user public key"));
+    }
+    if XKey::from_public_key(&req.xkey).is_err() {
+        return Err(Fail::invalid("xkey is not a curve public key"));
+    }
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let host_id = match tokens::take(&mut tx, &token_hash(&req.token), now).await? {
+        Ok(h) => h,
+        Err(reason) => {
+            tracing::warn!(%reason, hostname = %req.hostname, "enrollment refused");
+            return Err(Fail::forbidden(REFUSED));
+        }
+    };
+    let previous = hosts::set_enrolled(
+        &mut tx,
+        &host_id,
+        &hosts::Enrollment {
+            nkey: &req.nkey,
+            xkey: &req.xkey,
+            hostname: &req.hostname,
+            os: &req.os,
+            arch: &req.arch,
+            agent_version: &req.agent_version,
+        },
+        now,
+    )
+    .await?;
+    let host = HostId::parse(&host_id).map_err(|e| Fail::from(anyhow::Error::from(e)))?;
+    let role = Role::Agent(host.clone());
+    let jwt = cp.authority.mint_user(&UserSpec {
+        public_key: req.nkey.clone(),
+        name: role.name(),
+        permissions: role.permissions(),
+        expires: None,
+    })?;
+    let actor = Actor {
+        name: format!("agent {host_id}"),
+        via: rm_bus::msg::ActorVia::System,
+    };
+    audit::record(
+        &mut tx,
+        now,
+        &actor,
+        "host.enroll",
+        ("host", &host_id),
+        Some(serde_json::json!({"hostname": req.hostname, "nkey": req.nkey})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    if let Some(old) = previous {
+        // Re-enrollment replaced the keys: the old identity must not connect.
+        if let Err(e) = revoke_on_bus(cp, &old).await {
+            tracing::error!(host = %host_id, error = %format!("{e:#}"), "old agent key not revoked on the bus");
+        }
+    }
+    cp.event(Event::HostChanged, Some(&host_id), None, None)
+        .await;
+    tracing::info!(host = %host_id, hostname = %req.hostname, "host enrolled");
+    Ok(EnrollReply {
+        v: PROTOCOL_VERSION,
+        host_id: host,
+        jwt,
+        bus_urls: cp.agent_bus_urls.clone(),
+        controlplane_xkey: cp.xkey.public_key(),
+    })
+}

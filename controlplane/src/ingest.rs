@@ -1,0 +1,561 @@
+//! Ingest of everything agents send.
+//!
+//! - hello (request): last-seen, vitals, config re-sync, reconciliation of
+//!   the agent's jobs with ours, then queued jobs go out.
+//! - heartbeat: last-seen and vitals, written in batches.
+//! - goodbye: offline at once.
+//! - job `started` / `done` (request/ack, at least once): the host in the
+//!   subject must own the job; applied idempotently by (job, phase),
+//!   committed in batches, acknowledged only after commit, then events.
+//! - job logs: appended (at most once), capped per job.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Result;
+use async_nats::Message;
+use futures_util::StreamExt;
+use rm_bus::msg::{
+    Ack, Goodbye, Heartbeat, Hello, HelloReply, JobDone, JobOrigin, JobStarted, LogBatch,
+    PROTOCOL_VERSION, decode, encode,
+};
+use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
+use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
+use rm_store::{hosts, schedules as sched_store};
+use tokio::sync::mpsc;
+
+use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
+
+pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
+    let (hb_tx, hb_rx) = mpsc::channel::<(String, Heartbeat, i64)>(4096);
+    let (res_tx, res_rx) = mpsc::channel::<Message>(4096);
+    let mut hello = cp
+        .client
+        .subscribe(subject::agent_any(AgentTopicKind::Hello))
+        .await?;
+    let mut beats = cp
+        .client
+        .subscribe(subject::agent_any(AgentTopicKind::Heartbeat))
+        .await?;
+    let mut byes = cp
+        .client
+        .subscribe(subject::agent_any(AgentTopicKind::Goodbye))
+        .await?;
+    let mut started = cp
+        .client
+        .subscribe(subject::agent_any_job(JobTopic::Started))
+        .await?;
+    let mut done = cp
+        .client
+        .subscribe(subject::agent_any_job(JobTopic::Done))
+        .await?;
+    let mut logs = cp
+        .client
+        .subscribe(subject::agent_any_job(JobTopic::Log))
+        .await?;
+
+    let c = cp.clone();
+    let hellos = async move {
+        while let Some(m) = hello.next().await {
+            let c = c.clone();
+            tokio::spawn(async move { on_hello(&c, m).await });
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let c = cp.clone();
+    let beats_in = async move {
+        while let Some(m) = beats.next().await {
+            let Some(host) = host_of(&m) else { continue };
+            match decode::<Heartbeat>("heartbeat", &m.payload) {
+                Ok(hb) => {
+                    // Heartbeats are at most once: drop rather than block.
+                    let _ = hb_tx.try_send((host, hb, c.now()));
+                }
+                Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
+            }
+        }
+        Ok(())
+    };
+    let c = cp.clone();
+    let byes_in = async move {
+        while let Some(m) = byes.next().await {
+            let Some(host) = host_of(&m) else { continue };
+            if decode::<Goodbye>("goodbye", &m.payload).is_err() {
+                tracing::warn!(host = %host, "malformed goodbye ignored");
+                continue;
+            }
+            let mut tx = c.store.write().await?;
+            let changed = hosts::mark_offline(&mut tx, &host, c.now()).await?;
+            tx.commit().await?;
+            if changed {
+                c.event(Event::HostOffline, Some(&host), None, None).await;
+            }
+        }
+        Ok(())
+    };
+    let results_in = async move {
+        loop {
+            tokio::select! {
+                Some(m) = started.next() => { let _ = res_tx.send(m).await; }
+                Some(m) = done.next() => { let _ = res_tx.send(m).await; }
+                else => break,
+            }
+        }
+        Ok(())
+    };
+    let c = cp.clone();
+    let logs_in = async move {
+        while let Some(m) = logs.next().await {
+            if let Err(e) = on_log(&c, &m).await {
+                tracing::warn!(subject = %m.subject, error = %format!("{e:#}"), "log batch not stored");
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(
+        hellos,
+        beats_in,
+        byes_in,
+        results_in,
+        logs_in,
+        heartbeat_writer(cp.clone(), hb_rx),
+        result_writer(cp.clone(), res_rx),
+    )?;
+    Ok(())
+}
+
+fn host_of(m: &Message) -> Option<String> {
+    match AgentSubject::parse(m.subject.as_str()) {
+        Some(s) => Some(s.host.to_string()),
+        None => {
+            tracing::warn!(subject = %m.subject, "message on a malformed agent subject ignored");
+            None
+        }
+    }
+}
+
+async fn reply(cp: &Cp, m: &Message, body: bytes::Bytes) {
+    if let Some(r) = &m.reply
+        && let Err(e) = cp.client.publish(r.clone(), body).await
+    {
+        tracing::warn!(error = %e, "reply not sent");
+    }
+}
+
+fn vitals_of_hello(h: &Hello) -> hosts::Vitals {
+    hosts::Vitals {
+        agent_version: Some(h.agent_version.clone()),
+        restic_version: h.restic_version.clone(),
+        os: Some(h.os.clone()),
+        arch: Some(h.arch.clone()),
+        uptime_secs: None,
+        vitals_json: None,
+    }
+}
+
+fn vitals_of_heartbeat(h: &Heartbeat) -> hosts::Vitals {
+    hosts::Vitals {
+        agent_version: Some(h.agent_version.clone()),
+        restic_version: h.restic_version.clone(),
+        os: Some(h.os.clone()),
+        arch: Some(h.arch.clone()),
+        uptime_secs: i64::try_from(h.uptime_secs).ok(),
+        vitals_json: serde_json::to_string(&serde_json::json!({
+            "disks": h.disks, "running_jobs": h.running_jobs, "next_runs": h.next_runs,
+        }))
+        .ok(),
+    }
+}
+
+async fn on_hello(cp: &Arc<Cp>, m: Message) {
+    let Some(host) = host_of(&m) else { return };
+    let hello: Hello = match decode("hello", &m.payload) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(host = %host, error = %e, "malformed hello");
+            return;
+        }
+    };
+    match handle_hello(cp, &host, &hello).await {
+        Ok(r) => reply(cp, &m, encode(&r)).await,
+        Err(e) => tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled"),
+    }
+}
+
+async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<HelloReply> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let host = hosts::get(&mut tx, host_id).await?;
+    if host.status()? == hosts::HostStatus::Revoked {
+        anyhow::bail!("hello from revoked host");
+    }
+    let came_online = hosts::record_seen(&mut tx, host_id, now, &vitals_of_hello(hello)).await?;
+    let applied = i64::try_from(hello.config_version).unwrap_or(0);
+    hosts::set_applied_config(&mut tx, host_id, applied).await?;
+    let config = if applied < host.config_version {
+        match schedules::build_config(cp, &mut tx, &host).await {
+            Ok(c) => Some(c),
+            Err(f) => {
+                tracing::error!(host = %host_id, reason = %f.message, "config not built for hello");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let active = jobs::active_for(&mut tx, host_id).await?;
+    tx.commit().await?;
+    if came_online {
+        cp.event(Event::HostOnline, Some(host_id), None, None).await;
+    }
+
+    // Reconcile: what the agent holds vs what we think it holds.
+    let held: HashSet<String> = hello
+        .accepted_jobs
+        .iter()
+        .chain(&hello.running_jobs)
+        .map(ToString::to_string)
+        .collect();
+    lock(&cp.agent_jobs).insert(host_id.to_owned(), held.clone());
+    for job in active {
+        if held.contains(&job.id) {
+            if job.cancel_requested {
+                let cp = cp.clone();
+                let (h, j) = (host_id.to_owned(), job.id.clone());
+                tokio::spawn(async move { job_svc::send_cancel(&cp, &h, &j).await });
+            }
+        } else {
+            // Its `done` may still be in the agent's outbox: wait a grace.
+            spawn_lost_check(cp, host_id.to_owned(), job.id.clone());
+        }
+    }
+    dispatch::spawn_dispatch(cp, host_id.to_owned());
+    Ok(HelloReply {
+        v: PROTOCOL_VERSION,
+        config,
+        server_time_ms: now,
+    })
+}
+
+fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
+    let cp = cp.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(cp.t.lost_grace).await;
+        let still_unknown = !lock(&cp.agent_jobs)
+            .get(&host)
+            .is_some_and(|s| s.contains(&job));
+        if !still_unknown {
+            return;
+        }
+        let r = async {
+            let mut tx = cp.store.write().await?;
+            let j = jobs::get(&mut tx, &job).await?;
+            if j.status()?.is_terminal() {
+                return Ok::<bool, anyhow::Error>(false);
+            }
+            let lost = jobs::finish(&mut tx, &job, JobStatus::Lost, &Finish {
+                error: Some("the agent no longer knows this job (restarted or reinstalled); its result will not arrive".into()),
+                finished_at: cp.now(),
+                ..Finish::default()
+            })
+            .await?;
+            tx.commit().await?;
+            Ok(lost)
+        }
+        .await;
+        match r {
+            Ok(true) => {
+                tracing::warn!(job = %job, host = %host, "job lost");
+                cp.event(Event::JobFinished, Some(&host), Some(&job), None)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(job = %job, error = %format!("{e:#}"), "lost check failed"),
+        }
+    });
+}
+
+/// Writes heartbeats in batches: one transaction per burst.
+async fn heartbeat_writer(
+    cp: Arc<Cp>,
+    mut rx: mpsc::Receiver<(String, Heartbeat, i64)>,
+) -> Result<()> {
+    let mut batch = Vec::with_capacity(cp.t.ingest_batch);
+    while rx.recv_many(&mut batch, cp.t.ingest_batch).await > 0 {
+        let mut online = Vec::new();
+        let r = async {
+            let mut tx = cp.store.write().await?;
+            for (host, hb, at) in &batch {
+                match hosts::record_seen(&mut tx, host, *at, &vitals_of_heartbeat(hb)).await {
+                    Ok(true) => online.push(host.clone()),
+                    Ok(false) => {}
+                    Err(rm_store::StoreError::NotFound { .. }) => {
+                        tracing::warn!(host = %host, "heartbeat from unknown host")
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit().await?;
+            Ok::<(), rm_store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, count = batch.len(), "heartbeat batch not written");
+            online.clear();
+        }
+        for h in online {
+            cp.event(Event::HostOnline, Some(&h), None, None).await;
+            dispatch::spawn_dispatch(&cp, h);
+        }
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// What applying one started/done message produced.
+struct Applied {
+    ack: Ack,
+    event: Option<(Event, String, String)>,
+}
+
+/// Applies `started` / `done` in batches: one transaction, acks after
+/// commit, events after acks. A failed commit sends no acks, so the agents
+/// retry.
+async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<()> {
+    let mut batch = Vec::with_capacity(cp.t.ingest_batch);
+    loop {
+        if rx.recv_many(&mut batch, cp.t.ingest_batch).await == 0 {
+            return Ok(());
+        }
+        // Linger briefly so bursts share a commit.
+        let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
+        while batch.len() < cp.t.ingest_batch {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(m)) => batch.push(m),
+                _ => break,
+            }
+        }
+        let r = async {
+            let mut tx = cp.store.write().await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for m in &batch {
+                out.push(apply_result(&cp, &mut tx, m).await?);
+            }
+            tx.commit().await?;
+            Ok::<_, anyhow::Error>(out)
+        }
+        .await;
+        match r {
+            Ok(applied) => {
+                for (m, a) in batch.iter().zip(&applied) {
+                    reply(&cp, m, encode(&a.ack)).await;
+                }
+                for a in applied {
+                    if let Some((e, host, job)) = a.event {
+                        cp.event(e, Some(&host), Some(&job), None).await;
+                        if e == Event::JobFinished {
+                            // a repository may have become free
+                            cp.dispatch_wake.notify_one();
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry")
+            }
+        }
+        batch.clear();
+    }
+}
+
+fn refused(reason: impl Into<String>) -> Applied {
+    Applied {
+        ack: Ack::refused(reason),
+        event: None,
+    }
+}
+
+async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<Applied> {
+    let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
+        return Ok(refused("malformed subject"));
+    };
+    let AgentTopic::Job(job_id, topic) = &subj.topic else {
+        return Ok(refused("not a job subject"));
+    };
+    let host = subj.host.to_string();
+    match topic {
+        JobTopic::Started => {
+            let msg: JobStarted = match decode("started", &m.payload) {
+                Ok(s) => s,
+                Err(e) => return Ok(refused(e.to_string())),
+            };
+            if msg.job_id != *job_id {
+                return Ok(refused("job id in the payload does not match the subject"));
+            }
+            apply_started(cp, tx, &host, &msg).await
+        }
+        JobTopic::Done => {
+            let msg: JobDone = match decode("done", &m.payload) {
+                Ok(s) => s,
+                Err(e) => return Ok(refused(e.to_string())),
+            };
+            if msg.job_id != *job_id {
+                return Ok(refused("job id in the payload does not match the subject"));
+            }
+            apply_done(cp, tx, &host, &msg).await
+        }
+        _ => Ok(refused("not a result subject")),
+    }
+}
+
+async fn apply_started(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    host: &str,
+    msg: &JobStarted,
+) -> Result<Applied> {
+    let id = msg.job_id.as_str();
+    match jobs::find(&mut *tx, id).await? {
+        Some(job) if job.exec_host_id != host => {
+            tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "started for another host's job refused");
+            return Ok(refused("this job belongs to another host"));
+        }
+        Some(_) => {}
+        None => {
+            // A run the agent started from its own schedule.
+            let JobOrigin::Schedule { schedule_id } = &msg.origin else {
+                return Ok(refused("unknown job"));
+            };
+            let Ok(s) = sched_store::get(&mut *tx, schedule_id).await else {
+                return Ok(refused("unknown schedule"));
+            };
+            if s.exec_host_id != host {
+                return Ok(refused("this schedule belongs to another host"));
+            }
+            let params = match &msg.params {
+                Some(p) => p.clone(),
+                None => s.params()?,
+            };
+            jobs::insert(
+                &mut *tx,
+                &NewJob {
+                    id,
+                    host_id: &s.host_id,
+                    exec_host_id: host,
+                    repo_id: Some(&s.repo_id),
+                    params: &params,
+                    origin: "schedule",
+                    schedule_id: Some(&s.id),
+                    status: JobStatus::Running,
+                    timeout_secs: s.timeout_secs,
+                    created_by: "schedule",
+                    created_at: msg.started_ms,
+                    started_at: Some(msg.started_ms),
+                },
+            )
+            .await?;
+        }
+    }
+    if !jobs::record_phase(&mut *tx, id, Phase::Started, cp.now()).await? {
+        return Ok(Applied {
+            ack: Ack::duplicate(),
+            event: None,
+        });
+    }
+    jobs::set_running(&mut *tx, id, msg.started_ms).await?;
+    let owner = jobs::get(&mut *tx, id).await?.host_id;
+    Ok(Applied {
+        ack: Ack::ok(),
+        event: Some((Event::JobStarted, owner, id.to_owned())),
+    })
+}
+
+async fn apply_done(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    host: &str,
+    msg: &JobDone,
+) -> Result<Applied> {
+    let id = msg.job_id.as_str();
+    let Some(job) = jobs::find(&mut *tx, id).await? else {
+        return Ok(refused("unknown job; send started first"));
+    };
+    if job.exec_host_id != host {
+        tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "done for another host's job refused");
+        return Ok(refused("this job belongs to another host"));
+    }
+    if !jobs::record_phase(&mut *tx, id, Phase::Done, cp.now()).await? {
+        return Ok(Applied {
+            ack: Ack::duplicate(),
+            event: None,
+        });
+    }
+    let status = JobStatus::from_outcome(msg.outcome);
+    let error_kind = msg
+        .error_kind
+        .and_then(|k| serde_json::to_value(k).ok())
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let tail = (!msg.stderr_tail.is_empty()).then(|| msg.stderr_tail.join("\n"));
+    let finished = jobs::finish(
+        &mut *tx,
+        id,
+        status,
+        &Finish {
+            exit_code: msg.exit_code.map(i64::from),
+            error_kind,
+            error: msg.error.clone(),
+            summary_json: msg.summary.as_ref().map(ToString::to_string),
+            stderr_tail: tail,
+            restic_version: msg.restic_version.clone(),
+            started_at: msg.started_ms,
+            finished_at: msg.finished_ms,
+        },
+    )
+    .await?;
+    if !finished {
+        return Ok(Applied {
+            ack: Ack::duplicate(),
+            event: None,
+        });
+    }
+    crate::sweeper::after_done(cp, &mut *tx, &job, msg).await?;
+    Ok(Applied {
+        ack: Ack::ok(),
+        event: Some((Event::JobFinished, job.host_id, id.to_owned())),
+    })
+}
+
+async fn on_log(cp: &Cp, m: &Message) -> Result<()> {
+    let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
+        return Ok(());
+    };
+    let AgentTopic::Job(job_id, _) = &subj.topic else {
+        return Ok(());
+    };
+    let batch: LogBatch = decode("log", &m.payload)?;
+    let mut tx = cp.store.write().await?;
+    let Some(job) = jobs::find(&mut tx, job_id.as_str()).await? else {
+        return Ok(());
+    };
+    if job.exec_host_id != subj.host.as_str() {
+        tracing::warn!(job = %job_id, host = %subj.host, "log for another host's job ignored");
+        return Ok(());
+    }
+    let lines: Vec<(i64, &str, &str)> = batch
+        .lines
+        .iter()
+        .map(|l| {
+            let stream = match l.stream {
+                rm_bus::msg::Stream::Stdout => "stdout",
+                rm_bus::msg::Stream::Stderr => "stderr",
+                rm_bus::msg::Stream::Agent => "agent",
+                rm_bus::msg::Stream::Unknown => "unknown",
+            };
+            (l.ts_ms, stream, l.text.as_str())
+        })
+        .collect();
+    let first = i64::try_from(batch.seq).unwrap_or(0);
+    jobs::append_logs(&mut tx, job_id.as_str(), first, &lines, cp.t.log_cap).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! Repositories: add (initialising a new one on a chosen host), attach
+//! hosts with append-only or full credentials, choose the maintenance host,
+//! and test a host's connection with a clear reason on failure.
+
+use rm_bus::ids;
+use rm_bus::msg::{Actor, CommandBody, ErrorKind, QueryReply, RepoAccess, Sealed};
+use rm_bus::seal::{RepoSecrets, redact_url};
+use rm_bus::subject::Event;
+use rm_store::hosts;
+use rm_store::repos::{self, Access, NewRepo};
+
+use crate::api::{
+    AccessInput, Done, PubKey, RepoAdd, RepoAdded, RepoAttach, RepoMaintenance, RepoSecretsInput,
+    RepoTest, RepoTestResult, SealedSecrets,
+};
+use crate::secrets::{cred_aad, repo_aad};
+use crate::svc::{Fail, Outcome};
+use crate::{Cp, audit, dispatch, schedules};
+
+fn unseal(cp: &Cp, sealed: &SealedSecrets) -> Outcome<RepoSecrets> {
+    let input = sealed.open(&cp.xkey).map_err(|e| {
+        Fail::invalid(format!(
+            "the secrets do not open with the control plane's key: {e}"
+        ))
+    })?;
+    to_secrets(&input)
+}
+
+fn to_secrets(input: &RepoSecretsInput) -> Outcome<RepoSecrets> {
+    if input.url.trim().is_empty() {
+        return Err(Fail::invalid("repository URL is empty"));
+    }
+    if input.password.is_empty() {
+        return Err(Fail::invalid("repository password is empty"));
+    }
+    if let Some(bad) = input
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(Fail::invalid(format!(
+            "invalid environment variable name {bad:?}"
+        )));
+    }
+    Ok(RepoSecrets {
+        repository: input.url.trim().to_owned(),
+        password: input.password.clone(),
+        env: input.env.clone(),
+    })
+}
+
+/// Seals `secrets` to an enrolled host's xkey for one command or job.
+pub(crate) fn seal_to_host(cp: &Cp, host: &hosts::Host, secrets: &RepoSecrets) -> Outcome<Sealed> {
+    let Some(xkey) = &host.xkey else {
+        return Err(Fail::conflict(format!(
+            "host {} is not enrolled yet",
+            host.name
+        )));
+    };
+    rm_bus::seal::seal(secrets, &cp.xkey, xkey).map_err(|e| Fail::from(anyhow::Error::from(e)))
+}
+
+/// The secrets `host` uses for `repo` (its own credential) and whether they
+/// are append-only.
+pub(crate) async fn host_secrets(
+    cp: &Cp,
+    conn: &mut rm_store::Conn,
+    host_id: &str,
+    repo_id: &str,
+) -> Outcome<(RepoSecrets, Access)> {
+    let cred = repos::credential(conn, host_id, repo_id)
+        .await
+        .map_err(|e| match e {
+            rm_store::StoreError::NotFound { .. } => Fail::conflict(format!(
+                "host {host_id} has no credential for repository {repo_id}; attach it first"
+            )),
+            other => Fail::from(other),
+        })?;
+    let secrets: RepoSecrets = cp
+        .master
+        .decrypt_json(&cred.secrets_enc, &cred_aad(host_id, repo_id))?;
+    Ok((secrets, cred.access()?))
+}
+
+/// The access a host needs to run one command against a repository.
+pub(crate) fn access_for(
+    cp: &Cp,
+    host: &hosts::Host,
+    repo_id: &str,
+    secrets: &RepoSecrets,
+    access: Access,
+) -> Outcome<RepoAccess> {
+    Ok(RepoAccess {
+        repo_id: repo_id.to_owned(),
+        secrets: seal_to_host(cp, host, secrets)?,
+        append_only: access == Access::AppendOnly,
+    })
+}
+
+fn describe(reply: &QueryReply) -> String {
+    let reason = match reply.error_kind {
+        Some(ErrorKind::WrongPassword) => {
+            "wrong repository password — edit the repository's credentials"
+        }
+        Some(ErrorKind::RepoMissing) => {
+            "no repository at this URL — check the URL or initialise it"
+        }
+        Some(ErrorKind::Network) => {
+            "repository unreachable — check the URL, the server and the network"
+        }
+        Some(ErrorKind::Locked) => "repository is locked",
+        Some(ErrorKind::Timeout) => "restic timed out",
+        _ => "restic failed",
+    };
+    match &reply.error {
+        Some(detail) => format!("{reason} ({detail})"),
+        None => reason.to_owned(),
+    }
+}
+
+pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdded> {
+    let name = req.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Fail::invalid("repository name must be 1 to 100 characters"));
+    }
+    let secrets = unseal(cp, &req.secrets)?;
+    let id = format!("r{}", ids::random_token(10));
+    let mut restic_repo_id = None;
+    if let Some(host_id) = &req.init_on_host {
+        let host = {
+            let mut c = cp.store.read().await?;
+            hosts::get(&mut c, host_id).await?
+        };
+        let repo = RepoAccess {
+            repo_id: id.clone(),
+            secrets: seal_to_host(cp, &host, &secrets)?,
+            append_only: false,
+        };
+        let reply = dispatch::query(cp, &host.id, CommandBody::RepoInit { repo }).await?;
+        if !reply.ok {
+            return Err(Fail::conflict(format!(
+                "restic init on {} failed: {}",
+                host.name,
+                describe(&reply)
+            )));
+        }
+        restic_repo_id = reply.restic_repo_id;
+    }
+    let now = cp.now();
+    let enc = cp.master.encrypt_json(&secrets, &repo_aad(&id))?;
+    let display = redact_url(&secrets.repository);
+    let mut tx = cp.store.write().await?;
+    repos::insert(
+        &mut tx,
+        &NewRepo {
+            id: &id,
+            name,
+            url_display: &display,
+            secrets_enc: &enc,
+            created_by: &actor.name,
+            now,
+        },
+    )
+    .await?;
+    if restic_repo_id.is_some() {
+        repos::set_status(&mut tx, &id, "ok", None, restic_repo_id.as_deref()).await?;
+    }
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "repo.add",
+        ("repo", &id),
+        Some(serde_json::json!({"name": name, "url": display, "initialised_on": req.init_on_host})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    cp.event(Event::RepoChanged, None, None, Some(&id)).await;
+    Ok(RepoAdded { repo_id: id })
+}
+
+pub(crate) fn pubkey(cp: &Cp) -> PubKey {
+    PubKey {
+        xkey: cp.xkey.public_key(),
+    }
+}
+
+pub(crate) async fn attach(cp: &Cp, actor: &Actor, req: RepoAttach) -> Outcome<Done> {
+    let access = match req.access {
+        AccessInput::AppendOnly => Access::AppendOnly,
+        AccessInput::Full => Access::Full,
+    };
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let repo = repos::get(&mut tx, &req.repo_id).await?;
+    hosts::get(&mut tx, &req.host_id).await?;
+    let secrets = match &req.secrets {
+        Some(s) => unseal(cp, s)?,
+        None if access == Access::Full => cp
+            .master
+            .decrypt_json(&repo.secrets_enc, &repo_aad(&repo.id))?,
+        None => {
+            return Err(Fail::invalid(
+                "an append-only credential needs its own secrets (an append-only REST user); the repository's full credentials would defeat it",
+            ));
+        }
+    };
+    let enc = cp
+        .master
+        .encrypt_json(&secrets, &cred_aad(&req.host_id, &repo.id))?;
+    repos::attach(&mut tx, &req.host_id, &repo.id, access, &enc, now).await?;
+    // Routing of this host's forget/prune schedules may change.
+    let touched = schedules::reroute(cp, &mut tx, &repo.id).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "repo.attach",
+        ("repo", &repo.id),
+        Some(serde_json::json!({"host": req.host_id, "access": access.as_str()})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    schedules::push_configs(cp, touched).await;
+    cp.event(Event::RepoChanged, Some(&req.host_id), None, Some(&repo.id))
+        .await;
+    Ok(Done {})
+}
+
+pub(crate) async fn maintenance(cp: &Cp, actor: &Actor, req: RepoMaintenance) -> Outcome<Done> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    repos::set_maintenance_host(&mut tx, &req.repo_id, req.host_id.as_deref()).await?;
+    let touched = schedules::reroute(cp, &mut tx, &req.repo_id).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "repo.maintenance_host",
+        ("repo", &req.repo_id),
+        Some(serde_json::json!({"host": req.host_id})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    schedules::push_configs(cp, touched).await;
+    cp.event(Event::RepoChanged, None, None, Some(&req.repo_id))
+        .await;
+    Ok(Done {})
+}
+
+pub(crate) async fn test(cp: &Cp, req: RepoTest) -> Outcome<RepoTestResult> {
+    let (host, secrets, access) = {
+        let mut c = cp.store.read().await?;
+        repos::get(&mut c, &req.repo_id).await?;
+        let host = hosts::get(&mut c, &req.host_id).await?;
+        let (secrets, access) = host_secrets(cp, &mut c, &host.id, &req.repo_id).await?;
+        (host, secrets, access)
+    };
+    let repo = access_for(cp, &host, &req.repo_id, &secrets, access)?;
+    let reply = dispatch::query(cp, &host.id, CommandBody::RepoVerify { repo }).await?;
+    let result = RepoTestResult {
+        ok: reply.ok,
+        restic_repo_id: reply.restic_repo_id.clone(),
+        error: (!reply.ok).then(|| describe(&reply)),
+        error_kind: reply.error_kind,
+    };
+    let mut tx = cp.store.write().await?;
+    let (status, detail) = if reply.ok {
+        ("ok", None)
+    } else {
+        ("error", result.error.as_deref())
+    };
+    repos::set_status(
+        &mut tx,
+        &req.repo_id,
+        status,
+        detail,
+        reply.restic_repo_id.as_deref(),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    cp.event(Event::RepoChanged, None, None, Some(&req.repo_id))
+        .await;
+    Ok(result)
+}

@@ -1,0 +1,323 @@
+//! Schedules and agent config: create, edit, enable/disable and delete
+//! schedules; route forget/prune to the repository's maintenance host when
+//! the owner's credential is append-only; every change bumps the executing
+//! host's config version and pushes `config changed` (hello re-syncs a host
+//! that missed the push).
+
+use std::sync::Arc;
+
+use rm_bus::msg::{Actor, AgentConfig, CommandBody, JobKind, JobParams, ScheduleSpec};
+use rm_bus::subject::Event;
+use rm_store::repos::Access;
+use rm_store::{hosts, repos as repo_store, schedules};
+
+use crate::api::{Done, SchedulePut, ScheduleRef, ScheduleSaved};
+use crate::repos::{access_for, host_secrets};
+use crate::svc::{Fail, Outcome};
+use crate::{Cp, audit, dispatch};
+
+/// Validates a cron expression and an IANA time zone.
+// TODO(rm-cron): replace with the shared cron module once it lands, so
+// the agent, the stale-schedule rule and the UI preview agree exactly.
+pub(crate) fn check_cron(cron: &str, tz: &str) -> Outcome<()> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let ok_field = |f: &&str| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c))
+    };
+    if fields.len() != 5 || !fields.iter().all(ok_field) {
+        return Err(Fail::invalid(format!(
+            "cron expression {cron:?} must have five fields (minute hour day-of-month month day-of-week)"
+        )));
+    }
+    let tz_ok = !tz.is_empty()
+        && !tz.contains("..")
+        && tz
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+    let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
+    if !tz_ok || (zoneinfo.is_dir() && !zoneinfo.join(tz).is_file()) {
+        return Err(Fail::invalid(format!(
+            "unknown time zone {tz:?} (use an IANA name such as Europe/Berlin)"
+        )));
+    }
+    Ok(())
+}
+
+/// Which host runs a job or schedule of `kind` for `owner` on `repo`:
+/// forget and prune go to the maintenance host when the owner's credential
+/// is append-only.
+pub(crate) async fn exec_host(
+    conn: &mut rm_store::Conn,
+    owner: &str,
+    repo_id: &str,
+    kind: JobKind,
+) -> Outcome<String> {
+    let cred = repo_store::credential(&mut *conn, owner, repo_id)
+        .await
+        .map_err(|e| match e {
+            rm_store::StoreError::NotFound { .. } => Fail::conflict(format!(
+                "host {owner} has no credential for repository {repo_id}; attach it first"
+            )),
+            other => Fail::from(other),
+        })?;
+    let destructive = matches!(kind, JobKind::Forget | JobKind::Prune);
+    if !destructive || cred.access()? == Access::Full {
+        return Ok(owner.to_owned());
+    }
+    let repo = repo_store::get(conn, repo_id).await?;
+    repo.maintenance_host_id.ok_or_else(|| {
+        Fail::conflict(format!(
+            "{} needs a maintenance host: host {owner} holds an append-only credential for repository {}, which cannot delete data; choose a maintenance host with full access for the repository",
+            if kind == JobKind::Forget { "forget" } else { "prune" },
+            repo.name
+        ))
+    })
+}
+
+/// Fills in what the control plane decides, not the client: the restic
+/// `--host` of forget (so one host's retention never touches another's
+/// snapshots) and of backup.
+pub(crate) fn pin_host_name(params: JobParams, restic_host: &str) -> JobParams {
+    match params {
+        JobParams::Forget {
+            retention, prune, ..
+        } => JobParams::Forget {
+            retention,
+            host_name: restic_host.to_owned(),
+            prune,
+        },
+        JobParams::Backup {
+            paths,
+            excludes,
+            tags,
+            one_file_system,
+            ..
+        } => JobParams::Backup {
+            paths,
+            excludes,
+            tags,
+            one_file_system,
+            host_name: Some(restic_host.to_owned()),
+        },
+        other => other,
+    }
+}
+
+pub(crate) async fn put(cp: &Arc<Cp>, actor: &Actor, req: SchedulePut) -> Outcome<ScheduleSaved> {
+    let kind = req.params.kind();
+    if !matches!(
+        kind,
+        JobKind::Backup | JobKind::Forget | JobKind::Prune | JobKind::Check
+    ) {
+        return Err(Fail::invalid(
+            "schedules run backup, forget, prune or check",
+        ));
+    }
+    crate::jobs::validate_params(&req.params)?;
+    check_cron(&req.cron, &req.timezone)?;
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let owner = hosts::get(&mut tx, &req.host_id).await?;
+    let Some(restic_host) = owner.restic_host.clone() else {
+        return Err(Fail::conflict(format!(
+            "host {} is not enrolled yet",
+            owner.name
+        )));
+    };
+    let exec = exec_host(&mut tx, &owner.id, &req.repo_id, kind).await?;
+    let (id, created_at, old_exec) = match &req.schedule_id {
+        Some(id) => {
+            let old = schedules::get(&mut tx, id).await?;
+            if old.host_id != owner.id {
+                return Err(Fail::invalid("a schedule cannot move to another host"));
+            }
+            (id.clone(), old.created_at, Some(old.exec_host_id))
+        }
+        None => (format!("s{}", rm_bus::ids::random_token(10)), now, None),
+    };
+    let version = hosts::bump_config_version(&mut tx, &exec).await?;
+    let params = pin_host_name(req.params, &restic_host);
+    let row = schedules::Schedule {
+        id: id.clone(),
+        host_id: owner.id.clone(),
+        repo_id: req.repo_id.clone(),
+        kind: serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        cron: req.cron.trim().to_owned(),
+        timezone: req.timezone.clone(),
+        params_json: serde_json::to_string(&params).map_err(anyhow::Error::from)?,
+        enabled: req.enabled,
+        jitter_secs: i64::try_from(req.jitter_secs).unwrap_or(i64::MAX),
+        timeout_secs: req.timeout_secs.map_or_else(
+            || secs(cp.t.default_job_timeout),
+            |s| i64::try_from(s).unwrap_or(i64::MAX),
+        ),
+        grace_secs: req
+            .grace_secs
+            .map_or(3600, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+        exec_host_id: exec.clone(),
+        config_version: version,
+        created_at,
+        updated_at: now,
+    };
+    schedules::upsert(&mut tx, &row).await?;
+    let mut touched = vec![exec.clone()];
+    if let Some(old) = old_exec.filter(|o| *o != exec) {
+        hosts::bump_config_version(&mut tx, &old).await?;
+        touched.push(old);
+    }
+    let action = if req.schedule_id.is_some() {
+        "schedule.edit"
+    } else {
+        "schedule.create"
+    };
+    audit::record(&mut tx, now, actor, action, ("schedule", &id), Some(serde_json::json!({"host": owner.id, "cron": row.cron, "timezone": row.timezone, "enabled": row.enabled}))).await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    spawn_push(cp, touched);
+    cp.event(Event::ScheduleChanged, Some(&owner.id), None, Some(&id))
+        .await;
+    Ok(ScheduleSaved {
+        schedule_id: id,
+        config_version: version,
+    })
+}
+
+pub(crate) async fn delete(cp: &Arc<Cp>, actor: &Actor, req: ScheduleRef) -> Outcome<Done> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    let exec = schedules::delete(&mut tx, &req.schedule_id).await?;
+    hosts::bump_config_version(&mut tx, &exec).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "schedule.delete",
+        ("schedule", &req.schedule_id),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    spawn_push(cp, vec![exec.clone()]);
+    cp.event(Event::ScheduleChanged, None, None, Some(&req.schedule_id))
+        .await;
+    Ok(Done {})
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Recomputes where each schedule of a repository runs (after a credential
+/// or maintenance-host change); bumps the config of hosts that gain or lose
+/// one. Returns those hosts.
+pub(crate) async fn reroute(
+    _cp: &Cp,
+    conn: &mut rm_store::Conn,
+    repo_id: &str,
+) -> Outcome<Vec<String>> {
+    let all = schedules::for_repo(&mut *conn, repo_id).await?;
+    let mut touched = Vec::new();
+    for mut s in all {
+        let kind = s.params()?.kind();
+        let exec = match exec_host(&mut *conn, &s.host_id, repo_id, kind).await {
+            Ok(e) => e,
+            Err(f) => {
+                tracing::warn!(schedule = %s.id, reason = %f.message, "schedule cannot be routed; it stays where it was");
+                continue;
+            }
+        };
+        if exec != s.exec_host_id {
+            let old = std::mem::replace(&mut s.exec_host_id, exec.clone());
+            hosts::bump_config_version(&mut *conn, &old).await?;
+            s.config_version = hosts::bump_config_version(&mut *conn, &exec).await?;
+            schedules::upsert(&mut *conn, &s).await?;
+            touched.push(old);
+            touched.push(exec);
+        }
+    }
+    touched.sort();
+    touched.dedup();
+    Ok(touched)
+}
+
+/// The config an agent runs: every schedule it executes, with repository
+/// access sealed to it.
+pub(crate) async fn build_config(
+    cp: &Cp,
+    conn: &mut rm_store::Conn,
+    host: &hosts::Host,
+) -> Outcome<AgentConfig> {
+    let mut specs = Vec::new();
+    for s in schedules::executed_by(&mut *conn, &host.id).await? {
+        let built = async {
+            let (secrets, access) = host_secrets(cp, &mut *conn, &host.id, &s.repo_id).await?;
+            Ok::<_, Fail>(ScheduleSpec {
+                schedule_id: s.id.clone(),
+                cron: s.cron.clone(),
+                timezone: s.timezone.clone(),
+                enabled: s.enabled,
+                jitter_secs: u64::try_from(s.jitter_secs).unwrap_or(0),
+                params: s.params()?,
+                repo: access_for(cp, host, &s.repo_id, &secrets, access)?,
+                timeout_secs: u64::try_from(s.timeout_secs).unwrap_or(0),
+            })
+        }
+        .await;
+        match built {
+            Ok(spec) => specs.push(spec),
+            Err(f) => {
+                tracing::warn!(schedule = %s.id, host = %host.id, reason = %f.message, "schedule left out of the agent's config")
+            }
+        }
+    }
+    Ok(AgentConfig {
+        version: u64::try_from(host.config_version).unwrap_or(0),
+        heartbeat_secs: Some(cp.t.heartbeat.as_secs().max(1)),
+        schedules: specs,
+    })
+}
+
+/// Pushes the current config to each host in the background.
+pub(crate) fn spawn_push(cp: &Arc<Cp>, hosts: Vec<String>) {
+    let cp = cp.clone();
+    tokio::spawn(async move { push_configs(&cp, hosts).await });
+}
+
+/// Pushes the current config to each (online) host and records the
+/// version it confirms. Failures are fine: hello re-syncs.
+pub(crate) async fn push_configs(cp: &Cp, host_ids: Vec<String>) {
+    for id in host_ids {
+        if let Err(e) = push_config(cp, &id).await {
+            tracing::info!(host = %id, reason = %e.message, "config push not confirmed; the next hello re-syncs it");
+        }
+    }
+}
+
+async fn push_config(cp: &Cp, host_id: &str) -> Outcome<()> {
+    let (host, config) = {
+        let mut c = cp.store.read().await?;
+        let host = hosts::get(&mut c, host_id).await?;
+        if host.status()? != hosts::HostStatus::Online {
+            return Ok(());
+        }
+        let config = build_config(cp, &mut c, &host).await?;
+        (host, config)
+    };
+    let version = config.version;
+    let ack = dispatch::command_ack(
+        cp,
+        &host.id,
+        CommandBody::ConfigChanged { config },
+        &cp.t.config_push,
+    )
+    .await?;
+    if ack.ok {
+        let mut tx = cp.store.write().await?;
+        hosts::set_applied_config(&mut tx, &host.id, i64::try_from(version).unwrap_or(0)).await?;
+        tx.commit().await.map_err(rm_store::StoreError::from)?;
+    }
+    Ok(())
+}

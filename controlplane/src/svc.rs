@@ -1,0 +1,170 @@
+//! The service router on `rm.svc.controlplane.>`: decodes the envelope,
+//! runs the verb's handler, replies with `SvcReply` (after commit: handlers
+//! commit before they return).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::StreamExt;
+use rm_bus::msg::{PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::subject::{self, SvcRole};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::{Cp, api, enroll, jobs, repos, schedules};
+
+/// A service failure: a machine code and a sentence for the operator.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self {
+            code: "invalid",
+            message: m.into(),
+        }
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self {
+            code: "conflict",
+            message: m.into(),
+        }
+    }
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        Self {
+            code: "forbidden",
+            message: m.into(),
+        }
+    }
+    pub fn unavailable(m: impl Into<String>) -> Self {
+        Self {
+            code: "unavailable",
+            message: m.into(),
+        }
+    }
+}
+
+impl From<rm_store::StoreError> for Fail {
+    fn from(e: rm_store::StoreError) -> Self {
+        match e {
+            rm_store::StoreError::NotFound { .. } => Self {
+                code: "not_found",
+                message: e.to_string(),
+            },
+            rm_store::StoreError::Conflict(m) => Self::conflict(m),
+            other => {
+                tracing::error!(error = %other, "store error in a service request");
+                Self {
+                    code: "internal",
+                    message: "internal error; see the control plane's log".into(),
+                }
+            }
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Self {
+        tracing::error!(error = %format!("{e:#}"), "service request failed");
+        Self {
+            code: "internal",
+            message: "internal error; see the control plane's log".into(),
+        }
+    }
+}
+
+pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
+
+/// Most service requests handled at once.
+const CONCURRENCY: usize = 64;
+
+pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
+    let mut sub = cp
+        .client
+        .subscribe(subject::svc_all_of(SvcRole::Controlplane))
+        .await?;
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
+            continue;
+        };
+        let permit = limit.clone().acquire_owned().await?;
+        let cp = cp.clone();
+        tokio::spawn(async move {
+            let out = handle(&cp, msg.subject.as_str(), &msg.payload).await;
+            let body = match out {
+                Ok(v) => SvcReply {
+                    v: PROTOCOL_VERSION,
+                    ok: Some(v),
+                    error: None,
+                },
+                Err(f) => SvcReply {
+                    v: PROTOCOL_VERSION,
+                    ok: None,
+                    error: Some(SvcError {
+                        code: f.code.into(),
+                        message: f.message,
+                    }),
+                },
+            };
+            if let Err(e) = cp.client.publish(reply, encode(&body)).await {
+                tracing::warn!(error = %e, "service reply not sent");
+            }
+            drop(permit);
+        });
+    }
+    Ok(())
+}
+
+fn verb_of(subj: &str) -> Option<rm_bus::subject::Verb> {
+    api::ALL_VERBS
+        .into_iter()
+        .find(|v| subject::svc(SvcRole::Controlplane, *v) == subj)
+}
+
+async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
+    let Some(verb) = verb_of(subj) else {
+        return Err(Fail {
+            code: "unknown_verb",
+            message: format!("no such service: {subj}"),
+        });
+    };
+    let req: SvcRequest<Value> =
+        decode("service request", payload).map_err(|e| Fail::invalid(e.to_string()))?;
+    let actor = &req.actor;
+    let body = req.body;
+    match verb {
+        v if v == api::PUBKEY => out(Ok(repos::pubkey(cp))),
+        v if v == api::HOST_ADD => out(enroll::host_add(cp, actor, parse(body)?).await),
+        v if v == api::HOST_TOKEN => out(enroll::host_token(cp, actor, parse(body)?).await),
+        v if v == api::HOST_REVOKE => out(enroll::host_revoke(cp, actor, parse(body)?).await),
+        v if v == api::ENROLL => out(enroll::enroll(cp, parse(body)?).await),
+        v if v == api::REPO_ADD => out(repos::add(cp, actor, parse(body)?).await),
+        v if v == api::REPO_ATTACH => out(repos::attach(cp, actor, parse(body)?).await),
+        v if v == api::REPO_MAINTENANCE => out(repos::maintenance(cp, actor, parse(body)?).await),
+        v if v == api::REPO_TEST => out(repos::test(cp, parse(body)?).await),
+        v if v == api::SCHEDULE_PUT => out(schedules::put(cp, actor, parse(body)?).await),
+        v if v == api::SCHEDULE_DELETE => out(schedules::delete(cp, actor, parse(body)?).await),
+        v if v == api::JOB_CREATE => out(jobs::create(cp, actor, parse(body)?).await),
+        v if v == api::JOB_CANCEL => out(jobs::cancel(cp, actor, parse(body)?).await),
+        v if v == api::LS => out(jobs::ls(cp, parse(body)?).await),
+        _ => Err(Fail {
+            code: "unknown_verb",
+            message: format!("no such service: {subj}"),
+        }),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Value) -> Outcome<T> {
+    serde_json::from_value(body).map_err(|e| Fail::invalid(format!("malformed request: {e}")))
+}
+
+fn out<T: Serialize>(r: Outcome<T>) -> Outcome<Value> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|e| Fail::from(anyhow::Error::from(e))))
+}

@@ -1,0 +1,236 @@
+//! Enrollment: happy path; reused, expired and wrong tokens refused; a
+//! revoked host is cut off and cannot reconnect; re-enrollment replaces keys.
+
+use std::time::Duration;
+
+use async_nats::Event;
+use nkeys::{KeyPair, XKey};
+use rm_bus::clock::ManualClock;
+use rm_bus::creds::{Role, UserCreds};
+use rm_bus::msg::EnrollReply;
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn enrollment_happy_path_and_refusals() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            clock: clock.clone(),
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let added: api::HostEnrollment = cp
+        .call(
+            api::HOST_ADD,
+            api::HostAdd {
+                name: "web-1".into(),
+            },
+        )
+        .await;
+    assert!(
+        added.command.contains(&format!("--token {}", added.token)),
+        "{}",
+        added.command
+    );
+    assert!(
+        added.command.contains("--server https://cp.test:8443")
+            && added.command.contains("--fingerprint SHA256:test")
+    );
+    assert_eq!(added.expires_at, 1_700_000_000_000 + 24 * 3600 * 1000);
+
+    // the token is stored hashed only
+    let db = cp.db().await;
+    let stored: Vec<String> = sqlx_tokens(&db).await;
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].contains(&added.token));
+
+    // wrong token
+    let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
+    let err = cp
+        .call_raw::<_, EnrollReply>(
+            api::ENROLL,
+            enroll_request("not-a-token", &nkey, &xkey, "web-1"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "forbidden");
+    assert!(
+        err.message.contains("invalid, expired or already used"),
+        "{}",
+        err.message
+    );
+
+    // happy path: the JWT works on the bus, confined to the host
+    let reply: EnrollReply = cp
+        .call(
+            api::ENROLL,
+            enroll_request(&added.token, &nkey, &xkey, "web-1"),
+        )
+        .await;
+    assert_eq!(reply.host_id.as_str(), added.host_id);
+    assert_eq!(reply.bus_urls, vec![bus.url()]);
+    assert!(reply.controlplane_xkey.starts_with('X'));
+    let agent = Agent::connect(&bus, reply, nkey, xkey, "web-1")
+        .await
+        .unwrap();
+    let hello = agent.hello(0, vec![], vec![]).await;
+    assert!(
+        hello.config.is_none()
+            || hello
+                .config
+                .as_ref()
+                .is_some_and(|c| c.schedules.is_empty())
+    );
+    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+
+    // reused token
+    let (n2, x2) = (KeyPair::new_user(), XKey::new());
+    let err = cp
+        .call_raw::<_, EnrollReply>(api::ENROLL, enroll_request(&added.token, &n2, &x2, "web-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "forbidden");
+
+    // expired token (24 h + 1 ms later)
+    let other: api::HostEnrollment = cp
+        .call(
+            api::HOST_ADD,
+            api::HostAdd {
+                name: "db-1".into(),
+            },
+        )
+        .await;
+    clock.advance(Duration::from_secs(24 * 3600) + Duration::from_millis(1));
+    let err = cp
+        .call_raw::<_, EnrollReply>(api::ENROLL, enroll_request(&other.token, &n2, &x2, "db-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "forbidden");
+
+    // malformed keys are refused with a clear error
+    let fresh: api::HostEnrollment = cp
+        .call(
+            api::HOST_TOKEN,
+            api::HostRef {
+                host_id: other.host_id.clone(),
+            },
+        )
+        .await;
+    let mut bad = enroll_request(&fresh.token, &n2, &x2, "db-1");
+    bad.nkey = "not-a-key".into();
+    let err = cp
+        .call_raw::<_, EnrollReply>(api::ENROLL, bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+    // ... and did not use up the token
+    let _: EnrollReply = cp
+        .call(api::ENROLL, enroll_request(&fresh.token, &n2, &x2, "db-1"))
+        .await;
+}
+
+async fn sqlx_tokens(db: &rm_store::Store) -> Vec<String> {
+    let mut c = db.read().await.unwrap();
+    let audit = rm_store::audit::recent(&mut c, 10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.action == "host.add" && r.actor == "alice"),
+        "adding a host is audited"
+    );
+    rm_store::raw::fetch_strings(&mut c, "SELECT token_hash FROM enrollment_tokens")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn revoked_host_is_cut_off_and_cannot_reconnect() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    agent.hello(0, vec![], vec![]).await;
+
+    let _: api::Done = cp
+        .call(
+            api::HOST_REVOKE,
+            api::HostRef {
+                host_id: agent.host_id(),
+            },
+        )
+        .await;
+    agent
+        .client
+        .expect_event("disconnect", WAIT, |e| matches!(e, Event::Disconnected))
+        .await
+        .unwrap();
+    let role = Role::Agent(agent.host.clone());
+    let creds = UserCreds::new(agent.jwt.clone(), agent.nkey.seed().unwrap());
+    assert!(
+        bus.connect_as(&role, creds).await.is_err(),
+        "revoked agent reconnected"
+    );
+    let db = cp.db().await;
+    assert_eq!(host_status(&db, &agent.host_id()).await, "revoked");
+    // a new token for a revoked host is refused
+    let err = cp
+        .call_raw::<_, api::HostEnrollment>(
+            api::HOST_TOKEN,
+            api::HostRef {
+                host_id: agent.host_id(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "conflict");
+}
+
+#[tokio::test]
+async fn re_enrollment_replaces_the_keys() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut old = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    old.hello(0, vec![], vec![]).await;
+    let fresh: api::HostEnrollment = cp
+        .call(
+            api::HOST_TOKEN,
+            api::HostRef {
+                host_id: old.host_id(),
+            },
+        )
+        .await;
+    let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
+    let reply: EnrollReply = cp
+        .call(
+            api::ENROLL,
+            enroll_request(&fresh.token, &nkey, &xkey, "web-1"),
+        )
+        .await;
+    assert_eq!(reply.host_id, old.host);
+    // the old identity is cut off, the new one works
+    old.client
+        .expect_event("old key disconnected", WAIT, |e| {
+            matches!(e, Event::Disconnected)
+        })
+        .await
+        .unwrap();
+    let new = Agent::connect(&bus, reply, nkey, xkey, "web-1")
+        .await
+        .unwrap();
+    new.hello(0, vec![], vec![]).await;
+}

@@ -1,0 +1,107 @@
+//! Liveness: a host goes offline within three missed heartbeats and comes
+//! back with the next one; a control-plane restart does not flag a healthy
+//! fleet offline.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rm_bus::subject::Event;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn offline_after_missed_heartbeats_and_back_on_the_next() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    agent.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+
+    // silence: offline within 3 intervals (+ one sweep), with an event
+    let evt = tokio::time::timeout(WAIT, offline.next())
+        .await
+        .expect("host.offline event")
+        .unwrap();
+    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    assert_eq!(
+        msg.host.as_ref().map(|h| h.as_str()),
+        Some(agent.host_id().as_str())
+    );
+    assert_eq!(host_status(&db, &agent.host_id()).await, "offline");
+
+    // the next heartbeat brings it back (heartbeats repeat until the
+    // event subscription is surely live)
+    let mut online = cp.web.subscribe(Event::HostOnline.subject()).await.unwrap();
+    let evt = loop {
+        agent.heartbeat().await;
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), online.next()).await {
+            break e;
+        }
+    };
+    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    assert_eq!(
+        msg.host.as_ref().map(|h| h.as_str()),
+        Some(agent.host_id().as_str())
+    );
+    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+}
+
+#[tokio::test]
+async fn a_control_plane_restart_does_not_flag_a_healthy_fleet_offline() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let a = Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap();
+        a.hello(0, vec![], vec![]).await;
+        agents.push(a);
+    }
+    let ids: Vec<String> = agents.iter().map(|a| a.host_id()).collect();
+    // healthy agents heartbeat every interval, whatever happens
+    let beating = tokio::spawn(async move {
+        loop {
+            for a in &agents {
+                a.heartbeat().await;
+            }
+            tokio::time::sleep(fast_timings().heartbeat).await;
+        }
+    });
+    let watcher = bus.connect_role(rm_bus::creds::Role::Web).await.unwrap();
+    let mut offline = watcher
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    cp.stop().await;
+    // down for well over three heartbeat intervals
+    tokio::time::sleep(fast_timings().heartbeat * 6).await;
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    // ... and up for several sweeps
+    tokio::time::sleep(fast_timings().heartbeat * 8).await;
+    let flagged = tokio::time::timeout(Duration::from_millis(10), offline.next()).await;
+    assert!(
+        flagged.is_err(),
+        "a healthy host was declared offline: {flagged:?}"
+    );
+    let db = cp.db().await;
+    for id in &ids {
+        assert_eq!(host_status(&db, id).await, "online", "{id}");
+    }
+    beating.abort();
+}

@@ -1,0 +1,9 @@
+//! Control-plane integration tests: the real control plane on a real bus
+//! (the one `RM_TEST_BUS` names), driven by the web role's service requests
+//! and by simulated agents that are real NATS clients speaking the real
+//! protocol types.
+
+mod enrollment;
+mod jobs;
+mod liveness;
+mod support;

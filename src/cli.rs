@@ -26,6 +26,8 @@ enum Command {
     Authority(AuthorityCmd),
     /// Run the embedded bus (a core-NATS server) on its own.
     Bus(BusArgs),
+    /// Run the control plane on its own, against a bus.
+    Controlplane(ControlplaneArgs),
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
     /// stateless worker in a queue group; run as many copies as you like.
     Notifier(NotifierArgs),
@@ -62,6 +64,31 @@ struct NotifierArgs {
     /// sender the bus lets publish to the notifier).
     #[arg(long = "trusted-sender-xkey")]
     trusted_sender_xkeys: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ControlplaneArgs {
+    /// Keys, master key and (by default) the database live here.
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    data_dir: PathBuf,
+    /// The SQLite database (default DATA_DIR/restic-manager.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Bus URL(s) the control plane connects to.
+    #[arg(long = "nats-url", default_value = "nats://127.0.0.1:4222")]
+    nats_urls: Vec<String>,
+    /// Bus URL(s) agents are told at enrollment (default: --nats-url).
+    #[arg(long = "agent-nats-url")]
+    agent_nats_urls: Vec<String>,
+    /// The web service's URL, printed in enrollment commands.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    server_url: String,
+    /// SHA-256 fingerprint of the web service's TLS certificate.
+    #[arg(long)]
+    server_fingerprint: Option<String>,
+    /// Agents' heartbeat interval in seconds.
+    #[arg(long, default_value_t = 15)]
+    heartbeat_secs: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -212,13 +239,47 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
+async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
+    let authority = std::sync::Arc::new(load_authority(&args.data_dir)?);
+    let agent_bus_urls = if args.agent_nats_urls.is_empty() {
+        args.nats_urls.clone()
+    } else {
+        args.agent_nats_urls
+    };
+    let timings = rm_controlplane::Timings {
+        heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
+        ..rm_controlplane::Timings::default()
+    };
+    let config = rm_controlplane::Config {
+        data_dir: args.data_dir,
+        db_path: args.db,
+        bus_urls: args.nats_urls,
+        agent_bus_urls,
+        authority,
+        server_url: args.server_url,
+        server_fingerprint: args.server_fingerprint,
+        timings,
+        clock: rm_bus::clock::system(),
+    };
+    rm_controlplane::run(config, async {
+        if let Err(e) = wait_for_signal().await {
+            tracing::error!(error = %e, "signal handler failed; stopping");
+        }
+    })
+    .await
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Bus(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?
-            .block_on(run_bus(args)),
+        Command::Controlplane(args) => runtime()?.block_on(run_controlplane(args)),
+        Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
             println!("operator:        {}", a.operator_public_key());

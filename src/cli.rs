@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use rm_bus::creds::{Authority, server_config};
+use clap::{Args, Parser, Subcommand};
+use rm_bus::connect::ConnectSpec;
+use rm_bus::creds::{Authority, Role, UserCreds, server_config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +28,42 @@ enum Command {
     Bus(BusArgs),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
+    /// Deliver notifications (ntfy, webhooks) for the alerts role: a
+    /// stateless worker in a queue group; run as many copies as you like.
+    Notifier(NotifierArgs),
+    /// Create the notifier role's xkey seed file (0600) if it does not
+    /// exist, and print its public key: the key the alerts role seals
+    /// channel definitions to. Copy the file to every notifier machine.
+    NotifierXkey {
+        /// The seed file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct NotifierArgs {
+    /// Bus URL; repeat or separate with commas for several servers.
+    #[arg(long = "nats-url", required = true, value_delimiter = ',')]
+    nats_urls: Vec<String>,
+    /// The notifier role's NATS credentials (.creds file).
+    #[arg(long)]
+    creds: PathBuf,
+    /// The notifier role's xkey seed (`SX...`), shared by every copy.
+    #[arg(long)]
+    xkey_seed_file: PathBuf,
+    /// This copy's name in replies and logs [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    attempt_timeout_ms: u64,
+    /// Deliveries in flight at once.
+    #[arg(long, default_value_t = 64)]
+    max_concurrent: usize,
+    /// Accept channels sealed only by this xkey (repeatable; default: any
+    /// sender the bus lets publish to the notifier).
+    #[arg(long = "trusted-sender-xkey")]
+    trusted_sender_xkeys: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -259,7 +296,76 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", server_config::render(&a, &resolver_dir)?);
             Ok(())
         }
+        Command::Notifier(args) => run_notifier(args),
+        Command::NotifierXkey { file } => {
+            if !file.exists() {
+                let key = nkeys::XKey::new();
+                let seed = key.seed().map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
+                rm_bus::creds::authority::write_private(&file, format!("{seed}\n").as_bytes())?;
+                eprintln!("created {}", file.display());
+            }
+            let key = rm_notifier::config::load_xkey_seed(&file)?;
+            println!("{}", key.public_key());
+            Ok(())
+        }
     }
+}
+
+fn run_notifier(args: NotifierArgs) -> Result<()> {
+    let creds_text = std::fs::read_to_string(&args.creds)
+        .with_context(|| format!("reading {}", args.creds.display()))?;
+    let creds = UserCreds::from_creds_file(&creds_text)
+        .with_context(|| format!("parsing {}", args.creds.display()))?;
+    let xkey = rm_notifier::config::load_xkey_seed(&args.xkey_seed_file)?;
+    let instance = args.name.unwrap_or_else(host_name);
+
+    let mut spec = ConnectSpec::new(String::new(), creds, &Role::Notifier);
+    spec.urls = args.nats_urls;
+    spec.name = format!("notifier {instance}");
+    spec.retry_on_initial_connect = true;
+    let mut config = rm_notifier::NotifierConfig::new(spec, xkey);
+    config.instance = instance;
+    config.attempt_timeout = std::time::Duration::from_millis(args.attempt_timeout_ms);
+    config.shutdown_grace = config.attempt_timeout + std::time::Duration::from_secs(1);
+    config.max_concurrent = args.max_concurrent;
+    config.trusted_senders = args.trusted_sender_xkeys;
+
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(rm_notifier::run(config, shutdown_signal()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The machine's name, for naming this copy.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "notifier".to_owned())
 }
 
 #[cfg(test)]

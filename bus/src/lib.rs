@@ -8,6 +8,7 @@
 //! - [`creds`]: the operator → account → user credential model (NATS JWTs).
 //! - [`connect`]: connecting an async-nats client with those credentials.
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
+//! - [`notify`]: the alerts → notifier delivery contract and webhook envelope.
 //! - [`clock`]: injectable time.
 //! - [`server`]: the embedded core-NATS server (the default bus).
 
@@ -16,6 +17,7 @@ pub mod connect;
 pub mod creds;
 pub mod ids;
 pub mod msg;
+pub mod notify;
 pub mod reqack;
 pub mod seal;
 pub mod server;

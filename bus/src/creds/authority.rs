@@ -51,6 +51,24 @@ impl UserCreds {
             self.jwt, self.seed
         )
     }
+
+    /// Parses the standard `.creds` file text ([`Self::to_creds_file`]'s
+    /// format, also written by `nsc` and the `nats` CLI).
+    pub fn from_creds_file(text: &str) -> Result<Self> {
+        fn block(text: &str, begin: &str) -> Option<String> {
+            let mut lines = text.lines().map(str::trim);
+            lines.find(|l| l.starts_with("-----BEGIN") && l.contains(begin))?;
+            lines
+                .take_while(|l| !l.starts_with("------END") && !l.starts_with("-----END"))
+                .find(|l| !l.is_empty())
+                .map(str::to_owned)
+        }
+        let jwt = block(text, "NATS USER JWT").context("no user JWT in the creds file")?;
+        let seed = block(text, "USER NKEY SEED").context("no nkey seed in the creds file")?;
+        let creds = Self::new(jwt, seed);
+        creds.key_pair()?;
+        Ok(creds)
+    }
 }
 
 impl fmt::Debug for UserCreds {
@@ -393,6 +411,19 @@ mod tests {
     fn clock(at: i64) -> (std::sync::Arc<ManualClock>, SharedClock) {
         let c = ManualClock::new(at * 1000);
         (c.clone(), c)
+    }
+
+    #[test]
+    fn creds_file_round_trips() {
+        let (_, c) = clock(1_700_000_000);
+        let a = Authority::generate(c);
+        let creds = a.mint_new_user("n", Permissions::default()).unwrap();
+        let back = UserCreds::from_creds_file(&creds.to_creds_file()).unwrap();
+        assert_eq!(back.jwt, creds.jwt);
+        assert_eq!(back.seed(), creds.seed());
+        assert!(UserCreds::from_creds_file("no blocks here").is_err());
+        let bad_seed = creds.to_creds_file().replace(creds.seed(), "SUnotaseed");
+        assert!(UserCreds::from_creds_file(&bad_seed).is_err());
     }
 
     #[test]

@@ -199,9 +199,16 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             continue;
         }
         let mut tx = cp.store.write().await?;
-        jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
+        let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
         tx.commit().await.map_err(rm_store::StoreError::from)?;
-        tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched");
+        if recorded {
+            tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched");
+        } else {
+            // Cancelled while the dispatch was in flight: the agent holds it
+            // now, so it must hear about the cancel.
+            tracing::info!(job = %job.id, host = %exec_host, "job cancelled during dispatch; telling the agent");
+            crate::jobs::send_cancel(cp, exec_host, &job.id).await;
+        }
     }
     Ok(())
 }

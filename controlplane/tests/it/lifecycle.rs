@@ -103,6 +103,44 @@ async fn cancel_works_in_every_state() {
         )
         .await;
     assert_eq!(st.status, "cancelled");
+    // cancelled while its dispatch is in flight: the agent accepted it, so
+    // it is told to cancel
+    let racing: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    // (a retried cancel of the previous job may still be in the queue)
+    let m = loop {
+        let (cmd, m) = a.next_command(WAIT).await.expect("dispatch");
+        match cmd.body {
+            CommandBody::Dispatch { .. } => break m,
+            CommandBody::Cancel { job_id } if job_id == job => {
+                a.answer(&m, encode(&Ack::duplicate())).await
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    let st: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: racing.job_id.clone(),
+            },
+        )
+        .await;
+    assert_eq!(st.status, "cancelled");
+    a.answer(&m, encode(&Ack::ok())).await;
+    let (cmd, m) = a
+        .next_command(WAIT)
+        .await
+        .expect("cancel follows the late ack");
+    assert_eq!(
+        cmd.body,
+        CommandBody::Cancel {
+            job_id: JobId::parse(&racing.job_id).unwrap()
+        }
+    );
+    a.answer(&m, encode(&Ack::ok())).await;
+
     let err = cp
         .call_raw::<_, api::JobState>(
             api::JOB_CANCEL,
@@ -162,6 +200,10 @@ async fn prune_waits_for_the_repository_and_cancel_reaches_an_agent_that_was_awa
     web.send_done(&done).await.unwrap();
     let spec = maint.expect_dispatch().await;
     assert_eq!(spec.job_id.as_str(), prune.job_id);
+    eventually("prune dispatched", || async {
+        (job_status(&db, &prune.job_id).await == "dispatched").then_some(())
+    })
+    .await;
 
     // the maintenance host drops off; cancel is remembered and repeated at hello
     maint.disconnect().await;

@@ -16,32 +16,12 @@ use crate::repos::{access_for, host_secrets};
 use crate::svc::{Fail, Outcome};
 use crate::{Cp, audit, dispatch};
 
-/// Validates a cron expression and an IANA time zone.
-// TODO(rm-cron): replace with the shared cron module once it lands, so
-// the agent, the stale-schedule rule and the UI preview agree exactly.
+/// Validates a cron expression and an IANA time zone with the shared cron
+/// module (the one the agent's scheduler and the stale-schedule rule use).
 pub(crate) fn check_cron(cron: &str, tz: &str) -> Outcome<()> {
-    let fields: Vec<&str> = cron.split_whitespace().collect();
-    let ok_field = |f: &&str| {
-        f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*/,-?".contains(c))
-    };
-    if fields.len() != 5 || !fields.iter().all(ok_field) {
-        return Err(Fail::invalid(format!(
-            "cron expression {cron:?} must have five fields (minute hour day-of-month month day-of-week)"
-        )));
-    }
-    let tz_ok = !tz.is_empty()
-        && !tz.contains("..")
-        && tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
-    let zoneinfo = std::path::Path::new("/usr/share/zoneinfo");
-    if !tz_ok || (zoneinfo.is_dir() && !zoneinfo.join(tz).is_file()) {
-        return Err(Fail::invalid(format!(
-            "unknown time zone {tz:?} (use an IANA name such as Europe/Berlin)"
-        )));
-    }
-    Ok(())
+    rm_cron::CronSchedule::parse(cron, tz)
+        .map(|_| ())
+        .map_err(|e| Fail::invalid(e.to_string()))
 }
 
 /// Which host runs a job or schedule of `kind` for `owner` on `repo`:

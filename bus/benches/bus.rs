@@ -28,7 +28,9 @@ fn main() {
         return;
     }
     let nats = rm_testkit::nats_server_bin();
-    println!("| server | idle conn RSS (KiB each) | pub/sub msgs/s ({MSG_SIZE} B) | req/reply p50 / p99 (µs) |");
+    println!(
+        "| server | idle conn RSS (KiB each) | pub/sub msgs/s ({MSG_SIZE} B) | req/reply p50 / p99 (µs) |"
+    );
     println!("|---|---:|---:|---:|");
     for kind in ["embedded", "nats-server"] {
         let port = free_port();
@@ -49,25 +51,42 @@ fn main() {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         wait_listening(addr);
         let per_conn = idle_memory(&child, addr);
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
         let rate = rt.block_on(throughput(addr));
         let (p50, p99) = rt.block_on(latency(addr));
-        println!("| {kind} | {:.1} | {:.0} | {p50} / {p99} |", per_conn / 1024.0, rate);
+        println!(
+            "| {kind} | {:.1} | {:.0} | {p50} / {p99} |",
+            per_conn / 1024.0,
+            rate
+        );
         stop(&mut child);
     }
 }
 
 fn serve_embedded(port: u16) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async move {
-        let config = rm_bus::server::ServerConfig::new(([127, 0, 0, 1], port).into(), rm_bus::server::Auth::None);
+        let config = rm_bus::server::ServerConfig::new(
+            ([127, 0, 0, 1], port).into(),
+            rm_bus::server::Auth::None,
+        );
         let _server = rm_bus::server::Server::start(config).await.expect("server");
         std::future::pending::<()>().await;
     });
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn wait_listening(addr: SocketAddr) {
@@ -99,7 +118,8 @@ fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|_| {
             let mut s = TcpStream::connect(addr).expect("connect");
-            s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n").expect("write");
+            s.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPING\r\n")
+                .expect("write");
             let mut r = BufReader::new(s.try_clone().expect("clone"));
             let mut line = String::new();
             loop {
@@ -139,8 +159,14 @@ async fn throughput(addr: SocketAddr) -> f64 {
     sub_client.flush().await.expect("flush");
     // the subscription is live once a probe arrives
     loop {
-        pub_client.publish("bench.tp", "probe".into()).await.expect("probe");
-        if tokio::time::timeout(Duration::from_millis(100), sub.next()).await.is_ok() {
+        pub_client
+            .publish("bench.tp", "probe".into())
+            .await
+            .expect("probe");
+        if tokio::time::timeout(Duration::from_millis(100), sub.next())
+            .await
+            .is_ok()
+        {
             break;
         }
     }
@@ -158,7 +184,10 @@ async fn throughput(addr: SocketAddr) -> f64 {
         n
     });
     for _ in 0..MSGS {
-        pub_client.publish("bench.tp", payload.clone()).await.expect("publish");
+        pub_client
+            .publish("bench.tp", payload.clone())
+            .await
+            .expect("publish");
     }
     pub_client.flush().await.expect("flush");
     let got = reader.await.expect("reader");
@@ -186,7 +215,10 @@ async fn latency(addr: SocketAddr) -> (u128, u128) {
     let mut samples = Vec::with_capacity(REQUESTS);
     for _ in 0..REQUESTS {
         let t = Instant::now();
-        client.request("bench.rr", "ping".into()).await.expect("request");
+        client
+            .request("bench.rr", "ping".into())
+            .await
+            .expect("request");
         samples.push(t.elapsed().as_micros());
     }
     samples.sort_unstable();

@@ -28,6 +28,8 @@ enum Command {
     Bus(BusArgs),
     /// Run everything in one process: embedded bus, control plane, notifier.
     Serve(crate::serve::ServeArgs),
+    /// Operator actions from the server's command line (add a host, ...).
+    Admin(crate::admin::AdminArgs),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
@@ -259,6 +261,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Controlplane(args) => runtime()?.block_on(run_controlplane(args)),
+        Command::Admin(args) => runtime()?.block_on(crate::admin::run(args)),
         Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, shutdown_signal())),
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {

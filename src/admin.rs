@@ -29,6 +29,9 @@ pub struct AdminArgs {
     pub action: AdminAction,
 }
 
+// The variants name the subcommands (`host-add`, `host-token`, ...), where
+// the shared prefix is the point.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminAction {
     /// Add a host and print the command that enrolls its agent.

@@ -161,14 +161,26 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
         }
         let mut tx = cp.store.write().await?;
         let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
-        tx.commit().await.map_err(rm_store::StoreError::from)?;
-        if recorded {
-            tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched");
+        // Not recorded: the job moved on while the dispatch was in flight —
+        // the agent already reported it, or an operator cancelled it.
+        let now_status = if recorded {
+            None
         } else {
-            // Cancelled while the dispatch was in flight: the agent holds it
-            // now, so it must hear about the cancel.
-            tracing::info!(job = %job.id, host = %exec_host, "job cancelled during dispatch; telling the agent");
-            crate::jobs::send_cancel(cp, exec_host, &job.id).await;
+            Some(jobs::get(&mut tx, &job.id).await?.status()?)
+        };
+        tx.commit().await.map_err(rm_store::StoreError::from)?;
+        match now_status {
+            None => {
+                tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched")
+            }
+            Some(jobs::JobStatus::Cancelled) => {
+                // The agent holds it now, so it must hear about the cancel.
+                tracing::info!(job = %job.id, host = %exec_host, "job cancelled during dispatch; telling the agent");
+                crate::jobs::send_cancel(cp, exec_host, &job.id).await;
+            }
+            Some(status) => {
+                tracing::info!(job = %job.id, host = %exec_host, status = status.as_str(), "job dispatched; the agent already reported on it");
+            }
         }
     }
     Ok(())

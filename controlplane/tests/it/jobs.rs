@@ -436,7 +436,7 @@ async fn no_password_in_the_clear_on_the_bus_in_sqlite_or_logs() {
         );
     }
     let logs = captured_logs();
-    assert!(logs.contains("job dispatched"), "the log was captured");
+    assert!(logs.contains("host enrolled"), "the log was captured");
     assert!(
         !logs.contains(password) && !logs.contains("web-1pw") && !logs.contains("adminpw"),
         "secret in the log"

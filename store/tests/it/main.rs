@@ -61,7 +61,7 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .fetch_one(s.pool())
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2, "each migration applied once (0001 init, 0002 alerts)");
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
         .execute(s.pool())

@@ -335,12 +335,10 @@ async fn eval_schedule(
         // Not late (any more).
         return pass.resolve(conn, &s.host_id, kind.as_str(), &s.id).await;
     }
-    let online = |id: &str| {
-        hosts_by_id
-            .get(id)
-            .is_some_and(|h| matches!(h.status(), Ok(HostStatus::Online)))
-    };
-    if !online(&s.exec_host_id) || !online(&s.host_id) && s.host_id == s.exec_host_id {
+    let exec_online = hosts_by_id
+        .get(&s.exec_host_id)
+        .is_some_and(|h| matches!(h.status(), Ok(HostStatus::Online)));
+    if !exec_online {
         // An offline host cannot run its schedules: agent_offline says it.
         return Ok(());
     }

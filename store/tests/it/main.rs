@@ -5,6 +5,8 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::repos::{self, Access, NewRepo};
 use rm_store::{Store, StoreError, enroll, hosts, retention};
 
+mod alerts;
+
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("rm.db")).await.unwrap();

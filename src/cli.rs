@@ -26,6 +26,8 @@ enum Command {
     Authority(AuthorityCmd),
     /// Run the embedded bus (a core-NATS server) on its own.
     Bus(BusArgs),
+    /// Run everything in one process: embedded bus, control plane, notifier.
+    Serve(crate::serve::ServeArgs),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
     /// Run the alerts role on its own: rules, channels and the delivery
@@ -255,26 +257,9 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
 async fn run_bus(args: BusArgs) -> Result<()> {
     let server = rm_bus::server::Server::start(bus_config(&args)?).await?;
     println!("bus listening on {}", server.url());
-    wait_for_signal().await?;
+    shutdown_signal().await;
     tracing::info!(counters = ?server.counters(), "shutting down the bus");
     server.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
     Ok(())
 }
 
@@ -300,12 +285,7 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
         timings,
         clock: rm_bus::clock::system(),
     };
-    rm_controlplane::run(config, async {
-        if let Err(e) = wait_for_signal().await {
-            tracing::error!(error = %e, "signal handler failed; stopping");
-        }
-    })
-    .await
+    rm_controlplane::run(config, shutdown_signal()).await
 }
 
 /// The alerts role's configuration from the command line.
@@ -362,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = alerts_config(args)?;
             runtime()?.block_on(rm_alerts::run(config, shutdown_signal()))
         }
+        Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, shutdown_signal())),
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
@@ -382,12 +363,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Notifier(args) => run_notifier(args),
         Command::NotifierXkey { file } => {
             if !file.exists() {
-                let key = nkeys::XKey::new();
-                let seed = key.seed().map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
-                rm_bus::creds::authority::write_private(&file, format!("{seed}\n").as_bytes())?;
-                eprintln!("created {}", file.display());
+                eprintln!("creating {}", file.display());
             }
-            let key = rm_notifier::config::load_xkey_seed(&file)?;
+            let key = rm_bus::seal::load_or_create_xkey(&file)?;
             println!("{}", key.public_key());
             Ok(())
         }

@@ -2,6 +2,7 @@
 //! every role lives in its own crate.
 
 mod cli;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     cli::main()

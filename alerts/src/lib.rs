@@ -132,25 +132,6 @@ impl Ctx {
     }
 }
 
-/// Loads the alerts role's xkey from `<dir>/alerts.xk`, creating it (0600)
-/// at first start.
-fn load_xkey(dir: &std::path::Path) -> Result<XKey> {
-    let path = dir.join("alerts.xk");
-    match std::fs::read_to_string(&path) {
-        Ok(seed) => XKey::from_seed(seed.trim())
-            .map_err(|e| anyhow::anyhow!("{} holds no valid xkey seed: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = XKey::new();
-            let seed = key
-                .seed()
-                .map_err(|e| anyhow::anyhow!("new xkey seed: {e}"))?;
-            rm_bus::creds::authority::write_private(&path, format!("{seed}\n").as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// Events that can change what the rules see: anything but our own.
 fn wakes_rules(subject: &str) -> bool {
     !matches!(
@@ -177,7 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let master = MasterKey::load_or_create(&config.data_dir)?;
-    let xkey = load_xkey(&config.data_dir)?;
+    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("alerts.xk"))?;
     let (client, _events) = connect(&config.connect).await?;
 
     let ctx = std::sync::Arc::new(Ctx {

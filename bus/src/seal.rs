@@ -63,6 +63,29 @@ pub fn open<T: DeserializeOwned>(
     serde_json::from_slice(&clear).map_err(SealError::Json)
 }
 
+/// Loads an xkey seed file, creating it (0600) with a fresh key if missing.
+pub fn load_or_create_xkey(path: &std::path::Path) -> anyhow::Result<XKey> {
+    use anyhow::Context;
+    match std::fs::read_to_string(path) {
+        Ok(seed) => {
+            let key = XKey::from_seed(seed.trim())
+                .map_err(|e| anyhow::anyhow!("{} holds no xkey seed: {e}", path.display()))?;
+            // A public key parses as an XKey too, but cannot open anything.
+            key.seed().map_err(|_| {
+                anyhow::anyhow!("{} holds a public key, not a seed", path.display())
+            })?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = XKey::new();
+            let seed = key.seed().map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
+            crate::creds::authority::write_private(path, format!("{seed}\n").as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// What an agent needs to open a repository: the password and the backend
 /// environment (`AWS_ACCESS_KEY_ID`, `RESTIC_REST_USERNAME`, ...).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

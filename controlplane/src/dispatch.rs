@@ -137,27 +137,7 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             Ok(s) => s,
             Err(f) => {
                 // A job that can never be dispatched fails now with the reason.
-                let mut tx = cp.store.write().await?;
-                jobs::finish(
-                    &mut tx,
-                    &job.id,
-                    jobs::JobStatus::Failed,
-                    &jobs::Finish {
-                        error_kind: Some("invalid_request".into()),
-                        error: Some(f.message.clone()),
-                        finished_at: cp.now(),
-                        ..jobs::Finish::default()
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(rm_store::StoreError::from)?;
-                cp.event(
-                    rm_bus::subject::Event::JobFinished,
-                    Some(&job.host_id),
-                    Some(&job.id),
-                    None,
-                )
-                .await;
+                fail_job(cp, &job, f.message).await?;
                 continue;
             }
         };
@@ -172,30 +152,11 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
         .await?;
         if !ack.ok {
             tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
-            let mut tx = cp.store.write().await?;
-            jobs::finish(
-                &mut tx,
-                &job.id,
-                jobs::JobStatus::Failed,
-                &jobs::Finish {
-                    error_kind: Some("invalid_request".into()),
-                    error: Some(format!(
-                        "the agent refused the job: {}",
-                        ack.error.unwrap_or_default()
-                    )),
-                    finished_at: cp.now(),
-                    ..jobs::Finish::default()
-                },
-            )
-            .await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)?;
-            cp.event(
-                rm_bus::subject::Event::JobFinished,
-                Some(&job.host_id),
-                Some(&job.id),
-                None,
-            )
-            .await;
+            let reason = format!(
+                "the agent refused the job: {}",
+                ack.error.unwrap_or_default()
+            );
+            fail_job(cp, &job, reason).await?;
             continue;
         }
         let mut tx = cp.store.write().await?;
@@ -210,6 +171,27 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             crate::jobs::send_cancel(cp, exec_host, &job.id).await;
         }
     }
+    Ok(())
+}
+
+/// Fails a job that can never run, with the reason for the operator.
+async fn fail_job(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
+    let mut tx = cp.store.write().await?;
+    let finish = jobs::Finish {
+        error_kind: Some("invalid_request".into()),
+        error: Some(reason),
+        finished_at: cp.now(),
+        ..jobs::Finish::default()
+    };
+    jobs::finish(&mut tx, &job.id, jobs::JobStatus::Failed, &finish).await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    cp.event(
+        rm_bus::subject::Event::JobFinished,
+        Some(&job.host_id),
+        Some(&job.id),
+        None,
+    )
+    .await;
     Ok(())
 }
 

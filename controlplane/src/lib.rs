@@ -166,25 +166,17 @@ impl Cp {
     }
 }
 
-fn load_xkey(dir: &std::path::Path) -> Result<XKey> {
-    let path = dir.join("controlplane.xk");
-    match std::fs::read_to_string(&path) {
-        Ok(seed) => XKey::from_seed(seed.trim())
-            .with_context(|| format!("{} holds no valid xkey seed", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = XKey::new();
-            let seed = key.seed().context("xkey seed")?;
-            rm_bus::creds::authority::write_private(&path, format!("{seed}\n").as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// Runs the control plane until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        // keys, the master key and the database: owner only
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting {}", config.data_dir.display()))?;
+    }
     let db = config
         .db_path
         .clone()
@@ -193,7 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let master = secrets::MasterKey::load_or_create(&config.data_dir)?;
-    let xkey = load_xkey(&config.data_dir)?;
+    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("controlplane.xk"))?;
 
     let connected_since = Arc::new(Mutex::new(None));
     let role = Role::Controlplane;

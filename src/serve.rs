@@ -1,0 +1,149 @@
+//! `restic-manager serve`: every server role in one process on one SQLite
+//! file — the embedded bus (operator mode, trusting this installation's
+//! credential authority), the control plane, the alerts role and a notifier. Roles talk over
+//! the bus exactly as they do when run as separate processes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rm_bus::connect::ConnectSpec;
+use rm_bus::creds::{Authority, Role};
+use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+use tokio::sync::watch;
+
+/// Settings of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Keys, master key, database and bus state live here.
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    pub data_dir: PathBuf,
+    /// Where the embedded bus listens (agents connect here).
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub bus_listen: SocketAddr,
+    /// Bus URL(s) agents are told at enrollment (default: the listen address).
+    #[arg(long = "agent-nats-url")]
+    pub agent_nats_urls: Vec<String>,
+    /// The web service's URL, printed in enrollment commands.
+    #[arg(long, default_value = "https://127.0.0.1:8443")]
+    pub server_url: String,
+    /// Agents' heartbeat interval in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub heartbeat_secs: u64,
+}
+
+/// A future that completes when `rx` says stop.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs everything until `shutdown` completes, then stops the roles and
+/// finally the bus.
+pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let authority = Arc::new(
+        Authority::load_or_create(&args.data_dir.join("bus"), rm_bus::clock::system())
+            .context("loading the credential authority")?,
+    );
+    let mut bus_config = ServerConfig::new(
+        args.bus_listen,
+        Auth::Operator(OperatorAuth {
+            operator_jwt: authority.operator_jwt()?,
+            system_account: Some(authority.system_account_public_key()),
+            preload: vec![authority.account_jwt()?, authority.system_account_jwt()?],
+            resolver_dir: Some(args.data_dir.join("bus").join("jwt")),
+        }),
+    );
+    bus_config.server_name = "restic-manager".into();
+    if !args.bus_listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.bus_listen, "the bus listens beyond loopback without TLS; put it behind TLS before exposing it");
+    }
+    let server = Server::start(bus_config)
+        .await
+        .context("starting the embedded bus")?;
+    let bus_url = server.url();
+    tracing::info!(url = %bus_url, "embedded bus listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let cp_config = rm_controlplane::Config {
+        data_dir: args.data_dir.clone(),
+        db_path: None,
+        bus_urls: vec![bus_url.clone()],
+        agent_bus_urls: if args.agent_nats_urls.is_empty() {
+            vec![bus_url.clone()]
+        } else {
+            args.agent_nats_urls.clone()
+        },
+        authority: authority.clone(),
+        server_url: args.server_url.clone(),
+        server_fingerprint: None,
+        timings: rm_controlplane::Timings {
+            heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+            ..rm_controlplane::Timings::default()
+        },
+        clock: rm_bus::clock::system(),
+    };
+    let controlplane = tokio::spawn(rm_controlplane::run(cp_config, stopped(stop_rx.clone())));
+
+    let notifier_key = rm_bus::seal::load_or_create_xkey(&args.data_dir.join("notifier.xk"))?;
+    let creds = authority.mint_new_user("notifier", Role::Notifier.permissions())?;
+    let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Notifier);
+    spec.retry_on_initial_connect = true;
+    let mut n_config = rm_notifier::NotifierConfig::new(spec, notifier_key);
+    n_config.instance = "serve".into();
+    let notifier_xkey = n_config.xkey.public_key();
+    let notifier = tokio::spawn(rm_notifier::run(n_config, stopped(stop_rx.clone())));
+
+    let creds = authority.mint_new_user("alerts", Role::Alerts.permissions())?;
+    let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Alerts);
+    spec.retry_on_initial_connect = true;
+    let a_config = rm_alerts::Config {
+        data_dir: args.data_dir.clone(),
+        db_path: None,
+        connect: spec,
+        notifier_xkey,
+        ui_base_url: Some(args.server_url.clone()),
+        timings: rm_alerts::Timings::default(),
+        clock: rm_bus::clock::system(),
+    };
+    let alerts = tokio::spawn(rm_alerts::run(a_config, stopped(stop_rx.clone())));
+
+    // Run until asked to stop or until a role fails.
+    let mut controlplane = controlplane;
+    let mut notifier = notifier;
+    let mut alerts = alerts;
+    let failed = tokio::select! {
+        () = shutdown => None,
+        r = &mut controlplane => Some(("control plane", r)),
+        r = &mut notifier => Some(("notifier", r)),
+        r = &mut alerts => Some(("alerts role", r)),
+    };
+    let _ = stop_tx.send(true);
+    let result = match failed {
+        Some((role, r)) => Err(flatten(r)
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
+        .with_context(|| format!("the {role} stopped")),
+        None => {
+            let (c, n, a) = tokio::join!(controlplane, notifier, alerts);
+            flatten(c).context("control plane")?;
+            flatten(n).context("notifier")?;
+            flatten(a).context("alerts role")?;
+            Ok(())
+        }
+    };
+    server.shutdown().await;
+    result
+}
+
+fn flatten(r: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.context("role task panicked")?
+}

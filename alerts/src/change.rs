@@ -1,7 +1,8 @@
 //! One alert change (raised, acknowledged, resolved): inside the write
-//! transaction, one delivery row per enabled channel — unless the host is
-//! muted or nobody was told about the alert — and, after commit, the
-//! `rm.evt.alert.*` event.
+//! transaction, one delivery row per enabled channel — unless nobody was
+//! told about the alert (it was raised while its host was muted) or it is
+//! raised while its host is muted — and, after commit, the `rm.evt.alert.*`
+//! event.
 
 use rm_bus::ids::random_token;
 use rm_bus::notify::{
@@ -97,7 +98,7 @@ fn outbox_event(kind: &EventType) -> &'static str {
 }
 
 /// Records `kind` of `alert` in the outbox (one row per enabled channel)
-/// when its host is not muted and the alert was notified; returns what to
+/// when it is to be notified (see the module doc); returns what to
 /// announce after commit.
 pub(crate) async fn record(
     ctx: &Ctx,
@@ -107,8 +108,12 @@ pub(crate) async fn record(
     now: i64,
 ) -> rm_store::Result<Change> {
     let muted = alerts::is_muted(conn, &alert.host_id, now).await?;
+    // A mute silences new alerts; what happens to an alert people were
+    // already told about (acknowledged, resolved) is still sent, so their
+    // view never keeps an alert open that is closed here.
+    let send = alert.notified && (kind != EventType::Raised || !muted);
     let mut queued = false;
-    if alert.notified && !muted {
+    if send {
         let host_name = match hosts::get(conn, &alert.host_id).await {
             Ok(h) => h.name,
             Err(rm_store::StoreError::NotFound { .. }) => alert.host_id.clone(),

@@ -368,3 +368,58 @@ async fn two_alerts_workers_raise_one_alert_and_queue_one_delivery() -> anyhow::
     assert_ne!(a.header("webhook-id"), b.header("webhook-id"));
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn events_only_wake_the_worker_which_reads_the_database() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    // No tick within the test: only the pass at start and event wake-ups.
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.add_host("h1", "db-1").await?;
+    env.add_host("h2", "other").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+
+    // A failure written without its event, then an unrelated event: the
+    // worker evaluates what is committed, not what the event says.
+    let job = env
+        .job_done_quietly("h1", "r1", "prune", JobStatus::Failed, None)
+        .await?;
+    env.publish(Evt::HostVitals, Some("h2")).await?;
+    let alert = env
+        .wait_alert("h1", "prune_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(job.as_str()));
+    // Its own alert events do not loop back into passes that change
+    // anything: the alert is raised once.
+    assert_eq!(env.alerts_of("h1").await?.len(), 1);
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn the_role_keeps_working_across_a_bus_restart() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.bus.restart().await?;
+    // The event may be lost while clients reconnect; the tick catches up
+    // and the outbox retries until a notifier is reachable again.
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    let got = rx.next().await?;
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+    // The services answer again.
+    let list: api::ChannelList = wait_for("the services", || async {
+        Ok(env.call(api::CHANNEL_LIST, api::Done {}).await.ok())
+    })
+    .await?;
+    assert_eq!(list.channels.len(), 1);
+    env.stop_all().await
+}

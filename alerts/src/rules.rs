@@ -209,7 +209,11 @@ pub(crate) async fn evaluate(ctx: &Ctx, confirm: bool) -> Result<Vec<Change>> {
     let keys = alerts::results_since(conn, after).await?;
     let mut watermark = cursor.watermark;
     for key in &keys {
-        watermark = Some(watermark.map_or(key.mark, |w| w.max(key.mark)));
+        // Never past our own clock: an agent whose clock runs ahead reports
+        // finish times in the future, which must not skip later results.
+        // Such a key is simply evaluated again until its time has come.
+        let mark = key.mark.min(now);
+        watermark = Some(watermark.map_or(mark, |w| w.max(mark)));
         eval_job_key(&mut pass, conn, &key.host_id, &key.kind, &key.repo_id).await?;
     }
     if watermark != cursor.watermark {

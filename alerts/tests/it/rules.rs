@@ -423,3 +423,38 @@ async fn the_role_keeps_working_across_a_bus_restart() -> anyhow::Result<()> {
     assert_eq!(list.channels.len(), 1);
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn an_agent_clock_far_ahead_does_not_hide_later_failures() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.add_host("h1", "fast-clock").await?;
+    env.add_host("h2", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+
+    // h1's agent reports a finish time a day ahead.
+    let day = 24 * 3_600_000;
+    env.job_done_at(
+        "h1",
+        "r1",
+        "backup",
+        JobStatus::Succeeded,
+        None,
+        env.now() + day,
+    )
+    .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    wait_for("the cursor", || async {
+        let mut conn = env.store.read().await?;
+        let v: Option<serde_json::Value> =
+            rm_store::worker_state::get(&mut conn, "alerts.jobs").await?;
+        Ok(v.filter(|v| !v["watermark"].is_null()))
+    })
+    .await?;
+    // A failure with a true time is still seen.
+    env.job_done("h2", "r1", "backup", JobStatus::Failed)
+        .await?;
+    env.wait_alert("h2", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    env.stop_all().await
+}

@@ -330,9 +330,23 @@ impl Env {
         status: JobStatus,
         schedule: Option<&str>,
     ) -> Result<String> {
+        self.job_done_at(host, repo, kind, status, schedule, self.now())
+            .await
+    }
+
+    /// A job that finished at `now` (by its agent's clock), without
+    /// publishing.
+    pub async fn job_done_at(
+        &self,
+        host: &str,
+        repo: &str,
+        kind: &str,
+        status: JobStatus,
+        schedule: Option<&str>,
+        now: i64,
+    ) -> Result<String> {
         let id = rm_bus::JobId::generate().to_string();
         let params = params(kind)?;
-        let now = self.now();
         let mut tx = self.store.write().await?;
         jobs::insert(
             &mut tx,

@@ -52,6 +52,9 @@ pub struct Timings {
     /// plus its queue wait); the backoff fields space retries; `deadline`
     /// is the age after which a delivery is given up.
     pub deliver: RetryPolicy,
+    /// After an event wakes the rule engine, how long it waits for more
+    /// before its pass, so a burst of results is evaluated at once.
+    pub wake_debounce: Duration,
     /// Longest sleep of the sender loop between looks at the outbox.
     pub outbox_poll: Duration,
     /// Deliveries in flight at once.
@@ -70,6 +73,7 @@ impl Default for Timings {
                 max_backoff: Duration::from_secs(300),
                 jitter: 0.2,
             },
+            wake_debounce: Duration::from_millis(250),
             outbox_poll: Duration::from_secs(1),
             max_in_flight: 32,
         }
@@ -132,11 +136,18 @@ impl Ctx {
     }
 }
 
-/// Events that can change what the rules see: anything but our own.
+/// Events that can change what the rules see (job results, host status,
+/// schedules). Vitals, progress and our own alert events do not.
 fn wakes_rules(subject: &str) -> bool {
-    !matches!(
+    matches!(
         Evt::parse(subject),
-        Some(Evt::AlertRaised | Evt::AlertAcknowledged | Evt::AlertResolved | Evt::ChannelsChanged)
+        Some(
+            Evt::JobFinished
+                | Evt::HostOnline
+                | Evt::HostOffline
+                | Evt::HostChanged
+                | Evt::ScheduleChanged
+        )
     )
 }
 
@@ -221,4 +232,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let _ = ctx.client.flush().await;
     ctx.store.close().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_that_change_rule_inputs_wake_the_engine() {
+        for e in [
+            Evt::JobFinished,
+            Evt::HostOnline,
+            Evt::HostOffline,
+            Evt::HostChanged,
+            Evt::ScheduleChanged,
+        ] {
+            assert!(wakes_rules(&e.subject()), "{e:?}");
+        }
+        for e in [
+            Evt::HostVitals,
+            Evt::JobStarted,
+            Evt::AlertRaised,
+            Evt::AlertResolved,
+            Evt::ChannelsChanged,
+        ] {
+            assert!(!wakes_rules(&e.subject()), "{e:?}");
+        }
+        assert!(!wakes_rules("rm.evt.something.new"));
+    }
 }

@@ -93,7 +93,10 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
     loop {
         let confirm = tokio::select! {
             _ = tick.tick() => true,
-            () = ctx.wake.notified() => false,
+            () = ctx.wake.notified() => {
+                tokio::time::sleep(ctx.t.wake_debounce).await;
+                false
+            }
         };
         match evaluate(&ctx, confirm).await {
             Ok(changes) => change::announce(&ctx, &changes).await,
@@ -405,4 +408,27 @@ async fn sweep(
         pass.changes.push(c);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_severity_and_job_rules_map_both_ways() {
+        assert_eq!(severity(&AlertKind::BackupFailed), Severity::Critical);
+        assert_eq!(severity(&AlertKind::CheckFailed), Severity::Critical);
+        assert_eq!(severity(&AlertKind::ForgetFailed), Severity::Warning);
+        assert_eq!(severity(&AlertKind::PruneFailed), Severity::Warning);
+        assert_eq!(severity(&AlertKind::StaleSchedule), Severity::Warning);
+        assert_eq!(severity(&AlertKind::AgentOffline), Severity::Warning);
+        for kind in rm_store::alerts::RULE_JOB_KINDS {
+            let rule = rule_for_job(kind).map(|r| r.as_str().to_owned());
+            assert_eq!(rule.as_deref().and_then(job_kind_of), Some(kind));
+        }
+        assert!(rule_for_job("restore").is_none());
+        assert!(job_kind_of("agent_offline").is_none());
+        assert!(is_success("warning") && is_success("succeeded"));
+        assert!(!is_success("failed") && !is_success("lost") && !is_success("cancelled"));
+    }
 }

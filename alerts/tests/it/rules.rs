@@ -384,7 +384,7 @@ async fn events_only_wake_the_worker_which_reads_the_database() -> anyhow::Resul
     let job = env
         .job_done_quietly("h1", "r1", "prune", JobStatus::Failed, None)
         .await?;
-    env.publish(Evt::HostVitals, Some("h2")).await?;
+    env.publish(Evt::HostChanged, Some("h2")).await?;
     let alert = env
         .wait_alert("h1", "prune_failed", "the alert", |a| a.is_open())
         .await?;

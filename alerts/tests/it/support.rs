@@ -47,6 +47,7 @@ pub fn fast_timings() -> Timings {
             max_backoff: Duration::from_millis(400),
             jitter: 0.0,
         },
+        wake_debounce: Duration::from_millis(20),
         outbox_poll: Duration::from_millis(100),
         max_in_flight: 16,
     }

@@ -219,16 +219,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         tick_ms = u64::try_from(ctx.t.tick.as_millis()).unwrap_or(u64::MAX),
         "alerts role running"
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sender = tokio::spawn(outbox::serve(ctx.clone(), stop_rx));
     let result = tokio::select! {
         r = svc::serve(ctx.clone(), svc_sub) => r.context("service handler stopped"),
         r = rules::serve(ctx.clone()) => r.context("rule engine stopped"),
-        r = outbox::serve(ctx.clone()) => r.context("delivery sender stopped"),
+        r = &mut sender => match r {
+            Ok(r) => r.context("delivery sender stopped"),
+            Err(e) => Err(anyhow::anyhow!("delivery sender panicked: {e}")),
+        },
         r = waker => r,
         () = shutdown => {
             tracing::info!("alerts role shutting down");
             Ok(())
         }
     };
+    // Let deliveries in flight finish and be logged (each is bounded by
+    // the request timeout).
+    let _ = stop_tx.send(true);
+    let grace = ctx.t.deliver.attempt_timeout + Duration::from_secs(2);
+    if !sender.is_finished() && tokio::time::timeout(grace, &mut sender).await.is_err() {
+        tracing::warn!("deliveries still in flight at shutdown; they are retried at next start");
+        sender.abort();
+    }
     let _ = ctx.client.flush().await;
     ctx.store.close().await;
     result

@@ -24,6 +24,7 @@ use rm_bus::notify::{
 };
 use rm_store::delivery::{self, Delivery, NewLogEntry};
 use rm_store::{StoreError, channels};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Ctx;
@@ -38,9 +39,12 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
+/// Sends due deliveries until `stop` turns true, then lets the attempts in
+/// flight finish and record their outcome (each is bounded by the request
+/// timeout), so a clean shutdown leaves no attempt unlogged.
+pub(crate) async fn serve(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let mut tasks: JoinSet<()> = JoinSet::new();
-    loop {
+    while !*stop.borrow() {
         let free = ctx.t.max_in_flight.saturating_sub(tasks.len());
         if free > 0
             && let Err(e) = claim_and_send(&ctx, &mut tasks, free).await
@@ -59,6 +63,11 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
         tokio::select! {
             () = ctx.outbox_wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
+            r = stop.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 if let Err(e) = done {
                     tracing::error!(error = %e, "delivery task failed");
@@ -66,6 +75,15 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
             }
         }
     }
+    if !tasks.is_empty() {
+        tracing::info!(in_flight = tasks.len(), "waiting for deliveries in flight");
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "delivery task failed");
+        }
+    }
+    Ok(())
 }
 
 async fn claim_and_send(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>, free: usize) -> Result<()> {

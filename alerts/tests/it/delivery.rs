@@ -458,3 +458,25 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
     drop(conn);
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_attempt_in_flight_finish_and_be_logged() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Slow(std::time::Duration::from_millis(500), 200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    // The endpoint has the request and answers in a moment: stop now.
+    rx.next().await?;
+    env.stop_alerts().await?;
+    let rows = env.outbox().await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, "delivered", "{rows:?}");
+    let log = env.log_of(&rows[0].id).await?;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, "delivered");
+    env.stop_all().await
+}

@@ -543,6 +543,8 @@ impl Received {
 #[derive(Debug, Clone)]
 pub enum Answer {
     Status(u16),
+    /// Wait, then answer with the status.
+    Slow(Duration, u16),
     /// Read the request and never answer.
     Hang,
 }
@@ -626,6 +628,14 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
     let _ = tx.send(req);
     match answer {
         Answer::Hang => tokio::time::sleep(Duration::from_secs(120)).await,
+        Answer::Slow(wait, code) => {
+            tokio::time::sleep(wait).await;
+            let head = format!(
+                "HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
         Answer::Status(code) => {
             let head = format!(
                 "HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

@@ -480,3 +480,27 @@ async fn shutdown_lets_an_attempt_in_flight_finish_and_be_logged() -> anyhow::Re
     assert_eq!(log[0].outcome, "delivered");
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn a_delivery_is_given_up_after_the_deadline() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.timings.deliver.deadline = Some(std::time::Duration::from_millis(300));
+    let rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_alerts().await?; // no notifier at all
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let row = wait_for("given up", || async {
+        let rows = env.outbox().await?;
+        Ok(rows.into_iter().find(|r| r.state == "failed"))
+    })
+    .await?;
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("gave up after"), "{error}");
+    assert!(error.contains("no notifier is running"), "{error}");
+    let log = env.log_of(&row.id).await?;
+    assert_eq!(log.len() as i64, row.attempts, "every attempt logged");
+    assert!(log.iter().all(|e| e.outcome == "no_responder"));
+    env.stop_all().await
+}

@@ -322,6 +322,28 @@ async fn a_missed_cron_run_raises_stale_schedule_but_not_for_an_offline_host() -
     })
     .await?;
 
+    // Disabling a stale schedule resolves its alert. (Saved at 02:02; due
+    // at 00:30 the next day, one minute of grace.)
+    env.add_schedule("s3", "h1", "r1", "30 0 * * *", "UTC", 60)
+        .await?;
+    clock.set_ms(start + (24 * 60 + 32) * 60_000);
+    let s3 = env
+        .wait_alert("h1", "stale_schedule", "s3 stale", |a| {
+            a.subject == "s3" && a.is_open()
+        })
+        .await?;
+    {
+        let mut conn = env.store.read().await?;
+        let mut sched = rm_store::schedules::get(&mut conn, "s3").await?;
+        sched.enabled = false;
+        rm_store::schedules::upsert(&mut conn, &sched).await?;
+    }
+    env.publish(Evt::ScheduleChanged, Some("h1")).await?;
+    env.wait_alert("h1", "stale_schedule", "s3 resolved", |a| {
+        a.id == s3.id && !a.is_open()
+    })
+    .await?;
+
     // A successful run resolves it.
     env.job_done_quietly("h1", "r1", "backup", JobStatus::Succeeded, Some("s1"))
         .await?;

@@ -28,6 +28,8 @@ enum Command {
     Bus(BusArgs),
     /// Run everything in one process: embedded bus, control plane, notifier.
     Serve(crate::serve::ServeArgs),
+    /// Operator actions from the server's command line (add a host, ...).
+    Admin(crate::admin::AdminArgs),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
     /// Run the alerts role on its own: rules, channels and the delivery
@@ -342,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = alerts_config(args)?;
             runtime()?.block_on(rm_alerts::run(config, shutdown_signal()))
         }
+        Command::Admin(args) => runtime()?.block_on(crate::admin::run(args)),
         Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, shutdown_signal())),
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {

@@ -1,6 +1,7 @@
 //! `restic-manager serve`: every server role in one process on one SQLite
 //! file — the embedded bus (operator mode, trusting this installation's
-//! credential authority), the control plane, the alerts role and a notifier. Roles talk over
+//! credential authority), the control plane, the alerts role, a notifier
+//! and the web service (HTTPS, the enrollment endpoint). Roles talk over
 //! the bus exactly as they do when run as separate processes.
 
 use std::net::SocketAddr;
@@ -26,9 +27,16 @@ pub struct ServeArgs {
     /// Bus URL(s) agents are told at enrollment (default: the listen address).
     #[arg(long = "agent-nats-url")]
     pub agent_nats_urls: Vec<String>,
-    /// The web service's URL, printed in enrollment commands.
-    #[arg(long, default_value = "https://127.0.0.1:8443")]
-    pub server_url: String,
+    /// Where the web service listens (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub web_listen: SocketAddr,
+    /// The web service's URL as endpoints reach it, printed in enrollment
+    /// commands (default: https://<web-listen>).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// Extra DNS names or addresses for the web certificate (first start).
+    #[arg(long = "tls-name")]
+    pub tls_names: Vec<String>,
     /// Agents' heartbeat interval in seconds.
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
@@ -73,6 +81,18 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
 
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let identity = rm_web::tls::load_or_create(&args.data_dir.join("web"), &args.tls_names)?;
+    let web_listener = tokio::net::TcpListener::bind(args.web_listen)
+        .await
+        .with_context(|| format!("binding the web service to {}", args.web_listen))?;
+    let server_url = args.server_url.clone().unwrap_or_else(|| {
+        format!(
+            "https://{}",
+            web_listener.local_addr().map_or(args.web_listen, |a| a)
+        )
+    });
+    tracing::info!(url = %server_url, fingerprint = %identity.fingerprint, "web service listening");
+
     let cp_config = rm_controlplane::Config {
         data_dir: args.data_dir.clone(),
         db_path: None,
@@ -83,8 +103,8 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             args.agent_nats_urls.clone()
         },
         authority: authority.clone(),
-        server_url: args.server_url.clone(),
-        server_fingerprint: None,
+        server_url: server_url.clone(),
+        server_fingerprint: Some(identity.fingerprint.clone()),
         timings: rm_controlplane::Timings {
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
             ..rm_controlplane::Timings::default()
@@ -110,13 +130,33 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         db_path: None,
         connect: spec,
         notifier_xkey,
-        ui_base_url: Some(args.server_url.clone()),
+        ui_base_url: Some(server_url.clone()),
         timings: rm_alerts::Timings::default(),
         clock: rm_bus::clock::system(),
     };
     let alerts = tokio::spawn(rm_alerts::run(a_config, stopped(stop_rx.clone())));
 
+    let web_creds = authority.mint_new_user("web", Role::Web.permissions())?;
+    let mut web_spec = ConnectSpec::new(bus_url.clone(), web_creds, &Role::Web);
+    web_spec.retry_on_initial_connect = true;
+    let (web_bus, _web_events) = rm_bus::connect::connect(&web_spec).await?;
+    let state = rm_web::routes::AppState {
+        bus: web_bus,
+        svc_timeout: Duration::from_secs(30),
+    };
+    let web = tokio::spawn(rm_web::launch(
+        web_listener,
+        identity.server_config.clone(),
+        rm_web::routes::app(state),
+        stopped(stop_rx.clone()),
+    ));
+
+    println!("restic-manager is running");
+    println!("  bus: {bus_url}");
+    println!("  web: {server_url} (certificate {})", identity.fingerprint);
+
     // Run until asked to stop or until a role fails.
+    let mut web = web;
     let mut controlplane = controlplane;
     let mut notifier = notifier;
     let mut alerts = alerts;
@@ -125,6 +165,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         r = &mut controlplane => Some(("control plane", r)),
         r = &mut notifier => Some(("notifier", r)),
         r = &mut alerts => Some(("alerts role", r)),
+        r = &mut web => Some(("web service", r)),
     };
     let _ = stop_tx.send(true);
     let result = match failed {
@@ -133,10 +174,11 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
         .with_context(|| format!("the {role} stopped")),
         None => {
-            let (c, n, a) = tokio::join!(controlplane, notifier, alerts);
+            let (c, n, a, w) = tokio::join!(controlplane, notifier, alerts, web);
             flatten(c).context("control plane")?;
             flatten(n).context("notifier")?;
             flatten(a).context("alerts role")?;
+            flatten(w).context("web service")?;
             Ok(())
         }
     };

@@ -53,6 +53,9 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         .client
         .subscribe(subject::agent_any_job(JobTopic::Log))
         .await?;
+    cp.client.flush().await?;
+    // The offline sweeper counts its grace from here: heartbeats can arrive.
+    *lock(&cp.connected_since) = Some(tokio::time::Instant::now());
 
     let c = cp.clone();
     let hellos = async move {

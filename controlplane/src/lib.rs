@@ -141,7 +141,8 @@ pub(crate) struct Cp {
     pub agent_jobs: Mutex<HashMap<String, HashSet<String>>>,
     /// Hosts a dispatch task is running for.
     pub dispatching: Mutex<HashSet<String>>,
-    /// When the control plane's bus connection last (re)connected.
+    /// Since when heartbeats can reach the control plane: set once ingest
+    /// has subscribed, reset on every reconnect, cleared on disconnect.
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
 }
 
@@ -187,7 +188,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let master = secrets::MasterKey::load_or_create(&config.data_dir)?;
     let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("controlplane.xk"))?;
 
-    let connected_since = Arc::new(Mutex::new(None));
     let role = Role::Controlplane;
     let creds = config
         .authority
@@ -200,7 +200,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     spec.urls = config.bus_urls.clone();
     spec.retry_on_initial_connect = true;
     let (client, mut events) = connect(&spec).await?;
-    *lock(&connected_since) = Some(tokio::time::Instant::now());
 
     let sys_creds = config.authority.system_user()?;
     let mut sys_spec = ConnectSpec::new(String::new(), sys_creds, &role);
@@ -225,7 +224,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         dispatch_wake: Notify::new(),
         agent_jobs: Mutex::new(HashMap::new()),
         dispatching: Mutex::new(HashSet::new()),
-        connected_since: Mutex::new(Some(tokio::time::Instant::now())),
+        // set by ingest once its subscriptions are live (and on reconnects)
+        connected_since: Mutex::new(None),
     });
 
     // Track (re)connects: the offline sweeper waits after each one.

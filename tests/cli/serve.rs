@@ -26,11 +26,29 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--bus-listen", &format!("127.0.0.1:{port}")])
+        .args(["--web-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start serve")
+}
+
+/// Reads serve's stdout until it says it is running; returns the web URL.
+fn wait_running(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(rest) = line.trim().strip_prefix("web: ") {
+            return rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    }
+    panic!("serve exited before it was running");
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -102,13 +120,8 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = start(dir.path(), port);
-    // wait until the authority exists (created at start)
-    for _ in 0..200 {
-        if dir.path().join("bus/account.nk").exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let web_url = wait_running(&mut child);
+    assert!(web_url.starts_with("https://127.0.0.1:"), "{web_url}");
     let reply = call(
         dir.path(),
         port,

@@ -1,0 +1,128 @@
+//! `restic-manager admin ...`: operator actions from the command line of
+//! the server machine. They go over the bus as service requests with the
+//! web role's permissions — the same path the UI takes — using credentials
+//! minted from this installation's authority (so only someone who can read
+//! the data directory can use them). Each action is audited as `admin`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rm_bus::connect::{ConnectSpec, connect};
+use rm_bus::creds::{Authority, Role};
+use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, SvcRequest, decode, encode};
+use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
+use rm_bus::subject::{self, SvcRole};
+use rm_controlplane::api;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The installation's data directory (holds the credential authority).
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    pub data_dir: PathBuf,
+    /// The bus to talk to.
+    #[arg(long = "nats-url", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+// The variants name the subcommands (`host-add`, `host-token`, ...), where
+// the shared prefix is the point.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminAction {
+    /// Add a host and print the command that enrolls its agent.
+    HostAdd {
+        /// A name for the host (shown in the UI).
+        name: String,
+    },
+    /// Issue a new enrollment token for a host (re-enrollment).
+    HostToken { host_id: String },
+    /// Revoke a host: its agent is disconnected at once and cannot return.
+    HostRevoke { host_id: String },
+}
+
+async fn call<B: Serialize, R: DeserializeOwned>(
+    args: &AdminArgs,
+    verb: rm_bus::subject::Verb,
+    body: B,
+) -> Result<R> {
+    let authority = Authority::load_or_create(&args.data_dir.join("bus"), rm_bus::clock::system())
+        .with_context(|| {
+            format!(
+                "loading the credential authority in {}",
+                args.data_dir.display()
+            )
+        })?;
+    let creds = authority.mint_new_user("admin-cli", Role::Web.permissions())?;
+    let spec = ConnectSpec::new(args.nats_url.clone(), creds, &Role::Web);
+    let (client, _events) = connect(&spec).await?;
+    let req = SvcRequest {
+        v: PROTOCOL_VERSION,
+        actor: Actor {
+            name: "admin".into(),
+            via: ActorVia::System,
+        },
+        body,
+    };
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(30),
+        deadline: Some(Duration::from_secs(40)),
+        ..RetryPolicy::default()
+    };
+    let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
+    let msg = request_with_retry(
+        &client,
+        &subject::svc(SvcRole::Controlplane, verb),
+        &key,
+        encode(&req),
+        &policy,
+    )
+    .await
+    .context("the control plane did not answer (is `restic-manager serve` running?)")?;
+    let reply: SvcReply<R> = decode("reply", &msg.payload)?;
+    match (reply.ok, reply.error) {
+        (Some(v), _) => Ok(v),
+        (None, Some(e)) => bail!("{}: {}", e.code, e.message),
+        (None, None) => bail!("empty reply"),
+    }
+}
+
+pub async fn run(args: AdminArgs) -> Result<()> {
+    match &args.action {
+        AdminAction::HostAdd { name } => {
+            let e: api::HostEnrollment =
+                call(&args, api::HOST_ADD, api::HostAdd { name: name.clone() }).await?;
+            println!(
+                "host {} added; on the endpoint, run:\n\n  {}\n",
+                e.host_id, e.command
+            );
+        }
+        AdminAction::HostToken { host_id } => {
+            let e: api::HostEnrollment = call(
+                &args,
+                api::HOST_TOKEN,
+                api::HostRef {
+                    host_id: host_id.clone(),
+                },
+            )
+            .await?;
+            println!("on the endpoint, run:\n\n  {}\n", e.command);
+        }
+        AdminAction::HostRevoke { host_id } => {
+            let _: api::Done = call(
+                &args,
+                api::HOST_REVOKE,
+                api::HostRef {
+                    host_id: host_id.clone(),
+                },
+            )
+            .await?;
+            println!("host {host_id} revoked");
+        }
+    }
+    Ok(())
+}

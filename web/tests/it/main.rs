@@ -1,0 +1,4 @@
+//! The web service end to end: real HTTPS (the installation's own
+//! certificate), the real control plane on a real bus.
+
+mod enroll;

@@ -504,3 +504,83 @@ async fn a_delivery_is_given_up_after_the_deadline() -> anyhow::Result<()> {
     assert!(log.iter().all(|e| e.outcome == "no_responder"));
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn a_429_is_retried_no_earlier_than_its_retry_after() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let rx = Receiver::start(Answer::RetryAfter(429, 120)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let (row, log) = wait_for("a logged 429", || async {
+        let Some(row) = env.outbox().await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let log = env.log_of(&row.id).await?;
+        Ok((!log.is_empty()).then_some((row, log)))
+    })
+    .await?;
+    assert_eq!(log[0].status_code, Some(429));
+    assert_eq!(log[0].outcome, "retryable");
+    // Re-read: the retry is scheduled in the same transaction as the log.
+    let row = env
+        .outbox()
+        .await?
+        .into_iter()
+        .find(|r| r.id == row.id)
+        .unwrap_or(row);
+    assert_eq!(row.state, "pending");
+    assert!(
+        row.next_attempt_at >= log[0].ts + 120_000,
+        "next attempt {} only {} ms after the 429",
+        row.next_attempt_at,
+        row.next_attempt_at - log[0].ts
+    );
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> anyhow::Result<()> {
+    let (mut env, clock) = Env::manual(1_772_409_600_000).await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+    let _: api::Done = env
+        .call(
+            api::MUTE_SET,
+            api::MuteSet {
+                host_id: "h1".into(),
+                until_ms: env.now() + 3_600_000,
+                reason: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert!(!alert.notified);
+    // Ticks inside the window change nothing.
+    clock.advance(std::time::Duration::from_secs(1800));
+    env.wait_alert("h1", "backup_failed", "a tick in the window", |a| {
+        a.last_seen_at > alert.last_seen_at
+    })
+    .await?;
+    assert!(env.outbox().await?.is_empty());
+
+    // The window ends; the next tick notifies the alert still open.
+    clock.advance(std::time::Duration::from_secs(3600));
+    let got = rx.next().await?;
+    assert_eq!(got.json()["type"], "alert.raised");
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+    env.stop_all().await
+}

@@ -545,6 +545,8 @@ pub enum Answer {
     Status(u16),
     /// Wait, then answer with the status.
     Slow(Duration, u16),
+    /// The status with a `Retry-After` of so many seconds.
+    RetryAfter(u16, u64),
     /// Read the request and never answer.
     Hang,
 }
@@ -632,6 +634,13 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
             tokio::time::sleep(wait).await;
             let head = format!(
                 "HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+        Answer::RetryAfter(code, secs) => {
+            let head = format!(
+                "HTTP/1.1 {code} Whatever\r\nretry-after: {secs}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
             );
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.shutdown().await;

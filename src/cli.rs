@@ -32,6 +32,9 @@ enum Command {
     Admin(crate::admin::AdminArgs),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
+    /// Run the alerts role on its own: rules, channels and the delivery
+    /// outbox, against a bus and the shared database.
+    Alerts(AlertsArgs),
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
     /// stateless worker in a queue group; run as many copies as you like.
     Notifier(NotifierArgs),
@@ -93,6 +96,42 @@ struct ControlplaneArgs {
     /// Agents' heartbeat interval in seconds.
     #[arg(long, default_value_t = 15)]
     heartbeat_secs: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct AlertsArgs {
+    /// Master key, the alerts role's xkey and (by default) the database
+    /// live here; without --creds, the credential authority too.
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    data_dir: PathBuf,
+    /// The SQLite database (default DATA_DIR/restic-manager.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Bus URL; repeat or separate with commas for several servers.
+    #[arg(
+        long = "nats-url",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
+    nats_urls: Vec<String>,
+    /// The alerts role's NATS credentials (.creds file) [default: minted
+    /// from the credential authority in DATA_DIR/bus].
+    #[arg(long)]
+    creds: Option<PathBuf>,
+    /// The notifier role's public xkey (`XA...`, printed by
+    /// `restic-manager notifier-xkey`): channels are sealed to it.
+    #[arg(long)]
+    notifier_xkey: String,
+    /// The UI's base URL: notifications link to BASE/alerts/ID.
+    #[arg(long)]
+    ui_url: Option<String>,
+    /// Seconds between stale-schedule and auto-resolution passes.
+    #[arg(long, default_value_t = 60)]
+    tick_secs: u64,
+    /// How long one delivery request waits for a notifier's reply, in
+    /// milliseconds (longer than the notifier's attempt timeout).
+    #[arg(long, default_value_t = 10_000)]
+    deliver_timeout_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -251,6 +290,46 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
     rm_controlplane::run(config, shutdown_signal()).await
 }
 
+/// The alerts role's configuration from the command line.
+fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
+    let role = Role::Alerts;
+    let creds = match &args.creds {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            UserCreds::from_creds_file(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => {
+            let keys = args.data_dir.join("bus");
+            std::fs::create_dir_all(&keys)
+                .with_context(|| format!("creating {}", keys.display()))?;
+            load_authority(&args.data_dir)?.mint_new_user(&role.name(), role.permissions())?
+        }
+    };
+    let mut connect = ConnectSpec::new(String::new(), creds, &role);
+    connect.urls = args.nats_urls;
+    connect.retry_on_initial_connect = true;
+    let defaults = rm_alerts::Timings::default();
+    let timings = rm_alerts::Timings {
+        tick: std::time::Duration::from_secs(args.tick_secs.max(1)),
+        deliver: rm_bus::reqack::RetryPolicy {
+            attempt_timeout: std::time::Duration::from_millis(args.deliver_timeout_ms.max(1)),
+            ..defaults.deliver.clone()
+        },
+        ..defaults
+    };
+    Ok(rm_alerts::Config {
+        data_dir: args.data_dir,
+        db_path: args.db,
+        connect,
+        notifier_xkey: args.notifier_xkey,
+        ui_base_url: args.ui_url,
+        timings,
+        clock: rm_bus::clock::system(),
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -261,6 +340,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Controlplane(args) => runtime()?.block_on(run_controlplane(args)),
+        Command::Alerts(args) => {
+            let config = alerts_config(args)?;
+            runtime()?.block_on(rm_alerts::run(config, shutdown_signal()))
+        }
         Command::Admin(args) => runtime()?.block_on(crate::admin::run(args)),
         Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, shutdown_signal())),
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
@@ -410,6 +493,42 @@ mod tests {
         assert!(
             !config.listen.ip().is_loopback(),
             "authenticated bus may listen anywhere"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn alerts_args_build_the_role_config() {
+        let dir = tempfile_dir().join("alerts");
+        let notifier = nkeys::XKey::new().public_key();
+        let cli = Cli::try_parse_from([
+            "restic-manager",
+            "alerts",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--notifier-xkey",
+            &notifier,
+            "--tick-secs",
+            "5",
+        ])
+        .unwrap();
+        let Command::Alerts(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let config = alerts_config(args).unwrap();
+        assert_eq!(config.connect.urls, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(config.connect.name, "alerts");
+        assert_eq!(config.notifier_xkey, notifier);
+        assert_eq!(config.timings.tick, std::time::Duration::from_secs(5));
+        assert_eq!(
+            config.timings.deliver.attempt_timeout,
+            std::time::Duration::from_secs(10)
+        );
+        assert!(
+            Cli::try_parse_from(["restic-manager", "alerts"]).is_err(),
+            "the notifier xkey is required"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

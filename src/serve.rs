@@ -1,7 +1,7 @@
 //! `restic-manager serve`: every server role in one process on one SQLite
 //! file — the embedded bus (operator mode, trusting this installation's
-//! credential authority), the control plane, a notifier and the web
-//! service (HTTPS, the enrollment endpoint). Roles talk over
+//! credential authority), the control plane, the alerts role, a notifier
+//! and the web service (HTTPS, the enrollment endpoint). Roles talk over
 //! the bus exactly as they do when run as separate processes.
 
 use std::net::SocketAddr;
@@ -119,7 +119,22 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     spec.retry_on_initial_connect = true;
     let mut n_config = rm_notifier::NotifierConfig::new(spec, notifier_key);
     n_config.instance = "serve".into();
+    let notifier_xkey = n_config.xkey.public_key();
     let notifier = tokio::spawn(rm_notifier::run(n_config, stopped(stop_rx.clone())));
+
+    let creds = authority.mint_new_user("alerts", Role::Alerts.permissions())?;
+    let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Alerts);
+    spec.retry_on_initial_connect = true;
+    let a_config = rm_alerts::Config {
+        data_dir: args.data_dir.clone(),
+        db_path: None,
+        connect: spec,
+        notifier_xkey,
+        ui_base_url: Some(server_url.clone()),
+        timings: rm_alerts::Timings::default(),
+        clock: rm_bus::clock::system(),
+    };
+    let alerts = tokio::spawn(rm_alerts::run(a_config, stopped(stop_rx.clone())));
 
     let web_creds = authority.mint_new_user("web", Role::Web.permissions())?;
     let mut web_spec = ConnectSpec::new(bus_url.clone(), web_creds, &Role::Web);
@@ -144,10 +159,12 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let mut web = web;
     let mut controlplane = controlplane;
     let mut notifier = notifier;
+    let mut alerts = alerts;
     let failed = tokio::select! {
         () = shutdown => None,
         r = &mut controlplane => Some(("control plane", r)),
         r = &mut notifier => Some(("notifier", r)),
+        r = &mut alerts => Some(("alerts role", r)),
         r = &mut web => Some(("web service", r)),
     };
     let _ = stop_tx.send(true);
@@ -157,9 +174,10 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
         .with_context(|| format!("the {role} stopped")),
         None => {
-            let (c, n, w) = tokio::join!(controlplane, notifier, web);
+            let (c, n, a, w) = tokio::join!(controlplane, notifier, alerts, web);
             flatten(c).context("control plane")?;
             flatten(n).context("notifier")?;
+            flatten(a).context("alerts role")?;
             flatten(w).context("web service")?;
             Ok(())
         }

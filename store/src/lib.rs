@@ -15,7 +15,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+pub mod alerts;
 pub mod audit;
+pub mod channels;
+pub mod delivery;
 pub mod enroll;
 pub mod health;
 pub mod hosts;
@@ -24,7 +27,9 @@ mod migrate;
 pub mod repos;
 pub mod retention;
 pub mod schedules;
+pub mod secrets;
 pub mod snapshots;
+pub mod worker_state;
 
 pub use sqlx::SqliteConnection as Conn;
 

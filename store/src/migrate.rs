@@ -9,8 +9,10 @@ use sqlx::{AssertSqlSafe, SqlitePool};
 use crate::{Result, StoreError};
 
 /// (version, name, SQL) in order.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
+];
 
 pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {
     sqlx::query(

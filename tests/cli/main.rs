@@ -1,5 +1,6 @@
 //! The `restic-manager` binary end to end (one test binary for the root
 //! package): each module starts the real binary.
 
+mod alerts;
 mod notifier;
 mod serve;

@@ -1,5 +1,5 @@
 //! `restic-manager serve`: one process brings up the embedded bus, the
-//! control plane and a notifier; an operator request (as the web role, with
+//! control plane, the alerts role and a notifier; an operator request (as the web role, with
 //! credentials minted by the installation's own authority) is answered;
 //! SIGTERM stops everything cleanly and the state survives a restart.
 #![cfg(unix)]
@@ -73,6 +73,16 @@ async fn call(
     verb: Verb,
     body: serde_json::Value,
 ) -> SvcReply<serde_json::Value> {
+    call_role(dir, port, SvcRole::Controlplane, verb, body).await
+}
+
+async fn call_role(
+    dir: &std::path::Path,
+    port: u16,
+    role: SvcRole,
+    verb: Verb,
+    body: serde_json::Value,
+) -> SvcReply<serde_json::Value> {
     let authority = Authority::load_or_create(&dir.join("bus"), rm_bus::clock::system()).unwrap();
     let creds = authority
         .mint_new_user("web", Role::Web.permissions())
@@ -95,13 +105,13 @@ async fn call(
     };
     let msg = request_with_retry(
         &client,
-        &subject::svc(SvcRole::Controlplane, verb),
+        &subject::svc(role, verb),
         &IdempotencyKey::new("t"),
         encode(&req),
         &policy,
     )
     .await
-    .expect("the control plane answers");
+    .expect("the role answers");
     decode("reply", &msg.payload).expect("reply parses")
 }
 
@@ -156,6 +166,18 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     .unwrap();
     let text = String::from_utf8_lossy(&r.payload);
     assert!(text.contains("failed"), "{text}");
+
+    // and the alerts role answers its services
+    let reply = call_role(
+        dir.path(),
+        port,
+        SvcRole::Alerts,
+        Verb::new("channel-list"),
+        serde_json::json!({}),
+    )
+    .await;
+    let ok = reply.ok.expect("channels listed");
+    assert_eq!(ok["channels"], serde_json::json!([]));
 
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status}");

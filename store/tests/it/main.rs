@@ -5,6 +5,8 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::repos::{self, Access, NewRepo};
 use rm_store::{Store, StoreError, enroll, hosts, retention};
 
+mod alerts;
+
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("rm.db")).await.unwrap();
@@ -61,7 +63,7 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .fetch_one(s.pool())
         .await
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n, 2, "each migration applied once (0001 init, 0002 alerts)");
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
         .execute(s.pool())

@@ -1,0 +1,199 @@
+//! The alerts role's services on `rm.svc.alerts.<verb>`: request and reply
+//! bodies, wrapped in `SvcRequest` / `SvcReply` envelopes. The web service
+//! (the only role allowed to speak for an operator) sends them.
+//!
+//! Channel definitions carry secrets (tokens, passwords, webhook secrets,
+//! URLs with credentials): they travel only as [`SealedChannel`], sealed to
+//! the alerts role's public xkey ([`PUBKEY`]).
+
+use rm_bus::notify::ChannelDef;
+use rm_bus::subject::Verb;
+use serde::{Deserialize, Serialize};
+
+/// The alerts role's public xkey.
+pub const PUBKEY: Verb = Verb::new("pubkey");
+pub const ALERT_ACK: Verb = Verb::new("alert-ack");
+pub const ALERT_RESOLVE: Verb = Verb::new("alert-resolve");
+pub const MUTE_SET: Verb = Verb::new("mute-set");
+pub const MUTE_CLEAR: Verb = Verb::new("mute-clear");
+pub const CHANNEL_CREATE: Verb = Verb::new("channel-create");
+pub const CHANNEL_UPDATE: Verb = Verb::new("channel-update");
+pub const CHANNEL_DELETE: Verb = Verb::new("channel-delete");
+pub const CHANNEL_LIST: Verb = Verb::new("channel-list");
+/// Send a synthetic info event through the real notifier path.
+pub const CHANNEL_TEST: Verb = Verb::new("channel-test");
+
+/// Every verb, for the service router.
+pub const ALL_VERBS: [Verb; 10] = [
+    PUBKEY,
+    ALERT_ACK,
+    ALERT_RESOLVE,
+    MUTE_SET,
+    MUTE_CLEAR,
+    CHANNEL_CREATE,
+    CHANNEL_UPDATE,
+    CHANNEL_DELETE,
+    CHANNEL_LIST,
+    CHANNEL_TEST,
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PubKey {
+    pub xkey: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlertRef {
+    pub alert_id: String,
+}
+
+/// An alert as the services report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub id: String,
+    pub host_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub severity: String,
+    pub message: String,
+    /// open | acknowledged | resolved
+    pub state: String,
+    pub raised_at: i64,
+    pub last_seen_at: i64,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+    /// False when nobody was notified (the host was muted).
+    pub notified: bool,
+}
+
+impl From<&rm_store::alerts::Alert> for AlertView {
+    fn from(a: &rm_store::alerts::Alert) -> Self {
+        Self {
+            id: a.id.clone(),
+            host_id: a.host_id.clone(),
+            kind: a.kind.clone(),
+            subject: a.subject.clone(),
+            severity: a.severity.clone(),
+            message: a.message.clone(),
+            state: crate::change::state_of(a).as_str().to_owned(),
+            raised_at: a.raised_at,
+            last_seen_at: a.last_seen_at,
+            acknowledged_at: a.acknowledged_at,
+            acknowledged_by: a.acknowledged_by.clone(),
+            resolved_at: a.resolved_at,
+            resolved_by: a.resolved_by.clone(),
+            notified: a.notified,
+        }
+    }
+}
+
+/// Mute a host's notifications until a time: its alerts are still
+/// recorded, nobody is told. Alerts still open when the window ends are
+/// notified then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MuteSet {
+    pub host_id: String,
+    /// Unix milliseconds.
+    pub until_ms: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRef {
+    pub host_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Done {}
+
+/// A channel definition sealed to the alerts role's xkey by an ephemeral
+/// sender key: the bus never carries channel secrets in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedChannel {
+    pub sender_xkey: String,
+    pub sealed: rm_bus::msg::Sealed,
+}
+
+impl SealedChannel {
+    /// Seals `def` to the alerts role's public xkey.
+    pub fn seal(def: &ChannelDef, alerts_xkey: &str) -> Result<Self, rm_bus::seal::SealError> {
+        let sender = nkeys::XKey::new();
+        Ok(Self {
+            sender_xkey: sender.public_key(),
+            sealed: rm_bus::seal::seal(def, &sender, alerts_xkey)?,
+        })
+    }
+
+    pub fn open(&self, recipient: &nkeys::XKey) -> Result<ChannelDef, rm_bus::seal::SealError> {
+        rm_bus::seal::open(&self.sealed, recipient, &self.sender_xkey)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelCreate {
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub definition: SealedChannel,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Changes what is given; `definition: None` keeps the stored one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelUpdate {
+    pub channel_id: String,
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub definition: Option<SealedChannel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelRef {
+    pub channel_id: String,
+}
+
+/// A channel as listed: no secrets, the endpoint only as its origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelView {
+    pub id: String,
+    pub name: String,
+    /// ntfy | webhook
+    pub kind: String,
+    pub enabled: bool,
+    /// Redacted settings for display (`server`/`url` origin, auth kind,
+    /// whether it signs, header names, priorities).
+    pub summary: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelList {
+    pub channels: Vec<ChannelView>,
+}
+
+/// Test a saved channel (`channel_id`) or an unsaved definition.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChannelTest {
+    pub channel_id: Option<String>,
+    pub definition: Option<SealedChannel>,
+}
+
+/// The test send's result, for the UI's inline tick or cross.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelTestResult {
+    pub ok: bool,
+    /// delivered | retryable | failed, or `no_responder` / `timeout` when
+    /// no notifier answered.
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// The notifier copy that tried.
+    pub notifier: Option<String>,
+}

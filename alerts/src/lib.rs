@@ -1,0 +1,276 @@
+//! The alerts role: the one writer of alerts, host mutes, notification
+//! channels and the delivery outbox and log.
+//!
+//! - `rules`: the rule engine. It evaluates from SQLite — a saved cursor
+//!   over finished jobs, current host state, enabled schedules — so `rm.evt.*`
+//!   events only wake it: a lost event delays an alert by at most one tick.
+//!   One ticker runs stale-schedule detection and the auto-resolution sweep.
+//! - `change`: every raise / acknowledge / resolve writes one outbox row per
+//!   enabled channel in the same transaction, and is published as
+//!   `rm.evt.alert.*` after commit.
+//! - `outbox`: the sender loop: each row is a request to the notifier queue
+//!   group with the channel sealed to the notifier role's xkey; no
+//!   responder, a timeout or a retryable outcome means a retry with backoff
+//!   and the same `webhook-id`; every attempt goes to the delivery log.
+//! - `channels`, `svc`: the services on `rm.svc.alerts.<verb>` ([`api`]).
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use async_nats::Client;
+use futures_util::StreamExt;
+use nkeys::XKey;
+use rm_bus::clock::SharedClock;
+use rm_bus::connect::{ConnectSpec, connect};
+use rm_bus::msg::{EventMsg, PROTOCOL_VERSION, encode};
+use rm_bus::reqack::RetryPolicy;
+use rm_bus::subject::{self, Event as Evt};
+use rm_store::Store;
+use rm_store::secrets::MasterKey;
+use tokio::sync::Notify;
+
+pub mod api;
+mod change;
+mod channels;
+mod outbox;
+mod rules;
+mod svc;
+
+/// Every interval and limit; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// The ticker: stale-schedule detection, the auto-resolution sweep and
+    /// the `last_seen_at` bump of confirmed alerts.
+    pub tick: Duration,
+    /// How far behind its saved watermark the job cursor looks again, for
+    /// results committed out of timestamp order (evaluation is idempotent).
+    pub cursor_overlap: Duration,
+    /// Delivery requests: `attempt_timeout` is how long one request waits
+    /// for the notifier's reply (longer than the notifier's own HTTP timeout
+    /// plus its queue wait); the backoff fields space retries; `deadline`
+    /// is the age after which a delivery is given up.
+    pub deliver: RetryPolicy,
+    /// After an event wakes the rule engine, how long it waits for more
+    /// before its pass, so a burst of results is evaluated at once.
+    pub wake_debounce: Duration,
+    /// Longest sleep of the sender loop between looks at the outbox.
+    pub outbox_poll: Duration,
+    /// Deliveries in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(60),
+            cursor_overlap: Duration::from_secs(300),
+            deliver: RetryPolicy {
+                attempt_timeout: Duration::from_secs(10),
+                deadline: Some(Duration::from_secs(24 * 3600)),
+                initial_backoff: Duration::from_secs(5),
+                max_backoff: Duration::from_secs(300),
+                jitter: 0.2,
+            },
+            wake_debounce: Duration::from_millis(250),
+            outbox_poll: Duration::from_secs(1),
+            max_in_flight: 32,
+        }
+    }
+}
+
+/// How to run the alerts role.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Master key (shared with the control plane), the alerts role's xkey
+    /// seed (`alerts.xk`), and the database by default.
+    pub data_dir: PathBuf,
+    /// The SQLite file (default `<data_dir>/restic-manager.db`).
+    pub db_path: Option<PathBuf>,
+    /// The bus connection (the alerts role's credentials).
+    pub connect: ConnectSpec,
+    /// The notifier role's public xkey: channels are sealed to it.
+    pub notifier_xkey: String,
+    /// The UI's base URL: alerts link to `<base>/alerts/<id>`.
+    pub ui_base_url: Option<String>,
+    pub timings: Timings,
+    pub clock: SharedClock,
+}
+
+/// State shared by the role's tasks.
+pub(crate) struct Ctx {
+    pub store: Store,
+    pub client: Client,
+    pub master: MasterKey,
+    /// The alerts role's xkey: secrets sent to it are sealed to it; it
+    /// seals channels to the notifier.
+    pub xkey: XKey,
+    pub notifier_xkey: String,
+    pub ui_base_url: Option<String>,
+    pub clock: SharedClock,
+    pub t: Timings,
+    /// Wakes the rule engine (an event arrived).
+    pub wake: Notify,
+    /// Wakes the sender loop (outbox rows were written).
+    pub outbox_wake: Notify,
+}
+
+impl Ctx {
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Publishes an alert event; call only after its write committed.
+    pub async fn event(&self, e: Evt, host: &str, alert_id: &str) {
+        let msg = EventMsg {
+            v: PROTOCOL_VERSION,
+            ts_ms: self.now(),
+            host: rm_bus::HostId::parse(host).ok(),
+            job: None,
+            id: Some(alert_id.to_owned()),
+        };
+        if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
+            tracing::warn!(event = %e.subject(), error = %err, "event not published");
+        }
+    }
+}
+
+/// Events that can change what the rules see (job results, host status,
+/// schedules). Vitals, progress and our own alert events do not.
+fn wakes_rules(subject: &str) -> bool {
+    matches!(
+        Evt::parse(subject),
+        Some(
+            Evt::JobFinished
+                | Evt::HostOnline
+                | Evt::HostOffline
+                | Evt::HostChanged
+                | Evt::ScheduleChanged
+        )
+    )
+}
+
+/// Runs the alerts role until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    XKey::from_public_key(&config.notifier_xkey).map_err(|e| {
+        anyhow::anyhow!(
+            "the notifier xkey {:?} is not a public xkey: {e}",
+            config.notifier_xkey
+        )
+    })?;
+    let db = config
+        .db_path
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let master = MasterKey::load_or_create(&config.data_dir)?;
+    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("alerts.xk"))?;
+    let (client, _events) = connect(&config.connect).await?;
+
+    let ctx = std::sync::Arc::new(Ctx {
+        store,
+        client,
+        master,
+        xkey,
+        notifier_xkey: config.notifier_xkey.clone(),
+        ui_base_url: config.ui_base_url.clone(),
+        clock: config.clock.clone(),
+        t: config.timings.clone(),
+        wake: Notify::new(),
+        outbox_wake: Notify::new(),
+    });
+
+    let mut events = ctx
+        .client
+        .subscribe(subject::evt_all())
+        .await
+        .context("subscribing to events")?;
+    let svc_sub = ctx
+        .client
+        .subscribe(subject::svc_all_of(subject::SvcRole::Alerts))
+        .await
+        .context("subscribing to the alerts services")?;
+    ctx.client
+        .flush()
+        .await
+        .context("confirming the subscriptions with the bus")?;
+
+    let waker = {
+        let ctx = ctx.clone();
+        async move {
+            while let Some(msg) = events.next().await {
+                if wakes_rules(msg.subject.as_str()) {
+                    ctx.wake.notify_one();
+                }
+            }
+            anyhow::bail!("the event subscription ended")
+        }
+    };
+
+    tracing::info!(
+        db = %db.display(),
+        xkey = %ctx.xkey.public_key(),
+        notifier_xkey = %ctx.notifier_xkey,
+        tick_ms = u64::try_from(ctx.t.tick.as_millis()).unwrap_or(u64::MAX),
+        "alerts role running"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut sender = tokio::spawn(outbox::serve(ctx.clone(), stop_rx));
+    let result = tokio::select! {
+        r = svc::serve(ctx.clone(), svc_sub) => r.context("service handler stopped"),
+        r = rules::serve(ctx.clone()) => r.context("rule engine stopped"),
+        r = &mut sender => match r {
+            Ok(r) => r.context("delivery sender stopped"),
+            Err(e) => Err(anyhow::anyhow!("delivery sender panicked: {e}")),
+        },
+        r = waker => r,
+        () = shutdown => {
+            tracing::info!("alerts role shutting down");
+            Ok(())
+        }
+    };
+    // Let deliveries in flight finish and be logged (each is bounded by
+    // the request timeout).
+    let _ = stop_tx.send(true);
+    let grace = ctx.t.deliver.attempt_timeout + Duration::from_secs(2);
+    if !sender.is_finished() && tokio::time::timeout(grace, &mut sender).await.is_err() {
+        tracing::warn!("deliveries still in flight at shutdown; they are retried at next start");
+        sender.abort();
+    }
+    let _ = ctx.client.flush().await;
+    ctx.store.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_events_that_change_rule_inputs_wake_the_engine() {
+        for e in [
+            Evt::JobFinished,
+            Evt::HostOnline,
+            Evt::HostOffline,
+            Evt::HostChanged,
+            Evt::ScheduleChanged,
+        ] {
+            assert!(wakes_rules(&e.subject()), "{e:?}");
+        }
+        for e in [
+            Evt::HostVitals,
+            Evt::JobStarted,
+            Evt::AlertRaised,
+            Evt::AlertResolved,
+            Evt::ChannelsChanged,
+        ] {
+            assert!(!wakes_rules(&e.subject()), "{e:?}");
+        }
+        assert!(!wakes_rules("rm.evt.something.new"));
+    }
+}

@@ -1,0 +1,434 @@
+//! The rule engine: six rules evaluated from SQLite.
+//!
+//! - `backup_failed`, `forget_failed`, `prune_failed`, `check_failed`: the
+//!   latest decisive result (succeeded, warning, failed, lost; cancelled
+//!   runs are ignored) of that kind for a host and repository is a failure.
+//!   Subject: the repository id. Resolved by a later success of that kind
+//!   for the same host and repository.
+//! - `stale_schedule`: an enabled schedule's first cron slot (rm-cron, in
+//!   the schedule's time zone) after its last success — or after it was
+//!   last saved — plus its grace has passed. Subject: the schedule id.
+//!   Not raised while the host that runs it is not online. Resolved by a
+//!   success, or when the schedule is disabled or deleted.
+//! - `agent_offline`: the host is offline (and was ever seen). Resolved
+//!   when it is online again (or revoked).
+//!
+//! Evaluation: a saved watermark (`worker_state` `alerts.jobs`) over job
+//! results — finished or ingested after it, minus an overlap — selects the
+//! (host, kind, repository) keys to re-evaluate; each is decided from its
+//! latest result, so the pass is idempotent and order-independent. Hosts
+//! and schedules are read whole. Events only wake a pass; the ticker runs
+//! one at least every tick and bumps `last_seen_at` of every alert it
+//! confirms. Each condition is raised once: `cause` (the job, the missed
+//! slot, the offline transition) is remembered, so an alert resolved by hand
+//! is not raised again for the same cause.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::Result;
+use rm_bus::ids::random_token;
+use rm_bus::notify::{AlertKind, EventType, Severity};
+use rm_cron::CronSchedule;
+use rm_store::alerts::{self, Alert, NewAlert, Raised};
+use rm_store::hosts::{self, Host, HostStatus};
+use rm_store::{Conn, schedules, worker_state};
+use serde::{Deserialize, Serialize};
+
+use crate::Ctx;
+use crate::change::{self, Change};
+
+/// The name of the job cursor in `worker_state`.
+const CURSOR: &str = "alerts.jobs";
+
+/// Who resolves automatically.
+pub(crate) const SYSTEM: &str = "system";
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Cursor {
+    /// The largest finished/ingested time evaluated so far.
+    watermark: Option<i64>,
+}
+
+/// How bad each rule is.
+pub(crate) fn severity(kind: &AlertKind) -> Severity {
+    match kind {
+        AlertKind::BackupFailed | AlertKind::CheckFailed => Severity::Critical,
+        AlertKind::ForgetFailed
+        | AlertKind::PruneFailed
+        | AlertKind::StaleSchedule
+        | AlertKind::AgentOffline => Severity::Warning,
+        AlertKind::Test | AlertKind::Other(_) => Severity::Info,
+    }
+}
+
+fn rule_for_job(kind: &str) -> Option<AlertKind> {
+    Some(match kind {
+        "backup" => AlertKind::BackupFailed,
+        "forget" => AlertKind::ForgetFailed,
+        "prune" => AlertKind::PruneFailed,
+        "check" => AlertKind::CheckFailed,
+        _ => return None,
+    })
+}
+
+fn job_kind_of(rule: &str) -> Option<&'static str> {
+    Some(match rule {
+        "backup_failed" => "backup",
+        "forget_failed" => "forget",
+        "prune_failed" => "prune",
+        "check_failed" => "check",
+        _ => return None,
+    })
+}
+
+fn is_success(status: &str) -> bool {
+    matches!(status, "succeeded" | "warning")
+}
+
+/// Runs a pass on every tick and whenever an event wakes it.
+pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
+    let mut tick = tokio::time::interval(ctx.t.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let confirm = tokio::select! {
+            _ = tick.tick() => true,
+            () = ctx.wake.notified() => {
+                tokio::time::sleep(ctx.t.wake_debounce).await;
+                false
+            }
+        };
+        match evaluate(&ctx, confirm).await {
+            Ok(changes) => change::announce(&ctx, &changes).await,
+            // A busy or briefly unavailable database: the next pass retries.
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "alert evaluation failed"),
+        }
+    }
+}
+
+/// What one pass needs while it holds the write lock.
+struct Pass<'a> {
+    ctx: &'a Ctx,
+    now: i64,
+    /// Bump `last_seen_at` of confirmed alerts (ticker passes).
+    confirm: bool,
+    changes: Vec<Change>,
+}
+
+impl Pass<'_> {
+    /// Raises (or confirms) an alert unless `cause` was already alerted on.
+    #[allow(clippy::too_many_arguments)]
+    async fn raise(
+        &mut self,
+        conn: &mut Conn,
+        host_id: &str,
+        kind: &AlertKind,
+        subject: &str,
+        message: &str,
+        job_id: Option<&str>,
+        cause: &str,
+    ) -> Result<()> {
+        if alerts::cause_seen(conn, host_id, kind.as_str(), subject, cause).await? {
+            if self.confirm
+                && let Some(open) = alerts::open_for(conn, host_id, kind.as_str(), subject).await?
+            {
+                alerts::touch(conn, &open.id, self.now).await?;
+            }
+            return Ok(());
+        }
+        let muted = alerts::is_muted(conn, host_id, self.now).await?;
+        let id = format!("a{}", random_token(10));
+        let raised = alerts::raise(
+            conn,
+            &NewAlert {
+                id: &id,
+                host_id,
+                kind: kind.as_str(),
+                subject,
+                severity: severity(kind).as_str(),
+                message,
+                job_id,
+                cause,
+                now: self.now,
+                notified: !muted,
+            },
+        )
+        .await?;
+        match raised {
+            Raised::New(alert) => {
+                let c = change::record(self.ctx, conn, &alert, EventType::Raised, self.now).await?;
+                self.changes.push(c);
+            }
+            Raised::Bumped(alert) => {
+                tracing::info!(
+                    alert_id = %alert.id,
+                    host_id,
+                    kind = %kind,
+                    subject,
+                    cause,
+                    "alert confirmed again"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn resolve(
+        &mut self,
+        conn: &mut Conn,
+        host_id: &str,
+        kind: &str,
+        subject: &str,
+    ) -> Result<()> {
+        if let Some(alert) =
+            alerts::resolve_open(conn, host_id, kind, subject, SYSTEM, self.now).await?
+        {
+            let c = change::record(self.ctx, conn, &alert, EventType::Resolved, self.now).await?;
+            self.changes.push(c);
+        }
+        Ok(())
+    }
+}
+
+/// One evaluation pass in one write transaction; returns the committed
+/// changes to announce.
+pub(crate) async fn evaluate(ctx: &Ctx, confirm: bool) -> Result<Vec<Change>> {
+    let now = ctx.now();
+    let mut pass = Pass {
+        ctx,
+        now,
+        confirm,
+        changes: Vec::new(),
+    };
+    let mut tx = ctx.store.write().await?;
+    let conn: &mut Conn = &mut tx;
+
+    // Job results since the cursor.
+    let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
+    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
+    let after = cursor
+        .watermark
+        .map_or(i64::MIN, |w| w.saturating_sub(overlap));
+    let keys = alerts::results_since(conn, after).await?;
+    let mut watermark = cursor.watermark;
+    for key in &keys {
+        // Never past our own clock: an agent whose clock runs ahead reports
+        // finish times in the future, which must not skip later results.
+        // Such a key is simply evaluated again until its time has come.
+        let mark = key.mark.min(now);
+        watermark = Some(watermark.map_or(mark, |w| w.max(mark)));
+        eval_job_key(&mut pass, conn, &key.host_id, &key.kind, &key.repo_id).await?;
+    }
+    if watermark != cursor.watermark {
+        worker_state::put(conn, CURSOR, &Cursor { watermark }, now).await?;
+    }
+
+    // Hosts.
+    let hosts_by_id: HashMap<String, Host> = hosts::list(conn)
+        .await?
+        .into_iter()
+        .map(|h| (h.id.clone(), h))
+        .collect();
+    for host in hosts_by_id.values() {
+        eval_host(&mut pass, conn, host).await?;
+    }
+
+    // Schedules.
+    let enabled = schedules::all_enabled(conn).await?;
+    for s in &enabled {
+        eval_schedule(&mut pass, conn, s, &hosts_by_id).await?;
+    }
+
+    // Sweep the open alerts the passes above did not decide.
+    let enabled_ids: HashSet<&str> = enabled.iter().map(|s| s.id.as_str()).collect();
+    for alert in alerts::list_open(conn).await? {
+        sweep(&mut pass, conn, &alert, &enabled_ids).await?;
+    }
+
+    tx.commit().await?;
+    Ok(pass.changes)
+}
+
+async fn eval_job_key(
+    pass: &mut Pass<'_>,
+    conn: &mut Conn,
+    host_id: &str,
+    kind: &str,
+    repo_id: &str,
+) -> Result<()> {
+    let Some(rule) = rule_for_job(kind) else {
+        return Ok(());
+    };
+    let Some(job) = alerts::latest_result(conn, host_id, kind, repo_id).await? else {
+        return Ok(());
+    };
+    if is_success(&job.status) {
+        return pass.resolve(conn, host_id, rule.as_str(), repo_id).await;
+    }
+    let repo = match repo_id {
+        "" => "no repository".to_owned(),
+        id => alerts::repo_name(conn, id)
+            .await?
+            .map_or_else(|| format!("repository {id}"), |n| format!("repository {n}")),
+    };
+    let reason = job
+        .error
+        .clone()
+        .or_else(|| job.error_kind.clone())
+        .or_else(|| job.exit_code.map(|c| format!("exit code {c}")))
+        .unwrap_or_else(|| {
+            if job.status == "lost" {
+                "the agent lost the job; its result never came".into()
+            } else {
+                "no reason reported".into()
+            }
+        });
+    let message = format!("{kind} of {repo} failed: {reason}");
+    pass.raise(
+        conn,
+        host_id,
+        &rule,
+        repo_id,
+        &message,
+        Some(&job.id),
+        &job.id,
+    )
+    .await
+}
+
+async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &Host) -> Result<()> {
+    let kind = AlertKind::AgentOffline;
+    match host.status() {
+        // A host never seen is new, not offline.
+        Ok(HostStatus::Offline) if host.last_seen_at.is_some() => {
+            let since = host.status_changed_at.or(host.last_seen_at).unwrap_or(0);
+            let message = format!(
+                "agent on {} is offline (last seen {})",
+                host.name,
+                rm_bus::notify::rfc3339_utc(host.last_seen_at.unwrap_or(since))
+            );
+            let cause = format!("offline:{since}");
+            pass.raise(conn, &host.id, &kind, "", &message, None, &cause)
+                .await
+        }
+        Ok(HostStatus::Online | HostStatus::Revoked) => {
+            pass.resolve(conn, &host.id, kind.as_str(), "").await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn eval_schedule(
+    pass: &mut Pass<'_>,
+    conn: &mut Conn,
+    s: &schedules::Schedule,
+    hosts_by_id: &HashMap<String, Host>,
+) -> Result<()> {
+    let kind = AlertKind::StaleSchedule;
+    let cron = match CronSchedule::parse(&s.cron, &s.timezone) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(schedule_id = %s.id, error = %e, "schedule cron does not parse; not checked");
+            return Ok(());
+        }
+    };
+    let last_success = alerts::last_schedule_success(conn, &s.id).await?;
+    let base = last_success.map_or(s.updated_at, |t| t.max(s.updated_at));
+    let Some(expected) = cron.next_after_ms(base) else {
+        return Ok(());
+    };
+    let grace = s.grace_secs.max(0).saturating_mul(1000);
+    if expected.saturating_add(grace) > pass.now {
+        // Not late (any more).
+        return pass.resolve(conn, &s.host_id, kind.as_str(), &s.id).await;
+    }
+    let exec_online = hosts_by_id
+        .get(&s.exec_host_id)
+        .is_some_and(|h| matches!(h.status(), Ok(HostStatus::Online)));
+    if !exec_online {
+        // An offline host cannot run its schedules: agent_offline says it.
+        return Ok(());
+    }
+    let repo = alerts::repo_name(conn, &s.repo_id)
+        .await?
+        .unwrap_or_else(|| s.repo_id.clone());
+    let message = format!(
+        "{} schedule \"{}\" ({}) to repository {} has not succeeded since its run due at {} (grace {} s)",
+        s.kind,
+        s.cron,
+        s.timezone,
+        repo,
+        cron.format_ms(expected),
+        s.grace_secs
+    );
+    let cause = format!("slot:{expected}");
+    pass.raise(conn, &s.host_id, &kind, &s.id, &message, None, &cause)
+        .await
+}
+
+/// Re-checks an open alert: resolves it when its condition is gone,
+/// confirms it on ticker passes, and notifies it when the host's mute
+/// window has ended.
+async fn sweep(
+    pass: &mut Pass<'_>,
+    conn: &mut Conn,
+    alert: &Alert,
+    enabled_schedules: &HashSet<&str>,
+) -> Result<()> {
+    // Re-read: this pass may have changed it.
+    let Some(alert) = alerts::open_for(conn, &alert.host_id, &alert.kind, &alert.subject).await?
+    else {
+        return Ok(());
+    };
+    if let Some(job_kind) = job_kind_of(&alert.kind) {
+        match alerts::latest_result(conn, &alert.host_id, job_kind, &alert.subject).await? {
+            Some(job) if is_success(&job.status) => {
+                return pass
+                    .resolve(conn, &alert.host_id, &alert.kind, &alert.subject)
+                    .await;
+            }
+            Some(_) if pass.confirm => {
+                alerts::touch(conn, &alert.id, pass.now).await?;
+            }
+            _ => {}
+        }
+    } else if alert.kind == AlertKind::StaleSchedule.as_str()
+        && !enabled_schedules.contains(alert.subject.as_str())
+    {
+        return pass
+            .resolve(conn, &alert.host_id, &alert.kind, &alert.subject)
+            .await;
+    }
+    // Raised while muted, the mute is over, still open: tell them now.
+    if !alert.notified
+        && !alerts::is_muted(conn, &alert.host_id, pass.now).await?
+        && let Some(alert) = alerts::mark_notified(conn, &alert.id).await?
+    {
+        let c = change::record(pass.ctx, conn, &alert, EventType::Raised, pass.now).await?;
+        pass.changes.push(c);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_severity_and_job_rules_map_both_ways() {
+        assert_eq!(severity(&AlertKind::BackupFailed), Severity::Critical);
+        assert_eq!(severity(&AlertKind::CheckFailed), Severity::Critical);
+        assert_eq!(severity(&AlertKind::ForgetFailed), Severity::Warning);
+        assert_eq!(severity(&AlertKind::PruneFailed), Severity::Warning);
+        assert_eq!(severity(&AlertKind::StaleSchedule), Severity::Warning);
+        assert_eq!(severity(&AlertKind::AgentOffline), Severity::Warning);
+        for kind in rm_store::alerts::RULE_JOB_KINDS {
+            let rule = rule_for_job(kind).map(|r| r.as_str().to_owned());
+            assert_eq!(rule.as_deref().and_then(job_kind_of), Some(kind));
+        }
+        assert!(rule_for_job("restore").is_none());
+        assert!(job_kind_of("agent_offline").is_none());
+        assert!(is_success("warning") && is_success("succeeded"));
+        assert!(!is_success("failed") && !is_success("lost") && !is_success("cancelled"));
+    }
+}

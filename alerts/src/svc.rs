@@ -1,0 +1,285 @@
+//! The service router on `rm.svc.alerts.>`: decodes the envelope, runs the
+//! verb's handler, replies with `SvcReply` after commit; alert
+//! acknowledgement and manual resolution, host mutes. Every change is
+//! audited in its own transaction and announced after commit.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use async_nats::Subscriber;
+use futures_util::StreamExt;
+use rm_bus::msg::{Actor, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::notify::EventType;
+use rm_bus::subject::{self, SvcRole};
+use rm_store::alerts::{self, Mute};
+use rm_store::audit::{self as store_audit, NewEntry};
+use rm_store::hosts;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use crate::api::{self, AlertRef, AlertView, Done, HostRef, MuteSet, PubKey};
+use crate::{Ctx, change, channels};
+
+/// A service failure: a machine code and a sentence for the operator.
+#[derive(Debug)]
+pub(crate) struct Fail {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn invalid(m: impl Into<String>) -> Self {
+        Self {
+            code: "invalid",
+            message: m.into(),
+        }
+    }
+
+    /// An internal failure: logged in full, reported without detail.
+    pub fn internal(m: impl Into<String>) -> Self {
+        let m = m.into();
+        tracing::error!(error = %m, "service request failed");
+        Self {
+            code: "internal",
+            message: "internal error; see the alerts role's log".into(),
+        }
+    }
+}
+
+impl From<rm_store::StoreError> for Fail {
+    fn from(e: rm_store::StoreError) -> Self {
+        match e {
+            rm_store::StoreError::NotFound { .. } => Self {
+                code: "not_found",
+                message: e.to_string(),
+            },
+            rm_store::StoreError::Conflict(m) => Self {
+                code: "conflict",
+                message: m,
+            },
+            other => Self::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Fail {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(format!("{e:#}"))
+    }
+}
+
+pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
+
+/// Most service requests handled at once (test sends wait for a notifier).
+const CONCURRENCY: usize = 64;
+
+pub(crate) async fn serve(ctx: Arc<Ctx>, mut sub: Subscriber) -> Result<()> {
+    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    while let Some(msg) = sub.next().await {
+        let Some(reply) = msg.reply.clone() else {
+            tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
+            continue;
+        };
+        let permit = limit.clone().acquire_owned().await?;
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let body = match handle(&ctx, msg.subject.as_str(), &msg.payload).await {
+                Ok(v) => SvcReply {
+                    v: PROTOCOL_VERSION,
+                    ok: Some(v),
+                    error: None,
+                },
+                Err(f) => SvcReply {
+                    v: PROTOCOL_VERSION,
+                    ok: None,
+                    error: Some(SvcError {
+                        code: f.code.into(),
+                        message: f.message,
+                    }),
+                },
+            };
+            if let Err(e) = ctx.client.publish(reply, encode(&body)).await {
+                tracing::warn!(error = %e, "service reply not sent");
+            }
+            drop(permit);
+        });
+    }
+    anyhow::bail!("the service subscription ended")
+}
+
+async fn handle(ctx: &Ctx, subj: &str, payload: &[u8]) -> Outcome<Value> {
+    let Some(verb) = api::ALL_VERBS
+        .into_iter()
+        .find(|v| subject::svc(SvcRole::Alerts, *v) == subj)
+    else {
+        return Err(Fail {
+            code: "unknown_verb",
+            message: format!("no such service: {subj}"),
+        });
+    };
+    let req: SvcRequest<Value> =
+        decode("service request", payload).map_err(|e| Fail::invalid(e.to_string()))?;
+    let actor = &req.actor;
+    let body = req.body;
+    match verb {
+        v if v == api::PUBKEY => out(Ok(PubKey {
+            xkey: ctx.xkey.public_key(),
+        })),
+        v if v == api::ALERT_ACK => out(acknowledge(ctx, actor, parse(body)?).await),
+        v if v == api::ALERT_RESOLVE => out(resolve(ctx, actor, parse(body)?).await),
+        v if v == api::MUTE_SET => out(mute_set(ctx, actor, parse(body)?).await),
+        v if v == api::MUTE_CLEAR => out(mute_clear(ctx, actor, parse(body)?).await),
+        v if v == api::CHANNEL_CREATE => out(channels::create(ctx, actor, parse(body)?).await),
+        v if v == api::CHANNEL_UPDATE => out(channels::update(ctx, actor, parse(body)?).await),
+        v if v == api::CHANNEL_DELETE => out(channels::delete(ctx, actor, parse(body)?).await),
+        v if v == api::CHANNEL_LIST => out(channels::list(ctx).await),
+        v if v == api::CHANNEL_TEST => out(channels::test(ctx, parse(body)?).await),
+        _ => Err(Fail {
+            code: "unknown_verb",
+            message: format!("no such service: {subj}"),
+        }),
+    }
+}
+
+fn parse<T: DeserializeOwned>(body: Value) -> Outcome<T> {
+    serde_json::from_value(body).map_err(|e| Fail::invalid(format!("malformed request: {e}")))
+}
+
+fn out<T: Serialize>(r: Outcome<T>) -> Outcome<Value> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|e| Fail::internal(e.to_string())))
+}
+
+/// Appends an audit entry written by the alerts role.
+pub(crate) async fn audit(
+    conn: &mut rm_store::Conn,
+    now: i64,
+    actor: &Actor,
+    action: &str,
+    target: (&str, &str),
+    detail: Option<Value>,
+) -> rm_store::Result<()> {
+    let via = serde_json::to_value(actor.via)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    store_audit::append(
+        conn,
+        &NewEntry {
+            ts: now,
+            actor: &actor.name,
+            via: &via,
+            role: "alerts",
+            action,
+            target_kind: Some(target.0),
+            target_id: Some(target.1),
+            detail,
+        },
+    )
+    .await
+}
+
+/// Acknowledges an open alert ("I have seen it"; it stays open). Already
+/// acknowledged: the alert as it is, no change.
+async fn acknowledge(ctx: &Ctx, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
+    let now = ctx.now();
+    let mut tx = ctx.store.write().await?;
+    let current = alerts::get(&mut tx, &req.alert_id).await?;
+    if current.resolved_at.is_some() {
+        return Err(Fail {
+            code: "conflict",
+            message: format!("alert {} is already resolved", req.alert_id),
+        });
+    }
+    let Some(alert) = alerts::acknowledge(&mut tx, &req.alert_id, &actor.name, now).await? else {
+        return Ok(AlertView::from(&current));
+    };
+    let c = change::record(ctx, &mut tx, &alert, EventType::Acknowledged, now).await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "alert.acknowledge",
+        ("alert", &alert.id),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    change::announce(ctx, &[c]).await;
+    Ok(AlertView::from(&alert))
+}
+
+/// Resolves an alert by hand. Already resolved: the alert as it is.
+async fn resolve(ctx: &Ctx, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
+    let now = ctx.now();
+    let mut tx = ctx.store.write().await?;
+    let current = alerts::get(&mut tx, &req.alert_id).await?;
+    let Some(alert) = alerts::resolve(&mut tx, &req.alert_id, &actor.name, now).await? else {
+        return Ok(AlertView::from(&current));
+    };
+    let c = change::record(ctx, &mut tx, &alert, EventType::Resolved, now).await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "alert.resolve",
+        ("alert", &alert.id),
+        None,
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    change::announce(ctx, &[c]).await;
+    Ok(AlertView::from(&alert))
+}
+
+async fn mute_set(ctx: &Ctx, actor: &Actor, req: MuteSet) -> Outcome<Done> {
+    let now = ctx.now();
+    if req.until_ms <= now {
+        return Err(Fail::invalid("a mute must end in the future"));
+    }
+    let mut tx = ctx.store.write().await?;
+    hosts::get(&mut tx, &req.host_id).await?;
+    alerts::set_mute(
+        &mut tx,
+        &Mute {
+            host_id: req.host_id.clone(),
+            until: req.until_ms,
+            reason: req.reason.clone(),
+            created_by: actor.name.clone(),
+            created_at: now,
+        },
+    )
+    .await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "host.mute",
+        ("host", &req.host_id),
+        Some(json!({"until": req.until_ms, "reason": req.reason})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    Ok(Done {})
+}
+
+async fn mute_clear(ctx: &Ctx, actor: &Actor, req: HostRef) -> Outcome<Done> {
+    let now = ctx.now();
+    let mut tx = ctx.store.write().await?;
+    if alerts::clear_mute(&mut tx, &req.host_id).await? {
+        audit(
+            &mut tx,
+            now,
+            actor,
+            "host.unmute",
+            ("host", &req.host_id),
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    // Alerts raised during the mute and still open are notified now.
+    ctx.wake.notify_one();
+    Ok(Done {})
+}

@@ -1,0 +1,586 @@
+//! The delivery outbox with real notifiers and real receivers: delivery
+//! once a notifier starts, one stable webhook-id across notifier copies
+//! and retries, timeouts, retryable and final statuses, mutes, channels
+//! and the test send.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rm_alerts::api::{self, ChannelTest, ChannelTestResult, ChannelView};
+use rm_bus::notify::{ChannelDef, NtfyAuth, NtfyChannel, NtfyPriorities, WebhookChannel};
+use rm_store::jobs::JobStatus;
+
+use crate::support::{Answer, Env, Receiver, wait_for};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn an_alert_raised_while_no_notifier_runs_is_delivered_when_one_starts() -> anyhow::Result<()>
+{
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), Some(SECRET))
+        .await?;
+
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    // Attempts fail with no responder and are logged.
+    let row = wait_for("a logged attempt", || async {
+        let rows = env.outbox().await?;
+        let Some(row) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let log = env.log_of(&row.id).await?;
+        Ok((log.len() >= 2).then_some((row, log)))
+    })
+    .await?;
+    let (row, log) = row;
+    assert!(log.iter().all(|e| e.outcome == "no_responder"), "{log:?}");
+    assert_eq!(log[0].attempt, 1);
+    assert_eq!(log[1].attempt, 2);
+    assert_eq!(env.outbox().await?[0].state, "pending");
+
+    env.start_notifier("n1").await?;
+    let got = rx.next().await?;
+    assert_eq!(got.header("webhook-id"), Some(row.webhook_id.as_str()));
+    assert!(
+        got.header("webhook-signature")
+            .is_some_and(|s| s.starts_with("v1,"))
+    );
+    assert_eq!(got.json()["type"], "alert.raised");
+    let done = wait_for("delivered", || async {
+        let rows = env.outbox().await?;
+        Ok(rows.into_iter().find(|r| r.state == "delivered"))
+    })
+    .await?;
+    let log = env.log_of(&done.id).await?;
+    let last = log.last().map(|e| (e.outcome.as_str(), e.status_code));
+    assert_eq!(last, Some(("delivered", Some(200))), "{log:?}");
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn two_notifiers_record_each_event_once_with_one_stable_webhook_id() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    for i in 0..4 {
+        env.add_host(&format!("h{i}"), &format!("host-{i}")).await?;
+    }
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_notifier("n2").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), Some(SECRET))
+        .await?;
+    // Every first attempt is answered 503: each event is retried, by
+    // whichever copy the queue group picks.
+    rx.script(std::iter::repeat_n(Answer::Status(503), 4));
+
+    for i in 0..4 {
+        env.job_done(&format!("h{i}"), "r1", "backup", JobStatus::Failed)
+            .await?;
+    }
+    let rows = wait_for("four deliveries", || async {
+        let rows = env.outbox().await?;
+        Ok((rows.len() == 4 && rows.iter().all(|r| r.state == "delivered")).then_some(rows))
+    })
+    .await?;
+
+    // Each event recorded once: one row per alert for the one channel.
+    let alert_ids: BTreeSet<_> = rows.iter().filter_map(|r| r.alert_id.clone()).collect();
+    assert_eq!(alert_ids.len(), 4);
+
+    // A receiver deduplicating on webhook-id sees each event once; every
+    // request of one event carries the same id.
+    let mut by_id: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for got in rx.drain() {
+        let id = got.header("webhook-id").unwrap_or_default().to_owned();
+        by_id.entry(id).or_default().push(got.json());
+    }
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.webhook_id.clone()).collect();
+    assert_eq!(by_id.keys().cloned().collect::<BTreeSet<_>>(), ids);
+    for (id, bodies) in &by_id {
+        assert!(
+            bodies.len() >= 2,
+            "{id}: the 503 was retried: {}",
+            bodies.len()
+        );
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "same envelope every time"
+        );
+    }
+    for row in &rows {
+        let log = env.log_of(&row.id).await?;
+        assert_eq!(log.first().map(|e| e.status_code), Some(Some(503)));
+        assert_eq!(log.first().map(|e| e.outcome.as_str()), Some("retryable"));
+        assert_eq!(log.last().map(|e| e.outcome.as_str()), Some("delivered"));
+        let attempts: Vec<i64> = log.iter().map(|e| e.attempt).collect();
+        assert_eq!(attempts, (1..=log.len() as i64).collect::<Vec<_>>());
+    }
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_is_cut_at_the_timeout_logged_and_retried() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    rx.script([Answer::Hang]);
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?; // 1 s attempt timeout
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let row = wait_for("delivered", || async {
+        let rows = env.outbox().await?;
+        Ok(rows.into_iter().find(|r| r.state == "delivered"))
+    })
+    .await?;
+    let log = env.log_of(&row.id).await?;
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(log[0].outcome, "retryable");
+    assert_eq!(log[0].status_code, None);
+    let error = log[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("did not answer within 1s"), "{error}");
+    assert!(
+        !error.contains("/hook"),
+        "the endpoint only by origin: {error}"
+    );
+    assert_eq!(log[1].outcome, "delivered");
+    let first = rx.next().await?;
+    let second = rx.next().await?;
+    assert_eq!(first.header("webhook-id"), second.header("webhook-id"));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_503_is_retried_and_a_400_is_not() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut retry = Receiver::start(Answer::Status(200)).await?;
+    retry.script([Answer::Status(503), Answer::Status(503)]);
+    let refuse = Receiver::start(Answer::Status(400)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let ok_channel = env.add_webhook("retrying", &retry.url("/a"), None).await?;
+    let bad_channel = env.add_webhook("refusing", &refuse.url("/b"), None).await?;
+
+    env.set_offline("h1").await?;
+    let rows = wait_for("both rows finished", || async {
+        let rows = env.outbox().await?;
+        Ok((rows.len() == 2 && rows.iter().all(|r| r.state != "pending")).then_some(rows))
+    })
+    .await?;
+    let ok = rows.iter().find(|r| r.channel_id == ok_channel);
+    let bad = rows.iter().find(|r| r.channel_id == bad_channel);
+    let (Some(ok), Some(bad)) = (ok, bad) else {
+        anyhow::bail!("one row per channel: {rows:?}");
+    };
+
+    assert_eq!(ok.state, "delivered");
+    assert_eq!(ok.attempts, 3);
+    let log = env.log_of(&ok.id).await?;
+    let seen: Vec<_> = log
+        .iter()
+        .map(|e| (e.attempt, e.outcome.as_str(), e.status_code))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "retryable", Some(503)),
+            (2, "retryable", Some(503)),
+            (3, "delivered", Some(200)),
+        ]
+    );
+    let ids: BTreeSet<_> = retry
+        .drain()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ids, BTreeSet::from([ok.webhook_id.clone()]));
+
+    // Final: failed after one attempt, never tried again.
+    assert_eq!(bad.state, "failed");
+    assert_eq!(bad.attempts, 1);
+    let log = env.log_of(&bad.id).await?;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, "failed");
+    assert_eq!(log[0].status_code, Some(400));
+    assert!(bad.last_error.as_deref().is_some_and(|e| e.contains("400")));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_muted_host_records_alerts_without_notifying() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+    // Told before the mute.
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let told = env
+        .wait_alert("h1", "backup_failed", "the first alert", |a| a.is_open())
+        .await?;
+    assert_eq!(rx.next().await?.json()["type"], "alert.raised");
+
+    let until = env.now() + 3_600_000;
+    let _: api::Done = env
+        .call(
+            api::MUTE_SET,
+            api::MuteSet {
+                host_id: "h1".into(),
+                until_ms: until,
+                reason: Some("nightly maintenance".into()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    env.job_done("h1", "r1", "check", JobStatus::Failed).await?;
+    let alert = env
+        .wait_alert("h1", "check_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert!(!alert.notified);
+    let queued = |rows: Vec<rm_store::delivery::Delivery>| {
+        rows.into_iter()
+            .filter(|d| d.alert_id.as_deref() == Some(alert.id.as_str()))
+            .count()
+    };
+    assert_eq!(queued(env.outbox().await?), 0, "muted: nothing queued");
+
+    // What they were told about still reaches them during the mute.
+    env.job_done("h1", "r1", "backup", JobStatus::Succeeded)
+        .await?;
+    let got = rx.next().await?;
+    assert_eq!(got.json()["type"], "alert.resolved");
+    assert_eq!(got.json()["data"]["alert"]["id"], told.id.as_str());
+    assert_eq!(queued(env.outbox().await?), 0, "still muted");
+
+    // The mute ends while the alert is still open: it is notified now.
+    let _: api::Done = env
+        .call(
+            api::MUTE_CLEAR,
+            api::HostRef {
+                host_id: "h1".into(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let got = rx.next().await?;
+    assert_eq!(got.json()["type"], "alert.raised");
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+    env.wait_alert("h1", "check_failed", "notified", |a| a.notified)
+        .await?;
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut hook = Receiver::start(Answer::Status(200)).await?;
+    let mut ntfy = Receiver::start(Answer::Status(200)).await?;
+    let refuse = Receiver::start(Answer::Status(400)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+
+    let topic = "rm-secret-topic-93f1";
+    let token = "tk_AgQdq7mVBoFD37zQVN29RhuMzNIz2";
+    let ntfy_def = ChannelDef::Ntfy(NtfyChannel {
+        server_url: ntfy.url("/"),
+        topic: topic.into(),
+        auth: NtfyAuth::Bearer {
+            token: token.into(),
+        },
+        click_base_url: None,
+        priorities: NtfyPriorities::default(),
+    });
+    let created: ChannelView = env
+        .call(
+            api::CHANNEL_CREATE,
+            api::ChannelCreate {
+                name: "phone".into(),
+                enabled: true,
+                definition: env.seal(&ntfy_def).await?,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(created.kind, "ntfy");
+    let hook_id = env
+        .add_webhook("ops", &hook.url("/hooks/x?token=s3cr3t"), Some(SECRET))
+        .await?;
+
+    // At rest: no secret in the clear anywhere in the row.
+    let mut conn = env.store.read().await?;
+    for ch in rm_store::channels::list(&mut conn).await? {
+        let blob = ch.secrets_enc.clone().unwrap_or_default();
+        for secret in [topic, token, "s3cr3t", SECRET] {
+            assert!(!ch.config_json.contains(secret), "{}", ch.config_json);
+            assert!(!blob.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+    drop(conn);
+    let list: api::ChannelList = env
+        .call(api::CHANNEL_LIST, api::Done {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let text = serde_json::to_string(&list)?;
+    for secret in [topic, token, "s3cr3t", SECRET, "/hooks"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert_eq!(list.channels.len(), 2);
+
+    // Test sends through the real path: saved channels ...
+    let r: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: Some(created.id.clone()),
+                definition: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.notifier.as_deref(), Some("n1"));
+    let got = ntfy.next().await?;
+    assert_eq!(got.path, "/");
+    assert_eq!(
+        got.header("authorization"),
+        Some(format!("Bearer {token}").as_str())
+    );
+    assert_eq!(got.json()["topic"], topic);
+    let r: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: Some(hook_id.clone()),
+                definition: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(r.ok, "{r:?}");
+    let got = hook.next().await?;
+    assert_eq!(got.json()["type"], "alert.test");
+    assert_eq!(got.json()["data"]["alert"]["severity"], "info");
+    assert!(got.header("webhook-signature").is_some());
+
+    // ... and an unsaved definition, whose endpoint refuses.
+    let unsaved = ChannelDef::Webhook(WebhookChannel {
+        url: refuse.url("/nope"),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let r: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: None,
+                definition: Some(env.seal(&unsaved).await?),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(!r.ok);
+    assert_eq!(r.outcome, "failed");
+    assert_eq!(r.status, Some(400));
+
+    // Invalid definitions and duplicate names are refused.
+    let bad = ChannelDef::Webhook(WebhookChannel {
+        url: "ftp://nowhere".into(),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let err = env
+        .call::<_, ChannelView>(
+            api::CHANNEL_CREATE,
+            api::ChannelCreate {
+                name: "bad".into(),
+                enabled: true,
+                definition: env.seal(&bad).await?,
+            },
+        )
+        .await
+        .expect_err("invalid");
+    assert_eq!(err.code, "invalid");
+    let err = env
+        .add_webhook("ops", &hook.url("/"), None)
+        .await
+        .expect_err("duplicate name");
+    assert!(err.to_string().contains("conflict"), "{err}");
+
+    // Disable, then delete.
+    let updated: ChannelView = env
+        .call(
+            api::CHANNEL_UPDATE,
+            api::ChannelUpdate {
+                channel_id: hook_id.clone(),
+                name: None,
+                enabled: Some(false),
+                definition: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(!updated.enabled);
+    let _: api::Done = env
+        .call(
+            api::CHANNEL_DELETE,
+            api::ChannelRef {
+                channel_id: hook_id,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let list: api::ChannelList = env
+        .call(api::CHANNEL_LIST, api::Done {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(list.channels.len(), 1);
+    let mut conn = env.store.read().await?;
+    let audit = rm_store::audit::recent(&mut conn, 20).await?;
+    let actions: Vec<_> = audit.iter().map(|e| e.action.as_str()).collect();
+    for a in ["channel.create", "channel.update", "channel.delete"] {
+        assert!(actions.contains(&a), "{actions:?}");
+    }
+    assert!(
+        audit
+            .iter()
+            .all(|e| e.role == "alerts" && e.actor == "alice")
+    );
+    drop(conn);
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn shutdown_lets_an_attempt_in_flight_finish_and_be_logged() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Slow(std::time::Duration::from_millis(500), 200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    // The endpoint has the request and answers in a moment: stop now.
+    rx.next().await?;
+    env.stop_alerts().await?;
+    let rows = env.outbox().await?;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].state, "delivered", "{rows:?}");
+    let log = env.log_of(&rows[0].id).await?;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].outcome, "delivered");
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_delivery_is_given_up_after_the_deadline() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.timings.deliver.deadline = Some(std::time::Duration::from_millis(300));
+    let rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_alerts().await?; // no notifier at all
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let row = wait_for("given up", || async {
+        let rows = env.outbox().await?;
+        Ok(rows.into_iter().find(|r| r.state == "failed"))
+    })
+    .await?;
+    let error = row.last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("gave up after"), "{error}");
+    assert!(error.contains("no notifier is running"), "{error}");
+    let log = env.log_of(&row.id).await?;
+    assert_eq!(log.len() as i64, row.attempts, "every attempt logged");
+    assert!(log.iter().all(|e| e.outcome == "no_responder"));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_earlier_than_its_retry_after() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let rx = Receiver::start(Answer::RetryAfter(429, 120)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let (row, log) = wait_for("a logged 429", || async {
+        let Some(row) = env.outbox().await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let log = env.log_of(&row.id).await?;
+        Ok((!log.is_empty()).then_some((row, log)))
+    })
+    .await?;
+    assert_eq!(log[0].status_code, Some(429));
+    assert_eq!(log[0].outcome, "retryable");
+    // Re-read: the retry is scheduled in the same transaction as the log.
+    let row = env
+        .outbox()
+        .await?
+        .into_iter()
+        .find(|r| r.id == row.id)
+        .unwrap_or(row);
+    assert_eq!(row.state, "pending");
+    assert!(
+        row.next_attempt_at >= log[0].ts + 120_000,
+        "next attempt {} only {} ms after the 429",
+        row.next_attempt_at,
+        row.next_attempt_at - log[0].ts
+    );
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> anyhow::Result<()> {
+    let (mut env, clock) = Env::manual(1_772_409_600_000).await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+    let _: api::Done = env
+        .call(
+            api::MUTE_SET,
+            api::MuteSet {
+                host_id: "h1".into(),
+                until_ms: env.now() + 3_600_000,
+                reason: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert!(!alert.notified);
+    // Ticks inside the window change nothing.
+    clock.advance(std::time::Duration::from_secs(1800));
+    env.wait_alert("h1", "backup_failed", "a tick in the window", |a| {
+        a.last_seen_at > alert.last_seen_at
+    })
+    .await?;
+    assert!(env.outbox().await?.is_empty());
+
+    // The window ends; the next tick notifies the alert still open.
+    clock.advance(std::time::Duration::from_secs(3600));
+    let got = rx.next().await?;
+    assert_eq!(got.json()["type"], "alert.raised");
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+    env.stop_all().await
+}

@@ -1,0 +1,482 @@
+//! The rules with the real alerts role, a real notifier and a real webhook
+//! receiver: raise, confirm without notifying, auto-resolve, acknowledge,
+//! resolve by hand, stale schedules under a manual clock, offline hosts,
+//! evaluation of what happened while the worker was stopped, and two
+//! workers raising one alert.
+
+use rm_alerts::api::{self, AlertRef, AlertView};
+use rm_bus::subject::Event as Evt;
+use rm_store::jobs::JobStatus;
+
+use crate::support::{Answer, Env, Receiver, wait_for};
+
+/// Waits for the next webhook of `kind` (`alert.raised`, ...) and returns
+/// its envelope.
+async fn next_event(rx: &mut Receiver, kind: &str) -> anyhow::Result<serde_json::Value> {
+    let got = rx.next().await?;
+    let body = got.json();
+    assert_eq!(body["type"], kind, "{body}");
+    assert!(got.header("webhook-id").is_some());
+    Ok(body)
+}
+
+#[tokio::test]
+async fn each_job_rule_raises_is_confirmed_quietly_and_resolves_on_success() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    for (job_kind, rule, severity) in [
+        ("backup", "backup_failed", "critical"),
+        ("forget", "forget_failed", "warning"),
+        ("prune", "prune_failed", "warning"),
+        ("check", "check_failed", "critical"),
+    ] {
+        env.job_done("h1", "r1", job_kind, JobStatus::Failed)
+            .await?;
+        let alert = env
+            .wait_alert("h1", rule, "the alert", |a| a.is_open())
+            .await?;
+        assert_eq!(alert.subject, "r1");
+        assert_eq!(alert.severity, severity);
+        assert!(alert.message.contains("offsite"), "{}", alert.message);
+        assert!(
+            alert.message.contains("repository is locked"),
+            "{}",
+            alert.message
+        );
+        let body = next_event(&mut rx, "alert.raised").await?;
+        assert_eq!(body["data"]["alert"]["kind"], rule);
+        assert_eq!(body["data"]["alert"]["id"], alert.id.as_str());
+        assert_eq!(body["data"]["host"]["name"], "fileserver");
+        assert_eq!(
+            body["data"]["alert"]["url"],
+            format!("https://rm.test/alerts/{}", alert.id)
+        );
+
+        // The same failure again: confirmed, nobody notified.
+        let again = env
+            .job_done("h1", "r1", job_kind, JobStatus::Failed)
+            .await?;
+        let bumped = env
+            .wait_alert("h1", rule, "the bump", |a| {
+                a.id == alert.id && a.job_id.as_deref() == Some(again.as_str())
+            })
+            .await?;
+        assert!(bumped.last_seen_at >= alert.last_seen_at);
+        assert!(bumped.is_open());
+        let rows: Vec<_> = env
+            .outbox()
+            .await?
+            .into_iter()
+            .filter(|d| d.alert_id.as_deref() == Some(alert.id.as_str()))
+            .collect();
+        assert_eq!(rows.len(), 1, "a repeat failure queues nothing: {rows:?}");
+
+        // Success of the same kind for the same host and repository.
+        env.job_done("h1", "r1", job_kind, JobStatus::Succeeded)
+            .await?;
+        let resolved = env
+            .wait_alert("h1", rule, "the resolution", |a| {
+                a.id == alert.id && !a.is_open()
+            })
+            .await?;
+        assert_eq!(resolved.resolved_by.as_deref(), Some("system"));
+        let body = next_event(&mut rx, "alert.resolved").await?;
+        assert_eq!(body["data"]["alert"]["state"], "resolved");
+        assert_eq!(body["data"]["alert"]["resolved_by"], "system");
+    }
+    assert!(rx.drain().is_empty(), "nothing else was sent");
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn acknowledge_keeps_an_alert_open_and_a_manual_resolve_closes_it() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_host("h2", "witness").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    // An open alert whose confirmations show that ticks ran (raised before
+    // the channel exists, so it is not delivered).
+    env.set_offline("h2").await?;
+    env.wait_alert("h2", "agent_offline", "the witness", |a| a.is_open())
+        .await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    let mut events = env.web.subscribe(Evt::AlertRaised.subject()).await?;
+    let mut acks = env.web.subscribe(Evt::AlertAcknowledged.subject()).await?;
+    let mut resolutions = env.web.subscribe(Evt::AlertResolved.subject()).await?;
+    env.web.flush().await?;
+
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    next_event(&mut rx, "alert.raised").await?;
+    let evt = next_msg(&mut events).await?;
+    assert_eq!(evt["id"], alert.id.as_str());
+    assert_eq!(evt["host"], "h1");
+
+    let acked: AlertView = env
+        .call(
+            api::ALERT_ACK,
+            AlertRef {
+                alert_id: alert.id.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(acked.state, "acknowledged");
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("alice"));
+    assert!(acked.resolved_at.is_none(), "still open");
+    let body = next_event(&mut rx, "alert.acknowledged").await?;
+    assert_eq!(body["data"]["alert"]["acknowledged_by"], "alice");
+    assert_eq!(next_msg(&mut acks).await?["id"], alert.id.as_str());
+
+    // The condition still holds: ticks confirm it, nothing new is raised.
+    let before = acked.last_seen_at;
+    env.wait_alert("h1", "backup_failed", "a confirming tick", |a| {
+        a.id == alert.id && a.last_seen_at > before
+    })
+    .await?;
+
+    let resolved: AlertView = env
+        .call(
+            api::ALERT_RESOLVE,
+            AlertRef {
+                alert_id: alert.id.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(resolved.state, "resolved");
+    assert_eq!(resolved.resolved_by.as_deref(), Some("alice"));
+    let body = next_event(&mut rx, "alert.resolved").await?;
+    assert_eq!(body["data"]["alert"]["resolved_by"], "alice");
+    assert_eq!(next_msg(&mut resolutions).await?["id"], alert.id.as_str());
+
+    // The same failed job is not raised again after the manual resolve:
+    // wake the worker and wait for a tick (h2's open alert is confirmed).
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    let mark = env.now();
+    env.wait_alert("h2", "agent_offline", "a tick after the resolve", |a| {
+        a.last_seen_at > mark
+    })
+    .await?;
+    let all = env.alerts_of("h1").await?;
+    assert_eq!(all.len(), 1, "{all:?}");
+    // A new failure is a new alert.
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let second = env
+        .wait_alert("h1", "backup_failed", "a new alert", |a| a.is_open())
+        .await?;
+    assert_ne!(second.id, alert.id);
+    next_event(&mut rx, "alert.raised").await?;
+
+    // Acknowledging a resolved alert is refused.
+    let err = env
+        .call::<_, AlertView>(
+            api::ALERT_ACK,
+            AlertRef {
+                alert_id: alert.id.clone(),
+            },
+        )
+        .await
+        .expect_err("already resolved");
+    assert_eq!(err.code, "conflict");
+    env.stop_all().await
+}
+
+async fn next_msg(sub: &mut async_nats::Subscriber) -> anyhow::Result<serde_json::Value> {
+    use futures_util::StreamExt;
+    let msg = tokio::time::timeout(crate::support::WAIT, sub.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscription ended"))?;
+    Ok(serde_json::from_slice(&msg.payload)?)
+}
+
+#[tokio::test]
+async fn agent_offline_raises_and_resolves_when_the_host_is_back() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "laptop").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline("h1").await?;
+    let alert = env
+        .wait_alert("h1", "agent_offline", "the alert", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.subject, "");
+    assert_eq!(alert.severity, "warning");
+    let body = next_event(&mut rx, "alert.raised").await?;
+    assert_eq!(body["data"]["alert"]["kind"], "agent_offline");
+
+    env.set_online("h1").await?;
+    env.wait_alert("h1", "agent_offline", "the resolution", |a| {
+        a.id == alert.id && a.resolved_by.as_deref() == Some("system")
+    })
+    .await?;
+    next_event(&mut rx, "alert.resolved").await?;
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_failure_while_the_worker_is_stopped_raises_when_it_starts() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.add_host("h1", "web-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    // One pass, then stop: the cursor is saved.
+    env.start_alerts().await?;
+    env.job_done("h1", "r1", "backup", JobStatus::Succeeded)
+        .await?;
+    wait_for("the cursor", || async {
+        let mut conn = env.store.read().await?;
+        let v: Option<serde_json::Value> =
+            rm_store::worker_state::get(&mut conn, "alerts.jobs").await?;
+        Ok(v.filter(|v| !v["watermark"].is_null()))
+    })
+    .await?;
+    env.stop_alerts().await?;
+
+    // Fails while nobody listens; its event is lost.
+    let job = env
+        .job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    assert!(env.alerts_of("h1").await?.is_empty());
+
+    env.start_alerts().await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(job.as_str()));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_missed_cron_run_raises_stale_schedule_but_not_for_an_offline_host() -> anyhow::Result<()>
+{
+    // 2026-03-02T00:00:00Z, a Monday.
+    let start = 1_772_409_600_000;
+    let (mut env, clock) = Env::manual(start).await?;
+    env.add_host("h1", "nas").await?;
+    env.add_host("h2", "sleepy").await?;
+    env.add_repo("r1", "offsite").await?;
+    // Daily at 02:00 Berlin (01:00 UTC), one hour of grace.
+    env.add_schedule("s1", "h1", "r1", "0 2 * * *", "Europe/Berlin", 3600)
+        .await?;
+    env.add_schedule("s2", "h2", "r1", "0 2 * * *", "Europe/Berlin", 3600)
+        .await?;
+    env.set_offline("h2").await?;
+    env.start_alerts().await?;
+
+    // 01:30 UTC: the run was due at 01:00 UTC but the grace has not passed.
+    clock.set_ms(start + 90 * 60_000);
+    let cursor_tick = env.now();
+    wait_for("a tick at 01:30", || async {
+        let alerts = env.alerts_of("h2").await?;
+        // h2's offline alert is raised by the same passes.
+        Ok(alerts
+            .into_iter()
+            .find(|a| a.kind == "agent_offline" && a.last_seen_at >= cursor_tick))
+    })
+    .await?;
+    assert!(
+        env.alerts_of("h1").await?.is_empty(),
+        "not stale within grace"
+    );
+
+    // 02:01 UTC: past 01:00 + 1 h.
+    clock.set_ms(start + 121 * 60_000);
+    let stale = env
+        .wait_alert("h1", "stale_schedule", "the stale alert", |a| a.is_open())
+        .await?;
+    assert_eq!(stale.subject, "s1");
+    assert!(
+        stale.message.contains("2026-03-02T02:00:00+01:00"),
+        "{}",
+        stale.message
+    );
+    // The offline host's schedule raises nothing (agent_offline covers it).
+    let h2 = env.alerts_of("h2").await?;
+    assert!(
+        h2.iter().all(|a| a.kind != "stale_schedule"),
+        "offline host: {h2:?}"
+    );
+
+    // Ticks confirm it.
+    let seen = stale.last_seen_at;
+    clock.set_ms(start + 122 * 60_000);
+    env.wait_alert("h1", "stale_schedule", "a confirming tick", |a| {
+        a.last_seen_at > seen
+    })
+    .await?;
+
+    // Disabling a stale schedule resolves its alert. (Saved at 02:02; due
+    // at 00:30 the next day, one minute of grace.)
+    env.add_schedule("s3", "h1", "r1", "30 0 * * *", "UTC", 60)
+        .await?;
+    clock.set_ms(start + (24 * 60 + 32) * 60_000);
+    let s3 = env
+        .wait_alert("h1", "stale_schedule", "s3 stale", |a| {
+            a.subject == "s3" && a.is_open()
+        })
+        .await?;
+    {
+        let mut conn = env.store.read().await?;
+        let mut sched = rm_store::schedules::get(&mut conn, "s3").await?;
+        sched.enabled = false;
+        rm_store::schedules::upsert(&mut conn, &sched).await?;
+    }
+    env.publish(Evt::ScheduleChanged, Some("h1")).await?;
+    env.wait_alert("h1", "stale_schedule", "s3 resolved", |a| {
+        a.id == s3.id && !a.is_open()
+    })
+    .await?;
+
+    // A successful run resolves it.
+    env.job_done_quietly("h1", "r1", "backup", JobStatus::Succeeded, Some("s1"))
+        .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    env.wait_alert("h1", "stale_schedule", "the resolution", |a| {
+        a.id == stale.id && a.resolved_by.as_deref() == Some("system")
+    })
+    .await?;
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn two_alerts_workers_raise_one_alert_and_queue_one_delivery() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    for _ in 0..3 {
+        env.job_done("h1", "r1", "backup", JobStatus::Failed)
+            .await?;
+    }
+    env.set_offline("h1").await?;
+    env.wait_alert("h1", "agent_offline", "offline", |a| a.is_open())
+        .await?;
+    let got = wait_for("two deliveries", || async {
+        let rows = env.outbox().await?;
+        Ok((rows.len() >= 2 && rows.iter().all(|r| r.state == "delivered")).then_some(rows))
+    })
+    .await?;
+    let all = env.alerts_of("h1").await?;
+    assert_eq!(
+        all.len(),
+        2,
+        "one backup_failed, one agent_offline: {all:?}"
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    let a = rx.next().await?;
+    let b = rx.next().await?;
+    assert_ne!(a.header("webhook-id"), b.header("webhook-id"));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn events_only_wake_the_worker_which_reads_the_database() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    // No tick within the test: only the pass at start and event wake-ups.
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.add_host("h1", "db-1").await?;
+    env.add_host("h2", "other").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+
+    // A failure written without its event, then an unrelated event: the
+    // worker evaluates what is committed, not what the event says.
+    let job = env
+        .job_done_quietly("h1", "r1", "prune", JobStatus::Failed, None)
+        .await?;
+    env.publish(Evt::HostChanged, Some("h2")).await?;
+    let alert = env
+        .wait_alert("h1", "prune_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(job.as_str()));
+    // Its own alert events do not loop back into passes that change
+    // anything: the alert is raised once.
+    assert_eq!(env.alerts_of("h1").await?.len(), 1);
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn the_role_keeps_working_across_a_bus_restart() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.bus.restart().await?;
+    // The event may be lost while clients reconnect; the tick catches up
+    // and the outbox retries until a notifier is reachable again.
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    let got = rx.next().await?;
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+    // The services answer again.
+    let list: api::ChannelList = wait_for("the services", || async {
+        Ok(env.call(api::CHANNEL_LIST, api::Done {}).await.ok())
+    })
+    .await?;
+    assert_eq!(list.channels.len(), 1);
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn an_agent_clock_far_ahead_does_not_hide_later_failures() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.add_host("h1", "fast-clock").await?;
+    env.add_host("h2", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+
+    // h1's agent reports a finish time a day ahead.
+    let day = 24 * 3_600_000;
+    env.job_done_at(
+        "h1",
+        "r1",
+        "backup",
+        JobStatus::Succeeded,
+        None,
+        env.now() + day,
+    )
+    .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    wait_for("the cursor", || async {
+        let mut conn = env.store.read().await?;
+        let v: Option<serde_json::Value> =
+            rm_store::worker_state::get(&mut conn, "alerts.jobs").await?;
+        Ok(v.filter(|v| !v["watermark"].is_null()))
+    })
+    .await?;
+    // A failure with a true time is still seen.
+    env.job_done("h2", "r1", "backup", JobStatus::Failed)
+        .await?;
+    env.wait_alert("h2", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    env.stop_all().await
+}

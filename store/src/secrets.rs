@@ -1,0 +1,151 @@
+//! Secrets at rest: a master key kept outside the database encrypts
+//! repository passwords, backend environments and channel secrets with
+//! XChaCha20-Poly1305. The row's identity is the associated data, so a
+//! ciphertext copied into another row does not decrypt.
+//!
+//! Shared by every role that stores secrets (the control plane for
+//! repositories, the alerts role for notification channels); they find the
+//! same key in the same data directory.
+//!
+//! The key comes from `RM_MASTER_KEY` (base64 of 32 bytes) or from
+//! `<data dir>/master.key` (created 0600 at first start).
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use data_encoding::BASE64;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Env variable that overrides the key file.
+pub const MASTER_KEY_ENV: &str = "RM_MASTER_KEY";
+const KEY_FILE: &str = "master.key";
+const NONCE_LEN: usize = 24;
+
+/// The master key.
+#[derive(Clone)]
+pub struct MasterKey {
+    cipher: XChaCha20Poly1305,
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != 32 {
+            bail!("master key must be 32 bytes, got {}", bytes.len());
+        }
+        let cipher = XChaCha20Poly1305::new_from_slice(bytes).context("master key")?;
+        Ok(Self { cipher })
+    }
+
+    /// `RM_MASTER_KEY` if set, else `<dir>/master.key`, created at first start.
+    pub fn load_or_create(dir: &Path) -> Result<Self> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            let bytes = BASE64
+                .decode(text.trim().as_bytes())
+                .with_context(|| format!("{MASTER_KEY_ENV} is not base64"))?;
+            return Self::from_bytes(&bytes);
+        }
+        let path = dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let bytes = BASE64
+                    .decode(text.trim().as_bytes())
+                    .with_context(|| format!("{} is not base64", path.display()))?;
+                Self::from_bytes(&bytes)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                rm_bus::creds::authority::write_private(
+                    &path,
+                    format!("{}\n", BASE64.encode(&key)).as_bytes(),
+                )?;
+                tracing::info!(path = %path.display(), "created master key; back it up: without it stored secrets cannot be read");
+                Self::from_bytes(&key)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Encrypts `plain` bound to `aad` (e.g. `repo:<id>`): nonce ‖ ciphertext.
+    pub fn encrypt(&self, plain: &[u8], aad: &str) -> Result<Vec<u8>> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ct = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| anyhow::anyhow!("encryption failed"))?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    pub fn decrypt(&self, blob: &[u8], aad: &str) -> Result<Vec<u8>> {
+        if blob.len() < NONCE_LEN {
+            bail!("stored secret is truncated");
+        }
+        let (nonce, ct) = blob.split_at(NONCE_LEN);
+        self.cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: aad.as_bytes() })
+            .map_err(|_| anyhow::anyhow!("stored secret does not decrypt (wrong master key, or the row was tampered with)"))
+    }
+
+    pub fn encrypt_json<T: Serialize>(&self, value: &T, aad: &str) -> Result<Vec<u8>> {
+        self.encrypt(&serde_json::to_vec(value)?, aad)
+    }
+
+    pub fn decrypt_json<T: DeserializeOwned>(&self, blob: &[u8], aad: &str) -> Result<T> {
+        Ok(serde_json::from_slice(&self.decrypt(blob, aad)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_bound_to_its_row() {
+        let k = MasterKey::from_bytes(&[7u8; 32]).unwrap();
+        let blob = k.encrypt(b"hunter2", "repo:r1").unwrap();
+        assert!(!blob.windows(7).any(|w| w == b"hunter2"));
+        assert_eq!(k.decrypt(&blob, "repo:r1").unwrap(), b"hunter2");
+        assert!(k.decrypt(&blob, "repo:r2").is_err(), "moved to another row");
+        let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
+        assert!(other.decrypt(&blob, "repo:r1").is_err(), "wrong key");
+        assert!(k.decrypt(&blob[..10], "repo:r1").is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = MasterKey::load_or_create(dir.path()).unwrap();
+        let b = MasterKey::load_or_create(dir.path()).unwrap();
+        let blob = a.encrypt(b"x", "t").unwrap();
+        assert_eq!(b.decrypt(&blob, "t").unwrap(), b"x");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(format!("{a:?}"), "MasterKey(<redacted>)");
+    }
+}

@@ -1,0 +1,226 @@
+//! The alerts role's tables: one open alert per key, causes, conditional
+//! transitions, the outbox claim and ordering, late-ingested results.
+
+use rm_store::alerts::{self, NewAlert, Raised};
+use rm_store::channels::{self, Channel};
+use rm_store::delivery::{self, NewDelivery};
+use rm_store::jobs::{self, Finish, JobStatus, Phase};
+use rm_store::{hosts, worker_state};
+
+use super::{backup, new_job, store};
+
+fn alert<'a>(id: &'a str, cause: &'a str, now: i64) -> NewAlert<'a> {
+    NewAlert {
+        id,
+        host_id: "h1",
+        kind: "backup_failed",
+        subject: "r1",
+        severity: "critical",
+        message: "backup failed",
+        job_id: Some(cause),
+        cause,
+        now,
+        notified: true,
+    }
+}
+
+#[tokio::test]
+async fn one_open_alert_per_key_and_conditional_transitions() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
+
+    let Raised::New(a) = alerts::raise(&mut c, &alert("a1", "j1", 10)).await.unwrap() else {
+        panic!("first raise is new");
+    };
+    // Same key, another cause: the open alert is confirmed, not duplicated.
+    let Raised::Bumped(b) = alerts::raise(&mut c, &alert("a2", "j2", 20)).await.unwrap() else {
+        panic!("second raise bumps");
+    };
+    assert_eq!(b.id, a.id);
+    assert_eq!(b.last_seen_at, 20);
+    assert_eq!(b.raised_at, 10);
+    assert_eq!(b.cause, "j2");
+    assert!(
+        alerts::cause_seen(&mut c, "h1", "backup_failed", "r1", "j2")
+            .await
+            .unwrap()
+    );
+
+    // Acknowledge once; a second acknowledgement changes nothing.
+    let acked = alerts::acknowledge(&mut c, &a.id, "alice", 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        acked.and_then(|x| x.acknowledged_by).as_deref(),
+        Some("alice")
+    );
+    assert!(
+        alerts::acknowledge(&mut c, &a.id, "bob", 31)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Resolve once: the second resolver gets no row.
+    let r = alerts::resolve_open(&mut c, "h1", "backup_failed", "r1", "system", 40)
+        .await
+        .unwrap();
+    assert_eq!(r.map(|x| x.resolved_at), Some(Some(40)));
+    assert!(
+        alerts::resolve(&mut c, &a.id, "alice", 41)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !alerts::touch(&mut c, &a.id, 50).await.unwrap(),
+        "resolved alerts are not bumped"
+    );
+
+    // After resolution the key is free again; the old cause is remembered.
+    assert!(
+        alerts::cause_seen(&mut c, "h1", "backup_failed", "r1", "j2")
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        alerts::raise(&mut c, &alert("a3", "j3", 60)).await.unwrap(),
+        Raised::New(_)
+    ));
+    assert_eq!(alerts::list_open(&mut c).await.unwrap().len(), 1);
+
+    // Mutes.
+    assert!(!alerts::is_muted(&mut c, "h1", 60).await.unwrap());
+    alerts::set_mute(
+        &mut c,
+        &alerts::Mute {
+            host_id: "h1".into(),
+            until: 100,
+            reason: None,
+            created_by: "alice".into(),
+            created_at: 60,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(alerts::is_muted(&mut c, "h1", 99).await.unwrap());
+    assert!(!alerts::is_muted(&mut c, "h1", 100).await.unwrap());
+    assert!(alerts::clear_mute(&mut c, "h1").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_result_ingested_late_is_found_by_the_cursor() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
+    let p = backup();
+    jobs::insert(&mut c, &new_job("j1", "h1", &p, 100))
+        .await
+        .unwrap();
+    // The agent ran it long ago and reports only now (ingested at 5000).
+    jobs::finish(
+        &mut c,
+        "j1",
+        JobStatus::Failed,
+        &Finish {
+            finished_at: 200,
+            ..Finish::default()
+        },
+    )
+    .await
+    .unwrap();
+    jobs::record_phase(&mut c, "j1", Phase::Done, 5000)
+        .await
+        .unwrap();
+
+    let keys = alerts::results_since(&mut c, 1000).await.unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(
+        (
+            keys[0].kind.as_str(),
+            keys[0].repo_id.as_str(),
+            keys[0].mark
+        ),
+        ("backup", "", 5000)
+    );
+    assert!(
+        alerts::results_since(&mut c, 5000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let latest = alerts::latest_result(&mut c, "h1", "backup", "")
+        .await
+        .unwrap();
+    assert_eq!(latest.map(|j| j.id).as_deref(), Some("j1"));
+
+    worker_state::put(&mut c, "cursor", &serde_json::json!({"w": 5000}), 1)
+        .await
+        .unwrap();
+    let v: Option<serde_json::Value> = worker_state::get(&mut c, "cursor").await.unwrap();
+    assert_eq!(v, Some(serde_json::json!({"w": 5000})));
+}
+
+#[tokio::test]
+async fn outbox_claims_once_and_keeps_each_alerts_order_per_channel() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
+    alerts::raise(&mut c, &alert("a1", "j1", 10)).await.unwrap();
+    channels::insert(
+        &mut c,
+        &Channel {
+            id: "c1".into(),
+            name: "ops".into(),
+            kind: "webhook".into(),
+            enabled: true,
+            config_json: "{}".into(),
+            secrets_enc: None,
+            created_at: 1,
+            updated_at: 1,
+        },
+    )
+    .await
+    .unwrap();
+    for (id, event, now) in [("d1", "raised", 10), ("d2", "resolved", 20)] {
+        delivery::enqueue(
+            &mut c,
+            &NewDelivery {
+                id,
+                webhook_id: &format!("msg_{id}"),
+                alert_id: Some("a1"),
+                channel_id: "c1",
+                event,
+                payload_json: "{}",
+                now,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // Only the older row is due: the resolution waits for the raise.
+    let due = delivery::due(&mut c, 100, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d1"]
+    );
+    // Two senders race for it: one wins.
+    assert!(delivery::claim(&mut c, "d1", 0, 100, 200).await.unwrap());
+    assert!(!delivery::claim(&mut c, "d1", 0, 100, 200).await.unwrap());
+    assert!(
+        delivery::due(&mut c, 150, 10).await.unwrap().is_empty(),
+        "leased"
+    );
+    delivery::finish(&mut c, "d1", delivery::DELIVERED, None, 120)
+        .await
+        .unwrap();
+    let due = delivery::due(&mut c, 150, 10).await.unwrap();
+    assert_eq!(
+        due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d2"]
+    );
+    assert_eq!(delivery::next_due_at(&mut c).await.unwrap(), Some(20));
+    let d1 = delivery::get(&mut c, "d1").await.unwrap();
+    assert_eq!((d1.state.as_str(), d1.attempts), ("delivered", 1));
+}

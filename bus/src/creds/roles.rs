@@ -82,8 +82,13 @@ impl Role {
                 subscribe: Permission::allow([subject::svc_all_of(SvcRole::Notifier)]),
                 responses: Some(ONE_REPLY),
             },
+            // Operators' requests go to the roles that own the data; the
+            // notifier is reached only through the alerts role.
             Self::Web => Permissions {
-                publish: Permission::allow([subject::svc_all()]),
+                publish: Permission::allow([
+                    subject::svc_all_of(SvcRole::Controlplane),
+                    subject::svc_all_of(SvcRole::Alerts),
+                ]),
                 subscribe: Permission::allow([
                     subject::agent_any(AgentTopicKind::Heartbeat),
                     subject::agent_any_job_all(),
@@ -112,7 +117,10 @@ mod tests {
 
     #[test]
     fn only_web_publishes_operator_requests_and_notifier_publishes_nothing() {
-        assert_eq!(Role::Web.permissions().publish.allow, vec!["rm.svc.>"]);
+        assert_eq!(
+            Role::Web.permissions().publish.allow,
+            vec!["rm.svc.controlplane.>", "rm.svc.alerts.>"]
+        );
         assert!(Role::Web.permissions().responses.is_none());
         let n = Role::Notifier.permissions();
         assert!(n.publish.allow.is_empty());

@@ -65,6 +65,9 @@ pub struct Env {
     pub cp: TestClient,
     /// Sends service requests as the web role.
     pub web: TestClient,
+    /// Probes the notifier queue group as the alerts role (the only role
+    /// allowed to reach it).
+    probe: TestClient,
     pub clock: SharedClock,
     pub timings: Timings,
     alerts: Vec<Running>,
@@ -82,6 +85,7 @@ impl Env {
         let store = Store::open(&dir.path().join("restic-manager.db")).await?;
         let cp = bus.connect_role(Role::Controlplane).await?;
         let web = bus.connect_role(Role::Web).await?;
+        let probe = bus.connect_role(Role::Alerts).await?;
         Ok(Self {
             bus,
             dir,
@@ -89,6 +93,7 @@ impl Env {
             notifier_xkey: XKey::new(),
             cp,
             web,
+            probe,
             clock,
             timings: fast_timings(),
             alerts: Vec::new(),
@@ -175,7 +180,7 @@ impl Env {
         // until this copy answers one.
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::time::Instant::now() < deadline {
-            if let Ok(msg) = self.web.request(deliver_subject(), "{}".into()).await {
+            if let Ok(msg) = self.probe.request(deliver_subject(), "{}".into()).await {
                 let reply: DeliverReply = decode("deliver reply", &msg.payload)?;
                 if reply.notifier.as_deref() == Some(instance) {
                     return Ok(());

@@ -1,0 +1,504 @@
+//! Running jobs: accepting a dispatch (persisted before the ack), waiting
+//! for the repository (runs that conflict on one repository take turns),
+//! running restic through `rm_restic`, publishing throttled progress and
+//! batched log lines, and writing `started` / `done` to the outbox.
+//! Also the read-only queries (ls, snapshots, init, verify) that the
+//! control plane asks for without a stored job.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use async_nats::Client;
+use nkeys::XKey;
+use rm_bus::clock::SharedClock;
+use rm_bus::msg::{
+    CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted, LogBatch, LogLine,
+    PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
+};
+use rm_bus::seal::RepoSecrets;
+use rm_bus::subject::{self, JobTopic};
+use rm_bus::{HostId, JobId};
+use rm_restic::{Failure, Repo, Restic, RunEvent, RunOptions, RunResult};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::journal::{JobRecord, JobState, Journal, Known};
+use crate::outbox::Outbox;
+
+/// Timeout of a job whose spec says 0 (no limit given).
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Timeout of a query (ls, snapshots, init, verify).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(110);
+/// Most log lines sent in one batch.
+const LOG_BATCH_MAX: usize = 200;
+
+/// The answer to a dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Persisted now; it will run.
+    New,
+    /// Already held or finished: a re-sent dispatch, not run twice.
+    Duplicate,
+    Refused(String),
+}
+
+/// Everything a job run needs that does not change while the agent runs.
+pub struct ExecConfig {
+    pub host: HostId,
+    pub client: Client,
+    pub xkey: XKey,
+    pub controlplane_xkey: String,
+    pub restic: Option<Restic>,
+    pub scratch_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub clock: SharedClock,
+    pub progress_interval: Duration,
+    pub log_flush: Duration,
+    /// This host's name as restic records it in locks.
+    pub lock_hostname: String,
+}
+
+pub struct Executor {
+    cfg: ExecConfig,
+    journal: Journal,
+    outbox: Arc<Outbox>,
+    repo_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    tasks: TaskTracker,
+    stopping: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Executor {
+    pub fn new(cfg: ExecConfig, journal: Journal, outbox: Arc<Outbox>) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            journal,
+            outbox,
+            repo_turns: Mutex::new(HashMap::new()),
+            cancels: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        })
+    }
+
+    pub fn restic(&self) -> Option<&Restic> {
+        self.cfg.restic.as_ref()
+    }
+
+    /// Takes up the jobs held at the last stop: accepted ones run now; a job
+    /// that was running when the agent died is reported failed (restic was
+    /// interrupted with it), once.
+    pub fn resume(self: &Arc<Self>) -> Result<()> {
+        for rec in self.journal.all()? {
+            match rec.state {
+                JobState::Accepted => {
+                    tracing::info!(job = %rec.spec.job_id, "resuming an accepted job");
+                    self.spawn(rec);
+                }
+                JobState::Running => {
+                    tracing::warn!(job = %rec.spec.job_id, "job was running when the agent stopped; reporting it failed");
+                    let result = RunResult {
+                        outcome: JobOutcome::Failed,
+                        exit_code: None,
+                        error_kind: Some(ErrorKind::Fatal),
+                        error: Some(
+                            "the agent stopped while this job was running; restic was interrupted"
+                                .into(),
+                        ),
+                        summary: None,
+                        stderr_tail: vec![],
+                    };
+                    self.finish(&rec, rec.started_ms, result)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists and starts a job (idempotent by job id).
+    pub fn accept(self: &Arc<Self>, spec: JobSpec, origin: JobOrigin) -> Accepted {
+        self.accept_at(spec, origin, None)
+    }
+
+    /// [`Self::accept`] for a job that must not start before `not_before_ms`.
+    pub fn accept_at(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        origin: JobOrigin,
+        not_before_ms: Option<i64>,
+    ) -> Accepted {
+        match self.journal.known(&spec.job_id) {
+            Known::Held(_) | Known::Finished => return Accepted::Duplicate,
+            Known::Unknown => {}
+        }
+        if self.stopping.is_cancelled() {
+            return Accepted::Refused("the agent is shutting down".into());
+        }
+        if self.outbox.is_full() {
+            return Accepted::Refused(
+                "the agent's outbox is full (the control plane has not acknowledged its results)"
+                    .into(),
+            );
+        }
+        let rec = JobRecord {
+            spec,
+            origin,
+            state: JobState::Accepted,
+            accepted_ms: self.cfg.clock.now_ms(),
+            started_ms: None,
+            not_before_ms,
+        };
+        if let Err(e) = self.journal.put(&rec) {
+            tracing::error!(job = %rec.spec.job_id, error = %e, "could not persist a job");
+            return Accepted::Refused(format!("the agent could not persist the job: {e}"));
+        }
+        tracing::info!(job = %rec.spec.job_id, kind = ?rec.spec.params.kind(), "job accepted");
+        self.spawn(rec);
+        Accepted::New
+    }
+
+    /// Cancels a job in any state; `false` when this agent does not hold it.
+    pub fn cancel(&self, job: &JobId) -> bool {
+        match lock(&self.cancels).get(job) {
+            Some(t) => {
+                tracing::info!(job = %job, "cancelling job");
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Jobs held: (accepted, running). A job whose `done` still waits in
+    /// the outbox counts as running, so the control plane does not call it
+    /// lost while the result is on its way.
+    pub fn held(&self) -> (Vec<JobId>, Vec<JobId>) {
+        let mut accepted = Vec::new();
+        let mut running = Vec::new();
+        for r in self.journal.all().unwrap_or_default() {
+            match r.state {
+                JobState::Accepted => accepted.push(r.spec.job_id),
+                JobState::Running => running.push(r.spec.job_id),
+            }
+        }
+        for j in self.outbox.jobs_with_done_pending() {
+            if !running.contains(&j) && !accepted.contains(&j) {
+                running.push(j);
+            }
+        }
+        (accepted, running)
+    }
+
+    /// Jobs running now (for heartbeats).
+    pub fn running(&self) -> Vec<JobId> {
+        self.journal
+            .all()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.state == JobState::Running)
+            .map(|r| r.spec.job_id)
+            .collect()
+    }
+
+    /// Stops: running jobs are cancelled and reported; accepted ones stay
+    /// in the journal and run at the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("jobs did not stop within the grace period");
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, rec: JobRecord) {
+        let token = self.stopping.child_token();
+        lock(&self.cancels).insert(rec.spec.job_id.clone(), token.clone());
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            let id = rec.spec.job_id.clone();
+            if let Err(e) = me.run(rec, token).await {
+                tracing::error!(job = %id, error = %e, "job bookkeeping failed");
+            }
+            lock(&me.cancels).remove(&id);
+        });
+    }
+
+    fn turn_for(&self, repo: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.repo_turns)
+            .entry(repo.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn run(&self, mut rec: JobRecord, cancel: CancellationToken) -> Result<()> {
+        let id = rec.spec.job_id.clone();
+        let wait = rec
+            .not_before_ms
+            .map_or(0, |t| t.saturating_sub(self.cfg.clock.now_ms()));
+        let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
+        let turn = self.turn_for(&rec.spec.repo.repo_id);
+        let _turn = tokio::select! {
+            g = async { tokio::time::sleep(wait).await; turn.lock_owned().await } => g,
+            () = cancel.cancelled() => {
+                if self.stopping.is_cancelled() {
+                    // Not started: it runs after the next start.
+                    return Ok(());
+                }
+                let result = failed(JobOutcome::Cancelled, ErrorKind::Cancelled, "cancelled before it started");
+                // The control plane must know the job before its `done`.
+                let started = self.cfg.clock.now_ms();
+                self.push_started(&rec, started)?;
+                return self.finish(&rec, Some(started), result);
+            }
+        };
+        let started = self.cfg.clock.now_ms();
+        // `started` first: a crash before the journal says running leaves
+        // an accepted job that runs again and re-sends an idempotent
+        // `started`, never a `done` without its `started`.
+        self.push_started(&rec, started)?;
+        rec.state = JobState::Running;
+        rec.started_ms = Some(started);
+        self.journal.put(&rec)?;
+        tracing::info!(job = %id, kind = ?rec.spec.params.kind(), "job started");
+
+        let result = match (self.open(&rec.spec.repo), &self.cfg.restic) {
+            (Err(f), _) => failed(JobOutcome::Failed, f.kind, &f.message),
+            (Ok(_), None) => failed(
+                JobOutcome::Failed,
+                ErrorKind::Fatal,
+                "restic is not installed on this host (or not where the agent looks for it)",
+            ),
+            (Ok(secrets), Some(restic)) => {
+                let timeout = match rec.spec.timeout_secs {
+                    0 => DEFAULT_JOB_TIMEOUT,
+                    s => Duration::from_secs(s),
+                };
+                let opts = RunOptions {
+                    timeout,
+                    progress_interval: self.cfg.progress_interval,
+                    lock_hostname: self.cfg.lock_hostname.clone(),
+                };
+                let repo = Repo {
+                    secrets: &secrets,
+                    cache_dir: Some(&self.cfg.cache_dir),
+                    scratch_dir: &self.cfg.scratch_dir,
+                };
+                let (tx, rx) = mpsc::unbounded_channel();
+                let fwd = tokio::spawn(forward(
+                    self.cfg.client.clone(),
+                    self.cfg.host.clone(),
+                    id.clone(),
+                    rx,
+                    self.cfg.log_flush,
+                ));
+                let mut r = rm_restic::run_job(
+                    restic,
+                    &repo,
+                    &rec.spec.params,
+                    rec.spec.repo.append_only,
+                    &opts,
+                    tx,
+                    cancel.clone(),
+                )
+                .await;
+                let _ = fwd.await;
+                if r.outcome == JobOutcome::Cancelled && self.stopping.is_cancelled() {
+                    r.error = Some("the agent was stopped while the job was running".into());
+                }
+                r
+            }
+        };
+        tracing::info!(job = %id, outcome = ?result.outcome, error_kind = ?result.error_kind, "job finished");
+        self.finish(&rec, Some(started), result)
+    }
+
+    fn push_started(&self, rec: &JobRecord, started_ms: i64) -> Result<()> {
+        let scheduled = matches!(rec.origin, JobOrigin::Schedule { .. });
+        let msg = JobStarted {
+            v: PROTOCOL_VERSION,
+            job_id: rec.spec.job_id.clone(),
+            kind: rec.spec.params.kind(),
+            origin: rec.origin.clone(),
+            started_ms,
+            params: scheduled.then(|| rec.spec.params.clone()),
+            repo_id: Some(rec.spec.repo.repo_id.clone()),
+        };
+        self.outbox
+            .push(&rec.spec.job_id, JobTopic::Started, &encode(&msg))
+    }
+
+    /// Writes the `done` durably, then forgets the job.
+    fn finish(&self, rec: &JobRecord, started_ms: Option<i64>, r: RunResult) -> Result<()> {
+        let done = JobDone {
+            v: PROTOCOL_VERSION,
+            job_id: rec.spec.job_id.clone(),
+            outcome: r.outcome,
+            exit_code: r.exit_code,
+            error_kind: r.error_kind,
+            error: r.error,
+            summary: r.summary,
+            stderr_tail: r.stderr_tail,
+            started_ms,
+            finished_ms: self.cfg.clock.now_ms(),
+            restic_version: self.cfg.restic.as_ref().map(Restic::version_string),
+        };
+        self.outbox
+            .push(&rec.spec.job_id, JobTopic::Done, &encode(&done))?;
+        self.journal.finish(&rec.spec.job_id)
+    }
+
+    fn open(&self, access: &RepoAccess) -> Result<RepoSecrets, Failure> {
+        rm_bus::seal::open::<RepoSecrets>(
+            &access.secrets,
+            &self.cfg.xkey,
+            &self.cfg.controlplane_xkey,
+        )
+        .map_err(|e| Failure {
+            kind: ErrorKind::InvalidRequest,
+            message: format!("the repository secrets do not open on this agent: {e}"),
+            exit_code: None,
+        })
+    }
+
+    /// Answers a query command (ls, snapshots, init, verify).
+    pub async fn query(&self, body: CommandBody) -> QueryReply {
+        let mut reply = QueryReply {
+            v: PROTOCOL_VERSION,
+            ok: true,
+            error_kind: None,
+            error: None,
+            entries: vec![],
+            snapshots: None,
+            restic_repo_id: None,
+        };
+        let res = self.query_inner(body, &mut reply).await;
+        if let Err(f) = res {
+            reply.ok = false;
+            reply.error_kind = Some(f.kind);
+            reply.error = Some(f.message);
+        }
+        reply
+    }
+
+    async fn query_inner(&self, body: CommandBody, reply: &mut QueryReply) -> Result<(), Failure> {
+        let access = match &body {
+            CommandBody::Ls { repo, .. }
+            | CommandBody::Snapshots { repo, .. }
+            | CommandBody::RepoInit { repo }
+            | CommandBody::RepoVerify { repo } => repo,
+            _ => {
+                return Err(Failure {
+                    kind: ErrorKind::InvalidRequest,
+                    message: "not a query".into(),
+                    exit_code: None,
+                });
+            }
+        };
+        let restic = self.cfg.restic.as_ref().ok_or_else(|| Failure {
+            kind: ErrorKind::Fatal,
+            message: "restic is not installed on this host".into(),
+            exit_code: None,
+        })?;
+        let secrets = self.open(access)?;
+        let repo = Repo {
+            secrets: &secrets,
+            cache_dir: Some(&self.cfg.cache_dir),
+            scratch_dir: &self.cfg.scratch_dir,
+        };
+        match &body {
+            CommandBody::Ls { snapshot, dir, .. } => {
+                reply.entries = rm_restic::ls(restic, &repo, snapshot, dir, QUERY_TIMEOUT).await?;
+            }
+            CommandBody::Snapshots { host_name, .. } => {
+                reply.snapshots = Some(
+                    rm_restic::snapshots(restic, &repo, host_name.as_deref(), QUERY_TIMEOUT)
+                        .await?,
+                );
+            }
+            CommandBody::RepoInit { .. } => {
+                reply.restic_repo_id = Some(rm_restic::init(restic, &repo, QUERY_TIMEOUT).await?);
+            }
+            CommandBody::RepoVerify { .. } => {
+                reply.restic_repo_id = Some(rm_restic::verify(restic, &repo, QUERY_TIMEOUT).await?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn failed(outcome: JobOutcome, kind: ErrorKind, msg: &str) -> RunResult {
+    RunResult {
+        outcome,
+        exit_code: None,
+        error_kind: Some(kind),
+        error: Some(msg.to_owned()),
+        summary: None,
+        stderr_tail: vec![],
+    }
+}
+
+/// Publishes a job's progress as it comes (the runner throttles it) and its
+/// log lines in batches, both at most once.
+async fn forward(
+    client: Client,
+    host: HostId,
+    job: JobId,
+    mut rx: mpsc::UnboundedReceiver<RunEvent>,
+    flush_every: Duration,
+) {
+    let progress_subj = subject::agent_job(&host, &job, JobTopic::Progress);
+    let log_subj = subject::agent_job(&host, &job, JobTopic::Log);
+    let mut lines: Vec<LogLine> = Vec::new();
+    let mut seq = 0u64;
+    let mut tick = tokio::time::interval(flush_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let flush = |lines: &mut Vec<LogLine>, seq: &mut u64| {
+        let batch = LogBatch {
+            v: PROTOCOL_VERSION,
+            seq: *seq,
+            lines: std::mem::take(lines),
+        };
+        *seq += batch.lines.len() as u64;
+        let client = client.clone();
+        let subj = log_subj.clone();
+        async move {
+            let _ = client.publish(subj, encode(&batch)).await;
+        }
+    };
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(RunEvent::Progress(p)) => {
+                    let _ = client.publish(progress_subj.clone(), encode(&p)).await;
+                }
+                Some(RunEvent::Log(l)) => {
+                    lines.push(l);
+                    if lines.len() >= LOG_BATCH_MAX {
+                        flush(&mut lines, &mut seq).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if !lines.is_empty() {
+                    flush(&mut lines, &mut seq).await;
+                }
+            }
+        }
+    }
+    if !lines.is_empty() {
+        flush(&mut lines, &mut seq).await;
+    }
+}

@@ -1,0 +1,213 @@
+//! `restic-manager-agent`: argument parsing and wiring only; everything
+//! lives in the `rm_agent` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use rm_agent::enroll::Fingerprint;
+use rm_agent::service::{self, ServiceSpec};
+use rm_agent::state::StateDir;
+use rm_agent::{Settings, vitals};
+
+#[derive(Parser)]
+#[command(
+    name = "restic-manager-agent",
+    version,
+    about = "Runs restic backups for restic-manager on this host"
+)]
+struct Cli {
+    /// State directory: keys, JWT, cached config, job journal, outbox.
+    #[arg(long, env = "RM_AGENT_STATE_DIR", global = true)]
+    state_dir: Option<PathBuf>,
+    /// The restic binary.
+    #[arg(long, env = "RM_RESTIC_BIN", default_value = "restic", global = true)]
+    restic: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enroll this host with a one-time token from the operator.
+    Enroll {
+        /// The web service's URL (https://...).
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        token: String,
+        /// The web certificate's SHA-256 fingerprint (sha256:...).
+        #[arg(long)]
+        fingerprint: String,
+        /// Name to report instead of the machine's host name.
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Run in the foreground until SIGTERM / Ctrl-C.
+    Run {
+        /// Connect to these bus URLs instead of the enrolled ones.
+        #[arg(long = "bus-url")]
+        bus_urls: Vec<String>,
+        /// Heartbeat interval in seconds (the config may override it).
+        #[arg(long)]
+        heartbeat_secs: Option<u64>,
+        /// Log format for a service manager's journal.
+        #[arg(long, hide = true)]
+        windows_service: bool,
+    },
+    /// Install and start the system service (systemd on Linux).
+    Install {
+        /// Where to write the unit.
+        #[arg(long, default_value = service::UNIT_DIR)]
+        unit_dir: PathBuf,
+        /// Only write the unit; do not call systemctl.
+        #[arg(long)]
+        no_systemctl: bool,
+    },
+    /// Stop and remove the system service (the state directory stays).
+    Uninstall {
+        #[arg(long, default_value = service::UNIT_DIR)]
+        unit_dir: PathBuf,
+        #[arg(long)]
+        no_systemctl: bool,
+    },
+    /// Show enrollment, config, jobs and the outbox.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let state_dir = cli.state_dir.unwrap_or_else(rm_agent::state::default_dir);
+    match cli.command {
+        Cmd::Enroll {
+            server,
+            token,
+            fingerprint,
+            hostname,
+        } => {
+            let pin: Fingerprint = fingerprint.parse()?;
+            let state = StateDir::open(&state_dir)?;
+            let hostname = hostname.unwrap_or_else(vitals::hostname);
+            let now = rm_bus::clock::system();
+            let id = runtime()?.block_on(rm_agent::enroll::enroll(
+                &state,
+                &server,
+                &token,
+                &pin,
+                &hostname,
+                now.now_ms(),
+            ))?;
+            println!(
+                "enrolled as host {} (state in {})",
+                id.host_id,
+                state_dir.display()
+            );
+            println!(
+                "start it with: restic-manager-agent install   (or: restic-manager-agent run)"
+            );
+            Ok(())
+        }
+        Cmd::Run {
+            bus_urls,
+            heartbeat_secs,
+            windows_service: _,
+        } => {
+            let mut settings = Settings::new(state_dir);
+            settings.restic_bin = cli.restic;
+            if !bus_urls.is_empty() {
+                settings.bus_urls = Some(bus_urls);
+            }
+            if let Some(s) = heartbeat_secs {
+                settings.timings.heartbeat = std::time::Duration::from_secs(s.max(1));
+            }
+            runtime()?.block_on(rm_agent::run(settings, shutdown_signal()))
+        }
+        Cmd::Install {
+            unit_dir,
+            no_systemctl,
+        } => {
+            let spec = ServiceSpec {
+                exe: std::env::current_exe().context("locating this binary")?,
+                state_dir,
+                restic_bin: cli.restic,
+            };
+            #[cfg(windows)]
+            {
+                let _ = (unit_dir, no_systemctl);
+                service::install_windows(&spec)
+            }
+            #[cfg(not(windows))]
+            {
+                let path = service::install_systemd(&spec, &unit_dir, !no_systemctl)?;
+                println!("installed {}", path.display());
+                Ok(())
+            }
+        }
+        Cmd::Uninstall {
+            unit_dir,
+            no_systemctl,
+        } => {
+            #[cfg(windows)]
+            {
+                let _ = (unit_dir, no_systemctl);
+                service::uninstall_windows()
+            }
+            #[cfg(not(windows))]
+            service::uninstall_systemd(&unit_dir, !no_systemctl)
+        }
+        Cmd::Status => {
+            let state = StateDir::open(&state_dir)?;
+            print!("{}", rm_agent::status::report(&state)?);
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,328 @@
+//! The local scheduler: runs the cached config's schedules on the shared
+//! cron module (`rm_cron`), in each schedule's time zone, whether or not the
+//! control plane is reachable.
+//!
+//! For each schedule it remembers the last slot it fired (persisted in
+//! `schedules.json`). On every tick it looks at the latest slot at or before
+//! now: a later slot than the one fired means a run is due — once, however
+//! many slots were missed while the machine slept or was off. A schedule
+//! seen for the first time (or whose cron or time zone changed) waits for
+//! its next slot. Jitter delays the run, durably (the job is accepted at
+//! once with a not-before time).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use rand::Rng;
+use rm_bus::JobId;
+use rm_bus::clock::SharedClock;
+use rm_bus::msg::{AgentConfig, JobOrigin, JobSpec, NextRun, ScheduleSpec};
+use rm_cron::CronSchedule;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{Accepted, Executor};
+use crate::state::StateDir;
+
+const FIRED_FILE: &str = "schedules.json";
+
+/// What was last fired for one schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Fired {
+    slot_ms: i64,
+    cron: String,
+    timezone: String,
+}
+
+/// A run that is due now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub schedule: ScheduleSpec,
+    pub slot_ms: i64,
+}
+
+pub struct Scheduler {
+    state: StateDir,
+    clock: SharedClock,
+    config: Mutex<Option<AgentConfig>>,
+    fired: Mutex<BTreeMap<String, Fired>>,
+    wake: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Scheduler {
+    pub fn new(state: StateDir, clock: SharedClock, config: Option<AgentConfig>) -> Result<Self> {
+        let fired = state.read_json(FIRED_FILE)?.unwrap_or_default();
+        Ok(Self {
+            state,
+            clock,
+            config: Mutex::new(config),
+            fired: Mutex::new(fired),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Replaces the schedules (a newer config arrived).
+    pub fn set_config(&self, config: AgentConfig) {
+        *lock(&self.config) = Some(config);
+        self.wake.notify_one();
+    }
+
+    fn schedules(&self) -> Vec<ScheduleSpec> {
+        lock(&self.config)
+            .as_ref()
+            .map(|c| c.schedules.clone())
+            .unwrap_or_default()
+    }
+
+    /// The next run of every enabled schedule, for heartbeats.
+    pub fn next_runs(&self) -> Vec<NextRun> {
+        let now = self.clock.now_ms();
+        self.schedules()
+            .into_iter()
+            .filter(|s| s.enabled)
+            .filter_map(|s| {
+                let cron = CronSchedule::parse(&s.cron, &s.timezone).ok()?;
+                Some(NextRun {
+                    at_ms: cron.next_after_ms(now)?,
+                    schedule_id: s.schedule_id,
+                })
+            })
+            .collect()
+    }
+
+    /// The runs due at `now`, recording them as fired (persisted before
+    /// they are returned, so a crash cannot fire a slot twice).
+    pub fn take_due(&self, now_ms: i64) -> Result<Vec<Due>> {
+        let schedules = self.schedules();
+        let mut fired = lock(&self.fired);
+        let before = fired.clone();
+        let mut due = Vec::new();
+        for s in &schedules {
+            if !s.enabled {
+                continue;
+            }
+            let cron = match CronSchedule::parse(&s.cron, &s.timezone) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(schedule = %s.schedule_id, error = %e, "schedule skipped");
+                    continue;
+                }
+            };
+            let Some(slot) = cron.last_at_or_before_ms(now_ms) else {
+                continue;
+            };
+            let mark = Fired {
+                slot_ms: slot,
+                cron: s.cron.clone(),
+                timezone: s.timezone.clone(),
+            };
+            match fired.get(&s.schedule_id) {
+                Some(f) if f.cron == s.cron && f.timezone == s.timezone => {
+                    if slot > f.slot_ms {
+                        due.push(Due {
+                            schedule: s.clone(),
+                            slot_ms: slot,
+                        });
+                        fired.insert(s.schedule_id.clone(), mark);
+                    }
+                }
+                // New or changed: wait for the next slot.
+                _ => {
+                    fired.insert(s.schedule_id.clone(), mark);
+                }
+            }
+        }
+        fired.retain(|id, _| schedules.iter().any(|s| &s.schedule_id == id));
+        if *fired != before {
+            self.state.write_json(FIRED_FILE, &*fired)?;
+        }
+        Ok(due)
+    }
+
+    /// Fires due runs every `every` (and when the config changes) until
+    /// `stop`.
+    pub async fn run(
+        self: Arc<Self>,
+        exec: Arc<Executor>,
+        every: Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            match self.take_due(self.clock.now_ms()) {
+                Ok(due) => {
+                    for d in due {
+                        self.fire(&exec, d);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "scheduler could not record fired runs"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    fn fire(&self, exec: &Arc<Executor>, d: Due) {
+        let s = d.schedule;
+        let jitter = if s.jitter_secs > 0 {
+            rand::thread_rng().gen_range(0..=s.jitter_secs.saturating_mul(1000))
+        } else {
+            0
+        };
+        let spec = JobSpec {
+            job_id: JobId::generate(),
+            params: s.params.clone(),
+            repo: s.repo.clone(),
+            timeout_secs: s.timeout_secs,
+        };
+        let origin = JobOrigin::Schedule {
+            schedule_id: s.schedule_id.clone(),
+        };
+        let not_before = self
+            .clock
+            .now_ms()
+            .saturating_add(i64::try_from(jitter).unwrap_or(0));
+        let job = spec.job_id.clone();
+        match exec.accept_at(spec, origin, (jitter > 0).then_some(not_before)) {
+            Accepted::New => {
+                tracing::info!(schedule = %s.schedule_id, job = %job, slot_ms = d.slot_ms, jitter_ms = jitter, "scheduled run")
+            }
+            other => {
+                tracing::warn!(schedule = %s.schedule_id, outcome = ?other, "scheduled run not accepted")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rm_bus::clock::ManualClock;
+    use rm_bus::msg::{JobParams, RepoAccess, Sealed};
+
+    const H: i64 = 3_600_000;
+    // 2026-01-01T00:00:00Z
+    const T0: i64 = 1_767_225_600_000;
+
+    fn sched(id: &str, cron: &str, tz: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            schedule_id: id.into(),
+            cron: cron.into(),
+            timezone: tz.into(),
+            enabled: true,
+            jitter_secs: 0,
+            params: JobParams::Prune {},
+            repo: RepoAccess {
+                repo_id: "r".into(),
+                secrets: Sealed("x".into()),
+                append_only: false,
+            },
+            timeout_secs: 60,
+        }
+    }
+
+    fn config(s: Vec<ScheduleSpec>) -> AgentConfig {
+        AgentConfig {
+            version: 1,
+            heartbeat_secs: None,
+            schedules: s,
+        }
+    }
+
+    fn slots(d: &[Due]) -> Vec<(String, i64)> {
+        d.iter()
+            .map(|d| (d.schedule.schedule_id.clone(), d.slot_ms))
+            .collect()
+    }
+
+    #[test]
+    fn fires_each_slot_once_and_missed_slots_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        let clock = ManualClock::new(T0 + 10 * 60_000);
+        let s = Scheduler::new(
+            st.clone(),
+            clock.clone(),
+            Some(config(vec![sched("hourly", "0 * * * *", "UTC")])),
+        )
+        .unwrap();
+        // first sight: nothing from the past
+        assert!(s.take_due(T0 + 10 * 60_000).unwrap().is_empty());
+        assert!(s.take_due(T0 + 59 * 60_000).unwrap().is_empty());
+        assert_eq!(
+            slots(&s.take_due(T0 + H + 1000).unwrap()),
+            [("hourly".into(), T0 + H)]
+        );
+        assert!(s.take_due(T0 + H + 5000).unwrap().is_empty());
+        // asleep for five hours: one run on wake
+        assert_eq!(
+            slots(&s.take_due(T0 + 6 * H + 30_000).unwrap()),
+            [("hourly".into(), T0 + 6 * H)]
+        );
+        // survives a restart of the agent
+        let s2 = Scheduler::new(
+            st,
+            clock,
+            Some(config(vec![sched("hourly", "0 * * * *", "UTC")])),
+        )
+        .unwrap();
+        assert!(s2.take_due(T0 + 6 * H + 60_000).unwrap().is_empty());
+        assert_eq!(
+            slots(&s2.take_due(T0 + 7 * H).unwrap()),
+            [("hourly".into(), T0 + 7 * H)]
+        );
+    }
+
+    #[test]
+    fn time_zone_edits_and_disabled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        let clock = ManualClock::new(T0);
+        // 02:00 in Berlin (UTC+1 in January) is 01:00 UTC
+        let s = Scheduler::new(
+            st,
+            clock,
+            Some(config(vec![sched("b", "0 2 * * *", "Europe/Berlin")])),
+        )
+        .unwrap();
+        assert!(s.take_due(T0).unwrap().is_empty());
+        assert!(s.take_due(T0 + H - 1).unwrap().is_empty());
+        assert_eq!(slots(&s.take_due(T0 + H).unwrap()), [("b".into(), T0 + H)]);
+        // an edit to the expression waits for the new expression's next slot
+        s.set_config(config(vec![sched("b", "0 3 * * *", "Europe/Berlin")]));
+        assert!(s.take_due(T0 + 3 * H).unwrap().is_empty());
+        assert_eq!(
+            slots(&s.take_due(T0 + 26 * H).unwrap()),
+            [("b".into(), T0 + 26 * H)]
+        );
+        let mut off = sched("b", "0 3 * * *", "Europe/Berlin");
+        off.enabled = false;
+        s.set_config(config(vec![off]));
+        assert!(s.take_due(T0 + 60 * H).unwrap().is_empty());
+        assert!(s.next_runs().is_empty());
+    }
+
+    #[test]
+    fn next_runs_in_the_schedule_time_zone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        let clock = ManualClock::new(T0);
+        let s = Scheduler::new(
+            st,
+            clock,
+            Some(config(vec![sched("b", "30 2 * * *", "Europe/Berlin")])),
+        )
+        .unwrap();
+        let n = s.next_runs();
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].at_ms, T0 + H + 30 * 60_000);
+    }
+}

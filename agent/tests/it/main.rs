@@ -1,0 +1,1 @@
+//! Agent end-to-end tests.

@@ -100,7 +100,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             clock: settings.clock.clone(),
             progress_interval: settings.timings.progress_interval,
             log_flush: settings.timings.log_flush,
-            lock_hostname: settings.hostname.clone(),
+            // restic writes the machine's own name into its locks
+            lock_hostname: vitals::hostname(),
         },
         journal,
         outbox.clone(),

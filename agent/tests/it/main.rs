@@ -1,1 +1,5 @@
-//! Agent end-to-end tests.
+//! Agent end-to-end tests: the real agent driven through the real control
+//! plane over the bus, running real restic against `rclone serve restic`.
+
+mod backup;
+mod support;

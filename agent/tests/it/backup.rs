@@ -1,0 +1,225 @@
+//! Backup, restore and browsing through the control plane with real
+//! restic (0.14 and 0.18) against `rclone serve restic --append-only`.
+
+use std::path::{Path, PathBuf};
+
+use rm_bus::msg::{JobParams, QueryReply, RestoreTarget};
+use rm_controlplane::api;
+use serde_json::Value;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restore_and_browse_on_restic_0_14() {
+    backup_restore_and_browse(restic_bin()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restore_and_browse_on_restic_0_18() {
+    if let Some(bin) = restic_018() {
+        backup_restore_and_browse(bin).await;
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn names(reply: &QueryReply) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = reply
+        .entries
+        .iter()
+        .map(|e| (e.name.clone(), e.kind.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn backup_restore_and_browse(bin: PathBuf) {
+    let env = Env::start().await.unwrap();
+    let tap = env.bus.tap_all().await.unwrap();
+    let agent = env.agent("web-1", &bin).await.unwrap();
+    let host = agent.host_id.clone();
+    let repo = env.new_repo("r1", &host).await;
+    env.attach_append_only(&repo, "r1", &host, REPO_PASSWORD)
+        .await;
+
+    let src = env.path("src");
+    make_tree(
+        &src,
+        &[
+            ("a.txt", 1000),
+            ("docs/b.bin", 300_000),
+            ("docs/deep/c.bin", 50_000),
+            ("docs/deep/d.txt", 10),
+            ("other/e.bin", 2000),
+        ],
+    );
+    let created = env.job(&host, &repo, backup(&[&src])).await;
+    assert_eq!(created.exec_host_id, host);
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let summary: Value = serde_json::from_str(job.summary_json.as_deref().unwrap()).unwrap();
+    let snap = summary["snapshot_id"].as_str().unwrap().to_owned();
+    assert_eq!(summary["files_new"], 5, "{summary}");
+    assert!(job.restic_version.is_some());
+
+    // restic itself sees one snapshot, made under this host's name
+    let snaps = env.snapshots(&bin, "r1");
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["hostname"], "web-1");
+    assert!(snaps[0]["id"].as_str().unwrap().starts_with(&snap[..8]));
+
+    // the control plane cached it with the summary
+    let db = env.cp.db().await;
+    let cached = eventually("snapshot cached", || async {
+        let mut c = db.read().await.ok()?;
+        let s = rm_store::snapshots::list(&mut c, &repo, None).await.ok()?;
+        (!s.is_empty()).then_some(s)
+    })
+    .await;
+    assert!(cached.iter().any(|s| snap.starts_with(&s.short_id)));
+
+    // browse one directory level at a time
+    let ls = |dir: PathBuf| {
+        let (host, repo, snap) = (host.clone(), repo.clone(), snap.clone());
+        let env = &env;
+        async move {
+            let r: QueryReply = env
+                .call(
+                    api::LS,
+                    api::LsRequest {
+                        host_id: host,
+                        repo_id: repo,
+                        snapshot: snap,
+                        dir: dir.display().to_string(),
+                    },
+                )
+                .await;
+            assert!(r.ok, "{r:?}");
+            r
+        }
+    };
+    assert_eq!(
+        names(&ls(src.join("docs")).await),
+        [
+            ("b.bin".into(), "file".into()),
+            ("deep".into(), "dir".into())
+        ]
+    );
+    let deep = ls(src.join("docs/deep")).await;
+    assert_eq!(
+        names(&deep),
+        [
+            ("c.bin".into(), "file".into()),
+            ("d.txt".into(), "file".into())
+        ]
+    );
+    let c = deep.entries.iter().find(|e| e.name == "c.bin").unwrap();
+    assert_eq!(c.size, Some(50_000));
+
+    // restore one directory to an alternate place, byte for byte
+    let target = env.path("restored");
+    let created = env
+        .job(
+            &host,
+            &repo,
+            JobParams::Restore {
+                snapshot: snap.clone(),
+                include: vec![src.join("docs/deep").display().to_string()],
+                target: RestoreTarget::Path {
+                    path: target.display().to_string(),
+                },
+            },
+        )
+        .await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let restored_root = target.join(src.strip_prefix("/").unwrap());
+    let mut got: Vec<PathBuf> = files_under(&target)
+        .into_iter()
+        .map(|p| p.strip_prefix(&restored_root).unwrap().to_path_buf())
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            PathBuf::from("docs/deep/c.bin"),
+            PathBuf::from("docs/deep/d.txt")
+        ]
+    );
+    for f in ["docs/deep/c.bin", "docs/deep/d.txt"] {
+        assert_eq!(
+            std::fs::read(restored_root.join(f)).unwrap(),
+            std::fs::read(src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+
+    // the repository password and the REST password never crossed the bus
+    // in the clear, nor landed in the agent's or control plane's files
+    let mut agent = agent;
+    agent.stop().await;
+    let msgs = tap.stop().await;
+    assert!(msgs.len() > 20, "the tap saw the traffic ({})", msgs.len());
+    for m in &msgs {
+        let text = String::from_utf8_lossy(&m.payload);
+        for secret in [REPO_PASSWORD, REST_PASS] {
+            assert!(!text.contains(secret), "{secret} in clear on {}", m.subject);
+        }
+    }
+    for f in files_under(&agent.state_dir)
+        .into_iter()
+        .chain(files_under(&env.cp.data_dir))
+    {
+        let bytes = std::fs::read(&f).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [REPO_PASSWORD, REST_PASS] {
+            assert!(
+                !text.contains(secret),
+                "{secret} in clear in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_reported_as_such() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    let agent = env.agent("web-2", &bin).await.unwrap();
+    let host = agent.host_id.clone();
+    let repo = env.new_repo("r2", &host).await;
+    env.attach_append_only(&repo, "r2", &host, "not-the-password")
+        .await;
+    let src = env.path("src");
+    make_tree(&src, &[("a.txt", 100)]);
+    let created = env.job(&host, &repo, backup(&[&src])).await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.error_kind.as_deref(), Some("wrong_password"), "{job:?}");
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("password"),
+        "{job:?}"
+    );
+}

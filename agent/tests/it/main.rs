@@ -2,4 +2,8 @@
 //! plane over the bus, running real restic against `rclone serve restic`.
 
 mod backup;
+mod durability;
+mod live;
+mod maintenance;
+mod schedule;
 mod support;

@@ -288,10 +288,6 @@ impl AgentProc {
         Ok(Self { child: Some(child) })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, std::process::Child::id)
-    }
-
     /// SIGKILL: no cleanup of any kind.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -314,8 +310,6 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub cp: Cp,
     pub web: TestClient,
-    /// The repositories' directory, served twice.
-    pub repos: PathBuf,
     pub append_only: RestServer,
     pub full: RestServer,
 }
@@ -335,7 +329,6 @@ impl Env {
             dir,
             cp,
             web,
-            repos,
             append_only,
             full,
         };
@@ -580,12 +573,6 @@ impl Env {
             },
         )
         .await
-    }
-
-    pub async fn status(&self, job: &str) -> String {
-        let db = self.cp.db().await;
-        let mut c = db.read().await.expect("db");
-        rm_store::jobs::get(&mut c, job).await.expect("job").status
     }
 
     /// Runs restic directly against the repository (full credentials).

@@ -1,0 +1,112 @@
+//! Retention and repository maintenance with append-only endpoints:
+//! forget and prune run on the maintenance host with full credentials and
+//! touch only the requesting host's snapshots; check results become
+//! repository health.
+
+use rm_bus::msg::{JobParams, Retention};
+use rm_controlplane::api;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_host() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    let web = env.agent("web-9", &bin).await.unwrap();
+    let maint = env.agent("maint-1", &bin).await.unwrap();
+    let repo = env.new_repo("m1", &maint.host_id).await;
+    env.attach_append_only(&repo, "m1", &web.host_id, REPO_PASSWORD)
+        .await;
+    env.attach_full(&repo, &maint.host_id).await;
+
+    let a = env.path("a");
+    let b = env.path("b");
+    make_tree(&a, &[("one.txt", 500)]);
+    make_tree(&b, &[("two.txt", 700)]);
+    for (host, src) in [
+        (&web.host_id, &a),
+        (&web.host_id, &a),
+        (&web.host_id, &a),
+        (&maint.host_id, &b),
+    ] {
+        let created = env.job(host, &repo, backup(&[src])).await;
+        let job = env.finished(&created.job_id).await;
+        assert_eq!(job.status, "succeeded", "{job:?}");
+    }
+    let forget = JobParams::Forget {
+        retention: Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        },
+        host_name: String::new(),
+        prune: true,
+    };
+    // no maintenance host yet: a clear refusal, nothing runs
+    let err = env
+        .call_raw::<_, api::JobCreated>(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: web.host_id.clone(),
+                repo_id: repo.clone(),
+                params: forget.clone(),
+                timeout_secs: Some(600),
+                target_host_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("maintenance"), "{err:?}");
+
+    let _: api::Done = env
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id.clone()),
+            },
+        )
+        .await;
+    let created = env.job(&web.host_id, &repo, forget).await;
+    assert_eq!(created.exec_host_id, maint.host_id);
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+
+    let snaps = env.snapshots(&bin, "m1");
+    let of = |h: &str| snaps.iter().filter(|s| s["hostname"] == h).count();
+    assert_eq!(of("web-9"), 1, "{snaps:?}");
+    assert_eq!(
+        of("maint-1"),
+        1,
+        "the other host's snapshot is untouched: {snaps:?}"
+    );
+
+    // a check on the maintenance host becomes repository health
+    let created = env
+        .job(
+            &maint.host_id,
+            &repo,
+            JobParams::Check {
+                read_data_subset: Some("50%".into()),
+            },
+        )
+        .await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let db = env.cp.db().await;
+    let health = eventually("health from real restic output", || async {
+        let mut c = db.read().await.ok()?;
+        let h = rm_store::health::latest(&mut c, &repo).await.ok()?;
+        (h.check_ok.is_some()
+            && h.snapshot_count.is_some()
+            && h.total_size.is_some()
+            && h.raw_size.is_some())
+        .then_some(h)
+    })
+    .await;
+    assert_eq!(health.check_ok, Some(true), "{health:?}");
+    assert!(
+        health.raw_size.unwrap() > 0 && health.total_size.unwrap() > 0,
+        "{health:?}"
+    );
+    assert!(health.dedup_ratio.is_some(), "{health:?}");
+}

@@ -3,6 +3,7 @@
 
 mod backup;
 mod durability;
+mod enroll;
 mod live;
 mod maintenance;
 mod schedule;

@@ -53,6 +53,8 @@ pub struct ExecConfig {
     pub xkey: XKey,
     pub controlplane_xkey: String,
     pub restic: Option<Restic>,
+    /// Why restic is not usable, when it is not.
+    pub restic_error: Option<String>,
     pub scratch_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub clock: SharedClock,
@@ -259,7 +261,7 @@ impl Executor {
                 // The control plane must know the job before its `done`.
                 let started = self.cfg.clock.now_ms();
                 self.push_started(&rec, started)?;
-                return self.finish(&rec, Some(started), result);
+                return self.finish_retrying(&rec, Some(started), result).await;
             }
         };
         let started = self.cfg.clock.now_ms();
@@ -274,11 +276,7 @@ impl Executor {
 
         let result = match (self.open(&rec.spec.repo), &self.cfg.restic) {
             (Err(f), _) => failed(JobOutcome::Failed, f.kind, &f.message),
-            (Ok(_), None) => failed(
-                JobOutcome::Failed,
-                ErrorKind::Fatal,
-                "restic is not installed on this host (or not where the agent looks for it)",
-            ),
+            (Ok(_), None) => failed(JobOutcome::Failed, ErrorKind::Fatal, &self.no_restic()),
             (Ok(secrets), Some(restic)) => {
                 let timeout = match rec.spec.timeout_secs {
                     0 => DEFAULT_JOB_TIMEOUT,
@@ -320,7 +318,7 @@ impl Executor {
             }
         };
         tracing::info!(job = %id, outcome = ?result.outcome, error_kind = ?result.error_kind, "job finished");
-        self.finish(&rec, Some(started), result)
+        self.finish_retrying(&rec, Some(started), result).await
     }
 
     fn push_started(&self, rec: &JobRecord, started_ms: i64) -> Result<()> {
@@ -336,6 +334,33 @@ impl Executor {
         };
         self.outbox
             .push(&rec.spec.job_id, JobTopic::Started, &encode(&msg))
+    }
+
+    /// [`Self::finish`], retried while the disk refuses the write (full,
+    /// read-only): the result stays in memory until it is on disk. Only a
+    /// stop gives up, leaving the job `running` in the journal, reported as
+    /// interrupted at the next start.
+    async fn finish_retrying(
+        &self,
+        rec: &JobRecord,
+        started_ms: Option<i64>,
+        r: RunResult,
+    ) -> Result<()> {
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match self.finish(rec, started_ms, r.clone()) {
+                Ok(()) => return Ok(()),
+                Err(e) if self.stopping.is_cancelled() => return Err(e),
+                Err(e) => {
+                    tracing::error!(job = %rec.spec.job_id, error = %e, retry_in = ?pause, "cannot write the job's result (disk full?); keeping it and retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.stopping.cancelled() => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
     }
 
     /// Writes the `done` durably, then forgets the job.
@@ -356,6 +381,16 @@ impl Executor {
         self.outbox
             .push(&rec.spec.job_id, JobTopic::Done, &encode(&done))?;
         self.journal.finish(&rec.spec.job_id)
+    }
+
+    fn no_restic(&self) -> String {
+        format!(
+            "restic is not usable on this host: {}",
+            self.cfg
+                .restic_error
+                .as_deref()
+                .unwrap_or("not found where the agent looks for it")
+        )
     }
 
     fn open(&self, access: &RepoAccess) -> Result<RepoSecrets, Failure> {
@@ -407,7 +442,7 @@ impl Executor {
         };
         let restic = self.cfg.restic.as_ref().ok_or_else(|| Failure {
             kind: ErrorKind::Fatal,
-            message: "restic is not installed on this host".into(),
+            message: self.no_restic(),
             exit_code: None,
         })?;
         let secrets = self.open(access)?;

@@ -61,14 +61,14 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let creds = state.creds()?;
     let xkey = state.xkey()?;
     let host = identity.host_id.clone();
-    let restic = match Restic::detect(&settings.restic_bin).await {
+    let (restic, restic_error) = match Restic::detect(&settings.restic_bin).await {
         Ok(r) => {
             tracing::info!(version = %r.version_string(), bin = %settings.restic_bin.display(), "restic found");
-            Some(r)
+            (Some(r), None)
         }
         Err(e) => {
             tracing::error!(bin = %settings.restic_bin.display(), error = %e, "restic not usable; jobs will fail until it is installed");
-            None
+            (None, Some(format!("{} ({e})", settings.restic_bin.display())))
         }
     };
     let urls = settings
@@ -95,6 +95,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             xkey,
             controlplane_xkey: identity.controlplane_xkey.clone(),
             restic: restic.clone(),
+            restic_error,
             scratch_dir: state.scratch_dir(),
             cache_dir: state.cache_dir(),
             clock: settings.clock.clone(),

@@ -223,3 +223,27 @@ async fn wrong_password_is_reported_as_such() {
         "{job:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_restic_fails_jobs_with_a_clear_reason() {
+    let env = Env::start().await.unwrap();
+    let ok = env.agent("ok-1", &restic_bin()).await.unwrap();
+    let broken = env
+        .agent("nor-1", Path::new("/nonexistent/bin/restic"))
+        .await
+        .unwrap();
+    let repo = env.new_repo("r3", &ok.host_id).await;
+    env.attach_append_only(&repo, "r3", &broken.host_id, REPO_PASSWORD)
+        .await;
+    let src = env.path("src");
+    make_tree(&src, &[("a.txt", 100)]);
+    let created = env.job(&broken.host_id, &repo, backup(&[&src])).await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "failed", "{job:?}");
+    assert_eq!(job.error_kind.as_deref(), Some("fatal"), "{job:?}");
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("restic is not usable") && error.contains("/nonexistent/bin/restic"),
+        "{error}"
+    );
+}

@@ -110,3 +110,54 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
     );
     assert!(health.dedup_ratio.is_some(), "{health:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_stats_diff_and_unlock_run_through_the_control_plane() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    let agent = env.agent("kinds-1", &bin).await.unwrap();
+    let host = agent.host_id.clone();
+    let repo = env.new_repo("k", &host).await;
+    env.attach_append_only(&repo, "k", &host, REPO_PASSWORD).await;
+    let src = env.path("src");
+    make_tree(&src, &[("a.txt", 3000), ("b.txt", 100)]);
+    let run = |params: JobParams| {
+        let (env, host, repo) = (&env, host.clone(), repo.clone());
+        async move {
+            let created = env.job(&host, &repo, params).await;
+            let job = env.finished(&created.job_id).await;
+            assert_eq!(job.status, "succeeded", "{job:?}");
+            job.summary_json
+                .as_deref()
+                .map(|s| serde_json::from_str::<serde_json::Value>(s).unwrap())
+        }
+    };
+    let first = run(backup(&[&src])).await.unwrap();
+    std::fs::write(src.join("c.txt"), b"new file").unwrap();
+    std::fs::remove_file(src.join("b.txt")).unwrap();
+    let second = run(backup(&[&src])).await.unwrap();
+
+    let snaps = run(JobParams::Snapshots { host_name: None }).await.unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
+
+    for mode in [rm_bus::msg::StatsMode::RestoreSize, rm_bus::msg::StatsMode::RawData] {
+        let stats = run(JobParams::Stats {
+            mode,
+            snapshot: None,
+        })
+        .await
+        .unwrap();
+        assert!(stats["total_size"].as_u64().unwrap() > 0, "{stats}");
+    }
+
+    let diff = run(JobParams::Diff {
+        from: first["snapshot_id"].as_str().unwrap().into(),
+        to: second["snapshot_id"].as_str().unwrap().into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(diff["added"]["files"], 1, "{diff}");
+    assert_eq!(diff["removed"]["files"], 1, "{diff}");
+
+    run(JobParams::Unlock { remove_all: false }).await;
+}

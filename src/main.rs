@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod local_agent;
 mod serve;
 
 fn main() -> std::process::ExitCode {

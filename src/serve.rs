@@ -40,6 +40,16 @@ pub struct ServeArgs {
     /// Agents' heartbeat interval in seconds.
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
+    /// Also back up this machine: enroll (first start) and run a local
+    /// agent in this process, state in `<data-dir>/agent`.
+    #[arg(long)]
+    pub local_agent: bool,
+    /// The local agent's host name (default: this machine's).
+    #[arg(long)]
+    pub local_agent_name: Option<String>,
+    /// The restic binary the local agent runs.
+    #[arg(long, default_value = "restic")]
+    pub restic: PathBuf,
 }
 
 /// A future that completes when `rx` says stop.
@@ -140,16 +150,46 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let mut web_spec = ConnectSpec::new(bus_url.clone(), web_creds, &Role::Web);
     web_spec.retry_on_initial_connect = true;
     let (web_bus, _web_events) = rm_bus::connect::connect(&web_spec).await?;
+    let state_bus = web_bus.clone();
     let state = rm_web::routes::AppState {
         bus: web_bus,
         svc_timeout: Duration::from_secs(30),
     };
+    let web_addr = web_listener.local_addr()?;
     let web = tokio::spawn(rm_web::launch(
         web_listener,
         identity.server_config.clone(),
         rm_web::routes::app(state),
         stopped(stop_rx.clone()),
     ));
+
+    let agent = if args.local_agent {
+        let name = args
+            .local_agent_name
+            .clone()
+            .unwrap_or_else(rm_agent::vitals::hostname);
+        let settings = crate::local_agent::prepare(&crate::local_agent::Local {
+            data_dir: &args.data_dir,
+            name: &name,
+            web_bus: &state_bus,
+            web_addr,
+            fingerprint: &identity.fingerprint,
+            bus_url: &bus_url,
+            restic_bin: &args.restic,
+            heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+        })
+        .await?;
+        println!(
+            "  local agent: {name} (state in {})",
+            settings.state_dir.display()
+        );
+        Some(tokio::spawn(rm_agent::run(
+            settings,
+            stopped(stop_rx.clone()),
+        )))
+    } else {
+        None
+    };
 
     println!("restic-manager is running");
     println!("  bus: {bus_url}");
@@ -160,8 +200,16 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let mut controlplane = controlplane;
     let mut notifier = notifier;
     let mut alerts = alerts;
+    let mut agent = agent;
+    let agent_done = async {
+        match &mut agent {
+            Some(a) => a.await,
+            None => std::future::pending().await,
+        }
+    };
     let failed = tokio::select! {
         () = shutdown => None,
+        r = agent_done => Some(("local agent", r)),
         r = &mut controlplane => Some(("control plane", r)),
         r = &mut notifier => Some(("notifier", r)),
         r = &mut alerts => Some(("alerts role", r)),
@@ -174,6 +222,10 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
         .with_context(|| format!("the {role} stopped")),
         None => {
+            if let Some(a) = agent.take() {
+                // the agent first: its last results still reach the control plane
+                flatten(a.await).context("local agent")?;
+            }
             let (c, n, a, w) = tokio::join!(controlplane, notifier, alerts, web);
             flatten(c).context("control plane")?;
             flatten(n).context("notifier")?;

@@ -68,7 +68,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         }
         Err(e) => {
             tracing::error!(bin = %settings.restic_bin.display(), error = %e, "restic not usable; jobs will fail until it is installed");
-            (None, Some(format!("{} ({e})", settings.restic_bin.display())))
+            (
+                None,
+                Some(format!("{} ({e})", settings.restic_bin.display())),
+            )
         }
     };
     let urls = settings

@@ -49,6 +49,9 @@ fn is_server_error(text: &str) -> bool {
     text.contains(key)
 }
 
+/// The base sentence when nothing more specific is known.
+const GENERIC: &str = "restic failed.";
+
 /// Classifies stderr text alone (exit code 1, or to refine another code).
 pub(crate) fn from_text(job: JobKind, text: &str) -> (ErrorKind, &'static str) {
     let lower = text.to_ascii_lowercase();
@@ -116,7 +119,7 @@ pub(crate) fn from_text(job: JobKind, text: &str) -> (ErrorKind, &'static str) {
             "There is no restic repository at the configured location.",
         );
     }
-    (ErrorKind::Fatal, "restic failed.")
+    (ErrorKind::Fatal, GENERIC)
 }
 
 /// restic's own last fatal line: the `exit_error` message (first line), or
@@ -130,6 +133,17 @@ pub(crate) fn restic_said(exit_error: Option<&str>, stderr: &[String]) -> Option
         .rev()
         .find(|l| l.trim_start().starts_with("Fatal:"))
     {
+        return Some(l.trim().to_owned());
+    }
+    // 0.14 prints some fatal errors without the prefix, followed by hints
+    // (`unable to create lock ...` then `the unlock command can be used`).
+    let errorish = |l: &&String| {
+        let l = l.to_ascii_lowercase();
+        ["unable to", "error", "failed", "refused"]
+            .iter()
+            .any(|k| l.contains(k))
+    };
+    if let Some(l) = stderr.iter().rev().find(errorish) {
         return Some(l.trim().to_owned());
     }
     stderr
@@ -224,7 +238,7 @@ pub(crate) fn classify(f: &Finished<'_>) -> Verdict {
         ),
         code => {
             let (kind, base) = from_text(f.job, &text);
-            let base = if kind == ErrorKind::Fatal {
+            let base = if base == GENERIC {
                 format!("restic failed (exit code {code}).")
             } else {
                 base.to_owned()

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 mod classify;
 mod command;
+#[cfg(test)]
+mod fixture_tests;
 mod locks;
 mod parse;
 mod process;

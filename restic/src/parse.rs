@@ -256,6 +256,32 @@ pub(crate) fn lock_info(text: &str) -> Option<LockInfo> {
     })
 }
 
+/// Removes terminal escape sequences (restic prints `ESC[2K` before some
+/// messages) and other control characters but tabs.
+pub(crate) fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                // parameters and intermediates, then one final byte
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c.is_control() && c != '\t' {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Cuts `s` to at most `max` bytes on a char boundary.
 pub(crate) fn truncate(mut s: String, max: usize) -> String {
     if s.len() > max {
@@ -333,7 +359,7 @@ mod tests {
         assert_eq!(p.files_done, Some(0));
         assert_eq!(p.current_files, vec!["/a".to_owned()]);
         // float seconds, everything else omitted
-        let v = json!({"message_type":"status","seconds_remaining": 1.8e19});
+        let v = json!({"message_type":"status","seconds_remaining": 1.0e20});
         let p = status_progress(&v).unwrap();
         assert_eq!(p.seconds_remaining, Some(u64::MAX));
         assert_eq!(p.percent_done, Some(0.0));
@@ -420,6 +446,16 @@ mod tests {
         );
         let init = json!({"message_type":"initialized","id":"cba1","repository":"/r"});
         assert_eq!(init_id(&init).as_deref(), Some("cba1"));
+    }
+
+    #[test]
+    fn cleans_escapes() {
+        assert_eq!(
+            clean("\u{1b}[2Ksignal interrupt received"),
+            "signal interrupt received"
+        );
+        assert_eq!(clean("a\tb\u{7}c"), "a\tbc");
+        assert_eq!(clean("plain"), "plain");
     }
 
     #[test]

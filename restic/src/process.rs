@@ -178,8 +178,37 @@ fn build_command(spec: &Spec<'_>) -> Command {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_parent(&mut cmd);
     cmd
 }
+
+/// restic runs in its own process group (so a cancel kills its whole
+/// tree), which also means it would outlive an agent killed with SIGKILL
+/// and keep writing to the repository behind the agent's back. On Linux the
+/// kernel sends it SIGKILL when the agent's thread that spawned it dies
+/// (a tokio worker thread, which lives as long as the runtime; nothing in
+/// the agent uses `block_in_place`, which could retire one early).
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (prctl, getppid).
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // the agent died between fork and prctl
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the agent exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 
 /// SIGKILL to the process group `pgid` (the child is its leader and has
 /// not been reaped yet, so the group id cannot have been reused).

@@ -65,11 +65,11 @@ pub(crate) fn tree_size(root: &Path) -> (u64, u64) {
             let Ok(ft) = entry.file_type() else { continue };
             if ft.is_dir() {
                 stack.push(entry.path());
-            } else if ft.is_file() {
-                if let Ok(md) = entry.metadata() {
-                    bytes = bytes.saturating_add(md.len());
-                    files += 1;
-                }
+            } else if ft.is_file()
+                && let Ok(md) = entry.metadata()
+            {
+                bytes = bytes.saturating_add(md.len());
+                files += 1;
             }
         }
     }

@@ -111,7 +111,7 @@ pub(crate) async fn run_job(
     let mut h = JobHandler::new(kind, started, opts.progress_interval, events, meter);
     let spec = session.spec(args, deadline, Some(&cancel), tick);
     let exit = process::run(spec, &mut h).await;
-    let result = h.finish(exit, opts.timeout, session.repo()).await;
+    let result = h.finish(exit, opts.timeout).await;
     tracing::info!(
         kind = ?kind,
         outcome = ?result.outcome,
@@ -212,6 +212,7 @@ impl JobHandler {
                 None => self.doc = Some(v),
             },
             None => {
+                let text = parse::clean(&text);
                 self.log(Stream::Stdout, &text);
                 session::push_tail(&mut self.stdout_tail, parse::truncate(text, MAX_LOG_LINE));
             }
@@ -229,7 +230,7 @@ impl JobHandler {
                     None => return,
                 }
             }
-            None => text,
+            None => parse::clean(&text),
         };
         if matches!(self.kind, JobKind::Forget | JobKind::Prune) && classify::is_forbidden(&text) {
             self.forbidden = true;
@@ -238,7 +239,7 @@ impl JobHandler {
         session::push_tail(&mut self.stderr_tail, parse::truncate(text, MAX_LOG_LINE));
     }
 
-    async fn finish(mut self, exit: Exit, timeout: Duration, _repo: &Repo<'_>) -> RunResult {
+    async fn finish(mut self, exit: Exit, timeout: Duration) -> RunResult {
         let code = match exit {
             Exit::Code(c) => Some(c),
             Exit::Aborted(c) => Some(c.unwrap_or(1)),
@@ -254,11 +255,12 @@ impl JobHandler {
         };
         match exit {
             Exit::Code(_) | Exit::Aborted(_) => {
-                let c = code.unwrap_or(1);
-                let c = if matches!(exit, Exit::Aborted(_)) && c == 0 {
+                // An aborted run is a failure whatever restic exited with
+                // (SIGINT makes 0.19 exit 130).
+                let c = if matches!(exit, Exit::Aborted(_)) {
                     1
                 } else {
-                    c
+                    code.unwrap_or(1)
                 };
                 let v = classify::classify(&Finished {
                     job: self.kind,
@@ -374,4 +376,36 @@ impl Handler for JobHandler {
     fn abort(&self) -> bool {
         self.forbidden
     }
+}
+
+/// Replays a recorded transcript (see `fixtures/restic/README.md`)
+/// through the job handler, as if restic had printed it.
+#[cfg(test)]
+pub(crate) async fn replay(kind: JobKind, transcript: &str) -> (RunResult, Vec<RunEvent>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut h = JobHandler::new(kind, Instant::now(), Duration::from_millis(500), tx, None);
+    let mut code = 0;
+    for l in transcript.lines() {
+        if let Some(c) = l.strip_prefix("exit: ") {
+            code = c.trim().parse().unwrap_or(-1);
+        } else if let Some(t) = l.strip_prefix("out: ") {
+            h.line(Line {
+                pipe: Pipe::Stdout,
+                text: t.to_owned(),
+                truncated: false,
+            });
+        } else if let Some(t) = l.strip_prefix("err: ") {
+            h.line(Line {
+                pipe: Pipe::Stderr,
+                text: t.to_owned(),
+                truncated: false,
+            });
+        }
+    }
+    let res = h.finish(Exit::Code(code), Duration::from_secs(60)).await;
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    (res, events)
 }

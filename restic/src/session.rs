@@ -88,10 +88,6 @@ impl<'a> Session<'a> {
         let exit = process::run(spec, &mut c).await;
         c.into_result(job, &what, exit, timeout)
     }
-
-    pub(crate) fn repo(&self) -> &Repo<'a> {
-        self.repo
-    }
 }
 
 /// Output of a query run.
@@ -118,7 +114,7 @@ impl Collected {
     ) -> Result<Collected, Failure> {
         let code = match exit {
             Exit::Code(c) => c,
-            Exit::Aborted(c) => c.unwrap_or(1),
+            Exit::Aborted(_) => 1,
             Exit::Signal(sig) => {
                 return Err(Failure {
                     kind: ErrorKind::Fatal,
@@ -199,7 +195,7 @@ impl Handler for Collected {
                             None => return,
                         }
                     }
-                    None => line.text,
+                    None => parse::clean(&line.text),
                 };
                 push_tail(&mut self.stderr, parse::truncate(text, MAX_LOG_LINE));
             }

@@ -199,3 +199,67 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status}");
 }
+
+fn start_with_local_agent(dir: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args(["--bus-listen", &format!("127.0.0.1:{port}")])
+        .args(["--web-listen", "127.0.0.1:0", "--heartbeat-secs", "1"])
+        .args(["--local-agent", "--local-agent-name", "self-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start serve")
+}
+
+async fn local_host(dir: &std::path::Path) -> Option<rm_store::hosts::Host> {
+    let db = rm_store::Store::open(&dir.join("restic-manager.db"))
+        .await
+        .ok()?;
+    let mut c = db.read().await.ok()?;
+    let hosts = rm_store::hosts::list(&mut c).await.ok()?;
+    hosts.into_iter().find(|h| h.name == "self-1")
+}
+
+#[tokio::test]
+async fn serve_with_a_local_agent_enrolls_it_once_and_it_comes_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_with_local_agent(dir.path(), port);
+    wait_running(&mut child);
+    let mut first = None;
+    for _ in 0..200 {
+        if let Some(h) = local_host(dir.path()).await
+            && h.status == "online"
+        {
+            first = Some(h);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = first.expect("the local agent came online");
+    assert!(dir.path().join("agent/identity.json").exists());
+    let status = terminate(&mut child);
+    assert!(status.success(), "serve exited with {status}");
+
+    // a restart runs the same agent, not a second enrollment
+    let mut child = start_with_local_agent(dir.path(), port);
+    wait_running(&mut child);
+    let mut back = false;
+    for _ in 0..200 {
+        if let Some(h) = local_host(dir.path()).await
+            && h.status == "online"
+            && h.last_seen_at > first.last_seen_at
+        {
+            assert_eq!(h.id, first.id);
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "the local agent came back as the same host");
+    let status = terminate(&mut child);
+    assert!(status.success(), "serve exited with {status}");
+}

@@ -30,10 +30,10 @@ async fn progress_is_throttled_and_cancel_leaves_nothing_running() {
         .unwrap();
     watcher.flush().await.unwrap();
 
-    // 1. a backup of 208 MB: several progress messages, never two within
+    // 1. a backup of 300 MB: several progress messages, never two within
     //    400 ms of each other (by the agent's send times)
     let src = env.path("src1");
-    let files: Vec<(String, usize)> = (0..8).map(|i| (format!("f{i}.bin"), 26 * MB)).collect();
+    let files: Vec<(String, usize)> = (0..12).map(|i| (format!("f{i}.bin"), 25 * MB)).collect();
     let refs: Vec<(&str, usize)> = files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
     make_tree(&src, &refs);
     let created = env.job(&host, &repo, backup(&[&src])).await;

@@ -118,7 +118,8 @@ async fn snapshots_stats_diff_and_unlock_run_through_the_control_plane() {
     let agent = env.agent("kinds-1", &bin).await.unwrap();
     let host = agent.host_id.clone();
     let repo = env.new_repo("k", &host).await;
-    env.attach_append_only(&repo, "k", &host, REPO_PASSWORD).await;
+    env.attach_append_only(&repo, "k", &host, REPO_PASSWORD)
+        .await;
     let src = env.path("src");
     make_tree(&src, &[("a.txt", 3000), ("b.txt", 100)]);
     let run = |params: JobParams| {
@@ -140,7 +141,10 @@ async fn snapshots_stats_diff_and_unlock_run_through_the_control_plane() {
     let snaps = run(JobParams::Snapshots { host_name: None }).await.unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 2, "{snaps}");
 
-    for mode in [rm_bus::msg::StatsMode::RestoreSize, rm_bus::msg::StatsMode::RawData] {
+    for mode in [
+        rm_bus::msg::StatsMode::RestoreSize,
+        rm_bus::msg::StatsMode::RawData,
+    ] {
         let stats = run(JobParams::Stats {
             mode,
             snapshot: None,

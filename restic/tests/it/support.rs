@@ -11,23 +11,30 @@ use tokio_util::sync::CancellationToken;
 
 /// restic 0.14 (Debian bookworm).
 pub async fn restic_014() -> Restic {
-    let bin = std::env::var_os("RM_RESTIC").map(PathBuf::from).unwrap_or_else(|| "restic".into());
-    Restic::detect(bin).await.expect("restic 0.14 on PATH (scripts/test installs it)")
+    let bin = std::env::var_os("RM_RESTIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "restic".into());
+    Restic::detect(bin)
+        .await
+        .expect("restic 0.14 on PATH (scripts/test installs it)")
 }
 
 /// restic 0.18 from `RM_RESTIC_018` (or the workspace's `.cache`); when
 /// missing, fails under CI and is skipped (None) otherwise.
 pub async fn restic_018() -> Option<Restic> {
-    let bin = std::env::var_os("RM_RESTIC_018").map(PathBuf::from).unwrap_or_else(|| {
-        rm_testkit::paths::workspace_root().join(".cache/restic-0.18/usr/bin/restic")
-    });
+    let bin = std::env::var_os("RM_RESTIC_018")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| rm_testkit::workspace_root().join(".cache/restic-0.18/usr/bin/restic"));
     if !bin.exists() {
         assert!(
             std::env::var_os("CI").is_none(),
             "restic 0.18 not found at {} (RM_RESTIC_018); scripts/test fetches it",
             bin.display()
         );
-        eprintln!("SKIPPING the restic 0.18 part: {} not found (run scripts/test to fetch it)", bin.display());
+        eprintln!(
+            "SKIPPING the restic 0.18 part: {} not found (run scripts/test to fetch it)",
+            bin.display()
+        );
         return None;
     }
     Some(Restic::detect(bin).await.expect("restic 0.18 runs"))
@@ -65,13 +72,20 @@ impl TestRepo {
             env: BTreeMap::new(),
         };
         let scratch = dir.path().join("scratch");
-        TestRepo { dir, secrets, restic: restic.clone(), scratch }
+        TestRepo {
+            dir,
+            secrets,
+            restic: restic.clone(),
+            scratch,
+        }
     }
 
     /// A new, initialised repository.
     pub async fn new(restic: &Restic) -> TestRepo {
         let r = Self::uninit(restic);
-        rm_restic::init(&r.restic, &r.repo(), Duration::from_secs(60)).await.expect("init");
+        rm_restic::init(&r.restic, &r.repo(), Duration::from_secs(60))
+            .await
+            .expect("init");
         r
     }
 
@@ -85,7 +99,11 @@ impl TestRepo {
 
     /// A repo view with other secrets (same scratch dir).
     pub fn with_secrets<'a>(&'a self, secrets: &'a RepoSecrets) -> Repo<'a> {
-        Repo { secrets, cache_dir: None, scratch_dir: &self.scratch }
+        Repo {
+            secrets,
+            cache_dir: None,
+            scratch_dir: &self.scratch,
+        }
     }
 
     pub async fn run(&self, params: JobParams) -> (RunResult, Vec<RunEvent>) {
@@ -102,12 +120,29 @@ pub fn opts() -> RunOptions {
 }
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
-pub async fn run_with(restic: &Restic, repo: &Repo<'_>, params: JobParams, opts: &RunOptions) -> (RunResult, Vec<RunEvent>) {
+pub async fn run_with(
+    restic: &Restic,
+    repo: &Repo<'_>,
+    params: JobParams,
+    opts: &RunOptions,
+) -> (RunResult, Vec<RunEvent>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let res = rm_restic::run_job(restic, repo, &params, false, opts, tx, CancellationToken::new()).await;
+    let res = rm_restic::run_job(
+        restic,
+        repo,
+        &params,
+        false,
+        opts,
+        tx,
+        CancellationToken::new(),
+    )
+    .await;
     let mut events = Vec::new();
     while let Ok(e) = rx.try_recv() {
         events.push(e);
@@ -177,11 +212,15 @@ pub fn processes_with(needle: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let me = std::process::id();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
         if cmd.contains(needle) {
             out.push((pid, cmd));
@@ -190,16 +229,24 @@ pub fn processes_with(needle: &str) -> Vec<(u32, String)> {
     out
 }
 
-/// Processes in process group `pgid`.
+/// Live (not zombie) processes in process group `pgid`.
 pub fn processes_in_group(pgid: i32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
         // pid (comm) state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(pgid) {
+        if fields.first() != Some(&"Z")
+            && fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(pgid)
+        {
             out.push(pid);
         }
     }
@@ -217,6 +264,14 @@ pub fn list_locks(restic: &Restic, repo: &TestRepo) -> Vec<String> {
         .env("RESTIC_PASSWORD_FILE", &pw)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
 }

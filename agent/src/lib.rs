@@ -11,6 +11,7 @@
 //! - [`schedule`]: the local cron scheduler.
 //! - [`service`]: systemd unit (Linux) and Windows service install.
 //! - [`status`]: what `restic-manager-agent status` prints.
+//! - `winservice` (Windows only): the Service Control Manager entry point.
 
 pub mod enroll;
 pub mod exec;
@@ -22,6 +23,8 @@ pub mod session;
 pub mod state;
 pub mod status;
 pub mod vitals;
+#[cfg(windows)]
+pub mod winservice;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -52,7 +52,8 @@ enum Cmd {
         /// Heartbeat interval in seconds (the config may override it).
         #[arg(long)]
         heartbeat_secs: Option<u64>,
-        /// Log format for a service manager's journal.
+        /// Run under the Windows Service Control Manager (what `install`
+        /// registers on Windows).
         #[arg(long, hide = true)]
         windows_service: bool,
     },
@@ -135,7 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run {
             bus_urls,
             heartbeat_secs,
-            windows_service: _,
+            windows_service,
         } => {
             let mut settings = Settings::new(state_dir);
             settings.restic_bin = cli.restic;
@@ -144,6 +145,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(s) = heartbeat_secs {
                 settings.timings.heartbeat = std::time::Duration::from_secs(s.max(1));
+            }
+            #[cfg(windows)]
+            if windows_service {
+                return rm_agent::winservice::run_as_service(settings);
+            }
+            #[cfg(not(windows))]
+            if windows_service {
+                anyhow::bail!("--windows-service exists only on Windows");
             }
             runtime()?.block_on(rm_agent::run(settings, shutdown_signal()))
         }

@@ -15,7 +15,15 @@ use crate::session::Session;
 /// Most locks inspected per run.
 const MAX_LOCKS: usize = 32;
 
+/// Whether a process with this pid exists on this host. Windows: always
+/// "alive" (never removes a lock it cannot judge).
+#[cfg(not(unix))]
+pub(crate) fn pid_alive(_pid: i64) -> bool {
+    true
+}
+
 /// Whether a process with this pid exists on this host.
+#[cfg(unix)]
 pub(crate) fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;

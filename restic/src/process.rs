@@ -176,58 +176,109 @@ fn build_command(spec: &Spec<'_>) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
-    die_with_parent(&mut cmd);
+    os::own_group(&mut cmd);
     cmd
 }
 
-/// restic runs in its own process group (so a cancel kills its whole
-/// tree), which also means it would outlive an agent killed with SIGKILL
-/// and keep writing to the repository behind the agent's back. On Linux the
-/// kernel sends it SIGKILL when the agent's thread that spawned it dies
-/// (a tokio worker thread, which lives as long as the runtime; nothing in
-/// the agent uses `block_in_place`, which could retire one early).
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (prctl, getppid).
-    let parent = unsafe { libc::getpid() };
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // the agent died between fork and prctl
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("the agent exited"));
-            }
-            Ok(())
-        });
+/// What differs between Unix and Windows: restic in its own process group
+/// (so a cancel or timeout reaches its whole tree), dying with the agent,
+/// and how an exit status reads. The Windows half cannot be compiled on
+/// this project's build machines; it is kept to these few lines.
+#[cfg(unix)]
+mod os {
+    pub(super) fn own_group(cmd: &mut tokio::process::Command) {
+        cmd.process_group(0);
+        die_with_parent(cmd);
     }
+
+    /// SIGKILL to the process group `pgid` (the child is its leader and
+    /// has not been reaped yet, so the group id cannot have been reused).
+    pub(super) fn kill_tree(pgid: Option<u32>) {
+        signal_group(pgid, libc::SIGKILL);
+    }
+
+    /// SIGINT to the group: restic removes its lock and exits.
+    pub(super) fn interrupt_tree(pgid: Option<u32>) {
+        signal_group(pgid, libc::SIGINT);
+    }
+
+    pub(super) fn exit_of(s: std::process::ExitStatus) -> super::Exit {
+        use std::os::unix::process::ExitStatusExt as _;
+        match (s.code(), s.signal()) {
+            (Some(c), _) => super::Exit::Code(c),
+            (None, Some(sig)) => super::Exit::Signal(sig),
+            (None, None) => super::Exit::Signal(0),
+        }
+    }
+
+    fn signal_group(pgid: Option<u32>, sig: libc::c_int) {
+        let Some(pgid) = pgid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
+            return;
+        };
+        if pgid <= 1 {
+            return;
+        }
+        // SAFETY: killpg has no memory-safety preconditions.
+        let rc = unsafe { libc::killpg(pgid, sig) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            tracing::debug!(pgid, error = %e, "killpg");
+        }
+    }
+
+    /// restic runs in its own process group, which also means it would
+    /// outlive an agent killed with SIGKILL and keep writing to the
+    /// repository behind the agent's back. On Linux the kernel sends it
+    /// SIGKILL when the agent's thread that spawned it dies (a tokio worker
+    /// thread, which lives as long as the runtime; nothing in the agent uses
+    /// `block_in_place`, which could retire one early).
+    #[cfg(target_os = "linux")]
+    fn die_with_parent(cmd: &mut tokio::process::Command) {
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only async-signal-safe functions (prctl, getppid).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // the agent died between fork and prctl
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the agent exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn die_with_parent(_cmd: &mut tokio::process::Command) {}
 }
 
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+#[cfg(windows)]
+mod os {
+    pub(super) fn own_group(_cmd: &mut tokio::process::Command) {}
 
-/// SIGKILL to the process group `pgid` (the child is its leader and has
-/// not been reaped yet, so the group id cannot have been reused).
-fn kill_group(pgid: Option<u32>) {
-    signal_group(pgid, libc::SIGKILL);
-}
-
-fn signal_group(pgid: Option<u32>, sig: libc::c_int) {
-    let Some(pgid) = pgid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
-        return;
-    };
-    if pgid <= 1 {
-        return;
+    /// `taskkill /T /F`: the process and everything it started.
+    pub(super) fn kill_tree(pid: Option<u32>) {
+        if let Some(pid) = pid {
+            let _ = std::process::Command::new("taskkill")
+                .args(["/T", "/F", "/PID", &pid.to_string()])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
-    // SAFETY: killpg has no memory-safety preconditions.
-    let rc = unsafe { libc::killpg(pgid, sig) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::debug!(pgid, error = %e, "killpg");
+
+    pub(super) fn interrupt_tree(pid: Option<u32>) {
+        kill_tree(pid);
+    }
+
+    pub(super) fn exit_of(s: std::process::ExitStatus) -> super::Exit {
+        super::Exit::Code(s.code().unwrap_or(-1))
     }
 }
 
@@ -332,12 +383,12 @@ pub(crate) async fn run(spec: Spec<'_>, handler: &mut (dyn Handler + Send)) -> E
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                kill_group(pgid);
+                os::kill_tree(pgid);
                 let _ = child.wait().await;
                 break Exit::Cancelled;
             }
             _ = &mut deadline => {
-                kill_group(pgid);
+                os::kill_tree(pgid);
                 let _ = child.wait().await;
                 break Exit::TimedOut;
             }
@@ -346,12 +397,12 @@ pub(crate) async fn run(spec: Spec<'_>, handler: &mut (dyn Handler + Send)) -> E
                 Some(l) => {
                     handler.line(l);
                     if handler.abort() {
-                        signal_group(pgid, libc::SIGINT);
+                        os::interrupt_tree(pgid);
                         let grace = ABORT_GRACE.min(spec.deadline.saturating_duration_since(Instant::now()));
                         let code = match tokio::time::timeout(grace, child.wait()).await {
                             Ok(Ok(s)) => s.code(),
                             _ => {
-                                kill_group(pgid);
+                                os::kill_tree(pgid);
                                 let _ = child.wait().await;
                                 None
                             }
@@ -363,17 +414,10 @@ pub(crate) async fn run(spec: Spec<'_>, handler: &mut (dyn Handler + Send)) -> E
             },
             status = child.wait() => {
                 break match status {
-                    Ok(s) => {
-                        use std::os::unix::process::ExitStatusExt as _;
-                        match (s.code(), s.signal()) {
-                            (Some(c), _) => Exit::Code(c),
-                            (None, Some(sig)) => Exit::Signal(sig),
-                            (None, None) => Exit::Signal(0),
-                        }
-                    }
+                    Ok(s) => os::exit_of(s),
                     Err(e) => {
                         tracing::warn!(error = %e, "waiting for restic");
-                        kill_group(pgid);
+                        os::kill_tree(pgid);
                         Exit::Signal(0)
                     }
                 };

@@ -40,6 +40,39 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+type LogBuf = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// Every log line of this process (TRACE and up) from now on; `None` when
+/// another test of this process installed its subscriber first (nextest
+/// runs each test in its own process).
+fn capture_logs() -> Option<LogBuf> {
+    #[derive(Clone)]
+    struct W(LogBuf);
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf: LogBuf = Default::default();
+    let w = W(buf.clone());
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || w.clone())
+        .finish();
+    match tracing::subscriber::set_global_default(sub) {
+        Ok(()) => Some(buf),
+        Err(_) => {
+            eprintln!("logs not captured: a subscriber was already installed");
+            None
+        }
+    }
+}
+
 fn names(reply: &QueryReply) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = reply
         .entries
@@ -51,6 +84,7 @@ fn names(reply: &QueryReply) -> Vec<(String, String)> {
 }
 
 async fn backup_restore_and_browse(bin: PathBuf) {
+    let logs = capture_logs();
     let env = Env::start().await.unwrap();
     let tap = env.bus.tap_all().await.unwrap();
     let agent = env.agent("web-1", &bin).await.unwrap();
@@ -181,6 +215,13 @@ async fn backup_restore_and_browse(bin: PathBuf) {
         let text = String::from_utf8_lossy(&m.payload);
         for secret in [REPO_PASSWORD, REST_PASS] {
             assert!(!text.contains(secret), "{secret} in clear on {}", m.subject);
+        }
+    }
+    if let Some(logs) = logs {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(text.contains("job finished"), "logs were captured");
+        for secret in [REPO_PASSWORD, REST_PASS] {
+            assert!(!text.contains(secret), "{secret} in the logs");
         }
     }
     for f in files_under(&agent.state_dir)

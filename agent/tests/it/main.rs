@@ -6,5 +6,6 @@ mod durability;
 mod enroll;
 mod live;
 mod maintenance;
+mod repos;
 mod schedule;
 mod support;

@@ -497,18 +497,43 @@ impl Env {
     /// A new repository `name`, initialised by `init_host` through the full
     /// server; returns its id.
     pub async fn new_repo(&self, name: &str, init_host: &str) -> String {
+        self.add_repo(name, &self.full.url(name), Some(init_host))
+            .await
+            .unwrap_or_else(|e| panic!("repo-add failed: {}: {}", e.code, e.message))
+    }
+
+    /// Adds a repository at `url` (full credentials, the test password),
+    /// initialised by `init_host` when given.
+    pub async fn add_repo(
+        &self,
+        name: &str,
+        url: &str,
+        init_host: Option<&str>,
+    ) -> Result<String, SvcError> {
         let key: api::PubKey = self.call(api::PUBKEY, serde_json::json!({})).await;
         let added: api::RepoAdded = self
-            .call(
+            .call_raw(
                 api::REPO_ADD,
                 api::RepoAdd {
                     name: name.into(),
-                    secrets: self.sealed(&key.xkey, self.full.url(name), REPO_PASSWORD),
-                    init_on_host: Some(init_host.into()),
+                    secrets: self.sealed(&key.xkey, url.to_owned(), REPO_PASSWORD),
+                    init_on_host: init_host.map(Into::into),
                 },
             )
-            .await;
-        added.repo_id
+            .await?;
+        Ok(added.repo_id)
+    }
+
+    /// The control plane's connection test of `host` to `repo`.
+    pub async fn repo_test(&self, repo: &str, host: &str) -> api::RepoTestResult {
+        self.call(
+            api::REPO_TEST,
+            api::RepoTest {
+                repo_id: repo.into(),
+                host_id: host.into(),
+            },
+        )
+        .await
     }
 
     /// Attaches `host` to the repository through the append-only server

@@ -58,6 +58,8 @@ pub enum JobKind {
     Stats,
     Diff,
     Restore,
+    /// The repository's locks (health); a system job.
+    Locks,
     #[serde(other)]
     Unknown,
 }
@@ -138,6 +140,10 @@ pub enum JobParams {
         include: Vec<String>,
         target: RestoreTarget,
     },
+    /// List the repository's locks (`restic list locks` and `cat lock`):
+    /// the summary is an array of `{id, time, exclusive, hostname,
+    /// username, pid, stale}`.
+    Locks {},
     /// A kind this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -155,6 +161,7 @@ impl JobParams {
             Self::Stats { .. } => JobKind::Stats,
             Self::Diff { .. } => JobKind::Diff,
             Self::Restore { .. } => JobKind::Restore,
+            Self::Locks {} => JobKind::Locks,
             Self::Unknown => JobKind::Unknown,
         }
     }

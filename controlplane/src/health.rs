@@ -106,6 +106,23 @@ pub(crate) async fn record(
             health::insert(&mut *tx, &h).await?;
             Ok(false)
         }
+        (JobParams::Locks {}, true) => {
+            let Some(list) = summary.and_then(Value::as_array) else {
+                return Ok(false);
+            };
+            health::insert(
+                &mut *tx,
+                &Health {
+                    repo_id: repo.clone(),
+                    ts: now,
+                    source_job_id: Some(job.id.clone()),
+                    lock_count: i64::try_from(list.len()).ok(),
+                    ..Health::default()
+                },
+            )
+            .await?;
+            Ok(false)
+        }
         (JobParams::Check { .. }, _) if done.outcome != JobOutcome::Cancelled => {
             health::insert(
                 &mut *tx,
@@ -199,7 +216,7 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 
 const REFRESH_TIMEOUT_SECS: i64 = 3600;
 
-/// Queues `snapshots` and both `stats` modes for `repo` on `exec_host`,
+/// Queues `snapshots`, both `stats` modes and `locks` for `repo` on `exec_host`,
 /// unless such a refresh is already waiting. Returns the jobs queued.
 pub(crate) async fn queue_refresh(
     cp: &Cp,
@@ -222,6 +239,7 @@ pub(crate) async fn queue_refresh(
             mode: StatsMode::RawData,
             snapshot: None,
         },
+        JobParams::Locks {},
     ] {
         let id = rm_bus::JobId::generate();
         jobs::insert(

@@ -112,7 +112,10 @@ pub(crate) fn validate_params(p: &JobParams) -> Outcome<()> {
                 nonempty("the snapshot", s)?;
             }
         }
-        JobParams::Prune {} | JobParams::Unlock { .. } | JobParams::Snapshots { .. } => {}
+        JobParams::Prune {}
+        | JobParams::Unlock { .. }
+        | JobParams::Snapshots { .. }
+        | JobParams::Locks {} => {}
         JobParams::Unknown => return Err(Fail::invalid("unknown job kind")),
     }
     Ok(())

@@ -102,6 +102,7 @@ pub(crate) fn job_args(params: &JobParams) -> Result<Vec<String>, Invalid> {
             }
         }
         JobParams::Prune {} => a.push("prune".into()),
+        JobParams::Locks {} => a.extend(["list".into(), "locks".into(), "--no-lock".into()]),
         JobParams::Check { read_data_subset } => {
             a.extend(["check".into(), "--json".into()]);
             if let Some(s) = read_data_subset.as_deref().filter(|s| !s.trim().is_empty()) {

@@ -83,6 +83,9 @@ pub(crate) async fn run_job(
     };
     tracing::info!(kind = ?kind, restic = %restic.version_string(), "starting restic job");
 
+    if kind == JobKind::Locks {
+        return locks::report(&session, &opts.lock_hostname, deadline, &cancel).await;
+    }
     if kind != JobKind::Unlock {
         locks::remove_stale(&session, &opts.lock_hostname, deadline, &cancel).await;
     }
@@ -327,7 +330,8 @@ impl JobHandler {
                 Some(json!({ "num_errors": if code == 0 { 0 } else { 1 }, "output": self.stdout_tail }))
             }),
             JobKind::Prune | JobKind::Unlock => output(),
-            JobKind::Unknown => None,
+            // answered by `locks::report`, never through this handler
+            JobKind::Locks | JobKind::Unknown => None,
         }
     }
 

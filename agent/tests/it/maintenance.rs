@@ -99,7 +99,8 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
         (h.check_ok.is_some()
             && h.snapshot_count.is_some()
             && h.total_size.is_some()
-            && h.raw_size.is_some())
+            && h.raw_size.is_some()
+            && h.lock_count.is_some())
         .then_some(h)
     })
     .await;
@@ -109,6 +110,7 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
         "{health:?}"
     );
     assert!(health.dedup_ratio.is_some(), "{health:?}");
+    assert_eq!(health.lock_count, Some(0), "{health:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

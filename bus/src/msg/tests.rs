@@ -60,6 +60,7 @@ fn all_params() -> Vec<JobParams> {
             read_data_subset: Some("5%".into()),
         },
         JobParams::Unlock { remove_all: false },
+        JobParams::Locks {},
         JobParams::Snapshots { host_name: None },
         JobParams::Stats {
             mode: StatsMode::RawData,

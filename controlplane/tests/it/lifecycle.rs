@@ -341,9 +341,9 @@ async fn results_keep_repository_health_current() {
         .await
         .unwrap();
 
-    // the backup triggers a refresh: snapshots and both stats modes
+    // the backup triggers a refresh: snapshots, both stats modes, locks
     let mut kinds = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let spec = a.expect_dispatch().await;
         let summary = match &spec.params {
             JobParams::Snapshots { host_name: None } => serde_json::json!([
@@ -362,6 +362,9 @@ async fn results_keep_repository_health_current() {
             } => {
                 serde_json::json!({"total_size": 1000, "total_uncompressed_size": 1500, "compression_ratio": 1.5, "total_blob_count": 9})
             }
+            JobParams::Locks {} => serde_json::json!([
+                {"id": "c".repeat(64), "time": "2026-11-25T11:00:00Z", "exclusive": false, "hostname": "web-1", "pid": 7, "stale": true}
+            ]),
             other => panic!("unexpected refresh job {other:?}"),
         };
         kinds.push(spec.params.kind());
@@ -375,7 +378,12 @@ async fn results_keep_repository_health_current() {
     kinds.sort_by_key(|k| format!("{k:?}"));
     assert_eq!(
         kinds,
-        vec![JobKind::Snapshots, JobKind::Stats, JobKind::Stats]
+        vec![
+            JobKind::Locks,
+            JobKind::Snapshots,
+            JobKind::Stats,
+            JobKind::Stats
+        ]
     );
     let db = cp.db().await;
     let mut c = db.read().await.unwrap();
@@ -391,6 +399,7 @@ async fn results_keep_repository_health_current() {
     );
     assert_eq!(h.dedup_ratio, Some(3.0));
     assert_eq!(h.compression_ratio, Some(1.5));
+    assert_eq!(h.lock_count, Some(1));
     // the cache now holds restic's list (the backup's own entry replaced)
     let snaps = rm_store::snapshots::list(&mut c, &repo, None)
         .await

@@ -93,8 +93,16 @@ async fn cancel_mid_backup_then_stale_lock_is_removed() {
         assert!(t0.elapsed() < Duration::from_secs(30));
         assert_no_restic_for(&src.display().to_string()).await;
 
-        // SIGKILL left restic's lock behind
+        // SIGKILL left restic's lock behind, and the locks job sees it stale
         assert_eq!(list_locks(&restic, &repo).len(), 1);
+        let (l, _) = repo.run(JobParams::Locks {}).await;
+        assert_eq!(l.outcome, JobOutcome::Succeeded, "{l:?}");
+        let locks = l.summary.expect("locks summary");
+        let locks = locks.as_array().expect("an array");
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        assert_eq!(locks[0]["stale"], true, "{locks:?}");
+        assert_eq!(locks[0]["exclusive"], false, "{locks:?}");
+        assert!(locks[0]["pid"].as_i64().unwrap() > 0, "{locks:?}");
         // without our host name the stale lock stays and blocks an exclusive job
         let mut blind = opts();
         blind.lock_hostname = String::new();

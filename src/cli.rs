@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::{Authority, Role, UserCreds, server_config};
+use rm_bus::shutdown::signal as shutdown_signal;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -257,9 +258,10 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
 }
 
 async fn run_bus(args: BusArgs) -> Result<()> {
+    let stop = shutdown_signal();
     let server = rm_bus::server::Server::start(bus_config(&args)?).await?;
     println!("bus listening on {}", server.url());
-    shutdown_signal().await;
+    stop.await;
     tracing::info!(counters = ?server.counters(), "shutting down the bus");
     server.shutdown().await;
     Ok(())
@@ -342,10 +344,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Controlplane(args) => runtime()?.block_on(run_controlplane(args)),
         Command::Alerts(args) => {
             let config = alerts_config(args)?;
-            runtime()?.block_on(rm_alerts::run(config, shutdown_signal()))
+            runtime()?.block_on(async { rm_alerts::run(config, shutdown_signal()).await })
         }
         Command::Admin(args) => runtime()?.block_on(crate::admin::run(args)),
-        Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, shutdown_signal())),
+        Command::Serve(args) => {
+            runtime()?.block_on(async { crate::serve::run(args, shutdown_signal()).await })
+        }
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
@@ -395,31 +399,7 @@ fn run_notifier(args: NotifierArgs) -> Result<()> {
     config.trusted_senders = args.trusted_sender_xkeys;
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(rm_notifier::run(config, shutdown_signal()))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    runtime.block_on(async { rm_notifier::run(config, shutdown_signal()).await })
 }
 
 /// The machine's name, for naming this copy.

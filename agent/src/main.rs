@@ -154,7 +154,7 @@ fn run(cli: Cli) -> Result<()> {
             if windows_service {
                 anyhow::bail!("--windows-service exists only on Windows");
             }
-            runtime()?.block_on(rm_agent::run(settings, shutdown_signal()))
+            runtime()?.block_on(async { rm_agent::run(settings, rm_bus::shutdown::signal()).await })
         }
         Cmd::Install {
             unit_dir,
@@ -194,29 +194,5 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", rm_agent::status::report(&state)?);
             Ok(())
         }
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

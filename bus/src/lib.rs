@@ -10,6 +10,7 @@
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
 //! - [`notify`]: the alerts → notifier delivery contract and webhook envelope.
 //! - [`clock`]: injectable time.
+//! - [`shutdown`]: stopping a process on SIGTERM / Ctrl-C.
 //! - [`server`]: the embedded core-NATS server (the default bus).
 
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod notify;
 pub mod reqack;
 pub mod seal;
 pub mod server;
+pub mod shutdown;
 pub mod subject;
 
 pub use ids::{HostId, IdError, JobId};

@@ -4,3 +4,4 @@
 mod alerts;
 mod notifier;
 mod serve;
+mod standalone;

@@ -8,4 +8,5 @@ mod live;
 mod maintenance;
 mod repos;
 mod schedule;
+mod session;
 mod support;

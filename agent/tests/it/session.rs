@@ -1,0 +1,139 @@
+//! The agent's bus session: hello again after the bus restarts, retried
+//! until the control plane answers (and jobs keep flowing), a clean stop says goodbye, and `tls://` bus URLs with the
+//! state directory's CA.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use nkeys::XKey;
+use rm_agent::state::{Identity, StateDir};
+use rm_bus::HostId;
+use rm_bus::creds::Role;
+use rm_bus::creds::authority::UserSpec;
+use rm_bus::msg::{Hello, HelloReply, PROTOCOL_VERSION, decode, encode};
+use rm_bus::subject;
+use rm_testkit::{BusKind, BusOptions, TestBus};
+
+use crate::support::*;
+
+async fn host_status(env: &Env, host: &str) -> String {
+    let db = env.cp.db().await;
+    let mut c = db.read().await.unwrap();
+    rm_store::hosts::get(&mut c, host).await.unwrap().status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_bus_restart_the_agent_says_hello_again_and_jobs_flow() {
+    let bin = restic_bin();
+    let mut env = Env::start().await.unwrap();
+    let mut agent = env.agent("re-1", &bin).await.unwrap();
+    let host = agent.host_id.clone();
+    let repo = env.new_repo("re", &host).await;
+    env.attach_append_only(&repo, "re", &host, REPO_PASSWORD)
+        .await;
+
+    // the control plane goes away and the bus restarts: the agent
+    // reconnects and says hello, again and again until it is answered
+    env.cp.stop().await;
+    env.bus.restart().await.unwrap();
+    let tap = env.bus.connect_role(Role::Controlplane).await.unwrap();
+    let hid = HostId::parse(&host).unwrap();
+    let mut hellos = tap.subscribe(subject::agent_hello(&hid)).await.unwrap();
+    tap.flush().await.unwrap();
+    let m = tokio::time::timeout(WAIT, hellos.next())
+        .await
+        .expect("a hello after the restart")
+        .unwrap();
+    let hello: Hello = decode("hello", &m.payload).unwrap();
+    assert_eq!(hello.hostname, "re-1");
+    env.cp = Cp::start(&env.bus, env.cp.data_dir.clone()).await.unwrap();
+    env.wait_online(&host).await;
+
+    let src = env.path("src");
+    make_tree(&src, &[("a.txt", 500)]);
+    let created = env.job(&host, &repo, backup(&[&src])).await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+
+    // a clean stop says goodbye: offline at once, not after missed beats
+    agent.stop().await;
+    eventually("offline after goodbye", || async {
+        (host_status(&env, &host).await == "offline").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_bus_url_is_used_with_the_state_directory_ca() {
+    let bus = TestBus::start_with(
+        BusKind::from_env(),
+        BusOptions {
+            tls: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path().join("agent")).unwrap();
+    let (nkey, _xkey) = state.new_keys().unwrap();
+    let host = HostId::parse("tls-1").unwrap();
+    let role = Role::Agent(host.clone());
+    let jwt = bus
+        .authority()
+        .mint_user(&UserSpec {
+            public_key: nkey.public_key(),
+            name: role.name(),
+            permissions: role.permissions(),
+            expires: None,
+        })
+        .unwrap();
+    let url = format!("tls://127.0.0.1:{}", bus.port());
+    state
+        .commit_enrollment(
+            &Identity {
+                host_id: host.clone(),
+                bus_urls: vec![url.clone()],
+                controlplane_xkey: XKey::new().public_key(),
+                server_url: "https://cp.test".into(),
+                enrolled_at_ms: 0,
+            },
+            &jwt,
+        )
+        .unwrap();
+    let ca = bus.tls_ca().unwrap();
+    std::fs::copy(ca, state.path("bus-ca.pem")).unwrap();
+
+    // the control plane's side, over TLS too
+    let creds = bus.creds_for(&Role::Controlplane).unwrap();
+    let spec = bus.spec(&Role::Controlplane, creds);
+    let cp = rm_bus::connect::options(&spec, None)
+        .unwrap()
+        .add_root_certificates(ca.to_path_buf())
+        .require_tls(true)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let mut hellos = cp.subscribe(subject::agent_hello(&host)).await.unwrap();
+    cp.flush().await.unwrap();
+
+    let mut settings = rm_agent::Settings::new(state.root().to_path_buf());
+    settings.hostname = "tls-1".into();
+    settings.timings = fast_agent_timings();
+    let mut agent = Agent::start(settings).await.unwrap();
+    let m = tokio::time::timeout(WAIT, hellos.next())
+        .await
+        .expect("hello over TLS")
+        .unwrap();
+    let hello: Hello = decode("hello", &m.payload).unwrap();
+    assert_eq!(hello.hostname, "tls-1");
+    let reply = HelloReply {
+        v: PROTOCOL_VERSION,
+        config: None,
+        server_time_ms: 0,
+    };
+    cp.publish(m.reply.unwrap(), encode(&reply)).await.unwrap();
+    cp.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    agent.stop().await;
+}

@@ -105,7 +105,11 @@ async fn a_cron_slot_fires_once_and_a_missed_run_happens_once_after_sleep() {
     assert_eq!(h.0.agent_version.as_deref(), Some(rm_agent::VERSION));
     assert!(h.0.restic_version.is_some() && h.0.os.is_some() && h.0.arch.is_some());
     assert_eq!(h.1["next_runs"][0]["at_ms"], T0 + 2 * MIN, "{}", h.1);
-    assert!(h.1["disks"][0]["free_bytes"].as_u64().unwrap() > 0, "{}", h.1);
+    assert!(
+        h.1["disks"][0]["free_bytes"].as_u64().unwrap() > 0,
+        "{}",
+        h.1
+    );
 
     // the agent has the schedule and has looked at it at T0
     let fired_file = agent.state_dir.join("schedules.json");

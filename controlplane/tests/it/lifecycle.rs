@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use rm_bus::JobId;
+use rm_bus::creds::Role;
 use rm_bus::msg::*;
 use rm_bus::seal::RepoSecrets;
 use rm_controlplane::api;
@@ -451,4 +453,220 @@ async fn connection_test_reports_a_clear_reason() {
     let mut c = db.read().await.unwrap();
     let r = rm_store::repos::get(&mut c, &repo).await.unwrap();
     assert_eq!(r.status, "error");
+}
+
+#[tokio::test]
+async fn every_kind_validates_its_parameters() {
+    let (_bus, _dir, cp, agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let bad = [
+        JobParams::Backup {
+            paths: vec![],
+            excludes: vec![],
+            tags: vec![],
+            one_file_system: false,
+            host_name: None,
+        },
+        JobParams::Forget {
+            retention: Retention::default(),
+            host_name: String::new(),
+            prune: false,
+        },
+        JobParams::Forget {
+            retention: Retention {
+                keep_within: Some("1 year".into()),
+                ..Retention::default()
+            },
+            host_name: String::new(),
+            prune: false,
+        },
+        JobParams::Check {
+            read_data_subset: Some("150%".into()),
+        },
+        JobParams::Diff {
+            from: String::new(),
+            to: "abc".into(),
+        },
+        JobParams::Stats {
+            mode: StatsMode::RawData,
+            snapshot: Some(" ".into()),
+        },
+        JobParams::Restore {
+            snapshot: "latest".into(),
+            include: vec![],
+            target: RestoreTarget::Path {
+                path: "relative/dir".into(),
+            },
+        },
+        JobParams::Unknown,
+    ];
+    for params in bad {
+        let err = cp
+            .call_raw::<_, api::JobCreated>(
+                api::JOB_CREATE,
+                create(&agents[0], &repo, params.clone()),
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code, "invalid", "{params:?}: {err:?}");
+        assert!(!err.message.is_empty());
+    }
+    for params in [
+        JobParams::Check {
+            read_data_subset: Some("1/10".into()),
+        },
+        JobParams::Unlock { remove_all: true },
+        JobParams::Snapshots { host_name: None },
+        JobParams::Stats {
+            mode: StatsMode::RestoreSize,
+            snapshot: None,
+        },
+        JobParams::Diff {
+            from: "aa".into(),
+            to: "bb".into(),
+        },
+    ] {
+        let _: api::JobCreated = cp
+            .call(api::JOB_CREATE, create(&agents[0], &repo, params))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn job_finished_is_published_after_the_result_is_committed() {
+    let (bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let watcher = bus.connect_role(Role::Web).await.unwrap();
+    let mut events = watcher
+        .subscribe(rm_bus::subject::Event::JobFinished.subject())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch().await;
+    let job = JobId::parse(&created.job_id).unwrap();
+    a.send_started(&job, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut done = done_msg(&job, JobOutcome::Failed);
+    done.summary = None;
+    a.send_done(&done).await.unwrap();
+    let db = cp.db().await;
+    let m = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("job.finished")
+        .unwrap();
+    let ev: EventMsg = decode("event", &m.payload).unwrap();
+    assert_eq!(
+        ev.job.as_ref().map(JobId::as_str),
+        Some(created.job_id.as_str())
+    );
+    assert_eq!(ev.host.as_ref().map(|h| h.to_string()), Some(a.host_id()));
+    // whoever the event wakes finds the result already committed
+    assert_eq!(job_status(&db, &created.job_id).await, "failed");
+    // a replayed `done` records nothing new and publishes nothing
+    let ack = a.send_done(&done).await.unwrap();
+    assert!(ack.duplicate);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), events.next())
+            .await
+            .is_err(),
+        "no second event for a duplicate"
+    );
+}
+
+#[tokio::test]
+async fn check_and_forget_wait_for_a_running_backup_too() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "maint"]).await;
+    let (web, maint) = agents.split_at_mut(1);
+    let (web, maint) = (&mut web[0], &mut maint[0]);
+    let repo = repo_with(&cp, "main", "pw", &[web], &[maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    web.hello(0, vec![], vec![]).await;
+    maint.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+    let backup: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(web, &repo, backup_params()))
+        .await;
+    web.expect_dispatch().await;
+    let bjob = JobId::parse(&backup.job_id).unwrap();
+    web.send_started(&bjob, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let check: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            create(
+                maint,
+                &repo,
+                JobParams::Check {
+                    read_data_subset: None,
+                },
+            ),
+        )
+        .await;
+    let forget: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            create(
+                web,
+                &repo,
+                JobParams::Forget {
+                    retention: Retention {
+                        keep_last: Some(3),
+                        ..Retention::default()
+                    },
+                    host_name: String::new(),
+                    prune: false,
+                },
+            ),
+        )
+        .await;
+    assert_eq!(forget.exec_host_id, maint.host_id());
+    assert!(
+        maint
+            .next_command(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "check or forget dispatched beside a running backup"
+    );
+    assert_eq!(job_status(&db, &check.job_id).await, "queued");
+    assert_eq!(job_status(&db, &forget.job_id).await, "queued");
+    let mut done = done_msg(&bjob, JobOutcome::Succeeded);
+    done.summary = None;
+    web.send_done(&done).await.unwrap();
+    // one exclusive job at a time: the second waits for the first
+    let first = maint.expect_dispatch().await;
+    assert!(
+        maint
+            .next_command(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "two exclusive jobs at once"
+    );
+    maint
+        .send_started(&first.job_id, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut d = done_msg(&first.job_id, JobOutcome::Succeeded);
+    d.summary = None;
+    maint.send_done(&d).await.unwrap();
+    let second = maint.expect_dispatch().await;
+    let mut got = [first.job_id.to_string(), second.job_id.to_string()];
+    got.sort();
+    let mut want = [check.job_id.clone(), forget.job_id.clone()];
+    want.sort();
+    assert_eq!(got, want);
 }

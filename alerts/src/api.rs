@@ -197,3 +197,102 @@ pub struct ChannelTestResult {
     /// The notifier copy that tried.
     pub notifier: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rm_bus::msg::Sealed;
+    use serde::de::DeserializeOwned;
+
+    /// Serializes, adds a field a newer peer might send, parses back and
+    /// checks nothing was lost.
+    fn tolerant<T: Serialize + DeserializeOwned>(v: T) {
+        let before = serde_json::to_value(&v).unwrap();
+        let mut json = before.clone();
+        json.as_object_mut()
+            .expect("bodies are JSON objects")
+            .insert("field_from_a_newer_peer".into(), serde_json::json!([1]));
+        let back: T = serde_json::from_value(json).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), before);
+    }
+
+    fn sealed() -> SealedChannel {
+        SealedChannel {
+            sender_xkey: "XA".into(),
+            sealed: Sealed("c2VhbGVk".into()),
+        }
+    }
+
+    #[test]
+    fn every_body_round_trips_and_ignores_unknown_fields() {
+        tolerant(PubKey { xkey: "XA".into() });
+        tolerant(AlertRef {
+            alert_id: "a1".into(),
+        });
+        tolerant(AlertView {
+            id: "a1".into(),
+            host_id: "h1".into(),
+            kind: "backup_failed".into(),
+            subject: "r1".into(),
+            severity: "error".into(),
+            message: "backup failed".into(),
+            state: "open".into(),
+            raised_at: 1,
+            last_seen_at: 2,
+            acknowledged_at: Some(3),
+            acknowledged_by: Some("alice".into()),
+            resolved_at: None,
+            resolved_by: None,
+            notified: true,
+        });
+        tolerant(MuteSet {
+            host_id: "h1".into(),
+            until_ms: 9,
+            reason: Some("maintenance".into()),
+        });
+        tolerant(HostRef {
+            host_id: "h1".into(),
+        });
+        tolerant(Done {});
+        tolerant(sealed());
+        tolerant(ChannelCreate {
+            name: "ops".into(),
+            enabled: true,
+            definition: sealed(),
+        });
+        tolerant(ChannelUpdate {
+            channel_id: "c1".into(),
+            name: None,
+            enabled: Some(false),
+            definition: Some(sealed()),
+        });
+        tolerant(ChannelRef {
+            channel_id: "c1".into(),
+        });
+        let view = ChannelView {
+            id: "c1".into(),
+            name: "ops".into(),
+            kind: "ntfy".into(),
+            enabled: true,
+            summary: serde_json::json!({"topic": "backups"}),
+            created_at: 1,
+            updated_at: 2,
+        };
+        tolerant(view.clone());
+        tolerant(ChannelList {
+            channels: vec![view],
+        });
+        tolerant(ChannelTest {
+            channel_id: Some("c1".into()),
+            definition: None,
+        });
+        tolerant(ChannelTestResult {
+            ok: true,
+            outcome: "delivered".into(),
+            status: Some(200),
+            latency_ms: 12,
+            error: None,
+            notifier: Some("n1".into()),
+        });
+    }
+}

@@ -246,3 +246,140 @@ pub type LsReply = QueryReply;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Done {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rm_bus::msg::{ErrorKind, Sealed};
+    use serde::de::DeserializeOwned;
+
+    /// Serializes, adds a field a newer peer might send, parses back and
+    /// checks nothing was lost.
+    fn tolerant<T: Serialize + DeserializeOwned>(v: T) {
+        let before = serde_json::to_value(&v).unwrap();
+        let mut json = before.clone();
+        json.as_object_mut()
+            .expect("bodies are JSON objects")
+            .insert(
+                "field_from_a_newer_peer".into(),
+                serde_json::json!({"x": 1}),
+            );
+        let back: T = serde_json::from_value(json).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), before);
+    }
+
+    fn sealed() -> SealedSecrets {
+        SealedSecrets {
+            sender_xkey: "XA".into(),
+            sealed: Sealed("c2VhbGVk".into()),
+        }
+    }
+
+    #[test]
+    fn every_body_round_trips_and_ignores_unknown_fields() {
+        tolerant(HostAdd {
+            name: "web-1".into(),
+        });
+        tolerant(HostEnrollment {
+            host_id: "h1".into(),
+            token: "t".into(),
+            expires_at: 5,
+            command: "restic-manager-agent enroll".into(),
+        });
+        tolerant(HostRef {
+            host_id: "h1".into(),
+        });
+        tolerant(RepoSecretsInput {
+            url: "rest:http://u:p@h/r".into(),
+            password: "pw".into(),
+            env: BTreeMap::from([("AWS_ACCESS_KEY_ID".into(), "k".into())]),
+        });
+        tolerant(PubKey { xkey: "XA".into() });
+        tolerant(sealed());
+        tolerant(RepoAdd {
+            name: "main".into(),
+            secrets: sealed(),
+            init_on_host: Some("h1".into()),
+        });
+        tolerant(RepoAdded {
+            repo_id: "r1".into(),
+        });
+        tolerant(RepoAttach {
+            repo_id: "r1".into(),
+            host_id: "h1".into(),
+            access: AccessInput::AppendOnly,
+            secrets: Some(sealed()),
+        });
+        tolerant(RepoMaintenance {
+            repo_id: "r1".into(),
+            host_id: None,
+        });
+        tolerant(RepoTest {
+            repo_id: "r1".into(),
+            host_id: "h1".into(),
+        });
+        tolerant(RepoTestResult {
+            ok: false,
+            restic_repo_id: None,
+            error: Some("wrong password".into()),
+            error_kind: Some(ErrorKind::WrongPassword),
+        });
+        tolerant(SchedulePut {
+            schedule_id: None,
+            host_id: "h1".into(),
+            repo_id: "r1".into(),
+            cron: "0 3 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            params: JobParams::Prune {},
+            enabled: true,
+            jitter_secs: 60,
+            timeout_secs: Some(3600),
+            grace_secs: None,
+        });
+        tolerant(ScheduleSaved {
+            schedule_id: "s1".into(),
+            config_version: 3,
+        });
+        tolerant(ScheduleRef {
+            schedule_id: "s1".into(),
+        });
+        tolerant(JobCreate {
+            host_id: "h1".into(),
+            repo_id: "r1".into(),
+            params: JobParams::Locks {},
+            timeout_secs: None,
+            target_host_id: Some("h2".into()),
+        });
+        tolerant(JobCreated {
+            job_id: "j1".into(),
+            exec_host_id: "h2".into(),
+        });
+        tolerant(JobRef {
+            job_id: "j1".into(),
+        });
+        tolerant(JobState {
+            job_id: "j1".into(),
+            status: "queued".into(),
+        });
+        tolerant(LsRequest {
+            host_id: "h1".into(),
+            repo_id: "r1".into(),
+            snapshot: "latest".into(),
+            dir: "/data".into(),
+        });
+        tolerant(Done {});
+    }
+
+    #[test]
+    fn secrets_input_debug_is_redacted() {
+        let s = RepoSecretsInput {
+            url: "rest:http://user:hunter2@h/r".into(),
+            password: "correct-horse".into(),
+            env: BTreeMap::from([("AWS_SECRET_ACCESS_KEY".into(), "s3cr3t".into())]),
+        };
+        let d = format!("{s:?}");
+        for secret in ["hunter2", "correct-horse", "s3cr3t"] {
+            assert!(!d.contains(secret), "{d}");
+        }
+    }
+}

@@ -48,7 +48,12 @@ impl MasterKey {
 
     /// `RM_MASTER_KEY` if set, else `<dir>/master.key`, created at first start.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
-        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+        Self::load_with(dir, std::env::var(MASTER_KEY_ENV).ok().as_deref())
+    }
+
+    /// [`Self::load_or_create`] with the environment's value passed in.
+    fn load_with(dir: &Path, env: Option<&str>) -> Result<Self> {
+        if let Some(text) = env {
             let bytes = BASE64
                 .decode(text.trim().as_bytes())
                 .with_context(|| format!("{MASTER_KEY_ENV} is not base64"))?;
@@ -128,6 +133,21 @@ mod tests {
         let other = MasterKey::from_bytes(&[8u8; 32]).unwrap();
         assert!(other.decrypt(&blob, "repo:r1").is_err(), "wrong key");
         assert!(k.decrypt(&blob[..10], "repo:r1").is_err());
+    }
+
+    #[test]
+    fn the_environment_key_wins_and_creates_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = BASE64.encode(&[9u8; 32]);
+        let a = MasterKey::load_with(dir.path(), Some(&env)).unwrap();
+        assert!(!dir.path().join(KEY_FILE).exists());
+        let blob = a.encrypt(b"x", "t").unwrap();
+        let same = MasterKey::from_bytes(&[9u8; 32]).unwrap();
+        assert_eq!(same.decrypt(&blob, "t").unwrap(), b"x");
+        let err = MasterKey::load_with(dir.path(), Some("not base64!")).unwrap_err();
+        assert!(err.to_string().contains(MASTER_KEY_ENV), "{err}");
+        let short = BASE64.encode(&[1u8; 16]);
+        assert!(MasterKey::load_with(dir.path(), Some(&short)).is_err());
     }
 
     #[test]

@@ -670,3 +670,104 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Answers dispatched refresh jobs (snapshots, stats, locks) with empty
+/// results until `n` arrived; returns their kinds, sorted.
+async fn answer_refresh(a: &mut Agent, n: usize) -> Vec<JobKind> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        let spec = a.expect_dispatch().await;
+        let summary = match spec.params.kind() {
+            JobKind::Snapshots | JobKind::Locks => serde_json::json!([]),
+            JobKind::Stats => serde_json::json!({"total_size": 1}),
+            other => panic!("unexpected {other:?}"),
+        };
+        kinds.push(spec.params.kind());
+        a.send_started(&spec.job_id, JobOrigin::Dispatch, None)
+            .await
+            .unwrap();
+        let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+        d.summary = Some(summary);
+        a.send_done(&d).await.unwrap();
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    kinds
+}
+
+async fn maintenance_env(
+    health_every: Duration,
+) -> (TestBus, tempfile::TempDir, Cp, Agent, String) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = CpOptions::default();
+    opts.timings.health_every = health_every;
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut maint = Agent::enroll(&bus, &cp, "maint").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[], &[&maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    maint.hello(0, vec![], vec![]).await;
+    (bus, dir, cp, maint, repo)
+}
+
+const REFRESH: [JobKind; 4] = [
+    JobKind::Locks,
+    JobKind::Snapshots,
+    JobKind::Stats,
+    JobKind::Stats,
+];
+
+#[tokio::test]
+async fn health_is_refreshed_periodically_without_any_job() {
+    let (_bus, _dir, _cp, mut maint, _repo) = maintenance_env(Duration::from_secs(1)).await;
+    assert_eq!(answer_refresh(&mut maint, 4).await, REFRESH);
+    // and again at the next period
+    assert_eq!(answer_refresh(&mut maint, 4).await, REFRESH);
+}
+
+#[tokio::test]
+async fn health_is_refreshed_after_a_forget() {
+    // the periodic refresh is hours away: what follows is the forget's
+    let (_bus, _dir, cp, mut maint, repo) = maintenance_env(Duration::from_secs(6 * 3600)).await;
+    let forget: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            create(
+                &maint,
+                &repo,
+                JobParams::Forget {
+                    retention: Retention {
+                        keep_daily: Some(7),
+                        ..Retention::default()
+                    },
+                    host_name: String::new(),
+                    prune: true,
+                },
+            ),
+        )
+        .await;
+    let spec = maint.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), forget.job_id);
+    assert!(
+        maint
+            .next_command(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "nothing else was queued"
+    );
+    maint
+        .send_started(&spec.job_id, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+    d.summary = Some(serde_json::json!([]));
+    maint.send_done(&d).await.unwrap();
+    assert_eq!(answer_refresh(&mut maint, 4).await, REFRESH);
+}

@@ -410,3 +410,41 @@ async fn retention_purges_old_finished_jobs_but_keeps_the_latest_and_active() {
     assert!(jobs::find(&mut tx, "active").await.unwrap().is_some());
     tx.commit().await.unwrap();
 }
+
+#[tokio::test]
+async fn retention_purges_old_audit_rows_and_keeps_recent_ones() {
+    use rm_store::audit;
+    let (s, _d) = store().await;
+    let day = 24 * 3600 * 1000;
+    let now = 400 * day;
+    let mut tx = s.write().await.unwrap();
+    for (ts, action) in [(now - 366 * day, "old"), (now - 10 * day, "recent")] {
+        audit::append(
+            &mut tx,
+            &audit::NewEntry {
+                ts,
+                actor: "alice",
+                via: "session",
+                role: "controlplane",
+                action,
+                target_kind: Some("host"),
+                target_id: Some("h1"),
+                detail: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    let purged = retention::purge(&mut tx, now, retention::Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(purged.audit, 1);
+    let left: Vec<String> = audit::recent(&mut tx, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(left, ["recent"]);
+    tx.commit().await.unwrap();
+}

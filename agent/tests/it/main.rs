@@ -1,6 +1,7 @@
 //! Agent end-to-end tests: the real agent driven through the real control
 //! plane over the bus, running real restic against `rclone serve restic`.
 
+mod alerting;
 mod backup;
 mod durability;
 mod enroll;

@@ -359,6 +359,16 @@ impl Env {
         verb: Verb,
         body: B,
     ) -> Result<R, SvcError> {
+        self.call_role(SvcRole::Controlplane, verb, body).await
+    }
+
+    /// A service call as operator `alice` to `role`.
+    pub async fn call_role<B: Serialize, R: DeserializeOwned>(
+        &self,
+        role: SvcRole,
+        verb: Verb,
+        body: B,
+    ) -> Result<R, SvcError> {
         let req = SvcRequest {
             v: PROTOCOL_VERSION,
             actor: Actor {
@@ -367,7 +377,7 @@ impl Env {
             },
             body,
         };
-        let subj = subject::svc(SvcRole::Controlplane, verb);
+        let subj = subject::svc(role, verb);
         let policy = RetryPolicy {
             attempt_timeout: Duration::from_secs(130),
             deadline: Some(Duration::from_secs(140)),

@@ -250,9 +250,14 @@ impl Agent {
         lock(&self.config).as_ref().map_or(0, |c| c.version)
     }
 
-    /// Takes a config newer than the one applied: cached, then live.
-    fn apply_config(&self, config: AgentConfig) -> Result<()> {
-        if config.version <= self.config_version() {
+    /// Takes a config: cached, then live. A push is taken only when newer
+    /// than the one applied (retried pushes may arrive out of order); the
+    /// hello reply is the control plane's answer to this agent's current
+    /// version and is taken whenever it differs (the control plane's
+    /// database may have been restored to an older state).
+    fn apply_config(&self, config: AgentConfig, from_hello: bool) -> Result<()> {
+        let current = self.config_version();
+        if config.version == current || (!from_hello && config.version < current) {
             return Ok(());
         }
         self.state.write_json(CONFIG_FILE, &config)?;
@@ -309,7 +314,7 @@ impl Agent {
                 Ok(reply) => {
                     tracing::info!(config_version = self.config_version(), "hello answered");
                     if let Some(c) = reply.config
-                        && let Err(e) = self.apply_config(c)
+                        && let Err(e) = self.apply_config(c, true)
                     {
                         tracing::error!(error = %e, "config from hello not applied");
                     }
@@ -441,7 +446,7 @@ impl Agent {
                 tracing::info!(job = %job_id, held, "cancel received");
                 encode(&Ack::ok())
             }
-            CommandBody::ConfigChanged { config } => match self.apply_config(config) {
+            CommandBody::ConfigChanged { config } => match self.apply_config(config, false) {
                 Ok(()) => encode(&Ack::ok()),
                 Err(e) => encode(&Ack::refused(format!("config not saved: {e}"))),
             },

@@ -195,7 +195,9 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
     let came_online = hosts::record_seen(&mut tx, host_id, now, &vitals_of_hello(hello)).await?;
     let applied = i64::try_from(hello.config_version).unwrap_or(0);
     hosts::set_applied_config(&mut tx, host_id, applied).await?;
-    let config = if applied < host.config_version {
+    // Behind, or ahead (this database was restored from an older backup):
+    // either way the agent gets the control plane's config.
+    let config = if applied != host.config_version {
         match schedules::build_config(cp, &mut tx, &host).await {
             Ok(c) => Some(c),
             Err(f) => {

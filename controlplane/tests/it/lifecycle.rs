@@ -771,3 +771,16 @@ async fn health_is_refreshed_after_a_forget() {
     maint.send_done(&d).await.unwrap();
     assert_eq!(answer_refresh(&mut maint, 4).await, REFRESH);
 }
+
+#[tokio::test]
+async fn an_agent_ahead_of_a_restored_database_gets_the_current_config() {
+    let (_bus, _dir, _cp, mut agents) = setup(&["web-1"]).await;
+    let a = &mut agents[0];
+    // in step: nothing to send
+    assert!(a.hello(0, vec![], vec![]).await.config.is_none());
+    // the agent applied version 7, which this database never had
+    let reply = a.hello(7, vec![], vec![]).await;
+    let config = reply.config.expect("the control plane's config");
+    assert_eq!(config.version, 0);
+    assert!(config.schedules.is_empty());
+}

@@ -171,34 +171,48 @@ impl Scheduler {
     }
 
     fn fire(&self, exec: &Arc<Executor>, d: Due) {
-        let s = d.schedule;
-        let jitter = if s.jitter_secs > 0 {
-            rand::thread_rng().gen_range(0..=s.jitter_secs.saturating_mul(1000))
-        } else {
-            0
-        };
-        let spec = JobSpec {
+        let run = plan(&d, self.clock.now_ms(), &mut rand::thread_rng());
+        let job = run.spec.job_id.clone();
+        let id = &d.schedule.schedule_id;
+        match exec.accept_at(run.spec, run.origin, run.not_before_ms) {
+            Accepted::New => {
+                tracing::info!(schedule = %id, job = %job, slot_ms = d.slot_ms, not_before_ms = ?run.not_before_ms, "scheduled run")
+            }
+            other => {
+                tracing::warn!(schedule = %id, outcome = ?other, "scheduled run not accepted")
+            }
+        }
+    }
+}
+
+/// A due run as the job it becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub spec: JobSpec,
+    pub origin: JobOrigin,
+    /// With jitter: a random time within `jitter_secs` after `now_ms`.
+    pub not_before_ms: Option<i64>,
+}
+
+/// Turns a due run into a job with a fresh id, delayed by a random part of
+/// the schedule's jitter.
+pub fn plan(d: &Due, now_ms: i64, rng: &mut impl Rng) -> Planned {
+    let s = &d.schedule;
+    let not_before_ms = (s.jitter_secs > 0).then(|| {
+        let jitter = rng.gen_range(0..=s.jitter_secs.saturating_mul(1000));
+        now_ms.saturating_add(i64::try_from(jitter).unwrap_or(i64::MAX))
+    });
+    Planned {
+        spec: JobSpec {
             job_id: JobId::generate(),
             params: s.params.clone(),
             repo: s.repo.clone(),
             timeout_secs: s.timeout_secs,
-        };
-        let origin = JobOrigin::Schedule {
+        },
+        origin: JobOrigin::Schedule {
             schedule_id: s.schedule_id.clone(),
-        };
-        let not_before = self
-            .clock
-            .now_ms()
-            .saturating_add(i64::try_from(jitter).unwrap_or(0));
-        let job = spec.job_id.clone();
-        match exec.accept_at(spec, origin, (jitter > 0).then_some(not_before)) {
-            Accepted::New => {
-                tracing::info!(schedule = %s.schedule_id, job = %job, slot_ms = d.slot_ms, jitter_ms = jitter, "scheduled run")
-            }
-            other => {
-                tracing::warn!(schedule = %s.schedule_id, outcome = ?other, "scheduled run not accepted")
-            }
-        }
+        },
+        not_before_ms,
     }
 }
 
@@ -308,6 +322,38 @@ mod tests {
         s.set_config(config(vec![off]));
         assert!(s.take_due(T0 + 60 * H).unwrap().is_empty());
         assert!(s.next_runs().is_empty());
+    }
+
+    #[test]
+    fn jitter_delays_within_its_bound_and_varies() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut s = sched("j", "0 * * * *", "UTC");
+        let due = |s: &ScheduleSpec| Due {
+            schedule: s.clone(),
+            slot_ms: T0,
+        };
+        let p = plan(&due(&s), T0 + 5, &mut rng);
+        assert_eq!(p.not_before_ms, None, "no jitter: no delay");
+        assert_eq!(
+            p.origin,
+            JobOrigin::Schedule {
+                schedule_id: "j".into()
+            }
+        );
+        assert_eq!(p.spec.params, s.params);
+        s.jitter_secs = 30;
+        let delays: std::collections::HashSet<i64> = (0..100)
+            .map(|_| plan(&due(&s), T0 + 5, &mut rng).not_before_ms.unwrap() - (T0 + 5))
+            .collect();
+        assert!(
+            delays.iter().all(|d| (0..=30_000).contains(d)),
+            "{delays:?}"
+        );
+        assert!(delays.len() > 50, "jitter varies");
+        let a = plan(&due(&s), T0, &mut rng);
+        let b = plan(&due(&s), T0, &mut rng);
+        assert_ne!(a.spec.job_id, b.spec.job_id, "every run is a new job");
     }
 
     #[test]

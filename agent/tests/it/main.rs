@@ -5,6 +5,7 @@ mod alerting;
 mod backup;
 mod durability;
 mod enroll;
+mod executor;
 mod live;
 mod maintenance;
 mod repos;

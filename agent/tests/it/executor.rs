@@ -1,0 +1,102 @@
+//! The executor on its own (a real bus client, no control plane): a
+//! re-sent dispatch is not run twice, a full outbox refuses new work but
+//! never drops a result, and secrets that do not open fail the job clearly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nkeys::XKey;
+use rm_agent::exec::{Accepted, ExecConfig, Executor};
+use rm_agent::journal::Journal;
+use rm_agent::outbox::Outbox;
+use rm_bus::creds::Role;
+use rm_bus::msg::{JobDone, JobOrigin, JobParams, JobSpec, RepoAccess, Sealed, decode};
+use rm_bus::subject::JobTopic;
+use rm_bus::{HostId, JobId};
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+fn spec(id: &str) -> JobSpec {
+    JobSpec {
+        job_id: JobId::parse(id).unwrap(),
+        params: JobParams::Snapshots { host_name: None },
+        repo: RepoAccess {
+            repo_id: "r1".into(),
+            secrets: Sealed("bm90IGEgYm94".into()),
+            append_only: true,
+        },
+        timeout_secs: 60,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_full_outbox_and_unopenable_secrets() {
+    let bus = TestBus::start().await.unwrap();
+    let host = HostId::parse("ex-1").unwrap();
+    let client = bus.connect_role(Role::Agent(host.clone())).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Arc::new(Outbox::open(dir.path().join("outbox"), 3).unwrap());
+    let journal = Journal::open(dir.path().join("jobs")).unwrap();
+    let exec = Executor::new(
+        ExecConfig {
+            host,
+            client: client.client.clone(),
+            xkey: XKey::new(),
+            controlplane_xkey: XKey::new().public_key(),
+            restic: rm_restic::Restic::detect(restic_bin()).await.ok(),
+            restic_error: None,
+            scratch_dir: dir.path().to_path_buf(),
+            cache_dir: dir.path().to_path_buf(),
+            clock: rm_bus::clock::system(),
+            progress_interval: Duration::from_millis(500),
+            log_flush: Duration::from_millis(100),
+            lock_hostname: String::new(),
+        },
+        journal,
+        outbox.clone(),
+    );
+
+    assert_eq!(exec.accept(spec("j1"), JobOrigin::Dispatch), Accepted::New);
+    // the control plane's retry of the same dispatch
+    assert_eq!(
+        exec.accept(spec("j1"), JobOrigin::Dispatch),
+        Accepted::Duplicate
+    );
+    // its result: failed, the secrets were not sealed to this agent
+    let done = eventually("j1 done in the outbox", || async {
+        outbox
+            .pending()
+            .ok()?
+            .into_iter()
+            .find(|e| e.job.as_str() == "j1" && e.topic == JobTopic::Done)
+    })
+    .await;
+    let d: JobDone = decode("done", &std::fs::read(&done.path).unwrap()).unwrap();
+    assert_eq!(
+        d.error_kind,
+        Some(rm_bus::msg::ErrorKind::InvalidRequest),
+        "{d:?}"
+    );
+    assert!(d.error.unwrap().contains("do not open"));
+    // finished: still a duplicate, never run again
+    assert_eq!(
+        exec.accept(spec("j1"), JobOrigin::Dispatch),
+        Accepted::Duplicate
+    );
+    assert_eq!(outbox.len(), 2, "started and done of j1, once each");
+
+    // the outbox at its bound (3): new work is refused with the reason ...
+    assert_eq!(exec.accept(spec("j2"), JobOrigin::Dispatch), Accepted::New);
+    eventually("j2 done", || async {
+        (outbox.jobs_with_done_pending().len() == 2).then_some(())
+    })
+    .await;
+    match exec.accept(spec("j3"), JobOrigin::Dispatch) {
+        Accepted::Refused(why) => assert!(why.contains("outbox is full"), "{why}"),
+        other => panic!("accepted into a full outbox: {other:?}"),
+    }
+    // ... but j2's result was written past it, not dropped
+    assert_eq!(outbox.len(), 4);
+    exec.shutdown(Duration::from_secs(5)).await;
+}

@@ -99,7 +99,13 @@ impl Executor {
     /// that was running when the agent died is reported failed (restic was
     /// interrupted with it), once.
     pub fn resume(self: &Arc<Self>) -> Result<()> {
+        let done_pending = self.outbox.jobs_with_done_pending();
         for rec in self.journal.all()? {
+            if done_pending.contains(&rec.spec.job_id) {
+                // stopped between writing `done` and forgetting the job
+                self.journal.finish(&rec.spec.job_id)?;
+                continue;
+            }
             match rec.state {
                 JobState::Accepted => {
                     tracing::info!(job = %rec.spec.job_id, "resuming an accepted job");

@@ -12,7 +12,8 @@ fn outbox_has_done(state_dir: &Path, job: &str) -> bool {
         .map(|rd| {
             rd.flatten().any(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                n.contains(&format!(".{job}.done."))
+                // not a `.…tmp` file still being written
+                !n.starts_with('.') && n.contains(&format!(".{job}.done."))
             })
         })
         .unwrap_or(false)

@@ -30,14 +30,15 @@ fn spec(id: &str) -> JobSpec {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicates_full_outbox_and_unopenable_secrets() {
-    let bus = TestBus::start().await.unwrap();
+async fn executor(
+    bus: &TestBus,
+    dir: &std::path::Path,
+    outbox_max: usize,
+) -> (Arc<Executor>, Arc<Outbox>) {
     let host = HostId::parse("ex-1").unwrap();
     let client = bus.connect_role(Role::Agent(host.clone())).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let outbox = Arc::new(Outbox::open(dir.path().join("outbox"), 3).unwrap());
-    let journal = Journal::open(dir.path().join("jobs")).unwrap();
+    let outbox = Arc::new(Outbox::open(dir.join("outbox"), outbox_max).unwrap());
+    let journal = Journal::open(dir.join("jobs")).unwrap();
     let exec = Executor::new(
         ExecConfig {
             host,
@@ -46,8 +47,8 @@ async fn duplicates_full_outbox_and_unopenable_secrets() {
             controlplane_xkey: XKey::new().public_key(),
             restic: rm_restic::Restic::detect(restic_bin()).await.ok(),
             restic_error: None,
-            scratch_dir: dir.path().to_path_buf(),
-            cache_dir: dir.path().to_path_buf(),
+            scratch_dir: dir.to_path_buf(),
+            cache_dir: dir.to_path_buf(),
             clock: rm_bus::clock::system(),
             progress_interval: Duration::from_millis(500),
             log_flush: Duration::from_millis(100),
@@ -56,6 +57,14 @@ async fn duplicates_full_outbox_and_unopenable_secrets() {
         journal,
         outbox.clone(),
     );
+    (exec, outbox)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_full_outbox_and_unopenable_secrets() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (exec, outbox) = executor(&bus, dir.path(), 3).await;
 
     assert_eq!(exec.accept(spec("j1"), JobOrigin::Dispatch), Accepted::New);
     // the control plane's retry of the same dispatch
@@ -99,4 +108,51 @@ async fn duplicates_full_outbox_and_unopenable_secrets() {
     // ... but j2's result was written past it, not dropped
     assert_eq!(outbox.len(), 4);
     exec.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_crash_sends_each_result_once() {
+    use rm_agent::journal::{JobRecord, JobState};
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // the state a crash leaves: j1 running with its `done` already written,
+    // j2 running without one
+    {
+        let journal = Journal::open(dir.path().join("jobs")).unwrap();
+        let outbox = Outbox::open(dir.path().join("outbox"), 100).unwrap();
+        for id in ["j1", "j2"] {
+            journal
+                .put(&JobRecord {
+                    spec: spec(id),
+                    origin: JobOrigin::Dispatch,
+                    state: JobState::Running,
+                    accepted_ms: 1,
+                    started_ms: Some(2),
+                    not_before_ms: None,
+                })
+                .unwrap();
+        }
+        outbox
+            .push(&JobId::parse("j1").unwrap(), JobTopic::Done, b"{}")
+            .unwrap();
+    }
+    let (exec, outbox) = executor(&bus, dir.path(), 100).await;
+    exec.resume().unwrap();
+    let dones: Vec<String> = outbox
+        .pending()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.topic == JobTopic::Done)
+        .map(|e| e.job.to_string())
+        .collect();
+    assert_eq!(
+        dones,
+        ["j1", "j2"],
+        "j1's result is not doubled; j2 gets one"
+    );
+    let (accepted, running) = exec.held();
+    assert!(accepted.is_empty());
+    assert_eq!(running.len(), 2, "both results are still on their way");
+    let journal = Journal::open(dir.path().join("jobs")).unwrap();
+    assert!(journal.all().unwrap().is_empty());
 }

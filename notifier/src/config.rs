@@ -134,4 +134,16 @@ mod tests {
         assert!(load_xkey_seed(&path).is_err());
         assert!(load_xkey_seed(&dir.path().join("missing")).is_err());
     }
+
+    #[test]
+    fn each_attempt_has_a_5_second_timeout_by_default() {
+        let authority = rm_bus::creds::Authority::generate(rm_bus::clock::system());
+        let creds = authority
+            .mint_new_user("n", rm_bus::creds::Role::Notifier.permissions())
+            .unwrap();
+        let spec = ConnectSpec::new("nats://127.0.0.1:1", creds, &rm_bus::creds::Role::Notifier);
+        let c = NotifierConfig::new(spec, XKey::new());
+        assert_eq!(c.attempt_timeout, Duration::from_secs(5));
+        assert!(c.shutdown_grace > c.attempt_timeout);
+    }
 }

@@ -584,3 +584,42 @@ async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> any
     assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let on = Receiver::start(Answer::Status(200)).await?;
+    let mut off = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let on_channel = env.add_webhook("on", &on.url("/a"), None).await?;
+    let off_channel = env.add_webhook("off", &off.url("/b"), None).await?;
+    let _: api::ChannelView = env
+        .call(
+            api::CHANNEL_UPDATE,
+            api::ChannelUpdate {
+                channel_id: off_channel.clone(),
+                name: None,
+                enabled: Some(false),
+                definition: None,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    env.set_offline("h1").await?;
+    let rows = wait_for("the delivery finished", || async {
+        let rows = env.outbox().await?;
+        Ok((!rows.is_empty() && rows.iter().all(|r| r.state != "pending")).then_some(rows))
+    })
+    .await?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].channel_id, on_channel);
+    assert_eq!(rows[0].state, "delivered");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        off.drain().is_empty(),
+        "nothing reached the disabled channel"
+    );
+    env.stop_all().await
+}

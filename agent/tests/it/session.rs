@@ -137,3 +137,43 @@ async fn a_tls_bus_url_is_used_with_the_state_directory_ca() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_agent_cannot_touch_another_hosts_subjects() {
+    let env = Env::start().await.unwrap();
+    let (a, a_dir) = env.enroll("hostile-1").await.unwrap();
+    let (b, _) = env.enroll("victim-1").await.unwrap();
+    // the hostile host's own credentials, as enrollment issued them
+    let creds = StateDir::open(&a_dir).unwrap().creds().unwrap();
+    let a_id = HostId::parse(&a).unwrap();
+    let b_id = HostId::parse(&b).unwrap();
+    let mut hostile = env
+        .bus
+        .connect_as(&Role::Agent(a_id.clone()), creds)
+        .await
+        .unwrap();
+    let _sub = hostile.subscribe(subject::cmd(&b_id)).await.unwrap();
+    hostile.flush().await.unwrap();
+    let e = hostile
+        .expect_server_error("Permissions Violation for Subscription", WAIT)
+        .await
+        .unwrap();
+    assert!(e.contains(&subject::cmd(&b_id)), "{e}");
+    hostile
+        .publish(subject::agent_heartbeat(&b_id), "{}".into())
+        .await
+        .unwrap();
+    hostile.flush().await.unwrap();
+    let e = hostile
+        .expect_server_error("Permissions Violation for Publish", WAIT)
+        .await
+        .unwrap();
+    assert!(e.contains(&subject::agent_heartbeat(&b_id)), "{e}");
+    // its own subjects still work on the same connection
+    hostile
+        .publish(subject::agent_heartbeat(&a_id), "{}".into())
+        .await
+        .unwrap();
+    hostile.flush().await.unwrap();
+    assert!(hostile.drain_server_errors().is_empty());
+}

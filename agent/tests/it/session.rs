@@ -177,3 +177,41 @@ async fn an_enrolled_agent_cannot_touch_another_hosts_subjects() {
     hostile.flush().await.unwrap();
     assert!(hostile.drain_server_errors().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_commands_get_a_clear_refusal_and_break_nothing() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    let agent = env.agent("mal-1", &bin).await.unwrap();
+    let host = HostId::parse(&agent.host_id).unwrap();
+    let cp = env.bus.connect_role(Role::Controlplane).await.unwrap();
+    for (payload, why) in [
+        (&b"not json at all"[..], "malformed"),
+        (br#"{"v":1,"cmd":"dispatch"}"#, "malformed"),
+        (br#"{"v":1,"cmd":"dispatch","job":{"job_id":"bad.id","params":{"kind":"prune"},"repo":{"repo_id":"r","secrets":"x"},"timeout_secs":1}}"#, "malformed"),
+        (br#"{"v":9,"cmd":"warp_drive","speed":9}"#, "unknown command"),
+    ] {
+        let reply = tokio::time::timeout(
+            WAIT,
+            cp.request(subject::cmd(&host), bytes::Bytes::copy_from_slice(payload)),
+        )
+        .await
+        .expect("answered")
+        .expect("a reply");
+        let ack: rm_bus::msg::Ack = decode("ack", &reply.payload).unwrap();
+        assert!(!ack.ok, "{ack:?}");
+        assert!(
+            ack.error.as_deref().unwrap_or("").contains(why),
+            "{}: {ack:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    // the agent still works
+    let repo = env.new_repo("mal", &agent.host_id).await;
+    env.attach_append_only(&repo, "mal", &agent.host_id, REPO_PASSWORD)
+        .await;
+    let src = env.path("src");
+    make_tree(&src, &[("a.txt", 10)]);
+    let created = env.job(&agent.host_id, &repo, backup(&[&src])).await;
+    assert_eq!(env.finished(&created.job_id).await.status, "succeeded");
+}

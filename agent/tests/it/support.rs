@@ -13,8 +13,8 @@ use rm_agent::{Settings, Timings};
 use rm_bus::clock::SharedClock;
 use rm_bus::creds::Role;
 use rm_bus::msg::*;
-use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
-use rm_bus::subject::{self, SvcRole, Verb};
+use rm_bus::reqack::RetryPolicy;
+use rm_bus::subject::{SvcRole, Verb};
 use rm_controlplane::api;
 use rm_testkit::{TestBus, TestClient};
 use serde::Serialize;
@@ -369,39 +369,8 @@ impl Env {
         verb: Verb,
         body: B,
     ) -> Result<R, SvcError> {
-        let req = SvcRequest {
-            v: PROTOCOL_VERSION,
-            actor: Actor {
-                name: "alice".into(),
-                via: ActorVia::Session,
-            },
-            body,
-        };
-        let subj = subject::svc(role, verb);
-        let policy = RetryPolicy {
-            attempt_timeout: Duration::from_secs(130),
-            deadline: Some(Duration::from_secs(140)),
-            ..RetryPolicy::default()
-        };
-        let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
-        let msg = request_with_retry(&self.web, &subj, &key, encode(&req), &policy)
-            .await
-            .map_err(|e| SvcError {
-                code: "unavailable".into(),
-                message: e.to_string(),
-            })?;
-        let reply: SvcReply<R> = decode("svc reply", &msg.payload).map_err(|e| SvcError {
-            code: "decode".into(),
-            message: e.to_string(),
-        })?;
-        match (reply.ok, reply.error) {
-            (Some(v), None) => Ok(v),
-            (_, Some(e)) => Err(e),
-            (None, None) => Err(SvcError {
-                code: "empty".into(),
-                message: "empty reply".into(),
-            }),
-        }
+        // long: repo-add with init waits for restic on the host
+        rm_testkit::svc_call(&self.web, role, verb, body, Duration::from_secs(130)).await
     }
 
     pub async fn call<B: Serialize, R: DeserializeOwned>(&self, verb: Verb, body: B) -> R {

@@ -123,39 +123,14 @@ impl Cp {
         verb: Verb,
         body: B,
     ) -> Result<R, SvcError> {
-        let req = SvcRequest {
-            v: PROTOCOL_VERSION,
-            actor: Actor {
-                name: "alice".into(),
-                via: ActorVia::Session,
-            },
+        rm_testkit::svc_call(
+            &self.web,
+            SvcRole::Controlplane,
+            verb,
             body,
-        };
-        let subj = subject::svc(SvcRole::Controlplane, verb);
-        let policy = RetryPolicy {
-            attempt_timeout: Duration::from_secs(15),
-            deadline: Some(Duration::from_secs(20)),
-            ..RetryPolicy::default()
-        };
-        let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
-        let msg = request_with_retry(&self.web, &subj, &key, encode(&req), &policy)
-            .await
-            .map_err(|e| SvcError {
-                code: "unavailable".into(),
-                message: e.to_string(),
-            })?;
-        let reply: SvcReply<R> = decode("svc reply", &msg.payload).map_err(|e| SvcError {
-            code: "decode".into(),
-            message: e.to_string(),
-        })?;
-        match (reply.ok, reply.error) {
-            (Some(v), None) => Ok(v),
-            (_, Some(e)) => Err(e),
-            (None, None) => Err(SvcError {
-                code: "empty".into(),
-                message: "empty reply".into(),
-            }),
-        }
+            Duration::from_secs(15),
+        )
+        .await
     }
 
     pub async fn call<B: Serialize, R: DeserializeOwned>(&self, verb: Verb, body: B) -> R {

@@ -263,6 +263,30 @@ async fn wrong_password_is_reported_as_such() {
             .contains("password"),
         "{job:?}"
     );
+    // restic's own words reach the job's log (batched, at most once) and
+    // its stderr tail (with the result, at least once)
+    assert!(
+        job.stderr_tail
+            .as_deref()
+            .unwrap_or("")
+            .contains("wrong password"),
+        "{job:?}"
+    );
+    let db = env.cp.db().await;
+    let lines = eventually("log lines stored", || async {
+        let mut c = db.read().await.ok()?;
+        let l = rm_store::jobs::logs(&mut c, &created.job_id).await.ok()?;
+        l.iter()
+            .any(|l| l.text.contains("wrong password"))
+            .then_some(l)
+    })
+    .await;
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.stream == "stderr" || l.stream == "stdout"),
+        "{lines:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<()> {
     let state = StateDir::open(&settings.state_dir)?;
     let identity = state.identity()?;
+    match state.clear_scratch() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed password files left by an earlier crash"),
+        Err(e) => tracing::warn!(error = %e, "could not clear the scratch directory"),
+    }
     let creds = state.creds()?;
     let xkey = state.xkey()?;
     let host = identity.host_id.clone();
@@ -146,7 +151,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             stop.clone(),
         )),
     ];
-    agent.hello_wake.notify_one();
+    // The first hello goes out on the client's first `Connected` event
+    // (which async-nats also reports for the initial connection).
     tracing::info!(host = %agent.host, "agent running");
     shutdown.await;
 

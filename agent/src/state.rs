@@ -91,6 +91,21 @@ impl StateDir {
         self.root.join("scratch")
     }
 
+    /// Removes what a crash left in `scratch/` (password files of restic
+    /// runs that never finished). Called once at start, before any run.
+    pub fn clear_scratch(&self) -> Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(self.scratch_dir())? {
+            let path = e?.path();
+            if path.is_file() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
     }
@@ -269,6 +284,17 @@ mod tests {
         let (nkey2, _) = st.new_keys().unwrap();
         st.commit_enrollment(&id, "jwt-2").unwrap();
         assert_eq!(st.creds().unwrap().seed(), nkey2.seed().unwrap());
+    }
+
+    #[test]
+    fn scratch_is_cleared() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        std::fs::write(st.scratch_dir().join("pw-1"), b"secret").unwrap();
+        std::fs::write(st.scratch_dir().join("pw-2"), b"secret").unwrap();
+        assert_eq!(st.clear_scratch().unwrap(), 2);
+        assert_eq!(std::fs::read_dir(st.scratch_dir()).unwrap().count(), 0);
+        assert_eq!(st.clear_scratch().unwrap(), 0);
     }
 
     #[test]

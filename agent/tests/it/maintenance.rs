@@ -26,7 +26,6 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
     for (host, src) in [
         (&web.host_id, &a),
         (&web.host_id, &a),
-        (&web.host_id, &a),
         (&maint.host_id, &b),
     ] {
         let created = env.job(host, &repo, backup(&[src])).await;

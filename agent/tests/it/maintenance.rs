@@ -23,11 +23,7 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
     let b = env.path("b");
     make_tree(&a, &[("one.txt", 500)]);
     make_tree(&b, &[("two.txt", 700)]);
-    for (host, src) in [
-        (&web.host_id, &a),
-        (&web.host_id, &a),
-        (&maint.host_id, &b),
-    ] {
+    for (host, src) in [(&web.host_id, &a), (&web.host_id, &a), (&maint.host_id, &b)] {
         let created = env.job(host, &repo, backup(&[src])).await;
         let job = env.finished(&created.job_id).await;
         assert_eq!(job.status, "succeeded", "{job:?}");

@@ -96,9 +96,12 @@ impl Scheduler {
             .collect()
     }
 
-    /// The runs due at `now`, recording them as fired (persisted before
-    /// they are returned, so a crash cannot fire a slot twice).
-    pub fn take_due(&self, now_ms: i64) -> Result<Vec<Due>> {
+    /// The runs due at `now`. First sightings (a new or changed schedule)
+    /// are recorded at once; due runs are recorded by [`Self::mark_fired`]
+    /// only after their job is in the journal, so a crash in between fires
+    /// the slot again — with the same job id, which the journal knows, so
+    /// it runs once.
+    pub fn due(&self, now_ms: i64) -> Result<Vec<Due>> {
         let schedules = self.schedules();
         let mut fired = lock(&self.fired);
         let before = fired.clone();
@@ -117,11 +120,6 @@ impl Scheduler {
             let Some(slot) = cron.last_at_or_before_ms(now_ms) else {
                 continue;
             };
-            let mark = Fired {
-                slot_ms: slot,
-                cron: s.cron.clone(),
-                timezone: s.timezone.clone(),
-            };
             match fired.get(&s.schedule_id) {
                 Some(f) if f.cron == s.cron && f.timezone == s.timezone => {
                     if slot > f.slot_ms {
@@ -129,18 +127,36 @@ impl Scheduler {
                             schedule: s.clone(),
                             slot_ms: slot,
                         });
-                        fired.insert(s.schedule_id.clone(), mark);
                     }
                 }
                 // New or changed: wait for the next slot.
                 _ => {
-                    fired.insert(s.schedule_id.clone(), mark);
+                    fired.insert(s.schedule_id.clone(), fired_mark(s, slot));
                 }
             }
         }
         fired.retain(|id, _| schedules.iter().any(|s| &s.schedule_id == id));
         if *fired != before {
             self.state.write_json(FIRED_FILE, &*fired)?;
+        }
+        Ok(due)
+    }
+
+    /// Records a due run as fired (its job is in the journal).
+    pub fn mark_fired(&self, d: &Due) -> Result<()> {
+        let mut fired = lock(&self.fired);
+        fired.insert(
+            d.schedule.schedule_id.clone(),
+            fired_mark(&d.schedule, d.slot_ms),
+        );
+        self.state.write_json(FIRED_FILE, &*fired)
+    }
+
+    /// [`Self::due`] and [`Self::mark_fired`] at once.
+    pub fn take_due(&self, now_ms: i64) -> Result<Vec<Due>> {
+        let due = self.due(now_ms)?;
+        for d in &due {
+            self.mark_fired(d)?;
         }
         Ok(due)
     }
@@ -154,13 +170,17 @@ impl Scheduler {
         stop: CancellationToken,
     ) {
         loop {
-            match self.take_due(self.clock.now_ms()) {
+            match self.due(self.clock.now_ms()) {
                 Ok(due) => {
                     for d in due {
-                        self.fire(&exec, d);
+                        if self.fire(&exec, &d)
+                            && let Err(e) = self.mark_fired(&d)
+                        {
+                            tracing::error!(error = %e, "scheduler could not record a fired run");
+                        }
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "scheduler could not record fired runs"),
+                Err(e) => tracing::error!(error = %e, "scheduler could not read its schedules"),
             }
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -170,19 +190,38 @@ impl Scheduler {
         }
     }
 
-    fn fire(&self, exec: &Arc<Executor>, d: Due) {
-        let run = plan(&d, self.clock.now_ms(), &mut rand::thread_rng());
+    /// Hands a due run to the executor; `true` when the slot is taken care
+    /// of (accepted now or earlier), `false` to try it again next tick.
+    fn fire(&self, exec: &Arc<Executor>, d: &Due) -> bool {
+        let run = plan(d, self.clock.now_ms(), &mut rand::thread_rng());
         let job = run.spec.job_id.clone();
         let id = &d.schedule.schedule_id;
         match exec.accept_at(run.spec, run.origin, run.not_before_ms) {
             Accepted::New => {
-                tracing::info!(schedule = %id, job = %job, slot_ms = d.slot_ms, not_before_ms = ?run.not_before_ms, "scheduled run")
+                tracing::info!(schedule = %id, job = %job, slot_ms = d.slot_ms, not_before_ms = ?run.not_before_ms, "scheduled run");
+                true
             }
-            other => {
-                tracing::warn!(schedule = %id, outcome = ?other, "scheduled run not accepted")
+            Accepted::Duplicate => true,
+            Accepted::Refused(why) => {
+                tracing::warn!(schedule = %id, reason = %why, "scheduled run not accepted; trying again");
+                false
             }
         }
     }
+}
+
+fn fired_mark(s: &ScheduleSpec, slot_ms: i64) -> Fired {
+    Fired {
+        slot_ms,
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+    }
+}
+
+/// The job id of one slot of one schedule: the same every time the slot
+/// is planned, so a slot fired again after a crash is recognised.
+fn slot_job_id(schedule_id: &str, slot_ms: i64) -> JobId {
+    JobId::parse(format!("{schedule_id}-{slot_ms}")).unwrap_or_else(|_| JobId::generate())
 }
 
 /// A due run as the job it becomes.
@@ -194,8 +233,8 @@ pub struct Planned {
     pub not_before_ms: Option<i64>,
 }
 
-/// Turns a due run into a job with a fresh id, delayed by a random part of
-/// the schedule's jitter.
+/// Turns a due run into its job (the slot's id), delayed by a random part
+/// of the schedule's jitter.
 pub fn plan(d: &Due, now_ms: i64, rng: &mut impl Rng) -> Planned {
     let s = &d.schedule;
     let not_before_ms = (s.jitter_secs > 0).then(|| {
@@ -204,7 +243,7 @@ pub fn plan(d: &Due, now_ms: i64, rng: &mut impl Rng) -> Planned {
     });
     Planned {
         spec: JobSpec {
-            job_id: JobId::generate(),
+            job_id: slot_job_id(&s.schedule_id, d.slot_ms),
             params: s.params.clone(),
             repo: s.repo.clone(),
             timeout_secs: s.timeout_secs,
@@ -296,6 +335,29 @@ mod tests {
     }
 
     #[test]
+    fn a_run_not_marked_fired_is_due_again_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let st = StateDir::open(tmp.path()).unwrap();
+        let clock = ManualClock::new(T0);
+        let cfg = || Some(config(vec![sched("h", "0 * * * *", "UTC")]));
+        let s = Scheduler::new(st.clone(), clock.clone(), cfg()).unwrap();
+        assert!(s.due(T0).unwrap().is_empty());
+        let d = s.due(T0 + H).unwrap();
+        assert_eq!(slots(&d), [("h".into(), T0 + H)]);
+        // the agent dies before the job reached the journal
+        drop(s);
+        let s = Scheduler::new(st.clone(), clock.clone(), cfg()).unwrap();
+        let again = s.due(T0 + H + 10).unwrap();
+        assert_eq!(slots(&again), [("h".into(), T0 + H)], "not lost");
+        s.mark_fired(&again[0]).unwrap();
+        let s = Scheduler::new(st, clock, cfg()).unwrap();
+        assert!(
+            s.due(T0 + H + 20).unwrap().is_empty(),
+            "and once marked, done"
+        );
+    }
+
+    #[test]
     fn time_zone_edits_and_disabled() {
         let tmp = tempfile::tempdir().unwrap();
         let st = StateDir::open(tmp.path()).unwrap();
@@ -352,8 +414,14 @@ mod tests {
         );
         assert!(delays.len() > 50, "jitter varies");
         let a = plan(&due(&s), T0, &mut rng);
-        let b = plan(&due(&s), T0, &mut rng);
-        assert_ne!(a.spec.job_id, b.spec.job_id, "every run is a new job");
+        let b = plan(&due(&s), T0 + 9, &mut rng);
+        assert_eq!(a.spec.job_id, b.spec.job_id, "one slot, one job");
+        assert_eq!(a.spec.job_id.as_str(), format!("j-{T0}"));
+        let next = Due {
+            schedule: s.clone(),
+            slot_ms: T0 + H,
+        };
+        assert_ne!(plan(&next, T0, &mut rng).spec.job_id, a.spec.job_id);
     }
 
     #[test]

@@ -60,10 +60,24 @@ async fn call<B: Serialize, R: DeserializeOwned>(
     let creds = authority.mint_new_user("admin-cli", Role::Web.permissions())?;
     let spec = ConnectSpec::new(args.nats_url.clone(), creds, &Role::Web);
     let (client, _events) = connect(&spec).await?;
+    request(&client, "admin", verb, body)
+        .await
+        .map_err(|e| e.context("is `restic-manager serve` running?"))
+}
+
+/// One control-plane service request as `actor` (a system actor) over a
+/// client with the web role's permissions; the service's error becomes
+/// `code: message`.
+pub(crate) async fn request<B: Serialize, R: DeserializeOwned>(
+    client: &async_nats::Client,
+    actor: &str,
+    verb: rm_bus::subject::Verb,
+    body: B,
+) -> Result<R> {
     let req = SvcRequest {
         v: PROTOCOL_VERSION,
         actor: Actor {
-            name: "admin".into(),
+            name: actor.into(),
             via: ActorVia::System,
         },
         body,
@@ -75,14 +89,14 @@ async fn call<B: Serialize, R: DeserializeOwned>(
     };
     let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
     let msg = request_with_retry(
-        &client,
+        client,
         &subject::svc(SvcRole::Controlplane, verb),
         &key,
         encode(&req),
         &policy,
     )
     .await
-    .context("the control plane did not answer (is `restic-manager serve` running?)")?;
+    .context("the control plane did not answer")?;
     let reply: SvcReply<R> = decode("reply", &msg.payload)?;
     match (reply.ok, reply.error) {
         (Some(v), _) => Ok(v),

@@ -8,14 +8,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use async_nats::Client;
 use rm_agent::Settings;
 use rm_agent::enroll::Fingerprint;
 use rm_agent::state::StateDir;
-use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, SvcRequest, decode, encode};
-use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
-use rm_bus::subject::{self, SvcRole};
 use rm_controlplane::api;
 
 /// What the local agent needs from the serve process.
@@ -58,36 +55,11 @@ pub async fn prepare(l: &Local<'_>) -> Result<Settings> {
 }
 
 async fn host_add(web: &Client, name: &str) -> Result<api::HostEnrollment> {
-    let req = SvcRequest {
-        v: PROTOCOL_VERSION,
-        actor: Actor {
-            name: "serve".into(),
-            via: ActorVia::System,
-        },
-        body: api::HostAdd { name: name.into() },
-    };
-    let policy = RetryPolicy {
-        attempt_timeout: Duration::from_secs(10),
-        deadline: Some(Duration::from_secs(30)),
-        ..RetryPolicy::default()
-    };
-    let msg = request_with_retry(
-        web,
-        &subject::svc(SvcRole::Controlplane, api::HOST_ADD),
-        &IdempotencyKey::new(format!("local-agent:{name}")),
-        encode(&req),
-        &policy,
-    )
-    .await
-    .context("the control plane did not answer")?;
-    let reply: SvcReply<api::HostEnrollment> = decode("host-add reply", &msg.payload)?;
-    match (reply.ok, reply.error) {
-        (Some(e), _) => Ok(e),
-        (None, Some(e)) => bail!(
-            "adding the local host {name:?} failed: {} (a host of that name exists but {} holds no enrollment: pick another --local-agent-name or revoke the old host)",
-            e.message,
-            "the agent state"
-        ),
-        (None, None) => bail!("empty reply to host-add"),
-    }
+    crate::admin::request(web, "serve", api::HOST_ADD, api::HostAdd { name: name.into() })
+        .await
+        .with_context(|| {
+            format!(
+                "adding the local host {name:?} (if a host of that name exists but the agent state holds no enrollment, pick another --local-agent-name or revoke the old host)"
+            )
+        })
 }

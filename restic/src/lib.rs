@@ -253,3 +253,48 @@ fn invalid(message: &str) -> Failure {
         exit_code: None,
     }
 }
+
+/// The command line a job runs, as an operator would type it to reproduce
+/// it by hand: `restic --repo=<url> <args>`, shell-quoted. Secrets are not
+/// part of it (restic reads them from the environment and a password
+/// file). Invalid parameters give the reason instead.
+pub fn display_command(repo_url: &str, params: &JobParams) -> Result<String, String> {
+    let args = command::job_args(params).map_err(|e| e.0)?;
+    let mut words = vec!["restic".to_owned(), shell_quote(&format!("--repo={repo_url}"))];
+    words.extend(args.iter().map(|a| shell_quote(a)));
+    Ok(words.join(" "))
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn display_command_quotes_words_and_carries_no_secret() {
+        let params = JobParams::Backup {
+            paths: vec!["/srv/my data".into()],
+            excludes: vec!["*.tmp".into()],
+            tags: vec![],
+            one_file_system: false,
+            host_name: Some("h-1".into()),
+        };
+        let line = display_command("rest:http://127.0.0.1:8000/r", &params).unwrap();
+        assert_eq!(
+            line,
+            "restic --repo=rest:http://127.0.0.1:8000/r backup --json '--exclude=*.tmp' --host=h-1 -- '/srv/my data'"
+        );
+    }
+}

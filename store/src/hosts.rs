@@ -128,6 +128,13 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Host>> {
         .await?)
 }
 
+/// Every host's `(id, name)`, for labelling rows.
+pub async fn names(conn: &mut SqliteConnection) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as("SELECT id, name FROM hosts")
+        .fetch_all(conn)
+        .await?)
+}
+
 /// What an agent told us at enrollment.
 #[derive(Debug, Clone)]
 pub struct Enrollment<'a> {

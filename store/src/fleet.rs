@@ -1,0 +1,273 @@
+//! Read queries behind the fleet dashboard and its JSON twin
+//! (`GET /api/v1/hosts`): counters by backup health, one page of host rows
+//! with their summary, and the raw material of the 30-day compliance strip.
+//!
+//! A host's *health* is derived in SQL (so filtering, counting and
+//! paginating agree): `pending` (never enrolled), `offline`, `never` (no
+//! backup yet), `failed` (last backup failed or was lost), `warning` (last
+//! backup partial or cancelled), `ok`. Revoked hosts are not part of the
+//! fleet view. Everything here reads indexed rows of the page's hosts only;
+//! nothing scans `jobs`.
+
+use sqlx::{FromRow, SqliteConnection};
+
+use crate::Result;
+
+/// The SQL expression of a host's health over `hosts h LEFT JOIN host_summary s`.
+const HEALTH: &str = "CASE
+    WHEN h.status = 'pending' THEN 'pending'
+    WHEN h.status = 'offline' THEN 'offline'
+    WHEN s.last_backup_status IS NULL THEN 'never'
+    WHEN s.last_backup_status IN ('failed', 'lost') THEN 'failed'
+    WHEN s.last_backup_status IN ('warning', 'cancelled') THEN 'warning'
+    ELSE 'ok' END";
+
+/// The health values, in the order counters show them.
+pub const HEALTHS: [&str; 6] = ["ok", "warning", "failed", "offline", "never", "pending"];
+
+/// How many non-revoked hosts are in each health, plus running and open alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub ok: i64,
+    pub warning: i64,
+    pub failed: i64,
+    pub offline: i64,
+    pub never: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub open_alerts: i64,
+}
+
+impl Counts {
+    pub fn total(&self) -> i64 {
+        self.ok + self.warning + self.failed + self.offline + self.never + self.pending
+    }
+}
+
+pub async fn counts(conn: &mut SqliteConnection) -> Result<Counts> {
+    let sql = format!(
+        "SELECT {HEALTH} AS health, COUNT(*) AS n,
+                SUM(CASE WHEN COALESCE(s.running_jobs, 0) > 0 THEN 1 ELSE 0 END) AS running
+         FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
+         WHERE h.status != 'revoked' GROUP BY health"
+    );
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut c = Counts::default();
+    for (health, n, running) in rows {
+        c.running += running;
+        match health.as_str() {
+            "ok" => c.ok = n,
+            "warning" => c.warning = n,
+            "failed" => c.failed = n,
+            "offline" => c.offline = n,
+            "never" => c.never = n,
+            _ => c.pending += n,
+        }
+    }
+    c.open_alerts = open_alerts(conn).await?;
+    Ok(c)
+}
+
+/// Open (unresolved) alerts across the fleet, for the top bar.
+pub async fn open_alerts(conn: &mut SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT COUNT(*) FROM alerts a JOIN hosts h ON h.id = a.host_id
+         WHERE a.resolved_at IS NULL AND h.status != 'revoked'",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Order of the host list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sort {
+    /// Worst first (failed, offline, warning, never, pending, ok), then name.
+    #[default]
+    Health,
+    Name,
+    /// Oldest last backup first (never backed up first of all).
+    LastBackup,
+}
+
+/// Which hosts, which page.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only this host (one row, for a host page or a live row refresh).
+    pub id: Option<String>,
+    /// Case-insensitive substring of the name or the endpoint's hostname.
+    pub text: Option<String>,
+    /// One of [`HEALTHS`].
+    pub health: Option<String>,
+    /// Only hosts with a running job.
+    pub running: bool,
+    pub sort: Sort,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// One host row of the dashboard.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Row {
+    pub id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    pub restic_host: Option<String>,
+    pub status: String,
+    pub health: String,
+    pub last_seen_at: Option<i64>,
+    pub enrolled_at: Option<i64>,
+    pub created_at: i64,
+    pub last_backup_status: Option<String>,
+    pub last_backup_at: Option<i64>,
+    pub last_backup_success_at: Option<i64>,
+    pub running_jobs: i64,
+    pub open_alerts: i64,
+    pub repo_size: Option<i64>,
+    pub snapshot_count: i64,
+}
+
+/// One page of hosts and the number of hosts matching the filter.
+pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i64)> {
+    let order = match q.sort {
+        Sort::Health => {
+            "CASE health WHEN 'failed' THEN 0 WHEN 'offline' THEN 1 WHEN 'warning' THEN 2
+                 WHEN 'never' THEN 3 WHEN 'pending' THEN 4 ELSE 5 END, h.name"
+        }
+        Sort::Name => "h.name",
+        Sort::LastBackup => "COALESCE(s.last_backup_at, 0), h.name",
+    };
+    let text = q
+        .text
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+    let filter = "h.status != 'revoked'
+          AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
+          AND (?2 IS NULL OR health = ?2)
+          AND (?3 = 0 OR COALESCE(s.running_jobs, 0) > 0)
+          AND (?6 IS NULL OR h.id = ?6)";
+    let base = format!(
+        "FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
+         LEFT JOIN host_summary s ON s.host_id = h.id
+         WHERE {filter}"
+    );
+    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {base}")))
+        .bind(&text)
+        .bind(&q.health)
+        .bind(i64::from(q.running))
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(&q.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let sql = format!(
+        "SELECT h.id, h.name, h.hostname, h.restic_host, h.status, h.health, h.last_seen_at,
+                h.enrolled_at, h.created_at,
+                s.last_backup_status, s.last_backup_at, s.last_backup_success_at,
+                COALESCE(s.running_jobs, 0) AS running_jobs,
+                (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.id AND a.resolved_at IS NULL) AS open_alerts,
+                (SELECT SUM((SELECT COALESCE(rh.raw_size, rh.total_size) FROM repo_health rh
+                             WHERE rh.repo_id = hr.repo_id AND COALESCE(rh.raw_size, rh.total_size) IS NOT NULL
+                             ORDER BY rh.ts DESC LIMIT 1))
+                   FROM host_repositories hr WHERE hr.host_id = h.id) AS repo_size,
+                (SELECT COUNT(*) FROM host_repositories hr JOIN snapshots sn
+                   ON sn.repo_id = hr.repo_id AND sn.hostname = h.restic_host
+                   WHERE hr.host_id = h.id) AS snapshot_count
+         {base} ORDER BY {order} LIMIT ?4 OFFSET ?5"
+    );
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&text)
+        .bind(&q.health)
+        .bind(i64::from(q.running))
+        .bind(q.limit)
+        .bind(q.offset)
+        .bind(&q.id)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// One host's row, revoked or not found → `None`.
+pub async fn row(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<Row>> {
+    let q = Query {
+        id: Some(host_id.to_owned()),
+        limit: 1,
+        ..Query::default()
+    };
+    Ok(page(conn, &q).await?.0.into_iter().next())
+}
+
+/// One backup job of a host, for the compliance strip and the reason of
+/// the last result.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct BackupRun {
+    pub id: String,
+    pub status: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The host's backup jobs created at or after `since_ms`, newest first.
+pub async fn backups_since(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    since_ms: i64,
+) -> Result<Vec<BackupRun>> {
+    Ok(sqlx::query_as(
+        "SELECT id, status, created_at, finished_at, error_kind, error FROM jobs
+         WHERE host_id = ? AND created_at >= ? AND kind = 'backup'
+         ORDER BY created_at DESC LIMIT 2000",
+    )
+    .bind(host_id)
+    .bind(since_ms)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The host's newest backup job (any age), for the reason of its result.
+pub async fn last_backup(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<BackupRun>> {
+    Ok(sqlx::query_as(
+        "SELECT id, status, created_at, finished_at, error_kind, error FROM jobs
+         WHERE host_id = ? AND kind = 'backup' AND status NOT IN ('queued', 'dispatched', 'running')
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(host_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The host's running (or dispatched) job, newest first.
+pub async fn running_job(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind FROM jobs WHERE host_id = ? AND status IN ('running', 'dispatched')
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(host_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A host's enabled backup schedule, for next-run and missed-slot judgement.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct BackupSchedule {
+    pub id: String,
+    pub cron: String,
+    pub timezone: String,
+    pub grace_secs: i64,
+    pub created_at: i64,
+}
+
+pub async fn backup_schedules(conn: &mut SqliteConnection, host_id: &str) -> Result<Vec<BackupSchedule>> {
+    Ok(sqlx::query_as(
+        "SELECT id, cron, timezone, grace_secs, created_at FROM schedules
+         WHERE host_id = ? AND kind = 'backup' AND enabled = 1",
+    )
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?)
+}

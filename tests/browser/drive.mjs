@@ -1,0 +1,180 @@
+// Drives the operator UI in Debian's headless Chromium against a running
+// restic-manager (real server, real agent, real restic). Started by the
+// Rust test tests/cli/browser.rs, which prepares the installation and
+// passes what it made in RM_BROWSER_CONFIG (JSON). Every wait is on page
+// state, never a sleep. Writes screenshots of each page (light and dark,
+// 1280 and 390 px) when `screenshots` is set. Prints one line per check
+// and "N passed, M failed" at the end; exits non-zero on any failure.
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const cfg = JSON.parse(process.env.RM_BROWSER_CONFIG || '{}');
+const base = cfg.url.replace(/\/$/, '');
+const only = process.env.RM_BROWSER_ONLY ? process.env.RM_BROWSER_ONLY.split(',') : null;
+let passed = 0, failed = 0;
+
+async function step(name, fn) {
+  if (only && !only.includes(name)) return;
+  const t0 = Date.now();
+  try {
+    await fn();
+    passed++;
+    console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    failed++;
+    console.log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
+  }
+}
+function assert(cond, msg) { if (!cond) throw new Error(msg); }
+
+const browser = await chromium.launch({
+  executablePath: cfg.chromium || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync'],
+});
+
+async function context(opts = {}) {
+  return browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 900 }, ...opts });
+}
+async function login(page, user) {
+  await page.goto(`${base}/login`);
+  await page.fill('#username', user.name);
+  await page.fill('#password', user.password);
+  await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login')), page.click('button[type=submit]')]);
+}
+async function axe(page, what) {
+  await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert(bad.length === 0, `${what}: accessibility violations: ` +
+    bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`).join(' | '));
+}
+async function shoot(name, url, user) {
+  if (!cfg.screenshots) return;
+  mkdirSync(cfg.screenshots, { recursive: true });
+  for (const scheme of ['light', 'dark']) {
+    for (const width of [1280, 390]) {
+      const ctx = await context({ colorScheme: scheme, viewport: { width, height: 900 } });
+      const page = await ctx.newPage();
+      await login(page, user);
+      await page.goto(`${base}${url}`);
+      await page.waitForLoadState('networkidle').catch(() => {});
+      await page.screenshot({ path: `${cfg.screenshots}/${name}-${scheme}-${width}.png`, fullPage: true });
+      await ctx.close();
+    }
+  }
+}
+
+const admin = cfg.admin, viewer = cfg.viewer, hostId = cfg.host_id;
+
+await step('login-and-dashboard', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await page.goto(`${base}/`);
+  assert(page.url().includes('/login'), 'an anonymous visit is sent to the sign-in page');
+  await login(page, admin);
+  const row = page.locator(`#host-${hostId}`);
+  await row.waitFor();
+  assert((await row.locator('.strip i').count()) === 30, 'the host row has a 30-day compliance strip');
+  const total = await page.locator('[data-count]').allTextContents();
+  assert(total.length >= 5, 'the dashboard shows its counters');
+  await page.locator('[data-live][data-state="live"]').waitFor();
+  await axe(page, 'dashboard');
+  await ctx.close();
+});
+
+await step('backup-progress-live', async () => {
+  const ctx = await context();
+  const dash = await ctx.newPage();
+  await login(dash, admin);
+  await dash.locator(`#host-${hostId}`).waitFor();
+  await dash.locator('[data-live][data-state="live"]').waitFor();
+  const page = await ctx.newPage();
+  await page.goto(`${base}/hosts/${hostId}`);
+  await page.click('text=Back up now');
+  await page.fill('#paths', cfg.backup_path);
+  await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
+  await page.locator('[data-live][data-state="live"]').waitFor();
+  // The progress bar takes at least two different values without a reload.
+  const seen = new Set();
+  const bar = page.locator('#job-state [data-progress-bar]');
+  const deadline = Date.now() + 120000;
+  while (seen.size < 2 && Date.now() < deadline) {
+    const v = await bar.getAttribute('aria-valuenow', { timeout: 1000 }).catch(() => null);
+    if (v !== null) seen.add(v);
+    if (await page.locator('#job-title .status.s-ok').count()) break;
+    await page.waitForFunction((prev) => {
+      const b = document.querySelector('#job-state [data-progress-bar]');
+      return !b || b.getAttribute('aria-valuenow') !== prev || document.querySelector('#job-title .s-ok');
+    }, v, { timeout: 5000 }).catch(() => {});
+  }
+  assert(seen.size >= 2, `the progress bar showed ${seen.size} distinct value(s): ${[...seen].join(', ')}`);
+  await page.locator('#job-title .status.s-ok').waitFor({ timeout: 180000 });
+  await axe(page, 'job page');
+  // The dashboard row turned ok without a reload.
+  await dash.locator(`#host-${hostId} [data-field="state"].s-ok`).waitFor({ timeout: 30000 });
+  await ctx.close();
+});
+
+await step('viewer-sees-no-actions-and-is-refused', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await login(page, viewer);
+  await page.goto(`${base}/hosts/${hostId}`);
+  assert(await page.locator('text=Back up now').count() === 0, 'no "Back up now" for a viewer');
+  assert(await page.locator('text=Revoke host').count() === 0, 'no revoke for a viewer');
+  const csrf = await page.locator('meta[name="csrf-token"]').getAttribute('content');
+  const status = await page.evaluate(async ([url, csrf]) => {
+    const r = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: csrf, kind: 'backup', repo_id: 'x', paths: '/etc' }) });
+    return r.status;
+  }, [`${base}/hosts/${hostId}/run`, csrf]);
+  assert(status === 403, `a viewer's POST is refused with 403, got ${status}`);
+  await ctx.close();
+});
+
+await step('markup-in-a-host-name-is-text', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  let dialogs = 0;
+  page.on('dialog', async (d) => { dialogs++; await d.dismiss(); });
+  await login(page, admin);
+  await page.goto(`${base}/?q=${encodeURIComponent('<script>')}`);
+  const link = page.locator('a.host', { hasText: '<script>alert(1)</script>' });
+  await link.waitFor();
+  assert(dialogs === 0, 'no script ran');
+  await ctx.close();
+});
+
+await step('keyboard-reaches-actions', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await login(page, admin);
+  await page.goto(`${base}/hosts/${hostId}`);
+  const reached = new Set();
+  for (let i = 0; i < 60; i++) {
+    await page.keyboard.press('Tab');
+    const t = await page.evaluate(() => (document.activeElement && document.activeElement.textContent || '').trim());
+    reached.add(t);
+  }
+  for (const want of ['Back up now', 'Run an operation', 'Restore', 'Sign out']) {
+    assert([...reached].some((t) => t.startsWith(want)), `Tab reaches "${want}"`);
+  }
+  await ctx.close();
+});
+
+await step('screenshots', async () => {
+  await shoot('dashboard', '/', admin);
+  await shoot('host', `/hosts/${hostId}`, admin);
+  await shoot('jobs', '/jobs', admin);
+  if (cfg.job_id) await shoot('job', `/jobs/${cfg.job_id}`, admin);
+  await shoot('run-backup', `/hosts/${hostId}/run?kind=backup`, admin);
+  await shoot('run-forget', `/hosts/${hostId}/run?kind=forget`, admin);
+});
+
+await browser.close();
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,103 @@
+//! The operator UI: server-rendered askama pages (complete without script),
+//! the one stylesheet and the one script. Every page renders a view struct
+//! that its JSON twin under `/api/v1` serialises, so a page and its API
+//! never compute the same thing twice.
+//!
+//! - [`fmt`]: how numbers and times read.
+//! - [`assets`]: `/static/app.css` and `/static/app.js`, versioned by hash.
+//! - [`dashboard`]: the fleet (`/`, `GET /api/v1/hosts`).
+
+pub mod assets;
+pub mod dashboard;
+pub mod cron_words;
+pub mod fmt;
+pub mod pages;
+pub mod run;
+#[cfg(test)]
+mod tests;
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::auth::{Principal, Role};
+
+/// What every page's frame (top bar, navigation) needs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub user: String,
+    pub role: &'static str,
+    pub csrf: String,
+    /// Which top-level section is current (`dashboard`, `hosts`, ...).
+    pub nav: &'static str,
+    /// Open alerts, for the count in the top bar.
+    pub open_alerts: i64,
+    /// Live-update topics this page subscribes to ("" for none).
+    pub topics: &'static str,
+    pub asset_version: &'static str,
+}
+
+impl Layout {
+    pub fn new(who: &Principal, nav: &'static str, topics: &'static str, open_alerts: i64) -> Self {
+        Self {
+            user: who.name.clone(),
+            role: who.role.as_str(),
+            csrf: who.csrf.clone().unwrap_or_default(),
+            nav,
+            open_alerts,
+            topics,
+            asset_version: assets::version(),
+        }
+    }
+}
+
+/// Whether `who` may run jobs, restore and edit (operator or admin).
+pub fn can_operate(who: &Principal) -> bool {
+    who.role >= Role::Operator
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    title: &'static str,
+    message: String,
+    advice: &'static str,
+}
+
+/// An error as a page: what happened and what to do, with the error's status.
+pub fn error_page(who: &Principal, nav: &'static str, e: &crate::error::ApiError) -> Response {
+    let (title, advice) = match e.status.as_u16() {
+        404 => ("Not found", "It may have been removed, or the link is wrong. Start again from the fleet."),
+        403 => ("Not allowed", "Your role does not allow this. Ask an admin if you need it."),
+        400 | 422 => ("Not accepted", "Correct the value and try again."),
+        409 => ("Conflict", "Reload the page to see the current state, then try again."),
+        503 => ("Temporarily unavailable", "A part of restic-manager is not answering. Try again in a moment; if it persists, check the server's log."),
+        _ => ("Something went wrong", "Try again; if it persists, the server's log has the details."),
+    };
+    let mut resp = render(&ErrorPage {
+        layout: Layout::new(who, nav, "", 0),
+        status: e.status.as_u16(),
+        title,
+        message: e.message.clone(),
+        advice,
+    });
+    *resp.status_mut() = e.status;
+    resp
+}
+
+/// Renders a page; a template error is logged and answered with a plain 500.
+pub fn render<T: Template>(page: &T) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "This page could not be rendered; the server log has the details.",
+            )
+                .into_response()
+        }
+    }
+}

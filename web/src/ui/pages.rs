@@ -1,0 +1,152 @@
+//! Read-only pages of hosts and jobs: `/hosts/<id>`, `/jobs`, `/jobs/<id>`,
+//! and their JSON twins `GET /api/v1/hosts/<id>`, `GET /api/v1/jobs`,
+//! `GET /api/v1/jobs/<id>`, each rendering or serialising one view.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+
+use crate::AppState;
+use crate::auth::RequireViewer;
+use crate::error::ApiError;
+use crate::ui::{Layout, can_operate, render};
+use crate::views::host::{self, HostView};
+use crate::views::job::{self, JobFilter, JobView, JobsPage};
+
+/// Log lines shown on a job page (the newest ones).
+const LOG_SHOWN: usize = 1000;
+
+async fn open_alerts(state: &AppState) -> i64 {
+    match state.store.read().await {
+        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "host.html")]
+pub(crate) struct HostPage {
+    pub(crate) layout: Layout,
+    pub(crate) host: HostView,
+    pub(crate) can_operate: bool,
+}
+
+async fn load_host(state: &AppState, id: &str) -> Result<HostView, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(host::load(&mut conn, id, state.now()).await?)
+}
+
+/// `GET /hosts/{id}`.
+pub async fn host_page(
+    State(state): State<AppState>,
+    RequireViewer(who): RequireViewer,
+    Path(id): Path<String>,
+) -> Response {
+    let host = match load_host(&state, &id).await {
+        Ok(h) => h,
+        Err(e) => return crate::ui::error_page(&who, "hosts", &e),
+    };
+    render(&HostPage {
+        layout: Layout::new(&who, "hosts", "hosts,jobs,alerts", open_alerts(&state).await),
+        can_operate: can_operate(&who),
+        host,
+    })
+}
+
+/// `GET /api/v1/hosts/{id}`.
+pub async fn host_api(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<HostView>, ApiError> {
+    Ok(axum::Json(load_host(&state, &id).await?))
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+pub(crate) struct JobPage {
+    pub(crate) layout: Layout,
+    pub(crate) job: JobView,
+    pub(crate) logs: Vec<rm_store::jobs::LogLine>,
+    pub(crate) can_operate: bool,
+}
+
+/// `GET /jobs/{id}`.
+pub async fn job_page(
+    State(state): State<AppState>,
+    RequireViewer(who): RequireViewer,
+    Path(id): Path<String>,
+) -> Response {
+    let loaded = async {
+        let mut conn = state.store.read().await?;
+        let view = job::load(&mut conn, &id, state.now()).await?;
+        let mut logs = rm_store::jobs::logs(&mut conn, &id).await?;
+        let skip = logs.len().saturating_sub(LOG_SHOWN);
+        logs.drain(..skip);
+        Ok::<_, ApiError>((view, logs))
+    }
+    .await;
+    let (job, logs) = match loaded {
+        Ok(x) => x,
+        Err(e) => return crate::ui::error_page(&who, "jobs", &e),
+    };
+    render(&JobPage {
+        layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),
+        can_operate: can_operate(&who),
+        job,
+        logs,
+    })
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub async fn job_api(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<JobView>, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(axum::Json(job::load(&mut conn, &id, state.now()).await?))
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+pub(crate) struct JobsListPage {
+    pub(crate) layout: Layout,
+    pub(crate) page: JobsPage,
+    pub(crate) filter: JobFilter,
+    pub(crate) hosts: Vec<(String, String)>,
+    pub(crate) kinds: [&'static str; 11],
+    pub(crate) statuses: [&'static str; 8],
+    pub(crate) sinces: [(&'static str, &'static str); 4],
+}
+
+async fn load_jobs(state: &AppState, filter: &JobFilter) -> Result<JobsPage, ApiError> {
+    if let Err((field, message)) = filter.validate() {
+        return Err(ApiError::invalid(field, message));
+    }
+    let mut conn = state.store.read().await?;
+    Ok(job::list(&mut conn, filter, state.now()).await?)
+}
+
+/// `GET /jobs`.
+pub async fn jobs_page(
+    State(state): State<AppState>,
+    RequireViewer(who): RequireViewer,
+    Query(filter): Query<JobFilter>,
+) -> Response {
+    let page = match load_jobs(&state, &filter).await {
+        Ok(p) => p,
+        Err(e) => return crate::ui::error_page(&who, "jobs", &e),
+    };
+    let mut hosts = match state.store.read().await {
+        Ok(mut c) => rm_store::hosts::names(&mut c).await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    hosts.sort_by(|a, b| a.1.cmp(&b.1));
+    render(&JobsListPage {
+        layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),
+        page,
+        filter,
+        hosts,
+        kinds: job::KINDS,
+        statuses: job::STATUSES,
+        sinces: job::SINCES,
+    })
+}
+
+/// `GET /api/v1/jobs`.
+pub async fn jobs_api(State(state): State<AppState>, Query(filter): Query<JobFilter>) -> Result<axum::Json<JobsPage>, ApiError> {
+    Ok(axum::Json(load_jobs(&state, &filter).await?))
+}

@@ -1,0 +1,158 @@
+//! Renders pages over a seeded store: what the templates show, escaping,
+//! and the views they share with the API. With `RM_UI_PREVIEW_DIR` set,
+//! the rendered pages are also written there (with the stylesheet) for a
+//! look in a browser.
+
+use askama::Template;
+
+use super::*;
+use crate::views;
+
+const NOW: i64 = 1_796_126_400_000; // 2026-12-01T12:00Z
+
+async fn seeded() -> (tempfile::TempDir, rm_store::Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rm_store::Store::open(&dir.path().join("rm.db")).await.unwrap();
+    let spec = rm_store::seed::Spec {
+        hosts: 40,
+        now_ms: NOW,
+        ..rm_store::seed::Spec::default()
+    };
+    rm_store::seed::fleet(&store, &spec).await.unwrap();
+    let mut c = store.read().await.unwrap();
+    // A host whose name is markup, and one with a backup running now.
+    sqlx::query("UPDATE hosts SET name = '<script>alert(1)</script>' WHERE id = 'seed-h000011'")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO jobs (id, host_id, exec_host_id, repo_id, kind, params_json, origin, status, timeout_secs, created_by, created_at, started_at)
+                 SELECT 'run-1', id, id, NULL, 'backup', '{\"kind\":\"backup\",\"paths\":[\"/srv\"]}', 'operator', 'running', 3600, 'ops', ?, ? FROM hosts WHERE id = 'seed-h000012'")
+        .bind(NOW - 60_000)
+        .bind(NOW - 50_000)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE host_summary SET running_jobs = 1 WHERE host_id = 'seed-h000012'")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE hosts SET status = 'online' WHERE id = 'seed-h000012'")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    (dir, store)
+}
+
+fn layout(nav: &'static str) -> Layout {
+    Layout {
+        user: "ops".into(),
+        role: "admin",
+        csrf: "csrf-token".into(),
+        nav,
+        open_alerts: 3,
+        topics: "hosts,jobs",
+        asset_version: assets::version(),
+    }
+}
+
+fn preview(name: &str, html: &str) {
+    if let Ok(dir) = std::env::var("RM_UI_PREVIEW_DIR") {
+        let dir = std::path::Path::new(&dir);
+        std::fs::create_dir_all(dir.join("static")).unwrap();
+        std::fs::write(dir.join("static/app.css"), include_str!("../../static/app.css")).unwrap();
+        let html = html.replace("href=\"/static/app.css", "href=\"static/app.css");
+        std::fs::write(dir.join(format!("{name}.html")), html).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn dashboard_lists_the_fleet_worst_first_with_counters_and_escapes_names() {
+    let (_dir, store) = seeded().await;
+    let mut conn = store.read().await.unwrap();
+    let fleet = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW).await.unwrap();
+    let c = &fleet.counters;
+    assert_eq!(c.total, fleet.total, "every non-revoked host is counted once");
+    assert!(c.ok > 0 && c.total < 40, "seed has healthy hosts and a revoked one: {c:?}");
+    // Worst first: no ok host before a failed or offline one.
+    let first_ok = fleet.hosts.iter().position(|h| h.health == "ok").unwrap();
+    assert!(fleet.hosts[first_ok..].iter().all(|h| h.health == "ok"));
+    assert!(fleet.hosts.iter().all(|h| h.days.len() == 30));
+    let now = fleet.now;
+    let page = dashboard::DashboardPage { layout: layout("dashboard"), fleet, can_operate: true, now, states: dashboard::STATES };
+    let html = page.render().unwrap();
+    preview("dashboard", &html);
+    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!html.contains("<script>alert(1)</script>"));
+    assert!(html.contains("data-progress-bar=\"run-1\""), "the running backup shows a progress bar");
+    assert!(html.contains("backing up"));
+}
+
+#[tokio::test]
+async fn dashboard_filter_by_state_counts_and_pages_agree() {
+    let (_dir, store) = seeded().await;
+    let mut conn = store.read().await.unwrap();
+    let all = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW).await.unwrap();
+    for (state, expected) in [("ok", all.counters.ok), ("failed", all.counters.failed), ("offline", all.counters.offline), ("pending", all.counters.pending)] {
+        let f = views::fleet::FleetFilter { state: state.into(), ..Default::default() };
+        let page = views::fleet::load(&mut conn, &f, NOW).await.unwrap();
+        assert_eq!(page.total, expected, "{state}");
+        assert!(page.hosts.iter().all(|h| h.health == state), "{state}");
+    }
+    let f = views::fleet::FleetFilter { q: "host-0001".into(), ..Default::default() };
+    let page = views::fleet::load(&mut conn, &f, NOW).await.unwrap();
+    let expected: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE (name LIKE '%host-0001%' OR hostname LIKE '%host-0001%') AND status != 'revoked'")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(expected > 0);
+    assert_eq!(page.total, expected);
+    assert!(page.hosts.iter().all(|h| h.name.contains("host-0001") || h.hostname.as_deref().is_some_and(|n| n.contains("host-0001"))));
+    let f = views::fleet::FleetFilter { q: "%".into(), ..Default::default() };
+    assert_eq!(views::fleet::load(&mut conn, &f, NOW).await.unwrap().total, 0, "LIKE wildcards are literal");
+}
+
+#[tokio::test]
+async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
+    let (_dir, store) = seeded().await;
+    let mut conn = store.read().await.unwrap();
+    let host = views::host::load(&mut conn, "seed-h000020", NOW).await.unwrap();
+    assert_eq!(host.repositories.len(), 1);
+    assert!(host.posture.append_only);
+    assert_eq!(host.schedules.len(), 1);
+    assert!(host.schedules[0].reading.starts_with("every day at 0"));
+    let page = pages::HostPage { layout: layout("hosts"), host, can_operate: true };
+    let html = page.render().unwrap();
+    preview("host", &html);
+    assert!(html.contains("append-only"));
+    assert!(matches!(views::host::load(&mut conn, "nope", NOW).await, Err(rm_store::StoreError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn job_pages_show_result_error_advice_and_command_line() {
+    let (_dir, store) = seeded().await;
+    let mut conn = store.read().await.unwrap();
+    let failed: String = sqlx::query_scalar("SELECT id FROM jobs WHERE status = 'failed' LIMIT 1")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let job = views::job::load(&mut conn, &failed, NOW).await.unwrap();
+    assert!(job.advice.as_deref().unwrap().contains("edit the repository's credentials"));
+    let cmd = job.command.clone().unwrap();
+    assert!(cmd.starts_with("restic --repo=rest:https://backup-0.example.internal/fleet backup --json"), "{cmd}");
+    let html = pages::JobPage { layout: layout("jobs"), job, logs: Vec::new(), can_operate: true }.render().unwrap();
+    preview("job-failed", &html);
+    let job = views::job::load(&mut conn, "run-1", NOW).await.unwrap();
+    let html = pages::JobPage { layout: layout("jobs"), job, logs: Vec::new(), can_operate: true }.render().unwrap();
+    preview("job-running", &html);
+    assert!(html.contains("data-progress-bar=\"run-1\""));
+
+    let f = views::job::JobFilter { status: "failed".into(), ..Default::default() };
+    let page = views::job::list(&mut conn, &f, NOW).await.unwrap();
+    assert!(!page.jobs.is_empty() && page.jobs.iter().all(|j| j.status == "failed"));
+    let all = views::job::list(&mut conn, &views::job::JobFilter::default(), NOW).await.unwrap();
+    let cursor = all.next_cursor.clone().unwrap();
+    let next = views::job::list(&mut conn, &views::job::JobFilter { before: cursor, ..Default::default() }, NOW).await.unwrap();
+    assert!(next.jobs[0].created_at <= all.jobs.last().unwrap().created_at);
+    assert!(next.jobs.iter().all(|j| !all.jobs.iter().any(|a| a.id == j.id)), "pages do not overlap");
+}

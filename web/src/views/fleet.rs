@@ -1,0 +1,528 @@
+//! The fleet view: what the dashboard shows and `GET /api/v1/hosts` returns,
+//! computed once here for both (the HTML page renders this struct, the API
+//! serialises it).
+//!
+//! Per host: health (see `rm_store::fleet`), the running job, the last
+//! backup with the reason it failed, the next scheduled run (the shared
+//! cron module, so it agrees with the agent), repository size, snapshot
+//! count, open alerts, and the 30-day compliance strip: one cell per UTC
+//! day, judged against the host's own backup schedules — the day's last
+//! backup result, `miss` when a scheduled slot (past its grace) had no
+//! backup at all, `none` when nothing was due.
+
+use rm_cron::CronSchedule;
+use rm_store::fleet::{self, BackupRun, Counts, Query, Row, Sort};
+use serde::{Deserialize, Serialize};
+
+const DAY_MS: i64 = 86_400_000;
+/// Days in the compliance strip.
+pub const STRIP_DAYS: i64 = 30;
+/// Hosts per page.
+pub const PAGE_SIZE: i64 = 50;
+
+/// Query-string filters of the dashboard and the host list.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct FleetFilter {
+    /// Text in the host name or hostname.
+    pub q: String,
+    /// A health (`ok`, `warning`, `failed`, `offline`, `never`, `pending`) or `running`.
+    pub state: String,
+    /// `health` (default), `name` or `last_backup`.
+    pub sort: String,
+    /// 1-based page number.
+    pub page: u32,
+}
+
+impl FleetFilter {
+    /// Checks the values; an unknown state or sort is a field error.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.state.is_empty()
+            && self.state != "running"
+            && !fleet::HEALTHS.contains(&self.state.as_str())
+        {
+            return Err((
+                "state",
+                format!(
+                    "unknown state {:?}: one of ok, warning, failed, offline, never, pending, running",
+                    self.state
+                ),
+            ));
+        }
+        if !matches!(self.sort.as_str(), "" | "health" | "name" | "last_backup") {
+            return Err((
+                "sort",
+                format!("unknown sort {:?}: one of health, name, last_backup", self.sort),
+            ));
+        }
+        if self.q.len() > 200 {
+            return Err(("q", "the filter text is longer than 200 characters".into()));
+        }
+        Ok(())
+    }
+
+    fn page(&self) -> i64 {
+        i64::from(self.page.max(1))
+    }
+
+    /// This filter's query string with `page` replaced (for pager links).
+    pub fn query_for_page(&self, page: i64) -> String {
+        let mut parts = Vec::new();
+        if !self.q.is_empty() {
+            parts.push(format!("q={}", urlencode(&self.q)));
+        }
+        if !self.state.is_empty() {
+            parts.push(format!("state={}", urlencode(&self.state)));
+        }
+        if !self.sort.is_empty() {
+            parts.push(format!("sort={}", urlencode(&self.sort)));
+        }
+        if page > 1 {
+            parts.push(format!("page={page}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b));
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Counters at the top of the dashboard.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Counters {
+    pub ok: i64,
+    pub warning: i64,
+    pub failed: i64,
+    pub offline: i64,
+    pub never: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub open_alerts: i64,
+    pub total: i64,
+}
+
+impl From<Counts> for Counters {
+    fn from(c: Counts) -> Self {
+        Self {
+            total: c.total(),
+            ok: c.ok,
+            warning: c.warning,
+            failed: c.failed,
+            offline: c.offline,
+            never: c.never,
+            pending: c.pending,
+            running: c.running,
+            open_alerts: c.open_alerts,
+        }
+    }
+}
+
+/// One day of the compliance strip.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Day {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// `ok`, `warn`, `fail`, `running`, `miss` or `none`.
+    pub state: &'static str,
+}
+
+/// The running job of a host.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RunningJob {
+    pub id: String,
+    pub kind: String,
+}
+
+/// One row of the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRow {
+    pub id: String,
+    pub name: String,
+    pub hostname: Option<String>,
+    /// Connection state: `pending`, `online` or `offline`.
+    pub status: String,
+    /// Backup health (see the module doc).
+    pub health: String,
+    pub last_seen_at: Option<i64>,
+    pub running: Option<RunningJob>,
+    pub last_backup_at: Option<i64>,
+    pub last_backup_status: Option<String>,
+    /// Why the last backup did not succeed, as classified by the agent.
+    pub last_backup_reason: Option<String>,
+    pub last_backup_job_id: Option<String>,
+    pub next_run_at: Option<i64>,
+    pub has_backup_schedule: bool,
+    /// Latest known size of the host's repositories (bytes).
+    pub repo_size: Option<i64>,
+    pub snapshot_count: i64,
+    pub open_alerts: i64,
+    pub days: Vec<Day>,
+}
+
+/// The dashboard page and `GET /api/v1/hosts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetPage {
+    pub counters: Counters,
+    pub hosts: Vec<HostRow>,
+    /// Hosts matching the filter.
+    pub total: i64,
+    pub page: i64,
+    pub page_size: i64,
+    pub filter: FleetFilter,
+    /// When this was computed (ms).
+    pub now: i64,
+}
+
+impl FleetPage {
+    pub fn pages(&self) -> i64 {
+        ((self.total + self.page_size - 1) / self.page_size).max(1)
+    }
+    pub fn first_index(&self) -> i64 {
+        if self.total == 0 { 0 } else { (self.page - 1) * self.page_size + 1 }
+    }
+    pub fn last_index(&self) -> i64 {
+        ((self.page - 1) * self.page_size + i64::try_from(self.hosts.len()).unwrap_or(0)).min(self.total)
+    }
+}
+
+/// Loads one page of the fleet.
+pub async fn load(
+    conn: &mut rm_store::Conn,
+    filter: &FleetFilter,
+    now_ms: i64,
+) -> rm_store::Result<FleetPage> {
+    let counts = fleet::counts(&mut *conn).await?;
+    let (health, running) = match filter.state.as_str() {
+        "" => (None, false),
+        "running" => (None, true),
+        s => (Some(s.to_owned()), false),
+    };
+    let sort = match filter.sort.as_str() {
+        "name" => Sort::Name,
+        "last_backup" => Sort::LastBackup,
+        _ => Sort::Health,
+    };
+    let page = filter.page();
+    let query = Query {
+        id: None,
+        text: Some(filter.q.clone()),
+        health,
+        running,
+        sort,
+        limit: PAGE_SIZE,
+        offset: (page - 1) * PAGE_SIZE,
+    };
+    let (rows, total) = fleet::page(&mut *conn, &query).await?;
+    let mut hosts = Vec::with_capacity(rows.len());
+    for row in rows {
+        hosts.push(host_row(&mut *conn, row, now_ms).await?);
+    }
+    Ok(FleetPage {
+        counters: counts.into(),
+        hosts,
+        total,
+        page,
+        page_size: PAGE_SIZE,
+        filter: filter.clone(),
+        now: now_ms,
+    })
+}
+
+/// One host's row (also used to refresh a single row live).
+pub async fn host_row(conn: &mut rm_store::Conn, row: Row, now_ms: i64) -> rm_store::Result<HostRow> {
+    let today_start = now_ms - now_ms.rem_euclid(DAY_MS);
+    let since = today_start - (STRIP_DAYS - 1) * DAY_MS;
+    let runs = fleet::backups_since(&mut *conn, &row.id, since).await?;
+    let last = match runs.iter().find(|r| is_finished(&r.status)) {
+        Some(r) => Some(r.clone()),
+        None => fleet::last_backup(&mut *conn, &row.id).await?,
+    };
+    let running = if row.running_jobs > 0 {
+        fleet::running_job(&mut *conn, &row.id)
+            .await?
+            .map(|(id, kind)| RunningJob { id, kind })
+    } else {
+        None
+    };
+    let schedules: Vec<(CronSchedule, i64, i64)> = fleet::backup_schedules(&mut *conn, &row.id)
+        .await?
+        .into_iter()
+        .filter_map(|s| {
+            CronSchedule::parse(&s.cron, &s.timezone)
+                .ok()
+                .map(|c| (c, s.created_at, s.grace_secs))
+        })
+        .collect();
+    let next_run_at = schedules
+        .iter()
+        .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
+        .min();
+    let active_since = row.enrolled_at.unwrap_or(row.created_at);
+    let days = strip(now_ms, since, &runs, &schedules, active_since);
+    Ok(HostRow {
+        last_backup_reason: last
+            .as_ref()
+            .filter(|r| r.status != "succeeded")
+            .and_then(|r| r.error.clone().or_else(|| r.error_kind.clone())),
+        last_backup_job_id: last.as_ref().map(|r| r.id.clone()),
+        id: row.id,
+        name: row.name,
+        hostname: row.hostname,
+        status: row.status,
+        health: row.health,
+        last_seen_at: row.last_seen_at,
+        running,
+        last_backup_at: row.last_backup_at,
+        last_backup_status: row.last_backup_status,
+        next_run_at,
+        has_backup_schedule: !schedules.is_empty(),
+        repo_size: row.repo_size,
+        snapshot_count: row.snapshot_count,
+        open_alerts: row.open_alerts,
+        days,
+    })
+}
+
+fn is_finished(status: &str) -> bool {
+    !matches!(status, "queued" | "dispatched" | "running")
+}
+
+/// The strip's cells from `since` (a UTC midnight) to today.
+fn strip(
+    now_ms: i64,
+    since: i64,
+    runs: &[BackupRun],
+    schedules: &[(CronSchedule, i64, i64)],
+    active_since: i64,
+) -> Vec<Day> {
+    (0..STRIP_DAYS)
+        .map(|i| {
+            let start = since + i * DAY_MS;
+            let end = start + DAY_MS;
+            let date = jiff::Timestamp::from_millisecond(start)
+                .map(|t| t.strftime("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            // Runs are newest first: the first in the day is its last.
+            let state = match runs.iter().find(|r| r.created_at >= start && r.created_at < end) {
+                Some(r) => match r.status.as_str() {
+                    "succeeded" => "ok",
+                    "warning" | "cancelled" => "warn",
+                    "failed" | "lost" => "fail",
+                    _ => "running",
+                },
+                None if missed(start, end, now_ms, schedules, active_since) => "miss",
+                None => "none",
+            };
+            Day { date, state }
+        })
+        .collect()
+}
+
+/// Whether a schedule had a slot in [start, end), after the host and the
+/// schedule existed, whose grace has passed by now.
+fn missed(start: i64, end: i64, now_ms: i64, schedules: &[(CronSchedule, i64, i64)], active_since: i64) -> bool {
+    schedules.iter().any(|(cron, created_at, grace_secs)| {
+        let from = start.max(*created_at).max(active_since);
+        if from >= end {
+            return false;
+        }
+        cron.next_after_ms(from - 1)
+            .is_some_and(|slot| slot < end && slot + grace_secs * 1000 < now_ms)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: &str, at: i64) -> BackupRun {
+        BackupRun {
+            id: format!("j{at}"),
+            status: status.into(),
+            created_at: at,
+            finished_at: Some(at + 1000),
+            error_kind: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn strip_judges_each_day_against_the_schedule() {
+        // 2026-12-01T12:00Z; a daily 02:00 UTC schedule since long before.
+        let now: i64 = 1_796_126_400_000;
+        let today = now - now.rem_euclid(DAY_MS);
+        let since = today - (STRIP_DAYS - 1) * DAY_MS;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let schedules = vec![(daily, 0, 3600)];
+        let runs = vec![
+            run("failed", today + 2 * 3_600_000),
+            run("succeeded", today - DAY_MS + 2 * 3_600_000 + 60_000),
+            run("failed", today - DAY_MS + 2 * 3_600_000),
+            run("warning", today - 2 * DAY_MS + 7_200_000),
+        ];
+        let days = strip(now, since, &runs, &schedules, 0);
+        assert_eq!(days.len(), 30);
+        assert_eq!(days[29].state, "fail", "today's only run failed");
+        assert_eq!(days[28].state, "ok", "yesterday's last run succeeded");
+        assert_eq!(days[27].state, "warn");
+        assert_eq!(days[26].state, "miss", "a due slot without any backup");
+        assert_eq!(days[29].date, "2026-12-01");
+    }
+
+    #[test]
+    fn strip_is_empty_before_the_host_existed_and_without_schedules() {
+        let now: i64 = 1_796_126_400_000;
+        let today = now - now.rem_euclid(DAY_MS);
+        let since = today - (STRIP_DAYS - 1) * DAY_MS;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let days = strip(now, since, &[], &[(daily, 0, 3600)], today - DAY_MS);
+        assert!(days[..28].iter().all(|d| d.state == "none"));
+        assert_eq!(days[28].state, "miss");
+        assert_eq!(days[29].state, "miss");
+        let days = strip(now, since, &[], &[], 0);
+        assert!(days.iter().all(|d| d.state == "none"));
+    }
+
+    #[test]
+    fn a_slot_still_inside_its_grace_is_not_missed() {
+        // now = 02:30 on the day of a 02:00 slot with one hour of grace.
+        let day = 1_796_083_200_000; // 2026-12-01T00:00Z
+        let now = day + 2 * 3_600_000 + 30 * 60_000;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        assert!(!missed(day, day + DAY_MS, now, &[(daily, 0, 3600)], 0));
+    }
+
+    #[test]
+    fn filter_rejects_unknown_state_and_sort() {
+        let f = FleetFilter { state: "bogus".into(), ..FleetFilter::default() };
+        assert_eq!(f.validate().unwrap_err().0, "state");
+        let f = FleetFilter { sort: "size".into(), ..FleetFilter::default() };
+        assert_eq!(f.validate().unwrap_err().0, "sort");
+        let f = FleetFilter { q: "a b&c".into(), page: 2, ..FleetFilter::default() };
+        assert_eq!(f.query_for_page(3), "?q=a%20b%26c&page=3");
+    }
+}
+
+/// Words and classes of the status vocabulary (UI.md): colour and word.
+impl HostRow {
+    /// The status class (`s-ok`, `s-running`, ...).
+    pub fn state_class(&self) -> &'static str {
+        if self.running.is_some() && self.status == "online" {
+            return "s-running";
+        }
+        health_class(&self.health)
+    }
+
+    /// The word beside the colour.
+    pub fn state_word(&self) -> String {
+        if let Some(job) = self.running.as_ref().filter(|_| self.status == "online") {
+            return running_word(&job.kind);
+        }
+        health_word(&self.health).to_owned()
+    }
+
+    /// The last backup's result as a class and a short word.
+    pub fn result_class(&self) -> &'static str {
+        self.last_backup_status.as_deref().map_or("s-unknown", job_status_class)
+    }
+
+    pub fn result_word(&self) -> String {
+        match (&self.last_backup_status, &self.last_backup_reason) {
+            (Some(s), _) if s == "succeeded" => "ok".into(),
+            (Some(_), Some(reason)) => reason.clone(),
+            (Some(s), None) => job_status_word(s).into(),
+            (None, _) => "no backup yet".into(),
+        }
+    }
+
+    /// The strip's summary for assistive technology: "27 ok, 1 missed, 2 failed".
+    pub fn strip_label(&self) -> String {
+        let count = |s: &str| self.days.iter().filter(|d| d.state == s).count();
+        let parts: Vec<String> = [("ok", "ok"), ("warn", "partial"), ("fail", "failed"), ("miss", "missed"), ("running", "running")]
+            .iter()
+            .filter_map(|(s, w)| {
+                let n = count(s);
+                (n > 0).then(|| format!("{n} {w}"))
+            })
+            .collect();
+        if parts.is_empty() {
+            "last 30 days: nothing due".into()
+        } else {
+            format!("last 30 days: {}", parts.join(", "))
+        }
+    }
+}
+
+/// `s-…` class of a backup health.
+pub fn health_class(health: &str) -> &'static str {
+    match health {
+        "ok" => "s-ok",
+        "warning" => "s-warn",
+        "failed" | "offline" => "s-fail",
+        _ => "s-unknown",
+    }
+}
+
+pub fn health_word(health: &str) -> &'static str {
+    match health {
+        "ok" => "ok",
+        "warning" => "partial",
+        "failed" => "failed",
+        "offline" => "offline",
+        "never" => "never backed up",
+        "pending" => "awaiting enrollment",
+        _ => "unknown",
+    }
+}
+
+/// `s-…` class of a job status.
+pub fn job_status_class(status: &str) -> &'static str {
+    match status {
+        "succeeded" => "s-ok",
+        "warning" | "cancelled" => "s-warn",
+        "failed" | "lost" => "s-fail",
+        "running" | "dispatched" => "s-running",
+        _ => "s-unknown",
+    }
+}
+
+pub fn job_status_word(status: &str) -> &'static str {
+    match status {
+        "succeeded" => "ok",
+        "warning" => "partial",
+        "failed" => "failed",
+        "lost" => "lost",
+        "cancelled" => "cancelled",
+        "running" => "running",
+        "dispatched" => "starting",
+        "queued" => "queued",
+        _ => "unknown",
+    }
+}
+
+/// "backing up", "pruning", ...
+pub fn running_word(kind: &str) -> String {
+    match kind {
+        "backup" => "backing up".into(),
+        "restore" => "restoring".into(),
+        "prune" => "pruning".into(),
+        "check" => "checking".into(),
+        "forget" => "forgetting".into(),
+        other => format!("running {other}"),
+    }
+}

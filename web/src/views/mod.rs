@@ -1,0 +1,7 @@
+//! View models: what a page shows and what its JSON twin returns, loaded
+//! once from the store. Templates render these; the API serialises them.
+//! None of them carries a secret (sealed credentials stay in the store).
+
+pub mod fleet;
+pub mod host;
+pub mod job;

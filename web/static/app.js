@@ -1,0 +1,210 @@
+// restic-manager's own page script: live updates over one EventSource and
+// small conveniences. Pages are complete without it. No framework, no
+// build step. Live updates never reload the page: progress bars and log
+// tails are updated in place, and other changes re-fetch the page in the
+// background and swap only the fragments marked `data-swap` whose HTML
+// changed, so scroll position, selection and form input are kept.
+(function () {
+  'use strict';
+  var doc = document;
+  doc.documentElement.classList.remove('no-js');
+
+  function $(sel, root) { return (root || doc).querySelector(sel); }
+  function $$(sel, root) { return Array.prototype.slice.call((root || doc).querySelectorAll(sel)); }
+  function csrf() { var m = $('meta[name="csrf-token"]'); return m ? m.content : ''; }
+
+  // ---- formatting, as the server formats (web/src/ui/fmt.rs) ----
+  function bytes(n) {
+    if (n == null) return '—';
+    var units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+    if (Math.abs(n) < 1024) return n + ' B';
+    var v = n / 1024, u = 0;
+    while (Math.abs(v) >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+    return v.toFixed(1) + ' ' + units[u];
+  }
+  function duration(s) {
+    s = Math.max(0, Math.round(s));
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' m ' + (s % 60) + ' s';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' m';
+    return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
+  }
+  function relative(ms) {
+    var d = Math.round((Date.now() - ms) / 1000), future = d < 0, s = Math.abs(d), a;
+    if (s < 10) return future ? 'in a few s' : 'just now';
+    if (s < 60) a = s + ' s'; else if (s < 3600) a = Math.floor(s / 60) + ' m';
+    else if (s < 86400) a = Math.floor(s / 3600) + ' h'; else a = Math.floor(s / 86400) + ' d';
+    return future ? 'in ' + a : a + ' ago';
+  }
+  function refreshTimes() {
+    $$('time[data-rel]').forEach(function (t) {
+      var ms = Date.parse(t.getAttribute('datetime'));
+      if (!isNaN(ms)) t.textContent = relative(ms);
+    });
+  }
+  setInterval(refreshTimes, 15000);
+
+  // ---- menu button at narrow widths ----
+  var toggle = $('.menu-toggle'), nav = $('#mainnav');
+  if (toggle && nav) {
+    toggle.addEventListener('click', function () {
+      var open = nav.classList.toggle('open');
+      toggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+    });
+  }
+
+  // ---- filter forms submit themselves ----
+  $$('form[data-autosubmit]').forEach(function (form) {
+    var timer;
+    form.addEventListener('change', function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
+    $$('input[type=search]', form).forEach(function (input) {
+      input.addEventListener('input', function () {
+        clearTimeout(timer);
+        timer = setTimeout(function () { form.requestSubmit ? form.requestSubmit() : form.submit(); }, 500);
+      });
+    });
+  });
+
+  // ---- confirmations: buttons with data-confirm ask first ----
+  doc.addEventListener('submit', function (e) {
+    var btn = e.submitter, form = e.target;
+    var msg = (btn && btn.getAttribute('data-confirm')) || form.getAttribute('data-confirm');
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+
+  // ---- copy buttons ----
+  doc.addEventListener('click', function (e) {
+    var b = e.target.closest('[data-copy]');
+    if (!b) return;
+    var src = doc.getElementById(b.getAttribute('data-copy'));
+    if (!src || !navigator.clipboard) return;
+    navigator.clipboard.writeText(src.textContent.trim()).then(function () {
+      var old = b.textContent; b.textContent = 'Copied'; setTimeout(function () { b.textContent = old; }, 1500);
+    });
+  });
+
+  // ---- live updates ----
+  var body = doc.body;
+  var topics = body.getAttribute('data-topics');
+  if (!topics || !window.EventSource) {
+    $$('[data-live]').forEach(function (el) { el.textContent = ''; });
+    return;
+  }
+  function setLive(state, text) {
+    $$('[data-live]').forEach(function (el) { el.setAttribute('data-state', state); el.textContent = text; });
+  }
+
+  // Background re-fetch of this page; swaps changed [data-swap] fragments.
+  var refetchTimer = null, refetching = false, again = false;
+  function refetchSoon() {
+    if (refetchTimer) return;
+    refetchTimer = setTimeout(refetch, 700);
+  }
+  function refetch() {
+    refetchTimer = null;
+    if (refetching) { again = true; return; }
+    refetching = true;
+    fetch(location.href, { credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch' } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) return;
+        var fresh = new DOMParser().parseFromString(html, 'text/html');
+        $$('[data-swap]', fresh).forEach(function (el) {
+          if (!el.id) return;
+          var cur = doc.getElementById(el.id);
+          if (!cur) return;
+          if (cur.contains(doc.activeElement) && cur.matches('form, form *')) return; // never under the user's cursor
+          if (cur.outerHTML !== el.outerHTML) cur.replaceWith(doc.importNode(el, true));
+        });
+        refreshTimes();
+      })
+      .catch(function () {})
+      .then(function () { refetching = false; if (again) { again = false; refetchSoon(); } });
+  }
+
+  function onProgress(jobId, p) {
+    var pct = p.percent_done != null ? Math.max(0, Math.min(100, p.percent_done * 100)) : null;
+    $$('[data-progress-bar="' + jobId + '"]').forEach(function (bar) {
+      if (pct == null) return;
+      bar.classList.remove('indeterminate');
+      bar.setAttribute('aria-valuenow', String(Math.round(pct)));
+      var fill = bar.firstElementChild; if (fill) fill.style.width = pct.toFixed(1) + '%';
+    });
+    var rate = p.elapsed_ms > 0 && p.bytes_done != null ? p.bytes_done / (p.elapsed_ms / 1000) : null;
+    var parts = [];
+    if (pct != null) parts.push(Math.floor(pct) + ' %');
+    if (rate != null) parts.push(bytes(Math.round(rate)) + '/s');
+    if (p.seconds_remaining != null) parts.push(duration(p.seconds_remaining) + ' left');
+    $$('[data-progress-text="' + jobId + '"]').forEach(function (el) { el.textContent = parts.join(' · ') || 'running…'; });
+    var facts = {
+      percent: pct != null ? pct.toFixed(1) + ' %' : '—',
+      files: p.files_done != null ? p.files_done + (p.total_files != null ? ' of ' + p.total_files : '') : '—',
+      bytes: p.bytes_done != null ? bytes(p.bytes_done) + (p.total_bytes != null ? ' of ' + bytes(p.total_bytes) : '') : '—',
+      rate: rate != null ? bytes(Math.round(rate)) + '/s' : '—',
+      eta: p.seconds_remaining != null ? duration(p.seconds_remaining) : '—',
+      elapsed: duration((p.elapsed_ms || 0) / 1000),
+      current: (p.current_files && p.current_files.length) ? p.current_files[0] : ''
+    };
+    Object.keys(facts).forEach(function (k) {
+      $$('[data-progress-' + k + '="' + jobId + '"]').forEach(function (el) { el.textContent = facts[k]; });
+    });
+  }
+
+  function onLog(jobId, lines) {
+    var pre = doc.querySelector('[data-log="' + jobId + '"]');
+    if (!pre || !lines) return;
+    var stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+    lines.forEach(function (l) {
+      var span = doc.createElement('span');
+      if (l.stream === 'stderr') span.className = 'stderr';
+      span.textContent = l.text + '\n';
+      pre.appendChild(span);
+    });
+    while (pre.childNodes.length > 2000) pre.removeChild(pre.firstChild);
+    if (stick) pre.scrollTop = pre.scrollHeight;
+  }
+
+  function handle(type, data) {
+    if (type === 'job') {
+      var what = data.what || data.kind;
+      if (what === 'progress' && data.progress) { onProgress(data.job_id, data.progress); return; }
+      if (what === 'log') { onLog(data.job_id, data.lines); return; }
+      refetchSoon();
+    } else if (type === 'alert') {
+      if (typeof data.open_alerts === 'number') {
+        var c = doc.getElementById('alert-count');
+        if (c) { c.textContent = String(data.open_alerts); c.setAttribute('data-n', String(data.open_alerts)); }
+      }
+      refetchSoon();
+    } else if (type === 'host') {
+      if (data.what === 'vitals' || data.what === 'heartbeat') return;
+      refetchSoon();
+    } else if (type === 'refetch') {
+      refetchSoon();
+    }
+  }
+
+  var es = null, retry = 1000;
+  function connect() {
+    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics));
+    es.onopen = function () { retry = 1000; setLive('live', 'live'); };
+    ['job', 'host', 'alert', 'refetch'].forEach(function (t) {
+      es.addEventListener(t, function (ev) {
+        var data = {};
+        try { data = JSON.parse(ev.data); } catch (err) { return; }
+        handle(t, data);
+      });
+    });
+    es.onerror = function () {
+      setLive('paused', 'live updates paused — reconnecting');
+      if (es.readyState === EventSource.CLOSED) {
+        setTimeout(function () { connect(); refetchSoon(); }, retry);
+        retry = Math.min(retry * 2, 30000);
+      }
+    };
+  }
+  setLive('connecting', 'connecting…');
+  connect();
+  window.rmLive = { refetch: refetchSoon, progress: onProgress };
+
+})();

@@ -118,7 +118,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     tracing::info!(
         addr = %listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()),
         fingerprint = %identity.fingerprint,
-        "web service listening"
+        "web role serving"
     );
     let sweeper = tokio::spawn(auth::sweep_loop(state.clone()));
     let app = routes::app(state);

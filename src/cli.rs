@@ -31,6 +31,15 @@ enum Command {
     Serve(crate::serve::ServeArgs),
     /// Operator actions from the server's command line (add a host, ...).
     Admin(crate::admin::AdminArgs),
+    /// Run the web role on its own (HTTPS, accounts, the JSON API), against
+    /// a bus and the shared database.
+    Web(WebArgs),
+    /// Operator accounts (writes the database directly).
+    #[command(subcommand)]
+    User(crate::accounts::UserCmd),
+    /// API tokens (writes the database directly).
+    #[command(subcommand)]
+    Token(crate::accounts::TokenCmd),
     /// Run the control plane on its own, against a bus.
     Controlplane(ControlplaneArgs),
     /// Run the alerts role on its own: rules, channels and the delivery
@@ -133,6 +142,34 @@ struct AlertsArgs {
     /// milliseconds (longer than the notifier's attempt timeout).
     #[arg(long, default_value_t = 10_000)]
     deliver_timeout_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct WebArgs {
+    /// The certificate (DATA_DIR/web) and, by default, the database live
+    /// here; without --creds, the credential authority too.
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    data_dir: PathBuf,
+    /// The SQLite database (default DATA_DIR/restic-manager.db).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Bus URL; repeat or separate with commas for several servers.
+    #[arg(
+        long = "nats-url",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
+    nats_urls: Vec<String>,
+    /// The web role's NATS credentials (.creds file) [default: minted
+    /// from the credential authority in DATA_DIR/bus].
+    #[arg(long)]
+    creds: Option<PathBuf>,
+    /// Where to listen (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// Extra DNS names or addresses for the certificate (first start).
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -292,10 +329,14 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
     rm_controlplane::run(config, shutdown_signal()).await
 }
 
-/// The alerts role's configuration from the command line.
-fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
-    let role = Role::Alerts;
-    let creds = match &args.creds {
+/// A role's bus credentials: from a .creds file, or minted from the
+/// credential authority in `data_dir`.
+fn role_creds(
+    role: &Role,
+    creds: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> Result<UserCreds> {
+    Ok(match creds {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -303,12 +344,32 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
                 .with_context(|| format!("parsing {}", path.display()))?
         }
         None => {
-            let keys = args.data_dir.join("bus");
+            let keys = data_dir.join("bus");
             std::fs::create_dir_all(&keys)
                 .with_context(|| format!("creating {}", keys.display()))?;
-            load_authority(&args.data_dir)?.mint_new_user(&role.name(), role.permissions())?
+            load_authority(data_dir)?.mint_new_user(&role.name(), role.permissions())?
         }
-    };
+    })
+}
+
+/// The web role's configuration from the command line.
+fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
+    let role = Role::Web;
+    let creds = role_creds(&role, args.creds.as_deref(), &args.data_dir)?;
+    let mut connect = ConnectSpec::new(String::new(), creds, &role);
+    connect.urls = args.nats_urls;
+    connect.retry_on_initial_connect = true;
+    let mut config =
+        rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
+    config.db_path = args.db;
+    config.tls_names = args.tls_names;
+    Ok(config)
+}
+
+/// The alerts role's configuration from the command line.
+fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
+    let role = Role::Alerts;
+    let creds = role_creds(&role, args.creds.as_deref(), &args.data_dir)?;
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
@@ -347,6 +408,12 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async { rm_alerts::run(config, shutdown_signal()).await })
         }
         Command::Admin(args) => runtime()?.block_on(crate::admin::run(args)),
+        Command::Web(args) => {
+            let config = web_config(args)?;
+            runtime()?.block_on(async { rm_web::run(config, shutdown_signal()).await })
+        }
+        Command::User(cmd) => runtime()?.block_on(crate::accounts::user(cmd)),
+        Command::Token(cmd) => runtime()?.block_on(crate::accounts::token(cmd)),
         Command::Serve(args) => {
             runtime()?.block_on(async { crate::serve::run(args, shutdown_signal()).await })
         }

@@ -1,6 +1,7 @@
 //! `restic-manager`: the server binary. Argument parsing and wiring only;
 //! every role lives in its own crate.
 
+mod accounts;
 mod admin;
 mod cli;
 mod local_agent;

@@ -1,7 +1,7 @@
 //! `restic-manager serve`: every server role in one process on one SQLite
 //! file — the embedded bus (operator mode, trusting this installation's
 //! credential authority), the control plane, the alerts role, a notifier
-//! and the web service (HTTPS, the enrollment endpoint). Roles talk over
+//! and the web role (`rm_web::run`: HTTPS, accounts, the API). Roles talk over
 //! the bus exactly as they do when run as separate processes.
 
 use std::net::SocketAddr;
@@ -149,25 +149,22 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let web_creds = authority.mint_new_user("web", Role::Web.permissions())?;
     let mut web_spec = ConnectSpec::new(bus_url.clone(), web_creds, &Role::Web);
     web_spec.retry_on_initial_connect = true;
-    let (web_bus, _web_events) = rm_bus::connect::connect(&web_spec).await?;
-    let state_bus = web_bus.clone();
-    let state = rm_web::routes::AppState {
-        bus: web_bus,
-        svc_timeout: Duration::from_secs(30),
-    };
     let web_addr = web_listener.local_addr()?;
-    let web = tokio::spawn(rm_web::launch(
-        web_listener,
-        identity.server_config.clone(),
-        rm_web::routes::app(state),
-        stopped(stop_rx.clone()),
-    ));
+    let mut w_config = rm_web::WebConfig::new(
+        args.data_dir.clone(),
+        web_spec.clone(),
+        rm_web::Listen::Bound(web_listener),
+    );
+    w_config.tls_names = args.tls_names.clone();
+    let web = tokio::spawn(rm_web::run(w_config, stopped(stop_rx.clone())));
 
     let agent = if args.local_agent {
         let name = args
             .local_agent_name
             .clone()
             .unwrap_or_else(rm_agent::vitals::hostname);
+        // its own connection with the web role's permissions, to add the host
+        let (state_bus, _events) = rm_bus::connect::connect(&web_spec).await?;
         let settings = crate::local_agent::prepare(&crate::local_agent::Local {
             data_dir: &args.data_dir,
             name: &name,

@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 pub mod alerts;
+pub mod api_tokens;
 pub mod audit;
 pub mod channels;
 pub mod delivery;
@@ -31,7 +32,10 @@ pub mod retention;
 pub mod schedules;
 pub mod seed;
 pub mod secrets;
+pub mod sessions;
 pub mod snapshots;
+pub mod throttle;
+pub mod users;
 pub mod worker_state;
 
 pub use sqlx::SqliteConnection as Conn;

@@ -1,6 +1,7 @@
 //! The `restic-manager` binary end to end (one test binary for the root
 //! package): each module starts the real binary.
 
+mod accounts;
 mod alerts;
 mod notifier;
 mod serve;

@@ -1,74 +1,141 @@
-//! The web service. Today: the HTTPS listener with this installation's
-//! certificate (created at first start, pinned by agents through its
-//! SHA-256 fingerprint) and `POST /api/v1/enroll`, which forwards an
-//! agent's enrollment to the control plane over the bus. The operator UI
-//! and JSON API build on the same router.
+//! The web role: operator accounts, sessions and API tokens (the tables
+//! it alone writes), the HTML front door and the JSON API, served over
+//! HTTPS with HTTP/2. Every change beyond its own tables is a bus request
+//! to the owning role carrying the operator's identity.
 //!
+//! - [`run`] / [`WebConfig`]: the role, like the others.
+//! - [`server`]: TLS + HTTP/2 + HTTP/1.1 serving with a connection cap.
+//! - [`routes`]: the route table (every route, method and minimum role)
+//!   and the router built from it.
+//! - [`auth`]: accounts, sessions, tokens, the throttle, CSRF, extractors.
+//! - [`pages`]: login, logout, first-run setup and the placeholder home.
+//! - [`layers`]: security headers, limits, timeouts, compression, request ids.
+//! - [`state`]: what handlers share.
 //! - [`tls`]: the certificate and its fingerprint.
-//! - [`routes`]: the router ([`routes::app`]), testable in-process.
-//! - [`launch`]: serving the router over TLS on a given listener.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use anyhow::{Context, Result};
+use rm_bus::clock::SharedClock;
+use rm_bus::connect::{ConnectSpec, connect};
+use rm_store::Store;
 
+pub mod auth;
+mod enroll;
+pub mod error;
+mod health;
+pub mod layers;
+pub mod pages;
 pub mod routes;
+pub mod server;
+pub mod state;
 pub mod tls;
+pub mod ui;
+pub mod views;
 
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub use server::launch;
+pub use state::AppState;
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes.
-pub async fn launch(
-    listener: TcpListener,
-    tls: Arc<tokio_rustls::rustls::ServerConfig>,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => r?,
-            () = &mut shutdown => break,
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: too many connections");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-            }
-            drop(permit);
-        });
+/// Where the web role listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind this address.
+    Addr(SocketAddr),
+    /// Serve on a listener bound already (`serve` binds first to learn the
+    /// address it prints in enrollment commands).
+    Bound(tokio::net::TcpListener),
+}
+
+/// How to run the web role.
+#[derive(Debug)]
+pub struct WebConfig {
+    /// The certificate lives in `<data_dir>/web`; the database by default.
+    pub data_dir: PathBuf,
+    /// The SQLite file (default `<data_dir>/restic-manager.db`).
+    pub db_path: Option<PathBuf>,
+    /// The bus, with the web role's credentials.
+    pub connect: ConnectSpec,
+    pub listen: Listen,
+    /// Extra DNS names or addresses for the certificate (first start).
+    pub tls_names: Vec<String>,
+    /// How long to wait for an owning role's answer.
+    pub svc_timeout: Duration,
+    pub auth: auth::AuthSettings,
+    pub clock: SharedClock,
+}
+
+impl WebConfig {
+    /// Defaults for everything but where to find things.
+    pub fn new(data_dir: PathBuf, connect: ConnectSpec, listen: Listen) -> Self {
+        Self {
+            data_dir,
+            db_path: None,
+            connect,
+            listen,
+            tls_names: Vec::new(),
+            svc_timeout: Duration::from_secs(30),
+            auth: auth::AuthSettings::default(),
+            clock: rm_bus::clock::system(),
+        }
     }
-    Ok(())
+}
+
+/// Runs the web role until `shutdown` completes: opens the database,
+/// connects to the bus, prints a one-time setup code while no account
+/// exists, and serves HTTPS.
+pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    let identity = tls::load_or_create(&config.data_dir.join("web"), &config.tls_names)?;
+    let db = config
+        .db_path
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
+    let store = Store::open(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let (bus, _events) = connect(&config.connect).await?;
+    let listener = match config.listen {
+        Listen::Bound(l) => l,
+        Listen::Addr(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the web service to {addr}"))?,
+    };
+    let state = AppState::new(state::Shared {
+        store,
+        bus,
+        svc_timeout: config.svc_timeout,
+        clock: config.clock.clone(),
+        auth: config.auth.clone(),
+        setup: auth::setup::SetupCode::default(),
+    });
+    if state.setup.offer_if_no_account(&state.store).await? {
+        // deliberately a console log line: whoever reads it may claim the install
+        tracing::warn!(
+            setup_code = %state.setup.code().unwrap_or_default(),
+            "no account exists yet: open /setup in a browser and enter this one-time setup code"
+        );
+    }
+    tracing::info!(
+        addr = %listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+        fingerprint = %identity.fingerprint,
+        "web role serving"
+    );
+    let sweeper = tokio::spawn(auth::sweep_loop(state.clone()));
+    let app = routes::app(state);
+    let result = launch(listener, identity.server_config.clone(), app, shutdown).await;
+    sweeper.abort();
+    result
+}
+
+/// `GET /api/v1/me`: who the caller is.
+pub(crate) async fn me(p: auth::Principal) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "user_id": p.user_id,
+        "name": p.name,
+        "role": p.role.as_str(),
+        "via": match p.via { auth::Via::Session => "session", auth::Via::Token => "token" },
+        "csrf": p.csrf,
+    }))
 }

@@ -1,97 +1,148 @@
-//! The router: `GET /healthz` and `POST /api/v1/enroll`.
+//! The route table: every route with its method, path and minimum role (or
+//! public), in one place. The router is built only from it ([`app`]): each
+//! entry's minimum role is enforced by `auth::guard` before its handler
+//! runs, and the authorization-matrix test walks the same table. To add a
+//! route (UI pages included), add an entry to [`table`]; nothing else
+//! registers routes.
 //!
-//! Enrollment carries only public keys and a one-time token; the web
-//! service forwards it to the control plane (`rm.svc.controlplane.enroll`)
-//! and returns its answer: 200 with the `EnrollReply`, or the control
-//! plane's error as JSON with a matching status.
-
-use std::time::Duration;
+//! Unknown paths answer 404 and wrong methods 405, as JSON under `/api/`.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use rm_bus::msg::{
-    Actor, ActorVia, EnrollReply, EnrollRequest, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest,
-    decode, encode,
-};
-use rm_bus::subject::{self, SvcRole};
+use axum::routing::{MethodFilter, MethodRouter, on};
 
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    /// A bus connection with the web role's credentials.
-    pub bus: async_nats::Client,
-    /// How long to wait for the owning role's answer.
-    pub svc_timeout: Duration,
+use crate::auth::{self, Role};
+use crate::error::ApiError;
+use crate::{AppState, enroll, health, pages, ui};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Signed in with at least this role.
+    Min(Role),
 }
 
+/// One entry of the table.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({:?})", self.method, self.path, self.access)
+    }
+}
+
+/// An entry: `handler` answers `method` on `path` for `access`.
+pub fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    Route {
+        method,
+        path,
+        access,
+        handler: on(filter, handler),
+    }
+}
+
+const PUBLIC: Access = Access::Public;
+const VIEWER: Access = Access::Min(Role::Viewer);
+
+/// Every route.
+pub fn table() -> Vec<Route> {
+    vec![
+        route(Method::GET, "/healthz", PUBLIC, health::healthz),
+        route(Method::GET, "/readyz", PUBLIC, health::readyz),
+        route(Method::GET, "/login", PUBLIC, pages::login_form),
+        route(Method::POST, "/login", PUBLIC, pages::login),
+        route(Method::POST, "/logout", VIEWER, pages::logout),
+        route(Method::GET, "/setup", PUBLIC, pages::setup_form),
+        route(Method::POST, "/setup", PUBLIC, pages::setup),
+        route(Method::GET, "/static/app.css", PUBLIC, ui::assets::css),
+        route(Method::GET, "/static/app.js", PUBLIC, ui::assets::js),
+        route(Method::GET, "/", VIEWER, ui::dashboard::page),
+        route(Method::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
+        route(Method::GET, "/jobs", VIEWER, ui::pages::jobs_page),
+        route(Method::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
+        route(Method::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list),
+        route(Method::GET, "/api/v1/hosts/{id}", VIEWER, ui::pages::host_api),
+        route(Method::GET, "/api/v1/jobs", VIEWER, ui::pages::jobs_api),
+        route(Method::GET, "/api/v1/jobs/{id}", VIEWER, ui::pages::job_api),
+        route(Method::POST, "/api/v1/enroll", PUBLIC, enroll::enroll),
+        route(Method::GET, "/api/v1/me", VIEWER, crate::me),
+    ]
+}
+
+/// The router: every entry of [`table`] behind its guard, authentication
+/// and CSRF, and the HTTP hygiene layers.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/api/v1/enroll", post(enroll))
-        .with_state(state)
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = SvcError {
-        code: code.into(),
-        message: message.into(),
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "invalid" => StatusCode::BAD_REQUEST,
-        "forbidden" => StatusCode::FORBIDDEN,
-        "not_found" => StatusCode::NOT_FOUND,
-        "conflict" => StatusCode::CONFLICT,
-        "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    let mut router: Router<AppState> = Router::new();
+    for r in table() {
+        let handler = match r.access {
+            Access::Public => r.handler,
+            Access::Min(min) => {
+                r.handler
+                    .route_layer(axum::middleware::from_fn(move |req, next| {
+                        auth::guard(min, req, next)
+                    }))
+            }
+        };
+        router = router.route(r.path, handler);
     }
+    let router = router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(state);
+    crate::layers::apply(router)
 }
 
-async fn enroll(State(state): State<AppState>, body: Bytes) -> Response {
-    let req: EnrollRequest = match decode("enrollment request", &body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
-    };
-    let envelope = SvcRequest {
-        v: PROTOCOL_VERSION,
-        actor: Actor {
-            name: format!("enrollment of {}", req.hostname),
-            via: ActorVia::System,
-        },
-        body: req,
-    };
-    let subject = subject::svc(SvcRole::Controlplane, rm_controlplane::api::ENROLL);
-    let request = async_nats::Request::new()
-        .payload(encode(&envelope))
-        .timeout(Some(state.svc_timeout));
-    let msg = match state.bus.send_request(subject, request).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "enrollment not forwarded");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the control plane is not answering; try again shortly",
-            );
-        }
-    };
-    match decode::<SvcReply<EnrollReply>>("enrollment reply", &msg.payload) {
-        Ok(SvcReply {
-            ok: Some(reply), ..
-        }) => (StatusCode::OK, axum::Json(reply)).into_response(),
-        Ok(SvcReply { error: Some(e), .. }) => error(status_of(&e.code), &e.code, e.message),
-        Ok(_) => error(
-            StatusCode::BAD_GATEWAY,
-            "internal",
-            "empty answer from the control plane",
-        ),
-        Err(e) => error(StatusCode::BAD_GATEWAY, "internal", e.to_string()),
-    }
+/// Marks answers of the router itself (no route, wrong method), so tests
+/// can tell them from a handler's own 404 ("no such host").
+pub const NO_ROUTE_HEADER: &str = "x-rm-no-route";
+
+fn no_route(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        NO_ROUTE_HEADER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    resp
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    no_route(if uri.path().starts_with("/api/") {
+        ApiError::not_found(format!("no such route: {}", uri.path())).into_response()
+    } else {
+        auth::page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
+    })
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    no_route(if uri.path().starts_with("/api/") {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {}", uri.path()),
+        )
+        .into_response()
+    } else {
+        auth::page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Not allowed",
+            "This page does not accept that method.",
+        )
+    })
 }

@@ -63,7 +63,10 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .fetch_one(s.pool())
         .await
         .unwrap();
-    assert_eq!(n, 2, "each migration applied once (0001 init, 0002 alerts)");
+    assert_eq!(
+        n, 3,
+        "each migration applied once (0001 init, 0002 alerts, 0004 web)"
+    );
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
         .execute(s.pool())

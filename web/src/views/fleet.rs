@@ -89,18 +89,7 @@ impl FleetFilter {
 }
 
 /// Percent-encodes a query value.
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use crate::pages::percent_encode as urlencode;
 
 /// Counters at the top of the dashboard.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

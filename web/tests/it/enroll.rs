@@ -1,7 +1,6 @@
 //! `POST /api/v1/enroll` forwards to the control plane: a good token gets a
 //! JWT that works on the bus; bad input gets a clear JSON error.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use nkeys::{KeyPair, XKey};
@@ -40,10 +39,14 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
         let _ = cp_rx.await;
     }));
     let web = bus.connect_role(Role::Web).await.unwrap();
-    let state = rm_web::routes::AppState {
+    let state = rm_web::AppState::new(rm_web::state::Shared {
+        store: rm_store::Store::open(&dir.join("db.sqlite")).await.unwrap(),
         bus: web.client.clone(),
         svc_timeout: Duration::from_secs(10),
-    };
+        clock: rm_bus::clock::system(),
+        auth: Default::default(),
+        setup: Default::default(),
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (web_tx, web_rx) = tokio::sync::oneshot::channel::<()>();
@@ -58,7 +61,7 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
     // trust exactly this installation's certificate
     let pem = std::fs::read(dir.join("web/web-cert.pem")).unwrap();
     let client = reqwest::Client::builder()
-        .tls_backend_preconfigured(client_config(&pem))
+        .tls_backend_preconfigured(crate::http2::client_config(&pem, &[b"http/1.1"]))
         .build()
         .unwrap();
     std::mem::forget(web);
@@ -68,20 +71,6 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
         fingerprint: identity.fingerprint,
         stop: vec![cp_tx, web_tx],
     }
-}
-
-fn client_config(pem: &[u8]) -> rustls::ClientConfig {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pem).unwrap())
-        .unwrap();
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth()
 }
 
 async fn host_add(bus: &TestBus, name: &str) -> api::HostEnrollment {

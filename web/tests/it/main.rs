@@ -1,4 +1,9 @@
-//! The web service end to end: real HTTPS (the installation's own
-//! certificate), the real control plane on a real bus.
+//! The web service: accounts, sessions, CSRF, the route table's
+//! authorization matrix (in-process), and real HTTPS with HTTP/2 and the
+//! enrollment endpoint against the real control plane on a real bus.
 
 mod enroll;
+mod harness;
+mod http2;
+mod matrix;
+mod sessions;

@@ -1,0 +1,48 @@
+//! What handlers share: the store (read everything, write only the web
+//! role's tables), the bus, the clock, auth settings and the setup code.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rm_bus::clock::SharedClock;
+use rm_store::Store;
+
+use crate::auth::AuthSettings;
+use crate::auth::setup::SetupCode;
+
+/// Everything a handler may need.
+pub struct Shared {
+    pub store: Store,
+    /// A bus connection with the web role's credentials.
+    pub bus: async_nats::Client,
+    /// How long to wait for the owning role's answer.
+    pub svc_timeout: Duration,
+    pub clock: SharedClock,
+    pub auth: AuthSettings,
+    /// The first-run setup code, while no account exists.
+    pub setup: SetupCode,
+}
+
+/// Cheap to clone; derefs to [`Shared`].
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -48,6 +48,9 @@ enum Command {
     /// Deliver notifications (ntfy, webhooks) for the alerts role: a
     /// stateless worker in a queue group; run as many copies as you like.
     Notifier(NotifierArgs),
+    /// Fill a database with a made-up fleet, to look at and measure the UI
+    /// at scale (never a production database).
+    Seed(crate::seed::SeedArgs),
     /// Create the notifier role's xkey seed file (0600) if it does not
     /// exist, and print its public key: the key the alerts role seals
     /// channel definitions to. Copy the file to every notifier machine.
@@ -418,6 +421,7 @@ fn run(cli: Cli) -> Result<()> {
             runtime()?.block_on(async { crate::serve::run(args, shutdown_signal()).await })
         }
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
+        Command::Seed(args) => runtime()?.block_on(crate::seed::run(args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
             println!("operator:        {}", a.operator_public_key());

@@ -5,6 +5,7 @@ mod accounts;
 mod admin;
 mod cli;
 mod local_agent;
+mod seed;
 mod serve;
 
 fn main() -> std::process::ExitCode {

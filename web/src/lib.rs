@@ -32,6 +32,7 @@ pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod svc;
 pub mod tls;
 pub mod ui;
 pub mod views;

@@ -57,6 +57,7 @@ where
 
 const PUBLIC: Access = Access::Public;
 const VIEWER: Access = Access::Min(Role::Viewer);
+const OPERATOR: Access = Access::Min(Role::Operator);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
@@ -71,7 +72,13 @@ pub fn table() -> Vec<Route> {
         route(Method::GET, "/static/app.css", PUBLIC, ui::assets::css),
         route(Method::GET, "/static/app.js", PUBLIC, ui::assets::js),
         route(Method::GET, "/", VIEWER, ui::dashboard::page),
+        route(Method::GET, "/hosts/new", OPERATOR, ui::actions::add_host_form),
+        route(Method::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
         route(Method::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
+        route(Method::GET, "/hosts/{id}/run", OPERATOR, ui::actions::run_form),
+        route(Method::POST, "/hosts/{id}/run", OPERATOR, ui::actions::run_submit),
+        route(Method::POST, "/hosts/{id}/revoke", OPERATOR, ui::actions::revoke),
+        route(Method::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
         route(Method::GET, "/jobs", VIEWER, ui::pages::jobs_page),
         route(Method::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(Method::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list),

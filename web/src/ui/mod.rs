@@ -7,6 +7,7 @@
 //! - [`assets`]: `/static/app.css` and `/static/app.js`, versioned by hash.
 //! - [`dashboard`]: the fleet (`/`, `GET /api/v1/hosts`).
 
+pub mod actions;
 pub mod assets;
 pub mod dashboard;
 pub mod cron_words;

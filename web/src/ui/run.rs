@@ -53,8 +53,55 @@ pub struct RunForm {
     pub confirm: Option<String>,
 }
 
-/// Field errors, by field name.
-pub type Errors = BTreeMap<&'static str, String>;
+/// Field errors, by field name (looked up with any string-like key, as
+/// templates pass references).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Errors(BTreeMap<&'static str, String>);
+
+impl Errors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn insert(&mut self, field: &'static str, message: String) {
+        self.0.insert(field, message);
+    }
+    pub fn contains_key(&self, field: impl AsRef<str>) -> bool {
+        self.0.contains_key(field.as_ref())
+    }
+    pub fn get(&self, field: impl AsRef<str>) -> Option<&String> {
+        self.0.get(field.as_ref())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &&'static str> {
+        self.0.keys()
+    }
+}
+
+impl std::ops::Index<&str> for Errors {
+    type Output = String;
+    fn index(&self, field: &str) -> &String {
+        &self.0[field]
+    }
+}
+
+impl RunForm {
+    /// A text field's value by name (for templates that loop over fields).
+    pub fn value(&self, field: impl AsRef<str>) -> &str {
+        match field.as_ref() {
+            "keep_last" => &self.keep_last,
+            "keep_hourly" => &self.keep_hourly,
+            "keep_daily" => &self.keep_daily,
+            "keep_weekly" => &self.keep_weekly,
+            "keep_monthly" => &self.keep_monthly,
+            "keep_yearly" => &self.keep_yearly,
+            "from" => &self.from,
+            "to" => &self.to,
+            _ => "",
+        }
+    }
+}
 
 /// Whether `kind` changes or reads the whole repository enough to need a
 /// confirmation naming the target.

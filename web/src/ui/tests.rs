@@ -156,3 +156,20 @@ async fn job_pages_show_result_error_advice_and_command_line() {
     assert!(next.jobs[0].created_at <= all.jobs.last().unwrap().created_at);
     assert!(next.jobs.iter().all(|j| !all.jobs.iter().any(|a| a.id == j.id)), "pages do not overlap");
 }
+
+#[test]
+fn templates_carry_no_inline_script_or_style_that_the_csp_would_block() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.display();
+        assert!(!text.contains(" style=\""), "{name}: a style attribute (CSP style-src 'self')");
+        assert!(!text.contains("<style"), "{name}: an inline stylesheet");
+        let scripts_ok = text.matches("<script").count() == text.matches("<script src=").count();
+        assert!(scripts_ok, "{name}: an inline script (CSP script-src 'self')");
+        for handler in [" onclick=", " onchange=", " onsubmit=", " onload=", " oninput="] {
+            assert!(!text.contains(handler), "{name}: an inline event handler {handler}");
+        }
+    }
+}

@@ -33,7 +33,10 @@ pub async fn run(args: SeedArgs) -> Result<()> {
         .with_context(|| format!("opening {}", args.db.display()))?;
     let mut conn = store.read().await?;
     if !rm_store::hosts::names(&mut conn).await?.is_empty() {
-        bail!("{} already has hosts: seed only an empty database", args.db.display());
+        bail!(
+            "{} already has hosts: seed only an empty database",
+            args.db.display()
+        );
     }
     drop(conn);
     let spec = rm_store::seed::Spec {

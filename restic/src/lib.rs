@@ -260,7 +260,10 @@ fn invalid(message: &str) -> Failure {
 /// file). Invalid parameters give the reason instead.
 pub fn display_command(repo_url: &str, params: &JobParams) -> Result<String, String> {
     let args = command::job_args(params).map_err(|e| e.0)?;
-    let mut words = vec!["restic".to_owned(), shell_quote(&format!("--repo={repo_url}"))];
+    let mut words = vec![
+        "restic".to_owned(),
+        shell_quote(&format!("--repo={repo_url}")),
+    ];
     words.extend(args.iter().map(|a| shell_quote(a)));
     Ok(words.join(" "))
 }

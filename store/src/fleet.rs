@@ -143,7 +143,14 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| format!("%{}%", t.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        .map(|t| {
+            format!(
+                "%{}%",
+                t.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
     let filter = "h.status != 'revoked'
           AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
           AND (?2 IS NULL OR health = ?2)
@@ -242,7 +249,10 @@ pub async fn last_backup(conn: &mut SqliteConnection, host_id: &str) -> Result<O
 }
 
 /// The host's running (or dispatched) job, newest first.
-pub async fn running_job(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<(String, String)>> {
+pub async fn running_job(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+) -> Result<Option<(String, String)>> {
     Ok(sqlx::query_as(
         "SELECT id, kind FROM jobs WHERE host_id = ? AND status IN ('running', 'dispatched')
          ORDER BY created_at DESC LIMIT 1",
@@ -262,7 +272,10 @@ pub struct BackupSchedule {
     pub created_at: i64,
 }
 
-pub async fn backup_schedules(conn: &mut SqliteConnection, host_id: &str) -> Result<Vec<BackupSchedule>> {
+pub async fn backup_schedules(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+) -> Result<Vec<BackupSchedule>> {
     Ok(sqlx::query_as(
         "SELECT id, cron, timezone, grace_secs, created_at FROM schedules
          WHERE host_id = ? AND kind = 'backup' AND enabled = 1",

@@ -71,7 +71,13 @@ impl Rng {
 }
 
 fn hex(rng: &mut Rng) -> String {
-    format!("{:016x}{:016x}{:016x}{:016x}", rng.next(), rng.next(), rng.next(), rng.next())
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rng.next(),
+        rng.next(),
+        rng.next(),
+        rng.next()
+    )
 }
 
 /// Writes the fleet in batches of transactions; returns what it made.
@@ -125,7 +131,12 @@ pub async fn fleet(store: &Store, spec: &Spec) -> Result<Report> {
     Ok(report)
 }
 
-async fn seed_host(conn: &mut SqliteConnection, spec: &Spec, rng: &mut Rng, i: usize) -> Result<Report> {
+async fn seed_host(
+    conn: &mut SqliteConnection,
+    spec: &Spec,
+    rng: &mut Rng,
+    i: usize,
+) -> Result<Report> {
     let now = spec.now_ms;
     let id = format!("seed-h{i:06}");
     let name = format!("host-{i:05}");
@@ -140,7 +151,9 @@ async fn seed_host(conn: &mut SqliteConnection, spec: &Spec, rng: &mut Rng, i: u
     let enrolled = (status != "pending").then_some(now - 400 * DAY_MS);
     let last_seen = match status {
         "online" => Some(now - i64::try_from(rng.below(15_000)).unwrap_or(0)),
-        "offline" => Some(now - i64::try_from(rng.below(3 * DAY_MS as u64)).unwrap_or(0) - 3_600_000),
+        "offline" => {
+            Some(now - i64::try_from(rng.below(3 * DAY_MS as u64)).unwrap_or(0) - 3_600_000)
+        }
         _ => None,
     };
     let os = if rng.chance(20) { "windows" } else { "linux" };
@@ -223,7 +236,10 @@ async fn seed_host(conn: &mut SqliteConnection, spec: &Spec, rng: &mut Rng, i: u
         let job_id = format!("seed-j{i:06}-{d:05}");
         let duration = i64::try_from(60_000 + rng.below(1_800_000)).unwrap_or(60_000);
         let (error_kind, error) = match outcome {
-            "failed" => (Some("wrong_password"), Some("wrong password or no key found")),
+            "failed" => (
+                Some("wrong_password"),
+                Some("wrong password or no key found"),
+            ),
             "warning" => (Some("partial"), Some("3 files could not be read")),
             _ => (None, None),
         };
@@ -291,7 +307,8 @@ async fn seed_host(conn: &mut SqliteConnection, spec: &Spec, rng: &mut Rng, i: u
         }
     }
     report.snapshots = snapshots;
-    let (last_id, last_status, last_at) = last.map_or((None, None, None), |(j, s, a)| (Some(j), Some(s), Some(a)));
+    let (last_id, last_status, last_at) =
+        last.map_or((None, None, None), |(j, s, a)| (Some(j), Some(s), Some(a)));
     sqlx::query(
         "INSERT INTO host_summary (host_id, last_job_id, last_job_kind, last_job_status, last_job_finished_at,
                                   last_backup_status, last_backup_at, last_backup_success_at, running_jobs, queued_jobs)

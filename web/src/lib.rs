@@ -26,6 +26,7 @@ use rm_store::Store;
 pub mod auth;
 mod enroll;
 pub mod error;
+pub mod events;
 mod health;
 pub mod layers;
 pub mod pages;
@@ -110,6 +111,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         clock: config.clock.clone(),
         auth: config.auth.clone(),
         setup: auth::setup::SetupCode::default(),
+        events: events::Hub::new(),
     });
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install
@@ -124,9 +126,17 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         "web role serving"
     );
     let sweeper = tokio::spawn(auth::sweep_loop(state.clone()));
+    let pump = tokio::spawn(events::pump(state.clone(), state.bus.clone()));
+    let hub = state.shared();
     let app = routes::app(state);
+    let shutdown = async move {
+        shutdown.await;
+        // Event streams never end by themselves: end them so the server can.
+        hub.events.stop();
+    };
     let result = launch(listener, identity.server_config.clone(), app, shutdown).await;
     sweeper.abort();
+    pump.abort();
     result
 }
 

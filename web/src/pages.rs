@@ -378,7 +378,6 @@ pub(crate) async fn setup(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

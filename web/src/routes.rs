@@ -72,17 +72,53 @@ pub fn table() -> Vec<Route> {
         route(Method::GET, "/static/app.css", PUBLIC, ui::assets::css),
         route(Method::GET, "/static/app.js", PUBLIC, ui::assets::js),
         route(Method::GET, "/", VIEWER, ui::dashboard::page),
-        route(Method::GET, "/hosts/new", OPERATOR, ui::actions::add_host_form),
+        route(
+            Method::GET,
+            "/hosts/new",
+            OPERATOR,
+            ui::actions::add_host_form,
+        ),
         route(Method::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
         route(Method::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
-        route(Method::GET, "/hosts/{id}/run", OPERATOR, ui::actions::run_form),
-        route(Method::POST, "/hosts/{id}/run", OPERATOR, ui::actions::run_submit),
-        route(Method::POST, "/hosts/{id}/revoke", OPERATOR, ui::actions::revoke),
-        route(Method::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
+        route(
+            Method::GET,
+            "/hosts/{id}/run",
+            OPERATOR,
+            ui::actions::run_form,
+        ),
+        route(
+            Method::POST,
+            "/hosts/{id}/run",
+            OPERATOR,
+            ui::actions::run_submit,
+        ),
+        route(
+            Method::POST,
+            "/hosts/{id}/revoke",
+            OPERATOR,
+            ui::actions::revoke,
+        ),
+        route(
+            Method::POST,
+            "/jobs/{id}/cancel",
+            OPERATOR,
+            ui::actions::cancel,
+        ),
         route(Method::GET, "/jobs", VIEWER, ui::pages::jobs_page),
         route(Method::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
-        route(Method::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list),
-        route(Method::GET, "/api/v1/hosts/{id}", VIEWER, ui::pages::host_api),
+        route(Method::GET, "/api/v1/events", VIEWER, crate::events::stream),
+        route(
+            Method::GET,
+            "/api/v1/hosts",
+            VIEWER,
+            ui::dashboard::api_list,
+        ),
+        route(
+            Method::GET,
+            "/api/v1/hosts/{id}",
+            VIEWER,
+            ui::pages::host_api,
+        ),
         route(Method::GET, "/api/v1/jobs", VIEWER, ui::pages::jobs_api),
         route(Method::GET, "/api/v1/jobs/{id}", VIEWER, ui::pages::job_api),
         route(Method::POST, "/api/v1/enroll", PUBLIC, enroll::enroll),
@@ -122,10 +158,8 @@ pub fn app(state: AppState) -> Router {
 pub const NO_ROUTE_HEADER: &str = "x-rm-no-route";
 
 fn no_route(mut resp: Response) -> Response {
-    resp.headers_mut().insert(
-        NO_ROUTE_HEADER,
-        axum::http::HeaderValue::from_static("1"),
-    );
+    resp.headers_mut()
+        .insert(NO_ROUTE_HEADER, axum::http::HeaderValue::from_static("1"));
     resp
 }
 

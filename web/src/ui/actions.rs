@@ -34,7 +34,15 @@ async fn call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
     verb: rm_bus::subject::Verb,
     body: B,
 ) -> Result<R, ApiError> {
-    Ok(svc::call(&state.bus, SvcRole::Controlplane, verb, who.actor(), body, state.svc_timeout).await?)
+    Ok(svc::call(
+        &state.bus,
+        SvcRole::Controlplane,
+        verb,
+        who.actor(),
+        body,
+        state.svc_timeout,
+    )
+    .await?)
 }
 
 // ------------------------------------------------------------ run an operation
@@ -71,14 +79,35 @@ const KEEPS: [(&str, &str); 6] = [
 
 fn help(kind: &str) -> (&'static str, &'static str) {
     match kind {
-        "backup" => ("Backs up these paths now, with this host's own (append-only) credential.", "Start backup"),
-        "snapshots" => ("Asks the repository for its current snapshots and refreshes what this page shows.", "Refresh snapshots"),
+        "backup" => (
+            "Backs up these paths now, with this host's own (append-only) credential.",
+            "Start backup",
+        ),
+        "snapshots" => (
+            "Asks the repository for its current snapshots and refreshes what this page shows.",
+            "Refresh snapshots",
+        ),
         "stats" => ("Measures how much the repository holds.", "Run statistics"),
-        "check" => ("Verifies the repository's structure; with “read data” also reads back that share of the stored data.", "Start check"),
-        "diff" => ("Lists what changed between two snapshots: added, removed and modified paths with sizes.", "Compare"),
-        "forget" => ("Removes this host's snapshots that the policy does not keep. Runs on the repository's maintenance host.", "Forget snapshots"),
-        "prune" => ("Removes data that no snapshot references any more, freeing space. The repository is locked while it runs.", "Prune"),
-        "unlock" => ("Removes stale locks left by crashed restic processes. Locks of running processes are kept (never --remove-all).", "Unlock"),
+        "check" => (
+            "Verifies the repository's structure; with “read data” also reads back that share of the stored data.",
+            "Start check",
+        ),
+        "diff" => (
+            "Lists what changed between two snapshots: added, removed and modified paths with sizes.",
+            "Compare",
+        ),
+        "forget" => (
+            "Removes this host's snapshots that the policy does not keep. Runs on the repository's maintenance host.",
+            "Forget snapshots",
+        ),
+        "prune" => (
+            "Removes data that no snapshot references any more, freeing space. The repository is locked while it runs.",
+            "Prune",
+        ),
+        "unlock" => (
+            "Removes stale locks left by crashed restic processes. Locks of running processes are kept (never --remove-all).",
+            "Unlock",
+        ),
         _ => ("", "Run"),
     }
 }
@@ -99,7 +128,14 @@ pub struct KindQuery {
     pub kind: String,
 }
 
-async fn run_page(state: &AppState, who: &Principal, host_id: &str, form: RunForm, errors: Errors, failure: Option<String>) -> Response {
+async fn run_page(
+    state: &AppState,
+    who: &Principal,
+    host_id: &str,
+    form: RunForm,
+    errors: Errors,
+    failure: Option<String>,
+) -> Response {
     let loaded = async {
         let mut conn = state.store.read().await?;
         let host = rm_store::hosts::get(&mut conn, host_id).await?;
@@ -107,14 +143,25 @@ async fn run_page(state: &AppState, who: &Principal, host_id: &str, form: RunFor
         let all = rm_store::repos::list(&mut conn).await?;
         let repos: Vec<(String, String)> = creds
             .iter()
-            .filter_map(|c| all.iter().find(|r| r.id == c.repo_id).map(|r| (r.id.clone(), r.name.clone())))
+            .filter_map(|c| {
+                all.iter()
+                    .find(|r| r.id == c.repo_id)
+                    .map(|r| (r.id.clone(), r.name.clone()))
+            })
             .collect();
         let mut snapshots = Vec::new();
         if let Some(rh) = host.restic_host.as_deref() {
             for (repo_id, repo_name) in &repos {
-                for s in rm_store::snapshots::list(&mut conn, repo_id, Some(rh)).await?.into_iter().take(200) {
+                for s in rm_store::snapshots::list(&mut conn, repo_id, Some(rh))
+                    .await?
+                    .into_iter()
+                    .take(200)
+                {
                     let when = crate::ui::fmt::absolute(s.time);
-                    snapshots.push((s.snapshot_id.clone(), format!("{} · {when} · {repo_name}", s.short_id)));
+                    snapshots.push((
+                        s.snapshot_id.clone(),
+                        format!("{} · {when} · {repo_name}", s.short_id),
+                    ));
                 }
             }
         }
@@ -135,7 +182,11 @@ async fn run_page(state: &AppState, who: &Principal, host_id: &str, form: RunFor
         }
     }
     let (help, submit) = help(&form.kind);
-    let status = if errors.is_empty() && failure.is_none() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if errors.is_empty() && failure.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     let mut resp = render(&RunPage {
         layout: Layout::new(who, "hosts", "", open_alerts(state).await),
         needs_confirm: matches!(form.kind.as_str(), "forget" | "prune" | "unlock" | "check"),
@@ -165,7 +216,10 @@ pub async fn run_form(
     Path(id): Path<String>,
     Query(q): Query<KindQuery>,
 ) -> Response {
-    let form = RunForm { kind: q.kind, ..RunForm::default() };
+    let form = RunForm {
+        kind: q.kind,
+        ..RunForm::default()
+    };
     run_page(&state, &who, &id, form, Errors::new(), None).await
 }
 
@@ -203,16 +257,40 @@ pub async fn run_submit(
 // ------------------------------------------------------------ cancel, revoke
 
 /// `POST /jobs/{id}/cancel`.
-pub async fn cancel(State(state): State<AppState>, RequireOperator(who): RequireOperator, Path(id): Path<String>) -> Response {
-    match call::<_, api::JobState>(&state, &who, api::JOB_CANCEL, api::JobRef { job_id: id.clone() }).await {
+pub async fn cancel(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+) -> Response {
+    match call::<_, api::JobState>(
+        &state,
+        &who,
+        api::JOB_CANCEL,
+        api::JobRef { job_id: id.clone() },
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/jobs/{id}")).into_response(),
         Err(e) => error_page(&who, "jobs", &e),
     }
 }
 
 /// `POST /hosts/{id}/revoke`.
-pub async fn revoke(State(state): State<AppState>, RequireOperator(who): RequireOperator, Path(id): Path<String>) -> Response {
-    match call::<_, api::Done>(&state, &who, api::HOST_REVOKE, api::HostRef { host_id: id.clone() }).await {
+pub async fn revoke(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+) -> Response {
+    match call::<_, api::Done>(
+        &state,
+        &who,
+        api::HOST_REVOKE,
+        api::HostRef {
+            host_id: id.clone(),
+        },
+    )
+    .await
+    {
         Ok(_) => Redirect::to(&format!("/hosts/{id}")).into_response(),
         Err(e) => error_page(&who, "hosts", &e),
     }
@@ -237,7 +315,10 @@ pub struct AddHostForm {
 }
 
 /// `GET /hosts/new`.
-pub async fn add_host_form(State(state): State<AppState>, RequireOperator(who): RequireOperator) -> Response {
+pub async fn add_host_form(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+) -> Response {
     render(&AddHostPage {
         layout: Layout::new(&who, "hosts", "", open_alerts(&state).await),
         name: String::new(),
@@ -248,20 +329,34 @@ pub async fn add_host_form(State(state): State<AppState>, RequireOperator(who): 
 }
 
 /// `POST /hosts/new`: adds the host and shows its enrollment command.
-pub async fn add_host(State(state): State<AppState>, RequireOperator(who): RequireOperator, Form(form): Form<AddHostForm>) -> Response {
+pub async fn add_host(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Form(form): Form<AddHostForm>,
+) -> Response {
     let name = form.name.trim().to_owned();
     let result = if name.is_empty() {
         Err(ApiError::invalid("name", "give the host a name"))
     } else if name.chars().count() > 100 {
         Err(ApiError::invalid("name", "at most 100 characters"))
     } else {
-        call::<_, api::HostEnrollment>(&state, &who, api::HOST_ADD, api::HostAdd { name: name.clone() }).await
+        call::<_, api::HostEnrollment>(
+            &state,
+            &who,
+            api::HOST_ADD,
+            api::HostAdd { name: name.clone() },
+        )
+        .await
     };
     let (enrollment, error) = match result {
         Ok(e) => (Some(e), None),
         Err(e) => (None, Some(e.message)),
     };
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     let mut resp = render(&AddHostPage {
         layout: Layout::new(&who, "hosts", "hosts", open_alerts(&state).await),
         name,

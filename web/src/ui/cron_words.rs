@@ -3,7 +3,15 @@
 //! as the expression itself. The next run times (the real answer) come
 //! from `rm-cron`.
 
-const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 fn num(s: &str, max: u32) -> Option<u32> {
     s.parse::<u32>().ok().filter(|n| *n <= max)
@@ -41,7 +49,9 @@ pub fn describe(expr: &str) -> String {
         }
         return fallback();
     }
-    let Some(m) = num(min, 59) else { return fallback() };
+    let Some(m) = num(min, 59) else {
+        return fallback();
+    };
     if *hour == "*" && [*dom, *mon, *dow] == ["*", "*", "*"] {
         return format!("every hour at :{m:02}");
     }
@@ -51,7 +61,9 @@ pub fn describe(expr: &str) -> String {
         }
         return fallback();
     }
-    let Some(h) = num(hour, 23) else { return fallback() };
+    let Some(h) = num(hour, 23) else {
+        return fallback();
+    };
     let at = format!("{h:02}:{m:02}");
     match (*dom, *mon, *dow) {
         ("*", "*", "*") => format!("every day at {at}"),

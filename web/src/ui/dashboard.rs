@@ -8,8 +8,8 @@ use axum::response::Response;
 use crate::AppState;
 use crate::auth::RequireViewer;
 use crate::error::ApiError;
-use crate::views::fleet::{self, FleetFilter, FleetPage};
 use crate::ui::{Layout, can_operate, render};
+use crate::views::fleet::{self, FleetFilter, FleetPage};
 
 #[derive(Template)]
 #[template(path = "dashboard.html")]
@@ -51,7 +51,12 @@ pub async fn page(
     };
     let now = fleet.now;
     render(&DashboardPage {
-        layout: Layout::new(&who, "dashboard", "hosts,jobs,alerts", fleet.counters.open_alerts),
+        layout: Layout::new(
+            &who,
+            "dashboard",
+            "hosts,jobs,alerts",
+            fleet.counters.open_alerts,
+        ),
         can_operate: can_operate(&who),
         fleet,
         now,

@@ -77,9 +77,17 @@ pub fn duration_secs(secs: impl Int) -> String {
 /// `3 h ago` / `in 12 h` / `just now`, the coarse unit only.
 pub fn relative(now_ms: i64, at_ms: i64) -> String {
     let delta = (now_ms - at_ms) / 1000;
-    let (future, s) = if delta < 0 { (true, -delta) } else { (false, delta) };
+    let (future, s) = if delta < 0 {
+        (true, -delta)
+    } else {
+        (false, delta)
+    };
     if s < 10 {
-        return if future { "in a few s".into() } else { "just now".into() };
+        return if future {
+            "in a few s".into()
+        } else {
+            "just now".into()
+        };
     }
     let amount = match s {
         0..60 => format!("{s} s"),
@@ -87,7 +95,11 @@ pub fn relative(now_ms: i64, at_ms: i64) -> String {
         3600..86_400 => format!("{} h", s / 3600),
         _ => format!("{} d", s / 86_400),
     };
-    if future { format!("in {amount}") } else { format!("{amount} ago") }
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
 }
 
 /// `2026-12-01 14:03:07 UTC`.

@@ -9,8 +9,8 @@
 
 pub mod actions;
 pub mod assets;
-pub mod dashboard;
 pub mod cron_words;
+pub mod dashboard;
 pub mod fmt;
 pub mod pages;
 pub mod run;
@@ -70,12 +70,27 @@ struct ErrorPage {
 /// An error as a page: what happened and what to do, with the error's status.
 pub fn error_page(who: &Principal, nav: &'static str, e: &crate::error::ApiError) -> Response {
     let (title, advice) = match e.status.as_u16() {
-        404 => ("Not found", "It may have been removed, or the link is wrong. Start again from the fleet."),
-        403 => ("Not allowed", "Your role does not allow this. Ask an admin if you need it."),
+        404 => (
+            "Not found",
+            "It may have been removed, or the link is wrong. Start again from the fleet.",
+        ),
+        403 => (
+            "Not allowed",
+            "Your role does not allow this. Ask an admin if you need it.",
+        ),
         400 | 422 => ("Not accepted", "Correct the value and try again."),
-        409 => ("Conflict", "Reload the page to see the current state, then try again."),
-        503 => ("Temporarily unavailable", "A part of restic-manager is not answering. Try again in a moment; if it persists, check the server's log."),
-        _ => ("Something went wrong", "Try again; if it persists, the server's log has the details."),
+        409 => (
+            "Conflict",
+            "Reload the page to see the current state, then try again.",
+        ),
+        503 => (
+            "Temporarily unavailable",
+            "A part of restic-manager is not answering. Try again in a moment; if it persists, check the server's log.",
+        ),
+        _ => (
+            "Something went wrong",
+            "Try again; if it persists, the server's log has the details.",
+        ),
     };
     let mut resp = render(&ErrorPage {
         layout: Layout::new(who, nav, "", 0),

@@ -47,14 +47,22 @@ pub async fn host_page(
         Err(e) => return crate::ui::error_page(&who, "hosts", &e),
     };
     render(&HostPage {
-        layout: Layout::new(&who, "hosts", "hosts,jobs,alerts", open_alerts(&state).await),
+        layout: Layout::new(
+            &who,
+            "hosts",
+            "hosts,jobs,alerts",
+            open_alerts(&state).await,
+        ),
         can_operate: can_operate(&who),
         host,
     })
 }
 
 /// `GET /api/v1/hosts/{id}`.
-pub async fn host_api(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<HostView>, ApiError> {
+pub async fn host_api(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<HostView>, ApiError> {
     Ok(axum::Json(load_host(&state, &id).await?))
 }
 
@@ -95,7 +103,10 @@ pub async fn job_page(
 }
 
 /// `GET /api/v1/jobs/{id}`.
-pub async fn job_api(State(state): State<AppState>, Path(id): Path<String>) -> Result<axum::Json<JobView>, ApiError> {
+pub async fn job_api(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobView>, ApiError> {
     let mut conn = state.store.read().await?;
     Ok(axum::Json(job::load(&mut conn, &id, state.now()).await?))
 }
@@ -147,6 +158,9 @@ pub async fn jobs_page(
 }
 
 /// `GET /api/v1/jobs`.
-pub async fn jobs_api(State(state): State<AppState>, Query(filter): Query<JobFilter>) -> Result<axum::Json<JobsPage>, ApiError> {
+pub async fn jobs_api(
+    State(state): State<AppState>,
+    Query(filter): Query<JobFilter>,
+) -> Result<axum::Json<JobsPage>, ApiError> {
     Ok(axum::Json(load_jobs(&state, &filter).await?))
 }

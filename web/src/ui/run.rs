@@ -106,11 +106,16 @@ impl RunForm {
 /// Whether `kind` changes or reads the whole repository enough to need a
 /// confirmation naming the target.
 pub fn needs_confirmation(kind: &str, form: &RunForm) -> bool {
-    matches!(kind, "forget" | "prune" | "unlock") || (kind == "check" && !form.read_data_subset.trim().is_empty())
+    matches!(kind, "forget" | "prune" | "unlock")
+        || (kind == "check" && !form.read_data_subset.trim().is_empty())
 }
 
 fn lines(s: &str) -> Vec<String> {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn keep(errors: &mut Errors, field: &'static str, v: &str) -> Option<u32> {
@@ -139,7 +144,10 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
         t => match t.parse::<u64>() {
             Ok(m) if (1..=7 * 24 * 60).contains(&m) => Some(m * 60),
             _ => {
-                e.insert("timeout_minutes", "minutes between 1 and 10080 (a week), or empty for the default".into());
+                e.insert(
+                    "timeout_minutes",
+                    "minutes between 1 and 10080 (a week), or empty for the default".into(),
+                );
                 None
             }
         },
@@ -156,7 +164,13 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
             JobParams::Backup {
                 paths,
                 excludes: lines(&form.excludes),
-                tags: form.tags.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+                tags: form
+                    .tags
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
                 one_file_system: form.one_file_system.is_some(),
                 host_name: None,
             }
@@ -172,9 +186,13 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
                 keep_within: Some(form.keep_within.trim().to_owned()).filter(|s| !s.is_empty()),
             };
             if let Some(w) = &retention.keep_within {
-                let ok = w.chars().all(|c| c.is_ascii_digit() || "ymdh".contains(c)) && w.chars().any(|c| c.is_ascii_digit());
+                let ok = w.chars().all(|c| c.is_ascii_digit() || "ymdh".contains(c))
+                    && w.chars().any(|c| c.is_ascii_digit());
                 if !ok {
-                    e.insert("keep_within", "a restic duration such as 30d, 6m or 1y6m".into());
+                    e.insert(
+                        "keep_within",
+                        "a restic duration such as 30d, 6m or 1y6m".into(),
+                    );
                 }
             }
             let any = retention.keep_last.is_some()
@@ -185,7 +203,11 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
                 || retention.keep_yearly.is_some()
                 || retention.keep_within.is_some();
             if !any && !e.keys().any(|k| k.starts_with("keep")) {
-                e.insert("keep_last", "set at least one keep rule: without one, forget would remove every snapshot".into());
+                e.insert(
+                    "keep_last",
+                    "set at least one keep rule: without one, forget would remove every snapshot"
+                        .into(),
+                );
             }
             JobParams::Forget {
                 retention,
@@ -198,14 +220,26 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
             let subset = form.read_data_subset.trim();
             let subset = (!subset.is_empty()).then(|| subset.to_owned());
             if let Some(s) = &subset {
-                let valid = s.strip_suffix('%').and_then(|n| n.parse::<f64>().ok()).is_some_and(|p| p > 0.0 && p <= 100.0)
-                    || s.split_once('/').is_some_and(|(a, b)| a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok_and(|b| b > 0))
-                    || s.trim_end_matches(['K', 'M', 'G', 'T']).parse::<u64>().is_ok();
+                let valid = s
+                    .strip_suffix('%')
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .is_some_and(|p| p > 0.0 && p <= 100.0)
+                    || s.split_once('/').is_some_and(|(a, b)| {
+                        a.parse::<u32>().is_ok() && b.parse::<u32>().is_ok_and(|b| b > 0)
+                    })
+                    || s.trim_end_matches(['K', 'M', 'G', 'T'])
+                        .parse::<u64>()
+                        .is_ok();
                 if !valid {
-                    e.insert("read_data_subset", "a percentage (5%), a part (1/10) or a size (500M)".into());
+                    e.insert(
+                        "read_data_subset",
+                        "a percentage (5%), a part (1/10) or a size (500M)".into(),
+                    );
                 }
             }
-            JobParams::Check { read_data_subset: subset }
+            JobParams::Check {
+                read_data_subset: subset,
+            }
         }
         "unlock" => JobParams::Unlock { remove_all: false },
         "snapshots" => JobParams::Snapshots { host_name: None },
@@ -232,7 +266,10 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
             if !from.is_empty() && from == to {
                 e.insert("to", "choose a different snapshot than the first".into());
             }
-            JobParams::Diff { from: from.to_owned(), to: to.to_owned() }
+            JobParams::Diff {
+                from: from.to_owned(),
+                to: to.to_owned(),
+            }
         }
         other => {
             e.insert("kind", format!("unknown operation {other:?}"));
@@ -242,7 +279,11 @@ pub fn parse(form: &RunForm, host_name: &str) -> Result<(JobParams, Option<u64>)
     if needs_confirmation(&form.kind, form) && form.confirm.is_none() {
         e.insert("confirm", "tick the box to confirm".into());
     }
-    if e.is_empty() { Ok((params, timeout)) } else { Err(e) }
+    if e.is_empty() {
+        Ok((params, timeout))
+    } else {
+        Err(e)
+    }
 }
 
 #[cfg(test)]
@@ -250,12 +291,20 @@ mod tests {
     use super::*;
 
     fn form(kind: &str) -> RunForm {
-        RunForm { kind: kind.into(), repo_id: "r1".into(), ..RunForm::default() }
+        RunForm {
+            kind: kind.into(),
+            repo_id: "r1".into(),
+            ..RunForm::default()
+        }
     }
 
     #[test]
     fn backup_takes_paths_per_line_and_tags_by_comma() {
-        let f = RunForm { paths: " /etc \n\n/srv/my data\n".into(), tags: "a, b,".into(), ..form("backup") };
+        let f = RunForm {
+            paths: " /etc \n\n/srv/my data\n".into(),
+            tags: "a, b,".into(),
+            ..form("backup")
+        };
         let (p, t) = parse(&f, "h1").unwrap();
         assert_eq!(t, None);
         match p {
@@ -265,45 +314,132 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(parse(&form("backup"), "h1").unwrap_err().contains_key("paths"));
+        assert!(
+            parse(&form("backup"), "h1")
+                .unwrap_err()
+                .contains_key("paths")
+        );
     }
 
     #[test]
     fn forget_needs_a_rule_a_confirmation_and_stays_on_its_host() {
-        let e = parse(&RunForm { confirm: Some("on".into()), ..form("forget") }, "h1").unwrap_err();
+        let e = parse(
+            &RunForm {
+                confirm: Some("on".into()),
+                ..form("forget")
+            },
+            "h1",
+        )
+        .unwrap_err();
         assert!(e["keep_last"].contains("every snapshot"));
-        let f = RunForm { keep_daily: "7".into(), keep_within: "1y6m".into(), ..form("forget") };
+        let f = RunForm {
+            keep_daily: "7".into(),
+            keep_within: "1y6m".into(),
+            ..form("forget")
+        };
         assert!(parse(&f, "h1").unwrap_err().contains_key("confirm"));
-        let f = RunForm { confirm: Some("on".into()), ..f };
+        let f = RunForm {
+            confirm: Some("on".into()),
+            ..f
+        };
         match parse(&f, "h1").unwrap().0 {
-            JobParams::Forget { host_name, retention, prune } => {
+            JobParams::Forget {
+                host_name,
+                retention,
+                prune,
+            } => {
                 assert_eq!(host_name, "h1");
                 assert_eq!(retention.keep_daily, Some(7));
                 assert!(!prune);
             }
             other => panic!("{other:?}"),
         }
-        let bad = RunForm { keep_daily: "-1".into(), keep_within: "soon".into(), confirm: Some("on".into()), ..form("forget") };
+        let bad = RunForm {
+            keep_daily: "-1".into(),
+            keep_within: "soon".into(),
+            confirm: Some("on".into()),
+            ..form("forget")
+        };
         let e = parse(&bad, "h1").unwrap_err();
         assert!(e.contains_key("keep_daily") && e.contains_key("keep_within"));
     }
 
     #[test]
     fn unlock_never_removes_all_locks_and_check_subsets_are_validated() {
-        let f = RunForm { confirm: Some("on".into()), ..form("unlock") };
-        assert_eq!(parse(&f, "h").unwrap().0, JobParams::Unlock { remove_all: false });
-        assert!(parse(&RunForm { read_data_subset: "lots".into(), confirm: Some("on".into()), ..form("check") }, "h").unwrap_err().contains_key("read_data_subset"));
-        assert!(parse(&RunForm { read_data_subset: "5%".into(), confirm: Some("on".into()), ..form("check") }, "h").is_ok());
-        assert!(parse(&form("check"), "h").is_ok(), "a check without read-data needs no confirmation");
+        let f = RunForm {
+            confirm: Some("on".into()),
+            ..form("unlock")
+        };
+        assert_eq!(
+            parse(&f, "h").unwrap().0,
+            JobParams::Unlock { remove_all: false }
+        );
+        assert!(
+            parse(
+                &RunForm {
+                    read_data_subset: "lots".into(),
+                    confirm: Some("on".into()),
+                    ..form("check")
+                },
+                "h"
+            )
+            .unwrap_err()
+            .contains_key("read_data_subset")
+        );
+        assert!(
+            parse(
+                &RunForm {
+                    read_data_subset: "5%".into(),
+                    confirm: Some("on".into()),
+                    ..form("check")
+                },
+                "h"
+            )
+            .is_ok()
+        );
+        assert!(
+            parse(&form("check"), "h").is_ok(),
+            "a check without read-data needs no confirmation"
+        );
     }
 
     #[test]
     fn diff_needs_two_different_snapshot_ids_and_timeouts_are_bounded() {
-        let e = parse(&RunForm { from: "abc".into(), to: "abc".into(), ..form("diff") }, "h").unwrap_err();
+        let e = parse(
+            &RunForm {
+                from: "abc".into(),
+                to: "abc".into(),
+                ..form("diff")
+            },
+            "h",
+        )
+        .unwrap_err();
         assert!(e.contains_key("to"));
-        let e = parse(&RunForm { timeout_minutes: "0".into(), ..form("snapshots") }, "h").unwrap_err();
+        let e = parse(
+            &RunForm {
+                timeout_minutes: "0".into(),
+                ..form("snapshots")
+            },
+            "h",
+        )
+        .unwrap_err();
         assert!(e.contains_key("timeout_minutes"));
-        assert_eq!(parse(&RunForm { timeout_minutes: "90".into(), ..form("snapshots") }, "h").unwrap().1, Some(5400));
-        assert!(parse(&form("rm -rf"), "h").unwrap_err().contains_key("kind"));
+        assert_eq!(
+            parse(
+                &RunForm {
+                    timeout_minutes: "90".into(),
+                    ..form("snapshots")
+                },
+                "h"
+            )
+            .unwrap()
+            .1,
+            Some(5400)
+        );
+        assert!(
+            parse(&form("rm -rf"), "h")
+                .unwrap_err()
+                .contains_key("kind")
+        );
     }
 }

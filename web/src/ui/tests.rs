@@ -12,7 +12,9 @@ const NOW: i64 = 1_796_126_400_000; // 2026-12-01T12:00Z
 
 async fn seeded() -> (tempfile::TempDir, rm_store::Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = rm_store::Store::open(&dir.path().join("rm.db")).await.unwrap();
+    let store = rm_store::Store::open(&dir.path().join("rm.db"))
+        .await
+        .unwrap();
     let spec = rm_store::seed::Spec {
         hosts: 40,
         now_ms: NOW,
@@ -60,7 +62,11 @@ fn preview(name: &str, html: &str) {
     if let Ok(dir) = std::env::var("RM_UI_PREVIEW_DIR") {
         let dir = std::path::Path::new(&dir);
         std::fs::create_dir_all(dir.join("static")).unwrap();
-        std::fs::write(dir.join("static/app.css"), include_str!("../../static/app.css")).unwrap();
+        std::fs::write(
+            dir.join("static/app.css"),
+            include_str!("../../static/app.css"),
+        )
+        .unwrap();
         let html = html.replace("href=\"/static/app.css", "href=\"static/app.css");
         std::fs::write(dir.join(format!("{name}.html")), html).unwrap();
     }
@@ -70,21 +76,41 @@ fn preview(name: &str, html: &str) {
 async fn dashboard_lists_the_fleet_worst_first_with_counters_and_escapes_names() {
     let (_dir, store) = seeded().await;
     let mut conn = store.read().await.unwrap();
-    let fleet = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW).await.unwrap();
+    let fleet = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW)
+        .await
+        .unwrap();
     let c = &fleet.counters;
-    assert_eq!(c.total, fleet.total, "every non-revoked host is counted once");
-    assert!(c.ok > 0 && c.total < 40, "seed has healthy hosts and a revoked one: {c:?}");
+    assert_eq!(
+        c.total, fleet.total,
+        "every non-revoked host is counted once"
+    );
+    assert!(
+        c.ok > 0 && c.total < 40,
+        "seed has healthy hosts and a revoked one: {c:?}"
+    );
     // Worst first: no ok host before a failed or offline one.
     let first_ok = fleet.hosts.iter().position(|h| h.health == "ok").unwrap();
     assert!(fleet.hosts[first_ok..].iter().all(|h| h.health == "ok"));
     assert!(fleet.hosts.iter().all(|h| h.days.len() == 30));
     let now = fleet.now;
-    let page = dashboard::DashboardPage { layout: layout("dashboard"), fleet, can_operate: true, now, states: dashboard::STATES };
+    let page = dashboard::DashboardPage {
+        layout: layout("dashboard"),
+        fleet,
+        can_operate: true,
+        now,
+        states: dashboard::STATES,
+    };
     let html = page.render().unwrap();
     preview("dashboard", &html);
-    assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;") || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+    );
     assert!(!html.contains("<script>alert(1)</script>"));
-    assert!(html.contains("data-progress-bar=\"run-1\""), "the running backup shows a progress bar");
+    assert!(
+        html.contains("data-progress-bar=\"run-1\""),
+        "the running backup shows a progress bar"
+    );
     assert!(html.contains("backing up"));
 }
 
@@ -92,14 +118,27 @@ async fn dashboard_lists_the_fleet_worst_first_with_counters_and_escapes_names()
 async fn dashboard_filter_by_state_counts_and_pages_agree() {
     let (_dir, store) = seeded().await;
     let mut conn = store.read().await.unwrap();
-    let all = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW).await.unwrap();
-    for (state, expected) in [("ok", all.counters.ok), ("failed", all.counters.failed), ("offline", all.counters.offline), ("pending", all.counters.pending)] {
-        let f = views::fleet::FleetFilter { state: state.into(), ..Default::default() };
+    let all = views::fleet::load(&mut conn, &views::fleet::FleetFilter::default(), NOW)
+        .await
+        .unwrap();
+    for (state, expected) in [
+        ("ok", all.counters.ok),
+        ("failed", all.counters.failed),
+        ("offline", all.counters.offline),
+        ("pending", all.counters.pending),
+    ] {
+        let f = views::fleet::FleetFilter {
+            state: state.into(),
+            ..Default::default()
+        };
         let page = views::fleet::load(&mut conn, &f, NOW).await.unwrap();
         assert_eq!(page.total, expected, "{state}");
         assert!(page.hosts.iter().all(|h| h.health == state), "{state}");
     }
-    let f = views::fleet::FleetFilter { q: "host-0001".into(), ..Default::default() };
+    let f = views::fleet::FleetFilter {
+        q: "host-0001".into(),
+        ..Default::default()
+    };
     let page = views::fleet::load(&mut conn, &f, NOW).await.unwrap();
     let expected: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts WHERE (name LIKE '%host-0001%' OR hostname LIKE '%host-0001%') AND status != 'revoked'")
         .fetch_one(&mut *conn)
@@ -107,25 +146,46 @@ async fn dashboard_filter_by_state_counts_and_pages_agree() {
         .unwrap();
     assert!(expected > 0);
     assert_eq!(page.total, expected);
-    assert!(page.hosts.iter().all(|h| h.name.contains("host-0001") || h.hostname.as_deref().is_some_and(|n| n.contains("host-0001"))));
-    let f = views::fleet::FleetFilter { q: "%".into(), ..Default::default() };
-    assert_eq!(views::fleet::load(&mut conn, &f, NOW).await.unwrap().total, 0, "LIKE wildcards are literal");
+    assert!(page.hosts.iter().all(|h| {
+        h.name.contains("host-0001")
+            || h.hostname
+                .as_deref()
+                .is_some_and(|n| n.contains("host-0001"))
+    }));
+    let f = views::fleet::FleetFilter {
+        q: "%".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        views::fleet::load(&mut conn, &f, NOW).await.unwrap().total,
+        0,
+        "LIKE wildcards are literal"
+    );
 }
 
 #[tokio::test]
 async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
     let (_dir, store) = seeded().await;
     let mut conn = store.read().await.unwrap();
-    let host = views::host::load(&mut conn, "seed-h000020", NOW).await.unwrap();
+    let host = views::host::load(&mut conn, "seed-h000020", NOW)
+        .await
+        .unwrap();
     assert_eq!(host.repositories.len(), 1);
     assert!(host.posture.append_only);
     assert_eq!(host.schedules.len(), 1);
     assert!(host.schedules[0].reading.starts_with("every day at 0"));
-    let page = pages::HostPage { layout: layout("hosts"), host, can_operate: true };
+    let page = pages::HostPage {
+        layout: layout("hosts"),
+        host,
+        can_operate: true,
+    };
     let html = page.render().unwrap();
     preview("host", &html);
     assert!(html.contains("append-only"));
-    assert!(matches!(views::host::load(&mut conn, "nope", NOW).await, Err(rm_store::StoreError::NotFound { .. })));
+    assert!(matches!(
+        views::host::load(&mut conn, "nope", NOW).await,
+        Err(rm_store::StoreError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -137,24 +197,65 @@ async fn job_pages_show_result_error_advice_and_command_line() {
         .await
         .unwrap();
     let job = views::job::load(&mut conn, &failed, NOW).await.unwrap();
-    assert!(job.advice.as_deref().unwrap().contains("edit the repository's credentials"));
+    assert!(
+        job.advice
+            .as_deref()
+            .unwrap()
+            .contains("edit the repository's credentials")
+    );
     let cmd = job.command.clone().unwrap();
-    assert!(cmd.starts_with("restic --repo=rest:https://backup-0.example.internal/fleet backup --json"), "{cmd}");
-    let html = pages::JobPage { layout: layout("jobs"), job, logs: Vec::new(), can_operate: true }.render().unwrap();
+    assert!(
+        cmd.starts_with("restic --repo=rest:https://backup-0.example.internal/fleet backup --json"),
+        "{cmd}"
+    );
+    let html = pages::JobPage {
+        layout: layout("jobs"),
+        job,
+        logs: Vec::new(),
+        can_operate: true,
+    }
+    .render()
+    .unwrap();
     preview("job-failed", &html);
     let job = views::job::load(&mut conn, "run-1", NOW).await.unwrap();
-    let html = pages::JobPage { layout: layout("jobs"), job, logs: Vec::new(), can_operate: true }.render().unwrap();
+    let html = pages::JobPage {
+        layout: layout("jobs"),
+        job,
+        logs: Vec::new(),
+        can_operate: true,
+    }
+    .render()
+    .unwrap();
     preview("job-running", &html);
     assert!(html.contains("data-progress-bar=\"run-1\""));
 
-    let f = views::job::JobFilter { status: "failed".into(), ..Default::default() };
+    let f = views::job::JobFilter {
+        status: "failed".into(),
+        ..Default::default()
+    };
     let page = views::job::list(&mut conn, &f, NOW).await.unwrap();
     assert!(!page.jobs.is_empty() && page.jobs.iter().all(|j| j.status == "failed"));
-    let all = views::job::list(&mut conn, &views::job::JobFilter::default(), NOW).await.unwrap();
+    let all = views::job::list(&mut conn, &views::job::JobFilter::default(), NOW)
+        .await
+        .unwrap();
     let cursor = all.next_cursor.clone().unwrap();
-    let next = views::job::list(&mut conn, &views::job::JobFilter { before: cursor, ..Default::default() }, NOW).await.unwrap();
+    let next = views::job::list(
+        &mut conn,
+        &views::job::JobFilter {
+            before: cursor,
+            ..Default::default()
+        },
+        NOW,
+    )
+    .await
+    .unwrap();
     assert!(next.jobs[0].created_at <= all.jobs.last().unwrap().created_at);
-    assert!(next.jobs.iter().all(|j| !all.jobs.iter().any(|a| a.id == j.id)), "pages do not overlap");
+    assert!(
+        next.jobs
+            .iter()
+            .all(|j| !all.jobs.iter().any(|a| a.id == j.id)),
+        "pages do not overlap"
+    );
 }
 
 #[test]
@@ -164,12 +265,27 @@ fn templates_carry_no_inline_script_or_style_that_the_csp_would_block() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
         let name = path.display();
-        assert!(!text.contains(" style=\""), "{name}: a style attribute (CSP style-src 'self')");
+        assert!(
+            !text.contains(" style=\""),
+            "{name}: a style attribute (CSP style-src 'self')"
+        );
         assert!(!text.contains("<style"), "{name}: an inline stylesheet");
         let scripts_ok = text.matches("<script").count() == text.matches("<script src=").count();
-        assert!(scripts_ok, "{name}: an inline script (CSP script-src 'self')");
-        for handler in [" onclick=", " onchange=", " onsubmit=", " onload=", " oninput="] {
-            assert!(!text.contains(handler), "{name}: an inline event handler {handler}");
+        assert!(
+            scripts_ok,
+            "{name}: an inline script (CSP script-src 'self')"
+        );
+        for handler in [
+            " onclick=",
+            " onchange=",
+            " onsubmit=",
+            " onload=",
+            " oninput=",
+        ] {
+            assert!(
+                !text.contains(handler),
+                "{name}: an inline event handler {handler}"
+            );
         }
     }
 }

@@ -52,7 +52,10 @@ impl FleetFilter {
         if !matches!(self.sort.as_str(), "" | "health" | "name" | "last_backup") {
             return Err((
                 "sort",
-                format!("unknown sort {:?}: one of health, name, last_backup", self.sort),
+                format!(
+                    "unknown sort {:?}: one of health, name, last_backup",
+                    self.sort
+                ),
             ));
         }
         if self.q.len() > 200 {
@@ -182,10 +185,15 @@ impl FleetPage {
         ((self.total + self.page_size - 1) / self.page_size).max(1)
     }
     pub fn first_index(&self) -> i64 {
-        if self.total == 0 { 0 } else { (self.page - 1) * self.page_size + 1 }
+        if self.total == 0 {
+            0
+        } else {
+            (self.page - 1) * self.page_size + 1
+        }
     }
     pub fn last_index(&self) -> i64 {
-        ((self.page - 1) * self.page_size + i64::try_from(self.hosts.len()).unwrap_or(0)).min(self.total)
+        ((self.page - 1) * self.page_size + i64::try_from(self.hosts.len()).unwrap_or(0))
+            .min(self.total)
     }
 }
 
@@ -233,7 +241,11 @@ pub async fn load(
 }
 
 /// One host's row (also used to refresh a single row live).
-pub async fn host_row(conn: &mut rm_store::Conn, row: Row, now_ms: i64) -> rm_store::Result<HostRow> {
+pub async fn host_row(
+    conn: &mut rm_store::Conn,
+    row: Row,
+    now_ms: i64,
+) -> rm_store::Result<HostRow> {
     let today_start = now_ms - now_ms.rem_euclid(DAY_MS);
     let since = today_start - (STRIP_DAYS - 1) * DAY_MS;
     let runs = fleet::backups_since(&mut *conn, &row.id, since).await?;
@@ -307,7 +319,10 @@ fn strip(
                 .map(|t| t.strftime("%Y-%m-%d").to_string())
                 .unwrap_or_default();
             // Runs are newest first: the first in the day is its last.
-            let state = match runs.iter().find(|r| r.created_at >= start && r.created_at < end) {
+            let state = match runs
+                .iter()
+                .find(|r| r.created_at >= start && r.created_at < end)
+            {
                 Some(r) => match r.status.as_str() {
                     "succeeded" => "ok",
                     "warning" | "cancelled" => "warn",
@@ -324,7 +339,13 @@ fn strip(
 
 /// Whether a schedule had a slot in [start, end), after the host and the
 /// schedule existed, whose grace has passed by now.
-fn missed(start: i64, end: i64, now_ms: i64, schedules: &[(CronSchedule, i64, i64)], active_since: i64) -> bool {
+fn missed(
+    start: i64,
+    end: i64,
+    now_ms: i64,
+    schedules: &[(CronSchedule, i64, i64)],
+    active_since: i64,
+) -> bool {
     schedules.iter().any(|(cron, created_at, grace_secs)| {
         let from = start.max(*created_at).max(active_since);
         if from >= end {
@@ -398,11 +419,21 @@ mod tests {
 
     #[test]
     fn filter_rejects_unknown_state_and_sort() {
-        let f = FleetFilter { state: "bogus".into(), ..FleetFilter::default() };
+        let f = FleetFilter {
+            state: "bogus".into(),
+            ..FleetFilter::default()
+        };
         assert_eq!(f.validate().unwrap_err().0, "state");
-        let f = FleetFilter { sort: "size".into(), ..FleetFilter::default() };
+        let f = FleetFilter {
+            sort: "size".into(),
+            ..FleetFilter::default()
+        };
         assert_eq!(f.validate().unwrap_err().0, "sort");
-        let f = FleetFilter { q: "a b&c".into(), page: 2, ..FleetFilter::default() };
+        let f = FleetFilter {
+            q: "a b&c".into(),
+            page: 2,
+            ..FleetFilter::default()
+        };
         assert_eq!(f.query_for_page(3), "?q=a%20b%26c&page=3");
     }
 }
@@ -427,7 +458,9 @@ impl HostRow {
 
     /// The last backup's result as a class and a short word.
     pub fn result_class(&self) -> &'static str {
-        self.last_backup_status.as_deref().map_or("s-unknown", job_status_class)
+        self.last_backup_status
+            .as_deref()
+            .map_or("s-unknown", job_status_class)
     }
 
     pub fn result_word(&self) -> String {
@@ -442,13 +475,19 @@ impl HostRow {
     /// The strip's summary for assistive technology: "27 ok, 1 missed, 2 failed".
     pub fn strip_label(&self) -> String {
         let count = |s: &str| self.days.iter().filter(|d| d.state == s).count();
-        let parts: Vec<String> = [("ok", "ok"), ("warn", "partial"), ("fail", "failed"), ("miss", "missed"), ("running", "running")]
-            .iter()
-            .filter_map(|(s, w)| {
-                let n = count(s);
-                (n > 0).then(|| format!("{n} {w}"))
-            })
-            .collect();
+        let parts: Vec<String> = [
+            ("ok", "ok"),
+            ("warn", "partial"),
+            ("fail", "failed"),
+            ("miss", "missed"),
+            ("running", "running"),
+        ]
+        .iter()
+        .filter_map(|(s, w)| {
+            let n = count(s);
+            (n > 0).then(|| format!("{n} {w}"))
+        })
+        .collect();
         if parts.is_empty() {
             "last 30 days: nothing due".into()
         } else {

@@ -153,7 +153,11 @@ fn disks(vitals_json: Option<&str>) -> Vec<Disk> {
 
 fn summary_sizes(summary_json: Option<&str>) -> (Option<i64>, Option<i64>) {
     let v: Option<serde_json::Value> = summary_json.and_then(|s| serde_json::from_str(s).ok());
-    let get = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(serde_json::Value::as_i64);
+    let get = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(serde_json::Value::as_i64)
+    };
     (get("data_added"), get("total_bytes_processed"))
 }
 
@@ -172,17 +176,22 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
     let creds = repos::credentials_of_host(&mut *conn, id).await?;
     let mut repositories = Vec::new();
     for cred in &creds {
-        let Some(repo) = all_repos.iter().find(|r| r.id == cred.repo_id) else { continue };
-        let health = health::latest(&mut *conn, &repo.id).await.ok().map(|h| RepoHealth {
-            ts: h.ts,
-            total_size: h.total_size,
-            raw_size: h.raw_size,
-            dedup_ratio: h.dedup_ratio,
-            snapshot_count: h.snapshot_count,
-            lock_count: h.lock_count,
-            check_ok: h.check_ok,
-            check_at: h.check_at,
-        });
+        let Some(repo) = all_repos.iter().find(|r| r.id == cred.repo_id) else {
+            continue;
+        };
+        let health = health::latest(&mut *conn, &repo.id)
+            .await
+            .ok()
+            .map(|h| RepoHealth {
+                ts: h.ts,
+                total_size: h.total_size,
+                raw_size: h.raw_size,
+                dedup_ratio: h.dedup_ratio,
+                snapshot_count: h.snapshot_count,
+                lock_count: h.lock_count,
+                check_ok: h.check_ok,
+                check_at: h.check_at,
+            });
         let snaps = match host.restic_host.as_deref() {
             Some(rh) => snapshots::list(&mut *conn, &repo.id, Some(rh)).await?,
             None => Vec::new(),
@@ -227,7 +236,10 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
                     .iter()
                     .find(|r| r.id == s.repo_id)
                     .map_or_else(|| s.repo_id.clone(), |r| r.name.clone()),
-                next_run_at: cron.as_ref().filter(|_| s.enabled).and_then(|c| c.next_after_ms(now_ms)),
+                next_run_at: cron
+                    .as_ref()
+                    .filter(|_| s.enabled)
+                    .and_then(|c| c.next_after_ms(now_ms)),
                 reading: crate::ui::cron_words::describe(&s.cron),
                 id: s.id,
                 kind: s.kind,

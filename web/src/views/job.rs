@@ -24,7 +24,10 @@ impl Names {
             .into_iter()
             .map(|r| (r.id, (r.name, r.url_display)))
             .collect();
-        Ok(Self { hosts: hosts.into_iter().collect(), repos })
+        Ok(Self {
+            hosts: hosts.into_iter().collect(),
+            repos,
+        })
     }
 
     pub fn host(&self, id: &str) -> String {
@@ -32,7 +35,9 @@ impl Names {
     }
 
     pub fn repo(&self, id: &str) -> String {
-        self.repos.get(id).map_or_else(|| id.to_owned(), |r| r.0.clone())
+        self.repos
+            .get(id)
+            .map_or_else(|| id.to_owned(), |r| r.0.clone())
     }
 
     pub fn repo_url(&self, id: &str) -> Option<String> {
@@ -142,13 +147,27 @@ pub struct JobView {
 /// What an operator should do about an error of this kind.
 pub fn advice(kind: &str) -> Option<&'static str> {
     Some(match kind {
-        "wrong_password" => "The repository password is wrong: edit the repository's credentials, then run the job again.",
-        "repo_missing" => "No repository at that location: check the repository URL, or initialise it from the repository page.",
-        "locked" => "The repository is locked by another restic process: wait for it, or look at the repository's locks and unlock stale ones.",
-        "partial" => "Some files could not be read (permissions, files changing during the backup); the snapshot was made without them. The log lists them.",
-        "network" => "The repository could not be reached: check the network path and the storage server from this host.",
-        "append_only" => "This host's credential is append-only, which cannot delete data: run forget and prune on the repository's maintenance host.",
-        "timeout" => "The job ran past its time limit and was stopped: raise the timeout or narrow the job.",
+        "wrong_password" => {
+            "The repository password is wrong: edit the repository's credentials, then run the job again."
+        }
+        "repo_missing" => {
+            "No repository at that location: check the repository URL, or initialise it from the repository page."
+        }
+        "locked" => {
+            "The repository is locked by another restic process: wait for it, or look at the repository's locks and unlock stale ones."
+        }
+        "partial" => {
+            "Some files could not be read (permissions, files changing during the backup); the snapshot was made without them. The log lists them."
+        }
+        "network" => {
+            "The repository could not be reached: check the network path and the storage server from this host."
+        }
+        "append_only" => {
+            "This host's credential is append-only, which cannot delete data: run forget and prune on the repository's maintenance host."
+        }
+        "timeout" => {
+            "The job ran past its time limit and was stopped: raise the timeout or narrow the job."
+        }
         "cancelled" => "The job was cancelled.",
         "invalid_request" => "The job's parameters were refused: correct them and run it again.",
         "fatal" => "restic stopped with an error: the stderr tail below says why.",
@@ -173,20 +192,37 @@ fn summary_facts(kind: &str, v: &serde_json::Value) -> Vec<Fact> {
     let int = |k: &str| v.get(k).and_then(serde_json::Value::as_i64);
     let mut push = |label: &str, value: Option<String>| {
         if let Some(value) = value {
-            out.push(Fact { label: label.into(), value });
+            out.push(Fact {
+                label: label.into(),
+                value,
+            });
         }
     };
     if kind == "backup" {
-        push("Snapshot", v.get("snapshot_id").and_then(|s| s.as_str()).map(|s| s.chars().take(8).collect()));
+        push(
+            "Snapshot",
+            v.get("snapshot_id")
+                .and_then(|s| s.as_str())
+                .map(|s| s.chars().take(8).collect()),
+        );
         push("Files new", int("files_new").map(thousands));
         push("Files changed", int("files_changed").map(thousands));
         push("Files unmodified", int("files_unmodified").map(thousands));
         push("Data added", int("data_added").map(crate::ui::fmt::bytes));
-        push("Processed", int("total_bytes_processed").map(crate::ui::fmt::bytes));
-        push("Files processed", int("total_files_processed").map(thousands));
+        push(
+            "Processed",
+            int("total_bytes_processed").map(crate::ui::fmt::bytes),
+        );
+        push(
+            "Files processed",
+            int("total_files_processed").map(thousands),
+        );
     } else if kind == "restore" {
         push("Files restored", int("files_restored").map(thousands));
-        push("Bytes restored", int("bytes_restored").map(crate::ui::fmt::bytes));
+        push(
+            "Bytes restored",
+            int("bytes_restored").map(crate::ui::fmt::bytes),
+        );
         push("Files skipped", int("files_skipped").map(thousands));
     } else if kind == "stats" {
         push("Total size", int("total_size").map(crate::ui::fmt::bytes));
@@ -198,14 +234,17 @@ fn summary_facts(kind: &str, v: &serde_json::Value) -> Vec<Fact> {
 }
 
 fn params_facts(v: &serde_json::Value) -> Vec<Fact> {
-    let Some(obj) = v.as_object() else { return Vec::new() };
+    let Some(obj) = v.as_object() else {
+        return Vec::new();
+    };
     obj.iter()
         .filter(|(k, _)| k.as_str() != "kind")
         .map(|(k, val)| Fact {
             label: {
                 let l = k.replace('_', " ");
                 let mut c = l.chars();
-                c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
+                c.next()
+                    .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
             },
             value: match val {
                 serde_json::Value::Null => "—".into(),
@@ -226,9 +265,16 @@ fn params_facts(v: &serde_json::Value) -> Vec<Fact> {
 pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store::Result<JobView> {
     let j = jobs::get(&mut *conn, id).await?;
     let names = Names::load(&mut *conn).await?;
-    let params: serde_json::Value = serde_json::from_str(&j.params_json).unwrap_or(serde_json::Value::Null);
-    let summary: Option<serde_json::Value> = j.summary_json.as_deref().and_then(|s| serde_json::from_str(s).ok());
-    let command = match (j.params(), j.repo_id.as_deref().and_then(|r| names.repo_url(r))) {
+    let params: serde_json::Value =
+        serde_json::from_str(&j.params_json).unwrap_or(serde_json::Value::Null);
+    let summary: Option<serde_json::Value> = j
+        .summary_json
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
+    let command = match (
+        j.params(),
+        j.repo_id.as_deref().and_then(|r| names.repo_url(r)),
+    ) {
         (Ok(p), Some(url)) => rm_restic::display_command(&url, &p).ok(),
         _ => None,
     };
@@ -239,7 +285,10 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         timeout_secs: j.timeout_secs,
         cancel_requested: j.cancel_requested,
         exit_code: j.exit_code,
-        summary_facts: summary.as_ref().map(|s| summary_facts(&j.kind, s)).unwrap_or_default(),
+        summary_facts: summary
+            .as_ref()
+            .map(|s| summary_facts(&j.kind, s))
+            .unwrap_or_default(),
         summary,
         advice: j.error_kind.as_deref().and_then(advice).map(str::to_owned),
         stderr_tail: j.stderr_tail,
@@ -266,7 +315,18 @@ mod tests {
 
     #[test]
     fn every_error_kind_has_advice() {
-        for k in ["wrong_password", "repo_missing", "locked", "partial", "network", "append_only", "timeout", "cancelled", "invalid_request", "fatal"] {
+        for k in [
+            "wrong_password",
+            "repo_missing",
+            "locked",
+            "partial",
+            "network",
+            "append_only",
+            "timeout",
+            "cancelled",
+            "invalid_request",
+            "fatal",
+        ] {
             assert!(advice(k).is_some(), "{k}");
         }
         assert!(advice("something_new").is_none());
@@ -290,12 +350,34 @@ pub struct JobFilter {
 }
 
 pub const KINDS: [&str; 11] = [
-    "backup", "restore", "forget", "prune", "check", "unlock", "snapshots", "stats", "diff", "ls", "locks",
+    "backup",
+    "restore",
+    "forget",
+    "prune",
+    "check",
+    "unlock",
+    "snapshots",
+    "stats",
+    "diff",
+    "ls",
+    "locks",
 ];
 pub const STATUSES: [&str; 8] = [
-    "queued", "dispatched", "running", "succeeded", "warning", "failed", "cancelled", "lost",
+    "queued",
+    "dispatched",
+    "running",
+    "succeeded",
+    "warning",
+    "failed",
+    "cancelled",
+    "lost",
 ];
-pub const SINCES: [(&str, &str); 4] = [("1h", "last hour"), ("24h", "last 24 h"), ("7d", "last 7 days"), ("30d", "last 30 days")];
+pub const SINCES: [(&str, &str); 4] = [
+    ("1h", "last hour"),
+    ("24h", "last 24 h"),
+    ("7d", "last 7 days"),
+    ("30d", "last 30 days"),
+];
 
 impl JobFilter {
     /// Checks every value; the error names the field.
@@ -307,10 +389,16 @@ impl JobFilter {
             return Err(("status", format!("unknown job state {:?}", self.status)));
         }
         if !self.since.is_empty() && self.since_ms().is_none() {
-            return Err(("since", format!("unknown period {:?}: one of 1h, 24h, 7d, 30d", self.since)));
+            return Err((
+                "since",
+                format!("unknown period {:?}: one of 1h, 24h, 7d, 30d", self.since),
+            ));
         }
         if !self.before.is_empty() && self.cursor().is_none() {
-            return Err(("before", "this page cursor is not valid; start from the newest jobs".into()));
+            return Err((
+                "before",
+                "this page cursor is not valid; start from the newest jobs".into(),
+            ));
         }
         Ok(())
     }
@@ -331,7 +419,10 @@ impl JobFilter {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.host.is_empty() && self.kind.is_empty() && self.status.is_empty() && self.since.is_empty()
+        self.host.is_empty()
+            && self.kind.is_empty()
+            && self.status.is_empty()
+            && self.since.is_empty()
     }
 
     pub fn is_first(&self) -> bool {
@@ -341,12 +432,22 @@ impl JobFilter {
     /// The query string of this filter at cursor `before`.
     pub fn query(&self, before: Option<&str>) -> String {
         let enc = super::fleet::urlencode;
-        let parts: Vec<String> = [("host", self.host.as_str()), ("kind", &self.kind), ("status", &self.status), ("since", &self.since), ("before", before.unwrap_or(""))]
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}={}", enc(v)))
-            .collect();
-        if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+        let parts: Vec<String> = [
+            ("host", self.host.as_str()),
+            ("kind", &self.kind),
+            ("status", &self.status),
+            ("since", &self.since),
+            ("before", before.unwrap_or("")),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", enc(v)))
+        .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
     }
 }
 
@@ -359,7 +460,11 @@ pub struct JobsPage {
     pub now: i64,
 }
 
-pub async fn list(conn: &mut rm_store::Conn, f: &JobFilter, now_ms: i64) -> rm_store::Result<JobsPage> {
+pub async fn list(
+    conn: &mut rm_store::Conn,
+    f: &JobFilter,
+    now_ms: i64,
+) -> rm_store::Result<JobsPage> {
     let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let filter = rm_store::job_list::Filter {
         host_id: opt(&f.host),

@@ -67,6 +67,7 @@ impl H {
             svc_timeout: Duration::from_secs(10),
             clock: clock.clone(),
             auth,
+            events: rm_web::events::Hub::new(),
             setup: Default::default(),
         });
         let app = routes::app(state.clone());

@@ -46,13 +46,16 @@ async function login(page, user) {
   await Promise.all([page.waitForURL((u) => !u.pathname.startsWith('/login')), page.click('button[type=submit]')]);
 }
 async function axe(page, what) {
-  await page.addScriptTag({ content: axeSource });
+  // Evaluated through the debugging protocol: the page's CSP (rightly)
+  // refuses injected scripts.
+  await page.evaluate(axeSource);
   const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ['violations'] }));
   const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
   assert(bad.length === 0, `${what}: accessibility violations: ` +
     bad.map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`).join(' | '));
 }
-async function shoot(name, url, user) {
+// Every page in both themes at both widths, one sign-in per combination.
+async function shootAll(pages, user) {
   if (!cfg.screenshots) return;
   mkdirSync(cfg.screenshots, { recursive: true });
   for (const scheme of ['light', 'dark']) {
@@ -60,15 +63,31 @@ async function shoot(name, url, user) {
       const ctx = await context({ colorScheme: scheme, viewport: { width, height: 900 } });
       const page = await ctx.newPage();
       await login(page, user);
-      await page.goto(`${base}${url}`);
-      await page.waitForLoadState('networkidle').catch(() => {});
-      await page.screenshot({ path: `${cfg.screenshots}/${name}-${scheme}-${width}.png`, fullPage: true });
+      for (const [name, url] of pages) {
+        await page.goto(`${base}${url}`);
+        // Pages with live updates are ready once their stream is live.
+        if (await page.locator('[data-live]').count()) {
+          await page.locator('[data-live][data-state="live"]').first().waitFor();
+        }
+        await page.screenshot({ path: `${cfg.screenshots}/${name}-${scheme}-${width}.png`, fullPage: true });
+      }
+      await ctx.close();
+    }
+  }
+  // The sign-in page itself.
+  for (const scheme of ['light', 'dark']) {
+    for (const width of [1280, 390]) {
+      const ctx = await context({ colorScheme: scheme, viewport: { width, height: 900 } });
+      const page = await ctx.newPage();
+      await page.goto(`${base}/login`);
+      await page.screenshot({ path: `${cfg.screenshots}/login-${scheme}-${width}.png`, fullPage: true });
       await ctx.close();
     }
   }
 }
 
 const admin = cfg.admin, viewer = cfg.viewer, hostId = cfg.host_id;
+let lastJob = null;
 
 await step('login-and-dashboard', async () => {
   const ctx = await context();
@@ -97,6 +116,7 @@ await step('backup-progress-live', async () => {
   await page.click('text=Back up now');
   await page.fill('#paths', cfg.backup_path);
   await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
+  lastJob = new URL(page.url()).pathname.split('/').pop();
   await page.locator('[data-live][data-state="live"]').waitFor();
   // The progress bar takes at least two different values without a reload.
   const seen = new Set();
@@ -124,8 +144,10 @@ await step('viewer-sees-no-actions-and-is-refused', async () => {
   const page = await ctx.newPage();
   await login(page, viewer);
   await page.goto(`${base}/hosts/${hostId}`);
-  assert(await page.locator('text=Back up now').count() === 0, 'no "Back up now" for a viewer');
-  assert(await page.locator('text=Revoke host').count() === 0, 'no revoke for a viewer');
+  const who = await page.locator('.topbar .user span').first().textContent();
+  assert(who.includes('viewer'), `signed in as the viewer, page says "${who}" at ${page.url()}`);
+  assert(await page.locator('.actions a', { hasText: 'Back up now' }).count() === 0, 'no "Back up now" action for a viewer');
+  assert(await page.locator('button', { hasText: 'Revoke host' }).count() === 0, 'no revoke button for a viewer');
   const csrf = await page.locator('meta[name="csrf-token"]').getAttribute('content');
   const status = await page.evaluate(async ([url, csrf]) => {
     const r = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
@@ -167,12 +189,11 @@ await step('keyboard-reaches-actions', async () => {
 });
 
 await step('screenshots', async () => {
-  await shoot('dashboard', '/', admin);
-  await shoot('host', `/hosts/${hostId}`, admin);
-  await shoot('jobs', '/jobs', admin);
-  if (cfg.job_id) await shoot('job', `/jobs/${cfg.job_id}`, admin);
-  await shoot('run-backup', `/hosts/${hostId}/run?kind=backup`, admin);
-  await shoot('run-forget', `/hosts/${hostId}/run?kind=forget`, admin);
+  const pages = [['dashboard', '/'], ['host', `/hosts/${hostId}`], ['jobs', '/jobs'],
+    ['run-backup', `/hosts/${hostId}/run?kind=backup`], ['run-forget', `/hosts/${hostId}/run?kind=forget`],
+    ['add-host', '/hosts/new']];
+  if (lastJob) pages.push(['job', `/jobs/${lastJob}`]);
+  await shootAll(pages, admin);
 });
 
 await browser.close();

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod alerts;
+mod browser;
 mod notifier;
 mod serve;
 mod standalone;

@@ -13,7 +13,7 @@ use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, SvcRequest, decod
 use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
 use rm_bus::subject::{self, SvcRole, Verb};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -35,7 +35,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
 }
 
 /// Reads serve's stdout until it says it is running; returns the web URL.
-fn wait_running(child: &mut Child) -> String {
+pub(crate) fn wait_running(child: &mut Child) -> String {
     use std::io::BufRead;
     let out = child.stdout.take().expect("stdout");
     let mut lines = std::io::BufReader::new(out).lines();
@@ -51,7 +51,7 @@ fn wait_running(child: &mut Child) -> String {
     panic!("serve exited before it was running");
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
@@ -76,7 +76,7 @@ async fn call(
     call_role(dir, port, SvcRole::Controlplane, verb, body).await
 }
 
-async fn call_role(
+pub(crate) async fn call_role(
     dir: &std::path::Path,
     port: u16,
     role: SvcRole,

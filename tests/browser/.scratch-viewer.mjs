@@ -1,0 +1,11 @@
+import { chromium } from 'playwright-core';
+const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+const page = await ctx.newPage();
+await page.goto('https://127.0.0.1:18443/login');
+await page.fill('#username', 'viewer'); await page.fill('#password', 'viewer pass 123');
+await Promise.all([page.waitForURL(u => !u.pathname.startsWith('/login')), page.click('button[type=submit]')]);
+await page.goto('https://127.0.0.1:18443/hosts/seed-h000020');
+console.log(await page.locator('.topbar .user span').first().textContent());
+console.log(await page.locator('text=Back up now').count(), await page.locator('.actions').innerHTML());
+await browser.close();

@@ -24,6 +24,7 @@ pub mod enroll;
 pub mod health;
 pub mod hosts;
 pub mod jobs;
+pub mod listing;
 mod migrate;
 pub mod repos;
 pub mod retention;

@@ -22,6 +22,8 @@ pub struct Shared {
     pub auth: AuthSettings,
     /// The first-run setup code, while no account exists.
     pub setup: SetupCode,
+    /// Live events for SSE clients.
+    pub events: crate::events::Hub,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -31,6 +33,11 @@ pub struct AppState(Arc<Shared>);
 impl AppState {
     pub fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
+    }
+
+    /// The shared part itself.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.0.clone()
     }
 
     /// Now, in Unix milliseconds.

@@ -64,10 +64,12 @@ impl H {
         let state = AppState::new(Shared {
             store,
             bus: web.client.clone(),
-            svc_timeout: Duration::from_secs(10),
+            // no owning role runs here: fail fast
+            svc_timeout: Duration::from_millis(300),
             clock: clock.clone(),
             auth,
             setup: Default::default(),
+            events: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {

@@ -1,0 +1,374 @@
+//! Live events over Server-Sent Events: `GET /api/v1/events?topics=...`.
+//!
+//! Each web process subscribes to the bus once ([`pump`]: agents'
+//! heartbeats, job progress and log lines, and every `rm.evt.*`) and fans
+//! the events out through one bounded broadcast channel ([`Hub`]). Every
+//! client reads at its own pace from its own position in that channel: a
+//! client that falls more than [`CLIENT_BUFFER`] events behind is dropped
+//! (it reconnects with `Last-Event-ID`), and nobody else waits for it.
+//! The last [`RING`] events are kept so a reconnecting client resumes where
+//! it left off; if its `Last-Event-ID` is older than that, it first gets a
+//! `refetch` event telling it to reload what it shows. A comment every
+//! [`KEEP_ALIVE`] keeps proxies from closing idle streams; shutdown ends
+//! every stream.
+//!
+//! Event names (the `event:` field) and `data:` (JSON):
+//! - `host`: `{"type": "vitals" | "online" | "offline" | "changed", "host_id", ...}`
+//!   (vitals carry the heartbeat's fields);
+//! - `job`: `{"type": "queued" | "started" | "progress" | "log" | "finished",
+//!   "job_id", "host_id", ...}` (progress carries the progress message's
+//!   fields, log its `seq` and `lines`);
+//! - `alert`: `{"type": "raised" | "acknowledged" | "resolved", "alert_id", "host_id"}`;
+//! - `channels`, `schedule`, `repo`: `{"type": "changed" | "health", "id"}`;
+//! - `refetch`: `{}`: events were missed, reload.
+//!
+//! Topics (`?topics=`, comma-separated, default all): `hosts`, `jobs`,
+//! `alerts`, `channels`, `schedules`, `repos`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use rm_bus::subject::{AgentSubject, AgentTopic, JobTopic};
+use serde_json::{Map, Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::AppState;
+use crate::api::ApiQuery;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+/// Events kept for `Last-Event-ID` resumption.
+pub const RING: usize = 512;
+/// How far a client may fall behind before it is dropped.
+pub const CLIENT_BUFFER: usize = 1024;
+/// Interval of keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Topics a client may ask for, and the event names they carry.
+const TOPICS: [(&str, &str); 6] = [
+    ("hosts", "host"),
+    ("jobs", "job"),
+    ("alerts", "alert"),
+    ("channels", "channels"),
+    ("schedules", "schedule"),
+    ("repos", "repo"),
+];
+
+/// One event as sent.
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
+    pub id: u64,
+    pub name: String,
+    pub data: String,
+}
+
+/// The fan-out point: a bounded broadcast plus the recent-event ring.
+#[derive(Debug)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+    ring: Mutex<VecDeque<Arc<LiveEvent>>>,
+    next_id: AtomicU64,
+    clients: AtomicUsize,
+    dropped: AtomicU64,
+    closed: watch::Sender<bool>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            tx: broadcast::channel(CLIENT_BUFFER).0,
+            ring: Mutex::new(VecDeque::with_capacity(RING)),
+            next_id: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            closed: watch::channel(false).0,
+        }
+    }
+}
+
+impl Hub {
+    /// Publishes an event to every client.
+    pub fn publish(&self, name: &str, data: Value) {
+        let Ok(mut ring) = self.ring.lock() else {
+            return;
+        };
+        // ids are assigned under the ring's lock, so the ring stays ordered
+        let event = Arc::new(LiveEvent {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            name: name.to_owned(),
+            data: data.to_string(),
+        });
+        if ring.len() == RING {
+            ring.pop_front();
+        }
+        ring.push_back(event.clone());
+        // no receiver is fine
+        let _ = self.tx.send(event);
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::SeqCst)
+    }
+
+    /// Clients dropped for falling behind, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// Ends every stream (shutdown).
+    pub fn close(&self) {
+        let _ = self.closed.send(true);
+    }
+}
+
+/// Counts a client for as long as its stream lives.
+struct ClientGuard(Arc<Shared>);
+type Shared = crate::state::Shared;
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.events.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Turns a bus message into `(event name, data)`, or `None` to skip it.
+pub fn translate(subject: &str, payload: &[u8]) -> Option<(&'static str, Value)> {
+    let body: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let fields = |extra: Value| -> Value {
+        let mut map = match body.clone() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        map.remove("v");
+        if let Value::Object(e) = extra {
+            map.extend(e);
+        }
+        Value::Object(map)
+    };
+    if let Some(s) = AgentSubject::parse(subject) {
+        let host = s.host.to_string();
+        return match s.topic {
+            AgentTopic::Heartbeat => {
+                Some(("host", fields(json!({"type": "vitals", "host_id": host}))))
+            }
+            AgentTopic::Job(job, JobTopic::Progress) => Some((
+                "job",
+                fields(json!({"type": "progress", "job_id": job.to_string(), "host_id": host})),
+            )),
+            AgentTopic::Job(job, JobTopic::Log) => Some((
+                "job",
+                fields(json!({"type": "log", "job_id": job.to_string(), "host_id": host})),
+            )),
+            // started/done are the control plane's to commit; their
+            // rm.evt.job.* events follow
+            _ => None,
+        };
+    }
+    let rest = subject.strip_prefix("rm.evt.")?;
+    let (thing, what) = rest.split_once('.')?;
+    let name = match thing {
+        "host" => "host",
+        "job" => "job",
+        "alert" => "alert",
+        "channels" => "channels",
+        "schedule" => "schedule",
+        "repo" => "repo",
+        _ => return None,
+    };
+    let mut data = json!({"type": what});
+    if let Value::Object(m) = &mut data {
+        if let Some(h) = body.get("host").filter(|v| !v.is_null()) {
+            m.insert("host_id".into(), h.clone());
+        }
+        if let Some(j) = body.get("job").filter(|v| !v.is_null()) {
+            m.insert("job_id".into(), j.clone());
+        }
+        if let Some(id) = body.get("id").filter(|v| !v.is_null()) {
+            let key = if name == "alert" { "alert_id" } else { "id" };
+            m.insert(key.into(), id.clone());
+        }
+        if let Some(ts) = body.get("ts_ms") {
+            m.insert("ts_ms".into(), ts.clone());
+        }
+    }
+    Some((name, data))
+}
+
+/// Subscribes once and feeds the hub until the subscription ends (it is
+/// re-made while the process runs: a broken subscription is logged and
+/// retried).
+pub async fn pump(state: AppState) {
+    loop {
+        let subjects = [
+            "rm.agent.*.heartbeat".to_owned(),
+            "rm.agent.*.job.*.progress".to_owned(),
+            "rm.agent.*.job.*.log".to_owned(),
+            rm_bus::subject::evt_all(),
+        ];
+        let mut subs = Vec::new();
+        for s in &subjects {
+            match state.bus.subscribe(s.clone()).await {
+                Ok(sub) => subs.push(sub),
+                Err(e) => tracing::warn!(subject = %s, error = %e, "event subscription failed"),
+            }
+        }
+        if subs.len() == subjects.len() {
+            let mut all = futures_util::stream::select_all(subs);
+            while let Some(msg) = all.next().await {
+                if let Some((name, data)) = translate(msg.subject.as_str(), &msg.payload) {
+                    state.events.publish(name, data);
+                }
+            }
+            tracing::warn!("event subscriptions ended; subscribing again");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct EventQuery {
+    pub topics: Option<String>,
+}
+
+fn sse_event(e: &LiveEvent) -> Event {
+    Event::default()
+        .id(e.id.to_string())
+        .event(e.name.clone())
+        .data(e.data.clone())
+}
+
+/// `GET /api/v1/events`.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    _: Principal,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    let mut names: Vec<&'static str> = Vec::new();
+    match q.topics.as_deref().filter(|t| !t.trim().is_empty()) {
+        None => names.extend(TOPICS.iter().map(|(_, n)| *n)),
+        Some(list) => {
+            for t in list.split(',').map(str::trim) {
+                let Some((_, name)) = TOPICS.iter().find(|(topic, _)| *topic == t) else {
+                    return Err(ApiError::invalid(
+                        "topics",
+                        format!(
+                            "unknown topic {t:?}; known: hosts, jobs, alerts, channels, schedules, repos"
+                        ),
+                    ));
+                };
+                names.push(name);
+            }
+        }
+    }
+    let last_id: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let hub = &state.events;
+    // subscribe before reading the ring, so nothing falls in between
+    let rx = hub.tx.subscribe();
+    let mut backlog: Vec<Arc<LiveEvent>> = Vec::new();
+    let mut refetch = false;
+    if let Some(last) = last_id {
+        let ring = hub
+            .ring
+            .lock()
+            .map_err(|_| ApiError::internal("event ring poisoned"))?;
+        let oldest = ring
+            .front()
+            .map_or(hub.next_id.load(Ordering::SeqCst), |e| e.id);
+        if last + 1 < oldest {
+            refetch = true;
+        }
+        backlog.extend(ring.iter().filter(|e| e.id > last).cloned());
+    }
+    let replayed_up_to = backlog.last().map_or(last_id.unwrap_or(0), |e| e.id);
+    hub.clients.fetch_add(1, Ordering::SeqCst);
+    let guard = ClientGuard(state.shared());
+    let names = Arc::new(names);
+    let wanted = {
+        let names = names.clone();
+        move |e: &LiveEvent| names.iter().any(|n| *n == e.name)
+    };
+    let head = futures_util::stream::iter(
+        refetch
+            .then(|| Ok::<_, Infallible>(Event::default().event("refetch").data("{}")))
+            .into_iter()
+            .chain(
+                backlog
+                    .into_iter()
+                    .filter(|e| names.iter().any(|n| *n == e.name))
+                    .map(|e| Ok(sse_event(&e)))
+                    .collect::<Vec<_>>(),
+            ),
+    );
+    let mut closed = hub.closed.subscribe();
+    let live = futures_util::stream::unfold(
+        (rx, guard, wanted),
+        move |(mut rx, guard, wanted)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.id <= replayed_up_to => continue,
+                    Ok(e) if wanted(&e) => {
+                        return Some((Ok::<_, Infallible>(sse_event(&e)), (rx, guard, wanted)));
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        guard.0.events.dropped.fetch_add(1, Ordering::SeqCst);
+                        tracing::info!(missed = n, "a slow event client was dropped");
+                        return None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let ended = async move {
+        let _ = closed.wait_for(|c| *c).await;
+    };
+    let body: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(head.chain(live).take_until(ended));
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_messages_become_named_events() {
+        let (name, data) = translate(
+            "rm.agent.h1.job.j1.progress",
+            br#"{"v":1,"ts_ms":5,"elapsed_ms":9,"percent_done":0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(name, "job");
+        assert_eq!(data["type"], "progress");
+        assert_eq!(data["job_id"], "j1");
+        assert_eq!(data["host_id"], "h1");
+        assert_eq!(data["percent_done"], 0.5);
+        assert!(data.get("v").is_none());
+        let (name, data) = translate(
+            "rm.evt.alert.raised",
+            br#"{"v":1,"ts_ms":1,"host":"h1","id":"a1"}"#,
+        )
+        .unwrap();
+        assert_eq!(name, "alert");
+        assert_eq!(data["alert_id"], "a1");
+        assert_eq!(data["host_id"], "h1");
+        assert!(translate("rm.agent.h1.job.j1.done", b"{}").is_none());
+        assert!(translate("rm.svc.controlplane.ls", b"{}").is_none());
+    }
+}

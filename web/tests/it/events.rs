@@ -112,11 +112,10 @@ async fn bus_events_reach_clients_by_topic() {
             .unwrap();
         agent.flush().await.unwrap();
         alerts_role.flush().await.unwrap();
-        if h.state.events.clients() == 2 {
-            if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), jobs.next()).await
-            {
-                break e;
-            }
+        if h.state.events.clients() == 2
+            && let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), jobs.next()).await
+        {
+            break e;
         }
     };
     // the jobs client sees only job events: the alert published before it is not there

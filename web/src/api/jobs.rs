@@ -99,11 +99,48 @@ pub struct JobCreatedView {
     pub exec_host_id: String,
 }
 
+fn has_dotdot(path: &str) -> bool {
+    path.split(['/', '\\']).any(|seg| seg == "..")
+}
+
+/// What the web can refuse before asking the owner.
+fn check_params(params: &rm_bus::msg::JobParams) -> Result<(), ApiError> {
+    use rm_bus::msg::{JobParams, RestoreTarget};
+    match params {
+        JobParams::Unknown => Err(ApiError::invalid("params.kind", "unknown job kind")),
+        JobParams::Restore {
+            include, target, ..
+        } => {
+            if include.iter().any(|p| has_dotdot(p)) {
+                return Err(ApiError::invalid(
+                    "params.include",
+                    "a path may not contain `..`",
+                ));
+            }
+            if let RestoreTarget::Path { path } = target
+                && (has_dotdot(path) || path.is_empty())
+            {
+                return Err(ApiError::invalid(
+                    "params.target.path",
+                    "give an absolute target path without `..`",
+                ));
+            }
+            Ok(())
+        }
+        JobParams::Backup { paths, .. } if paths.is_empty() => Err(ApiError::invalid(
+            "params.paths",
+            "a backup needs at least one path",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) async fn create(
     State(state): State<AppState>,
     p: RequireOperator,
     ApiJson(body): ApiJson<JobCreateBody>,
 ) -> Result<(StatusCode, Json<JobCreatedView>), ApiError> {
+    check_params(&body.params)?;
     let created: cp::JobCreated = ask(
         &state,
         &p,

@@ -87,6 +87,47 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
         .await;
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["code"], "invalid");
+    // a restore escaping its target, an unknown kind
+    let restore = |include: &str, target: &str| {
+        json!({"host_id": "h", "repo_id": "r", "params": {"kind": "restore", "snapshot": "latest",
+            "include": [include], "target": {"to": "path", "path": target}}})
+    };
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(restore("/etc/../root", "/tmp/r")),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.include"))
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(restore("/etc", "/tmp/../etc")),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.target.path"))
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": "h", "repo_id": "r", "params": {"kind": "teleport"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.kind"))
+    );
     // malformed JSON
     let resp = h
         .send(

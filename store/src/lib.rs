@@ -32,6 +32,7 @@ pub mod schedules;
 pub mod secrets;
 pub mod sessions;
 pub mod snapshots;
+pub mod stats;
 pub mod throttle;
 pub mod users;
 pub mod worker_state;

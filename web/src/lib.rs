@@ -10,7 +10,7 @@
 //! - [`auth`]: accounts, sessions, tokens, the throttle, CSRF, extractors.
 //! - [`pages`]: login, logout, first-run setup and the placeholder home.
 //! - [`api`]: the JSON API; [`openapi`]: its document, from the route table;
-//!   [`events`]: live events over SSE.
+//!   [`events`]: live events over SSE; [`metrics`]: `/metrics`.
 //! - [`layers`]: security headers, limits, timeouts, compression, request ids.
 //! - [`state`]: what handlers share.
 //! - [`svc`]: service requests to the owning roles, with the operator's identity.
@@ -33,6 +33,7 @@ pub mod error;
 pub mod events;
 mod health;
 pub mod layers;
+pub mod metrics;
 pub mod openapi;
 pub mod pages;
 pub mod routes;
@@ -115,6 +116,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         auth: config.auth.clone(),
         setup: auth::setup::SetupCode::default(),
         events: events::Hub::default(),
+        http: metrics::Http::default(),
     });
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install

@@ -21,6 +21,12 @@ use crate::auth::{self, Role};
 use crate::error::ApiError;
 use crate::{AppState, enroll, health, pages};
 
+/// True for machine routes (JSON refusals, no login redirect): `/api/...`
+/// and `/metrics`.
+pub fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/metrics" || path.starts_with("/metrics?")
+}
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -120,6 +126,7 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/setup", PUBLIC, pages::setup_form),
         route(M::POST, "/setup", PUBLIC, pages::setup),
         route(M::GET, "/", VIEWER, pages::index),
+        route(M::GET, "/metrics", VIEWER, crate::metrics::scrape),
         // ---- API
         route(
             M::GET,
@@ -329,6 +336,14 @@ pub fn table() -> Vec<Route> {
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for r in table() {
+        let path = r.path;
+        let timed = state.clone();
+        let handler = r
+            .handler
+            .route_layer(axum::middleware::from_fn(move |req, next| {
+                crate::metrics::time(timed.clone(), path, req, next)
+            }));
+        let r = Route { handler, ..r };
         let handler = match r.access {
             Access::Public => r.handler,
             Access::Min(min) => {

@@ -24,6 +24,8 @@ pub struct Shared {
     pub setup: SetupCode,
     /// Live events for SSE clients.
     pub events: crate::events::Hub,
+    /// HTTP request durations.
+    pub http: crate::metrics::Http,
 }
 
 /// Cheap to clone; derefs to [`Shared`].

@@ -406,3 +406,40 @@ async fn the_openapi_document_covers_every_api_route_of_the_table() {
     assert!(job["properties"]["status"].is_object(), "{job}");
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+#[tokio::test]
+async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
+    let h = H::new().await;
+    let viewer = h.token(Role::Viewer).await;
+    assert_eq!(h.api(&viewer, "GET", "/api/v1/me", None).await.0, 200);
+    let anonymous = h
+        .send(
+            req("GET", "/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "a scraper gets 401, not a login page"
+    );
+    let resp = h
+        .send(
+            req("GET", "/metrics")
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = text(resp).await;
+    for needle in [
+        "rm_sse_clients 0",
+        "rm_bus_connected 1",
+        "rm_sse_clients_dropped 0",
+        "rm_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 1",
+    ] {
+        assert!(body.contains(needle), "{needle} missing in\n{body}");
+    }
+}

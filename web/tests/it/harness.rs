@@ -71,6 +71,7 @@ impl H {
             auth,
             setup: Default::default(),
             events: Default::default(),
+            http: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {

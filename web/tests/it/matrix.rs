@@ -33,7 +33,7 @@ enum Outcome {
 fn outcome(path: &str, resp: &Response<Body>) -> Outcome {
     let status = resp.status().as_u16();
     let location = header_of(resp, "location").unwrap_or_default();
-    if path.starts_with("/api/") {
+    if rm_web::routes::is_api(path) {
         match status {
             401 => Outcome::Unauthenticated,
             403 => Outcome::Forbidden,

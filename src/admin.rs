@@ -7,12 +7,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rm_bus::connect::{ConnectSpec, connect};
 use rm_bus::creds::{Authority, Role};
-use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, SvcRequest, decode, encode};
-use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
-use rm_bus::subject::{self, SvcRole};
+use rm_bus::msg::{Actor, ActorVia};
+use rm_bus::subject::SvcRole;
 use rm_controlplane::api;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -66,43 +65,31 @@ async fn call<B: Serialize, R: DeserializeOwned>(
 }
 
 /// One control-plane service request as `actor` (a system actor) over a
-/// client with the web role's permissions; the service's error becomes
-/// `code: message`.
+/// client with the web role's permissions, through the web role's service
+/// helper; the service's error becomes `code: message`.
 pub(crate) async fn request<B: Serialize, R: DeserializeOwned>(
     client: &async_nats::Client,
     actor: &str,
     verb: rm_bus::subject::Verb,
     body: B,
 ) -> Result<R> {
-    let req = SvcRequest {
-        v: PROTOCOL_VERSION,
-        actor: Actor {
-            name: actor.into(),
-            via: ActorVia::System,
-        },
-        body,
+    let actor = Actor {
+        name: actor.into(),
+        via: ActorVia::System,
     };
-    let policy = RetryPolicy {
-        attempt_timeout: Duration::from_secs(30),
-        deadline: Some(Duration::from_secs(40)),
-        ..RetryPolicy::default()
-    };
-    let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
-    let msg = request_with_retry(
+    rm_web::svc::call(
         client,
-        &subject::svc(SvcRole::Controlplane, verb),
-        &key,
-        encode(&req),
-        &policy,
+        SvcRole::Controlplane,
+        verb,
+        actor,
+        body,
+        Duration::from_secs(40),
     )
     .await
-    .context("the control plane did not answer")?;
-    let reply: SvcReply<R> = decode("reply", &msg.payload)?;
-    match (reply.ok, reply.error) {
-        (Some(v), _) => Ok(v),
-        (None, Some(e)) => bail!("{}: {}", e.code, e.message),
-        (None, None) => bail!("empty reply"),
-    }
+    .map_err(|e| match e {
+        rm_web::svc::SvcCallError::Refused(e) => anyhow::anyhow!("{}: {}", e.code, e.message),
+        other => anyhow::Error::new(other).context("the control plane did not answer"),
+    })
 }
 
 pub async fn run(args: AdminArgs) -> Result<()> {

@@ -44,7 +44,9 @@ fn rclone(dir: &Path, port: u16, append_only: bool) -> Kill {
     if append_only {
         cmd.arg("--append-only");
     }
-    let child = cmd.spawn().expect("rclone is installed (the test command installs it)");
+    let child = cmd
+        .spawn()
+        .expect("rclone is installed (the test command installs it)");
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Kill(child);
@@ -64,7 +66,9 @@ fn make_data(dir: &Path, files: usize, size: usize) {
         let mut buf = vec![0u8; 1 << 20];
         for _ in 0..size / (1 << 20) {
             for chunk in buf.chunks_mut(8) {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
             }
             f.write_all(&buf).unwrap();
@@ -82,10 +86,19 @@ fn user_add(dir: &Path, name: &str, role: &str, password: &str) {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "user add: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-async fn svc(dir: &Path, port: u16, verb: &'static str, body: serde_json::Value) -> serde_json::Value {
+async fn svc(
+    dir: &Path,
+    port: u16,
+    verb: &'static str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let reply = call_role(dir, port, SvcRole::Controlplane, Verb::new(verb), body).await;
     match (reply.ok, reply.error) {
         (Some(v), _) => v,
@@ -113,7 +126,10 @@ async fn local_host_online(db: &Path, name: &str) -> String {
     for _ in 0..600 {
         let mut c = store.read().await.unwrap();
         let hosts = rm_store::hosts::list(&mut c).await.unwrap_or_default();
-        if let Some(h) = hosts.into_iter().find(|h| h.name == name && h.status == "online") {
+        if let Some(h) = hosts
+            .into_iter()
+            .find(|h| h.name == name && h.status == "online")
+        {
             return h.id;
         }
         drop(c);
@@ -133,7 +149,10 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         browser_dir.join("node_modules/playwright-core").is_dir(),
         "tests/browser/node_modules is missing: run `npm ci` in tests/browser (scripts/test does)"
     );
-    assert!(Path::new("/usr/bin/chromium").exists(), "Debian's chromium is not installed (scripts/test installs it)");
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is not installed (scripts/test installs it)"
+    );
 
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("rm-data");
@@ -151,10 +170,20 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         .args(["serve", "--data-dir"])
         .arg(&data)
         .args(["--bus-listen", &format!("127.0.0.1:{bus_port}")])
-        .args(["--web-listen", "127.0.0.1:0", "--local-agent", "--local-agent-name", "e2e-host", "--heartbeat-secs", "2"])
+        .args([
+            "--web-listen",
+            "127.0.0.1:0",
+            "--local-agent",
+            "--local-agent-name",
+            "e2e-host",
+            "--heartbeat-secs",
+            "2",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(tmp.path().join("serve.log")).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::create(tmp.path().join("serve.log")).unwrap(),
+        ))
         .spawn()
         .expect("start serve");
     let mut serve = Kill(child);
@@ -190,7 +219,13 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     )
     .await;
     // A host whose name is markup, for the escaping check.
-    svc(&data, bus_port, "host-add", serde_json::json!({"name": "<script>alert(1)</script>"})).await;
+    svc(
+        &data,
+        bus_port,
+        "host-add",
+        serde_json::json!({"name": "<script>alert(1)</script>"}),
+    )
+    .await;
 
     let backup_src = tmp.path().join("to-back-up");
     make_data(&backup_src, 6, 48 << 20);
@@ -205,7 +240,9 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "backup_path": backup_src,
         "screenshots": screenshots,
     });
-    eprintln!("installation ready: {url}, host {host_id}, repository {repo_id}; starting the browser");
+    eprintln!(
+        "installation ready: {url}, host {host_id}, repository {repo_id}; starting the browser"
+    );
     // The script's lines go straight to the test's output as they happen.
     let out = Command::new("node")
         .arg(browser_dir.join("drive.mjs"))
@@ -222,6 +259,9 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         let tail: Vec<&str> = log.lines().rev().take(60).collect();
         eprintln!("serve log (last lines, newest first):\n{}", tail.join("\n"));
     }
-    assert!(out.success(), "browser checks failed (see the FAIL lines above)");
+    assert!(
+        out.success(),
+        "browser checks failed (see the FAIL lines above)"
+    );
     assert!(status.success(), "serve stopped cleanly");
 }

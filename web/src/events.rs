@@ -1,392 +1,374 @@
-//! Live events: each web process subscribes to the bus once and fans the
-//! events out to browsers over SSE (`GET /api/v1/events?topics=…`).
+//! Live events over Server-Sent Events: `GET /api/v1/events?topics=...`.
 //!
-//! - What is sent: `job` (queued / started / finished from the owning
-//!   role's `rm.evt.job.*`, progress and log lines straight from the
-//!   agents), `host` (online / offline / changed / vitals, schedule and
-//!   repository changes), `alert` (raised / acknowledged / resolved, with
-//!   the fleet's open-alert count). Every event's data is JSON with `what`
-//!   and the ids it concerns; events only *tell* a page to update: pages
-//!   re-read the committed state for anything but progress and log lines.
-//! - Every role may see every topic (a viewer reads all of it in the UI).
-//! - Fan-out is one bounded broadcast channel into a bounded buffer per
-//!   client: a client whose buffer holds [`CLIENT_BUFFER`] unsent events
-//!   is dropped (its browser reconnects and resumes or refetches), so one
-//!   slow client never slows another and memory stays bounded.
-//! - Each event has an id; a reconnecting client's `Last-Event-ID` resumes
-//!   from a ring of the last [`RING`] events, or gets `refetch` when its
-//!   position has left the ring.
-//! - Comments every 15 s keep proxies from closing idle streams; stopping
-//!   the hub (at shutdown) ends every stream.
+//! Each web process subscribes to the bus once ([`pump`]: agents'
+//! heartbeats, job progress and log lines, and every `rm.evt.*`) and fans
+//! the events out through one bounded broadcast channel ([`Hub`]). Every
+//! client reads at its own pace from its own position in that channel: a
+//! client that falls more than [`CLIENT_BUFFER`] events behind is dropped
+//! (it reconnects with `Last-Event-ID`), and nobody else waits for it.
+//! The last [`RING`] events are kept so a reconnecting client resumes where
+//! it left off; if its `Last-Event-ID` is older than that, it first gets a
+//! `refetch` event telling it to reload what it shows. A comment every
+//! [`KEEP_ALIVE`] keeps proxies from closing idle streams; shutdown ends
+//! every stream.
+//!
+//! Event names (the `event:` field) and `data:` (JSON):
+//! - `host`: `{"type": "vitals" | "online" | "offline" | "changed", "host_id", ...}`
+//!   (vitals carry the heartbeat's fields);
+//! - `job`: `{"type": "queued" | "started" | "progress" | "log" | "finished",
+//!   "job_id", "host_id", ...}` (progress carries the progress message's
+//!   fields, log its `seq` and `lines`);
+//! - `alert`: `{"type": "raised" | "acknowledged" | "resolved", "alert_id", "host_id"}`;
+//! - `channels`, `schedule`, `repo`: `{"type": "changed" | "health", "id"}`;
+//! - `refetch`: `{}`: events were missed, reload.
+//!
+//! Topics (`?topics=`, comma-separated, default all): `hosts`, `jobs`,
+//! `alerts`, `channels`, `schedules`, `repos`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::StreamExt;
-use rm_bus::msg::{EventMsg, LogBatch, Progress, decode};
-use rm_bus::subject::{self, AgentSubject, AgentTopic, JobTopic};
-use serde::Deserialize;
-use serde_json::json;
+use axum::response::{IntoResponse, Response};
+use futures_util::{Stream, StreamExt};
+use rm_bus::subject::{AgentSubject, AgentTopic, JobTopic};
+use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
+use crate::api::ApiQuery;
+use crate::auth::Principal;
+use crate::error::ApiError;
 
 /// Events kept for `Last-Event-ID` resumption.
-pub const RING: usize = 1024;
-/// Events a client may fall behind before it is dropped.
-pub const CLIENT_BUFFER: usize = 256;
-/// Events the broadcast holds for the slowest client task.
-const FANOUT: usize = 1024;
-/// Most log lines forwarded in one event.
-const LOG_LINES: usize = 200;
+pub const RING: usize = 512;
+/// How far a client may fall behind before it is dropped.
+pub const CLIENT_BUFFER: usize = 1024;
+/// Interval of keep-alive comments.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Which pages want an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topic {
-    Hosts,
-    Jobs,
-    Alerts,
-}
-
-impl Topic {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "hosts" => Some(Self::Hosts),
-            "jobs" => Some(Self::Jobs),
-            "alerts" => Some(Self::Alerts),
-            _ => None,
-        }
-    }
-
-    /// The SSE event name.
-    fn name(self) -> &'static str {
-        match self {
-            Self::Hosts => "host",
-            Self::Jobs => "job",
-            Self::Alerts => "alert",
-        }
-    }
-}
+/// Topics a client may ask for, and the event names they carry.
+const TOPICS: [(&str, &str); 6] = [
+    ("hosts", "host"),
+    ("jobs", "job"),
+    ("alerts", "alert"),
+    ("channels", "channels"),
+    ("schedules", "schedule"),
+    ("repos", "repo"),
+];
 
 /// One event as sent.
-#[derive(Debug)]
-pub struct Live {
+#[derive(Debug, Clone)]
+pub struct LiveEvent {
     pub id: u64,
-    pub topic: Topic,
+    pub name: String,
     pub data: String,
 }
 
-/// The fan-out point, shared by every request of one web process.
+/// The fan-out point: a bounded broadcast plus the recent-event ring.
+#[derive(Debug)]
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Live>>,
-    ring: Mutex<VecDeque<Arc<Live>>>,
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+    ring: Mutex<VecDeque<Arc<LiveEvent>>>,
     next_id: AtomicU64,
     clients: AtomicUsize,
     dropped: AtomicU64,
-    stop: watch::Sender<bool>,
+    closed: watch::Sender<bool>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Hub {
-    pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(FANOUT);
         Self {
-            tx,
+            tx: broadcast::channel(CLIENT_BUFFER).0,
             ring: Mutex::new(VecDeque::with_capacity(RING)),
             next_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
-            stop: watch::channel(false).0,
+            closed: watch::channel(false).0,
         }
     }
+}
 
-    /// Sends `data` to every client subscribed to `topic`.
-    pub fn publish(&self, topic: Topic, data: serde_json::Value) {
-        let ev = {
-            // The id is taken under the ring's lock so ring order is id order.
-            let mut ring = self
-                .ring
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let ev = Arc::new(Live {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                topic,
-                data: data.to_string(),
-            });
-            if ring.len() == RING {
-                ring.pop_front();
-            }
-            ring.push_back(ev.clone());
-            ev
+impl Hub {
+    /// Publishes an event to every client.
+    pub fn publish(&self, name: &str, data: Value) {
+        let Ok(mut ring) = self.ring.lock() else {
+            return;
         };
-        // No receiver is not an error: nobody is watching.
-        let _ = self.tx.send(ev);
+        // ids are assigned under the ring's lock, so the ring stays ordered
+        let event = Arc::new(LiveEvent {
+            id: self.next_id.fetch_add(1, Ordering::SeqCst),
+            name: name.to_owned(),
+            data: data.to_string(),
+        });
+        if ring.len() == RING {
+            ring.pop_front();
+        }
+        ring.push_back(event.clone());
+        // no receiver is fine
+        let _ = self.tx.send(event);
     }
 
-    /// Ends every stream (at shutdown).
-    pub fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-
-    /// Connected clients now.
+    /// Clients connected now.
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Relaxed)
+        self.clients.load(Ordering::SeqCst)
     }
 
     /// Clients dropped for falling behind, since start.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.load(Ordering::SeqCst)
     }
 
-    /// Events after `last` still in the ring, and whether `last` is so old
-    /// that some were lost (the client must refetch).
-    fn since(&self, last: u64) -> (Vec<Arc<Live>>, bool) {
-        let ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let oldest = ring
-            .front()
-            .map_or(self.next_id.load(Ordering::Relaxed), |e| e.id);
-        let gap = last + 1 < oldest;
-        (ring.iter().filter(|e| e.id > last).cloned().collect(), gap)
+    /// Ends every stream (shutdown).
+    pub fn close(&self) {
+        let _ = self.closed.send(true);
     }
 }
 
-/// Converts bus messages to live events until the subscription ends.
-pub async fn pump(state: AppState, bus: async_nats::Client) {
-    let subs = async {
-        let a = bus.subscribe(subject::agent_any_job_all()).await?;
-        let e = bus.subscribe(subject::evt_all()).await?;
-        Ok::<_, async_nats::SubscribeError>(futures_util::stream::select(a, e))
-    };
-    let mut messages = match subs.await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "live events: cannot subscribe; pages will not update live");
-            return;
-        }
-    };
-    while let Some(m) = messages.next().await {
-        if let Some((topic, data)) = convert(&state, &m.subject, &m.payload).await {
-            state.events.publish(topic, data);
-        }
-    }
-}
-
-async fn convert(
-    state: &AppState,
-    subject: &str,
-    payload: &[u8],
-) -> Option<(Topic, serde_json::Value)> {
-    if let Some(s) = AgentSubject::parse(subject) {
-        let AgentTopic::Job(job, topic) = s.topic else {
-            return None;
-        };
-        return match topic {
-            JobTopic::Progress => {
-                let p: Progress = decode("progress", payload).ok()?;
-                Some((
-                    Topic::Jobs,
-                    json!({"what": "progress", "job_id": job, "host_id": s.host, "progress": p}),
-                ))
-            }
-            JobTopic::Log => {
-                let b: LogBatch = decode("log", payload).ok()?;
-                let lines: Vec<_> = b
-                    .lines
-                    .iter()
-                    .take(LOG_LINES)
-                    .map(|l| json!({"stream": l.stream, "text": l.text}))
-                    .collect();
-                Some((
-                    Topic::Jobs,
-                    json!({"what": "log", "job_id": job, "host_id": s.host, "seq": b.seq, "lines": lines}),
-                ))
-            }
-            // Started and done are the control plane's to announce after commit.
-            JobTopic::Started | JobTopic::Done => None,
-        };
-    }
-    let ev = subject::Event::parse(subject)?;
-    let msg: EventMsg = decode("event", payload).ok()?;
-    let (thing, what) = ev.parts();
-    let base = json!({"what": what, "host_id": msg.host, "job_id": msg.job, "id": msg.id, "ts_ms": msg.ts_ms});
-    match thing {
-        "job" => Some((Topic::Jobs, base)),
-        "alert" => {
-            let open = match state.store.read().await {
-                Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.ok(),
-                Err(_) => None,
-            };
-            let mut data = base;
-            data["open_alerts"] = json!(open);
-            Some((Topic::Alerts, data))
-        }
-        "host" | "schedule" | "repo" => {
-            let mut data = base;
-            data["thing"] = json!(thing);
-            Some((Topic::Hosts, data))
-        }
-        _ => None,
-    }
-}
-
-/// `?topics=hosts,jobs,alerts` (default: all).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct EventsQuery {
-    pub topics: String,
-}
-
-/// Keeps the client count right however the stream ends.
-struct ClientGuard(Arc<crate::state::Shared>);
+/// Counts a client for as long as its stream lives.
+struct ClientGuard(Arc<Shared>);
+type Shared = crate::state::Shared;
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.events.clients.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.clients.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-fn event(ev: &Live) -> Event {
+/// Turns a bus message into `(event name, data)`, or `None` to skip it.
+pub fn translate(subject: &str, payload: &[u8]) -> Option<(&'static str, Value)> {
+    let body: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let fields = |extra: Value| -> Value {
+        let mut map = match body.clone() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        map.remove("v");
+        if let Value::Object(e) = extra {
+            map.extend(e);
+        }
+        Value::Object(map)
+    };
+    if let Some(s) = AgentSubject::parse(subject) {
+        let host = s.host.to_string();
+        return match s.topic {
+            AgentTopic::Heartbeat => {
+                Some(("host", fields(json!({"type": "vitals", "host_id": host}))))
+            }
+            AgentTopic::Job(job, JobTopic::Progress) => Some((
+                "job",
+                fields(json!({"type": "progress", "job_id": job.to_string(), "host_id": host})),
+            )),
+            AgentTopic::Job(job, JobTopic::Log) => Some((
+                "job",
+                fields(json!({"type": "log", "job_id": job.to_string(), "host_id": host})),
+            )),
+            // started/done are the control plane's to commit; their
+            // rm.evt.job.* events follow
+            _ => None,
+        };
+    }
+    let rest = subject.strip_prefix("rm.evt.")?;
+    let (thing, what) = rest.split_once('.')?;
+    let name = match thing {
+        "host" => "host",
+        "job" => "job",
+        "alert" => "alert",
+        "channels" => "channels",
+        "schedule" => "schedule",
+        "repo" => "repo",
+        _ => return None,
+    };
+    let mut data = json!({"type": what});
+    if let Value::Object(m) = &mut data {
+        if let Some(h) = body.get("host").filter(|v| !v.is_null()) {
+            m.insert("host_id".into(), h.clone());
+        }
+        if let Some(j) = body.get("job").filter(|v| !v.is_null()) {
+            m.insert("job_id".into(), j.clone());
+        }
+        if let Some(id) = body.get("id").filter(|v| !v.is_null()) {
+            let key = if name == "alert" { "alert_id" } else { "id" };
+            m.insert(key.into(), id.clone());
+        }
+        if let Some(ts) = body.get("ts_ms") {
+            m.insert("ts_ms".into(), ts.clone());
+        }
+    }
+    Some((name, data))
+}
+
+/// Subscribes once and feeds the hub until the subscription ends (it is
+/// re-made while the process runs: a broken subscription is logged and
+/// retried).
+pub async fn pump(state: AppState) {
+    loop {
+        let subjects = [
+            rm_bus::subject::agent_any(rm_bus::subject::AgentTopicKind::Heartbeat),
+            rm_bus::subject::agent_any_job(JobTopic::Progress),
+            rm_bus::subject::agent_any_job(JobTopic::Log),
+            rm_bus::subject::evt_all(),
+        ];
+        let mut subs = Vec::new();
+        for s in &subjects {
+            match state.bus.subscribe(s.clone()).await {
+                Ok(sub) => subs.push(sub),
+                Err(e) => tracing::warn!(subject = %s, error = %e, "event subscription failed"),
+            }
+        }
+        if subs.len() == subjects.len() {
+            let mut all = futures_util::stream::select_all(subs);
+            while let Some(msg) = all.next().await {
+                if let Some((name, data)) = translate(msg.subject.as_str(), &msg.payload) {
+                    state.events.publish(name, data);
+                }
+            }
+            tracing::warn!("event subscriptions ended; subscribing again");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct EventQuery {
+    pub topics: Option<String>,
+}
+
+fn sse_event(e: &LiveEvent) -> Event {
     Event::default()
-        .id(ev.id.to_string())
-        .event(ev.topic.name())
-        .data(&ev.data)
+        .id(e.id.to_string())
+        .event(e.name.clone())
+        .data(e.data.clone())
 }
 
-fn refetch() -> Event {
-    Event::default().event("refetch").data("{}")
-}
-
-/// `GET /api/v1/events`: the live stream.
-pub async fn stream(
+/// `GET /api/v1/events`.
+pub(crate) async fn stream(
     State(state): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    _: Principal,
     headers: HeaderMap,
-) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, crate::error::ApiError>
-{
-    let mut topics = Vec::new();
-    for t in q.topics.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        match Topic::parse(t) {
-            Some(topic) => topics.push(topic),
-            None => {
-                return Err(crate::error::ApiError::invalid(
-                    "topics",
-                    format!("unknown topic {t:?}: hosts, jobs or alerts"),
-                ));
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<Response, ApiError> {
+    let mut names: Vec<&'static str> = Vec::new();
+    match q.topics.as_deref().filter(|t| !t.trim().is_empty()) {
+        None => names.extend(TOPICS.iter().map(|(_, n)| *n)),
+        Some(list) => {
+            for t in list.split(',').map(str::trim) {
+                let Some((_, name)) = TOPICS.iter().find(|(topic, _)| *topic == t) else {
+                    return Err(ApiError::invalid(
+                        "topics",
+                        format!(
+                            "unknown topic {t:?}; known: hosts, jobs, alerts, channels, schedules, repos"
+                        ),
+                    ));
+                };
+                names.push(name);
             }
         }
     }
-    if topics.is_empty() {
-        topics = vec![Topic::Hosts, Topic::Jobs, Topic::Alerts];
-    }
-    let hub = &state.events;
-    // Subscribe before reading the ring, so nothing falls between them.
-    let mut rx = hub.tx.subscribe();
-    let last: Option<u64> = headers
+    let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let (replay, gap) = match last {
-        Some(last) => hub.since(last),
-        None => (Vec::new(), false),
-    };
-    let mut seen = replay.last().map_or(last.unwrap_or(0), |e| e.id);
-    hub.clients.fetch_add(1, Ordering::Relaxed);
+    let hub = &state.events;
+    // subscribe before reading the ring, so nothing falls in between
+    let rx = hub.tx.subscribe();
+    let mut backlog: Vec<Arc<LiveEvent>> = Vec::new();
+    let mut refetch = false;
+    if let Some(last) = last_id {
+        let ring = hub
+            .ring
+            .lock()
+            .map_err(|_| ApiError::internal("event ring poisoned"))?;
+        let oldest = ring
+            .front()
+            .map_or(hub.next_id.load(Ordering::SeqCst), |e| e.id);
+        if last + 1 < oldest {
+            refetch = true;
+        }
+        backlog.extend(ring.iter().filter(|e| e.id > last).cloned());
+    }
+    let replayed_up_to = backlog.last().map_or(last_id.unwrap_or(0), |e| e.id);
+    hub.clients.fetch_add(1, Ordering::SeqCst);
     let guard = ClientGuard(state.shared());
-    let mut stop = hub.stop.subscribe();
-    let stream = async_stream(move |tx| async move {
-        let _guard = guard;
-        if gap && !tx.send(refetch()).await {
-            return;
-        }
-        for ev in replay.iter().filter(|e| topics.contains(&e.topic)) {
-            if !tx.send(event(ev)).await {
-                return;
-            }
-        }
-        loop {
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(ev) => {
-                        if ev.id > seen && topics.contains(&ev.topic) {
-                            seen = ev.id;
-                            match tx.try_send(event(&ev)) {
-                                Ok(()) => {}
-                                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                                    _guard.0.events.dropped.fetch_add(1, Ordering::Relaxed);
-                                    tracing::debug!("live events: a client fell behind and is dropped");
-                                    return;
-                                }
-                                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
-                            }
-                        }
+    let names = Arc::new(names);
+    let wanted = {
+        let names = names.clone();
+        move |e: &LiveEvent| names.iter().any(|n| *n == e.name)
+    };
+    let head = futures_util::stream::iter(
+        refetch
+            .then(|| Ok::<_, Infallible>(Event::default().event("refetch").data("{}")))
+            .into_iter()
+            .chain(
+                backlog
+                    .into_iter()
+                    .filter(|e| names.iter().any(|n| *n == e.name))
+                    .map(|e| Ok(sse_event(&e)))
+                    .collect::<Vec<_>>(),
+            ),
+    );
+    let mut closed = hub.closed.subscribe();
+    let live = futures_util::stream::unfold(
+        (rx, guard, wanted),
+        move |(mut rx, guard, wanted)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.id <= replayed_up_to => continue,
+                    Ok(e) if wanted(&e) => {
+                        return Some((Ok::<_, Infallible>(sse_event(&e)), (rx, guard, wanted)));
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        _guard.0.events.dropped.fetch_add(1, Ordering::Relaxed);
-                        tx.send(refetch()).await;
-                        return;
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        guard.0.events.dropped.fetch_add(1, Ordering::SeqCst);
+                        tracing::info!(missed = n, "a slow event client was dropped");
+                        return None;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                () = stopped(&mut stop) => return,
-                () = tx.closed() => return,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
             }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        },
+    );
+    let ended = async move {
+        let _ = closed.wait_for(|c| *c).await;
+    };
+    let body: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> =
+        Box::pin(head.chain(live).take_until(ended));
+    Ok(Sse::new(body)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
 }
 
-/// Completes when the hub is stopped.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    // The borrowed value is dropped here, before the caller's next await.
-    let _ = rx.wait_for(|s| *s).await.map(|_| ());
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A tiny generator: `body` pushes items through the client's bounded
-/// buffer; the stream ends when `body` returns and the buffer is drained.
-fn async_stream<F, Fut>(body: F) -> impl futures_util::Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(Sender) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_BUFFER);
-    tokio::spawn(body(Sender(tx)));
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
-    )
-}
-
-/// The producing half of [`async_stream`]; the producer ends as soon as
-/// the client has gone.
-struct Sender(tokio::sync::mpsc::Sender<Event>);
-
-impl Sender {
-    /// False once the client has gone.
-    async fn send(&self, e: Event) -> bool {
-        self.0.send(e).await.is_ok()
-    }
-
-    /// Queues without waiting; a full buffer means the client is too slow.
-    fn try_send(&self, e: Event) -> Result<(), tokio::sync::mpsc::error::TrySendError<Event>> {
-        self.0.try_send(e)
-    }
-
-    async fn closed(&self) {
-        self.0.closed().await;
+    #[test]
+    fn bus_messages_become_named_events() {
+        let (name, data) = translate(
+            "rm.agent.h1.job.j1.progress",
+            br#"{"v":1,"ts_ms":5,"elapsed_ms":9,"percent_done":0.5}"#,
+        )
+        .unwrap();
+        assert_eq!(name, "job");
+        assert_eq!(data["type"], "progress");
+        assert_eq!(data["job_id"], "j1");
+        assert_eq!(data["host_id"], "h1");
+        assert_eq!(data["percent_done"], 0.5);
+        assert!(data.get("v").is_none());
+        let (name, data) = translate(
+            "rm.evt.alert.raised",
+            br#"{"v":1,"ts_ms":1,"host":"h1","id":"a1"}"#,
+        )
+        .unwrap();
+        assert_eq!(name, "alert");
+        assert_eq!(data["alert_id"], "a1");
+        assert_eq!(data["host_id"], "h1");
+        assert!(translate("rm.agent.h1.job.j1.done", b"{}").is_none());
+        assert!(translate("rm.svc.controlplane.ls", b"{}").is_none());
     }
 }

@@ -9,8 +9,11 @@
 //!   and the router built from it.
 //! - [`auth`]: accounts, sessions, tokens, the throttle, CSRF, extractors.
 //! - [`pages`]: login, logout, first-run setup and the placeholder home.
+//! - [`api`]: the JSON API; [`openapi`]: its document, from the route table;
+//!   [`events`]: live events over SSE; [`metrics`]: `/metrics`.
 //! - [`layers`]: security headers, limits, timeouts, compression, request ids.
 //! - [`state`]: what handlers share.
+//! - [`svc`]: service requests to the owning roles, with the operator's identity.
 //! - [`tls`]: the certificate and its fingerprint.
 
 use std::future::Future;
@@ -23,12 +26,15 @@ use rm_bus::clock::SharedClock;
 use rm_bus::connect::{ConnectSpec, connect};
 use rm_store::Store;
 
+pub mod api;
 pub mod auth;
 mod enroll;
 pub mod error;
 pub mod events;
 mod health;
 pub mod layers;
+pub mod metrics;
+pub mod openapi;
 pub mod pages;
 pub mod routes;
 pub mod server;
@@ -111,7 +117,8 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         clock: config.clock.clone(),
         auth: config.auth.clone(),
         setup: auth::setup::SetupCode::default(),
-        events: events::Hub::new(),
+        events: events::Hub::default(),
+        http: metrics::Http::default(),
     });
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install
@@ -126,13 +133,13 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         "web role serving"
     );
     let sweeper = tokio::spawn(auth::sweep_loop(state.clone()));
-    let pump = tokio::spawn(events::pump(state.clone(), state.bus.clone()));
-    let hub = state.shared();
-    let app = routes::app(state);
+    let pump = tokio::spawn(events::pump(state.clone()));
+    let app = routes::app(state.clone());
+    let hub = state.clone();
     let shutdown = async move {
         shutdown.await;
-        // Event streams never end by themselves: end them so the server can.
-        hub.events.stop();
+        // event streams never finish by themselves: end them first
+        hub.events.close();
     };
     let result = launch(listener, identity.server_config.clone(), app, shutdown).await;
     sweeper.abort();
@@ -140,13 +147,30 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     result
 }
 
+/// Who the caller is.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct MeView {
+    pub user_id: String,
+    pub name: String,
+    /// admin | operator | viewer
+    pub role: String,
+    /// session | token
+    pub via: String,
+    /// The session's CSRF token, for `X-CSRF-Token` (sessions only).
+    pub csrf: Option<String>,
+}
+
 /// `GET /api/v1/me`: who the caller is.
-pub(crate) async fn me(p: auth::Principal) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "user_id": p.user_id,
-        "name": p.name,
-        "role": p.role.as_str(),
-        "via": match p.via { auth::Via::Session => "session", auth::Via::Token => "token" },
-        "csrf": p.csrf,
-    }))
+pub(crate) async fn me(p: auth::Principal) -> axum::Json<MeView> {
+    axum::Json(MeView {
+        user_id: p.user_id,
+        name: p.name,
+        role: p.role.as_str().to_owned(),
+        via: match p.via {
+            auth::Via::Session => "session",
+            auth::Via::Token => "token",
+        }
+        .to_owned(),
+        csrf: p.csrf,
+    })
 }

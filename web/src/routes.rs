@@ -13,9 +13,19 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+
 use crate::auth::{self, Role};
 use crate::error::ApiError;
 use crate::{AppState, enroll, health, pages, ui};
+
+/// True for machine routes (JSON refusals, no login redirect): `/api/...`
+/// and `/metrics`.
+pub fn is_api(path: &str) -> bool {
+    path.starts_with("/api/") || path == "/metrics" || path.starts_with("/metrics?")
+}
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,17 +36,57 @@ pub enum Access {
     Min(Role),
 }
 
+/// Collects a type's schema (and those it refers to) for the OpenAPI document.
+pub type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema>;
+
+fn schema_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema> {
+    T::schemas(out);
+    T::schema()
+}
+
 /// One entry of the table.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// One line for the OpenAPI document.
+    pub summary: &'static str,
+    /// The JSON request body's schema, if it takes one.
+    pub body: Option<SchemaFn>,
+    /// The success status and the JSON answer's schema, if any.
+    pub returns: Option<(u16, Option<SchemaFn>)>,
     handler: MethodRouter<AppState>,
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} ({:?})", self.method, self.path, self.access)
+    }
+}
+
+impl Route {
+    /// Documents the route.
+    pub fn doc(mut self, summary: &'static str) -> Self {
+        self.summary = summary;
+        self
+    }
+
+    /// Documents the JSON request body.
+    pub fn body<T: ToSchema>(mut self) -> Self {
+        self.body = Some(schema_of::<T>);
+        self
+    }
+
+    /// Documents the JSON answer and its status.
+    pub fn returns<T: ToSchema>(mut self, status: u16) -> Self {
+        self.returns = Some((status, Some(schema_of::<T>)));
+        self
+    }
+
+    /// Documents an answer without a JSON body.
+    pub fn returns_nothing(mut self, status: u16) -> Self {
+        self.returns = Some((status, None));
+        self
     }
 }
 
@@ -51,6 +101,9 @@ where
         method,
         path,
         access,
+        summary: "",
+        body: None,
+        returns: None,
         handler: on(filter, handler),
     }
 }
@@ -58,71 +111,238 @@ where
 const PUBLIC: Access = Access::Public;
 const VIEWER: Access = Access::Min(Role::Viewer);
 const OPERATOR: Access = Access::Min(Role::Operator);
+const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
+    use crate::api::{alerts, cron, hosts, jobs, repos, schedules, snapshots, tokens, users};
+    use Method as M;
     vec![
-        route(Method::GET, "/healthz", PUBLIC, health::healthz),
-        route(Method::GET, "/readyz", PUBLIC, health::readyz),
-        route(Method::GET, "/login", PUBLIC, pages::login_form),
-        route(Method::POST, "/login", PUBLIC, pages::login),
-        route(Method::POST, "/logout", VIEWER, pages::logout),
-        route(Method::GET, "/setup", PUBLIC, pages::setup_form),
-        route(Method::POST, "/setup", PUBLIC, pages::setup),
-        route(Method::GET, "/static/app.css", PUBLIC, ui::assets::css),
-        route(Method::GET, "/static/app.js", PUBLIC, ui::assets::js),
-        route(Method::GET, "/", VIEWER, ui::dashboard::page),
+        route(M::GET, "/healthz", PUBLIC, health::healthz),
+        route(M::GET, "/readyz", PUBLIC, health::readyz),
+        route(M::GET, "/login", PUBLIC, pages::login_form),
+        route(M::POST, "/login", PUBLIC, pages::login),
+        route(M::POST, "/logout", VIEWER, pages::logout),
+        route(M::GET, "/setup", PUBLIC, pages::setup_form),
+        route(M::POST, "/setup", PUBLIC, pages::setup),
+        // ---- UI pages (server-rendered; see `ui`)
+        route(M::GET, "/static/app.css", PUBLIC, ui::assets::css),
+        route(M::GET, "/static/app.js", PUBLIC, ui::assets::js),
+        route(M::GET, "/", VIEWER, ui::dashboard::page),
+        route(M::GET, "/hosts/new", OPERATOR, ui::actions::add_host_form),
+        route(M::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
+        route(M::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
+        route(M::GET, "/hosts/{id}/run", OPERATOR, ui::actions::run_form),
+        route(M::POST, "/hosts/{id}/run", OPERATOR, ui::actions::run_submit),
+        route(M::POST, "/hosts/{id}/revoke", ADMIN, ui::actions::revoke),
+        route(M::GET, "/jobs", VIEWER, ui::pages::jobs_page),
+        route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
+        route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
+        route(M::GET, "/metrics", VIEWER, crate::metrics::scrape),
+        // ---- API
         route(
-            Method::GET,
-            "/hosts/new",
+            M::GET,
+            "/api/v1/openapi.json",
+            PUBLIC,
+            crate::openapi::document,
+        )
+        .doc("This document"),
+        route(M::POST, "/api/v1/enroll", PUBLIC, enroll::enroll)
+            .doc("An agent enrolls with its one-time token (agents only)"),
+        route(M::GET, "/api/v1/me", VIEWER, crate::me)
+            .doc("Who the caller is, and the session's CSRF token")
+            .returns::<crate::MeView>(200),
+        route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
+            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts"),
+        // jobs
+        route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
+            .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
+            .returns::<crate::api::Page<jobs::JobView>>(200),
+        route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
+            .doc("Create a job of any kind")
+            .body::<jobs::JobCreateBody>()
+            .returns::<jobs::JobCreatedView>(201),
+        route(M::GET, "/api/v1/jobs/{id}", VIEWER, jobs::get)
+            .doc("One job")
+            .returns::<jobs::JobView>(200),
+        route(M::POST, "/api/v1/jobs/{id}/cancel", OPERATOR, jobs::cancel)
+            .doc("Cancel a job")
+            .returns::<jobs::JobStateView>(200),
+        route(M::GET, "/api/v1/jobs/{id}/logs", VIEWER, jobs::logs)
+            .doc("A job's log lines: ?after=<seq>&limit=")
+            .returns::<jobs::LogPage>(200),
+        // hosts
+        route(M::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list)
+            .doc("The fleet as the dashboard shows it: counters and one page of hosts with their summary and 30-day compliance strip: ?q=&state=&sort=&page=")
+            .returns::<crate::views::fleet::FleetPage>(200),
+        route(M::POST, "/api/v1/hosts", OPERATOR, hosts::add)
+            .doc("Add a host: the answer holds the command that enrolls its agent")
+            .body::<hosts::HostAddBody>()
+            .returns::<hosts::EnrollmentView>(201),
+        route(M::GET, "/api/v1/hosts/{id}", VIEWER, hosts::get)
+            .doc("One host with its summary")
+            .returns::<hosts::HostView>(200),
+        route(M::POST, "/api/v1/hosts/{id}/token", OPERATOR, hosts::token)
+            .doc("A new enrollment token (re-enrollment)")
+            .returns::<hosts::EnrollmentView>(200),
+        route(M::POST, "/api/v1/hosts/{id}/revoke", ADMIN, hosts::revoke)
+            .doc("Revoke a host: its agent is disconnected and cannot return")
+            .returns_nothing(204),
+        // repositories
+        route(M::GET, "/api/v1/repos", VIEWER, repos::list)
+            .doc("Repositories")
+            .returns::<Vec<repos::RepoView>>(200),
+        route(M::POST, "/api/v1/repos", OPERATOR, repos::add)
+            .doc("Add a repository (optionally `restic init` on a host)")
+            .body::<repos::RepoAddBody>()
+            .returns::<repos::RepoAddedView>(201),
+        route(M::GET, "/api/v1/repos/{id}", VIEWER, repos::get)
+            .doc("One repository with the hosts attached")
+            .returns::<repos::RepoView>(200),
+        route(M::POST, "/api/v1/repos/{id}/test", OPERATOR, repos::test)
+            .doc("Test a host's connection to the repository")
+            .body::<repos::HostBody>()
+            .returns::<repos::RepoTestView>(200),
+        route(
+            M::POST,
+            "/api/v1/repos/{id}/attach",
             OPERATOR,
-            ui::actions::add_host_form,
-        ),
-        route(Method::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
-        route(Method::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
+            repos::attach,
+        )
+        .doc("Attach a host with append-only or full access")
+        .body::<repos::AttachBody>()
+        .returns_nothing(204),
         route(
-            Method::GET,
-            "/hosts/{id}/run",
+            M::PUT,
+            "/api/v1/repos/{id}/maintenance",
             OPERATOR,
-            ui::actions::run_form,
-        ),
+            repos::maintenance,
+        )
+        .doc("Set (or clear) the maintenance host")
+        .body::<repos::MaintenanceBody>()
+        .returns_nothing(204),
+        // schedules
+        route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
+            .doc("Schedules: ?host=")
+            .returns::<Vec<schedules::ScheduleView>>(200),
+        route(M::POST, "/api/v1/schedules", OPERATOR, schedules::create)
+            .doc("Create a schedule")
+            .body::<schedules::ScheduleBody>()
+            .returns::<schedules::ScheduleSavedView>(201),
+        route(M::GET, "/api/v1/schedules/{id}", VIEWER, schedules::get)
+            .doc("One schedule")
+            .returns::<schedules::ScheduleView>(200),
         route(
-            Method::POST,
-            "/hosts/{id}/run",
+            M::PUT,
+            "/api/v1/schedules/{id}",
             OPERATOR,
-            ui::actions::run_submit,
-        ),
+            schedules::update,
+        )
+        .doc("Edit a schedule")
+        .body::<schedules::ScheduleBody>()
+        .returns::<schedules::ScheduleSavedView>(200),
         route(
-            Method::POST,
-            "/hosts/{id}/revoke",
+            M::DELETE,
+            "/api/v1/schedules/{id}",
             OPERATOR,
-            ui::actions::revoke,
-        ),
+            schedules::delete,
+        )
+        .doc("Delete a schedule")
+        .returns_nothing(204),
+        route(M::GET, "/api/v1/cron/preview", VIEWER, cron::preview)
+            .doc("Next run times of a cron expression: ?expr=&tz=&count=")
+            .returns::<cron::Preview>(200),
+        // snapshots
+        route(M::GET, "/api/v1/snapshots", VIEWER, snapshots::list)
+            .doc("Snapshots of a repository: ?repo=&host=")
+            .returns::<Vec<snapshots::SnapshotView>>(200),
+        route(M::GET, "/api/v1/snapshots/{id}/ls", VIEWER, snapshots::ls)
+            .doc("One directory level of a snapshot: ?host=&repo=&dir=")
+            .returns::<snapshots::LsView>(200),
+        // alerts and channels
+        route(M::GET, "/api/v1/alerts", VIEWER, alerts::list)
+            .doc("Alerts, newest first: ?host=&state=open|all&cursor=&limit=")
+            .returns::<crate::api::Page<alerts::AlertViewBody>>(200),
+        route(M::GET, "/api/v1/alerts/{id}", VIEWER, alerts::get)
+            .doc("One alert")
+            .returns::<alerts::AlertViewBody>(200),
+        route(M::POST, "/api/v1/alerts/{id}/ack", OPERATOR, alerts::ack)
+            .doc("Acknowledge an alert")
+            .returns_nothing(204),
         route(
-            Method::POST,
-            "/jobs/{id}/cancel",
+            M::POST,
+            "/api/v1/alerts/{id}/resolve",
             OPERATOR,
-            ui::actions::cancel,
-        ),
-        route(Method::GET, "/jobs", VIEWER, ui::pages::jobs_page),
-        route(Method::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
-        route(Method::GET, "/api/v1/events", VIEWER, crate::events::stream),
+            alerts::resolve,
+        )
+        .doc("Resolve an alert")
+        .returns_nothing(204),
+        route(M::GET, "/api/v1/channels", VIEWER, alerts::channels)
+            .doc("Notification channels (no secrets)")
+            .returns::<Vec<alerts::ChannelViewBody>>(200),
+        route(M::POST, "/api/v1/channels", ADMIN, alerts::channel_create)
+            .doc("Create a channel")
+            .body::<alerts::ChannelBody>()
+            .returns::<alerts::ChannelViewBody>(201),
         route(
-            Method::GET,
-            "/api/v1/hosts",
-            VIEWER,
-            ui::dashboard::api_list,
-        ),
+            M::POST,
+            "/api/v1/channels/test",
+            ADMIN,
+            alerts::channel_test_unsaved,
+        )
+        .doc("Test an unsaved channel definition")
+        .body::<alerts::ChannelBody>()
+        .returns::<alerts::ChannelTestView>(200),
         route(
-            Method::GET,
-            "/api/v1/hosts/{id}",
-            VIEWER,
-            ui::pages::host_api,
-        ),
-        route(Method::GET, "/api/v1/jobs", VIEWER, ui::pages::jobs_api),
-        route(Method::GET, "/api/v1/jobs/{id}", VIEWER, ui::pages::job_api),
-        route(Method::POST, "/api/v1/enroll", PUBLIC, enroll::enroll),
-        route(Method::GET, "/api/v1/me", VIEWER, crate::me),
+            M::PUT,
+            "/api/v1/channels/{id}",
+            ADMIN,
+            alerts::channel_update,
+        )
+        .doc("Edit a channel")
+        .body::<alerts::ChannelBody>()
+        .returns::<alerts::ChannelViewBody>(200),
+        route(
+            M::DELETE,
+            "/api/v1/channels/{id}",
+            ADMIN,
+            alerts::channel_delete,
+        )
+        .doc("Delete a channel")
+        .returns_nothing(204),
+        route(
+            M::POST,
+            "/api/v1/channels/{id}/test",
+            ADMIN,
+            alerts::channel_test,
+        )
+        .doc("Test a saved channel")
+        .returns::<alerts::ChannelTestView>(200),
+        // API tokens and users
+        route(M::GET, "/api/v1/tokens", ADMIN, tokens::list)
+            .doc("API tokens (never their secrets)")
+            .returns::<Vec<tokens::TokenView>>(200),
+        route(M::POST, "/api/v1/tokens", ADMIN, tokens::create)
+            .doc("Create an API token: its secret is in this answer only")
+            .body::<tokens::TokenCreateBody>()
+            .returns::<tokens::TokenCreated>(201),
+        route(M::DELETE, "/api/v1/tokens/{id}", ADMIN, tokens::revoke)
+            .doc("Revoke an API token")
+            .returns_nothing(204),
+        route(M::GET, "/api/v1/users", ADMIN, users::list)
+            .doc("Operator accounts")
+            .returns::<Vec<users::UserView>>(200),
+        route(M::POST, "/api/v1/users", ADMIN, users::create)
+            .doc("Create an account")
+            .body::<users::UserCreateBody>()
+            .returns::<users::UserView>(201),
+        route(M::PATCH, "/api/v1/users/{id}", ADMIN, users::update)
+            .doc("Change an account's role, disabled flag or password")
+            .body::<users::UserUpdateBody>()
+            .returns::<users::UserView>(200),
+        route(M::DELETE, "/api/v1/users/{id}", ADMIN, users::delete)
+            .doc("Delete an account")
+            .returns_nothing(204),
     ]
 }
 
@@ -131,6 +351,14 @@ pub fn table() -> Vec<Route> {
 pub fn app(state: AppState) -> Router {
     let mut router: Router<AppState> = Router::new();
     for r in table() {
+        let path = r.path;
+        let timed = state.clone();
+        let handler = r
+            .handler
+            .route_layer(axum::middleware::from_fn(move |req, next| {
+                crate::metrics::time(timed.clone(), path, req, next)
+            }));
+        let r = Route { handler, ..r };
         let handler = match r.access {
             Access::Public => r.handler,
             Access::Min(min) => {
@@ -153,26 +381,16 @@ pub fn app(state: AppState) -> Router {
     crate::layers::apply(router)
 }
 
-/// Marks answers of the router itself (no route, wrong method), so tests
-/// can tell them from a handler's own 404 ("no such host").
-pub const NO_ROUTE_HEADER: &str = "x-rm-no-route";
-
-fn no_route(mut resp: Response) -> Response {
-    resp.headers_mut()
-        .insert(NO_ROUTE_HEADER, axum::http::HeaderValue::from_static("1"));
-    resp
-}
-
 async fn not_found(uri: axum::http::Uri) -> Response {
-    no_route(if uri.path().starts_with("/api/") {
+    if uri.path().starts_with("/api/") {
         ApiError::not_found(format!("no such route: {}", uri.path())).into_response()
     } else {
         auth::page(StatusCode::NOT_FOUND, "Not found", "There is no such page.")
-    })
+    }
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    no_route(if uri.path().starts_with("/api/") {
+    if uri.path().starts_with("/api/") {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -185,5 +403,5 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
             "Not allowed",
             "This page does not accept that method.",
         )
-    })
+    }
 }

@@ -22,8 +22,10 @@ pub struct Shared {
     pub auth: AuthSettings,
     /// The first-run setup code, while no account exists.
     pub setup: SetupCode,
-    /// Live events fanned out to browsers.
+    /// Live events for SSE clients.
     pub events: crate::events::Hub,
+    /// HTTP request durations.
+    pub http: crate::metrics::Http,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -35,7 +37,7 @@ impl AppState {
         Self(Arc::new(shared))
     }
 
-    /// The shared part itself (for what must outlive a request).
+    /// The shared part itself.
     pub fn shared(&self) -> Arc<Shared> {
         self.0.clone()
     }

@@ -164,22 +164,17 @@
     if (stick) pre.scrollTop = pre.scrollHeight;
   }
 
-  function handle(type, data) {
-    if (type === 'job') {
-      var what = data.what || data.kind;
-      if (what === 'progress' && data.progress) { onProgress(data.job_id, data.progress); return; }
+  // Event shapes: web/src/events.rs (`type` says what happened).
+  function handle(name, data) {
+    var what = data.type;
+    if (name === 'job') {
+      if (what === 'progress') { onProgress(data.job_id, data); return; }
       if (what === 'log') { onLog(data.job_id, data.lines); return; }
       refetchSoon();
-    } else if (type === 'alert') {
-      if (typeof data.open_alerts === 'number') {
-        var c = doc.getElementById('alert-count');
-        if (c) { c.textContent = String(data.open_alerts); c.setAttribute('data-n', String(data.open_alerts)); }
-      }
+    } else if (name === 'host') {
+      if (what === 'vitals') return;
       refetchSoon();
-    } else if (type === 'host') {
-      if (data.what === 'vitals' || data.what === 'heartbeat') return;
-      refetchSoon();
-    } else if (type === 'refetch') {
+    } else {
       refetchSoon();
     }
   }
@@ -188,7 +183,7 @@
   function connect() {
     es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics));
     es.onopen = function () { retry = 1000; setLive('live', 'live'); };
-    ['job', 'host', 'alert', 'refetch'].forEach(function (t) {
+    ['job', 'host', 'alert', 'schedule', 'repo', 'refetch'].forEach(function (t) {
       es.addEventListener(t, function (ev) {
         var data = {};
         try { data = JSON.parse(ev.data); } catch (err) { return; }

@@ -28,7 +28,8 @@
 //! script sends the same value as `X-CSRF-Token`. Bearer-token requests
 //! need neither (browsers never attach them by themselves).
 //!
-//! Refusals are JSON (`{"error": {...}}`, 401/403) under `/api/`; HTML pages
+//! Refusals are JSON (`{"error": {...}}`, 401/403) under `/api/` and for
+//! `/metrics`; HTML pages
 //! answer 303 to `/login?next=<path>` when not signed in and a 403 page when
 //! the role is too low.
 
@@ -193,7 +194,7 @@ pub enum Denied {
 
 /// The refusal for `path`: JSON under `/api/`, pages otherwise.
 pub fn deny(path_and_query: &str, method: &Method, d: &Denied) -> Response {
-    let api = path_and_query.starts_with("/api/");
+    let api = crate::routes::is_api(path_and_query);
     match (api, d) {
         (true, Denied::Unauthenticated) => ApiError::unauthorized().into_response(),
         (true, Denied::Forbidden { need, have }) => {

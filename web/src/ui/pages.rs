@@ -1,6 +1,5 @@
 //! Read-only pages of hosts and jobs: `/hosts/<id>`, `/jobs`, `/jobs/<id>`,
-//! and their JSON twins `GET /api/v1/hosts/<id>`, `GET /api/v1/jobs`,
-//! `GET /api/v1/jobs/<id>`, each rendering or serialising one view.
+//! each rendering one view of `crate::views`.
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -29,6 +28,7 @@ pub(crate) struct HostPage {
     pub(crate) layout: Layout,
     pub(crate) host: HostView,
     pub(crate) can_operate: bool,
+    pub(crate) can_admin: bool,
 }
 
 async fn load_host(state: &AppState, id: &str) -> Result<HostView, ApiError> {
@@ -54,16 +54,9 @@ pub async fn host_page(
             open_alerts(&state).await,
         ),
         can_operate: can_operate(&who),
+        can_admin: who.role >= crate::auth::Role::Admin,
         host,
     })
-}
-
-/// `GET /api/v1/hosts/{id}`.
-pub async fn host_api(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<HostView>, ApiError> {
-    Ok(axum::Json(load_host(&state, &id).await?))
 }
 
 #[derive(Template)]
@@ -100,15 +93,6 @@ pub async fn job_page(
         job,
         logs,
     })
-}
-
-/// `GET /api/v1/jobs/{id}`.
-pub async fn job_api(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<axum::Json<JobView>, ApiError> {
-    let mut conn = state.store.read().await?;
-    Ok(axum::Json(job::load(&mut conn, &id, state.now()).await?))
 }
 
 #[derive(Template)]
@@ -155,12 +139,4 @@ pub async fn jobs_page(
         statuses: job::STATUSES,
         sinces: job::SINCES,
     })
-}
-
-/// `GET /api/v1/jobs`.
-pub async fn jobs_api(
-    State(state): State<AppState>,
-    Query(filter): Query<JobFilter>,
-) -> Result<axum::Json<JobsPage>, ApiError> {
-    Ok(axum::Json(load_jobs(&state, &filter).await?))
 }

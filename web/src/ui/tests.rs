@@ -178,6 +178,7 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
         layout: layout("hosts"),
         host,
         can_operate: true,
+        can_admin: true,
     };
     let html = page.render().unwrap();
     preview("host", &html);

@@ -21,7 +21,7 @@ pub const STRIP_DAYS: i64 = 30;
 pub const PAGE_SIZE: i64 = 50;
 
 /// Query-string filters of the dashboard and the host list.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct FleetFilter {
     /// Text in the host name or hostname.
@@ -95,7 +95,7 @@ impl FleetFilter {
 pub use crate::pages::percent_encode as urlencode;
 
 /// Counters at the top of the dashboard.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counters {
     pub ok: i64,
     pub warning: i64,
@@ -125,7 +125,7 @@ impl From<Counts> for Counters {
 }
 
 /// One day of the compliance strip.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Day {
     /// `YYYY-MM-DD` (UTC).
     pub date: String,
@@ -134,14 +134,14 @@ pub struct Day {
 }
 
 /// The running job of a host.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RunningJob {
     pub id: String,
     pub kind: String,
 }
 
 /// One row of the fleet.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostRow {
     pub id: String,
     pub name: String,
@@ -167,7 +167,7 @@ pub struct HostRow {
 }
 
 /// The dashboard page and `GET /api/v1/hosts`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FleetPage {
     pub counters: Counters,
     pub hosts: Vec<HostRow>,

@@ -45,8 +45,9 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
         svc_timeout: Duration::from_secs(10),
         clock: rm_bus::clock::system(),
         auth: Default::default(),
-        events: rm_web::events::Hub::new(),
         setup: Default::default(),
+        events: Default::default(),
+        http: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -23,12 +23,13 @@ pub const ORIGIN: &str = "https://rm.test";
 pub const T0: i64 = 1_800_000_000_000;
 
 pub struct H {
-    #[allow(dead_code)] // keeps the bus running
     pub bus: TestBus,
     pub dir: tempfile::TempDir,
     pub state: AppState,
     pub app: Router,
     pub clock: Arc<ManualClock>,
+    /// Dropping these stops what the test started.
+    pub stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A signed-in browser.
@@ -64,11 +65,13 @@ impl H {
         let state = AppState::new(Shared {
             store,
             bus: web.client.clone(),
-            svc_timeout: Duration::from_secs(10),
+            // no owning role runs here: fail fast
+            svc_timeout: Duration::from_millis(300),
             clock: clock.clone(),
             auth,
-            events: rm_web::events::Hub::new(),
             setup: Default::default(),
+            events: Default::default(),
+            http: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {
@@ -77,7 +80,81 @@ impl H {
             state,
             app,
             clock,
+            stops: Vec::new(),
         }
+    }
+
+    /// Runs the real control plane on this bus and database until `H` drops.
+    pub async fn with_controlplane(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = rm_controlplane::Config {
+            data_dir: self.dir.path().join("cp"),
+            db_path: Some(self.dir.path().join("db.sqlite")),
+            bus_urls: vec![self.bus.url()],
+            agent_bus_urls: vec![self.bus.url()],
+            authority: self.bus.authority().clone(),
+            server_url: "https://127.0.0.1:8443".into(),
+            server_fingerprint: None,
+            timings: rm_controlplane::Timings::default(),
+            clock: rm_bus::clock::system(),
+        };
+        tokio::spawn(rm_controlplane::run(config, async move {
+            let _ = rx.await;
+        }));
+        self.stops.push(tx);
+        // the control plane answers once its services are subscribed
+        for _ in 0..200 {
+            let r: Result<rm_controlplane::api::PubKey, _> = rm_web::svc::call(
+                &self.state.bus,
+                rm_bus::subject::SvcRole::Controlplane,
+                rm_controlplane::api::PUBKEY,
+                rm_bus::msg::Actor {
+                    name: "test".into(),
+                    via: rm_bus::msg::ActorVia::System,
+                },
+                serde_json::json!({}),
+                Duration::from_secs(1),
+            )
+            .await;
+            if r.is_ok() {
+                return;
+            }
+        }
+        panic!("the control plane did not come up");
+    }
+
+    /// A bearer token of a fresh account with `role`.
+    pub async fn token(&self, role: Role) -> String {
+        let id = self.user(&format!("tok-{}", role.as_str()), role).await;
+        rm_web::auth::token::create(&self.state, &id, "test", role, None)
+            .await
+            .unwrap()
+            .secret
+    }
+
+    /// A JSON API call with a bearer token.
+    pub async fn api(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = req(method, path).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(b) => {
+                r = r.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self.send(r.body(body).unwrap()).await;
+        let status = resp.status().as_u16();
+        let t = text(resp).await;
+        (
+            status,
+            serde_json::from_str(&t).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn send(&self, req: Request<Body>) -> Response<Body> {

@@ -2,6 +2,7 @@
 //! authorization matrix (in-process), and real HTTPS with HTTP/2 and the
 //! enrollment endpoint against the real control plane on a real bus.
 
+mod api;
 mod enroll;
 mod events;
 mod harness;

@@ -1,0 +1,97 @@
+//! Filtered, cursor-paginated listings for the web API (read only).
+//! A cursor is the `(created_at, id)` of the last row of the previous
+//! page; rows come newest first.
+
+use sqlx::SqliteConnection;
+
+use crate::Result;
+use crate::jobs::Job;
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter<'a> {
+    pub host_id: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub repo_id: Option<&'a str>,
+    /// Rows strictly older than this `(created_at, id)`.
+    pub before: Option<(i64, &'a str)>,
+}
+
+/// Up to `limit` jobs matching `f`, newest first.
+pub async fn jobs(conn: &mut SqliteConnection, f: &JobFilter<'_>, limit: i64) -> Result<Vec<Job>> {
+    let (before_ts, before_id) = f.before.unwrap_or((i64::MAX, ""));
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs
+         WHERE (?1 IS NULL OR host_id = ?1)
+           AND (?2 IS NULL OR kind = ?2)
+           AND (?3 IS NULL OR status = ?3)
+           AND (?4 IS NULL OR repo_id = ?4)
+           AND (created_at < ?5 OR (created_at = ?5 AND ?6 <> '' AND id < ?6))
+         ORDER BY created_at DESC, id DESC LIMIT ?7",
+    )
+    .bind(f.host_id)
+    .bind(f.kind)
+    .bind(f.status)
+    .bind(f.repo_id)
+    .bind(before_ts)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A job's log lines after `after_seq`, at most `limit`.
+pub async fn job_logs(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<crate::jobs::LogLine>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(job_id)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// Alerts, newest first, optionally of one host and only open ones.
+pub async fn alerts(
+    conn: &mut SqliteConnection,
+    host_id: Option<&str>,
+    open_only: bool,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<crate::alerts::Alert>> {
+    let (before_ts, before_id) = before.unwrap_or((i64::MAX, ""));
+    Ok(sqlx::query_as(
+        "SELECT * FROM alerts
+         WHERE (?1 IS NULL OR host_id = ?1)
+           AND (?2 = 0 OR resolved_at IS NULL)
+           AND (raised_at < ?3 OR (raised_at = ?3 AND ?4 <> '' AND id < ?4))
+         ORDER BY raised_at DESC, id DESC LIMIT ?5",
+    )
+    .bind(host_id)
+    .bind(open_only)
+    .bind(before_ts)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Schedules, optionally of one host, by id.
+pub async fn schedules(
+    conn: &mut SqliteConnection,
+    host_id: Option<&str>,
+) -> Result<Vec<crate::schedules::Schedule>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM schedules WHERE (?1 IS NULL OR host_id = ?1) ORDER BY host_id, id",
+    )
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?)
+}

@@ -1,0 +1,343 @@
+//! Alerts (list with filters, get, acknowledge, resolve) and notification
+//! channels (list, create, edit, delete, test a saved or an unsaved one),
+//! the changes through the alerts role. Channel definitions are sealed to
+//! the alerts role's xkey before they touch the bus.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rm_alerts::api as al;
+use rm_bus::subject::SvcRole;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiJson, ApiQuery, Page, PageQuery, ask, page};
+use crate::AppState;
+use crate::auth::{Principal, RequireAdmin, RequireOperator};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AlertViewBody {
+    pub id: String,
+    pub host_id: String,
+    pub kind: String,
+    pub subject: String,
+    pub severity: String,
+    pub message: String,
+    /// open | acknowledged | resolved
+    pub state: String,
+    pub job_id: Option<String>,
+    pub raised_at: i64,
+    pub last_seen_at: i64,
+    pub acknowledged_at: Option<i64>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub notified: bool,
+}
+
+fn view(a: rm_store::alerts::Alert) -> AlertViewBody {
+    let v = al::AlertView::from(&a);
+    AlertViewBody {
+        id: v.id,
+        host_id: v.host_id,
+        kind: v.kind,
+        subject: v.subject,
+        severity: v.severity,
+        message: v.message,
+        state: v.state,
+        job_id: a.job_id,
+        raised_at: v.raised_at,
+        last_seen_at: v.last_seen_at,
+        acknowledged_at: v.acknowledged_at,
+        acknowledged_by: v.acknowledged_by,
+        resolved_at: v.resolved_at,
+        resolved_by: v.resolved_by,
+        notified: v.notified,
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AlertQuery {
+    pub host: Option<String>,
+    /// `open` (not resolved, the default) or `all`.
+    pub state: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+    ApiQuery(q): ApiQuery<AlertQuery>,
+) -> Result<Json<Page<AlertViewBody>>, ApiError> {
+    let pq = PageQuery {
+        cursor: q.cursor.clone(),
+        limit: q.limit,
+    };
+    let limit = pq.limit()?;
+    let cursor = pq.cursor()?;
+    let open_only = match q.state.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "state",
+                format!("state must be open or all, not {other:?}"),
+            ));
+        }
+    };
+    let mut conn = state.store.read().await?;
+    let rows = rm_store::listing::alerts(
+        &mut conn,
+        q.host.as_deref(),
+        open_only,
+        cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+        limit + 1,
+    )
+    .await?;
+    Ok(Json(page(
+        rows,
+        limit,
+        |a| (a.raised_at, a.id.clone()),
+        view,
+    )))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AlertViewBody>, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(Json(view(rm_store::alerts::get(&mut conn, &id).await?)))
+}
+
+async fn change(
+    state: &AppState,
+    p: &Principal,
+    verb: rm_bus::subject::Verb,
+    id: String,
+) -> Result<StatusCode, ApiError> {
+    let _: serde_json::Value = ask(
+        state,
+        p,
+        SvcRole::Alerts,
+        verb,
+        al::AlertRef { alert_id: id },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn ack(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change(&state, &p, al::ALERT_ACK, id).await
+}
+
+pub(crate) async fn resolve(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    change(&state, &p, al::ALERT_RESOLVE, id).await
+}
+
+/// A channel as listed: no secrets.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChannelViewBody {
+    pub id: String,
+    pub name: String,
+    /// ntfy | webhook
+    pub kind: String,
+    pub enabled: bool,
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<al::ChannelView> for ChannelViewBody {
+    fn from(c: al::ChannelView) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            kind: c.kind,
+            enabled: c.enabled,
+            summary: c.summary,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<ChannelViewBody>>, ApiError> {
+    let list: al::ChannelList = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::CHANNEL_LIST,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(Json(list.channels.into_iter().map(Into::into).collect()))
+}
+
+async fn seal(
+    state: &AppState,
+    p: &Principal,
+    def: &rm_bus::notify::ChannelDef,
+) -> Result<al::SealedChannel, ApiError> {
+    def.validate()
+        .map_err(|e| ApiError::invalid("definition", e.to_string()))?;
+    let key: al::PubKey = ask(state, p, SvcRole::Alerts, al::PUBKEY, serde_json::json!({})).await?;
+    al::SealedChannel::seal(def, &key.xkey)
+        .map_err(|e| ApiError::internal(format!("sealing the channel: {e}")))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ChannelBody {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    /// `{"type": "ntfy", ...}` or `{"type": "webhook", ...}`, secrets included.
+    #[schema(value_type = Object)]
+    pub definition: Option<rm_bus::notify::ChannelDef>,
+}
+
+pub(crate) async fn channel_create(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    ApiJson(body): ApiJson<ChannelBody>,
+) -> Result<(StatusCode, Json<ChannelViewBody>), ApiError> {
+    let name = body
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::invalid("name", "a channel needs a name"))?;
+    let def = body
+        .definition
+        .ok_or_else(|| ApiError::invalid("definition", "a channel needs a definition"))?;
+    let definition = seal(&state, &p, &def).await?;
+    let created: al::ChannelView = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::CHANNEL_CREATE,
+        al::ChannelCreate {
+            name,
+            enabled: body.enabled.unwrap_or(true),
+            definition,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
+}
+
+pub(crate) async fn channel_update(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChannelBody>,
+) -> Result<Json<ChannelViewBody>, ApiError> {
+    let definition = match &body.definition {
+        Some(def) => Some(seal(&state, &p, def).await?),
+        None => None,
+    };
+    let updated: al::ChannelView = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::CHANNEL_UPDATE,
+        al::ChannelUpdate {
+            channel_id: id,
+            name: body.name,
+            enabled: body.enabled,
+            definition,
+        },
+    )
+    .await?;
+    Ok(Json(updated.into()))
+}
+
+pub(crate) async fn channel_delete(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _: al::Done = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::CHANNEL_DELETE,
+        al::ChannelRef { channel_id: id },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChannelTestView {
+    pub ok: bool,
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    pub notifier: Option<String>,
+}
+
+async fn run_test(
+    state: &AppState,
+    p: &Principal,
+    req: al::ChannelTest,
+) -> Result<Json<ChannelTestView>, ApiError> {
+    let r: al::ChannelTestResult = ask(state, p, SvcRole::Alerts, al::CHANNEL_TEST, req).await?;
+    Ok(Json(ChannelTestView {
+        ok: r.ok,
+        outcome: r.outcome,
+        status: r.status,
+        latency_ms: r.latency_ms,
+        error: r.error,
+        notifier: r.notifier,
+    }))
+}
+
+pub(crate) async fn channel_test(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<ChannelTestView>, ApiError> {
+    run_test(
+        &state,
+        &p,
+        al::ChannelTest {
+            channel_id: Some(id),
+            definition: None,
+        },
+    )
+    .await
+}
+
+pub(crate) async fn channel_test_unsaved(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    ApiJson(body): ApiJson<ChannelBody>,
+) -> Result<Json<ChannelTestView>, ApiError> {
+    let def = body
+        .definition
+        .ok_or_else(|| ApiError::invalid("definition", "give the channel definition to test"))?;
+    let definition = seal(&state, &p, &def).await?;
+    run_test(
+        &state,
+        &p,
+        al::ChannelTest {
+            channel_id: None,
+            definition: Some(definition),
+        },
+    )
+    .await
+}

@@ -1,0 +1,147 @@
+//! Snapshots: the cached list per repository (optionally of one host), and
+//! one directory level of a snapshot (the control plane's `ls`, answered by
+//! a host that can read the repository).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use rm_bus::subject::SvcRole;
+use rm_controlplane::api as cp;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiQuery, ask, json_col};
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SnapshotView {
+    pub repo_id: String,
+    pub snapshot_id: String,
+    pub short_id: String,
+    /// restic's host name (the host's `restic_host`).
+    pub hostname: String,
+    pub time: i64,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SnapshotQuery {
+    pub repo: Option<String>,
+    pub host: Option<String>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+    ApiQuery(q): ApiQuery<SnapshotQuery>,
+) -> Result<Json<Vec<SnapshotView>>, ApiError> {
+    let repo = q
+        .repo
+        .ok_or_else(|| ApiError::invalid("repo", "give the repository id (`repo=`)"))?;
+    let mut conn = state.store.read().await?;
+    rm_store::repos::get(&mut conn, &repo).await?;
+    let hostname = match &q.host {
+        Some(h) => {
+            let host = rm_store::hosts::get(&mut conn, h).await?;
+            Some(host.restic_host.unwrap_or(host.id))
+        }
+        None => None,
+    };
+    let rows = rm_store::snapshots::list(&mut conn, &repo, hostname.as_deref()).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|s| SnapshotView {
+                paths: serde_json::from_str(&s.paths_json).unwrap_or_default(),
+                tags: serde_json::from_str(&s.tags_json).unwrap_or_default(),
+                summary: json_col(s.summary_json.as_deref()),
+                repo_id: s.repo_id,
+                snapshot_id: s.snapshot_id,
+                short_id: s.short_id,
+                hostname: s.hostname,
+                time: s.time,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LsQuery {
+    pub host: Option<String>,
+    pub repo: Option<String>,
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LsEntryView {
+    pub name: String,
+    /// file | dir | symlink | ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+    pub size: Option<u64>,
+    pub mtime: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LsView {
+    pub dir: String,
+    pub entries: Vec<LsEntryView>,
+}
+
+pub(crate) async fn ls(
+    State(state): State<AppState>,
+    p: Principal,
+    Path(snapshot): Path<String>,
+    ApiQuery(q): ApiQuery<LsQuery>,
+) -> Result<Json<LsView>, ApiError> {
+    let host_id = q.host.ok_or_else(|| {
+        ApiError::invalid("host", "give the host that reads the repository (`host=`)")
+    })?;
+    let repo_id = q
+        .repo
+        .ok_or_else(|| ApiError::invalid("repo", "give the repository id (`repo=`)"))?;
+    let dir = q.dir.unwrap_or_else(|| "/".to_owned());
+    if dir.split('/').any(|seg| seg == "..") {
+        return Err(ApiError::invalid("dir", "a path may not contain `..`"));
+    }
+    let reply: cp::LsReply = ask(
+        &state,
+        &p,
+        SvcRole::Controlplane,
+        cp::LS,
+        cp::LsRequest {
+            host_id,
+            repo_id,
+            snapshot,
+            dir: dir.clone(),
+        },
+    )
+    .await?;
+    if !reply.ok {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "restic_failed",
+            reply
+                .error
+                .unwrap_or_else(|| "listing the snapshot failed".into()),
+        ));
+    }
+    Ok(Json(LsView {
+        dir,
+        entries: reply
+            .entries
+            .into_iter()
+            .map(|e| LsEntryView {
+                name: e.name,
+                kind: e.kind,
+                path: e.path,
+                size: e.size,
+                mtime: e.mtime,
+            })
+            .collect(),
+    }))
+}

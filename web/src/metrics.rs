@@ -1,0 +1,206 @@
+//! `GET /metrics` in the Prometheus text format (`prometheus-client`).
+//! Protected like the API: a bearer token (any role; make a viewer token
+//! for the scraper) or a session. Fleet gauges are read from SQLite at
+//! scrape time; HTTP request durations, SSE clients and bus counters come
+//! from this process.
+//!
+//! - `rm_hosts{state}`, `rm_jobs{kind,status}`,
+//!   `rm_last_backup_success_timestamp_seconds{host,repo}`,
+//!   `rm_alerts_open{kind,severity}`, `rm_delivery_attempts{outcome}`;
+//! - `rm_bus_connected`, `rm_bus_messages_in`, `rm_bus_messages_out`,
+//!   `rm_bus_connects`;
+//! - `rm_sse_clients`, `rm_sse_clients_dropped`;
+//! - `rm_http_request_duration_seconds{method,route,status}` (histogram).
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+type Labels = Vec<(String, String)>;
+
+/// This process's own instruments.
+pub struct Http {
+    durations: Family<Labels, Histogram>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            durations: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Http")
+    }
+}
+
+/// Times one request of `route` (a route-table path).
+pub async fn time(state: AppState, route: &'static str, req: Request, next: Next) -> Response {
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let labels = vec![
+        ("method".to_owned(), method),
+        ("route".to_owned(), route.to_owned()),
+        ("status".to_owned(), resp.status().as_u16().to_string()),
+    ];
+    state
+        .http
+        .durations
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn family(registry: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
+    let f = Family::<Labels, Gauge>::default();
+    for (labels, v) in rows {
+        f.get_or_create(&labels).set(v);
+    }
+    registry.register(name, help, f);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    registry.register(name, help, g);
+}
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// `GET /metrics`.
+pub(crate) async fn scrape(
+    State(state): State<AppState>,
+    _: Principal,
+) -> Result<Response, ApiError> {
+    let mut conn = state.store.read().await?;
+    let hosts = rm_store::stats::hosts_by_status(&mut conn).await?;
+    let jobs = rm_store::stats::jobs_by_kind_and_status(&mut conn).await?;
+    let backups = rm_store::stats::last_backup_success(&mut conn).await?;
+    let alerts = rm_store::stats::open_alerts(&mut conn).await?;
+    let deliveries = rm_store::stats::deliveries_by_outcome(&mut conn).await?;
+    drop(conn);
+
+    let mut r = Registry::default();
+    family(
+        &mut r,
+        "rm_hosts",
+        "Hosts by state",
+        hosts
+            .iter()
+            .map(|(s, n)| (l(&[("state", s)]), *n))
+            .collect(),
+    );
+    family(
+        &mut r,
+        "rm_jobs",
+        "Jobs by kind and status",
+        jobs.iter()
+            .map(|(k, s, n)| (l(&[("kind", k), ("status", s)]), *n))
+            .collect(),
+    );
+    family(
+        &mut r,
+        "rm_last_backup_success_timestamp_seconds",
+        "When the last successful backup of a host to a repository finished",
+        backups
+            .iter()
+            .map(|(h, repo, ms)| (l(&[("host", h), ("repo", repo)]), ms / 1000))
+            .collect(),
+    );
+    family(
+        &mut r,
+        "rm_alerts_open",
+        "Unresolved alerts by kind and severity",
+        alerts
+            .iter()
+            .map(|(k, s, n)| (l(&[("kind", k), ("severity", s)]), *n))
+            .collect(),
+    );
+    family(
+        &mut r,
+        "rm_delivery_attempts",
+        "Notification delivery attempts by outcome",
+        deliveries
+            .iter()
+            .map(|(o, n)| (l(&[("outcome", o)]), *n))
+            .collect(),
+    );
+    let connected = state.bus.connection_state() == async_nats::connection::State::Connected;
+    gauge(
+        &mut r,
+        "rm_bus_connected",
+        "1 while the bus connection is up",
+        i64::from(connected),
+    );
+    let stats = state.bus.statistics();
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    gauge(
+        &mut r,
+        "rm_bus_messages_in",
+        "Messages received from the bus",
+        n(stats.in_messages.load(Ordering::Relaxed)),
+    );
+    gauge(
+        &mut r,
+        "rm_bus_messages_out",
+        "Messages sent to the bus",
+        n(stats.out_messages.load(Ordering::Relaxed)),
+    );
+    gauge(
+        &mut r,
+        "rm_bus_connects",
+        "Bus connections made (reconnects included)",
+        n(stats.connects.load(Ordering::Relaxed)),
+    );
+    gauge(
+        &mut r,
+        "rm_sse_clients",
+        "Event-stream clients connected",
+        i64::try_from(state.events.clients()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        &mut r,
+        "rm_sse_clients_dropped",
+        "Event-stream clients dropped for falling behind",
+        i64::try_from(state.events.dropped()).unwrap_or(i64::MAX),
+    );
+    r.register(
+        "rm_http_request_duration_seconds",
+        "HTTP request durations by method, route and status",
+        state.http.durations.clone(),
+    );
+    let mut out = String::new();
+    encode(&mut out, &r).map_err(|e| ApiError::internal(format!("encoding metrics: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response())
+}

@@ -1,0 +1,195 @@
+//! The OpenAPI 3.1 document at `/api/v1/openapi.json`, generated from the
+//! route table (`routes::table`): every `/api/` route with its method,
+//! summary, minimum role, path parameters, and the request and response
+//! schemas derived (`utoipa::ToSchema`) from the handlers' own types. It is
+//! never written by hand, so it cannot drift from the router.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ComponentsBuilder, ObjectBuilder, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Required};
+
+use crate::routes::{Access, table};
+
+fn method_of(m: &Method) -> Option<HttpMethod> {
+    Some(match *m {
+        Method::GET => HttpMethod::Get,
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::PATCH => HttpMethod::Patch,
+        Method::DELETE => HttpMethod::Delete,
+        Method::HEAD => HttpMethod::Head,
+        Method::OPTIONS => HttpMethod::Options,
+        _ => return None,
+    })
+}
+
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    let schema = ObjectBuilder::new()
+        .property(
+            "error",
+            ObjectBuilder::new()
+                .property("code", ObjectBuilder::new().schema_type(Type::String))
+                .property("message", ObjectBuilder::new().schema_type(Type::String))
+                .property("field", ObjectBuilder::new().schema_type(Type::String))
+                .required("code")
+                .required("message"),
+        )
+        .required("error");
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+/// Builds the document.
+pub fn build() -> OpenApi {
+    let mut schemas = Vec::new();
+    let mut paths = PathsBuilder::new();
+    for r in table().into_iter().filter(|r| r.path.starts_with("/api/")) {
+        let Some(method) = method_of(&r.method) else {
+            continue;
+        };
+        let role = match r.access {
+            Access::Public => "public".to_owned(),
+            Access::Min(role) => format!("minimum role: {role}"),
+        };
+        let tag = r
+            .path
+            .trim_start_matches("/api/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("api")
+            .to_owned();
+        let mut op = OperationBuilder::new()
+            .summary(Some(if r.summary.is_empty() {
+                r.path
+            } else {
+                r.summary
+            }))
+            .description(Some(role))
+            .operation_id(Some(format!(
+                "{}_{}",
+                r.method.as_str().to_lowercase(),
+                r.path
+                    .trim_start_matches("/api/v1/")
+                    .replace(['/', '{', '}', '.'], "_")
+            )))
+            .tag(tag);
+        for seg in r.path.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                op = op.parameter(
+                    ParameterBuilder::new()
+                        .name(name)
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+                );
+            }
+        }
+        if let Some(body) = r.body {
+            let schema = body(&mut schemas);
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(schema)).build(),
+                    )
+                    .build(),
+            ));
+        }
+        let ok = match r.returns {
+            Some((status, Some(schema_fn))) => {
+                let schema = schema_fn(&mut schemas);
+                (
+                    status,
+                    ResponseBuilder::new()
+                        .description("success")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new().schema(Some(schema)).build(),
+                        )
+                        .build(),
+                )
+            }
+            Some((status, None)) => (
+                status,
+                ResponseBuilder::new().description("success").build(),
+            ),
+            None => (200, ResponseBuilder::new().description("success").build()),
+        };
+        op = op.response(ok.0.to_string(), ok.1);
+        op = op.response(
+            "400",
+            error_response("invalid input (the error names the field)"),
+        );
+        if matches!(r.access, Access::Min(_)) {
+            op = op
+                .response("401", error_response("not signed in, or a bad token"))
+                .response(
+                    "403",
+                    error_response("role too low, or a CSRF/origin refusal"),
+                );
+        }
+        op = op.response("404", error_response("unknown id"));
+        paths = paths.path(r.path, utoipa::openapi::PathItem::new(method, op.build()));
+    }
+    let mut components = ComponentsBuilder::new()
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an API token, `rmt_...`"))
+                    .build(),
+            ),
+        )
+        .security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::auth::session::COOKIE,
+                "a login session; state-changing requests also need X-CSRF-Token",
+            ))),
+        );
+    for (name, schema) in schemas {
+        components = components.schema(name, schema);
+    }
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("restic-manager")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Operate restic backups across a fleet. See docs/api.md.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components.build()))
+        .build()
+}
+
+/// `GET /api/v1/openapi.json`.
+pub(crate) async fn document() -> Response {
+    static JSON: OnceLock<String> = OnceLock::new();
+    let json = JSON.get_or_init(|| build().to_json().unwrap_or_else(|_| "{}".to_owned()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json.clone(),
+    )
+        .into_response()
+}

@@ -1,0 +1,445 @@
+//! The JSON API against the real control plane on a real bus: changes go
+//! through the owner, reads come from SQLite, bad input gets a clear 4xx
+//! naming the field and changes nothing.
+
+use rm_web::auth::Role;
+use serde_json::json;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn hosts_and_jobs_go_through_the_control_plane_and_read_back() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let viewer = h.token(Role::Viewer).await;
+
+    let (status, added) = h
+        .api(&op, "POST", "/api/v1/hosts", Some(json!({"name": "web-1"})))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let host_id = added["host_id"].as_str().unwrap().to_owned();
+    assert!(
+        added["command"].as_str().unwrap().contains("enroll"),
+        "{added}"
+    );
+
+    let (status, host) = h
+        .api(&viewer, "GET", &format!("/api/v1/hosts/{host_id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(host["name"], "web-1");
+    assert_eq!(host["status"], "pending");
+
+    // the audit log names the operator, as the owner recorded it
+    let mut c = h.state.store.read().await.unwrap();
+    let audit = rm_store::audit::recent(&mut c, 10).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor.starts_with("tok-operator") && e.via == "api_token"),
+        "{audit:?}"
+    );
+    drop(c);
+
+    // a viewer may read but not change
+    let (status, err) = h
+        .api(&viewer, "POST", "/api/v1/hosts", Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(err["error"]["code"], "forbidden");
+
+    // a job for a host without that repository: the owner's clear refusal
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": host_id, "repo_id": "repo_nope", "params": {"kind": "snapshots"}})),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {err}");
+    assert!(err["error"]["message"].as_str().is_some());
+
+    let (status, page) = h.api(&viewer, "GET", "/api/v1/jobs?limit=10", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"], json!([]));
+    assert_eq!(page["next"], json!(null));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
+    let h = H::new().await;
+    let op = h.token(Role::Operator).await;
+    let admin = h.token(Role::Admin).await;
+    // missing field
+    let (status, err) = h.api(&op, "POST", "/api/v1/hosts", Some(json!({}))).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["field"], "name");
+    // wrong type
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": 5, "repo_id": "r", "params": {"kind": "prune"}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["code"], "invalid");
+    // a restore escaping its target, an unknown kind
+    let restore = |include: &str, target: &str| {
+        json!({"host_id": "h", "repo_id": "r", "params": {"kind": "restore", "snapshot": "latest",
+            "include": [include], "target": {"to": "path", "path": target}}})
+    };
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(restore("/etc/../root", "/tmp/r")),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.include"))
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(restore("/etc", "/tmp/../etc")),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.target.path"))
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": "h", "repo_id": "r", "params": {"kind": "teleport"}})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("params.kind"))
+    );
+    // malformed JSON
+    let resp = h
+        .send(
+            req("POST", "/api/v1/hosts")
+                .header("authorization", format!("Bearer {op}"))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{nope"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    // not JSON at all
+    let resp = h
+        .send(
+            req("POST", "/api/v1/hosts")
+                .header("authorization", format!("Bearer {op}"))
+                .body(axum::body::Body::from("name=x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 415);
+    // unknown ids: 404 with the error shape
+    let (status, err) = h.api(&op, "GET", "/api/v1/jobs/job_nope", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["code"], "not_found");
+    let (status, _) = h.api(&op, "GET", "/api/v1/hosts/host_nope", None).await;
+    assert_eq!(status, 404);
+    // bad filters and cursors
+    let (status, err) = h
+        .api(&op, "GET", "/api/v1/jobs?status=exploded", None)
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("status"))
+    );
+    let (status, err) = h.api(&op, "GET", "/api/v1/jobs?cursor=!!", None).await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("cursor"))
+    );
+    let (status, err) = h.api(&op, "GET", "/api/v1/jobs?limit=100000", None).await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("limit"))
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "GET",
+            "/api/v1/snapshots/latest/ls?host=h&repo=r&dir=/etc/../root",
+            None,
+        )
+        .await;
+    assert_eq!((status, err["error"]["field"].clone()), (400, json!("dir")));
+    // a user with a short password, a token above the admin's reach is fine, an unknown role is not
+    let (status, err) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": "bob", "role": "viewer", "password": "short"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("password"))
+    );
+    let (status, err) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "role": "god"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("role"))
+    );
+    assert_eq!(h.user_count().await, 2, "nothing was created");
+}
+
+#[tokio::test]
+async fn cron_preview_lists_the_next_runs_in_the_time_zone() {
+    let h = H::new().await;
+    let viewer = h.token(Role::Viewer).await;
+    let (status, p) = h
+        .api(
+            &viewer,
+            "GET",
+            "/api/v1/cron/preview?expr=0%203%20*%20*%20*&tz=Europe/Berlin&count=3",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{p}");
+    let next = p["next"].as_array().unwrap();
+    assert_eq!(next.len(), 3);
+    for t in next {
+        let t = t.as_str().unwrap();
+        assert!(t.contains("T03:00:00+0"), "{t}");
+    }
+    let ms = p["next_ms"].as_array().unwrap();
+    assert!(ms[0].as_i64().unwrap() > T0 && ms[1].as_i64() > ms[0].as_i64());
+    let (status, err) = h
+        .api(
+            &viewer,
+            "GET",
+            "/api/v1/cron/preview?expr=0%203%20*%20*%20*&tz=Mars/Olympus",
+            None,
+        )
+        .await;
+    assert_eq!((status, err["error"]["field"].clone()), (400, json!("tz")));
+    let (status, err) = h
+        .api(
+            &viewer,
+            "GET",
+            "/api/v1/cron/preview?expr=61%20*%20*%20*%20*",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("expr"))
+    );
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_listed_without_secrets_and_revocable() {
+    let h = H::new().await;
+    let admin = h.token(Role::Admin).await;
+    let (status, created) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "backup-script", "role": "operator", "expires_in_days": 7})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("rmt_"));
+    let (status, me) = h.api(&secret, "GET", "/api/v1/me", None).await;
+    assert_eq!((status, me["role"].clone()), (200, json!("operator")));
+    let (_, list) = h.api(&admin, "GET", "/api/v1/tokens", None).await;
+    let text = list.to_string();
+    assert!(
+        !text.contains(&secret[4..]),
+        "the secret is never listed again"
+    );
+    assert!(text.contains("backup-script"));
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = h
+        .api(&admin, "DELETE", &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(h.api(&secret, "GET", "/api/v1/me", None).await.0, 401);
+    assert_eq!(
+        h.api(&admin, "DELETE", &format!("/api/v1/tokens/{id}"), None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn users_are_managed_by_admins_and_the_last_admin_stays() {
+    let h = H::new().await;
+    let admin_id = h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let admin = rm_web::auth::token::create(&h.state, &admin_id, "t", Role::Admin, None)
+        .await
+        .unwrap()
+        .secret;
+    let (status, bob) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": "bob", "role": "viewer", "password": "bob's long password"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob_id = bob["id"].as_str().unwrap().to_owned();
+    let (status, _) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/users",
+            Some(json!({"name": "bob", "role": "viewer", "password": "another long password"})),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (status, bob) = h
+        .api(
+            &admin,
+            "PATCH",
+            &format!("/api/v1/users/{bob_id}"),
+            Some(json!({"role": "operator"})),
+        )
+        .await;
+    assert_eq!((status, bob["role"].clone()), (200, json!("operator")));
+    // the last admin cannot demote or delete itself
+    let (status, err) = h
+        .api(
+            &admin,
+            "PATCH",
+            &format!("/api/v1/users/{admin_id}"),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].clone()),
+        (409, json!("conflict"))
+    );
+    assert_eq!(
+        h.api(&admin, "DELETE", &format!("/api/v1/users/{admin_id}"), None)
+            .await
+            .0,
+        409
+    );
+    // a password change ends the account's sessions
+    let (status, _) = h
+        .api(
+            &admin,
+            "PATCH",
+            &format!("/api/v1/users/{admin_id}"),
+            Some(json!({"password": "a new long password"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.me_status(&s).await, 401);
+    assert_eq!(
+        h.api(&admin, "DELETE", &format!("/api/v1/users/{bob_id}"), None)
+            .await
+            .0,
+        204
+    );
+    let (_, list) = h.api(&admin, "GET", "/api/v1/users", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_api_route_of_the_table() {
+    let h = H::new().await;
+    let resp = h
+        .send(
+            req("GET", "/api/v1/openapi.json")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let doc = json(resp).await;
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut missing = Vec::new();
+    for r in rm_web::routes::table() {
+        if !r.path.starts_with("/api/") {
+            continue;
+        }
+        let method = r.method.as_str().to_lowercase();
+        if doc["paths"][r.path][&method].is_null() {
+            missing.push(format!("{} {}", r.method, r.path));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing from the OpenAPI document: {missing:?}"
+    );
+    // schemas come from the handlers' types
+    let job = &doc["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    assert!(job["properties"]["status"].is_object(), "{job}");
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test]
+async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
+    let h = H::new().await;
+    let viewer = h.token(Role::Viewer).await;
+    assert_eq!(h.api(&viewer, "GET", "/api/v1/me", None).await.0, 200);
+    let anonymous = h
+        .send(
+            req("GET", "/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "a scraper gets 401, not a login page"
+    );
+    let resp = h
+        .send(
+            req("GET", "/metrics")
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = text(resp).await;
+    for needle in [
+        "rm_sse_clients 0",
+        "rm_bus_connected 1",
+        "rm_sse_clients_dropped 0",
+        "rm_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 1",
+    ] {
+        assert!(body.contains(needle), "{needle} missing in\n{body}");
+    }
+}

@@ -383,6 +383,7 @@ impl Executor {
             started_ms,
             finished_ms: self.cfg.clock.now_ms(),
             restic_version: self.cfg.restic.as_ref().map(Restic::version_string),
+            summary_parts: None,
         };
         self.outbox
             .push(&rec.spec.job_id, JobTopic::Done, &encode(&done))?;

@@ -292,6 +292,7 @@ impl Agent {
             config_version: self.config_version(),
             accepted_jobs: accepted,
             running_jobs: running,
+            accept_seq: None,
         }
     }
 

@@ -298,6 +298,7 @@ impl Agent {
             config_version,
             accepted_jobs: accepted,
             running_jobs: running,
+            accept_seq: None,
         };
         let key = IdempotencyKey::new(rm_bus::ids::random_token(6));
         let policy = RetryPolicy {
@@ -440,6 +441,7 @@ pub fn done_msg(job: &JobId, outcome: JobOutcome) -> JobDone {
         started_ms: Some(1_000),
         finished_ms: 2_000,
         restic_version: Some("0.18.0".into()),
+        summary_parts: None,
     }
 }
 

@@ -63,9 +63,7 @@ pub fn report(state: &StateDir) -> Result<String> {
         )?;
     }
     let outbox = Outbox::open(state.outbox_dir(), usize::MAX)?;
-    let rejected = std::fs::read_dir(state.outbox_dir().join("rejected"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let rejected = outbox.rejected().len();
     writeln!(
         out,
         "outbox:         {} waiting for the control plane, {} refused by it",

@@ -8,6 +8,7 @@ mod enroll;
 mod executor;
 mod live;
 mod maintenance;
+mod outbox;
 mod repos;
 mod schedule;
 mod session;

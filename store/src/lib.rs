@@ -24,6 +24,7 @@ pub mod health;
 pub mod hosts;
 pub mod jobs;
 mod migrate;
+pub mod parts;
 pub mod repos;
 pub mod retention;
 pub mod schedules;

@@ -6,6 +6,7 @@ mod backup;
 mod durability;
 mod enroll;
 mod executor;
+mod large;
 mod live;
 mod maintenance;
 mod outbox;

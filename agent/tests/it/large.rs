@@ -1,0 +1,90 @@
+//! Results larger than the bus takes in one message, end to end with real
+//! restic: a repository whose `restic snapshots --json` exceeds 2 MiB (the
+//! bus's `max_payload` is 1 MiB) is listed by the agent, travels in parts,
+//! and lands whole in the control plane's snapshots cache.
+
+use rm_agent::outbox::Outbox;
+use rm_bus::msg::JobParams;
+use serde_json::Value;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshots_listing_over_two_mib_reaches_the_snapshots_cache_in_parts() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    let a = env.agent("big-1", &bin).await.unwrap();
+    let repo = env.new_repo("big", &a.host_id).await;
+    env.attach_full(&repo, &a.host_id).await;
+
+    // 2500 tiny files with long paths, each a backup target of its own:
+    // every snapshot lists all 2500 paths (~750 KB of JSON per snapshot)
+    let base = env.path("src").join("d".repeat(150));
+    std::fs::create_dir_all(&base).unwrap();
+    let mut list = String::new();
+    for i in 0..2500 {
+        let p = base.join(format!("{i:0>100}"));
+        std::fs::write(&p, i.to_string()).unwrap();
+        list.push_str(&format!("{}\n", p.display()));
+    }
+    let list_file = env.path("files-from.txt");
+    std::fs::write(&list_file, list).unwrap();
+    for _ in 0..4 {
+        let out = env.restic(
+            &bin,
+            "big",
+            &[
+                "backup",
+                "--host",
+                "elsewhere",
+                "--files-from",
+                list_file.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = env.snapshots(&bin, "big");
+    let json_len = serde_json::to_string(&listed).unwrap().len();
+    assert!(
+        json_len > 2 * 1024 * 1024,
+        "restic's listing is {json_len} bytes"
+    );
+
+    let created = env
+        .job(&a.host_id, &repo, JobParams::Snapshots { host_name: None })
+        .await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+    let summary: Value = serde_json::from_str(job.summary_json.as_deref().unwrap()).unwrap();
+    assert_eq!(summary.as_array().map(Vec::len), Some(4));
+
+    // the cache holds every snapshot with every one of its paths
+    let db = env.cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let cached = rm_store::snapshots::list(&mut c, &repo, None)
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 4);
+    for s in &listed {
+        let id = s["id"].as_str().unwrap();
+        let got = cached
+            .iter()
+            .find(|c| c.snapshot_id == id)
+            .unwrap_or_else(|| panic!("snapshot {id} not cached"));
+        let paths: Value = serde_json::from_str(&got.paths_json).unwrap();
+        assert_eq!(paths, s["paths"], "paths of {id}");
+        assert_eq!(got.hostname, "elsewhere");
+    }
+    // nothing was set aside, nothing is left waiting, no parts linger
+    let outbox = Outbox::open(a.state_dir.join("outbox"), usize::MAX).unwrap();
+    assert!(outbox.rejected().is_empty(), "{:?}", outbox.rejected());
+    assert_eq!(
+        rm_store::parts::count(&mut c).await.unwrap(),
+        0,
+        "parts are deleted once reassembled"
+    );
+}

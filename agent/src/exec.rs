@@ -15,8 +15,8 @@ use async_nats::Client;
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::msg::{
-    CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted, LogBatch, LogLine,
-    PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
+    AcceptMark, CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted,
+    LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
 };
 use rm_bus::seal::RepoSecrets;
 use rm_bus::subject::{self, JobTopic};
@@ -66,12 +66,31 @@ pub struct ExecConfig {
 
 pub struct Executor {
     cfg: ExecConfig,
+    /// Held across an accept's duplicate check, journal write and spawn,
+    /// so copies of one dispatch handled at once are accepted once; it
+    /// also numbers the accepts of this process (see [`AcceptMark`]).
+    accepting: Mutex<AcceptCounter>,
     journal: Journal,
     outbox: Arc<Outbox>,
     repo_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
     tasks: TaskTracker,
     stopping: CancellationToken,
+}
+
+/// This process's accepts, in order.
+struct AcceptCounter {
+    boot: String,
+    seq: u64,
+}
+
+impl AcceptCounter {
+    fn mark(&self) -> AcceptMark {
+        AcceptMark {
+            boot: self.boot.clone(),
+            seq: self.seq,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +101,10 @@ impl Executor {
     pub fn new(cfg: ExecConfig, journal: Journal, outbox: Arc<Outbox>) -> Arc<Self> {
         Arc::new(Self {
             cfg,
+            accepting: Mutex::new(AcceptCounter {
+                boot: rm_bus::ids::random_token(10),
+                seq: 0,
+            }),
             journal,
             outbox,
             repo_turns: Mutex::new(HashMap::new()),
@@ -133,7 +156,7 @@ impl Executor {
 
     /// Persists and starts a job (idempotent by job id).
     pub fn accept(self: &Arc<Self>, spec: JobSpec, origin: JobOrigin) -> Accepted {
-        self.accept_at(spec, origin, None)
+        self.accept_marked(spec, origin, None).0
     }
 
     /// [`Self::accept`] for a job that must not start before `not_before_ms`.
@@ -143,17 +166,34 @@ impl Executor {
         origin: JobOrigin,
         not_before_ms: Option<i64>,
     ) -> Accepted {
+        self.accept_marked(spec, origin, not_before_ms).0
+    }
+
+    /// Accepts a job atomically: the duplicate check, the journal write and
+    /// the start happen under one lock, so copies of one dispatch arriving
+    /// together are accepted once. A new job also gets its place in this
+    /// process's order of accepts.
+    pub fn accept_marked(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        origin: JobOrigin,
+        not_before_ms: Option<i64>,
+    ) -> (Accepted, Option<AcceptMark>) {
+        let mut counter = lock(&self.accepting);
         match self.journal.known(&spec.job_id) {
-            Known::Held(_) | Known::Finished => return Accepted::Duplicate,
+            Known::Held(_) | Known::Finished => return (Accepted::Duplicate, None),
             Known::Unknown => {}
         }
         if self.stopping.is_cancelled() {
-            return Accepted::Refused("the agent is shutting down".into());
+            return (Accepted::Refused("the agent is shutting down".into()), None);
         }
         if self.outbox.is_full() {
-            return Accepted::Refused(
-                "the agent's outbox is full (the control plane has not acknowledged its results)"
-                    .into(),
+            return (
+                Accepted::Refused(
+                    "the agent's outbox is full (the control plane has not acknowledged its results)"
+                        .into(),
+                ),
+                None,
             );
         }
         let rec = JobRecord {
@@ -166,11 +206,23 @@ impl Executor {
         };
         if let Err(e) = self.journal.put(&rec) {
             tracing::error!(job = %rec.spec.job_id, error = %e, "could not persist a job");
-            return Accepted::Refused(format!("the agent could not persist the job: {e}"));
+            return (
+                Accepted::Refused(format!("the agent could not persist the job: {e}")),
+                None,
+            );
         }
-        tracing::info!(job = %rec.spec.job_id, kind = ?rec.spec.params.kind(), "job accepted");
+        counter.seq += 1;
+        tracing::info!(job = %rec.spec.job_id, kind = ?rec.spec.params.kind(), seq = counter.seq, "job accepted");
         self.spawn(rec);
-        Accepted::New
+        (Accepted::New, Some(counter.mark()))
+    }
+
+    /// Jobs held, as [`Self::held`], with this process's accept count at
+    /// that moment: every job accepted up to that count is in the lists.
+    pub fn held_marked(&self) -> (Vec<JobId>, Vec<JobId>, AcceptMark) {
+        let counter = lock(&self.accepting);
+        let (accepted, running) = self.held();
+        (accepted, running, counter.mark())
     }
 
     /// Cancels a job in any state; `false` when this agent does not hold it.

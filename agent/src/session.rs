@@ -281,7 +281,7 @@ impl Agent {
     }
 
     fn hello_msg(&self) -> Hello {
-        let (accepted, running) = self.exec.held();
+        let (accepted, running, mark) = self.exec.held_marked();
         Hello {
             v: PROTOCOL_VERSION,
             agent_version: crate::VERSION.into(),
@@ -292,7 +292,7 @@ impl Agent {
             config_version: self.config_version(),
             accepted_jobs: accepted,
             running_jobs: running,
-            accept_seq: None,
+            accept_seq: Some(mark),
         }
     }
 
@@ -442,10 +442,16 @@ impl Agent {
         };
         let answer = match body {
             CommandBody::Dispatch { job } => {
-                match self.exec.accept(job, rm_bus::msg::JobOrigin::Dispatch) {
-                    Accepted::New => encode(&Ack::ok()),
-                    Accepted::Duplicate => encode(&Ack::duplicate()),
-                    Accepted::Refused(why) => encode(&Ack::refused(why)),
+                match self
+                    .exec
+                    .accept_marked(job, rm_bus::msg::JobOrigin::Dispatch, None)
+                {
+                    (Accepted::New, accepted) => encode(&Ack {
+                        accepted,
+                        ..Ack::ok()
+                    }),
+                    (Accepted::Duplicate, _) => encode(&Ack::duplicate()),
+                    (Accepted::Refused(why), _) => encode(&Ack::refused(why)),
                 }
             }
             CommandBody::Cancel { job_id } => {

@@ -159,6 +159,10 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             fail_job(cp, &job, reason).await?;
             continue;
         }
+        if let Some(mark) = ack.accepted {
+            // before the job shows as dispatched to a hello being handled
+            lock(&cp.accept_marks).insert(job.id.clone(), mark);
+        }
         let mut tx = cp.store.write().await?;
         let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
         // Not recorded: the job moved on while the dispatch was in flight —

@@ -237,6 +237,9 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
                 let (h, j) = (host_id.to_owned(), job.id.clone());
                 tokio::spawn(async move { job_svc::send_cancel(&cp, &h, &j).await });
             }
+        } else if composed_before_accept(cp, hello, &job.id) {
+            // The hello left the agent before this job reached it.
+            tracing::debug!(job = %job.id, host = %host_id, "job not in a hello composed before it was accepted");
         } else {
             // Its `done` may still be in the agent's outbox: wait a grace.
             spawn_lost_check(cp, host_id.to_owned(), job.id.clone());
@@ -248,6 +251,19 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         config,
         server_time_ms: now,
     })
+}
+
+/// Was `hello` composed before the agent accepted `job`? Known when the
+/// dispatch ack and the hello carry marks of the same agent process; a
+/// different process (the agent restarted) or no marks (an older agent)
+/// count as "after", as before marks existed.
+fn composed_before_accept(cp: &Cp, hello: &Hello, job: &str) -> bool {
+    let Some(h) = &hello.accept_seq else {
+        return false;
+    };
+    lock(&cp.accept_marks)
+        .get(job)
+        .is_some_and(|m| m.boot == h.boot && m.seq > h.seq)
 }
 
 fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
@@ -278,6 +294,7 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
         .await;
         match r {
             Ok(true) => {
+                lock(&cp.accept_marks).remove(&job);
                 tracing::warn!(job = %job, host = %host, "job lost");
                 cp.event(Event::JobFinished, Some(&host), Some(&job), None)
                     .await;
@@ -614,6 +631,7 @@ async fn apply_done(
         },
     )
     .await?;
+    lock(&cp.accept_marks).remove(id);
     if !finished {
         return Ok(Applied {
             ack: Ack::duplicate(),

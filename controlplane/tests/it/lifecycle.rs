@@ -282,6 +282,63 @@ async fn unknown_jobs_become_lost_and_a_late_result_still_counts() {
 }
 
 #[tokio::test]
+async fn a_hello_composed_before_a_dispatch_arrived_does_not_make_that_job_lost() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "web-2"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0], &agents[1]], &[]).await;
+    let db = cp.db().await;
+    let mark = |seq| {
+        Some(AcceptMark {
+            boot: "boot-1".into(),
+            seq,
+        })
+    };
+    let (a, b) = agents.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.hello_marked(0, vec![], vec![], mark(0)).await;
+    b.hello(0, vec![], vec![]).await;
+
+    // web-1 takes the job as its first accept ...
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch_marked(mark(1)).await;
+    eventually("dispatched", || async {
+        (job_status(&db, &created.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    // ... while its hello, composed before that (0 accepts), is on the way
+    a.hello_marked(0, vec![], vec![], mark(0)).await;
+
+    // a job web-2 really forgot, noticed after web-1's hello: lost once
+    // its grace is over, which is after web-1's job's would have been
+    let forgotten: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(b, &repo, backup_params()))
+        .await;
+    b.expect_dispatch().await;
+    eventually("dispatched", || async {
+        (job_status(&db, &forgotten.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    b.hello(0, vec![], vec![]).await;
+    eventually("web-2's job lost", || async {
+        (job_status(&db, &forgotten.job_id).await == "lost").then_some(())
+    })
+    .await;
+    assert_eq!(
+        job_status(&db, &created.job_id).await,
+        "dispatched",
+        "web-1's stale hello proves nothing about a job it accepted later"
+    );
+
+    // a hello composed after the accept that lacks the job does count
+    a.hello_marked(0, vec![], vec![], mark(1)).await;
+    eventually("web-1's job lost", || async {
+        (job_status(&db, &created.job_id).await == "lost").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn restore_onto_another_host_gets_credentials_sealed_to_it() {
     let (_bus, _dir, cp, mut agents) = setup(&["web-1", "rescue"]).await;
     let repo = repo_with(&cp, "main", "pw-restore", &[&agents[0]], &[]).await;

@@ -543,8 +543,27 @@ fn failed(outcome: JobOutcome, kind: ErrorKind, msg: &str) -> RunResult {
     }
 }
 
+/// Longest log line sent (restic may print lines of megabytes).
+const LOG_LINE_MAX: usize = 16 * 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying so.
+fn cut_line(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" [{cut} more bytes cut]"));
+}
+
 /// Publishes a job's progress as it comes (the runner throttles it) and its
-/// log lines in batches, both at most once.
+/// log lines in batches, both at most once. Lines are cut to
+/// [`LOG_LINE_MAX`] and a batch goes out before it nears the server's
+/// `max_payload`, so no batch is too large for the bus.
 async fn forward(
     client: Client,
     host: HostId,
@@ -555,44 +574,72 @@ async fn forward(
     let progress_subj = subject::agent_job(&host, &job, JobTopic::Progress);
     let log_subj = subject::agent_job(&host, &job, JobTopic::Log);
     let mut lines: Vec<LogLine> = Vec::new();
+    let mut bytes = 0usize;
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let flush = |lines: &mut Vec<LogLine>, seq: &mut u64| {
+    let flush = |lines: &mut Vec<LogLine>, bytes: &mut usize, seq: &mut u64| {
         let batch = LogBatch {
             v: PROTOCOL_VERSION,
             seq: *seq,
             lines: std::mem::take(lines),
         };
+        *bytes = 0;
         *seq += batch.lines.len() as u64;
         let client = client.clone();
         let subj = log_subj.clone();
         async move {
-            let _ = client.publish(subj, encode(&batch)).await;
+            if let Err(e) = rm_bus::size::publish(&client, subj, encode(&batch)).await {
+                tracing::debug!(error = %e, "log batch not sent");
+            }
         }
     };
     loop {
+        // the JSON of a line is at most twice its text plus a little
+        let budget = rm_bus::size::chunk_len(rm_bus::size::max_payload(&client));
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(RunEvent::Progress(p)) => {
-                    let _ = client.publish(progress_subj.clone(), encode(&p)).await;
+                    if let Err(e) = rm_bus::size::publish(&client, progress_subj.clone(), encode(&p)).await {
+                        tracing::debug!(error = %e, "progress not sent");
+                    }
                 }
-                Some(RunEvent::Log(l)) => {
+                Some(RunEvent::Log(mut l)) => {
+                    cut_line(&mut l.text, LOG_LINE_MAX.min(budget / 2));
+                    if bytes + l.text.len() + 64 > budget && !lines.is_empty() {
+                        flush(&mut lines, &mut bytes, &mut seq).await;
+                    }
+                    bytes += l.text.len() + 64;
                     lines.push(l);
                     if lines.len() >= LOG_BATCH_MAX {
-                        flush(&mut lines, &mut seq).await;
+                        flush(&mut lines, &mut bytes, &mut seq).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
                 if !lines.is_empty() {
-                    flush(&mut lines, &mut seq).await;
+                    flush(&mut lines, &mut bytes, &mut seq).await;
                 }
             }
         }
     }
     if !lines.is_empty() {
-        flush(&mut lines, &mut seq).await;
+        flush(&mut lines, &mut bytes, &mut seq).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_line;
+
+    #[test]
+    fn long_log_lines_are_cut_on_a_character_boundary() {
+        let mut s = "é".repeat(10);
+        cut_line(&mut s, 5);
+        assert_eq!(s, "éé [16 more bytes cut]");
+        let mut short = "ok".to_owned();
+        cut_line(&mut short, 5);
+        assert_eq!(short, "ok");
     }
 }

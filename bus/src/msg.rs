@@ -551,6 +551,16 @@ pub enum CommandBody {
     /// The host's config changed; the reply's [`Ack`] confirms the version
     /// applied (the agent may also pick it up from the hello reply).
     ConfigChanged { config: AgentConfig },
+    /// One chunk of a config too large for one [`CommandBody::ConfigChanged`]:
+    /// the JSON of the [`AgentConfig`] split into `total` texts sent in
+    /// order. The agent applies the config once it holds every part of
+    /// `version`, and answers the last part as it would `ConfigChanged`.
+    ConfigPart {
+        version: u64,
+        index: u32,
+        total: u32,
+        data: String,
+    },
     /// List one directory level of a snapshot (restore browser).
     Ls {
         repo: RepoAccess,

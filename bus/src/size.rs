@@ -69,12 +69,12 @@ pub fn check(client: &Client, header_len: usize, payload_len: usize) -> Result<(
 /// is sent and the caller gets [`PublishError::TooLarge`]).
 pub async fn publish(
     client: &Client,
-    subject: impl Into<String>,
+    subject: impl async_nats::subject::ToSubject,
     payload: bytes::Bytes,
 ) -> Result<(), PublishError> {
     check(client, 0, payload.len())?;
     client
-        .publish(subject.into(), payload)
+        .publish(subject, payload)
         .await
         .map_err(|e| PublishError::Bus(e.to_string()))
 }

@@ -188,7 +188,17 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
         }
     };
     match handle_hello(cp, &host, &hello).await {
-        Ok(r) => reply(cp, &m, encode(&r)).await,
+        Ok(mut r) => {
+            let mut body = encode(&r);
+            if r.config.is_some() && rm_bus::size::check(&cp.client, 0, body.len()).is_err() {
+                // too large to ride on the reply: pushed in parts instead
+                tracing::info!(host = %host, bytes = body.len(), "config too large for the hello reply; pushing it in parts");
+                r.config = None;
+                body = encode(&r);
+                schedules::spawn_push(cp, vec![host.clone()]);
+            }
+            reply(cp, &m, body).await;
+        }
         Err(e) => tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled"),
     }
 }

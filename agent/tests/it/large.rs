@@ -1,10 +1,13 @@
 //! Results larger than the bus takes in one message, end to end with real
 //! restic: a repository whose `restic snapshots --json` exceeds 2 MiB (the
 //! bus's `max_payload` is 1 MiB) is listed by the agent, travels in parts,
-//! and lands whole in the control plane's snapshots cache.
+//! and lands whole in the control plane's snapshots cache; a host's config
+//! too large for one message reaches its agent in parts, on hello and on
+//! push.
 
 use rm_agent::outbox::Outbox;
-use rm_bus::msg::JobParams;
+use rm_bus::msg::{AgentConfig, JobParams};
+use rm_controlplane::api;
 use serde_json::Value;
 
 use crate::support::*;
@@ -87,4 +90,78 @@ async fn a_snapshots_listing_over_two_mib_reaches_the_snapshots_cache_in_parts()
         0,
         "parts are deleted once reassembled"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_too_large_for_one_message_reaches_the_agent_in_parts() {
+    let bin = restic_bin();
+    let env = Env::start_with(rm_testkit::BusOptions {
+        max_payload: Some(64 * 1024),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (host, dir) = env.enroll("many-1").await.unwrap();
+    let repo = env
+        .add_repo("many", &env.full.url("many"), None)
+        .await
+        .unwrap();
+    env.attach_full(&repo, &host).await;
+    // the host is offline: its config grows to well over 64 KiB unsent
+    let long = format!("/srv/{}", "p".repeat(400));
+    let put = |i: usize| api::SchedulePut {
+        schedule_id: None,
+        host_id: host.clone(),
+        repo_id: repo.clone(),
+        cron: format!("{} 3 * * *", i % 60),
+        timezone: "Europe/Berlin".into(),
+        params: JobParams::Backup {
+            paths: vec![format!("{long}/{i}")],
+            excludes: vec![],
+            tags: vec![],
+            one_file_system: false,
+            host_name: None,
+        },
+        enabled: true,
+        jitter_secs: 0,
+        timeout_secs: Some(600),
+        grace_secs: None,
+    };
+    for i in 0..120 {
+        let _: api::ScheduleSaved = env.call(api::SCHEDULE_PUT, put(i)).await;
+    }
+    let db = env.cp.db().await;
+    let version = {
+        let mut c = db.read().await.unwrap();
+        rm_store::hosts::get(&mut c, &host)
+            .await
+            .unwrap()
+            .config_version
+    };
+    let config_file = dir.join("config.json");
+    let agent_config = || -> Option<AgentConfig> {
+        serde_json::from_slice(&std::fs::read(&config_file).ok()?).ok()
+    };
+
+    // hello: the reply cannot carry it, so it follows in parts
+    let a = Agent::start(env.settings(&dir, "many-1", &bin))
+        .await
+        .unwrap();
+    env.wait_online(&a.host_id).await;
+    let got = eventually("the agent applied the big config", || async {
+        agent_config().filter(|c| c.version == u64::try_from(version).unwrap())
+    })
+    .await;
+    assert_eq!(got.schedules.len(), 120);
+    assert!(serde_json::to_vec(&got).unwrap().len() > 64 * 1024);
+
+    // a push while online: also in parts, confirmed by the agent
+    let saved: api::ScheduleSaved = env.call(api::SCHEDULE_PUT, put(120)).await;
+    eventually("the pushed config confirmed", || async {
+        let mut c = db.read().await.ok()?;
+        let h = rm_store::hosts::get(&mut c, &host).await.ok()?;
+        (h.applied_config_version == saved.config_version).then_some(())
+    })
+    .await;
+    assert_eq!(agent_config().unwrap().schedules.len(), 121);
 }

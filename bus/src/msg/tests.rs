@@ -277,6 +277,12 @@ fn commands_round_trip() {
             schedules: vec![],
         },
     }));
+    roundtrip(Command::new(CommandBody::ConfigPart {
+        version: 7,
+        index: 1,
+        total: 2,
+        data: "{\"version\":7,".into(),
+    }));
     roundtrip(Command::new(CommandBody::Ls {
         repo: repo(),
         snapshot: "abc".into(),

@@ -71,6 +71,9 @@ pub(crate) async fn query(cp: &Cp, host: &str, body: CommandBody) -> Outcome<Que
         Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(Fail::unavailable(format!(
             "host {host} did not answer within {QUERY_TIMEOUT:?}"
         ))),
+        Err(e) if e.kind() == RequestErrorKind::MaxPayloadExceeded => Err(Fail::invalid(format!(
+            "the query is too large for the bus: {e}"
+        ))),
         Err(e) => Err(Fail::unavailable(format!("host {host}: {e}"))),
     }
 }

@@ -165,3 +165,57 @@ async fn a_config_too_large_for_one_message_reaches_the_agent_in_parts() {
     .await;
     assert_eq!(agent_config().unwrap().schedules.len(), 121);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_listing_too_large_for_the_bus_is_refused_with_the_reason() {
+    let bin = restic_bin();
+    let env = Env::start_with(rm_testkit::BusOptions {
+        max_payload: Some(64 * 1024),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let a = env.agent("ls-1", &bin).await.unwrap();
+    let repo = env.new_repo("wide", &a.host_id).await;
+    env.attach_full(&repo, &a.host_id).await;
+    // one directory whose listing is far over 64 KiB
+    let src = env.path("wide");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..600 {
+        std::fs::write(src.join(format!("{i:0>150}")), b"x").unwrap();
+    }
+    let out = env.restic(&bin, "wide", &["backup", src.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap = env.snapshots(&bin, "wide")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let err = env
+        .call_raw::<_, rm_bus::msg::QueryReply>(
+            api::LS,
+            api::LsRequest {
+                host_id: a.host_id.clone(),
+                repo_id: repo,
+                snapshot: snap,
+                dir: src.display().to_string(),
+            },
+        )
+        .await;
+    // an answer, at once, that says why — not a timeout
+    let reason = match err {
+        Ok(r) => {
+            assert!(!r.ok, "{r:?}");
+            r.error.unwrap_or_default()
+        }
+        Err(e) => e.message,
+    };
+    assert!(
+        reason.contains("too large for the bus") && reason.contains("max_payload 65536"),
+        "{reason}"
+    );
+}

@@ -594,9 +594,10 @@ async fn forward(
             }
         }
     };
+    // the JSON of a line is at most twice its text plus a little
+    let budget_now = || rm_bus::size::chunk_len(rm_bus::size::max_payload(&client));
+    let mut budget = budget_now();
     loop {
-        // the JSON of a line is at most twice its text plus a little
-        let budget = rm_bus::size::chunk_len(rm_bus::size::max_payload(&client));
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(RunEvent::Progress(p)) => {
@@ -621,6 +622,7 @@ async fn forward(
                 if !lines.is_empty() {
                     flush(&mut lines, &mut bytes, &mut seq).await;
                 }
+                budget = budget_now();
             }
         }
     }

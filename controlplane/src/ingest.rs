@@ -571,8 +571,10 @@ async fn apply_part(
             msg.index, msg.total, msg.of
         )));
     }
-    if job.status()?.is_terminal() {
-        // its `done` is recorded: a late re-send
+    let status = job.status()?;
+    if status.is_terminal() && status != JobStatus::Lost {
+        // its `done` is recorded: a late re-send (a lost job's late result
+        // still counts, so its parts are kept)
         return Ok(Applied {
             ack: Ack::duplicate(),
             event: None,

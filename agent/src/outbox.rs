@@ -248,84 +248,20 @@ impl Outbox {
             }
             Err(t) => t,
         };
-        let max = too_large.max;
-        tracing::info!(job = %e.job, phase = e.topic.as_str(), size = too_large.size, max_payload = max, "result too large for one message");
+        tracing::info!(job = %e.job, phase = e.topic.as_str(), size = too_large.size, max_payload = too_large.max, "result too large for one message");
         let reason = format!("result too large for the bus: {too_large}");
-        match e.topic {
+        let stand_in = match e.topic {
             JobTopic::Done => {
-                let Ok(mut done) = decode::<JobDone>("done", &payload) else {
+                let Ok(done) = decode::<JobDone>("done", &payload) else {
                     return Ok(Sent::Refused(format!("{reason}; unreadable")));
                 };
-                if let Some(summary) = done.summary.take() {
-                    let text = summary.to_string();
-                    let chunks = size::split_text(&text, size::chunk_len(max));
-                    let total = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
-                    done.summary_parts = Some(PartsRef {
-                        total,
-                        bytes: text.len() as u64,
-                    });
-                    let reduced = encode(&done);
-                    if size::check_against(max, header, reduced.len()).is_ok() {
-                        for (index, data) in (0u32..).zip(chunks) {
-                            let part = JobPart {
-                                v: PROTOCOL_VERSION,
-                                job_id: e.job.clone(),
-                                of: "summary".into(),
-                                index,
-                                total,
-                                data: data.to_owned(),
-                            };
-                            let psubj = subject::agent_job(host, &e.job, JobTopic::Part);
-                            let pkey =
-                                IdempotencyKey::new(format!("{}:part:{index}/{total}", e.job));
-                            match request_ack(client, &psubj, &pkey, encode(&part), policy).await {
-                                Ok(_) => {}
-                                Err(RequestError::Refused { reason, .. }) => {
-                                    return Ok(Sent::Refused(format!("part {index}: {reason}")));
-                                }
-                                Err(err) => return Ok(Sent::NotYet(err.to_string())),
-                            }
-                        }
-                        tracing::info!(job = %e.job, parts = total, bytes = text.len(), "summary sent in parts");
-                        return Ok(
-                            match request_ack(client, &subj, &key, reduced, policy).await {
-                                Ok(_) => Sent::Acked,
-                                Err(RequestError::Refused { reason, .. }) => Sent::Refused(reason),
-                                Err(err) => Sent::NotYet(err.to_string()),
-                            },
-                        );
-                    }
+                if let Some(sent) = self
+                    .send_in_parts(client, host, e, &done, too_large.max, policy)
+                    .await
+                {
+                    return Ok(sent);
                 }
-                let Ok(orig) = decode::<JobDone>("done", &payload) else {
-                    return Ok(Sent::Refused(reason));
-                };
-                let stand_in = JobDone {
-                    v: PROTOCOL_VERSION,
-                    job_id: orig.job_id,
-                    outcome: JobOutcome::Failed,
-                    exit_code: orig.exit_code,
-                    error_kind: Some(ErrorKind::Fatal),
-                    error: Some(format!(
-                        "{reason} (restic's outcome: {}); the full result is kept on the agent in outbox/rejected",
-                        outcome_name(orig.outcome)
-                    )),
-                    summary: None,
-                    stderr_tail: vec![],
-                    started_ms: orig.started_ms,
-                    finished_ms: orig.finished_ms,
-                    restic_version: orig.restic_version,
-                    summary_parts: None,
-                };
-                self.replace(
-                    client,
-                    host,
-                    e,
-                    &payload,
-                    &reason,
-                    &encode(&stand_in),
-                    policy,
-                )
-                .await
+                stand_in_done(done, &reason)
             }
             JobTopic::Started => {
                 let Ok(mut started) = decode::<JobStarted>("started", &payload) else {
@@ -334,19 +270,69 @@ impl Outbox {
                 // the control plane takes a scheduled run's parameters
                 // from its schedule when the message has none
                 started.params = None;
-                self.replace(
-                    client,
-                    host,
-                    e,
-                    &payload,
-                    &reason,
-                    &encode(&started),
-                    policy,
-                )
-                .await
+                encode(&started)
             }
-            _ => Ok(Sent::Refused(reason)),
+            _ => return Ok(Sent::Refused(reason)),
+        };
+        self.replace(client, host, e, &payload, &reason, &stand_in, policy)
+            .await
+    }
+
+    /// Sends a `done` whose summary is too large as the summary's parts, in
+    /// order, then the `done` naming them. `None` when the `done` does not
+    /// fit even without its summary.
+    async fn send_in_parts(
+        &self,
+        client: &Client,
+        host: &HostId,
+        e: &Entry,
+        done: &JobDone,
+        max: usize,
+        policy: &RetryPolicy,
+    ) -> Option<Sent> {
+        let summary = done.summary.as_ref()?;
+        let text = summary.to_string();
+        let chunks = size::split_text(&text, size::chunk_len(max));
+        let total = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        let reduced = encode(&JobDone {
+            summary: None,
+            summary_parts: Some(PartsRef {
+                total,
+                bytes: text.len() as u64,
+            }),
+            ..done.clone()
+        });
+        let key = IdempotencyKey::job_phase(&e.job, e.topic);
+        let header = size::header_len([(IDEMPOTENCY_HEADER, key.as_str())]);
+        size::check_against(max, header, reduced.len()).ok()?;
+        let part_subj = subject::agent_job(host, &e.job, JobTopic::Part);
+        for (index, data) in (0u32..).zip(chunks) {
+            let part = JobPart {
+                v: PROTOCOL_VERSION,
+                job_id: e.job.clone(),
+                of: "summary".into(),
+                index,
+                total,
+                data: data.to_owned(),
+            };
+            let part_key = IdempotencyKey::new(format!("{}:part:{index}/{total}", e.job));
+            match request_ack(client, &part_subj, &part_key, encode(&part), policy).await {
+                Ok(_) => {}
+                Err(RequestError::Refused { reason, .. }) => {
+                    return Some(Sent::Refused(format!("part {index}: {reason}")));
+                }
+                Err(err) => return Some(Sent::NotYet(err.to_string())),
+            }
         }
+        tracing::info!(job = %e.job, parts = total, bytes = text.len(), "summary sent in parts");
+        let subj = subject::agent_job(host, &e.job, e.topic);
+        Some(
+            match request_ack(client, &subj, &key, reduced, policy).await {
+                Ok(_) => Sent::Acked,
+                Err(RequestError::Refused { reason, .. }) => Sent::Refused(reason),
+                Err(err) => Sent::NotYet(err.to_string()),
+            },
+        )
     }
 
     /// Sets `original` aside with `reason` and puts `stand_in` in its place
@@ -449,6 +435,28 @@ fn reason_path(kept: &std::path::Path) -> PathBuf {
     let mut s = kept.as_os_str().to_owned();
     s.push(".reason");
     PathBuf::from(s)
+}
+
+/// The small `done` that takes the place of one that cannot be sent: the
+/// job fails with `reason`, naming restic's own outcome.
+fn stand_in_done(orig: JobDone, reason: &str) -> bytes::Bytes {
+    encode(&JobDone {
+        v: PROTOCOL_VERSION,
+        job_id: orig.job_id,
+        outcome: JobOutcome::Failed,
+        exit_code: orig.exit_code,
+        error_kind: Some(ErrorKind::Fatal),
+        error: Some(format!(
+            "{reason} (restic's outcome: {}); the full result is kept on the agent in outbox/rejected",
+            outcome_name(orig.outcome)
+        )),
+        summary: None,
+        stderr_tail: vec![],
+        started_ms: orig.started_ms,
+        finished_ms: orig.finished_ms,
+        restic_version: orig.restic_version,
+        summary_parts: None,
+    })
 }
 
 fn outcome_name(o: JobOutcome) -> String {

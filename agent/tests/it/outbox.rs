@@ -10,8 +10,8 @@ use futures_util::StreamExt;
 use rm_agent::outbox::Outbox;
 use rm_bus::creds::Role;
 use rm_bus::msg::{
-    Ack, JobDone, JobKind, JobOrigin, JobOutcome, JobPart, JobStarted, PROTOCOL_VERSION, PartsRef,
-    decode, encode,
+    Ack, JobDone, JobKind, JobOrigin, JobOutcome, JobParams, JobPart, JobStarted, PROTOCOL_VERSION,
+    PartsRef, decode, encode,
 };
 use rm_bus::reqack::RetryPolicy;
 use rm_bus::subject::{AgentSubject, AgentTopic, JobTopic};
@@ -111,7 +111,19 @@ async fn a_result_that_cannot_fit_is_set_aside_reported_and_blocks_nothing() {
     let j2 = JobId::parse("j2").unwrap();
     ob.push(&j1, JobTopic::Done, &encode(&done("j1", None, Some(huge))))
         .unwrap();
-    ob.push(&j2, JobTopic::Started, &encode(&started("j2")))
+    // a scheduled run's `started` whose parameters alone are too large
+    let mut big_started = started("j2");
+    big_started.origin = JobOrigin::Schedule {
+        schedule_id: "s1".into(),
+    };
+    big_started.params = Some(JobParams::Backup {
+        paths: (0..1000).map(|i| format!("/srv/{i:0>100}")).collect(),
+        excludes: vec![],
+        tags: vec![],
+        one_file_system: false,
+        host_name: None,
+    });
+    ob.push(&j2, JobTopic::Started, &encode(&big_started))
         .unwrap();
     ob.push(&j2, JobTopic::Done, &encode(&done("j2", None, None)))
         .unwrap();
@@ -140,13 +152,21 @@ async fn a_result_that_cannot_fit_is_set_aside_reported_and_blocks_nothing() {
             && error.contains("succeeded"),
         "{error}"
     );
+    // sent without its parameters: the control plane has the schedule's
+    let s2: JobStarted = decode("started", &seen[1].2).unwrap();
+    assert_eq!((s2.params, s2.origin), (None, big_started.origin.clone()));
     let rejected = ob.rejected();
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected.len(), 2, "both originals kept: {rejected:?}");
     assert!(
-        rejected[0].1.contains(&format!("> max_payload {MAX}")),
+        rejected
+            .iter()
+            .all(|(_, why)| why.contains(&format!("> max_payload {MAX}"))),
         "{rejected:?}"
     );
     let kept: JobDone = decode("done", &std::fs::read(&rejected[0].0).unwrap()).unwrap();
+    let kept_started: JobStarted =
+        decode("started", &std::fs::read(&rejected[1].0).unwrap()).unwrap();
+    assert_eq!(kept_started, big_started);
     assert_eq!(
         kept.error.map(|e| e.len()),
         Some(2 * MAX),

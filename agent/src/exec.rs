@@ -15,8 +15,8 @@ use async_nats::Client;
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::msg::{
-    CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted, LogBatch, LogLine,
-    PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
+    AcceptMark, CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted,
+    LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
 };
 use rm_bus::seal::RepoSecrets;
 use rm_bus::subject::{self, JobTopic};
@@ -66,12 +66,31 @@ pub struct ExecConfig {
 
 pub struct Executor {
     cfg: ExecConfig,
+    /// Held across an accept's duplicate check, journal write and spawn,
+    /// so copies of one dispatch handled at once are accepted once; it
+    /// also numbers the accepts of this process (see [`AcceptMark`]).
+    accepting: Mutex<AcceptCounter>,
     journal: Journal,
     outbox: Arc<Outbox>,
     repo_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
     tasks: TaskTracker,
     stopping: CancellationToken,
+}
+
+/// This process's accepts, in order.
+struct AcceptCounter {
+    boot: String,
+    seq: u64,
+}
+
+impl AcceptCounter {
+    fn mark(&self) -> AcceptMark {
+        AcceptMark {
+            boot: self.boot.clone(),
+            seq: self.seq,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +101,10 @@ impl Executor {
     pub fn new(cfg: ExecConfig, journal: Journal, outbox: Arc<Outbox>) -> Arc<Self> {
         Arc::new(Self {
             cfg,
+            accepting: Mutex::new(AcceptCounter {
+                boot: rm_bus::ids::random_token(10),
+                seq: 0,
+            }),
             journal,
             outbox,
             repo_turns: Mutex::new(HashMap::new()),
@@ -133,7 +156,7 @@ impl Executor {
 
     /// Persists and starts a job (idempotent by job id).
     pub fn accept(self: &Arc<Self>, spec: JobSpec, origin: JobOrigin) -> Accepted {
-        self.accept_at(spec, origin, None)
+        self.accept_marked(spec, origin, None).0
     }
 
     /// [`Self::accept`] for a job that must not start before `not_before_ms`.
@@ -143,17 +166,34 @@ impl Executor {
         origin: JobOrigin,
         not_before_ms: Option<i64>,
     ) -> Accepted {
+        self.accept_marked(spec, origin, not_before_ms).0
+    }
+
+    /// Accepts a job atomically: the duplicate check, the journal write and
+    /// the start happen under one lock, so copies of one dispatch arriving
+    /// together are accepted once. A new job also gets its place in this
+    /// process's order of accepts.
+    pub fn accept_marked(
+        self: &Arc<Self>,
+        spec: JobSpec,
+        origin: JobOrigin,
+        not_before_ms: Option<i64>,
+    ) -> (Accepted, Option<AcceptMark>) {
+        let mut counter = lock(&self.accepting);
         match self.journal.known(&spec.job_id) {
-            Known::Held(_) | Known::Finished => return Accepted::Duplicate,
+            Known::Held(_) | Known::Finished => return (Accepted::Duplicate, None),
             Known::Unknown => {}
         }
         if self.stopping.is_cancelled() {
-            return Accepted::Refused("the agent is shutting down".into());
+            return (Accepted::Refused("the agent is shutting down".into()), None);
         }
         if self.outbox.is_full() {
-            return Accepted::Refused(
-                "the agent's outbox is full (the control plane has not acknowledged its results)"
-                    .into(),
+            return (
+                Accepted::Refused(
+                    "the agent's outbox is full (the control plane has not acknowledged its results)"
+                        .into(),
+                ),
+                None,
             );
         }
         let rec = JobRecord {
@@ -166,11 +206,23 @@ impl Executor {
         };
         if let Err(e) = self.journal.put(&rec) {
             tracing::error!(job = %rec.spec.job_id, error = %e, "could not persist a job");
-            return Accepted::Refused(format!("the agent could not persist the job: {e}"));
+            return (
+                Accepted::Refused(format!("the agent could not persist the job: {e}")),
+                None,
+            );
         }
-        tracing::info!(job = %rec.spec.job_id, kind = ?rec.spec.params.kind(), "job accepted");
+        counter.seq += 1;
+        tracing::info!(job = %rec.spec.job_id, kind = ?rec.spec.params.kind(), seq = counter.seq, "job accepted");
         self.spawn(rec);
-        Accepted::New
+        (Accepted::New, Some(counter.mark()))
+    }
+
+    /// Jobs held, as [`Self::held`], with this process's accept count at
+    /// that moment: every job accepted up to that count is in the lists.
+    pub fn held_marked(&self) -> (Vec<JobId>, Vec<JobId>, AcceptMark) {
+        let counter = lock(&self.accepting);
+        let (accepted, running) = self.held();
+        (accepted, running, counter.mark())
     }
 
     /// Cancels a job in any state; `false` when this agent does not hold it.
@@ -383,6 +435,7 @@ impl Executor {
             started_ms,
             finished_ms: self.cfg.clock.now_ms(),
             restic_version: self.cfg.restic.as_ref().map(Restic::version_string),
+            summary_parts: None,
         };
         self.outbox
             .push(&rec.spec.job_id, JobTopic::Done, &encode(&done))?;
@@ -490,8 +543,27 @@ fn failed(outcome: JobOutcome, kind: ErrorKind, msg: &str) -> RunResult {
     }
 }
 
+/// Longest log line sent (restic may print lines of megabytes).
+const LOG_LINE_MAX: usize = 16 * 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying so.
+fn cut_line(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!(" [{cut} more bytes cut]"));
+}
+
 /// Publishes a job's progress as it comes (the runner throttles it) and its
-/// log lines in batches, both at most once.
+/// log lines in batches, both at most once. Lines are cut to
+/// [`LOG_LINE_MAX`] and a batch goes out before it nears the server's
+/// `max_payload`, so no batch is too large for the bus.
 async fn forward(
     client: Client,
     host: HostId,
@@ -502,44 +574,74 @@ async fn forward(
     let progress_subj = subject::agent_job(&host, &job, JobTopic::Progress);
     let log_subj = subject::agent_job(&host, &job, JobTopic::Log);
     let mut lines: Vec<LogLine> = Vec::new();
+    let mut bytes = 0usize;
     let mut seq = 0u64;
     let mut tick = tokio::time::interval(flush_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let flush = |lines: &mut Vec<LogLine>, seq: &mut u64| {
+    let flush = |lines: &mut Vec<LogLine>, bytes: &mut usize, seq: &mut u64| {
         let batch = LogBatch {
             v: PROTOCOL_VERSION,
             seq: *seq,
             lines: std::mem::take(lines),
         };
+        *bytes = 0;
         *seq += batch.lines.len() as u64;
         let client = client.clone();
         let subj = log_subj.clone();
         async move {
-            let _ = client.publish(subj, encode(&batch)).await;
+            if let Err(e) = rm_bus::size::publish(&client, subj, encode(&batch)).await {
+                tracing::debug!(error = %e, "log batch not sent");
+            }
         }
     };
+    // the JSON of a line is at most twice its text plus a little
+    let budget_now = || rm_bus::size::chunk_len(rm_bus::size::max_payload(&client));
+    let mut budget = budget_now();
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(RunEvent::Progress(p)) => {
-                    let _ = client.publish(progress_subj.clone(), encode(&p)).await;
+                    if let Err(e) = rm_bus::size::publish(&client, progress_subj.clone(), encode(&p)).await {
+                        tracing::debug!(error = %e, "progress not sent");
+                    }
                 }
-                Some(RunEvent::Log(l)) => {
+                Some(RunEvent::Log(mut l)) => {
+                    cut_line(&mut l.text, LOG_LINE_MAX.min(budget / 2));
+                    if bytes + l.text.len() + 64 > budget && !lines.is_empty() {
+                        flush(&mut lines, &mut bytes, &mut seq).await;
+                    }
+                    bytes += l.text.len() + 64;
                     lines.push(l);
                     if lines.len() >= LOG_BATCH_MAX {
-                        flush(&mut lines, &mut seq).await;
+                        flush(&mut lines, &mut bytes, &mut seq).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
                 if !lines.is_empty() {
-                    flush(&mut lines, &mut seq).await;
+                    flush(&mut lines, &mut bytes, &mut seq).await;
                 }
+                budget = budget_now();
             }
         }
     }
     if !lines.is_empty() {
-        flush(&mut lines, &mut seq).await;
+        flush(&mut lines, &mut bytes, &mut seq).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_line;
+
+    #[test]
+    fn long_log_lines_are_cut_on_a_character_boundary() {
+        let mut s = "é".repeat(10);
+        cut_line(&mut s, 5);
+        assert_eq!(s, "éé [16 more bytes cut]");
+        let mut short = "ok".to_owned();
+        cut_line(&mut short, 5);
+        assert_eq!(short, "ok");
     }
 }

@@ -6,7 +6,15 @@
 //! ([`Outbox::drain`]) sends entries in order as request/ack with the
 //! `(job, phase)` idempotency key and deletes an entry only once the control
 //! plane has acknowledged it (recorded now or earlier). A definitive refusal
-//! moves the entry to `rejected/`, kept for the operator, never deleted.
+//! moves the entry to `rejected/` with its reason (`<entry>.reason`), kept
+//! for the operator, never deleted.
+//!
+//! No entry blocks the ones behind it: a message larger than the server's
+//! `max_payload` (read from its INFO at send time) is split — a `done`'s
+//! summary travels as numbered parts with a total before the `done` — or,
+//! when it cannot be made to fit, set aside and replaced by a small stand-in
+//! that tells the control plane why (the job fails with "result too large
+//! for the bus").
 //!
 //! The outbox is bounded: at `max_entries` the agent stops accepting new
 //! work ([`Outbox::is_full`]), but a result is never dropped — `done`
@@ -19,7 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use async_nats::Client;
-use rm_bus::reqack::{IdempotencyKey, RequestError, RetryPolicy, request_ack};
+use rm_bus::msg::{
+    ErrorKind, JobDone, JobOutcome, JobPart, JobStarted, PROTOCOL_VERSION, PartsRef, decode, encode,
+};
+use rm_bus::reqack::{IDEMPOTENCY_HEADER, IdempotencyKey, RequestError, RetryPolicy, request_ack};
+use rm_bus::size;
 use rm_bus::subject::{self, JobTopic};
 use rm_bus::{HostId, JobId};
 use tokio::sync::Notify;
@@ -160,7 +172,9 @@ impl Outbox {
 
     /// Sends every waiting entry in order. Stops at the first entry that
     /// gets no answer within `policy` (the bus is down or the control plane
-    /// is away) so a `done` never overtakes its `started`.
+    /// is away) so a `done` never overtakes its `started`. An entry that can
+    /// never be delivered as it is never stops the queue: see
+    /// [`Self::send_entry`].
     pub async fn drain(
         &self,
         client: &Client,
@@ -175,32 +189,195 @@ impl Outbox {
                 Ok(p) => p,
                 Err(err) => {
                     tracing::warn!(path = %e.path.display(), error = %err, "unreadable outbox entry set aside");
-                    self.set_aside(&e);
+                    self.set_aside(&e, &format!("unreadable: {err}"));
                     d.rejected += 1;
                     continue;
                 }
             };
-            let subj = subject::agent_job(host, &e.job, e.topic);
-            let key = IdempotencyKey::job_phase(&e.job, e.topic);
-            match request_ack(client, &subj, &key, payload.into(), policy).await {
-                Ok(ack) => {
-                    tracing::debug!(job = %e.job, phase = e.topic.as_str(), duplicate = ack.duplicate, "result acknowledged");
+            match self.send_entry(client, host, &e, payload, policy).await? {
+                Sent::Acked => {
                     self.remove(&e)?;
                     d.sent += 1;
                 }
-                Err(RequestError::Refused { reason, .. }) => {
-                    tracing::warn!(job = %e.job, phase = e.topic.as_str(), reason = %reason, "control plane refused a result; kept in outbox/rejected");
-                    self.set_aside(&e);
+                Sent::Replaced => d.sent += 1,
+                Sent::Refused(reason) => {
+                    tracing::warn!(job = %e.job, phase = e.topic.as_str(), reason = %reason, "result refused; kept in outbox/rejected");
+                    self.set_aside(&e, &reason);
                     d.rejected += 1;
                 }
-                Err(err) => {
-                    tracing::debug!(job = %e.job, phase = e.topic.as_str(), error = %err, "result not acknowledged yet");
+                Sent::NotYet(why) => {
+                    tracing::debug!(job = %e.job, phase = e.topic.as_str(), error = %why, "result not acknowledged yet");
                     d.remaining = total - i;
                     return Ok(d);
                 }
             }
         }
         Ok(d)
+    }
+
+    /// Sends one entry. One that is too large for the bus is made to fit:
+    /// a `done`'s summary goes ahead as [`JobPart`]s and the `done` refers
+    /// to them; what still cannot fit is set aside under `rejected/` with
+    /// its reason and replaced, under the same sequence number, by a small
+    /// message that tells the control plane so (the job fails with "result
+    /// too large for the bus"), which is then sent.
+    async fn send_entry(
+        &self,
+        client: &Client,
+        host: &HostId,
+        e: &Entry,
+        payload: Vec<u8>,
+        policy: &RetryPolicy,
+    ) -> Result<Sent> {
+        let subj = subject::agent_job(host, &e.job, e.topic);
+        let key = IdempotencyKey::job_phase(&e.job, e.topic);
+        let max = size::max_payload(client);
+        let header = size::header_len([(IDEMPOTENCY_HEADER, key.as_str())]);
+        let too_large = match size::check_against(max, header, payload.len()) {
+            Ok(()) => {
+                match request_ack(client, &subj, &key, payload.clone().into(), policy).await {
+                    Ok(ack) => {
+                        tracing::debug!(job = %e.job, phase = e.topic.as_str(), duplicate = ack.duplicate, "result acknowledged");
+                        return Ok(Sent::Acked);
+                    }
+                    Err(RequestError::TooLarge { too_large, .. }) => too_large,
+                    Err(RequestError::Refused { reason, .. }) => return Ok(Sent::Refused(reason)),
+                    Err(RequestError::Invalid { reason, .. }) => return Ok(Sent::Refused(reason)),
+                    Err(err) => return Ok(Sent::NotYet(err.to_string())),
+                }
+            }
+            Err(t) => t,
+        };
+        tracing::info!(job = %e.job, phase = e.topic.as_str(), size = too_large.size, max_payload = too_large.max, "result too large for one message");
+        let reason = format!("result too large for the bus: {too_large}");
+        let stand_in = match e.topic {
+            JobTopic::Done => {
+                let Ok(done) = decode::<JobDone>("done", &payload) else {
+                    return Ok(Sent::Refused(format!("{reason}; unreadable")));
+                };
+                if let Some(sent) = self
+                    .send_in_parts(client, host, e, &done, too_large.max, policy)
+                    .await
+                {
+                    return Ok(sent);
+                }
+                stand_in_done(done, &reason)
+            }
+            JobTopic::Started => {
+                let Ok(mut started) = decode::<JobStarted>("started", &payload) else {
+                    return Ok(Sent::Refused(format!("{reason}; unreadable")));
+                };
+                // the control plane takes a scheduled run's parameters
+                // from its schedule when the message has none
+                started.params = None;
+                encode(&started)
+            }
+            _ => return Ok(Sent::Refused(reason)),
+        };
+        self.replace(client, host, e, &payload, &reason, &stand_in, policy)
+            .await
+    }
+
+    /// Sends a `done` whose summary is too large as the summary's parts, in
+    /// order, then the `done` naming them. `None` when the `done` does not
+    /// fit even without its summary.
+    async fn send_in_parts(
+        &self,
+        client: &Client,
+        host: &HostId,
+        e: &Entry,
+        done: &JobDone,
+        max: usize,
+        policy: &RetryPolicy,
+    ) -> Option<Sent> {
+        let summary = done.summary.as_ref()?;
+        let text = summary.to_string();
+        let chunks = size::split_text(&text, size::chunk_len(max));
+        let total = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        let reduced = encode(&JobDone {
+            summary: None,
+            summary_parts: Some(PartsRef {
+                total,
+                bytes: text.len() as u64,
+            }),
+            ..done.clone()
+        });
+        let key = IdempotencyKey::job_phase(&e.job, e.topic);
+        let header = size::header_len([(IDEMPOTENCY_HEADER, key.as_str())]);
+        size::check_against(max, header, reduced.len()).ok()?;
+        let part_subj = subject::agent_job(host, &e.job, JobTopic::Part);
+        for (index, data) in (0u32..).zip(chunks) {
+            let part = JobPart {
+                v: PROTOCOL_VERSION,
+                job_id: e.job.clone(),
+                of: "summary".into(),
+                index,
+                total,
+                data: data.to_owned(),
+            };
+            let part_key = IdempotencyKey::new(format!("{}:part:{index}/{total}", e.job));
+            match request_ack(client, &part_subj, &part_key, encode(&part), policy).await {
+                Ok(_) => {}
+                Err(RequestError::Refused { reason, .. }) => {
+                    return Some(Sent::Refused(format!("part {index}: {reason}")));
+                }
+                Err(err) => return Some(Sent::NotYet(err.to_string())),
+            }
+        }
+        tracing::info!(job = %e.job, parts = total, bytes = text.len(), "summary sent in parts");
+        let subj = subject::agent_job(host, &e.job, e.topic);
+        Some(
+            match request_ack(client, &subj, &key, reduced, policy).await {
+                Ok(_) => Sent::Acked,
+                Err(RequestError::Refused { reason, .. }) => Sent::Refused(reason),
+                Err(err) => Sent::NotYet(err.to_string()),
+            },
+        )
+    }
+
+    /// Sets `original` aside with `reason` and puts `stand_in` in its place
+    /// (same sequence number: order is kept), then sends it.
+    #[allow(clippy::too_many_arguments)]
+    async fn replace(
+        &self,
+        client: &Client,
+        host: &HostId,
+        e: &Entry,
+        original: &[u8],
+        reason: &str,
+        stand_in: &[u8],
+        policy: &RetryPolicy,
+    ) -> Result<Sent> {
+        let key = IdempotencyKey::job_phase(&e.job, e.topic);
+        let header = size::header_len([(IDEMPOTENCY_HEADER, key.as_str())]);
+        if size::check(client, header, stand_in.len()).is_err() {
+            return Ok(Sent::Refused(reason.to_owned()));
+        }
+        let Some(stem) = e.path.file_stem() else {
+            return Ok(Sent::Refused(reason.to_owned()));
+        };
+        // original and reason first: a crash before the stand-in replaces
+        // the entry repeats this, harmlessly. Named apart from the entry, so
+        // a stand-in refused later does not overwrite it.
+        let kept = self
+            .dir
+            .join("rejected")
+            .join(format!("{}.original.json", stem.to_string_lossy()));
+        write_durable(&kept, original, true)?;
+        write_durable(&reason_path(&kept), reason.as_bytes(), true)?;
+        write_durable(&e.path, stand_in, true)?;
+        tracing::warn!(job = %e.job, phase = e.topic.as_str(), reason = %reason, "result set aside in outbox/rejected; the control plane is told");
+        let subj = subject::agent_job(host, &e.job, e.topic);
+        Ok(
+            match request_ack(client, &subj, &key, stand_in.to_vec().into(), policy).await {
+                Ok(_) => {
+                    self.remove(e)?;
+                    Sent::Replaced
+                }
+                Err(RequestError::Refused { reason, .. }) => Sent::Refused(reason),
+                Err(err) => Sent::NotYet(err.to_string()),
+            },
+        )
     }
 
     fn remove(&self, e: &Entry) -> Result<()> {
@@ -213,12 +390,80 @@ impl Outbox {
         Ok(())
     }
 
-    fn set_aside(&self, e: &Entry) {
+    /// Moves an entry to `rejected/`, with its reason next to it.
+    fn set_aside(&self, e: &Entry, reason: &str) {
         if let Some(name) = e.path.file_name() {
-            let _ = std::fs::rename(&e.path, self.dir.join("rejected").join(name));
+            let kept = self.dir.join("rejected").join(name);
+            if let Err(err) = write_durable(&reason_path(&kept), reason.as_bytes(), true) {
+                tracing::warn!(error = %err, "reason of a rejected result not written");
+            }
+            let _ = std::fs::rename(&e.path, &kept);
             sync_dir(&self.dir);
         }
     }
+
+    /// Entries set aside under `rejected/`, with their reasons.
+    pub fn rejected(&self) -> Vec<(PathBuf, String)> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join("rejected")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(PathBuf, String)> = rd
+            .flatten()
+            .map(|d| d.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|p| {
+                let reason = std::fs::read_to_string(reason_path(&p)).unwrap_or_default();
+                (p, reason)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// What became of one entry.
+enum Sent {
+    Acked,
+    /// Set aside; its stand-in was acknowledged (and removed).
+    Replaced,
+    Refused(String),
+    NotYet(String),
+}
+
+/// `rejected/<entry>.reason` next to `rejected/<entry>`.
+fn reason_path(kept: &std::path::Path) -> PathBuf {
+    let mut s = kept.as_os_str().to_owned();
+    s.push(".reason");
+    PathBuf::from(s)
+}
+
+/// The small `done` that takes the place of one that cannot be sent: the
+/// job fails with `reason`, naming restic's own outcome.
+fn stand_in_done(orig: JobDone, reason: &str) -> bytes::Bytes {
+    encode(&JobDone {
+        v: PROTOCOL_VERSION,
+        job_id: orig.job_id,
+        outcome: JobOutcome::Failed,
+        exit_code: orig.exit_code,
+        error_kind: Some(ErrorKind::Fatal),
+        error: Some(format!(
+            "{reason} (restic's outcome: {}); the full result is kept on the agent in outbox/rejected",
+            outcome_name(orig.outcome)
+        )),
+        summary: None,
+        stderr_tail: vec![],
+        started_ms: orig.started_ms,
+        finished_ms: orig.finished_ms,
+        restic_version: orig.restic_version,
+        summary_parts: None,
+    })
+}
+
+fn outcome_name(o: JobOutcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]
@@ -276,13 +521,10 @@ mod tests {
         assert_eq!(ob.len(), 3);
         let e = ob.pending().unwrap().remove(0);
         ob.remove(&e).unwrap();
-        ob.set_aside(&ob.pending().unwrap().remove(0));
+        ob.set_aside(&ob.pending().unwrap().remove(0), "refused");
         assert_eq!(ob.len(), 1);
-        assert_eq!(
-            std::fs::read_dir(tmp.path().join("rejected"))
-                .unwrap()
-                .count(),
-            1
-        );
+        let rejected = ob.rejected();
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].1, "refused");
     }
 }

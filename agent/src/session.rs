@@ -15,8 +15,8 @@ use rm_bus::HostId;
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::Role;
 use rm_bus::msg::{
-    Ack, AgentConfig, Command, CommandBody, Goodbye, Heartbeat, Hello, HelloReply,
-    PROTOCOL_VERSION, decode, encode,
+    Ack, AgentConfig, Command, CommandBody, ErrorKind, Goodbye, Heartbeat, Hello, HelloReply,
+    PROTOCOL_VERSION, QueryReply, decode, encode,
 };
 use rm_bus::reqack::{IdempotencyKey, request_with_retry};
 use rm_bus::subject;
@@ -42,12 +42,46 @@ struct Agent {
     sched: Arc<Scheduler>,
     outbox: Arc<Outbox>,
     config: Mutex<Option<AgentConfig>>,
+    /// A config arriving in parts (too large for one command).
+    config_parts: Mutex<ConfigParts>,
     heartbeat_every: watch::Sender<Duration>,
     hello_wake: Notify,
     /// Notified on every (re)connect.
     connected: Arc<Notify>,
     started: Instant,
     restic_version: Option<String>,
+}
+
+/// The parts of one config version received so far.
+#[derive(Default)]
+struct ConfigParts {
+    version: u64,
+    parts: Vec<Option<String>>,
+}
+
+impl ConfigParts {
+    /// Adds a part; the whole text once every part of `version` is here.
+    fn add(&mut self, version: u64, index: u32, total: u32, data: String) -> Option<String> {
+        let (Ok(index), Ok(total)) = (usize::try_from(index), usize::try_from(total)) else {
+            return None;
+        };
+        if index >= total {
+            return None;
+        }
+        if self.version != version || self.parts.len() != total {
+            // a new version (or a new split of it) starts over
+            self.version = version;
+            self.parts = vec![None; total];
+        }
+        self.parts[index] = Some(data);
+        if self.parts.iter().all(Option::is_some) {
+            let text = self.parts.drain(..).flatten().collect();
+            self.version = 0;
+            Some(text)
+        } else {
+            None
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +164,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         sched,
         outbox,
         config: Mutex::new(config),
+        config_parts: Mutex::new(ConfigParts::default()),
         heartbeat_every,
         hello_wake: Notify::new(),
         connected,
@@ -281,7 +316,7 @@ impl Agent {
     }
 
     fn hello_msg(&self) -> Hello {
-        let (accepted, running) = self.exec.held();
+        let (accepted, running, mark) = self.exec.held_marked();
         Hello {
             v: PROTOCOL_VERSION,
             agent_version: crate::VERSION.into(),
@@ -292,6 +327,7 @@ impl Agent {
             config_version: self.config_version(),
             accepted_jobs: accepted,
             running_jobs: running,
+            accept_seq: Some(mark),
         }
     }
 
@@ -359,10 +395,15 @@ impl Agent {
                 running_jobs: self.exec.running(),
                 next_runs: self.sched.next_runs(),
             };
-            let _ = self
-                .client
-                .publish(subject::agent_heartbeat(&self.host), encode(&hb))
-                .await;
+            if let Err(e) = rm_bus::size::publish(
+                &self.client,
+                subject::agent_heartbeat(&self.host),
+                encode(&hb),
+            )
+            .await
+            {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
         }
     }
 
@@ -441,10 +482,16 @@ impl Agent {
         };
         let answer = match body {
             CommandBody::Dispatch { job } => {
-                match self.exec.accept(job, rm_bus::msg::JobOrigin::Dispatch) {
-                    Accepted::New => encode(&Ack::ok()),
-                    Accepted::Duplicate => encode(&Ack::duplicate()),
-                    Accepted::Refused(why) => encode(&Ack::refused(why)),
+                match self
+                    .exec
+                    .accept_marked(job, rm_bus::msg::JobOrigin::Dispatch, None)
+                {
+                    (Accepted::New, accepted) => encode(&Ack {
+                        accepted,
+                        ..Ack::ok()
+                    }),
+                    (Accepted::Duplicate, _) => encode(&Ack::duplicate()),
+                    (Accepted::Refused(why), _) => encode(&Ack::refused(why)),
                 }
             }
             CommandBody::Cancel { job_id } => {
@@ -456,19 +503,76 @@ impl Agent {
                 Ok(()) => encode(&Ack::ok()),
                 Err(e) => encode(&Ack::refused(format!("config not saved: {e}"))),
             },
+            CommandBody::ConfigPart {
+                version,
+                index,
+                total,
+                data,
+            } => {
+                let whole = lock(&self.config_parts).add(version, index, total, data);
+                match whole.map(|text| decode::<AgentConfig>("config", text.as_bytes())) {
+                    None => encode(&Ack::ok()),
+                    Some(Ok(config)) if config.version == version => {
+                        tracing::info!(version, parts = total, "config received in parts");
+                        match self.apply_config(config, false) {
+                            Ok(()) => encode(&Ack::ok()),
+                            Err(e) => encode(&Ack::refused(format!("config not saved: {e}"))),
+                        }
+                    }
+                    Some(Ok(_)) => encode(&Ack::refused("config parts name another version")),
+                    Some(Err(e)) => encode(&Ack::refused(format!("config parts: {e}"))),
+                }
+            }
             q @ (CommandBody::Ls { .. }
             | CommandBody::Snapshots { .. }
             | CommandBody::RepoInit { .. }
             | CommandBody::RepoVerify { .. }) => encode(&self.exec.query(q).await),
             CommandBody::Unknown => encode(&Ack::refused("unknown command (agent too old?)")),
         };
-        let _ = self.client.publish(reply_to, answer).await;
+        // An answer too large for the bus (a listing) becomes a refusal
+        // that says so, rather than no answer at all.
+        let answer = match rm_bus::size::check(&self.client, 0, answer.len()) {
+            Ok(()) => answer,
+            Err(too_large) => {
+                tracing::warn!(
+                    size = too_large.size,
+                    max_payload = too_large.max,
+                    "reply too large for the bus; refusing instead"
+                );
+                encode(&QueryReply {
+                    v: PROTOCOL_VERSION,
+                    ok: false,
+                    error_kind: Some(ErrorKind::InvalidRequest),
+                    error: Some(format!(
+                        "the answer is too large for the bus: {too_large}; list a narrower part"
+                    )),
+                    entries: vec![],
+                    snapshots: None,
+                    restic_repo_id: None,
+                })
+            }
+        };
+        if let Err(e) = rm_bus::size::publish(&self.client, reply_to, answer).await {
+            tracing::warn!(error = %e, "command reply not sent");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_parts_assemble_once_all_of_one_version_are_in() {
+        let mut p = ConfigParts::default();
+        assert_eq!(p.add(3, 1, 2, "b".into()), None);
+        // another version starts over
+        assert_eq!(p.add(4, 1, 2, "y".into()), None);
+        assert_eq!(p.add(4, 1, 2, "y".into()), None, "a re-sent part");
+        assert_eq!(p.add(4, 0, 2, "x".into()), Some("xy".into()));
+        assert_eq!(p.add(5, 2, 2, "z".into()), None, "index out of range");
+        assert_eq!(p.add(5, 0, 1, "whole".into()), Some("whole".into()));
+    }
 
     #[test]
     fn reconnect_delay_grows_is_capped_and_jittered() {

@@ -63,14 +63,16 @@ pub fn report(state: &StateDir) -> Result<String> {
         )?;
     }
     let outbox = Outbox::open(state.outbox_dir(), usize::MAX)?;
-    let rejected = std::fs::read_dir(state.outbox_dir().join("rejected"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let rejected = outbox.rejected();
     writeln!(
         out,
-        "outbox:         {} waiting for the control plane, {} refused by it",
+        "outbox:         {} waiting for the control plane, {} set aside",
         outbox.len(),
-        rejected
+        rejected.len()
     )?;
+    for (path, reason) in &rejected {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        writeln!(out, "  {}: {}", name.unwrap_or_default(), reason.trim())?;
+    }
     Ok(out)
 }

@@ -9,6 +9,7 @@
 //! - [`connect`]: connecting an async-nats client with those credentials.
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
 //! - [`notify`]: the alerts → notifier delivery contract and webhook envelope.
+//! - [`size`]: message size against the server's advertised `max_payload`.
 //! - [`clock`]: injectable time.
 //! - [`shutdown`]: stopping a process on SIGTERM / Ctrl-C.
 //! - [`server`]: the embedded core-NATS server (the default bus).
@@ -23,6 +24,7 @@ pub mod reqack;
 pub mod seal;
 pub mod server;
 pub mod shutdown;
+pub mod size;
 pub mod subject;
 
 pub use ids::{HostId, IdError, JobId};

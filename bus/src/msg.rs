@@ -264,6 +264,12 @@ pub struct Hello {
     /// Jobs running now.
     #[serde(default)]
     pub running_jobs: Vec<JobId>,
+    /// The agent process and how many jobs it had accepted when this hello
+    /// was composed: a job whose [`Ack::accepted`] mark has this boot and
+    /// a higher seq was accepted after, so its absence from the lists
+    /// above says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_seq: Option<AcceptMark>,
 }
 
 /// Reply to [`Hello`].
@@ -428,6 +434,37 @@ pub struct JobDone {
     pub started_ms: Option<i64>,
     pub finished_ms: i64,
     pub restic_version: Option<String>,
+    /// Set instead of `summary` when the summary was too large for one
+    /// message: it travelled as [`JobPart`]s before this `done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_parts: Option<PartsRef>,
+}
+
+/// Where a chunked summary is: `total` parts whose texts, concatenated in
+/// index order, are `bytes` bytes of JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartsRef {
+    pub total: u32,
+    pub bytes: u64,
+}
+
+/// `rm.agent.<host>.job.<job>.part`: request/ack, at least once. One chunk
+/// of a job's result (today: the `done` summary) that does not fit in one
+/// message. Parts go out in order before the `done` that names their
+/// total; the receiver stores each by `(job, index)` and reassembles when
+/// the `done` arrives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPart {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub job_id: JobId,
+    /// What the parts make up: `summary` (of the `done`).
+    pub of: String,
+    /// 0-based.
+    pub index: u32,
+    pub total: u32,
+    /// This part's slice of the JSON text.
+    pub data: String,
 }
 
 /// The reply to every request/ack message.
@@ -440,6 +477,19 @@ pub struct Ack {
     #[serde(default)]
     pub duplicate: bool,
     pub error: Option<String>,
+    /// The agent's answer to a dispatch it took now: when, in its own
+    /// order of accepts, it took the job (see [`Hello::accept_seq`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<AcceptMark>,
+}
+
+/// Where an accept falls in one agent process's order of accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptMark {
+    /// Random per agent process start.
+    pub boot: String,
+    /// 1 for the process's first accepted job, then counting up.
+    pub seq: u64,
 }
 
 impl Ack {
@@ -449,6 +499,7 @@ impl Ack {
             ok: true,
             duplicate: false,
             error: None,
+            accepted: None,
         }
     }
 
@@ -465,6 +516,7 @@ impl Ack {
             ok: false,
             duplicate: false,
             error: Some(error.into()),
+            accepted: None,
         }
     }
 }
@@ -499,6 +551,16 @@ pub enum CommandBody {
     /// The host's config changed; the reply's [`Ack`] confirms the version
     /// applied (the agent may also pick it up from the hello reply).
     ConfigChanged { config: AgentConfig },
+    /// One chunk of a config too large for one [`CommandBody::ConfigChanged`]:
+    /// the JSON of the [`AgentConfig`] split into `total` texts sent in
+    /// order. The agent applies the config once it holds every part of
+    /// `version`, and answers the last part as it would `ConfigChanged`.
+    ConfigPart {
+        version: u64,
+        index: u32,
+        total: u32,
+        data: String,
+    },
     /// List one directory level of a snapshot (restore browser).
     Ls {
         repo: RepoAccess,

@@ -110,6 +110,13 @@ pub enum RequestError {
     },
     #[error("request on {subject} cannot be sent: {reason}")]
     Invalid { subject: String, reason: String },
+    /// Bigger than the server accepts: retrying cannot help; split it or
+    /// set it aside.
+    #[error("request on {subject} is too large for the bus: {too_large}")]
+    TooLarge {
+        subject: String,
+        too_large: crate::size::TooLarge,
+    },
     #[error("{subject} refused the message: {reason}")]
     Refused { subject: String, reason: String },
     #[error(transparent)]
@@ -127,7 +134,16 @@ pub async fn request_with_retry(
 ) -> Result<Message, RequestError> {
     let start = Instant::now();
     let mut attempts = 0u32;
+    let header = crate::size::header_len([(IDEMPOTENCY_HEADER, key.as_str())]);
     loop {
+        // Checked on every attempt: a reconnect may reach a server with a
+        // smaller limit.
+        if let Err(too_large) = crate::size::check(client, header, payload.len()) {
+            return Err(RequestError::TooLarge {
+                subject: subject.to_owned(),
+                too_large,
+            });
+        }
         attempts += 1;
         let mut headers = HeaderMap::new();
         headers.insert(IDEMPOTENCY_HEADER, key.as_str());
@@ -142,7 +158,16 @@ pub async fn request_with_retry(
                 RequestErrorKind::TimedOut => "timed out".to_owned(),
                 RequestErrorKind::Other => e.to_string(),
                 // Retrying cannot fix these.
-                RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
+                RequestErrorKind::MaxPayloadExceeded => {
+                    return Err(RequestError::TooLarge {
+                        subject: subject.to_owned(),
+                        too_large: crate::size::TooLarge {
+                            size: header + payload.len(),
+                            max: crate::size::max_payload(client),
+                        },
+                    });
+                }
+                RequestErrorKind::InvalidSubject => {
                     return Err(RequestError::Invalid {
                         subject: subject.to_owned(),
                         reason: e.to_string(),

@@ -29,10 +29,19 @@ pub enum JobTopic {
     Started,
     /// request/ack, at least once
     Done,
+    /// request/ack, at least once: one chunk of a result too large for one
+    /// message, sent before the `done` that refers to it
+    Part,
 }
 
 impl JobTopic {
-    pub const ALL: [JobTopic; 4] = [Self::Progress, Self::Log, Self::Started, Self::Done];
+    pub const ALL: [JobTopic; 5] = [
+        Self::Progress,
+        Self::Log,
+        Self::Started,
+        Self::Done,
+        Self::Part,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +49,7 @@ impl JobTopic {
             Self::Log => "log",
             Self::Started => "started",
             Self::Done => "done",
+            Self::Part => "part",
         }
     }
 
@@ -408,7 +418,8 @@ mod tests {
             AgentTopic::Job(job.clone(), JobTopic::Progress),
             AgentTopic::Job(job.clone(), JobTopic::Log),
             AgentTopic::Job(job.clone(), JobTopic::Started),
-            AgentTopic::Job(job, JobTopic::Done),
+            AgentTopic::Job(job.clone(), JobTopic::Done),
+            AgentTopic::Job(job, JobTopic::Part),
         ];
         for topic in all {
             let s = AgentSubject::new(&host, topic);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::RequestErrorKind;
 use rm_bus::msg::{Ack, Command, CommandBody, JobKind, JobSpec, QueryReply, decode, encode};
-use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
+use rm_bus::reqack::{IdempotencyKey, RequestError, RetryPolicy, request_with_retry};
 use rm_bus::{HostId, JobId, subject};
 use rm_store::{hosts, jobs};
 
@@ -45,7 +45,13 @@ async fn command_ack_keyed(
     let subj = subject::cmd(&host_id(host)?);
     let msg = request_with_retry(&cp.client, &subj, key, encode(&Command::new(body)), policy)
         .await
-        .map_err(|e| Fail::unavailable(format!("host {host} did not answer: {e}")))?;
+        .map_err(|e| match e {
+            // retrying cannot help: the caller fails what it was sending
+            RequestError::TooLarge { too_large, .. } => {
+                Fail::invalid(format!("the command is too large for the bus: {too_large}"))
+            }
+            e => Fail::unavailable(format!("host {host} did not answer: {e}")),
+        })?;
     decode::<Ack>("ack", &msg.payload).map_err(|e| Fail::unavailable(e.to_string()))
 }
 
@@ -64,6 +70,9 @@ pub(crate) async fn query(cp: &Cp, host: &str, body: CommandBody) -> Outcome<Que
         ))),
         Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(Fail::unavailable(format!(
             "host {host} did not answer within {QUERY_TIMEOUT:?}"
+        ))),
+        Err(e) if e.kind() == RequestErrorKind::MaxPayloadExceeded => Err(Fail::invalid(format!(
+            "the query is too large for the bus: {e}"
         ))),
         Err(e) => Err(Fail::unavailable(format!("host {host}: {e}"))),
     }
@@ -142,14 +151,24 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             }
         };
         let key = IdempotencyKey::new(format!("dispatch:{}", job.id));
-        let ack = command_ack_keyed(
+        let ack = match command_ack_keyed(
             cp,
             exec_host,
             CommandBody::Dispatch { job: spec },
             &cp.t.dispatch,
             &key,
         )
-        .await?;
+        .await
+        {
+            Ok(ack) => ack,
+            Err(f) if f.code == "invalid" => {
+                // never dispatchable (too large for the bus): fail it now
+                // rather than retry it every tick
+                fail_job(cp, &job, f.message).await?;
+                continue;
+            }
+            Err(f) => return Err(f),
+        };
         if !ack.ok {
             tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
             let reason = format!(
@@ -158,6 +177,10 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             );
             fail_job(cp, &job, reason).await?;
             continue;
+        }
+        if let Some(mark) = ack.accepted {
+            // before the job shows as dispatched to a hello being handled
+            lock(&cp.accept_marks).insert(job.id.clone(), mark);
         }
         let mut tx = cp.store.write().await?;
         let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;

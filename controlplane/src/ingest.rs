@@ -7,6 +7,9 @@
 //! - job `started` / `done` (request/ack, at least once): the host in the
 //!   subject must own the job; applied idempotently by (job, phase),
 //!   committed in batches, acknowledged only after commit, then events.
+//! - job `part` (request/ack, at least once): a chunk of a summary too large
+//!   for one message, stored until the `done` naming the parts' total
+//!   reassembles it.
 //! - job logs: appended (at most once), capped per job.
 
 use std::collections::HashSet;
@@ -16,12 +19,12 @@ use anyhow::Result;
 use async_nats::Message;
 use futures_util::StreamExt;
 use rm_bus::msg::{
-    Ack, Goodbye, Heartbeat, Hello, HelloReply, JobDone, JobOrigin, JobStarted, LogBatch,
-    PROTOCOL_VERSION, decode, encode,
+    Ack, Goodbye, Heartbeat, Hello, HelloReply, JobDone, JobOrigin, JobPart, JobStarted, LogBatch,
+    PROTOCOL_VERSION, PartsRef, decode, encode,
 };
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
 use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
-use rm_store::{hosts, schedules as sched_store};
+use rm_store::{hosts, parts, schedules as sched_store};
 use tokio::sync::mpsc;
 
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
@@ -48,6 +51,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let mut done = cp
         .client
         .subscribe(subject::agent_any_job(JobTopic::Done))
+        .await?;
+    let mut parts = cp
+        .client
+        .subscribe(subject::agent_any_job(JobTopic::Part))
         .await?;
     let mut logs = cp
         .client
@@ -101,6 +108,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             tokio::select! {
                 Some(m) = started.next() => { let _ = res_tx.send(m).await; }
                 Some(m) = done.next() => { let _ = res_tx.send(m).await; }
+                Some(m) = parts.next() => { let _ = res_tx.send(m).await; }
                 else => break,
             }
         }
@@ -180,7 +188,17 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
         }
     };
     match handle_hello(cp, &host, &hello).await {
-        Ok(r) => reply(cp, &m, encode(&r)).await,
+        Ok(mut r) => {
+            let mut body = encode(&r);
+            if r.config.is_some() && rm_bus::size::check(&cp.client, 0, body.len()).is_err() {
+                // too large to ride on the reply: pushed in parts instead
+                tracing::info!(host = %host, bytes = body.len(), "config too large for the hello reply; pushing it in parts");
+                r.config = None;
+                body = encode(&r);
+                schedules::spawn_push(cp, vec![host.clone()]);
+            }
+            reply(cp, &m, body).await;
+        }
         Err(e) => tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled"),
     }
 }
@@ -229,6 +247,9 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
                 let (h, j) = (host_id.to_owned(), job.id.clone());
                 tokio::spawn(async move { job_svc::send_cancel(&cp, &h, &j).await });
             }
+        } else if composed_before_accept(cp, hello, &job.id) {
+            // The hello left the agent before this job reached it.
+            tracing::debug!(job = %job.id, host = %host_id, "job not in a hello composed before it was accepted");
         } else {
             // Its `done` may still be in the agent's outbox: wait a grace.
             spawn_lost_check(cp, host_id.to_owned(), job.id.clone());
@@ -240,6 +261,19 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         config,
         server_time_ms: now,
     })
+}
+
+/// Was `hello` composed before the agent accepted `job`? Known when the
+/// dispatch ack and the hello carry marks of the same agent process; a
+/// different process (the agent restarted) or no marks (an older agent)
+/// count as "after", as before marks existed.
+fn composed_before_accept(cp: &Cp, hello: &Hello, job: &str) -> bool {
+    let Some(h) = &hello.accept_seq else {
+        return false;
+    };
+    lock(&cp.accept_marks)
+        .get(job)
+        .is_some_and(|m| m.boot == h.boot && m.seq > h.seq)
 }
 
 fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
@@ -270,6 +304,7 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
         .await;
         match r {
             Ok(true) => {
+                lock(&cp.accept_marks).remove(&job);
                 tracing::warn!(job = %job, host = %host, "job lost");
                 cp.event(Event::JobFinished, Some(&host), Some(&job), None)
                     .await;
@@ -373,6 +408,35 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
     }
 }
 
+/// Puts a summary that came in parts back into `msg`. Parts that did not
+/// all arrive (only possible when this database lost them) leave the
+/// summary empty and say so in the job's error.
+async fn reassemble(
+    tx: &mut rm_store::Conn,
+    id: &str,
+    p: PartsRef,
+    msg: &mut JobDone,
+) -> Result<()> {
+    let problem = match parts::take(&mut *tx, id, "summary", p.total, p.bytes).await? {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(v) => {
+                tracing::info!(job = %id, parts = p.total, bytes = p.bytes, "summary reassembled from parts");
+                msg.summary = Some(v);
+                return Ok(());
+            }
+            Err(e) => format!("its parts are not JSON: {e}"),
+        },
+        Err(incomplete) => incomplete.to_string(),
+    };
+    tracing::error!(job = %id, reason = %problem, "summary parts did not reassemble");
+    let note = format!("the result's summary was lost in transit ({problem})");
+    msg.error = Some(match msg.error.take() {
+        Some(e) => format!("{e}; {note}"),
+        None => note,
+    });
+    Ok(())
+}
+
 fn refused(reason: impl Into<String>) -> Applied {
     Applied {
         ack: Ack::refused(reason),
@@ -407,7 +471,17 @@ async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<A
             if msg.job_id != *job_id {
                 return Ok(refused("job id in the payload does not match the subject"));
             }
-            apply_done(cp, tx, &host, &msg).await
+            apply_done(cp, tx, &host, msg).await
+        }
+        JobTopic::Part => {
+            let msg: JobPart = match decode("part", &m.payload) {
+                Ok(s) => s,
+                Err(e) => return Ok(refused(e.to_string())),
+            };
+            if msg.job_id != *job_id {
+                return Ok(refused("job id in the payload does not match the subject"));
+            }
+            apply_part(cp, tx, &host, &msg).await
         }
         _ => Ok(refused("not a result subject")),
     }
@@ -475,13 +549,61 @@ async fn apply_started(
     })
 }
 
+/// Stores one part of a result too large for one message; the `done`
+/// that names the parts' total reassembles them.
+async fn apply_part(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    host: &str,
+    msg: &JobPart,
+) -> Result<Applied> {
+    let id = msg.job_id.as_str();
+    let Some(job) = jobs::find(&mut *tx, id).await? else {
+        return Ok(refused("unknown job; send started first"));
+    };
+    if job.exec_host_id != host {
+        tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "part for another host's job refused");
+        return Ok(refused("this job belongs to another host"));
+    }
+    if msg.of != "summary" || msg.index >= msg.total {
+        return Ok(refused(format!(
+            "unknown part {}/{} of {:?}",
+            msg.index, msg.total, msg.of
+        )));
+    }
+    let status = job.status()?;
+    if status.is_terminal() && status != JobStatus::Lost {
+        // its `done` is recorded: a late re-send (a lost job's late result
+        // still counts, so its parts are kept)
+        return Ok(Applied {
+            ack: Ack::duplicate(),
+            event: None,
+        });
+    }
+    parts::put(
+        &mut *tx,
+        id,
+        &msg.of,
+        msg.index,
+        msg.total,
+        &msg.data,
+        cp.now(),
+    )
+    .await?;
+    Ok(Applied {
+        ack: Ack::ok(),
+        event: None,
+    })
+}
+
 async fn apply_done(
     cp: &Cp,
     tx: &mut rm_store::Conn,
     host: &str,
-    msg: &JobDone,
+    mut msg: JobDone,
 ) -> Result<Applied> {
-    let id = msg.job_id.as_str();
+    let id = msg.job_id.to_string();
+    let id = id.as_str();
     let Some(job) = jobs::find(&mut *tx, id).await? else {
         return Ok(refused("unknown job; send started first"));
     };
@@ -495,6 +617,10 @@ async fn apply_done(
             event: None,
         });
     }
+    if let Some(p) = msg.summary_parts.take() {
+        reassemble(tx, id, p, &mut msg).await?;
+    }
+    let msg = &msg;
     let status = JobStatus::from_outcome(msg.outcome);
     let error_kind = msg
         .error_kind
@@ -517,6 +643,7 @@ async fn apply_done(
         },
     )
     .await?;
+    lock(&cp.accept_marks).remove(id);
     if !finished {
         return Ok(Applied {
             ack: Ack::duplicate(),

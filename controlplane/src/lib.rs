@@ -139,6 +139,9 @@ pub(crate) struct Cp {
     pub dispatch_wake: Notify,
     /// Jobs each agent last said it holds (accepted or running).
     pub agent_jobs: Mutex<HashMap<String, HashSet<String>>>,
+    /// Where each dispatched job fell in its agent's order of accepts (from
+    /// the dispatch ack): a hello composed before that says nothing of it.
+    pub accept_marks: Mutex<HashMap<String, rm_bus::msg::AcceptMark>>,
     /// Hosts a dispatch task is running for.
     pub dispatching: Mutex<HashSet<String>>,
     /// Since when heartbeats can reach the control plane: set once ingest
@@ -223,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         agent_bus_urls: config.agent_bus_urls.clone(),
         dispatch_wake: Notify::new(),
         agent_jobs: Mutex::new(HashMap::new()),
+        accept_marks: Mutex::new(HashMap::new()),
         dispatching: Mutex::new(HashSet::new()),
         // set by ingest once its subscriptions are live (and on reconnects)
         connected_since: Mutex::new(None),

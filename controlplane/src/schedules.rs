@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rm_bus::msg::{Actor, AgentConfig, CommandBody, JobKind, JobParams, ScheduleSpec};
+use rm_bus::msg::{Ack, Actor, AgentConfig, CommandBody, JobKind, JobParams, ScheduleSpec, encode};
 use rm_bus::subject::Event;
 use rm_store::repos::Access;
 use rm_store::{hosts, repos as repo_store, schedules};
@@ -260,6 +260,38 @@ pub(crate) async fn build_config(
     })
 }
 
+/// Sends a config as one `ConfigChanged`, or — too large for the bus's
+/// `max_payload` — as `ConfigPart`s in order; the answer to the last part
+/// says whether the agent applied it.
+async fn send_config(cp: &Cp, host_id: &str, config: AgentConfig) -> Outcome<Ack> {
+    let max = rm_bus::size::max_payload(&cp.client);
+    let version = config.version;
+    let text = encode(&config);
+    // the command around the config adds a few bytes and a header
+    if rm_bus::size::check_against(max, rm_bus::size::ENVELOPE_RESERVE, text.len()).is_ok() {
+        let whole = CommandBody::ConfigChanged { config };
+        return dispatch::command_ack(cp, host_id, whole, &cp.t.config_push).await;
+    }
+    let text = String::from_utf8_lossy(&text);
+    let chunks = rm_bus::size::split_text(&text, rm_bus::size::chunk_len(max));
+    let total = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+    tracing::info!(host = %host_id, version, bytes = text.len(), parts = total, "config too large for one message; sending it in parts");
+    let mut last = Ack::ok();
+    for (index, data) in (0u32..).zip(chunks) {
+        let part = CommandBody::ConfigPart {
+            version,
+            index,
+            total,
+            data: data.to_owned(),
+        };
+        last = dispatch::command_ack(cp, host_id, part, &cp.t.config_push).await?;
+        if !last.ok {
+            break;
+        }
+    }
+    Ok(last)
+}
+
 /// Pushes the current config to each host in the background.
 pub(crate) fn spawn_push(cp: &Arc<Cp>, hosts: Vec<String>) {
     let cp = cp.clone();
@@ -287,13 +319,7 @@ async fn push_config(cp: &Cp, host_id: &str) -> Outcome<()> {
         (host, config)
     };
     let version = config.version;
-    let ack = dispatch::command_ack(
-        cp,
-        &host.id,
-        CommandBody::ConfigChanged { config },
-        &cp.t.config_push,
-    )
-    .await?;
+    let ack = send_config(cp, &host.id, config).await?;
     if ack.ok {
         let mut tx = cp.store.write().await?;
         hosts::set_applied_config(&mut tx, &host.id, i64::try_from(version).unwrap_or(0)).await?;

@@ -113,7 +113,19 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                     }),
                 },
             };
-            if let Err(e) = cp.client.publish(reply, encode(&body)).await {
+            let mut bytes = encode(&body);
+            if let Err(t) = rm_bus::size::check(&cp.client, 0, bytes.len()) {
+                // an answer the bus would refuse becomes an error saying so
+                bytes = encode(&SvcReply::<Value> {
+                    v: PROTOCOL_VERSION,
+                    ok: None,
+                    error: Some(SvcError {
+                        code: "too_large".into(),
+                        message: format!("the answer is too large for the bus: {t}"),
+                    }),
+                });
+            }
+            if let Err(e) = cp.client.publish(reply, bytes).await {
                 tracing::warn!(error = %e, "service reply not sent");
             }
             drop(permit);

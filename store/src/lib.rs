@@ -28,6 +28,7 @@ pub mod job_list;
 pub mod jobs;
 pub mod listing;
 mod migrate;
+pub mod parts;
 pub mod repos;
 pub mod retention;
 pub mod schedules;

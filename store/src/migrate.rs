@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
     (4, "web", include_str!("../migrations/0004_web.sql")),
+    (5, "chunks", include_str!("../migrations/0005_chunks.sql")),
 ];
 
 pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {

@@ -156,3 +156,49 @@ async fn resume_after_a_crash_sends_each_result_once() {
     let journal = Journal::open(dir.path().join("jobs")).unwrap();
     assert!(journal.all().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_one_dispatch_are_accepted_once_and_run_once() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (exec, outbox) = executor(&bus, dir.path(), 100).await;
+    for round in 0..5 {
+        let id = format!("race{round}");
+        // the control plane's re-sends arriving together (each command is
+        // handled on its own task); the journal write fsyncs in between
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (exec, barrier, spec) = (exec.clone(), barrier.clone(), spec(&id));
+                tokio::task::spawn_blocking(move || {
+                    barrier.wait();
+                    exec.accept(spec, JobOrigin::Dispatch)
+                })
+            })
+            .collect();
+        let mut new = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Accepted::New => new += 1,
+                Accepted::Duplicate => {}
+                Accepted::Refused(why) => panic!("refused: {why}"),
+            }
+        }
+        assert_eq!(new, 1, "{id}: accepted {new} times");
+        eventually("the job's result", || async {
+            outbox
+                .jobs_with_done_pending()
+                .contains(&JobId::parse(&id).unwrap())
+                .then_some(())
+        })
+        .await;
+        let started = outbox
+            .pending()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.job.as_str() == id && e.topic == JobTopic::Started)
+            .count();
+        assert_eq!(started, 1, "{id} ran once");
+    }
+    exec.shutdown(Duration::from_secs(5)).await;
+}

@@ -316,7 +316,12 @@ pub struct Env {
 
 impl Env {
     pub async fn start() -> Result<Self> {
-        let bus = TestBus::start().await?;
+        Self::start_with(rm_testkit::BusOptions::default()).await
+    }
+
+    /// [`Self::start`] on a bus with these limits.
+    pub async fn start_with(options: rm_testkit::BusOptions) -> Result<Self> {
+        let bus = TestBus::start_with(rm_testkit::BusKind::from_env(), options).await?;
         let dir = tempfile::Builder::new().prefix("rm-agent-e2e-").tempdir()?;
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&repos)?;

@@ -138,6 +138,10 @@ fn agent_messages_round_trip() {
         config_version: 3,
         accepted_jobs: vec![job()],
         running_jobs: vec![],
+        accept_seq: Some(AcceptMark {
+            boot: "b1".into(),
+            seq: 4,
+        }),
     });
     let spec = ScheduleSpec {
         schedule_id: "s1".into(),
@@ -228,6 +232,25 @@ fn agent_messages_round_trip() {
         started_ms: Some(1),
         finished_ms: 2,
         restic_version: Some("0.14.0".into()),
+        summary_parts: Some(PartsRef {
+            total: 3,
+            bytes: 2_500_000,
+        }),
+    });
+    roundtrip(JobPart {
+        v: PROTOCOL_VERSION,
+        job_id: job(),
+        of: "summary".into(),
+        index: 1,
+        total: 3,
+        data: "[{\"id\":".into(),
+    });
+    roundtrip(Ack {
+        accepted: Some(AcceptMark {
+            boot: "b1".into(),
+            seq: 5,
+        }),
+        ..Ack::ok()
     });
     roundtrip(Ack::ok());
     roundtrip(Ack::duplicate());
@@ -253,6 +276,12 @@ fn commands_round_trip() {
             heartbeat_secs: None,
             schedules: vec![],
         },
+    }));
+    roundtrip(Command::new(CommandBody::ConfigPart {
+        version: 7,
+        index: 1,
+        total: 2,
+        data: "{\"version\":7,".into(),
     }));
     roundtrip(Command::new(CommandBody::Ls {
         repo: repo(),

@@ -138,3 +138,58 @@ async fn a_refusal_is_final() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*count.lock().unwrap(), 1, "a refusal must not be retried");
 }
+
+#[tokio::test]
+async fn a_request_over_the_servers_max_payload_fails_at_once_as_too_large() {
+    let bus = TestBus::start_with(
+        rm_testkit::BusKind::from_env(),
+        rm_testkit::BusOptions {
+            max_payload: Some(4096),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let agent = bus.agent("h1").await.unwrap();
+    assert_eq!(rm_bus::size::max_payload(&agent), 4096, "read from INFO");
+    let cp = bus.connect_role(Role::Controlplane).await.unwrap();
+    let mut sub = cp
+        .subscribe(subject::agent_any_job(JobTopic::Done))
+        .await
+        .unwrap();
+    cp.flush().await.unwrap();
+    let job = JobId::parse("j3").unwrap();
+    let subj = subject::agent_job(&host("h1"), &job, JobTopic::Done);
+    let key = IdempotencyKey::job_phase(&job, JobTopic::Done);
+    let header = rm_bus::size::header_len([(rm_bus::reqack::IDEMPOTENCY_HEADER, key.as_str())]);
+
+    // headers + payload exactly at the limit: sent and answered
+    let answer = tokio::spawn(async move {
+        let m = next_within(&mut sub, WAIT)
+            .await
+            .expect("the fitting request arrives");
+        cp.publish(m.reply.unwrap(), encode(&Ack::ok()))
+            .await
+            .unwrap();
+        cp.flush().await.unwrap();
+        m.payload.len()
+    });
+    let fits = vec![b'x'; 4096 - header];
+    let ack = request_ack(&agent, &subj, &key, fits.into(), &fast_policy(WAIT))
+        .await
+        .expect("a request of exactly max_payload is delivered");
+    assert!(ack.ok);
+    assert_eq!(answer.await.unwrap(), 4096 - header);
+
+    // one byte more: refused before sending, not retried until the deadline
+    let over = vec![b'x'; 4096 - header + 1];
+    let err = request_ack(&agent, &subj, &key, over.into(), &fast_policy(WAIT))
+        .await
+        .unwrap_err();
+    match err {
+        RequestError::TooLarge { too_large, .. } => {
+            assert_eq!((too_large.size, too_large.max), (4097, 4096));
+        }
+        other => panic!("expected TooLarge, got {other}"),
+    }
+}

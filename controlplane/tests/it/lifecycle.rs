@@ -9,6 +9,7 @@ use rm_bus::JobId;
 use rm_bus::creds::Role;
 use rm_bus::msg::*;
 use rm_bus::seal::RepoSecrets;
+use rm_bus::subject::JobTopic;
 use rm_controlplane::api;
 use rm_testkit::TestBus;
 
@@ -279,6 +280,139 @@ async fn unknown_jobs_become_lost_and_a_late_result_still_counts() {
         .await;
     tokio::time::sleep(fast_timings().lost_grace * 3).await;
     assert_eq!(job_status(&db, &second.job_id).await, "dispatched");
+}
+
+#[tokio::test]
+async fn a_hello_composed_before_a_dispatch_arrived_does_not_make_that_job_lost() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "web-2"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0], &agents[1]], &[]).await;
+    let db = cp.db().await;
+    let mark = |seq| {
+        Some(AcceptMark {
+            boot: "boot-1".into(),
+            seq,
+        })
+    };
+    let (a, b) = agents.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.hello_marked(0, vec![], vec![], mark(0)).await;
+    b.hello(0, vec![], vec![]).await;
+
+    // web-1 takes the job as its first accept ...
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch_marked(mark(1)).await;
+    eventually("dispatched", || async {
+        (job_status(&db, &created.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    // ... while its hello, composed before that (0 accepts), is on the way
+    a.hello_marked(0, vec![], vec![], mark(0)).await;
+
+    // a job web-2 really forgot, noticed after web-1's hello: lost once
+    // its grace is over, which is after web-1's job's would have been
+    let forgotten: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(b, &repo, backup_params()))
+        .await;
+    b.expect_dispatch().await;
+    eventually("dispatched", || async {
+        (job_status(&db, &forgotten.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    b.hello(0, vec![], vec![]).await;
+    eventually("web-2's job lost", || async {
+        (job_status(&db, &forgotten.job_id).await == "lost").then_some(())
+    })
+    .await;
+    assert_eq!(
+        job_status(&db, &created.job_id).await,
+        "dispatched",
+        "web-1's stale hello proves nothing about a job it accepted later"
+    );
+
+    // a hello composed after the accept that lacks the job does count
+    a.hello_marked(0, vec![], vec![], mark(1)).await;
+    eventually("web-1's job lost", || async {
+        (job_status(&db, &created.job_id).await == "lost").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_summary_in_parts_is_reassembled_even_for_a_job_already_called_lost() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "web-2"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0], &agents[1]], &[]).await;
+    let db = cp.db().await;
+    let (a, b) = agents.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.hello(0, vec![], vec![]).await;
+    let created: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            create(a, &repo, JobParams::Snapshots { host_name: None }),
+        )
+        .await;
+    a.expect_dispatch().await;
+    eventually("dispatched", || async {
+        (job_status(&db, &created.job_id).await == "dispatched").then_some(())
+    })
+    .await;
+    // the agent seems to have forgotten it ...
+    a.hello(0, vec![], vec![]).await;
+    eventually("lost", || async {
+        (job_status(&db, &created.job_id).await == "lost").then_some(())
+    })
+    .await;
+
+    // ... but its result turns up, in parts
+    let job = JobId::parse(&created.job_id).unwrap();
+    let listing = serde_json::json!([
+        {"id": "a".repeat(64), "time": "2026-11-25T16:48:30Z", "hostname": "web-1", "paths": ["/srv/é"], "tags": null},
+        {"id": "b".repeat(64), "time": "2026-11-26T16:48:30Z", "hostname": "web-2", "paths": ["/x"], "tags": ["t"]},
+    ]);
+    let text = listing.to_string();
+    let (p0, p1) = text.split_at(text.len() / 2);
+    let part = |index: u32, data: &str| {
+        encode(&JobPart {
+            v: PROTOCOL_VERSION,
+            job_id: job.clone(),
+            of: "summary".into(),
+            index,
+            total: 2,
+            data: data.into(),
+        })
+    };
+    // another host cannot add to it
+    let err = b
+        .request(&job, JobTopic::Part, part(0, "[]"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("another host"), "{err}");
+    // out of order, one re-sent
+    for (i, d) in [(1, p1), (0, "stale"), (0, p0), (1, p1)] {
+        let ack = a.request(&job, JobTopic::Part, part(i, d)).await.unwrap();
+        assert!(ack.ok);
+    }
+    let mut done = done_msg(&job, JobOutcome::Succeeded);
+    done.summary = None;
+    done.summary_parts = Some(PartsRef {
+        total: 2,
+        bytes: text.len() as u64,
+    });
+    assert!(a.send_done(&done).await.unwrap().ok);
+
+    let mut c = db.read().await.unwrap();
+    let j = rm_store::jobs::get(&mut c, &created.job_id).await.unwrap();
+    assert_eq!(j.status, "succeeded");
+    let summary: serde_json::Value =
+        serde_json::from_str(j.summary_json.as_deref().unwrap()).unwrap();
+    assert_eq!(summary, listing);
+    let cached = rm_store::snapshots::list(&mut c, &repo, None)
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 2, "{cached:?}");
+    assert_eq!(rm_store::parts::count(&mut c).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -288,6 +288,19 @@ impl Agent {
         accepted: Vec<JobId>,
         running: Vec<JobId>,
     ) -> HelloReply {
+        self.hello_marked(config_version, accepted, running, None)
+            .await
+    }
+
+    /// A hello that says how many jobs this agent process had accepted
+    /// when it was composed.
+    pub async fn hello_marked(
+        &mut self,
+        config_version: u64,
+        accepted: Vec<JobId>,
+        running: Vec<JobId>,
+        accept_seq: Option<AcceptMark>,
+    ) -> HelloReply {
         let hello = Hello {
             v: PROTOCOL_VERSION,
             agent_version: "0.1.0-test".into(),
@@ -298,6 +311,7 @@ impl Agent {
             config_version,
             accepted_jobs: accepted,
             running_jobs: running,
+            accept_seq,
         };
         let key = IdempotencyKey::new(rm_bus::ids::random_token(6));
         let policy = RetryPolicy {
@@ -367,11 +381,20 @@ impl Agent {
 
     /// Waits for a dispatch and acknowledges it.
     pub async fn expect_dispatch(&mut self) -> JobSpec {
+        self.expect_dispatch_marked(None).await
+    }
+
+    /// Waits for a dispatch and acknowledges it with the accept's mark.
+    pub async fn expect_dispatch_marked(&mut self, accepted: Option<AcceptMark>) -> JobSpec {
         loop {
             let (cmd, m) = self.next_command(WAIT).await.expect("a dispatch arrives");
             match cmd.body {
                 CommandBody::Dispatch { job } => {
-                    self.answer(&m, encode(&Ack::ok())).await;
+                    let ack = Ack {
+                        accepted: accepted.clone(),
+                        ..Ack::ok()
+                    };
+                    self.answer(&m, encode(&ack)).await;
                     return job;
                 }
                 CommandBody::ConfigChanged { .. } => self.answer(&m, encode(&Ack::ok())).await,
@@ -440,6 +463,7 @@ pub fn done_msg(job: &JobId, outcome: JobOutcome) -> JobDone {
         started_ms: Some(1_000),
         finished_ms: 2_000,
         restic_version: Some("0.18.0".into()),
+        summary_parts: None,
     }
 }
 

@@ -3,7 +3,7 @@
 use rm_bus::msg::JobParams;
 use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::repos::{self, Access, NewRepo};
-use rm_store::{Store, StoreError, enroll, hosts, retention};
+use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 
 mod alerts;
 
@@ -64,8 +64,8 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .await
         .unwrap();
     assert_eq!(
-        n, 3,
-        "each migration applied once (0001 init, 0002 alerts, 0004 web)"
+        n, 4,
+        "each migration applied once (0001 init, 0002 alerts, 0004 web, 0005 chunks)"
     );
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
@@ -221,6 +221,64 @@ async fn ingest_phases_are_recorded_once() {
             .await
             .unwrap()
     );
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn result_parts_reassemble_in_order_once_complete_and_are_then_gone() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j1", "h1", &p, 1))
+        .await
+        .unwrap();
+    // out of order, one re-sent, and a stale part of an earlier split
+    parts::put(&mut tx, "j1", "summary", 1, 3, "bb", 5)
+        .await
+        .unwrap();
+    parts::put(&mut tx, "j1", "summary", 3, 4, "zz", 5)
+        .await
+        .unwrap();
+    parts::put(&mut tx, "j1", "summary", 0, 3, "a", 5)
+        .await
+        .unwrap();
+    parts::put(&mut tx, "j1", "summary", 0, 3, "aa", 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        parts::take(&mut tx, "j1", "summary", 3, 6).await.unwrap(),
+        Err(parts::Incomplete::Missing { got: 2, total: 3 })
+    );
+    // taking deletes: a complete set afterwards
+    for (i, d) in ["aa", "bb", "cc"].iter().enumerate() {
+        parts::put(&mut tx, "j1", "summary", i as u32, 3, d, 7)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        parts::take(&mut tx, "j1", "summary", 3, 5).await.unwrap(),
+        Err(parts::Incomplete::Length {
+            got: 6,
+            expected: 5
+        })
+    );
+    for (i, d) in ["aa", "bb", "cc"].iter().enumerate() {
+        parts::put(&mut tx, "j1", "summary", i as u32, 3, d, 7)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        parts::take(&mut tx, "j1", "summary", 3, 6).await.unwrap(),
+        Ok("aabbcc".to_owned())
+    );
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_parts")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
     tx.commit().await.unwrap();
 }
 

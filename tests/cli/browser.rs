@@ -44,12 +44,14 @@ fn rclone(dir: &Path, port: u16, append_only: bool) -> Kill {
     if append_only {
         cmd.arg("--append-only");
     }
-    let child = cmd
-        .spawn()
-        .expect("rclone is installed (the test command installs it)");
+    // Held by the guard from the start, so it is killed and reaped on every path.
+    let child = Kill(
+        cmd.spawn()
+            .expect("rclone is installed (the test command installs it)"),
+    );
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Kill(child);
+            return child;
         }
         std::thread::sleep(Duration::from_millis(50));
     }

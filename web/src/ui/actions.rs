@@ -176,10 +176,8 @@ async fn run_page(
     if form.kind.is_empty() || !run::KINDS.iter().any(|(k, _)| *k == form.kind) {
         form.kind = "backup".into();
     }
-    if form.repo_id.is_empty() {
-        if let Some((id, _)) = repos.first() {
-            form.repo_id = id.clone();
-        }
+    if let Some((id, _)) = repos.first().filter(|_| form.repo_id.is_empty()) {
+        form.repo_id = id.clone();
     }
     let (help, submit) = help(&form.kind);
     let status = if errors.is_empty() && failure.is_none() {

@@ -356,88 +356,6 @@ fn missed(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(status: &str, at: i64) -> BackupRun {
-        BackupRun {
-            id: format!("j{at}"),
-            status: status.into(),
-            created_at: at,
-            finished_at: Some(at + 1000),
-            error_kind: None,
-            error: None,
-        }
-    }
-
-    #[test]
-    fn strip_judges_each_day_against_the_schedule() {
-        // 2026-12-01T12:00Z; a daily 02:00 UTC schedule since long before.
-        let now: i64 = 1_796_126_400_000;
-        let today = now - now.rem_euclid(DAY_MS);
-        let since = today - (STRIP_DAYS - 1) * DAY_MS;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        let schedules = vec![(daily, 0, 3600)];
-        let runs = vec![
-            run("failed", today + 2 * 3_600_000),
-            run("succeeded", today - DAY_MS + 2 * 3_600_000 + 60_000),
-            run("failed", today - DAY_MS + 2 * 3_600_000),
-            run("warning", today - 2 * DAY_MS + 7_200_000),
-        ];
-        let days = strip(now, since, &runs, &schedules, 0);
-        assert_eq!(days.len(), 30);
-        assert_eq!(days[29].state, "fail", "today's only run failed");
-        assert_eq!(days[28].state, "ok", "yesterday's last run succeeded");
-        assert_eq!(days[27].state, "warn");
-        assert_eq!(days[26].state, "miss", "a due slot without any backup");
-        assert_eq!(days[29].date, "2026-12-01");
-    }
-
-    #[test]
-    fn strip_is_empty_before_the_host_existed_and_without_schedules() {
-        let now: i64 = 1_796_126_400_000;
-        let today = now - now.rem_euclid(DAY_MS);
-        let since = today - (STRIP_DAYS - 1) * DAY_MS;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        let days = strip(now, since, &[], &[(daily, 0, 3600)], today - DAY_MS);
-        assert!(days[..28].iter().all(|d| d.state == "none"));
-        assert_eq!(days[28].state, "miss");
-        assert_eq!(days[29].state, "miss");
-        let days = strip(now, since, &[], &[], 0);
-        assert!(days.iter().all(|d| d.state == "none"));
-    }
-
-    #[test]
-    fn a_slot_still_inside_its_grace_is_not_missed() {
-        // now = 02:30 on the day of a 02:00 slot with one hour of grace.
-        let day = 1_796_083_200_000; // 2026-12-01T00:00Z
-        let now = day + 2 * 3_600_000 + 30 * 60_000;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        assert!(!missed(day, day + DAY_MS, now, &[(daily, 0, 3600)], 0));
-    }
-
-    #[test]
-    fn filter_rejects_unknown_state_and_sort() {
-        let f = FleetFilter {
-            state: "bogus".into(),
-            ..FleetFilter::default()
-        };
-        assert_eq!(f.validate().unwrap_err().0, "state");
-        let f = FleetFilter {
-            sort: "size".into(),
-            ..FleetFilter::default()
-        };
-        assert_eq!(f.validate().unwrap_err().0, "sort");
-        let f = FleetFilter {
-            q: "a b&c".into(),
-            page: 2,
-            ..FleetFilter::default()
-        };
-        assert_eq!(f.query_for_page(3), "?q=a%20b%26c&page=3");
-    }
-}
-
 /// Words and classes of the status vocabulary (UI.md): colour and word.
 impl HostRow {
     /// The status class (`s-ok`, `s-running`, ...).
@@ -552,5 +470,87 @@ pub fn running_word(kind: &str) -> String {
         "check" => "checking".into(),
         "forget" => "forgetting".into(),
         other => format!("running {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(status: &str, at: i64) -> BackupRun {
+        BackupRun {
+            id: format!("j{at}"),
+            status: status.into(),
+            created_at: at,
+            finished_at: Some(at + 1000),
+            error_kind: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn strip_judges_each_day_against_the_schedule() {
+        // 2026-12-01T12:00Z; a daily 02:00 UTC schedule since long before.
+        let now: i64 = 1_796_126_400_000;
+        let today = now - now.rem_euclid(DAY_MS);
+        let since = today - (STRIP_DAYS - 1) * DAY_MS;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let schedules = vec![(daily, 0, 3600)];
+        let runs = vec![
+            run("failed", today + 2 * 3_600_000),
+            run("succeeded", today - DAY_MS + 2 * 3_600_000 + 60_000),
+            run("failed", today - DAY_MS + 2 * 3_600_000),
+            run("warning", today - 2 * DAY_MS + 7_200_000),
+        ];
+        let days = strip(now, since, &runs, &schedules, 0);
+        assert_eq!(days.len(), 30);
+        assert_eq!(days[29].state, "fail", "today's only run failed");
+        assert_eq!(days[28].state, "ok", "yesterday's last run succeeded");
+        assert_eq!(days[27].state, "warn");
+        assert_eq!(days[26].state, "miss", "a due slot without any backup");
+        assert_eq!(days[29].date, "2026-12-01");
+    }
+
+    #[test]
+    fn strip_is_empty_before_the_host_existed_and_without_schedules() {
+        let now: i64 = 1_796_126_400_000;
+        let today = now - now.rem_euclid(DAY_MS);
+        let since = today - (STRIP_DAYS - 1) * DAY_MS;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        let days = strip(now, since, &[], &[(daily, 0, 3600)], today - DAY_MS);
+        assert!(days[..28].iter().all(|d| d.state == "none"));
+        assert_eq!(days[28].state, "miss");
+        assert_eq!(days[29].state, "miss");
+        let days = strip(now, since, &[], &[], 0);
+        assert!(days.iter().all(|d| d.state == "none"));
+    }
+
+    #[test]
+    fn a_slot_still_inside_its_grace_is_not_missed() {
+        // now = 02:30 on the day of a 02:00 slot with one hour of grace.
+        let day = 1_796_083_200_000; // 2026-12-01T00:00Z
+        let now = day + 2 * 3_600_000 + 30 * 60_000;
+        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
+        assert!(!missed(day, day + DAY_MS, now, &[(daily, 0, 3600)], 0));
+    }
+
+    #[test]
+    fn filter_rejects_unknown_state_and_sort() {
+        let f = FleetFilter {
+            state: "bogus".into(),
+            ..FleetFilter::default()
+        };
+        assert_eq!(f.validate().unwrap_err().0, "state");
+        let f = FleetFilter {
+            sort: "size".into(),
+            ..FleetFilter::default()
+        };
+        assert_eq!(f.validate().unwrap_err().0, "sort");
+        let f = FleetFilter {
+            q: "a b&c".into(),
+            page: 2,
+            ..FleetFilter::default()
+        };
+        assert_eq!(f.query_for_page(3), "?q=a%20b%26c&page=3");
     }
 }

@@ -23,10 +23,13 @@ pub const JOB_CANCEL: Verb = Verb::new("job-cancel");
 pub const LS: Verb = Verb::new("ls");
 /// The control plane's public xkey: secrets sent to it are sealed to it.
 pub const PUBKEY: Verb = Verb::new("pubkey");
+/// The control plane's counters ([`Metrics`]).
+pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 14] = [
+pub const ALL_VERBS: [Verb; 15] = [
     PUBKEY,
+    METRICS,
     HOST_ADD,
     HOST_TOKEN,
     HOST_REVOKE,
@@ -41,6 +44,33 @@ pub const ALL_VERBS: [Verb; 14] = [
     JOB_CANCEL,
     LS,
 ];
+
+/// What the control plane survived and shed since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Errors each background loop logged and continued after.
+    #[serde(default)]
+    pub loop_errors: BTreeMap<String, u64>,
+    /// Heartbeats dropped because the heartbeat writer was behind.
+    #[serde(default)]
+    pub heartbeats_dropped: u64,
+    /// Hellos waiting for a handling slot now.
+    #[serde(default)]
+    pub hellos_waiting: u64,
+    /// Hellos received since start.
+    #[serde(default)]
+    pub hellos_queued_total: u64,
+    /// Agent requests whose reply subject was not the agent's own inbox.
+    #[serde(default)]
+    pub replies_refused: u64,
+}
+
+impl Metrics {
+    /// Errors counted for one loop.
+    pub fn errors_of(&self, what: &str) -> u64 {
+        self.loop_errors.get(what).copied().unwrap_or(0)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostAdd {

@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
+/// Most hellos handled at once.
+const HELLO_CONCURRENCY: usize = 32;
+
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let (hb_tx, hb_rx) = mpsc::channel::<(String, Heartbeat, i64)>(4096);
     let (res_tx, res_rx) = mpsc::channel::<Message>(4096);
@@ -59,9 +62,19 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
 
     let c = cp.clone();
     let hellos = async move {
+        // Bounded: a reconnect storm waits here (agents retry their hello)
+        // instead of spawning a task and a write per agent at once.
+        let slots = Arc::new(tokio::sync::Semaphore::new(HELLO_CONCURRENCY));
         while let Some(m) = hello.next().await {
+            let permit = {
+                let _waiting = c.metrics.hello_waiting();
+                slots.clone().acquire_owned().await?
+            };
             let c = c.clone();
-            tokio::spawn(async move { on_hello(&c, m).await });
+            tokio::spawn(async move {
+                on_hello(&c, m).await;
+                drop(permit);
+            });
         }
         Ok::<(), anyhow::Error>(())
     };
@@ -71,8 +84,16 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             let Some(host) = host_of(&m) else { continue };
             match decode::<Heartbeat>("heartbeat", &m.payload) {
                 Ok(hb) => {
-                    // Heartbeats are at most once: drop rather than block.
-                    let _ = hb_tx.try_send((host, hb, c.now()));
+                    // Heartbeats are at most once: drop rather than block,
+                    // and count it. A dropped beat never turns a host
+                    // offline by itself: the next one (or any hello) is
+                    // seen, and offline needs several missed intervals.
+                    if let Err(mpsc::error::TrySendError::Full((host, ..))) =
+                        hb_tx.try_send((host, hb, c.now()))
+                    {
+                        let dropped = c.metrics.heartbeat_dropped();
+                        tracing::debug!(host = %host, dropped, "heartbeat dropped: writer behind");
+                    }
                 }
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
             }
@@ -87,11 +108,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 tracing::warn!(host = %host, "malformed goodbye ignored");
                 continue;
             }
-            let mut tx = c.store.write().await?;
-            let changed = hosts::mark_offline(&mut tx, &host, c.now()).await?;
-            tx.commit().await?;
-            if changed {
-                c.event(Event::HostOffline, Some(&host), None, None).await;
+            match on_goodbye(&c, &host).await {
+                Ok(true) => c.event(Event::HostOffline, Some(&host), None, None).await,
+                Ok(false) => {}
+                Err(e) => c.metrics.loop_error("goodbye", &e.into()),
             }
         }
         Ok(())
@@ -127,6 +147,13 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     Ok(())
 }
 
+async fn on_goodbye(cp: &Cp, host: &str) -> rm_store::Result<bool> {
+    let mut tx = cp.store.write().await?;
+    let changed = hosts::mark_offline(&mut tx, host, cp.now()).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
 fn host_of(m: &Message) -> Option<String> {
     match AgentSubject::parse(m.subject.as_str()) {
         Some(s) => Some(s.host.to_string()),
@@ -137,10 +164,17 @@ fn host_of(m: &Message) -> Option<String> {
     }
 }
 
+/// Answers an agent's request, only ever on that agent's own inbox.
 async fn reply(cp: &Cp, m: &Message, body: bytes::Bytes) {
-    if let Some(r) = &m.reply
-        && let Err(e) = cp.client.publish(r.clone(), body).await
-    {
+    let Some(r) = &m.reply else { return };
+    let own = AgentSubject::parse(m.subject.as_str())
+        .is_some_and(|s| subject::is_agent_inbox(r.as_str(), &s.host));
+    if !own {
+        cp.metrics.reply_refused();
+        tracing::warn!(subject = %m.subject, reply = %r, "reply subject is not the asking agent's inbox; not answered");
+        return;
+    }
+    if let Err(e) = cp.client.publish(r.clone(), body).await {
         tracing::warn!(error = %e, "reply not sent");
     }
 }
@@ -181,7 +215,10 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
     };
     match handle_hello(cp, &host, &hello).await {
         Ok(r) => reply(cp, &m, encode(&r)).await,
-        Err(e) => tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled"),
+        Err(e) => {
+            tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled");
+            cp.metrics.loop_error("hello", &e);
+        }
     }
 }
 
@@ -306,6 +343,7 @@ async fn heartbeat_writer(
         .await;
         if let Err(e) = r {
             tracing::error!(error = %e, count = batch.len(), "heartbeat batch not written");
+            cp.metrics.loop_error("heartbeats", &e.into());
             online.clear();
         }
         for h in online {
@@ -366,7 +404,8 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry")
+                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry");
+                cp.metrics.loop_error("results", &e);
             }
         }
         batch.clear();

@@ -9,6 +9,7 @@
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection and retention.
 //! - [`secrets`]: the master key for secrets at rest.
+//! - `metrics`: counters of loop errors and shed load.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -35,6 +36,7 @@ mod enroll;
 mod health;
 mod ingest;
 mod jobs;
+mod metrics;
 mod repos;
 mod schedules;
 pub mod secrets;
@@ -144,6 +146,8 @@ pub(crate) struct Cp {
     /// Since when heartbeats can reach the control plane: set once ingest
     /// has subscribed, reset on every reconnect, cleared on disconnect.
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
+    /// Loop errors survived and load shed.
+    pub metrics: metrics::Metrics,
 }
 
 impl Cp {
@@ -226,6 +230,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         dispatching: Mutex::new(HashSet::new()),
         // set by ingest once its subscriptions are live (and on reconnects)
         connected_since: Mutex::new(None),
+        metrics: metrics::Metrics::default(),
     });
 
     // Track (re)connects: the offline sweeper waits after each one.

@@ -1,0 +1,173 @@
+//! The control plane under trouble: store errors in background loops are
+//! logged, counted and survived; replies go only to the asking agent's own
+//! inbox.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rm_bus::msg::{EventMsg, Goodbye, PROTOCOL_VERSION, decode, encode};
+use rm_bus::subject::{self, Event};
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+async fn metrics(cp: &Cp) -> api::Metrics {
+    cp.call(api::METRICS, serde_json::json!({})).await
+}
+
+async fn exec(db: &rm_store::Store, sql: &'static str) {
+    let mut c = db.read().await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut *c).await.unwrap();
+}
+
+async fn goodbye(agent: &Agent) {
+    let bye = Goodbye {
+        v: PROTOCOL_VERSION,
+        ts_ms: 0,
+        reason: Some("test".into()),
+    };
+    agent
+        .client
+        .publish(subject::agent_goodbye(&agent.host), encode(&bye))
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+}
+
+/// Waits for a `host.offline` event naming `host`.
+async fn offline_event_for(sub: &mut async_nats::Subscriber, host: &str) {
+    loop {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a host.offline event")
+            .expect("subscription open");
+        let e: EventMsg = decode("event", &m.payload).unwrap();
+        if e.host.as_ref().map(|h| h.as_str()) == Some(host) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn store_errors_in_background_loops_are_counted_and_the_role_keeps_serving() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut leaving = Agent::enroll(&bus, &cp, "leaving").await.unwrap();
+    let mut worker = Agent::enroll(&bus, &cp, "worker").await.unwrap();
+    leaving.hello(0, vec![], vec![]).await;
+    worker.hello(0, vec![], vec![]).await;
+    let repo = repo_with(&cp, "r1", "pw", &[&worker], &[]).await;
+    let db = cp.db().await;
+
+    // The store fails every query on hosts and jobs for a while (as a
+    // read-only, corrupt or locked database would).
+    exec(&db, "ALTER TABLE hosts RENAME TO hosts_away").await;
+    exec(&db, "ALTER TABLE jobs RENAME TO jobs_away").await;
+    goodbye(&leaving).await;
+    let m = eventually("every loop to hit the broken store", || async {
+        let m = metrics(&cp).await;
+        (m.errors_of("sweeper") > 0 && m.errors_of("dispatcher") > 0 && m.errors_of("goodbye") > 0)
+            .then_some(m)
+    })
+    .await;
+    assert!(m.errors_of("goodbye") >= 1, "{m:?}");
+    exec(&db, "ALTER TABLE hosts_away RENAME TO hosts").await;
+    exec(&db, "ALTER TABLE jobs_away RENAME TO jobs").await;
+
+    // Recovered by itself: services answer, a goodbye takes a host offline
+    // (while it still heartbeats, so only the goodbye loop can), jobs are
+    // dispatched, and a silent host is swept offline.
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    cp.web.flush().await.unwrap();
+    goodbye(&leaving).await;
+    offline_event_for(&mut offline, &leaving.host_id()).await;
+
+    let created: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: worker.host_id(),
+                repo_id: repo,
+                params: backup_params(),
+                timeout_secs: None,
+                target_host_id: None,
+            },
+        )
+        .await;
+    let spec = worker.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), created.job_id);
+
+    worker.stop_heartbeats();
+    offline_event_for(&mut offline, &worker.host_id()).await;
+    leaving.stop_heartbeats();
+}
+
+#[tokio::test]
+async fn replies_go_only_to_the_asking_agents_own_inbox() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mallory = Agent::enroll(&bus, &cp, "mallory").await.unwrap();
+    let mut victim = Agent::enroll(&bus, &cp, "victim").await.unwrap();
+    let hello = rm_bus::msg::Hello {
+        v: PROTOCOL_VERSION,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        hostname: "mallory".into(),
+        config_version: 0,
+        accepted_jobs: vec![],
+        running_jobs: vec![],
+    };
+    // A hello whose reply subject is the victim's command subject, and one
+    // whose reply subject is the victim's inbox: neither is answered there.
+    let mut victim_inbox = victim
+        .client
+        .subscribe(format!("_INBOX.{}.>", victim.host))
+        .await
+        .unwrap();
+    victim.client.flush().await.unwrap();
+    for reply in [
+        subject::cmd(&victim.host),
+        format!("_INBOX.{}.stolen", victim.host),
+    ] {
+        mallory
+            .client
+            .publish_with_reply(subject::agent_hello(&mallory.host), reply, encode(&hello))
+            .await
+            .unwrap();
+    }
+    mallory.client.flush().await.unwrap();
+    let m = eventually("both replies refused", || async {
+        let m = metrics(&cp).await;
+        (m.replies_refused >= 2).then_some(m)
+    })
+    .await;
+    assert_eq!(m.replies_refused, 2);
+    assert!(
+        victim.next_command(Duration::ZERO).await.is_none(),
+        "the victim got a command it never should have"
+    );
+    assert!(
+        tokio::time::timeout(Duration::ZERO, victim_inbox.next())
+            .await
+            .is_err(),
+        "the victim's inbox got a reply to someone else's request"
+    );
+
+    // The asker's own inbox still gets its answer.
+    let mut mallory = mallory;
+    let reply = mallory.hello(0, vec![], vec![]).await;
+    assert!(reply.server_time_ms > 0);
+}

@@ -78,13 +78,55 @@ pub struct HostAdd {
 }
 
 /// A fresh enrollment token and the command to run on the endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` redacts both (the command carries the token).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HostEnrollment {
     pub host_id: String,
     pub token: String,
     pub expires_at: i64,
     /// The exact command line for the endpoint.
     pub command: String,
+}
+
+impl std::fmt::Debug for HostEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostEnrollment")
+            .field("host_id", &self.host_id)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("command", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The `enroll` service's body: the agent's [`EnrollRequest`] (token and
+/// public keys) sealed by the web role to the control plane's xkey with an
+/// ephemeral sender key, so the token never crosses the bus in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedEnroll {
+    pub sender_xkey: String,
+    pub sealed: rm_bus::msg::Sealed,
+}
+
+impl SealedEnroll {
+    /// Seals `req` to the control plane's public xkey.
+    pub fn seal(
+        req: &rm_bus::msg::EnrollRequest,
+        controlplane_xkey: &str,
+    ) -> Result<Self, rm_bus::seal::SealError> {
+        let sender = nkeys::XKey::new();
+        Ok(Self {
+            sender_xkey: sender.public_key(),
+            sealed: rm_bus::seal::seal(req, &sender, controlplane_xkey)?,
+        })
+    }
+
+    pub fn open(
+        &self,
+        recipient: &nkeys::XKey,
+    ) -> Result<rm_bus::msg::EnrollRequest, rm_bus::seal::SealError> {
+        rm_bus::seal::open(&self.sealed, recipient, &self.sender_xkey)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -59,13 +59,20 @@ async fn enroll(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
     };
+    let actor = Actor {
+        name: format!("enrollment of {}", req.hostname),
+        via: ActorVia::System,
+    };
+    // The token never crosses the bus in the clear: sealed to the control
+    // plane's xkey.
+    let sealed = match seal_to_controlplane(&state, &actor, &req).await {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let envelope = SvcRequest {
         v: PROTOCOL_VERSION,
-        actor: Actor {
-            name: format!("enrollment of {}", req.hostname),
-            via: ActorVia::System,
-        },
-        body: req,
+        actor,
+        body: sealed,
     };
     let subject = subject::svc(SvcRole::Controlplane, rm_controlplane::api::ENROLL);
     let request = async_nats::Request::new()
@@ -94,4 +101,45 @@ async fn enroll(State(state): State<AppState>, body: Bytes) -> Response {
         ),
         Err(e) => error(StatusCode::BAD_GATEWAY, "internal", e.to_string()),
     }
+}
+
+/// Seals an enrollment to the control plane's public xkey (asked for each
+/// time: enrollments are rare, and the key is the control plane's to change).
+async fn seal_to_controlplane(
+    state: &AppState,
+    actor: &Actor,
+    req: &EnrollRequest,
+) -> Result<rm_controlplane::api::SealedEnroll, Response> {
+    let unavailable = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the control plane is not answering; try again shortly",
+        )
+    };
+    let ask = SvcRequest {
+        v: PROTOCOL_VERSION,
+        actor: actor.clone(),
+        body: serde_json::json!({}),
+    };
+    let subject = subject::svc(SvcRole::Controlplane, rm_controlplane::api::PUBKEY);
+    let request = async_nats::Request::new()
+        .payload(encode(&ask))
+        .timeout(Some(state.svc_timeout));
+    let msg = state
+        .bus
+        .send_request(subject, request)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "control plane key not fetched");
+            unavailable()
+        })?;
+    let key = match decode::<SvcReply<rm_controlplane::api::PubKey>>("key reply", &msg.payload) {
+        Ok(SvcReply { ok: Some(k), .. }) => k.xkey,
+        _ => return Err(unavailable()),
+    };
+    rm_controlplane::api::SealedEnroll::seal(req, &key).map_err(|e| {
+        tracing::error!(error = %e, "enrollment not sealed");
+        error(StatusCode::BAD_GATEWAY, "internal", e.to_string())
+    })
 }

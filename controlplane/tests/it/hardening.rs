@@ -171,3 +171,40 @@ async fn replies_go_only_to_the_asking_agents_own_inbox() {
     let reply = mallory.hello(0, vec![], vec![]).await;
     assert!(reply.server_time_ms > 0);
 }
+
+#[tokio::test]
+async fn an_enrollment_with_the_token_in_clear_is_refused_and_the_token_stays_valid() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let added: api::HostEnrollment = cp
+        .call(
+            api::HOST_ADD,
+            api::HostAdd {
+                name: "web-1".into(),
+            },
+        )
+        .await;
+    assert!(!format!("{added:?}").contains(&added.token));
+    let (nkey, xkey) = (nkeys::KeyPair::new_user(), nkeys::XKey::new());
+    let req = enroll_request(&added.token, &nkey, &xkey, "web-1");
+    assert!(!format!("{req:?}").contains(&added.token));
+    let err = cp
+        .call_raw::<_, rm_bus::msg::EnrollReply>(api::ENROLL, req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+    // sealed to some other key: does not open
+    let other = nkeys::XKey::new();
+    let wrong = api::SealedEnroll::seal(&req, &other.public_key()).unwrap();
+    let err = cp
+        .call_raw::<_, rm_bus::msg::EnrollReply>(api::ENROLL, wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+    // sealed to the control plane: enrolled
+    let reply = cp.enroll_call(req).await;
+    assert_eq!(reply.host_id.as_str(), added.host_id);
+}

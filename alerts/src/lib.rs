@@ -170,7 +170,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .with_context(|| format!("opening {}", db.display()))?;
     let master = MasterKey::load_or_create(&config.data_dir)?;
     let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("alerts.xk"))?;
-    let (client, _events) = connect(&config.connect).await?;
+    // Its connection events are logged by `connect`; nobody reads them.
+    let (client, _) = connect(&config.connect).await?;
 
     let ctx = std::sync::Arc::new(Ctx {
         store,

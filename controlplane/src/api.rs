@@ -51,7 +51,11 @@ pub struct Metrics {
     /// Errors each background loop logged and continued after.
     #[serde(default)]
     pub loop_errors: BTreeMap<String, u64>,
-    /// Heartbeats dropped because the heartbeat writer was behind.
+    /// Well-formed heartbeats received.
+    #[serde(default)]
+    pub heartbeats_received: u64,
+    /// Heartbeats that found the writer's channel full (the writer was
+    /// behind); each host's latest is still written.
     #[serde(default)]
     pub heartbeats_dropped: u64,
     /// Hellos waiting for a handling slot now.

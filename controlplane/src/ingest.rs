@@ -24,7 +24,7 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::{hosts, schedules as sched_store};
 use tokio::sync::mpsc;
 
-use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
+use crate::{Cp, beats, dispatch, jobs as job_svc, lock, schedules};
 
 /// Most hellos handled at once.
 const HELLO_CONCURRENCY: usize = 32;
@@ -78,21 +78,24 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     };
+    let overflow = Arc::new(beats::Overflow::default());
+    let overflow_in = overflow.clone();
     let c = cp.clone();
     let beats_in = async move {
         while let Some(m) = beats.next().await {
             let Some(host) = host_of(&m) else { continue };
             match decode::<Heartbeat>("heartbeat", &m.payload) {
                 Ok(hb) => {
-                    // Heartbeats are at most once: drop rather than block,
-                    // and count it. A dropped beat never turns a host
-                    // offline by itself: the next one (or any hello) is
-                    // seen, and offline needs several missed intervals.
-                    if let Err(mpsc::error::TrySendError::Full((host, ..))) =
+                    c.metrics.heartbeat_received();
+                    // Never block on a slow writer: a beat that does not
+                    // fit is counted and parked (latest per host), so a
+                    // full channel never turns a live host offline.
+                    if let Err(mpsc::error::TrySendError::Full(beat)) =
                         hb_tx.try_send((host, hb, c.now()))
                     {
                         let dropped = c.metrics.heartbeat_dropped();
-                        tracing::debug!(host = %host, dropped, "heartbeat dropped: writer behind");
+                        tracing::debug!(host = %beat.0, dropped, "heartbeat channel full: parked");
+                        overflow_in.park(beat);
                     }
                 }
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
@@ -141,7 +144,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         byes_in,
         results_in,
         logs_in,
-        heartbeat_writer(cp.clone(), hb_rx),
+        heartbeat_writer(cp.clone(), hb_rx, overflow),
         result_writer(cp.clone(), res_rx),
     )?;
     Ok(())
@@ -318,12 +321,19 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
 }
 
 /// Writes heartbeats in batches: one transaction per burst.
+/// Beats parked in `overflow` (the channel was full) join the next batch.
 async fn heartbeat_writer(
     cp: Arc<Cp>,
     mut rx: mpsc::Receiver<(String, Heartbeat, i64)>,
+    overflow: Arc<beats::Overflow>,
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(cp.t.ingest_batch);
-    while rx.recv_many(&mut batch, cp.t.ingest_batch).await > 0 {
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, cp.t.ingest_batch) => if n == 0 { break },
+            () = overflow.parked() => {}
+        }
+        batch.extend(overflow.take());
         let mut online = Vec::new();
         let r = async {
             let mut tx = cp.store.write().await?;

@@ -5,7 +5,8 @@
 //! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`).
 //! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
-//! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs.
+//! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
+//!   `beats`: heartbeats that did not fit the writer's channel.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection and retention.
 //! - [`secrets`]: the master key for secrets at rest.
@@ -31,6 +32,7 @@ use tokio::sync::Notify;
 
 pub mod api;
 mod audit;
+mod beats;
 mod dispatch;
 mod enroll;
 mod health;
@@ -211,7 +213,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     sys_spec.inbox_prefix = "_INBOX".into();
     sys_spec.name = "controlplane-system".into();
     sys_spec.retry_on_initial_connect = true;
-    let (system, _sys_events) = connect(&sys_spec).await?;
+    // Its connection events are logged by `connect`; nobody reads them.
+    let (system, _) = connect(&sys_spec).await?;
 
     let cp = Arc::new(Cp {
         store,

@@ -14,6 +14,7 @@ use crate::lock;
 pub(crate) struct Metrics {
     /// Errors per background loop (`sweeper`, `dispatcher`, `goodbye`, ...).
     loop_errors: Mutex<BTreeMap<&'static str, u64>>,
+    heartbeats_received: AtomicU64,
     heartbeats_dropped: AtomicU64,
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
@@ -27,7 +28,12 @@ impl Metrics {
         tracing::error!(r#loop = what, error = %format!("{error:#}"), "background loop error; continuing");
     }
 
-    /// A heartbeat dropped because the writer's channel was full.
+    /// A well-formed heartbeat arrived.
+    pub fn heartbeat_received(&self) {
+        self.heartbeats_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat did not fit the writer's channel (it is parked).
     pub fn heartbeat_dropped(&self) -> u64 {
         self.heartbeats_dropped.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -51,6 +57,7 @@ impl Metrics {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
+            heartbeats_received: g(&self.heartbeats_received),
             heartbeats_dropped: g(&self.heartbeats_dropped),
             hellos_waiting: g(&self.hellos_waiting),
             hellos_queued_total: g(&self.hellos_queued_total),

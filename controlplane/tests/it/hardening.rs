@@ -208,3 +208,126 @@ async fn an_enrollment_with_the_token_in_clear_is_refused_and_the_token_stays_va
     let reply = cp.enroll_call(req).await;
     assert_eq!(reply.host_id.as_str(), added.host_id);
 }
+
+#[tokio::test]
+async fn a_heartbeat_that_finds_the_writer_behind_is_counted_and_still_keeps_its_host_live() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let stormy = Agent::enroll(&bus, &cp, "stormy").await.unwrap();
+    let quiet = Agent::enroll(&bus, &cp, "quiet").await.unwrap();
+    let db = cp.db().await;
+    let before = metrics(&cp).await.heartbeats_received;
+
+    // The writer is stuck behind another connection's write lock while a
+    // storm of heartbeats fills its channel.
+    let lock = db.write().await.unwrap();
+    const STORM: u64 = 4096 + 512;
+    let beat = encode(&rm_bus::msg::Heartbeat {
+        v: PROTOCOL_VERSION,
+        ts_ms: 0,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        uptime_secs: 1,
+        config_version: 0,
+        disks: vec![],
+        running_jobs: vec![],
+        next_runs: vec![],
+    });
+    for _ in 0..STORM {
+        stormy
+            .client
+            .publish(subject::agent_heartbeat(&stormy.host), beat.clone())
+            .await
+            .unwrap();
+    }
+    stormy.client.flush().await.unwrap();
+    eventually("the storm to be read", || async {
+        (metrics(&cp).await.heartbeats_received >= before + STORM).then_some(())
+    })
+    .await;
+    // The one heartbeat of a quiet host arrives while the channel is full.
+    let sent_at = rm_bus::clock::system().now_ms();
+    quiet.heartbeat().await;
+    let m = eventually("the quiet host's beat to be read", || async {
+        let m = metrics(&cp).await;
+        (m.heartbeats_received > before + STORM).then_some(m)
+    })
+    .await;
+    assert!(m.heartbeats_dropped > 0, "{m:?}");
+    drop(lock);
+
+    // Once the writer catches up, the quiet host's beat is on record.
+    eventually("the quiet host to be seen", || async {
+        let mut c = db.read().await.unwrap();
+        let h = rm_store::hosts::get(&mut c, &quiet.host_id())
+            .await
+            .unwrap();
+        h.last_seen_at.is_some_and(|t| t >= sent_at).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hello_storm_is_handled_a_bounded_number_at_a_time_and_all_are_answered() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let agent = Agent::enroll(&bus, &cp, "stormy").await.unwrap();
+    let db = cp.db().await;
+    let hello = encode(&rm_bus::msg::Hello {
+        v: PROTOCOL_VERSION,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        hostname: "stormy".into(),
+        config_version: 0,
+        accepted_jobs: vec![],
+        running_jobs: vec![],
+    });
+    let mut replies = agent
+        .client
+        .subscribe(format!("_INBOX.{}.storm.>", agent.host))
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+
+    // Every hello needs the store, which another connection holds.
+    let lock = db.write().await.unwrap();
+    const STORM: usize = 40;
+    for i in 0..STORM {
+        agent
+            .client
+            .publish_with_reply(
+                subject::agent_hello(&agent.host),
+                format!("_INBOX.{}.storm.{i}", agent.host),
+                hello.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    agent.client.flush().await.unwrap();
+    let m = eventually("the hello handler to stop taking more", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_waiting == 1).then_some(m)
+    })
+    .await;
+    // 32 in hand, the next one waiting for a slot, the rest not yet read
+    assert_eq!(m.hellos_queued_total, 33, "{m:?}");
+    drop(lock);
+
+    for _ in 0..STORM {
+        tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("every hello is answered")
+            .unwrap();
+    }
+    assert_eq!(metrics(&cp).await.hellos_waiting, 0);
+}

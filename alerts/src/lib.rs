@@ -151,6 +151,10 @@ fn wakes_rules(subject: &str) -> bool {
     )
 }
 
+/// The alerts role's xkey seed in its data dir, created at first start.
+/// Deliveries are sealed by this key; notifiers trust only it.
+pub const XKEY_FILE: &str = "alerts.xk";
+
 /// Runs the alerts role until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -169,7 +173,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let master = MasterKey::load_or_create(&config.data_dir)?;
-    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("alerts.xk"))?;
+    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join(XKEY_FILE))?;
     // Its connection events are logged by `connect`; nobody reads them.
     let (client, _) = connect(&config.connect).await?;
 

@@ -72,7 +72,6 @@ async fn purge(cp: &Arc<Cp>) -> anyhow::Result<()> {
     tracing::info!(
         jobs = purged.jobs,
         audit = purged.audit,
-        deliveries = purged.deliveries,
         "retention applied"
     );
     Ok(())

@@ -162,6 +162,19 @@ pub async fn retry_at(
     Ok(())
 }
 
+/// Deletes delivered and failed rows that finished before `before`, with
+/// their log (cascade). Pending rows are never purged. The alerts role's
+/// retention.
+pub async fn purge_finished(conn: &mut SqliteConnection, before: i64) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM delivery_outbox WHERE state != 'pending' AND finished_at < ?")
+            .bind(before)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Delivery> {
     sqlx::query_as("SELECT * FROM delivery_outbox WHERE id = ?")
         .bind(id)

@@ -2,6 +2,7 @@
 //! package): each module starts the real binary.
 
 mod alerts;
+mod first_start;
 mod notifier;
 mod serve;
 mod standalone;

@@ -71,7 +71,7 @@ pub async fn enqueue(conn: &mut SqliteConnection, d: &NewDelivery<'_>) -> Result
 const DUE_SQL: &str = "SELECT * FROM delivery_outbox o
      WHERE o.state = 'pending' AND o.next_attempt_at <= ?
        AND NOT EXISTS (
-           SELECT 1 FROM delivery_outbox p
+           SELECT 1 FROM delivery_outbox p INDEXED BY delivery_outbox_pending_order
            WHERE p.state = 'pending' AND p.alert_id = o.alert_id AND p.channel_id = o.channel_id
              AND (p.created_at < o.created_at OR (p.created_at = o.created_at AND p.rowid < o.rowid)))
      ORDER BY o.next_attempt_at, o.created_at, o.rowid
@@ -82,8 +82,10 @@ const DUE_SQL: &str = "SELECT * FROM delivery_outbox o
 ///
 /// Indexed both ways (migration 3): due rows come off
 /// `delivery_outbox_due`, and the "older pending row first" check is one
-/// lookup in the partial index `delivery_outbox_pending_order`, so the
-/// query does not grow with the square of the backlog.
+/// lookup in the partial index `delivery_outbox_pending_order` (named with
+/// `INDEXED BY`: without statistics the planner may otherwise walk every
+/// pending row through the state index), so the query does not grow with
+/// the square of the backlog.
 pub async fn due(conn: &mut SqliteConnection, now: i64, limit: i64) -> Result<Vec<Delivery>> {
     Ok(sqlx::query_as(DUE_SQL)
         .bind(now)

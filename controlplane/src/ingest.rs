@@ -220,7 +220,7 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
         Ok(r) => reply(cp, &m, encode(&r)).await,
         Err(e) => {
             tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled");
-            cp.metrics.loop_error("hello", &e);
+            cp.metrics.count_error("hello");
         }
     }
 }
@@ -353,7 +353,7 @@ async fn heartbeat_writer(
         .await;
         if let Err(e) = r {
             tracing::error!(error = %e, count = batch.len(), "heartbeat batch not written");
-            cp.metrics.loop_error("heartbeats", &e.into());
+            cp.metrics.count_error("heartbeats");
             online.clear();
         }
         for h in online {
@@ -415,7 +415,7 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry");
-                cp.metrics.loop_error("results", &e);
+                cp.metrics.count_error("results");
             }
         }
         batch.clear();

@@ -24,8 +24,13 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Logs a background loop's error and counts it; the loop goes on.
     pub fn loop_error(&self, what: &'static str, error: &anyhow::Error) {
-        *lock(&self.loop_errors).entry(what).or_default() += 1;
+        self.count_error(what);
         tracing::error!(r#loop = what, error = %format!("{error:#}"), "background loop error; continuing");
+    }
+
+    /// Counts an error the caller has already logged with its own context.
+    pub fn count_error(&self, what: &'static str) {
+        *lock(&self.loop_errors).entry(what).or_default() += 1;
     }
 
     /// A well-formed heartbeat arrived.

@@ -129,6 +129,9 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     spec.retry_on_initial_connect = true;
     let mut n_config = rm_notifier::NotifierConfig::new(spec, notifier_key);
     n_config.instance = "serve".into();
+    // Open only what the alerts role sealed (same data dir, same key file).
+    let alerts_key = rm_bus::seal::load_or_create_xkey(&args.data_dir.join(rm_alerts::XKEY_FILE))?;
+    n_config.trusted_senders = vec![alerts_key.public_key()];
     let notifier_xkey = n_config.xkey.public_key();
     let notifier = tokio::spawn(rm_notifier::run(n_config, stopped(stop_rx.clone())));
 

@@ -13,6 +13,8 @@
 //!   responder, a timeout or a retryable outcome means a retry with backoff
 //!   and the same `webhook-id`; every attempt goes to the delivery log.
 //! - `channels`, `svc`: the services on `rm.svc.alerts.<verb>` ([`api`]).
+//! - `retention`: purges finished deliveries (and their log) after
+//!   [`Timings::delivery_retention`]; the owner purges its own tables.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ pub mod api;
 mod change;
 mod channels;
 mod outbox;
+mod retention;
 mod rules;
 mod svc;
 
@@ -59,6 +62,10 @@ pub struct Timings {
     pub outbox_poll: Duration,
     /// Deliveries in flight at once.
     pub max_in_flight: usize,
+    /// How long finished deliveries (and their attempt log) are kept.
+    pub delivery_retention: Duration,
+    /// How often old deliveries are purged.
+    pub retention_every: Duration,
 }
 
 impl Default for Timings {
@@ -76,6 +83,8 @@ impl Default for Timings {
             wake_debounce: Duration::from_millis(250),
             outbox_poll: Duration::from_secs(1),
             max_in_flight: 32,
+            delivery_retention: Duration::from_secs(30 * 24 * 3600),
+            retention_every: Duration::from_secs(3600),
         }
     }
 }
@@ -151,6 +160,10 @@ fn wakes_rules(subject: &str) -> bool {
     )
 }
 
+/// The alerts role's xkey seed in its data dir, created at first start.
+/// Deliveries are sealed by this key; notifiers trust only it.
+pub const XKEY_FILE: &str = "alerts.xk";
+
 /// Runs the alerts role until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -169,8 +182,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let master = MasterKey::load_or_create(&config.data_dir)?;
-    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("alerts.xk"))?;
-    let (client, _events) = connect(&config.connect).await?;
+    let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join(XKEY_FILE))?;
+    // Its connection events are logged by `connect`; nobody reads them.
+    let (client, _) = connect(&config.connect).await?;
 
     let ctx = std::sync::Arc::new(Ctx {
         store,
@@ -224,6 +238,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let result = tokio::select! {
         r = svc::serve(ctx.clone(), svc_sub) => r.context("service handler stopped"),
         r = rules::serve(ctx.clone()) => r.context("rule engine stopped"),
+        () = retention::serve(ctx.clone()) => Ok(()),
         r = &mut sender => match r {
             Ok(r) => r.context("delivery sender stopped"),
             Err(e) => Err(anyhow::anyhow!("delivery sender panicked: {e}")),

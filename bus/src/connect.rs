@@ -42,12 +42,30 @@ impl ConnectSpec {
 
 /// Connection events the caller may want (server errors such as
 /// permission violations arrive only here; they do not fail the call).
-pub type Events = mpsc::UnboundedReceiver<Event>;
+/// Bounded: a caller that never reads them holds at most
+/// [`EVENTS_CAPACITY`]; newer events are dropped (they are logged anyway).
+pub type Events = mpsc::Receiver<Event>;
+
+/// Most connection events [`connect`] keeps for a caller that is behind.
+pub const EVENTS_CAPACITY: usize = 64;
 
 /// The async-nats options for `spec`, forwarding events to `events`.
 pub fn options(
     spec: &ConnectSpec,
     events: Option<mpsc::UnboundedSender<Event>>,
+) -> Result<ConnectOptions> {
+    options_with(spec, move |event| {
+        if let Some(tx) = &events {
+            let _ = tx.send(event);
+        }
+    })
+}
+
+/// The async-nats options for `spec`, handing every event to `sink` after
+/// logging it.
+fn options_with(
+    spec: &ConnectSpec,
+    sink: impl Fn(Event) + Clone + Send + Sync + 'static,
 ) -> Result<ConnectOptions> {
     let kp = Arc::new(spec.creds.key_pair()?);
     let mut opts = ConnectOptions::with_jwt(spec.creds.jwt.clone(), move |nonce| {
@@ -58,12 +76,15 @@ pub fn options(
     .custom_inbox_prefix(spec.inbox_prefix.clone())
     .connection_timeout(spec.connect_timeout)
     .event_callback(move |event| {
-        let events = events.clone();
+        let sink = sink.clone();
         async move {
-            tracing::debug!(%event, "bus connection event");
-            if let Some(tx) = &events {
-                let _ = tx.send(event);
+            match &event {
+                Event::ServerError(_) | Event::ClientError(_) => {
+                    tracing::warn!(%event, "bus connection error")
+                }
+                _ => tracing::debug!(%event, "bus connection event"),
             }
+            sink(event);
         }
     });
     if spec.retry_on_initial_connect {
@@ -72,10 +93,19 @@ pub fn options(
     Ok(opts)
 }
 
-/// Connects and returns the client plus a stream of its connection events.
+/// Hands an event to a bounded receiver, dropping it if the receiver is
+/// full or gone: connection events never pile up unread.
+fn forward(tx: &mpsc::Sender<Event>, event: Event) {
+    if let Err(mpsc::error::TrySendError::Full(event)) = tx.try_send(event) {
+        tracing::debug!(%event, "bus connection event dropped: nobody is reading them");
+    }
+}
+
+/// Connects and returns the client plus a bounded stream of its
+/// connection events (drop it if you do not need them).
 pub async fn connect(spec: &ConnectSpec) -> Result<(Client, Events)> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let opts = options(spec, Some(tx))?;
+    let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
+    let opts = options_with(spec, move |event| forward(&tx, event))?;
     let urls: Vec<async_nats::ServerAddr> = spec
         .urls
         .iter()
@@ -86,4 +116,25 @@ pub async fn connect(spec: &ConnectSpec) -> Result<(Client, Events)> {
         .await
         .with_context(|| format!("connecting to the bus at {}", spec.urls.join(", ")))?;
     Ok((client, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unread_connection_events_are_bounded_not_piled_up() {
+        let (tx, mut rx) = mpsc::channel(EVENTS_CAPACITY);
+        for _ in 0..3 * EVENTS_CAPACITY {
+            forward(&tx, Event::Disconnected);
+        }
+        assert_eq!(rx.len(), EVENTS_CAPACITY);
+        // the oldest are kept; reading makes room again
+        assert!(matches!(rx.try_recv(), Ok(Event::Disconnected)));
+        forward(&tx, Event::Connected);
+        assert_eq!(rx.len(), EVENTS_CAPACITY);
+        // a dropped receiver costs nothing
+        drop(rx);
+        forward(&tx, Event::Connected);
+    }
 }

@@ -612,8 +612,10 @@ pub struct QueryReply {
 // ---------------------------------------------------------------- enrollment
 
 /// `POST /api/v1/enroll` body (agent → web), forwarded to the control plane
-/// as `rm.svc.controlplane.enroll`. Only public keys leave the endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// as `rm.svc.controlplane.enroll`, sealed to the control plane's xkey (the
+/// token never crosses the bus in the clear). Only public keys leave the
+/// endpoint. `Debug` redacts the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollRequest {
     #[serde(default = "v1")]
     pub v: u32,
@@ -627,6 +629,21 @@ pub struct EnrollRequest {
     pub os: String,
     pub arch: String,
     pub agent_version: String,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("v", &self.v)
+            .field("token", &"<redacted>")
+            .field("nkey", &self.nkey)
+            .field("xkey", &self.xkey)
+            .field("hostname", &self.hostname)
+            .field("os", &self.os)
+            .field("arch", &self.arch)
+            .field("agent_version", &self.agent_version)
+            .finish()
+    }
 }
 
 /// Reply to [`EnrollRequest`].

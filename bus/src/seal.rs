@@ -65,25 +65,20 @@ pub fn open<T: DeserializeOwned>(
 
 /// Loads an xkey seed file, creating it (0600) with a fresh key if missing.
 pub fn load_or_create_xkey(path: &std::path::Path) -> anyhow::Result<XKey> {
-    use anyhow::Context;
-    match std::fs::read_to_string(path) {
-        Ok(seed) => {
-            let key = XKey::from_seed(seed.trim())
-                .map_err(|e| anyhow::anyhow!("{} holds no xkey seed: {e}", path.display()))?;
-            // A public key parses as an XKey too, but cannot open anything.
-            key.seed().map_err(|_| {
-                anyhow::anyhow!("{} holds a public key, not a seed", path.display())
-            })?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = XKey::new();
-            let seed = key.seed().map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
-            crate::creds::authority::write_private(path, format!("{seed}\n").as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    // Created exactly once even when roles start together: every caller
+    // ends up with the seed that is on disk.
+    let seed = crate::creds::authority::read_or_create_private(path, || {
+        let seed = XKey::new()
+            .seed()
+            .map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;
+        Ok(format!("{seed}\n").into_bytes())
+    })?;
+    let key = XKey::from_seed(seed.trim())
+        .map_err(|e| anyhow::anyhow!("{} holds no xkey seed: {e}", path.display()))?;
+    // A public key parses as an XKey too, but cannot open anything.
+    key.seed()
+        .map_err(|_| anyhow::anyhow!("{} holds a public key, not a seed", path.display()))?;
+    Ok(key)
 }
 
 /// What an agent needs to open a repository: the password and the backend

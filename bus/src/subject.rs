@@ -208,6 +208,27 @@ pub fn agent_inbox_all(host: &HostId) -> String {
     format!("_INBOX.{host}.>")
 }
 
+/// True if `reply` lies in `host`'s own inbox (`_INBOX.<host>.<token>...`,
+/// no wildcards, no empty tokens): the only place a request from agent
+/// `<host>` may be answered. Anything else (another agent's inbox, its
+/// command subject, an event subject) would let an agent make the control
+/// plane publish where it cannot.
+pub fn is_agent_inbox(reply: &str, host: &HostId) -> bool {
+    let Some(rest) = reply
+        .strip_prefix("_INBOX.")
+        .and_then(|r| r.strip_prefix(host.as_str()))
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return false;
+    };
+    rest.split('.').all(|t| {
+        !t.is_empty()
+            && t != "*"
+            && t != ">"
+            && !t.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
+}
+
 /// The inbox prefix of a server-side role: `_INBOX._<role>`. The leading
 /// `_` cannot start a host id, so no agent's inbox can overlap a role's.
 pub fn role_inbox_prefix(role: &'static str) -> String {
@@ -389,6 +410,30 @@ mod tests {
     }
     fn j(s: &str) -> JobId {
         JobId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn only_the_agents_own_inbox_is_its_inbox() {
+        let host = h("h1");
+        assert!(is_agent_inbox("_INBOX.h1.abc", &host));
+        assert!(is_agent_inbox("_INBOX.h1.abc.7", &host));
+        for bad in [
+            "_INBOX.h1",
+            "_INBOX.h1.",
+            "_INBOX.h1..x",
+            "_INBOX.h1.>",
+            "_INBOX.h1.*",
+            "_INBOX.h1.a b",
+            "_INBOX.h10.abc",
+            "_INBOX.h2.abc",
+            "_INBOX._controlplane.abc",
+            "rm.cmd.h1",
+            "rm.cmd.h2",
+            "rm.evt.host.offline",
+            "",
+        ] {
+            assert!(!is_agent_inbox(bad, &host), "{bad:?} accepted");
+        }
     }
 
     #[test]

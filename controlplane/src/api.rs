@@ -23,10 +23,13 @@ pub const JOB_CANCEL: Verb = Verb::new("job-cancel");
 pub const LS: Verb = Verb::new("ls");
 /// The control plane's public xkey: secrets sent to it are sealed to it.
 pub const PUBKEY: Verb = Verb::new("pubkey");
+/// The control plane's counters ([`Metrics`]).
+pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 14] = [
+pub const ALL_VERBS: [Verb; 15] = [
     PUBKEY,
+    METRICS,
     HOST_ADD,
     HOST_TOKEN,
     HOST_REVOKE,
@@ -42,19 +45,92 @@ pub const ALL_VERBS: [Verb; 14] = [
     LS,
 ];
 
+/// What the control plane survived and shed since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Errors each background loop logged and continued after.
+    #[serde(default)]
+    pub loop_errors: BTreeMap<String, u64>,
+    /// Well-formed heartbeats received.
+    #[serde(default)]
+    pub heartbeats_received: u64,
+    /// Heartbeats that found the writer's channel full (the writer was
+    /// behind); each host's latest is still written.
+    #[serde(default)]
+    pub heartbeats_dropped: u64,
+    /// Hellos waiting for a handling slot now.
+    #[serde(default)]
+    pub hellos_waiting: u64,
+    /// Hellos received since start.
+    #[serde(default)]
+    pub hellos_queued_total: u64,
+    /// Agent requests whose reply subject was not the agent's own inbox.
+    #[serde(default)]
+    pub replies_refused: u64,
+}
+
+impl Metrics {
+    /// Errors counted for one loop.
+    pub fn errors_of(&self, what: &str) -> u64 {
+        self.loop_errors.get(what).copied().unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostAdd {
     pub name: String,
 }
 
 /// A fresh enrollment token and the command to run on the endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` redacts both (the command carries the token).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HostEnrollment {
     pub host_id: String,
     pub token: String,
     pub expires_at: i64,
     /// The exact command line for the endpoint.
     pub command: String,
+}
+
+impl std::fmt::Debug for HostEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostEnrollment")
+            .field("host_id", &self.host_id)
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("command", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The `enroll` service's body: the agent's [`EnrollRequest`] (token and
+/// public keys) sealed by the web role to the control plane's xkey with an
+/// ephemeral sender key, so the token never crosses the bus in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedEnroll {
+    pub sender_xkey: String,
+    pub sealed: rm_bus::msg::Sealed,
+}
+
+impl SealedEnroll {
+    /// Seals `req` to the control plane's public xkey.
+    pub fn seal(
+        req: &rm_bus::msg::EnrollRequest,
+        controlplane_xkey: &str,
+    ) -> Result<Self, rm_bus::seal::SealError> {
+        let sender = nkeys::XKey::new();
+        Ok(Self {
+            sender_xkey: sender.public_key(),
+            sealed: rm_bus::seal::seal(req, &sender, controlplane_xkey)?,
+        })
+    }
+
+    pub fn open(
+        &self,
+        recipient: &nkeys::XKey,
+    ) -> Result<rm_bus::msg::EnrollRequest, rm_bus::seal::SealError> {
+        rm_bus::seal::open(&self.sealed, recipient, &self.sender_xkey)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -87,14 +87,22 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
             _ = tick.tick() => {}
             () = cp.dispatch_wake.notified() => {}
         }
-        let hosts = {
-            let mut c = cp.store.read().await?;
-            jobs::hosts_with_queued(&mut c).await?
+        let hosts = match queued_hosts(&cp).await {
+            Ok(h) => h,
+            Err(e) => {
+                cp.metrics.loop_error("dispatcher", &e.into());
+                continue;
+            }
         };
         for h in hosts {
             spawn_dispatch(&cp, h);
         }
     }
+}
+
+async fn queued_hosts(cp: &Cp) -> rm_store::Result<Vec<String>> {
+    let mut c = cp.store.read().await?;
+    jobs::hosts_with_queued(&mut c).await
 }
 
 /// Dispatches `host`'s queued jobs unless a dispatch for it is under way.

@@ -14,7 +14,7 @@ use rm_bus::subject::Event;
 use rm_store::{enroll as tokens, hosts};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Done, HostAdd, HostEnrollment, HostRef};
+use crate::api::{Done, HostAdd, HostEnrollment, HostRef, SealedEnroll};
 use crate::svc::{Fail, Outcome};
 use crate::{Cp, audit};
 
@@ -149,7 +149,17 @@ pub(crate) async fn host_revoke(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome
 
 const REFUSED: &str = "enrollment refused: the token is invalid, expired or already used; ask an operator for a new enrollment command";
 
-pub(crate) async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
+/// An enrollment as the web role forwards it: sealed to our xkey.
+pub(crate) async fn enroll_sealed(cp: &Cp, req: SealedEnroll) -> Outcome<EnrollReply> {
+    let req = req.open(&cp.xkey).map_err(|e| {
+        Fail::invalid(format!(
+            "the enrollment request does not open with the control plane's key: {e}"
+        ))
+    })?;
+    enroll(cp, req).await
+}
+
+async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
     if !req.nkey.starts_with('U') || KeyPair::from_public_key(&req.nkey).is_err() {
         return Err(Fail::invalid("nkey is not a user public key"));
     }

@@ -175,43 +175,12 @@ fn snapshot_of(repo: &str, s: &Value, now: i64) -> Option<snapshots::Snapshot> {
 }
 
 /// Parses restic's RFC 3339 times (`2026-11-25T17:48:30.977496123+01:00`,
-/// `...Z`) to Unix milliseconds.
+/// `...Z`) to Unix milliseconds (sub-millisecond digits are truncated).
 pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let (date, rest) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let tz_at = rest.rfind(['Z', 'z', '+', '-'])?;
-    let (clock, tz) = rest.split_at(tz_at);
-    let mut c = clock.splitn(3, ':');
-    let (hh, mm): (i64, i64) = (c.next()?.parse().ok()?, c.next()?.parse().ok()?);
-    let sec_text = c.next()?;
-    let (whole, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
-    let ss: i64 = whole.parse().ok()?;
-    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
-    let offset_min = match tz {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = tz[1..].split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?)
-        }
-    };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // days from civil (Howard Hinnant's algorithm)
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss - offset_min * 60) * 1000) + ms)
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_millisecond)
 }
 
 const REFRESH_TIMEOUT_SECS: i64 = 3600;

@@ -27,7 +27,10 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::{hosts, parts, schedules as sched_store};
 use tokio::sync::mpsc;
 
-use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
+use crate::{Cp, beats, dispatch, jobs as job_svc, lock, schedules};
+
+/// Most hellos handled at once.
+const HELLO_CONCURRENCY: usize = 32;
 
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let (hb_tx, hb_rx) = mpsc::channel::<(String, Heartbeat, i64)>(4096);
@@ -66,20 +69,41 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
 
     let c = cp.clone();
     let hellos = async move {
+        // Bounded: a reconnect storm waits here (agents retry their hello)
+        // instead of spawning a task and a write per agent at once.
+        let slots = Arc::new(tokio::sync::Semaphore::new(HELLO_CONCURRENCY));
         while let Some(m) = hello.next().await {
+            let permit = {
+                let _waiting = c.metrics.hello_waiting();
+                slots.clone().acquire_owned().await?
+            };
             let c = c.clone();
-            tokio::spawn(async move { on_hello(&c, m).await });
+            tokio::spawn(async move {
+                on_hello(&c, m).await;
+                drop(permit);
+            });
         }
         Ok::<(), anyhow::Error>(())
     };
+    let overflow = Arc::new(beats::Overflow::default());
+    let overflow_in = overflow.clone();
     let c = cp.clone();
     let beats_in = async move {
         while let Some(m) = beats.next().await {
             let Some(host) = host_of(&m) else { continue };
             match decode::<Heartbeat>("heartbeat", &m.payload) {
                 Ok(hb) => {
-                    // Heartbeats are at most once: drop rather than block.
-                    let _ = hb_tx.try_send((host, hb, c.now()));
+                    c.metrics.heartbeat_received();
+                    // Never block on a slow writer: a beat that does not
+                    // fit is counted and parked (latest per host), so a
+                    // full channel never turns a live host offline.
+                    if let Err(mpsc::error::TrySendError::Full(beat)) =
+                        hb_tx.try_send((host, hb, c.now()))
+                    {
+                        let dropped = c.metrics.heartbeat_dropped();
+                        tracing::debug!(host = %beat.0, dropped, "heartbeat channel full: parked");
+                        overflow_in.park(beat);
+                    }
                 }
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
             }
@@ -94,11 +118,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 tracing::warn!(host = %host, "malformed goodbye ignored");
                 continue;
             }
-            let mut tx = c.store.write().await?;
-            let changed = hosts::mark_offline(&mut tx, &host, c.now()).await?;
-            tx.commit().await?;
-            if changed {
-                c.event(Event::HostOffline, Some(&host), None, None).await;
+            match on_goodbye(&c, &host).await {
+                Ok(true) => c.event(Event::HostOffline, Some(&host), None, None).await,
+                Ok(false) => {}
+                Err(e) => c.metrics.loop_error("goodbye", &e.into()),
             }
         }
         Ok(())
@@ -129,10 +152,17 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         byes_in,
         results_in,
         logs_in,
-        heartbeat_writer(cp.clone(), hb_rx),
+        heartbeat_writer(cp.clone(), hb_rx, overflow),
         result_writer(cp.clone(), res_rx),
     )?;
     Ok(())
+}
+
+async fn on_goodbye(cp: &Cp, host: &str) -> rm_store::Result<bool> {
+    let mut tx = cp.store.write().await?;
+    let changed = hosts::mark_offline(&mut tx, host, cp.now()).await?;
+    tx.commit().await?;
+    Ok(changed)
 }
 
 fn host_of(m: &Message) -> Option<String> {
@@ -145,10 +175,17 @@ fn host_of(m: &Message) -> Option<String> {
     }
 }
 
+/// Answers an agent's request, only ever on that agent's own inbox.
 async fn reply(cp: &Cp, m: &Message, body: bytes::Bytes) {
-    if let Some(r) = &m.reply
-        && let Err(e) = cp.client.publish(r.clone(), body).await
-    {
+    let Some(r) = &m.reply else { return };
+    let own = AgentSubject::parse(m.subject.as_str())
+        .is_some_and(|s| subject::is_agent_inbox(r.as_str(), &s.host));
+    if !own {
+        cp.metrics.reply_refused();
+        tracing::warn!(subject = %m.subject, reply = %r, "reply subject is not the asking agent's inbox; not answered");
+        return;
+    }
+    if let Err(e) = cp.client.publish(r.clone(), body).await {
         tracing::warn!(error = %e, "reply not sent");
     }
 }
@@ -199,7 +236,10 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
             }
             reply(cp, &m, body).await;
         }
-        Err(e) => tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled"),
+        Err(e) => {
+            tracing::error!(host = %host, error = %format!("{e:#}"), "hello not handled");
+            cp.metrics.count_error("hello");
+        }
     }
 }
 
@@ -316,12 +356,19 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
 }
 
 /// Writes heartbeats in batches: one transaction per burst.
+/// Beats parked in `overflow` (the channel was full) join the next batch.
 async fn heartbeat_writer(
     cp: Arc<Cp>,
     mut rx: mpsc::Receiver<(String, Heartbeat, i64)>,
+    overflow: Arc<beats::Overflow>,
 ) -> Result<()> {
     let mut batch = Vec::with_capacity(cp.t.ingest_batch);
-    while rx.recv_many(&mut batch, cp.t.ingest_batch).await > 0 {
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, cp.t.ingest_batch) => if n == 0 { break },
+            () = overflow.parked() => {}
+        }
+        batch.extend(overflow.take());
         let mut online = Vec::new();
         let r = async {
             let mut tx = cp.store.write().await?;
@@ -341,6 +388,7 @@ async fn heartbeat_writer(
         .await;
         if let Err(e) = r {
             tracing::error!(error = %e, count = batch.len(), "heartbeat batch not written");
+            cp.metrics.count_error("heartbeats");
             online.clear();
         }
         for h in online {
@@ -401,7 +449,8 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry")
+                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry");
+                cp.metrics.count_error("results");
             }
         }
         batch.clear();

@@ -5,10 +5,12 @@
 //! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`).
 //! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
-//! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs.
+//! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
+//!   `beats`: heartbeats that did not fit the writer's channel.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection and retention.
 //! - [`secrets`]: the master key for secrets at rest.
+//! - `metrics`: counters of loop errors and shed load.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -30,11 +32,13 @@ use tokio::sync::Notify;
 
 pub mod api;
 mod audit;
+mod beats;
 mod dispatch;
 mod enroll;
 mod health;
 mod ingest;
 mod jobs;
+mod metrics;
 mod repos;
 mod schedules;
 pub mod secrets;
@@ -147,6 +151,8 @@ pub(crate) struct Cp {
     /// Since when heartbeats can reach the control plane: set once ingest
     /// has subscribed, reset on every reconnect, cleared on disconnect.
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
+    /// Loop errors survived and load shed.
+    pub metrics: metrics::Metrics,
 }
 
 impl Cp {
@@ -210,7 +216,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     sys_spec.inbox_prefix = "_INBOX".into();
     sys_spec.name = "controlplane-system".into();
     sys_spec.retry_on_initial_connect = true;
-    let (system, _sys_events) = connect(&sys_spec).await?;
+    // Its connection events are logged by `connect`; nobody reads them.
+    let (system, _) = connect(&sys_spec).await?;
 
     let cp = Arc::new(Cp {
         store,
@@ -230,6 +237,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         dispatching: Mutex::new(HashSet::new()),
         // set by ingest once its subscriptions are live (and on reconnects)
         connected_since: Mutex::new(None),
+        metrics: metrics::Metrics::default(),
     });
 
     // Track (re)connects: the offline sweeper waits after each one.

@@ -153,10 +153,11 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let body = req.body;
     match verb {
         v if v == api::PUBKEY => out(Ok(repos::pubkey(cp))),
+        v if v == api::METRICS => out(Ok(cp.metrics.snapshot())),
         v if v == api::HOST_ADD => out(enroll::host_add(cp, actor, parse(body)?).await),
         v if v == api::HOST_TOKEN => out(enroll::host_token(cp, actor, parse(body)?).await),
         v if v == api::HOST_REVOKE => out(enroll::host_revoke(cp, actor, parse(body)?).await),
-        v if v == api::ENROLL => out(enroll::enroll(cp, parse(body)?).await),
+        v if v == api::ENROLL => out(enroll::enroll_sealed(cp, parse(body)?).await),
         v if v == api::REPO_ADD => out(repos::add(cp, actor, parse(body)?).await),
         v if v == api::REPO_ATTACH => out(repos::attach(cp, actor, parse(body)?).await),
         v if v == api::REPO_MAINTENANCE => out(repos::maintenance(cp, actor, parse(body)?).await),

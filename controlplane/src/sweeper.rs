@@ -2,7 +2,8 @@
 //! once the control plane itself has been connected long enough, so a
 //! restart never flags a healthy fleet), pushes the account JWT at start
 //! (revocations survive restarts of either side), applies retention, and
-//! queues the periodic repository health refresh.
+//! queues the periodic repository health refresh. Errors are logged and
+//! counted; the loop goes on.
 
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use rm_store::{hosts, retention};
 
 use crate::{Cp, lock};
 
+/// The upkeep loop. A store error (database busy, read-only, full) is
+/// logged and counted and the loop goes on with the next tick: only a
+/// shutdown ends it.
 pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
     push_account_until_ok(&cp).await;
     let mut tick = tokio::time::interval(cp.t.heartbeat);
@@ -19,18 +23,8 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
     let mut last_refresh = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let window = cp.t.heartbeat * cp.t.offline_after_missed;
-        let settled = lock(&cp.connected_since).is_some_and(|since| since.elapsed() >= window);
-        if settled {
-            let now = cp.now();
-            let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-            let mut tx = cp.store.write().await?;
-            let gone = hosts::mark_stale_offline(&mut tx, before, now).await?;
-            tx.commit().await?;
-            for h in gone {
-                tracing::warn!(host = %h, "host offline: heartbeats missed");
-                cp.event(Event::HostOffline, Some(&h), None, None).await;
-            }
+        if let Err(e) = sweep_offline(&cp).await {
+            cp.metrics.loop_error("sweeper", &e);
         }
         if last_refresh.elapsed() >= cp.t.health_every {
             last_refresh = tokio::time::Instant::now();
@@ -39,22 +33,48 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
                     tracing::info!(repositories = n, "repository health refresh queued");
                     cp.dispatch_wake.notify_one();
                 }
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "health refresh not queued"),
+                Err(e) => cp.metrics.loop_error("health refresh", &e),
             }
         }
         if last_purge.elapsed() >= cp.t.retention_every {
             last_purge = tokio::time::Instant::now();
-            let mut tx = cp.store.write().await?;
-            let purged = retention::purge(&mut tx, cp.now(), cp.t.retention).await?;
-            tx.commit().await?;
-            tracing::info!(
-                jobs = purged.jobs,
-                audit = purged.audit,
-                deliveries = purged.deliveries,
-                "retention applied"
-            );
+            if let Err(e) = purge(&cp).await {
+                cp.metrics.loop_error("retention", &e);
+            }
         }
     }
+}
+
+/// Marks hosts offline whose heartbeats stopped, once the control plane
+/// has itself been connected for the whole window.
+async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
+    let window = cp.t.heartbeat * cp.t.offline_after_missed;
+    let settled = lock(&cp.connected_since).is_some_and(|since| since.elapsed() >= window);
+    if !settled {
+        return Ok(());
+    }
+    let now = cp.now();
+    let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = cp.store.write().await?;
+    let gone = hosts::mark_stale_offline(&mut tx, before, now).await?;
+    tx.commit().await?;
+    for h in gone {
+        tracing::warn!(host = %h, "host offline: heartbeats missed");
+        cp.event(Event::HostOffline, Some(&h), None, None).await;
+    }
+    Ok(())
+}
+
+async fn purge(cp: &Arc<Cp>) -> anyhow::Result<()> {
+    let mut tx = cp.store.write().await?;
+    let purged = retention::purge(&mut tx, cp.now(), cp.t.retention).await?;
+    tx.commit().await?;
+    tracing::info!(
+        jobs = purged.jobs,
+        audit = purged.audit,
+        "retention applied"
+    );
+    Ok(())
 }
 
 /// The bus must know every revocation even after either side restarted.

@@ -205,38 +205,19 @@ pub fn retry_after(value: &str, now_secs: i64) -> Option<u64> {
     Some(secs.min(MAX_RETRY_AFTER_SECS))
 }
 
-/// Unix seconds of an IMF-fixdate.
+/// Unix seconds of an HTTP date (IMF-fixdate, which HTTP requires to be
+/// in GMT): parsed by jiff's RFC 2822 parser, which also checks the
+/// weekday against the date.
 fn parse_http_date(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_weekday, day, month, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let day: i64 = day.parse().ok()?;
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == month)?;
-    let year: i64 = year.parse().ok()?;
-    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+    static PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let s = s.trim();
+    if !s.ends_with(" GMT") {
         return None;
     }
-    let month = i64::try_from(month).ok()? + 1;
-    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    // Years start on March 1 so the leap day is the last day of a year.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (month + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    PARSER
+        .parse_timestamp(s)
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }
 
 /// The start of an error response's body, on one line, or `None` when it is
@@ -326,6 +307,9 @@ mod tests {
             "soon",
             "Sun, 06 Nov 1994 08:49:37 PST",
             "Sun, 06 Foo 1994 08:49:37 GMT",
+            // the weekday does not match the date
+            "Mon, 06 Nov 1994 08:49:37 GMT",
+            "Sun, 31 Nov 1994 08:49:37 GMT",
             "-5",
         ] {
             assert_eq!(retry_after(bad, at), None, "{bad}");

@@ -69,6 +69,11 @@ impl Notifier {
             max_concurrent = config.max_concurrent,
             "notifier ready"
         );
+        if config.trusted_senders.is_empty() {
+            tracing::warn!(
+                "no trusted sender xkey: channels sealed by anyone who may publish to the notifier are opened; pass the alerts role's xkey (--trusted-sender-xkey)"
+            );
+        }
         let slots = Arc::new(Semaphore::new(config.max_concurrent));
         Ok(Self {
             client: client.clone(),

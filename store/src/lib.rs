@@ -95,7 +95,27 @@ pub struct Store {
 impl Store {
     /// Opens (creating if missing) the database at `path`: WAL, busy
     /// timeout, foreign keys on; applies pending migrations.
+    ///
+    /// Safe to race: roles starting together on an empty data dir all open
+    /// the new file at once, and switching a fresh file to WAL can answer
+    /// "database is locked" without waiting on the busy timeout, so a busy
+    /// first open is retried (with a little jitter) until [`OPEN_PATIENCE`].
     pub async fn open(path: &Path) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + OPEN_PATIENCE;
+        let mut attempt: u32 = 0;
+        loop {
+            match Self::open_once(path).await {
+                Err(StoreError::Db(e)) if is_busy(&e) && tokio::time::Instant::now() < deadline => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "database busy while opening; retrying");
+                    tokio::time::sleep(open_backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(path: &Path) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -108,7 +128,10 @@ impl Store {
             .connect_with(opts)
             .await?;
         let store = Self { pool };
-        migrate::apply(&store.pool).await?;
+        if let Err(e) = migrate::apply(&store.pool).await {
+            store.pool.close().await;
+            return Err(e);
+        }
         Ok(store)
     }
 
@@ -128,6 +151,29 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How long [`Store::open`] keeps retrying a busy first open.
+pub const OPEN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// 5..=55 ms, growing with the attempt, jittered so racing openers spread.
+fn open_backoff(attempt: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let base = 5 + 10 * u64::from(attempt.min(4));
+    Duration::from_millis(base + u64::from(nanos % 16))
+}
+
+/// True for SQLITE_BUSY / SQLITE_LOCKED (and their extended codes).
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+        _ => false,
     }
 }
 

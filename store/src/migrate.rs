@@ -12,6 +12,11 @@ use crate::{Result, StoreError};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "alerts", include_str!("../migrations/0002_alerts.sql")),
+    (
+        3,
+        "hardening",
+        include_str!("../migrations/0003_hardening.sql"),
+    ),
     (4, "web", include_str!("../migrations/0004_web.sql")),
     (5, "chunks", include_str!("../migrations/0005_chunks.sql")),
 ];

@@ -1,5 +1,7 @@
-//! Retention: old finished jobs (with their logs), audit rows and delivery
-//! history are deleted after a configurable age.
+//! The control plane's retention: old finished jobs (with their logs) and
+//! audit rows are deleted after a configurable age. The delivery outbox and
+//! log belong to the alerts role, which purges them itself
+//! ([`crate::delivery::purge_finished`]): each owner purges its own tables.
 
 use sqlx::SqliteConnection;
 
@@ -10,7 +12,6 @@ use crate::Result;
 pub struct Retention {
     pub jobs_ms: i64,
     pub audit_ms: i64,
-    pub deliveries_ms: i64,
 }
 
 impl Default for Retention {
@@ -19,7 +20,6 @@ impl Default for Retention {
         Self {
             jobs_ms: 90 * DAY,
             audit_ms: 365 * DAY,
-            deliveries_ms: 30 * DAY,
         }
     }
 }
@@ -29,7 +29,6 @@ impl Default for Retention {
 pub struct Purged {
     pub jobs: u64,
     pub audit: u64,
-    pub deliveries: u64,
 }
 
 /// Deletes rows older than the retention. Jobs that are not finished are
@@ -55,15 +54,5 @@ pub async fn purge(conn: &mut SqliteConnection, now: i64, r: Retention) -> Resul
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let deliveries =
-        sqlx::query("DELETE FROM delivery_outbox WHERE state != 'pending' AND finished_at < ?")
-            .bind(now - r.deliveries_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    Ok(Purged {
-        jobs,
-        audit,
-        deliveries,
-    })
+    Ok(Purged { jobs, audit })
 }

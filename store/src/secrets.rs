@@ -60,25 +60,18 @@ impl MasterKey {
             return Self::from_bytes(&bytes);
         }
         let path = dir.join(KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let bytes = BASE64
-                    .decode(text.trim().as_bytes())
-                    .with_context(|| format!("{} is not base64", path.display()))?;
-                Self::from_bytes(&bytes)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-                rm_bus::creds::authority::write_private(
-                    &path,
-                    format!("{}\n", BASE64.encode(&key)).as_bytes(),
-                )?;
-                tracing::info!(path = %path.display(), "created master key; back it up: without it stored secrets cannot be read");
-                Self::from_bytes(&key)
-            }
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        std::fs::create_dir_all(dir)?;
+        // Created exactly once even when the control plane and the alerts
+        // role start together: both keep the key that is on disk.
+        let text = rm_bus::creds::authority::read_or_create_private(&path, || {
+            let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+            tracing::info!(path = %path.display(), "creating master key; back it up: without it stored secrets cannot be read");
+            Ok(format!("{}\n", BASE64.encode(&key)).into_bytes())
+        })?;
+        let bytes = BASE64
+            .decode(text.trim().as_bytes())
+            .with_context(|| format!("{} is not base64", path.display()))?;
+        Self::from_bytes(&bytes)
     }
 
     /// Encrypts `plain` bound to `aad` (e.g. `repo:<id>`): nonce ‖ ciphertext.

@@ -263,3 +263,74 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_it_comes_online() {
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status}");
 }
+
+/// The notifier `serve` runs opens channels sealed by the alerts role's
+/// xkey only: a request sealed by any other key is refused unopened.
+#[tokio::test]
+async fn serve_s_notifier_trusts_only_the_alerts_role_s_xkey() {
+    use rm_bus::notify::{
+        ChannelDef, DeliverOutcome, DeliverReply, DeliverRequest, NotificationEvent,
+        WebhookChannel, deliver_subject,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start(dir.path(), port);
+    wait_running(&mut child);
+    let notifier_pub = rm_bus::seal::load_or_create_xkey(&dir.path().join("notifier.xk"))
+        .unwrap()
+        .public_key();
+    let alerts_key = rm_bus::seal::load_or_create_xkey(&dir.path().join("alerts.xk")).unwrap();
+    let authority =
+        Authority::load_or_create(&dir.path().join("bus"), rm_bus::clock::system()).unwrap();
+    let creds = authority
+        .mint_new_user("alerts-test", Role::Alerts.permissions())
+        .unwrap();
+    let mut spec = ConnectSpec::new(format!("nats://127.0.0.1:{port}"), creds, &Role::Alerts);
+    spec.retry_on_initial_connect = true;
+    let (client, _) = connect(&spec).await.expect("connect as alerts");
+    let channel = ChannelDef::Webhook(WebhookChannel {
+        // nothing listens there: a trusted request gets as far as trying
+        url: "http://127.0.0.1:1/hook".into(),
+        secret: None,
+        headers: Default::default(),
+    });
+    let deliver = |sender: &nkeys::XKey, id: &str| DeliverRequest {
+        v: PROTOCOL_VERSION,
+        delivery_id: id.into(),
+        webhook_id: format!("msg_{id}"),
+        attempt: 1,
+        sender_xkey: sender.public_key(),
+        channel: DeliverRequest::seal_channel(&channel, sender, &notifier_pub).unwrap(),
+        event: NotificationEvent::test("evt-trust", 1_777_636_496_000, None),
+    };
+    let ask = |req: DeliverRequest| {
+        let client = client.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match client.request(deliver_subject(), encode(&req)).await {
+                    Ok(m) => break decode::<DeliverReply>("deliver reply", &m.payload).unwrap(),
+                    Err(e) if tokio::time::Instant::now() < deadline => {
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("the notifier never answered: {e}"),
+                }
+            }
+        }
+    };
+    let stranger = nkeys::XKey::new();
+    let refused = ask(deliver(&stranger, "d1")).await;
+    assert_eq!(refused.outcome, DeliverOutcome::Failed, "{refused:?}");
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not trusted"),
+        "{refused:?}"
+    );
+    let trusted = ask(deliver(&alerts_key, "d2")).await;
+    assert_eq!(trusted.outcome, DeliverOutcome::Retryable, "{trusted:?}");
+    assert!(terminate(&mut child).success());
+}

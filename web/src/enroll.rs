@@ -2,6 +2,9 @@
 //! plane (`rm.svc.controlplane.enroll`). It carries only public keys and a
 //! one-time token, so it is public; the answer is the control plane's:
 //! 200 with the `EnrollReply`, or its error as JSON with a matching status.
+//! The token never crosses the bus in the clear: the request is sealed to
+//! the control plane's xkey (fetched with `pubkey`), and the control plane
+//! refuses an unsealed one.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,14 +33,33 @@ pub(crate) async fn enroll(State(state): State<AppState>, body: Bytes) -> Respon
         name: format!("enrollment of {}", req.hostname),
         via: ActorVia::System,
     };
-    let reply: Result<EnrollReply, _> = call(
-        &state.bus,
-        SvcRole::Controlplane,
-        rm_controlplane::api::ENROLL,
-        actor,
-        req,
-        state.svc_timeout,
-    )
+    let reply: Result<EnrollReply, _> = async {
+        let key: rm_controlplane::api::PubKey = call(
+            &state.bus,
+            SvcRole::Controlplane,
+            rm_controlplane::api::PUBKEY,
+            actor.clone(),
+            serde_json::json!({}),
+            state.svc_timeout,
+        )
+        .await?;
+        let sealed = rm_controlplane::api::SealedEnroll::seal(&req, &key.xkey).map_err(|e| {
+            tracing::error!(error = %e, "enrollment not sealed");
+            SvcCallError::Malformed {
+                role: "control plane",
+                detail: format!("the enrollment could not be sealed: {e}"),
+            }
+        })?;
+        call(
+            &state.bus,
+            SvcRole::Controlplane,
+            rm_controlplane::api::ENROLL,
+            actor,
+            sealed,
+            state.svc_timeout,
+        )
+        .await
+    }
     .await;
     match reply {
         Ok(r) => (StatusCode::OK, axum::Json(r)).into_response(),

@@ -111,6 +111,7 @@ async fn a_failed_backup_is_alerted_by_webhook_and_resolved_by_the_next_success(
             wake_debounce: Duration::from_millis(20),
             outbox_poll: Duration::from_millis(100),
             max_in_flight: 4,
+            ..rm_alerts::Timings::default()
         },
         clock: rm_bus::clock::system(),
     };

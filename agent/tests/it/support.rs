@@ -399,21 +399,21 @@ impl Env {
         let state_dir = self.path(&format!("agent-{name}"));
         let state = StateDir::open(&state_dir)?;
         let (nkey, xkey) = state.new_keys()?;
-        let reply: EnrollReply = self
-            .call(
-                api::ENROLL,
-                EnrollRequest {
-                    v: PROTOCOL_VERSION,
-                    token: added.token,
-                    nkey: nkey.public_key(),
-                    xkey: xkey.public_key(),
-                    hostname: name.into(),
-                    os: "linux".into(),
-                    arch: "x86_64".into(),
-                    agent_version: rm_agent::VERSION.into(),
-                },
-            )
-            .await;
+        let cp_key: api::PubKey = self.call(api::PUBKEY, serde_json::json!({})).await;
+        let sealed = api::SealedEnroll::seal(
+            &EnrollRequest {
+                v: PROTOCOL_VERSION,
+                token: added.token,
+                nkey: nkey.public_key(),
+                xkey: xkey.public_key(),
+                hostname: name.into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                agent_version: rm_agent::VERSION.into(),
+            },
+            &cp_key.xkey,
+        )?;
+        let reply: EnrollReply = self.call(api::ENROLL, sealed).await;
         let id = Identity {
             host_id: reply.host_id.clone(),
             bus_urls: reply.bus_urls,

@@ -623,3 +623,46 @@ async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
     );
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn the_alerts_role_purges_its_own_old_delivery_history() -> anyhow::Result<()> {
+    use rm_store::delivery::{self, NewDelivery};
+    let mut env = Env::new().await?;
+    env.timings.delivery_retention = std::time::Duration::from_secs(24 * 3600);
+    env.timings.retention_every = std::time::Duration::from_millis(100);
+    env.start_alerts().await?;
+    let channel = env
+        .add_webhook("ops", "http://127.0.0.1:1/hook", None)
+        .await?;
+    let day = 24 * 3600 * 1000;
+    let now = env.now();
+    let mut tx = env.store.write().await?;
+    for (id, at) in [("old", now - 2 * day), ("recent", now - 1000)] {
+        delivery::enqueue(
+            &mut tx,
+            &NewDelivery {
+                id,
+                webhook_id: &format!("msg_{id}"),
+                alert_id: None,
+                channel_id: &channel,
+                event: "test",
+                payload_json: "{}",
+                now: at,
+            },
+        )
+        .await?;
+        delivery::finish(&mut tx, id, delivery::DELIVERED, None, at).await?;
+    }
+    tx.commit().await?;
+    let left = wait_for("the old delivery to be purged", || async {
+        let rows = env.outbox().await?;
+        Ok((!rows.iter().any(|d| d.id == "old")).then_some(rows))
+    })
+    .await?;
+    assert_eq!(
+        left.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["recent"]
+    );
+    env.stop_alerts().await?;
+    Ok(())
+}

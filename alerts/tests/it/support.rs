@@ -50,6 +50,7 @@ pub fn fast_timings() -> Timings {
         wake_debounce: Duration::from_millis(20),
         outbox_poll: Duration::from_millis(100),
         max_in_flight: 16,
+        ..Timings::default()
     }
 }
 

@@ -369,3 +369,20 @@ fn sealed_secrets_do_not_show_in_debug() {
 fn repo_with(secrets: Sealed) -> RepoAccess {
     RepoAccess { secrets, ..repo() }
 }
+
+#[test]
+fn debug_of_an_enrollment_request_never_shows_the_token() {
+    let req = EnrollRequest {
+        v: PROTOCOL_VERSION,
+        token: "s3cr3t-token".into(),
+        nkey: "UABC".into(),
+        xkey: "XABC".into(),
+        hostname: "web-1".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        agent_version: "1".into(),
+    };
+    let shown = format!("{req:?} {req:#?}");
+    assert!(!shown.contains("s3cr3t-token"), "{shown}");
+    assert!(shown.contains("web-1"));
+}

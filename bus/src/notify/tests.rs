@@ -271,4 +271,8 @@ fn rfc3339_matches_known_dates() {
     assert_eq!(rfc3339_utc(1_777_636_496_789), "2026-05-01T11:54:56.789Z");
     assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999Z");
     assert_eq!(rfc3339_utc(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+    // beyond the calendar's range: clamped, never garbage or a panic
+    assert!(rfc3339_utc(i64::MAX).starts_with("9999-12-"));
+    let min = rfc3339_utc(i64::MIN);
+    assert!(min.starts_with("-9999-01-"), "{min}");
 }

@@ -57,10 +57,7 @@ async fn enrollment_happy_path_and_refusals() {
     // wrong token
     let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
     let err = cp
-        .call_raw::<_, EnrollReply>(
-            api::ENROLL,
-            enroll_request("not-a-token", &nkey, &xkey, "web-1"),
-        )
+        .enroll_call_raw(enroll_request("not-a-token", &nkey, &xkey, "web-1"))
         .await
         .unwrap_err();
     assert_eq!(err.code, "forbidden");
@@ -72,10 +69,7 @@ async fn enrollment_happy_path_and_refusals() {
 
     // happy path: the JWT works on the bus, confined to the host
     let reply: EnrollReply = cp
-        .call(
-            api::ENROLL,
-            enroll_request(&added.token, &nkey, &xkey, "web-1"),
-        )
+        .enroll_call(enroll_request(&added.token, &nkey, &xkey, "web-1"))
         .await;
     assert_eq!(reply.host_id.as_str(), added.host_id);
     assert_eq!(reply.bus_urls, vec![bus.url()]);
@@ -96,7 +90,7 @@ async fn enrollment_happy_path_and_refusals() {
     // reused token
     let (n2, x2) = (KeyPair::new_user(), XKey::new());
     let err = cp
-        .call_raw::<_, EnrollReply>(api::ENROLL, enroll_request(&added.token, &n2, &x2, "web-1"))
+        .enroll_call_raw(enroll_request(&added.token, &n2, &x2, "web-1"))
         .await
         .unwrap_err();
     assert_eq!(err.code, "forbidden");
@@ -112,7 +106,7 @@ async fn enrollment_happy_path_and_refusals() {
         .await;
     clock.advance(Duration::from_secs(24 * 3600) + Duration::from_millis(1));
     let err = cp
-        .call_raw::<_, EnrollReply>(api::ENROLL, enroll_request(&other.token, &n2, &x2, "db-1"))
+        .enroll_call_raw(enroll_request(&other.token, &n2, &x2, "db-1"))
         .await
         .unwrap_err();
     assert_eq!(err.code, "forbidden");
@@ -128,14 +122,11 @@ async fn enrollment_happy_path_and_refusals() {
         .await;
     let mut bad = enroll_request(&fresh.token, &n2, &x2, "db-1");
     bad.nkey = "not-a-key".into();
-    let err = cp
-        .call_raw::<_, EnrollReply>(api::ENROLL, bad)
-        .await
-        .unwrap_err();
+    let err = cp.enroll_call_raw(bad).await.unwrap_err();
     assert_eq!(err.code, "invalid");
     // ... and did not use up the token
     let _: EnrollReply = cp
-        .call(api::ENROLL, enroll_request(&fresh.token, &n2, &x2, "db-1"))
+        .enroll_call(enroll_request(&fresh.token, &n2, &x2, "db-1"))
         .await;
 }
 
@@ -216,10 +207,7 @@ async fn re_enrollment_replaces_the_keys() {
         .await;
     let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
     let reply: EnrollReply = cp
-        .call(
-            api::ENROLL,
-            enroll_request(&fresh.token, &nkey, &xkey, "web-1"),
-        )
+        .enroll_call(enroll_request(&fresh.token, &nkey, &xkey, "web-1"))
         .await;
     assert_eq!(reply.host_id, old.host);
     // the old identity is cut off, the new one works

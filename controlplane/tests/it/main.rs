@@ -4,6 +4,7 @@
 //! protocol types.
 
 mod enrollment;
+mod hardening;
 mod jobs;
 mod lifecycle;
 mod liveness;

@@ -145,6 +145,21 @@ impl Cp {
         }
     }
 
+    /// An enrollment the way the web role forwards it: sealed to the
+    /// control plane's xkey.
+    pub async fn enroll_call_raw(&self, req: EnrollRequest) -> Result<EnrollReply, SvcError> {
+        let key: api::PubKey = self.call(api::PUBKEY, serde_json::json!({})).await;
+        let sealed = api::SealedEnroll::seal(&req, &key.xkey).expect("seal");
+        self.call_raw(api::ENROLL, sealed).await
+    }
+
+    pub async fn enroll_call(&self, req: EnrollRequest) -> EnrollReply {
+        match self.enroll_call_raw(req).await {
+            Ok(r) => r,
+            Err(e) => panic!("enrollment failed: {}: {}", e.code, e.message),
+        }
+    }
+
     pub async fn db(&self) -> rm_store::Store {
         rm_store::Store::open(&self.data_dir.join("restic-manager.db"))
             .await
@@ -204,10 +219,7 @@ impl Agent {
         let nkey = KeyPair::new_user();
         let xkey = XKey::new();
         let reply: EnrollReply = cp
-            .call(
-                api::ENROLL,
-                enroll_request(&added.token, &nkey, &xkey, name),
-            )
+            .enroll_call(enroll_request(&added.token, &nkey, &xkey, name))
             .await;
         Self::connect(bus, reply, nkey, xkey, name).await
     }

@@ -224,3 +224,72 @@ async fn outbox_claims_once_and_keeps_each_alerts_order_per_channel() {
     let d1 = delivery::get(&mut c, "d1").await.unwrap();
     assert_eq!((d1.state.as_str(), d1.attempts), ("delivered", 1));
 }
+
+/// Each owner purges its own tables: the control plane's retention leaves
+/// the alerts role's outbox alone; the alerts role's purge removes only old
+/// finished rows.
+#[tokio::test]
+async fn delivery_history_is_purged_by_its_owner_only() {
+    use rm_store::retention;
+    let (s, _d) = store().await;
+    let day = 24 * 3600 * 1000;
+    let now = 400 * day;
+    let mut c = s.read().await.unwrap();
+    channels::insert(
+        &mut c,
+        &Channel {
+            id: "c1".into(),
+            name: "ops".into(),
+            kind: "webhook".into(),
+            enabled: true,
+            config_json: "{}".into(),
+            secrets_enc: None,
+            created_at: 1,
+            updated_at: 1,
+        },
+    )
+    .await
+    .unwrap();
+    for (id, at) in [
+        ("old", now - 40 * day),
+        ("recent", now - day),
+        ("stuck", now - 40 * day),
+    ] {
+        delivery::enqueue(
+            &mut c,
+            &NewDelivery {
+                id,
+                webhook_id: &format!("msg_{id}"),
+                alert_id: None,
+                channel_id: "c1",
+                event: "test",
+                payload_json: "{}",
+                now: at,
+            },
+        )
+        .await
+        .unwrap();
+        if id != "stuck" {
+            delivery::finish(&mut c, id, delivery::DELIVERED, None, at)
+                .await
+                .unwrap();
+        }
+    }
+    let ids = |rows: Vec<delivery::Delivery>| rows.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    retention::purge(&mut c, now, retention::Retention::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(delivery::all(&mut c).await.unwrap()),
+        ["old", "stuck", "recent"],
+        "the control plane's retention touched the alerts role's outbox"
+    );
+    let purged = delivery::purge_finished(&mut c, now - 30 * day)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(
+        ids(delivery::all(&mut c).await.unwrap()),
+        ["stuck", "recent"]
+    );
+}

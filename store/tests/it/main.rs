@@ -64,8 +64,8 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .await
         .unwrap();
     assert_eq!(
-        n, 4,
-        "each migration applied once (0001 init, 0002 alerts, 0004 web, 0005 chunks)"
+        n, 5,
+        "each migration applied once (0001 init, 0002 alerts, 0003 hardening, 0004 web, 0005 chunks)"
     );
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
@@ -508,4 +508,86 @@ async fn retention_purges_old_audit_rows_and_keeps_recent_ones() {
         .collect();
     assert_eq!(left, ["recent"]);
     tx.commit().await.unwrap();
+}
+
+/// Many processes' worth of connections opening one brand-new database at
+/// the same moment (roles starting together on an empty data dir): every
+/// open succeeds, WAL is on and the schema is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_first_opens_of_a_new_database_at_once_all_succeed() {
+    for round in 0..60 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rm.db");
+        let opens: Vec<_> = (0..10)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { Store::open(&path).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for o in opens {
+            match o.await.unwrap() {
+                Ok(s) => stores.push(s),
+                Err(e) => panic!("round {round}: a concurrent first open failed: {e}"),
+            }
+        }
+        let mut c = stores[0].read().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        drop(c);
+        assert_eq!(applied, 3, "round {round}: each migration applied once");
+        for s in stores {
+            s.close().await;
+        }
+    }
+}
+
+/// Roles starting together on an empty data dir each load the master key:
+/// all of them end up with the one key that is on disk.
+#[test]
+fn concurrent_first_starts_share_the_one_master_key_on_disk() {
+    use rm_store::secrets::MasterKey;
+    for round in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = dir.path().to_owned();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    MasterKey::load_or_create(&dir)
+                })
+            })
+            .collect();
+        let keys: Vec<MasterKey> = threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: a first start failed: {e:#}"))
+            })
+            .collect();
+        // What a restart would load.
+        let on_disk = MasterKey::load_or_create(dir.path()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let blob = k.encrypt(b"secret", "t").unwrap();
+            assert!(
+                on_disk.decrypt(&blob, "t").is_ok(),
+                "round {round}: starter {i} kept a key that is not on disk"
+            );
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("master.key")]);
+    }
 }

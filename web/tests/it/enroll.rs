@@ -190,6 +190,52 @@ async fn enrollment_over_https_reaches_the_control_plane() {
     drop(web.stop);
 }
 
+#[tokio::test]
+async fn the_enrollment_token_never_crosses_the_bus_in_clear() {
+    use futures_util::StreamExt;
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let web = start(&bus, dir.path()).await;
+    let added = host_add(&bus, "web-1").await;
+    // Anyone able to listen where the control plane listens sees only this.
+    let spy = bus.connect_role(Role::Controlplane).await.unwrap();
+    let mut seen = spy
+        .subscribe(subject::svc(SvcRole::Controlplane, api::ENROLL))
+        .await
+        .unwrap();
+    spy.flush().await.unwrap();
+    let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
+    let body = EnrollRequest {
+        v: PROTOCOL_VERSION,
+        token: added.token.clone(),
+        nkey: nkey.public_key(),
+        xkey: xkey.public_key(),
+        hostname: "web-1".into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        agent_version: "test".into(),
+    };
+    let resp = web
+        .client
+        .post(format!("{}/api/v1/enroll", web.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let forwarded = tokio::time::timeout(Duration::from_secs(10), seen.next())
+        .await
+        .expect("the enrollment crossed the bus")
+        .unwrap();
+    let text = String::from_utf8_lossy(&forwarded.payload);
+    assert!(
+        !text.contains(&added.token),
+        "token in clear on the bus: {text}"
+    );
+    assert!(!format!("{body:?}").contains(&added.token));
+    drop(web.stop);
+}
+
 #[test]
 fn the_certificate_is_created_once_and_its_key_is_private() {
     let dir = tempfile::tempdir().unwrap();

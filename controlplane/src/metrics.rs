@@ -1,0 +1,81 @@
+//! The control plane's counters: errors its background loops logged and
+//! survived, and load it shed (heartbeats dropped on a full channel, hellos
+//! waiting for a slot). Read over the bus with the `metrics` service verb.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::api;
+use crate::lock;
+
+/// Live counters; cheap to bump from any task.
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    /// Errors per background loop (`sweeper`, `dispatcher`, `goodbye`, ...).
+    loop_errors: Mutex<BTreeMap<&'static str, u64>>,
+    heartbeats_received: AtomicU64,
+    heartbeats_dropped: AtomicU64,
+    hellos_waiting: AtomicU64,
+    hellos_queued_total: AtomicU64,
+    replies_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// Logs a background loop's error and counts it; the loop goes on.
+    pub fn loop_error(&self, what: &'static str, error: &anyhow::Error) {
+        self.count_error(what);
+        tracing::error!(r#loop = what, error = %format!("{error:#}"), "background loop error; continuing");
+    }
+
+    /// Counts an error the caller has already logged with its own context.
+    pub fn count_error(&self, what: &'static str) {
+        *lock(&self.loop_errors).entry(what).or_default() += 1;
+    }
+
+    /// A well-formed heartbeat arrived.
+    pub fn heartbeat_received(&self) {
+        self.heartbeats_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat did not fit the writer's channel (it is parked).
+    pub fn heartbeat_dropped(&self) -> u64 {
+        self.heartbeats_dropped.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A hello starts waiting for a handling slot; the guard marks its end.
+    pub fn hello_waiting(&self) -> WaitGuard<'_> {
+        self.hellos_waiting.fetch_add(1, Ordering::Relaxed);
+        self.hellos_queued_total.fetch_add(1, Ordering::Relaxed);
+        WaitGuard(&self.hellos_waiting)
+    }
+
+    /// A reply subject an agent supplied was not its own inbox.
+    pub fn reply_refused(&self) {
+        self.replies_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> api::Metrics {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        api::Metrics {
+            loop_errors: lock(&self.loop_errors)
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            heartbeats_received: g(&self.heartbeats_received),
+            heartbeats_dropped: g(&self.heartbeats_dropped),
+            hellos_waiting: g(&self.hellos_waiting),
+            hellos_queued_total: g(&self.hellos_queued_total),
+            replies_refused: g(&self.replies_refused),
+        }
+    }
+}
+
+/// Decrements a gauge when dropped.
+pub(crate) struct WaitGuard<'a>(&'a AtomicU64);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,335 @@
+//! The control plane under trouble: store errors in background loops are
+//! logged, counted and survived; replies go only to the asking agent's own
+//! inbox.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rm_bus::msg::{EventMsg, Goodbye, PROTOCOL_VERSION, decode, encode};
+use rm_bus::subject::{self, Event};
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+async fn metrics(cp: &Cp) -> api::Metrics {
+    cp.call(api::METRICS, serde_json::json!({})).await
+}
+
+async fn exec(db: &rm_store::Store, sql: &'static str) {
+    let mut c = db.read().await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut *c).await.unwrap();
+}
+
+async fn goodbye(agent: &Agent) {
+    let bye = Goodbye {
+        v: PROTOCOL_VERSION,
+        ts_ms: 0,
+        reason: Some("test".into()),
+    };
+    agent
+        .client
+        .publish(subject::agent_goodbye(&agent.host), encode(&bye))
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+}
+
+/// Waits for a `host.offline` event naming `host`.
+async fn offline_event_for(sub: &mut async_nats::Subscriber, host: &str) {
+    loop {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a host.offline event")
+            .expect("subscription open");
+        let e: EventMsg = decode("event", &m.payload).unwrap();
+        if e.host.as_ref().map(|h| h.as_str()) == Some(host) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn store_errors_in_background_loops_are_counted_and_the_role_keeps_serving() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut leaving = Agent::enroll(&bus, &cp, "leaving").await.unwrap();
+    let mut worker = Agent::enroll(&bus, &cp, "worker").await.unwrap();
+    leaving.hello(0, vec![], vec![]).await;
+    worker.hello(0, vec![], vec![]).await;
+    let repo = repo_with(&cp, "r1", "pw", &[&worker], &[]).await;
+    let db = cp.db().await;
+
+    // The store fails every query on hosts and jobs for a while (as a
+    // read-only, corrupt or locked database would).
+    exec(&db, "ALTER TABLE hosts RENAME TO hosts_away").await;
+    exec(&db, "ALTER TABLE jobs RENAME TO jobs_away").await;
+    goodbye(&leaving).await;
+    let m = eventually("every loop to hit the broken store", || async {
+        let m = metrics(&cp).await;
+        (m.errors_of("sweeper") > 0 && m.errors_of("dispatcher") > 0 && m.errors_of("goodbye") > 0)
+            .then_some(m)
+    })
+    .await;
+    assert!(m.errors_of("goodbye") >= 1, "{m:?}");
+    exec(&db, "ALTER TABLE hosts_away RENAME TO hosts").await;
+    exec(&db, "ALTER TABLE jobs_away RENAME TO jobs").await;
+
+    // Recovered by itself: services answer, a goodbye takes a host offline
+    // (while it still heartbeats, so only the goodbye loop can), jobs are
+    // dispatched, and a silent host is swept offline.
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    cp.web.flush().await.unwrap();
+    goodbye(&leaving).await;
+    offline_event_for(&mut offline, &leaving.host_id()).await;
+
+    let created: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: worker.host_id(),
+                repo_id: repo,
+                params: backup_params(),
+                timeout_secs: None,
+                target_host_id: None,
+            },
+        )
+        .await;
+    let spec = worker.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), created.job_id);
+
+    worker.stop_heartbeats();
+    offline_event_for(&mut offline, &worker.host_id()).await;
+    leaving.stop_heartbeats();
+}
+
+#[tokio::test]
+async fn replies_go_only_to_the_asking_agents_own_inbox() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mallory = Agent::enroll(&bus, &cp, "mallory").await.unwrap();
+    let mut victim = Agent::enroll(&bus, &cp, "victim").await.unwrap();
+    let hello = rm_bus::msg::Hello {
+        v: PROTOCOL_VERSION,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        hostname: "mallory".into(),
+        config_version: 0,
+        accepted_jobs: vec![],
+        running_jobs: vec![],
+        accept_seq: None,
+    };
+    // A hello whose reply subject is the victim's command subject, and one
+    // whose reply subject is the victim's inbox: neither is answered there.
+    let mut victim_inbox = victim
+        .client
+        .subscribe(format!("_INBOX.{}.>", victim.host))
+        .await
+        .unwrap();
+    victim.client.flush().await.unwrap();
+    for reply in [
+        subject::cmd(&victim.host),
+        format!("_INBOX.{}.stolen", victim.host),
+    ] {
+        mallory
+            .client
+            .publish_with_reply(subject::agent_hello(&mallory.host), reply, encode(&hello))
+            .await
+            .unwrap();
+    }
+    mallory.client.flush().await.unwrap();
+    let m = eventually("both replies refused", || async {
+        let m = metrics(&cp).await;
+        (m.replies_refused >= 2).then_some(m)
+    })
+    .await;
+    assert_eq!(m.replies_refused, 2);
+    assert!(
+        victim.next_command(Duration::ZERO).await.is_none(),
+        "the victim got a command it never should have"
+    );
+    assert!(
+        tokio::time::timeout(Duration::ZERO, victim_inbox.next())
+            .await
+            .is_err(),
+        "the victim's inbox got a reply to someone else's request"
+    );
+
+    // The asker's own inbox still gets its answer.
+    let mut mallory = mallory;
+    let reply = mallory.hello(0, vec![], vec![]).await;
+    assert!(reply.server_time_ms > 0);
+}
+
+#[tokio::test]
+async fn an_enrollment_with_the_token_in_clear_is_refused_and_the_token_stays_valid() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let added: api::HostEnrollment = cp
+        .call(
+            api::HOST_ADD,
+            api::HostAdd {
+                name: "web-1".into(),
+            },
+        )
+        .await;
+    assert!(!format!("{added:?}").contains(&added.token));
+    let (nkey, xkey) = (nkeys::KeyPair::new_user(), nkeys::XKey::new());
+    let req = enroll_request(&added.token, &nkey, &xkey, "web-1");
+    assert!(!format!("{req:?}").contains(&added.token));
+    let err = cp
+        .call_raw::<_, rm_bus::msg::EnrollReply>(api::ENROLL, req.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+    // sealed to some other key: does not open
+    let other = nkeys::XKey::new();
+    let wrong = api::SealedEnroll::seal(&req, &other.public_key()).unwrap();
+    let err = cp
+        .call_raw::<_, rm_bus::msg::EnrollReply>(api::ENROLL, wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+    // sealed to the control plane: enrolled
+    let reply = cp.enroll_call(req).await;
+    assert_eq!(reply.host_id.as_str(), added.host_id);
+}
+
+#[tokio::test]
+async fn a_heartbeat_that_finds_the_writer_behind_is_counted_and_still_keeps_its_host_live() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let stormy = Agent::enroll(&bus, &cp, "stormy").await.unwrap();
+    let quiet = Agent::enroll(&bus, &cp, "quiet").await.unwrap();
+    let db = cp.db().await;
+    let before = metrics(&cp).await.heartbeats_received;
+
+    // The writer is stuck behind another connection's write lock while a
+    // storm of heartbeats fills its channel.
+    let lock = db.write().await.unwrap();
+    const STORM: u64 = 4096 + 512;
+    let beat = encode(&rm_bus::msg::Heartbeat {
+        v: PROTOCOL_VERSION,
+        ts_ms: 0,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        uptime_secs: 1,
+        config_version: 0,
+        disks: vec![],
+        running_jobs: vec![],
+        next_runs: vec![],
+    });
+    for _ in 0..STORM {
+        stormy
+            .client
+            .publish(subject::agent_heartbeat(&stormy.host), beat.clone())
+            .await
+            .unwrap();
+    }
+    stormy.client.flush().await.unwrap();
+    eventually("the storm to be read", || async {
+        (metrics(&cp).await.heartbeats_received >= before + STORM).then_some(())
+    })
+    .await;
+    // The one heartbeat of a quiet host arrives while the channel is full.
+    let sent_at = rm_bus::clock::system().now_ms();
+    quiet.heartbeat().await;
+    let m = eventually("the quiet host's beat to be read", || async {
+        let m = metrics(&cp).await;
+        (m.heartbeats_received > before + STORM).then_some(m)
+    })
+    .await;
+    assert!(m.heartbeats_dropped > 0, "{m:?}");
+    drop(lock);
+
+    // Once the writer catches up, the quiet host's beat is on record.
+    eventually("the quiet host to be seen", || async {
+        let mut c = db.read().await.unwrap();
+        let h = rm_store::hosts::get(&mut c, &quiet.host_id())
+            .await
+            .unwrap();
+        h.last_seen_at.is_some_and(|t| t >= sent_at).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hello_storm_is_handled_a_bounded_number_at_a_time_and_all_are_answered() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let agent = Agent::enroll(&bus, &cp, "stormy").await.unwrap();
+    let db = cp.db().await;
+    let hello = encode(&rm_bus::msg::Hello {
+        v: PROTOCOL_VERSION,
+        agent_version: "0.1.0-test".into(),
+        restic_version: None,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        hostname: "stormy".into(),
+        config_version: 0,
+        accepted_jobs: vec![],
+        running_jobs: vec![],
+        accept_seq: None,
+    });
+    let mut replies = agent
+        .client
+        .subscribe(format!("_INBOX.{}.storm.>", agent.host))
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+
+    // Every hello needs the store, which another connection holds.
+    let lock = db.write().await.unwrap();
+    const STORM: usize = 40;
+    for i in 0..STORM {
+        agent
+            .client
+            .publish_with_reply(
+                subject::agent_hello(&agent.host),
+                format!("_INBOX.{}.storm.{i}", agent.host),
+                hello.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    agent.client.flush().await.unwrap();
+    let m = eventually("the hello handler to stop taking more", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_waiting == 1).then_some(m)
+    })
+    .await;
+    // 32 in hand, the next one waiting for a slot, the rest not yet read
+    assert_eq!(m.hellos_queued_total, 33, "{m:?}");
+    drop(lock);
+
+    for _ in 0..STORM {
+        tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("every hello is answered")
+            .unwrap();
+    }
+    assert_eq!(metrics(&cp).await.hellos_waiting, 0);
+}

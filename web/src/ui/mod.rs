@@ -12,6 +12,7 @@ pub mod assets;
 pub mod cron_words;
 pub mod dashboard;
 pub mod fmt;
+pub mod lists;
 pub mod pages;
 pub mod run;
 #[cfg(test)]

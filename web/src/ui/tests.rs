@@ -290,3 +290,59 @@ fn templates_carry_no_inline_script_or_style_that_the_csp_would_block() {
         }
     }
 }
+
+#[tokio::test]
+async fn alerts_and_repositories_pages_show_what_needs_attention() {
+    let (_dir, store) = seeded().await;
+    let mut conn = store.read().await.unwrap();
+    let open = rm_store::listing::alerts(&mut conn, None, true, None, 100)
+        .await
+        .unwrap();
+    assert!(!open.is_empty(), "the seed raises alerts for failing hosts");
+    let names: std::collections::HashMap<String, String> = rm_store::hosts::names(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let alerts: Vec<lists::AlertRow> = open
+        .into_iter()
+        .map(|a| lists::AlertRow {
+            host_name: names[&a.host_id].clone(),
+            alert: a,
+        })
+        .collect();
+    let first = alerts[0].alert.message.clone();
+    let html = lists::AlertsPage {
+        layout: layout("alerts"),
+        alerts,
+        filter: lists::AlertFilter::default(),
+        can_operate: true,
+        now: NOW,
+    }
+    .render()
+    .unwrap();
+    preview("alerts", &html);
+    assert!(html.contains(&first));
+    assert!(html.contains(">Acknowledge</button>") && html.contains(">Resolve</button>"));
+    let repo = rm_store::repos::list(&mut conn).await.unwrap().remove(0);
+    let html = lists::ReposPage {
+        layout: layout("repositories"),
+        repos: vec![lists::RepoRow {
+            health: rm_store::health::latest(&mut conn, &repo.id).await.ok(),
+            id: repo.id,
+            name: repo.name.clone(),
+            url: repo.url_display,
+            status: repo.status,
+            status_detail: None,
+            maintenance_host: None,
+            hosts: 3,
+            append_only_hosts: 3,
+        }],
+        now: NOW,
+    }
+    .render()
+    .unwrap();
+    preview("repositories", &html);
+    assert!(html.contains(&repo.name) && html.contains("forget and prune cannot run"));
+    assert!(html.contains("2.4×"), "the deduplication ratio is shown");
+}

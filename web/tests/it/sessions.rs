@@ -156,7 +156,7 @@ async fn logout_ends_the_session_on_the_server() {
     drop(c);
     let page = h
         .send(
-            req("GET", "/hosts?x=1")
+            req("GET", "/no-such-page?x=1")
                 .header(header::COOKIE, s.header())
                 .body(Body::empty())
                 .unwrap(),

@@ -42,10 +42,10 @@ async fn enroll_over_pinned_https_then_run_status_and_install() {
     let web = tokio::spawn(rm_web::launch(
         listener,
         identity.server_config.clone(),
-        rm_web::routes::app(rm_web::routes::AppState {
-            bus: web_client.client.clone(),
-            svc_timeout: std::time::Duration::from_secs(10),
-        }),
+        rm_web::routes::app(rm_web::AppState::with_defaults(
+            rm_store::Store::open(&env.path("web.db")).await.unwrap(),
+            web_client.client.clone(),
+        )),
         async move {
             let _ = stop_rx.await;
         },

@@ -193,3 +193,31 @@ pub(crate) async fn document() -> Response {
     )
         .into_response()
 }
+
+/// `GET /api/docs`: a small reference page of the API, from the same table
+/// (plain HTML, no script).
+pub(crate) async fn reference() -> axum::response::Html<String> {
+    use crate::pages::escape;
+    let mut rows = String::new();
+    for r in table().into_iter().filter(|r| r.path.starts_with("/api/")) {
+        let who = match r.access {
+            Access::Public => "public".to_owned(),
+            Access::Min(role) => role.to_string(),
+        };
+        rows.push_str(&format!(
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
+            escape(r.method.as_str()),
+            escape(r.path),
+            escape(&who),
+            escape(r.summary)
+        ));
+    }
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>restic-manager API</title></head>\
+         <body><h1>restic-manager API v1</h1><p>The machine-readable document is \
+         <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1). Authenticate with \
+         <code>Authorization: Bearer rmt_...</code> or a session (plus <code>X-CSRF-Token</code> on changes).</p>\
+         <table><thead><tr><th>method</th><th>path</th><th>minimum role</th><th>what</th></tr></thead>\
+         <tbody>{rows}</tbody></table></body></html>"
+    ))
+}

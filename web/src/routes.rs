@@ -115,7 +115,7 @@ const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
-    use crate::api::{alerts, cron, hosts, jobs, repos, schedules, snapshots, tokens, users};
+    use crate::api::{alerts, cron, hosts, jobs, logs, repos, schedules, snapshots, tokens, users};
     use Method as M;
     vec![
         route(M::GET, "/healthz", PUBLIC, health::healthz),
@@ -135,6 +135,8 @@ pub fn table() -> Vec<Route> {
             crate::openapi::document,
         )
         .doc("This document"),
+        route(M::GET, "/api/docs", PUBLIC, crate::openapi::reference)
+            .doc("A reference page of this API (HTML)"),
         route(M::POST, "/api/v1/enroll", PUBLIC, enroll::enroll)
             .doc("An agent enrolls with its one-time token (agents only)"),
         route(M::GET, "/api/v1/me", VIEWER, crate::me)
@@ -173,6 +175,18 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/api/v1/hosts/{id}/revoke", ADMIN, hosts::revoke)
             .doc("Revoke a host: its agent is disconnected and cannot return")
             .returns_nothing(204),
+        route(M::POST, "/api/v1/hosts/{id}/mute", OPERATOR, alerts::mute)
+            .doc("Mute a host's notifications until a time (alerts are still recorded)")
+            .body::<alerts::MuteBody>()
+            .returns_nothing(204),
+        route(
+            M::DELETE,
+            "/api/v1/hosts/{id}/mute",
+            OPERATOR,
+            alerts::unmute,
+        )
+        .doc("End a host's mute")
+        .returns_nothing(204),
         // repositories
         route(M::GET, "/api/v1/repos", VIEWER, repos::list)
             .doc("Repositories")
@@ -303,6 +317,12 @@ pub fn table() -> Vec<Route> {
         )
         .doc("Test a saved channel")
         .returns::<alerts::ChannelTestView>(200),
+        route(M::GET, "/api/v1/deliveries", VIEWER, logs::deliveries)
+            .doc("The notification delivery log: ?alert=&channel=&cursor=&limit=")
+            .returns::<crate::api::Page<logs::DeliveryView>>(200),
+        route(M::GET, "/api/v1/audit", ADMIN, logs::audit)
+            .doc("The audit log: ?target_kind=&target_id=&cursor=&limit=")
+            .returns::<crate::api::Page<logs::AuditView>>(200),
         // API tokens and users
         route(M::GET, "/api/v1/tokens", ADMIN, tokens::list)
             .doc("API tokens (never their secrets)")

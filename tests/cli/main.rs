@@ -6,3 +6,4 @@ mod alerts;
 mod notifier;
 mod serve;
 mod standalone;
+mod walkthrough;

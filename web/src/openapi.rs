@@ -31,6 +31,22 @@ fn method_of(m: &Method) -> Option<HttpMethod> {
     })
 }
 
+/// The agents' older error shape (`POST /api/v1/enroll` only).
+fn agent_error_response(description: &str) -> utoipa::openapi::Response {
+    let schema = ObjectBuilder::new()
+        .property("code", ObjectBuilder::new().schema_type(Type::String))
+        .property("message", ObjectBuilder::new().schema_type(Type::String))
+        .required("code")
+        .required("message");
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
 fn error_response(description: &str) -> utoipa::openapi::Response {
     let schema = ObjectBuilder::new()
         .property(
@@ -130,19 +146,40 @@ pub fn build() -> OpenApi {
             None => (200, ResponseBuilder::new().description("success").build()),
         };
         op = op.response(ok.0.to_string(), ok.1);
-        op = op.response(
-            "400",
-            error_response("invalid input (the error names the field)"),
-        );
-        if matches!(r.access, Access::Min(_)) {
-            op = op
-                .response("401", error_response("not signed in, or a bad token"))
-                .response(
+        if r.path == "/api/v1/enroll" {
+            for (code, what) in [
+                ("400", "malformed request"),
+                ("403", "token invalid, expired or used"),
+                ("404", "unknown host"),
+                ("409", "conflict"),
+                ("502", "bad answer from the control plane"),
+                ("503", "the control plane is not answering"),
+            ] {
+                op = op.response(code, agent_error_response(what));
+            }
+        } else {
+            let mut errors = vec![
+                ("400", "invalid input (the error names the field)"),
+                ("404", "unknown id"),
+                ("409", "conflict with the current state"),
+                ("502", "a bad answer from the owning role"),
+                ("503", "the owning role or the database is not answering"),
+            ];
+            if matches!(r.access, Access::Min(_)) {
+                errors.push(("401", "not signed in, or a bad token"));
+                errors.push((
                     "403",
-                    error_response("role too low, or a CSRF/origin refusal"),
-                );
+                    "role too low, refused by the owner, or a CSRF/origin refusal",
+                ));
+            }
+            if r.body.is_some() {
+                errors.push(("413", "body over 1 MiB"));
+                errors.push(("415", "the body is not application/json"));
+            }
+            for (code, what) in errors {
+                op = op.response(code, error_response(what));
+            }
         }
-        op = op.response("404", error_response("unknown id"));
         paths = paths.path(r.path, utoipa::openapi::PathItem::new(method, op.build()));
     }
     let mut components = ComponentsBuilder::new()

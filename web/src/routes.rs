@@ -44,6 +44,12 @@ fn schema_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schem
     T::schema()
 }
 
+fn page_schema_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema> {
+    T::schemas(out);
+    out.push((T::name().into_owned(), T::schema()));
+    <crate::api::Page<T> as utoipa::PartialSchema>::schema()
+}
+
 /// One entry of the table.
 pub struct Route {
     pub method: Method,
@@ -80,6 +86,12 @@ impl Route {
     /// Documents the JSON answer and its status.
     pub fn returns<T: ToSchema>(mut self, status: u16) -> Self {
         self.returns = Some((status, Some(schema_of::<T>)));
+        self
+    }
+
+    /// Documents a JSON answer that is a [`crate::api::Page`] of `T`.
+    pub fn returns_page<T: ToSchema>(mut self) -> Self {
+        self.returns = Some((200, Some(page_schema_of::<T>)));
         self
     }
 
@@ -147,7 +159,7 @@ pub fn table() -> Vec<Route> {
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
             .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
-            .returns::<crate::api::Page<jobs::JobView>>(200),
+            .returns_page::<jobs::JobView>(),
         route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
             .doc("Create a job of any kind")
             .body::<jobs::JobCreateBody>()
@@ -261,7 +273,7 @@ pub fn table() -> Vec<Route> {
         // alerts and channels
         route(M::GET, "/api/v1/alerts", VIEWER, alerts::list)
             .doc("Alerts, newest first: ?host=&state=open|all&cursor=&limit=")
-            .returns::<crate::api::Page<alerts::AlertViewBody>>(200),
+            .returns_page::<alerts::AlertViewBody>(),
         route(M::GET, "/api/v1/alerts/{id}", VIEWER, alerts::get)
             .doc("One alert")
             .returns::<alerts::AlertViewBody>(200),
@@ -319,10 +331,10 @@ pub fn table() -> Vec<Route> {
         .returns::<alerts::ChannelTestView>(200),
         route(M::GET, "/api/v1/deliveries", VIEWER, logs::deliveries)
             .doc("The notification delivery log: ?alert=&channel=&cursor=&limit=")
-            .returns::<crate::api::Page<logs::DeliveryView>>(200),
+            .returns_page::<logs::DeliveryView>(),
         route(M::GET, "/api/v1/audit", ADMIN, logs::audit)
             .doc("The audit log: ?target_kind=&target_id=&cursor=&limit=")
-            .returns::<crate::api::Page<logs::AuditView>>(200),
+            .returns_page::<logs::AuditView>(),
         // API tokens and users
         route(M::GET, "/api/v1/tokens", ADMIN, tokens::list)
             .doc("API tokens (never their secrets)")

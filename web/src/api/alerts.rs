@@ -154,7 +154,7 @@ pub struct ChannelViewBody {
     /// ntfy | webhook
     pub kind: String,
     pub enabled: bool,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub summary: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,

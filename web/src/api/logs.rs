@@ -23,7 +23,7 @@ pub struct AuditView {
     pub action: String,
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub detail: serde_json::Value,
 }
 

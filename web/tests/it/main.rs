@@ -8,4 +8,5 @@ mod events;
 mod harness;
 mod http2;
 mod matrix;
+mod schemathesis;
 mod sessions;

@@ -113,6 +113,19 @@ pub fn build() -> OpenApi {
                 );
             }
         }
+        for (name, required) in r.query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(if *required {
+                        Required::True
+                    } else {
+                        Required::False
+                    })
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
         if let Some(body) = r.body {
             let schema = body(&mut schemas);
             op = op.request_body(Some(

@@ -61,6 +61,8 @@ pub struct Route {
     pub body: Option<SchemaFn>,
     /// The success status and the JSON answer's schema, if any.
     pub returns: Option<(u16, Option<SchemaFn>)>,
+    /// Query parameters: `(name, required)`.
+    pub query: &'static [(&'static str, bool)],
     handler: MethodRouter<AppState>,
 }
 
@@ -95,6 +97,12 @@ impl Route {
         self
     }
 
+    /// Documents the query parameters, `(name, required)`.
+    pub fn query(mut self, params: &'static [(&'static str, bool)]) -> Self {
+        self.query = params;
+        self
+    }
+
     /// Documents an answer without a JSON body.
     pub fn returns_nothing(mut self, status: u16) -> Self {
         self.returns = Some((status, None));
@@ -116,6 +124,7 @@ where
         summary: "",
         body: None,
         returns: None,
+        query: &[],
         handler: on(filter, handler),
     }
 }
@@ -155,9 +164,18 @@ pub fn table() -> Vec<Route> {
             .doc("Who the caller is, and the session's CSRF token")
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
+            .query(&[("topics", false)])
             .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
+            .query(&[
+                ("host", false),
+                ("kind", false),
+                ("status", false),
+                ("repo", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
             .returns_page::<jobs::JobView>(),
         route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
@@ -171,6 +189,7 @@ pub fn table() -> Vec<Route> {
             .doc("Cancel a job")
             .returns::<jobs::JobStateView>(200),
         route(M::GET, "/api/v1/jobs/{id}/logs", VIEWER, jobs::logs)
+            .query(&[("after", false), ("limit", false)])
             .doc("A job's log lines: ?after=<seq>&limit=")
             .returns::<jobs::LogPage>(200),
         // hosts
@@ -234,6 +253,7 @@ pub fn table() -> Vec<Route> {
         .returns_nothing(204),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
+            .query(&[("host", false)])
             .doc("Schedules: ?host=")
             .returns::<Vec<schedules::ScheduleView>>(200),
         route(M::POST, "/api/v1/schedules", OPERATOR, schedules::create)
@@ -261,17 +281,26 @@ pub fn table() -> Vec<Route> {
         .doc("Delete a schedule")
         .returns_nothing(204),
         route(M::GET, "/api/v1/cron/preview", VIEWER, cron::preview)
+            .query(&[("expr", true), ("tz", false), ("count", false)])
             .doc("Next run times of a cron expression: ?expr=&tz=&count=")
             .returns::<cron::Preview>(200),
         // snapshots
         route(M::GET, "/api/v1/snapshots", VIEWER, snapshots::list)
+            .query(&[("repo", true), ("host", false)])
             .doc("Snapshots of a repository: ?repo=&host=")
             .returns::<Vec<snapshots::SnapshotView>>(200),
         route(M::GET, "/api/v1/snapshots/{id}/ls", VIEWER, snapshots::ls)
+            .query(&[("host", true), ("repo", true), ("dir", false)])
             .doc("One directory level of a snapshot: ?host=&repo=&dir=")
             .returns::<snapshots::LsView>(200),
         // alerts and channels
         route(M::GET, "/api/v1/alerts", VIEWER, alerts::list)
+            .query(&[
+                ("host", false),
+                ("state", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("Alerts, newest first: ?host=&state=open|all&cursor=&limit=")
             .returns_page::<alerts::AlertViewBody>(),
         route(M::GET, "/api/v1/alerts/{id}", VIEWER, alerts::get)
@@ -330,9 +359,21 @@ pub fn table() -> Vec<Route> {
         .doc("Test a saved channel")
         .returns::<alerts::ChannelTestView>(200),
         route(M::GET, "/api/v1/deliveries", VIEWER, logs::deliveries)
+            .query(&[
+                ("alert", false),
+                ("channel", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("The notification delivery log: ?alert=&channel=&cursor=&limit=")
             .returns_page::<logs::DeliveryView>(),
         route(M::GET, "/api/v1/audit", ADMIN, logs::audit)
+            .query(&[
+                ("target_kind", false),
+                ("target_id", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("The audit log: ?target_kind=&target_id=&cursor=&limit=")
             .returns_page::<logs::AuditView>(),
         // API tokens and users

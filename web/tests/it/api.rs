@@ -61,6 +61,33 @@ async fn hosts_and_jobs_go_through_the_control_plane_and_read_back() {
     assert!((400..500).contains(&status), "{status} {err}");
     assert!(err["error"]["message"].as_str().is_some());
 
+    // an id of another kind is simply unknown
+    let (status, _) = h
+        .api(&viewer, "GET", &format!("/api/v1/jobs/{host_id}"), None)
+        .await;
+    assert_eq!(status, 404);
+
+    // a revoked host takes no jobs, and says so with a 4xx
+    let admin = h.token(Role::Admin).await;
+    let (status, _) = h
+        .api(
+            &admin,
+            "POST",
+            &format!("/api/v1/hosts/{host_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": host_id, "repo_id": "repo_x", "params": {"kind": "prune"}})),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {err}");
+
     let (status, page) = h.api(&viewer, "GET", "/api/v1/jobs?limit=10", None).await;
     assert_eq!(status, 200);
     assert_eq!(page["items"], json!([]));

@@ -230,19 +230,34 @@ async fn the_api_walkthrough_backs_up_and_restores_a_file_over_http2() {
     let job_id = job["job_id"].as_str().unwrap().to_owned();
     let done = curl.wait_job(&job_id);
     assert_eq!(done["status"], "succeeded", "{done}");
-    // the stream carried this job's events, its end included
-    let mut finished = false;
+    // the stream carried this job's events, from start to end
+    let mut types = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
-        if line.starts_with("data: ") && line.contains(&job_id) && line.contains("\"finished\"") {
-            finished = true;
-            break;
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        if v["job_id"] == job_id.as_str() {
+            let t = v["type"].as_str().unwrap_or_default().to_owned();
+            let end = t == "finished";
+            types.push(t);
+            if end {
+                break;
+            }
         }
     }
     let _ = events.kill();
     let _ = events.wait();
+    eprintln!("event types of the backup: {types:?}");
+    assert!(types.iter().any(|t| t == "started"), "{types:?}");
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("finished"),
+        "{types:?}"
+    );
     assert!(
-        finished,
-        "the job's finished event reached the event stream"
+        types.iter().any(|t| t == "progress"),
+        "the backup's progress reached the stream: {types:?}"
     );
 
     // restore the file elsewhere on the same host

@@ -145,12 +145,15 @@ fn with_retry_after(mut resp: Response, d: std::time::Duration) -> Response {
 
 pub(crate) async fn login(
     State(state): State<AppState>,
+    MaybePrincipal(current): MaybePrincipal,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
     let keys = throttle::keys(&form.username, &client_addr(ci.as_ref()));
+    // a browser still signed in posts the form again with its CSRF token
+    let csrf = current.and_then(|p| p.csrf);
     let again = |status: StatusCode, message: String| {
         render(
             status,
@@ -158,7 +161,7 @@ pub(crate) async fn login(
                 error: Some(message),
                 next: next.clone(),
                 username: form.username.clone(),
-                csrf: None,
+                csrf: csrf.clone(),
             },
         )
     };

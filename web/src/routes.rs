@@ -229,6 +229,9 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/repos/{id}", VIEWER, repos::get)
             .doc("One repository with the hosts attached")
             .returns::<repos::RepoView>(200),
+        route(M::GET, "/api/v1/repos/{id}/health", VIEWER, repos::health)
+            .doc("A repository's latest health record (sizes, snapshots, locks, last check)")
+            .returns::<repos::HealthView>(200),
         route(M::POST, "/api/v1/repos/{id}/test", OPERATOR, repos::test)
             .doc("Test a host's connection to the repository")
             .body::<repos::HostBody>()

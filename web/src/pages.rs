@@ -100,9 +100,14 @@ pub(crate) struct NextQuery {
 }
 
 pub(crate) async fn login_form(
+    State(state): State<AppState>,
     MaybePrincipal(p): MaybePrincipal,
     Query(q): Query<NextQuery>,
 ) -> Response {
+    // a fresh install has nobody to sign in: send the newcomer to setup
+    if let Ok(false) = has_account(&state).await {
+        return Redirect::to("/setup").into_response();
+    }
     render(
         StatusCode::OK,
         &LoginPage {

@@ -584,6 +584,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn web_args_build_the_role_config() {
+        let dir = tempfile_dir().join("web");
+        let cli = Cli::try_parse_from([
+            "restic-manager",
+            "web",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--nats-url",
+            "nats://a:4222,nats://b:4222",
+            "--listen",
+            "0.0.0.0:9443",
+            "--db",
+            "/tmp/x.db",
+        ])
+        .unwrap();
+        let Command::Web(args) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let config = web_config(args).unwrap();
+        assert_eq!(config.connect.urls, vec!["nats://a:4222", "nats://b:4222"]);
+        assert_eq!(config.connect.name, "web");
+        assert_eq!(config.db_path, Some(PathBuf::from("/tmp/x.db")));
+        assert!(matches!(config.listen, rm_web::Listen::Addr(a) if a.port() == 9443));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn tempfile_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rm-cli-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

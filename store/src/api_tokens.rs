@@ -31,6 +31,7 @@ pub struct Found {
     pub user_disabled: bool,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
 }
 
 /// What to insert.
@@ -65,7 +66,7 @@ pub async fn insert(conn: &mut SqliteConnection, t: &NewToken<'_>) -> Result<()>
 pub async fn by_hash(conn: &mut SqliteConnection, token_hash: &str) -> Result<Option<Found>> {
     Ok(sqlx::query_as(
         "SELECT t.id, t.name, t.role, t.user_id, u.username, u.role AS user_role,
-                u.disabled AS user_disabled, t.expires_at, t.revoked_at
+                u.disabled AS user_disabled, t.expires_at, t.revoked_at, t.last_used_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
     )
     .bind(token_hash)

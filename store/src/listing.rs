@@ -95,3 +95,69 @@ pub async fn schedules(
     .fetch_all(conn)
     .await?)
 }
+
+/// Audit entries, newest first, optionally about one target.
+pub async fn audit(
+    conn: &mut SqliteConnection,
+    target_kind: Option<&str>,
+    target_id: Option<&str>,
+    before: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<crate::audit::Entry>> {
+    let (before_ts, before_id) = before.unwrap_or((i64::MAX, i64::MAX));
+    Ok(sqlx::query_as(
+        "SELECT * FROM audit_log
+         WHERE (?1 IS NULL OR target_kind = ?1) AND (?2 IS NULL OR target_id = ?2)
+           AND (ts < ?3 OR (ts = ?3 AND id < ?4))
+         ORDER BY ts DESC, id DESC LIMIT ?5",
+    )
+    .bind(target_kind)
+    .bind(target_id)
+    .bind(before_ts)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One row of the delivery log with what it delivered.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DeliveryAttempt {
+    pub id: i64,
+    pub outbox_id: String,
+    pub attempt: i64,
+    pub ts: i64,
+    pub outcome: String,
+    pub status_code: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+    pub alert_id: Option<String>,
+    pub channel_id: String,
+    pub event: String,
+}
+
+/// Delivery attempts, newest first, optionally of one alert or channel.
+pub async fn deliveries(
+    conn: &mut SqliteConnection,
+    alert_id: Option<&str>,
+    channel_id: Option<&str>,
+    before: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<DeliveryAttempt>> {
+    let (before_ts, before_id) = before.unwrap_or((i64::MAX, i64::MAX));
+    Ok(sqlx::query_as(
+        "SELECT l.id, l.outbox_id, l.attempt, l.ts, l.outcome, l.status_code, l.latency_ms, l.error,
+                o.alert_id, o.channel_id, o.event
+         FROM delivery_log l JOIN delivery_outbox o ON o.id = l.outbox_id
+         WHERE (?1 IS NULL OR o.alert_id = ?1) AND (?2 IS NULL OR o.channel_id = ?2)
+           AND (l.ts < ?3 OR (l.ts = ?3 AND l.id < ?4))
+         ORDER BY l.ts DESC, l.id DESC LIMIT ?5",
+    )
+    .bind(alert_id)
+    .bind(channel_id)
+    .bind(before_ts)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}

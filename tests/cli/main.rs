@@ -8,3 +8,4 @@ mod first_start;
 mod notifier;
 mod serve;
 mod standalone;
+mod walkthrough;

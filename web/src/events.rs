@@ -124,6 +124,13 @@ impl Hub {
         self.dropped.load(Ordering::SeqCst)
     }
 
+    /// Events held for resumption (at most [`RING`]); with the broadcast's
+    /// fixed capacity, this is all the memory events take, whatever the
+    /// number or speed of clients.
+    pub fn retained(&self) -> usize {
+        self.ring.lock().map_or(0, |r| r.len())
+    }
+
     /// Ends every stream (shutdown).
     pub fn close(&self) {
         let _ = self.closed.send(true);

@@ -31,6 +31,22 @@ fn method_of(m: &Method) -> Option<HttpMethod> {
     })
 }
 
+/// The agents' older error shape (`POST /api/v1/enroll` only).
+fn agent_error_response(description: &str) -> utoipa::openapi::Response {
+    let schema = ObjectBuilder::new()
+        .property("code", ObjectBuilder::new().schema_type(Type::String))
+        .property("message", ObjectBuilder::new().schema_type(Type::String))
+        .required("code")
+        .required("message");
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
 fn error_response(description: &str) -> utoipa::openapi::Response {
     let schema = ObjectBuilder::new()
         .property(
@@ -97,6 +113,19 @@ pub fn build() -> OpenApi {
                 );
             }
         }
+        for (name, required) in r.query {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(*name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(if *required {
+                        Required::True
+                    } else {
+                        Required::False
+                    })
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
         if let Some(body) = r.body {
             let schema = body(&mut schemas);
             op = op.request_body(Some(
@@ -130,19 +159,40 @@ pub fn build() -> OpenApi {
             None => (200, ResponseBuilder::new().description("success").build()),
         };
         op = op.response(ok.0.to_string(), ok.1);
-        op = op.response(
-            "400",
-            error_response("invalid input (the error names the field)"),
-        );
-        if matches!(r.access, Access::Min(_)) {
-            op = op
-                .response("401", error_response("not signed in, or a bad token"))
-                .response(
+        if r.path == "/api/v1/enroll" {
+            for (code, what) in [
+                ("400", "malformed request"),
+                ("403", "token invalid, expired or used"),
+                ("404", "unknown host"),
+                ("409", "conflict"),
+                ("502", "bad answer from the control plane"),
+                ("503", "the control plane is not answering"),
+            ] {
+                op = op.response(code, agent_error_response(what));
+            }
+        } else {
+            let mut errors = vec![
+                ("400", "invalid input (the error names the field)"),
+                ("404", "unknown id"),
+                ("409", "conflict with the current state"),
+                ("502", "a bad answer from the owning role"),
+                ("503", "the owning role or the database is not answering"),
+            ];
+            if matches!(r.access, Access::Min(_)) {
+                errors.push(("401", "not signed in, or a bad token"));
+                errors.push((
                     "403",
-                    error_response("role too low, or a CSRF/origin refusal"),
-                );
+                    "role too low, refused by the owner, or a CSRF/origin refusal",
+                ));
+            }
+            if r.body.is_some() {
+                errors.push(("413", "body over 1 MiB"));
+                errors.push(("415", "the body is not application/json"));
+            }
+            for (code, what) in errors {
+                op = op.response(code, error_response(what));
+            }
         }
-        op = op.response("404", error_response("unknown id"));
         paths = paths.path(r.path, utoipa::openapi::PathItem::new(method, op.build()));
     }
     let mut components = ComponentsBuilder::new()
@@ -192,4 +242,32 @@ pub(crate) async fn document() -> Response {
         json.clone(),
     )
         .into_response()
+}
+
+/// `GET /api/docs`: a small reference page of the API, from the same table
+/// (plain HTML, no script).
+pub(crate) async fn reference() -> axum::response::Html<String> {
+    use crate::pages::escape;
+    let mut rows = String::new();
+    for r in table().into_iter().filter(|r| r.path.starts_with("/api/")) {
+        let who = match r.access {
+            Access::Public => "public".to_owned(),
+            Access::Min(role) => role.to_string(),
+        };
+        rows.push_str(&format!(
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>\n",
+            escape(r.method.as_str()),
+            escape(r.path),
+            escape(&who),
+            escape(r.summary)
+        ));
+    }
+    axum::response::Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>restic-manager API</title></head>\
+         <body><h1>restic-manager API v1</h1><p>The machine-readable document is \
+         <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a> (OpenAPI 3.1). Authenticate with \
+         <code>Authorization: Bearer rmt_...</code> or a session (plus <code>X-CSRF-Token</code> on changes).</p>\
+         <table><thead><tr><th>method</th><th>path</th><th>minimum role</th><th>what</th></tr></thead>\
+         <tbody>{rows}</tbody></table></body></html>"
+    ))
 }

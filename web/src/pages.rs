@@ -99,9 +99,14 @@ pub(crate) struct NextQuery {
 }
 
 pub(crate) async fn login_form(
+    State(state): State<AppState>,
     MaybePrincipal(p): MaybePrincipal,
     Query(q): Query<NextQuery>,
 ) -> Response {
+    // a fresh install has nobody to sign in: send the newcomer to setup
+    if let Ok(false) = has_account(&state).await {
+        return Redirect::to("/setup").into_response();
+    }
     render(
         StatusCode::OK,
         &LoginPage {
@@ -144,12 +149,15 @@ fn with_retry_after(mut resp: Response, d: std::time::Duration) -> Response {
 
 pub(crate) async fn login(
     State(state): State<AppState>,
+    MaybePrincipal(current): MaybePrincipal,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
     let keys = throttle::keys(&form.username, &client_addr(ci.as_ref()));
+    // a browser still signed in posts the form again with its CSRF token
+    let csrf = current.and_then(|p| p.csrf);
     let again = |status: StatusCode, message: String| {
         render(
             status,
@@ -157,7 +165,7 @@ pub(crate) async fn login(
                 error: Some(message),
                 next: next.clone(),
                 username: form.username.clone(),
-                csrf: None,
+                csrf: csrf.clone(),
             },
         )
     };

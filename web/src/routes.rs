@@ -44,6 +44,12 @@ fn schema_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schem
     T::schema()
 }
 
+fn page_schema_of<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) -> RefOr<Schema> {
+    T::schemas(out);
+    out.push((T::name().into_owned(), T::schema()));
+    <crate::api::Page<T> as utoipa::PartialSchema>::schema()
+}
+
 /// One entry of the table.
 pub struct Route {
     pub method: Method,
@@ -55,6 +61,8 @@ pub struct Route {
     pub body: Option<SchemaFn>,
     /// The success status and the JSON answer's schema, if any.
     pub returns: Option<(u16, Option<SchemaFn>)>,
+    /// Query parameters: `(name, required)`.
+    pub query: &'static [(&'static str, bool)],
     handler: MethodRouter<AppState>,
 }
 
@@ -83,6 +91,18 @@ impl Route {
         self
     }
 
+    /// Documents a JSON answer that is a [`crate::api::Page`] of `T`.
+    pub fn returns_page<T: ToSchema>(mut self) -> Self {
+        self.returns = Some((200, Some(page_schema_of::<T>)));
+        self
+    }
+
+    /// Documents the query parameters, `(name, required)`.
+    pub fn query(mut self, params: &'static [(&'static str, bool)]) -> Self {
+        self.query = params;
+        self
+    }
+
     /// Documents an answer without a JSON body.
     pub fn returns_nothing(mut self, status: u16) -> Self {
         self.returns = Some((status, None));
@@ -104,6 +124,7 @@ where
         summary: "",
         body: None,
         returns: None,
+        query: &[],
         handler: on(filter, handler),
     }
 }
@@ -115,7 +136,7 @@ const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
-    use crate::api::{alerts, cron, hosts, jobs, repos, schedules, snapshots, tokens, users};
+    use crate::api::{alerts, cron, hosts, jobs, logs, repos, schedules, snapshots, tokens, users};
     use Method as M;
     vec![
         route(M::GET, "/healthz", PUBLIC, health::healthz),
@@ -153,17 +174,28 @@ pub fn table() -> Vec<Route> {
             crate::openapi::document,
         )
         .doc("This document"),
+        route(M::GET, "/api/docs", PUBLIC, crate::openapi::reference)
+            .doc("A reference page of this API (HTML)"),
         route(M::POST, "/api/v1/enroll", PUBLIC, enroll::enroll)
             .doc("An agent enrolls with its one-time token (agents only)"),
         route(M::GET, "/api/v1/me", VIEWER, crate::me)
             .doc("Who the caller is, and the session's CSRF token")
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
+            .query(&[("topics", false)])
             .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
+            .query(&[
+                ("host", false),
+                ("kind", false),
+                ("status", false),
+                ("repo", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
-            .returns::<crate::api::Page<jobs::JobView>>(200),
+            .returns_page::<jobs::JobView>(),
         route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
             .doc("Create a job of any kind")
             .body::<jobs::JobCreateBody>()
@@ -175,6 +207,7 @@ pub fn table() -> Vec<Route> {
             .doc("Cancel a job")
             .returns::<jobs::JobStateView>(200),
         route(M::GET, "/api/v1/jobs/{id}/logs", VIEWER, jobs::logs)
+            .query(&[("after", false), ("limit", false)])
             .doc("A job's log lines: ?after=<seq>&limit=")
             .returns::<jobs::LogPage>(200),
         // hosts
@@ -194,6 +227,18 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/api/v1/hosts/{id}/revoke", ADMIN, hosts::revoke)
             .doc("Revoke a host: its agent is disconnected and cannot return")
             .returns_nothing(204),
+        route(M::POST, "/api/v1/hosts/{id}/mute", OPERATOR, alerts::mute)
+            .doc("Mute a host's notifications until a time (alerts are still recorded)")
+            .body::<alerts::MuteBody>()
+            .returns_nothing(204),
+        route(
+            M::DELETE,
+            "/api/v1/hosts/{id}/mute",
+            OPERATOR,
+            alerts::unmute,
+        )
+        .doc("End a host's mute")
+        .returns_nothing(204),
         // repositories
         route(M::GET, "/api/v1/repos", VIEWER, repos::list)
             .doc("Repositories")
@@ -205,6 +250,9 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/api/v1/repos/{id}", VIEWER, repos::get)
             .doc("One repository with the hosts attached")
             .returns::<repos::RepoView>(200),
+        route(M::GET, "/api/v1/repos/{id}/health", VIEWER, repos::health)
+            .doc("A repository's latest health record (sizes, snapshots, locks, last check)")
+            .returns::<repos::HealthView>(200),
         route(M::POST, "/api/v1/repos/{id}/test", OPERATOR, repos::test)
             .doc("Test a host's connection to the repository")
             .body::<repos::HostBody>()
@@ -229,6 +277,7 @@ pub fn table() -> Vec<Route> {
         .returns_nothing(204),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
+            .query(&[("host", false)])
             .doc("Schedules: ?host=")
             .returns::<Vec<schedules::ScheduleView>>(200),
         route(M::POST, "/api/v1/schedules", OPERATOR, schedules::create)
@@ -256,19 +305,28 @@ pub fn table() -> Vec<Route> {
         .doc("Delete a schedule")
         .returns_nothing(204),
         route(M::GET, "/api/v1/cron/preview", VIEWER, cron::preview)
+            .query(&[("expr", true), ("tz", false), ("count", false)])
             .doc("Next run times of a cron expression: ?expr=&tz=&count=")
             .returns::<cron::Preview>(200),
         // snapshots
         route(M::GET, "/api/v1/snapshots", VIEWER, snapshots::list)
+            .query(&[("repo", true), ("host", false)])
             .doc("Snapshots of a repository: ?repo=&host=")
             .returns::<Vec<snapshots::SnapshotView>>(200),
         route(M::GET, "/api/v1/snapshots/{id}/ls", VIEWER, snapshots::ls)
+            .query(&[("host", true), ("repo", true), ("dir", false)])
             .doc("One directory level of a snapshot: ?host=&repo=&dir=")
             .returns::<snapshots::LsView>(200),
         // alerts and channels
         route(M::GET, "/api/v1/alerts", VIEWER, alerts::list)
+            .query(&[
+                ("host", false),
+                ("state", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
             .doc("Alerts, newest first: ?host=&state=open|all&cursor=&limit=")
-            .returns::<crate::api::Page<alerts::AlertViewBody>>(200),
+            .returns_page::<alerts::AlertViewBody>(),
         route(M::GET, "/api/v1/alerts/{id}", VIEWER, alerts::get)
             .doc("One alert")
             .returns::<alerts::AlertViewBody>(200),
@@ -324,6 +382,24 @@ pub fn table() -> Vec<Route> {
         )
         .doc("Test a saved channel")
         .returns::<alerts::ChannelTestView>(200),
+        route(M::GET, "/api/v1/deliveries", VIEWER, logs::deliveries)
+            .query(&[
+                ("alert", false),
+                ("channel", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
+            .doc("The notification delivery log: ?alert=&channel=&cursor=&limit=")
+            .returns_page::<logs::DeliveryView>(),
+        route(M::GET, "/api/v1/audit", ADMIN, logs::audit)
+            .query(&[
+                ("target_kind", false),
+                ("target_id", false),
+                ("cursor", false),
+                ("limit", false),
+            ])
+            .doc("The audit log: ?target_kind=&target_id=&cursor=&limit=")
+            .returns_page::<logs::AuditView>(),
         // API tokens and users
         route(M::GET, "/api/v1/tokens", ADMIN, tokens::list)
             .doc("API tokens (never their secrets)")

@@ -37,6 +37,20 @@ impl AppState {
         Self(Arc::new(shared))
     }
 
+    /// A state with default settings and the real clock (tests, embedding).
+    pub fn with_defaults(store: Store, bus: async_nats::Client) -> Self {
+        Self::new(Shared {
+            store,
+            bus,
+            svc_timeout: Duration::from_secs(30),
+            clock: rm_bus::clock::system(),
+            auth: AuthSettings::default(),
+            setup: SetupCode::default(),
+            events: crate::events::Hub::default(),
+            http: crate::metrics::Http::default(),
+        })
+    }
+
     /// The shared part itself.
     pub fn shared(&self) -> Arc<Shared> {
         self.0.clone()

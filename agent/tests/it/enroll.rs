@@ -42,16 +42,10 @@ async fn enroll_over_pinned_https_then_run_status_and_install() {
     let web = tokio::spawn(rm_web::launch(
         listener,
         identity.server_config.clone(),
-        rm_web::routes::app(rm_web::AppState::new(rm_web::state::Shared {
-            store: rm_store::Store::open(&env.path("web.db")).await.unwrap(),
-            bus: web_client.client.clone(),
-            svc_timeout: std::time::Duration::from_secs(10),
-            clock: rm_bus::clock::system(),
-            auth: Default::default(),
-            setup: Default::default(),
-            events: Default::default(),
-            http: Default::default(),
-        })),
+        rm_web::routes::app(rm_web::AppState::with_defaults(
+            rm_store::Store::open(&env.path("web.db")).await.unwrap(),
+            web_client.client.clone(),
+        )),
         async move {
             let _ = stop_rx.await;
         },

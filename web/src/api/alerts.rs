@@ -154,7 +154,7 @@ pub struct ChannelViewBody {
     /// ntfy | webhook
     pub kind: String,
     pub enabled: bool,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub summary: serde_json::Value,
     pub created_at: i64,
     pub updated_at: i64,
@@ -340,4 +340,54 @@ pub(crate) async fn channel_test_unsaved(
         },
     )
     .await
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct MuteBody {
+    /// Until when (Unix milliseconds) nobody is notified about this host.
+    pub until_ms: i64,
+    pub reason: Option<String>,
+}
+
+pub(crate) async fn mute(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(host_id): Path<String>,
+    ApiJson(body): ApiJson<MuteBody>,
+) -> Result<StatusCode, ApiError> {
+    if body.until_ms <= state.now() {
+        return Err(ApiError::invalid(
+            "until_ms",
+            "the mute must end in the future",
+        ));
+    }
+    let _: al::Done = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::MUTE_SET,
+        al::MuteSet {
+            host_id,
+            until_ms: body.until_ms,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn unmute(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(host_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _: al::Done = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::MUTE_CLEAR,
+        al::HostRef { host_id },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -35,11 +35,11 @@ pub struct HostView {
     pub arch: Option<String>,
     pub hostname: Option<String>,
     pub uptime_secs: Option<i64>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub vitals: serde_json::Value,
     pub config_version: i64,
     pub applied_config_version: i64,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub summary: serde_json::Value,
 }
 

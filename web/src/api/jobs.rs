@@ -23,7 +23,7 @@ pub struct JobView {
     pub repo_id: Option<String>,
     pub kind: String,
     /// The job's parameters (`{"kind": ..., ...}`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub params: serde_json::Value,
     /// `manual`, `schedule`, `system`, ...
     pub origin: String,
@@ -40,7 +40,7 @@ pub struct JobView {
     pub exit_code: Option<i64>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub summary: serde_json::Value,
     pub stderr_tail: Option<String>,
     pub restic_version: Option<String>,

@@ -21,6 +21,7 @@ pub mod alerts;
 pub mod cron;
 pub mod hosts;
 pub mod jobs;
+pub mod logs;
 pub mod repos;
 pub mod schedules;
 pub mod snapshots;

@@ -283,3 +283,49 @@ pub(crate) async fn maintenance(
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A repository's latest health record (from the periodic refresh and the
+/// last `check`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HealthView {
+    pub repo_id: String,
+    /// When it was recorded.
+    pub ts: i64,
+    pub source_job_id: Option<String>,
+    pub total_size: Option<i64>,
+    pub raw_size: Option<i64>,
+    pub uncompressed_size: Option<i64>,
+    pub dedup_ratio: Option<f64>,
+    pub compression_ratio: Option<f64>,
+    pub snapshot_count: Option<i64>,
+    pub lock_count: Option<i64>,
+    pub check_ok: Option<bool>,
+    pub check_at: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    pub detail: serde_json::Value,
+}
+
+pub(crate) async fn health(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<HealthView>, ApiError> {
+    let mut conn = state.store.read().await?;
+    rm_store::repos::get(&mut conn, &id).await?;
+    let h = rm_store::health::latest(&mut conn, &id).await?;
+    Ok(Json(HealthView {
+        detail: super::json_col(h.detail_json.as_deref()),
+        repo_id: h.repo_id,
+        ts: h.ts,
+        source_job_id: h.source_job_id,
+        total_size: h.total_size,
+        raw_size: h.raw_size,
+        uncompressed_size: h.uncompressed_size,
+        dedup_ratio: h.dedup_ratio,
+        compression_ratio: h.compression_ratio,
+        snapshot_count: h.snapshot_count,
+        lock_count: h.lock_count,
+        check_ok: h.check_ok,
+        check_at: h.check_at,
+    }))
+}

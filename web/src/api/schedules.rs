@@ -22,7 +22,7 @@ pub struct ScheduleView {
     pub kind: String,
     pub cron: String,
     pub timezone: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub params: serde_json::Value,
     pub enabled: bool,
     pub jitter_secs: i64,

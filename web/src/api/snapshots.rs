@@ -24,7 +24,7 @@ pub struct SnapshotView {
     pub time: i64,
     pub paths: Vec<String>,
     pub tags: Vec<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub summary: serde_json::Value,
 }
 

@@ -1,7 +1,7 @@
 //! API tokens: `rmt_` followed by 43 random URL-safe characters, shown
 //! once at creation and stored only as a SHA-256. A token acts with its
 //! own role, never more than its creator's current role, until it expires
-//! or is revoked; each use records a last-used time.
+//! or is revoked; its use records a last-used time (to the minute).
 
 use rm_store::api_tokens::{self, NewToken};
 
@@ -96,9 +96,12 @@ pub async fn resolve(
     let (Some(role), Some(user_role)) = (Role::parse(&t.role), Role::parse(&t.user_role)) else {
         return Ok(Err(Refusal::Unknown));
     };
-    let mut tx = state.store.write().await?;
-    api_tokens::touch(&mut tx, &t.id, now).await?;
-    tx.commit().await?;
+    // one write per minute per token, not per request
+    if t.last_used_at.is_none_or(|last| now - last >= 60_000) {
+        let mut tx = state.store.write().await?;
+        api_tokens::touch(&mut tx, &t.id, now).await?;
+        tx.commit().await?;
+    }
     Ok(Ok(Principal {
         user_id: t.user_id,
         name: format!("{} (token {})", t.username, t.name),

@@ -61,6 +61,33 @@ async fn hosts_and_jobs_go_through_the_control_plane_and_read_back() {
     assert!((400..500).contains(&status), "{status} {err}");
     assert!(err["error"]["message"].as_str().is_some());
 
+    // an id of another kind is simply unknown
+    let (status, _) = h
+        .api(&viewer, "GET", &format!("/api/v1/jobs/{host_id}"), None)
+        .await;
+    assert_eq!(status, 404);
+
+    // a revoked host takes no jobs, and says so with a 4xx
+    let admin = h.token(Role::Admin).await;
+    let (status, _) = h
+        .api(
+            &admin,
+            "POST",
+            &format!("/api/v1/hosts/{host_id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/jobs",
+            Some(json!({"host_id": host_id, "repo_id": "repo_x", "params": {"kind": "prune"}})),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {err}");
+
     let (status, page) = h.api(&viewer, "GET", "/api/v1/jobs?limit=10", None).await;
     assert_eq!(status, 200);
     assert_eq!(page["items"], json!([]));
@@ -442,4 +469,70 @@ async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
     ] {
         assert!(body.contains(needle), "{needle} missing in\n{body}");
     }
+}
+
+#[tokio::test]
+async fn the_audit_log_pages_by_cursor_and_the_reference_page_lists_the_routes() {
+    let h = H::new().await;
+    let admin = h.token(Role::Admin).await;
+    for i in 0..3 {
+        let (status, _) = h
+            .api(
+                &admin,
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"name": format!("t{i}"), "role": "viewer"})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        h.clock.advance(std::time::Duration::from_millis(1));
+    }
+    let (status, first) = h.api(&admin, "GET", "/api/v1/audit?limit=2", None).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    assert_eq!(first["items"][0]["detail"]["name"], "t2", "newest first");
+    let next = first["next"].as_str().unwrap();
+    let (_, second) = h
+        .api(
+            &admin,
+            "GET",
+            &format!("/api/v1/audit?limit=2&cursor={next}"),
+            None,
+        )
+        .await;
+    let items = second["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["detail"]["name"], "t0");
+    assert_eq!(items[0]["action"], "token.create");
+    assert_eq!(second["next"], json!(null));
+
+    let (status, d) = h.api(&admin, "GET", "/api/v1/deliveries", None).await;
+    assert_eq!((status, d["items"].clone()), (200, json!([])));
+    let (status, err) = h
+        .api(
+            &admin,
+            "POST",
+            "/api/v1/hosts/h1/mute",
+            Some(json!({"until_ms": 5})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("until_ms"))
+    );
+
+    let page = h
+        .send(
+            req("GET", "/api/docs")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(page.status(), 200);
+    let html = text(page).await;
+    assert!(
+        html.contains("/api/v1/jobs/{id}/cancel") && html.contains("operator"),
+        "{html}"
+    );
+    assert!(!html.contains("<script"));
 }

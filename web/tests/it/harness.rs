@@ -123,6 +123,46 @@ impl H {
         panic!("the control plane did not come up");
     }
 
+    /// Runs the real alerts role on this bus and database until `H` drops.
+    pub async fn with_alerts(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let role = BusRole::Alerts;
+        let creds = self.bus.creds_for(&role).unwrap();
+        let mut connect = self.bus.spec(&role, creds);
+        connect.retry_on_initial_connect = true;
+        let config = rm_alerts::Config {
+            data_dir: self.dir.path().join("alerts"),
+            db_path: Some(self.dir.path().join("db.sqlite")),
+            connect,
+            notifier_xkey: nkeys::XKey::new().public_key(),
+            ui_base_url: None,
+            timings: rm_alerts::Timings::default(),
+            clock: rm_bus::clock::system(),
+        };
+        tokio::spawn(rm_alerts::run(config, async move {
+            let _ = rx.await;
+        }));
+        self.stops.push(tx);
+        for _ in 0..200 {
+            let r: Result<rm_alerts::api::PubKey, _> = rm_web::svc::call(
+                &self.state.bus,
+                rm_bus::subject::SvcRole::Alerts,
+                rm_alerts::api::PUBKEY,
+                rm_bus::msg::Actor {
+                    name: "test".into(),
+                    via: rm_bus::msg::ActorVia::System,
+                },
+                serde_json::json!({}),
+                Duration::from_secs(1),
+            )
+            .await;
+            if r.is_ok() {
+                return;
+            }
+        }
+        panic!("the alerts role did not come up");
+    }
+
     /// A bearer token of a fresh account with `role`.
     pub async fn token(&self, role: Role) -> String {
         let id = self.user(&format!("tok-{}", role.as_str()), role).await;

@@ -8,4 +8,6 @@ mod events;
 mod harness;
 mod http2;
 mod matrix;
+mod role;
+mod schemathesis;
 mod sessions;

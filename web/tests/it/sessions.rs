@@ -39,6 +39,18 @@ async fn login_sets_a_host_only_secure_cookie_and_a_new_session_id_each_time() {
     let second = h.session_of(second).await;
     assert_eq!(h.me_status(&second).await, 200);
     assert_ne!(second.csrf, first.csrf);
+
+    // a wrong password while signed in shows the form again with the
+    // session's CSRF token, so the next try is not refused
+    let resp = h
+        .try_login_with("alice", "wrong-password", Some(&second))
+        .await;
+    assert_eq!(resp.status(), 401);
+    let page = text(resp).await;
+    assert!(
+        page.contains(&format!("name=\"_csrf\" value=\"{}\"", second.csrf)),
+        "{page}"
+    );
 }
 
 async fn logout(h: &H, s: &Session, extra: &[(&str, &str)], body: &str) -> u16 {

@@ -24,7 +24,6 @@ pub mod enroll;
 pub mod fleet;
 pub mod health;
 pub mod hosts;
-pub mod job_list;
 pub mod jobs;
 pub mod listing;
 mod migrate;

@@ -14,6 +14,8 @@ pub struct JobFilter<'a> {
     pub kind: Option<&'a str>,
     pub status: Option<&'a str>,
     pub repo_id: Option<&'a str>,
+    /// Only jobs created at or after this time (ms).
+    pub since: Option<i64>,
     /// Rows strictly older than this `(created_at, id)`.
     pub before: Option<(i64, &'a str)>,
 }
@@ -28,6 +30,7 @@ pub async fn jobs(conn: &mut SqliteConnection, f: &JobFilter<'_>, limit: i64) ->
            AND (?3 IS NULL OR status = ?3)
            AND (?4 IS NULL OR repo_id = ?4)
            AND (created_at < ?5 OR (created_at = ?5 AND ?6 <> '' AND id < ?6))
+           AND (?8 IS NULL OR created_at >= ?8)
          ORDER BY created_at DESC, id DESC LIMIT ?7",
     )
     .bind(f.host_id)
@@ -37,6 +40,7 @@ pub async fn jobs(conn: &mut SqliteConnection, f: &JobFilter<'_>, limit: i64) ->
     .bind(before_ts)
     .bind(before_id)
     .bind(limit)
+    .bind(f.since)
     .fetch_all(conn)
     .await?)
 }

@@ -191,7 +191,8 @@ await step('keyboard-reaches-actions', async () => {
 await step('screenshots', async () => {
   const pages = [['dashboard', '/'], ['host', `/hosts/${hostId}`], ['jobs', '/jobs'],
     ['run-backup', `/hosts/${hostId}/run?kind=backup`], ['run-forget', `/hosts/${hostId}/run?kind=forget`],
-    ['add-host', '/hosts/new']];
+    ['add-host', '/hosts/new'], ['hosts', '/hosts'], ['repositories', '/repositories'],
+    ['alerts', '/alerts?state=all'], ['settings', '/settings']];
   if (lastJob) pages.push(['job', `/jobs/${lastJob}`]);
   await shootAll(pages, admin);
 });

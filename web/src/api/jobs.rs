@@ -207,6 +207,7 @@ pub(crate) async fn list(
         kind: q.kind.as_deref(),
         status: q.status.as_deref(),
         repo_id: q.repo.as_deref(),
+        since: None,
         before: cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
     };
     let mut conn = state.store.read().await?;

@@ -326,6 +326,39 @@ pub async fn add_host_form(
     })
 }
 
+/// `POST /hosts/{id}/token`: a new enrollment command for a host (first
+/// enrollment that expired, or re-enrollment).
+pub async fn new_token(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+) -> Response {
+    let name = match state.store.read().await {
+        Ok(mut c) => match rm_store::hosts::get(&mut c, &id).await {
+            Ok(h) => h.name,
+            Err(e) => return error_page(&who, "hosts", &e.into()),
+        },
+        Err(e) => return error_page(&who, "hosts", &e.into()),
+    };
+    match call::<_, api::HostEnrollment>(
+        &state,
+        &who,
+        api::HOST_TOKEN,
+        api::HostRef { host_id: id },
+    )
+    .await
+    {
+        Ok(enrollment) => render(&AddHostPage {
+            layout: Layout::new(&who, "hosts", "hosts", open_alerts(&state).await),
+            name,
+            error: None,
+            enrollment: Some(enrollment),
+            now: state.now(),
+        }),
+        Err(e) => error_page(&who, "hosts", &e),
+    }
+}
+
 /// `POST /hosts/new`: adds the host and shows its enrollment command.
 pub async fn add_host(
     State(state): State<AppState>,

@@ -300,39 +300,6 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_summary_reads_as_facts() {
-        let v = serde_json::json!({"files_new": 1204, "data_added": 1_503_238_553_i64, "snapshot_id": "abcdef0123"});
-        let f = summary_facts("backup", &v);
-        assert_eq!(f[0].value, "abcdef01");
-        assert_eq!(f[1].value, "1,204");
-        assert_eq!(f[2].value, "1.4 GiB");
-    }
-
-    #[test]
-    fn every_error_kind_has_advice() {
-        for k in [
-            "wrong_password",
-            "repo_missing",
-            "locked",
-            "partial",
-            "network",
-            "append_only",
-            "timeout",
-            "cancelled",
-            "invalid_request",
-            "fatal",
-        ] {
-            assert!(advice(k).is_some(), "{k}");
-        }
-        assert!(advice("something_new").is_none());
-    }
-}
-
 /// Jobs per page of the list.
 pub const JOBS_PAGE: i64 = 50;
 
@@ -465,16 +432,16 @@ pub async fn list(
     f: &JobFilter,
     now_ms: i64,
 ) -> rm_store::Result<JobsPage> {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let filter = rm_store::job_list::Filter {
-        host_id: opt(&f.host),
-        kind: opt(&f.kind),
-        status: opt(&f.status),
+    let cursor = f.cursor();
+    let filter = rm_store::listing::JobFilter {
+        host_id: non_empty(&f.host),
+        kind: non_empty(&f.kind),
+        status: non_empty(&f.status),
+        repo_id: None,
         since: f.since_ms().map(|d| now_ms - d),
-        before: f.cursor(),
-        limit: JOBS_PAGE + 1,
+        before: cursor.as_ref().map(|(at, id)| (*at, id.as_str())),
     };
-    let mut rows = rm_store::job_list::list(&mut *conn, &filter).await?;
+    let mut rows = rm_store::listing::jobs(&mut *conn, &filter, JOBS_PAGE + 1).await?;
     let more = i64::try_from(rows.len()).unwrap_or(0) > JOBS_PAGE;
     rows.truncate(usize::try_from(JOBS_PAGE).unwrap_or(50));
     let next_cursor = more
@@ -486,4 +453,42 @@ pub async fn list(
         next_cursor,
         now: now_ms,
     })
+}
+
+/// `None` for an empty query value.
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_summary_reads_as_facts() {
+        let v = serde_json::json!({"files_new": 1204, "data_added": 1_503_238_553_i64, "snapshot_id": "abcdef0123"});
+        let f = summary_facts("backup", &v);
+        assert_eq!(f[0].value, "abcdef01");
+        assert_eq!(f[1].value, "1,204");
+        assert_eq!(f[2].value, "1.4 GiB");
+    }
+
+    #[test]
+    fn every_error_kind_has_advice() {
+        for k in [
+            "wrong_password",
+            "repo_missing",
+            "locked",
+            "partial",
+            "network",
+            "append_only",
+            "timeout",
+            "cancelled",
+            "invalid_request",
+            "fatal",
+        ] {
+            assert!(advice(k).is_some(), "{k}");
+        }
+        assert!(advice("something_new").is_none());
+    }
 }

@@ -228,9 +228,12 @@ pub fn deny(path_and_query: &str, method: &Method, d: &Denied) -> Response {
 /// A minimal standalone HTML page.
 pub(crate) fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let (t, x) = (crate::pages::escape(title), crate::pages::escape(text));
+    let v = crate::ui::assets::version();
     let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title></head>\
-         <body><h1>{t}</h1><p>{x}</p><p><a href=\"/\">Home</a></p></body></html>"
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{t} · restic-manager</title><link rel=\"stylesheet\" href=\"/static/app.css?v={v}\"></head>\
+         <body><main class=\"auth\" id=\"main\"><h1>{t}</h1><p>{x}</p><p><a href=\"/\">Back to the fleet</a></p></main></body></html>"
     );
     (status, Html(body)).into_response()
 }

@@ -165,13 +165,16 @@ await step('restore-two-files-through-the-wizard', async () => {
     const from = await via(() => page.getByRole('link', { name: `${seg}/`, exact: true }).click());
     assert(from === 'agent', `a first visit of ${seg} asks an agent, header says ${from}`);
   }
-  // Up one level and back: the visited directory comes from the cache.
-  const up = segs[segs.length - 2];
-  await via(() => page.locator('nav.crumbs.path a', { hasText: up }).last().click());
-  const again = await via(() => page.getByRole('link', { name: `${segs[segs.length - 1]}/`, exact: true }).click());
-  assert(again === 'cache', `going back to a visited directory needs no agent query, header says ${again}`);
   await page.check('input[name=sel][value$="/file-000.bin"]');
   await page.check('input[name=sel][value$="/file-001.bin"]');
+  // Up one level and back: the ticked files stay selected, and the
+  // visited directory comes from the cache.
+  const up = segs[segs.length - 2];
+  await via(() => page.locator('nav.crumbs.path a', { hasText: up }).last().click());
+  assert((await page.locator('[aria-live]', { hasText: '2 selected' }).count()) === 1, 'the two ticked files are still selected one level up');
+  const again = await via(() => page.getByRole('link', { name: `${segs[segs.length - 1]}/`, exact: true }).click());
+  assert(again === 'cache', `going back to a visited directory needs no agent query, header says ${again}`);
+  assert(await page.isChecked('input[name=sel][value$="/file-001.bin"]'), 'a ticked file is still ticked after going back');
   await Promise.all([page.waitForURL(/step=target/), page.click('button[value=target]')]);
   assert(await page.locator('.confirm ul li').count() === 2, 'the summary lists the two selected files');
   await axe(page, 'restore: target');

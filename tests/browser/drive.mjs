@@ -139,6 +139,56 @@ await step('backup-progress-live', async () => {
   await ctx.close();
 });
 
+let restoreSnap = null;
+await step('restore-two-files-through-the-wizard', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await login(page, admin);
+  // The listing header of the page a click leads to.
+  const via = async (click) => {
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.request().resourceType() === 'document' && r.url().includes('/restore')),
+      click(),
+    ]);
+    await page.waitForLoadState();
+    return resp.headers()['x-rm-listing'];
+  };
+  await page.goto(`${base}/hosts/${hostId}`);
+  await Promise.all([page.waitForURL(/\/restore\?/), page.click('.actions a:text-is("Restore")')]);
+  await Promise.all([page.waitForURL(/repo=/), page.click('ul.choices a')]);
+  await Promise.all([page.waitForURL(/snapshot=/), page.click('table.data a:text-is("Browse…")')]);
+  restoreSnap = new URL(page.url()).searchParams.get('snapshot');
+  await axe(page, 'restore: browse');
+  // Down one level at a time to the backed-up directory.
+  const segs = cfg.backup_path.split('/').filter((x) => x);
+  for (const seg of segs) {
+    const from = await via(() => page.getByRole('link', { name: `${seg}/`, exact: true }).click());
+    assert(from === 'agent', `a first visit of ${seg} asks an agent, header says ${from}`);
+  }
+  await page.check('input[name=sel][value$="/file-000.bin"]');
+  await page.check('input[name=sel][value$="/file-001.bin"]');
+  // Up one level and back: the ticked files stay selected, and the
+  // visited directory comes from the cache.
+  const up = segs[segs.length - 2];
+  await via(() => page.locator('nav.crumbs.path a', { hasText: up }).last().click());
+  assert((await page.locator('[aria-live]', { hasText: '2 selected' }).count()) === 1, 'the two ticked files are still selected one level up');
+  const again = await via(() => page.getByRole('link', { name: `${segs[segs.length - 1]}/`, exact: true }).click());
+  assert(again === 'cache', `going back to a visited directory needs no agent query, header says ${again}`);
+  assert(await page.isChecked('input[name=sel][value$="/file-001.bin"]'), 'a ticked file is still ticked after going back');
+  await Promise.all([page.waitForURL(/step=target/), page.click('button[value=target]')]);
+  assert(await page.locator('.confirm ul li').count() === 2, 'the summary lists the two selected files');
+  await axe(page, 'restore: target');
+  // A relative path is refused with the input kept.
+  await page.fill('#target_path', 'relative/dir');
+  await page.click('button[type=submit].primary');
+  await page.locator('#target_path-error').waitFor();
+  assert(await page.inputValue('#target_path') === 'relative/dir', 'the refused input is kept');
+  await page.fill('#target_path', cfg.restore_target);
+  await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
+  await page.locator('#job-title .status.s-ok').waitFor({ timeout: 180000 });
+  await ctx.close();
+});
+
 await step('viewer-sees-no-actions-and-is-refused', async () => {
   const ctx = await context();
   const page = await ctx.newPage();
@@ -194,6 +244,13 @@ await step('screenshots', async () => {
     ['add-host', '/hosts/new'], ['hosts', '/hosts'], ['repositories', '/repositories'],
     ['alerts', '/alerts?state=all'], ['settings', '/settings']];
   if (lastJob) pages.push(['job', `/jobs/${lastJob}`]);
+  const wiz = `/restore?host=${hostId}&repo=${cfg.repo_id}`;
+  pages.push(['restore-snapshots', wiz]);
+  if (restoreSnap) {
+    const dir = encodeURIComponent(cfg.backup_path);
+    pages.push(['restore-browse', `${wiz}&snapshot=${restoreSnap}&dir=${dir}&sel=${dir}%2Ffile-000.bin`]);
+    pages.push(['restore-target', `${wiz}&snapshot=${restoreSnap}&step=target&sel=${dir}%2Ffile-000.bin&sel=${dir}%2Ffile-001.bin`]);
+  }
   await shootAll(pages, admin);
 });
 

@@ -232,6 +232,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     let backup_src = tmp.path().join("to-back-up");
     make_data(&backup_src, 6, 48 << 20);
 
+    let restore_target = tmp.path().join("restored");
     let screenshots = repo_root().join("docs/screenshots");
     let config = serde_json::json!({
         "url": url,
@@ -240,6 +241,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "host_id": host_id,
         "repo_id": repo_id,
         "backup_path": backup_src,
+        "restore_target": restore_target,
         "screenshots": screenshots,
     });
     eprintln!(
@@ -266,4 +268,18 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "browser checks failed (see the FAIL lines above)"
     );
     assert!(status.success(), "serve stopped cleanly");
+    // restic restores the full original path below the target.
+    let below = restore_target.join(backup_src.strip_prefix("/").unwrap());
+    for name in ["file-000.bin", "file-001.bin"] {
+        let restored = std::fs::read(below.join(name))
+            .unwrap_or_else(|e| panic!("{name} was restored below {}: {e}", below.display()));
+        assert!(
+            restored == std::fs::read(backup_src.join(name)).unwrap(),
+            "{name} restored through the wizard has the original bytes"
+        );
+    }
+    assert!(
+        !below.join("file-002.bin").exists(),
+        "only the selected files are restored"
+    );
 }

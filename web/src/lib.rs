@@ -119,6 +119,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         setup: auth::setup::SetupCode::default(),
         events: events::Hub::default(),
         http: metrics::Http::default(),
+        listings: Default::default(),
     });
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install

@@ -163,6 +163,8 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/hosts/{id}/run", OPERATOR, ui::actions::run_submit),
         route(M::POST, "/hosts/{id}/revoke", ADMIN, ui::actions::revoke),
         route(M::POST, "/hosts/{id}/token", OPERATOR, ui::actions::new_token),
+        route(M::GET, "/restore", OPERATOR, ui::restore::form),
+        route(M::POST, "/restore", OPERATOR, ui::restore::submit),
         route(M::GET, "/jobs", VIEWER, ui::pages::jobs_page),
         route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),

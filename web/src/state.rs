@@ -26,6 +26,8 @@ pub struct Shared {
     pub events: crate::events::Hub,
     /// HTTP request durations.
     pub http: crate::metrics::Http,
+    /// Directory listings of snapshots (the restore wizard's cache).
+    pub listings: crate::ui::listing::Listings,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -48,6 +50,7 @@ impl AppState {
             setup: SetupCode::default(),
             events: crate::events::Hub::default(),
             http: crate::metrics::Http::default(),
+            listings: Default::default(),
         })
     }
 

@@ -72,6 +72,18 @@
     if (msg && !window.confirm(msg)) e.preventDefault();
   });
 
+  // ---- restore wizard: opening a folder keeps the ticked entries ----
+  // (Without script, the form's "Keep selection" button does that.)
+  doc.addEventListener('click', function (e) {
+    var a = e.target.closest('form[data-carry-sel] a[data-dir]');
+    if (!a || e.ctrlKey || e.metaKey || e.shiftKey) return;
+    var form = a.closest('form');
+    e.preventDefault();
+    form.elements.dir.value = a.getAttribute('data-dir');
+    form.elements.page.value = '1';
+    form.submit();
+  });
+
   // ---- copy buttons ----
   doc.addEventListener('click', function (e) {
     var b = e.target.closest('[data-copy]');

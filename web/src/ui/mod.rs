@@ -12,8 +12,10 @@ pub mod assets;
 pub mod cron_words;
 pub mod dashboard;
 pub mod fmt;
+pub mod listing;
 pub mod lists;
 pub mod pages;
+pub mod restore;
 pub mod run;
 #[cfg(test)]
 mod tests;

@@ -346,3 +346,78 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
     assert!(html.contains(&repo.name) && html.contains("forget and prune cannot run"));
     assert!(html.contains("2.4×"), "the deduplication ratio is shown");
 }
+
+fn restore_page(step: &'static str, q: &str) -> restore::RestorePage {
+    restore::RestorePage {
+        layout: layout("hosts"),
+        now: NOW,
+        step,
+        w: restore::Wizard::parse(q),
+        host_name: "web-1".into(),
+        repo_name: "offsite".into(),
+        short_id: "abcd1234".into(),
+        choices: vec![],
+        snaps: vec![],
+        entries: vec![],
+        total: 0,
+        page: 1,
+        pages: 1,
+        crumbs: vec![],
+        targets: vec![("h1".into(), "web-1".into()), ("h2".into(), "db-1".into())],
+        errors: run::Errors::new(),
+        failure: None,
+    }
+}
+
+#[test]
+fn restore_browse_keeps_selections_of_other_folders_and_escapes_file_names() {
+    let mut p = restore_page(
+        "browse",
+        "host=h1&repo=r1&snapshot=abcd1234&dir=/srv&sel=/srv/a.txt&sel=/etc/hosts",
+    );
+    let entry = |name: &str, kind: &str| rm_bus::msg::LsEntry {
+        name: name.into(),
+        kind: kind.into(),
+        path: format!("/srv/{name}"),
+        size: Some(2048),
+        mtime: Some("2026-11-30T12:00:00.5+00:00".into()),
+    };
+    p.entries = vec![
+        entry("www", "dir"),
+        entry("a.txt", "file"),
+        entry("<b>x", "file"),
+    ];
+    p.total = 450;
+    p.pages = 3;
+    p.crumbs = listing::crumbs("/srv");
+    let html = p.render().unwrap();
+    preview("restore-browse", &html);
+    assert!(html.contains(r#"value="/srv/a.txt" id="sel-2" aria-label="Select a.txt" checked"#));
+    assert!(html.contains(r#"<input type="hidden" name="sel" value="/etc/hosts">"#));
+    assert!(!html.contains(r#"type="hidden" name="sel" value="/srv/a.txt""#));
+    assert!(html.contains("&#60;b&#62;x") && !html.contains("<b>x"));
+    assert!(html.contains("2.0 KiB") && html.contains("2026-11-30 12:00:00"));
+    assert!(html.contains("Entries 1–3 of 450") && html.contains("page=2"));
+    // A folder link carries the selection on.
+    assert!(html.contains("dir=%2Fsrv%2Fwww&#38;sel=%2Fsrv%2Fa.txt&#38;sel=%2Fetc%2Fhosts"));
+}
+
+#[test]
+fn restore_target_shows_the_summary_the_overwrite_warning_and_refused_input() {
+    let mut p = restore_page(
+        "target",
+        "host=h1&repo=r1&snapshot=abcd1234&sel=/srv/a.txt&target_path=tmp/x&target_host=h2",
+    );
+    p.errors
+        .insert("target_path", "give an absolute path".into());
+    let html = p.render().unwrap();
+    preview("restore-target", &html);
+    assert!(html.contains(
+        r#"value="tmp/x" aria-describedby="target_path-hint target_path-error" aria-invalid="true""#
+    ));
+    assert!(html.contains(r#"id="target_path-error">give an absolute path"#));
+    assert!(html.contains(r#"<option value="h2" selected>db-1</option>"#));
+    assert!(html.contains("Files at the original location are overwritten."));
+    assert!(html.contains("I understand this overwrites <code>/srv/a.txt</code> on web-1."));
+    assert!(html.contains(r#"<input type="hidden" name="sel" value="/srv/a.txt">"#));
+}

@@ -72,6 +72,7 @@ impl H {
             setup: Default::default(),
             events: Default::default(),
             http: Default::default(),
+            listings: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {

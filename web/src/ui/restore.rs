@@ -1,0 +1,616 @@
+//! The restore wizard (`/restore`): host → repository → snapshot (filtered
+//! by date, tag, path) → browse one directory level at a time and select
+//! files and folders → target (the original location, with an overwrite
+//! warning and a confirmation naming host and paths, or another host and
+//! path) → a summary and the job, whose page shows live progress and the
+//! result. Every step is a GET with the wizard's state in the query
+//! (selections as repeated `sel=`), so each has a stable URL and works
+//! without script. Listings come from the control plane's `ls` through the
+//! [`listing`](super::listing) cache; the response header `x-rm-listing`
+//! says whether a page was answered from the cache or by an agent.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use rm_bus::msg::{JobParams, LsEntry, RestoreTarget};
+use rm_bus::subject::SvcRole;
+use rm_controlplane::api;
+
+use crate::AppState;
+use crate::auth::{Principal, RequireOperator};
+use crate::error::ApiError;
+use crate::svc;
+use crate::ui::listing::{self, Key};
+use crate::ui::run::Errors;
+use crate::ui::{Layout, error_page, render};
+
+/// Header naming where a listing came from: `cache` or `agent`.
+pub const LISTING_HEADER: &str = "x-rm-listing";
+
+/// The wizard's state, from the query string (or the final form).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wizard {
+    pub host: String,
+    pub repo: String,
+    pub snapshot: String,
+    pub dir: String,
+    pub page: usize,
+    pub sel: Vec<String>,
+    /// `""` (browse) or `target`.
+    pub step: String,
+    pub from: String,
+    pub to: String,
+    pub tag: String,
+    pub path: String,
+    /// `path` (another location) or `original`.
+    pub target: String,
+    pub target_host: String,
+    pub target_path: String,
+    pub confirm: bool,
+}
+
+impl Wizard {
+    /// Parses `application/x-www-form-urlencoded` pairs; unknown keys are ignored.
+    pub fn parse(raw: &str) -> Self {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).unwrap_or_default();
+        let mut w = Wizard {
+            dir: "/".into(),
+            page: 1,
+            ..Wizard::default()
+        };
+        for (k, v) in pairs {
+            match k.as_str() {
+                "host" => w.host = v,
+                "repo" => w.repo = v,
+                "snapshot" => w.snapshot = v,
+                "dir" => w.dir = v,
+                "page" => w.page = v.parse().unwrap_or(1),
+                "sel" if !v.trim().is_empty() && !w.sel.contains(&v) => w.sel.push(v),
+                "step" => w.step = v,
+                "from" => w.from = v.trim().into(),
+                "to" => w.to = v.trim().into(),
+                "tag" => w.tag = v.trim().into(),
+                "path" => w.path = v.trim().into(),
+                "target" => w.target = v,
+                "target_host" => w.target_host = v,
+                "target_path" => w.target_path = v.trim().into(),
+                "confirm" => w.confirm = !v.is_empty(),
+                _ => {}
+            }
+        }
+        if w.target.is_empty() {
+            w.target = "path".into();
+        }
+        w
+    }
+
+    /// A wizard URL with this state's host, repository, snapshot and
+    /// selection, plus `extra` pairs.
+    pub fn href(&self, extra: &[(&str, &str)]) -> String {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in [
+            ("host", &self.host),
+            ("repo", &self.repo),
+            ("snapshot", &self.snapshot),
+        ] {
+            if !v.is_empty() {
+                pairs.push((k, v));
+            }
+        }
+        pairs.extend(extra.iter().copied());
+        for s in &self.sel {
+            pairs.push(("sel", s));
+        }
+        format!(
+            "/restore?{}",
+            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        )
+    }
+
+    /// A wizard URL for another directory of the snapshot.
+    pub fn dir_href(&self, dir: &str) -> String {
+        self.href(&[("dir", dir)])
+    }
+
+    pub fn page_href(&self, page: usize) -> String {
+        self.href(&[("dir", &self.dir), ("page", &page.to_string())])
+    }
+
+    /// Back to the choice of snapshot (filters cleared).
+    pub fn snapshots_href(&self) -> String {
+        Wizard {
+            snapshot: String::new(),
+            sel: vec![],
+            ..self.clone()
+        }
+        .href(&[])
+    }
+
+    /// Back to browsing, at the folder of the first selection.
+    pub fn change_href(&self) -> String {
+        let dir = self
+            .sel
+            .first()
+            .map_or_else(|| "/".to_owned(), |s| listing::parent(s));
+        self.dir_href(&dir)
+    }
+
+    pub fn is_selected(&self, path: &str) -> bool {
+        self.sel.iter().any(|s| s == path)
+    }
+}
+
+/// What the final step asks restic for, or the field errors (input kept).
+pub fn validate(w: &Wizard) -> Result<(JobParams, Option<String>), Errors> {
+    let mut errors = Errors::new();
+    if w.snapshot.is_empty() {
+        errors.insert("snapshot", "choose a snapshot first".into());
+    }
+    if w.sel.is_empty() {
+        errors.insert(
+            "sel",
+            "select at least one file or folder to restore".into(),
+        );
+    }
+    if w.sel
+        .iter()
+        .any(|s| !s.starts_with('/') || listing::normalize(s).is_none())
+    {
+        errors.insert(
+            "sel",
+            "a selected path must be absolute and may not contain `..`".into(),
+        );
+    }
+    let (target, target_host) = match w.target.as_str() {
+        "original" => {
+            if !w.confirm {
+                errors.insert(
+                    "confirm",
+                    "confirm that the files at their original location will be overwritten".into(),
+                );
+            }
+            (RestoreTarget::Original, None)
+        }
+        _ => {
+            let p = &w.target_path;
+            if p.is_empty() {
+                errors.insert(
+                    "target_path",
+                    "give the directory to restore into, e.g. /tmp/restore".into(),
+                );
+            } else if !p.starts_with('/') {
+                errors.insert(
+                    "target_path",
+                    "give an absolute path (starting with /)".into(),
+                );
+            } else if p.split('/').any(|seg| seg == "..") {
+                errors.insert("target_path", "a path may not contain `..`".into());
+            }
+            let other = Some(w.target_host.clone()).filter(|h| !h.is_empty() && *h != w.host);
+            (RestoreTarget::Path { path: p.clone() }, other)
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok((
+        JobParams::Restore {
+            snapshot: w.snapshot.clone(),
+            include: w.sel.clone(),
+            target,
+        },
+        target_host,
+    ))
+}
+
+/// Whether a snapshot passes the wizard's filters (dates as `YYYY-MM-DD`, UTC).
+pub fn matches(w: &Wizard, time_ms: i64, tags: &[String], paths: &[String]) -> bool {
+    let day: String = crate::ui::fmt::iso(time_ms).chars().take(10).collect();
+    (w.from.is_empty() || day.as_str() >= w.from.as_str())
+        && (w.to.is_empty() || day.as_str() <= w.to.as_str())
+        && (w.tag.is_empty() || tags.iter().any(|t| t == &w.tag))
+        && (w.path.is_empty() || paths.iter().any(|p| p.contains(&w.path)))
+}
+
+fn date_ok(s: &str) -> bool {
+    s.is_empty() || s.parse::<jiff::civil::Date>().is_ok()
+}
+
+// ------------------------------------------------------------ the page
+
+/// One snapshot row of the choose-a-snapshot step.
+pub struct SnapRow {
+    pub short_id: String,
+    pub time: i64,
+    pub paths: String,
+    pub tags: String,
+    pub href: String,
+}
+
+#[derive(Template)]
+#[template(path = "restore.html")]
+pub(crate) struct RestorePage {
+    pub(crate) layout: Layout,
+    pub(crate) now: i64,
+    /// `host`, `repo`, `snapshot`, `browse` or `target`.
+    pub(crate) step: &'static str,
+    pub(crate) w: Wizard,
+    pub(crate) host_name: String,
+    pub(crate) repo_name: String,
+    pub(crate) short_id: String,
+    pub(crate) choices: Vec<(String, String)>,
+    pub(crate) snaps: Vec<SnapRow>,
+    pub(crate) entries: Vec<LsEntry>,
+    pub(crate) total: usize,
+    pub(crate) page: usize,
+    pub(crate) pages: usize,
+    pub(crate) crumbs: Vec<(String, String)>,
+    pub(crate) targets: Vec<(String, String)>,
+    pub(crate) errors: Errors,
+    pub(crate) failure: Option<String>,
+}
+
+impl RestorePage {
+    /// Selections not on the listed page (carried as hidden fields).
+    pub(crate) fn kept_elsewhere(&self) -> Vec<&String> {
+        self.w
+            .sel
+            .iter()
+            .filter(|s| !self.entries.iter().any(|e| &e.path == *s))
+            .collect()
+    }
+}
+
+/// A file's size in binary units (`—` when unknown).
+pub fn size(n: &Option<u64>) -> String {
+    n.map_or_else(
+        || "—".to_owned(),
+        |n| crate::ui::fmt::bytes(i64::try_from(n).unwrap_or(i64::MAX)),
+    )
+}
+
+/// restic's modification time as `2026-11-30 12:00:00`.
+pub fn mtime(m: &Option<String>) -> String {
+    m.as_deref()
+        .map(|m| m.chars().take(19).collect::<String>().replace('T', " "))
+        .unwrap_or_default()
+}
+
+async fn open_alerts(state: &AppState) -> i64 {
+    match state.store.read().await {
+        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// A listing of one directory: from the cache, or asked of an agent.
+async fn list_dir(
+    state: &AppState,
+    who: &Principal,
+    w: &Wizard,
+    dir: &str,
+) -> Result<(Arc<Vec<LsEntry>>, &'static str), ApiError> {
+    let key = Key {
+        repo_id: w.repo.clone(),
+        snapshot: w.snapshot.clone(),
+        dir: dir.to_owned(),
+    };
+    if let Some(hit) = state.listings.get(&key) {
+        return Ok((hit, "cache"));
+    }
+    let reply: api::LsReply = svc::call(
+        &state.bus,
+        SvcRole::Controlplane,
+        api::LS,
+        who.actor(),
+        api::LsRequest {
+            host_id: w.host.clone(),
+            repo_id: w.repo.clone(),
+            snapshot: w.snapshot.clone(),
+            dir: dir.to_owned(),
+        },
+        state.svc_timeout,
+    )
+    .await?;
+    if !reply.ok {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "restic_failed",
+            reply
+                .error
+                .unwrap_or_else(|| "listing the snapshot failed".into()),
+        ));
+    }
+    Ok((state.listings.put(key, reply.entries), "agent"))
+}
+
+async fn page(
+    state: &AppState,
+    who: &Principal,
+    mut w: Wizard,
+    errors: Errors,
+    failure: Option<String>,
+) -> Response {
+    let mut p = RestorePage {
+        layout: Layout::new(who, "hosts", "", open_alerts(state).await),
+        now: state.now(),
+        step: "host",
+        host_name: String::new(),
+        repo_name: String::new(),
+        short_id: String::new(),
+        choices: vec![],
+        snaps: vec![],
+        entries: vec![],
+        total: 0,
+        page: 1,
+        pages: 1,
+        crumbs: vec![],
+        targets: vec![],
+        errors,
+        failure,
+        w: Wizard::default(),
+    };
+    let mut source = None;
+    let loaded = async {
+        let mut conn = state.store.read().await?;
+        if w.host.is_empty() {
+            p.choices = rm_store::hosts::list(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|h| h.revoked_at.is_none())
+                .map(|h| (w.href(&[("host", &h.id)]), h.name))
+                .collect();
+            return Ok(());
+        }
+        let host = rm_store::hosts::get(&mut conn, &w.host).await?;
+        p.host_name = host.name.clone();
+        let creds = rm_store::repos::credentials_of_host(&mut conn, &w.host).await?;
+        let repos = rm_store::repos::list(&mut conn).await?;
+        let attached: Vec<_> = repos
+            .into_iter()
+            .filter(|r| creds.iter().any(|c| c.repo_id == r.id))
+            .collect();
+        if w.repo.is_empty() || !attached.iter().any(|r| r.id == w.repo) {
+            w.repo.clear();
+            p.step = "repo";
+            p.choices = attached
+                .iter()
+                .map(|r| (w.href(&[("repo", &r.id)]), r.name.clone()))
+                .collect();
+            return Ok(());
+        }
+        p.repo_name = attached
+            .iter()
+            .find(|r| r.id == w.repo)
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        let restic_host = host.restic_host.clone().unwrap_or_else(|| host.id.clone());
+        let snaps = rm_store::snapshots::list(&mut conn, &w.repo, Some(&restic_host)).await?;
+        if w.snapshot.is_empty() {
+            p.step = "snapshot";
+            for (field, v) in [("from", &w.from), ("to", &w.to)] {
+                if !date_ok(v) {
+                    p.errors
+                        .insert(field, "a date as YYYY-MM-DD, e.g. 2026-11-30".into());
+                }
+            }
+            for s in snaps {
+                let tags: Vec<String> = serde_json::from_str(&s.tags_json).unwrap_or_default();
+                let paths: Vec<String> = serde_json::from_str(&s.paths_json).unwrap_or_default();
+                if matches(&w, s.time, &tags, &paths) {
+                    p.snaps.push(SnapRow {
+                        href: w.href(&[("snapshot", &s.snapshot_id)]),
+                        short_id: s.short_id,
+                        time: s.time,
+                        paths: paths.join(", "),
+                        tags: tags.join(", "),
+                    });
+                }
+            }
+            return Ok(());
+        }
+        p.short_id = snaps
+            .iter()
+            .find(|s| s.snapshot_id == w.snapshot || s.short_id == w.snapshot)
+            .map(|s| s.short_id.clone())
+            .unwrap_or_else(|| w.snapshot.chars().take(8).collect());
+        if w.step == "target" || !p.errors.is_empty() || p.failure.is_some() {
+            p.step = "target";
+            p.targets = rm_store::hosts::list(&mut conn)
+                .await?
+                .into_iter()
+                .filter(|h| h.revoked_at.is_none())
+                .map(|h| (h.id, h.name))
+                .collect();
+            return Ok(());
+        }
+        drop(conn);
+        p.step = "browse";
+        let Some(dir) = listing::normalize(&w.dir) else {
+            return Err(ApiError::invalid("dir", "a path may not contain `..`"));
+        };
+        w.dir = dir.clone();
+        let (all, from) = list_dir(state, who, &w, &dir).await?;
+        source = Some(from);
+        let (range, page, pages) = listing::page_range(all.len(), w.page);
+        p.entries = all[range].to_vec();
+        p.total = all.len();
+        p.page = page;
+        p.pages = pages;
+        p.crumbs = listing::crumbs(&dir);
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = loaded {
+        return error_page(who, "hosts", &e);
+    }
+    let status = if p.errors.is_empty() && p.failure.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    p.w = w;
+    let mut resp = render(&p);
+    *resp.status_mut() = status;
+    if let Some(from) = source {
+        resp.headers_mut()
+            .insert(LISTING_HEADER, HeaderValue::from_static(from));
+    }
+    resp
+}
+
+/// `GET /restore?host=&repo=&snapshot=&dir=&page=&sel=…&step=`.
+pub async fn form(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let w = Wizard::parse(q.as_deref().unwrap_or(""));
+    let errors = if w.step == "target" && w.sel.is_empty() {
+        let mut e = Errors::new();
+        e.insert(
+            "sel",
+            "select at least one file or folder to restore".into(),
+        );
+        e
+    } else {
+        Errors::new()
+    };
+    page(&state, &who, w, errors, None).await
+}
+
+/// `POST /restore`: creates the restore job and shows its page.
+pub async fn submit(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    body: Bytes,
+) -> Response {
+    let mut w = Wizard::parse(&String::from_utf8_lossy(&body));
+    w.step = "target".into();
+    let (params, target_host_id) = match validate(&w) {
+        Ok(x) => x,
+        Err(errors) => return page(&state, &who, w, errors, None).await,
+    };
+    let body = api::JobCreate {
+        host_id: w.host.clone(),
+        repo_id: w.repo.clone(),
+        params,
+        timeout_secs: None,
+        target_host_id,
+    };
+    let created: Result<api::JobCreated, ApiError> = svc::call(
+        &state.bus,
+        SvcRole::Controlplane,
+        api::JOB_CREATE,
+        who.actor(),
+        body,
+        state.svc_timeout,
+    )
+    .await
+    .map_err(ApiError::from);
+    match created {
+        Ok(c) => Redirect::to(&format!("/jobs/{}", c.job_id)).into_response(),
+        Err(e) => page(&state, &who, w, Errors::new(), Some(e.message)).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wizard(q: &str) -> Wizard {
+        Wizard::parse(q)
+    }
+
+    #[test]
+    fn the_query_carries_the_wizard_state_with_repeated_selections() {
+        let w = wizard(
+            "host=h1&repo=r1&snapshot=abcd1234&dir=%2Fsrv&sel=%2Fsrv%2Fa&sel=%2Fsrv%2Fb+c&sel=%2Fsrv%2Fa&_csrf=x",
+        );
+        assert_eq!(w.host, "h1");
+        assert_eq!(w.dir, "/srv");
+        assert_eq!(w.sel, ["/srv/a", "/srv/b c"]);
+        assert_eq!(w.target, "path");
+        let again = wizard(w.dir_href("/srv/x").trim_start_matches("/restore?"));
+        assert_eq!(again.sel, w.sel);
+        assert_eq!(again.dir, "/srv/x");
+        assert_eq!(again.snapshot, "abcd1234");
+    }
+
+    #[test]
+    fn a_restore_to_another_path_on_another_host_becomes_that_job() {
+        let w = wizard(
+            "host=h1&repo=r1&snapshot=s1&sel=/a&sel=/b&target=path&target_host=h2&target_path=/tmp/r",
+        );
+        let (params, other) = validate(&w).expect("valid");
+        assert_eq!(
+            params,
+            JobParams::Restore {
+                snapshot: "s1".into(),
+                include: vec!["/a".into(), "/b".into()],
+                target: RestoreTarget::Path {
+                    path: "/tmp/r".into()
+                },
+            }
+        );
+        assert_eq!(other.as_deref(), Some("h2"));
+        let same = wizard("host=h1&snapshot=s1&sel=/a&target_host=h1&target_path=/tmp/r");
+        assert_eq!(validate(&same).expect("valid").1, None);
+    }
+
+    #[test]
+    fn a_relative_or_dot_dot_target_path_is_a_field_error() {
+        for bad in ["tmp/r", "/tmp/../etc", ""] {
+            let w = wizard(&format!(
+                "host=h1&snapshot=s1&sel=/a&target=path&target_path={bad}"
+            ));
+            let errors = validate(&w).expect_err(bad);
+            assert!(errors.contains_key("target_path"), "{bad}");
+        }
+        let w = wizard("host=h1&snapshot=s1&sel=/a/../b&target_path=/tmp");
+        assert!(validate(&w).expect_err("dot dot").contains_key("sel"));
+        let w = wizard("host=h1&snapshot=s1&target_path=/tmp");
+        assert!(validate(&w).expect_err("nothing").contains_key("sel"));
+    }
+
+    #[test]
+    fn the_original_location_needs_the_overwrite_confirmation() {
+        let w = wizard("host=h1&snapshot=s1&sel=/a&target=original");
+        assert!(
+            validate(&w)
+                .expect_err("unconfirmed")
+                .contains_key("confirm")
+        );
+        let w = wizard("host=h1&snapshot=s1&sel=/a&target=original&confirm=on");
+        let (params, other) = validate(&w).expect("confirmed");
+        assert!(matches!(
+            params,
+            JobParams::Restore {
+                target: RestoreTarget::Original,
+                ..
+            }
+        ));
+        assert_eq!(other, None);
+    }
+
+    #[test]
+    fn snapshots_are_filtered_by_date_tag_and_path() {
+        // 2026-11-30 12:00 UTC.
+        let t = 1_796_040_000_000;
+        let tags = vec!["daily".to_owned()];
+        let paths = vec!["/srv/www".to_owned()];
+        let f = |q: &str| matches(&wizard(q), t, &tags, &paths);
+        assert!(f(""));
+        assert!(f("from=2026-11-30&to=2026-11-30"));
+        assert!(!f("from=2026-12-01"));
+        assert!(!f("to=2026-11-29"));
+        assert!(f("tag=daily"));
+        assert!(!f("tag=weekly"));
+        assert!(f("path=www"));
+        assert!(!f("path=/home"));
+    }
+}

@@ -46,6 +46,9 @@ pub struct JobView {
     pub restic_version: Option<String>,
     pub log_lines: i64,
     pub log_truncated: bool,
+    /// The restic command line, secrets removed (one job only; absent in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 impl From<rm_store::jobs::Job> for JobView {
@@ -75,6 +78,7 @@ impl From<rm_store::jobs::Job> for JobView {
             restic_version: j.restic_version,
             log_lines: j.log_lines,
             log_truncated: j.log_truncated,
+            command: None,
         }
     }
 }
@@ -170,7 +174,11 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let mut conn = state.store.read().await?;
-    Ok(Json(rm_store::jobs::get(&mut conn, &id).await?.into()))
+    let job = rm_store::jobs::get(&mut conn, &id).await?;
+    let command = crate::views::job::command_line(&mut conn, &job).await?;
+    let mut view = JobView::from(job);
+    view.command = command;
+    Ok(Json(view))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -261,6 +261,28 @@ fn params_facts(v: &serde_json::Value) -> Vec<Fact> {
         .collect()
 }
 
+/// The restic command line a job runs, as an operator would type it (secrets
+/// removed: restic reads them from the environment and a password file;
+/// credentials inside the repository URL appear as `***`). `None` for a job
+/// without a repository or with parameters that make no command.
+pub async fn command_line(
+    conn: &mut rm_store::Conn,
+    j: &jobs::Job,
+) -> rm_store::Result<Option<String>> {
+    let Some(repo_id) = j.repo_id.as_deref() else {
+        return Ok(None);
+    };
+    let Ok(params) = j.params() else {
+        return Ok(None);
+    };
+    let repo = match repos::get(&mut *conn, repo_id).await {
+        Ok(r) => r,
+        Err(rm_store::StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    Ok(rm_restic::display_command(&repo.url_display, &params).ok())
+}
+
 /// Loads one job; `NotFound` for an unknown id.
 pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store::Result<JobView> {
     let j = jobs::get(&mut *conn, id).await?;

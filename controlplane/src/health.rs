@@ -186,13 +186,19 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 const REFRESH_TIMEOUT_SECS: i64 = 3600;
 
 /// Queues `snapshots`, both `stats` modes and `locks` for `repo` on `exec_host`,
-/// unless such a refresh is already waiting. Returns the jobs queued.
+/// unless such a refresh is already waiting. A refresh still queued on a
+/// host that went offline is cancelled first, so it does not block this
+/// one (a stuck running one is ended by the deadline sweeper). Returns the
+/// jobs queued.
 pub(crate) async fn queue_refresh(
     cp: &Cp,
     tx: &mut rm_store::Conn,
     repo: &str,
     exec_host: &str,
 ) -> anyhow::Result<Vec<String>> {
+    for (job, host) in jobs::supersede_stale_refreshes(&mut *tx, repo, cp.now()).await? {
+        tracing::info!(job = %job, host = %host, repo = %repo, "stale repository refresh cancelled");
+    }
     if jobs::system_refresh_pending(&mut *tx, repo).await? {
         return Ok(Vec::new());
     }

@@ -280,7 +280,7 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         .map(ToString::to_string)
         .collect();
     lock(&cp.agent_jobs).insert(host_id.to_owned(), held.clone());
-    for job in active {
+    for job in &active {
         if held.contains(&job.id) {
             if job.cancel_requested {
                 let cp = cp.clone();
@@ -293,6 +293,25 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         } else {
             // Its `done` may still be in the agent's outbox: wait a grace.
             spawn_lost_check(cp, host_id.to_owned(), job.id.clone());
+        }
+    }
+    // Held jobs ended here as cancelled (a cancel while the host was
+    // offline): the agent must stop them.
+    let stale: Vec<String> = held
+        .iter()
+        .filter(|j| !active.iter().any(|a| &a.id == *j))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        let cancelled = {
+            let mut c = cp.store.read().await?;
+            jobs::cancelled_among(&mut c, &stale).await?
+        };
+        for j in cancelled {
+            tracing::info!(job = %j, host = %host_id, "agent still holds a cancelled job; telling it");
+            let cp = cp.clone();
+            let h = host_id.to_owned();
+            tokio::spawn(async move { job_svc::send_cancel(&cp, &h, &j).await });
         }
     }
     dispatch::spawn_dispatch(cp, host_id.to_owned());
@@ -591,6 +610,8 @@ async fn apply_started(
         });
     }
     jobs::set_running(&mut *tx, id, msg.started_ms).await?;
+    // its deadline counts from the control plane's clock, not the agent's
+    jobs::touch_active(&mut *tx, id, cp.now()).await?;
     let owner = jobs::get(&mut *tx, id).await?.host_id;
     Ok(Applied {
         ack: Ack::ok(),

@@ -60,6 +60,11 @@ pub struct Timings {
     /// past its timeout ends `lost`; a cancelled job whose host has been
     /// silent this long ends `cancelled`.
     pub job_deadline_grace: Duration,
+    /// The first wait before a dispatch the agent refused for now is sent
+    /// again; it doubles with every refusal ...
+    pub requeue_backoff: Duration,
+    /// ... up to this.
+    pub requeue_backoff_max: Duration,
     /// Sending a dispatch or cancel to an agent.
     pub dispatch: RetryPolicy,
     /// Pushing a changed config to an agent (hello re-syncs on failure).
@@ -89,6 +94,8 @@ impl Default for Timings {
             offline_after_missed: 3,
             lost_grace: Duration::from_secs(120),
             job_deadline_grace: Duration::from_secs(15 * 60),
+            requeue_backoff: Duration::from_secs(30),
+            requeue_backoff_max: Duration::from_secs(15 * 60),
             dispatch: RetryPolicy {
                 attempt_timeout: Duration::from_secs(5),
                 deadline: Some(Duration::from_secs(20)),

@@ -175,7 +175,7 @@ pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
 
 /// queued → dispatched. False if the job is no longer queued.
 pub async fn set_dispatched(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
-    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ?, active_since = ? WHERE id = ? AND status = 'queued'")
+    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ?, active_since = ?, error = NULL WHERE id = ? AND status = 'queued'")
         .bind(now)
         .bind(now)
         .bind(id)
@@ -328,6 +328,59 @@ pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
     .bind(exec_host)
     .fetch_all(conn)
     .await?)
+}
+
+/// Queued jobs of `exec_host` that may be sent now (none refused for now
+/// with a wait not yet over), oldest first.
+pub async fn dispatchable_for(
+    conn: &mut SqliteConnection,
+    exec_host: &str,
+    now: i64,
+) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
+         ORDER BY created_at, id",
+    )
+    .bind(exec_host)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The agent refused `id` for a reason that may pass: it stays queued, is
+/// not sent again for `first_wait_ms` doubled per earlier refusal (at most
+/// `max_wait_ms`), and shows the reason in `error`. Returns the refusals so
+/// far and the time it may go again; `None` if it is no longer queued.
+pub async fn requeue(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: &str,
+    now: i64,
+    first_wait_ms: i64,
+    max_wait_ms: i64,
+) -> Result<Option<(i64, i64)>> {
+    let refusals: Option<i64> =
+        sqlx::query_scalar("SELECT refusals FROM jobs WHERE id = ? AND status = 'queued'")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(earlier) = refusals else {
+        return Ok(None);
+    };
+    let n = earlier + 1;
+    let factor = 1_i64
+        .checked_shl(u32::try_from(earlier.min(30)).unwrap_or(30))
+        .unwrap_or(i64::MAX);
+    let wait = first_wait_ms.saturating_mul(factor).min(max_wait_ms);
+    let not_before = now.saturating_add(wait);
+    sqlx::query("UPDATE jobs SET refusals = ?, not_before = ?, error = ? WHERE id = ? AND status = 'queued'")
+        .bind(n)
+        .bind(not_before)
+        .bind(format!("{reason} (refused {n} time(s); sent again after a wait)"))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(Some((n, not_before)))
 }
 
 /// Jobs the agent on `exec_host` should know about (dispatched or running).

@@ -1,7 +1,8 @@
 //! Every job reaches a terminal state: the deadline sweeper ends jobs of
 //! revoked hosts, jobs past their timeout plus the grace, and cancels of
 //! jobs on hosts that went silent; a refresh stuck on an offline host no
-//! longer blocks later refreshes of its repository.
+//! longer blocks later refreshes of its repository; a dispatch the agent
+//! refuses for now is requeued with backoff, not failed.
 
 use std::time::Duration;
 
@@ -252,4 +253,53 @@ async fn a_refresh_stuck_on_an_offline_host_does_not_block_the_next_one() {
             "{j:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_dispatch_refused_for_now_is_requeued_with_backoff_not_failed() {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let opts = CpOptions {
+        timings: Timings {
+            requeue_backoff: Duration::from_secs(60),
+            ..fast_timings()
+        },
+        clock: clock.clone(),
+    };
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"], opts).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+    let id = create(&cp, a, &repo, None).await;
+    loop {
+        let (cmd, m) = a.next_command(WAIT).await.expect("a dispatch");
+        if let CommandBody::Dispatch { .. } = cmd.body {
+            a.answer(
+                &m,
+                encode(&Ack::refused_for_now("the agent is shutting down")),
+            )
+            .await;
+            break;
+        }
+        a.answer(&m, encode(&Ack::ok())).await;
+    }
+
+    // still queued, the reason visible
+    let j = eventually("the refusal recorded", || async {
+        let j = job(&db, &id).await;
+        j.error.is_some().then_some(j)
+    })
+    .await;
+    assert_eq!(j.status, "queued");
+    let error = j.error.unwrap_or_default();
+    assert!(
+        error.contains("shutting down") && error.contains("refused 1 time"),
+        "{error}"
+    );
+
+    // after the wait it goes again, and this time the agent takes it
+    clock.advance(Duration::from_secs(61));
+    a.expect_dispatch().await;
+    let j = wait_status(&db, &id, "dispatched").await;
+    assert_eq!(j.error, None);
 }

@@ -446,7 +446,9 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
             let mut tx = cp.store.write().await?;
             let mut out = Vec::with_capacity(batch.len());
             for m in &batch {
-                out.push(apply_result(&cp, &mut tx, m).await?);
+                let a = apply_result(&cp, &mut tx, m).await?;
+                let a = record_refusal(&cp, &mut tx, m, a).await?;
+                out.push(a);
             }
             tx.commit().await?;
             Ok::<_, anyhow::Error>(out)
@@ -503,6 +505,47 @@ async fn reassemble(
         None => note,
     });
     Ok(())
+}
+
+/// Keeps a refused result where an operator sees it (the agent moves it
+/// to its `rejected/` directory and stops sending it); the host's page is
+/// told to refresh once the batch commits.
+async fn record_refusal(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    m: &Message,
+    mut a: Applied,
+) -> Result<Applied> {
+    if a.ack.ok || a.ack.duplicate {
+        return Ok(a);
+    }
+    let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
+        return Ok(a);
+    };
+    let AgentTopic::Job(job_id, topic) = &subj.topic else {
+        return Ok(a);
+    };
+    let phase = match topic {
+        JobTopic::Started => "started",
+        JobTopic::Done => "done",
+        JobTopic::Part => "part",
+        _ => "other",
+    };
+    let reason = a.ack.error.clone().unwrap_or_default();
+    let host = subj.host.to_string();
+    tracing::warn!(host = %host, job = %job_id, phase, reason = %reason, "result refused; recorded");
+    rm_store::rejected::record(
+        &mut *tx,
+        &host,
+        job_id.as_str(),
+        phase,
+        &reason,
+        &m.payload,
+        cp.now(),
+    )
+    .await?;
+    a.event = Some((Event::HostChanged, host, job_id.to_string()));
+    Ok(a)
 }
 
 fn refused(reason: impl Into<String>) -> Applied {
@@ -574,7 +617,9 @@ async fn apply_started(
                 return Ok(refused("unknown job"));
             };
             let Ok(s) = sched_store::get(&mut *tx, schedule_id).await else {
-                return Ok(refused("unknown schedule"));
+                return Ok(refused(format!(
+                    "unknown schedule {schedule_id} (deleted while the host was offline?): this run is not kept as a job"
+                )));
             };
             if s.exec_host_id != host {
                 return Ok(refused("this schedule belongs to another host"));

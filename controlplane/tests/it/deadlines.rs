@@ -2,7 +2,8 @@
 //! revoked hosts, jobs past their timeout plus the grace, and cancels of
 //! jobs on hosts that went silent; a refresh stuck on an offline host no
 //! longer blocks later refreshes of its repository; a dispatch the agent
-//! refuses for now is requeued with backoff, not failed.
+//! refuses for now is requeued with backoff, not failed; a result the
+//! control plane refuses is recorded where an operator sees it.
 
 use std::time::Duration;
 
@@ -302,4 +303,53 @@ async fn a_dispatch_refused_for_now_is_requeued_with_backoff_not_failed() {
     a.expect_dispatch().await;
     let j = wait_status(&db, &id, "dispatched").await;
     assert_eq!(j.error, None);
+}
+
+#[tokio::test]
+async fn a_run_of_a_deleted_schedule_is_refused_and_recorded_for_the_operator() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"], CpOptions::default()).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let mut changed = cp
+        .web
+        .subscribe(Event::HostChanged.subject())
+        .await
+        .unwrap();
+    cp.web.flush().await.unwrap();
+
+    // the schedule was deleted while the host was offline; its run reports
+    let run = JobId::generate();
+    let origin = JobOrigin::Schedule {
+        schedule_id: "sch-deleted".into(),
+    };
+    let started = a.send_started(&run, origin, Some(backup_params())).await;
+    assert!(started.is_err(), "{started:?}");
+    let done = a.send_done(&done_msg(&run, JobOutcome::Succeeded)).await;
+    assert!(done.is_err(), "{done:?}");
+
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let rows = rm_store::rejected::list(&mut c, Some(&a.host_id()), 10)
+        .await
+        .unwrap();
+    let phases: Vec<&str> = rows.iter().map(|r| r.phase.as_str()).collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        phases.contains(&"started") && phases.contains(&"done"),
+        "{rows:?}"
+    );
+    let started = rows.iter().find(|r| r.phase == "started").unwrap();
+    assert_eq!(started.job_id, run.to_string());
+    assert!(started.reason.contains("sch-deleted"), "{started:?}");
+    let done = rows.iter().find(|r| r.phase == "done").unwrap();
+    assert!(
+        done.excerpt.contains("0123456789abcdef"),
+        "the snapshot id is kept: {done:?}"
+    );
+    let evt = tokio::time::timeout(WAIT, changed.next())
+        .await
+        .expect("host.changed event")
+        .unwrap();
+    let msg: EventMsg = decode("event", &evt.payload).unwrap();
+    assert_eq!(msg.host.map(|h| h.to_string()), Some(a.host_id()));
 }

@@ -213,6 +213,12 @@ async fn a_refresh_stuck_on_an_offline_host_does_not_block_the_next_one() {
     })
     .await;
 
+    let mut finished = cp
+        .web
+        .subscribe(Event::JobFinished.subject())
+        .await
+        .unwrap();
+    cp.web.flush().await.unwrap();
     // web-2 joins the repository: the next refresh goes there
     let _: api::Done = cp
         .call(
@@ -244,6 +250,17 @@ async fn a_refresh_stuck_on_an_offline_host_does_not_block_the_next_one() {
             .filter(|j| j.origin == "system")
             .collect();
     assert!(!stale.is_empty());
+    // the UI hears that they ended
+    let evt = tokio::time::timeout(WAIT, finished.next())
+        .await
+        .expect("job.finished event")
+        .unwrap();
+    let msg: EventMsg = decode("event", &evt.payload).unwrap();
+    let ended = msg.job.map(|j| j.to_string()).unwrap_or_default();
+    assert!(
+        stale.iter().any(|j| j.id == ended),
+        "{ended} among {stale:?}"
+    );
     for j in stale {
         assert_eq!(j.status, "cancelled", "{j:?}");
         assert!(

@@ -43,6 +43,9 @@ pub enum Accepted {
     New,
     /// Already held or finished: a re-sent dispatch, not run twice.
     Duplicate,
+    /// Not taken now, for a reason that may pass (shutting down, outbox
+    /// full, the journal could not be written): the control plane requeues
+    /// the job with backoff.
     Refused(String),
 }
 

@@ -491,7 +491,8 @@ impl Agent {
                         ..Ack::ok()
                     }),
                     (Accepted::Duplicate, _) => encode(&Ack::duplicate()),
-                    (Accepted::Refused(why), _) => encode(&Ack::refused(why)),
+                    // every refusal of a well-formed dispatch may pass
+                    (Accepted::Refused(why), _) => encode(&Ack::refused_for_now(why)),
                 }
             }
             CommandBody::Cancel { job_id } => {

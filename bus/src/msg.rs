@@ -481,6 +481,11 @@ pub struct Ack {
     /// order of accepts, it took the job (see [`Hello::accept_seq`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted: Option<AcceptMark>,
+    /// A refusal that may pass (the agent is shutting down, its outbox is
+    /// full, its disk would not take the job): the sender tries again
+    /// later instead of failing what it sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
 }
 
 /// Where an accept falls in one agent process's order of accepts.
@@ -500,6 +505,7 @@ impl Ack {
             duplicate: false,
             error: None,
             accepted: None,
+            retry: false,
         }
     }
 
@@ -517,6 +523,15 @@ impl Ack {
             duplicate: false,
             error: Some(error.into()),
             accepted: None,
+            retry: false,
+        }
+    }
+
+    /// A refusal that may pass: try again later.
+    pub fn refused_for_now(error: impl Into<String>) -> Self {
+        Self {
+            retry: true,
+            ..Self::refused(error)
         }
     }
 }

@@ -127,7 +127,10 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
     let (host, queued) = {
         let mut c = cp.store.read().await?;
         let host = hosts::get(&mut c, exec_host).await?;
-        (host, jobs::queued_for(&mut c, exec_host).await?)
+        (
+            host,
+            jobs::dispatchable_for(&mut c, exec_host, cp.now()).await?,
+        )
     };
     if host.status()? != hosts::HostStatus::Online {
         return Ok(());
@@ -177,6 +180,10 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             }
             Err(f) => return Err(f),
         };
+        if !ack.ok && ack.retry {
+            requeue(cp, &job, ack.error.unwrap_or_default()).await?;
+            continue;
+        }
         if !ack.ok {
             tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
             let reason = format!(
@@ -213,6 +220,35 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
                 tracing::info!(job = %job.id, host = %exec_host, status = status.as_str(), "job dispatched; the agent already reported on it");
             }
         }
+    }
+    Ok(())
+}
+
+/// The agent refused the job for now: it stays queued and goes again
+/// after a backoff, the reason visible on the job meanwhile.
+async fn requeue(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
+    let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let reason = format!("the agent did not take the job for now: {reason}");
+    let mut tx = cp.store.write().await?;
+    let r = jobs::requeue(
+        &mut tx,
+        &job.id,
+        &reason,
+        cp.now(),
+        millis(cp.t.requeue_backoff),
+        millis(cp.t.requeue_backoff_max),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    if let Some((refusals, not_before)) = r {
+        tracing::info!(job = %job.id, host = %job.exec_host_id, refusals, not_before, reason = %reason, "job requeued");
+        cp.event(
+            rm_bus::subject::Event::JobQueued,
+            Some(&job.host_id),
+            Some(&job.id),
+            None,
+        )
+        .await;
     }
     Ok(())
 }

@@ -186,15 +186,25 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
 const REFRESH_TIMEOUT_SECS: i64 = 3600;
 
 /// Queues `snapshots`, both `stats` modes and `locks` for `repo` on `exec_host`,
-/// unless such a refresh is already waiting. Returns the jobs queued.
+/// unless such a refresh is already waiting. A refresh still queued on a
+/// host that went offline is cancelled first, so it does not block this
+/// one (a stuck running one is ended by the deadline sweeper). Returns the
+/// jobs queued.
 pub(crate) async fn queue_refresh(
     cp: &Cp,
     tx: &mut rm_store::Conn,
     repo: &str,
     exec_host: &str,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Refresh> {
+    let superseded = jobs::supersede_stale_refreshes(&mut *tx, repo, cp.now()).await?;
+    for (job, host) in &superseded {
+        tracing::info!(job = %job, host = %host, repo = %repo, "stale repository refresh cancelled");
+    }
     if jobs::system_refresh_pending(&mut *tx, repo).await? {
-        return Ok(Vec::new());
+        return Ok(Refresh {
+            queued: Vec::new(),
+            superseded,
+        });
     }
     let now = cp.now();
     let mut queued = Vec::new();
@@ -231,7 +241,16 @@ pub(crate) async fn queue_refresh(
         .await?;
         queued.push(id.to_string());
     }
-    Ok(queued)
+    Ok(Refresh { queued, superseded })
+}
+
+/// What queueing a refresh did.
+pub(crate) struct Refresh {
+    /// The jobs queued (none if a refresh was already waiting).
+    pub queued: Vec<String>,
+    /// (job, owner host) of stale refreshes cancelled: publish
+    /// `job.finished` for them after the commit.
+    pub superseded: Vec<(String, String)>,
 }
 
 /// The periodic sweep: one refresh per repository, on its maintenance host
@@ -239,6 +258,7 @@ pub(crate) async fn queue_refresh(
 pub(crate) async fn refresh_all(cp: &Cp) -> anyhow::Result<usize> {
     let mut tx = cp.store.write().await?;
     let mut n = 0;
+    let mut ended = Vec::new();
     for repo in repos::list(&mut tx).await? {
         let mut candidates = Vec::new();
         if let Some(m) = &repo.maintenance_host_id {
@@ -252,12 +272,23 @@ pub(crate) async fn refresh_all(cp: &Cp) -> anyhow::Result<usize> {
         );
         for h in candidates {
             if hosts::get(&mut tx, &h).await?.status()? == hosts::HostStatus::Online {
-                n += usize::from(!queue_refresh(cp, &mut tx, &repo.id, &h).await?.is_empty());
+                let r = queue_refresh(cp, &mut tx, &repo.id, &h).await?;
+                n += usize::from(!r.queued.is_empty());
+                ended.extend(r.superseded);
                 break;
             }
         }
     }
     tx.commit().await?;
+    for (job, host) in ended {
+        cp.event(
+            rm_bus::subject::Event::JobFinished,
+            Some(&host),
+            Some(&job),
+            None,
+        )
+        .await;
+    }
     Ok(n)
 }
 

@@ -280,7 +280,7 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         .map(ToString::to_string)
         .collect();
     lock(&cp.agent_jobs).insert(host_id.to_owned(), held.clone());
-    for job in active {
+    for job in &active {
         if held.contains(&job.id) {
             if job.cancel_requested {
                 let cp = cp.clone();
@@ -293,6 +293,25 @@ async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<Hell
         } else {
             // Its `done` may still be in the agent's outbox: wait a grace.
             spawn_lost_check(cp, host_id.to_owned(), job.id.clone());
+        }
+    }
+    // Held jobs ended here as cancelled (a cancel while the host was
+    // offline): the agent must stop them.
+    let stale: Vec<String> = held
+        .iter()
+        .filter(|j| !active.iter().any(|a| &a.id == *j))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        let cancelled = {
+            let mut c = cp.store.read().await?;
+            jobs::cancelled_among(&mut c, &stale).await?
+        };
+        for j in cancelled {
+            tracing::info!(job = %j, host = %host_id, "agent still holds a cancelled job; telling it");
+            let cp = cp.clone();
+            let h = host_id.to_owned();
+            tokio::spawn(async move { job_svc::send_cancel(&cp, &h, &j).await });
         }
     }
     dispatch::spawn_dispatch(cp, host_id.to_owned());
@@ -427,7 +446,9 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
             let mut tx = cp.store.write().await?;
             let mut out = Vec::with_capacity(batch.len());
             for m in &batch {
-                out.push(apply_result(&cp, &mut tx, m).await?);
+                let a = apply_result(&cp, &mut tx, m).await?;
+                let a = record_refusal(&cp, &mut tx, m, a).await?;
+                out.push(a);
             }
             tx.commit().await?;
             Ok::<_, anyhow::Error>(out)
@@ -484,6 +505,47 @@ async fn reassemble(
         None => note,
     });
     Ok(())
+}
+
+/// Keeps a refused result where an operator sees it (the agent moves it
+/// to its `rejected/` directory and stops sending it); the host's page is
+/// told to refresh once the batch commits.
+async fn record_refusal(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    m: &Message,
+    mut a: Applied,
+) -> Result<Applied> {
+    if a.ack.ok || a.ack.duplicate {
+        return Ok(a);
+    }
+    let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
+        return Ok(a);
+    };
+    let AgentTopic::Job(job_id, topic) = &subj.topic else {
+        return Ok(a);
+    };
+    let phase = match topic {
+        JobTopic::Started => "started",
+        JobTopic::Done => "done",
+        JobTopic::Part => "part",
+        _ => "other",
+    };
+    let reason = a.ack.error.clone().unwrap_or_default();
+    let host = subj.host.to_string();
+    tracing::warn!(host = %host, job = %job_id, phase, reason = %reason, "result refused; recorded");
+    rm_store::rejected::record(
+        &mut *tx,
+        &host,
+        job_id.as_str(),
+        phase,
+        &reason,
+        &m.payload,
+        cp.now(),
+    )
+    .await?;
+    a.event = Some((Event::HostChanged, host, job_id.to_string()));
+    Ok(a)
 }
 
 fn refused(reason: impl Into<String>) -> Applied {
@@ -555,7 +617,9 @@ async fn apply_started(
                 return Ok(refused("unknown job"));
             };
             let Ok(s) = sched_store::get(&mut *tx, schedule_id).await else {
-                return Ok(refused("unknown schedule"));
+                return Ok(refused(format!(
+                    "unknown schedule {schedule_id} (deleted while the host was offline?): this run is not kept as a job"
+                )));
             };
             if s.exec_host_id != host {
                 return Ok(refused("this schedule belongs to another host"));
@@ -591,6 +655,8 @@ async fn apply_started(
         });
     }
     jobs::set_running(&mut *tx, id, msg.started_ms).await?;
+    // its deadline counts from the control plane's clock, not the agent's
+    jobs::touch_active(&mut *tx, id, cp.now()).await?;
     let owner = jobs::get(&mut *tx, id).await?.host_id;
     Ok(Applied {
         ack: Ack::ok(),

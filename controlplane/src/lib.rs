@@ -8,7 +8,8 @@
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
 //!   `beats`: heartbeats that did not fit the writer's channel.
 //! - `dispatch`: queued jobs and config pushes out to agents.
-//! - `sweeper`: offline detection and retention.
+//! - `sweeper`: offline detection, retention and the health refresh;
+//!   `deadlines`: every job reaches a terminal state.
 //! - [`secrets`]: the master key for secrets at rest.
 //! - `metrics`: counters of loop errors and shed load.
 
@@ -33,6 +34,7 @@ use tokio::sync::Notify;
 pub mod api;
 mod audit;
 mod beats;
+mod deadlines;
 mod dispatch;
 mod enroll;
 mod health;
@@ -54,6 +56,15 @@ pub struct Timings {
     pub offline_after_missed: u32,
     /// How long an active job may be unknown to its agent before it is lost.
     pub lost_grace: Duration,
+    /// The deadline sweeper's grace: an active job with no result this long
+    /// past its timeout ends `lost`; a cancelled job whose host has been
+    /// silent this long ends `cancelled`.
+    pub job_deadline_grace: Duration,
+    /// The first wait before a dispatch the agent refused for now is sent
+    /// again; it doubles with every refusal ...
+    pub requeue_backoff: Duration,
+    /// ... up to this.
+    pub requeue_backoff_max: Duration,
     /// Sending a dispatch or cancel to an agent.
     pub dispatch: RetryPolicy,
     /// Pushing a changed config to an agent (hello re-syncs on failure).
@@ -82,6 +93,9 @@ impl Default for Timings {
             heartbeat: Duration::from_secs(15),
             offline_after_missed: 3,
             lost_grace: Duration::from_secs(120),
+            job_deadline_grace: Duration::from_secs(15 * 60),
+            requeue_backoff: Duration::from_secs(30),
+            requeue_backoff_max: Duration::from_secs(15 * 60),
             dispatch: RetryPolicy {
                 attempt_timeout: Duration::from_secs(5),
                 deadline: Some(Duration::from_secs(20)),

@@ -1,8 +1,9 @@
 //! Background upkeep: marks hosts offline after missed heartbeats (only
 //! once the control plane itself has been connected long enough, so a
 //! restart never flags a healthy fleet), pushes the account JWT at start
-//! (revocations survive restarts of either side), applies retention, and
-//! queues the periodic repository health refresh. Errors are logged and
+//! (revocations survive restarts of either side), ends jobs that will
+//! never end on their own (`deadlines`), applies retention, and queues the
+//! periodic repository health refresh. Errors are logged and
 //! counted; the loop goes on.
 
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
         tick.tick().await;
         if let Err(e) = sweep_offline(&cp).await {
             cp.metrics.loop_error("sweeper", &e);
+        }
+        if let Err(e) = crate::deadlines::sweep(&cp).await {
+            cp.metrics.loop_error("deadline sweeper", &e);
         }
         if last_refresh.elapsed() >= cp.t.health_every {
             last_refresh = tokio::time::Instant::now();

@@ -175,7 +175,8 @@ pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
 
 /// queued → dispatched. False if the job is no longer queued.
 pub async fn set_dispatched(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
-    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ? WHERE id = ? AND status = 'queued'")
+    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ?, active_since = ?, error = NULL WHERE id = ? AND status = 'queued'")
+        .bind(now)
         .bind(now)
         .bind(id)
         .execute(conn)
@@ -329,6 +330,59 @@ pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
     .await?)
 }
 
+/// Queued jobs of `exec_host` that may be sent now (none refused for now
+/// with a wait not yet over), oldest first.
+pub async fn dispatchable_for(
+    conn: &mut SqliteConnection,
+    exec_host: &str,
+    now: i64,
+) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
+         ORDER BY created_at, id",
+    )
+    .bind(exec_host)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The agent refused `id` for a reason that may pass: it stays queued, is
+/// not sent again for `first_wait_ms` doubled per earlier refusal (at most
+/// `max_wait_ms`), and shows the reason in `error`. Returns the refusals so
+/// far and the time it may go again; `None` if it is no longer queued.
+pub async fn requeue(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: &str,
+    now: i64,
+    first_wait_ms: i64,
+    max_wait_ms: i64,
+) -> Result<Option<(i64, i64)>> {
+    let refusals: Option<i64> =
+        sqlx::query_scalar("SELECT refusals FROM jobs WHERE id = ? AND status = 'queued'")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(earlier) = refusals else {
+        return Ok(None);
+    };
+    let n = earlier + 1;
+    let factor = 1_i64
+        .checked_shl(u32::try_from(earlier.min(30)).unwrap_or(30))
+        .unwrap_or(i64::MAX);
+    let wait = first_wait_ms.saturating_mul(factor).min(max_wait_ms);
+    let not_before = now.saturating_add(wait);
+    sqlx::query("UPDATE jobs SET refusals = ?, not_before = ?, error = ? WHERE id = ? AND status = 'queued'")
+        .bind(n)
+        .bind(not_before)
+        .bind(format!("{reason} (refused {n} time(s); sent again after a wait)"))
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(Some((n, not_before)))
+}
+
 /// Jobs the agent on `exec_host` should know about (dispatched or running).
 pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(
@@ -390,6 +444,38 @@ pub async fn list_recent(
     .await?)
 }
 
+/// Ends the queued system refreshes of `repo_id` whose host is not online
+/// (they would block every later refresh of the repository until that
+/// host came back) as cancelled, with the reason. Returns (job, host) of
+/// each, for events.
+pub async fn supersede_stale_refreshes(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    now: i64,
+) -> Result<Vec<(String, String)>> {
+    let stale: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT j.id, j.host_id, h.name FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
+         WHERE j.repo_id = ? AND j.origin = 'system' AND j.status = 'queued' AND h.status <> 'online'",
+    )
+    .bind(repo_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(stale.len());
+    for (id, host, name) in stale {
+        let f = Finish {
+            error: Some(format!(
+                "superseded: host {name} went offline before this refresh reached it; a newer refresh replaces it"
+            )),
+            finished_at: now,
+            ..Finish::default()
+        };
+        if finish(&mut *conn, &id, JobStatus::Cancelled, &f).await? {
+            out.push((id, host));
+        }
+    }
+    Ok(out)
+}
+
 /// Is a system refresh (snapshots/stats) of `repo_id` waiting or running?
 pub async fn system_refresh_pending(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
@@ -399,6 +485,78 @@ pub async fn system_refresh_pending(conn: &mut SqliteConnection, repo_id: &str) 
     .fetch_one(conn)
     .await?;
     Ok(n > 0)
+}
+
+/// Records that the control plane saw `id` become active at `now` (its
+/// own clock): the deadline sweeper counts the job's timeout from here.
+pub async fn touch_active(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET active_since = ? WHERE id = ? AND status IN ('dispatched', 'running')",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A job the deadline sweeper must end, with what it needs to say why.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Overdue {
+    pub id: String,
+    pub host_id: String,
+    pub exec_host_id: String,
+    pub status: String,
+    pub cancel_requested: bool,
+    pub timeout_secs: i64,
+    pub host_name: String,
+    pub host_status: String,
+}
+
+/// Jobs that will never end on their own: queued or active jobs of a
+/// revoked executing host; active jobs past their timeout (`default_ms`
+/// when they have none) plus `grace_ms`, counted from when the control
+/// plane saw them become active; and active jobs an operator cancelled
+/// whose host has been silent for `grace_ms`.
+pub async fn overdue(
+    conn: &mut SqliteConnection,
+    now: i64,
+    grace_ms: i64,
+    default_ms: i64,
+) -> Result<Vec<Overdue>> {
+    Ok(sqlx::query_as(
+        "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
+                h.name AS host_name, h.status AS host_status
+         FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
+         WHERE (j.status = 'queued' AND h.status = 'revoked')
+            OR (j.status IN ('dispatched', 'running') AND (
+                   h.status = 'revoked'
+                OR COALESCE(j.active_since, j.dispatched_at, j.created_at)
+                   + (CASE WHEN j.timeout_secs > 0 THEN j.timeout_secs * 1000 ELSE ?3 END) + ?2 < ?1
+                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
+         ORDER BY j.created_at, j.id",
+    )
+    .bind(now)
+    .bind(grace_ms)
+    .bind(default_ms)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Of `ids`, those this store holds as cancelled (an agent that still
+/// holds one must be told to stop it).
+pub async fn cancelled_among(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if status.as_deref() == Some("cancelled") {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// Phase of an at-least-once agent message.

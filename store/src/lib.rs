@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod listing;
 mod migrate;
 pub mod parts;
+pub mod rejected;
 pub mod repos;
 pub mod retention;
 pub mod schedules;

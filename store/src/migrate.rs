@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (4, "web", include_str!("../migrations/0004_web.sql")),
     (5, "chunks", include_str!("../migrations/0005_chunks.sql")),
+    (
+        6,
+        "deadlines",
+        include_str!("../migrations/0006_deadlines.sql"),
+    ),
 ];
 
 pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {

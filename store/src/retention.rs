@@ -1,5 +1,5 @@
-//! The control plane's retention: old finished jobs (with their logs) and
-//! audit rows are deleted after a configurable age. The delivery outbox and
+//! The control plane's retention: old finished jobs (with their logs),
+//! refused results and audit rows are deleted after a configurable age. The delivery outbox and
 //! log belong to the alerts role, which purges them itself
 //! ([`crate::delivery::purge_finished`]): each owner purges its own tables.
 
@@ -49,6 +49,11 @@ pub async fn purge(conn: &mut SqliteConnection, now: i64, r: Retention) -> Resul
     .bind(now - r.jobs_ms)
     .execute(&mut *conn)
     .await?;
+    // refused results age like the jobs they would have been
+    sqlx::query("DELETE FROM rejected_results WHERE received_at < ?")
+        .bind(now - r.jobs_ms)
+        .execute(&mut *conn)
+        .await?;
     let audit = sqlx::query("DELETE FROM audit_log WHERE ts < ?")
         .bind(now - r.audit_ms)
         .execute(&mut *conn)

@@ -255,6 +255,7 @@ fn agent_messages_round_trip() {
     roundtrip(Ack::ok());
     roundtrip(Ack::duplicate());
     roundtrip(Ack::refused("not your job"));
+    roundtrip(Ack::refused_for_now("the agent is shutting down"));
 }
 
 #[test]

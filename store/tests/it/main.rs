@@ -64,8 +64,8 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .await
         .unwrap();
     assert_eq!(
-        n, 5,
-        "each migration applied once (0001 init, 0002 alerts, 0003 hardening, 0004 web, 0005 chunks)"
+        n, 6,
+        "each migration applied once (0001 init, 0002 alerts, 0003 hardening, 0004 web, 0005 chunks, 0006 deadlines)"
     );
     // a database from a newer build is refused, not guessed at
     sqlx::query("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
@@ -596,4 +596,54 @@ fn concurrent_first_starts_share_the_one_master_key_on_disk() {
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("master.key")]);
     }
+}
+
+#[tokio::test]
+async fn a_job_refused_for_now_stays_queued_and_waits_longer_after_each_refusal() {
+    let (s, _d) = store().await;
+    let p = backup();
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    jobs::insert(&mut tx, &new_job("j1", "h1", &p, 1))
+        .await
+        .unwrap();
+    let waits: Vec<(i64, i64)> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            let r = jobs::requeue(&mut tx, "j1", "busy", 1_000, 100, 500)
+                .await
+                .unwrap();
+            out.push(r.expect("still queued"));
+        }
+        out
+    };
+    // 100, 200, 400, then capped at 500
+    assert_eq!(waits, vec![(1, 1_100), (2, 1_200), (3, 1_400), (4, 1_500)]);
+    let j = jobs::get(&mut tx, "j1").await.unwrap();
+    assert_eq!(j.status, "queued");
+    assert!(j.error.as_deref().unwrap_or_default().contains("busy"));
+    // not offered before its time; offered after, and dispatching clears the reason
+    assert!(
+        jobs::dispatchable_for(&mut tx, "h1", 1_499)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        jobs::dispatchable_for(&mut tx, "h1", 1_500)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(jobs::set_dispatched(&mut tx, "j1", 1_500).await.unwrap());
+    assert_eq!(jobs::get(&mut tx, "j1").await.unwrap().error, None);
+    assert_eq!(
+        jobs::requeue(&mut tx, "j1", "busy", 1_600, 100, 500)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -18,15 +18,9 @@ use crate::AppState;
 use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
 use crate::svc;
+use crate::ui::open_alerts;
 use crate::ui::run::{self, Errors, RunForm};
 use crate::ui::{Layout, error_page, render};
-
-async fn open_alerts(state: &AppState) -> i64 {
-    match state.store.read().await {
-        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
-    }
-}
 
 async fn call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
     state: &AppState,

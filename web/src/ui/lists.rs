@@ -14,15 +14,9 @@ use crate::AppState;
 use crate::auth::{RequireOperator, RequireViewer};
 use crate::error::ApiError;
 use crate::svc;
+use crate::ui::open_alerts;
 use crate::ui::{Layout, can_operate, error_page, render};
 use crate::views::fleet::{self, FleetFilter, FleetPage};
-
-async fn open_alerts(state: &AppState) -> i64 {
-    match state.store.read().await {
-        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
-    }
-}
 
 // ------------------------------------------------------------ hosts
 

@@ -55,6 +55,15 @@ impl Layout {
     }
 }
 
+/// Open alerts across the fleet, for the count in the top bar (0 when the
+/// database does not answer: the page itself says what failed).
+pub async fn open_alerts(state: &crate::AppState) -> i64 {
+    match state.store.read().await {
+        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
 /// Whether `who` may run jobs, restore and edit (operator or admin).
 pub fn can_operate(who: &Principal) -> bool {
     who.role >= Role::Operator

@@ -8,19 +8,13 @@ use axum::response::Response;
 use crate::AppState;
 use crate::auth::RequireViewer;
 use crate::error::ApiError;
+use crate::ui::open_alerts;
 use crate::ui::{Layout, can_operate, render};
 use crate::views::host::{self, HostView};
 use crate::views::job::{self, JobFilter, JobView, JobsPage};
 
 /// Log lines shown on a job page (the newest ones).
 const LOG_SHOWN: usize = 1000;
-
-async fn open_alerts(state: &AppState) -> i64 {
-    match state.store.read().await {
-        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
-    }
-}
 
 #[derive(Template)]
 #[template(path = "host.html")]

@@ -25,6 +25,7 @@ use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
 use crate::svc;
 use crate::ui::listing::{self, Key};
+use crate::ui::open_alerts;
 use crate::ui::run::Errors;
 use crate::ui::{Layout, error_page, render};
 
@@ -278,13 +279,6 @@ pub fn mtime(m: &Option<String>) -> String {
     m.as_deref()
         .map(|m| m.chars().take(19).collect::<String>().replace('T', " "))
         .unwrap_or_default()
-}
-
-async fn open_alerts(state: &AppState) -> i64 {
-    match state.store.read().await {
-        Ok(mut c) => rm_store::fleet::open_alerts(&mut c).await.unwrap_or(0),
-        Err(_) => 0,
-    }
 }
 
 /// A listing of one directory: from the cache, or asked of an agent.

@@ -13,7 +13,7 @@ use serde::Serialize;
 #[derive(Debug, Default)]
 pub struct Names {
     hosts: HashMap<String, String>,
-    repos: HashMap<String, (String, String)>,
+    repos: HashMap<String, String>,
 }
 
 impl Names {
@@ -22,7 +22,7 @@ impl Names {
         let repos = repos::list(&mut *conn)
             .await?
             .into_iter()
-            .map(|r| (r.id, (r.name, r.url_display)))
+            .map(|r| (r.id, r.name))
             .collect();
         Ok(Self {
             hosts: hosts.into_iter().collect(),
@@ -35,13 +35,7 @@ impl Names {
     }
 
     pub fn repo(&self, id: &str) -> String {
-        self.repos
-            .get(id)
-            .map_or_else(|| id.to_owned(), |r| r.0.clone())
-    }
-
-    pub fn repo_url(&self, id: &str) -> Option<String> {
-        self.repos.get(id).map(|r| r.1.clone())
+        self.repos.get(id).cloned().unwrap_or_else(|| id.to_owned())
     }
 }
 
@@ -293,13 +287,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         .summary_json
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok());
-    let command = match (
-        j.params(),
-        j.repo_id.as_deref().and_then(|r| names.repo_url(r)),
-    ) {
-        (Ok(p), Some(url)) => rm_restic::display_command(&url, &p).ok(),
-        _ => None,
-    };
+    let command = command_line(&mut *conn, &j).await?;
     Ok(JobView {
         row: JobRow::new(&j, &names),
         params_facts: params_facts(&params),

@@ -17,6 +17,11 @@ pub struct Token {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The secret's first characters (`rmt_AbCd1234`); absent on tokens
+    /// made before it was kept.
+    pub prefix: Option<String>,
+    /// The creator's account name.
+    pub username: String,
 }
 
 /// A token found by its hash, with its creator's account state.
@@ -44,12 +49,14 @@ pub struct NewToken<'a> {
     pub role: &'a str,
     pub now: i64,
     pub expires_at: Option<i64>,
+    /// The secret's first characters, for telling tokens apart.
+    pub prefix: &'a str,
 }
 
 pub async fn insert(conn: &mut SqliteConnection, t: &NewToken<'_>) -> Result<()> {
     sqlx::query(
-        "INSERT INTO api_tokens (id, name, token_hash, user_id, role, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO api_tokens (id, name, token_hash, user_id, role, created_at, expires_at, prefix)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(t.id)
     .bind(t.name)
@@ -58,6 +65,7 @@ pub async fn insert(conn: &mut SqliteConnection, t: &NewToken<'_>) -> Result<()>
     .bind(t.role)
     .bind(t.now)
     .bind(t.expires_at)
+    .bind(t.prefix)
     .execute(conn)
     .await?;
     Ok(())
@@ -100,8 +108,9 @@ pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<b
 /// Every token, newest first.
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Token>> {
     Ok(sqlx::query_as(
-        "SELECT id, name, user_id, role, created_at, expires_at, last_used_at, revoked_at
-         FROM api_tokens ORDER BY created_at DESC, id",
+        "SELECT t.id, t.name, t.user_id, t.role, t.created_at, t.expires_at, t.last_used_at,
+                t.revoked_at, t.prefix, u.username
+         FROM api_tokens t JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC, t.id",
     )
     .fetch_all(conn)
     .await?)

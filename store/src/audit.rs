@@ -16,6 +16,8 @@ pub struct Entry {
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
     pub detail_json: Option<String>,
+    /// The client address the action came from, when the writer knew it.
+    pub address: Option<String>,
 }
 
 /// What to append.
@@ -32,9 +34,18 @@ pub struct NewEntry<'a> {
 }
 
 pub async fn append(conn: &mut SqliteConnection, e: &NewEntry<'_>) -> Result<()> {
+    append_from(conn, e, None).await
+}
+
+/// [`append`], recording the client address the action came from.
+pub async fn append_from(
+    conn: &mut SqliteConnection,
+    e: &NewEntry<'_>,
+    address: Option<&str>,
+) -> Result<()> {
     sqlx::query(
-        "INSERT INTO audit_log (ts, actor, via, role, action, target_kind, target_id, detail_json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (ts, actor, via, role, action, target_kind, target_id, detail_json, address)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(e.ts)
     .bind(e.actor)
@@ -44,6 +55,7 @@ pub async fn append(conn: &mut SqliteConnection, e: &NewEntry<'_>) -> Result<()>
     .bind(e.target_kind)
     .bind(e.target_id)
     .bind(e.detail.as_ref().map(crate::to_json))
+    .bind(address)
     .execute(conn)
     .await?;
     Ok(())

@@ -100,28 +100,63 @@ pub async fn schedules(
     .await?)
 }
 
-/// Audit entries, newest first, optionally about one target.
+/// What the audit log is filtered by; empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter<'a> {
+    /// The actor exactly (an account name, `name (token T)`, `system`).
+    pub actor: Option<&'a str>,
+    /// The action exactly (`user.update`), or a prefix ending in `.`
+    /// (`user.`: every user action).
+    pub action: Option<&'a str>,
+    pub target_kind: Option<&'a str>,
+    pub target_id: Option<&'a str>,
+    /// Entries at or after this time (Unix ms).
+    pub since: Option<i64>,
+    /// Entries before this time (Unix ms).
+    pub until: Option<i64>,
+}
+
+/// Audit entries matching `f`, newest first, before the `(ts, id)` cursor.
 pub async fn audit(
     conn: &mut SqliteConnection,
-    target_kind: Option<&str>,
-    target_id: Option<&str>,
+    f: &AuditFilter<'_>,
     before: Option<(i64, i64)>,
     limit: i64,
 ) -> Result<Vec<crate::audit::Entry>> {
     let (before_ts, before_id) = before.unwrap_or((i64::MAX, i64::MAX));
+    let (action_exact, action_prefix) = match f.action {
+        Some(a) if a.ends_with('.') => (None, Some(format!("{}%", like_escape(a)))),
+        Some(a) => (Some(a), None),
+        None => (None, None),
+    };
     Ok(sqlx::query_as(
         "SELECT * FROM audit_log
          WHERE (?1 IS NULL OR target_kind = ?1) AND (?2 IS NULL OR target_id = ?2)
-           AND (ts < ?3 OR (ts = ?3 AND id < ?4))
-         ORDER BY ts DESC, id DESC LIMIT ?5",
+           AND (?3 IS NULL OR actor = ?3)
+           AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR action LIKE ?5 ESCAPE '\\')
+           AND (?6 IS NULL OR ts >= ?6) AND (?7 IS NULL OR ts < ?7)
+           AND (ts < ?8 OR (ts = ?8 AND id < ?9))
+         ORDER BY ts DESC, id DESC LIMIT ?10",
     )
-    .bind(target_kind)
-    .bind(target_id)
+    .bind(f.target_kind)
+    .bind(f.target_id)
+    .bind(f.actor)
+    .bind(action_exact)
+    .bind(action_prefix)
+    .bind(f.since)
+    .bind(f.until)
     .bind(before_ts)
     .bind(before_id)
     .bind(limit)
     .fetch_all(conn)
     .await?)
+}
+
+/// `s` with LIKE's wildcards and the escape character taken literally.
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 /// One row of the delivery log with what it delivered.

@@ -19,6 +19,17 @@ pub struct Session {
     pub last_seen_at: i64,
 }
 
+/// A session as its owner sees it in the list of their sessions.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Listed {
+    pub id_hash: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_seen_at: i64,
+    /// The client address it signed in from.
+    pub address: Option<String>,
+}
+
 pub async fn insert(
     conn: &mut SqliteConnection,
     id_hash: &str,
@@ -26,10 +37,11 @@ pub async fn insert(
     csrf_token: &str,
     now: i64,
     expires_at: i64,
+    address: Option<&str>,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at, last_seen_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO sessions (id_hash, user_id, csrf_token, created_at, expires_at, last_seen_at, address)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(id_hash)
     .bind(user_id)
@@ -37,6 +49,7 @@ pub async fn insert(
     .bind(now)
     .bind(expires_at)
     .bind(now)
+    .bind(address)
     .execute(conn)
     .await?;
     Ok(())
@@ -80,6 +93,46 @@ pub async fn delete_for_user(conn: &mut SqliteConnection, user_id: &str) -> Resu
         .execute(conn)
         .await?
         .rows_affected())
+}
+
+/// An account's sessions, most recently used first.
+pub async fn list_for_user(conn: &mut SqliteConnection, user_id: &str) -> Result<Vec<Listed>> {
+    Ok(sqlx::query_as(
+        "SELECT id_hash, created_at, expires_at, last_seen_at, address FROM sessions
+         WHERE user_id = ? ORDER BY last_seen_at DESC, created_at DESC",
+    )
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Ends one session of an account (only that account's); true if it existed.
+pub async fn delete_of_user(
+    conn: &mut SqliteConnection,
+    user_id: &str,
+    id_hash: &str,
+) -> Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash = ?")
+            .bind(user_id)
+            .bind(id_hash)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// Ends every session of an account but `keep`; returns how many.
+pub async fn delete_others(conn: &mut SqliteConnection, user_id: &str, keep: &str) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM sessions WHERE user_id = ? AND id_hash <> ?")
+            .bind(user_id)
+            .bind(keep)
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Sessions of an account still stored (expired ones included until swept).

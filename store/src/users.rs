@@ -126,6 +126,18 @@ pub async fn set_password(
     password_hash: &str,
     now: i64,
 ) -> Result<()> {
+    set_password_keeping(conn, id, password_hash, now, None).await
+}
+
+/// Sets a new password hash and ends every session of the account but
+/// `keep` (the one that changed it), if given.
+pub async fn set_password_keeping(
+    conn: &mut SqliteConnection,
+    id: &str,
+    password_hash: &str,
+    now: i64,
+    keep: Option<&str>,
+) -> Result<()> {
     let n = sqlx::query("UPDATE users SET password_hash = ?, password_changed_at = ? WHERE id = ?")
         .bind(password_hash)
         .bind(now)
@@ -136,7 +148,10 @@ pub async fn set_password(
     if n == 0 {
         return Err(crate::StoreError::not_found("user", id));
     }
-    crate::sessions::delete_for_user(conn, id).await?;
+    match keep {
+        Some(keep) => crate::sessions::delete_others(conn, id, keep).await?,
+        None => crate::sessions::delete_for_user(conn, id).await?,
+    };
     Ok(())
 }
 

@@ -231,7 +231,16 @@ pub(crate) async fn login(
     if let Err(e) = throttle::succeeded(&state, &keys[0]).await {
         tracing::warn!(error = %e, "clearing the login throttle failed");
     }
-    sign_in(&state, jar, &user.id, &next, &user.username).await
+    let address = ci.as_ref().map(|c| c.0.0.ip().to_string());
+    sign_in(
+        &state,
+        jar,
+        &user.id,
+        &next,
+        &user.username,
+        address.as_deref(),
+    )
+    .await
 }
 
 /// Ends any session the browser still holds and starts a new one.
@@ -241,13 +250,14 @@ async fn sign_in(
     user_id: &str,
     next: &str,
     name: &str,
+    address: Option<&str>,
 ) -> Response {
     if let Some(old) = jar.get(session::COOKIE)
         && let Err(e) = session::end(state, old.value()).await
     {
         tracing::warn!(error = %e, "ending the previous session failed");
     }
-    match session::create(state, user_id).await {
+    match session::create(state, user_id, address).await {
         Ok(s) => {
             tracing::info!(user = %name, "signed in");
             (jar.add(session::cookie(s.cookie_value)), Redirect::to(next)).into_response()
@@ -375,7 +385,7 @@ pub(crate) async fn setup(
         Ok(id) => {
             state.setup.consume();
             tracing::info!(user = %form.username, "first administrator created");
-            sign_in(&state, jar, &id, "/", &form.username).await
+            sign_in(&state, jar, &id, "/", &form.username, None).await
         }
         Err(AddError::Invalid { message, .. }) => again(StatusCode::BAD_REQUEST, &message),
         Err(AddError::NotFirst) => Redirect::to("/login").into_response(),

@@ -155,7 +155,6 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/alerts", VIEWER, ui::lists::alerts),
         route(M::POST, "/alerts/{id}/ack", OPERATOR, ui::lists::ack),
         route(M::POST, "/alerts/{id}/resolve", OPERATOR, ui::lists::resolve),
-        route(M::GET, "/settings", VIEWER, ui::lists::settings),
         route(M::GET, "/hosts/new", OPERATOR, ui::actions::add_host_form),
         route(M::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
         route(M::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
@@ -169,6 +168,61 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
         route(M::GET, "/metrics", VIEWER, crate::metrics::scrape),
+        // ---- settings: notifications, users, API tokens, audit log, account
+        // (ui::settings; the admin pages are refused to lower roles here)
+        route(M::GET, "/settings", VIEWER, ui::settings::overview),
+        route(M::GET, "/settings/notifications", ADMIN, ui::settings::channels::list),
+        route(M::POST, "/settings/notifications", ADMIN, ui::settings::channels::create),
+        route(M::GET, "/settings/notifications/{id}", ADMIN, ui::settings::channels::show),
+        route(M::POST, "/settings/notifications/{id}", ADMIN, ui::settings::channels::update),
+        route(
+            M::POST,
+            "/settings/notifications/{id}/enabled",
+            ADMIN,
+            ui::settings::channels::set_enabled,
+        ),
+        route(
+            M::POST,
+            "/settings/notifications/{id}/delete",
+            ADMIN,
+            ui::settings::channels::delete,
+        ),
+        route(M::GET, "/settings/users", ADMIN, ui::settings::users::list),
+        route(M::POST, "/settings/users", ADMIN, ui::settings::users::add),
+        route(M::POST, "/settings/users/{id}", ADMIN, ui::settings::users::change),
+        route(M::GET, "/settings/tokens", ADMIN, ui::settings::tokens::list),
+        route(M::POST, "/settings/tokens", ADMIN, ui::settings::tokens::create),
+        route(
+            M::POST,
+            "/settings/tokens/{id}/revoke",
+            ADMIN,
+            ui::settings::tokens::revoke,
+        ),
+        route(M::GET, "/settings/audit", ADMIN, ui::settings::audit::page),
+        route(M::GET, "/account", VIEWER, ui::settings::account::page),
+        route(M::POST, "/account/password", VIEWER, ui::settings::account::password),
+        route(
+            M::POST,
+            "/account/sessions/{id}/end",
+            VIEWER,
+            ui::settings::account::end,
+        ),
+        route(M::GET, "/api/v1/me/sessions", VIEWER, crate::api::account::sessions)
+            .doc("Your own sessions (this one marked `current`)")
+            .returns::<Vec<crate::api::account::SessionView>>(200),
+        route(
+            M::DELETE,
+            "/api/v1/me/sessions/{id}",
+            VIEWER,
+            crate::api::account::session_end,
+        )
+        .doc("End one of your own sessions")
+        .returns_nothing(204),
+        route(M::POST, "/api/v1/me/password", VIEWER, crate::api::account::password)
+            .doc("Change your own password (every other session ends)")
+            .body::<crate::api::account::PasswordChangeBody>()
+            .returns::<crate::api::account::PasswordChanged>(200),
+        // ---- end of settings
         // ---- API
         route(
             M::GET,
@@ -396,12 +450,16 @@ pub fn table() -> Vec<Route> {
             .returns_page::<logs::DeliveryView>(),
         route(M::GET, "/api/v1/audit", ADMIN, logs::audit)
             .query(&[
+                ("actor", false),
+                ("action", false),
                 ("target_kind", false),
                 ("target_id", false),
+                ("since", false),
+                ("until", false),
                 ("cursor", false),
                 ("limit", false),
             ])
-            .doc("The audit log: ?target_kind=&target_id=&cursor=&limit=")
+            .doc("The audit log, newest first: ?actor=&action=(exact, or a prefix ending in '.')&target_kind=&target_id=&since=&until=(Unix ms or YYYY-MM-DD, UTC)&cursor=&limit=")
             .returns_page::<logs::AuditView>(),
         // API tokens and users
         route(M::GET, "/api/v1/tokens", ADMIN, tokens::list)

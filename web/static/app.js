@@ -95,6 +95,51 @@
     });
   });
 
+  // ---- settings: channel type switch and inline "Send test notification" ----
+  $$('select[data-kind-select]').forEach(function (sel) {
+    var form = sel.form;
+    function show() {
+      $$('fieldset[data-kind]', form).forEach(function (fs) {
+        if (fs.getAttribute('data-kind') === sel.value) fs.removeAttribute('data-inactive');
+        else fs.setAttribute('data-inactive', '');
+      });
+    }
+    sel.addEventListener('change', show);
+    show();
+  });
+  $$('form[data-inline-test]').forEach(function (form) {
+    var button = $('button[name=action][value=test]', form);
+    if (!button || !window.fetch || !window.DOMParser) return;
+    button.addEventListener('click', function (ev) {
+      ev.preventDefault();
+      var out = $('#test-result', form);
+      var body = new URLSearchParams(new FormData(form));
+      body.set('action', 'test');
+      button.disabled = true;
+      if (out) { out.setAttribute('data-busy', ''); out.innerHTML = '<p>Sending a test notification…</p>'; }
+      fetch(form.action, {
+        method: 'POST', credentials: 'same-origin', body: body,
+        headers: { 'X-CSRF-Token': csrf(), 'Content-Type': 'application/x-www-form-urlencoded' },
+      }).then(function (r) { return r.text(); }).then(function (html) {
+        var page = new DOMParser().parseFromString(html, 'text/html');
+        var fresh = page.querySelector('#test-result');
+        if (out) out.innerHTML = fresh ? fresh.innerHTML : '<p class="test-fail s-fail">✗ No answer from the server</p>';
+        // field messages from the server, if the values were refused
+        $$('.field .error', form).forEach(function (e) { e.remove(); });
+        $$('[aria-invalid]', form).forEach(function (e) { e.removeAttribute('aria-invalid'); });
+        $$('.field .error', page).forEach(function (e) {
+          var input = e.id && $('#' + e.id.replace(/-error$/, ''), form);
+          if (input) { input.setAttribute('aria-invalid', 'true'); input.parentNode.appendChild(e); }
+        });
+      }).catch(function (err) {
+        if (out) out.innerHTML = '<p class="test-fail s-fail">✗ The request failed: ' + String(err).replace(/[<&]/g, '') + '</p>';
+      }).then(function () {
+        button.disabled = false;
+        if (out) out.removeAttribute('data-busy');
+      });
+    });
+  });
+
   // ---- live updates ----
   var body = doc.body;
   var topics = body.getAttribute('data-topics');

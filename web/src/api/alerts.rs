@@ -174,19 +174,27 @@ impl From<al::ChannelView> for ChannelViewBody {
     }
 }
 
-pub(crate) async fn channels(
-    State(state): State<AppState>,
-    p: Principal,
-) -> Result<Json<Vec<ChannelViewBody>>, ApiError> {
+/// Every channel (no secrets): the API's list and the notifications page.
+pub async fn channel_list(
+    state: &AppState,
+    p: &Principal,
+) -> Result<Vec<ChannelViewBody>, ApiError> {
     let list: al::ChannelList = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Alerts,
         al::CHANNEL_LIST,
         serde_json::json!({}),
     )
     .await?;
-    Ok(Json(list.channels.into_iter().map(Into::into).collect()))
+    Ok(list.channels.into_iter().map(Into::into).collect())
+}
+
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+    p: Principal,
+) -> Result<Json<Vec<ChannelViewBody>>, ApiError> {
+    Ok(Json(channel_list(&state, &p).await?))
 }
 
 async fn seal(
@@ -201,7 +209,7 @@ async fn seal(
         .map_err(|e| ApiError::internal(format!("sealing the channel: {e}")))
 }
 
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct ChannelBody {
     pub name: Option<String>,
     pub enabled: Option<bool>,
@@ -210,11 +218,12 @@ pub struct ChannelBody {
     pub definition: Option<rm_bus::notify::ChannelDef>,
 }
 
-pub(crate) async fn channel_create(
-    State(state): State<AppState>,
-    p: RequireAdmin,
-    ApiJson(body): ApiJson<ChannelBody>,
-) -> Result<(StatusCode, Json<ChannelViewBody>), ApiError> {
+/// Creates a channel (the API's and the notifications page's one way).
+pub async fn create_channel(
+    state: &AppState,
+    p: &Principal,
+    body: ChannelBody,
+) -> Result<ChannelViewBody, ApiError> {
     let name = body
         .name
         .filter(|n| !n.trim().is_empty())
@@ -222,10 +231,10 @@ pub(crate) async fn channel_create(
     let def = body
         .definition
         .ok_or_else(|| ApiError::invalid("definition", "a channel needs a definition"))?;
-    let definition = seal(&state, &p, &def).await?;
+    let definition = seal(state, p, &def).await?;
     let created: al::ChannelView = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Alerts,
         al::CHANNEL_CREATE,
         al::ChannelCreate {
@@ -235,22 +244,35 @@ pub(crate) async fn channel_create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(created.into())))
+    Ok(created.into())
 }
 
-pub(crate) async fn channel_update(
+pub(crate) async fn channel_create(
     State(state): State<AppState>,
     p: RequireAdmin,
-    Path(id): Path<String>,
     ApiJson(body): ApiJson<ChannelBody>,
-) -> Result<Json<ChannelViewBody>, ApiError> {
+) -> Result<(StatusCode, Json<ChannelViewBody>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(create_channel(&state, &p, body).await?),
+    ))
+}
+
+/// Edits a channel: name, enabled, and (when given) the whole definition,
+/// secrets included (the API's and the notifications page's one way).
+pub async fn update_channel(
+    state: &AppState,
+    p: &Principal,
+    id: String,
+    body: ChannelBody,
+) -> Result<ChannelViewBody, ApiError> {
     let definition = match &body.definition {
-        Some(def) => Some(seal(&state, &p, def).await?),
+        Some(def) => Some(seal(state, p, def).await?),
         None => None,
     };
     let updated: al::ChannelView = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Alerts,
         al::CHANNEL_UPDATE,
         al::ChannelUpdate {
@@ -261,7 +283,29 @@ pub(crate) async fn channel_update(
         },
     )
     .await?;
-    Ok(Json(updated.into()))
+    Ok(updated.into())
+}
+
+pub(crate) async fn channel_update(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ChannelBody>,
+) -> Result<Json<ChannelViewBody>, ApiError> {
+    Ok(Json(update_channel(&state, &p, id, body).await?))
+}
+
+/// Deletes a channel (the API's and the notifications page's one way).
+pub async fn delete_channel(state: &AppState, p: &Principal, id: String) -> Result<(), ApiError> {
+    let _: al::Done = ask(
+        state,
+        p,
+        SvcRole::Alerts,
+        al::CHANNEL_DELETE,
+        al::ChannelRef { channel_id: id },
+    )
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn channel_delete(
@@ -269,14 +313,7 @@ pub(crate) async fn channel_delete(
     p: RequireAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let _: al::Done = ask(
-        &state,
-        &p,
-        SvcRole::Alerts,
-        al::CHANNEL_DELETE,
-        al::ChannelRef { channel_id: id },
-    )
-    .await?;
+    delete_channel(&state, &p, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -290,20 +327,40 @@ pub struct ChannelTestView {
     pub notifier: Option<String>,
 }
 
-async fn run_test(
+/// What a test send tries: a saved channel, or a definition that is not
+/// saved (and is not saved by testing it).
+#[derive(Debug, Clone)]
+pub enum TestTarget {
+    Saved(String),
+    Unsaved(rm_bus::notify::ChannelDef),
+}
+
+/// One test notification through the real notifier path (the API's and
+/// the notifications page's one way).
+pub async fn test_channel(
     state: &AppState,
     p: &Principal,
-    req: al::ChannelTest,
-) -> Result<Json<ChannelTestView>, ApiError> {
+    target: TestTarget,
+) -> Result<ChannelTestView, ApiError> {
+    let req = match target {
+        TestTarget::Saved(id) => al::ChannelTest {
+            channel_id: Some(id),
+            definition: None,
+        },
+        TestTarget::Unsaved(def) => al::ChannelTest {
+            channel_id: None,
+            definition: Some(seal(state, p, &def).await?),
+        },
+    };
     let r: al::ChannelTestResult = ask(state, p, SvcRole::Alerts, al::CHANNEL_TEST, req).await?;
-    Ok(Json(ChannelTestView {
+    Ok(ChannelTestView {
         ok: r.ok,
         outcome: r.outcome,
         status: r.status,
         latency_ms: r.latency_ms,
         error: r.error,
         notifier: r.notifier,
-    }))
+    })
 }
 
 pub(crate) async fn channel_test(
@@ -311,15 +368,7 @@ pub(crate) async fn channel_test(
     p: RequireAdmin,
     Path(id): Path<String>,
 ) -> Result<Json<ChannelTestView>, ApiError> {
-    run_test(
-        &state,
-        &p,
-        al::ChannelTest {
-            channel_id: Some(id),
-            definition: None,
-        },
-    )
-    .await
+    Ok(Json(test_channel(&state, &p, TestTarget::Saved(id)).await?))
 }
 
 pub(crate) async fn channel_test_unsaved(
@@ -330,16 +379,9 @@ pub(crate) async fn channel_test_unsaved(
     let def = body
         .definition
         .ok_or_else(|| ApiError::invalid("definition", "give the channel definition to test"))?;
-    let definition = seal(&state, &p, &def).await?;
-    run_test(
-        &state,
-        &p,
-        al::ChannelTest {
-            channel_id: None,
-            definition: Some(definition),
-        },
-    )
-    .await
+    Ok(Json(
+        test_channel(&state, &p, TestTarget::Unsaved(def)).await?,
+    ))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
 
+pub mod account;
 pub mod alerts;
 pub mod cron;
 pub mod hosts;
@@ -210,7 +211,7 @@ pub async fn audit(
     };
     let result = async {
         let mut tx = state.store.write().await?;
-        rm_store::audit::append(&mut tx, &entry).await?;
+        rm_store::audit::append_from(&mut tx, &entry, p.address.as_deref()).await?;
         tx.commit().await.map_err(rm_store::StoreError::from)
     }
     .await;

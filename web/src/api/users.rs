@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::{ApiJson, audit};
 use crate::AppState;
 use crate::auth::accounts::{self, AddError};
-use crate::auth::{RequireAdmin, Role, password};
+use crate::auth::{Principal, RequireAdmin, Role, password};
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -40,18 +40,21 @@ fn parse_role(s: &str) -> Result<Role, ApiError> {
         .ok_or_else(|| ApiError::invalid("role", "role must be admin, operator or viewer"))
 }
 
+/// Every account, by name (the API's list and the users page).
+pub async fn all(state: &AppState) -> Result<Vec<UserView>, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(rm_store::users::list(&mut conn)
+        .await?
+        .into_iter()
+        .map(view)
+        .collect())
+}
+
 pub(crate) async fn list(
     State(state): State<AppState>,
     _: RequireAdmin,
 ) -> Result<Json<Vec<UserView>>, ApiError> {
-    let mut conn = state.store.read().await?;
-    Ok(Json(
-        rm_store::users::list(&mut conn)
-            .await?
-            .into_iter()
-            .map(view)
-            .collect(),
-    ))
+    Ok(Json(all(&state).await?))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -61,11 +64,12 @@ pub struct UserCreateBody {
     pub password: String,
 }
 
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    p: RequireAdmin,
-    ApiJson(body): ApiJson<UserCreateBody>,
-) -> Result<(StatusCode, Json<UserView>), ApiError> {
+/// Creates an account (the API's and the users page's one way).
+pub async fn create_user(
+    state: &AppState,
+    p: &Principal,
+    body: &UserCreateBody,
+) -> Result<UserView, ApiError> {
     let role = parse_role(&body.role)?;
     let id = accounts::add(
         &state.store,
@@ -78,17 +82,20 @@ pub(crate) async fn create(
     .await
     .map_err(|e| match e {
         AddError::Invalid { field, message } => ApiError::invalid(field, message),
-        AddError::Taken(n) => ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("an account named {n:?} exists already"),
-        ),
+        AddError::Taken(n) => ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("an account named {n:?} exists already"),
+            )
+        },
         AddError::Store(e) => e.into(),
         other => ApiError::internal(other.to_string()),
     })?;
     audit(
-        &state,
-        &p,
+        state,
+        p,
         "user.create",
         "user",
         &id,
@@ -96,9 +103,17 @@ pub(crate) async fn create(
     )
     .await;
     let mut conn = state.store.read().await?;
+    Ok(view(rm_store::users::get(&mut conn, &id).await?))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    ApiJson(body): ApiJson<UserCreateBody>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(view(rm_store::users::get(&mut conn, &id).await?)),
+        Json(create_user(&state, &p, &body).await?),
     ))
 }
 
@@ -109,30 +124,36 @@ pub struct UserUpdateBody {
     pub password: Option<String>,
 }
 
-/// Refuses to leave the installation without an enabled admin.
-async fn keep_an_admin(state: &AppState, id: &str) -> Result<(), ApiError> {
-    let mut conn = state.store.read().await?;
-    let users = rm_store::users::list(&mut conn).await?;
+/// The refusal when a change would leave no enabled admin.
+pub const LAST_ADMIN: &str = "this is the last enabled admin: make another account an admin first";
+
+/// Refuses to leave the installation without an enabled admin (read in
+/// the transaction that makes the change, so two admins demoting each
+/// other at once cannot both succeed).
+async fn keep_an_admin(conn: &mut rm_store::Conn, id: &str) -> Result<(), ApiError> {
+    let users = rm_store::users::list(conn).await?;
     let others = users
         .iter()
         .filter(|u| u.id != id && u.role == "admin" && !u.disabled)
         .count();
     if others == 0 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            "this is the last enabled admin; make another admin first",
-        ));
+        return Err(ApiError {
+            field: Some("role".into()),
+            ..ApiError::new(StatusCode::CONFLICT, "conflict", LAST_ADMIN)
+        });
     }
     Ok(())
 }
 
-pub(crate) async fn update(
-    State(state): State<AppState>,
-    p: RequireAdmin,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<UserUpdateBody>,
-) -> Result<Json<UserView>, ApiError> {
+/// Changes an account's role, disabled flag or password (the API's and the
+/// users page's one way). A password change or disabling ends the
+/// account's sessions.
+pub async fn update_user(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    body: &UserUpdateBody,
+) -> Result<UserView, ApiError> {
     let role = body.role.as_deref().map(parse_role).transpose()?;
     let hash = match &body.password {
         Some(pw) => {
@@ -145,26 +166,27 @@ pub(crate) async fn update(
         }
         None => None,
     };
-    {
-        let mut conn = state.store.read().await?;
-        rm_store::users::get(&mut conn, &id).await?;
-    }
-    if role.is_some_and(|r| r != Role::Admin) || body.disabled == Some(true) {
-        keep_an_admin(&state, &id).await?;
-    }
     let mut tx = state.store.write().await?;
-    rm_store::users::update(&mut tx, &id, role.map(Role::as_str), body.disabled).await?;
+    let before = rm_store::users::get(&mut tx, id).await?;
+    let loses_admin = before.role == "admin"
+        && !before.disabled
+        && (role.is_some_and(|r| r != Role::Admin) || body.disabled == Some(true));
+    if loses_admin {
+        keep_an_admin(&mut tx, id).await?;
+    }
+    rm_store::users::update(&mut tx, id, role.map(Role::as_str), body.disabled).await?;
     if let Some(hash) = &hash {
-        rm_store::users::set_password(&mut tx, &id, hash, state.now()).await?;
+        rm_store::users::set_password(&mut tx, id, hash, state.now()).await?;
     }
     tx.commit().await.map_err(rm_store::StoreError::from)?;
     audit(
-        &state,
-        &p,
+        state,
+        p,
         "user.update",
         "user",
-        &id,
+        id,
         Some(serde_json::json!({
+            "name": before.username,
             "role": role.map(Role::as_str),
             "disabled": body.disabled,
             "password_changed": hash.is_some(),
@@ -172,7 +194,16 @@ pub(crate) async fn update(
     )
     .await;
     let mut conn = state.store.read().await?;
-    Ok(Json(view(rm_store::users::get(&mut conn, &id).await?)))
+    Ok(view(rm_store::users::get(&mut conn, id).await?))
+}
+
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    p: RequireAdmin,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserUpdateBody>,
+) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(update_user(&state, &p, &id, &body).await?))
 }
 
 pub(crate) async fn delete(
@@ -180,14 +211,21 @@ pub(crate) async fn delete(
     p: RequireAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    {
-        let mut conn = state.store.read().await?;
-        rm_store::users::get(&mut conn, &id).await?;
-    }
-    keep_an_admin(&state, &id).await?;
     let mut tx = state.store.write().await?;
+    let before = rm_store::users::get(&mut tx, &id).await?;
+    if before.role == "admin" && !before.disabled {
+        keep_an_admin(&mut tx, &id).await?;
+    }
     rm_store::users::delete(&mut tx, &id).await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
-    audit(&state, &p, "user.delete", "user", &id, None).await;
+    audit(
+        &state,
+        &p,
+        "user.delete",
+        "user",
+        &id,
+        Some(serde_json::json!({"name": before.username})),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

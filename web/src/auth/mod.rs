@@ -105,6 +105,11 @@ pub struct Principal {
     pub via: Via,
     /// The session's CSRF token (sessions only), for forms and scripts.
     pub csrf: Option<String>,
+    /// The session's stored id (the SHA-256 of its cookie; sessions only),
+    /// so the account page can mark "this session".
+    pub session: Option<String>,
+    /// The client address of this request (the TCP peer), for the audit log.
+    pub address: Option<String>,
 }
 
 impl Principal {
@@ -254,6 +259,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|v| v.trim().to_owned());
+    let address = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     let authn = if let Some(secret) = bearer {
         match token::resolve(&state, &secret).await {
             Ok(Ok(p)) => Authn::Principal(p),
@@ -303,6 +312,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         };
     }
+    let authn = match authn {
+        Authn::Principal(p) => Authn::Principal(Principal { address, ..p }),
+        other => other,
+    };
     req.extensions_mut().insert(authn);
     next.run(req).await
 }

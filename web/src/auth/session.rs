@@ -23,8 +23,12 @@ pub struct NewSession {
     pub csrf: String,
 }
 
-/// Starts a session for `user_id`.
-pub async fn create(state: &AppState, user_id: &str) -> rm_store::Result<NewSession> {
+/// Starts a session for `user_id`, signed in from `address`.
+pub async fn create(
+    state: &AppState,
+    user_id: &str,
+    address: Option<&str>,
+) -> rm_store::Result<NewSession> {
     let cookie_value = super::random_token(32);
     let csrf = super::random_token(32);
     let now = state.now();
@@ -37,6 +41,7 @@ pub async fn create(state: &AppState, user_id: &str) -> rm_store::Result<NewSess
         &csrf,
         now,
         expires,
+        address,
     )
     .await?;
     tx.commit().await?;
@@ -91,6 +96,8 @@ pub async fn resolve(state: &AppState, cookie_value: &str) -> rm_store::Result<O
         role,
         via: Via::Session,
         csrf: Some(s.csrf_token),
+        session: Some(id_hash),
+        address: None,
     }))
 }
 
@@ -100,6 +107,11 @@ pub async fn end(state: &AppState, cookie_value: &str) -> rm_store::Result<()> {
     sessions::delete(&mut tx, &super::sha256_hex(cookie_value)).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The id under which a cookie value's session is stored.
+pub fn id_of(cookie_value: &str) -> String {
+    super::sha256_hex(cookie_value)
 }
 
 /// Ends every session of an account ("log out everywhere").

@@ -52,11 +52,21 @@ pub async fn create_in(
             role: role.as_str(),
             now,
             expires_at,
+            prefix: prefix_of(&secret),
         },
     )
     .await?;
     tx.commit().await?;
     Ok(Created { id, secret })
+}
+
+/// What of a secret may be shown again: `rmt_` and 8 characters.
+pub fn prefix_of(secret: &str) -> &str {
+    let end = secret
+        .char_indices()
+        .nth(PREFIX.len() + 8)
+        .map_or(secret.len(), |(i, _)| i);
+    &secret[..end]
 }
 
 /// Why a bearer token was refused (for the log; the client hears only 401).
@@ -108,5 +118,7 @@ pub async fn resolve(
         role: role.min(user_role),
         via: Via::Token,
         csrf: None,
+        session: None,
+        address: None,
     }))
 }

@@ -1,7 +1,7 @@
 //! The other top-level pages of the navigation: `/hosts` (every host by
 //! name), `/repositories` (each repository with its health), `/alerts`
-//! (open or all alerts, acknowledge and resolve) and `/settings` (who is
-//! signed in and where the rest of the settings live for now).
+//! (open or all alerts, acknowledge and resolve). Settings are in
+//! `ui::settings`.
 
 use askama::Template;
 use axum::Form;
@@ -275,24 +275,4 @@ pub async fn resolve(
     Form(to): Form<BackTo>,
 ) -> Response {
     alert_action(&state, &who, rm_alerts::api::ALERT_RESOLVE, id, &to).await
-}
-
-// ------------------------------------------------------------ settings
-
-#[derive(Template)]
-#[template(path = "settings.html")]
-pub(crate) struct SettingsPage {
-    pub(crate) layout: Layout,
-    pub(crate) is_admin: bool,
-}
-
-/// `GET /settings`.
-pub async fn settings(
-    State(state): State<AppState>,
-    RequireViewer(who): RequireViewer,
-) -> Response {
-    render(&SettingsPage {
-        layout: Layout::new(&who, "settings", "", open_alerts(&state).await),
-        is_admin: who.role >= crate::auth::Role::Admin,
-    })
 }

@@ -11,3 +11,4 @@ mod matrix;
 mod role;
 mod schemathesis;
 mod sessions;
+mod settings;

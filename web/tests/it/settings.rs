@@ -1,0 +1,360 @@
+//! The settings pages through the real router: what a viewer is refused,
+//! the last admin kept, a password change ending the other sessions, an
+//! API token shown once and revoked, the audit page's filters, and a
+//! channel test of unsaved values saving nothing (with the real alerts role).
+
+use axum::body::Body;
+use axum::http::header;
+use rm_web::auth::Role;
+
+use crate::harness::{H, Session, form, header_of, req, text};
+
+/// POSTs a form as `s`; status and body.
+async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
+    let body = if fields.is_empty() {
+        format!("_csrf={}", s.csrf)
+    } else {
+        format!("_csrf={}&{fields}", s.csrf)
+    };
+    let resp = h
+        .send(
+            form(req("POST", path), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    (resp.status().as_u16(), text(resp).await)
+}
+
+async fn get(h: &H, s: &Session, path: &str) -> (u16, String) {
+    let resp = h
+        .send(
+            req("GET", path)
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    (resp.status().as_u16(), text(resp).await)
+}
+
+#[tokio::test]
+async fn a_viewer_is_refused_every_settings_page_and_action_by_the_server() {
+    let h = H::new().await;
+    h.user("boss", Role::Admin).await;
+    let boss_id = {
+        let mut c = h.state.store.read().await.unwrap();
+        rm_store::users::by_name(&mut c, "boss")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .id
+    };
+    h.user("vic", Role::Viewer).await;
+    let vic = h.login("vic").await;
+    for page in [
+        "/settings/notifications",
+        "/settings/notifications/c1",
+        "/settings/users",
+        "/settings/tokens",
+        "/settings/audit",
+    ] {
+        assert_eq!(get(&h, &vic, page).await.0, 403, "GET {page}");
+    }
+    for (path, fields) in [
+        (
+            "/settings/notifications",
+            "name=x&kind=webhook&url=https://h.example&action=save".to_owned(),
+        ),
+        (
+            "/settings/notifications",
+            "name=x&kind=webhook&url=https://h.example&action=test".to_owned(),
+        ),
+        ("/settings/notifications/c1", "action=save".to_owned()),
+        ("/settings/notifications/c1/enabled", "enabled=0".to_owned()),
+        ("/settings/notifications/c1/delete", "confirm=1".to_owned()),
+        (
+            "/settings/users",
+            "name=mallory&role=admin&password=long-enough-password".to_owned(),
+        ),
+        (
+            &format!("/settings/users/{boss_id}") as &str,
+            "role=viewer".to_owned(),
+        ),
+        (
+            "/settings/tokens",
+            "name=t&role=viewer&expires_in_days=1".to_owned(),
+        ),
+        ("/settings/tokens/tok_x/revoke", "confirm=1".to_owned()),
+    ] {
+        assert_eq!(post(&h, &vic, path, &fields).await.0, 403, "POST {path}");
+    }
+    let (status, overview) = get(&h, &vic, "/settings").await;
+    assert_eq!(status, 200);
+    assert!(
+        !overview.contains("/settings/users"),
+        "a viewer's settings page links to no admin page"
+    );
+    assert_eq!(
+        get(&h, &vic, "/account").await.0,
+        200,
+        "everyone has an account page"
+    );
+    let mut c = h.state.store.read().await.unwrap();
+    assert_eq!(
+        rm_store::users::count(&mut c).await.unwrap(),
+        2,
+        "nobody was added"
+    );
+    let boss = rm_store::users::get(&mut c, &boss_id).await.unwrap();
+    assert_eq!(boss.role, "admin", "nobody was demoted");
+}
+
+#[tokio::test]
+async fn the_users_page_keeps_the_last_admin_and_says_why() {
+    let h = H::new().await;
+    let id = h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let (status, page) = post(&h, &s, &format!("/settings/users/{id}"), "role=operator").await;
+    assert_eq!(status, 409);
+    assert!(
+        page.contains("last enabled admin"),
+        "the page says why: {page}"
+    );
+    let (status, _) = post(&h, &s, &format!("/settings/users/{id}"), "disabled=1").await;
+    assert_eq!(status, 409, "nor disabled");
+    // with a second admin, demoting the first works
+    let (status, _) = post(
+        &h,
+        &s,
+        "/settings/users",
+        "name=second&role=admin&password=second-admin-password",
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _) = post(&h, &s, &format!("/settings/users/{id}"), "role=operator").await;
+    assert_eq!(status, 303);
+    let mut c = h.state.store.read().await.unwrap();
+    assert_eq!(
+        rm_store::users::get(&mut c, &id).await.unwrap().role,
+        "operator"
+    );
+    // a bad new account keeps its name and names the field
+    drop(c);
+    let (status, page) = post(
+        &h,
+        &s,
+        "/settings/users",
+        "name=shorty&role=viewer&password=short",
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "root is an operator now: refused by the route table"
+    );
+    assert!(!page.contains("shorty"));
+}
+
+#[tokio::test]
+async fn changing_your_password_ends_your_other_sessions_and_keeps_this_one() {
+    let h = H::new().await;
+    h.user("ann", Role::Viewer).await;
+    let here = h.login("ann").await;
+    let elsewhere = h.login("ann").await;
+    let (status, page) = get(&h, &here, "/account").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page.matches("this browser").count(),
+        1,
+        "this session is marked once"
+    );
+    let (status, page) = post(
+        &h,
+        &here,
+        "/account/password",
+        "current=wrong&new=ann-new-long-password&confirm=ann-new-long-password",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(page.contains("not your current password"), "{page}");
+    assert_eq!(
+        h.me_status(&elsewhere).await,
+        200,
+        "a refused change ends nothing"
+    );
+    let current = crate::harness::password_of("ann");
+    let (status, _) = post(
+        &h,
+        &here,
+        "/account/password",
+        &format!("current={current}&new=ann-new-long-password&confirm=ann-new-long-password"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(h.me_status(&here).await, 200, "this session stays");
+    assert_eq!(h.me_status(&elsewhere).await, 401, "the other one ended");
+    assert_eq!(
+        h.try_login("ann", "ann-new-long-password").await.status(),
+        303,
+        "the new password works"
+    );
+}
+
+#[tokio::test]
+async fn ending_one_of_your_sessions_from_the_account_page_signs_that_browser_out() {
+    let h = H::new().await;
+    h.user("ann", Role::Viewer).await;
+    let here = h.login("ann").await;
+    let other = h.login("ann").await;
+    let other_id = rm_web::auth::session::id_of(&other.cookie);
+    let (status, _) = post(&h, &here, &format!("/account/sessions/{other_id}/end"), "").await;
+    assert_eq!(status, 303);
+    assert_eq!(h.me_status(&other).await, 401);
+    assert_eq!(h.me_status(&here).await, 200);
+    // someone else's session is not yours to end
+    h.user("bob", Role::Viewer).await;
+    let bob = h.login("bob").await;
+    let bob_id = rm_web::auth::session::id_of(&bob.cookie);
+    let (status, _) = post(&h, &here, &format!("/account/sessions/{bob_id}/end"), "").await;
+    assert_eq!(status, 404);
+    assert_eq!(h.me_status(&bob).await, 200);
+}
+
+async fn token_status(h: &H, token: &str) -> u16 {
+    h.send(
+        req("GET", "/api/v1/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn a_token_from_the_tokens_page_is_shown_once_works_and_is_refused_after_revoking() {
+    let h = H::new().await;
+    h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let (status, page) = post(
+        &h,
+        &s,
+        "/settings/tokens",
+        "name=ci&role=viewer&expires_in_days=7",
+    )
+    .await;
+    assert_eq!(status, 201);
+    let start = page.find("rmt_").expect("the secret is on the answer page");
+    let secret: String = page[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    assert_eq!(token_status(&h, &secret).await, 200);
+    let (_, list) = get(&h, &s, "/settings/tokens").await;
+    assert!(
+        !list.contains(&secret),
+        "the list never shows the secret again"
+    );
+    assert!(list.contains(&secret[..12]), "but shows its prefix");
+    let id = {
+        let mut c = h.state.store.read().await.unwrap();
+        rm_store::api_tokens::list(&mut c).await.unwrap()[0]
+            .id
+            .clone()
+    };
+    let (status, _) = post(&h, &s, &format!("/settings/tokens/{id}/revoke"), "").await;
+    assert_eq!(status, 400, "revoking needs the confirmation");
+    assert_eq!(token_status(&h, &secret).await, 200);
+    let (status, _) = post(
+        &h,
+        &s,
+        &format!("/settings/tokens/{id}/revoke"),
+        "confirm=1",
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(token_status(&h, &secret).await, 401);
+    // the audit page shows both, filtered by the action family
+    let (status, audit) = get(&h, &s, "/settings/audit?action=token.").await;
+    assert_eq!(status, 200);
+    assert!(
+        audit.contains("token.create") && audit.contains("token.revoke"),
+        "{audit}"
+    );
+    let (_, users_only) = get(&h, &s, "/settings/audit?action=user.").await;
+    assert!(
+        !users_only.contains(">token.create<"),
+        "no token entry among the user entries"
+    );
+    let (status, bad) = get(&h, &s, "/settings/audit?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(bad.contains("since"), "the bad field is named");
+}
+
+#[tokio::test]
+async fn testing_unsaved_channel_values_saves_nothing_and_shows_the_failure() {
+    let mut h = H::new().await;
+    h.with_alerts().await;
+    h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let fields = "name=hook&kind=webhook&enabled=1&url=http%3A%2F%2F127.0.0.1%3A9%2Fin&auth=none&action=test";
+    let (status, page) = post(&h, &s, "/settings/notifications", fields).await;
+    // no notifier runs in this test: the real path answers "no responder"
+    assert!(page.contains("test-fail"), "a red cross: {status} {page}");
+    assert!(
+        page.contains("http://127.0.0.1:9/in"),
+        "the values are kept in the form"
+    );
+    let mut c = h.state.store.read().await.unwrap();
+    assert!(
+        rm_store::channels::list(&mut c).await.unwrap().is_empty(),
+        "testing saved nothing"
+    );
+    drop(c);
+    let (status, page) = post(
+        &h,
+        &s,
+        "/settings/notifications",
+        "name=hook&kind=webhook&url=nope&action=save",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        page.contains("id=\"url-error\""),
+        "the URL field is named: {page}"
+    );
+    let (status, _) = post(
+        &h,
+        &s,
+        "/settings/notifications",
+        &fields.replace("action=test", "action=save"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let mut c = h.state.store.read().await.unwrap();
+    let saved = rm_store::channels::list(&mut c).await.unwrap();
+    assert_eq!(saved.len(), 1);
+    drop(c);
+    let (_, shown) = get(&h, &s, &format!("/settings/notifications/{}", saved[0].id)).await;
+    assert!(
+        !shown.contains("/in"),
+        "the saved URL's path is never shown again"
+    );
+    let resp = h
+        .send(
+            req("GET", "/settings/audit?target_kind=channel")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        header_of(&resp, "content-type")
+            .unwrap_or_default()
+            .starts_with("text/html")
+    );
+    assert!(text(resp).await.contains("channel.create"));
+}

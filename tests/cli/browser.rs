@@ -234,7 +234,9 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
 
     let restore_target = tmp.path().join("restored");
     let screenshots = repo_root().join("docs/screenshots");
+    let settings = crate::browser_settings::Receivers::start();
     let config = serde_json::json!({
+        "settings": settings.config(),
         "url": url,
         "admin": {"name": "ops", "password": "ops-password-e2e"},
         "viewer": {"name": "watcher", "password": "watcher-password-e2e"},
@@ -268,6 +270,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "browser checks failed (see the FAIL lines above)"
     );
     assert!(status.success(), "serve stopped cleanly");
+    crate::browser_settings::check(&settings);
     // restic restores the full original path below the target.
     let below = restore_target.join(backup_src.strip_prefix("/").unwrap());
     for name in ["file-000.bin", "file-001.bin"] {

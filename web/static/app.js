@@ -117,13 +117,19 @@
       body.set('action', 'test');
       button.disabled = true;
       if (out) { out.setAttribute('data-busy', ''); out.innerHTML = '<p>Sending a test notification…</p>'; }
-      fetch(form.action, {
+      // not form.action: the buttons named "action" shadow that property
+      fetch(form.getAttribute('action'), {
         method: 'POST', credentials: 'same-origin', body: body,
         headers: { 'X-CSRF-Token': csrf(), 'Content-Type': 'application/x-www-form-urlencoded' },
-      }).then(function (r) { return r.text(); }).then(function (html) {
-        var page = new DOMParser().parseFromString(html, 'text/html');
+      }).then(function (r) { return r.text().then(function (t) { return [r.status, t]; }); }).then(function (res) {
+        var page = new DOMParser().parseFromString(res[1], 'text/html');
         var fresh = page.querySelector('#test-result');
-        if (out) out.innerHTML = fresh ? fresh.innerHTML : '<p class="test-fail s-fail">✗ No answer from the server</p>';
+        if (out && fresh) out.innerHTML = fresh.innerHTML;
+        else if (out) {
+          var said = page.querySelector('main p');
+          out.innerHTML = '<p class="test-fail s-fail"><span class="mark" aria-hidden="true">✗</span> <strong>Not sent</strong> · the server answered HTTP ' + res[0] + '</p><p class="test-error"></p>';
+          out.lastChild.textContent = said ? said.textContent : '';
+        }
         // field messages from the server, if the values were refused
         $$('.field .error', form).forEach(function (e) { e.remove(); });
         $$('[aria-invalid]', form).forEach(function (e) { e.removeAttribute('aria-invalid'); });

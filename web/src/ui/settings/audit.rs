@@ -61,6 +61,10 @@ impl AuditPage {
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| match v {
                     serde_json::Value::String(s) => format!("{k}: {s}"),
+                    serde_json::Value::Number(n) if k.ends_with("_at") => match n.as_i64() {
+                        Some(ms) => format!("{k}: {}", crate::ui::fmt::absolute(ms)),
+                        None => format!("{k}: {n}"),
+                    },
                     other => format!("{k}: {other}"),
                 })
                 .collect::<Vec<_>>()

@@ -169,6 +169,21 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
         route(M::GET, "/metrics", VIEWER, crate::metrics::scrape),
+        // ---- repository pages (issue 11; `ui::repos`)
+        route(M::GET, "/repositories/new", OPERATOR, ui::repos::new_form),
+        route(M::POST, "/repositories/new", OPERATOR, ui::repos::add),
+        route(M::GET, "/repositories/{id}", VIEWER, ui::repos::page),
+        route(M::POST, "/repositories/{id}/test", OPERATOR, ui::repos::test),
+        route(M::POST, "/repositories/{id}/attach", OPERATOR, ui::repos::attach),
+        route(
+            M::POST,
+            "/repositories/{id}/maintenance",
+            OPERATOR,
+            ui::repos::maintenance,
+        ),
+        route(M::POST, "/repositories/{id}/locks", OPERATOR, ui::repos::list_locks),
+        route(M::POST, "/repositories/{id}/unlock", OPERATOR, ui::repos::unlock),
+        // ---- end of repository pages
         // ---- API
         route(
             M::GET,
@@ -278,6 +293,26 @@ pub fn table() -> Vec<Route> {
         .doc("Set (or clear) the maintenance host")
         .body::<repos::MaintenanceBody>()
         .returns_nothing(204),
+        // repositories: size over time, locks, safe unlock (issue 11)
+        route(M::GET, "/api/v1/repos/{id}/history", VIEWER, repos::history)
+            .doc("A repository's size over time, oldest first (stored and restore size)")
+            .returns::<Vec<crate::views::repo::SizeView>>(200),
+        route(M::GET, "/api/v1/repos/{id}/locks", VIEWER, repos::locks)
+            .doc("A repository's locks as the newest lock listing found them, each with its host, process, age and whether it looks stale")
+            .returns::<crate::views::repo::LocksView>(200),
+        route(
+            M::POST,
+            "/api/v1/repos/{id}/locks",
+            OPERATOR,
+            repos::refresh_locks,
+        )
+        .doc("List the repository's locks now, through an attached host (a `locks` job)")
+        .body::<repos::HostBody>()
+        .returns::<jobs::JobCreatedView>(201),
+        route(M::POST, "/api/v1/repos/{id}/unlock", OPERATOR, repos::unlock)
+            .doc("Remove stale locks (`restic unlock`, never `--remove-all`) through an attached host")
+            .body::<repos::HostBody>()
+            .returns::<jobs::JobCreatedView>(201),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
             .query(&[("host", false)])

@@ -338,6 +338,7 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
             hosts: 3,
             append_only_hosts: 3,
         }],
+        can_operate: true,
         now: NOW,
     }
     .render()

@@ -46,10 +46,27 @@ pub struct RepoHealth {
     pub total_size: Option<i64>,
     pub raw_size: Option<i64>,
     pub dedup_ratio: Option<f64>,
+    pub compression_ratio: Option<f64>,
     pub snapshot_count: Option<i64>,
     pub lock_count: Option<i64>,
     pub check_ok: Option<bool>,
     pub check_at: Option<i64>,
+}
+
+impl From<&health::Health> for RepoHealth {
+    fn from(h: &health::Health) -> Self {
+        Self {
+            ts: h.ts,
+            total_size: h.total_size,
+            raw_size: h.raw_size,
+            dedup_ratio: h.dedup_ratio,
+            compression_ratio: h.compression_ratio,
+            snapshot_count: h.snapshot_count,
+            lock_count: h.lock_count,
+            check_ok: h.check_ok,
+            check_at: h.check_at,
+        }
+    }
 }
 
 impl RepoHealth {
@@ -182,16 +199,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         let health = health::latest(&mut *conn, &repo.id)
             .await
             .ok()
-            .map(|h| RepoHealth {
-                ts: h.ts,
-                total_size: h.total_size,
-                raw_size: h.raw_size,
-                dedup_ratio: h.dedup_ratio,
-                snapshot_count: h.snapshot_count,
-                lock_count: h.lock_count,
-                check_ok: h.check_ok,
-                check_at: h.check_at,
-            });
+            .map(|h| RepoHealth::from(&h));
         let snaps = match host.restic_host.as_deref() {
             Some(rh) => snapshots::list(&mut *conn, &repo.id, Some(rh)).await?,
             None => Vec::new(),

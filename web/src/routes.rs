@@ -213,14 +213,14 @@ pub fn table() -> Vec<Route> {
                 ("limit", false),
             ])
             .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
-            .returns_page::<jobs::JobView>(),
+            .returns_page::<crate::views::job::JobRow>(),
         route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
             .doc("Create a job of any kind")
             .body::<jobs::JobCreateBody>()
             .returns::<jobs::JobCreatedView>(201),
         route(M::GET, "/api/v1/jobs/{id}", VIEWER, jobs::get)
-            .doc("One job")
-            .returns::<jobs::JobView>(200),
+            .doc("One job as its page shows it: parameters, result (with readable facts and the first page of a snapshots or diff table), error with advice, the restic command line")
+            .returns::<crate::views::job::JobView>(200),
         route(M::POST, "/api/v1/jobs/{id}/cancel", OPERATOR, jobs::cancel)
             .doc("Cancel a job")
             .returns::<jobs::JobStateView>(200),
@@ -237,8 +237,8 @@ pub fn table() -> Vec<Route> {
             .body::<hosts::HostAddBody>()
             .returns::<hosts::EnrollmentView>(201),
         route(M::GET, "/api/v1/hosts/{id}", VIEWER, hosts::get)
-            .doc("One host with its summary")
-            .returns::<hosts::HostView>(200),
+            .doc("One host as its page shows it: posture, dashboard row, repositories with health and snapshots, schedules, recent jobs, open alerts")
+            .returns::<crate::views::host::HostView>(200),
         route(M::POST, "/api/v1/hosts/{id}/token", OPERATOR, hosts::token)
             .doc("A new enrollment token (re-enrollment)")
             .returns::<hosts::EnrollmentView>(200),

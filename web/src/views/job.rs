@@ -1,7 +1,9 @@
-//! Jobs: a row for lists (`/jobs`, host pages) and the whole job for its
-//! page (`/jobs/<id>` and `GET /api/v1/jobs/<id>`): parameters, result
-//! summary, the classified error with what to do about it, the stderr tail,
-//! and the restic command line with secrets removed.
+//! Jobs: a row for lists (`/jobs`, host pages, `GET /api/v1/jobs`) and
+//! the whole job for its page (`/jobs/<id>` and `GET /api/v1/jobs/<id>`):
+//! parameters, result summary and table, the classified error with what to
+//! do about it, the stderr tail, and the restic command line with secrets
+//! removed. The pages and their JSON twins use these types and functions
+//! only.
 
 use std::collections::HashMap;
 
@@ -40,7 +42,7 @@ impl Names {
 }
 
 /// One job in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: String,
     pub kind: String,
@@ -53,10 +55,13 @@ pub struct JobRow {
     pub repo_name: Option<String>,
     /// `operator`, `schedule` or `system`.
     pub origin: String,
+    pub schedule_id: Option<String>,
     pub created_by: String,
     pub created_at: i64,
+    pub dispatched_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub exit_code: Option<i64>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
 }
@@ -74,10 +79,13 @@ impl JobRow {
             repo_id: j.repo_id.clone(),
             repo_name: j.repo_id.as_deref().map(|r| names.repo(r)),
             origin: j.origin.clone(),
+            schedule_id: j.schedule_id.clone(),
             created_by: j.created_by.clone(),
             created_at: j.created_at,
+            dispatched_at: j.dispatched_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+            exit_code: j.exit_code,
             error_kind: j.error_kind.clone(),
             error: j.error.clone(),
         }
@@ -107,23 +115,26 @@ impl JobRow {
 }
 
 /// A fact of a job's result, e.g. ("Files new", "1,204").
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Fact {
     pub label: String,
     pub value: String,
 }
 
 /// The whole job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     #[serde(flatten)]
     pub row: JobRow,
+    /// The job's parameters (`{"kind": ..., ...}`).
+    #[schema(value_type = Object)]
     pub params: serde_json::Value,
     /// Parameters in words, one per line.
     pub params_facts: Vec<Fact>,
     pub timeout_secs: i64,
     pub cancel_requested: bool,
-    pub exit_code: Option<i64>,
+    /// What restic reported (kind-specific JSON).
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<serde_json::Value>,
     /// The summary in words.
     pub summary_facts: Vec<Fact>,
@@ -144,7 +155,7 @@ pub struct JobView {
 pub const RESULT_PAGE: usize = 100;
 
 /// One snapshot of a `snapshots` result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SnapshotResult {
     pub time: Option<i64>,
     pub id: String,
@@ -157,7 +168,7 @@ pub struct SnapshotResult {
 }
 
 /// One changed path of a `diff` result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Change {
     pub path: String,
     /// restic's modifier (`+`, `-`, `M`, `T`, `U`, `?`).
@@ -169,7 +180,7 @@ pub struct Change {
 }
 
 /// Totals of a `diff`: files, directories and bytes added and removed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DiffTotals {
     pub added_files: i64,
     pub added_dirs: i64,
@@ -179,12 +190,19 @@ pub struct DiffTotals {
     pub removed_bytes: i64,
     pub changed_files: i64,
     /// Changed paths of each kind (`added`, `removed`, `changed`).
-    pub counts: [(String, usize); 3],
+    pub counts: Vec<ChangeCount>,
+}
+
+/// How many changed paths of one kind a diff kept.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct ChangeCount {
+    pub change: String,
+    pub count: usize,
 }
 
 /// Which rows of a result table to show: `?page=` (1-based) and, for a
 /// diff, `?change=added|removed|changed`.
-#[derive(Debug, Clone, Default, serde::Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct ResultQuery {
     pub page: usize,
@@ -210,7 +228,7 @@ impl ResultQuery {
 }
 
 /// A job's result as a table, one page of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ResultView {
     /// `snapshots` or `diff`.
     pub table: &'static str,
@@ -345,11 +363,13 @@ pub fn result_view(kind: &str, summary: &serde_json::Value, q: &ResultQuery) -> 
                     .get("changed_files")
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
-                counts: [
-                    ("added".into(), count("added")),
-                    ("removed".into(), count("removed")),
-                    ("changed".into(), count("changed")),
-                ],
+                counts: ["added", "removed", "changed"]
+                    .into_iter()
+                    .map(|c| ChangeCount {
+                        change: c.into(),
+                        count: count(c),
+                    })
+                    .collect(),
             };
             let kept = i64::try_from(all.len()).unwrap_or(i64::MAX);
             let printed = summary
@@ -589,7 +609,6 @@ pub async fn load_page(
         params,
         timeout_secs: j.timeout_secs,
         cancel_requested: j.cancel_requested,
-        exit_code: j.exit_code,
         summary_facts: summary
             .as_ref()
             .map(|s| summary_facts(&j.kind, s))
@@ -725,7 +744,7 @@ impl JobFilter {
 }
 
 /// A page of jobs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobsPage {
     pub jobs: Vec<JobRow>,
     /// Pass as `before` for the next (older) page; absent on the last page.
@@ -826,7 +845,10 @@ mod tests {
             (t.added_bytes, t.removed_files, t.changed_files),
             (3_145_728, 1, 1)
         );
-        assert_eq!(t.counts[0], ("added".to_owned(), 2));
+        assert_eq!(
+            (t.counts[0].change.as_str(), t.counts[0].count),
+            ("added", 2)
+        );
         assert_eq!((r.rows, r.dropped), (4, 2));
         assert_eq!(r.changes[3].what, "content changed");
         let removed = result_view(

@@ -499,7 +499,10 @@ fn summary_facts(kind: &str, v: &serde_json::Value) -> Vec<Fact> {
                 .and_then(serde_json::Value::as_f64)
                 .map(|p| format!("{p:.1} %")),
         );
-        push("Files", int("total_file_count").map(thousands));
+        // raw-data mode counts blobs, not files (restic reports 0 files)
+        if !raw {
+            push("Files", int("total_file_count").map(thousands));
+        }
         push("Blobs", int("total_blob_count").map(thousands));
         push("Snapshots", int("snapshots_count").map(thousands));
     } else if kind == "diff" {
@@ -521,12 +524,6 @@ fn summary_facts(kind: &str, v: &serde_json::Value) -> Vec<Fact> {
         push("Added", part("added"));
         push("Removed", part("removed"));
         push("Changed files", int("changed_files").map(thousands));
-    } else if kind == "snapshots" {
-        push(
-            "Snapshots",
-            v.as_array()
-                .map(|a| thousands(i64::try_from(a.len()).unwrap_or(i64::MAX))),
-        );
     }
     out
 }
@@ -829,7 +826,10 @@ mod tests {
             (3, 50),
             "a page past the end shows the last"
         );
-        assert_eq!(summary_facts("snapshots", &v)[0].value, "250");
+        assert!(
+            summary_facts("snapshots", &v).is_empty(),
+            "the table says it all"
+        );
     }
 
     #[test]
@@ -881,6 +881,10 @@ mod tests {
         assert!(f.contains(&("Blobs".into(), "1,204".into())));
         let restore = serde_json::json!({"total_size": 4096, "total_file_count": 12});
         assert_eq!(summary_facts("stats", &restore)[0].label, "Restore size");
+        assert!(
+            !f.iter().any(|(l, _)| l == "Files"),
+            "raw data has no file count"
+        );
     }
 
     #[test]

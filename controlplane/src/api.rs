@@ -199,6 +199,11 @@ pub struct RepoAdd {
     pub secrets: SealedSecrets,
     /// Run `restic init` on this host (a new repository) ...
     pub init_on_host: Option<String>,
+    /// ... or check on this host that an existing repository opens with
+    /// these credentials (reachable, right password, a repository) before
+    /// anything is saved.
+    #[serde(default)]
+    pub verify_on_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +381,7 @@ mod tests {
             name: "main".into(),
             secrets: sealed(),
             init_on_host: Some("h1".into()),
+            verify_on_host: None,
         });
         tolerant(RepoAdded {
             repo_id: "r1".into(),

@@ -126,7 +126,17 @@ pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdd
     let secrets = unseal(cp, &req.secrets)?;
     let id = format!("r{}", ids::random_token(10));
     let mut restic_repo_id = None;
-    if let Some(host_id) = &req.init_on_host {
+    let through = match (&req.init_on_host, &req.verify_on_host) {
+        (Some(_), Some(_)) => {
+            return Err(Fail::invalid(
+                "either initialise a new repository or verify an existing one, not both",
+            ));
+        }
+        (Some(h), None) => Some((h, true)),
+        (None, Some(h)) => Some((h, false)),
+        (None, None) => None,
+    };
+    if let Some((host_id, init)) = through {
         let host = {
             let mut c = cp.store.read().await?;
             hosts::get(&mut c, host_id).await?
@@ -136,10 +146,15 @@ pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdd
             secrets: seal_to_host(cp, &host, &secrets)?,
             append_only: false,
         };
-        let reply = dispatch::query(cp, &host.id, CommandBody::RepoInit { repo }).await?;
+        let (body, what) = if init {
+            (CommandBody::RepoInit { repo }, "restic init")
+        } else {
+            (CommandBody::RepoVerify { repo }, "opening the repository")
+        };
+        let reply = dispatch::query(cp, &host.id, body).await?;
         if !reply.ok {
             return Err(Fail::conflict(format!(
-                "restic init on {} failed: {}",
+                "{what} on {} failed: {}",
                 host.name,
                 describe(&reply)
             )));
@@ -171,7 +186,7 @@ pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdd
         actor,
         "repo.add",
         ("repo", &id),
-        Some(serde_json::json!({"name": name, "url": display, "initialised_on": req.init_on_host})),
+        Some(serde_json::json!({"name": name, "url": display, "initialised_on": req.init_on_host, "verified_on": req.verify_on_host})),
     )
     .await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;

@@ -126,6 +126,11 @@ pub(crate) async fn run_job(
     result
 }
 
+/// Changed paths a `diff` result keeps (the rest are counted): enough
+/// for pages of a job page, small enough for the bus (a large result
+/// travels in parts).
+const MAX_CHANGES: usize = 5_000;
+
 struct JobHandler {
     kind: JobKind,
     started: Instant,
@@ -141,6 +146,10 @@ struct JobHandler {
     exit_error: Option<String>,
     summary: Option<Value>,
     statistics: Option<Value>,
+    /// `diff`'s changed paths (`{path, modifier}`), at most [`MAX_CHANGES`].
+    changes: Vec<Value>,
+    /// Every change `diff` printed, kept or not.
+    changes_total: u64,
     /// A JSON document without message_type (snapshots, forget, stats).
     doc: Option<Value>,
     forbidden: bool,
@@ -167,6 +176,8 @@ impl JobHandler {
             exit_error: None,
             summary: None,
             statistics: None,
+            changes: Vec::new(),
+            changes_total: 0,
             doc: None,
             forbidden: false,
         }
@@ -211,6 +222,20 @@ impl JobHandler {
                 }
                 Some("summary") => self.summary = Some(v),
                 Some("statistics") => self.statistics = Some(v),
+                Some("change") => {
+                    self.changes_total += 1;
+                    if self.changes.len() < MAX_CHANGES
+                        && let (Some(path), Some(modifier)) = (
+                            v.get("path").and_then(Value::as_str),
+                            v.get("modifier").and_then(Value::as_str),
+                        )
+                    {
+                        self.changes.push(json!({
+                            "path": parse::truncate(path.to_owned(), MAX_LOG_LINE),
+                            "modifier": modifier,
+                        }));
+                    }
+                }
                 Some(_) => {}
                 None => self.doc = Some(v),
             },
@@ -315,7 +340,13 @@ impl JobHandler {
                 self.doc.take().filter(Value::is_array).or_else(|| self.joined_doc(Value::is_array))
             }
             JobKind::Stats => self.doc.take().filter(Value::is_object).or_else(|| self.joined_doc(Value::is_object)),
-            JobKind::Diff => self.statistics.take(),
+            JobKind::Diff => self.statistics.take().map(|mut s| {
+                if let Some(o) = s.as_object_mut() {
+                    o.insert("changes".into(), Value::Array(std::mem::take(&mut self.changes)));
+                    o.insert("changes_total".into(), json!(self.changes_total));
+                }
+                s
+            }),
             JobKind::Restore => match self.summary.take() {
                 Some(s) => Some(s),
                 None => match &self.meter {

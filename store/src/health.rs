@@ -85,3 +85,32 @@ pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health
     }
     Ok(out)
 }
+
+/// One size measurement of a repository: what it stores (`raw-data`
+/// stats) and what a restore of everything would write (`restore-size`).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct SizePoint {
+    pub ts: i64,
+    pub raw_size: Option<i64>,
+    pub total_size: Option<i64>,
+}
+
+/// The newest `limit` size measurements, oldest first (for "size over
+/// time"). Uses the `(repo_id, ts DESC)` index.
+pub async fn size_history(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    limit: i64,
+) -> Result<Vec<SizePoint>> {
+    let mut rows: Vec<SizePoint> = sqlx::query_as(
+        "SELECT ts, raw_size, total_size FROM repo_health
+         WHERE repo_id = ? AND (raw_size IS NOT NULL OR total_size IS NOT NULL)
+         ORDER BY ts DESC, id DESC LIMIT ?",
+    )
+    .bind(repo_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.reverse();
+    Ok(rows)
+}

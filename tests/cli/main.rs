@@ -5,6 +5,7 @@ mod accounts;
 mod alerts;
 mod browser;
 mod browser_settings;
+mod browser_repositories;
 mod first_start;
 mod notifier;
 mod serve;

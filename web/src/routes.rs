@@ -223,6 +223,21 @@ pub fn table() -> Vec<Route> {
             .body::<crate::api::account::PasswordChangeBody>()
             .returns::<crate::api::account::PasswordChanged>(200),
         // ---- end of settings
+        // ---- repository pages (issue 11; `ui::repos`)
+        route(M::GET, "/repositories/new", OPERATOR, ui::repos::new_form),
+        route(M::POST, "/repositories/new", OPERATOR, ui::repos::add),
+        route(M::GET, "/repositories/{id}", VIEWER, ui::repos::page),
+        route(M::POST, "/repositories/{id}/test", OPERATOR, ui::repos::test),
+        route(M::POST, "/repositories/{id}/attach", OPERATOR, ui::repos::attach),
+        route(
+            M::POST,
+            "/repositories/{id}/maintenance",
+            OPERATOR,
+            ui::repos::maintenance,
+        ),
+        route(M::POST, "/repositories/{id}/locks", OPERATOR, ui::repos::list_locks),
+        route(M::POST, "/repositories/{id}/unlock", OPERATOR, ui::repos::unlock),
+        // ---- end of repository pages
         // ---- API
         route(
             M::GET,
@@ -252,14 +267,14 @@ pub fn table() -> Vec<Route> {
                 ("limit", false),
             ])
             .doc("Jobs, newest first: ?host=&kind=&status=&repo=&cursor=&limit=")
-            .returns_page::<jobs::JobView>(),
+            .returns_page::<crate::views::job::JobRow>(),
         route(M::POST, "/api/v1/jobs", OPERATOR, jobs::create)
             .doc("Create a job of any kind")
             .body::<jobs::JobCreateBody>()
             .returns::<jobs::JobCreatedView>(201),
         route(M::GET, "/api/v1/jobs/{id}", VIEWER, jobs::get)
-            .doc("One job")
-            .returns::<jobs::JobView>(200),
+            .doc("One job as its page shows it: parameters, result (with readable facts and the first page of a snapshots or diff table), error with advice, the restic command line")
+            .returns::<crate::views::job::JobView>(200),
         route(M::POST, "/api/v1/jobs/{id}/cancel", OPERATOR, jobs::cancel)
             .doc("Cancel a job")
             .returns::<jobs::JobStateView>(200),
@@ -276,8 +291,8 @@ pub fn table() -> Vec<Route> {
             .body::<hosts::HostAddBody>()
             .returns::<hosts::EnrollmentView>(201),
         route(M::GET, "/api/v1/hosts/{id}", VIEWER, hosts::get)
-            .doc("One host with its summary")
-            .returns::<hosts::HostView>(200),
+            .doc("One host as its page shows it: posture, dashboard row, repositories with health and snapshots, schedules, recent jobs, open alerts")
+            .returns::<crate::views::host::HostView>(200),
         route(M::POST, "/api/v1/hosts/{id}/token", OPERATOR, hosts::token)
             .doc("A new enrollment token (re-enrollment)")
             .returns::<hosts::EnrollmentView>(200),
@@ -332,6 +347,26 @@ pub fn table() -> Vec<Route> {
         .doc("Set (or clear) the maintenance host")
         .body::<repos::MaintenanceBody>()
         .returns_nothing(204),
+        // repositories: size over time, locks, safe unlock (issue 11)
+        route(M::GET, "/api/v1/repos/{id}/history", VIEWER, repos::history)
+            .doc("A repository's size over time, oldest first (stored and restore size)")
+            .returns::<Vec<crate::views::repo::SizeView>>(200),
+        route(M::GET, "/api/v1/repos/{id}/locks", VIEWER, repos::locks)
+            .doc("A repository's locks as the newest lock listing found them, each with its host, process, age and whether it looks stale")
+            .returns::<crate::views::repo::LocksView>(200),
+        route(
+            M::POST,
+            "/api/v1/repos/{id}/locks",
+            OPERATOR,
+            repos::refresh_locks,
+        )
+        .doc("List the repository's locks now, through an attached host (a `locks` job)")
+        .body::<repos::HostBody>()
+        .returns::<jobs::JobCreatedView>(201),
+        route(M::POST, "/api/v1/repos/{id}/unlock", OPERATOR, repos::unlock)
+            .doc("Remove stale locks (`restic unlock`, never `--remove-all`) through an attached host")
+            .body::<repos::HostBody>()
+            .returns::<jobs::JobCreatedView>(201),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
             .query(&[("host", false)])

@@ -502,6 +502,7 @@ impl Env {
                     name: name.into(),
                     secrets: self.sealed(&key.xkey, url.to_owned(), REPO_PASSWORD),
                     init_on_host: init_host.map(Into::into),
+                    verify_on_host: None,
                 },
             )
             .await?;

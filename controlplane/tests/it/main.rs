@@ -9,4 +9,5 @@ mod hardening;
 mod jobs;
 mod lifecycle;
 mod liveness;
+mod repos;
 mod support;

@@ -520,6 +520,7 @@ pub async fn repo_with(
                 name: name.into(),
                 secrets,
                 init_on_host: None,
+                verify_on_host: None,
             },
         )
         .await;

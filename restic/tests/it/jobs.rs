@@ -77,6 +77,15 @@ async fn maintenance_and_inspection_jobs() {
         assert_eq!(diff.outcome, JobOutcome::Succeeded, "{diff:?}");
         let d = diff.summary.expect("diff statistics");
         assert_eq!(d["added"]["files"], 1, "{d}");
+        // the changed paths themselves, for the job page's added / removed / changed lists
+        let changes = d["changes"].as_array().expect("diff lists its changes");
+        assert!(
+            changes.iter().any(
+                |c| c["modifier"] == "+" && c["path"].as_str().unwrap().ends_with("/added.bin")
+            ),
+            "{d}"
+        );
+        assert_eq!(d["changes_total"], changes.len(), "{d}");
 
         let forget = JobParams::Forget {
             retention: Retention {

@@ -1,5 +1,5 @@
-//! Hosts: get one (with its summary), add (→ the enrollment command), a
-//! new enrollment token, revoke. The list with the dashboard summary is
+//! Hosts: get one (the host page's view), add (→ the enrollment command),
+//! a new enrollment token, revoke. The list with the dashboard summary is
 //! the dashboard's (`GET /api/v1/hosts`).
 
 use axum::Json;
@@ -10,88 +10,23 @@ use rm_controlplane::api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ask, json_col};
+use super::{ApiJson, ask};
 use crate::AppState;
 use crate::auth::{Principal, RequireAdmin, RequireOperator};
 use crate::error::ApiError;
+use crate::views::host::HostView;
 
-/// A host with its summary.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct HostView {
-    pub id: String,
-    pub name: String,
-    /// pending | online | offline | revoked
-    pub status: String,
-    pub restic_host: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub enrolled_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub last_seen_at: Option<i64>,
-    pub status_changed_at: Option<i64>,
-    pub agent_version: Option<String>,
-    pub restic_version: Option<String>,
-    pub os: Option<String>,
-    pub arch: Option<String>,
-    pub hostname: Option<String>,
-    pub uptime_secs: Option<i64>,
-    #[schema(value_type = Option<Object>)]
-    pub vitals: serde_json::Value,
-    pub config_version: i64,
-    pub applied_config_version: i64,
-    #[schema(value_type = Option<Object>)]
-    pub summary: serde_json::Value,
-}
-
-pub fn view(h: rm_store::hosts::Host, summary: Option<&rm_store::hosts::Summary>) -> HostView {
-    let summary = summary.map_or(serde_json::Value::Null, |s| {
-        serde_json::json!({
-            "last_job_id": s.last_job_id,
-            "last_job_kind": s.last_job_kind,
-            "last_job_status": s.last_job_status,
-            "last_job_finished_at": s.last_job_finished_at,
-            "last_backup_status": s.last_backup_status,
-            "last_backup_at": s.last_backup_at,
-            "last_backup_success_at": s.last_backup_success_at,
-            "last_snapshot_id": s.last_snapshot_id,
-            "running_jobs": s.running_jobs,
-            "queued_jobs": s.queued_jobs,
-            "failed_jobs_total": s.failed_jobs_total,
-        })
-    });
-    HostView {
-        vitals: json_col(h.vitals_json.as_deref()),
-        id: h.id,
-        name: h.name,
-        status: h.status,
-        restic_host: h.restic_host,
-        created_at: h.created_at,
-        created_by: h.created_by,
-        enrolled_at: h.enrolled_at,
-        revoked_at: h.revoked_at,
-        last_seen_at: h.last_seen_at,
-        status_changed_at: h.status_changed_at,
-        agent_version: h.agent_version,
-        restic_version: h.restic_version,
-        os: h.os,
-        arch: h.arch,
-        hostname: h.hostname,
-        uptime_secs: h.uptime_secs,
-        config_version: h.config_version,
-        applied_config_version: h.applied_config_version,
-        summary,
-    }
-}
-
+/// `GET /api/v1/hosts/{id}`: the host page's view ([`crate::views::host`]),
+/// computed by the one function the page uses.
 pub(crate) async fn get(
     State(state): State<AppState>,
     _: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<HostView>, ApiError> {
     let mut conn = state.store.read().await?;
-    let host = rm_store::hosts::get(&mut conn, &id).await?;
-    let summary = rm_store::hosts::summary(&mut conn, &id).await.ok();
-    Ok(Json(view(host, summary.as_ref())))
+    Ok(Json(
+        crate::views::host::load(&mut conn, &id, state.now()).await?,
+    ))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -1,5 +1,6 @@
 //! Jobs: create any kind (`job-create` on the control plane), get, list
-//! with filters and cursor pagination, cancel, log lines.
+//! with filters and cursor pagination, cancel, log lines. A job and a
+//! list row are the pages' views (`crate::views::job`), computed once.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,79 +10,11 @@ use rm_controlplane::api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiQuery, Page, PageQuery, ask, json_col, page};
+use super::{ApiJson, ApiQuery, Page, PageQuery, ask, page};
 use crate::AppState;
 use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
-
-/// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobView {
-    pub id: String,
-    pub host_id: String,
-    pub exec_host_id: String,
-    pub repo_id: Option<String>,
-    pub kind: String,
-    /// The job's parameters (`{"kind": ..., ...}`).
-    #[schema(value_type = Option<Object>)]
-    pub params: serde_json::Value,
-    /// `manual`, `schedule`, `system`, ...
-    pub origin: String,
-    pub schedule_id: Option<String>,
-    /// queued | dispatched | running | succeeded | warning | failed | cancelled | lost
-    pub status: String,
-    pub cancel_requested: bool,
-    pub timeout_secs: i64,
-    pub created_by: String,
-    pub created_at: i64,
-    pub dispatched_at: Option<i64>,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub exit_code: Option<i64>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub summary: serde_json::Value,
-    pub stderr_tail: Option<String>,
-    pub restic_version: Option<String>,
-    pub log_lines: i64,
-    pub log_truncated: bool,
-    /// The restic command line, secrets removed (one job only; absent in lists).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-}
-
-impl From<rm_store::jobs::Job> for JobView {
-    fn from(j: rm_store::jobs::Job) -> Self {
-        Self {
-            params: json_col(Some(&j.params_json)),
-            summary: json_col(j.summary_json.as_deref()),
-            id: j.id,
-            host_id: j.host_id,
-            exec_host_id: j.exec_host_id,
-            repo_id: j.repo_id,
-            kind: j.kind,
-            origin: j.origin,
-            schedule_id: j.schedule_id,
-            status: j.status,
-            cancel_requested: j.cancel_requested,
-            timeout_secs: j.timeout_secs,
-            created_by: j.created_by,
-            created_at: j.created_at,
-            dispatched_at: j.dispatched_at,
-            started_at: j.started_at,
-            finished_at: j.finished_at,
-            exit_code: j.exit_code,
-            error_kind: j.error_kind,
-            error: j.error,
-            stderr_tail: j.stderr_tail,
-            restic_version: j.restic_version,
-            log_lines: j.log_lines,
-            log_truncated: j.log_truncated,
-            command: None,
-        }
-    }
-}
+use crate::views::job::{JobRow, JobView, Names};
 
 /// `POST /api/v1/jobs`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -168,17 +101,17 @@ pub(crate) async fn create(
     ))
 }
 
+/// `GET /api/v1/jobs/{id}`: the job page's view, from the one function
+/// the page uses.
 pub(crate) async fn get(
     State(state): State<AppState>,
     _: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let mut conn = state.store.read().await?;
-    let job = rm_store::jobs::get(&mut conn, &id).await?;
-    let command = crate::views::job::command_line(&mut conn, &job).await?;
-    let mut view = JobView::from(job);
-    view.command = command;
-    Ok(Json(view))
+    Ok(Json(
+        crate::views::job::load(&mut conn, &id, state.now()).await?,
+    ))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -195,7 +128,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _: Principal,
     ApiQuery(q): ApiQuery<JobListQuery>,
-) -> Result<Json<Page<JobView>>, ApiError> {
+) -> Result<Json<Page<JobRow>>, ApiError> {
     let pq = PageQuery {
         cursor: q.cursor.clone(),
         limit: q.limit,
@@ -220,11 +153,12 @@ pub(crate) async fn list(
     };
     let mut conn = state.store.read().await?;
     let rows = rm_store::listing::jobs(&mut conn, &filter, limit + 1).await?;
+    let names = Names::load(&mut conn).await?;
     Ok(Json(page(
         rows,
         limit,
         |j| (j.created_at, j.id.clone()),
-        JobView::from,
+        |j| JobRow::new(&j, &names),
     )))
 }
 

@@ -1,8 +1,12 @@
 //! Repositories: list, get (with the hosts attached), add, test a host's
 //! connection, attach a host (append-only or full access), set the
-//! maintenance host. Secrets arrive over HTTPS and are sealed to the
-//! control plane's xkey before they touch the bus; no answer ever
-//! contains them.
+//! maintenance host, health, size over time, locks and a safe unlock.
+//! Secrets arrive over HTTPS and are sealed to the control plane's xkey
+//! before they touch the bus; no answer ever contains them.
+//!
+//! Each change is one function here (`add_repo`, `test_connection`,
+//! `attach_host`, `set_maintenance`, `unlock`, `list_locks`) that both the
+//! JSON handler and the repository pages' forms (`ui::repos`) call.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +18,12 @@ use rm_controlplane::api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::jobs::JobCreatedView;
 use super::{ApiJson, ask};
 use crate::AppState;
 use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
+use crate::views::repo::{LocksView, SizeView};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RepoView {
@@ -145,6 +151,10 @@ pub struct RepoAddBody {
     pub secrets: SecretsBody,
     /// Run `restic init` on this host (a new repository).
     pub init_on_host: Option<String>,
+    /// Or: check on this host that an existing repository opens with these
+    /// credentials before saving it.
+    #[serde(default)]
+    pub verify_on_host: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -152,33 +162,41 @@ pub struct RepoAddedView {
     pub repo_id: String,
 }
 
-pub(crate) async fn add(
-    State(state): State<AppState>,
-    p: RequireOperator,
-    ApiJson(body): ApiJson<RepoAddBody>,
-) -> Result<(StatusCode, Json<RepoAddedView>), ApiError> {
+/// Adds a repository (initialising or verifying it through a host first).
+pub(crate) async fn add_repo(
+    state: &AppState,
+    p: &Principal,
+    body: RepoAddBody,
+) -> Result<RepoAddedView, ApiError> {
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "a repository needs a name"));
     }
-    let secrets = seal(&state, &p, "secrets", body.secrets).await?;
+    let secrets = seal(state, p, "secrets", body.secrets).await?;
     let added: cp::RepoAdded = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Controlplane,
         cp::REPO_ADD,
         cp::RepoAdd {
             name: body.name,
             secrets,
             init_on_host: body.init_on_host,
+            verify_on_host: body.verify_on_host,
         },
     )
     .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(RepoAddedView {
-            repo_id: added.repo_id,
-        }),
-    ))
+    Ok(RepoAddedView {
+        repo_id: added.repo_id,
+    })
+}
+
+pub(crate) async fn add(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    ApiJson(body): ApiJson<RepoAddBody>,
+) -> Result<(StatusCode, Json<RepoAddedView>), ApiError> {
+    let added = add_repo(&state, &p, body).await?;
+    Ok((StatusCode::CREATED, Json(added)))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -194,24 +212,25 @@ pub struct RepoTestView {
     pub error_kind: Option<String>,
 }
 
-pub(crate) async fn test(
-    State(state): State<AppState>,
-    p: RequireOperator,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<HostBody>,
-) -> Result<Json<RepoTestView>, ApiError> {
+/// Tests `host_id`'s connection to the repository with its credential.
+pub(crate) async fn test_connection(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    host_id: String,
+) -> Result<RepoTestView, ApiError> {
+    if host_id.trim().is_empty() {
+        return Err(ApiError::invalid("host_id", "choose the host to test from"));
+    }
     let r: cp::RepoTestResult = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Controlplane,
         cp::REPO_TEST,
-        cp::RepoTest {
-            repo_id: id,
-            host_id: body.host_id,
-        },
+        cp::RepoTest { repo_id, host_id },
     )
     .await?;
-    Ok(Json(RepoTestView {
+    Ok(RepoTestView {
         ok: r.ok,
         restic_repo_id: r.restic_repo_id,
         error: r.error,
@@ -219,7 +238,16 @@ pub(crate) async fn test(
             .error_kind
             .and_then(|k| serde_json::to_value(k).ok())
             .and_then(|v| v.as_str().map(str::to_owned)),
-    }))
+    })
+}
+
+pub(crate) async fn test(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostBody>,
+) -> Result<Json<RepoTestView>, ApiError> {
+    Ok(Json(test_connection(&state, &p, id, body.host_id).await?))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -232,29 +260,43 @@ pub struct AttachBody {
     pub secrets: Option<SecretsBody>,
 }
 
-pub(crate) async fn attach(
-    State(state): State<AppState>,
-    p: RequireOperator,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<AttachBody>,
-) -> Result<StatusCode, ApiError> {
+/// Attaches a host (or replaces its credential).
+pub(crate) async fn attach_host(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    body: AttachBody,
+) -> Result<(), ApiError> {
+    if body.host_id.trim().is_empty() {
+        return Err(ApiError::invalid("host_id", "choose the host to attach"));
+    }
     let secrets = match body.secrets {
-        Some(s) => Some(seal(&state, &p, "secrets", s).await?),
+        Some(s) => Some(seal(state, p, "secrets", s).await?),
         None => None,
     };
     let _: cp::Done = ask(
-        &state,
-        &p,
+        state,
+        p,
         SvcRole::Controlplane,
         cp::REPO_ATTACH,
         cp::RepoAttach {
-            repo_id: id,
+            repo_id,
             host_id: body.host_id,
             access: body.access,
             secrets,
         },
     )
     .await?;
+    Ok(())
+}
+
+pub(crate) async fn attach(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<AttachBody>,
+) -> Result<StatusCode, ApiError> {
+    attach_host(&state, &p, id, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -264,23 +306,31 @@ pub struct MaintenanceBody {
     pub host_id: Option<String>,
 }
 
+/// Sets (or clears) the maintenance host.
+pub(crate) async fn set_maintenance(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    host_id: Option<String>,
+) -> Result<(), ApiError> {
+    let _: cp::Done = ask(
+        state,
+        p,
+        SvcRole::Controlplane,
+        cp::REPO_MAINTENANCE,
+        cp::RepoMaintenance { repo_id, host_id },
+    )
+    .await?;
+    Ok(())
+}
+
 pub(crate) async fn maintenance(
     State(state): State<AppState>,
     p: RequireOperator,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<MaintenanceBody>,
 ) -> Result<StatusCode, ApiError> {
-    let _: cp::Done = ask(
-        &state,
-        &p,
-        SvcRole::Controlplane,
-        cp::REPO_MAINTENANCE,
-        cp::RepoMaintenance {
-            repo_id: id,
-            host_id: body.host_id,
-        },
-    )
-    .await?;
+    set_maintenance(&state, &p, id, body.host_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -328,4 +378,112 @@ pub(crate) async fn health(
         check_ok: h.check_ok,
         check_at: h.check_at,
     }))
+}
+
+/// `GET /api/v1/repos/{id}/history`: size over time, oldest first.
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SizeView>>, ApiError> {
+    let mut conn = state.store.read().await?;
+    rm_store::repos::get(&mut conn, &id).await?;
+    Ok(Json(crate::views::repo::history(&mut conn, &id).await?))
+}
+
+/// `GET /api/v1/repos/{id}/locks`: the locks the newest lock listing found.
+pub(crate) async fn locks(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<LocksView>, ApiError> {
+    let mut conn = state.store.read().await?;
+    rm_store::repos::get(&mut conn, &id).await?;
+    Ok(Json(
+        crate::views::repo::locks(&mut conn, &id, state.now()).await?,
+    ))
+}
+
+/// A repository-wide job (`unlock`, `locks`) on one of its hosts.
+async fn repo_job(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    host_id: String,
+    params: rm_bus::msg::JobParams,
+) -> Result<JobCreatedView, ApiError> {
+    if host_id.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "host_id",
+            "choose the host that runs it (one attached to this repository)",
+        ));
+    }
+    let created: cp::JobCreated = ask(
+        state,
+        p,
+        SvcRole::Controlplane,
+        cp::JOB_CREATE,
+        cp::JobCreate {
+            host_id,
+            repo_id,
+            params,
+            timeout_secs: None,
+            target_host_id: None,
+        },
+    )
+    .await?;
+    Ok(JobCreatedView {
+        job_id: created.job_id,
+        exec_host_id: created.exec_host_id,
+    })
+}
+
+/// A safe unlock: `restic unlock` removes stale locks only; never
+/// `--remove-all`, so locks of running restic processes stay.
+pub(crate) async fn unlock_repo(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    host_id: String,
+) -> Result<JobCreatedView, ApiError> {
+    repo_job(
+        state,
+        p,
+        repo_id,
+        host_id,
+        rm_bus::msg::JobParams::Unlock { remove_all: false },
+    )
+    .await
+}
+
+/// Lists the repository's locks now (a `locks` job).
+pub(crate) async fn list_locks(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+    host_id: String,
+) -> Result<JobCreatedView, ApiError> {
+    repo_job(state, p, repo_id, host_id, rm_bus::msg::JobParams::Locks {}).await
+}
+
+/// `POST /api/v1/repos/{id}/unlock`.
+pub(crate) async fn unlock(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostBody>,
+) -> Result<(StatusCode, Json<JobCreatedView>), ApiError> {
+    let created = unlock_repo(&state, &p, id, body.host_id).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `POST /api/v1/repos/{id}/locks`.
+pub(crate) async fn refresh_locks(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostBody>,
+) -> Result<(StatusCode, Json<JobCreatedView>), ApiError> {
+    let created = list_locks(&state, &p, id, body.host_id).await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }

@@ -78,6 +78,7 @@ pub struct RepoRow {
 pub(crate) struct ReposPage {
     pub(crate) layout: Layout,
     pub(crate) repos: Vec<RepoRow>,
+    pub(crate) can_operate: bool,
     pub(crate) now: i64,
 }
 
@@ -121,6 +122,7 @@ pub async fn repositories(
     match loaded {
         Ok(repos) => render(&ReposPage {
             layout: Layout::new(&who, "repositories", "", open_alerts(&state).await),
+            can_operate: can_operate(&who),
             repos,
             now: state.now(),
         }),

@@ -15,6 +15,7 @@ pub mod fmt;
 pub mod listing;
 pub mod lists;
 pub mod pages;
+pub mod repos;
 pub mod restore;
 pub mod run;
 pub mod settings;

@@ -62,15 +62,22 @@ pub(crate) struct JobPage {
     pub(crate) can_operate: bool,
 }
 
-/// `GET /jobs/{id}`.
+/// `GET /jobs/{id}` (`?page=&change=` page through a result table).
 pub async fn job_page(
     State(state): State<AppState>,
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
+    Query(q): Query<job::ResultQuery>,
 ) -> Response {
     let loaded = async {
+        if !matches!(q.change.as_str(), "" | "added" | "removed" | "changed") {
+            return Err(ApiError::invalid(
+                "change",
+                "show added, removed or changed paths",
+            ));
+        }
         let mut conn = state.store.read().await?;
-        let view = job::load(&mut conn, &id, state.now()).await?;
+        let view = job::load_page(&mut conn, &id, state.now(), &q).await?;
         let mut logs = rm_store::jobs::logs(&mut conn, &id).await?;
         let skip = logs.len().saturating_sub(LOG_SHOWN);
         logs.drain(..skip);

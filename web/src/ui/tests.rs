@@ -338,6 +338,7 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
             hosts: 3,
             append_only_hosts: 3,
         }],
+        can_operate: true,
         now: NOW,
     }
     .render()
@@ -420,4 +421,57 @@ fn restore_target_shows_the_summary_the_overwrite_warning_and_refused_input() {
     assert!(html.contains("Files at the original location are overwritten."));
     assert!(html.contains("I understand this overwrites <code>/srv/a.txt</code> on web-1."));
     assert!(html.contains(r#"<input type="hidden" name="sel" value="/srv/a.txt">"#));
+}
+
+/// Readable results (issue 11): a diff job's page lists the changed
+/// paths as a table with the added / removed / changed filter and totals
+/// with units, not raw JSON, and pages a long list; markup in a path is text.
+#[tokio::test]
+async fn a_diff_job_page_shows_changed_paths_as_a_paged_table() {
+    let (_dir, store) = seeded().await;
+    let mut changes: Vec<serde_json::Value> = (0..150)
+        .map(|i| serde_json::json!({"path": format!("/srv/new-{i:03}"), "modifier": "+"}))
+        .collect();
+    changes.push(serde_json::json!({"path": "/srv/<b>gone</b>", "modifier": "-"}));
+    let summary = serde_json::json!({"changed_files": 0, "added": {"files": 150, "dirs": 0, "bytes": 1_572_864},
+        "removed": {"files": 1, "dirs": 0, "bytes": 10}, "changes": changes, "changes_total": 151});
+    let mut c = store.write().await.unwrap();
+    sqlx::query("INSERT INTO jobs (id, host_id, exec_host_id, repo_id, kind, params_json, origin, status, timeout_secs, created_by, created_at, started_at, finished_at, summary_json)
+                 SELECT 'diff-1', id, id, NULL, 'diff', '{\"kind\":\"diff\",\"from\":\"a\",\"to\":\"b\"}', 'operator', 'succeeded', 3600, 'ops', ?, ?, ?, ? FROM hosts WHERE id = 'seed-h000001'")
+        .bind(NOW - 60_000)
+        .bind(NOW - 50_000)
+        .bind(NOW - 40_000)
+        .bind(summary.to_string())
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    c.commit().await.unwrap();
+    let mut conn = store.read().await.unwrap();
+    let render = |job| {
+        pages::JobPage {
+            layout: layout("jobs"),
+            job,
+            logs: Vec::new(),
+            can_operate: true,
+        }
+        .render()
+        .unwrap()
+    };
+    let html = render(views::job::load(&mut conn, "diff-1", NOW).await.unwrap());
+    preview("job-diff", &html);
+    assert!(html.contains("150 files, 0 directories, 1.5 MiB"));
+    assert!(html.contains("Page 1 of 2") && html.contains("?page=2#result"));
+    assert!(html.contains("/srv/new-000") && !html.contains("/srv/new-120"));
+    assert!(html.contains("added (150)") && html.contains("removed (1)"));
+    assert!(!html.contains("\"modifier\""), "no raw JSON");
+    let q = views::job::ResultQuery {
+        page: 1,
+        change: "removed".into(),
+    };
+    let html = render(
+        views::job::load_page(&mut conn, "diff-1", NOW, &q)
+            .await
+            .unwrap(),
+    );
+    assert!(html.contains("/srv/&#60;b&#62;gone&#60;/b&#62;") && !html.contains("/srv/new-000"));
 }

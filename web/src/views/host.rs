@@ -1,5 +1,6 @@
 //! One host: posture, repositories with health and snapshots, schedules,
-//! recent jobs and alerts (`/hosts/<id>` and `GET /api/v1/hosts/<id>`).
+//! recent jobs and alerts. One view for the page (`/hosts/<id>`) and its
+//! JSON twin (`GET /api/v1/hosts/<id>`), loaded once by [`load`].
 
 use rm_cron::CronSchedule;
 use rm_store::{alerts, fleet as store_fleet, health, hosts, jobs, repos, schedules, snapshots};
@@ -13,7 +14,7 @@ const SNAPSHOTS_SHOWN: i64 = 20;
 /// Recent jobs on the host page.
 const JOBS_SHOWN: i64 = 15;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Disk {
     pub path: String,
     pub free_bytes: i64,
@@ -21,7 +22,7 @@ pub struct Disk {
 }
 
 /// What the agent reports about itself.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Posture {
     pub os: Option<String>,
     pub arch: Option<String>,
@@ -40,16 +41,33 @@ pub struct Posture {
     pub append_only: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RepoHealth {
     pub ts: i64,
     pub total_size: Option<i64>,
     pub raw_size: Option<i64>,
     pub dedup_ratio: Option<f64>,
+    pub compression_ratio: Option<f64>,
     pub snapshot_count: Option<i64>,
     pub lock_count: Option<i64>,
     pub check_ok: Option<bool>,
     pub check_at: Option<i64>,
+}
+
+impl From<&health::Health> for RepoHealth {
+    fn from(h: &health::Health) -> Self {
+        Self {
+            ts: h.ts,
+            total_size: h.total_size,
+            raw_size: h.raw_size,
+            dedup_ratio: h.dedup_ratio,
+            compression_ratio: h.compression_ratio,
+            snapshot_count: h.snapshot_count,
+            lock_count: h.lock_count,
+            check_ok: h.check_ok,
+            check_at: h.check_at,
+        }
+    }
 }
 
 impl RepoHealth {
@@ -59,7 +77,7 @@ impl RepoHealth {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SnapshotRow {
     pub id: String,
     pub short_id: String,
@@ -71,7 +89,7 @@ pub struct SnapshotRow {
     pub total_size: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostRepoView {
     pub id: String,
     pub name: String,
@@ -87,7 +105,7 @@ pub struct HostRepoView {
     pub snapshot_total: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ScheduleRow {
     pub id: String,
     pub kind: String,
@@ -101,7 +119,7 @@ pub struct ScheduleRow {
     pub reading: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertRow {
     pub id: String,
     pub kind: String,
@@ -113,13 +131,20 @@ pub struct AlertRow {
     pub acknowledged_by: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HostView {
     pub id: String,
     pub name: String,
     /// `pending`, `online`, `offline` or `revoked`.
     pub status: String,
     pub revoked_at: Option<i64>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub status_changed_at: Option<i64>,
+    /// The configuration version the control plane holds for the host ...
+    pub config_version: i64,
+    /// ... and the one its agent confirmed.
+    pub applied_config_version: i64,
     /// The dashboard row (absent for a revoked host).
     pub summary: Option<HostRow>,
     pub posture: Posture,
@@ -182,16 +207,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         let health = health::latest(&mut *conn, &repo.id)
             .await
             .ok()
-            .map(|h| RepoHealth {
-                ts: h.ts,
-                total_size: h.total_size,
-                raw_size: h.raw_size,
-                dedup_ratio: h.dedup_ratio,
-                snapshot_count: h.snapshot_count,
-                lock_count: h.lock_count,
-                check_ok: h.check_ok,
-                check_at: h.check_at,
-            });
+            .map(|h| RepoHealth::from(&h));
         let snaps = match host.restic_host.as_deref() {
             Some(rh) => snapshots::list(&mut *conn, &repo.id, Some(rh)).await?,
             None => Vec::new(),
@@ -290,6 +306,11 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         name: host.name,
         status: host.status,
         revoked_at: host.revoked_at,
+        created_at: host.created_at,
+        created_by: host.created_by,
+        status_changed_at: host.status_changed_at,
+        config_version: host.config_version,
+        applied_config_version: host.applied_config_version,
         summary,
         posture,
         repositories,

@@ -136,7 +136,9 @@ const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
-    use crate::api::{alerts, cron, hosts, jobs, logs, repos, schedules, snapshots, tokens, users};
+    use crate::api::{
+        alerts, cron, hosts, jobs, logs, repos, retention, schedules, snapshots, tokens, users,
+    };
     use Method as M;
     vec![
         route(M::GET, "/healthz", PUBLIC, health::healthz),
@@ -307,6 +309,24 @@ pub fn table() -> Vec<Route> {
         )
         .doc("Delete a schedule")
         .returns_nothing(204),
+        // ---- retention preview (schedules area): forget --dry-run on the real repository
+        route(
+            M::POST,
+            "/api/v1/hosts/{id}/retention-preview",
+            OPERATOR,
+            retention::create,
+        )
+        .doc("What a forget policy would remove from this host's snapshots in a repository, and why each kept one is kept (restic forget --dry-run on the maintenance host, else the host); waits up to wait_secs for the plan")
+        .body::<retention::PreviewBody>()
+        .returns::<retention::PreviewView>(200),
+        route(
+            M::GET,
+            "/api/v1/jobs/{id}/retention-plan",
+            VIEWER,
+            retention::get,
+        )
+        .doc("The plan of a retention preview job (see POST /api/v1/hosts/{id}/retention-preview)")
+        .returns::<retention::PreviewView>(200),
         route(M::GET, "/api/v1/cron/preview", VIEWER, cron::preview)
             .query(&[("expr", true), ("tz", false), ("count", false)])
             .doc("Next run times of a cron expression: ?expr=&tz=&count=")

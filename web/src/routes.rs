@@ -167,6 +167,33 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/hosts/{id}/token", OPERATOR, ui::actions::new_token),
         route(M::GET, "/restore", OPERATOR, ui::restore::form),
         route(M::POST, "/restore", OPERATOR, ui::restore::submit),
+        // ---- schedules: create and edit per host, enable / disable, delete
+        route(
+            M::GET,
+            "/hosts/{id}/schedules/new",
+            OPERATOR,
+            ui::schedules::new_form,
+        ),
+        route(
+            M::POST,
+            "/hosts/{id}/schedules/new",
+            OPERATOR,
+            ui::schedules::create,
+        ),
+        route(M::GET, "/schedules/{id}", VIEWER, ui::schedules::edit_form),
+        route(M::POST, "/schedules/{id}", OPERATOR, ui::schedules::update),
+        route(
+            M::POST,
+            "/schedules/{id}/enabled",
+            OPERATOR,
+            ui::schedules::set_enabled,
+        ),
+        route(
+            M::POST,
+            "/schedules/{id}/delete",
+            OPERATOR,
+            ui::schedules::delete,
+        ),
         route(M::GET, "/jobs", VIEWER, ui::pages::jobs_page),
         route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),

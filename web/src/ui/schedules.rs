@@ -250,11 +250,24 @@ fn parse(
     (result, reading)
 }
 
-/// `?kind=` of the new-schedule page.
+/// `?kind=` of the new-schedule page; `?preview=<job>` on both pages
+/// shows that retention preview's plan again (a stable link to it).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct NewQuery {
     pub kind: String,
+    pub preview: String,
+}
+
+/// The stored plan of preview job `job_id` of `host_id` (none for an
+/// empty id, another kind or another host's job).
+async fn stored_preview(state: &AppState, host_id: &str, job_id: &str) -> Option<PreviewView> {
+    if job_id.is_empty() {
+        return None;
+    }
+    let mut conn = state.store.read().await.ok()?;
+    let job = rm_store::jobs::get(&mut conn, job_id).await.ok()?;
+    (job.kind == "forget_preview" && job.host_id == host_id).then(|| PreviewView::of(&job))
 }
 
 #[derive(Template)]
@@ -392,20 +405,36 @@ pub(crate) async fn new_form(
     Path(host_id): Path<String>,
     Query(q): Query<NewQuery>,
 ) -> Response {
+    let preview = stored_preview(&state, &host_id, &q.preview).await;
     let form = ScheduleForm {
-        kind: q.kind,
+        kind: if preview.is_some() {
+            "forget".into()
+        } else {
+            q.kind
+        },
         cron: "0 3 * * *".into(),
         timezone: "UTC".into(),
         enabled: Some("on".into()),
         ..ScheduleForm::default()
     };
-    page(&state, &p, &host_id, None, form, Errors::new(), None, None).await
+    page(
+        &state,
+        &p,
+        &host_id,
+        None,
+        form,
+        Errors::new(),
+        preview,
+        None,
+    )
+    .await
 }
 
 pub(crate) async fn edit_form(
     State(state): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
+    Query(q): Query<NewQuery>,
 ) -> Response {
     let loaded = async {
         let mut conn = state.store.read().await?;
@@ -415,6 +444,7 @@ pub(crate) async fn edit_form(
     match loaded {
         Ok(s) => {
             let form = ScheduleForm::of(&s);
+            let preview = stored_preview(&state, &s.host_id, &q.preview).await;
             page(
                 &state,
                 &p,
@@ -422,7 +452,7 @@ pub(crate) async fn edit_form(
                 Some(id),
                 form,
                 Errors::new(),
-                None,
+                preview,
                 None,
             )
             .await

@@ -4,6 +4,7 @@
 mod accounts;
 mod alerts;
 mod browser;
+mod browser_sched;
 mod first_start;
 mod notifier;
 mod serve;

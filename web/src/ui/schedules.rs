@@ -219,16 +219,12 @@ fn readable_time(rfc3339: &str) -> String {
     }
 }
 
+/// The job parameters and timeout of a form, or its field errors.
+type Parsed = Result<(JobParams, Option<u64>), Errors>;
+
 /// Parses the whole form: the job parameters (the run form's parser) and
 /// the cron; every field error at once.
-fn parse(
-    form: &ScheduleForm,
-    restic_host: &str,
-    now_ms: i64,
-) -> (
-    Result<(JobParams, Option<u64>), Errors>,
-    Option<CronReading>,
-) {
+fn parse(form: &ScheduleForm, restic_host: &str, now_ms: i64) -> (Parsed, Option<CronReading>) {
     let mut errors = Errors::new();
     if !KINDS.iter().any(|(k, _)| *k == form.kind) {
         errors.insert("kind", "choose backup, forget, prune or check".into());
@@ -241,7 +237,7 @@ fn parse(
         Err(e) => {
             for k in e.keys() {
                 if let Some(m) = e.get(k) {
-                    errors.insert(*k, m.clone());
+                    errors.insert(k, m.clone());
                 }
             }
             Err(errors)

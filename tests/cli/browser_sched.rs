@@ -51,13 +51,35 @@ pub(crate) async fn prepare(
     tmp: &Path,
 ) -> serde_json::Value {
     let snapshots = 3;
-    let added = svc(
-        data,
-        bus_port,
-        "repo-add",
-        serde_json::json!({"name": "sched-repo", "secrets": sealed_full, "init_on_host": host_id}),
-    )
-    .await;
+    let add = |init: bool| {
+        let mut body = serde_json::json!({"name": "sched-repo", "secrets": sealed_full.clone()});
+        if init {
+            body["init_on_host"] = host_id.into();
+        }
+        call_role(
+            data,
+            bus_port,
+            SvcRole::Controlplane,
+            Verb::new("repo-add"),
+            body,
+        )
+    };
+    // Under heavy load restic 0.14's init against rclone has been seen to
+    // retry its own successful create and then report "config file
+    // already exists": the repository is there, so add it as existing.
+    let reply = add(true).await;
+    let added = match (reply.ok, reply.error) {
+        (Some(v), _) => v,
+        (_, Some(e)) if e.message.contains("config file already exists") => {
+            eprintln!(
+                "sched-repo: {}; adding it as an existing repository",
+                e.message
+            );
+            let again = add(false).await;
+            again.ok.expect("repo-add of the existing sched-repo")
+        }
+        (_, e) => panic!("repo-add sched-repo: {e:?}"),
+    };
     let repo_id = added["repo_id"].as_str().unwrap().to_owned();
     svc(
         data,

@@ -60,6 +60,9 @@ pub enum JobKind {
     Restore,
     /// The repository's locks (health); a system job.
     Locks,
+    /// What a forget policy would remove, without removing anything
+    /// (`restic forget --dry-run`).
+    ForgetPreview,
     #[serde(other)]
     Unknown,
 }
@@ -144,6 +147,16 @@ pub enum JobParams {
     /// the summary is an array of `{id, time, exclusive, hostname,
     /// username, pid, stale}`.
     Locks {},
+    /// What [`JobParams::Forget`] with this policy would remove, and why
+    /// each kept snapshot is kept: `restic forget --dry-run --no-lock`
+    /// with the same `--host` scope. Changes nothing. Its own kind (not a
+    /// flag on forget) so an agent that does not know it refuses it
+    /// instead of forgetting for real. The summary is a [`RetentionPlan`].
+    ForgetPreview {
+        retention: Retention,
+        /// restic `--host`, as for forget.
+        host_name: String,
+    },
     /// A kind this build does not know (sent by a newer peer).
     #[serde(other)]
     Unknown,
@@ -162,8 +175,53 @@ impl JobParams {
             Self::Diff { .. } => JobKind::Diff,
             Self::Restore { .. } => JobKind::Restore,
             Self::Locks {} => JobKind::Locks,
+            Self::ForgetPreview { .. } => JobKind::ForgetPreview,
             Self::Unknown => JobKind::Unknown,
         }
+    }
+}
+
+/// The summary of a [`JobParams::ForgetPreview`] job: every snapshot in
+/// the policy's scope, newest first, with what the policy does to it. The
+/// same shape whatever restic version produced it (0.14's keep reasons
+/// carry no snapshot id; the runner matches them by time and tree).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionPlan {
+    pub snapshots: Vec<PlannedSnapshot>,
+}
+
+/// One snapshot of a [`RetentionPlan`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedSnapshot {
+    /// restic's full id.
+    pub id: String,
+    pub short_id: String,
+    /// RFC 3339, as restic printed it.
+    pub time: String,
+    /// The same time in Unix milliseconds, when it parsed.
+    #[serde(default)]
+    pub time_ms: Option<i64>,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kept by the policy (else removed).
+    pub keep: bool,
+    /// Why it is kept, in restic's words (`last snapshot`, `daily
+    /// snapshot`, `within 7d`, ...); empty for a removed one.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+impl RetentionPlan {
+    pub fn kept(&self) -> usize {
+        self.snapshots.iter().filter(|s| s.keep).count()
+    }
+
+    pub fn removed(&self) -> usize {
+        self.snapshots.len() - self.kept()
     }
 }
 

@@ -43,7 +43,7 @@ pub(crate) fn validate_params(p: &JobParams) -> Outcome<()> {
                 return Err(Fail::invalid("tags cannot contain ','"));
             }
         }
-        JobParams::Forget { retention, .. } => {
+        JobParams::Forget { retention, .. } | JobParams::ForgetPreview { retention, .. } => {
             let r = retention;
             let any = [
                 r.keep_last,

@@ -26,7 +26,9 @@ pub(crate) fn check_cron(cron: &str, tz: &str) -> Outcome<()> {
 
 /// Which host runs a job or schedule of `kind` for `owner` on `repo`:
 /// forget and prune go to the maintenance host when the owner's credential
-/// is append-only.
+/// is append-only; a retention preview runs where the real forget would
+/// (the maintenance host when there is one, with its full credential),
+/// else on the owner.
 pub(crate) async fn exec_host(
     conn: &mut rm_store::Conn,
     owner: &str,
@@ -41,6 +43,10 @@ pub(crate) async fn exec_host(
             )),
             other => Fail::from(other),
         })?;
+    if kind == JobKind::ForgetPreview {
+        let repo = repo_store::get(&mut *conn, repo_id).await?;
+        return Ok(repo.maintenance_host_id.unwrap_or_else(|| owner.to_owned()));
+    }
     let destructive = matches!(kind, JobKind::Forget | JobKind::Prune);
     if !destructive || cred.access()? == Access::Full {
         return Ok(owner.to_owned());
@@ -66,6 +72,10 @@ pub(crate) fn pin_host_name(params: JobParams, restic_host: &str) -> JobParams {
             retention,
             host_name: restic_host.to_owned(),
             prune,
+        },
+        JobParams::ForgetPreview { retention, .. } => JobParams::ForgetPreview {
+            retention,
+            host_name: restic_host.to_owned(),
         },
         JobParams::Backup {
             paths,

@@ -3,7 +3,7 @@
 //! be read as flags. Secrets never appear here (they go in the
 //! environment and the password file).
 
-use rm_bus::msg::{JobParams, RestoreTarget, StatsMode};
+use rm_bus::msg::{JobParams, RestoreTarget, Retention, StatsMode};
 
 /// Why a job's parameters cannot be turned into a command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,42 @@ fn non_empty(what: &str, v: &str) -> Result<(), Invalid> {
     }
     if v.contains('\0') {
         return Err(Invalid(format!("{what} must not contain NUL")));
+    }
+    Ok(())
+}
+
+/// The `--keep-*` flags of a retention policy; at least one, or forget
+/// would remove everything.
+fn keep_args(r: &Retention, a: &mut Vec<String>) -> Result<(), Invalid> {
+    let counts = [
+        ("keep-last", r.keep_last),
+        ("keep-hourly", r.keep_hourly),
+        ("keep-daily", r.keep_daily),
+        ("keep-weekly", r.keep_weekly),
+        ("keep-monthly", r.keep_monthly),
+        ("keep-yearly", r.keep_yearly),
+    ];
+    let mut any = false;
+    for (name, v) in counts {
+        // restic treats 0 as "not set" (and -1 as unlimited on 0.17+).
+        if let Some(n) = v.filter(|n| *n > 0) {
+            a.push(flag(name, &n.to_string()));
+            any = true;
+        }
+    }
+    if let Some(w) = r.keep_within.as_deref().filter(|w| !w.trim().is_empty()) {
+        if !w.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Invalid(format!(
+                "keep_within {w:?} is not a restic duration such as 1y6m"
+            )));
+        }
+        a.push(flag("keep-within", w));
+        any = true;
+    }
+    if !any {
+        return Err(Invalid(
+            "forget needs at least one keep-* retention option (restic refuses to forget everything)".into(),
+        ));
     }
     Ok(())
 }
@@ -67,39 +103,27 @@ pub(crate) fn job_args(params: &JobParams) -> Result<Vec<String>, Invalid> {
         } => {
             non_empty("forget's host name", host_name)?;
             a.extend(["forget".into(), "--json".into(), flag("host", host_name)]);
-            let counts = [
-                ("keep-last", r.keep_last),
-                ("keep-hourly", r.keep_hourly),
-                ("keep-daily", r.keep_daily),
-                ("keep-weekly", r.keep_weekly),
-                ("keep-monthly", r.keep_monthly),
-                ("keep-yearly", r.keep_yearly),
-            ];
-            let mut any = false;
-            for (name, v) in counts {
-                // restic treats 0 as "not set" (and -1 as unlimited on 0.17+).
-                if let Some(n) = v.filter(|n| *n > 0) {
-                    a.push(flag(name, &n.to_string()));
-                    any = true;
-                }
-            }
-            if let Some(w) = r.keep_within.as_deref().filter(|w| !w.trim().is_empty()) {
-                if !w.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    return Err(Invalid(format!(
-                        "keep_within {w:?} is not a restic duration such as 1y6m"
-                    )));
-                }
-                a.push(flag("keep-within", w));
-                any = true;
-            }
-            if !any {
-                return Err(Invalid(
-                    "forget needs at least one keep-* retention option (restic refuses to forget everything)".into(),
-                ));
-            }
+            keep_args(r, &mut a)?;
             if *prune {
                 a.push("--prune".into());
             }
+        }
+        JobParams::ForgetPreview {
+            retention: r,
+            host_name,
+        } => {
+            non_empty("the preview's host name", host_name)?;
+            // the same scope and policy as the real forget; --no-lock is
+            // allowed with --dry-run, so an append-only credential can
+            // preview too
+            a.extend([
+                "forget".into(),
+                "--json".into(),
+                "--dry-run".into(),
+                "--no-lock".into(),
+                flag("host", host_name),
+            ]);
+            keep_args(r, &mut a)?;
         }
         JobParams::Prune {} => a.push("prune".into()),
         JobParams::Locks {} => a.extend(["list".into(), "locks".into(), "--no-lock".into()]),
@@ -178,7 +202,6 @@ pub(crate) fn job_args(params: &JobParams) -> Result<Vec<String>, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rm_bus::msg::Retention;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -275,6 +298,44 @@ mod tests {
             prune: false,
         };
         assert!(job_args(&bad_within).is_err());
+    }
+
+    #[test]
+    fn forget_preview_is_a_dry_run_with_the_same_scope_and_policy() {
+        let r = Retention {
+            keep_last: Some(2),
+            keep_within: Some("7d".into()),
+            ..Retention::default()
+        };
+        let p = JobParams::ForgetPreview {
+            retention: r,
+            host_name: "web-1".into(),
+        };
+        assert_eq!(
+            job_args(&p).unwrap(),
+            s(&[
+                "forget",
+                "--json",
+                "--dry-run",
+                "--no-lock",
+                "--host=web-1",
+                "--keep-last=2",
+                "--keep-within=7d"
+            ])
+        );
+        let none = JobParams::ForgetPreview {
+            retention: Retention::default(),
+            host_name: "web-1".into(),
+        };
+        assert!(job_args(&none).unwrap_err().0.contains("keep-*"));
+        let nohost = JobParams::ForgetPreview {
+            retention: Retention {
+                keep_last: Some(1),
+                ..Retention::default()
+            },
+            host_name: "".into(),
+        };
+        assert!(job_args(&nohost).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod command;
 mod fixture_tests;
 mod locks;
 mod parse;
+mod plan;
 mod process;
 mod progress;
 mod run;

@@ -336,6 +336,11 @@ impl JobHandler {
         };
         match self.kind {
             JobKind::Backup => self.summary.take(),
+            JobKind::ForgetPreview => {
+                let doc = self.doc.take().filter(Value::is_array).or_else(|| self.joined_doc(Value::is_array))?;
+                let plan = crate::plan::retention_plan(&doc)?;
+                serde_json::to_value(plan).ok()
+            }
             JobKind::Snapshots | JobKind::Forget => {
                 self.doc.take().filter(Value::is_array).or_else(|| self.joined_doc(Value::is_array))
             }

@@ -229,6 +229,17 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     )
     .await;
 
+    let sched = crate::browser_sched::prepare(
+        &data,
+        bus_port,
+        sealed(
+            &xkey,
+            format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{full_port}/sched"),
+        ),
+        &host_id,
+        tmp.path(),
+    )
+    .await;
     let backup_src = tmp.path().join("to-back-up");
     make_data(&backup_src, 6, 48 << 20);
 
@@ -245,6 +256,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "backup_path": backup_src,
         "restore_target": restore_target,
         "screenshots": screenshots,
+        "sched": sched,
     });
     let config = crate::browser_repositories::extend(
         config,

@@ -6,6 +6,7 @@ mod alerts;
 mod browser;
 mod browser_settings;
 mod browser_repositories;
+mod browser_sched;
 mod first_start;
 mod notifier;
 mod serve;

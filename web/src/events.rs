@@ -114,6 +114,12 @@ impl Hub {
         let _ = self.tx.send(event);
     }
 
+    /// A receiver of every event published from now on (server-side
+    /// waiters; SSE clients go through the stream handler).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.tx.subscribe()
+    }
+
     /// Clients connected now.
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::SeqCst)

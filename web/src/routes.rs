@@ -136,7 +136,9 @@ const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
-    use crate::api::{alerts, cron, hosts, jobs, logs, repos, schedules, snapshots, tokens, users};
+    use crate::api::{
+        alerts, cron, hosts, jobs, logs, repos, retention, schedules, snapshots, tokens, users,
+    };
     use Method as M;
     vec![
         route(M::GET, "/healthz", PUBLIC, health::healthz),
@@ -164,6 +166,33 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/hosts/{id}/token", OPERATOR, ui::actions::new_token),
         route(M::GET, "/restore", OPERATOR, ui::restore::form),
         route(M::POST, "/restore", OPERATOR, ui::restore::submit),
+        // ---- schedules: create and edit per host, enable / disable, delete
+        route(
+            M::GET,
+            "/hosts/{id}/schedules/new",
+            OPERATOR,
+            ui::schedules::new_form,
+        ),
+        route(
+            M::POST,
+            "/hosts/{id}/schedules/new",
+            OPERATOR,
+            ui::schedules::create,
+        ),
+        route(M::GET, "/schedules/{id}", VIEWER, ui::schedules::edit_form),
+        route(M::POST, "/schedules/{id}", OPERATOR, ui::schedules::update),
+        route(
+            M::POST,
+            "/schedules/{id}/enabled",
+            OPERATOR,
+            ui::schedules::set_enabled,
+        ),
+        route(
+            M::POST,
+            "/schedules/{id}/delete",
+            OPERATOR,
+            ui::schedules::delete,
+        ),
         route(M::GET, "/jobs", VIEWER, ui::pages::jobs_page),
         route(M::GET, "/jobs/{id}", VIEWER, ui::pages::job_page),
         route(M::POST, "/jobs/{id}/cancel", OPERATOR, ui::actions::cancel),
@@ -396,6 +425,24 @@ pub fn table() -> Vec<Route> {
         )
         .doc("Delete a schedule")
         .returns_nothing(204),
+        // ---- retention preview (schedules area): forget --dry-run on the real repository
+        route(
+            M::POST,
+            "/api/v1/hosts/{id}/retention-preview",
+            OPERATOR,
+            retention::create,
+        )
+        .doc("What a forget policy would remove from this host's snapshots in a repository, and why each kept one is kept (restic forget --dry-run on the maintenance host, else the host); waits up to wait_secs for the plan")
+        .body::<retention::PreviewBody>()
+        .returns::<retention::PreviewView>(200),
+        route(
+            M::GET,
+            "/api/v1/jobs/{id}/retention-plan",
+            VIEWER,
+            retention::get,
+        )
+        .doc("The plan of a retention preview job (see POST /api/v1/hosts/{id}/retention-preview)")
+        .returns::<retention::PreviewView>(200),
         route(M::GET, "/api/v1/cron/preview", VIEWER, cron::preview)
             .query(&[("expr", true), ("tz", false), ("count", false)])
             .doc("Next run times of a cron expression: ?expr=&tz=&count=")

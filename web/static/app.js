@@ -145,6 +145,40 @@
       });
     });
   });
+  // ---- schedule form: the cron's reading and next runs as you type ----
+  var cronInput = $('[data-cron]'), tzInput = $('[data-cron-tz]');
+  if (cronInput && tzInput) {
+    var cronTimer = null, cronSeq = 0;
+    var words = function () { return $('[data-cron-words]'); };
+    var next = function () { return $('[data-cron-next]'); };
+    var showCron = function (text, list, bad) {
+      var w = words(), n = next();
+      if (w) { w.textContent = text; w.classList.toggle('error', !!bad); }
+      if (n) {
+        while (n.firstChild) n.removeChild(n.firstChild);
+        list.forEach(function (t) { var li = doc.createElement('li'); li.textContent = t; n.appendChild(li); });
+      }
+    };
+    var readable = function (t) { // 2026-12-02T03:00:00+01:00 -> 2026-12-02 03:00 +01:00
+      return t.length >= 20 ? t.slice(0, 10) + ' ' + t.slice(11, 16) + ' ' + t.slice(19) : t;
+    };
+    var updateCron = function () {
+      var expr = cronInput.value.trim(), tz = tzInput.value.trim() || 'UTC';
+      if (!expr) { showCron('Give a cron expression, e.g. 0 3 * * *.', [], true); return; }
+      var seq = ++cronSeq;
+      fetch('/api/v1/cron/preview?count=5&expr=' + encodeURIComponent(expr) + '&tz=' + encodeURIComponent(tz), { credentials: 'same-origin' })
+        .then(function (r) { return r.json().then(function (j) { return { ok: r.ok, j: j }; }); })
+        .then(function (res) {
+          if (seq !== cronSeq) return; // a newer keystroke won
+          if (res.ok) showCron(res.j.reading + ' in ' + res.j.tz, res.j.next.map(readable), false);
+          else showCron((res.j.error && res.j.error.message) || 'not a valid schedule', [], true);
+        })
+        .catch(function () {});
+    };
+    var onCronInput = function () { clearTimeout(cronTimer); cronTimer = setTimeout(updateCron, 300); };
+    cronInput.addEventListener('input', onCronInput);
+    tzInput.addEventListener('input', onCronInput);
+  }
 
   // ---- live updates ----
   var body = doc.body;

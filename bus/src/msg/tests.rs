@@ -61,6 +61,13 @@ fn all_params() -> Vec<JobParams> {
         },
         JobParams::Unlock { remove_all: false },
         JobParams::Locks {},
+        JobParams::ForgetPreview {
+            retention: Retention {
+                keep_last: Some(3),
+                ..Retention::default()
+            },
+            host_name: "web-1".into(),
+        },
         JobParams::Snapshots { host_name: None },
         JobParams::Stats {
             mode: StatsMode::RawData,

@@ -245,6 +245,101 @@ async fn forget_on_append_only_goes_to_the_maintenance_host_with_host_pinned() {
 }
 
 #[tokio::test]
+async fn retention_preview_runs_where_forget_would_with_the_owners_host_pinned_and_is_never_scheduled()
+ {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut web = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut maint = Agent::enroll(&bus, &cp, "maint").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[&web], &[&maint]).await;
+    web.hello(0, vec![], vec![]).await;
+    maint.hello(0, vec![], vec![]).await;
+    let preview = JobParams::ForgetPreview {
+        retention: Retention {
+            keep_last: Some(3),
+            ..Retention::default()
+        },
+        host_name: "someone-else".into(),
+    };
+    let req = api::JobCreate {
+        host_id: web.host_id(),
+        repo_id: repo.clone(),
+        params: preview.clone(),
+        timeout_secs: Some(120),
+        target_host_id: None,
+    };
+    // no maintenance host: the owner previews with its own credential
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, req.clone()).await;
+    assert_eq!(created.exec_host_id, web.host_id());
+    let spec = web.expect_dispatch().await;
+    assert!(spec.repo.append_only);
+    assert_eq!(spec.timeout_secs, 120);
+    match &spec.params {
+        JobParams::ForgetPreview { host_name, .. } => assert_eq!(host_name, "web-1"),
+        other => panic!("{other:?}"),
+    }
+    // with a maintenance host: there, with its full credential
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, req).await;
+    assert_eq!(created.exec_host_id, maint.host_id());
+    let spec = maint.expect_dispatch().await;
+    assert!(!spec.repo.append_only);
+    match &spec.params {
+        JobParams::ForgetPreview { host_name, .. } => assert_eq!(host_name, "web-1"),
+        other => panic!("{other:?}"),
+    }
+    // a preview without a keep rule is refused up front
+    let err = cp
+        .call_raw::<_, api::JobCreated>(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: web.host_id(),
+                repo_id: repo.clone(),
+                params: JobParams::ForgetPreview {
+                    retention: Retention::default(),
+                    host_name: String::new(),
+                },
+                timeout_secs: None,
+                target_host_id: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("retention policy"), "{}", err.message);
+    // and it is not something a schedule runs
+    let err = cp
+        .call_raw::<_, api::ScheduleSaved>(
+            api::SCHEDULE_PUT,
+            api::SchedulePut {
+                schedule_id: None,
+                host_id: web.host_id(),
+                repo_id: repo,
+                cron: "0 3 * * *".into(),
+                timezone: "UTC".into(),
+                params: preview,
+                enabled: true,
+                jitter_secs: 0,
+                timeout_secs: None,
+                grace_secs: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid");
+}
+
+#[tokio::test]
 async fn schedule_edited_while_offline_reaches_the_agent_on_hello_and_scheduled_runs_are_recorded()
 {
     let bus = TestBus::start().await.unwrap();

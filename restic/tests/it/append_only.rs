@@ -93,3 +93,36 @@ async fn append_only_server_refuses_forget() {
         assert_eq!(s.as_array().unwrap().len(), 2);
     }
 }
+
+/// The preview is a `--no-lock` dry run: it works on an append-only
+/// credential (nothing is deleted, no lock is written).
+#[tokio::test]
+async fn append_only_server_answers_a_retention_preview() {
+    for restic in all_versions().await {
+        let mut repo = TestRepo::uninit(&restic);
+        let served = repo.dir.path().join("served");
+        std::fs::create_dir(&served).unwrap();
+        let (_rclone, port) = start_rclone(&served);
+        repo.secrets.repository = format!("rest:http://127.0.0.1:{port}/h1");
+        rm_restic::init(&restic, &repo.repo(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let data = small_tree(repo.dir.path());
+        for _ in 0..3 {
+            let (b, _) = repo.run(backup(&[&data], Some("ao-host"))).await;
+            assert_eq!(b.outcome, JobOutcome::Succeeded, "{b:?}");
+        }
+        let (p, _) = repo
+            .run(JobParams::ForgetPreview {
+                retention: Retention {
+                    keep_last: Some(1),
+                    ..Retention::default()
+                },
+                host_name: "ao-host".into(),
+            })
+            .await;
+        assert_eq!(p.outcome, JobOutcome::Succeeded, "{p:?}");
+        let plan: rm_bus::msg::RetentionPlan = serde_json::from_value(p.summary.unwrap()).unwrap();
+        assert_eq!((plan.kept(), plan.removed()), (1, 2), "{plan:?}");
+    }
+}

@@ -8,5 +8,6 @@ mod errors;
 mod fake;
 mod jobs;
 mod kill;
+mod preview;
 mod queries;
 mod support;

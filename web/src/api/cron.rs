@@ -27,6 +27,8 @@ pub struct Preview {
     pub next_ms: Vec<i64>,
     /// The same times as RFC 3339 in the zone.
     pub next: Vec<String>,
+    /// The expression in words ("every day at 03:00").
+    pub reading: String,
 }
 
 pub(crate) async fn preview(
@@ -51,6 +53,7 @@ pub(crate) async fn preview(
     Ok(Json(Preview {
         next: next_ms.iter().map(|m| schedule.format_ms(*m)).collect(),
         next_ms,
+        reading: crate::ui::cron_words::describe(&expr),
         expr,
         tz,
     }))

@@ -24,6 +24,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod logs;
 pub mod repos;
+pub mod retention;
 pub mod schedules;
 pub mod snapshots;
 pub mod tokens;

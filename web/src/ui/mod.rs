@@ -19,6 +19,7 @@ pub mod repos;
 pub mod restore;
 pub mod run;
 pub mod settings;
+pub mod schedules;
 #[cfg(test)]
 mod tests;
 

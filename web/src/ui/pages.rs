@@ -103,7 +103,7 @@ pub(crate) struct JobsListPage {
     pub(crate) page: JobsPage,
     pub(crate) filter: JobFilter,
     pub(crate) hosts: Vec<(String, String)>,
-    pub(crate) kinds: [&'static str; 11],
+    pub(crate) kinds: &'static [&'static str],
     pub(crate) statuses: [&'static str; 8],
     pub(crate) sinces: [(&'static str, &'static str); 4],
 }
@@ -136,7 +136,7 @@ pub async fn jobs_page(
         page,
         filter,
         hosts,
-        kinds: job::KINDS,
+        kinds: &job::KINDS,
         statuses: job::STATUSES,
         sinces: job::SINCES,
     })

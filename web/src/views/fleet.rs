@@ -469,6 +469,7 @@ pub fn running_word(kind: &str) -> String {
         "prune" => "pruning".into(),
         "check" => "checking".into(),
         "forget" => "forgetting".into(),
+        "forget_preview" => "previewing retention".into(),
         other => format!("running {other}"),
     }
 }

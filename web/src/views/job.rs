@@ -477,6 +477,12 @@ fn summary_facts(kind: &str, v: &serde_json::Value) -> Vec<Fact> {
             int("bytes_restored").map(crate::ui::fmt::bytes),
         );
         push("Files skipped", int("files_skipped").map(thousands));
+    } else if kind == "forget_preview" {
+        let plan: Option<rm_bus::msg::RetentionPlan> = serde_json::from_value(v.clone()).ok();
+        if let Some(plan) = plan {
+            push("Snapshots kept", Some(thousands(plan.kept() as i64)));
+            push("Snapshots removed", Some(thousands(plan.removed() as i64)));
+        }
     } else if kind == "stats" {
         let raw = v.get("total_uncompressed_size").is_some() || v.get("total_blob_count").is_some();
         push(
@@ -638,10 +644,11 @@ pub struct JobFilter {
     pub before: String,
 }
 
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "backup",
     "restore",
     "forget",
+    "forget_preview",
     "prune",
     "check",
     "unlock",

@@ -103,6 +103,46 @@ async fn bad_input_gets_a_4xx_naming_the_field_and_changes_nothing() {
     let (status, err) = h.api(&op, "POST", "/api/v1/hosts", Some(json!({}))).await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["field"], "name");
+    // a retention preview: waiting too long, an unknown host, a missing policy
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/hosts/nope/retention-preview",
+            Some(json!({"repo_id": "r", "retention": {"keep_last": 1}, "wait_secs": 999})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("wait_secs")),
+        "{err}"
+    );
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/hosts/nope/retention-preview",
+            Some(json!({"repo_id": "r", "retention": {"keep_last": 1}})),
+        )
+        .await;
+    assert_eq!(status, 404, "{err}");
+    let (status, err) = h
+        .api(
+            &op,
+            "POST",
+            "/api/v1/hosts/nope/retention-preview",
+            Some(json!({"repo_id": "r"})),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].clone()),
+        (400, json!("retention")),
+        "{err}"
+    );
+    let (status, _) = h
+        .api(&op, "GET", "/api/v1/jobs/nope/retention-plan", None)
+        .await;
+    assert_eq!(status, 404);
     // wrong type
     let (status, err) = h
         .api(
@@ -258,6 +298,7 @@ async fn cron_preview_lists_the_next_runs_in_the_time_zone() {
     }
     let ms = p["next_ms"].as_array().unwrap();
     assert!(ms[0].as_i64().unwrap() > T0 && ms[1].as_i64() > ms[0].as_i64());
+    assert_eq!(p["reading"], "every day at 03:00", "{p}");
     let (status, err) = h
         .api(
             &viewer,

@@ -24,7 +24,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../migrations/0006_deadlines.sql"),
     ),
+    (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
 ];
+
+/// How many migrations this build embeds (versions may have gaps: each
+/// change reserves its own number).
+pub fn count() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
 
 /// The schema version this build creates: the last embedded migration.
 pub fn latest_version() -> i64 {

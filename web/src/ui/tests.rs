@@ -174,15 +174,23 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
     assert!(host.posture.append_only);
     assert_eq!(host.schedules.len(), 1);
     assert!(host.schedules[0].reading.starts_with("every day at 0"));
+    let mutes = views::alert::host_mutes(&mut conn, "seed-h000020", NOW)
+        .await
+        .unwrap();
     let page = pages::HostPage {
         layout: layout("hosts"),
         host,
+        mutes,
         can_operate: true,
         can_admin: true,
     };
     let html = page.render().unwrap();
     preview("host", &html);
     assert!(html.contains("append-only"));
+    assert!(
+        html.contains("action=\"/alerts/mute\"") && html.contains("Maintenance windows"),
+        "the host page mutes and holds the maintenance windows"
+    );
     assert!(matches!(
         views::host::load(&mut conn, "nope", NOW).await,
         Err(rm_store::StoreError::NotFound { .. })
@@ -295,7 +303,14 @@ fn templates_carry_no_inline_script_or_style_that_the_csp_would_block() {
 async fn alerts_and_repositories_pages_show_what_needs_attention() {
     let (_dir, store) = seeded().await;
     let mut conn = store.read().await.unwrap();
-    let open = rm_store::listing::alerts(&mut conn, None, true, None, 100)
+    let open = rm_store::listing::alerts(
+        &mut conn,
+        &rm_store::listing::AlertFilter {
+            state: Some("open"),
+            ..Default::default()
+        },
+        100,
+    )
         .await
         .unwrap();
     assert!(!open.is_empty(), "the seed raises alerts for failing hosts");
@@ -304,18 +319,24 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
         .unwrap()
         .into_iter()
         .collect();
-    let alerts: Vec<lists::AlertRow> = open
+    let alerts: Vec<crate::ui::alerts::AlertRow> = open
         .into_iter()
-        .map(|a| lists::AlertRow {
+        .map(|a| crate::ui::alerts::AlertRow {
             host_name: names[&a.host_id].clone(),
             alert: a,
         })
         .collect();
     let first = alerts[0].alert.message.clone();
-    let html = lists::AlertsPage {
+    let html = crate::ui::alerts::AlertsPage {
         layout: layout("alerts"),
         alerts,
-        filter: lists::AlertFilter::default(),
+        filter: crate::ui::alerts::AlertFilter::default(),
+        hosts: Vec::new(),
+        kinds: crate::api::alerts::ALERT_KINDS,
+        severities: crate::api::alerts::SEVERITIES,
+        states: crate::ui::alerts::STATES,
+        mutes: None,
+        last_resolved_at: None,
         can_operate: true,
         now: NOW,
     }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod alerts;
+mod anomaly;
 mod browser;
 mod first_start;
 mod notifier;

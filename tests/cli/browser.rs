@@ -234,6 +234,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
 
     let restore_target = tmp.path().join("restored");
     let screenshots = repo_root().join("docs/screenshots");
+    let (_webhooks, alerts_cfg) = crate::browser_alerts::setup(&data, bus_port).await;
     let config = serde_json::json!({
         "url": url,
         "admin": {"name": "ops", "password": "ops-password-e2e"},
@@ -243,6 +244,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "backup_path": backup_src,
         "restore_target": restore_target,
         "screenshots": screenshots,
+        "alerts": alerts_cfg,
     });
     eprintln!(
         "installation ready: {url}, host {host_id}, repository {repo_id}; starting the browser"

@@ -5,6 +5,7 @@ mod accounts;
 mod alerts;
 mod anomaly;
 mod browser;
+mod browser_alerts;
 mod first_start;
 mod notifier;
 mod serve;

@@ -233,7 +233,11 @@ impl Windows {
                 until: w.until,
                 by: MutedBy::Mute(w.clone()),
             });
+        // A window mutes only from when it was created.
         let recurring = self.recurring.iter().filter_map(|(cron, w)| {
+            if at < w.created_at {
+                return None;
+            }
             let slot = cron.last_at_or_before_ms(at)?;
             let end = slot.saturating_add(w.duration_secs.saturating_mul(1000));
             (at < end).then(|| Muted {
@@ -247,10 +251,14 @@ impl Windows {
     /// Whether the host was muted at some moment of `[start, end)`.
     pub fn overlaps(&self, start: i64, end: i64) -> bool {
         self.once.iter().any(|w| w.starts_at < end && start < w.until)
-            || self.recurring.iter().any(|(cron, _)| {
-                cron.next_after_ms(start - 1).is_some_and(|s| s < end)
+            || self.recurring.iter().any(|(cron, w)| {
+                let from = start.max(w.created_at);
+                from < end
+                    && (cron.next_after_ms(from - 1).is_some_and(|s| s < end)
+                        || cron.last_at_or_before_ms(from).is_some_and(|s| {
+                            from < s.saturating_add(w.duration_secs.saturating_mul(1000))
+                        }))
             })
-            || self.at(start).is_some()
     }
 }
 
@@ -306,6 +314,20 @@ mod tests {
         assert!(w.at(jan + 2 * H).is_none(), "the window has ended");
         assert!(w.overlaps(jan, jan + DAY));
         assert!(!w.overlaps(jan + 2 * H, jan + 3 * H));
+        assert!(w.overlaps(jan + H + 1, jan + H + 2), "inside a slot");
+    }
+
+    #[test]
+    fn a_maintenance_window_mutes_nothing_before_it_was_created() {
+        let jan = 1_704_067_200_000_i64; // 2024-01-01T00:00Z
+        let (cron, mut w) = maint("0 1 * * *", "UTC", 3600);
+        w.created_at = jan + 5 * DAY;
+        let w = Windows {
+            once: vec![],
+            recurring: vec![(cron, w)],
+        };
+        assert!(w.at(jan + H).is_none() && !w.overlaps(jan, jan + DAY));
+        assert!(w.at(jan + 5 * DAY + H).is_some() && w.overlaps(jan + 5 * DAY, jan + 6 * DAY));
     }
 
     #[test]

@@ -442,3 +442,95 @@ fn restore_target_shows_the_summary_the_overwrite_warning_and_refused_input() {
     assert!(html.contains("I understand this overwrites <code>/srv/a.txt</code> on web-1."));
     assert!(html.contains(r#"<input type="hidden" name="sel" value="/srv/a.txt">"#));
 }
+
+#[tokio::test]
+async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
+    const DAY: i64 = 86_400_000;
+    let (_dir, store) = seeded().await;
+    let host = "seed-h000020";
+    let today = NOW - NOW.rem_euclid(DAY);
+    let load = || async {
+        let mut conn = store.read().await.unwrap();
+        views::host::load(&mut conn, host, NOW)
+            .await
+            .unwrap()
+            .summary
+            .unwrap()
+    };
+    assert!(load().await.days.iter().all(|d| !d.muted), "nothing muted yet");
+    {
+        let mut tx = store.write().await.unwrap();
+        // Muted from 22:00 five days ago to 02:00 four days ago.
+        rm_store::mutes::set_mute(
+            &mut tx,
+            &rm_store::mutes::MuteWindow {
+                id: "m1".into(),
+                host_id: host.into(),
+                starts_at: today - 5 * DAY + 22 * 3_600_000,
+                until: today - 4 * DAY + 2 * 3_600_000,
+                reason: None,
+                created_by: "ops".into(),
+                created_at: today - 5 * DAY,
+                ended_by: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let row = load().await;
+    let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
+    assert_eq!(muted, [24, 25], "the two days the mute touched");
+    assert!(row.strip_label().contains("2 muted"), "{}", row.strip_label());
+    let page = pages::HostPage {
+        layout: layout("hosts"),
+        mutes: {
+            let mut conn = store.read().await.unwrap();
+            views::alert::host_mutes(&mut conn, host, NOW).await.unwrap()
+        },
+        host: {
+            let mut conn = store.read().await.unwrap();
+            views::host::load(&mut conn, host, NOW).await.unwrap()
+        },
+        can_operate: true,
+        can_admin: true,
+    };
+    assert_eq!(page.render().unwrap().matches("muted-day").count(), 2);
+
+    // A nightly maintenance window created two days ago marks the days
+    // since (not before: it did not exist then).
+    {
+        let mut tx = store.write().await.unwrap();
+        rm_store::mutes::add_maintenance(
+            &mut tx,
+            &rm_store::mutes::MaintenanceWindow {
+                id: "w1".into(),
+                host_id: host.into(),
+                cron: "0 3 * * *".into(),
+                timezone: "UTC".into(),
+                duration_secs: 3600,
+                reason: Some("nightly dump".into()),
+                created_by: "ops".into(),
+                created_at: today - 2 * DAY,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let row = load().await;
+    let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
+    assert_eq!(muted, [24, 25, 27, 28, 29], "the mute's days and the window's");
+    let mut conn = store.read().await.unwrap();
+    let mutes = views::alert::host_mutes(&mut conn, host, NOW).await.unwrap();
+    assert!(mutes.muted.is_none(), "12:00 is outside the 03:00–04:00 window");
+    assert_eq!(mutes.windows.len(), 1);
+    assert_eq!(mutes.windows[0].next_at, Some(today + DAY + 3 * 3_600_000));
+    let inside = views::alert::host_mutes(&mut conn, host, today + 3 * 3_600_000 + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        inside.muted.map(|m| (m.by, m.until)),
+        Some(("maintenance".to_owned(), today + 4 * 3_600_000))
+    );
+}

@@ -188,11 +188,20 @@ fn stats(values: &[i64], mads: f64) -> Option<(f64, f64, i64, i64)> {
 /// Judges `latest` against `history` (earlier successful backups, any
 /// order). `None`: usual, or not enough history to tell.
 pub fn judge(latest: &Figures, history: &[Figures], cfg: &AnomalyConfig) -> Option<Finding> {
-    let pick = |f: fn(&Figures) -> Option<i64>| -> Vec<i64> { history.iter().filter_map(f).collect() };
+    let pick =
+        |f: fn(&Figures) -> Option<i64>| -> Vec<i64> { history.iter().filter_map(f).collect() };
     let checks: [(Figure, Option<i64>, Vec<i64>); 3] = [
         (Figure::Added, latest.added_bytes, pick(|f| f.added_bytes)),
-        (Figure::Changed, latest.changed_files, pick(|f| f.changed_files)),
-        (Figure::TotalDrop, latest.total_bytes, pick(|f| f.total_bytes)),
+        (
+            Figure::Changed,
+            latest.changed_files,
+            pick(|f| f.changed_files),
+        ),
+        (
+            Figure::TotalDrop,
+            latest.total_bytes,
+            pick(|f| f.total_bytes),
+        ),
     ];
     for (figure, value, past) in checks {
         let Some(value) = value else { continue };
@@ -324,7 +333,11 @@ mod tests {
         let mut history = usual();
         history.push(backup(2_000, 200, 10_240)); // last week's anomaly
         let f = judge(&backup(200, 200, 10_240), &history, &cfg()).expect("still unusual");
-        assert_eq!(f.range, (18 * MIB, 22 * MIB), "the outlier is not part of the usual range");
+        assert_eq!(
+            f.range,
+            (18 * MIB, 22 * MIB),
+            "the outlier is not part of the usual range"
+        );
         assert_eq!(judge(&backup(21, 200, 10_240), &history, &cfg()), None);
     }
 

@@ -335,7 +335,10 @@ async fn eval_anomaly(
     };
     let history: Vec<Figures> = recent[1..].iter().filter_map(|(_, s)| figures(s)).collect();
     match anomaly::judge(&latest, &history, cfg) {
-        None => pass.resolve(conn, &job.host_id, kind.as_str(), repo_id).await,
+        None => {
+            pass.resolve(conn, &job.host_id, kind.as_str(), repo_id)
+                .await
+        }
         Some(finding) => {
             let repo = alerts::repo_name(conn, repo_id)
                 .await?

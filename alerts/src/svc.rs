@@ -12,9 +12,9 @@ use rm_bus::msg::{Actor, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decod
 use rm_bus::notify::EventType;
 use rm_bus::subject::{self, SvcRole};
 use rm_store::alerts;
-use rm_store::mutes::{self, MaintenanceWindow, MuteWindow};
 use rm_store::audit::{self as store_audit, NewEntry};
 use rm_store::hosts;
+use rm_store::mutes::{self, MaintenanceWindow, MuteWindow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

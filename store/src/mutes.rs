@@ -40,13 +40,15 @@ pub struct MaintenanceWindow {
 /// Mutes a host from `window.starts_at` until `window.until`, ending the
 /// mute that is current at `starts_at` (a new mute replaces it).
 pub async fn set_mute(conn: &mut SqliteConnection, window: &MuteWindow) -> Result<()> {
-    sqlx::query("UPDATE mute_windows SET until = ? WHERE host_id = ? AND starts_at <= ? AND until > ?")
-        .bind(window.starts_at)
-        .bind(&window.host_id)
-        .bind(window.starts_at)
-        .bind(window.starts_at)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE mute_windows SET until = ? WHERE host_id = ? AND starts_at <= ? AND until > ?",
+    )
+    .bind(window.starts_at)
+    .bind(&window.host_id)
+    .bind(window.starts_at)
+    .bind(window.starts_at)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO mute_windows (id, host_id, starts_at, until, reason, created_by, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -250,7 +252,9 @@ impl Windows {
 
     /// Whether the host was muted at some moment of `[start, end)`.
     pub fn overlaps(&self, start: i64, end: i64) -> bool {
-        self.once.iter().any(|w| w.starts_at < end && start < w.until)
+        self.once
+            .iter()
+            .any(|w| w.starts_at < end && start < w.until)
             || self.recurring.iter().any(|(cron, w)| {
                 let from = start.max(w.created_at);
                 from < end
@@ -307,7 +311,10 @@ mod tests {
             recurring: vec![maint("0 2 * * *", "Europe/Berlin", 3600)],
         };
         let jan = 1_704_067_200_000_i64; // 2024-01-01T00:00Z
-        assert!(w.at(jan + H - 1).is_none(), "00:59:59 UTC is before the window");
+        assert!(
+            w.at(jan + H - 1).is_none(),
+            "00:59:59 UTC is before the window"
+        );
         let m = w.at(jan + H).expect("01:00 UTC is 02:00 in Berlin");
         assert_eq!(m.until, jan + 2 * H);
         assert!(w.at(jan + H + H / 2).is_some());

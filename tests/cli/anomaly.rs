@@ -116,7 +116,11 @@ async fn a_backup_adding_far_more_than_usual_raises_backup_anomaly_with_real_res
     for day in 0..5_u64 {
         random_file(&src.join(format!("day-{day}.bin")), day + 1, 64 << 10);
         let id = backup(&data, bus_port, &host, &repo, &src).await;
-        assert_eq!(wait_job(&store, &id).await, "succeeded", "ordinary backup {day}");
+        assert_eq!(
+            wait_job(&store, &id).await,
+            "succeeded",
+            "ordinary backup {day}"
+        );
     }
     // The rule engine has judged every ordinary backup by now or will
     // judge only the latest: none of them is unusual.

@@ -96,7 +96,8 @@ pub(crate) async fn setup(data: &Path, bus_port: u16) -> (Receiver, serde_json::
                             let list = serde_json::to_string(&*got.lock().unwrap()).unwrap();
                             answer(&mut s, &list);
                         } else {
-                            let v = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            let v =
+                                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                             got.lock().unwrap().push(v);
                             answer(&mut s, "{}");
                         }

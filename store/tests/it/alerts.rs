@@ -102,11 +102,15 @@ async fn one_open_alert_per_key_and_conditional_transitions() {
         created_at: from,
         ended_by: None,
     };
-    mutes::set_mute(&mut c, &window("m1", 60, 100)).await.unwrap();
+    mutes::set_mute(&mut c, &window("m1", 60, 100))
+        .await
+        .unwrap();
     assert!(mutes::is_muted(&mut c, "h1", 99).await.unwrap());
     assert!(!mutes::is_muted(&mut c, "h1", 100).await.unwrap());
     // A new mute replaces the current one; clearing ends it and keeps it.
-    mutes::set_mute(&mut c, &window("m2", 80, 500)).await.unwrap();
+    mutes::set_mute(&mut c, &window("m2", 80, 500))
+        .await
+        .unwrap();
     assert!(mutes::clear_mute(&mut c, "h1", "bob", 90).await.unwrap());
     assert!(!mutes::is_muted(&mut c, "h1", 95).await.unwrap());
     assert!(!mutes::clear_mute(&mut c, "h1", "bob", 95).await.unwrap());

@@ -95,7 +95,10 @@ pub(crate) fn check_filter<'a>(
     {
         return Err(ApiError::invalid(
             "kind",
-            format!("unknown alert kind {k:?}; one of {}", ALERT_KINDS.join(", ")),
+            format!(
+                "unknown alert kind {k:?}; one of {}",
+                ALERT_KINDS.join(", ")
+            ),
         ));
     }
     let severity = severity.filter(|s| !s.is_empty());

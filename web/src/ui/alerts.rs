@@ -241,7 +241,11 @@ fn back(to: &str) -> String {
     let safe = (to.starts_with("/alerts") || to.starts_with("/hosts/"))
         && !to.starts_with("//")
         && !to.contains(['\\', '\r', '\n']);
-    if safe { to.to_owned() } else { "/alerts".into() }
+    if safe {
+        to.to_owned()
+    } else {
+        "/alerts".into()
+    }
 }
 
 async fn ask<B: serde::Serialize>(
@@ -311,7 +315,10 @@ pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
     if !f.until.trim().is_empty() {
         let s = f.until.trim();
         let dt: jiff::civil::DateTime = s.parse().map_err(|_| {
-            ApiError::invalid("until", format!("{s:?} is not a date and time (YYYY-MM-DDTHH:MM)"))
+            ApiError::invalid(
+                "until",
+                format!("{s:?} is not a date and time (YYYY-MM-DDTHH:MM)"),
+            )
         })?;
         let at = dt
             .to_zoned(jiff::tz::TimeZone::UTC)
@@ -319,12 +326,18 @@ pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
             .timestamp()
             .as_millisecond();
         if at <= now {
-            return Err(ApiError::invalid("until", "the mute must end in the future"));
+            return Err(ApiError::invalid(
+                "until",
+                "the mute must end in the future",
+            ));
         }
         return Ok(at);
     }
     let mins: i64 = f.for_mins.trim().parse().map_err(|_| {
-        ApiError::invalid("for_mins", "choose how long to mute, or a time to mute until")
+        ApiError::invalid(
+            "for_mins",
+            "choose how long to mute, or a time to mute until",
+        )
     })?;
     if !(1..=90 * 24 * 60).contains(&mins) {
         return Err(ApiError::invalid(
@@ -411,9 +424,10 @@ pub async fn window_add(
     Form(f): Form<WindowForm>,
 ) -> Response {
     let done = async {
-        let mins: i64 = f.duration_mins.trim().parse().map_err(|_| {
-            ApiError::invalid("duration_mins", "how many minutes the window lasts")
-        })?;
+        let mins: i64 =
+            f.duration_mins.trim().parse().map_err(|_| {
+                ApiError::invalid("duration_mins", "how many minutes the window lasts")
+            })?;
         let timezone = if f.timezone.trim().is_empty() {
             "UTC".to_owned()
         } else {
@@ -478,10 +492,28 @@ mod tests {
             now + 6 * 3_600_000 + 30 * 60_000,
             "a time wins over a duration, read as UTC"
         );
-        assert_eq!(mute_until(&f("", "tomorrow"), now).unwrap_err().field.as_deref(), Some("until"));
-        assert_eq!(mute_until(&f("", "2025-12-31T23:00"), now).unwrap_err().field.as_deref(), Some("until"));
-        assert_eq!(mute_until(&f("", ""), now).unwrap_err().field.as_deref(), Some("for_mins"));
-        assert_eq!(mute_until(&f("0", ""), now).unwrap_err().field.as_deref(), Some("for_mins"));
+        assert_eq!(
+            mute_until(&f("", "tomorrow"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until")
+        );
+        assert_eq!(
+            mute_until(&f("", "2025-12-31T23:00"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until")
+        );
+        assert_eq!(
+            mute_until(&f("", ""), now).unwrap_err().field.as_deref(),
+            Some("for_mins")
+        );
+        assert_eq!(
+            mute_until(&f("0", ""), now).unwrap_err().field.as_deref(),
+            Some("for_mins")
+        );
     }
 
     #[test]
@@ -493,7 +525,10 @@ mod tests {
             severity: String::new(),
         };
         assert_eq!(f.here(), "/alerts?state=open&host=h%201&kind=backup_failed");
-        assert_eq!(f.with_state("resolved"), "/alerts?state=resolved&host=h%201&kind=backup_failed");
+        assert_eq!(
+            f.with_state("resolved"),
+            "/alerts?state=resolved&host=h%201&kind=backup_failed"
+        );
         assert_eq!(back("/hosts/h1#mutes"), "/hosts/h1#mutes");
         assert_eq!(back("https://evil.example/"), "/alerts");
         assert_eq!(back("//evil.example/alerts"), "/alerts");

@@ -311,8 +311,8 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
         },
         100,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert!(!open.is_empty(), "the seed raises alerts for failing hosts");
     let names: std::collections::HashMap<String, String> = rm_store::hosts::names(&mut conn)
         .await
@@ -457,7 +457,10 @@ async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
             .summary
             .unwrap()
     };
-    assert!(load().await.days.iter().all(|d| !d.muted), "nothing muted yet");
+    assert!(
+        load().await.days.iter().all(|d| !d.muted),
+        "nothing muted yet"
+    );
     {
         let mut tx = store.write().await.unwrap();
         // Muted from 22:00 five days ago to 02:00 four days ago.
@@ -481,12 +484,18 @@ async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
     let row = load().await;
     let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
     assert_eq!(muted, [24, 25], "the two days the mute touched");
-    assert!(row.strip_label().contains("2 muted"), "{}", row.strip_label());
+    assert!(
+        row.strip_label().contains("2 muted"),
+        "{}",
+        row.strip_label()
+    );
     let page = pages::HostPage {
         layout: layout("hosts"),
         mutes: {
             let mut conn = store.read().await.unwrap();
-            views::alert::host_mutes(&mut conn, host, NOW).await.unwrap()
+            views::alert::host_mutes(&mut conn, host, NOW)
+                .await
+                .unwrap()
         },
         host: {
             let mut conn = store.read().await.unwrap();
@@ -520,10 +529,19 @@ async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
     }
     let row = load().await;
     let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
-    assert_eq!(muted, [24, 25, 27, 28, 29], "the mute's days and the window's");
+    assert_eq!(
+        muted,
+        [24, 25, 27, 28, 29],
+        "the mute's days and the window's"
+    );
     let mut conn = store.read().await.unwrap();
-    let mutes = views::alert::host_mutes(&mut conn, host, NOW).await.unwrap();
-    assert!(mutes.muted.is_none(), "12:00 is outside the 03:00–04:00 window");
+    let mutes = views::alert::host_mutes(&mut conn, host, NOW)
+        .await
+        .unwrap();
+    assert!(
+        mutes.muted.is_none(),
+        "12:00 is outside the 03:00–04:00 window"
+    );
     assert_eq!(mutes.windows.len(), 1);
     assert_eq!(mutes.windows[0].next_at, Some(today + DAY + 3 * 3_600_000));
     let inside = views::alert::host_mutes(&mut conn, host, today + 3 * 3_600_000 + 60_000)

@@ -284,7 +284,7 @@ fn clean_reason(reason: Option<&str>) -> Outcome<Option<String>> {
     let reason = reason.map(str::trim).filter(|r| !r.is_empty());
     if reason.is_some_and(|r| r.chars().count() > REASON_MAX) {
         return Err(Fail::invalid(format!(
-            "reason: at most {REASON_MAX} characters"
+            "Reason: at most {REASON_MAX} characters"
         )));
     }
     Ok(reason.map(str::to_owned))
@@ -320,11 +320,11 @@ async fn maintenance_add(
     let cron = req.cron.trim();
     let timezone = req.timezone.trim();
     rm_cron::CronSchedule::parse(cron, timezone)
-        .map_err(|e| Fail::invalid(format!("cron: {e}")))?;
+        .map_err(|e| Fail::invalid(format!("Cron or time zone: {e}")))?;
     if !(60..=api::MAINTENANCE_MAX_SECS).contains(&req.duration_secs) {
         return Err(Fail::invalid(format!(
-            "duration_secs: between 60 and {} seconds",
-            api::MAINTENANCE_MAX_SECS
+            "Duration: a window lasts from 1 minute to {} hours",
+            api::MAINTENANCE_MAX_SECS / 3600
         )));
     }
     let reason = clean_reason(req.reason.as_deref())?;

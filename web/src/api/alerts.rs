@@ -69,13 +69,16 @@ pub struct AlertQuery {
     pub limit: Option<i64>,
 }
 
+/// A checked filter: state (`None` = all), kind, severity.
+pub(crate) type CheckedFilter<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// Checks an alert filter's values (shared with the alerts page): the
 /// state (`None` = all), kind and severity.
 pub(crate) fn check_filter<'a>(
     state: Option<&'a str>,
     kind: Option<&'a str>,
     severity: Option<&'a str>,
-) -> Result<(Option<&'a str>, Option<&'a str>, Option<&'a str>), ApiError> {
+) -> Result<CheckedFilter<'a>, ApiError> {
     let state = match state.filter(|s| !s.is_empty()) {
         None => Some("open"),
         Some("all") => None,
@@ -515,11 +518,30 @@ pub(crate) async fn window_add(
     ))
 }
 
+/// `NotFound` unless `window_id` is a maintenance window of `host_id`.
+pub(crate) async fn window_of_host(
+    state: &AppState,
+    host_id: &str,
+    window_id: &str,
+) -> Result<(), ApiError> {
+    let mut conn = state.store.read().await?;
+    match rm_store::mutes::get_maintenance(&mut conn, window_id).await {
+        Ok(w) if w.host_id == host_id => Ok(()),
+        Ok(_) => Err(rm_store::StoreError::NotFound {
+            what: "maintenance window",
+            id: window_id.to_owned(),
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) async fn window_delete(
     State(state): State<AppState>,
     p: RequireOperator,
-    Path((_host_id, window_id)): Path<(String, String)>,
+    Path((host_id, window_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    window_of_host(&state, &host_id, &window_id).await?;
     let _: al::Done = ask(
         &state,
         &p,

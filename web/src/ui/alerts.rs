@@ -342,7 +342,7 @@ pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
     if !(1..=90 * 24 * 60).contains(&mins) {
         return Err(ApiError::invalid(
             "for_mins",
-            "a mute lasts from 1 minute to 90 days",
+            "Mute for: a mute lasts from 1 minute to 90 days",
         ));
     }
     Ok(now + mins * 60_000)
@@ -356,7 +356,7 @@ pub async fn mute(
 ) -> Response {
     let done = async {
         if f.host.is_empty() {
-            return Err(ApiError::invalid("host", "choose the host to mute"));
+            return Err(ApiError::invalid("host", "Host: choose the host to mute"));
         }
         let until_ms = mute_until(&f, state.now())?;
         ask(
@@ -424,10 +424,12 @@ pub async fn window_add(
     Form(f): Form<WindowForm>,
 ) -> Response {
     let done = async {
-        let mins: i64 =
-            f.duration_mins.trim().parse().map_err(|_| {
-                ApiError::invalid("duration_mins", "how many minutes the window lasts")
-            })?;
+        let mins: i64 = f.duration_mins.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "duration_mins",
+                "Minutes: how many minutes each window lasts (a whole number)",
+            )
+        })?;
         let timezone = if f.timezone.trim().is_empty() {
             "UTC".to_owned()
         } else {
@@ -460,14 +462,18 @@ pub async fn window_delete(
     RequireOperator(who): RequireOperator,
     Path((host, window)): Path<(String, String)>,
 ) -> Response {
-    match ask(
-        &state,
-        &who,
-        rm_alerts::api::MAINTENANCE_DELETE,
-        rm_alerts::api::MaintenanceRef { window_id: window },
-    )
-    .await
-    {
+    let done = async {
+        crate::api::alerts::window_of_host(&state, &host, &window).await?;
+        ask(
+            &state,
+            &who,
+            rm_alerts::api::MAINTENANCE_DELETE,
+            rm_alerts::api::MaintenanceRef { window_id: window },
+        )
+        .await
+    }
+    .await;
+    match done {
         Ok(_) => Redirect::to(&format!("/hosts/{host}#mutes")).into_response(),
         Err(e) => error_page(&who, "hosts", &e),
     }

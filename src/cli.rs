@@ -145,6 +145,52 @@ struct AlertsArgs {
     /// milliseconds (longer than the notifier's attempt timeout).
     #[arg(long, default_value_t = 10_000)]
     deliver_timeout_ms: u64,
+    #[command(flatten)]
+    anomaly: AnomalyArgs,
+}
+
+/// Thresholds of the `backup_anomaly` rule (docs/alerts.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AnomalyArgs {
+    /// How many earlier successful backups make a host's usual.
+    #[arg(long, default_value_t = 20)]
+    anomaly_history: usize,
+    /// No backup_anomaly until this many earlier backups are known.
+    #[arg(long, default_value_t = 5)]
+    anomaly_min_history: usize,
+    /// How many scaled MADs from the median is unusual.
+    #[arg(long, default_value_t = 6.0)]
+    anomaly_mads: f64,
+    /// Data added or files changed must also be this many times the median.
+    #[arg(long, default_value_t = 4.0)]
+    anomaly_growth_factor: f64,
+    /// The total size must also have dropped by this fraction of the median.
+    #[arg(long, default_value_t = 0.5)]
+    anomaly_drop_fraction: f64,
+    /// Data added below this many bytes is never unusual.
+    #[arg(long, default_value_t = 256 << 20)]
+    anomaly_min_added_bytes: i64,
+    /// Fewer changed files than this is never unusual.
+    #[arg(long, default_value_t = 1000)]
+    anomaly_min_changed_files: i64,
+    /// A total-size drop of fewer bytes than this is never unusual.
+    #[arg(long, default_value_t = 256 << 20)]
+    anomaly_min_drop_bytes: i64,
+}
+
+impl AnomalyArgs {
+    pub fn config(&self) -> rm_alerts::anomaly::AnomalyConfig {
+        rm_alerts::anomaly::AnomalyConfig {
+            history: self.anomaly_history.max(1),
+            min_history: self.anomaly_min_history.max(1),
+            mads: self.anomaly_mads,
+            growth_factor: self.anomaly_growth_factor,
+            drop_fraction: self.anomaly_drop_fraction,
+            min_added_bytes: self.anomaly_min_added_bytes,
+            min_changed_files: self.anomaly_min_changed_files,
+            min_drop_bytes: self.anomaly_min_drop_bytes,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -392,6 +438,7 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
         notifier_xkey: args.notifier_xkey,
         ui_base_url: args.ui_url,
         timings,
+        anomaly: args.anomaly.config(),
         clock: rm_bus::clock::system(),
     })
 }

@@ -50,6 +50,8 @@ pub struct ServeArgs {
     /// The restic binary the local agent runs.
     #[arg(long, default_value = "restic")]
     pub restic: PathBuf,
+    #[command(flatten)]
+    pub anomaly: crate::cli::AnomalyArgs,
 }
 
 /// A future that completes when `rx` says stop.
@@ -145,6 +147,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         notifier_xkey,
         ui_base_url: Some(server_url.clone()),
         timings: rm_alerts::Timings::default(),
+        anomaly: args.anomaly.config(),
         clock: rm_bus::clock::system(),
     };
     let alerts = tokio::spawn(rm_alerts::run(a_config, stopped(stop_rx.clone())));

@@ -16,6 +16,9 @@ pub const ALERT_ACK: Verb = Verb::new("alert-ack");
 pub const ALERT_RESOLVE: Verb = Verb::new("alert-resolve");
 pub const MUTE_SET: Verb = Verb::new("mute-set");
 pub const MUTE_CLEAR: Verb = Verb::new("mute-clear");
+/// Add a recurring maintenance window to a host.
+pub const MAINTENANCE_ADD: Verb = Verb::new("maintenance-add");
+pub const MAINTENANCE_DELETE: Verb = Verb::new("maintenance-delete");
 pub const CHANNEL_CREATE: Verb = Verb::new("channel-create");
 pub const CHANNEL_UPDATE: Verb = Verb::new("channel-update");
 pub const CHANNEL_DELETE: Verb = Verb::new("channel-delete");
@@ -24,12 +27,14 @@ pub const CHANNEL_LIST: Verb = Verb::new("channel-list");
 pub const CHANNEL_TEST: Verb = Verb::new("channel-test");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 10] = [
+pub const ALL_VERBS: [Verb; 12] = [
     PUBKEY,
     ALERT_ACK,
     ALERT_RESOLVE,
     MUTE_SET,
     MUTE_CLEAR,
+    MAINTENANCE_ADD,
+    MAINTENANCE_DELETE,
     CHANNEL_CREATE,
     CHANNEL_UPDATE,
     CHANNEL_DELETE,
@@ -99,6 +104,32 @@ pub struct MuteSet {
     pub until_ms: i64,
     pub reason: Option<String>,
 }
+
+/// A recurring maintenance window: from every slot of `cron` (five
+/// fields, in `timezone`) for `duration_secs`, the host's alerts are
+/// recorded but nobody is told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceAdd {
+    pub host_id: String,
+    pub cron: String,
+    pub timezone: String,
+    pub duration_secs: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceRef {
+    pub window_id: String,
+}
+
+/// The window created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceAdded {
+    pub window_id: String,
+}
+
+/// Longest maintenance window: a day (a longer one is a mute, not a window).
+pub const MAINTENANCE_MAX_SECS: i64 = 24 * 3600;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRef {
@@ -252,6 +283,19 @@ mod tests {
         });
         tolerant(HostRef {
             host_id: "h1".into(),
+        });
+        tolerant(MaintenanceAdd {
+            host_id: "h1".into(),
+            cron: "0 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            duration_secs: 3600,
+            reason: Some("nightly database dump".into()),
+        });
+        tolerant(MaintenanceRef {
+            window_id: "w1".into(),
+        });
+        tolerant(MaintenanceAdded {
+            window_id: "w1".into(),
         });
         tolerant(Done {});
         tolerant(sealed());

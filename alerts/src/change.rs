@@ -10,7 +10,7 @@ use rm_bus::notify::{
     rfc3339_utc,
 };
 use rm_bus::subject::Event as Evt;
-use rm_store::alerts::{self, Alert};
+use rm_store::alerts::Alert;
 use rm_store::delivery::{self, NewDelivery};
 use rm_store::{Conn, channels, hosts};
 
@@ -107,7 +107,7 @@ pub(crate) async fn record(
     kind: EventType,
     now: i64,
 ) -> rm_store::Result<Change> {
-    let muted = alerts::is_muted(conn, &alert.host_id, now).await?;
+    let muted = rm_store::mutes::is_muted(conn, &alert.host_id, now).await?;
     // A mute silences new alerts; what happens to an alert people were
     // already told about (acknowledged, resolved) is still sent, so their
     // view never keeps an alert open that is closed here.

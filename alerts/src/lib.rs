@@ -5,6 +5,8 @@
 //!   over finished jobs, current host state, enabled schedules — so `rm.evt.*`
 //!   events only wake it: a lost event delays an alert by at most one tick.
 //!   One ticker runs stale-schedule detection and the auto-resolution sweep.
+//! - `anomaly`: the `backup_anomaly` judgement (median and MAD over the
+//!   host's earlier backups), pure; `rules` applies it.
 //! - `change`: every raise / acknowledge / resolve writes one outbox row per
 //!   enabled channel in the same transaction, and is published as
 //!   `rm.evt.alert.*` after commit.
@@ -33,6 +35,7 @@ use rm_store::Store;
 use rm_store::secrets::MasterKey;
 use tokio::sync::Notify;
 
+pub mod anomaly;
 pub mod api;
 mod change;
 mod channels;
@@ -104,6 +107,8 @@ pub struct Config {
     /// The UI's base URL: alerts link to `<base>/alerts/<id>`.
     pub ui_base_url: Option<String>,
     pub timings: Timings,
+    /// Thresholds of the `backup_anomaly` rule.
+    pub anomaly: anomaly::AnomalyConfig,
     pub clock: SharedClock,
 }
 
@@ -119,6 +124,7 @@ pub(crate) struct Ctx {
     pub ui_base_url: Option<String>,
     pub clock: SharedClock,
     pub t: Timings,
+    pub anomaly: anomaly::AnomalyConfig,
     /// Wakes the rule engine (an event arrived).
     pub wake: Notify,
     /// Wakes the sender loop (outbox rows were written).
@@ -139,6 +145,23 @@ impl Ctx {
             job: None,
             id: Some(alert_id.to_owned()),
         };
+        if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
+            tracing::warn!(event = %e.subject(), error = %err, "event not published");
+        }
+    }
+}
+
+impl Ctx {
+    /// Tells live pages a host's mutes changed; call after commit.
+    pub async fn mutes_changed(&self, host: &str) {
+        let msg = EventMsg {
+            v: PROTOCOL_VERSION,
+            ts_ms: self.now(),
+            host: rm_bus::HostId::parse(host).ok(),
+            job: None,
+            id: None,
+        };
+        let e = Evt::AlertMutes;
         if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
             tracing::warn!(event = %e.subject(), error = %err, "event not published");
         }
@@ -195,6 +218,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         ui_base_url: config.ui_base_url.clone(),
         clock: config.clock.clone(),
         t: config.timings.clone(),
+        anomaly: config.anomaly.clone(),
         wake: Notify::new(),
         outbox_wake: Notify::new(),
     });

@@ -1,4 +1,4 @@
-//! The rule engine: six rules evaluated from SQLite.
+//! The rule engine: seven rules evaluated from SQLite.
 //!
 //! - `backup_failed`, `forget_failed`, `prune_failed`, `check_failed`: the
 //!   latest decisive result (succeeded, warning, failed, lost; cancelled
@@ -10,6 +10,9 @@
 //!   last saved — plus its grace has passed. Subject: the schedule id.
 //!   Not raised while the host that runs it is not online. Resolved by a
 //!   success, or when the schedule is disabled or deleted.
+//! - `backup_anomaly`: the latest successful backup of a host to a
+//!   repository is far from the host's usual (see `anomaly`). Subject: the
+//!   repository id. Resolved by the next usual backup.
 //! - `agent_offline`: the host is offline (and was ever seen). Resolved
 //!   when it is online again (or revoked).
 //!
@@ -36,6 +39,7 @@ use rm_store::{Conn, schedules, worker_state};
 use serde::{Deserialize, Serialize};
 
 use crate::Ctx;
+use crate::anomaly::{self, Figures};
 use crate::change::{self, Change};
 
 /// The name of the job cursor in `worker_state`.
@@ -57,7 +61,8 @@ pub(crate) fn severity(kind: &AlertKind) -> Severity {
         AlertKind::ForgetFailed
         | AlertKind::PruneFailed
         | AlertKind::StaleSchedule
-        | AlertKind::AgentOffline => Severity::Warning,
+        | AlertKind::AgentOffline
+        | AlertKind::BackupAnomaly => Severity::Warning,
         AlertKind::Test | AlertKind::Other(_) => Severity::Info,
     }
 }
@@ -136,7 +141,7 @@ impl Pass<'_> {
             }
             return Ok(());
         }
-        let muted = alerts::is_muted(conn, host_id, self.now).await?;
+        let muted = rm_store::mutes::is_muted(conn, host_id, self.now).await?;
         let id = format!("a{}", random_token(10));
         let raised = alerts::raise(
             conn,
@@ -263,7 +268,11 @@ async fn eval_job_key(
         return Ok(());
     };
     if is_success(&job.status) {
-        return pass.resolve(conn, host_id, rule.as_str(), repo_id).await;
+        pass.resolve(conn, host_id, rule.as_str(), repo_id).await?;
+        if kind == "backup" {
+            eval_anomaly(pass, conn, &job, repo_id).await?;
+        }
+        return Ok(());
     }
     let repo = match repo_id {
         "" => "no repository".to_owned(),
@@ -294,6 +303,59 @@ async fn eval_job_key(
         &job.id,
     )
     .await
+}
+
+/// `backup_anomaly`: the host's latest successful backup to a repository
+/// against its earlier ones. Subject: the repository id; cause: the job.
+/// Resolved by the next backup that is usual (or by hand).
+async fn eval_anomaly(
+    pass: &mut Pass<'_>,
+    conn: &mut Conn,
+    job: &rm_store::jobs::Job,
+    repo_id: &str,
+) -> Result<()> {
+    let cfg = &pass.ctx.anomaly;
+    let kind = AlertKind::BackupAnomaly;
+    let limit = i64::try_from(cfg.history.saturating_add(1)).unwrap_or(i64::MAX);
+    let recent = alerts::backup_summaries(conn, &job.host_id, repo_id, limit).await?;
+    let figures = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .map(|v| Figures::from_summary(&v))
+    };
+    // The newest success is the job judged; the rest are its history.
+    let Some((latest_id, latest)) = recent.first() else {
+        return Ok(());
+    };
+    if latest_id != &job.id {
+        return Ok(());
+    }
+    let Some(latest) = figures(latest) else {
+        return Ok(());
+    };
+    let history: Vec<Figures> = recent[1..].iter().filter_map(|(_, s)| figures(s)).collect();
+    match anomaly::judge(&latest, &history, cfg) {
+        None => {
+            pass.resolve(conn, &job.host_id, kind.as_str(), repo_id)
+                .await
+        }
+        Some(finding) => {
+            let repo = alerts::repo_name(conn, repo_id)
+                .await?
+                .unwrap_or_else(|| repo_id.to_owned());
+            let message = finding.message(&repo);
+            pass.raise(
+                conn,
+                &job.host_id,
+                &kind,
+                repo_id,
+                &message,
+                Some(&job.id),
+                &job.id,
+            )
+            .await
+        }
+    }
 }
 
 async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &Host) -> Result<()> {
@@ -401,7 +463,7 @@ async fn sweep(
     }
     // Raised while muted, the mute is over, still open: tell them now.
     if !alert.notified
-        && !alerts::is_muted(conn, &alert.host_id, pass.now).await?
+        && !rm_store::mutes::is_muted(conn, &alert.host_id, pass.now).await?
         && let Some(alert) = alerts::mark_notified(conn, &alert.id).await?
     {
         let c = change::record(pass.ctx, conn, &alert, EventType::Raised, pass.now).await?;

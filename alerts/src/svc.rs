@@ -11,15 +11,19 @@ use futures_util::StreamExt;
 use rm_bus::msg::{Actor, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
 use rm_bus::notify::EventType;
 use rm_bus::subject::{self, SvcRole};
-use rm_store::alerts::{self, Mute};
+use rm_store::alerts;
 use rm_store::audit::{self as store_audit, NewEntry};
 use rm_store::hosts;
+use rm_store::mutes::{self, MaintenanceWindow, MuteWindow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-use crate::api::{self, AlertRef, AlertView, Done, HostRef, MuteSet, PubKey};
+use crate::api::{
+    self, AlertRef, AlertView, Done, HostRef, MaintenanceAdd, MaintenanceAdded, MaintenanceRef,
+    MuteSet, PubKey,
+};
 use crate::{Ctx, change, channels};
 
 /// A service failure: a machine code and a sentence for the operator.
@@ -131,6 +135,10 @@ async fn handle(ctx: &Ctx, subj: &str, payload: &[u8]) -> Outcome<Value> {
         v if v == api::ALERT_RESOLVE => out(resolve(ctx, actor, parse(body)?).await),
         v if v == api::MUTE_SET => out(mute_set(ctx, actor, parse(body)?).await),
         v if v == api::MUTE_CLEAR => out(mute_clear(ctx, actor, parse(body)?).await),
+        v if v == api::MAINTENANCE_ADD => out(maintenance_add(ctx, actor, parse(body)?).await),
+        v if v == api::MAINTENANCE_DELETE => {
+            out(maintenance_delete(ctx, actor, parse(body)?).await)
+        }
         v if v == api::CHANNEL_CREATE => out(channels::create(ctx, actor, parse(body)?).await),
         v if v == api::CHANNEL_UPDATE => out(channels::update(ctx, actor, parse(body)?).await),
         v if v == api::CHANNEL_DELETE => out(channels::delete(ctx, actor, parse(body)?).await),
@@ -240,14 +248,18 @@ async fn mute_set(ctx: &Ctx, actor: &Actor, req: MuteSet) -> Outcome<Done> {
     }
     let mut tx = ctx.store.write().await?;
     hosts::get(&mut tx, &req.host_id).await?;
-    alerts::set_mute(
+    let reason = clean_reason(req.reason.as_deref())?;
+    mutes::set_mute(
         &mut tx,
-        &Mute {
+        &MuteWindow {
+            id: format!("m{}", rm_bus::ids::random_token(10)),
             host_id: req.host_id.clone(),
+            starts_at: now,
             until: req.until_ms,
-            reason: req.reason.clone(),
+            reason: reason.clone(),
             created_by: actor.name.clone(),
             created_at: now,
+            ended_by: None,
         },
     )
     .await?;
@@ -257,17 +269,31 @@ async fn mute_set(ctx: &Ctx, actor: &Actor, req: MuteSet) -> Outcome<Done> {
         actor,
         "host.mute",
         ("host", &req.host_id),
-        Some(json!({"until": req.until_ms, "reason": req.reason})),
+        Some(json!({"until": req.until_ms, "reason": reason})),
     )
     .await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
+    ctx.mutes_changed(&req.host_id).await;
     Ok(Done {})
+}
+
+/// Longest reason kept with a mute or a window.
+const REASON_MAX: usize = 200;
+
+fn clean_reason(reason: Option<&str>) -> Outcome<Option<String>> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    if reason.is_some_and(|r| r.chars().count() > REASON_MAX) {
+        return Err(Fail::invalid(format!(
+            "Reason: at most {REASON_MAX} characters"
+        )));
+    }
+    Ok(reason.map(str::to_owned))
 }
 
 async fn mute_clear(ctx: &Ctx, actor: &Actor, req: HostRef) -> Outcome<Done> {
     let now = ctx.now();
     let mut tx = ctx.store.write().await?;
-    if alerts::clear_mute(&mut tx, &req.host_id).await? {
+    if mutes::clear_mute(&mut tx, &req.host_id, &actor.name, now).await? {
         audit(
             &mut tx,
             now,
@@ -281,5 +307,80 @@ async fn mute_clear(ctx: &Ctx, actor: &Actor, req: HostRef) -> Outcome<Done> {
     tx.commit().await.map_err(rm_store::StoreError::from)?;
     // Alerts raised during the mute and still open are notified now.
     ctx.wake.notify_one();
+    ctx.mutes_changed(&req.host_id).await;
+    Ok(Done {})
+}
+
+async fn maintenance_add(
+    ctx: &Ctx,
+    actor: &Actor,
+    req: MaintenanceAdd,
+) -> Outcome<MaintenanceAdded> {
+    let now = ctx.now();
+    let cron = req.cron.trim();
+    let timezone = req.timezone.trim();
+    rm_cron::CronSchedule::parse(cron, timezone)
+        .map_err(|e| Fail::invalid(format!("Cron or time zone: {e}")))?;
+    if !(60..=api::MAINTENANCE_MAX_SECS).contains(&req.duration_secs) {
+        return Err(Fail::invalid(format!(
+            "Duration: a window lasts from 1 minute to {} hours",
+            api::MAINTENANCE_MAX_SECS / 3600
+        )));
+    }
+    let reason = clean_reason(req.reason.as_deref())?;
+    let mut tx = ctx.store.write().await?;
+    hosts::get(&mut tx, &req.host_id).await?;
+    let id = format!("w{}", rm_bus::ids::random_token(10));
+    mutes::add_maintenance(
+        &mut tx,
+        &MaintenanceWindow {
+            id: id.clone(),
+            host_id: req.host_id.clone(),
+            cron: cron.to_owned(),
+            timezone: timezone.to_owned(),
+            duration_secs: req.duration_secs,
+            reason: reason.clone(),
+            created_by: actor.name.clone(),
+            created_at: now,
+        },
+    )
+    .await?;
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "host.maintenance.add",
+        ("host", &req.host_id),
+        Some(json!({"window": id, "cron": cron, "timezone": timezone,
+                    "duration_secs": req.duration_secs, "reason": reason})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    ctx.mutes_changed(&req.host_id).await;
+    Ok(MaintenanceAdded { window_id: id })
+}
+
+async fn maintenance_delete(ctx: &Ctx, actor: &Actor, req: MaintenanceRef) -> Outcome<Done> {
+    let now = ctx.now();
+    let mut tx = ctx.store.write().await?;
+    let Some(w) = mutes::delete_maintenance(&mut tx, &req.window_id).await? else {
+        return Err(Fail {
+            code: "not_found",
+            message: format!("maintenance window {} not found", req.window_id),
+        });
+    };
+    audit(
+        &mut tx,
+        now,
+        actor,
+        "host.maintenance.delete",
+        ("host", &w.host_id),
+        Some(json!({"window": w.id, "cron": w.cron, "timezone": w.timezone})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    // Alerts raised inside the window and still open are notified now.
+    ctx.wake.notify_one();
+    ctx.mutes_changed(&w.host_id).await;
     Ok(Done {})
 }

@@ -131,6 +131,9 @@ open_enum! {
         CheckFailed => "check_failed",
         StaleSchedule => "stale_schedule",
         AgentOffline => "agent_offline",
+        /// A backup far from its host's usual figures (ransomware or an
+        /// exclusion mistake).
+        BackupAnomaly => "backup_anomaly",
         /// The synthetic alert of a test notification.
         Test => "test",
     }
@@ -146,6 +149,7 @@ impl AlertKind {
             Self::CheckFailed => "Check failed",
             Self::StaleSchedule => "Scheduled backup missed",
             Self::AgentOffline => "Agent offline",
+            Self::BackupAnomaly => "Unusual backup",
             Self::Test => "Test notification",
             Self::Other(s) => s,
         }

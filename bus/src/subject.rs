@@ -307,11 +307,14 @@ pub enum Event {
     AlertRaised,
     AlertAcknowledged,
     AlertResolved,
+    /// A host's mute or maintenance windows changed (published by the
+    /// alerts role, which may publish only `rm.evt.alert.*`).
+    AlertMutes,
     ChannelsChanged,
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Self::JobQueued,
         Self::JobStarted,
         Self::JobFinished,
@@ -325,6 +328,7 @@ impl Event {
         Self::AlertRaised,
         Self::AlertAcknowledged,
         Self::AlertResolved,
+        Self::AlertMutes,
         Self::ChannelsChanged,
     ];
 
@@ -343,6 +347,7 @@ impl Event {
             Self::RepoHealth => ("repo", "health"),
             Self::AlertRaised => ("alert", "raised"),
             Self::AlertAcknowledged => ("alert", "acknowledged"),
+            Self::AlertMutes => ("alert", "mutes"),
             Self::AlertResolved => ("alert", "resolved"),
             Self::ChannelsChanged => ("channels", "changed"),
         }

@@ -1,4 +1,4 @@
-//! Alerts and host mutes (owned by the alerts role).
+//! Alerts (owned by the alerts role; mutes are in [`crate::mutes`]).
 //!
 //! At most one unresolved alert per `(host, kind, subject)`: the partial
 //! unique index `alerts_one_open` enforces it, [`raise`] is an upsert on that
@@ -256,63 +256,6 @@ pub async fn list_for_host(
     )
 }
 
-// ---------------------------------------------------------------- mutes
-
-/// A host's mute window.
-#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
-pub struct Mute {
-    pub host_id: String,
-    pub until: i64,
-    pub reason: Option<String>,
-    pub created_by: String,
-    pub created_at: i64,
-}
-
-/// Sets (or replaces) a host's mute window.
-pub async fn set_mute(conn: &mut SqliteConnection, m: &Mute) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO host_mutes (host_id, until, reason, created_by, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (host_id) DO UPDATE SET until = excluded.until, reason = excluded.reason,
-             created_by = excluded.created_by, created_at = excluded.created_at",
-    )
-    .bind(&m.host_id)
-    .bind(m.until)
-    .bind(&m.reason)
-    .bind(&m.created_by)
-    .bind(m.created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Ends a host's mute window; false if it had none.
-pub async fn clear_mute(conn: &mut SqliteConnection, host_id: &str) -> Result<bool> {
-    let n = sqlx::query("DELETE FROM host_mutes WHERE host_id = ?")
-        .bind(host_id)
-        .execute(conn)
-        .await?
-        .rows_affected();
-    Ok(n > 0)
-}
-
-/// Whether the host is muted at `now`.
-pub async fn is_muted(conn: &mut SqliteConnection, host_id: &str, now: i64) -> Result<bool> {
-    let n: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM host_mutes WHERE host_id = ? AND until > ?")
-            .bind(host_id)
-            .bind(now)
-            .fetch_one(conn)
-            .await?;
-    Ok(n > 0)
-}
-
-pub async fn mute(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<Mute>> {
-    Ok(sqlx::query_as("SELECT * FROM host_mutes WHERE host_id = ?")
-        .bind(host_id)
-        .fetch_optional(conn)
-        .await?)
-}
-
 // ---------------------------------------------------------------- rule inputs
 // Read-only views of tables other roles write (jobs, job_ingest,
 // repositories), shaped for the rule engine.
@@ -369,6 +312,26 @@ pub async fn latest_result(
     .bind(kind)
     .bind(repo_id)
     .fetch_optional(conn)
+    .await?)
+}
+
+/// The newest `limit` successful backups (succeeded or warning) of a host
+/// to a repository: `(job id, summary)`, newest first.
+pub async fn backup_summaries(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+    limit: i64,
+) -> Result<Vec<(String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, summary_json FROM jobs WHERE host_id = ? AND kind = 'backup' AND COALESCE(repo_id, '') = ?
+           AND status IN ('succeeded', 'warning') AND finished_at IS NOT NULL
+         ORDER BY finished_at DESC, id DESC LIMIT ?",
+    )
+    .bind(host_id)
+    .bind(repo_id)
+    .bind(limit)
+    .fetch_all(conn)
     .await?)
 }
 

@@ -62,29 +62,59 @@ pub async fn job_logs(
     )
 }
 
-/// Alerts, newest first, optionally of one host and only open ones.
+/// Which alerts to list (every field optional).
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter<'a> {
+    pub host_id: Option<&'a str>,
+    /// `open` (not resolved: acknowledged or not), `unacknowledged` (open
+    /// and not acknowledged), `acknowledged` (open and acknowledged),
+    /// `resolved`; `None` for all.
+    pub state: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub severity: Option<&'a str>,
+    /// Rows strictly older than this `(raised_at, id)`.
+    pub before: Option<(i64, &'a str)>,
+}
+
+/// The states [`AlertFilter::state`] accepts.
+pub const ALERT_STATES: [&str; 4] = ["open", "unacknowledged", "acknowledged", "resolved"];
+
+/// Up to `limit` alerts matching `f`, newest first.
 pub async fn alerts(
     conn: &mut SqliteConnection,
-    host_id: Option<&str>,
-    open_only: bool,
-    before: Option<(i64, &str)>,
+    f: &AlertFilter<'_>,
     limit: i64,
 ) -> Result<Vec<crate::alerts::Alert>> {
-    let (before_ts, before_id) = before.unwrap_or((i64::MAX, ""));
+    let (before_ts, before_id) = f.before.unwrap_or((i64::MAX, ""));
     Ok(sqlx::query_as(
         "SELECT * FROM alerts
          WHERE (?1 IS NULL OR host_id = ?1)
-           AND (?2 = 0 OR resolved_at IS NULL)
+           AND (?2 IS NULL
+                OR (?2 = 'open' AND resolved_at IS NULL)
+                OR (?2 = 'unacknowledged' AND resolved_at IS NULL AND acknowledged_at IS NULL)
+                OR (?2 = 'acknowledged' AND resolved_at IS NULL AND acknowledged_at IS NOT NULL)
+                OR (?2 = 'resolved' AND resolved_at IS NOT NULL))
+           AND (?6 IS NULL OR kind = ?6)
+           AND (?7 IS NULL OR severity = ?7)
            AND (raised_at < ?3 OR (raised_at = ?3 AND ?4 <> '' AND id < ?4))
          ORDER BY raised_at DESC, id DESC LIMIT ?5",
     )
-    .bind(host_id)
-    .bind(open_only)
+    .bind(f.host_id)
+    .bind(f.state)
     .bind(before_ts)
     .bind(before_id)
     .bind(limit)
+    .bind(f.kind)
+    .bind(f.severity)
     .fetch_all(conn)
     .await?)
+}
+
+/// When the latest alert was resolved (for the empty alerts page).
+pub async fn last_resolved_at(conn: &mut SqliteConnection) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT MAX(resolved_at) FROM alerts")
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Schedules, optionally of one host, by id.

@@ -18,12 +18,12 @@ use rm_bus::subject::{SvcRole, Verb};
 
 use crate::serve::{call_role, free_port, terminate, wait_running};
 
-const REST_USER: &str = "rm";
-const REST_PASS: &str = "rest-secret";
+pub(crate) const REST_USER: &str = "rm";
+pub(crate) const REST_PASS: &str = "rest-secret";
 const REPO_PASSWORD: &str = "repo-password-e2e";
 
 /// A child process killed when dropped.
-struct Kill(Child);
+pub(crate) struct Kill(pub(crate) Child);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -32,7 +32,7 @@ impl Drop for Kill {
     }
 }
 
-fn rclone(dir: &Path, port: u16, append_only: bool) -> Kill {
+pub(crate) fn rclone(dir: &Path, port: u16, append_only: bool) -> Kill {
     let mut cmd = Command::new("rclone");
     cmd.args(["serve", "restic"])
         .arg(dir)
@@ -95,7 +95,7 @@ fn user_add(dir: &Path, name: &str, role: &str, password: &str) {
     );
 }
 
-async fn svc(
+pub(crate) async fn svc(
     dir: &Path,
     port: u16,
     verb: &'static str,
@@ -109,7 +109,7 @@ async fn svc(
     }
 }
 
-fn sealed(xkey: &str, url: String) -> serde_json::Value {
+pub(crate) fn sealed(xkey: &str, url: String) -> serde_json::Value {
     let sealed = rm_controlplane::api::SealedSecrets::seal(
         &rm_controlplane::api::RepoSecretsInput {
             url,
@@ -123,7 +123,7 @@ fn sealed(xkey: &str, url: String) -> serde_json::Value {
 }
 
 /// The local agent's host id, once it is online.
-async fn local_host_online(db: &Path, name: &str) -> String {
+pub(crate) async fn local_host_online(db: &Path, name: &str) -> String {
     let store = rm_store::Store::open(db).await.unwrap();
     for _ in 0..600 {
         let mut c = store.read().await.unwrap();
@@ -246,6 +246,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     let restore_target = tmp.path().join("restored");
     let screenshots = repo_root().join("docs/screenshots");
     let settings = crate::browser_settings::Receivers::start();
+    let (_webhooks, alerts_cfg) = crate::browser_alerts::setup(&data, bus_port).await;
     let config = serde_json::json!({
         "settings": settings.config(),
         "url": url,
@@ -257,6 +258,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "restore_target": restore_target,
         "screenshots": screenshots,
         "sched": sched,
+        "alerts": alerts_cfg,
     });
     let config = crate::browser_repositories::extend(
         config,

@@ -42,6 +42,7 @@ async fn control_plane_and_alerts_starting_together_on_an_empty_data_dir_share_o
             notifier_xkey: nkeys::XKey::new().public_key(),
             ui_base_url: None,
             timings: rm_alerts::Timings::default(),
+            anomaly: Default::default(),
             clock: rm_bus::clock::system(),
         };
         let (cp_stop, cp_stopped) = oneshot::channel::<()>();

@@ -3,10 +3,12 @@
 
 mod accounts;
 mod alerts;
+mod anomaly;
 mod browser;
 mod browser_settings;
 mod browser_repositories;
 mod browser_sched;
+mod browser_alerts;
 mod first_start;
 mod notifier;
 mod serve;

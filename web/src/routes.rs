@@ -154,9 +154,59 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/", VIEWER, ui::dashboard::page),
         route(M::GET, "/hosts", VIEWER, ui::lists::hosts),
         route(M::GET, "/repositories", VIEWER, ui::lists::repositories),
-        route(M::GET, "/alerts", VIEWER, ui::lists::alerts),
-        route(M::POST, "/alerts/{id}/ack", OPERATOR, ui::lists::ack),
-        route(M::POST, "/alerts/{id}/resolve", OPERATOR, ui::lists::resolve),
+        // ---- alerts area (issue 12 A): alert pages, mutes, maintenance windows
+        route(M::GET, "/alerts", VIEWER, ui::alerts::list),
+        route(M::GET, "/alerts/{id}", VIEWER, ui::alerts::page),
+        route(M::POST, "/alerts/{id}/ack", OPERATOR, ui::alerts::ack),
+        route(M::POST, "/alerts/{id}/resolve", OPERATOR, ui::alerts::resolve),
+        route(M::POST, "/alerts/mute", OPERATOR, ui::alerts::mute),
+        route(M::POST, "/alerts/unmute", OPERATOR, ui::alerts::unmute),
+        route(
+            M::POST,
+            "/hosts/{id}/maintenance",
+            OPERATOR,
+            ui::alerts::window_add,
+        ),
+        route(
+            M::POST,
+            "/hosts/{id}/maintenance/{window}/delete",
+            OPERATOR,
+            ui::alerts::window_delete,
+        ),
+        route(
+            M::GET,
+            "/api/v1/alerts/{id}/history",
+            VIEWER,
+            crate::api::alerts::history,
+        )
+        .doc("One alert with its history: raised, acknowledged, resolved, and every delivery attempt")
+        .returns::<crate::views::alert::AlertDetail>(200),
+        route(
+            M::GET,
+            "/api/v1/hosts/{id}/mutes",
+            VIEWER,
+            crate::api::alerts::host_mutes,
+        )
+        .doc("A host's current mute (if any) and its recurring maintenance windows")
+        .returns::<crate::views::alert::HostMutes>(200),
+        route(
+            M::POST,
+            "/api/v1/hosts/{id}/maintenance",
+            OPERATOR,
+            crate::api::alerts::window_add,
+        )
+        .doc("Add a recurring maintenance window (cron, time zone, duration): alerts inside it are muted")
+        .body::<crate::api::alerts::WindowBody>()
+        .returns::<crate::api::alerts::WindowCreated>(201),
+        route(
+            M::DELETE,
+            "/api/v1/hosts/{id}/maintenance/{window}",
+            OPERATOR,
+            crate::api::alerts::window_delete,
+        )
+        .doc("Delete a maintenance window")
+        .returns_nothing(204),
+        // ---- end of the alerts area
         route(M::GET, "/hosts/new", OPERATOR, ui::actions::add_host_form),
         route(M::POST, "/hosts/new", OPERATOR, ui::actions::add_host),
         route(M::GET, "/hosts/{id}", VIEWER, ui::pages::host_page),
@@ -461,10 +511,12 @@ pub fn table() -> Vec<Route> {
             .query(&[
                 ("host", false),
                 ("state", false),
+                ("kind", false),
+                ("severity", false),
                 ("cursor", false),
                 ("limit", false),
             ])
-            .doc("Alerts, newest first: ?host=&state=open|all&cursor=&limit=")
+            .doc("Alerts, newest first: ?host=&state=open|unacknowledged|acknowledged|resolved|all&kind=&severity=&cursor=&limit=")
             .returns_page::<alerts::AlertViewBody>(),
         route(M::GET, "/api/v1/alerts/{id}", VIEWER, alerts::get)
             .doc("One alert")

@@ -113,6 +113,7 @@ async fn a_failed_backup_is_alerted_by_webhook_and_resolved_by_the_next_success(
             max_in_flight: 4,
             ..rm_alerts::Timings::default()
         },
+        anomaly: Default::default(),
         clock: rm_bus::clock::system(),
     };
     let alerts = tokio::spawn(rm_alerts::run(alerts_cfg, stopped(stop_rx.clone())));

@@ -666,3 +666,94 @@ async fn the_alerts_role_purges_its_own_old_delivery_history() -> anyhow::Result
     env.stop_alerts().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_maintenance_window_mutes_alerts_inside_it_and_they_are_told_after_it()
+-> anyhow::Result<()> {
+    // 2026-12-01T01:30Z: inside a 01:00–02:00 (UTC) nightly window.
+    let (mut env, clock) = Env::manual(1_796_088_600_000).await?;
+    let mut rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_host("h1", "db-1").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    let bad = env
+        .call::<_, api::MaintenanceAdded>(
+            api::MAINTENANCE_ADD,
+            api::MaintenanceAdd {
+                host_id: "h1".into(),
+                cron: "0 1 * *".into(),
+                timezone: "UTC".into(),
+                duration_secs: 3600,
+                reason: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&bad, Err(e) if e.code == "invalid" && e.message.starts_with("Cron")),
+        "a bad cron is refused naming the field: {bad:?}"
+    );
+    let added: api::MaintenanceAdded = env
+        .call(
+            api::MAINTENANCE_ADD,
+            api::MaintenanceAdd {
+                host_id: "h1".into(),
+                cron: "0 1 * * *".into(),
+                timezone: "UTC".into(),
+                duration_secs: 3600,
+                reason: Some("nightly dump".into()),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(added.window_id.starts_with('w'));
+
+    env.job_done("h1", "r1", "backup", JobStatus::Failed)
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
+        .await?;
+    assert!(
+        !alert.notified,
+        "raised inside the window: recorded, not told"
+    );
+    assert!(
+        env.outbox()
+            .await?
+            .iter()
+            .all(|d| d.alert_id.as_deref() != Some(alert.id.as_str())),
+        "nothing queued inside the window"
+    );
+
+    // The window ends with the alert still open: the next tick tells.
+    clock.advance(std::time::Duration::from_secs(3600));
+    let got = rx.next().await?;
+    assert_eq!(got.json()["type"], "alert.raised");
+    assert_eq!(got.json()["data"]["alert"]["id"], alert.id.as_str());
+
+    // Deleting the window is audited; an unknown one is not found.
+    let _: api::Done = env
+        .call(
+            api::MAINTENANCE_DELETE,
+            api::MaintenanceRef {
+                window_id: added.window_id.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let again = env
+        .call::<_, api::Done>(
+            api::MAINTENANCE_DELETE,
+            api::MaintenanceRef {
+                window_id: added.window_id,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&again, Err(e) if e.code == "not_found"),
+        "{again:?}"
+    );
+    env.stop_all().await
+}

@@ -480,3 +480,94 @@ async fn an_agent_clock_far_ahead_does_not_hide_later_failures() -> anyhow::Resu
         .await?;
     env.stop_all().await
 }
+
+/// Waits until the rule engine's job cursor has passed `finished_at` (the
+/// result was judged).
+async fn wait_judged(env: &Env, job_id: &str) -> anyhow::Result<()> {
+    let finished = {
+        let mut c = env.store.read().await?;
+        rm_store::jobs::get(&mut c, job_id)
+            .await?
+            .finished_at
+            .unwrap_or(0)
+    };
+    wait_for("the rule engine to judge the backup", || async {
+        let mut c = env.store.read().await?;
+        let cursor: Option<serde_json::Value> =
+            rm_store::worker_state::get(&mut c, "alerts.jobs").await?;
+        let mark = cursor
+            .and_then(|v| v["watermark"].as_i64())
+            .unwrap_or(i64::MIN);
+        Ok((mark >= finished).then_some(()))
+    })
+    .await
+}
+
+fn summary(added: i64, files: i64, total: i64) -> serde_json::Value {
+    serde_json::json!({"message_type": "summary", "files_new": files, "files_changed": 0,
+        "data_added": added, "total_bytes_processed": total, "snapshot_id": "0123abcd"})
+}
+
+#[tokio::test]
+async fn backup_anomaly_is_quiet_without_history_fires_on_a_tenfold_jump_and_resolves()
+-> anyhow::Result<()> {
+    const MIB: i64 = 1 << 20;
+    let mut env = Env::new().await?;
+    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
+        min_history: 5,
+        min_added_bytes: 10 * MIB,
+        min_changed_files: 100,
+        min_drop_bytes: 10 * MIB,
+        ..Default::default()
+    };
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+
+    // A huge first backup: nothing to compare it with, so quiet.
+    let first = env
+        .backup_with_summary("h1", "r1", summary(900 * MIB, 40_000, 1000 * MIB))
+        .await?;
+    wait_judged(&env, &first).await?;
+    for i in 0..5 {
+        let id = env
+            .backup_with_summary("h1", "r1", summary((19 + i) * MIB, 200, 1000 * MIB))
+            .await?;
+        wait_judged(&env, &id).await?;
+    }
+    assert!(
+        env.alerts_of("h1").await?.is_empty(),
+        "quiet until there is enough history, and for usual backups"
+    );
+
+    // Ten times the usual data added.
+    let jump = env
+        .backup_with_summary("h1", "r1", summary(210 * MIB, 200, 1000 * MIB))
+        .await?;
+    let alert = env
+        .wait_alert("h1", "backup_anomaly", "the anomaly", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(jump.as_str()));
+    assert_eq!(alert.severity, "warning");
+    assert_eq!(alert.subject, "r1");
+    assert!(
+        alert.message.contains("added 210.0 MiB")
+            && alert.message.contains("usual 21.5 MiB")
+            && alert.message.contains("range 19.0 MiB–23.0 MiB")
+            && alert.message.contains("offsite"),
+        "{}",
+        alert.message
+    );
+
+    // The next usual backup resolves it.
+    env.backup_with_summary("h1", "r1", summary(20 * MIB, 200, 1000 * MIB))
+        .await?;
+    let resolved = env
+        .wait_alert("h1", "backup_anomaly", "the resolution", |a| {
+            a.id == alert.id && !a.is_open()
+        })
+        .await?;
+    assert_eq!(resolved.resolved_by.as_deref(), Some("system"));
+    assert_eq!(env.alerts_of("h1").await?.len(), 1, "one alert in all");
+    env.stop_all().await
+}

@@ -71,6 +71,8 @@ pub struct Env {
     probe: TestClient,
     pub clock: SharedClock,
     pub timings: Timings,
+    /// The `backup_anomaly` thresholds the next started role uses.
+    pub anomaly: rm_alerts::anomaly::AnomalyConfig,
     alerts: Vec<Running>,
     notifiers: Vec<Running>,
 }
@@ -97,6 +99,7 @@ impl Env {
             probe,
             clock,
             timings: fast_timings(),
+            anomaly: rm_alerts::anomaly::AnomalyConfig::default(),
             alerts: Vec::new(),
             notifiers: Vec::new(),
         })
@@ -130,6 +133,7 @@ impl Env {
             notifier_xkey: self.notifier_xkey.public_key(),
             ui_base_url: Some("https://rm.test".into()),
             timings: self.timings.clone(),
+            anomaly: self.anomaly.clone(),
             clock: self.clock.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -391,6 +395,52 @@ impl Env {
         )
         .await?;
         tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A successful backup with restic's summary, then `job.finished`.
+    pub async fn backup_with_summary(
+        &self,
+        host: &str,
+        repo: &str,
+        summary: serde_json::Value,
+    ) -> Result<String> {
+        let id = rm_bus::JobId::generate().to_string();
+        let params = params("backup")?;
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        jobs::insert(
+            &mut tx,
+            &NewJob {
+                id: &id,
+                host_id: host,
+                exec_host_id: host,
+                repo_id: Some(repo),
+                params: &params,
+                origin: "operator",
+                schedule_id: None,
+                status: JobStatus::Running,
+                timeout_secs: 3600,
+                created_by: "alice",
+                created_at: now,
+                started_at: Some(now),
+            },
+        )
+        .await?;
+        jobs::finish(
+            &mut tx,
+            &id,
+            JobStatus::Succeeded,
+            &Finish {
+                exit_code: Some(0),
+                summary_json: Some(summary.to_string()),
+                finished_at: now,
+                ..Finish::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        self.publish(Evt::JobFinished, Some(host)).await?;
         Ok(id)
     }
 

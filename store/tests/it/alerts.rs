@@ -5,7 +5,7 @@ use rm_store::alerts::{self, NewAlert, Raised};
 use rm_store::channels::{self, Channel};
 use rm_store::delivery::{self, NewDelivery};
 use rm_store::jobs::{self, Finish, JobStatus, Phase};
-use rm_store::{hosts, worker_state};
+use rm_store::{hosts, mutes, worker_state};
 
 use super::{backup, new_job, store};
 
@@ -91,22 +91,38 @@ async fn one_open_alert_per_key_and_conditional_transitions() {
     assert_eq!(alerts::list_open(&mut c).await.unwrap().len(), 1);
 
     // Mutes.
-    assert!(!alerts::is_muted(&mut c, "h1", 60).await.unwrap());
-    alerts::set_mute(
-        &mut c,
-        &alerts::Mute {
-            host_id: "h1".into(),
-            until: 100,
-            reason: None,
-            created_by: "alice".into(),
-            created_at: 60,
-        },
-    )
-    .await
-    .unwrap();
-    assert!(alerts::is_muted(&mut c, "h1", 99).await.unwrap());
-    assert!(!alerts::is_muted(&mut c, "h1", 100).await.unwrap());
-    assert!(alerts::clear_mute(&mut c, "h1").await.unwrap());
+    assert!(!mutes::is_muted(&mut c, "h1", 60).await.unwrap());
+    let window = |id: &str, from: i64, until: i64| mutes::MuteWindow {
+        id: id.into(),
+        host_id: "h1".into(),
+        starts_at: from,
+        until,
+        reason: None,
+        created_by: "alice".into(),
+        created_at: from,
+        ended_by: None,
+    };
+    mutes::set_mute(&mut c, &window("m1", 60, 100))
+        .await
+        .unwrap();
+    assert!(mutes::is_muted(&mut c, "h1", 99).await.unwrap());
+    assert!(!mutes::is_muted(&mut c, "h1", 100).await.unwrap());
+    // A new mute replaces the current one; clearing ends it and keeps it.
+    mutes::set_mute(&mut c, &window("m2", 80, 500))
+        .await
+        .unwrap();
+    assert!(mutes::clear_mute(&mut c, "h1", "bob", 90).await.unwrap());
+    assert!(!mutes::is_muted(&mut c, "h1", 95).await.unwrap());
+    assert!(!mutes::clear_mute(&mut c, "h1", "bob", 95).await.unwrap());
+    let history = mutes::mutes_between(&mut c, "h1", 0, 1000).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|m| (m.id.as_str(), m.starts_at, m.until, m.ended_by.as_deref()))
+            .collect::<Vec<_>>(),
+        [("m1", 60, 80, None), ("m2", 80, 90, Some("bob"))],
+        "both mutes are kept with when they really ended"
+    );
 }
 
 #[tokio::test]

@@ -60,11 +60,74 @@ fn view(a: rm_store::alerts::Alert) -> AlertViewBody {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct AlertQuery {
     pub host: Option<String>,
-    /// `open` (not resolved, the default) or `all`.
+    /// `open` (not resolved, the default), `unacknowledged`,
+    /// `acknowledged`, `resolved` or `all`.
     pub state: Option<String>,
+    pub kind: Option<String>,
+    pub severity: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<i64>,
 }
+
+/// A checked filter: state (`None` = all), kind, severity.
+pub(crate) type CheckedFilter<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
+/// Checks an alert filter's values (shared with the alerts page): the
+/// state (`None` = all), kind and severity.
+pub(crate) fn check_filter<'a>(
+    state: Option<&'a str>,
+    kind: Option<&'a str>,
+    severity: Option<&'a str>,
+) -> Result<CheckedFilter<'a>, ApiError> {
+    let state = match state.filter(|s| !s.is_empty()) {
+        None => Some("open"),
+        Some("all") => None,
+        Some(s) if rm_store::listing::ALERT_STATES.contains(&s) => Some(s),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "state",
+                format!(
+                    "state must be open, unacknowledged, acknowledged, resolved or all, not {other:?}"
+                ),
+            ));
+        }
+    };
+    let kind = kind.filter(|k| !k.is_empty());
+    if let Some(k) = kind
+        && !ALERT_KINDS.contains(&k)
+    {
+        return Err(ApiError::invalid(
+            "kind",
+            format!(
+                "unknown alert kind {k:?}; one of {}",
+                ALERT_KINDS.join(", ")
+            ),
+        ));
+    }
+    let severity = severity.filter(|s| !s.is_empty());
+    if let Some(s) = severity
+        && !SEVERITIES.contains(&s)
+    {
+        return Err(ApiError::invalid(
+            "severity",
+            format!("severity must be critical, warning or info, not {s:?}"),
+        ));
+    }
+    Ok((state, kind, severity))
+}
+
+/// The rules' kinds, for filters.
+pub(crate) const ALERT_KINDS: [&str; 7] = [
+    "backup_failed",
+    "backup_anomaly",
+    "check_failed",
+    "forget_failed",
+    "prune_failed",
+    "stale_schedule",
+    "agent_offline",
+];
+
+pub(crate) const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
 
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -77,22 +140,18 @@ pub(crate) async fn list(
     };
     let limit = pq.limit()?;
     let cursor = pq.cursor()?;
-    let open_only = match q.state.as_deref() {
-        None | Some("open") => true,
-        Some("all") => false,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "state",
-                format!("state must be open or all, not {other:?}"),
-            ));
-        }
-    };
+    let (st, kind, severity) =
+        check_filter(q.state.as_deref(), q.kind.as_deref(), q.severity.as_deref())?;
     let mut conn = state.store.read().await?;
     let rows = rm_store::listing::alerts(
         &mut conn,
-        q.host.as_deref(),
-        open_only,
-        cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+        &rm_store::listing::AlertFilter {
+            host_id: q.host.as_deref().filter(|h| !h.is_empty()),
+            state: st,
+            kind,
+            severity,
+            before: cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+        },
         limit + 1,
     )
     .await?;
@@ -429,6 +488,108 @@ pub(crate) async fn unmute(
         SvcRole::Alerts,
         al::MUTE_CLEAR,
         al::HostRef { host_id },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn history(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<crate::views::alert::AlertDetail>, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(Json(
+        crate::views::alert::load(&mut conn, &id, state.now()).await?,
+    ))
+}
+
+pub(crate) async fn host_mutes(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(host_id): Path<String>,
+) -> Result<Json<crate::views::alert::HostMutes>, ApiError> {
+    let mut conn = state.store.read().await?;
+    rm_store::hosts::get(&mut conn, &host_id).await?;
+    Ok(Json(
+        crate::views::alert::host_mutes(&mut conn, &host_id, state.now()).await?,
+    ))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct WindowBody {
+    /// Five-field cron expression: when each window starts.
+    pub cron: String,
+    /// IANA time zone of the cron expression (default UTC).
+    pub timezone: Option<String>,
+    /// How long each window lasts (60 s to 24 h).
+    pub duration_secs: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WindowCreated {
+    pub window_id: String,
+}
+
+pub(crate) async fn window_add(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(host_id): Path<String>,
+    ApiJson(body): ApiJson<WindowBody>,
+) -> Result<(StatusCode, Json<WindowCreated>), ApiError> {
+    let added: al::MaintenanceAdded = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::MAINTENANCE_ADD,
+        al::MaintenanceAdd {
+            host_id,
+            cron: body.cron,
+            timezone: body.timezone.unwrap_or_else(|| "UTC".into()),
+            duration_secs: body.duration_secs,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(WindowCreated {
+            window_id: added.window_id,
+        }),
+    ))
+}
+
+/// `NotFound` unless `window_id` is a maintenance window of `host_id`.
+pub(crate) async fn window_of_host(
+    state: &AppState,
+    host_id: &str,
+    window_id: &str,
+) -> Result<(), ApiError> {
+    let mut conn = state.store.read().await?;
+    match rm_store::mutes::get_maintenance(&mut conn, window_id).await {
+        Ok(w) if w.host_id == host_id => Ok(()),
+        Ok(_) => Err(rm_store::StoreError::NotFound {
+            what: "maintenance window",
+            id: window_id.to_owned(),
+        }
+        .into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn window_delete(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path((host_id, window_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    window_of_host(&state, &host_id, &window_id).await?;
+    let _: al::Done = ask(
+        &state,
+        &p,
+        SvcRole::Alerts,
+        al::MAINTENANCE_DELETE,
+        al::MaintenanceRef { window_id },
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,19 +1,14 @@
 //! The other top-level pages of the navigation: `/hosts` (every host by
-//! name), `/repositories` (each repository with its health), `/alerts`
-//! (open or all alerts, acknowledge and resolve). Settings are in
-//! `ui::settings`.
+//! name) and `/repositories` (each repository with its health). Alerts are
+//! in `ui::alerts`, settings in `ui::settings`.
 
 use askama::Template;
-use axum::Form;
-use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use rm_bus::subject::SvcRole;
-use serde::Deserialize;
+use axum::extract::{Query, State};
+use axum::response::Response;
 
 use crate::AppState;
-use crate::auth::{RequireOperator, RequireViewer};
+use crate::auth::RequireViewer;
 use crate::error::ApiError;
-use crate::svc;
 use crate::ui::open_alerts;
 use crate::ui::{Layout, can_operate, error_page, render};
 use crate::views::fleet::{self, FleetFilter, FleetPage};
@@ -128,153 +123,4 @@ pub async fn repositories(
         }),
         Err(e) => error_page(&who, "repositories", &e),
     }
-}
-
-// ------------------------------------------------------------ alerts
-
-/// `?state=open|all&host=`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct AlertFilter {
-    pub state: String,
-    pub host: String,
-}
-
-/// One alert as the list shows it.
-#[derive(Debug, Clone)]
-pub struct AlertRow {
-    pub alert: rm_store::alerts::Alert,
-    pub host_name: String,
-}
-
-impl AlertRow {
-    pub fn state_word(&self) -> &'static str {
-        match (&self.alert.resolved_at, &self.alert.acknowledged_at) {
-            (Some(_), _) => "resolved",
-            (None, Some(_)) => "acknowledged",
-            (None, None) => "open",
-        }
-    }
-    pub fn state_class(&self) -> &'static str {
-        match self.state_word() {
-            "resolved" => "s-ok",
-            "acknowledged" => "s-warn",
-            _ if self.alert.severity == "critical" => "s-fail",
-            _ => "s-warn",
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "alerts.html")]
-pub(crate) struct AlertsPage {
-    pub(crate) layout: Layout,
-    pub(crate) alerts: Vec<AlertRow>,
-    pub(crate) filter: AlertFilter,
-    pub(crate) can_operate: bool,
-    pub(crate) now: i64,
-}
-
-/// Alerts shown at most.
-const ALERTS_SHOWN: i64 = 200;
-
-/// `GET /alerts`.
-pub async fn alerts(
-    State(state): State<AppState>,
-    RequireViewer(who): RequireViewer,
-    Query(filter): Query<AlertFilter>,
-) -> Response {
-    let loaded = async {
-        if !matches!(filter.state.as_str(), "" | "open" | "all") {
-            return Err(ApiError::invalid("state", "open or all"));
-        }
-        let mut conn = state.store.read().await?;
-        let names: std::collections::HashMap<String, String> = rm_store::hosts::names(&mut conn)
-            .await?
-            .into_iter()
-            .collect();
-        let host = (!filter.host.is_empty()).then_some(filter.host.as_str());
-        let open_only = filter.state != "all";
-        let list =
-            rm_store::listing::alerts(&mut conn, host, open_only, None, ALERTS_SHOWN).await?;
-        Ok(list
-            .into_iter()
-            .map(|a| AlertRow {
-                host_name: names
-                    .get(&a.host_id)
-                    .cloned()
-                    .unwrap_or_else(|| a.host_id.clone()),
-                alert: a,
-            })
-            .collect::<Vec<_>>())
-    }
-    .await;
-    match loaded {
-        Ok(alerts) => render(&AlertsPage {
-            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
-            can_operate: can_operate(&who),
-            alerts,
-            filter,
-            now: state.now(),
-        }),
-        Err(e) => error_page(&who, "alerts", &e),
-    }
-}
-
-/// Where to go back to after acknowledging or resolving.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct BackTo {
-    pub back: String,
-}
-
-fn back(b: &BackTo) -> String {
-    // Same-site paths only.
-    if b.back.starts_with("/alerts") {
-        b.back.clone()
-    } else {
-        "/alerts".into()
-    }
-}
-
-async fn alert_action(
-    state: &AppState,
-    who: &crate::auth::Principal,
-    verb: rm_bus::subject::Verb,
-    id: String,
-    to: &BackTo,
-) -> Response {
-    let r: Result<serde_json::Value, _> = svc::call(
-        &state.bus,
-        SvcRole::Alerts,
-        verb,
-        who.actor(),
-        rm_alerts::api::AlertRef { alert_id: id },
-        state.svc_timeout,
-    )
-    .await;
-    match r {
-        Ok(_) => Redirect::to(&back(to)).into_response(),
-        Err(e) => error_page(who, "alerts", &e.into()),
-    }
-}
-
-/// `POST /alerts/{id}/ack`.
-pub async fn ack(
-    State(state): State<AppState>,
-    RequireOperator(who): RequireOperator,
-    Path(id): Path<String>,
-    Form(to): Form<BackTo>,
-) -> Response {
-    alert_action(&state, &who, rm_alerts::api::ALERT_ACK, id, &to).await
-}
-
-/// `POST /alerts/{id}/resolve`.
-pub async fn resolve(
-    State(state): State<AppState>,
-    RequireOperator(who): RequireOperator,
-    Path(id): Path<String>,
-    Form(to): Form<BackTo>,
-) -> Response {
-    alert_action(&state, &who, rm_alerts::api::ALERT_RESOLVE, id, &to).await
 }

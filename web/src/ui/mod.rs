@@ -8,6 +8,7 @@
 //! - [`dashboard`]: the fleet (`/`, `GET /api/v1/hosts`).
 
 pub mod actions;
+pub mod alerts;
 pub mod assets;
 pub mod cron_words;
 pub mod dashboard;

@@ -21,13 +21,27 @@ const LOG_SHOWN: usize = 1000;
 pub(crate) struct HostPage {
     pub(crate) layout: Layout,
     pub(crate) host: HostView,
+    pub(crate) mutes: crate::views::alert::HostMutes,
     pub(crate) can_operate: bool,
     pub(crate) can_admin: bool,
 }
 
-async fn load_host(state: &AppState, id: &str) -> Result<HostView, ApiError> {
+impl HostPage {
+    /// Where the mute forms come back to.
+    pub(crate) fn mute_back(&self) -> String {
+        format!("/hosts/{}#mutes", self.host.id)
+    }
+}
+
+async fn load_host(
+    state: &AppState,
+    id: &str,
+) -> Result<(HostView, crate::views::alert::HostMutes), ApiError> {
     let mut conn = state.store.read().await?;
-    Ok(host::load(&mut conn, id, state.now()).await?)
+    let now = state.now();
+    let view = host::load(&mut conn, id, now).await?;
+    let mutes = crate::views::alert::host_mutes(&mut conn, id, now).await?;
+    Ok((view, mutes))
 }
 
 /// `GET /hosts/{id}`.
@@ -36,7 +50,7 @@ pub async fn host_page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
-    let host = match load_host(&state, &id).await {
+    let (host, mutes) = match load_host(&state, &id).await {
         Ok(h) => h,
         Err(e) => return crate::ui::error_page(&who, "hosts", &e),
     };
@@ -50,6 +64,7 @@ pub async fn host_page(
         can_operate: can_operate(&who),
         can_admin: who.role >= crate::auth::Role::Admin,
         host,
+        mutes,
     })
 }
 

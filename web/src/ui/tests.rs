@@ -174,15 +174,23 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
     assert!(host.posture.append_only);
     assert_eq!(host.schedules.len(), 1);
     assert!(host.schedules[0].reading.starts_with("every day at 0"));
+    let mutes = views::alert::host_mutes(&mut conn, "seed-h000020", NOW)
+        .await
+        .unwrap();
     let page = pages::HostPage {
         layout: layout("hosts"),
         host,
+        mutes,
         can_operate: true,
         can_admin: true,
     };
     let html = page.render().unwrap();
     preview("host", &html);
     assert!(html.contains("append-only"));
+    assert!(
+        html.contains("action=\"/alerts/mute\"") && html.contains("Maintenance windows"),
+        "the host page mutes and holds the maintenance windows"
+    );
     assert!(matches!(
         views::host::load(&mut conn, "nope", NOW).await,
         Err(rm_store::StoreError::NotFound { .. })
@@ -295,27 +303,40 @@ fn templates_carry_no_inline_script_or_style_that_the_csp_would_block() {
 async fn alerts_and_repositories_pages_show_what_needs_attention() {
     let (_dir, store) = seeded().await;
     let mut conn = store.read().await.unwrap();
-    let open = rm_store::listing::alerts(&mut conn, None, true, None, 100)
-        .await
-        .unwrap();
+    let open = rm_store::listing::alerts(
+        &mut conn,
+        &rm_store::listing::AlertFilter {
+            state: Some("open"),
+            ..Default::default()
+        },
+        100,
+    )
+    .await
+    .unwrap();
     assert!(!open.is_empty(), "the seed raises alerts for failing hosts");
     let names: std::collections::HashMap<String, String> = rm_store::hosts::names(&mut conn)
         .await
         .unwrap()
         .into_iter()
         .collect();
-    let alerts: Vec<lists::AlertRow> = open
+    let alerts: Vec<crate::ui::alerts::AlertRow> = open
         .into_iter()
-        .map(|a| lists::AlertRow {
+        .map(|a| crate::ui::alerts::AlertRow {
             host_name: names[&a.host_id].clone(),
             alert: a,
         })
         .collect();
     let first = alerts[0].alert.message.clone();
-    let html = lists::AlertsPage {
+    let html = crate::ui::alerts::AlertsPage {
         layout: layout("alerts"),
         alerts,
-        filter: lists::AlertFilter::default(),
+        filter: crate::ui::alerts::AlertFilter::default(),
+        hosts: Vec::new(),
+        kinds: crate::api::alerts::ALERT_KINDS,
+        severities: crate::api::alerts::SEVERITIES,
+        states: crate::ui::alerts::STATES,
+        mutes: None,
+        last_resolved_at: None,
         can_operate: true,
         now: NOW,
     }
@@ -474,4 +495,114 @@ async fn a_diff_job_page_shows_changed_paths_as_a_paged_table() {
             .unwrap(),
     );
     assert!(html.contains("/srv/&#60;b&#62;gone&#60;/b&#62;") && !html.contains("/srv/new-000"));
+}
+
+#[tokio::test]
+async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
+    const DAY: i64 = 86_400_000;
+    let (_dir, store) = seeded().await;
+    let host = "seed-h000020";
+    let today = NOW - NOW.rem_euclid(DAY);
+    let load = || async {
+        let mut conn = store.read().await.unwrap();
+        views::host::load(&mut conn, host, NOW)
+            .await
+            .unwrap()
+            .summary
+            .unwrap()
+    };
+    assert!(
+        load().await.days.iter().all(|d| !d.muted),
+        "nothing muted yet"
+    );
+    {
+        let mut tx = store.write().await.unwrap();
+        // Muted from 22:00 five days ago to 02:00 four days ago.
+        rm_store::mutes::set_mute(
+            &mut tx,
+            &rm_store::mutes::MuteWindow {
+                id: "m1".into(),
+                host_id: host.into(),
+                starts_at: today - 5 * DAY + 22 * 3_600_000,
+                until: today - 4 * DAY + 2 * 3_600_000,
+                reason: None,
+                created_by: "ops".into(),
+                created_at: today - 5 * DAY,
+                ended_by: None,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let row = load().await;
+    let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
+    assert_eq!(muted, [24, 25], "the two days the mute touched");
+    assert!(
+        row.strip_label().contains("2 muted"),
+        "{}",
+        row.strip_label()
+    );
+    let page = pages::HostPage {
+        layout: layout("hosts"),
+        mutes: {
+            let mut conn = store.read().await.unwrap();
+            views::alert::host_mutes(&mut conn, host, NOW)
+                .await
+                .unwrap()
+        },
+        host: {
+            let mut conn = store.read().await.unwrap();
+            views::host::load(&mut conn, host, NOW).await.unwrap()
+        },
+        can_operate: true,
+        can_admin: true,
+    };
+    assert_eq!(page.render().unwrap().matches("muted-day").count(), 2);
+
+    // A nightly maintenance window created two days ago marks the days
+    // since (not before: it did not exist then).
+    {
+        let mut tx = store.write().await.unwrap();
+        rm_store::mutes::add_maintenance(
+            &mut tx,
+            &rm_store::mutes::MaintenanceWindow {
+                id: "w1".into(),
+                host_id: host.into(),
+                cron: "0 3 * * *".into(),
+                timezone: "UTC".into(),
+                duration_secs: 3600,
+                reason: Some("nightly dump".into()),
+                created_by: "ops".into(),
+                created_at: today - 2 * DAY,
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let row = load().await;
+    let muted: Vec<usize> = (0..30).filter(|&i| row.days[i].muted).collect();
+    assert_eq!(
+        muted,
+        [24, 25, 27, 28, 29],
+        "the mute's days and the window's"
+    );
+    let mut conn = store.read().await.unwrap();
+    let mutes = views::alert::host_mutes(&mut conn, host, NOW)
+        .await
+        .unwrap();
+    assert!(
+        mutes.muted.is_none(),
+        "12:00 is outside the 03:00–04:00 window"
+    );
+    assert_eq!(mutes.windows.len(), 1);
+    assert_eq!(mutes.windows[0].next_at, Some(today + DAY + 3 * 3_600_000));
+    let inside = views::alert::host_mutes(&mut conn, host, today + 3 * 3_600_000 + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        inside.muted.map(|m| (m.by, m.until)),
+        Some(("maintenance".to_owned(), today + 4 * 3_600_000))
+    );
 }

@@ -131,6 +131,9 @@ pub struct Day {
     pub date: String,
     /// `ok`, `warn`, `fail`, `running`, `miss` or `none`.
     pub state: &'static str,
+    /// A mute or maintenance window covered part of the day: its alerts
+    /// were recorded but nobody was told.
+    pub muted: bool,
 }
 
 /// The running job of a host.
@@ -274,7 +277,14 @@ pub async fn host_row(
         .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
         .min();
     let active_since = row.enrolled_at.unwrap_or(row.created_at);
-    let days = strip(now_ms, since, &runs, &schedules, active_since);
+    let mut days = strip(now_ms, since, &runs, &schedules, active_since);
+    let windows = rm_store::mutes::Windows::load(&mut *conn, &row.id, since, now_ms + 1).await?;
+    if !windows.is_empty() {
+        for (i, day) in (0_i64..).zip(days.iter_mut()) {
+            let start = since + i * DAY_MS;
+            day.muted = windows.overlaps(start, (start + DAY_MS).min(now_ms + 1));
+        }
+    }
     Ok(HostRow {
         last_backup_reason: last
             .as_ref()
@@ -332,7 +342,11 @@ fn strip(
                 None if missed(start, end, now_ms, schedules, active_since) => "miss",
                 None => "none",
             };
-            Day { date, state }
+            Day {
+                date,
+                state,
+                muted: false,
+            }
         })
         .collect()
 }
@@ -406,6 +420,11 @@ impl HostRow {
             (n > 0).then(|| format!("{n} {w}"))
         })
         .collect();
+        let muted = self.days.iter().filter(|d| d.muted).count();
+        let mut parts = parts;
+        if muted > 0 {
+            parts.push(format!("{muted} muted"));
+        }
         if parts.is_empty() {
             "last 30 days: nothing due".into()
         } else {

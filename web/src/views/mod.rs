@@ -2,6 +2,7 @@
 //! once from the store. Templates render these; the API serialises them.
 //! None of them carries a secret (sealed credentials stay in the store).
 
+pub mod alert;
 pub mod fleet;
 pub mod host;
 pub mod job;

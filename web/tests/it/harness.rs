@@ -138,6 +138,7 @@ impl H {
             notifier_xkey: nkeys::XKey::new().public_key(),
             ui_base_url: None,
             timings: rm_alerts::Timings::default(),
+            anomaly: Default::default(),
             clock: rm_bus::clock::system(),
         };
         tokio::spawn(rm_alerts::run(config, async move {

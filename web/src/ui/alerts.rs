@@ -1,0 +1,542 @@
+//! The alerts pages: `/alerts` (filters by state, host, kind and severity
+//! in the query string; acknowledge, resolve, mute a host), `/alerts/<id>`
+//! (one alert's history and delivery attempts), and the mute and
+//! maintenance-window forms (also on the host page). Every change is a
+//! request to the alerts role; the page and its JSON twin share
+//! `views::alert` and the store's listing.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use rm_bus::subject::{SvcRole, Verb};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::api::alerts::{ALERT_KINDS, SEVERITIES, check_filter};
+use crate::auth::{Principal, RequireOperator, RequireViewer};
+use crate::error::ApiError;
+use crate::svc;
+use crate::ui::{Layout, can_operate, error_page, open_alerts, render};
+use crate::views::alert::{self, AlertDetail, HostMutes};
+
+/// `?state=&host=&kind=&severity=`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AlertFilter {
+    pub state: String,
+    pub host: String,
+    pub kind: String,
+    pub severity: String,
+}
+
+impl AlertFilter {
+    /// This filter as a query string with `state` replaced.
+    pub fn with_state(&self, state: &str) -> String {
+        let mut parts = vec![format!("state={}", enc(state))];
+        for (k, v) in [
+            ("host", &self.host),
+            ("kind", &self.kind),
+            ("severity", &self.severity),
+        ] {
+            if !v.is_empty() {
+                parts.push(format!("{k}={}", enc(v)));
+            }
+        }
+        format!("/alerts?{}", parts.join("&"))
+    }
+
+    /// The current state word (`open` by default).
+    pub fn state_or_open(&self) -> &str {
+        if self.state.is_empty() {
+            "open"
+        } else {
+            &self.state
+        }
+    }
+
+    /// This page's own address (where forms come back to).
+    pub fn here(&self) -> String {
+        self.with_state(self.state_or_open())
+    }
+
+    pub fn is_narrowed(&self) -> bool {
+        !(self.host.is_empty() && self.kind.is_empty() && self.severity.is_empty())
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One alert as the list shows it.
+#[derive(Debug, Clone)]
+pub struct AlertRow {
+    pub alert: rm_store::alerts::Alert,
+    pub host_name: String,
+}
+
+impl AlertRow {
+    pub fn state_word(&self) -> &'static str {
+        alert::state_of(&self.alert)
+    }
+    pub fn state_class(&self) -> &'static str {
+        alert::state_class(self.state_word(), &self.alert.severity)
+    }
+    pub fn title(&self) -> String {
+        rm_bus::notify::AlertKind::from(self.alert.kind.as_str())
+            .label()
+            .to_owned()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+pub(crate) struct AlertsPage {
+    pub(crate) layout: Layout,
+    pub(crate) alerts: Vec<AlertRow>,
+    pub(crate) filter: AlertFilter,
+    pub(crate) hosts: Vec<(String, String)>,
+    pub(crate) kinds: [&'static str; 7],
+    pub(crate) severities: [&'static str; 3],
+    pub(crate) states: [(&'static str, &'static str); 5],
+    /// The filtered host's mutes, when one host is shown.
+    pub(crate) mutes: Option<HostMutes>,
+    pub(crate) last_resolved_at: Option<i64>,
+    pub(crate) can_operate: bool,
+    pub(crate) now: i64,
+}
+
+/// Alerts shown at most.
+const ALERTS_SHOWN: i64 = 200;
+
+pub(crate) const STATES: [(&str, &str); 5] = [
+    ("open", "Open"),
+    ("unacknowledged", "Not acknowledged"),
+    ("acknowledged", "Acknowledged"),
+    ("resolved", "Resolved"),
+    ("all", "All"),
+];
+
+/// `GET /alerts`.
+pub async fn list(
+    State(state): State<AppState>,
+    RequireViewer(who): RequireViewer,
+    Query(filter): Query<AlertFilter>,
+) -> Response {
+    let now = state.now();
+    let loaded = async {
+        let (st, kind, severity) = check_filter(
+            Some(filter.state.as_str()),
+            Some(filter.kind.as_str()),
+            Some(filter.severity.as_str()),
+        )?;
+        let mut conn = state.store.read().await?;
+        let mut hosts = rm_store::hosts::names(&mut conn).await?;
+        hosts.sort_by(|a, b| a.1.cmp(&b.1));
+        let names: std::collections::HashMap<&str, &str> = hosts
+            .iter()
+            .map(|(id, n)| (id.as_str(), n.as_str()))
+            .collect();
+        let host = (!filter.host.is_empty()).then_some(filter.host.as_str());
+        let list = rm_store::listing::alerts(
+            &mut conn,
+            &rm_store::listing::AlertFilter {
+                host_id: host,
+                state: st,
+                kind,
+                severity,
+                before: None,
+            },
+            ALERTS_SHOWN,
+        )
+        .await?;
+        let rows = list
+            .into_iter()
+            .map(|a| AlertRow {
+                host_name: names
+                    .get(a.host_id.as_str())
+                    .map_or_else(|| a.host_id.clone(), |n| (*n).to_owned()),
+                alert: a,
+            })
+            .collect::<Vec<_>>();
+        let mutes = match host {
+            Some(h) if names.contains_key(h) => Some(alert::host_mutes(&mut conn, h, now).await?),
+            _ => None,
+        };
+        let last_resolved_at = rm_store::listing::last_resolved_at(&mut conn).await?;
+        Ok::<_, ApiError>((rows, hosts, mutes, last_resolved_at))
+    }
+    .await;
+    match loaded {
+        Ok((alerts, hosts, mutes, last_resolved_at)) => render(&AlertsPage {
+            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
+            can_operate: can_operate(&who),
+            alerts,
+            filter,
+            hosts,
+            kinds: ALERT_KINDS,
+            severities: SEVERITIES,
+            states: STATES,
+            mutes,
+            last_resolved_at,
+            now,
+        }),
+        Err(e) => error_page(&who, "alerts", &e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "alert.html")]
+pub(crate) struct AlertPage {
+    pub(crate) layout: Layout,
+    pub(crate) a: AlertDetail,
+    pub(crate) mutes: HostMutes,
+    pub(crate) can_operate: bool,
+    pub(crate) here: String,
+}
+
+/// `GET /alerts/{id}`.
+pub async fn page(
+    State(state): State<AppState>,
+    RequireViewer(who): RequireViewer,
+    Path(id): Path<String>,
+) -> Response {
+    let now = state.now();
+    let loaded = async {
+        let mut conn = state.store.read().await?;
+        let a = alert::load(&mut conn, &id, now).await?;
+        let mutes = alert::host_mutes(&mut conn, &a.host_id, now).await?;
+        Ok::<_, ApiError>((a, mutes))
+    }
+    .await;
+    match loaded {
+        Ok((a, mutes)) => render(&AlertPage {
+            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
+            can_operate: can_operate(&who),
+            here: format!("/alerts/{}", a.id),
+            a,
+            mutes,
+        }),
+        Err(e) => error_page(&who, "alerts", &e),
+    }
+}
+
+/// Where to go back to after a change.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct BackTo {
+    pub back: String,
+}
+
+/// Same-site paths of the alerts and host pages only.
+fn back(to: &str) -> String {
+    let safe = (to.starts_with("/alerts") || to.starts_with("/hosts/"))
+        && !to.starts_with("//")
+        && !to.contains(['\\', '\r', '\n']);
+    if safe {
+        to.to_owned()
+    } else {
+        "/alerts".into()
+    }
+}
+
+async fn ask<B: serde::Serialize>(
+    state: &AppState,
+    who: &Principal,
+    verb: Verb,
+    body: B,
+) -> Result<serde_json::Value, ApiError> {
+    Ok(svc::call(
+        &state.bus,
+        SvcRole::Alerts,
+        verb,
+        who.actor(),
+        body,
+        state.svc_timeout,
+    )
+    .await?)
+}
+
+async fn alert_action(
+    state: &AppState,
+    who: &Principal,
+    verb: Verb,
+    id: String,
+    to: &BackTo,
+) -> Response {
+    match ask(state, who, verb, rm_alerts::api::AlertRef { alert_id: id }).await {
+        Ok(_) => Redirect::to(&back(&to.back)).into_response(),
+        Err(e) => error_page(who, "alerts", &e),
+    }
+}
+
+/// `POST /alerts/{id}/ack`.
+pub async fn ack(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+    Form(to): Form<BackTo>,
+) -> Response {
+    alert_action(&state, &who, rm_alerts::api::ALERT_ACK, id, &to).await
+}
+
+/// `POST /alerts/{id}/resolve`.
+pub async fn resolve(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+    Form(to): Form<BackTo>,
+) -> Response {
+    alert_action(&state, &who, rm_alerts::api::ALERT_RESOLVE, id, &to).await
+}
+
+/// The mute form: for a duration (`for_mins`) or until a time (`until`,
+/// `YYYY-MM-DDTHH:MM` in UTC, from a `datetime-local` input).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct MuteForm {
+    pub host: String,
+    pub for_mins: String,
+    pub until: String,
+    pub reason: String,
+    pub back: String,
+}
+
+/// When a mute form's mute ends, or which field is wrong.
+pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
+    if !f.until.trim().is_empty() {
+        let s = f.until.trim();
+        let dt: jiff::civil::DateTime = s.parse().map_err(|_| {
+            ApiError::invalid(
+                "until",
+                format!("{s:?} is not a date and time (YYYY-MM-DDTHH:MM)"),
+            )
+        })?;
+        let at = dt
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .map_err(|e| ApiError::invalid("until", e.to_string()))?
+            .timestamp()
+            .as_millisecond();
+        if at <= now {
+            return Err(ApiError::invalid(
+                "until",
+                "the mute must end in the future",
+            ));
+        }
+        return Ok(at);
+    }
+    let mins: i64 = f.for_mins.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            "for_mins",
+            "choose how long to mute, or a time to mute until",
+        )
+    })?;
+    if !(1..=90 * 24 * 60).contains(&mins) {
+        return Err(ApiError::invalid(
+            "for_mins",
+            "Mute for: a mute lasts from 1 minute to 90 days",
+        ));
+    }
+    Ok(now + mins * 60_000)
+}
+
+/// `POST /alerts/mute`: mute a host.
+pub async fn mute(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Form(f): Form<MuteForm>,
+) -> Response {
+    let done = async {
+        if f.host.is_empty() {
+            return Err(ApiError::invalid("host", "Host: choose the host to mute"));
+        }
+        let until_ms = mute_until(&f, state.now())?;
+        ask(
+            &state,
+            &who,
+            rm_alerts::api::MUTE_SET,
+            rm_alerts::api::MuteSet {
+                host_id: f.host.clone(),
+                until_ms,
+                reason: Some(f.reason.clone()).filter(|r| !r.trim().is_empty()),
+            },
+        )
+        .await
+    }
+    .await;
+    match done {
+        Ok(_) => Redirect::to(&back(&f.back)).into_response(),
+        Err(e) => error_page(&who, "alerts", &e),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HostForm {
+    pub host: String,
+    pub back: String,
+}
+
+/// `POST /alerts/unmute`: end a host's mute now.
+pub async fn unmute(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Form(f): Form<HostForm>,
+) -> Response {
+    match ask(
+        &state,
+        &who,
+        rm_alerts::api::MUTE_CLEAR,
+        rm_alerts::api::HostRef {
+            host_id: f.host.clone(),
+        },
+    )
+    .await
+    {
+        Ok(_) => Redirect::to(&back(&f.back)).into_response(),
+        Err(e) => error_page(&who, "alerts", &e),
+    }
+}
+
+/// The maintenance-window form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WindowForm {
+    pub cron: String,
+    pub timezone: String,
+    pub duration_mins: String,
+    pub reason: String,
+}
+
+/// `POST /hosts/{id}/maintenance`: add a recurring maintenance window.
+pub async fn window_add(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(host): Path<String>,
+    Form(f): Form<WindowForm>,
+) -> Response {
+    let done = async {
+        let mins: i64 = f.duration_mins.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "duration_mins",
+                "Minutes: how many minutes each window lasts (a whole number)",
+            )
+        })?;
+        let timezone = if f.timezone.trim().is_empty() {
+            "UTC".to_owned()
+        } else {
+            f.timezone.trim().to_owned()
+        };
+        ask(
+            &state,
+            &who,
+            rm_alerts::api::MAINTENANCE_ADD,
+            rm_alerts::api::MaintenanceAdd {
+                host_id: host.clone(),
+                cron: f.cron.clone(),
+                timezone,
+                duration_secs: mins.saturating_mul(60),
+                reason: Some(f.reason.clone()).filter(|r| !r.trim().is_empty()),
+            },
+        )
+        .await
+    }
+    .await;
+    match done {
+        Ok(_) => Redirect::to(&format!("/hosts/{host}#mutes")).into_response(),
+        Err(e) => error_page(&who, "hosts", &e),
+    }
+}
+
+/// `POST /hosts/{id}/maintenance/{window}/delete`.
+pub async fn window_delete(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path((host, window)): Path<(String, String)>,
+) -> Response {
+    let done = async {
+        crate::api::alerts::window_of_host(&state, &host, &window).await?;
+        ask(
+            &state,
+            &who,
+            rm_alerts::api::MAINTENANCE_DELETE,
+            rm_alerts::api::MaintenanceRef { window_id: window },
+        )
+        .await
+    }
+    .await;
+    match done {
+        Ok(_) => Redirect::to(&format!("/hosts/{host}#mutes")).into_response(),
+        Err(e) => error_page(&who, "hosts", &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mute_ends_after_a_duration_or_at_a_time_and_bad_input_names_the_field() {
+        let now = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let f = |for_mins: &str, until: &str| MuteForm {
+            host: "h1".into(),
+            for_mins: for_mins.into(),
+            until: until.into(),
+            ..MuteForm::default()
+        };
+        assert_eq!(mute_until(&f("60", ""), now).unwrap(), now + 3_600_000);
+        assert_eq!(
+            mute_until(&f("60", "2026-01-01T06:30"), now).unwrap(),
+            now + 6 * 3_600_000 + 30 * 60_000,
+            "a time wins over a duration, read as UTC"
+        );
+        assert_eq!(
+            mute_until(&f("", "tomorrow"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until")
+        );
+        assert_eq!(
+            mute_until(&f("", "2025-12-31T23:00"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until")
+        );
+        assert_eq!(
+            mute_until(&f("", ""), now).unwrap_err().field.as_deref(),
+            Some("for_mins")
+        );
+        assert_eq!(
+            mute_until(&f("0", ""), now).unwrap_err().field.as_deref(),
+            Some("for_mins")
+        );
+    }
+
+    #[test]
+    fn filters_keep_each_other_and_back_links_stay_on_site() {
+        let f = AlertFilter {
+            state: String::new(),
+            host: "h 1".into(),
+            kind: "backup_failed".into(),
+            severity: String::new(),
+        };
+        assert_eq!(f.here(), "/alerts?state=open&host=h%201&kind=backup_failed");
+        assert_eq!(
+            f.with_state("resolved"),
+            "/alerts?state=resolved&host=h%201&kind=backup_failed"
+        );
+        assert_eq!(back("/hosts/h1#mutes"), "/hosts/h1#mutes");
+        assert_eq!(back("https://evil.example/"), "/alerts");
+        assert_eq!(back("//evil.example/alerts"), "/alerts");
+    }
+}

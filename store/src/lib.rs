@@ -27,6 +27,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod listing;
 mod migrate;
+pub use migrate::embedded_count as migration_count;
 pub use migrate::latest_version as schema_version;
 pub mod parts;
 pub mod rejected;

@@ -24,7 +24,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../migrations/0006_deadlines.sql"),
     ),
+    (
+        8,
+        "security",
+        include_str!("../migrations/0008_security.sql"),
+    ),
 ];
+
+/// How many migrations this build embeds (versions may skip a number
+/// while branches that own the missing ones are merged).
+pub fn embedded_count() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
 
 /// The schema version this build creates: the last embedded migration.
 pub fn latest_version() -> i64 {

@@ -188,6 +188,8 @@ pub struct Agent {
     pub client: TestClient,
     pub commands: Subscriber,
     pub hostname: String,
+    /// The config version heartbeats report (the last hello's).
+    pub beat_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     beat: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -245,6 +247,7 @@ impl Agent {
             client,
             commands,
             hostname: hostname.into(),
+            beat_version: Default::default(),
             beat: None,
         })
     }
@@ -256,10 +259,12 @@ impl Agent {
         }
         let client = self.client.client.clone();
         let subject = subject::agent_heartbeat(&self.host);
+        let version = self.beat_version.clone();
         self.beat = Some(tokio::spawn(async move {
             loop {
+                let v = version.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = client
-                    .publish(subject.clone(), encode(&heartbeat_msg()))
+                    .publish(subject.clone(), encode(&heartbeat_msg(v)))
                     .await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -325,6 +330,8 @@ impl Agent {
             running_jobs: running,
             accept_seq,
         };
+        self.beat_version
+            .store(config_version, std::sync::atomic::Ordering::Relaxed);
         let key = IdempotencyKey::new(rm_bus::ids::random_token(6));
         let policy = RetryPolicy {
             deadline: Some(WAIT),
@@ -348,7 +355,9 @@ impl Agent {
         self.client
             .publish(
                 subject::agent_heartbeat(&self.host),
-                encode(&heartbeat_msg()),
+                encode(&heartbeat_msg(
+                    self.beat_version.load(std::sync::atomic::Ordering::Relaxed),
+                )),
             )
             .await
             .expect("heartbeat");
@@ -356,7 +365,7 @@ impl Agent {
     }
 }
 
-fn heartbeat_msg() -> Heartbeat {
+fn heartbeat_msg(config_version: u64) -> Heartbeat {
     Heartbeat {
         v: PROTOCOL_VERSION,
         ts_ms: 0,
@@ -365,7 +374,7 @@ fn heartbeat_msg() -> Heartbeat {
         os: "linux".into(),
         arch: "x86_64".into(),
         uptime_secs: 1,
-        config_version: 0,
+        config_version,
         disks: vec![],
         running_jobs: vec![],
         next_runs: vec![],
@@ -606,4 +615,43 @@ pub fn capture_logs() -> tracing::subscriber::DefaultGuard {
 
 pub fn captured_logs() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+impl Agent {
+    /// Asks for the repository before a scheduled exclusive run; the
+    /// control plane's answer as it is (granted, busy, or refused).
+    pub async fn claim(
+        &self,
+        job: &JobId,
+        schedule_id: &str,
+        repo_id: &str,
+        params: JobParams,
+    ) -> Ack {
+        let msg = JobClaim {
+            v: PROTOCOL_VERSION,
+            job_id: job.clone(),
+            origin: JobOrigin::Schedule {
+                schedule_id: schedule_id.into(),
+            },
+            params,
+            repo_id: repo_id.into(),
+        };
+        let subj = subject::agent_job(&self.host, job, JobTopic::Claim);
+        let policy = RetryPolicy {
+            deadline: Some(WAIT),
+            initial_backoff: Duration::from_millis(20),
+            attempt_timeout: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
+        let m = request_with_retry(
+            &self.client,
+            &subj,
+            &IdempotencyKey::job_phase(job, JobTopic::Claim),
+            encode(&msg),
+            &policy,
+        )
+        .await
+        .expect("claim answered");
+        decode("ack", &m.payload).expect("ack parses")
+    }
 }

@@ -136,7 +136,9 @@ const ADMIN: Access = Access::Min(Role::Admin);
 
 /// Every route.
 pub fn table() -> Vec<Route> {
-    use crate::api::{alerts, cron, hosts, jobs, logs, repos, schedules, snapshots, tokens, users};
+    use crate::api::{
+        alerts, cron, hosts, jobs, logs, rejected, repos, schedules, snapshots, tokens, users,
+    };
     use Method as M;
     vec![
         route(M::GET, "/healthz", PUBLIC, health::healthz),
@@ -242,6 +244,11 @@ pub fn table() -> Vec<Route> {
         )
         .doc("End a host's mute")
         .returns_nothing(204),
+        // rejected results (issue 9: results the control plane refused)
+        route(M::GET, "/api/v1/rejected", VIEWER, rejected::list)
+            .query(&[("host", false), ("limit", false)])
+            .doc("Results the control plane refused from agents (unknown job, a deleted schedule's run, another host's job, malformed), newest first: ?host=&limit=")
+            .returns::<Vec<crate::views::rejected::RejectedRow>>(200),
         // repositories
         route(M::GET, "/api/v1/repos", VIEWER, repos::list)
             .doc("Repositories")

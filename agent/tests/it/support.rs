@@ -396,11 +396,16 @@ impl Env {
         self.enroll_as(name, name).await
     }
 
+    /// Adds a host; the token comes back sealed to this call's key.
+    pub async fn host_add(&self, name: &str) -> api::HostEnrollment {
+        let (req, key) = api::HostAdd::new(name);
+        let e: api::SealedEnrollment = self.call(api::HOST_ADD, req).await;
+        e.open(&key).expect("the reply opens with the asker's key")
+    }
+
     /// Enrolls host `name` from a machine called `hostname`.
     pub async fn enroll_as(&self, name: &str, hostname: &str) -> Result<(String, PathBuf)> {
-        let added: api::HostEnrollment = self
-            .call(api::HOST_ADD, api::HostAdd { name: name.into() })
-            .await;
+        let added = self.host_add(name).await;
         let state_dir = self.path(&format!("agent-{name}"));
         let state = StateDir::open(&state_dir)?;
         let (nkey, xkey) = state.new_keys()?;

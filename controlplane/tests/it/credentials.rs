@@ -142,3 +142,40 @@ async fn reattached_secrets_reach_the_agent_an_unconfirmed_push_is_retried_and_a
     assert_eq!(resynced.version, pushed.version);
     agent.answer(&m, encode(&Ack::ok())).await;
 }
+
+#[tokio::test]
+async fn the_enrollment_token_never_crosses_the_bus_in_clear() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let tap = bus.tap_all().await.unwrap();
+    let added = cp.host_add("web-1").await;
+    let fresh = cp.host_token(&added.host_id).await.unwrap();
+    // a later exchange, so the replies above reached the tap before it stops
+    let _: api::PubKey = cp.call(api::PUBKEY, serde_json::json!({})).await;
+    let seen = tap.stop().await;
+    let texts: Vec<String> = seen
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert_eq!(
+        texts.iter().filter(|t| t.contains("sealer_xkey")).count(),
+        2,
+        "both replies were seen on the bus: {texts:?}"
+    );
+    for t in &texts {
+        assert!(
+            !t.contains(&added.token) && !t.contains(&fresh.token),
+            "a token in clear on the bus: {t}"
+        );
+    }
+    assert!(added.command.contains(&added.token));
+    // a request that does not say whom to seal it to is refused
+    let err = cp
+        .call_raw::<_, serde_json::Value>(api::HOST_ADD, serde_json::json!({"name": "db-1"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "invalid", "{err:?}");
+}

@@ -145,6 +145,21 @@ impl Cp {
         }
     }
 
+    /// Adds a host the way the web role does: the token comes back sealed
+    /// to a key of this call.
+    pub async fn host_add(&self, name: &str) -> api::HostEnrollment {
+        let (req, key) = api::HostAdd::new(name);
+        let e: api::SealedEnrollment = self.call(api::HOST_ADD, req).await;
+        e.open(&key).expect("the reply opens with the asker's key")
+    }
+
+    /// A new enrollment token, opened as the asker.
+    pub async fn host_token(&self, host_id: &str) -> Result<api::HostEnrollment, SvcError> {
+        let (req, key) = api::HostTokenRequest::new(host_id);
+        let e: api::SealedEnrollment = self.call_raw(api::HOST_TOKEN, req).await?;
+        Ok(e.open(&key).expect("the reply opens with the asker's key"))
+    }
+
     /// An enrollment the way the web role forwards it: sealed to the
     /// control plane's xkey.
     pub async fn enroll_call_raw(&self, req: EnrollRequest) -> Result<EnrollReply, SvcError> {
@@ -215,9 +230,7 @@ pub fn enroll_request(token: &str, nkey: &KeyPair, xkey: &XKey, hostname: &str) 
 impl Agent {
     /// Adds a host, enrolls it with fresh keys and connects it (no hello yet).
     pub async fn enroll(bus: &TestBus, cp: &Cp, name: &str) -> Result<Self> {
-        let added: api::HostEnrollment = cp
-            .call(api::HOST_ADD, api::HostAdd { name: name.into() })
-            .await;
+        let added = cp.host_add(name).await;
         let nkey = KeyPair::new_user();
         let xkey = XKey::new();
         let reply: EnrollReply = cp

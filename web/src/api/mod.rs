@@ -22,6 +22,7 @@ pub mod cron;
 pub mod hosts;
 pub mod jobs;
 pub mod logs;
+pub mod rejected;
 pub mod repos;
 pub mod schedules;
 pub mod snapshots;

@@ -5,3 +5,4 @@
 pub mod fleet;
 pub mod host;
 pub mod job;
+pub mod rejected;

@@ -566,7 +566,12 @@ async fn refused_results_are_listed_by_the_api_and_on_the_host_page() {
         tx.commit().await.unwrap();
     }
     let (status, list) = h
-        .api(&viewer, "GET", &format!("/api/v1/rejected?host={host}"), None)
+        .api(
+            &viewer,
+            "GET",
+            &format!("/api/v1/rejected?host={host}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{list}");
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");

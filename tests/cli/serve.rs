@@ -98,9 +98,12 @@ pub(crate) async fn call_role(
         },
         body,
     };
+    // Service calls are not all idempotent (repo-add runs `restic init`):
+    // one attempt must outlast a slow answer on a loaded machine rather
+    // than send the request again.
     let policy = RetryPolicy {
-        attempt_timeout: Duration::from_secs(5),
-        deadline: Some(Duration::from_secs(20)),
+        attempt_timeout: Duration::from_secs(60),
+        deadline: Some(Duration::from_secs(90)),
         ..RetryPolicy::default()
     };
     let msg = request_with_retry(

@@ -95,22 +95,18 @@ pub(crate) async fn request<B: Serialize, R: DeserializeOwned>(
 pub async fn run(args: AdminArgs) -> Result<()> {
     match &args.action {
         AdminAction::HostAdd { name } => {
-            let e: api::HostEnrollment =
-                call(&args, api::HOST_ADD, api::HostAdd { name: name.clone() }).await?;
+            let (req, key) = api::HostAdd::new(name.clone());
+            let e: api::SealedEnrollment = call(&args, api::HOST_ADD, req).await?;
+            let e = e.open(&key)?;
             println!(
                 "host {} added; on the endpoint, run:\n\n  {}\n",
                 e.host_id, e.command
             );
         }
         AdminAction::HostToken { host_id } => {
-            let e: api::HostEnrollment = call(
-                &args,
-                api::HOST_TOKEN,
-                api::HostRef {
-                    host_id: host_id.clone(),
-                },
-            )
-            .await?;
+            let (req, key) = api::HostTokenRequest::new(host_id.clone());
+            let e: api::SealedEnrollment = call(&args, api::HOST_TOKEN, req).await?;
+            let e = e.open(&key)?;
             println!("on the endpoint, run:\n\n  {}\n", e.command);
         }
         AdminAction::HostRevoke { host_id } => {

@@ -55,11 +55,13 @@ pub async fn prepare(l: &Local<'_>) -> Result<Settings> {
 }
 
 async fn host_add(web: &Client, name: &str) -> Result<api::HostEnrollment> {
-    crate::admin::request(web, "serve", api::HOST_ADD, api::HostAdd { name: name.into() })
+    let (req, key) = api::HostAdd::new(name);
+    let e: api::SealedEnrollment = crate::admin::request(web, "serve", api::HOST_ADD, req)
         .await
         .with_context(|| {
             format!(
                 "adding the local host {name:?} (if a host of that name exists but the agent state holds no enrollment, pick another --local-agent-name or revoke the old host)"
             )
-        })
+        })?;
+    Ok(e.open(&key)?)
 }

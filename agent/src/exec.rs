@@ -15,10 +15,11 @@ use async_nats::Client;
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::msg::{
-    AcceptMark, CommandBody, ErrorKind, JobDone, JobOrigin, JobOutcome, JobSpec, JobStarted,
-    LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
+    AcceptMark, Ack, CommandBody, ErrorKind, JobClaim, JobDone, JobOrigin, JobOutcome, JobSpec,
+    JobStarted, LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
 };
-use rm_bus::seal::RepoSecrets;
+use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
+use rm_bus::seal::{RepoSecrets, SealedSecrets};
 use rm_bus::subject::{self, JobTopic};
 use rm_bus::{HostId, JobId};
 use rm_restic::{Failure, Repo, Restic, RunEvent, RunOptions, RunResult};
@@ -65,6 +66,8 @@ pub struct ExecConfig {
     pub log_flush: Duration,
     /// This host's name as restic records it in locks.
     pub lock_hostname: String,
+    /// Wait before asking for a busy repository again.
+    pub claim_retry: Duration,
 }
 
 pub struct Executor {
@@ -325,6 +328,25 @@ impl Executor {
                 return self.finish_retrying(&rec, Some(started), result).await;
             }
         };
+        let claim = self.claim_repository(&rec, &cancel).await;
+        if self.stopping.is_cancelled() {
+            // Not started: it runs (and asks again) after the next start.
+            return Ok(());
+        }
+        let unclaimed = match claim {
+            Err(why) => Some(failed(JobOutcome::Failed, ErrorKind::InvalidRequest, &why)),
+            Ok(()) if cancel.is_cancelled() => Some(failed(
+                JobOutcome::Cancelled,
+                ErrorKind::Cancelled,
+                "cancelled while waiting for the repository",
+            )),
+            Ok(()) => None,
+        };
+        if let Some(result) = unclaimed {
+            let started = self.cfg.clock.now_ms();
+            self.push_started(&rec, started)?;
+            return self.finish_retrying(&rec, Some(started), result).await;
+        }
         let started = self.cfg.clock.now_ms();
         // `started` first: a crash before the journal says running leaves
         // an accepted job that runs again and re-sends an idempotent
@@ -335,7 +357,7 @@ impl Executor {
         self.journal.put(&rec)?;
         tracing::info!(job = %id, kind = ?rec.spec.params.kind(), "job started");
 
-        let result = match (self.open(&rec.spec.repo), &self.cfg.restic) {
+        let result = match (self.open_for(&rec.spec), &self.cfg.restic) {
             (Err(f), _) => failed(JobOutcome::Failed, f.kind, &f.message),
             (Ok(_), None) => failed(JobOutcome::Failed, ErrorKind::Fatal, &self.no_restic()),
             (Ok(secrets), Some(restic)) => {
@@ -380,6 +402,77 @@ impl Executor {
         };
         tracing::info!(job = %id, outcome = ?result.outcome, error_kind = ?result.error_kind, "job finished");
         self.finish_retrying(&rec, Some(started), result).await
+    }
+
+    /// A scheduled prune, check or forget asks the control plane for its
+    /// repository first and waits (asking again every `claim_retry`) while
+    /// it is busy or the control plane does not answer: it never runs
+    /// beside another exclusive job. `Err` with the reason when the control
+    /// plane refuses for good (an unknown schedule); a stop or cancel
+    /// while waiting is `Ok` (the run loop handles those).
+    async fn claim_repository(
+        &self,
+        rec: &JobRecord,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
+        let JobOrigin::Schedule { .. } = &rec.origin else {
+            return Ok(());
+        };
+        let kind = serde_json::to_value(rec.spec.params.kind())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if !matches!(kind.as_str(), "forget" | "prune" | "check") {
+            return Ok(());
+        }
+        let id = &rec.spec.job_id;
+        let claim = JobClaim {
+            v: PROTOCOL_VERSION,
+            job_id: id.clone(),
+            origin: rec.origin.clone(),
+            params: rec.spec.params.clone(),
+            repo_id: rec.spec.repo.repo_id.clone(),
+        };
+        let subj = subject::agent_job(&self.cfg.host, id, JobTopic::Claim);
+        let key = IdempotencyKey::job_phase(id, JobTopic::Claim);
+        let policy = RetryPolicy {
+            attempt_timeout: Duration::from_secs(10),
+            deadline: Some(Duration::from_secs(30)),
+            ..RetryPolicy::default()
+        };
+        loop {
+            let why = match request_with_retry(
+                &self.cfg.client,
+                &subj,
+                &key,
+                encode(&claim),
+                &policy,
+            )
+            .await
+            {
+                Ok(m) => match rm_bus::msg::decode::<Ack>("ack", &m.payload) {
+                    Ok(a) if a.ok => {
+                        tracing::info!(job = %id, "repository granted");
+                        return Ok(());
+                    }
+                    Ok(a) if !a.retry => {
+                        let reason = a.error.unwrap_or_default();
+                        tracing::warn!(job = %id, reason = %reason, "the control plane refused the scheduled run");
+                        return Err(format!(
+                            "the control plane did not allow this run: {reason}"
+                        ));
+                    }
+                    Ok(a) => a.error.unwrap_or_default(),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => format!("no answer from the control plane: {e}"),
+            };
+            tracing::info!(job = %id, reason = %why, retry_in = ?self.cfg.claim_retry, "scheduled run waits for its repository");
+            tokio::select! {
+                () = tokio::time::sleep(self.cfg.claim_retry) => {}
+                () = cancel.cancelled() => return Ok(()),
+            }
+        }
     }
 
     fn push_started(&self, rec: &JobRecord, started_ms: i64) -> Result<()> {
@@ -455,16 +548,42 @@ impl Executor {
         )
     }
 
+    /// Opens the secrets of a query: never ones bound to one job.
     fn open(&self, access: &RepoAccess) -> Result<RepoSecrets, Failure> {
-        rm_bus::seal::open::<RepoSecrets>(
+        let s = self.open_sealed(access)?;
+        if let Some(b) = &s.bound {
+            return Err(invalid(format!(
+                "the repository secret was issued for job {} only",
+                b.job_id
+            )));
+        }
+        Ok(s.secrets)
+    }
+
+    /// Opens the secrets of a job; a secret bound to one job (a restore
+    /// onto this host with another host's credential) opens only for that
+    /// job with exactly its parameters.
+    fn open_for(&self, spec: &JobSpec) -> Result<RepoSecrets, Failure> {
+        let s = self.open_sealed(&spec.repo)?;
+        if let Some(b) = &s.bound {
+            b.check(spec.job_id.as_str(), &spec.params).map_err(|why| {
+                tracing::warn!(job = %spec.job_id, bound_to = %b.job_id, reason = %why, "job refused: its repository secret is bound to another job");
+                invalid(why)
+            })?;
+        }
+        Ok(s.secrets)
+    }
+
+    fn open_sealed(&self, access: &RepoAccess) -> Result<SealedSecrets, Failure> {
+        rm_bus::seal::open::<SealedSecrets>(
             &access.secrets,
             &self.cfg.xkey,
             &self.cfg.controlplane_xkey,
         )
-        .map_err(|e| Failure {
-            kind: ErrorKind::InvalidRequest,
-            message: format!("the repository secrets do not open on this agent: {e}"),
-            exit_code: None,
+        .map_err(|e| {
+            invalid(format!(
+                "the repository secrets do not open on this agent: {e}"
+            ))
         })
     }
 
@@ -532,6 +651,14 @@ impl Executor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+fn invalid(message: String) -> Failure {
+    Failure {
+        kind: ErrorKind::InvalidRequest,
+        message,
+        exit_code: None,
     }
 }
 

@@ -57,6 +57,9 @@ pub struct Timings {
     pub reconnect_max: Duration,
     /// How long a stop waits for running jobs to be cancelled and recorded.
     pub shutdown_grace: Duration,
+    /// How long a scheduled prune/check/forget waits before asking the
+    /// control plane for its repository again (busy, or no answer).
+    pub claim_retry: Duration,
 }
 
 impl Default for Timings {
@@ -82,6 +85,7 @@ impl Default for Timings {
             },
             reconnect_max: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(20),
+            claim_retry: Duration::from_secs(60),
         }
     }
 }

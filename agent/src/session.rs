@@ -145,6 +145,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             log_flush: settings.timings.log_flush,
             // restic writes the machine's own name into its locks
             lock_hostname: vitals::hostname(),
+            claim_retry: settings.timings.claim_retry,
         },
         journal,
         outbox.clone(),

@@ -525,6 +525,22 @@ pub struct JobPart {
     pub data: String,
 }
 
+/// `rm.agent.<host>.job.<job>.claim`: request/ack. Before a scheduled
+/// prune, check or forget starts, the agent asks the control plane for
+/// the repository. `Ack::ok` grants it (the control plane now counts the
+/// job as active there); a refusal with `retry` means the repository is
+/// busy (ask again later); a refusal without `retry` means never (the
+/// schedule is unknown): the run is reported as failed with that reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobClaim {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub job_id: JobId,
+    pub origin: JobOrigin,
+    pub params: JobParams,
+    pub repo_id: String,
+}
+
 /// The reply to every request/ack message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {

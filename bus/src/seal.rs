@@ -92,6 +92,59 @@ pub struct RepoSecrets {
     pub env: BTreeMap<String, String>,
 }
 
+/// Repository secrets as sealed to an agent: the secrets, and — when they
+/// are good for one job only (a restore onto another host) — that job's
+/// binding. Sealed together, so a captured sealed secret cannot be reused
+/// in a forged command: the agent compares the binding with the job it is
+/// asked to run. Plain [`RepoSecrets`] JSON opens as this with no binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecrets {
+    #[serde(flatten)]
+    pub secrets: RepoSecrets,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<JobBinding>,
+}
+
+/// The one job a sealed secret is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobBinding {
+    pub job_id: String,
+    /// [`params_digest`] of the job's parameters.
+    pub params_sha256: String,
+    /// Only read-only kinds (restore) may use it.
+    pub read_only: bool,
+}
+
+/// SHA-256 (hex) of `params` as JSON: what a [`JobBinding`] pins.
+pub fn params_digest(params: &crate::msg::JobParams) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(params).unwrap_or_default();
+    data_encoding::HEXLOWER.encode(&sha2::Sha256::digest(&json))
+}
+
+impl JobBinding {
+    /// `Err` with the reason unless this binding is for `job_id` with
+    /// exactly `params`.
+    pub fn check(&self, job_id: &str, params: &crate::msg::JobParams) -> Result<(), String> {
+        if self.job_id != job_id {
+            return Err(format!(
+                "the repository secret was issued for job {}, not {job_id}",
+                self.job_id
+            ));
+        }
+        if self.params_sha256 != params_digest(params) {
+            return Err(
+                "the job's parameters differ from those the repository secret was issued for"
+                    .into(),
+            );
+        }
+        if self.read_only && params.kind() != crate::msg::JobKind::Restore {
+            return Err("the repository secret is good for reading (a restore) only".into());
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for RepoSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RepoSecrets")

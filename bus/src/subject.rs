@@ -32,15 +32,19 @@ pub enum JobTopic {
     /// request/ack, at least once: one chunk of a result too large for one
     /// message, sent before the `done` that refers to it
     Part,
+    /// request/ack: a scheduled exclusive job (prune, check, forget) asks
+    /// the control plane for its repository before it starts
+    Claim,
 }
 
 impl JobTopic {
-    pub const ALL: [JobTopic; 5] = [
+    pub const ALL: [JobTopic; 6] = [
         Self::Progress,
         Self::Log,
         Self::Started,
         Self::Done,
         Self::Part,
+        Self::Claim,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +54,7 @@ impl JobTopic {
             Self::Started => "started",
             Self::Done => "done",
             Self::Part => "part",
+            Self::Claim => "claim",
         }
     }
 

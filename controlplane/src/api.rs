@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+/// The key type of sealed replies (`HostAdd::new` makes one).
+pub use nkeys::XKey;
 use rm_bus::msg::{JobParams, QueryReply};
 use rm_bus::subject::Verb;
 use serde::{Deserialize, Serialize};
@@ -79,6 +81,90 @@ impl Metrics {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostAdd {
     pub name: String,
+    /// The asker's public xkey: the enrollment token comes back sealed to
+    /// it (see [`SealedEnrollment`]), never in clear on the bus.
+    pub reply_xkey: String,
+}
+
+impl HostAdd {
+    /// A request for `name` with a fresh key; keep the key to open the
+    /// reply.
+    pub fn new(name: impl Into<String>) -> (Self, nkeys::XKey) {
+        let key = nkeys::XKey::new();
+        let req = Self {
+            name: name.into(),
+            reply_xkey: key.public_key(),
+        };
+        (req, key)
+    }
+}
+
+/// A new enrollment token for a host that has not enrolled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostTokenRequest {
+    pub host_id: String,
+    /// As [`HostAdd::reply_xkey`].
+    pub reply_xkey: String,
+}
+
+impl HostTokenRequest {
+    pub fn new(host_id: impl Into<String>) -> (Self, nkeys::XKey) {
+        let key = nkeys::XKey::new();
+        let req = Self {
+            host_id: host_id.into(),
+            reply_xkey: key.public_key(),
+        };
+        (req, key)
+    }
+}
+
+/// The reply to host-add and host-token: the token and the command that
+/// carries it, sealed by the control plane to the asker's `reply_xkey`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedEnrollment {
+    pub host_id: String,
+    pub expires_at: i64,
+    /// The control plane's public xkey (the sealer).
+    pub sealer_xkey: String,
+    /// `{token, command}`.
+    pub sealed: rm_bus::msg::Sealed,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EnrollmentSecret {
+    token: String,
+    command: String,
+}
+
+impl SealedEnrollment {
+    /// Seals `e` from `sealer` to `reply_xkey`.
+    pub fn seal(
+        e: &HostEnrollment,
+        sealer: &nkeys::XKey,
+        reply_xkey: &str,
+    ) -> Result<Self, rm_bus::seal::SealError> {
+        let secret = EnrollmentSecret {
+            token: e.token.clone(),
+            command: e.command.clone(),
+        };
+        Ok(Self {
+            host_id: e.host_id.clone(),
+            expires_at: e.expires_at,
+            sealer_xkey: sealer.public_key(),
+            sealed: rm_bus::seal::seal(&secret, sealer, reply_xkey)?,
+        })
+    }
+
+    /// Opens the reply with the key the request was made with.
+    pub fn open(&self, key: &nkeys::XKey) -> Result<HostEnrollment, rm_bus::seal::SealError> {
+        let s: EnrollmentSecret = rm_bus::seal::open(&self.sealed, key, &self.sealer_xkey)?;
+        Ok(HostEnrollment {
+            host_id: self.host_id.clone(),
+            token: s.token,
+            expires_at: self.expires_at,
+            command: s.command,
+        })
+    }
 }
 
 /// A fresh enrollment token and the command to run on the endpoint.
@@ -358,9 +444,7 @@ mod tests {
 
     #[test]
     fn every_body_round_trips_and_ignores_unknown_fields() {
-        tolerant(HostAdd {
-            name: "web-1".into(),
-        });
+        tolerant(HostAdd::new("web-1").0);
         tolerant(HostEnrollment {
             host_id: "h1".into(),
             token: "t".into(),

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::RequestErrorKind;
-use rm_bus::msg::{Ack, Command, CommandBody, JobKind, JobSpec, QueryReply, decode, encode};
+use rm_bus::msg::{
+    Ack, Command, CommandBody, JobKind, JobSpec, QueryReply, RepoAccess, decode, encode,
+};
 use rm_bus::reqack::{IdempotencyKey, RequestError, RetryPolicy, request_with_retry};
+use rm_bus::seal::RepoSecrets;
 use rm_bus::{HostId, JobId, subject};
+use rm_store::repos::Access;
 use rm_store::{hosts, jobs};
 
-use crate::repos::{access_for, host_secrets};
+use crate::repos::{access_for, host_secrets, seal_to_host};
 use crate::svc::{Fail, Outcome};
 use crate::{Cp, lock};
 
@@ -119,10 +123,6 @@ pub(crate) fn spawn_dispatch(cp: &Arc<Cp>, host: String) {
     });
 }
 
-fn exclusive(kind: &str) -> bool {
-    matches!(kind, "forget" | "prune" | "check")
-}
-
 async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
     let (host, queued) = {
         let mut c = cp.store.read().await?;
@@ -136,89 +136,99 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
         return Ok(());
     }
     for job in queued {
-        let spec = {
-            let mut c = cp.store.read().await?;
-            // prune, check and forget are exclusive per repository
-            if let Some(repo) = &job.repo_id {
-                let active = jobs::active_on_repo(&mut c, repo).await?;
-                let blocked = if exclusive(&job.kind) {
-                    !active.is_empty()
-                } else {
-                    active.iter().any(|a| exclusive(&a.kind))
-                };
-                if blocked {
-                    tracing::debug!(job = %job.id, repo = %repo, "waiting for the repository");
-                    continue;
-                }
-            }
-            build_spec(cp, &mut c, &host, &job).await
+        // The repository is claimed in one conditional statement before
+        // the job leaves: prune, check and forget have it to themselves,
+        // whichever dispatcher or agent asks at the same moment.
+        let claimed = {
+            let mut tx = cp.store.write().await?;
+            let ok = jobs::claim_for_dispatch(&mut tx, &job.id, cp.now()).await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)?;
+            ok
         };
-        let spec = match spec {
-            Ok(s) => s,
-            Err(f) => {
-                // A job that can never be dispatched fails now with the reason.
-                fail_job(cp, &job, f.message).await?;
-                continue;
-            }
-        };
-        let key = IdempotencyKey::new(format!("dispatch:{}", job.id));
-        let ack = match command_ack_keyed(
-            cp,
-            exec_host,
-            CommandBody::Dispatch { job: spec },
-            &cp.t.dispatch,
-            &key,
-        )
-        .await
-        {
-            Ok(ack) => ack,
-            Err(f) if f.code == "invalid" => {
-                // never dispatchable (too large for the bus): fail it now
-                // rather than retry it every tick
-                fail_job(cp, &job, f.message).await?;
-                continue;
-            }
-            Err(f) => return Err(f),
-        };
-        if !ack.ok && ack.retry {
-            requeue(cp, &job, ack.error.unwrap_or_default()).await?;
+        if !claimed {
+            tracing::debug!(job = %job.id, repo = ?job.repo_id, "waiting for the repository");
             continue;
         }
-        if !ack.ok {
-            tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
-            let reason = format!(
-                "the agent refused the job: {}",
-                ack.error.unwrap_or_default()
-            );
-            fail_job(cp, &job, reason).await?;
-            continue;
+        let r = dispatch_one(cp, &host, &job).await;
+        // Still queued (not sent, refused, failed to send): the claim goes.
+        let released = async {
+            let mut tx = cp.store.write().await?;
+            jobs::release_claim(&mut tx, &job.id).await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)
         }
-        if let Some(mark) = ack.accepted {
-            // before the job shows as dispatched to a hello being handled
-            lock(&cp.accept_marks).insert(job.id.clone(), mark);
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(job = %job.id, error = %e, "dispatch claim not released");
         }
-        let mut tx = cp.store.write().await?;
-        let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
-        // Not recorded: the job moved on while the dispatch was in flight —
-        // the agent already reported it, or an operator cancelled it.
-        let now_status = if recorded {
-            None
-        } else {
-            Some(jobs::get(&mut tx, &job.id).await?.status()?)
-        };
-        tx.commit().await.map_err(rm_store::StoreError::from)?;
-        match now_status {
-            None => {
-                tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched")
-            }
-            Some(jobs::JobStatus::Cancelled) => {
-                // The agent holds it now, so it must hear about the cancel.
-                tracing::info!(job = %job.id, host = %exec_host, "job cancelled during dispatch; telling the agent");
-                crate::jobs::send_cancel(cp, exec_host, &job.id).await;
-            }
-            Some(status) => {
-                tracing::info!(job = %job.id, host = %exec_host, status = status.as_str(), "job dispatched; the agent already reported on it");
-            }
+        r?;
+    }
+    Ok(())
+}
+
+/// Sends one claimed job and records the agent's answer.
+async fn dispatch_one(cp: &Cp, host: &hosts::Host, job: &jobs::Job) -> Outcome<()> {
+    let exec_host = host.id.as_str();
+    let spec = {
+        let mut c = cp.store.read().await?;
+        build_spec(cp, &mut c, host, job).await
+    };
+    let spec = match spec {
+        Ok(s) => s,
+        // A job that can never be dispatched fails now with the reason.
+        Err(f) => return fail_job(cp, job, f.message).await,
+    };
+    let key = IdempotencyKey::new(format!("dispatch:{}", job.id));
+    let ack = match command_ack_keyed(
+        cp,
+        exec_host,
+        CommandBody::Dispatch { job: spec },
+        &cp.t.dispatch,
+        &key,
+    )
+    .await
+    {
+        Ok(ack) => ack,
+        // never dispatchable (too large for the bus): fail it now rather
+        // than retry it every tick
+        Err(f) if f.code == "invalid" => return fail_job(cp, job, f.message).await,
+        Err(f) => return Err(f),
+    };
+    if !ack.ok && ack.retry {
+        return requeue(cp, job, ack.error.unwrap_or_default()).await;
+    }
+    if !ack.ok {
+        tracing::warn!(job = %job.id, reason = ?ack.error, "agent refused the job");
+        let reason = format!(
+            "the agent refused the job: {}",
+            ack.error.unwrap_or_default()
+        );
+        return fail_job(cp, job, reason).await;
+    }
+    if let Some(mark) = ack.accepted {
+        // before the job shows as dispatched to a hello being handled
+        lock(&cp.accept_marks).insert(job.id.clone(), mark);
+    }
+    let mut tx = cp.store.write().await?;
+    let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
+    // Not recorded: the job moved on while the dispatch was in flight —
+    // the agent already reported it, or an operator cancelled it.
+    let now_status = if recorded {
+        None
+    } else {
+        Some(jobs::get(&mut tx, &job.id).await?.status()?)
+    };
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    match now_status {
+        None => {
+            tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched")
+        }
+        Some(jobs::JobStatus::Cancelled) => {
+            // The agent holds it now, so it must hear about the cancel.
+            tracing::info!(job = %job.id, host = %exec_host, "job cancelled during dispatch; telling the agent");
+            crate::jobs::send_cancel(cp, exec_host, &job.id).await;
+        }
+        Some(status) => {
+            tracing::info!(job = %job.id, host = %exec_host, status = status.as_str(), "job dispatched; the agent already reported on it");
         }
     }
     Ok(())
@@ -275,8 +285,12 @@ async fn fail_job(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
 }
 
 /// The job as the agent gets it: repository access sealed to the executing
-/// host. A restore onto another host uses the owner's credential, sealed
-/// to the target for this one job.
+/// host. A restore onto another host (that holds no credential of its own
+/// for the repository) borrows a credential that cannot delete data — the
+/// owner's if append-only, else another attached host's append-only one —
+/// sealed to the target together with this job's id and parameters, so
+/// the target's agent uses it for this restore only and a captured copy
+/// cannot be replayed in a forged command.
 async fn build_spec(
     cp: &Cp,
     conn: &mut rm_store::Conn,
@@ -284,21 +298,62 @@ async fn build_spec(
     job: &jobs::Job,
 ) -> Outcome<JobSpec> {
     let params = job.params()?;
+    let job_id = JobId::parse(&job.id).map_err(|e| Fail::invalid(e.to_string()))?;
     let repo_id = job
         .repo_id
         .clone()
         .ok_or_else(|| Fail::invalid("the job's repository was deleted"))?;
-    let (secrets, access) = match host_secrets(cp, &mut *conn, &exec.id, &repo_id).await {
-        Ok(s) => s,
+    let repo = match host_secrets(cp, &mut *conn, &exec.id, &repo_id).await {
+        Ok((secrets, access)) => access_for(cp, exec, &repo_id, &secrets, access)?,
         Err(_) if params.kind() == JobKind::Restore && job.host_id != exec.id => {
-            host_secrets(cp, &mut *conn, &job.host_id, &repo_id).await?
+            let secrets = borrowed_read_credential(cp, &mut *conn, &job.host_id, &repo_id).await?;
+            let sealed = rm_bus::seal::SealedSecrets {
+                secrets,
+                bound: Some(rm_bus::seal::JobBinding {
+                    job_id: job.id.clone(),
+                    params_sha256: rm_bus::seal::params_digest(&params),
+                    read_only: true,
+                }),
+            };
+            RepoAccess {
+                repo_id: repo_id.clone(),
+                secrets: seal_to_host(cp, exec, &sealed)?,
+                append_only: true,
+            }
         }
         Err(f) => return Err(f),
     };
     Ok(JobSpec {
-        job_id: JobId::parse(&job.id).map_err(|e| Fail::invalid(e.to_string()))?,
+        job_id,
         params,
-        repo: access_for(cp, exec, &repo_id, &secrets, access)?,
+        repo,
         timeout_secs: u64::try_from(job.timeout_secs).unwrap_or(0),
     })
+}
+
+/// A credential of `repo_id` that cannot delete data, for a restore onto
+/// another host: `owner`'s when it is append-only, else any attached
+/// host's append-only one. A full-access credential never leaves its host.
+async fn borrowed_read_credential(
+    cp: &Cp,
+    conn: &mut rm_store::Conn,
+    owner: &str,
+    repo_id: &str,
+) -> Outcome<RepoSecrets> {
+    let mut candidates = vec![owner.to_owned()];
+    for hr in rm_store::repos::hosts_of_repo(&mut *conn, repo_id).await? {
+        if hr.host_id != owner {
+            candidates.push(hr.host_id);
+        }
+    }
+    for host in candidates {
+        if let Ok((secrets, Access::AppendOnly)) =
+            host_secrets(cp, &mut *conn, &host, repo_id).await
+        {
+            return Ok(secrets);
+        }
+    }
+    Err(Fail::conflict(
+        "a restore onto another host needs a credential that cannot delete data: attach an append-only credential for this repository (to the owner or another host), or give the target host its own",
+    ))
 }

@@ -14,7 +14,9 @@ use rm_bus::subject::Event;
 use rm_store::{enroll as tokens, hosts};
 use sha2::{Digest, Sha256};
 
-use crate::api::{Done, HostAdd, HostEnrollment, HostRef, SealedEnroll};
+use crate::api::{
+    Done, HostAdd, HostEnrollment, HostRef, HostTokenRequest, SealedEnroll, SealedEnrollment,
+};
 use crate::svc::{Fail, Outcome};
 use crate::{Cp, audit};
 
@@ -60,8 +62,26 @@ async fn issue_token(cp: &Cp, conn: &mut rm_store::Conn, host_id: &str) -> Outco
     Ok((token, expires))
 }
 
-pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<HostEnrollment> {
+/// The token and command sealed to the asker: never in clear on the bus.
+fn sealed_reply(cp: &Cp, reply_xkey: &str, e: &HostEnrollment) -> Outcome<SealedEnrollment> {
+    SealedEnrollment::seal(e, &cp.xkey, reply_xkey).map_err(|e| {
+        Fail::invalid(format!(
+            "reply_xkey must be the asker's public xkey (the token is only sent sealed): {e}"
+        ))
+    })
+}
+
+fn check_reply_xkey(reply_xkey: &str) -> Outcome<()> {
+    XKey::from_public_key(reply_xkey).map(|_| ()).map_err(|e| {
+        Fail::invalid(format!(
+            "reply_xkey must be the asker's public xkey (the token is only sent sealed): {e}"
+        ))
+    })
+}
+
+pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<SealedEnrollment> {
     let name = check_name(&req.name)?;
+    check_reply_xkey(&req.reply_xkey)?;
     let id = HostId::generate();
     let now = cp.now();
     let mut tx = cp.store.write().await?;
@@ -79,15 +99,21 @@ pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<Ho
     tx.commit().await.map_err(rm_store::StoreError::from)?;
     cp.event(Event::HostChanged, Some(id.as_str()), None, None)
         .await;
-    Ok(HostEnrollment {
+    let e = HostEnrollment {
         command: command(cp, &token),
         host_id: id.to_string(),
         token,
         expires_at,
-    })
+    };
+    sealed_reply(cp, &req.reply_xkey, &e)
 }
 
-pub(crate) async fn host_token(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome<HostEnrollment> {
+pub(crate) async fn host_token(
+    cp: &Cp,
+    actor: &Actor,
+    req: HostTokenRequest,
+) -> Outcome<SealedEnrollment> {
+    check_reply_xkey(&req.reply_xkey)?;
     let now = cp.now();
     let mut tx = cp.store.write().await?;
     let host = hosts::get(&mut tx, &req.host_id).await?;
@@ -99,12 +125,13 @@ pub(crate) async fn host_token(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome<
     let (token, expires_at) = issue_token(cp, &mut tx, &host.id).await?;
     audit::record(&mut tx, now, actor, "host.token", ("host", &host.id), None).await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
-    Ok(HostEnrollment {
+    let e = HostEnrollment {
         command: command(cp, &token),
         host_id: host.id,
         token,
         expires_at,
-    })
+    };
+    sealed_reply(cp, &req.reply_xkey, &e)
 }
 
 /// Revokes `nkey` on the bus: records it and pushes the account JWT.

@@ -19,8 +19,8 @@ use anyhow::Result;
 use async_nats::Message;
 use futures_util::StreamExt;
 use rm_bus::msg::{
-    Ack, Goodbye, Heartbeat, Hello, HelloReply, JobDone, JobOrigin, JobPart, JobStarted, LogBatch,
-    PROTOCOL_VERSION, PartsRef, decode, encode,
+    Ack, Goodbye, Heartbeat, Hello, HelloReply, JobClaim, JobDone, JobOrigin, JobPart, JobStarted,
+    LogBatch, PROTOCOL_VERSION, PartsRef, decode, encode,
 };
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
 use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
@@ -63,6 +63,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         .client
         .subscribe(subject::agent_any_job(JobTopic::Log))
         .await?;
+    let mut claims = cp
+        .client
+        .subscribe(subject::agent_any_job(JobTopic::Claim))
+        .await?;
     cp.client.flush().await?;
     // The offline sweeper counts its grace from here: heartbeats can arrive.
     *lock(&cp.connected_since) = Some(tokio::time::Instant::now());
@@ -94,6 +98,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             match decode::<Heartbeat>("heartbeat", &m.payload) {
                 Ok(hb) => {
                     c.metrics.heartbeat_received();
+                    c.resync.heartbeat(&host, hb.config_version);
                     // Never block on a slow writer: a beat that does not
                     // fit is counted and parked (latest per host), so a
                     // full channel never turns a live host offline.
@@ -132,6 +137,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 Some(m) = started.next() => { let _ = res_tx.send(m).await; }
                 Some(m) = done.next() => { let _ = res_tx.send(m).await; }
                 Some(m) = parts.next() => { let _ = res_tx.send(m).await; }
+                Some(m) = claims.next() => { let _ = res_tx.send(m).await; }
                 else => break,
             }
         }
@@ -516,7 +522,8 @@ async fn record_refusal(
     m: &Message,
     mut a: Applied,
 ) -> Result<Applied> {
-    if a.ack.ok || a.ack.duplicate {
+    // a refusal for now (a busy repository) is asked again, not kept
+    if a.ack.ok || a.ack.duplicate || a.ack.retry {
         return Ok(a);
     }
     let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
@@ -529,6 +536,7 @@ async fn record_refusal(
         JobTopic::Started => "started",
         JobTopic::Done => "done",
         JobTopic::Part => "part",
+        JobTopic::Claim => "claim",
         _ => "other",
     };
     let reason = a.ack.error.clone().unwrap_or_default();
@@ -593,6 +601,16 @@ async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<A
                 return Ok(refused("job id in the payload does not match the subject"));
             }
             apply_part(cp, tx, &host, &msg).await
+        }
+        JobTopic::Claim => {
+            let msg: JobClaim = match decode("claim", &m.payload) {
+                Ok(s) => s,
+                Err(e) => return Ok(refused(e.to_string())),
+            };
+            if msg.job_id != *job_id {
+                return Ok(refused("job id in the payload does not match the subject"));
+            }
+            apply_claim(cp, tx, &host, &msg).await
         }
         _ => Ok(refused("not a result subject")),
     }
@@ -661,6 +679,72 @@ async fn apply_started(
     Ok(Applied {
         ack: Ack::ok(),
         event: Some((Event::JobStarted, owner, id.to_owned())),
+    })
+}
+
+/// An agent asks to start a scheduled exclusive job: granted only when
+/// its repository is free, recorded as dispatched in the same statement
+/// (so no dispatch or other claim passes beside it); busy → ask again.
+async fn apply_claim(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    host: &str,
+    msg: &JobClaim,
+) -> Result<Applied> {
+    let JobOrigin::Schedule { schedule_id } = &msg.origin else {
+        return Ok(refused("only scheduled runs ask for their repository"));
+    };
+    let Ok(s) = sched_store::get(&mut *tx, schedule_id).await else {
+        return Ok(refused(format!(
+            "unknown schedule {schedule_id} (deleted while the host was offline?): not run"
+        )));
+    };
+    if s.exec_host_id != host {
+        return Ok(refused("this schedule belongs to another host"));
+    }
+    if s.repo_id != msg.repo_id {
+        return Ok(refused("this schedule uses another repository"));
+    }
+    let now = cp.now();
+    let claim = jobs::claim_scheduled(
+        &mut *tx,
+        &NewJob {
+            id: msg.job_id.as_str(),
+            host_id: &s.host_id,
+            exec_host_id: host,
+            repo_id: Some(&s.repo_id),
+            params: &msg.params,
+            origin: "schedule",
+            schedule_id: Some(&s.id),
+            status: JobStatus::Dispatched,
+            timeout_secs: s.timeout_secs,
+            created_by: "schedule",
+            created_at: now,
+            started_at: None,
+        },
+    )
+    .await?;
+    Ok(match claim {
+        jobs::ScheduledClaim::Granted => {
+            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, "scheduled exclusive run may start");
+            Applied {
+                ack: Ack::ok(),
+                event: Some((Event::JobQueued, s.host_id.clone(), msg.job_id.to_string())),
+            }
+        }
+        jobs::ScheduledClaim::Busy {
+            other_id,
+            other_kind,
+        } => {
+            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, other = %other_id, "scheduled exclusive run waits for the repository");
+            Applied {
+                ack: Ack::refused_for_now(format!(
+                    "the repository is busy with job {other_id} ({other_kind})"
+                )),
+                event: None,
+            }
+        }
+        jobs::ScheduledClaim::Finished => refused("this job has already finished"),
     })
 }
 

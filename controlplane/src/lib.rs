@@ -42,6 +42,7 @@ mod ingest;
 mod jobs;
 mod metrics;
 mod repos;
+mod resync;
 mod schedules;
 pub mod secrets;
 mod svc;
@@ -65,6 +66,11 @@ pub struct Timings {
     pub requeue_backoff: Duration,
     /// ... up to this.
     pub requeue_backoff_max: Duration,
+    /// A config push an agent did not confirm is tried again after this
+    /// (by the resync sweep, each sweeper tick), doubling per failure ...
+    pub resync_first: Duration,
+    /// ... up to this.
+    pub resync_max: Duration,
     /// Sending a dispatch or cancel to an agent.
     pub dispatch: RetryPolicy,
     /// Pushing a changed config to an agent (hello re-syncs on failure).
@@ -96,6 +102,8 @@ impl Default for Timings {
             job_deadline_grace: Duration::from_secs(15 * 60),
             requeue_backoff: Duration::from_secs(30),
             requeue_backoff_max: Duration::from_secs(15 * 60),
+            resync_first: Duration::from_secs(30),
+            resync_max: Duration::from_secs(15 * 60),
             dispatch: RetryPolicy {
                 attempt_timeout: Duration::from_secs(5),
                 deadline: Some(Duration::from_secs(20)),
@@ -167,6 +175,8 @@ pub(crate) struct Cp {
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
     /// Loop errors survived and load shed.
     pub metrics: metrics::Metrics,
+    /// Config versions agents report, and per-host resync backoff.
+    pub resync: resync::Resync,
 }
 
 impl Cp {
@@ -208,6 +218,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let store = Store::open(&db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
+    {
+        // No dispatch of an earlier process is in flight any more.
+        let mut tx = store.write().await?;
+        let n = rm_store::jobs::release_all_claims(&mut tx).await?;
+        tx.commit().await?;
+        if n > 0 {
+            tracing::info!(claims = n, "released repository claims of an earlier run");
+        }
+    }
     let master = secrets::MasterKey::load_or_create(&config.data_dir)?;
     let xkey = rm_bus::seal::load_or_create_xkey(&config.data_dir.join("controlplane.xk"))?;
 
@@ -252,6 +271,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         // set by ingest once its subscriptions are live (and on reconnects)
         connected_since: Mutex::new(None),
         metrics: metrics::Metrics::default(),
+        resync: resync::Resync::default(),
     });
 
     // Track (re)connects: the offline sweeper waits after each one.

@@ -50,7 +50,11 @@ fn to_secrets(input: &RepoSecretsInput) -> Outcome<RepoSecrets> {
 }
 
 /// Seals `secrets` to an enrolled host's xkey for one command or job.
-pub(crate) fn seal_to_host(cp: &Cp, host: &hosts::Host, secrets: &RepoSecrets) -> Outcome<Sealed> {
+pub(crate) fn seal_to_host<T: serde::Serialize>(
+    cp: &Cp,
+    host: &hosts::Host,
+    secrets: &T,
+) -> Outcome<Sealed> {
     let Some(xkey) = &host.xkey else {
         return Err(Fail::conflict(format!(
             "host {} is not enrolled yet",
@@ -225,7 +229,18 @@ pub(crate) async fn attach(cp: &Cp, actor: &Actor, req: RepoAttach) -> Outcome<D
         .encrypt_json(&secrets, &cred_aad(&req.host_id, &repo.id))?;
     repos::attach(&mut tx, &req.host_id, &repo.id, access, &enc, now).await?;
     // Routing of this host's forget/prune schedules may change.
-    let touched = schedules::reroute(cp, &mut tx, &repo.id).await?;
+    let mut touched = schedules::reroute(cp, &mut tx, &repo.id).await?;
+    // The schedules this host runs on the repository carry its credential:
+    // a new or downgraded one must reach the agent (pushed below; retried
+    // by the resync sweep until the agent confirms it).
+    let runs_here = rm_store::schedules::executed_by(&mut tx, &req.host_id)
+        .await?
+        .iter()
+        .any(|s| s.repo_id == repo.id);
+    if runs_here && !touched.contains(&req.host_id) {
+        hosts::bump_config_version(&mut tx, &req.host_id).await?;
+        touched.push(req.host_id.clone());
+    }
     audit::record(
         &mut tx,
         now,

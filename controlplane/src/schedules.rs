@@ -309,21 +309,24 @@ pub(crate) fn spawn_push(cp: &Arc<Cp>, hosts: Vec<String>) {
 }
 
 /// Pushes the current config to each (online) host and records the
-/// version it confirms. Failures are fine: hello re-syncs.
+/// version it confirms. A failure is retried by the resync sweep
+/// (`resync`) and by the host's next hello.
 pub(crate) async fn push_configs(cp: &Cp, host_ids: Vec<String>) {
     for id in host_ids {
         if let Err(e) = push_config(cp, &id).await {
-            tracing::info!(host = %id, reason = %e.message, "config push not confirmed; the next hello re-syncs it");
+            tracing::info!(host = %id, reason = %e.message, "config push not confirmed; the resync sweep tries again");
         }
     }
 }
 
-async fn push_config(cp: &Cp, host_id: &str) -> Outcome<()> {
+/// Pushes `host_id`'s current config; true once the agent confirmed it
+/// (false: offline, or the agent did not apply it).
+pub(crate) async fn push_config(cp: &Cp, host_id: &str) -> Outcome<bool> {
     let (host, config) = {
         let mut c = cp.store.read().await?;
         let host = hosts::get(&mut c, host_id).await?;
         if host.status()? != hosts::HostStatus::Online {
-            return Ok(());
+            return Ok(false);
         }
         let config = build_config(cp, &mut c, &host).await?;
         (host, config)
@@ -335,5 +338,5 @@ async fn push_config(cp: &Cp, host_id: &str) -> Outcome<()> {
         hosts::set_applied_config(&mut tx, &host.id, i64::try_from(version).unwrap_or(0)).await?;
         tx.commit().await.map_err(rm_store::StoreError::from)?;
     }
-    Ok(())
+    Ok(ack.ok)
 }

@@ -2,7 +2,8 @@
 //! once the control plane itself has been connected long enough, so a
 //! restart never flags a healthy fleet), pushes the account JWT at start
 //! (revocations survive restarts of either side), ends jobs that will
-//! never end on their own (`deadlines`), applies retention, and queues the
+//! never end on their own (`deadlines`), pushes configs an agent does not
+//! run yet again (`resync`), applies retention, and queues the
 //! periodic repository health refresh. Errors are logged and
 //! counted; the loop goes on.
 
@@ -29,6 +30,9 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
         }
         if let Err(e) = crate::deadlines::sweep(&cp).await {
             cp.metrics.loop_error("deadline sweeper", &e);
+        }
+        if let Err(e) = crate::resync::sweep(&cp).await {
+            cp.metrics.loop_error("config resync", &e);
         }
         if last_refresh.elapsed() >= cp.t.health_every {
             last_refresh = tokio::time::Instant::now();

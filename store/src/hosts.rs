@@ -169,7 +169,9 @@ pub async fn set_enrolled(
     .bind(e.nkey)
     .bind(e.xkey)
     .bind(e.hostname)
-    .bind(e.hostname)
+    // restic's `--host`: the host id, unique and stable (never the
+    // reported hostname, which cloned machines share)
+    .bind(id)
     .bind(e.os)
     .bind(e.arch)
     .bind(e.agent_version)
@@ -287,6 +289,18 @@ pub async fn bump_config_version(conn: &mut SqliteConnection, id: &str) -> Resul
     .fetch_optional(conn)
     .await?;
     v.found("host", id)
+}
+
+/// (id, desired config version, confirmed config version) of every online
+/// host, for the config resync sweep.
+pub async fn config_versions_online(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, config_version, applied_config_version FROM hosts WHERE status = 'online'",
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Records the config version the agent confirmed (never moves backwards).

@@ -175,7 +175,8 @@ pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> 
 
 /// queued → dispatched. False if the job is no longer queued.
 pub async fn set_dispatched(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
-    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ?, active_since = ?, error = NULL WHERE id = ? AND status = 'queued'")
+    let n = sqlx::query("UPDATE jobs SET status = 'dispatched', dispatched_at = ?, active_since = ?, error = NULL, claimed_at = NULL
+         WHERE id = ? AND status = 'queued'")
         .bind(now)
         .bind(now)
         .bind(id)
@@ -183,6 +184,141 @@ pub async fn set_dispatched(conn: &mut SqliteConnection, id: &str, now: i64) -> 
         .await?
         .rows_affected();
     Ok(n > 0)
+}
+
+/// Kinds that need their repository to themselves: while one of them is
+/// active on a repository no other job runs there, and while any job is
+/// active none of them starts.
+pub const EXCLUSIVE_KINDS: [&str; 3] = ["forget", "prune", "check"];
+
+/// Is `kind` one of [`EXCLUSIVE_KINDS`]?
+pub fn is_exclusive(kind: &str) -> bool {
+    EXCLUSIVE_KINDS.contains(&kind)
+}
+
+/// SQL true when job `j` (an alias) may not start on its repository now:
+/// another job there is active (dispatched, running, or queued with a
+/// claim) and one of the two is exclusive. One expression, used by every
+/// statement that claims a repository, so they cannot disagree.
+const REPO_CONFLICT: &str = "EXISTS (SELECT 1 FROM jobs o
+     WHERE o.repo_id = j.repo_id AND o.id <> j.id
+       AND (o.status IN ('dispatched', 'running') OR (o.status = 'queued' AND o.claimed_at IS NOT NULL))
+       AND (j.kind IN ('forget', 'prune', 'check') OR o.kind IN ('forget', 'prune', 'check')))";
+
+/// Claims `id`'s repository for a dispatch, atomically: one conditional
+/// UPDATE, so two dispatchers (or a dispatcher and an agent's scheduled
+/// run) can never both pass the "repository busy" check. False when the
+/// job is no longer queued or its repository is busy; it stays queued.
+pub async fn claim_for_dispatch(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool> {
+    let sql = format!(
+        "UPDATE jobs AS j SET claimed_at = ? WHERE j.id = ? AND j.status = 'queued'
+           AND (j.repo_id IS NULL OR NOT {REPO_CONFLICT})"
+    );
+    let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// Gives up a dispatch claim (the send failed or was refused). A no-op for
+/// a job that left `queued` meanwhile.
+pub async fn release_claim(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+    sqlx::query("UPDATE jobs SET claimed_at = NULL WHERE id = ? AND status = 'queued'")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Clears every dispatch claim: the control plane starting, so no dispatch
+/// of an earlier process is still in flight.
+pub async fn release_all_claims(conn: &mut SqliteConnection) -> Result<u64> {
+    Ok(
+        sqlx::query("UPDATE jobs SET claimed_at = NULL WHERE claimed_at IS NOT NULL")
+            .execute(conn)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// The answer to an agent asking to run a scheduled exclusive job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScheduledClaim {
+    /// Recorded as dispatched now (or it already was): run it.
+    Granted,
+    /// Another job holds the repository: ask again later.
+    Busy {
+        other_id: String,
+        other_kind: String,
+    },
+    /// This job id is already finished: do not run it.
+    Finished,
+}
+
+/// An agent asks to start scheduled job `j` (status ignored: it becomes
+/// `dispatched`). Inserted only when its repository is free, in the same
+/// statement that checks, so the job then counts as active for every
+/// other claim and dispatch. A repeated ask for a job already recorded
+/// active is granted again.
+pub async fn claim_scheduled(
+    conn: &mut SqliteConnection,
+    j: &NewJob<'_>,
+) -> Result<ScheduledClaim> {
+    if let Some(existing) = find(&mut *conn, j.id).await? {
+        return Ok(match existing.status()? {
+            s if s.is_terminal() => ScheduledClaim::Finished,
+            JobStatus::Queued => ScheduledClaim::Busy {
+                other_id: existing.id,
+                other_kind: existing.kind,
+            },
+            _ => ScheduledClaim::Granted,
+        });
+    }
+    let sql = format!(
+        "INSERT INTO jobs (id, host_id, exec_host_id, repo_id, kind, params_json, origin, schedule_id, status,
+                           timeout_secs, created_by, created_at, dispatched_at, active_since)
+         SELECT j.id, ?, ?, j.repo_id, j.kind, ?, ?, ?, 'dispatched', ?, ?, ?, ?, ?
+         FROM (SELECT ? AS id, ? AS repo_id, ? AS kind) AS j
+         WHERE NOT {REPO_CONFLICT}"
+    );
+    let n = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(j.host_id)
+        .bind(j.exec_host_id)
+        .bind(crate::to_json(j.params))
+        .bind(j.origin)
+        .bind(j.schedule_id)
+        .bind(j.timeout_secs)
+        .bind(j.created_by)
+        .bind(j.created_at)
+        .bind(j.created_at)
+        .bind(j.created_at)
+        .bind(j.id)
+        .bind(j.repo_id)
+        .bind(kind_str(j.params))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if n > 0 {
+        refresh_counts(conn, j.host_id).await?;
+        return Ok(ScheduledClaim::Granted);
+    }
+    let other: Option<(String, String)> = sqlx::query_as(
+        "SELECT id, kind FROM jobs WHERE repo_id = ? AND id <> ?
+           AND (status IN ('dispatched', 'running') OR (status = 'queued' AND claimed_at IS NOT NULL))
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(j.repo_id)
+    .bind(j.id)
+    .fetch_optional(conn)
+    .await?;
+    let (other_id, other_kind) = other.unwrap_or_default();
+    Ok(ScheduledClaim::Busy {
+        other_id,
+        other_kind,
+    })
 }
 
 /// queued/dispatched → running. False if the job already moved on.
@@ -389,16 +525,6 @@ pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
         "SELECT * FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
     )
     .bind(exec_host)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// Jobs dispatched or running against a repository.
-pub async fn active_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE repo_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
-    )
-    .bind(repo_id)
     .fetch_all(conn)
     .await?)
 }

@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../migrations/0006_deadlines.sql"),
     ),
+    (
+        8,
+        "security",
+        include_str!("../migrations/0008_security.sql"),
+    ),
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
 ];

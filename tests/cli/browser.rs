@@ -225,7 +225,8 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         &data,
         bus_port,
         "host-add",
-        serde_json::json!({"name": "<script>alert(1)</script>"}),
+        serde_json::to_value(rm_controlplane::api::HostAdd::new("<script>alert(1)</script>").0)
+            .unwrap(),
     )
     .await;
 
@@ -245,10 +246,12 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
 
     let restore_target = tmp.path().join("restored");
     let screenshots = repo_root().join("docs/screenshots");
+    let rejected = crate::browser_rejected::seed(&db, &host_id).await;
     let settings = crate::browser_settings::Receivers::start();
     let (_webhooks, alerts_cfg) = crate::browser_alerts::setup(&data, bus_port).await;
     let config = serde_json::json!({
         "settings": settings.config(),
+        "rejected": rejected,
         "url": url,
         "admin": {"name": "ops", "password": "ops-password-e2e"},
         "viewer": {"name": "watcher", "password": "watcher-password-e2e"},

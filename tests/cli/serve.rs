@@ -98,9 +98,12 @@ pub(crate) async fn call_role(
         },
         body,
     };
+    // Service calls are not all idempotent (repo-add runs `restic init`):
+    // one attempt must outlast a slow answer on a loaded machine rather
+    // than send the request again.
     let policy = RetryPolicy {
-        attempt_timeout: Duration::from_secs(5),
-        deadline: Some(Duration::from_secs(20)),
+        attempt_timeout: Duration::from_secs(60),
+        deadline: Some(Duration::from_secs(90)),
         ..RetryPolicy::default()
     };
     let msg = request_with_retry(
@@ -122,21 +125,19 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     let mut child = start(dir.path(), port);
     let web_url = wait_running(&mut child);
     assert!(web_url.starts_with("https://127.0.0.1:"), "{web_url}");
+    let (req, key) = rm_controlplane::api::HostAdd::new("web-1");
     let reply = call(
         dir.path(),
         port,
         Verb::new("host-add"),
-        serde_json::json!({"name": "web-1"}),
+        serde_json::to_value(&req).unwrap(),
     )
     .await;
-    let ok = reply.ok.expect("host added");
-    let host_id = ok["host_id"].as_str().unwrap().to_owned();
-    assert!(
-        ok["command"]
-            .as_str()
-            .unwrap()
-            .contains("restic-manager-agent enroll")
-    );
+    let ok: rm_controlplane::api::SealedEnrollment =
+        serde_json::from_value(reply.ok.expect("host added")).unwrap();
+    let ok = ok.open(&key).expect("sealed to the asker");
+    let host_id = ok.host_id.clone();
+    assert!(ok.command.contains("restic-manager-agent enroll"));
 
     // the notifier is up too: a malformed delivery gets a clear refusal
     let authority =
@@ -188,7 +189,7 @@ async fn serve_runs_every_role_and_stops_cleanly() {
         dir.path(),
         port,
         Verb::new("host-token"),
-        serde_json::json!({"host_id": host_id}),
+        serde_json::to_value(rm_controlplane::api::HostTokenRequest::new(host_id).0).unwrap(),
     )
     .await;
     assert!(

@@ -137,7 +137,8 @@ const ADMIN: Access = Access::Min(Role::Admin);
 /// Every route.
 pub fn table() -> Vec<Route> {
     use crate::api::{
-        alerts, cron, hosts, jobs, logs, repos, retention, schedules, snapshots, tokens, users,
+        alerts, cron, hosts, jobs, logs, rejected, repos, retention, schedules, snapshots, tokens,
+        users,
     };
     use Method as M;
     vec![
@@ -390,6 +391,11 @@ pub fn table() -> Vec<Route> {
         )
         .doc("End a host's mute")
         .returns_nothing(204),
+        // rejected results (issue 9: results the control plane refused)
+        route(M::GET, "/api/v1/rejected", VIEWER, rejected::list)
+            .query(&[("host", false), ("limit", false)])
+            .doc("Results the control plane refused from agents (unknown job, a deleted schedule's run, another host's job, malformed), newest first: ?host=&limit=")
+            .returns::<Vec<crate::views::rejected::RejectedRow>>(200),
         // repositories
         route(M::GET, "/api/v1/repos", VIEWER, repos::list)
             .doc("Repositories")

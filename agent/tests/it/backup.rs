@@ -113,10 +113,11 @@ async fn backup_restore_and_browse(bin: PathBuf) {
     assert_eq!(summary["files_new"], 5, "{summary}");
     assert!(job.restic_version.is_some());
 
-    // restic itself sees one snapshot, made under this host's name
+    // restic itself sees one snapshot, made under this host's restic
+    // host name: its id, never the (clonable) machine name
     let snaps = env.snapshots(&bin, "r1");
     assert_eq!(snaps.len(), 1, "{snaps:?}");
-    assert_eq!(snaps[0]["hostname"], "web-1");
+    assert_eq!(snaps[0]["hostname"], host.as_str());
     assert!(snaps[0]["id"].as_str().unwrap().starts_with(&snap[..8]));
 
     // the control plane cached it with the summary

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::process::Output;
 
 use rm_bus::creds::Role;
-use rm_controlplane::api;
 
 use crate::support::*;
 
@@ -51,14 +50,7 @@ async fn enroll_over_pinned_https_then_run_status_and_install() {
         },
     ));
 
-    let added: api::HostEnrollment = env
-        .call(
-            api::HOST_ADD,
-            api::HostAdd {
-                name: "ep-1".into(),
-            },
-        )
-        .await;
+    let added = env.host_add("ep-1").await;
     let state = env.path("ep-1");
 
     // a certificate other than the pinned one: refused before anything is sent

@@ -35,6 +35,16 @@ async fn executor(
     dir: &std::path::Path,
     outbox_max: usize,
 ) -> (Arc<Executor>, Arc<Outbox>) {
+    executor_keyed(bus, dir, outbox_max, XKey::new(), XKey::new().public_key()).await
+}
+
+async fn executor_keyed(
+    bus: &TestBus,
+    dir: &std::path::Path,
+    outbox_max: usize,
+    xkey: XKey,
+    controlplane_xkey: String,
+) -> (Arc<Executor>, Arc<Outbox>) {
     let host = HostId::parse("ex-1").unwrap();
     let client = bus.connect_role(Role::Agent(host.clone())).await.unwrap();
     let outbox = Arc::new(Outbox::open(dir.join("outbox"), outbox_max).unwrap());
@@ -43,8 +53,8 @@ async fn executor(
         ExecConfig {
             host,
             client: client.client.clone(),
-            xkey: XKey::new(),
-            controlplane_xkey: XKey::new().public_key(),
+            xkey,
+            controlplane_xkey,
             restic: rm_restic::Restic::detect(restic_bin()).await.ok(),
             restic_error: None,
             scratch_dir: dir.to_path_buf(),
@@ -53,6 +63,7 @@ async fn executor(
             progress_interval: Duration::from_millis(500),
             log_flush: Duration::from_millis(100),
             lock_hostname: String::new(),
+            claim_retry: Duration::from_millis(200),
         },
         journal,
         outbox.clone(),
@@ -200,5 +211,94 @@ async fn concurrent_copies_of_one_dispatch_are_accepted_once_and_run_once() {
             .count();
         assert_eq!(started, 1, "{id} ran once");
     }
+    exec.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The `done` of `job` once it is in the outbox.
+async fn done_of(outbox: &Outbox, job: &str) -> JobDone {
+    let e = eventually("the job's done in the outbox", || async {
+        outbox
+            .pending()
+            .ok()?
+            .into_iter()
+            .find(|e| e.job.as_str() == job && e.topic == JobTopic::Done)
+    })
+    .await;
+    decode("done", &std::fs::read(&e.path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_bound_to_one_restore_is_refused_in_any_other_job() {
+    use rm_bus::msg::RestoreTarget;
+    use rm_bus::seal::{JobBinding, RepoSecrets, SealedSecrets, params_digest};
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent_key = XKey::new();
+    let cp_key = XKey::new();
+    let agent_pub = agent_key.public_key();
+    let (exec, outbox) =
+        executor_keyed(&bus, dir.path(), 100, agent_key, cp_key.public_key()).await;
+    let restore = |path: &str| JobParams::Restore {
+        snapshot: "latest".into(),
+        include: vec!["/data/a".into()],
+        target: RestoreTarget::Path { path: path.into() },
+    };
+    // what the control plane seals for restore job r1 onto this host
+    let sealed = rm_bus::seal::seal(
+        &SealedSecrets {
+            secrets: RepoSecrets {
+                repository: dir.path().join("no-repo").display().to_string(),
+                password: "pw".into(),
+                env: Default::default(),
+            },
+            bound: Some(JobBinding {
+                job_id: "r1".into(),
+                params_sha256: params_digest(&restore("/restore")),
+                read_only: true,
+            }),
+        },
+        &cp_key,
+        &agent_pub,
+    )
+    .unwrap();
+    let with = |id: &str, params: JobParams| JobSpec {
+        job_id: JobId::parse(id).unwrap(),
+        params,
+        repo: RepoAccess {
+            repo_id: "r".into(),
+            secrets: sealed.clone(),
+            append_only: true,
+        },
+        timeout_secs: 60,
+    };
+    // replayed in a forged command: another job id, other parameters,
+    // another kind — each refused before restic runs
+    let forged = [
+        ("f1", restore("/restore"), "issued for job r1"),
+        ("r1", restore("/etc"), "parameters differ"),
+        ("f3", JobParams::Prune {}, "issued for job r1"),
+    ];
+    for (id, params, why) in forged {
+        assert_eq!(
+            exec.accept(with(id, params), JobOrigin::Dispatch),
+            Accepted::New
+        );
+        let d = done_of(&outbox, id).await;
+        assert_eq!(
+            d.error_kind,
+            Some(rm_bus::msg::ErrorKind::InvalidRequest),
+            "{d:?}"
+        );
+        assert!(
+            d.error.as_deref().unwrap_or("").contains(why),
+            "{id}: {d:?}"
+        );
+    }
+    // and r1 itself, sent again, is a duplicate: never run twice
+    assert_eq!(
+        exec.accept(with("r1", restore("/restore")), JobOrigin::Dispatch),
+        Accepted::Duplicate,
+        "r1 was already taken (with forged parameters) and is not run again"
+    );
     exec.shutdown(Duration::from_secs(5)).await;
 }

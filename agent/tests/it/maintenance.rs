@@ -68,9 +68,9 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
 
     let snaps = env.snapshots(&bin, "m1");
     let of = |h: &str| snaps.iter().filter(|s| s["hostname"] == h).count();
-    assert_eq!(of("web-9"), 1, "{snaps:?}");
+    assert_eq!(of(&web.host_id), 1, "{snaps:?}");
     assert_eq!(
-        of("maint-1"),
+        of(&maint.host_id),
         1,
         "the other host's snapshot is untouched: {snaps:?}"
     );
@@ -106,6 +106,66 @@ async fn forget_runs_on_the_maintenance_host_and_touches_only_the_requesting_hos
     );
     assert!(health.dedup_ratio.is_some(), "{health:?}");
     assert_eq!(health.lock_count, Some(0), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloned_hosts_with_one_hostname_keep_separate_retention_scopes() {
+    let bin = restic_bin();
+    let env = Env::start().await.unwrap();
+    // two cloned VMs: one machine name, two hosts
+    let a = env.agent_as("clone-a", "clone", &bin).await.unwrap();
+    let b = env.agent_as("clone-b", "clone", &bin).await.unwrap();
+    let maint = env.agent("maint-2", &bin).await.unwrap();
+    let repo = env.new_repo("cl", &maint.host_id).await;
+    for h in [&a, &b] {
+        env.attach_append_only(&repo, "cl", &h.host_id, REPO_PASSWORD)
+            .await;
+    }
+    env.attach_full(&repo, &maint.host_id).await;
+    let _: api::Done = env
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id.clone()),
+            },
+        )
+        .await;
+    // the same path on both, as on clones
+    let src = env.path("same");
+    make_tree(&src, &[("one.txt", 500)]);
+    for host in [&a.host_id, &a.host_id, &b.host_id, &b.host_id] {
+        let created = env.job(host, &repo, backup(&[&src])).await;
+        let job = env.finished(&created.job_id).await;
+        assert_eq!(job.status, "succeeded", "{job:?}");
+    }
+    let forget = JobParams::Forget {
+        retention: Retention {
+            keep_last: Some(1),
+            ..Retention::default()
+        },
+        host_name: String::new(),
+        prune: false,
+    };
+    let created = env.job(&a.host_id, &repo, forget).await;
+    let job = env.finished(&created.job_id).await;
+    assert_eq!(job.status, "succeeded", "{job:?}");
+
+    let snaps = env.snapshots(&bin, "cl");
+    let of = |h: &str| snaps.iter().filter(|s| s["hostname"] == h).count();
+    assert_eq!(of(&a.host_id), 1, "clone-a's retention applied: {snaps:?}");
+    assert_eq!(
+        of(&b.host_id),
+        2,
+        "clone-b's snapshots untouched by clone-a's retention: {snaps:?}"
+    );
+    // the human names stay what the operator chose
+    let db = env.cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let ha = rm_store::hosts::get(&mut c, &a.host_id).await.unwrap();
+    assert_eq!(ha.name, "clone-a");
+    assert_eq!(ha.hostname.as_deref(), Some("clone"));
+    assert_eq!(ha.restic_host.as_deref(), Some(a.host_id.as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

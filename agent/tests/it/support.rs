@@ -393,9 +393,19 @@ impl Env {
     /// Adds a host and enrolls a state directory for it the way the agent
     /// does (keys generated locally, public halves sent with the token).
     pub async fn enroll(&self, name: &str) -> Result<(String, PathBuf)> {
-        let added: api::HostEnrollment = self
-            .call(api::HOST_ADD, api::HostAdd { name: name.into() })
-            .await;
+        self.enroll_as(name, name).await
+    }
+
+    /// Adds a host; the token comes back sealed to this call's key.
+    pub async fn host_add(&self, name: &str) -> api::HostEnrollment {
+        let (req, key) = api::HostAdd::new(name);
+        let e: api::SealedEnrollment = self.call(api::HOST_ADD, req).await;
+        e.open(&key).expect("the reply opens with the asker's key")
+    }
+
+    /// Enrolls host `name` from a machine called `hostname`.
+    pub async fn enroll_as(&self, name: &str, hostname: &str) -> Result<(String, PathBuf)> {
+        let added = self.host_add(name).await;
         let state_dir = self.path(&format!("agent-{name}"));
         let state = StateDir::open(&state_dir)?;
         let (nkey, xkey) = state.new_keys()?;
@@ -406,7 +416,7 @@ impl Env {
                 token: added.token,
                 nkey: nkey.public_key(),
                 xkey: xkey.public_key(),
-                hostname: name.into(),
+                hostname: hostname.into(),
                 os: "linux".into(),
                 arch: "x86_64".into(),
                 agent_version: rm_agent::VERSION.into(),
@@ -438,6 +448,14 @@ impl Env {
     pub async fn agent(&self, name: &str, restic: &Path) -> Result<Agent> {
         let (_, dir) = self.enroll(name).await?;
         let a = Agent::start(self.settings(&dir, name, restic)).await?;
+        self.wait_online(&a.host_id).await;
+        Ok(a)
+    }
+
+    /// Enrolls `name` from a machine called `hostname` and starts it.
+    pub async fn agent_as(&self, name: &str, hostname: &str, restic: &Path) -> Result<Agent> {
+        let (_, dir) = self.enroll_as(name, hostname).await?;
+        let a = Agent::start(self.settings(&dir, hostname, restic)).await?;
         self.wait_online(&a.host_id).await;
         Ok(a)
     }

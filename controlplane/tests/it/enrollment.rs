@@ -29,14 +29,7 @@ async fn enrollment_happy_path_and_refusals() {
     .await
     .unwrap();
 
-    let added: api::HostEnrollment = cp
-        .call(
-            api::HOST_ADD,
-            api::HostAdd {
-                name: "web-1".into(),
-            },
-        )
-        .await;
+    let added = cp.host_add("web-1").await;
     assert!(
         added.command.contains(&format!("--token {}", added.token)),
         "{}",
@@ -96,14 +89,7 @@ async fn enrollment_happy_path_and_refusals() {
     assert_eq!(err.code, "forbidden");
 
     // expired token (24 h + 1 ms later)
-    let other: api::HostEnrollment = cp
-        .call(
-            api::HOST_ADD,
-            api::HostAdd {
-                name: "db-1".into(),
-            },
-        )
-        .await;
+    let other = cp.host_add("db-1").await;
     clock.advance(Duration::from_secs(24 * 3600) + Duration::from_millis(1));
     let err = cp
         .enroll_call_raw(enroll_request(&other.token, &n2, &x2, "db-1"))
@@ -112,14 +98,7 @@ async fn enrollment_happy_path_and_refusals() {
     assert_eq!(err.code, "forbidden");
 
     // malformed keys are refused with a clear error
-    let fresh: api::HostEnrollment = cp
-        .call(
-            api::HOST_TOKEN,
-            api::HostRef {
-                host_id: other.host_id.clone(),
-            },
-        )
-        .await;
+    let fresh = cp.host_token(&other.host_id.clone()).await.unwrap();
     let mut bad = enroll_request(&fresh.token, &n2, &x2, "db-1");
     bad.nkey = "not-a-key".into();
     let err = cp.enroll_call_raw(bad).await.unwrap_err();
@@ -176,15 +155,7 @@ async fn revoked_host_is_cut_off_and_cannot_reconnect() {
     let db = cp.db().await;
     assert_eq!(host_status(&db, &agent.host_id()).await, "revoked");
     // a new token for a revoked host is refused
-    let err = cp
-        .call_raw::<_, api::HostEnrollment>(
-            api::HOST_TOKEN,
-            api::HostRef {
-                host_id: agent.host_id(),
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = cp.host_token(&agent.host_id()).await.unwrap_err();
     assert_eq!(err.code, "conflict");
 }
 
@@ -197,14 +168,7 @@ async fn re_enrollment_replaces_the_keys() {
         .unwrap();
     let mut old = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
     old.hello(0, vec![], vec![]).await;
-    let fresh: api::HostEnrollment = cp
-        .call(
-            api::HOST_TOKEN,
-            api::HostRef {
-                host_id: old.host_id(),
-            },
-        )
-        .await;
+    let fresh = cp.host_token(&old.host_id()).await.unwrap();
     let (nkey, xkey) = (KeyPair::new_user(), XKey::new());
     let reply: EnrollReply = cp
         .enroll_call(enroll_request(&fresh.token, &nkey, &xkey, "web-1"))

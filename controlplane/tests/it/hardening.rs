@@ -180,14 +180,7 @@ async fn an_enrollment_with_the_token_in_clear_is_refused_and_the_token_stays_va
     let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
         .await
         .unwrap();
-    let added: api::HostEnrollment = cp
-        .call(
-            api::HOST_ADD,
-            api::HostAdd {
-                name: "web-1".into(),
-            },
-        )
-        .await;
+    let added = cp.host_add("web-1").await;
     assert!(!format!("{added:?}").contains(&added.token));
     let (nkey, xkey) = (nkeys::KeyPair::new_user(), nkeys::XKey::new());
     let req = enroll_request(&added.token, &nkey, &xkey, "web-1");

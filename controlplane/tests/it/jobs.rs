@@ -57,8 +57,9 @@ async fn job_created_while_offline_runs_after_hello_and_its_result_is_recorded_o
         rm_bus::seal::open(&spec.repo.secrets, &agent.xkey, &agent.cp_xkey).unwrap();
     assert_eq!(secrets.password, "repo-pw-1");
     assert!(secrets.repository.contains("web-1:web-1pw@"));
-    // --host pinned by the control plane
-    assert!(matches!(&spec.params, JobParams::Backup { host_name: Some(h), .. } if h == "web-1"));
+    // --host pinned by the control plane: the host id, never the hostname
+    let id = agent.host_id();
+    assert!(matches!(&spec.params, JobParams::Backup { host_name: Some(h), .. } if *h == id));
     eventually("dispatched", || async {
         (job_status(&db, &created.job_id).await == "dispatched").then_some(())
     })
@@ -92,7 +93,8 @@ async fn job_created_while_offline_runs_after_hello_and_its_result_is_recorded_o
         .unwrap();
     assert_eq!(sum.last_backup_status.as_deref(), Some("succeeded"));
     assert_eq!(sum.last_snapshot_id.as_deref(), Some("0123456789abcdef"));
-    let snaps = rm_store::snapshots::list(&mut c, &repo, Some("web-1"))
+    // cached under the host's restic host name: its id
+    let snaps = rm_store::snapshots::list(&mut c, &repo, Some(&agent.host_id()))
         .await
         .unwrap();
     assert_eq!(snaps.len(), 1, "the backup's snapshot is cached once");
@@ -217,8 +219,9 @@ async fn forget_on_append_only_goes_to_the_maintenance_host_with_host_pinned() {
     assert!(!spec.repo.append_only);
     match &spec.params {
         JobParams::Forget { host_name, .. } => assert_eq!(
-            host_name, "web-1",
-            "--host is the owner's, whatever the client sent"
+            *host_name,
+            web.host_id(),
+            "--host is the owner's (its id), whatever the client sent"
         ),
         other => panic!("{other:?}"),
     }

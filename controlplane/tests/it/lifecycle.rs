@@ -8,7 +8,6 @@ use futures_util::StreamExt;
 use rm_bus::JobId;
 use rm_bus::creds::Role;
 use rm_bus::msg::*;
-use rm_bus::seal::RepoSecrets;
 use rm_bus::subject::JobTopic;
 use rm_controlplane::api;
 use rm_testkit::TestBus;
@@ -439,11 +438,24 @@ async fn restore_onto_another_host_gets_credentials_sealed_to_it() {
     assert_eq!(created.exec_host_id, agents[1].host_id());
     let target = &mut agents[1];
     let spec = target.expect_dispatch().await;
-    let secrets: RepoSecrets =
+    let sealed: rm_bus::seal::SealedSecrets =
         rm_bus::seal::open(&spec.repo.secrets, &target.xkey, &target.cp_xkey)
             .expect("sealed to the target");
-    assert_eq!(secrets.password, "pw-restore");
+    assert_eq!(sealed.secrets.password, "pw-restore");
     assert_eq!(spec.timeout_secs, 60);
+    // good for reading, for this one job with exactly these parameters
+    assert!(spec.repo.append_only);
+    let bound = sealed
+        .bound
+        .expect("the borrowed secret is bound to the job");
+    assert_eq!(bound.job_id, created.job_id);
+    assert!(bound.read_only);
+    assert_eq!(
+        bound.params_sha256,
+        rm_bus::seal::params_digest(&spec.params)
+    );
+    assert!(bound.check(spec.job_id.as_str(), &spec.params).is_ok());
+    assert!(bound.check("jother", &spec.params).is_err());
     // another kind cannot run elsewhere
     let req = api::JobCreate {
         host_id: agents[0].host_id(),
@@ -457,6 +469,49 @@ async fn restore_onto_another_host_gets_credentials_sealed_to_it() {
         .await
         .unwrap_err();
     assert_eq!(err.code, "invalid");
+}
+
+#[tokio::test]
+async fn a_full_access_credential_never_leaves_its_host_for_a_restore() {
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "rescue"]).await;
+    // web-1 holds only a full-access credential
+    let repo = repo_with(&cp, "main", "pw", &[], &[&agents[0]]).await;
+    agents[1].hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+    let req = api::JobCreate {
+        host_id: agents[0].host_id(),
+        repo_id: repo,
+        params: JobParams::Restore {
+            snapshot: "latest".into(),
+            include: vec![],
+            target: RestoreTarget::Path {
+                path: "/restore".into(),
+            },
+        },
+        timeout_secs: Some(60),
+        target_host_id: Some(agents[1].host_id()),
+    };
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, req).await;
+    let job = eventually("the restore fails with the reason", || async {
+        let mut c = db.read().await.ok()?;
+        let j = rm_store::jobs::get(&mut c, &created.job_id).await.ok()?;
+        (j.status == "failed").then_some(j)
+    })
+    .await;
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot delete data"),
+        "{job:?}"
+    );
+    assert!(
+        agents[1]
+            .next_command(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "nothing was sent to the target"
+    );
 }
 
 #[tokio::test]

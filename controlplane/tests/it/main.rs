@@ -3,8 +3,10 @@
 //! and by simulated agents that are real NATS clients speaking the real
 //! protocol types.
 
+mod credentials;
 mod deadlines;
 mod enrollment;
+mod exclusivity;
 mod hardening;
 mod jobs;
 mod lifecycle;

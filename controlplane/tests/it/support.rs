@@ -145,6 +145,21 @@ impl Cp {
         }
     }
 
+    /// Adds a host the way the web role does: the token comes back sealed
+    /// to a key of this call.
+    pub async fn host_add(&self, name: &str) -> api::HostEnrollment {
+        let (req, key) = api::HostAdd::new(name);
+        let e: api::SealedEnrollment = self.call(api::HOST_ADD, req).await;
+        e.open(&key).expect("the reply opens with the asker's key")
+    }
+
+    /// A new enrollment token, opened as the asker.
+    pub async fn host_token(&self, host_id: &str) -> Result<api::HostEnrollment, SvcError> {
+        let (req, key) = api::HostTokenRequest::new(host_id);
+        let e: api::SealedEnrollment = self.call_raw(api::HOST_TOKEN, req).await?;
+        Ok(e.open(&key).expect("the reply opens with the asker's key"))
+    }
+
     /// An enrollment the way the web role forwards it: sealed to the
     /// control plane's xkey.
     pub async fn enroll_call_raw(&self, req: EnrollRequest) -> Result<EnrollReply, SvcError> {
@@ -188,6 +203,8 @@ pub struct Agent {
     pub client: TestClient,
     pub commands: Subscriber,
     pub hostname: String,
+    /// The config version heartbeats report (the last hello's).
+    pub beat_version: std::sync::Arc<std::sync::atomic::AtomicU64>,
     beat: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -213,9 +230,7 @@ pub fn enroll_request(token: &str, nkey: &KeyPair, xkey: &XKey, hostname: &str) 
 impl Agent {
     /// Adds a host, enrolls it with fresh keys and connects it (no hello yet).
     pub async fn enroll(bus: &TestBus, cp: &Cp, name: &str) -> Result<Self> {
-        let added: api::HostEnrollment = cp
-            .call(api::HOST_ADD, api::HostAdd { name: name.into() })
-            .await;
+        let added = cp.host_add(name).await;
         let nkey = KeyPair::new_user();
         let xkey = XKey::new();
         let reply: EnrollReply = cp
@@ -245,6 +260,7 @@ impl Agent {
             client,
             commands,
             hostname: hostname.into(),
+            beat_version: Default::default(),
             beat: None,
         })
     }
@@ -256,10 +272,12 @@ impl Agent {
         }
         let client = self.client.client.clone();
         let subject = subject::agent_heartbeat(&self.host);
+        let version = self.beat_version.clone();
         self.beat = Some(tokio::spawn(async move {
             loop {
+                let v = version.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = client
-                    .publish(subject.clone(), encode(&heartbeat_msg()))
+                    .publish(subject.clone(), encode(&heartbeat_msg(v)))
                     .await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -325,6 +343,8 @@ impl Agent {
             running_jobs: running,
             accept_seq,
         };
+        self.beat_version
+            .store(config_version, std::sync::atomic::Ordering::Relaxed);
         let key = IdempotencyKey::new(rm_bus::ids::random_token(6));
         let policy = RetryPolicy {
             deadline: Some(WAIT),
@@ -348,7 +368,9 @@ impl Agent {
         self.client
             .publish(
                 subject::agent_heartbeat(&self.host),
-                encode(&heartbeat_msg()),
+                encode(&heartbeat_msg(
+                    self.beat_version.load(std::sync::atomic::Ordering::Relaxed),
+                )),
             )
             .await
             .expect("heartbeat");
@@ -356,7 +378,7 @@ impl Agent {
     }
 }
 
-fn heartbeat_msg() -> Heartbeat {
+fn heartbeat_msg(config_version: u64) -> Heartbeat {
     Heartbeat {
         v: PROTOCOL_VERSION,
         ts_ms: 0,
@@ -365,7 +387,7 @@ fn heartbeat_msg() -> Heartbeat {
         os: "linux".into(),
         arch: "x86_64".into(),
         uptime_secs: 1,
-        config_version: 0,
+        config_version,
         disks: vec![],
         running_jobs: vec![],
         next_runs: vec![],
@@ -607,4 +629,43 @@ pub fn capture_logs() -> tracing::subscriber::DefaultGuard {
 
 pub fn captured_logs() -> String {
     String::from_utf8_lossy(&LOG.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+impl Agent {
+    /// Asks for the repository before a scheduled exclusive run; the
+    /// control plane's answer as it is (granted, busy, or refused).
+    pub async fn claim(
+        &self,
+        job: &JobId,
+        schedule_id: &str,
+        repo_id: &str,
+        params: JobParams,
+    ) -> Ack {
+        let msg = JobClaim {
+            v: PROTOCOL_VERSION,
+            job_id: job.clone(),
+            origin: JobOrigin::Schedule {
+                schedule_id: schedule_id.into(),
+            },
+            params,
+            repo_id: repo_id.into(),
+        };
+        let subj = subject::agent_job(&self.host, job, JobTopic::Claim);
+        let policy = RetryPolicy {
+            deadline: Some(WAIT),
+            initial_backoff: Duration::from_millis(20),
+            attempt_timeout: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
+        let m = request_with_retry(
+            &self.client,
+            &subj,
+            &IdempotencyKey::job_phase(job, JobTopic::Claim),
+            encode(&msg),
+            &policy,
+        )
+        .await
+        .expect("claim answered");
+        decode("ack", &m.payload).expect("ack parses")
+    }
 }

@@ -56,6 +56,16 @@ impl From<cp::HostEnrollment> for EnrollmentView {
     }
 }
 
+/// Opens the control plane's reply to host-add / host-token: the token
+/// travels sealed to the key this request made, never in clear on the bus.
+pub(crate) fn open_enrollment(
+    e: &cp::SealedEnrollment,
+    key: &cp::XKey,
+) -> Result<cp::HostEnrollment, ApiError> {
+    e.open(key)
+        .map_err(|err| ApiError::internal(format!("the enrollment reply did not open: {err}")))
+}
+
 pub(crate) async fn add(
     State(state): State<AppState>,
     p: RequireOperator,
@@ -64,15 +74,9 @@ pub(crate) async fn add(
     if body.name.trim().is_empty() {
         return Err(ApiError::invalid("name", "a host needs a name"));
     }
-    let e: cp::HostEnrollment = ask(
-        &state,
-        &p,
-        SvcRole::Controlplane,
-        cp::HOST_ADD,
-        cp::HostAdd { name: body.name },
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(e.into())))
+    let (req, key) = cp::HostAdd::new(body.name);
+    let e: cp::SealedEnrollment = ask(&state, &p, SvcRole::Controlplane, cp::HOST_ADD, req).await?;
+    Ok((StatusCode::CREATED, Json(open_enrollment(&e, &key)?.into())))
 }
 
 pub(crate) async fn token(
@@ -80,15 +84,10 @@ pub(crate) async fn token(
     p: RequireOperator,
     Path(id): Path<String>,
 ) -> Result<Json<EnrollmentView>, ApiError> {
-    let e: cp::HostEnrollment = ask(
-        &state,
-        &p,
-        SvcRole::Controlplane,
-        cp::HOST_TOKEN,
-        cp::HostRef { host_id: id },
-    )
-    .await?;
-    Ok(Json(e.into()))
+    let (req, key) = cp::HostTokenRequest::new(id);
+    let e: cp::SealedEnrollment =
+        ask(&state, &p, SvcRole::Controlplane, cp::HOST_TOKEN, req).await?;
+    Ok(Json(open_enrollment(&e, &key)?.into()))
 }
 
 pub(crate) async fn revoke(

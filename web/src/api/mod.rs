@@ -23,6 +23,7 @@ pub mod cron;
 pub mod hosts;
 pub mod jobs;
 pub mod logs;
+pub mod rejected;
 pub mod repos;
 pub mod retention;
 pub mod schedules;

@@ -334,14 +334,11 @@ pub async fn new_token(
         },
         Err(e) => return error_page(&who, "hosts", &e.into()),
     };
-    match call::<_, api::HostEnrollment>(
-        &state,
-        &who,
-        api::HOST_TOKEN,
-        api::HostRef { host_id: id },
-    )
-    .await
-    {
+    let (req, key) = api::HostTokenRequest::new(id);
+    let enrollment = call::<_, api::SealedEnrollment>(&state, &who, api::HOST_TOKEN, req)
+        .await
+        .and_then(|e| crate::api::hosts::open_enrollment(&e, &key));
+    match enrollment {
         Ok(enrollment) => render(&AddHostPage {
             layout: Layout::new(&who, "hosts", "hosts", open_alerts(&state).await),
             name,
@@ -365,13 +362,10 @@ pub async fn add_host(
     } else if name.chars().count() > 100 {
         Err(ApiError::invalid("name", "at most 100 characters"))
     } else {
-        call::<_, api::HostEnrollment>(
-            &state,
-            &who,
-            api::HOST_ADD,
-            api::HostAdd { name: name.clone() },
-        )
-        .await
+        let (req, key) = api::HostAdd::new(name.clone());
+        call::<_, api::SealedEnrollment>(&state, &who, api::HOST_ADD, req)
+            .await
+            .and_then(|e| crate::api::hosts::open_enrollment(&e, &key))
     };
     let (enrollment, error) = match result {
         Ok(e) => (Some(e), None),

@@ -19,8 +19,8 @@ pub mod pages;
 pub mod repos;
 pub mod restore;
 pub mod run;
-pub mod settings;
 pub mod schedules;
+pub mod settings;
 #[cfg(test)]
 mod tests;
 

@@ -152,6 +152,8 @@ pub struct HostView {
     pub schedules: Vec<ScheduleRow>,
     pub jobs: Vec<JobRow>,
     pub alerts: Vec<AlertRow>,
+    /// Results from this host the control plane refused, newest first.
+    pub rejected: Vec<super::rejected::RejectedRow>,
     pub now: i64,
 }
 
@@ -287,6 +289,8 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
             acknowledged_by: a.acknowledged_by,
         })
         .collect();
+    let rejected =
+        super::rejected::list(&mut *conn, Some(id), super::rejected::ON_HOST_PAGE).await?;
     let posture = Posture {
         os: host.os.clone(),
         arch: host.arch.clone(),
@@ -317,6 +321,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         schedules,
         jobs,
         alerts,
+        rejected,
         now: now_ms,
     })
 }

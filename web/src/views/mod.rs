@@ -6,4 +6,5 @@ pub mod alert;
 pub mod fleet;
 pub mod host;
 pub mod job;
+pub mod rejected;
 pub mod repo;

@@ -587,3 +587,81 @@ async fn the_audit_log_pages_by_cursor_and_the_reference_page_lists_the_routes()
     );
     assert!(!html.contains("<script"));
 }
+
+#[tokio::test]
+async fn refused_results_are_listed_by_the_api_and_on_the_host_page() {
+    use axum::body::Body;
+    use axum::http::header;
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let viewer = h.token(Role::Viewer).await;
+    let (_, added) = h
+        .api(&op, "POST", "/api/v1/hosts", Some(json!({"name": "web-1"})))
+        .await;
+    let host = added["host_id"].as_str().unwrap().to_owned();
+    // what ingest records when it refuses a result
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        rm_store::rejected::record(
+            &mut tx,
+            &host,
+            "sgone-1000",
+            "started",
+            "unknown schedule sgone (deleted while the host was offline?): this run is not kept as a job",
+            br#"{"v":1,"job_id":"sgone-1000"}"#,
+            1_000,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let (status, list) = h
+        .api(
+            &viewer,
+            "GET",
+            &format!("/api/v1/rejected?host={host}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["job_id"], "sgone-1000");
+    assert_eq!(list[0]["phase"], "started");
+    assert!(
+        list[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown schedule")
+    );
+    assert!(list[0]["excerpt"].as_str().unwrap().contains("sgone-1000"));
+    let (status, all) = h.api(&viewer, "GET", "/api/v1/rejected", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let (status, err) = h
+        .api(&viewer, "GET", "/api/v1/rejected?host=hnope", None)
+        .await;
+    assert_eq!(status, 404, "{err}");
+    let (status, err) = h
+        .api(&viewer, "GET", "/api/v1/rejected?limit=0", None)
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "limit");
+
+    // the host page shows it: when, job, reason
+    h.user("vera", Role::Viewer).await;
+    let s = h.login("vera").await;
+    let resp = h
+        .send(
+            req("GET", &format!("/hosts/{host}"))
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let page = text(resp).await;
+    assert!(page.contains("Refused results"), "{page}");
+    assert!(page.contains("sgone-1000"));
+    assert!(page.contains("deleted while the host was offline"));
+}

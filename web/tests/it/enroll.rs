@@ -78,13 +78,14 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
 
 async fn host_add(bus: &TestBus, name: &str) -> api::HostEnrollment {
     let web = bus.connect_role(Role::Web).await.unwrap();
+    let (req, key) = api::HostAdd::new(name);
     let req = SvcRequest {
         v: PROTOCOL_VERSION,
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
         },
-        body: api::HostAdd { name: name.into() },
+        body: req,
     };
     let policy = RetryPolicy {
         attempt_timeout: Duration::from_secs(5),
@@ -100,10 +101,12 @@ async fn host_add(bus: &TestBus, name: &str) -> api::HostEnrollment {
     )
     .await
     .unwrap();
-    decode::<SvcReply<api::HostEnrollment>>("reply", &m.payload)
+    decode::<SvcReply<api::SealedEnrollment>>("reply", &m.payload)
         .unwrap()
         .ok
         .expect("host added")
+        .open(&key)
+        .expect("sealed to the asker")
 }
 
 #[tokio::test]

@@ -1,0 +1,252 @@
+//! Repository exclusivity: prune, check and forget have their repository
+//! to themselves, whichever host's dispatcher or scheduler asks at the
+//! same moment. The repository is claimed in the statement that lets a
+//! job go, so two dispatches (or a dispatch and an agent's scheduled run)
+//! cannot both pass the "busy" check.
+
+use std::time::Duration;
+
+use rm_bus::JobId;
+use rm_bus::msg::*;
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+async fn setup() -> (TestBus, tempfile::TempDir, Cp, Agent, Agent, String) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut web = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut maint = Agent::enroll(&bus, &cp, "maint").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[&web], &[&maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    web.hello(0, vec![], vec![]).await;
+    maint.hello(0, vec![], vec![]).await;
+    (bus, dir, cp, web, maint, repo)
+}
+
+fn create(host: &Agent, repo: &str, params: JobParams) -> api::JobCreate {
+    api::JobCreate {
+        host_id: host.host_id(),
+        repo_id: repo.into(),
+        params,
+        timeout_secs: None,
+        target_host_id: None,
+    }
+}
+
+/// Answers `agent`'s dispatch attempts until `job` is recorded dispatched
+/// (an answer to an attempt that already timed out is not heard).
+async fn ack_dispatch_of(agent: &mut Agent, db: &rm_store::Store, job: &str) {
+    for _ in 0..20 {
+        if let Some((cmd, m)) = agent.next_command(Duration::from_secs(2)).await {
+            if let CommandBody::Dispatch { job: spec } = &cmd.body {
+                assert_eq!(spec.job_id.as_str(), job);
+            }
+            agent.answer(&m, encode(&Ack::ok())).await;
+        }
+        for _ in 0..10 {
+            if job_status(db, job).await == "dispatched" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    panic!("{job} never recorded dispatched");
+}
+
+#[tokio::test]
+async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_flight() {
+    let (_bus, _dir, cp, mut web, mut maint, repo) = setup().await;
+    let db = cp.db().await;
+
+    // The backup's dispatch reaches web-1, which has not answered yet:
+    // the job is still queued in the store, but it holds the repository.
+    let backup: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, backup_params()))
+        .await;
+    let (first, _) = web
+        .next_command(WAIT)
+        .await
+        .expect("the backup goes out to web-1");
+    assert!(matches!(first.body, CommandBody::Dispatch { .. }));
+
+    // Meanwhile the maintenance host's dispatcher looks at the repository.
+    let prune: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, JobParams::Prune {}))
+        .await;
+    assert_eq!(prune.exec_host_id, maint.host_id());
+    assert!(
+        maint
+            .next_command(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "prune dispatched while a backup's dispatch to another host was in flight"
+    );
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
+
+    // web-1 takes the backup; it runs and ends; only then the prune goes.
+    ack_dispatch_of(&mut web, &db, &backup.job_id).await;
+    let bjob = JobId::parse(&backup.job_id).unwrap();
+    web.send_started(&bjob, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    assert!(
+        maint
+            .next_command(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "prune dispatched beside a running backup"
+    );
+    let mut done = done_msg(&bjob, JobOutcome::Succeeded);
+    done.summary = None;
+    web.send_done(&done).await.unwrap();
+    let spec = maint.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), prune.job_id);
+}
+
+#[tokio::test]
+async fn a_scheduled_prune_asks_first_waits_for_a_running_backup_and_then_holds_the_repository() {
+    let (_bus, _dir, cp, mut web, maint, repo) = setup().await;
+    let db = cp.db().await;
+    let saved: api::ScheduleSaved = cp
+        .call(
+            api::SCHEDULE_PUT,
+            api::SchedulePut {
+                schedule_id: None,
+                host_id: web.host_id(),
+                repo_id: repo.clone(),
+                cron: "0 4 * * *".into(),
+                timezone: "UTC".into(),
+                params: JobParams::Prune {},
+                enabled: true,
+                jitter_secs: 0,
+                timeout_secs: Some(3600),
+                grace_secs: None,
+            },
+        )
+        .await;
+
+    let backup: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, backup_params()))
+        .await;
+    web.expect_dispatch().await;
+    let bjob = JobId::parse(&backup.job_id).unwrap();
+    web.send_started(&bjob, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+
+    // the scheduled prune on the maintenance host asks: busy, ask later
+    let sjob = JobId::parse(format!("{}-1000", saved.schedule_id)).unwrap();
+    let busy = maint
+        .claim(&sjob, &saved.schedule_id, &repo, JobParams::Prune {})
+        .await;
+    assert!(!busy.ok && busy.retry, "{busy:?}");
+    assert!(
+        busy.error.as_deref().unwrap_or("").contains(&backup.job_id),
+        "{busy:?}"
+    );
+    // a refusal for now is not a rejected result
+    {
+        let mut c = db.read().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rejected_results")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    let mut done = done_msg(&bjob, JobOutcome::Succeeded);
+    done.summary = None;
+    web.send_done(&done).await.unwrap();
+    // the backup queues a repository refresh (four read-only jobs) on
+    // web-1: while those run the prune still waits
+    let mut refresh = Vec::new();
+    for _ in 0..4 {
+        refresh.push(web.expect_dispatch().await);
+    }
+    let held = maint
+        .claim(&sjob, &saved.schedule_id, &repo, JobParams::Prune {})
+        .await;
+    assert!(!held.ok && held.retry, "{held:?}");
+    for r in &refresh {
+        web.send_started(&r.job_id, JobOrigin::Dispatch, None)
+            .await
+            .unwrap();
+        let mut rd = done_msg(&r.job_id, JobOutcome::Failed);
+        rd.summary = None;
+        web.send_done(&rd).await.unwrap();
+    }
+    let granted = maint
+        .claim(&sjob, &saved.schedule_id, &repo, JobParams::Prune {})
+        .await;
+    assert!(granted.ok, "{granted:?}");
+    assert_eq!(job_status(&db, sjob.as_str()).await, "dispatched");
+    // asking again (a lost ack) is granted again, not refused by itself
+    let again = maint
+        .claim(&sjob, &saved.schedule_id, &repo, JobParams::Prune {})
+        .await;
+    assert!(again.ok, "{again:?}");
+
+    // while it holds the repository, even a backup waits
+    let backup2: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, backup_params()))
+        .await;
+    assert!(
+        web.next_command(Duration::from_millis(800)).await.is_none(),
+        "backup dispatched beside a scheduled prune"
+    );
+    assert_eq!(job_status(&db, &backup2.job_id).await, "queued");
+    maint
+        .send_started(
+            &sjob,
+            JobOrigin::Schedule {
+                schedule_id: saved.schedule_id.clone(),
+            },
+            Some(JobParams::Prune {}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job_status(&db, sjob.as_str()).await, "running");
+    let mut d = done_msg(&sjob, JobOutcome::Succeeded);
+    d.summary = None;
+    maint.send_done(&d).await.unwrap();
+    let spec = web.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), backup2.job_id);
+
+    // a finished job is never granted again; an unknown schedule never
+    let finished = maint
+        .claim(&sjob, &saved.schedule_id, &repo, JobParams::Prune {})
+        .await;
+    assert!(!finished.ok && !finished.retry, "{finished:?}");
+    let unknown = maint
+        .claim(
+            &JobId::parse("gone-1").unwrap(),
+            "gone",
+            &repo,
+            JobParams::Prune {},
+        )
+        .await;
+    assert!(!unknown.ok && !unknown.retry, "{unknown:?}");
+    // and another host cannot claim the maintenance host's schedule
+    let other = web
+        .claim(
+            &JobId::parse(format!("{}-2000", saved.schedule_id)).unwrap(),
+            &saved.schedule_id,
+            &repo,
+            JobParams::Prune {},
+        )
+        .await;
+    assert!(!other.ok && !other.retry, "{other:?}");
+}

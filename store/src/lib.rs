@@ -94,7 +94,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `path`: WAL, busy
+    /// Opens (creating if missing) the database at `path`: WAL,
+    /// `synchronous=FULL` (a commit is on disk when it returns: results are
+    /// acknowledged after commit and then deleted on the agent, so a commit
+    /// must survive power loss; commits are batched, so this is cheap), busy
     /// timeout, foreign keys on; applies pending migrations.
     ///
     /// Safe to race: roles starting together on an empty data dir all open
@@ -121,7 +124,7 @@ impl Store {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()

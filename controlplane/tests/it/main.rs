@@ -3,6 +3,7 @@
 //! and by simulated agents that are real NATS clients speaking the real
 //! protocol types.
 
+mod bench;
 mod deadlines;
 mod enrollment;
 mod hardening;

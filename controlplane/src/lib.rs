@@ -6,7 +6,10 @@
 //! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
-//!   `beats`: heartbeats that did not fit the writer's channel.
+//!   `beats`: heartbeats kept in memory and flushed periodically.
+//! - The writer task (`rm_store::writer`, `Cp::writer`): ingest's writes
+//!   queue there and share one transaction per batch on the store's one
+//!   write connection; reads use the store's read-only pool.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection, retention and the health refresh;
 //!   `deadlines`: every job reaches a terminal state.
@@ -75,6 +78,16 @@ pub struct Timings {
     pub ingest_batch: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
+    /// Results waiting for the writer before the subscription stops
+    /// reading (agents retry what is not acknowledged).
+    pub ingest_queue: usize,
+    /// Writes waiting for the writer task.
+    pub writer_queue: usize,
+    /// How often heartbeats kept in memory are written (last-seen lags by
+    /// at most this; offline detection reads the memory, not the row).
+    pub seen_flush: Duration,
+    /// Most hellos handled at once (a reconnect storm waits).
+    pub hello_concurrency: usize,
     /// Enrollment token lifetime.
     pub token_ttl: Duration,
     /// Stored log lines per job.
@@ -109,6 +122,10 @@ impl Default for Timings {
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 256,
             ingest_linger: Duration::from_millis(20),
+            ingest_queue: 4096,
+            writer_queue: 4096,
+            seen_flush: Duration::from_secs(30),
+            hello_concurrency: 32,
             token_ttl: Duration::from_secs(24 * 3600),
             log_cap: 10_000,
             retention: rm_store::retention::Retention::default(),
@@ -167,6 +184,10 @@ pub(crate) struct Cp {
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
     /// Loop errors survived and load shed.
     pub metrics: metrics::Metrics,
+    /// The role's writer task: ingest's writes, batched.
+    pub writer: rm_store::writer::Writer,
+    /// Heartbeats in memory, flushed periodically.
+    pub beats: beats::Liveness,
 }
 
 impl Cp {
@@ -233,7 +254,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Its connection events are logged by `connect`; nobody reads them.
     let (system, _) = connect(&sys_spec).await?;
 
+    let writer = rm_store::writer::Writer::spawn(
+        store.clone(),
+        config.timings.ingest_batch,
+        config.timings.writer_queue,
+    );
     let cp = Arc::new(Cp {
+        writer,
+        beats: beats::Liveness::default(),
         store,
         client,
         system,

@@ -11,3 +11,4 @@ mod jobs;
 mod lifecycle;
 mod liveness;
 mod support;
+mod writer;

@@ -389,9 +389,10 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
 /// Flushes heartbeats kept in memory every `seen_flush`, and at once
 /// when a host comes online: one write of the changed rows.
 async fn heartbeat_flusher(cp: Arc<Cp>) -> Result<()> {
+    let every = cp.t.seen_flush.min(cp.t.heartbeat * 2);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(cp.t.seen_flush) => {}
+            () = tokio::time::sleep(every) => {}
             () = cp.beats.wake.notified() => {}
         }
         let rows = cp.beats.dirty();

@@ -85,6 +85,7 @@ pub struct Timings {
     pub writer_queue: usize,
     /// How often heartbeats kept in memory are written (last-seen lags by
     /// at most this; offline detection reads the memory, not the row).
+    /// Never longer than two heartbeat intervals.
     pub seen_flush: Duration,
     /// Most hellos handled at once (a reconnect storm waits).
     pub hello_concurrency: usize,

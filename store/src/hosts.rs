@@ -299,6 +299,17 @@ pub async fn record_beat(
     Ok(was != HostStatus::Online)
 }
 
+/// Hosts whose status changed at or after `after` (indexed), oldest
+/// change first.
+pub async fn status_changed_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<Host>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at",
+    )
+    .bind(after)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Online hosts whose stored last-seen is before `before` (candidates for
 /// offline; the caller knows fresher beats not flushed yet).
 pub async fn stale_online(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {

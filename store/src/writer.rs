@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{Store, StoreError};
 
 /// The future a queued write returns; it borrows the batch's connection.
-pub type WriteFuture<'c, R, E> = Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 'c>>;
+pub type WriteFuture<'c, R, E> =
+    Pin<Box<dyn Future<Output = std::result::Result<R, E>> + Send + 'c>>;
 
 /// Counters of the writer task (read by metrics and tests).
 #[derive(Debug, Default)]
@@ -50,7 +51,9 @@ pub struct Writer {
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("stats", &self.stats).finish()
+        f.debug_struct("Writer")
+            .field("stats", &self.stats)
+            .finish()
     }
 }
 
@@ -116,7 +119,10 @@ type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 trait Queued: Send {
     /// Applies it; `Some` holds its answer until the commit, `None` means
     /// it failed (and has answered already).
-    fn apply<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, Option<Box<dyn Answer>>>;
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFut<'c, Option<Box<dyn Answer>>>;
     /// Answers without running (the batch never began).
     fn fail(self: Box<Self>, e: &StoreError);
 }
@@ -145,7 +151,10 @@ where
     R: Send + 'static,
     E: From<StoreError> + Send + 'static,
 {
-    fn apply<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, Option<Box<dyn Answer>>> {
+    fn apply<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFut<'c, Option<Box<dyn Answer>>> {
         Box::pin(async move {
             let Job { f, tx } = *self;
             match (f)(conn).await {
@@ -185,7 +194,9 @@ async fn serve(
         match apply_batch(&store, &mut batch, &stats).await {
             Ok(answers) => {
                 stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats.writes.fetch_add(answers.len() as u64, Ordering::Relaxed);
+                stats
+                    .writes
+                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
                 for a in answers {
                     a.answer(Ok(()));
                 }
@@ -220,7 +231,7 @@ async fn apply_batch(
         Err(e) => return Err((e, Vec::new())),
     };
     let mut answers = Vec::with_capacity(batch.len());
-    let items: Vec<_> = batch.drain(..).collect();
+    let items = std::mem::take(batch);
     let mut items = items.into_iter();
     while let Some(q) = items.next() {
         let mut sp = match tx.begin().await {

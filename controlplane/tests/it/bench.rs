@@ -36,7 +36,11 @@ async fn bench_durable_result_ingest_rate() {
         .unwrap();
     let mut agents = Vec::new();
     for i in 0..agents_n {
-        agents.push(Agent::enroll(&bus, &cp, &format!("bench-{i}")).await.unwrap());
+        agents.push(
+            Agent::enroll(&bus, &cp, &format!("bench-{i}"))
+                .await
+                .unwrap(),
+        );
     }
     // Running jobs the agents will report on, written straight to the store.
     let db = cp.db().await;

@@ -13,7 +13,10 @@ async fn metrics(cp: &Cp) -> api::Metrics {
 
 async fn last_seen(db: &rm_store::Store, host: &str) -> Option<i64> {
     let mut c = db.read().await.unwrap();
-    rm_store::hosts::get(&mut c, host).await.unwrap().last_seen_at
+    rm_store::hosts::get(&mut c, host)
+        .await
+        .unwrap()
+        .last_seen_at
 }
 
 async fn vitals_updates(db: &rm_store::Store) -> i64 {
@@ -67,7 +70,10 @@ async fn heartbeats_with_unchanged_vitals_move_last_seen_but_never_rewrite_the_v
         "unchanged vitals were written again"
     );
     let m = metrics(&cp).await;
-    assert!(m.vitals_written >= 1 && m.heartbeat_rows_written > m.vitals_written, "{m:?}");
+    assert!(
+        m.vitals_written >= 1 && m.heartbeat_rows_written > m.vitals_written,
+        "{m:?}"
+    );
     agent.stop_heartbeats();
 }
 

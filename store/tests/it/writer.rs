@@ -16,7 +16,8 @@ async fn store() -> (Store, tempfile::TempDir) {
 
 fn add_host(
     id: &'static str,
-) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> WriteFuture<'c, (), StoreError> + Send + 'static {
+) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> WriteFuture<'c, (), StoreError> + Send + 'static
+{
     move |c| Box::pin(async move { hosts::insert(c, id, id, "test", 1).await })
 }
 
@@ -63,8 +64,14 @@ async fn a_database_locked_by_another_process_fails_batches_and_the_writer_recov
     // would allow a test to wait: simulate with an exclusive transaction
     // and a short timeout on our side.
     let mut lock = other.pool().begin_with("BEGIN EXCLUSIVE").await.unwrap();
-    sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *lock).await.unwrap();
-    sqlx::query("PRAGMA busy_timeout = 0").execute(s.pool()).await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(s.pool())
+        .await
+        .unwrap();
     let err = w.run(add_host("x")).await.unwrap_err();
     assert!(matches!(err, StoreError::NotCommitted(_)), "{err}");
     assert_eq!(WriterStats::get(&w.stats().failed_batches), 1);

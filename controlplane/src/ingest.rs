@@ -74,7 +74,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let hellos = async move {
         // Bounded: a reconnect storm waits here (agents retry their hello)
         // instead of spawning a task and a write per agent at once.
-        let slots = Arc::new(tokio::sync::Semaphore::new(c.t.hello_concurrency));
+        let slots = Arc::new(tokio::sync::Semaphore::new(c.t.hello_concurrency.max(1)));
         while let Some(m) = hello.next().await {
             let permit = {
                 let _waiting = c.metrics.hello_waiting();

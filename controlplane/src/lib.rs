@@ -89,6 +89,14 @@ pub struct Timings {
     pub seen_flush: Duration,
     /// Most hellos handled at once (a reconnect storm waits).
     pub hello_concurrency: usize,
+    /// Service requests (from the web role) handled at once.
+    pub svc_concurrency: usize,
+    /// How long a query to an agent (`ls`, snapshots) waits for its answer.
+    pub query_timeout: Duration,
+    /// The restic timeout of a system health refresh (snapshots, stats).
+    pub refresh_timeout: Duration,
+    /// Connection events kept for the control plane while it is behind.
+    pub events_capacity: usize,
     /// Enrollment token lifetime.
     pub token_ttl: Duration,
     /// Stored log lines per job.
@@ -127,6 +135,10 @@ impl Default for Timings {
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
             hello_concurrency: 32,
+            svc_concurrency: 64,
+            query_timeout: Duration::from_secs(120),
+            refresh_timeout: Duration::from_secs(3600),
+            events_capacity: rm_bus::connect::EVENTS_CAPACITY,
             token_ttl: Duration::from_secs(24 * 3600),
             log_cap: 10_000,
             retention: rm_store::retention::Retention::default(),
@@ -244,6 +256,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     );
     spec.urls = config.bus_urls.clone();
     spec.retry_on_initial_connect = true;
+    spec.events_capacity = config.timings.events_capacity;
     let (client, mut events) = connect(&spec).await?;
 
     let sys_creds = config.authority.system_user()?;

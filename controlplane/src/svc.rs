@@ -80,15 +80,12 @@ impl From<anyhow::Error> for Fail {
 
 pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
 
-/// Most service requests handled at once.
-const CONCURRENCY: usize = 64;
-
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let mut sub = cp
         .client
         .subscribe(subject::svc_all_of(SvcRole::Controlplane))
         .await?;
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(cp.t.svc_concurrency.max(1)));
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");

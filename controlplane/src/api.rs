@@ -64,6 +64,12 @@ pub struct Metrics {
     /// ... of which with changed vitals.
     #[serde(default)]
     pub vitals_written: u64,
+    /// Lost checks started (a hello did not list an active job).
+    #[serde(default)]
+    pub lost_checks: u64,
+    /// Offline sweeps that looked at the fleet (once settled).
+    #[serde(default)]
+    pub offline_sweeps: u64,
     /// Transactions the writer task committed ...
     #[serde(default)]
     pub write_batches: u64,

@@ -345,6 +345,7 @@ fn composed_before_accept(cp: &Cp, hello: &Hello, job: &str) -> bool {
 }
 
 fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
+    cp.metrics.lost_check();
     let cp = cp.clone();
     tokio::spawn(async move {
         tokio::time::sleep(cp.t.lost_grace).await;

@@ -17,6 +17,8 @@ pub(crate) struct Metrics {
     heartbeats_received: AtomicU64,
     heartbeats_dropped: AtomicU64,
     heartbeat_rows_written: AtomicU64,
+    lost_checks: AtomicU64,
+    offline_sweeps: AtomicU64,
     vitals_written: AtomicU64,
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
@@ -38,6 +40,17 @@ impl Metrics {
     /// A well-formed heartbeat arrived.
     pub fn heartbeat_received(&self) {
         self.heartbeats_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A hello found an active job its agent does not hold: a lost check
+    /// was started for it.
+    pub fn lost_check(&self) {
+        self.lost_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The offline sweeper looked at the fleet (it was settled).
+    pub fn offline_sweep(&self) {
+        self.offline_sweeps.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A heartbeat flush wrote `rows` hosts' last-seen, `vitals` of them
@@ -76,6 +89,8 @@ impl Metrics {
             replies_refused: g(&self.replies_refused),
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
             vitals_written: g(&self.vitals_written),
+            lost_checks: g(&self.lost_checks),
+            offline_sweeps: g(&self.offline_sweeps),
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),

@@ -71,6 +71,7 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         .filter(|h| !heard.contains(h))
         .collect();
     if silent.is_empty() {
+        cp.metrics.offline_sweep();
         return Ok(());
     }
     let mut gone = Vec::new();
@@ -88,6 +89,8 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         tracing::warn!(host = %h, "host offline: heartbeats missed");
         cp.event(Event::HostOffline, Some(&h), None, None).await;
     }
+    // counted once its events are out: a reader of the counter sees them
+    cp.metrics.offline_sweep();
     Ok(())
 }
 

@@ -67,6 +67,9 @@ pub struct Metrics {
     /// Lost checks started (a hello did not list an active job).
     #[serde(default)]
     pub lost_checks: u64,
+    /// Dispatch passes over a host's queued jobs that ended.
+    #[serde(default)]
+    pub dispatch_passes: u64,
     /// Offline sweeps that looked at the fleet (once settled).
     #[serde(default)]
     pub offline_sweeps: u64,

@@ -114,6 +114,7 @@ pub(crate) fn spawn_dispatch(cp: &Arc<Cp>, host: String) {
             tracing::info!(host = %host, reason = %f.message, "dispatch postponed");
         }
         lock(&cp.dispatching).remove(&host);
+        cp.metrics.dispatch_pass();
     });
 }
 

@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     heartbeats_dropped: AtomicU64,
     heartbeat_rows_written: AtomicU64,
     lost_checks: AtomicU64,
+    dispatch_passes: AtomicU64,
     offline_sweeps: AtomicU64,
     vitals_written: AtomicU64,
     hellos_waiting: AtomicU64,
@@ -46,6 +47,11 @@ impl Metrics {
     /// was started for it.
     pub fn lost_check(&self) {
         self.lost_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dispatch pass over one host's queued jobs ended (whatever it sent).
+    pub fn dispatch_pass(&self) {
+        self.dispatch_passes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The offline sweeper looked at the fleet (it was settled).
@@ -90,6 +96,7 @@ impl Metrics {
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
             vitals_written: g(&self.vitals_written),
             lost_checks: g(&self.lost_checks),
+            dispatch_passes: g(&self.dispatch_passes),
             offline_sweeps: g(&self.offline_sweeps),
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),

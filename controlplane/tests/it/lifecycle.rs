@@ -189,11 +189,9 @@ async fn prune_waits_for_the_repository_and_cancel_reaches_an_agent_that_was_awa
         .call(api::JOB_CREATE, create(web, &repo, JobParams::Prune {}))
         .await;
     assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched beside a running backup"
     );
     assert_eq!(job_status(&db, &prune.job_id).await, "queued");
@@ -812,11 +810,9 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
         )
         .await;
     assert_eq!(forget.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "check or forget dispatched beside a running backup"
     );
     assert_eq!(job_status(&db, &check.job_id).await, "queued");
@@ -826,11 +822,9 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     web.send_done(&done).await.unwrap();
     // one exclusive job at a time: the second waits for the first
     let first = maint.expect_dispatch().await;
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "two exclusive jobs at once"
     );
     maint

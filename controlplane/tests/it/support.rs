@@ -573,6 +573,22 @@ pub async fn job_status(db: &rm_store::Store, id: &str) -> String {
     rm_store::jobs::get(&mut c, id).await.unwrap().status
 }
 
+/// Waits until two more dispatch passes ended than when called: one of
+/// them began after the call, so it saw every job queued before it.
+pub async fn dispatcher_looked(cp: &Cp) {
+    let passes = || async {
+        let m: rm_controlplane::api::Metrics = cp
+            .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+            .await;
+        m.dispatch_passes
+    };
+    let start = passes().await;
+    eventually("two dispatch passes", || async {
+        (passes().await >= start + 2).then_some(())
+    })
+    .await;
+}
+
 /// Runs SQL on the test's own write connection (reads are read-only).
 pub async fn exec(db: &rm_store::Store, sql: &'static str) {
     let mut c = db.pool().acquire().await.unwrap();

@@ -109,6 +109,64 @@ struct ControlplaneArgs {
     /// Agents' heartbeat interval in seconds.
     #[arg(long, default_value_t = 15)]
     heartbeat_secs: u64,
+    #[command(flatten)]
+    limits: ControlplaneLimits,
+}
+
+/// The control plane's timeouts and limits; unset means the built-in
+/// default (`rm_controlplane::Timings::default()`, in brackets).
+#[derive(Debug, Default, clap::Args)]
+struct ControlplaneLimits {
+    /// Seconds a query to an agent (ls, snapshots) waits for its answer [120].
+    #[arg(long)]
+    query_timeout_secs: Option<u64>,
+    /// restic timeout of a system health refresh, in seconds [3600].
+    #[arg(long)]
+    refresh_timeout_secs: Option<u64>,
+    /// Hellos handled at once; a reconnect storm waits for a slot [32].
+    #[arg(long)]
+    hello_concurrency: Option<usize>,
+    /// Service requests handled at once [64].
+    #[arg(long)]
+    svc_concurrency: Option<usize>,
+    /// Seconds between writes of heartbeats kept in memory; at most two
+    /// heartbeat intervals [30].
+    #[arg(long)]
+    seen_flush_secs: Option<u64>,
+    /// Most writes in one transaction of the writer task [256].
+    #[arg(long)]
+    write_batch: Option<usize>,
+    /// Connection events kept while the role is behind reading them [64].
+    #[arg(long)]
+    events_capacity: Option<usize>,
+}
+
+impl ControlplaneLimits {
+    fn apply(&self, mut t: rm_controlplane::Timings) -> rm_controlplane::Timings {
+        let secs = std::time::Duration::from_secs;
+        if let Some(v) = self.query_timeout_secs {
+            t.query_timeout = secs(v.max(1));
+        }
+        if let Some(v) = self.refresh_timeout_secs {
+            t.refresh_timeout = secs(v.max(1));
+        }
+        if let Some(v) = self.hello_concurrency {
+            t.hello_concurrency = v.max(1);
+        }
+        if let Some(v) = self.svc_concurrency {
+            t.svc_concurrency = v.max(1);
+        }
+        if let Some(v) = self.seen_flush_secs {
+            t.seen_flush = secs(v.max(1));
+        }
+        if let Some(v) = self.write_batch {
+            t.ingest_batch = v.max(1);
+        }
+        if let Some(v) = self.events_capacity {
+            t.events_capacity = v.max(1);
+        }
+        t
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,6 +203,15 @@ struct AlertsArgs {
     /// milliseconds (longer than the notifier's attempt timeout).
     #[arg(long, default_value_t = 10_000)]
     deliver_timeout_ms: u64,
+    /// Service requests handled at once [64].
+    #[arg(long)]
+    svc_concurrency: Option<usize>,
+    /// Most writes in one transaction of the writer task [256].
+    #[arg(long)]
+    write_batch: Option<usize>,
+    /// Connection events kept while the role is behind reading them [64].
+    #[arg(long)]
+    events_capacity: Option<usize>,
     #[command(flatten)]
     anomaly: AnomalyArgs,
 }
@@ -360,10 +427,10 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
     } else {
         args.agent_nats_urls
     };
-    let timings = rm_controlplane::Timings {
+    let timings = args.limits.apply(rm_controlplane::Timings {
         heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
         ..rm_controlplane::Timings::default()
-    };
+    });
     let config = rm_controlplane::Config {
         data_dir: args.data_dir,
         db_path: args.db,
@@ -422,6 +489,9 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
+    if let Some(v) = args.events_capacity {
+        connect.events_capacity = v.max(1);
+    }
     let defaults = rm_alerts::Timings::default();
     let timings = rm_alerts::Timings {
         tick: std::time::Duration::from_secs(args.tick_secs.max(1)),
@@ -429,6 +499,11 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
             attempt_timeout: std::time::Duration::from_millis(args.deliver_timeout_ms.max(1)),
             ..defaults.deliver.clone()
         },
+        svc_concurrency: args
+            .svc_concurrency
+            .unwrap_or(defaults.svc_concurrency)
+            .max(1),
+        write_batch: args.write_batch.unwrap_or(defaults.write_batch).max(1),
         ..defaults
     };
     Ok(rm_alerts::Config {
@@ -610,6 +685,10 @@ mod tests {
             &notifier,
             "--tick-secs",
             "5",
+            "--svc-concurrency",
+            "8",
+            "--events-capacity",
+            "16",
         ])
         .unwrap();
         let Command::Alerts(args) = cli.command else {
@@ -624,11 +703,55 @@ mod tests {
             config.timings.deliver.attempt_timeout,
             std::time::Duration::from_secs(10)
         );
+        assert_eq!(config.timings.svc_concurrency, 8);
+        assert_eq!(config.connect.events_capacity, 16);
+        assert_eq!(config.timings.write_batch, 256, "unset: the default");
         assert!(
             Cli::try_parse_from(["restic-manager", "alerts"]).is_err(),
             "the notifier xkey is required"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn controlplane_limits_are_flags_with_the_built_in_defaults() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["restic-manager", "controlplane"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Controlplane(args) = cli.command else {
+                panic!("parsed as {:?}", cli.command);
+            };
+            args.limits.apply(rm_controlplane::Timings::default())
+        };
+        let d = rm_controlplane::Timings::default();
+        let t = parse(&[]);
+        assert_eq!(
+            (t.query_timeout, t.refresh_timeout, t.hello_concurrency),
+            (d.query_timeout, d.refresh_timeout, d.hello_concurrency)
+        );
+        let t = parse(&[
+            "--query-timeout-secs",
+            "30",
+            "--refresh-timeout-secs",
+            "600",
+            "--hello-concurrency",
+            "4",
+            "--svc-concurrency",
+            "8",
+            "--seen-flush-secs",
+            "10",
+            "--write-batch",
+            "64",
+            "--events-capacity",
+            "16",
+        ]);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(t.query_timeout, secs(30));
+        assert_eq!(t.refresh_timeout, secs(600));
+        assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
+        assert_eq!(t.seen_flush, secs(10));
+        assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
     }
 
     #[test]

@@ -26,8 +26,12 @@ pub const CHANNEL_LIST: Verb = Verb::new("channel-list");
 /// Send a synthetic info event through the real notifier path.
 pub const CHANNEL_TEST: Verb = Verb::new("channel-test");
 
+/// The role's counters ([`Metrics`]).
+pub const METRICS: Verb = Verb::new("metrics");
+
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 12] = [
+pub const ALL_VERBS: [Verb; 13] = [
+    METRICS,
     PUBKEY,
     ALERT_ACK,
     ALERT_RESOLVE,
@@ -41,6 +45,30 @@ pub const ALL_VERBS: [Verb; 12] = [
     CHANNEL_LIST,
     CHANNEL_TEST,
 ];
+
+/// The alerts role's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Rule-engine passes completed ...
+    #[serde(default)]
+    pub passes: u64,
+    /// ... of which wrote something (a pass that finds nothing changed
+    /// opens no write transaction).
+    #[serde(default)]
+    pub passes_written: u64,
+    /// Passes that failed (logged; the next one retries).
+    #[serde(default)]
+    pub pass_errors: u64,
+    /// Transactions the writer task committed ...
+    #[serde(default)]
+    pub write_batches: u64,
+    /// ... holding this many writes.
+    #[serde(default)]
+    pub writes_committed: u64,
+    /// Writer batches that did not commit (busy or read-only database).
+    #[serde(default)]
+    pub write_batches_failed: u64,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PubKey {

@@ -17,6 +17,12 @@
 //! - `channels`, `svc`: the services on `rm.svc.alerts.<verb>` ([`api`]).
 //! - `retention`: purges finished deliveries (and their log) after
 //!   [`Timings::delivery_retention`]; the owner purges its own tables.
+//! - `metrics`: passes, and the writer task's batches.
+//!
+//! Busy paths (rule passes, delivery claims and attempt records) write
+//! through the role's writer task (`rm_store::writer`): one transaction
+//! per batch of whatever is queued, on the store's one write connection;
+//! reads use the store's read-only pool.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -39,6 +45,7 @@ pub mod anomaly;
 pub mod api;
 mod change;
 mod channels;
+mod metrics;
 mod outbox;
 mod retention;
 mod rules;
@@ -69,6 +76,12 @@ pub struct Timings {
     pub delivery_retention: Duration,
     /// How often old deliveries are purged.
     pub retention_every: Duration,
+    /// Most writes in one transaction of the writer task ...
+    pub write_batch: usize,
+    /// ... and most waiting for it.
+    pub writer_queue: usize,
+    /// Service requests handled at once.
+    pub svc_concurrency: usize,
 }
 
 impl Default for Timings {
@@ -88,6 +101,9 @@ impl Default for Timings {
             max_in_flight: 32,
             delivery_retention: Duration::from_secs(30 * 24 * 3600),
             retention_every: Duration::from_secs(3600),
+            write_batch: 256,
+            writer_queue: 1024,
+            svc_concurrency: 64,
         }
     }
 }
@@ -129,6 +145,9 @@ pub(crate) struct Ctx {
     pub wake: Notify,
     /// Wakes the sender loop (outbox rows were written).
     pub outbox_wake: Notify,
+    /// The role's writer task.
+    pub writer: rm_store::writer::Writer,
+    pub metrics: metrics::Metrics,
 }
 
 impl Ctx {
@@ -209,7 +228,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Its connection events are logged by `connect`; nobody reads them.
     let (client, _) = connect(&config.connect).await?;
 
+    let writer = rm_store::writer::Writer::spawn(
+        store.clone(),
+        config.timings.write_batch,
+        config.timings.writer_queue,
+    );
     let ctx = std::sync::Arc::new(Ctx {
+        writer,
+        metrics: metrics::Metrics::default(),
         store,
         client,
         master,

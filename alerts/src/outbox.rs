@@ -96,29 +96,39 @@ async fn claim_and_send(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>, free: usize) ->
         return Ok(());
     }
     let lease_until = now.saturating_add(ms(ctx.t.deliver.attempt_timeout + LEASE_MARGIN));
-    for row in due {
-        let claimed = {
-            let mut conn = ctx.store.read().await?;
-            delivery::claim(&mut conn, &row.id, row.attempts, now, lease_until).await?
-        };
-        if claimed {
-            let ctx = ctx.clone();
-            tasks.spawn(async move {
-                let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-                if let Err(e) = attempt_delivery(&ctx, &row, attempt).await {
-                    tracing::warn!(
-                        delivery_id = %row.id,
-                        error = %format!("{e:#}"),
-                        "recording a delivery attempt failed; it is retried when its lease ends"
-                    );
+    // One write claims them all.
+    let claimed = ctx
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let mut claimed = Vec::with_capacity(due.len());
+                for row in due {
+                    if delivery::claim(&mut *tx, &row.id, row.attempts, now, lease_until).await? {
+                        claimed.push(row);
+                    }
                 }
-            });
-        }
+                Ok::<_, rm_store::StoreError>(claimed)
+            })
+        })
+        .await?;
+    for row in claimed {
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+            if let Err(e) = attempt_delivery(&ctx, &row, attempt).await {
+                tracing::warn!(
+                    delivery_id = %row.id,
+                    error = %format!("{e:#}"),
+                    "recording a delivery attempt failed; it is retried when its lease ends"
+                );
+            }
+        });
     }
     Ok(())
 }
 
 /// The outcome of one attempt as the log records it.
+#[derive(Clone)]
 pub(crate) struct Attempt {
     pub outcome: &'static str,
     pub retry: bool,
@@ -246,53 +256,20 @@ async fn attempt_delivery(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<()>
     let now = ctx.now();
     let deadline = ctx.t.deliver.deadline.map(ms);
     let gave_up = result.retry && deadline.is_some_and(|d| now.saturating_sub(row.created_at) >= d);
-    let mut tx = ctx.store.write().await?;
-    delivery::log(
-        &mut tx,
-        &NewLogEntry {
-            outbox_id: &row.id,
-            attempt: i64::from(attempt),
-            ts: now,
-            outcome: result.outcome,
-            status_code: result.status.map(i64::from),
-            latency_ms: result
-                .latency_ms
-                .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
-            error: result.error.as_deref(),
-        },
-    )
-    .await?;
-    let next_at = if result.retry && !gave_up {
-        let backoff = ctx
-            .t
+    // the backoff is drawn here: the write closure must be Send
+    let backoff = (result.retry && !gave_up).then(|| {
+        ctx.t
             .deliver
             .backoff(attempt, &mut rand::thread_rng())
-            .max(Duration::from_secs(result.retry_after_secs.unwrap_or(0)));
-        let at = now.saturating_add(ms(backoff));
-        delivery::retry_at(&mut tx, &row.id, at, result.error.as_deref()).await?;
-        Some(at)
-    } else if result.retry {
-        let error = format!(
-            "gave up after {attempt} attempts: {}",
-            result.error.as_deref().unwrap_or("no reason")
-        );
-        delivery::finish(&mut tx, &row.id, delivery::FAILED, Some(&error), now).await?;
-        None
-    } else if result.outcome == "delivered" {
-        delivery::finish(&mut tx, &row.id, delivery::DELIVERED, None, now).await?;
-        None
-    } else {
-        delivery::finish(
-            &mut tx,
-            &row.id,
-            delivery::FAILED,
-            result.error.as_deref(),
-            now,
-        )
+            .max(Duration::from_secs(result.retry_after_secs.unwrap_or(0)))
+    });
+    let (id, r) = (row.id.clone(), result.clone());
+    let next_at = ctx
+        .writer
+        .run(move |tx| {
+            Box::pin(async move { record_attempt(tx, &id, attempt, now, &r, backoff).await })
+        })
         .await?;
-        None
-    };
-    tx.commit().await?;
     tracing::info!(
         delivery_id = %row.id,
         webhook_id = %row.webhook_id,
@@ -310,4 +287,48 @@ async fn attempt_delivery(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<()>
         "delivery attempt"
     );
     Ok(())
+}
+
+/// Logs one attempt and moves its row on: retried at `now + backoff`,
+/// given up, delivered or failed. Returns the next attempt's time.
+async fn record_attempt(
+    tx: &mut rm_store::Conn,
+    id: &str,
+    attempt: u32,
+    now: i64,
+    result: &Attempt,
+    backoff: Option<Duration>,
+) -> rm_store::Result<Option<i64>> {
+    delivery::log(
+        &mut *tx,
+        &NewLogEntry {
+            outbox_id: id,
+            attempt: i64::from(attempt),
+            ts: now,
+            outcome: result.outcome,
+            status_code: result.status.map(i64::from),
+            latency_ms: result
+                .latency_ms
+                .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+            error: result.error.as_deref(),
+        },
+    )
+    .await?;
+    if let Some(backoff) = backoff {
+        let at = now.saturating_add(ms(backoff));
+        delivery::retry_at(&mut *tx, id, at, result.error.as_deref()).await?;
+        return Ok(Some(at));
+    }
+    if result.retry {
+        let error = format!(
+            "gave up after {attempt} attempts: {}",
+            result.error.as_deref().unwrap_or("no reason")
+        );
+        delivery::finish(&mut *tx, id, delivery::FAILED, Some(&error), now).await?;
+    } else if result.outcome == "delivered" {
+        delivery::finish(&mut *tx, id, delivery::DELIVERED, None, now).await?;
+    } else {
+        delivery::finish(&mut *tx, id, delivery::FAILED, result.error.as_deref(), now).await?;
+    }
+    Ok(None)
 }

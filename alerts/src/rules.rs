@@ -19,12 +19,20 @@
 //! Evaluation: a saved watermark (`worker_state` `alerts.jobs`) over job
 //! results — finished or ingested after it, minus an overlap — selects the
 //! (host, kind, repository) keys to re-evaluate; each is decided from its
-//! latest result, so the pass is idempotent and order-independent. Hosts
-//! and schedules are read whole. Events only wake a pass; the ticker runs
-//! one at least every tick and bumps `last_seen_at` of every alert it
-//! confirms. Each condition is raised once: `cause` (the job, the missed
-//! slot, the offline transition) is remembered, so an alert resolved by hand
-//! is not raised again for the same cause.
+//! latest result, so the pass is idempotent and order-independent. A
+//! second watermark (`alerts.hosts`) over hosts' status changes selects
+//! the hosts to re-evaluate. Enabled schedules (time-driven) and open
+//! alerts are read whole. Events only wake a pass; the ticker runs one at
+//! least every tick and bumps `last_seen_at` of every alert it confirms.
+//! Each condition is raised once: `cause` (the job, the missed slot, the
+//! offline transition) is remembered, so an alert resolved by hand is not
+//! raised again for the same cause.
+//!
+//! A pass runs twice over what it selected: first on a read-only
+//! connection as a dry run that only notes which items would write, then —
+//! only if any would, or a watermark moved — those items again, for real,
+//! in one write of the role's writer task. A pass over a fleet where
+//! nothing changed opens no write transaction at all.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,6 +52,8 @@ use crate::change::{self, Change};
 
 /// The name of the job cursor in `worker_state`.
 const CURSOR: &str = "alerts.jobs";
+/// The name of the host-status cursor in `worker_state`.
+const HOST_CURSOR: &str = "alerts.hosts";
 
 /// Who resolves automatically.
 pub(crate) const SYSTEM: &str = "system";
@@ -106,17 +116,24 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
         match evaluate(&ctx, confirm).await {
             Ok(changes) => change::announce(&ctx, &changes).await,
             // A busy or briefly unavailable database: the next pass retries.
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "alert evaluation failed"),
+            Err(e) => {
+                ctx.metrics.pass_failed();
+                tracing::warn!(error = %format!("{e:#}"), "alert evaluation failed");
+            }
         }
     }
 }
 
-/// What one pass needs while it holds the write lock.
+/// What one pass needs.
 struct Pass<'a> {
     ctx: &'a Ctx,
     now: i64,
     /// Bump `last_seen_at` of confirmed alerts (ticker passes).
     confirm: bool,
+    /// Dry run (read-only connection): write nothing, set `wants` when
+    /// the item evaluated would write.
+    dry: bool,
+    wants: bool,
     changes: Vec<Change>,
 }
 
@@ -137,8 +154,16 @@ impl Pass<'_> {
             if self.confirm
                 && let Some(open) = alerts::open_for(conn, host_id, kind.as_str(), subject).await?
             {
-                alerts::touch(conn, &open.id, self.now).await?;
+                if self.dry {
+                    self.wants = true;
+                } else {
+                    alerts::touch(conn, &open.id, self.now).await?;
+                }
             }
+            return Ok(());
+        }
+        if self.dry {
+            self.wants = true;
             return Ok(());
         }
         let muted = rm_store::mutes::is_muted(conn, host_id, self.now).await?;
@@ -185,6 +210,15 @@ impl Pass<'_> {
         kind: &str,
         subject: &str,
     ) -> Result<()> {
+        if self.dry {
+            if alerts::open_for(conn, host_id, kind, subject)
+                .await?
+                .is_some()
+            {
+                self.wants = true;
+            }
+            return Ok(());
+        }
         if let Some(alert) =
             alerts::resolve_open(conn, host_id, kind, subject, SYSTEM, self.now).await?
         {
@@ -195,62 +229,195 @@ impl Pass<'_> {
     }
 }
 
-/// One evaluation pass in one write transaction; returns the committed
-/// changes to announce.
-pub(crate) async fn evaluate(ctx: &Ctx, confirm: bool) -> Result<Vec<Change>> {
+/// The items a dry run found would write, and where the cursors move.
+#[derive(Default)]
+struct Plan {
+    job_keys: Vec<(String, String, String)>,
+    hosts: Vec<String>,
+    schedules: Vec<String>,
+    alerts: Vec<Alert>,
+    enabled: HashSet<String>,
+    jobs_cursor: Option<Cursor>,
+    hosts_cursor: Option<Cursor>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.job_keys.is_empty()
+            && self.hosts.is_empty()
+            && self.schedules.is_empty()
+            && self.alerts.is_empty()
+            && self.jobs_cursor.is_none()
+            && self.hosts_cursor.is_none()
+    }
+}
+
+/// Moves a watermark forward to `mark`, never past our own clock: an
+/// agent whose clock runs ahead reports times in the future, which must
+/// not skip later changes (such an item is simply evaluated again until
+/// its time has come).
+fn advance(watermark: &mut Option<i64>, mark: i64, now: i64) {
+    let mark = mark.min(now);
+    *watermark = Some(watermark.map_or(mark, |w| w.max(mark)));
+}
+
+fn after(cursor: Cursor, overlap: i64) -> i64 {
+    cursor
+        .watermark
+        .map_or(i64::MIN, |w| w.saturating_sub(overlap))
+}
+
+/// One evaluation pass: a dry run on a read connection, then the items
+/// that would write, in one write of the writer task. Returns the
+/// committed changes to announce.
+pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change>> {
     let now = ctx.now();
+    let plan = {
+        let mut conn = ctx.store.read().await?;
+        plan(ctx, &mut conn, now, confirm).await?
+    };
+    if plan.is_empty() {
+        ctx.metrics.pass(false);
+        return Ok(Vec::new());
+    }
+    let c = ctx.clone();
+    let changes = ctx
+        .writer
+        .run(move |tx| Box::pin(async move { apply(&c, tx, now, confirm, plan).await }))
+        .await?;
+    ctx.metrics.pass(true);
+    Ok(changes)
+}
+
+/// The dry run: what changed since the cursors, and which of it writes.
+async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Plan> {
     let mut pass = Pass {
         ctx,
         now,
         confirm,
+        dry: true,
+        wants: false,
         changes: Vec::new(),
     };
-    let mut tx = ctx.store.write().await?;
-    let conn: &mut Conn = &mut tx;
+    let mut plan = Plan::default();
+    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
 
     // Job results since the cursor.
     let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
-    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
-    let after = cursor
-        .watermark
-        .map_or(i64::MIN, |w| w.saturating_sub(overlap));
-    let keys = alerts::results_since(conn, after).await?;
     let mut watermark = cursor.watermark;
-    for key in &keys {
-        // Never past our own clock: an agent whose clock runs ahead reports
-        // finish times in the future, which must not skip later results.
-        // Such a key is simply evaluated again until its time has come.
-        let mark = key.mark.min(now);
-        watermark = Some(watermark.map_or(mark, |w| w.max(mark)));
+    for key in alerts::results_since(conn, after(cursor, overlap)).await? {
+        advance(&mut watermark, key.mark, now);
+        pass.wants = false;
         eval_job_key(&mut pass, conn, &key.host_id, &key.kind, &key.repo_id).await?;
+        if pass.wants {
+            plan.job_keys.push((key.host_id, key.kind, key.repo_id));
+        }
     }
     if watermark != cursor.watermark {
-        worker_state::put(conn, CURSOR, &Cursor { watermark }, now).await?;
+        plan.jobs_cursor = Some(Cursor { watermark });
     }
 
-    // Hosts.
-    let hosts_by_id: HashMap<String, Host> = hosts::list(conn)
+    // Hosts whose status changed since the cursor.
+    let cursor: Cursor = worker_state::get(conn, HOST_CURSOR)
         .await?
-        .into_iter()
-        .map(|h| (h.id.clone(), h))
-        .collect();
-    for host in hosts_by_id.values() {
-        eval_host(&mut pass, conn, host).await?;
+        .unwrap_or_default();
+    let mut watermark = cursor.watermark;
+    for host in hosts::status_changed_since(conn, after(cursor, overlap)).await? {
+        if let Some(at) = host.status_changed_at {
+            advance(&mut watermark, at, now);
+        }
+        pass.wants = false;
+        eval_host(&mut pass, conn, &host).await?;
+        if pass.wants {
+            plan.hosts.push(host.id.clone());
+        }
+    }
+    if watermark != cursor.watermark {
+        plan.hosts_cursor = Some(Cursor { watermark });
     }
 
-    // Schedules.
+    // Schedules (time-driven: every enabled one is looked at).
     let enabled = schedules::all_enabled(conn).await?;
+    let exec_hosts = exec_hosts(conn, &enabled).await?;
     for s in &enabled {
-        eval_schedule(&mut pass, conn, s, &hosts_by_id).await?;
+        pass.wants = false;
+        eval_schedule(&mut pass, conn, s, &exec_hosts).await?;
+        if pass.wants {
+            plan.schedules.push(s.id.clone());
+        }
     }
+    plan.enabled = enabled.into_iter().map(|s| s.id).collect();
 
-    // Sweep the open alerts the passes above did not decide.
-    let enabled_ids: HashSet<&str> = enabled.iter().map(|s| s.id.as_str()).collect();
+    // Open alerts the passes above may not decide.
     for alert in alerts::list_open(conn).await? {
-        sweep(&mut pass, conn, &alert, &enabled_ids).await?;
+        pass.wants = false;
+        sweep(&mut pass, conn, &alert, &plan.enabled).await?;
+        if pass.wants {
+            plan.alerts.push(alert);
+        }
     }
+    Ok(plan)
+}
 
-    tx.commit().await?;
+/// The hosts that run `schedules`, by id.
+async fn exec_hosts(
+    conn: &mut Conn,
+    schedules: &[schedules::Schedule],
+) -> Result<HashMap<String, Host>> {
+    let mut by_id = HashMap::new();
+    for s in schedules {
+        if !by_id.contains_key(&s.exec_host_id)
+            && let Ok(h) = hosts::get(conn, &s.exec_host_id).await
+        {
+            by_id.insert(h.id.clone(), h);
+        }
+    }
+    Ok(by_id)
+}
+
+/// The planned items, for real, inside the writer's transaction; each
+/// re-reads what it decides on.
+async fn apply(
+    ctx: &Ctx,
+    conn: &mut Conn,
+    now: i64,
+    confirm: bool,
+    plan: Plan,
+) -> Result<Vec<Change>> {
+    let mut pass = Pass {
+        ctx,
+        now,
+        confirm,
+        dry: false,
+        wants: false,
+        changes: Vec::new(),
+    };
+    for (host, kind, repo) in &plan.job_keys {
+        eval_job_key(&mut pass, conn, host, kind, repo).await?;
+    }
+    if let Some(c) = &plan.jobs_cursor {
+        worker_state::put(conn, CURSOR, c, now).await?;
+    }
+    for id in &plan.hosts {
+        let host = hosts::get(conn, id).await?;
+        eval_host(&mut pass, conn, &host).await?;
+    }
+    if let Some(c) = &plan.hosts_cursor {
+        worker_state::put(conn, HOST_CURSOR, c, now).await?;
+    }
+    let mut planned = Vec::new();
+    for id in &plan.schedules {
+        if let Ok(s) = schedules::get(conn, id).await {
+            planned.push(s);
+        }
+    }
+    let exec = exec_hosts(conn, &planned).await?;
+    for s in planned.iter().filter(|s| s.enabled) {
+        eval_schedule(&mut pass, conn, s, &exec).await?;
+    }
+    for alert in &plan.alerts {
+        sweep(&mut pass, conn, alert, &plan.enabled).await?;
+    }
     Ok(pass.changes)
 }
 
@@ -435,7 +602,7 @@ async fn sweep(
     pass: &mut Pass<'_>,
     conn: &mut Conn,
     alert: &Alert,
-    enabled_schedules: &HashSet<&str>,
+    enabled_schedules: &HashSet<String>,
 ) -> Result<()> {
     // Re-read: this pass may have changed it.
     let Some(alert) = alerts::open_for(conn, &alert.host_id, &alert.kind, &alert.subject).await?
@@ -450,22 +617,30 @@ async fn sweep(
                     .await;
             }
             Some(_) if pass.confirm => {
-                alerts::touch(conn, &alert.id, pass.now).await?;
+                if pass.dry {
+                    pass.wants = true;
+                } else {
+                    alerts::touch(conn, &alert.id, pass.now).await?;
+                }
             }
             _ => {}
         }
     } else if alert.kind == AlertKind::StaleSchedule.as_str()
-        && !enabled_schedules.contains(alert.subject.as_str())
+        && !enabled_schedules.contains(&alert.subject)
     {
         return pass
             .resolve(conn, &alert.host_id, &alert.kind, &alert.subject)
             .await;
     }
     // Raised while muted, the mute is over, still open: tell them now.
-    if !alert.notified
-        && !rm_store::mutes::is_muted(conn, &alert.host_id, pass.now).await?
-        && let Some(alert) = alerts::mark_notified(conn, &alert.id).await?
-    {
+    if !alert.notified && !rm_store::mutes::is_muted(conn, &alert.host_id, pass.now).await? {
+        if pass.dry {
+            pass.wants = true;
+            return Ok(());
+        }
+        let Some(alert) = alerts::mark_notified(conn, &alert.id).await? else {
+            return Ok(());
+        };
         let c = change::record(pass.ctx, conn, &alert, EventType::Raised, pass.now).await?;
         pass.changes.push(c);
     }

@@ -76,11 +76,8 @@ impl From<anyhow::Error> for Fail {
 
 pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
 
-/// Most service requests handled at once (test sends wait for a notifier).
-const CONCURRENCY: usize = 64;
-
 pub(crate) async fn serve(ctx: Arc<Ctx>, mut sub: Subscriber) -> Result<()> {
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(ctx.t.svc_concurrency.max(1)));
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
@@ -128,6 +125,7 @@ async fn handle(ctx: &Ctx, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let actor = &req.actor;
     let body = req.body;
     match verb {
+        v if v == api::METRICS => out(Ok(ctx.metrics.snapshot(ctx.writer.stats()))),
         v if v == api::PUBKEY => out(Ok(PubKey {
             xkey: ctx.xkey.public_key(),
         })),

@@ -25,6 +25,9 @@ pub struct ConnectSpec {
     pub connect_timeout: Duration,
     /// Keep retrying the first connect instead of failing.
     pub retry_on_initial_connect: bool,
+    /// Most connection events kept for a caller that is behind
+    /// (default [`EVENTS_CAPACITY`]).
+    pub events_capacity: usize,
 }
 
 impl ConnectSpec {
@@ -36,6 +39,7 @@ impl ConnectSpec {
             name: role.name(),
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
+            events_capacity: EVENTS_CAPACITY,
         }
     }
 }
@@ -43,10 +47,11 @@ impl ConnectSpec {
 /// Connection events the caller may want (server errors such as
 /// permission violations arrive only here; they do not fail the call).
 /// Bounded: a caller that never reads them holds at most
-/// [`EVENTS_CAPACITY`]; newer events are dropped (they are logged anyway).
+/// [`ConnectSpec::events_capacity`]; newer events are dropped (they are logged anyway).
 pub type Events = mpsc::Receiver<Event>;
 
-/// Most connection events [`connect`] keeps for a caller that is behind.
+/// Most connection events [`connect`] keeps for a caller that is behind,
+/// unless [`ConnectSpec::events_capacity`] says otherwise.
 pub const EVENTS_CAPACITY: usize = 64;
 
 /// The async-nats options for `spec`, forwarding events to `events`.
@@ -104,7 +109,7 @@ fn forward(tx: &mpsc::Sender<Event>, event: Event) {
 /// Connects and returns the client plus a bounded stream of its
 /// connection events (drop it if you do not need them).
 pub async fn connect(spec: &ConnectSpec) -> Result<(Client, Events)> {
-    let (tx, rx) = mpsc::channel(EVENTS_CAPACITY);
+    let (tx, rx) = mpsc::channel(spec.events_capacity.max(1));
     let opts = options_with(spec, move |event| forward(&tx, event))?;
     let urls: Vec<async_nats::ServerAddr> = spec
         .urls

@@ -56,10 +56,34 @@ pub struct Metrics {
     /// Well-formed heartbeats received.
     #[serde(default)]
     pub heartbeats_received: u64,
-    /// Heartbeats that found the writer's channel full (the writer was
-    /// behind); each host's latest is still written.
+    /// Heartbeats dropped. Always 0 since heartbeats are kept in memory
+    /// and flushed (kept for readers of the older field).
     #[serde(default)]
     pub heartbeats_dropped: u64,
+    /// Host rows heartbeat flushes wrote (last-seen).
+    #[serde(default)]
+    pub heartbeat_rows_written: u64,
+    /// ... of which with changed vitals.
+    #[serde(default)]
+    pub vitals_written: u64,
+    /// Lost checks started (a hello did not list an active job).
+    #[serde(default)]
+    pub lost_checks: u64,
+    /// Dispatch passes over a host's queued jobs that ended.
+    #[serde(default)]
+    pub dispatch_passes: u64,
+    /// Offline sweeps that looked at the fleet (once settled).
+    #[serde(default)]
+    pub offline_sweeps: u64,
+    /// Transactions the writer task committed ...
+    #[serde(default)]
+    pub write_batches: u64,
+    /// ... holding this many writes.
+    #[serde(default)]
+    pub writes_committed: u64,
+    /// Writer batches that did not commit (busy or read-only database).
+    #[serde(default)]
+    pub write_batches_failed: u64,
     /// Hellos waiting for a handling slot now.
     #[serde(default)]
     pub hellos_waiting: u64,

@@ -1,54 +1,155 @@
-//! Heartbeats on their way to the batch writer. They travel through a
-//! bounded channel; when a storm fills it, a beat is counted as dropped
-//! from the channel and parked here instead, one (the latest) per host, so
-//! the overflow is bounded by the fleet and a live host never loses its
-//! liveness to a full channel.
+//! Heartbeats live in memory: each beat updates its host's entry (never a
+//! channel that can fill, never a write); the flusher writes the hosts that
+//! beat since the last flush every `Timings::seen_flush` (last-seen and
+//! uptime in one row update), their vitals only when they changed, in one
+//! transaction through the writer task. A host not known to be online is
+//! flushed at once (it just came online). The offline sweeper asks here
+//! for hosts heard from recently, so the stored last-seen may lag by one
+//! flush without ever turning a live host offline. A failed flush leaves
+//! the entries dirty: the next one writes them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 
 use rm_bus::msg::Heartbeat;
+use rm_store::hosts::Vitals;
 use tokio::sync::Notify;
 
 use crate::lock;
 
-/// A heartbeat as ingest saw it: host, message, time received.
-pub(crate) type Beat = (String, Heartbeat, i64);
-
-/// The latest parked beat of each host.
-#[derive(Default)]
-pub(crate) struct Overflow {
-    latest: Mutex<HashMap<String, (Heartbeat, i64)>>,
-    wake: Notify,
+/// What ingest knows of one host's heartbeats.
+#[derive(Debug, Default)]
+struct Entry {
+    /// Latest beat received (control-plane clock).
+    seen: i64,
+    /// `seen` as last written.
+    flushed: i64,
+    uptime: Option<i64>,
+    vitals: Vitals,
+    /// A hash of `vitals`; `written` is the one last written.
+    key: u64,
+    written: Option<u64>,
+    /// The stored status is online (as far as we know).
+    online: bool,
 }
 
-impl Overflow {
-    /// Parks a beat that did not fit the channel (replacing an older one
-    /// of the same host) and wakes the writer.
-    pub fn park(&self, (host, hb, at): Beat) {
-        {
-            let mut latest = lock(&self.latest);
-            match latest.get(&host) {
-                Some((_, seen)) if *seen > at => {}
-                _ => {
-                    latest.insert(host, (hb, at));
-                }
+/// One host's row to write.
+#[derive(Debug)]
+pub(crate) struct Flush {
+    pub host: String,
+    pub seen: i64,
+    pub uptime: Option<i64>,
+    /// Only when they changed since the last write.
+    pub vitals: Option<Vitals>,
+    key: u64,
+}
+
+/// Every host's heartbeat state.
+#[derive(Default)]
+pub(crate) struct Liveness {
+    hosts: Mutex<HashMap<String, Entry>>,
+    /// Wakes the flusher (a host came online).
+    pub wake: Notify,
+}
+
+fn key_of(v: &Vitals) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        &v.agent_version,
+        &v.restic_version,
+        &v.os,
+        &v.arch,
+        &v.vitals_json,
+    )
+        .hash(&mut h);
+    h.finish()
+}
+
+/// The vitals a heartbeat reports (uptime travels with last-seen).
+pub(crate) fn vitals_of(hb: &Heartbeat) -> Vitals {
+    Vitals {
+        agent_version: Some(hb.agent_version.clone()),
+        restic_version: hb.restic_version.clone(),
+        os: Some(hb.os.clone()),
+        arch: Some(hb.arch.clone()),
+        uptime_secs: None,
+        vitals_json: serde_json::to_string(&serde_json::json!({
+            "disks": hb.disks, "running_jobs": hb.running_jobs, "next_runs": hb.next_runs,
+        }))
+        .ok(),
+    }
+}
+
+impl Liveness {
+    /// Records a beat received at `at`.
+    pub fn beat(&self, host: &str, hb: &Heartbeat, at: i64) {
+        let vitals = vitals_of(hb);
+        let key = key_of(&vitals);
+        let wake = {
+            let mut hosts = lock(&self.hosts);
+            let e = hosts.entry(host.to_owned()).or_default();
+            if at >= e.seen {
+                e.seen = at;
+                e.uptime = i64::try_from(hb.uptime_secs).ok();
+                e.vitals = vitals;
+                e.key = key;
             }
+            !e.online
+        };
+        if wake {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 
-    /// Everything parked so far.
-    pub fn take(&self) -> Vec<Beat> {
-        lock(&self.latest)
-            .drain()
-            .map(|(host, (hb, at))| (host, hb, at))
+    /// Rows to write: hosts heard from since their last flush.
+    pub fn dirty(&self) -> Vec<Flush> {
+        lock(&self.hosts)
+            .iter()
+            .filter(|(_, e)| e.seen > e.flushed)
+            .map(|(host, e)| Flush {
+                host: host.clone(),
+                seen: e.seen,
+                uptime: e.uptime,
+                vitals: (e.written != Some(e.key)).then(|| e.vitals.clone()),
+                key: e.key,
+            })
             .collect()
     }
 
-    /// Resolves once something was parked since the last call.
-    pub async fn parked(&self) {
-        self.wake.notified().await;
+    /// `rows` were committed.
+    pub fn flushed(&self, rows: &[Flush]) {
+        let mut hosts = lock(&self.hosts);
+        for f in rows {
+            if let Some(e) = hosts.get_mut(&f.host) {
+                e.flushed = e.flushed.max(f.seen);
+                e.written = Some(f.key);
+                e.online = true;
+            }
+        }
+    }
+
+    /// The host went offline (goodbye, missed beats) or is unknown: its
+    /// next beat is flushed at once. Beats older than `now` are forgotten.
+    pub fn offline(&self, host: &str) {
+        if let Some(e) = lock(&self.hosts).get_mut(host) {
+            e.online = false;
+            e.flushed = e.seen;
+        }
+    }
+
+    /// A host the control plane no longer needs to track (unknown, revoked).
+    pub fn forget(&self, host: &str) {
+        lock(&self.hosts).remove(host);
+    }
+
+    /// Hosts whose latest beat is at or after `since`.
+    pub fn heard_since(&self, since: i64) -> HashSet<String> {
+        lock(&self.hosts)
+            .iter()
+            .filter(|(_, e)| e.seen >= since)
+            .map(|(h, _)| h.clone())
+            .collect()
     }
 }
 
@@ -56,33 +157,41 @@ impl Overflow {
 mod tests {
     use super::*;
 
-    fn beat(host: &str, at: i64) -> Beat {
-        let hb = Heartbeat {
+    fn hb(disk_free: u64) -> Heartbeat {
+        Heartbeat {
             v: rm_bus::msg::PROTOCOL_VERSION,
-            ts_ms: at,
+            ts_ms: 0,
             agent_version: "test".into(),
             restic_version: None,
             os: "linux".into(),
             arch: "x86_64".into(),
-            uptime_secs: 1,
+            uptime_secs: disk_free,
             config_version: 0,
             disks: vec![],
             running_jobs: vec![],
             next_runs: vec![],
-        };
-        (host.into(), hb, at)
+        }
     }
 
     #[test]
-    fn keeps_only_the_latest_beat_of_each_host() {
-        let o = Overflow::default();
-        o.park(beat("a", 1));
-        o.park(beat("a", 3));
-        o.park(beat("a", 2));
-        o.park(beat("b", 5));
-        let mut got: Vec<(String, i64)> = o.take().into_iter().map(|(h, _, at)| (h, at)).collect();
-        got.sort();
-        assert_eq!(got, vec![("a".into(), 3), ("b".into(), 5)]);
-        assert!(o.take().is_empty());
+    fn vitals_are_flushed_only_when_they_change_and_last_seen_only_when_it_moved() {
+        let l = Liveness::default();
+        l.beat("a", &hb(1), 10);
+        let rows = l.dirty();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].vitals.is_some(), "first beat: vitals written");
+        l.flushed(&rows);
+        assert!(l.dirty().is_empty(), "nothing new");
+        // same vitals, later beat, new uptime: last-seen only
+        l.beat("a", &hb(2), 20);
+        let rows = l.dirty();
+        assert_eq!((rows[0].seen, rows[0].uptime), (20, Some(2)));
+        assert!(rows[0].vitals.is_none());
+        l.flushed(&rows);
+        // an older beat arriving late changes nothing
+        l.beat("a", &hb(3), 15);
+        assert!(l.dirty().is_empty());
+        assert!(l.heard_since(20).contains("a"));
+        assert!(!l.heard_since(21).contains("a"));
     }
 }

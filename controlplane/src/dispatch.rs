@@ -20,9 +20,6 @@ use crate::repos::{access_for, host_secrets, seal_to_host};
 use crate::svc::{Fail, Outcome};
 use crate::{Cp, lock};
 
-/// How long a query (ls, snapshots, init, verify) may take on the agent.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
-
 fn host_id(h: &str) -> Outcome<HostId> {
     HostId::parse(h).map_err(|e| Fail::invalid(e.to_string()))
 }
@@ -65,7 +62,7 @@ pub(crate) async fn query(cp: &Cp, host: &str, body: CommandBody) -> Outcome<Que
     let subj = subject::cmd(&host_id(host)?);
     let req = async_nats::Request::new()
         .payload(encode(&Command::new(body)))
-        .timeout(Some(QUERY_TIMEOUT));
+        .timeout(Some(cp.t.query_timeout));
     match cp.client.send_request(subj, req).await {
         Ok(msg) => decode::<QueryReply>("query reply", &msg.payload)
             .map_err(|e| Fail::unavailable(e.to_string())),
@@ -73,7 +70,8 @@ pub(crate) async fn query(cp: &Cp, host: &str, body: CommandBody) -> Outcome<Que
             "host {host} is offline (its agent is not connected)"
         ))),
         Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(Fail::unavailable(format!(
-            "host {host} did not answer within {QUERY_TIMEOUT:?}"
+            "host {host} did not answer within {:?}",
+            cp.t.query_timeout
         ))),
         Err(e) if e.kind() == RequestErrorKind::MaxPayloadExceeded => Err(Fail::invalid(format!(
             "the query is too large for the bus: {e}"
@@ -120,6 +118,7 @@ pub(crate) fn spawn_dispatch(cp: &Arc<Cp>, host: String) {
             tracing::info!(host = %host, reason = %f.message, "dispatch postponed");
         }
         lock(&cp.dispatching).remove(&host);
+        cp.metrics.dispatch_pass();
     });
 }
 

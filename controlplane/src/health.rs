@@ -183,8 +183,6 @@ pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
         .map(jiff::Timestamp::as_millisecond)
 }
 
-const REFRESH_TIMEOUT_SECS: i64 = 3600;
-
 /// Queues `snapshots`, both `stats` modes and `locks` for `repo` on `exec_host`,
 /// unless such a refresh is already waiting. A refresh still queued on a
 /// host that went offline is cancelled first, so it does not block this
@@ -232,7 +230,7 @@ pub(crate) async fn queue_refresh(
                 origin: "system",
                 schedule_id: None,
                 status: JobStatus::Queued,
-                timeout_secs: REFRESH_TIMEOUT_SECS,
+                timeout_secs: i64::try_from(cp.t.refresh_timeout.as_secs()).unwrap_or(i64::MAX),
                 created_by: "system",
                 created_at: now,
                 started_at: None,

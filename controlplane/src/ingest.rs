@@ -2,7 +2,8 @@
 //!
 //! - hello (request): last-seen, vitals, config re-sync, reconciliation of
 //!   the agent's jobs with ours, then queued jobs go out.
-//! - heartbeat: last-seen and vitals, written in batches.
+//! - heartbeat: kept in memory (`beats`), flushed periodically through
+//!   the writer task: changed rows only, vitals only when they changed.
 //! - goodbye: offline at once.
 //! - job `started` / `done` (request/ack, at least once): the host in the
 //!   subject must own the job; applied idempotently by (job, phase),
@@ -10,7 +11,13 @@
 //! - job `part` (request/ack, at least once): a chunk of a summary too large
 //!   for one message, stored until the `done` naming the parts' total
 //!   reassembles it.
-//! - job logs: appended (at most once), capped per job.
+//! - job logs: appended (at most once), capped per job; what arrived
+//!   together is one write.
+//!
+//! Every write goes through the role's writer task (`Cp::writer`): one
+//! transaction per batch of whatever is queued; replies and events follow
+//! the commit. Hello reads its host and builds its config (decrypting and
+//! sealing secrets) on a read connection, outside the write lock.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,14 +34,10 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::{hosts, parts, schedules as sched_store};
 use tokio::sync::mpsc;
 
-use crate::{Cp, beats, dispatch, jobs as job_svc, lock, schedules};
-
-/// Most hellos handled at once.
-const HELLO_CONCURRENCY: usize = 32;
+use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
-    let (hb_tx, hb_rx) = mpsc::channel::<(String, Heartbeat, i64)>(4096);
-    let (res_tx, res_rx) = mpsc::channel::<Message>(4096);
+    let (res_tx, res_rx) = mpsc::channel::<Message>(cp.t.ingest_queue);
     let mut hello = cp
         .client
         .subscribe(subject::agent_any(AgentTopicKind::Hello))
@@ -59,7 +62,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         .client
         .subscribe(subject::agent_any_job(JobTopic::Part))
         .await?;
-    let mut logs = cp
+    let logs = cp
         .client
         .subscribe(subject::agent_any_job(JobTopic::Log))
         .await?;
@@ -75,7 +78,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let hellos = async move {
         // Bounded: a reconnect storm waits here (agents retry their hello)
         // instead of spawning a task and a write per agent at once.
-        let slots = Arc::new(tokio::sync::Semaphore::new(HELLO_CONCURRENCY));
+        let slots = Arc::new(tokio::sync::Semaphore::new(c.t.hello_concurrency.max(1)));
         while let Some(m) = hello.next().await {
             let permit = {
                 let _waiting = c.metrics.hello_waiting();
@@ -89,8 +92,6 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     };
-    let overflow = Arc::new(beats::Overflow::default());
-    let overflow_in = overflow.clone();
     let c = cp.clone();
     let beats_in = async move {
         while let Some(m) = beats.next().await {
@@ -99,16 +100,8 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 Ok(hb) => {
                     c.metrics.heartbeat_received();
                     c.resync.heartbeat(&host, hb.config_version);
-                    // Never block on a slow writer: a beat that does not
-                    // fit is counted and parked (latest per host), so a
-                    // full channel never turns a live host offline.
-                    if let Err(mpsc::error::TrySendError::Full(beat)) =
-                        hb_tx.try_send((host, hb, c.now()))
-                    {
-                        let dropped = c.metrics.heartbeat_dropped();
-                        tracing::debug!(host = %beat.0, dropped, "heartbeat channel full: parked");
-                        overflow_in.park(beat);
-                    }
+                    // memory only: never blocks, never drops a beat
+                    c.beats.beat(&host, &hb, c.now());
                 }
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
             }
@@ -145,9 +138,26 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     };
     let c = cp.clone();
     let logs_in = async move {
-        while let Some(m) = logs.next().await {
-            if let Err(e) = on_log(&c, &m).await {
-                tracing::warn!(subject = %m.subject, error = %format!("{e:#}"), "log batch not stored");
+        // What arrived together is one write (log lines are at most once).
+        let mut logs = logs.ready_chunks(c.t.ingest_batch.max(1));
+        while let Some(batch) = logs.next().await {
+            let w = c.clone();
+            let r = c
+                .writer
+                .run(move |tx| {
+                    Box::pin(async move {
+                        for m in &batch {
+                            if let Err(e) = on_log(&w, tx, m).await {
+                                tracing::warn!(subject = %m.subject, error = %format!("{e:#}"), "log batch not stored");
+                            }
+                        }
+                        Ok::<_, rm_store::StoreError>(())
+                    })
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "log lines not stored");
+                c.metrics.count_error("logs");
             }
         }
         Ok(())
@@ -158,17 +168,19 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         byes_in,
         results_in,
         logs_in,
-        heartbeat_writer(cp.clone(), hb_rx, overflow),
+        heartbeat_flusher(cp.clone()),
         result_writer(cp.clone(), res_rx),
     )?;
     Ok(())
 }
 
 async fn on_goodbye(cp: &Cp, host: &str) -> rm_store::Result<bool> {
-    let mut tx = cp.store.write().await?;
-    let changed = hosts::mark_offline(&mut tx, host, cp.now()).await?;
-    tx.commit().await?;
-    Ok(changed)
+    // beats before the goodbye must not bring it back online
+    cp.beats.offline(host);
+    let (id, now) = (host.to_owned(), cp.now());
+    cp.writer
+        .run(move |tx| Box::pin(async move { hosts::mark_offline(tx, &id, now).await }))
+        .await
 }
 
 fn host_of(m: &Message) -> Option<String> {
@@ -207,20 +219,6 @@ fn vitals_of_hello(h: &Hello) -> hosts::Vitals {
     }
 }
 
-fn vitals_of_heartbeat(h: &Heartbeat) -> hosts::Vitals {
-    hosts::Vitals {
-        agent_version: Some(h.agent_version.clone()),
-        restic_version: h.restic_version.clone(),
-        os: Some(h.os.clone()),
-        arch: Some(h.arch.clone()),
-        uptime_secs: i64::try_from(h.uptime_secs).ok(),
-        vitals_json: serde_json::to_string(&serde_json::json!({
-            "disks": h.disks, "running_jobs": h.running_jobs, "next_runs": h.next_runs,
-        }))
-        .ok(),
-    }
-}
-
 async fn on_hello(cp: &Arc<Cp>, m: Message) {
     let Some(host) = host_of(&m) else { return };
     let hello: Hello = match decode("hello", &m.payload) {
@@ -251,29 +249,40 @@ async fn on_hello(cp: &Arc<Cp>, m: Message) {
 
 async fn handle_hello(cp: &Arc<Cp>, host_id: &str, hello: &Hello) -> Result<HelloReply> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let host = hosts::get(&mut tx, host_id).await?;
-    if host.status()? == hosts::HostStatus::Revoked {
-        anyhow::bail!("hello from revoked host");
-    }
-    let came_online = hosts::record_seen(&mut tx, host_id, now, &vitals_of_hello(hello)).await?;
     let applied = i64::try_from(hello.config_version).unwrap_or(0);
-    hosts::set_applied_config(&mut tx, host_id, applied).await?;
-    // Behind, or ahead (this database was restored from an older backup):
-    // either way the agent gets the control plane's config.
-    let config = if applied != host.config_version {
-        match schedules::build_config(cp, &mut tx, &host).await {
-            Ok(c) => Some(c),
-            Err(f) => {
-                tracing::error!(host = %host_id, reason = %f.message, "config not built for hello");
-                None
+    // Read, decrypt and seal on a read connection: never under the write lock.
+    let config = {
+        let mut c = cp.store.read().await?;
+        let host = hosts::get(&mut c, host_id).await?;
+        if host.status()? == hosts::HostStatus::Revoked {
+            anyhow::bail!("hello from revoked host");
+        }
+        // Behind, or ahead (this database was restored from an older
+        // backup): either way the agent gets the control plane's config.
+        if applied == host.config_version {
+            None
+        } else {
+            match schedules::build_config(cp, &mut c, &host).await {
+                Ok(c) => Some(c),
+                Err(f) => {
+                    tracing::error!(host = %host_id, reason = %f.message, "config not built for hello");
+                    None
+                }
             }
         }
-    } else {
-        None
     };
-    let active = jobs::active_for(&mut tx, host_id).await?;
-    tx.commit().await?;
+    let (id, vitals) = (host_id.to_owned(), vitals_of_hello(hello));
+    let (came_online, active) = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let came_online = hosts::record_seen(tx, &id, now, &vitals).await?;
+                hosts::set_applied_config(tx, &id, applied).await?;
+                let active = jobs::active_for(tx, &id).await?;
+                Ok::<_, rm_store::StoreError>((came_online, active))
+            })
+        })
+        .await?;
     if came_online {
         cp.event(Event::HostOnline, Some(host_id), None, None).await;
     }
@@ -342,6 +351,7 @@ fn composed_before_accept(cp: &Cp, hello: &Hello, job: &str) -> bool {
 }
 
 fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
+    cp.metrics.lost_check();
     let cp = cp.clone();
     tokio::spawn(async move {
         tokio::time::sleep(cp.t.lost_grace).await;
@@ -351,22 +361,25 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
         if !still_unknown {
             return;
         }
-        let r = async {
-            let mut tx = cp.store.write().await?;
-            let j = jobs::get(&mut tx, &job).await?;
-            if j.status()?.is_terminal() {
-                return Ok::<bool, anyhow::Error>(false);
-            }
-            let lost = jobs::finish(&mut tx, &job, JobStatus::Lost, &Finish {
-                error: Some("the agent no longer knows this job (restarted or reinstalled); its result will not arrive".into()),
-                finished_at: cp.now(),
-                ..Finish::default()
+        let (id, now) = (job.clone(), cp.now());
+        let r = cp
+            .writer
+            .run(move |tx| {
+                Box::pin(async move {
+                    let j = jobs::get(&mut *tx, &id).await?;
+                    if j.status()?.is_terminal() {
+                        return Ok::<bool, anyhow::Error>(false);
+                    }
+                    let lost = jobs::finish(&mut *tx, &id, JobStatus::Lost, &Finish {
+                        error: Some("the agent no longer knows this job (restarted or reinstalled); its result will not arrive".into()),
+                        finished_at: now,
+                        ..Finish::default()
+                    })
+                    .await?;
+                    Ok(lost)
+                })
             })
-            .await?;
-            tx.commit().await?;
-            Ok(lost)
-        }
-        .await;
+            .await;
         match r {
             Ok(true) => {
                 lock(&cp.accept_marks).remove(&job);
@@ -380,49 +393,63 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
     });
 }
 
-/// Writes heartbeats in batches: one transaction per burst.
-/// Beats parked in `overflow` (the channel was full) join the next batch.
-async fn heartbeat_writer(
-    cp: Arc<Cp>,
-    mut rx: mpsc::Receiver<(String, Heartbeat, i64)>,
-    overflow: Arc<beats::Overflow>,
-) -> Result<()> {
-    let mut batch = Vec::with_capacity(cp.t.ingest_batch);
+/// Flushes heartbeats kept in memory every `seen_flush`, and at once
+/// when a host comes online: one write of the changed rows.
+async fn heartbeat_flusher(cp: Arc<Cp>) -> Result<()> {
+    let every = cp.t.seen_flush.min(cp.t.heartbeat * 2);
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut batch, cp.t.ingest_batch) => if n == 0 { break },
-            () = overflow.parked() => {}
+            () = tokio::time::sleep(every) => {}
+            () = cp.beats.wake.notified() => {}
         }
-        batch.extend(overflow.take());
-        let mut online = Vec::new();
-        let r = async {
-            let mut tx = cp.store.write().await?;
-            for (host, hb, at) in &batch {
-                match hosts::record_seen(&mut tx, host, *at, &vitals_of_heartbeat(hb)).await {
-                    Ok(true) => online.push(host.clone()),
-                    Ok(false) => {}
-                    Err(rm_store::StoreError::NotFound { .. }) => {
-                        tracing::warn!(host = %host, "heartbeat from unknown host")
+        let rows = cp.beats.dirty();
+        if rows.is_empty() {
+            continue;
+        }
+        let count = rows.len();
+        let r = cp
+            .writer
+            .run(move |tx| {
+                Box::pin(async move {
+                    let mut online = Vec::new();
+                    let mut unknown = Vec::new();
+                    for f in &rows {
+                        match hosts::record_beat(tx, &f.host, f.seen, f.uptime, f.vitals.as_ref())
+                            .await
+                        {
+                            Ok(true) => online.push(f.host.clone()),
+                            Ok(false) => {}
+                            Err(rm_store::StoreError::NotFound { .. }) => {
+                                unknown.push(f.host.clone());
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
-                    Err(e) => return Err(e),
+                    Ok((rows, online, unknown))
+                })
+            })
+            .await;
+        match r {
+            Ok((rows, online, unknown)) => {
+                let vitals = rows.iter().filter(|f| f.vitals.is_some()).count();
+                cp.metrics.heartbeats_flushed(rows.len(), vitals);
+                cp.beats.flushed(&rows);
+                for h in unknown {
+                    tracing::warn!(host = %h, "heartbeat from unknown host");
+                    cp.beats.forget(&h);
+                }
+                for h in online {
+                    cp.event(Event::HostOnline, Some(&h), None, None).await;
+                    dispatch::spawn_dispatch(&cp, h);
                 }
             }
-            tx.commit().await?;
-            Ok::<(), rm_store::StoreError>(())
+            Err(e) => {
+                // the rows stay dirty: the next flush writes them
+                tracing::error!(error = %e, count, "heartbeats not written; retried at the next flush");
+                cp.metrics.count_error("heartbeats");
+            }
         }
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, count = batch.len(), "heartbeat batch not written");
-            cp.metrics.count_error("heartbeats");
-            online.clear();
-        }
-        for h in online {
-            cp.event(Event::HostOnline, Some(&h), None, None).await;
-            dispatch::spawn_dispatch(&cp, h);
-        }
-        batch.clear();
     }
-    Ok(())
 }
 
 /// What applying one started/done message produced.
@@ -431,9 +458,9 @@ struct Applied {
     event: Option<(Event, String, String)>,
 }
 
-/// Applies `started` / `done` in batches: one transaction, acks after
-/// commit, events after acks. A failed commit sends no acks, so the agents
-/// retry.
+/// Applies `started` / `done` through the writer: acks after commit,
+/// then events. A write that did not commit sends no ack, so its agent
+/// retries.
 async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<()> {
     let mut batch = Vec::with_capacity(cp.t.ingest_batch);
     loop {
@@ -448,24 +475,26 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
                 _ => break,
             }
         }
-        let r = async {
-            let mut tx = cp.store.write().await?;
-            let mut out = Vec::with_capacity(batch.len());
-            for m in &batch {
-                let a = apply_result(&cp, &mut tx, m).await?;
-                let a = record_refusal(&cp, &mut tx, m, a).await?;
-                out.push(a);
-            }
-            tx.commit().await?;
-            Ok::<_, anyhow::Error>(out)
+        // One write each (a failing one does not take the others down);
+        // queued back to back, they share the writer's transaction.
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in batch.drain(..) {
+            let (c, msg) = (cp.clone(), m.clone());
+            let p = cp
+                .writer
+                .submit(move |tx| {
+                    Box::pin(async move {
+                        let a = apply_result(&c, tx, &msg).await?;
+                        record_refusal(&c, tx, &msg, a).await
+                    })
+                })
+                .await;
+            pending.push((m, p));
         }
-        .await;
-        match r {
-            Ok(applied) => {
-                for (m, a) in batch.iter().zip(&applied) {
-                    reply(&cp, m, encode(&a.ack)).await;
-                }
-                for a in applied {
+        for (m, p) in pending {
+            match p.outcome().await {
+                Ok(a) => {
+                    reply(&cp, &m, encode(&a.ack)).await;
                     if let Some((e, host, job)) = a.event {
                         cp.event(e, Some(&host), Some(&job), None).await;
                         if e == Event::JobFinished {
@@ -474,10 +503,10 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
                         }
                     }
                 }
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), count = batch.len(), "result batch not committed; agents will retry");
-                cp.metrics.count_error("results");
+                Err(e) => {
+                    tracing::error!(subject = %m.subject, error = %format!("{e:#}"), "result not committed; the agent will retry");
+                    cp.metrics.count_error("results");
+                }
             }
         }
         batch.clear();
@@ -860,7 +889,7 @@ async fn apply_done(
     })
 }
 
-async fn on_log(cp: &Cp, m: &Message) -> Result<()> {
+async fn on_log(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<()> {
     let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
         return Ok(());
     };
@@ -868,8 +897,7 @@ async fn on_log(cp: &Cp, m: &Message) -> Result<()> {
         return Ok(());
     };
     let batch: LogBatch = decode("log", &m.payload)?;
-    let mut tx = cp.store.write().await?;
-    let Some(job) = jobs::find(&mut tx, job_id.as_str()).await? else {
+    let Some(job) = jobs::find(&mut *tx, job_id.as_str()).await? else {
         return Ok(());
     };
     if job.exec_host_id != subj.host.as_str() {
@@ -890,7 +918,6 @@ async fn on_log(cp: &Cp, m: &Message) -> Result<()> {
         })
         .collect();
     let first = i64::try_from(batch.seq).unwrap_or(0);
-    jobs::append_logs(&mut tx, job_id.as_str(), first, &lines, cp.t.log_cap).await?;
-    tx.commit().await?;
+    jobs::append_logs(&mut *tx, job_id.as_str(), first, &lines, cp.t.log_cap).await?;
     Ok(())
 }

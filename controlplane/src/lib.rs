@@ -6,7 +6,10 @@
 //! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
-//!   `beats`: heartbeats that did not fit the writer's channel.
+//!   `beats`: heartbeats kept in memory and flushed periodically.
+//! - The writer task (`rm_store::writer`, `Cp::writer`): ingest's writes
+//!   queue there and share one transaction per batch on the store's one
+//!   write connection; reads use the store's read-only pool.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection, retention and the health refresh;
 //!   `deadlines`: every job reaches a terminal state.
@@ -81,6 +84,25 @@ pub struct Timings {
     pub ingest_batch: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
+    /// Results waiting for the writer before the subscription stops
+    /// reading (agents retry what is not acknowledged).
+    pub ingest_queue: usize,
+    /// Writes waiting for the writer task.
+    pub writer_queue: usize,
+    /// How often heartbeats kept in memory are written (last-seen lags by
+    /// at most this; offline detection reads the memory, not the row).
+    /// Never longer than two heartbeat intervals.
+    pub seen_flush: Duration,
+    /// Most hellos handled at once (a reconnect storm waits).
+    pub hello_concurrency: usize,
+    /// Service requests (from the web role) handled at once.
+    pub svc_concurrency: usize,
+    /// How long a query to an agent (`ls`, snapshots) waits for its answer.
+    pub query_timeout: Duration,
+    /// The restic timeout of a system health refresh (snapshots, stats).
+    pub refresh_timeout: Duration,
+    /// Connection events kept for the control plane while it is behind.
+    pub events_capacity: usize,
     /// Enrollment token lifetime.
     pub token_ttl: Duration,
     /// Stored log lines per job.
@@ -117,6 +139,14 @@ impl Default for Timings {
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 256,
             ingest_linger: Duration::from_millis(20),
+            ingest_queue: 4096,
+            writer_queue: 4096,
+            seen_flush: Duration::from_secs(30),
+            hello_concurrency: 32,
+            svc_concurrency: 64,
+            query_timeout: Duration::from_secs(120),
+            refresh_timeout: Duration::from_secs(3600),
+            events_capacity: rm_bus::connect::EVENTS_CAPACITY,
             token_ttl: Duration::from_secs(24 * 3600),
             log_cap: 10_000,
             retention: rm_store::retention::Retention::default(),
@@ -177,6 +207,10 @@ pub(crate) struct Cp {
     pub metrics: metrics::Metrics,
     /// Config versions agents report, and per-host resync backoff.
     pub resync: resync::Resync,
+    /// The role's writer task: ingest's writes, batched.
+    pub writer: rm_store::writer::Writer,
+    /// Heartbeats in memory, flushed periodically.
+    pub beats: beats::Liveness,
 }
 
 impl Cp {
@@ -241,6 +275,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     );
     spec.urls = config.bus_urls.clone();
     spec.retry_on_initial_connect = true;
+    spec.events_capacity = config.timings.events_capacity;
     let (client, mut events) = connect(&spec).await?;
 
     let sys_creds = config.authority.system_user()?;
@@ -252,7 +287,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Its connection events are logged by `connect`; nobody reads them.
     let (system, _) = connect(&sys_spec).await?;
 
+    let writer = rm_store::writer::Writer::spawn(
+        store.clone(),
+        config.timings.ingest_batch,
+        config.timings.writer_queue,
+    );
     let cp = Arc::new(Cp {
+        writer,
+        beats: beats::Liveness::default(),
         store,
         client,
         system,

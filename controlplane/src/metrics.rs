@@ -16,6 +16,11 @@ pub(crate) struct Metrics {
     loop_errors: Mutex<BTreeMap<&'static str, u64>>,
     heartbeats_received: AtomicU64,
     heartbeats_dropped: AtomicU64,
+    heartbeat_rows_written: AtomicU64,
+    lost_checks: AtomicU64,
+    dispatch_passes: AtomicU64,
+    offline_sweeps: AtomicU64,
+    vitals_written: AtomicU64,
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
     replies_refused: AtomicU64,
@@ -38,9 +43,29 @@ impl Metrics {
         self.heartbeats_received.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A heartbeat did not fit the writer's channel (it is parked).
-    pub fn heartbeat_dropped(&self) -> u64 {
-        self.heartbeats_dropped.fetch_add(1, Ordering::Relaxed) + 1
+    /// A hello found an active job its agent does not hold: a lost check
+    /// was started for it.
+    pub fn lost_check(&self) {
+        self.lost_checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dispatch pass over one host's queued jobs ended (whatever it sent).
+    pub fn dispatch_pass(&self) {
+        self.dispatch_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The offline sweeper looked at the fleet (it was settled).
+    pub fn offline_sweep(&self) {
+        self.offline_sweeps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A heartbeat flush wrote `rows` hosts' last-seen, `vitals` of them
+    /// with changed vitals.
+    pub fn heartbeats_flushed(&self, rows: usize, vitals: usize) {
+        self.heartbeat_rows_written
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.vitals_written
+            .fetch_add(vitals as u64, Ordering::Relaxed);
     }
 
     /// A hello starts waiting for a handling slot; the guard marks its end.
@@ -55,7 +80,8 @@ impl Metrics {
         self.replies_refused.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> api::Metrics {
+    pub fn snapshot(&self, writer: &rm_store::writer::WriterStats) -> api::Metrics {
+        use rm_store::writer::WriterStats as W;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         api::Metrics {
             loop_errors: lock(&self.loop_errors)
@@ -67,6 +93,14 @@ impl Metrics {
             hellos_waiting: g(&self.hellos_waiting),
             hellos_queued_total: g(&self.hellos_queued_total),
             replies_refused: g(&self.replies_refused),
+            heartbeat_rows_written: g(&self.heartbeat_rows_written),
+            vitals_written: g(&self.vitals_written),
+            lost_checks: g(&self.lost_checks),
+            dispatch_passes: g(&self.dispatch_passes),
+            offline_sweeps: g(&self.offline_sweeps),
+            write_batches: W::get(&writer.batches),
+            writes_committed: W::get(&writer.writes),
+            write_batches_failed: W::get(&writer.failed_batches),
         }
     }
 }

@@ -80,15 +80,12 @@ impl From<anyhow::Error> for Fail {
 
 pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
 
-/// Most service requests handled at once.
-const CONCURRENCY: usize = 64;
-
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let mut sub = cp
         .client
         .subscribe(subject::svc_all_of(SvcRole::Controlplane))
         .await?;
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(cp.t.svc_concurrency.max(1)));
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
@@ -153,7 +150,7 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let body = req.body;
     match verb {
         v if v == api::PUBKEY => out(Ok(repos::pubkey(cp))),
-        v if v == api::METRICS => out(Ok(cp.metrics.snapshot())),
+        v if v == api::METRICS => out(Ok(cp.metrics.snapshot(cp.writer.stats()))),
         v if v == api::HOST_ADD => out(enroll::host_add(cp, actor, parse(body)?).await),
         v if v == api::HOST_TOKEN => out(enroll::host_token(cp, actor, parse(body)?).await),
         v if v == api::HOST_REVOKE => out(enroll::host_revoke(cp, actor, parse(body)?).await),

@@ -63,13 +63,38 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     }
     let now = cp.now();
     let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    let mut tx = cp.store.write().await?;
-    let gone = hosts::mark_stale_offline(&mut tx, before, now).await?;
-    tx.commit().await?;
+    // Read first, write only the hosts that really went silent: the stored
+    // last-seen lags by up to one flush; the memory knows better.
+    let candidates = {
+        let mut c = cp.store.read().await?;
+        hosts::stale_online(&mut c, before).await?
+    };
+    let heard = cp.beats.heard_since(before);
+    let silent: Vec<String> = candidates
+        .into_iter()
+        .filter(|h| !heard.contains(h))
+        .collect();
+    if silent.is_empty() {
+        cp.metrics.offline_sweep();
+        return Ok(());
+    }
+    let mut gone = Vec::new();
+    {
+        let mut tx = cp.store.write().await?;
+        for h in &silent {
+            if hosts::mark_offline_if_stale(&mut tx, h, before, now).await? {
+                gone.push(h.clone());
+            }
+        }
+        tx.commit().await?;
+    }
     for h in gone {
+        cp.beats.offline(&h);
         tracing::warn!(host = %h, "host offline: heartbeats missed");
         cp.event(Event::HostOffline, Some(&h), None, None).await;
     }
+    // counted once its events are out: a reader of the counter sees them
+    cp.metrics.offline_sweep();
     Ok(())
 }
 

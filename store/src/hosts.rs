@@ -251,6 +251,99 @@ pub async fn record_seen(
     Ok(was != HostStatus::Online)
 }
 
+/// Flushes what heartbeats said since the last flush: last-seen (never
+/// backwards), uptime and online; the vitals only when `vitals` is given
+/// (they changed). A revoked or unknown host is left alone. Returns true
+/// when this brought the host back online.
+pub async fn record_beat(
+    conn: &mut SqliteConnection,
+    id: &str,
+    seen_at: i64,
+    uptime_secs: Option<i64>,
+    vitals: Option<&Vitals>,
+) -> Result<bool> {
+    let was: Option<String> = sqlx::query_scalar("SELECT status FROM hosts WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let was = HostStatus::parse(&was.found("host", id)?)?;
+    if was == HostStatus::Revoked {
+        return Ok(false);
+    }
+    if let Some(v) = vitals {
+        sqlx::query(
+            "UPDATE hosts SET agent_version = COALESCE(?, agent_version),
+                 restic_version = COALESCE(?, restic_version), os = COALESCE(?, os),
+                 arch = COALESCE(?, arch), vitals_json = COALESCE(?, vitals_json)
+             WHERE id = ?",
+        )
+        .bind(&v.agent_version)
+        .bind(&v.restic_version)
+        .bind(&v.os)
+        .bind(&v.arch)
+        .bind(&v.vitals_json)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE hosts SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
+             uptime_secs = COALESCE(?, uptime_secs), status = 'online',
+             status_changed_at = CASE WHEN status = 'online' THEN status_changed_at ELSE ? END
+         WHERE id = ?",
+    )
+    .bind(seen_at)
+    .bind(uptime_secs)
+    .bind(seen_at)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(was != HostStatus::Online)
+}
+
+/// Hosts whose status changed at or after `after` (indexed), oldest
+/// change first.
+pub async fn status_changed_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<Host>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at",
+    )
+    .bind(after)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Online hosts whose stored last-seen is before `before` (candidates for
+/// offline; the caller knows fresher beats not flushed yet).
+pub async fn stale_online(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM hosts WHERE status = 'online' AND COALESCE(last_seen_at, 0) < ?",
+    )
+    .bind(before)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Marks one host offline if it is online and its stored last-seen is
+/// still before `before`. Returns true if it changed.
+pub async fn mark_offline_if_stale(
+    conn: &mut SqliteConnection,
+    id: &str,
+    before: i64,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE hosts SET status = 'offline', status_changed_at = ?
+         WHERE id = ? AND status = 'online' AND COALESCE(last_seen_at, 0) < ?",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(before)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
 /// Marks online hosts not seen since `before` offline; returns their ids.
 pub async fn mark_stale_offline(
     conn: &mut SqliteConnection,

@@ -7,6 +7,11 @@
 //! users, sessions and tokens; every role appends to the audit log. Writes
 //! that span statements use [`Store::write`] (`BEGIN IMMEDIATE`), so two
 //! processes on one file never deadlock upgrading a read lock.
+//!
+//! Each [`Store`] holds one write connection (a pool of one: writers of a
+//! role queue in the process instead of busy-waiting on SQLite's lock) and
+//! a separate pool of read-only connections for [`Store::read`]. A role's
+//! [`writer::Writer`] task batches queued writes into one transaction.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -43,6 +48,7 @@ pub mod stats;
 pub mod throttle;
 pub mod users;
 pub mod worker_state;
+pub mod writer;
 
 pub use sqlx::SqliteConnection as Conn;
 
@@ -60,6 +66,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// The batch this write was part of did not commit (the database was
+    /// busy, read-only, full ...): nothing of it was written.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
 }
 
 impl StoreError {
@@ -89,14 +99,21 @@ impl<T> FoundExt<T> for Option<T> {
     }
 }
 
-/// The shared SQLite store.
+/// The shared SQLite store: one write connection, a read-only pool.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    writer: SqlitePool,
+    reader: SqlitePool,
 }
 
+/// Read-only connections per store.
+const READERS: u32 = 4;
+
 impl Store {
-    /// Opens (creating if missing) the database at `path`: WAL, busy
+    /// Opens (creating if missing) the database at `path`: WAL,
+    /// `synchronous=FULL` (a commit is on disk when it returns: results are
+    /// acknowledged after commit and then deleted on the agent, so a commit
+    /// must survive power loss; commits are batched, so this is cheap), busy
     /// timeout, foreign keys on; applies pending migrations.
     ///
     /// Safe to race: roles starting together on an empty data dir all open
@@ -119,41 +136,49 @@ impl Store {
     }
 
     async fn open_once(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str("sqlite://")?
+        let base = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+        let opts = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             .connect_with(opts)
             .await?;
-        let store = Self { pool };
-        if let Err(e) = migrate::apply(&store.pool).await {
-            store.pool.close().await;
+        if let Err(e) = migrate::apply(&writer).await {
+            writer.close().await;
             return Err(e);
         }
-        Ok(store)
+        // The file exists and is in WAL mode now; readers never write.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_lazy_with(base.read_only(true));
+        Ok(Self { writer, reader })
     }
 
+    /// The write pool (one connection). Reads belong on [`Store::read`].
     pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+        &self.writer
     }
 
-    /// Starts a write transaction that takes the write lock up front.
+    /// Starts a write transaction that takes the write lock up front, on
+    /// the store's one write connection.
     pub async fn write(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// A connection for reads.
+    /// A read-only connection (writes through it fail).
     pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
-        Ok(self.pool.acquire().await?)
+        Ok(self.reader.acquire().await?)
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.reader.close().await;
+        self.writer.close().await;
     }
 }
 

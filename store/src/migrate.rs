@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../migrations/0006_deadlines.sql"),
     ),
+    (7, "writer", include_str!("../migrations/0007_writer.sql")),
     (
         8,
         "security",

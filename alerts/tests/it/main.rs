@@ -4,3 +4,4 @@
 mod delivery;
 mod rules;
 mod support;
+mod writes;

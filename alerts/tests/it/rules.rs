@@ -333,7 +333,7 @@ async fn a_missed_cron_run_raises_stale_schedule_but_not_for_an_offline_host() -
         })
         .await?;
     {
-        let mut conn = env.store.read().await?;
+        let mut conn = env.store.pool().acquire().await?;
         let mut sched = rm_store::schedules::get(&mut conn, "s3").await?;
         sched.enabled = false;
         rm_store::schedules::upsert(&mut conn, &sched).await?;

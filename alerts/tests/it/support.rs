@@ -302,21 +302,21 @@ impl Env {
     }
 
     pub async fn set_offline(&self, id: &str) -> Result<()> {
-        let mut conn = self.store.read().await?;
+        let mut conn = self.store.pool().acquire().await?;
         assert!(hosts::mark_offline(&mut conn, id, self.now()).await?);
         drop(conn);
         self.publish(Evt::HostOffline, Some(id)).await
     }
 
     pub async fn set_online(&self, id: &str) -> Result<()> {
-        let mut conn = self.store.read().await?;
+        let mut conn = self.store.pool().acquire().await?;
         hosts::record_seen(&mut conn, id, self.now(), &hosts::Vitals::default()).await?;
         drop(conn);
         self.publish(Evt::HostOnline, Some(id)).await
     }
 
     pub async fn add_repo(&self, id: &str, name: &str) -> Result<()> {
-        let mut conn = self.store.read().await?;
+        let mut conn = self.store.pool().acquire().await?;
         repos::insert(
             &mut conn,
             &repos::NewRepo {
@@ -470,7 +470,7 @@ impl Env {
     ) -> Result<()> {
         let params = params("backup")?;
         let now = self.now();
-        let mut conn = self.store.read().await?;
+        let mut conn = self.store.pool().acquire().await?;
         schedules::upsert(
             &mut conn,
             &schedules::Schedule {

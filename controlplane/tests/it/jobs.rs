@@ -38,11 +38,9 @@ async fn job_created_while_offline_runs_after_hello_and_its_result_is_recorded_o
         )
         .await;
     assert_eq!(created.exec_host_id, agent.host_id());
+    dispatcher_looked(&cp).await;
     assert!(
-        agent
-            .next_command(Duration::from_millis(400))
-            .await
-            .is_none(),
+        agent.next_command(Duration::ZERO).await.is_none(),
         "dispatched to an offline host"
     );
     let db = cp.db().await;

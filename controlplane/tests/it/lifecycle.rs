@@ -188,11 +188,9 @@ async fn prune_waits_for_the_repository_and_cancel_reaches_an_agent_that_was_awa
         .call(api::JOB_CREATE, create(web, &repo, JobParams::Prune {}))
         .await;
     assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched beside a running backup"
     );
     assert_eq!(job_status(&db, &prune.job_id).await, "queued");
@@ -275,9 +273,16 @@ async fn unknown_jobs_become_lost_and_a_late_result_still_counts() {
         (job_status(&db, &second.job_id).await == "dispatched").then_some(())
     })
     .await;
+    let checks = |m: api::Metrics| m.lost_checks;
+    let before = checks(cp.call(api::METRICS, serde_json::json!({})).await);
     a.hello(0, vec![JobId::parse(&second.job_id).unwrap()], vec![])
         .await;
-    tokio::time::sleep(fast_timings().lost_grace * 3).await;
+    // the hello is answered after its reconciliation: no lost check began
+    assert_eq!(
+        checks(cp.call(api::METRICS, serde_json::json!({})).await),
+        before,
+        "a lost check was started for a job the agent holds"
+    );
     assert_eq!(job_status(&db, &second.job_id).await, "dispatched");
 }
 
@@ -721,20 +726,10 @@ async fn every_kind_validates_its_parameters() {
     }
 }
 
-#[tokio::test]
-async fn job_finished_is_published_after_the_result_is_committed() {
-    let (bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
-    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
-    let watcher = bus.connect_role(Role::Web).await.unwrap();
-    let mut events = watcher
-        .subscribe(rm_bus::subject::Event::JobFinished.subject())
-        .await
-        .unwrap();
-    watcher.flush().await.unwrap();
-    let a = &mut agents[0];
-    a.hello(0, vec![], vec![]).await;
+/// A backup created, dispatched and started on `a`; its failed `done`.
+async fn started_job(cp: &Cp, repo: &str, a: &mut Agent) -> (api::JobCreated, JobDone) {
     let created: api::JobCreated = cp
-        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .call(api::JOB_CREATE, create(a, repo, backup_params()))
         .await;
     a.expect_dispatch().await;
     let job = JobId::parse(&created.job_id).unwrap();
@@ -743,28 +738,74 @@ async fn job_finished_is_published_after_the_result_is_committed() {
         .unwrap();
     let mut done = done_msg(&job, JobOutcome::Failed);
     done.summary = None;
-    a.send_done(&done).await.unwrap();
+    (created, done)
+}
+
+#[tokio::test]
+async fn job_finished_is_published_after_the_result_is_committed() {
+    let (bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
     let db = cp.db().await;
+    let watcher = bus.connect_role(Role::Web).await.unwrap();
+    let mut events = watcher
+        .subscribe(rm_bus::subject::Event::JobFinished.subject())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let (created, done) = started_job(&cp, &repo, a).await;
+    // The commit that finishes this job takes a while: an event published
+    // before the commit would reach the watcher while a read still sees
+    // the job running.
+    let mut c = db.pool().acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER slow_finish AFTER UPDATE OF status ON jobs
+         WHEN NEW.id = '{}' AND NEW.status = 'failed'
+         BEGIN
+           SELECT (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)
+                   SELECT COUNT(*) FROM c);
+         END;",
+        created.job_id
+    )))
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    drop(c);
+    // sent without waiting for the ack: the event races the commit
+    let subj = rm_bus::subject::agent_job(&a.host, &done.job_id, rm_bus::subject::JobTopic::Done);
+    a.client
+        .publish_with_reply(subj, format!("_INBOX.{}.lost", a.host), encode(&done))
+        .await
+        .unwrap();
+    a.client.flush().await.unwrap();
     let m = tokio::time::timeout(WAIT, events.next())
         .await
         .expect("job.finished")
         .unwrap();
+    // whoever the event wakes finds the result already committed
+    assert_eq!(job_status(&db, &created.job_id).await, "failed");
     let ev: EventMsg = decode("event", &m.payload).unwrap();
     assert_eq!(
         ev.job.as_ref().map(JobId::as_str),
         Some(created.job_id.as_str())
     );
     assert_eq!(ev.host.as_ref().map(|h| h.to_string()), Some(a.host_id()));
-    // whoever the event wakes finds the result already committed
-    assert_eq!(job_status(&db, &created.job_id).await, "failed");
-    // a replayed `done` records nothing new and publishes nothing
+    // a replayed `done` records nothing new and publishes nothing: the
+    // next event is the next job's (events leave in commit order)
     let ack = a.send_done(&done).await.unwrap();
     assert!(ack.duplicate);
-    assert!(
-        tokio::time::timeout(Duration::from_millis(500), events.next())
-            .await
-            .is_err(),
-        "no second event for a duplicate"
+    let (next, done) = started_job(&cp, &repo, a).await;
+    a.send_done(&done).await.unwrap();
+    let m = tokio::time::timeout(WAIT, events.next())
+        .await
+        .expect("the next job.finished")
+        .unwrap();
+    let ev: EventMsg = decode("event", &m.payload).unwrap();
+    assert_eq!(
+        ev.job.as_ref().map(JobId::as_str),
+        Some(next.job_id.as_str()),
+        "no second event for the duplicate"
     );
 }
 
@@ -824,11 +865,9 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
         )
         .await;
     assert_eq!(forget.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "check or forget dispatched beside a running backup"
     );
     assert_eq!(job_status(&db, &check.job_id).await, "queued");
@@ -838,11 +877,9 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     web.send_done(&done).await.unwrap();
     // one exclusive job at a time: the second waits for the first
     let first = maint.expect_dispatch().await;
+    dispatcher_looked(&cp).await;
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "two exclusive jobs at once"
     );
     maint
@@ -972,4 +1009,74 @@ async fn an_agent_ahead_of_a_restored_database_gets_the_current_config() {
     let config = reply.config.expect("the control plane's config");
     assert_eq!(config.version, 0);
     assert!(config.schedules.is_empty());
+}
+
+#[tokio::test]
+async fn a_result_whose_ack_was_lost_is_applied_exactly_once_when_resent_after_a_restart() {
+    let (bus, dir, mut cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let created: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(a, &repo, backup_params()))
+        .await;
+    a.expect_dispatch().await;
+    let job = JobId::parse(&created.job_id).unwrap();
+    a.send_started(&job, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let done = done_msg(&job, JobOutcome::Succeeded);
+    // The ack is lost for real: it goes to an inbox nobody listens on, as
+    // when the agent dies between sending and reading the answer.
+    let subj = rm_bus::subject::agent_job(&a.host, &job, JobTopic::Done);
+    a.client
+        .publish_with_reply(subj, format!("_INBOX.{}.gone", a.host), encode(&done))
+        .await
+        .unwrap();
+    a.client.flush().await.unwrap();
+    let db = cp.db().await;
+    eventually("the result committed", || async {
+        (job_status(&db, &created.job_id).await == "succeeded").then_some(())
+    })
+    .await;
+    let count_jobs = |db: rm_store::Store, host: String| async move {
+        let mut c = db.read().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE exec_host_id = ?")
+            .bind(host)
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+        n
+    };
+    let first = {
+        let mut c = db.read().await.unwrap();
+        rm_store::jobs::get(&mut c, &created.job_id).await.unwrap()
+    };
+    let jobs_before = count_jobs(db.clone(), a.host_id()).await;
+    drop(db);
+
+    // The control plane restarts; the agent's outbox sends the same
+    // result again (it never saw an ack).
+    cp.stop().await;
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let ack = a.send_done(&done).await.unwrap();
+    assert!(ack.ok && ack.duplicate, "{ack:?}");
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let again = rm_store::jobs::get(&mut c, &created.job_id).await.unwrap();
+    assert_eq!(again, first, "the replay changed the job");
+    let phases: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_ingest WHERE job_id = ?")
+        .bind(&created.job_id)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(phases, 2, "started and done, once each");
+    drop(c);
+    assert_eq!(
+        count_jobs(db, a.host_id()).await,
+        jobs_before,
+        "the replay queued more work (a second health refresh)"
+    );
 }

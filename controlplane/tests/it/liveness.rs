@@ -102,9 +102,17 @@ async fn a_control_plane_restart_does_not_flag_a_healthy_fleet_offline() {
     // down for well over three heartbeat intervals
     tokio::time::sleep(HEARTBEAT * 6).await;
     let cp = Cp::start(&bus, dir.path().into(), opts()).await.unwrap();
-    // ... and up for several sweeps
-    tokio::time::sleep(HEARTBEAT * 8).await;
-    let flagged = tokio::time::timeout(Duration::from_millis(10), offline.next()).await;
+    // ... and up for several sweeps that looked at the fleet (each counted
+    // after its events went out)
+    eventually("three offline sweeps after the restart", || async {
+        let m: rm_controlplane::api::Metrics = cp
+            .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+            .await;
+        (m.offline_sweeps >= 3).then_some(())
+    })
+    .await;
+    watcher.flush().await.unwrap();
+    let flagged = tokio::time::timeout(Duration::ZERO, offline.next()).await;
     assert!(
         flagged.is_err(),
         "a healthy host was declared offline: {flagged:?}"

@@ -3,6 +3,7 @@
 //! and by simulated agents that are real NATS clients speaking the real
 //! protocol types.
 
+mod bench;
 mod credentials;
 mod deadlines;
 mod enrollment;
@@ -13,3 +14,4 @@ mod lifecycle;
 mod liveness;
 mod repos;
 mod support;
+mod writer;

@@ -38,6 +38,7 @@ pub fn fast_timings() -> Timings {
         dispatch: quick.clone(),
         config_push: quick,
         dispatch_every: Duration::from_millis(300),
+        seen_flush: Duration::from_millis(100),
         ..Timings::default()
     }
 }
@@ -593,6 +594,28 @@ pub fn backup_params() -> JobParams {
 pub async fn job_status(db: &rm_store::Store, id: &str) -> String {
     let mut c = db.read().await.unwrap();
     rm_store::jobs::get(&mut c, id).await.unwrap().status
+}
+
+/// Waits until two more dispatch passes ended than when called: one of
+/// them began after the call, so it saw every job queued before it.
+pub async fn dispatcher_looked(cp: &Cp) {
+    let passes = || async {
+        let m: rm_controlplane::api::Metrics = cp
+            .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+            .await;
+        m.dispatch_passes
+    };
+    let start = passes().await;
+    eventually("two dispatch passes", || async {
+        (passes().await >= start + 2).then_some(())
+    })
+    .await;
+}
+
+/// Runs SQL on the test's own write connection (reads are read-only).
+pub async fn exec(db: &rm_store::Store, sql: &'static str) {
+    let mut c = db.pool().acquire().await.unwrap();
+    sqlx::raw_sql(sql).execute(&mut *c).await.unwrap();
 }
 
 pub async fn host_status(db: &rm_store::Store, id: &str) -> String {

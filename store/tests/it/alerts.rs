@@ -27,7 +27,7 @@ fn alert<'a>(id: &'a str, cause: &'a str, now: i64) -> NewAlert<'a> {
 #[tokio::test]
 async fn one_open_alert_per_key_and_conditional_transitions() {
     let (s, _d) = store().await;
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
 
     let Raised::New(a) = alerts::raise(&mut c, &alert("a1", "j1", 10)).await.unwrap() else {
@@ -128,7 +128,7 @@ async fn one_open_alert_per_key_and_conditional_transitions() {
 #[tokio::test]
 async fn a_result_ingested_late_is_found_by_the_cursor() {
     let (s, _d) = store().await;
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
     let p = backup();
     jobs::insert(&mut c, &new_job("j1", "h1", &p, 100))
@@ -181,7 +181,7 @@ async fn a_result_ingested_late_is_found_by_the_cursor() {
 #[tokio::test]
 async fn outbox_claims_once_and_keeps_each_alerts_order_per_channel() {
     let (s, _d) = store().await;
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     hosts::insert(&mut c, "h1", "one", "t", 1).await.unwrap();
     alerts::raise(&mut c, &alert("a1", "j1", 10)).await.unwrap();
     channels::insert(
@@ -250,7 +250,7 @@ async fn delivery_history_is_purged_by_its_owner_only() {
     let (s, _d) = store().await;
     let day = 24 * 3600 * 1000;
     let now = 400 * day;
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     channels::insert(
         &mut c,
         &Channel {

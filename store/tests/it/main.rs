@@ -7,6 +7,7 @@ use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 
 mod admin;
 mod alerts;
+mod writer;
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -46,7 +47,7 @@ async fn open_is_idempotent_and_pragmas_are_set() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rm.db");
     let s = Store::open(&path).await.unwrap();
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&mut *c)
         .await
@@ -57,7 +58,18 @@ async fn open_is_idempotent_and_pragmas_are_set() {
         .await
         .unwrap();
     assert_eq!(fk, 1);
+    // commits survive power loss: acknowledged results are deleted on the agent
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
     drop(c);
+    // reads go through read-only connections
+    let mut r = s.read().await.unwrap();
+    let err = sqlx::query("DELETE FROM hosts").execute(&mut *r).await;
+    assert!(err.is_err(), "a read connection refuses writes");
+    drop(r);
     s.close().await;
     let s = Store::open(&path).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations")
@@ -98,7 +110,7 @@ async fn hosts_have_typed_not_found_and_unique_names() {
         "{err}"
     );
     tx.commit().await.unwrap();
-    let mut c = s.read().await.unwrap();
+    let mut c = s.pool().acquire().await.unwrap();
     assert!(matches!(
         hosts::get(&mut c, "nope").await,
         Err(StoreError::NotFound { what: "host", .. })
@@ -537,7 +549,7 @@ async fn many_first_opens_of_a_new_database_at_once_all_succeed() {
                 Err(e) => panic!("round {round}: a concurrent first open failed: {e}"),
             }
         }
-        let mut c = stores[0].read().await.unwrap();
+        let mut c = stores[0].pool().acquire().await.unwrap();
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(&mut *c)
             .await

@@ -21,7 +21,7 @@ async fn seeded() -> (tempfile::TempDir, rm_store::Store) {
         ..rm_store::seed::Spec::default()
     };
     rm_store::seed::fleet(&store, &spec).await.unwrap();
-    let mut c = store.read().await.unwrap();
+    let mut c = store.pool().acquire().await.unwrap();
     // A host whose name is markup, and one with a backup running now.
     sqlx::query("UPDATE hosts SET name = '<script>alert(1)</script>' WHERE id = 'seed-h000011'")
         .execute(&mut *c)

@@ -1,0 +1,42 @@
+//! The alerts role's counters: rule-engine passes (and how many of them
+//! wrote anything) and the writer task's batches. Read over the bus with
+//! the `metrics` service verb.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rm_store::writer::WriterStats;
+
+use crate::api;
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    passes: AtomicU64,
+    passes_written: AtomicU64,
+    pass_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// A pass completed; `wrote` when it opened a write.
+    pub fn pass(&self, wrote: bool) {
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        if wrote {
+            self.passes_written.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn pass_failed(&self) {
+        self.pass_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, w: &WriterStats) -> api::Metrics {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        api::Metrics {
+            passes: g(&self.passes),
+            passes_written: g(&self.passes_written),
+            pass_errors: g(&self.pass_errors),
+            write_batches: WriterStats::get(&w.batches),
+            writes_committed: WriterStats::get(&w.writes),
+            write_batches_failed: WriterStats::get(&w.failed_batches),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The writer task: queued writes share one transaction, a failing write
+//! is rolled back alone, callers hear of success only after commit, and a
+//! database that is locked for a while fails batches without ending the
+//! task, which recovers by itself.
+
+use std::time::Duration;
+
+use rm_store::writer::{WriteFuture, Writer, WriterStats};
+use rm_store::{Store, StoreError, hosts};
+
+async fn store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("rm.db")).await.unwrap();
+    (s, dir)
+}
+
+fn add_host(
+    id: &'static str,
+) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> WriteFuture<'c, (), StoreError> + Send + 'static
+{
+    move |c| Box::pin(async move { hosts::insert(c, id, id, "test", 1).await })
+}
+
+async fn host_names(s: &Store) -> Vec<String> {
+    let mut c = s.read().await.unwrap();
+    let mut names: Vec<String> = hosts::names(&mut c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn writes_queued_together_share_one_commit_and_a_failing_one_is_rolled_back_alone() {
+    let (s, _d) = store().await;
+    let w = Writer::spawn(s.clone(), 64, 64);
+    // Hold the write connection so all three queue behind it.
+    let hold = s.write().await.unwrap();
+    let a = w.submit(add_host("a")).await;
+    let dup = w.submit(add_host("a")).await; // unique name: fails
+    let b = w.submit(add_host("b")).await;
+    drop(hold);
+    a.outcome().await.unwrap();
+    let err = dup.outcome().await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    b.outcome().await.unwrap();
+    assert_eq!(host_names(&s).await, vec!["a", "b"]);
+    assert_eq!(WriterStats::get(&w.stats().batches), 1, "one transaction");
+    assert_eq!(WriterStats::get(&w.stats().writes), 2);
+    assert_eq!(WriterStats::get(&w.stats().failed_writes), 1);
+}
+
+#[tokio::test]
+async fn a_database_locked_by_another_process_fails_batches_and_the_writer_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rm.db");
+    let s = Store::open(&path).await.unwrap();
+    let other = Store::open(&path).await.unwrap();
+    let w = Writer::spawn(s.clone(), 64, 64);
+    // Another process holds the write lock longer than the busy timeout
+    // would allow a test to wait: simulate with an exclusive transaction
+    // and a short timeout on our side.
+    let mut lock = other.pool().begin_with("BEGIN EXCLUSIVE").await.unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    sqlx::query("PRAGMA busy_timeout = 0")
+        .execute(s.pool())
+        .await
+        .unwrap();
+    let err = w.run(add_host("x")).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotCommitted(_)), "{err}");
+    assert_eq!(WriterStats::get(&w.stats().failed_batches), 1);
+    lock.rollback().await.unwrap();
+    // The same writer goes on: the next write commits.
+    w.run(add_host("y")).await.unwrap();
+    assert_eq!(host_names(&s).await, vec!["y"]);
+    let _ = Duration::ZERO;
+}

@@ -100,6 +100,8 @@ pub struct Query {
     pub text: Option<String>,
     /// One of [`HEALTHS`].
     pub health: Option<String>,
+    /// Only hosts carrying this tag.
+    pub tag: Option<String>,
     /// Only hosts with a running job.
     pub running: bool,
     pub sort: Sort,
@@ -155,7 +157,8 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
           AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
           AND (?2 IS NULL OR health = ?2)
           AND (?3 = 0 OR COALESCE(s.running_jobs, 0) > 0)
-          AND (?6 IS NULL OR h.id = ?6)";
+          AND (?6 IS NULL OR h.id = ?6)
+          AND (?7 IS NULL OR EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.tag = ?7))";
     let base = format!(
         "FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
          LEFT JOIN host_summary s ON s.host_id = h.id
@@ -168,6 +171,7 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
         .bind(0_i64)
         .bind(0_i64)
         .bind(&q.id)
+        .bind(&q.tag)
         .fetch_one(&mut *conn)
         .await?;
     let sql = format!(
@@ -192,6 +196,7 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
         .bind(q.limit)
         .bind(q.offset)
         .bind(&q.id)
+        .bind(&q.tag)
         .fetch_all(&mut *conn)
         .await?;
     Ok((rows, total))

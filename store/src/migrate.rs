@@ -24,7 +24,18 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deadlines",
         include_str!("../migrations/0006_deadlines.sql"),
     ),
+    (
+        11,
+        "fleet_scale",
+        include_str!("../migrations/0011_fleet_scale.sql"),
+    ),
 ];
+
+/// How many migrations this build embeds (versions may have gaps while
+/// branches that each took a number are merged).
+pub fn count() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
 
 /// The schema version this build creates: the last embedded migration.
 pub fn latest_version() -> i64 {

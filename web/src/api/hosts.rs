@@ -20,6 +20,8 @@ use crate::error::ApiError;
 pub struct HostView {
     pub id: String,
     pub name: String,
+    /// The operator's labels, sorted.
+    pub tags: Vec<String>,
     /// pending | online | offline | revoked
     pub status: String,
     pub restic_host: Option<String>,
@@ -43,7 +45,11 @@ pub struct HostView {
     pub summary: serde_json::Value,
 }
 
-pub fn view(h: rm_store::hosts::Host, summary: Option<&rm_store::hosts::Summary>) -> HostView {
+pub fn view(
+    h: rm_store::hosts::Host,
+    summary: Option<&rm_store::hosts::Summary>,
+    tags: Vec<String>,
+) -> HostView {
     let summary = summary.map_or(serde_json::Value::Null, |s| {
         serde_json::json!({
             "last_job_id": s.last_job_id,
@@ -63,6 +69,7 @@ pub fn view(h: rm_store::hosts::Host, summary: Option<&rm_store::hosts::Summary>
         vitals: json_col(h.vitals_json.as_deref()),
         id: h.id,
         name: h.name,
+        tags,
         status: h.status,
         restic_host: h.restic_host,
         created_at: h.created_at,
@@ -91,7 +98,8 @@ pub(crate) async fn get(
     let mut conn = state.store.read().await?;
     let host = rm_store::hosts::get(&mut conn, &id).await?;
     let summary = rm_store::hosts::summary(&mut conn, &id).await.ok();
-    Ok(Json(view(host, summary.as_ref())))
+    let tags = rm_store::tags::of_host(&mut conn, &id).await?;
+    Ok(Json(view(host, summary.as_ref(), tags)))
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -170,4 +178,48 @@ pub(crate) async fn revoke(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A host's tags: the list replaces the old one.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct HostTagsBody {
+    /// At most 16 tags of at most 40 characters, no commas.
+    pub tags: Vec<String>,
+}
+
+/// The tags as stored (trimmed, deduplicated, sorted).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HostTagsView {
+    pub tags: Vec<String>,
+}
+
+/// Asks the control plane to replace a host's tags; a bad tag is a
+/// `tags` field error before anything is sent. Shared by the API and the
+/// host page's form.
+pub(crate) async fn save_tags(
+    state: &AppState,
+    p: &Principal,
+    host_id: String,
+    tags: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
+    let tags = rm_store::tags::parse(&tags).map_err(|m| ApiError::invalid("tags", m))?;
+    let saved: cp::HostTagsSaved = ask(
+        state,
+        p,
+        SvcRole::Controlplane,
+        cp::HOST_TAGS,
+        cp::HostTags { host_id, tags },
+    )
+    .await?;
+    Ok(saved.tags)
+}
+
+pub(crate) async fn set_tags(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostTagsBody>,
+) -> Result<Json<HostTagsView>, ApiError> {
+    let tags = save_tags(&state, &p, id, body.tags).await?;
+    Ok(Json(HostTagsView { tags }))
 }

@@ -17,6 +17,7 @@ pub mod lists;
 pub mod pages;
 pub mod restore;
 pub mod run;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 

@@ -23,6 +23,9 @@ pub(crate) struct HostPage {
     pub(crate) host: HostView,
     pub(crate) can_operate: bool,
     pub(crate) can_admin: bool,
+    /// The tags field as the operator typed it (kept when refused).
+    pub(crate) tags_input: String,
+    pub(crate) tags_error: Option<String>,
 }
 
 async fn load_host(state: &AppState, id: &str) -> Result<HostView, ApiError> {
@@ -36,21 +39,38 @@ pub async fn host_page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
-    let host = match load_host(&state, &id).await {
+    host_page_with(&state, &who, &id, None).await
+}
+
+/// The host page; `tags_refused` is the tags form's input and the reason
+/// it was refused, shown in the form.
+pub(crate) async fn host_page_with(
+    state: &AppState,
+    who: &crate::auth::Principal,
+    id: &str,
+    tags_refused: Option<(String, String)>,
+) -> Response {
+    let host = match load_host(state, id).await {
         Ok(h) => h,
-        Err(e) => return crate::ui::error_page(&who, "hosts", &e),
+        Err(e) => return crate::ui::error_page(who, "hosts", &e),
     };
-    render(&HostPage {
-        layout: Layout::new(
-            &who,
-            "hosts",
-            "hosts,jobs,alerts",
-            open_alerts(&state).await,
-        ),
-        can_operate: can_operate(&who),
+    let (tags_input, tags_error) = match tags_refused {
+        Some((input, error)) => (input, Some(error)),
+        None => (host.tags.join(", "), None),
+    };
+    let refused = tags_error.is_some();
+    let mut resp = render(&HostPage {
+        layout: Layout::new(who, "hosts", "hosts,jobs,alerts", open_alerts(state).await),
+        can_operate: can_operate(who),
         can_admin: who.role >= crate::auth::Role::Admin,
         host,
-    })
+        tags_input,
+        tags_error,
+    });
+    if refused {
+        *resp.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    resp
 }
 
 #[derive(Template)]

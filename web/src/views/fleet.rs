@@ -28,6 +28,8 @@ pub struct FleetFilter {
     pub q: String,
     /// A health (`ok`, `warning`, `failed`, `offline`, `never`, `pending`) or `running`.
     pub state: String,
+    /// Only hosts carrying this tag (exact).
+    pub tag: String,
     /// `health` (default), `name` or `last_backup`.
     pub sort: String,
     /// 1-based page number.
@@ -61,6 +63,9 @@ impl FleetFilter {
         if self.q.len() > 200 {
             return Err(("q", "the filter text is longer than 200 characters".into()));
         }
+        if self.tag.len() > 200 {
+            return Err(("tag", "the tag is longer than 200 characters".into()));
+        }
         Ok(())
     }
 
@@ -76,6 +81,9 @@ impl FleetFilter {
         }
         if !self.state.is_empty() {
             parts.push(format!("state={}", urlencode(&self.state)));
+        }
+        if !self.tag.is_empty() {
+            parts.push(format!("tag={}", urlencode(&self.tag)));
         }
         if !self.sort.is_empty() {
             parts.push(format!("sort={}", urlencode(&self.sort)));
@@ -146,6 +154,8 @@ pub struct HostRow {
     pub id: String,
     pub name: String,
     pub hostname: Option<String>,
+    /// The operator's labels, sorted.
+    pub tags: Vec<String>,
     /// Connection state: `pending`, `online` or `offline`.
     pub status: String,
     /// Backup health (see the module doc).
@@ -176,11 +186,27 @@ pub struct FleetPage {
     pub page: i64,
     pub page_size: i64,
     pub filter: FleetFilter,
+    /// Tags in use (for the tag filter), by name, with their host count.
+    pub tags: Vec<TagCount>,
     /// When this was computed (ms).
     pub now: i64,
 }
 
+/// A tag in use and how many hosts carry it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TagCount {
+    pub tag: String,
+    pub hosts: i64,
+}
+
+/// Most tags offered by the dashboard's tag filter.
+const TAGS_OFFERED: i64 = 500;
+
 impl FleetPage {
+    /// Whether `tag` is among the tags in use.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.tag == tag)
+    }
     pub fn pages(&self) -> i64 {
         ((self.total + self.page_size - 1) / self.page_size).max(1)
     }
@@ -219,16 +245,26 @@ pub async fn load(
         id: None,
         text: Some(filter.q.clone()),
         health,
+        tag: Some(filter.tag.clone()).filter(|t| !t.is_empty()),
         running,
         sort,
         limit: PAGE_SIZE,
         offset: (page - 1) * PAGE_SIZE,
     };
     let (rows, total) = fleet::page(&mut *conn, &query).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut tags = rm_store::tags::of_hosts(&mut *conn, &ids).await?;
     let mut hosts = Vec::with_capacity(rows.len());
     for row in rows {
-        hosts.push(host_row(&mut *conn, row, now_ms).await?);
+        let mut h = host_row(&mut *conn, row, now_ms).await?;
+        h.tags = tags.remove(&h.id).unwrap_or_default();
+        hosts.push(h);
     }
+    let known = rm_store::tags::known(&mut *conn, TAGS_OFFERED)
+        .await?
+        .into_iter()
+        .map(|(tag, hosts)| TagCount { tag, hosts })
+        .collect();
     Ok(FleetPage {
         counters: counts.into(),
         hosts,
@@ -236,6 +272,7 @@ pub async fn load(
         page,
         page_size: PAGE_SIZE,
         filter: filter.clone(),
+        tags: known,
         now: now_ms,
     })
 }
@@ -284,6 +321,7 @@ pub async fn host_row(
         id: row.id,
         name: row.name,
         hostname: row.hostname,
+        tags: Vec::new(),
         status: row.status,
         health: row.health,
         last_seen_at: row.last_seen_at,

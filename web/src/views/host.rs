@@ -120,6 +120,8 @@ pub struct HostView {
     /// `pending`, `online`, `offline` or `revoked`.
     pub status: String,
     pub revoked_at: Option<i64>,
+    /// The operator's labels, sorted.
+    pub tags: Vec<String>,
     /// The dashboard row (absent for a revoked host).
     pub summary: Option<HostRow>,
     pub posture: Posture,
@@ -168,8 +170,13 @@ fn strings(json: &str) -> Vec<String> {
 /// Loads a host; `NotFound` for an unknown id.
 pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store::Result<HostView> {
     let host = hosts::get(&mut *conn, id).await?;
+    let tags = rm_store::tags::of_host(&mut *conn, id).await?;
     let summary = match store_fleet::row(&mut *conn, id).await? {
-        Some(row) => Some(fleet::host_row(&mut *conn, row, now_ms).await?),
+        Some(row) => {
+            let mut r = fleet::host_row(&mut *conn, row, now_ms).await?;
+            r.tags = tags.clone();
+            Some(r)
+        }
         None => None,
     };
     let all_repos = repos::list(&mut *conn).await?;
@@ -290,6 +297,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         name: host.name,
         status: host.status,
         revoked_at: host.revoked_at,
+        tags,
         summary,
         posture,
         repositories,

@@ -60,10 +60,9 @@ pub async fn time(state: AppState, route: &'static str, req: Request, next: Next
     let took = start.elapsed();
     // The handler's own time, for benchmarks and browser devtools
     // (`bench/fleet-ui` reads it): no detail beyond one number.
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
-        "app;dur={:.3}",
-        took.as_secs_f64() * 1000.0
-    )) {
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("app;dur={:.3}", took.as_secs_f64() * 1000.0))
+    {
         resp.headers_mut().insert("server-timing", v);
     }
     let labels = vec![

@@ -428,7 +428,8 @@ pub fn table() -> Vec<Route> {
         route(M::DELETE, "/api/v1/users/{id}", ADMIN, users::delete)
             .doc("Delete an account")
             .returns_nothing(204),
-        // ---- fleet scale (scale branch): host tags
+        // ---- fleet scale (scale branch): host tags, the dashboard's live fragment
+        route(M::GET, "/fragments/fleet", VIEWER, ui::dashboard::fragment),
         route(M::POST, "/hosts/{id}/tags", OPERATOR, ui::tags::save),
         route(M::PUT, "/api/v1/hosts/{id}/tags", OPERATOR, hosts::set_tags)
             .doc("Replace a host's tags (at most 16, each at most 40 characters, no commas)")

@@ -251,15 +251,13 @@ pub async fn load(
         limit: PAGE_SIZE,
         offset: (page - 1) * PAGE_SIZE,
     };
-    let (rows, total) = fleet::page(&mut *conn, &query).await?;
-    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    let mut tags = rm_store::tags::of_hosts(&mut *conn, &ids).await?;
-    let mut hosts = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut h = host_row(&mut *conn, row, now_ms).await?;
-        h.tags = tags.remove(&h.id).unwrap_or_default();
-        hosts.push(h);
-    }
+    let total = match fleet::total_from_counts(&query, &counts) {
+        Some(n) => n,
+        None => fleet::count(&mut *conn, &query).await?,
+    };
+    let ids = fleet::page_ids(&mut *conn, &query).await?;
+    let rows = fleet::rows(&mut *conn, &ids).await?;
+    let hosts = host_rows(&mut *conn, rows, now_ms).await?;
     let known = rm_store::tags::known(&mut *conn, TAGS_OFFERED)
         .await?
         .into_iter()
@@ -277,64 +275,90 @@ pub async fn load(
     })
 }
 
-/// One host's row (also used to refresh a single row live).
+/// One host's row (the host page).
 pub async fn host_row(
     conn: &mut rm_store::Conn,
     row: Row,
     now_ms: i64,
 ) -> rm_store::Result<HostRow> {
+    let mut rows = host_rows(conn, vec![row], now_ms).await?;
+    rows.pop()
+        .ok_or_else(|| rm_store::StoreError::not_found("host", ""))
+}
+
+/// The rows of one page of hosts: their backups of the strip's days,
+/// schedules and tags in one query each for the whole page; only a host
+/// with no finished backup in the window, or a running job, costs one
+/// more query.
+pub async fn host_rows(
+    conn: &mut rm_store::Conn,
+    rows: Vec<Row>,
+    now_ms: i64,
+) -> rm_store::Result<Vec<HostRow>> {
     let today_start = now_ms - now_ms.rem_euclid(DAY_MS);
     let since = today_start - (STRIP_DAYS - 1) * DAY_MS;
-    let runs = fleet::backups_since(&mut *conn, &row.id, since).await?;
-    let last = match runs.iter().find(|r| is_finished(&r.status)) {
-        Some(r) => Some(r.clone()),
-        None => fleet::last_backup(&mut *conn, &row.id).await?,
-    };
-    let running = if row.running_jobs > 0 {
-        fleet::running_job(&mut *conn, &row.id)
-            .await?
-            .map(|(id, kind)| RunningJob { id, kind })
-    } else {
-        None
-    };
-    let schedules: Vec<(CronSchedule, i64, i64)> = fleet::backup_schedules(&mut *conn, &row.id)
-        .await?
-        .into_iter()
-        .filter_map(|s| {
-            CronSchedule::parse(&s.cron, &s.timezone)
-                .ok()
-                .map(|c| (c, s.created_at, s.grace_secs))
-        })
-        .collect();
-    let next_run_at = schedules
-        .iter()
-        .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
-        .min();
-    let active_since = row.enrolled_at.unwrap_or(row.created_at);
-    let days = strip(now_ms, since, &runs, &schedules, active_since);
-    Ok(HostRow {
-        last_backup_reason: last
-            .as_ref()
-            .filter(|r| r.status != "succeeded")
-            .and_then(|r| r.error.clone().or_else(|| r.error_kind.clone())),
-        last_backup_job_id: last.as_ref().map(|r| r.id.clone()),
-        id: row.id,
-        name: row.name,
-        hostname: row.hostname,
-        tags: Vec::new(),
-        status: row.status,
-        health: row.health,
-        last_seen_at: row.last_seen_at,
-        running,
-        last_backup_at: row.last_backup_at,
-        last_backup_status: row.last_backup_status,
-        next_run_at,
-        has_backup_schedule: !schedules.is_empty(),
-        repo_size: row.repo_size,
-        snapshot_count: row.snapshot_count,
-        open_alerts: row.open_alerts,
-        days,
-    })
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut runs_of = fleet::backups_since_many(&mut *conn, &ids, since).await?;
+    let mut schedules_of = fleet::backup_schedules_many(&mut *conn, &ids).await?;
+    let mut tags_of = rm_store::tags::of_hosts(&mut *conn, &ids).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let runs = runs_of.remove(&row.id).unwrap_or_default();
+        let last = match runs.iter().find(|r| is_finished(&r.status)) {
+            Some(r) => Some(r.clone()),
+            None if row.last_backup_status.is_some() => {
+                fleet::last_backup(&mut *conn, &row.id).await?
+            }
+            None => None,
+        };
+        let running = if row.running_jobs > 0 {
+            fleet::running_job(&mut *conn, &row.id)
+                .await?
+                .map(|(id, kind)| RunningJob { id, kind })
+        } else {
+            None
+        };
+        let schedules: Vec<(CronSchedule, i64, i64)> = schedules_of
+            .remove(&row.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| {
+                CronSchedule::parse(&s.cron, &s.timezone)
+                    .ok()
+                    .map(|c| (c, s.created_at, s.grace_secs))
+            })
+            .collect();
+        let next_run_at = schedules
+            .iter()
+            .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
+            .min();
+        let active_since = row.enrolled_at.unwrap_or(row.created_at);
+        let days = strip(now_ms, since, &runs, &schedules, active_since);
+        out.push(HostRow {
+            last_backup_reason: last
+                .as_ref()
+                .filter(|r| r.status != "succeeded")
+                .and_then(|r| r.error.clone().or_else(|| r.error_kind.clone())),
+            last_backup_job_id: last.as_ref().map(|r| r.id.clone()),
+            tags: tags_of.remove(&row.id).unwrap_or_default(),
+            id: row.id,
+            name: row.name,
+            hostname: row.hostname,
+            status: row.status,
+            health: row.health,
+            last_seen_at: row.last_seen_at,
+            running,
+            last_backup_at: row.last_backup_at,
+            last_backup_status: row.last_backup_status,
+            next_run_at,
+            has_backup_schedule: !schedules.is_empty(),
+            repo_size: row.repo_size,
+            snapshot_count: row.snapshot_count,
+            open_alerts: row.open_alerts,
+            days,
+        });
+    }
+    Ok(out)
 }
 
 fn is_finished(status: &str) -> bool {

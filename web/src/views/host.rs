@@ -172,11 +172,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
     let host = hosts::get(&mut *conn, id).await?;
     let tags = rm_store::tags::of_host(&mut *conn, id).await?;
     let summary = match store_fleet::row(&mut *conn, id).await? {
-        Some(row) => {
-            let mut r = fleet::host_row(&mut *conn, row, now_ms).await?;
-            r.tags = tags.clone();
-            Some(r)
-        }
+        Some(row) => Some(fleet::host_row(&mut *conn, row, now_ms).await?),
         None => None,
     };
     let all_repos = repos::list(&mut *conn).await?;
@@ -257,12 +253,9 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
             }
         })
         .collect();
-    let names = super::job::Names::load(&mut *conn).await?;
-    let jobs = jobs::list_for_host(&mut *conn, id, None, JOBS_SHOWN)
-        .await?
-        .iter()
-        .map(|j| JobRow::new(j, &names))
-        .collect();
+    let recent = jobs::list_for_host(&mut *conn, id, None, JOBS_SHOWN).await?;
+    let names = super::job::Names::for_jobs(&mut *conn, &recent).await?;
+    let jobs = recent.iter().map(|j| JobRow::new(j, &names)).collect();
     let alerts = alerts::list_for_host(&mut *conn, id, 50)
         .await?
         .into_iter()

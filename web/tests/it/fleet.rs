@@ -163,3 +163,65 @@ async fn host_tags_are_saved_by_the_owner_audited_and_filter_the_fleet() {
         .await;
     assert_eq!(one["tags"], json!(["dev", "site-a"]));
 }
+
+/// The `<tr id="host-ID" ...>...</tr>` of a host in a page.
+fn row_of<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+    let start = html.find(&format!("<tr id=\"host-{id}\""))?;
+    let end = html[start..].find("</tr>")? + start + "</tr>".len();
+    Some(&html[start..end])
+}
+
+#[tokio::test]
+async fn the_live_fragment_renders_only_the_named_rows_exactly_as_the_page_does() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 30,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{path}");
+            text(resp).await
+        }
+    };
+    let page = get("/?sort=name".into()).await;
+    let ids: Vec<String> = page
+        .match_indices("<tr id=\"host-")
+        .map(|(i, _)| {
+            let rest = &page[i + "<tr id=\"host-".len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert!(ids.len() >= 20, "{ids:?}");
+    let (a, b) = (&ids[3], &ids[11]);
+    let frag = get(format!("/fragments/fleet?ids={a},{b},nope&state=ok")).await;
+    assert_eq!(frag.matches("<tr id=\"host-").count(), 2, "{frag}");
+    assert_eq!(row_of(&frag, a), row_of(&page, a), "same row as the page");
+    assert_eq!(row_of(&frag, b), row_of(&page, b));
+    assert!(row_of(&frag, &ids[0]).is_none(), "no other row");
+    assert!(frag.contains("id=\"counters\""), "the counters come along");
+    assert!(frag.contains("href=\"/?state=ok\" aria-current=\"true\""));
+    // no ids: the counters alone
+    let frag = get("/fragments/fleet".into()).await;
+    assert_eq!(frag.matches("<tr id=\"host-").count(), 0);
+    assert!(frag.contains("id=\"counters\""));
+}

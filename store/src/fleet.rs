@@ -291,6 +291,17 @@ pub async fn backups_since(
     .await?)
 }
 
+/// `(host_id, id, status, created_at, finished_at, error_kind, error)`.
+type RunOfHost = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
 /// [`backups_since`] for several hosts in one query: each host's runs,
 /// newest first.
 pub async fn backups_since_many(
@@ -302,8 +313,7 @@ pub async fn backups_since_many(
     if host_ids.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<(String, String, String, i64, Option<i64>, Option<String>, Option<String>)> =
-        sqlx::query_as(
+    let rows: Vec<RunOfHost> = sqlx::query_as(
             "SELECT host_id, id, status, created_at, finished_at, error_kind, error FROM jobs
              WHERE host_id IN (SELECT value FROM json_each(?)) AND created_at >= ? AND kind = 'backup'
              ORDER BY host_id, created_at DESC",

@@ -179,7 +179,7 @@ async fn seed_host(
     // Tags: a site for every host, a role for most, `prod` for a third.
     let mut tags = vec![format!("site-{}", i % 12)];
     tags.push(["web", "db", "file", "mail", "build"][(i / 12) % 5].to_owned());
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         tags.push("prod".to_owned());
     }
     crate::tags::set(&mut *conn, &id, &tags).await?;

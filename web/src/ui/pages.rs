@@ -13,6 +13,9 @@ use crate::ui::{Layout, can_operate, render};
 use crate::views::host::{self, HostView};
 use crate::views::job::{self, JobFilter, JobView, JobsPage};
 
+/// Most hosts offered as a select in the jobs filter.
+const HOST_SELECT_MAX: usize = 300;
+
 /// Log lines shown on a job page (the newest ones).
 const LOG_SHOWN: usize = 1000;
 
@@ -143,6 +146,11 @@ pub async fn jobs_page(
         Ok(mut c) => rm_store::hosts::names(&mut c).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    // A fleet too large for a select gets a text field for the host id
+    // (the host page links here with it filled in).
+    if hosts.len() > HOST_SELECT_MAX {
+        hosts.clear();
+    }
     hosts.sort_by(|a, b| a.1.cmp(&b.1));
     render(&JobsListPage {
         layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub const HOST_ADD: Verb = Verb::new("host-add");
 pub const HOST_TOKEN: Verb = Verb::new("host-token");
 pub const HOST_REVOKE: Verb = Verb::new("host-revoke");
+/// Replace a host's tags ([`HostTags`] → [`HostTagsSaved`]).
+pub const HOST_TAGS: Verb = Verb::new("host-tags");
 pub const ENROLL: Verb = Verb::new("enroll");
 pub const REPO_ADD: Verb = Verb::new("repo-add");
 pub const REPO_ATTACH: Verb = Verb::new("repo-attach");
@@ -29,12 +31,13 @@ pub const PUBKEY: Verb = Verb::new("pubkey");
 pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 15] = [
+pub const ALL_VERBS: [Verb; 16] = [
     PUBKEY,
     METRICS,
     HOST_ADD,
     HOST_TOKEN,
     HOST_REVOKE,
+    HOST_TAGS,
     ENROLL,
     REPO_ADD,
     REPO_ATTACH,
@@ -246,6 +249,19 @@ impl SealedEnroll {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostRef {
     pub host_id: String,
+}
+
+/// A host's new tags (all of them: the list replaces the old one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostTags {
+    pub host_id: String,
+    pub tags: Vec<String>,
+}
+
+/// The tags as stored (trimmed, deduplicated, sorted).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostTagsSaved {
+    pub tags: Vec<String>,
 }
 
 /// Secrets for a repository credential. Debug redacts everything.

@@ -50,6 +50,7 @@ mod schedules;
 pub mod secrets;
 mod svc;
 mod sweeper;
+mod tags;
 
 /// Every interval and limit; tests shorten them.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::{Cp, api, enroll, jobs, repos, schedules};
+use crate::{Cp, api, enroll, jobs, repos, schedules, tags};
 
 /// A service failure: a machine code and a sentence for the operator.
 #[derive(Debug)]
@@ -154,6 +154,7 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
         v if v == api::HOST_ADD => out(enroll::host_add(cp, actor, parse(body)?).await),
         v if v == api::HOST_TOKEN => out(enroll::host_token(cp, actor, parse(body)?).await),
         v if v == api::HOST_REVOKE => out(enroll::host_revoke(cp, actor, parse(body)?).await),
+        v if v == api::HOST_TAGS => out(tags::set(cp, actor, parse(body)?).await),
         v if v == api::ENROLL => out(enroll::enroll_sealed(cp, parse(body)?).await),
         v if v == api::REPO_ADD => out(repos::add(cp, actor, parse(body)?).await),
         v if v == api::REPO_ATTACH => out(repos::attach(cp, actor, parse(body)?).await),

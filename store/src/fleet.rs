@@ -100,6 +100,8 @@ pub struct Query {
     pub text: Option<String>,
     /// One of [`HEALTHS`].
     pub health: Option<String>,
+    /// Only hosts carrying this tag.
+    pub tag: Option<String>,
     /// Only hosts with a running job.
     pub running: bool,
     pub sort: Sort,
@@ -128,8 +130,66 @@ pub struct Row {
     pub snapshot_count: i64,
 }
 
-/// One page of hosts and the number of hosts matching the filter.
-pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i64)> {
+/// The filter of [`Query`] over `hosts h LEFT JOIN host_summary s` (binds ?1..?3, ?6, ?7).
+const FILTER: &str = "h.status != 'revoked'
+      AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
+      AND (?2 IS NULL OR health = ?2)
+      AND (?3 = 0 OR COALESCE(s.running_jobs, 0) > 0)
+      AND (?6 IS NULL OR h.id = ?6)
+      AND (?7 IS NULL OR EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.tag = ?7))";
+
+fn like_pattern(text: Option<&str>) -> Option<String> {
+    text.map(str::trim).filter(|t| !t.is_empty()).map(|t| {
+        format!(
+            "%{}%",
+            t.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    })
+}
+
+/// Whether the number of hosts matching `q` is one of the [`Counts`]
+/// (no text, tag or id filter), so the page need not count again.
+pub fn total_from_counts(q: &Query, c: &Counts) -> Option<i64> {
+    if q.id.is_some() || q.tag.is_some() || like_pattern(q.text.as_deref()).is_some() {
+        return None;
+    }
+    match (q.health.as_deref(), q.running) {
+        (None, false) => Some(c.total()),
+        (None, true) => Some(c.running),
+        (Some("ok"), false) => Some(c.ok),
+        (Some("warning"), false) => Some(c.warning),
+        (Some("failed"), false) => Some(c.failed),
+        (Some("offline"), false) => Some(c.offline),
+        (Some("never"), false) => Some(c.never),
+        (Some("pending"), false) => Some(c.pending),
+        _ => None,
+    }
+}
+
+/// The number of hosts matching the filter.
+pub async fn count(conn: &mut SqliteConnection, q: &Query) -> Result<i64> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
+         LEFT JOIN host_summary s ON s.host_id = h.id WHERE {FILTER}"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(like_pattern(q.text.as_deref()))
+        .bind(&q.health)
+        .bind(i64::from(q.running))
+        .bind(0_i64)
+        .bind(0_i64)
+        .bind(&q.id)
+        .bind(&q.tag)
+        .fetch_one(&mut *conn)
+        .await?)
+}
+
+/// The ids of one page of hosts, in order. Only cheap columns (hosts and
+/// their summary) take part in filtering and sorting, so a deep page or a
+/// full sort never computes a row's sizes, counts or alerts.
+pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<String>> {
     let order = match q.sort {
         Sort::Health => {
             "CASE health WHEN 'failed' THEN 0 WHEN 'offline' THEN 1 WHEN 'warning' THEN 2
@@ -138,40 +198,31 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
         Sort::Name => "h.name",
         Sort::LastBackup => "COALESCE(s.last_backup_at, 0), h.name",
     };
-    let text = q
-        .text
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| {
-            format!(
-                "%{}%",
-                t.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-    let filter = "h.status != 'revoked'
-          AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
-          AND (?2 IS NULL OR health = ?2)
-          AND (?3 = 0 OR COALESCE(s.running_jobs, 0) > 0)
-          AND (?6 IS NULL OR h.id = ?6)";
-    let base = format!(
-        "FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
+    let sql = format!(
+        "SELECT h.id FROM (SELECT h.id, h.name, h.hostname, h.status, {HEALTH} AS health
+                           FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
          LEFT JOIN host_summary s ON s.host_id = h.id
-         WHERE {filter}"
+         WHERE {FILTER} ORDER BY {order} LIMIT ?4 OFFSET ?5"
     );
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) {base}")))
-        .bind(&text)
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(like_pattern(q.text.as_deref()))
         .bind(&q.health)
         .bind(i64::from(q.running))
-        .bind(0_i64)
-        .bind(0_i64)
+        .bind(q.limit)
+        .bind(q.offset)
         .bind(&q.id)
-        .fetch_one(&mut *conn)
-        .await?;
+        .bind(&q.tag)
+        .fetch_all(&mut *conn)
+        .await?)
+}
+
+/// The full rows of these hosts (revoked ones left out), in the order of `ids`.
+pub async fn rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Row>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
-        "SELECT h.id, h.name, h.hostname, h.restic_host, h.status, h.health, h.last_seen_at,
+        "SELECT h.id, h.name, h.hostname, h.restic_host, h.status, {HEALTH} AS health, h.last_seen_at,
                 h.enrolled_at, h.created_at,
                 s.last_backup_status, s.last_backup_at, s.last_backup_success_at,
                 COALESCE(s.running_jobs, 0) AS running_jobs,
@@ -183,28 +234,32 @@ pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i
                 (SELECT COUNT(*) FROM host_repositories hr JOIN snapshots sn
                    ON sn.repo_id = hr.repo_id AND sn.hostname = h.restic_host
                    WHERE hr.host_id = h.id) AS snapshot_count
-         {base} ORDER BY {order} LIMIT ?4 OFFSET ?5"
+         FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
+         WHERE h.id IN (SELECT value FROM json_each(?1)) AND h.status != 'revoked'"
     );
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(&text)
-        .bind(&q.health)
-        .bind(i64::from(q.running))
-        .bind(q.limit)
-        .bind(q.offset)
-        .bind(&q.id)
+    let mut rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(json_ids(ids))
         .fetch_all(&mut *conn)
         .await?;
-    Ok((rows, total))
+    rows.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
+    Ok(rows)
+}
+
+/// One page of hosts and the number of hosts matching the filter.
+pub async fn page(conn: &mut SqliteConnection, q: &Query) -> Result<(Vec<Row>, i64)> {
+    let total = count(&mut *conn, q).await?;
+    let ids = page_ids(&mut *conn, q).await?;
+    Ok((rows(&mut *conn, &ids).await?, total))
+}
+
+/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_ids(ids: &[String]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
 /// One host's row, revoked or not found → `None`.
 pub async fn row(conn: &mut SqliteConnection, host_id: &str) -> Result<Option<Row>> {
-    let q = Query {
-        id: Some(host_id.to_owned()),
-        limit: 1,
-        ..Query::default()
-    };
-    Ok(page(conn, &q).await?.0.into_iter().next())
+    Ok(rows(conn, &[host_id.to_owned()]).await?.into_iter().next())
 }
 
 /// One backup job of a host, for the compliance strip and the reason of
@@ -234,6 +289,81 @@ pub async fn backups_since(
     .bind(since_ms)
     .fetch_all(conn)
     .await?)
+}
+
+/// `(host_id, id, status, created_at, finished_at, error_kind, error)`.
+type RunOfHost = (
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+
+/// [`backups_since`] for several hosts in one query: each host's runs,
+/// newest first.
+pub async fn backups_since_many(
+    conn: &mut SqliteConnection,
+    host_ids: &[String],
+    since_ms: i64,
+) -> Result<std::collections::HashMap<String, Vec<BackupRun>>> {
+    let mut out: std::collections::HashMap<String, Vec<BackupRun>> = Default::default();
+    if host_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<RunOfHost> = sqlx::query_as(
+            "SELECT host_id, id, status, created_at, finished_at, error_kind, error FROM jobs
+             WHERE host_id IN (SELECT value FROM json_each(?)) AND created_at >= ? AND kind = 'backup'
+             ORDER BY host_id, created_at DESC",
+        )
+        .bind(json_ids(host_ids))
+        .bind(since_ms)
+        .fetch_all(conn)
+        .await?;
+    for (host, id, status, created_at, finished_at, error_kind, error) in rows {
+        let runs = out.entry(host).or_default();
+        if runs.len() < 2000 {
+            runs.push(BackupRun {
+                id,
+                status,
+                created_at,
+                finished_at,
+                error_kind,
+                error,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// [`backup_schedules`] for several hosts in one query.
+pub async fn backup_schedules_many(
+    conn: &mut SqliteConnection,
+    host_ids: &[String],
+) -> Result<std::collections::HashMap<String, Vec<BackupSchedule>>> {
+    let mut out: std::collections::HashMap<String, Vec<BackupSchedule>> = Default::default();
+    if host_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT host_id, id, cron, timezone, grace_secs, created_at FROM schedules
+         WHERE host_id IN (SELECT value FROM json_each(?)) AND kind = 'backup' AND enabled = 1",
+    )
+    .bind(json_ids(host_ids))
+    .fetch_all(conn)
+    .await?;
+    for (host, id, cron, timezone, grace_secs, created_at) in rows {
+        out.entry(host).or_default().push(BackupSchedule {
+            id,
+            cron,
+            timezone,
+            grace_secs,
+            created_at,
+        });
+    }
+    Ok(out)
 }
 
 /// The host's newest backup job (any age), for the reason of its result.

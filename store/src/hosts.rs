@@ -135,6 +135,20 @@ pub async fn names(conn: &mut SqliteConnection) -> Result<Vec<(String, String)>>
         .await?)
 }
 
+/// `(id, name)` of these hosts only (a page of rows), in one query.
+pub async fn names_of(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(String, String)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    Ok(
+        sqlx::query_as("SELECT id, name FROM hosts WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
 /// What an agent told us at enrollment.
 #[derive(Debug, Clone)]
 pub struct Enrollment<'a> {

@@ -45,6 +45,7 @@ pub mod seed;
 pub mod sessions;
 pub mod snapshots;
 pub mod stats;
+pub mod tags;
 pub mod throttle;
 pub mod users;
 pub mod worker_state;

@@ -20,29 +20,44 @@ pub struct JobFilter<'a> {
     pub before: Option<(i64, &'a str)>,
 }
 
-/// Up to `limit` jobs matching `f`, newest first.
+/// Up to `limit` jobs matching `f`, newest first. Only the filters given
+/// appear in the statement (no `? IS NULL OR ...`), and the cursor is a
+/// row value, so SQLite walks the matching index from the cursor on
+/// (`jobs_host_created_id`, `jobs_created_id`, `jobs_status_created`)
+/// instead of scanning the table from the newest job.
 pub async fn jobs(conn: &mut SqliteConnection, f: &JobFilter<'_>, limit: i64) -> Result<Vec<Job>> {
-    let (before_ts, before_id) = f.before.unwrap_or((i64::MAX, ""));
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs
-         WHERE (?1 IS NULL OR host_id = ?1)
-           AND (?2 IS NULL OR kind = ?2)
-           AND (?3 IS NULL OR status = ?3)
-           AND (?4 IS NULL OR repo_id = ?4)
-           AND (created_at < ?5 OR (created_at = ?5 AND ?6 <> '' AND id < ?6))
-           AND (?8 IS NULL OR created_at >= ?8)
-         ORDER BY created_at DESC, id DESC LIMIT ?7",
-    )
-    .bind(f.host_id)
-    .bind(f.kind)
-    .bind(f.status)
-    .bind(f.repo_id)
-    .bind(before_ts)
-    .bind(before_id)
-    .bind(limit)
-    .bind(f.since)
-    .fetch_all(conn)
-    .await?)
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
+    if let Some(h) = f.host_id {
+        q.push(" AND host_id = ").push_bind(h);
+    }
+    if let Some(k) = f.kind {
+        q.push(" AND kind = ").push_bind(k);
+    }
+    if let Some(s) = f.status {
+        q.push(" AND status = ").push_bind(s);
+    }
+    if let Some(r) = f.repo_id {
+        q.push(" AND repo_id = ").push_bind(r);
+    }
+    if let Some(since) = f.since {
+        q.push(" AND created_at >= ").push_bind(since);
+    }
+    match f.before {
+        Some((ts, id)) if !id.is_empty() => {
+            q.push(" AND (created_at, id) < (")
+                .push_bind(ts)
+                .push(", ")
+                .push_bind(id)
+                .push(")");
+        }
+        Some((ts, _)) => {
+            q.push(" AND created_at < ").push_bind(ts);
+        }
+        None => {}
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    Ok(q.build_query_as().fetch_all(conn).await?)
 }
 
 /// A job's log lines after `after_seq`, at most `limit`.

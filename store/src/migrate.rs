@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "security",
         include_str!("../migrations/0008_security.sql"),
     ),
+    (
+        11,
+        "fleet_scale",
+        include_str!("../migrations/0011_fleet_scale.sql"),
+    ),
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
 ];

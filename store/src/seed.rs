@@ -176,6 +176,13 @@ async fn seed_host(
     .bind(r#"{"disks":[{"path":"/","free_bytes":53687091200,"total_bytes":107374182400}],"running_jobs":[],"next_runs":[]}"#)
     .execute(&mut *conn)
     .await?;
+    // Tags: a site for every host, a role for most, `prod` for a third.
+    let mut tags = vec![format!("site-{}", i % 12)];
+    tags.push(["web", "db", "file", "mail", "build"][(i / 12) % 5].to_owned());
+    if i.is_multiple_of(3) {
+        tags.push("prod".to_owned());
+    }
+    crate::tags::set(&mut *conn, &id, &tags).await?;
     if status == "pending" {
         sqlx::query("INSERT INTO host_summary (host_id) VALUES (?)")
             .bind(&id)

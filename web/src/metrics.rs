@@ -56,7 +56,15 @@ impl std::fmt::Debug for Http {
 pub async fn time(state: AppState, route: &'static str, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    let took = start.elapsed();
+    // The handler's own time, for benchmarks and browser devtools
+    // (`bench/fleet-ui` reads it): no detail beyond one number.
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&format!("app;dur={:.3}", took.as_secs_f64() * 1000.0))
+    {
+        resp.headers_mut().insert("server-timing", v);
+    }
     let labels = vec![
         ("method".to_owned(), method),
         ("route".to_owned(), route.to_owned()),
@@ -66,7 +74,7 @@ pub async fn time(state: AppState, route: &'static str, req: Request, next: Next
         .http
         .durations
         .get_or_create(&labels)
-        .observe(start.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
     resp
 }
 

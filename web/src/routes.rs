@@ -364,7 +364,7 @@ pub fn table() -> Vec<Route> {
             .returns::<jobs::LogPage>(200),
         // hosts
         route(M::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list)
-            .doc("The fleet as the dashboard shows it: counters and one page of hosts with their summary and 30-day compliance strip: ?q=&state=&sort=&page=")
+            .doc("The fleet as the dashboard shows it: counters and one page of hosts with their summary and 30-day compliance strip: ?q=&state=&tag=&sort=&page=")
             .returns::<crate::views::fleet::FleetPage>(200),
         route(M::POST, "/api/v1/hosts", OPERATOR, hosts::add)
             .doc("Add a host: the answer holds the command that enrolls its agent")
@@ -626,6 +626,13 @@ pub fn table() -> Vec<Route> {
         route(M::DELETE, "/api/v1/users/{id}", ADMIN, users::delete)
             .doc("Delete an account")
             .returns_nothing(204),
+        // ---- fleet scale (scale branch): host tags, the dashboard's live fragment
+        route(M::GET, "/fragments/fleet", VIEWER, ui::dashboard::fragment),
+        route(M::POST, "/hosts/{id}/tags", OPERATOR, ui::tags::save),
+        route(M::PUT, "/api/v1/hosts/{id}/tags", OPERATOR, hosts::set_tags)
+            .doc("Replace a host's tags (at most 16, each at most 40 characters, no commas)")
+            .body::<hosts::HostTagsBody>()
+            .returns::<hosts::HostTagsView>(200),
     ]
 }
 

@@ -203,20 +203,50 @@
     refetching = true;
     fetch(location.href, { credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch' } })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(function (html) {
-        if (!html) return;
-        var fresh = new DOMParser().parseFromString(html, 'text/html');
-        $$('[data-swap]', fresh).forEach(function (el) {
-          if (!el.id) return;
-          var cur = doc.getElementById(el.id);
-          if (!cur) return;
-          if (cur.contains(doc.activeElement) && cur.matches('form, form *')) return; // never under the user's cursor
-          if (cur.outerHTML !== el.outerHTML) cur.replaceWith(doc.importNode(el, true));
-        });
-        refreshTimes();
-      })
+      .then(swapFrom)
       .catch(function () {})
       .then(function () { refetching = false; if (again) { again = false; refetchSoon(); } });
+  }
+  // Swaps this page's [data-swap] fragments (by id) whose HTML changed.
+  function swapFrom(html) {
+    if (!html) return;
+    var fresh = new DOMParser().parseFromString(html, 'text/html');
+    $$('[data-swap]', fresh).forEach(function (el) {
+      if (!el.id) return;
+      var cur = doc.getElementById(el.id);
+      if (!cur) return;
+      if (cur.contains(doc.activeElement) && cur.matches('form, form *')) return; // never under the user's cursor
+      if (cur.outerHTML !== el.outerHTML) cur.replaceWith(doc.importNode(el, true));
+    });
+    refreshTimes();
+  }
+
+  // The dashboard refreshes narrowly: the counters and only the rows of
+  // the hosts that events named (GET /fragments/fleet?ids=...), so a busy
+  // fleet never re-renders whole pages. Other pages re-fetch themselves.
+  var fragment = $('[data-fragment-url]');
+  var pendingHosts = {}, fragTimer = null, fragBusy = false, fragAgain = false;
+  function hostChanged(hostId) {
+    if (!fragment || !doc.getElementById('fleet')) { refetchSoon(); return; }
+    if (hostId && doc.getElementById('host-' + hostId)) pendingHosts[hostId] = true;
+    if (!fragTimer) fragTimer = setTimeout(fetchFragment, 700);
+  }
+  function fetchFragment() {
+    fragTimer = null;
+    if (fragBusy) { fragAgain = true; return; }
+    var ids = Object.keys(pendingHosts).slice(0, 100);
+    ids.forEach(function (id) { delete pendingHosts[id]; });
+    fragBusy = true;
+    var url = fragment.getAttribute('data-fragment-url') + '?ids=' + encodeURIComponent(ids.join(',')) +
+      '&state=' + encodeURIComponent(fragment.getAttribute('data-fragment-state') || '');
+    fetch(url, { credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch' } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(swapFrom)
+      .catch(function () {})
+      .then(function () {
+        fragBusy = false;
+        if (fragAgain || Object.keys(pendingHosts).length) { fragAgain = false; hostChanged(null); }
+      });
   }
 
   function onProgress(jobId, p) {
@@ -267,10 +297,12 @@
     if (name === 'job') {
       if (what === 'progress') { onProgress(data.job_id, data); return; }
       if (what === 'log') { onLog(data.job_id, data.lines); return; }
-      refetchSoon();
+      hostChanged(data.host_id);
     } else if (name === 'host') {
       if (what === 'vitals') return;
-      refetchSoon();
+      hostChanged(data.host_id);
+    } else if (name === 'alert') {
+      hostChanged(data.host_id);
     } else {
       refetchSoon();
     }
@@ -297,6 +329,6 @@
   }
   setLive('connecting', 'connecting…');
   connect();
-  window.rmLive = { refetch: refetchSoon, progress: onProgress };
+  window.rmLive = { refetch: refetchSoon, progress: onProgress, hostChanged: hostChanged };
 
 })();

@@ -105,3 +105,47 @@ pub(crate) async fn revoke(
     .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A host's tags: the list replaces the old one.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct HostTagsBody {
+    /// At most 16 tags of at most 40 characters, no commas.
+    pub tags: Vec<String>,
+}
+
+/// The tags as stored (trimmed, deduplicated, sorted).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HostTagsView {
+    pub tags: Vec<String>,
+}
+
+/// Asks the control plane to replace a host's tags; a bad tag is a
+/// `tags` field error before anything is sent. Shared by the API and the
+/// host page's form.
+pub(crate) async fn save_tags(
+    state: &AppState,
+    p: &Principal,
+    host_id: String,
+    tags: Vec<String>,
+) -> Result<Vec<String>, ApiError> {
+    let tags = rm_store::tags::parse(&tags).map_err(|m| ApiError::invalid("tags", m))?;
+    let saved: cp::HostTagsSaved = ask(
+        state,
+        p,
+        SvcRole::Controlplane,
+        cp::HOST_TAGS,
+        cp::HostTags { host_id, tags },
+    )
+    .await?;
+    Ok(saved.tags)
+}
+
+pub(crate) async fn set_tags(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<HostTagsBody>,
+) -> Result<Json<HostTagsView>, ApiError> {
+    let tags = save_tags(&state, &p, id, body.tags).await?;
+    Ok(Json(HostTagsView { tags }))
+}

@@ -1,5 +1,7 @@
 //! The fleet dashboard (`GET /`) and its JSON twin (`GET /api/v1/hosts`):
-//! both load [`crate::fleet::FleetPage`].
+//! both load [`crate::views::fleet::FleetPage`]. The page's script keeps it
+//! live through `GET /fragments/fleet?ids=...`: the counters and only the
+//! rows of the hosts named by events, never the whole page.
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -70,4 +72,74 @@ pub async fn api_list(
     Query(filter): Query<FleetFilter>,
 ) -> Result<axum::Json<FleetPage>, ApiError> {
     Ok(axum::Json(load(&state, &filter).await?))
+}
+
+/// Most rows one fragment request may ask for.
+pub const FRAGMENT_MAX_IDS: usize = 100;
+
+/// `GET /fragments/fleet?ids=a,b&state=`: which rows to refresh, and the
+/// dashboard's state filter (for the counters' current marker).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct FragmentQuery {
+    /// Comma-separated host ids (host ids never hold a comma).
+    pub ids: String,
+    pub state: String,
+}
+
+#[derive(Template)]
+#[template(path = "_fleet_fragment.html")]
+pub(crate) struct FleetFragment {
+    pub(crate) fleet: FleetPage,
+    pub(crate) now: i64,
+}
+
+/// `GET /fragments/fleet`: the counters and the named hosts' rows, rendered
+/// by the same templates and views as the page (`_counters.html`,
+/// `_fleet_row.html`, `views::fleet::host_rows`). Unknown or revoked ids
+/// are left out; the script keeps such rows as they are.
+pub async fn fragment(
+    State(state): State<AppState>,
+    RequireViewer(_who): RequireViewer,
+    Query(q): Query<FragmentQuery>,
+) -> Response {
+    let ids: Vec<String> = q
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .take(FRAGMENT_MAX_IDS)
+        .map(str::to_owned)
+        .collect();
+    let loaded = async {
+        let mut conn = state.store.read().await?;
+        let now = state.now();
+        let counts = rm_store::fleet::counts(&mut conn).await?;
+        let rows = rm_store::fleet::rows(&mut conn, &ids).await?;
+        let hosts = fleet::host_rows(&mut conn, rows, now).await?;
+        Ok::<_, ApiError>(FleetPage {
+            counters: counts.into(),
+            total: i64::try_from(hosts.len()).unwrap_or(0),
+            hosts,
+            page: 1,
+            page_size: fleet::PAGE_SIZE,
+            filter: FleetFilter {
+                state: q.state,
+                ..FleetFilter::default()
+            },
+            tags: Vec::new(),
+            now,
+        })
+    }
+    .await;
+    match loaded {
+        Ok(fleet) => {
+            let now = fleet.now;
+            render(&FleetFragment { fleet, now })
+        }
+        Err(e) => {
+            use axum::response::IntoResponse;
+            e.into_response()
+        }
+    }
 }

@@ -21,6 +21,7 @@ pub mod restore;
 pub mod run;
 pub mod schedules;
 pub mod settings;
+pub mod tags;
 #[cfg(test)]
 mod tests;
 

@@ -13,6 +13,9 @@ use crate::ui::{Layout, can_operate, render};
 use crate::views::host::{self, HostView};
 use crate::views::job::{self, JobFilter, JobView, JobsPage};
 
+/// Most hosts offered as a select in the jobs filter.
+const HOST_SELECT_MAX: usize = 300;
+
 /// Log lines shown on a job page (the newest ones).
 const LOG_SHOWN: usize = 1000;
 
@@ -24,6 +27,9 @@ pub(crate) struct HostPage {
     pub(crate) mutes: crate::views::alert::HostMutes,
     pub(crate) can_operate: bool,
     pub(crate) can_admin: bool,
+    /// The tags field as the operator typed it (kept when refused).
+    pub(crate) tags_input: String,
+    pub(crate) tags_error: Option<String>,
 }
 
 impl HostPage {
@@ -50,22 +56,39 @@ pub async fn host_page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
-    let (host, mutes) = match load_host(&state, &id).await {
+    host_page_with(&state, &who, &id, None).await
+}
+
+/// The host page; `tags_refused` is the tags form's input and the reason
+/// it was refused, shown in the form.
+pub(crate) async fn host_page_with(
+    state: &AppState,
+    who: &crate::auth::Principal,
+    id: &str,
+    tags_refused: Option<(String, String)>,
+) -> Response {
+    let (host, mutes) = match load_host(state, id).await {
         Ok(h) => h,
-        Err(e) => return crate::ui::error_page(&who, "hosts", &e),
+        Err(e) => return crate::ui::error_page(who, "hosts", &e),
     };
-    render(&HostPage {
-        layout: Layout::new(
-            &who,
-            "hosts",
-            "hosts,jobs,alerts",
-            open_alerts(&state).await,
-        ),
-        can_operate: can_operate(&who),
+    let (tags_input, tags_error) = match tags_refused {
+        Some((input, error)) => (input, Some(error)),
+        None => (host.tags.join(", "), None),
+    };
+    let refused = tags_error.is_some();
+    let mut resp = render(&HostPage {
+        layout: Layout::new(who, "hosts", "hosts,jobs,alerts", open_alerts(state).await),
+        can_operate: can_operate(who),
         can_admin: who.role >= crate::auth::Role::Admin,
         host,
         mutes,
-    })
+        tags_input,
+        tags_error,
+    });
+    if refused {
+        *resp.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    resp
 }
 
 #[derive(Template)]
@@ -145,6 +168,11 @@ pub async fn jobs_page(
         Ok(mut c) => rm_store::hosts::names(&mut c).await.unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    // A fleet too large for a select gets a text field for the host id
+    // (the host page links here with it filled in).
+    if hosts.len() > HOST_SELECT_MAX {
+        hosts.clear();
+    }
     hosts.sort_by(|a, b| a.1.cmp(&b.1));
     render(&JobsListPage {
         layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),

@@ -183,6 +183,8 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
         mutes,
         can_operate: true,
         can_admin: true,
+        tags_input: String::new(),
+        tags_error: None,
     };
     let html = page.render().unwrap();
     preview("host", &html);

@@ -28,6 +28,8 @@ pub struct FleetFilter {
     pub q: String,
     /// A health (`ok`, `warning`, `failed`, `offline`, `never`, `pending`) or `running`.
     pub state: String,
+    /// Only hosts carrying this tag (exact).
+    pub tag: String,
     /// `health` (default), `name` or `last_backup`.
     pub sort: String,
     /// 1-based page number.
@@ -61,6 +63,9 @@ impl FleetFilter {
         if self.q.len() > 200 {
             return Err(("q", "the filter text is longer than 200 characters".into()));
         }
+        if self.tag.len() > 200 {
+            return Err(("tag", "the tag is longer than 200 characters".into()));
+        }
         Ok(())
     }
 
@@ -76,6 +81,9 @@ impl FleetFilter {
         }
         if !self.state.is_empty() {
             parts.push(format!("state={}", urlencode(&self.state)));
+        }
+        if !self.tag.is_empty() {
+            parts.push(format!("tag={}", urlencode(&self.tag)));
         }
         if !self.sort.is_empty() {
             parts.push(format!("sort={}", urlencode(&self.sort)));
@@ -149,6 +157,8 @@ pub struct HostRow {
     pub id: String,
     pub name: String,
     pub hostname: Option<String>,
+    /// The operator's labels, sorted.
+    pub tags: Vec<String>,
     /// Connection state: `pending`, `online` or `offline`.
     pub status: String,
     /// Backup health (see the module doc).
@@ -179,11 +189,27 @@ pub struct FleetPage {
     pub page: i64,
     pub page_size: i64,
     pub filter: FleetFilter,
+    /// Tags in use (for the tag filter), by name, with their host count.
+    pub tags: Vec<TagCount>,
     /// When this was computed (ms).
     pub now: i64,
 }
 
+/// A tag in use and how many hosts carry it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TagCount {
+    pub tag: String,
+    pub hosts: i64,
+}
+
+/// Most tags offered by the dashboard's tag filter.
+const TAGS_OFFERED: i64 = 500;
+
 impl FleetPage {
+    /// Whether `tag` is among the tags in use.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.tag == tag)
+    }
     pub fn pages(&self) -> i64 {
         ((self.total + self.page_size - 1) / self.page_size).max(1)
     }
@@ -222,16 +248,24 @@ pub async fn load(
         id: None,
         text: Some(filter.q.clone()),
         health,
+        tag: Some(filter.tag.clone()).filter(|t| !t.is_empty()),
         running,
         sort,
         limit: PAGE_SIZE,
         offset: (page - 1) * PAGE_SIZE,
     };
-    let (rows, total) = fleet::page(&mut *conn, &query).await?;
-    let mut hosts = Vec::with_capacity(rows.len());
-    for row in rows {
-        hosts.push(host_row(&mut *conn, row, now_ms).await?);
-    }
+    let total = match fleet::total_from_counts(&query, &counts) {
+        Some(n) => n,
+        None => fleet::count(&mut *conn, &query).await?,
+    };
+    let ids = fleet::page_ids(&mut *conn, &query).await?;
+    let rows = fleet::rows(&mut *conn, &ids).await?;
+    let hosts = host_rows(&mut *conn, rows, now_ms).await?;
+    let known = rm_store::tags::known(&mut *conn, TAGS_OFFERED)
+        .await?
+        .into_iter()
+        .map(|(tag, hosts)| TagCount { tag, hosts })
+        .collect();
     Ok(FleetPage {
         counters: counts.into(),
         hosts,
@@ -239,74 +273,103 @@ pub async fn load(
         page,
         page_size: PAGE_SIZE,
         filter: filter.clone(),
+        tags: known,
         now: now_ms,
     })
 }
 
-/// One host's row (also used to refresh a single row live).
+/// One host's row (the host page).
 pub async fn host_row(
     conn: &mut rm_store::Conn,
     row: Row,
     now_ms: i64,
 ) -> rm_store::Result<HostRow> {
+    let mut rows = host_rows(conn, vec![row], now_ms).await?;
+    rows.pop()
+        .ok_or_else(|| rm_store::StoreError::not_found("host", ""))
+}
+
+/// The rows of one page of hosts: their backups of the strip's days,
+/// schedules and tags in one query each for the whole page; only a host
+/// with no finished backup in the window, or a running job, costs one
+/// more query.
+pub async fn host_rows(
+    conn: &mut rm_store::Conn,
+    rows: Vec<Row>,
+    now_ms: i64,
+) -> rm_store::Result<Vec<HostRow>> {
     let today_start = now_ms - now_ms.rem_euclid(DAY_MS);
     let since = today_start - (STRIP_DAYS - 1) * DAY_MS;
-    let runs = fleet::backups_since(&mut *conn, &row.id, since).await?;
-    let last = match runs.iter().find(|r| is_finished(&r.status)) {
-        Some(r) => Some(r.clone()),
-        None => fleet::last_backup(&mut *conn, &row.id).await?,
-    };
-    let running = if row.running_jobs > 0 {
-        fleet::running_job(&mut *conn, &row.id)
-            .await?
-            .map(|(id, kind)| RunningJob { id, kind })
-    } else {
-        None
-    };
-    let schedules: Vec<(CronSchedule, i64, i64)> = fleet::backup_schedules(&mut *conn, &row.id)
-        .await?
-        .into_iter()
-        .filter_map(|s| {
-            CronSchedule::parse(&s.cron, &s.timezone)
-                .ok()
-                .map(|c| (c, s.created_at, s.grace_secs))
-        })
-        .collect();
-    let next_run_at = schedules
-        .iter()
-        .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
-        .min();
-    let active_since = row.enrolled_at.unwrap_or(row.created_at);
-    let mut days = strip(now_ms, since, &runs, &schedules, active_since);
-    let windows = rm_store::mutes::Windows::load(&mut *conn, &row.id, since, now_ms + 1).await?;
-    if !windows.is_empty() {
-        for (i, day) in (0_i64..).zip(days.iter_mut()) {
-            let start = since + i * DAY_MS;
-            day.muted = windows.overlaps(start, (start + DAY_MS).min(now_ms + 1));
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut runs_of = fleet::backups_since_many(&mut *conn, &ids, since).await?;
+    let mut schedules_of = fleet::backup_schedules_many(&mut *conn, &ids).await?;
+    let mut tags_of = rm_store::tags::of_hosts(&mut *conn, &ids).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let runs = runs_of.remove(&row.id).unwrap_or_default();
+        let last = match runs.iter().find(|r| is_finished(&r.status)) {
+            Some(r) => Some(r.clone()),
+            None if row.last_backup_status.is_some() => {
+                fleet::last_backup(&mut *conn, &row.id).await?
+            }
+            None => None,
+        };
+        let running = if row.running_jobs > 0 {
+            fleet::running_job(&mut *conn, &row.id)
+                .await?
+                .map(|(id, kind)| RunningJob { id, kind })
+        } else {
+            None
+        };
+        let schedules: Vec<(CronSchedule, i64, i64)> = schedules_of
+            .remove(&row.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|s| {
+                CronSchedule::parse(&s.cron, &s.timezone)
+                    .ok()
+                    .map(|c| (c, s.created_at, s.grace_secs))
+            })
+            .collect();
+        let next_run_at = schedules
+            .iter()
+            .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
+            .min();
+        let active_since = row.enrolled_at.unwrap_or(row.created_at);
+        let mut days = strip(now_ms, since, &runs, &schedules, active_since);
+        let windows =
+            rm_store::mutes::Windows::load(&mut *conn, &row.id, since, now_ms + 1).await?;
+        if !windows.is_empty() {
+            for (i, day) in (0_i64..).zip(days.iter_mut()) {
+                let start = since + i * DAY_MS;
+                day.muted = windows.overlaps(start, (start + DAY_MS).min(now_ms + 1));
+            }
         }
+        out.push(HostRow {
+            last_backup_reason: last
+                .as_ref()
+                .filter(|r| r.status != "succeeded")
+                .and_then(|r| r.error.clone().or_else(|| r.error_kind.clone())),
+            last_backup_job_id: last.as_ref().map(|r| r.id.clone()),
+            tags: tags_of.remove(&row.id).unwrap_or_default(),
+            id: row.id,
+            name: row.name,
+            hostname: row.hostname,
+            status: row.status,
+            health: row.health,
+            last_seen_at: row.last_seen_at,
+            running,
+            last_backup_at: row.last_backup_at,
+            last_backup_status: row.last_backup_status,
+            next_run_at,
+            has_backup_schedule: !schedules.is_empty(),
+            repo_size: row.repo_size,
+            snapshot_count: row.snapshot_count,
+            open_alerts: row.open_alerts,
+            days,
+        });
     }
-    Ok(HostRow {
-        last_backup_reason: last
-            .as_ref()
-            .filter(|r| r.status != "succeeded")
-            .and_then(|r| r.error.clone().or_else(|| r.error_kind.clone())),
-        last_backup_job_id: last.as_ref().map(|r| r.id.clone()),
-        id: row.id,
-        name: row.name,
-        hostname: row.hostname,
-        status: row.status,
-        health: row.health,
-        last_seen_at: row.last_seen_at,
-        running,
-        last_backup_at: row.last_backup_at,
-        last_backup_status: row.last_backup_status,
-        next_run_at,
-        has_backup_schedule: !schedules.is_empty(),
-        repo_size: row.repo_size,
-        snapshot_count: row.snapshot_count,
-        open_alerts: row.open_alerts,
-        days,
-    })
+    Ok(out)
 }
 
 fn is_finished(status: &str) -> bool {

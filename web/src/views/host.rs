@@ -145,6 +145,8 @@ pub struct HostView {
     pub config_version: i64,
     /// ... and the one its agent confirmed.
     pub applied_config_version: i64,
+    /// The operator's labels, sorted.
+    pub tags: Vec<String>,
     /// The dashboard row (absent for a revoked host).
     pub summary: Option<HostRow>,
     pub posture: Posture,
@@ -195,6 +197,7 @@ fn strings(json: &str) -> Vec<String> {
 /// Loads a host; `NotFound` for an unknown id.
 pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store::Result<HostView> {
     let host = hosts::get(&mut *conn, id).await?;
+    let tags = rm_store::tags::of_host(&mut *conn, id).await?;
     let summary = match store_fleet::row(&mut *conn, id).await? {
         Some(row) => Some(fleet::host_row(&mut *conn, row, now_ms).await?),
         None => None,
@@ -268,12 +271,9 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
             }
         })
         .collect();
-    let names = super::job::Names::load(&mut *conn).await?;
-    let jobs = jobs::list_for_host(&mut *conn, id, None, JOBS_SHOWN)
-        .await?
-        .iter()
-        .map(|j| JobRow::new(j, &names))
-        .collect();
+    let recent = jobs::list_for_host(&mut *conn, id, None, JOBS_SHOWN).await?;
+    let names = super::job::Names::for_jobs(&mut *conn, &recent).await?;
+    let jobs = recent.iter().map(|j| JobRow::new(j, &names)).collect();
     let alerts = alerts::list_for_host(&mut *conn, id, 50)
         .await?
         .into_iter()
@@ -315,6 +315,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         status_changed_at: host.status_changed_at,
         config_version: host.config_version,
         applied_config_version: host.applied_config_version,
+        tags,
         summary,
         posture,
         repositories,

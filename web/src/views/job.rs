@@ -19,8 +19,19 @@ pub struct Names {
 }
 
 impl Names {
-    pub async fn load(conn: &mut rm_store::Conn) -> rm_store::Result<Self> {
-        let hosts = rm_store::hosts::names(&mut *conn).await?;
+    /// The names the rows of `jobs` need (their hosts, every repository):
+    /// never the whole fleet's.
+    pub async fn for_jobs(
+        conn: &mut rm_store::Conn,
+        jobs: &[rm_store::jobs::Job],
+    ) -> rm_store::Result<Self> {
+        let mut ids: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| [j.host_id.as_str(), j.exec_host_id.as_str()])
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let hosts = rm_store::hosts::names_of(&mut *conn, &ids).await?;
         let repos = repos::list(&mut *conn)
             .await?
             .into_iter()
@@ -598,7 +609,7 @@ pub async fn load_page(
     q: &ResultQuery,
 ) -> rm_store::Result<JobView> {
     let j = jobs::get(&mut *conn, id).await?;
-    let names = Names::load(&mut *conn).await?;
+    let names = Names::for_jobs(&mut *conn, std::slice::from_ref(&j)).await?;
     let params: serde_json::Value =
         serde_json::from_str(&j.params_json).unwrap_or(serde_json::Value::Null);
     let summary: Option<serde_json::Value> = j
@@ -776,7 +787,7 @@ pub async fn list(
     let next_cursor = more
         .then(|| rows.last().map(|j| format!("{}:{}", j.created_at, j.id)))
         .flatten();
-    let names = Names::load(&mut *conn).await?;
+    let names = Names::for_jobs(&mut *conn, &rows).await?;
     Ok(JobsPage {
         jobs: rows.iter().map(|j| JobRow::new(j, &names)).collect(),
         next_cursor,

@@ -5,6 +5,7 @@
 mod api;
 mod enroll;
 mod events;
+mod fleet;
 mod harness;
 mod http2;
 mod matrix;

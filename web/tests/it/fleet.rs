@@ -1,0 +1,227 @@
+//! The fleet at scale (scale branch): host tags go through the control
+//! plane (the owner of hosts), are audited, filter the dashboard and its
+//! JSON twin, and are shown as text.
+
+use axum::body::Body;
+use axum::http::header;
+use rm_web::auth::Role;
+use serde_json::json;
+
+use crate::harness::*;
+
+async fn add_host(h: &H, token: &str, name: &str) -> String {
+    let (status, added) = h
+        .api(token, "POST", "/api/v1/hosts", Some(json!({"name": name})))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    added["host_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn host_tags_are_saved_by_the_owner_audited_and_filter_the_fleet() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let viewer = h.token(Role::Viewer).await;
+    let a = add_host(&h, &op, "db-1").await;
+    let b = add_host(&h, &op, "web-1").await;
+    let _c = add_host(&h, &op, "web-2").await;
+
+    let (status, saved) = h
+        .api(
+            &op,
+            "PUT",
+            &format!("/api/v1/hosts/{a}/tags"),
+            Some(json!({"tags": [" prod ", "<b>db</b>", "prod"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["tags"], json!(["<b>db</b>", "prod"]));
+    let (status, _) = h
+        .api(
+            &op,
+            "PUT",
+            &format!("/api/v1/hosts/{b}/tags"),
+            Some(json!({"tags": ["dev"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // the JSON twin filters by tag, and every row carries its tags
+    let (status, page) = h.api(&viewer, "GET", "/api/v1/hosts?tag=prod", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["hosts"][0]["id"], a.as_str());
+    assert_eq!(page["hosts"][0]["tags"], json!(["<b>db</b>", "prod"]));
+    assert_eq!(
+        page["tags"],
+        json!([{"tag": "<b>db</b>", "hosts": 1}, {"tag": "dev", "hosts": 1}, {"tag": "prod", "hosts": 1}])
+    );
+    let (_, all) = h.api(&viewer, "GET", "/api/v1/hosts", None).await;
+    assert_eq!(all["total"], 3);
+    let (_, one) = h
+        .api(&viewer, "GET", &format!("/api/v1/hosts/{a}"), None)
+        .await;
+    assert_eq!(one["tags"], json!(["<b>db</b>", "prod"]));
+
+    // bad tags: a field error, nothing changed; a viewer may not tag
+    for bad in [json!(["a,b"]), json!(["x".repeat(41)]), json!(["a\u{7}"])] {
+        let (status, err) = h
+            .api(
+                &op,
+                "PUT",
+                &format!("/api/v1/hosts/{a}/tags"),
+                Some(json!({ "tags": bad })),
+            )
+            .await;
+        assert_eq!(
+            (status, err["error"]["field"].clone()),
+            (400, json!("tags")),
+            "{err}"
+        );
+    }
+    let (status, _) = h
+        .api(
+            &viewer,
+            "PUT",
+            &format!("/api/v1/hosts/{a}/tags"),
+            Some(json!({"tags": []})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = h
+        .api(
+            &op,
+            "PUT",
+            "/api/v1/hosts/nope/tags",
+            Some(json!({"tags": ["x"]})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, one) = h
+        .api(&viewer, "GET", &format!("/api/v1/hosts/{a}"), None)
+        .await;
+    assert_eq!(one["tags"], json!(["<b>db</b>", "prod"]));
+
+    // the owner audited who changed what
+    let mut c = h.state.store.read().await.unwrap();
+    let audit = rm_store::audit::recent(&mut c, 20).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|e| e.action == "host.tags").count(),
+        2,
+        "{audit:?}"
+    );
+    drop(c);
+
+    // the dashboard page: filtered rows, tags as text, the filter kept
+    h.user("ann", Role::Operator).await;
+    let s = h.login("ann").await;
+    let resp = h
+        .send(
+            req("GET", "/?tag=%3Cb%3Edb%3C%2Fb%3E")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let html = text(resp).await;
+    assert!(html.contains(">db-1</a>"), "the tagged host is listed");
+    assert!(!html.contains(">web-1</a>"), "an untagged host is not");
+    assert!(
+        html.contains(">&#60;b&#62;db&#60;/b&#62;</a>"),
+        "the tag is text"
+    );
+    assert!(!html.contains("<b>db</b>"), "never markup");
+
+    // the host page's form: a refused list is shown again as typed
+    let body = format!("_csrf={}&tags=ok%2C+{}", s.csrf, "y".repeat(41));
+    let resp = h
+        .send(
+            form(req("POST", &format!("/hosts/{b}/tags")), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    let html = text(resp).await;
+    assert!(html.contains("longer than 40 characters"), "{html}");
+    assert!(html.contains(&format!("value=\"ok, {}\"", "y".repeat(41))));
+    let body = format!("_csrf={}&tags=dev%2C+site-a", s.csrf);
+    let resp = h
+        .send(
+            form(req("POST", &format!("/hosts/{b}/tags")), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let (_, one) = h
+        .api(&viewer, "GET", &format!("/api/v1/hosts/{b}"), None)
+        .await;
+    assert_eq!(one["tags"], json!(["dev", "site-a"]));
+}
+
+/// The `<tr id="host-ID" ...>...</tr>` of a host in a page.
+fn row_of<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+    let start = html.find(&format!("<tr id=\"host-{id}\""))?;
+    let end = html[start..].find("</tr>")? + start + "</tr>".len();
+    Some(&html[start..end])
+}
+
+#[tokio::test]
+async fn the_live_fragment_renders_only_the_named_rows_exactly_as_the_page_does() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 30,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{path}");
+            text(resp).await
+        }
+    };
+    let page = get("/?sort=name".into()).await;
+    let ids: Vec<String> = page
+        .match_indices("<tr id=\"host-")
+        .map(|(i, _)| {
+            let rest = &page[i + "<tr id=\"host-".len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect();
+    assert!(ids.len() >= 20, "{ids:?}");
+    let (a, b) = (&ids[3], &ids[11]);
+    let frag = get(format!("/fragments/fleet?ids={a},{b},nope&state=ok")).await;
+    assert_eq!(frag.matches("<tr id=\"host-").count(), 2, "{frag}");
+    assert_eq!(row_of(&frag, a), row_of(&page, a), "same row as the page");
+    assert_eq!(row_of(&frag, b), row_of(&page, b));
+    assert!(row_of(&frag, &ids[0]).is_none(), "no other row");
+    assert!(frag.contains("id=\"counters\""), "the counters come along");
+    assert!(frag.contains("href=\"/?state=ok\" aria-current=\"true\""));
+    // no ids: the counters alone
+    let frag = get("/fragments/fleet".into()).await;
+    assert_eq!(frag.matches("<tr id=\"host-").count(), 0);
+    assert!(frag.contains("id=\"counters\""));
+}

@@ -153,7 +153,7 @@ pub(crate) async fn list(
     };
     let mut conn = state.store.read().await?;
     let rows = rm_store::listing::jobs(&mut conn, &filter, limit + 1).await?;
-    let names = Names::load(&mut conn).await?;
+    let names = Names::for_jobs(&mut conn, &rows).await?;
     Ok(Json(page(
         rows,
         limit,

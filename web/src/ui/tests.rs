@@ -559,6 +559,8 @@ async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
         },
         can_operate: true,
         can_admin: true,
+        tags_input: String::new(),
+        tags_error: None,
     };
     assert_eq!(page.render().unwrap().matches("muted-day").count(), 2);
 

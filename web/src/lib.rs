@@ -73,6 +73,9 @@ pub struct WebConfig {
     pub svc_timeout: Duration,
     pub auth: auth::AuthSettings,
     pub clock: SharedClock,
+    /// Also print the first-run setup code on standard output (the
+    /// install command shows it; the log line is always written).
+    pub print_setup_code: bool,
 }
 
 impl WebConfig {
@@ -87,6 +90,7 @@ impl WebConfig {
             svc_timeout: Duration::from_secs(30),
             auth: auth::AuthSettings::default(),
             clock: rm_bus::clock::system(),
+            print_setup_code: false,
         }
     }
 }
@@ -127,6 +131,15 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
             setup_code = %state.setup.code().unwrap_or_default(),
             "no account exists yet: open /setup in a browser and enter this one-time setup code"
         );
+        if config.print_setup_code {
+            use std::io::Write;
+            // a closed stdout must not end the role (println! would panic)
+            let _ = writeln!(
+                std::io::stdout(),
+                "  first admin: open /setup and enter the one-time setup code {}",
+                state.setup.code().unwrap_or_default()
+            );
+        }
     }
     tracing::info!(
         addr = %listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()),

@@ -209,6 +209,11 @@ struct WebArgs {
     /// Extra DNS names or addresses for the certificate (first start).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Agent binaries offered at /download/agent/ [default:
+    /// /usr/lib/restic-manager/agents if it exists, else this binary's
+    /// directory].
+    #[arg(long)]
+    agent_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,6 +253,19 @@ enum AuthorityCmd {
     Init {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
+    },
+    /// Write a server role's NATS credentials (.creds, 0600) minted from
+    /// the authority: for roles run on other machines or in containers
+    /// (the notifier's `--creds`).
+    Creds {
+        #[arg(long, default_value = "/var/lib/restic-manager")]
+        data_dir: PathBuf,
+        /// controlplane, alerts, notifier or web.
+        #[arg(long)]
+        role: String,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the nats-server configuration (operator mode, full resolver)
     /// that trusts this installation's keys.
@@ -409,6 +427,7 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
         rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
     config.db_path = args.db;
     config.tls_names = args.tls_names;
+    config.agent_dir = args.agent_dir;
     Ok(config)
 }
 
@@ -471,6 +490,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("account:         {}", a.account_public_key());
             println!("signing key:     {}", a.signing_public_key());
             println!("system account:  {}", a.system_account_public_key());
+            Ok(())
+        }
+        Command::Authority(AuthorityCmd::Creds {
+            data_dir,
+            role,
+            out,
+        }) => {
+            let role = match role.as_str() {
+                "controlplane" => Role::Controlplane,
+                "alerts" => Role::Alerts,
+                "notifier" => Role::Notifier,
+                "web" => Role::Web,
+                other => anyhow::bail!(
+                    "--role {other:?}: expected controlplane, alerts, notifier or web"
+                ),
+            };
+            let creds =
+                load_authority(&data_dir)?.mint_new_user(&role.name(), role.permissions())?;
+            rm_agent::state::write_durable(&out, creds.to_creds_file().as_bytes(), true)?;
+            eprintln!("wrote {} ({} credentials)", out.display(), role.name());
             Ok(())
         }
         Command::Authority(AuthorityCmd::NatsConfig {

@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// across restarts, since the local agent's credential names it.
     #[arg(long, default_value = "127.0.0.1:8089")]
     pub demo_rest_listen: SocketAddr,
+    /// Agent binaries offered at /download/agent/ [default:
+    /// /usr/lib/restic-manager/agents if it exists, else this binary's
+    /// directory].
+    #[arg(long)]
+    pub agent_dir: Option<PathBuf>,
     /// The rclone binary serving the demo repository.
     #[arg(long, default_value = "rclone")]
     pub rclone: PathBuf,
@@ -172,6 +177,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     );
     w_config.tls_names = args.tls_names.clone();
     w_config.print_setup_code = true;
+    w_config.agent_dir = args.agent_dir.clone();
     let web = tokio::spawn(rm_web::run(w_config, stopped(stop_rx.clone())));
 
     let demo_rest = if args.demo {

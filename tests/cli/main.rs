@@ -4,6 +4,7 @@
 mod accounts;
 mod alerts;
 mod browser;
+mod deploy;
 mod first_start;
 mod notifier;
 mod serve;

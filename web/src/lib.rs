@@ -28,6 +28,7 @@ use rm_store::Store;
 
 pub mod api;
 pub mod auth;
+pub mod downloads;
 mod enroll;
 pub mod error;
 pub mod events;
@@ -76,6 +77,9 @@ pub struct WebConfig {
     /// Also print the first-run setup code on standard output (the
     /// install command shows it; the log line is always written).
     pub print_setup_code: bool,
+    /// Where the agent binaries offered at `/download/agent/` are
+    /// (default: see `downloads`).
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl WebConfig {
@@ -91,6 +95,7 @@ impl WebConfig {
             auth: auth::AuthSettings::default(),
             clock: rm_bus::clock::system(),
             print_setup_code: false,
+            agent_dir: None,
         }
     }
 }
@@ -124,7 +129,9 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         events: events::Hub::default(),
         http: metrics::Http::default(),
         listings: Default::default(),
+        downloads: Default::default(),
     });
+    state.downloads.set_dir(config.agent_dir.clone());
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install
         tracing::warn!(

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+#[cfg(test)]
+use clap::CommandFactory;
 use clap::{Args, Parser, Subcommand};
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::{Authority, Role, UserCreds, server_config};
@@ -16,8 +18,42 @@ use rm_bus::shutdown::signal as shutdown_signal;
     about = "A single pane of glass for restic backups across a fleet"
 )]
 struct Cli {
+    /// Configuration file (TOML; `[serve]`, `[web]`, ... sections) [default:
+    /// /etc/restic-manager/config.toml when it exists]. Flags override
+    /// environment variables, which override the file.
+    #[arg(long, global = true, env = "RM_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// What the configuration file and the environment can set: every option
+/// of the role commands (docs/configuration.md).
+pub const CONFIG: rm_agent::layers::Spec = rm_agent::layers::Spec {
+    prefix: "RM_",
+    sections: &["serve", "bus", "controlplane", "alerts", "notifier", "web"],
+    config_flag: "config",
+    default_file: "/etc/restic-manager/config.toml",
+};
+
+/// Parses the command line over the configuration file and environment;
+/// a bad file or argument is reported (clap's usage error) and exits.
+fn parse_layered(argv: Vec<std::ffi::OsString>) -> Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let file = match rm_agent::layers::config_path(&CONFIG, &argv) {
+        Some(path) => {
+            let table = rm_agent::layers::read_file(&path)?;
+            Some((path, table))
+        }
+        None => None,
+    };
+    let cmd = rm_agent::layers::apply(
+        Cli::command(),
+        &CONFIG,
+        file.as_ref().map(|(p, t)| (p.as_path(), t)),
+    )?;
+    let matches = cmd.try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| e.exit())
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +322,11 @@ struct WebArgs {
     /// Extra DNS names or addresses for the certificate (first start).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Agent binaries offered at /download/agent/ [default:
+    /// /usr/lib/restic-manager/agents if it exists, else this binary's
+    /// directory].
+    #[arg(long)]
+    agent_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -326,6 +367,19 @@ enum AuthorityCmd {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
     },
+    /// Write a server role's NATS credentials (.creds, 0600) minted from
+    /// the authority: for roles run on other machines or in containers
+    /// (the notifier's `--creds`).
+    Creds {
+        #[arg(long, default_value = "/var/lib/restic-manager")]
+        data_dir: PathBuf,
+        /// controlplane, alerts, notifier or web.
+        #[arg(long)]
+        role: String,
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the nats-server configuration (operator mode, full resolver)
     /// that trusts this installation's keys.
     NatsConfig {
@@ -338,8 +392,15 @@ enum AuthorityCmd {
 }
 
 pub fn main() -> ExitCode {
+    let cli = match parse_layered(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_tracing();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -479,6 +540,7 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
         rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
     config.db_path = args.db;
     config.tls_names = args.tls_names;
+    config.agent_dir = args.agent_dir;
     Ok(config)
 }
 
@@ -550,6 +612,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("account:         {}", a.account_public_key());
             println!("signing key:     {}", a.signing_public_key());
             println!("system account:  {}", a.system_account_public_key());
+            Ok(())
+        }
+        Command::Authority(AuthorityCmd::Creds {
+            data_dir,
+            role,
+            out,
+        }) => {
+            let role = match role.as_str() {
+                "controlplane" => Role::Controlplane,
+                "alerts" => Role::Alerts,
+                "notifier" => Role::Notifier,
+                "web" => Role::Web,
+                other => anyhow::bail!(
+                    "--role {other:?}: expected controlplane, alerts, notifier or web"
+                ),
+            };
+            let creds =
+                load_authority(&data_dir)?.mint_new_user(&role.name(), role.permissions())?;
+            rm_agent::state::write_durable(&out, creds.to_creds_file().as_bytes(), true)?;
+            eprintln!("wrote {} ({} credentials)", out.display(), role.name());
             Ok(())
         }
         Command::Authority(AuthorityCmd::NatsConfig {
@@ -778,6 +860,59 @@ mod tests {
         assert_eq!(config.connect.name, "web");
         assert_eq!(config.db_path, Some(PathBuf::from("/tmp/x.db")));
         assert!(matches!(config.listen, rm_web::Listen::Addr(a) if a.port() == 9443));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_role_option_is_documented_in_configuration_md() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let cmd = rm_agent::layers::apply(Cli::command(), &CONFIG, None).unwrap();
+        rm_agent::layers::check_docs(&doc, "server", &rm_agent::layers::markdown(&cmd, &CONFIG))
+            .unwrap();
+    }
+
+    #[test]
+    fn serve_takes_its_options_from_the_file_under_env_and_flags() {
+        let dir = tempfile_dir().join("layered");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            "[serve]\ndata_dir = \"/srv/rm\"\nweb_listen = \"0.0.0.0:9443\"\nlocal_agent = true\nheartbeat_secs = 7\n",
+        )
+        .unwrap();
+        let argv = |extra: &[&str]| -> Vec<std::ffi::OsString> {
+            let mut v: Vec<std::ffi::OsString> = vec![
+                "restic-manager".into(),
+                "serve".into(),
+                "--config".into(),
+                file.clone().into(),
+            ];
+            v.extend(extra.iter().map(Into::into));
+            v
+        };
+        let Command::Serve(args) = parse_layered(argv(&[])).unwrap().command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.data_dir, PathBuf::from("/srv/rm"));
+        assert_eq!(args.web_listen.port(), 9443);
+        assert!(args.local_agent);
+        assert_eq!(args.heartbeat_secs, 7);
+        assert_eq!(
+            args.bus_listen.port(),
+            4222,
+            "unset keys keep the code default"
+        );
+        let Command::Serve(args) = parse_layered(argv(&["--heartbeat-secs", "3"]))
+            .unwrap()
+            .command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(args.heartbeat_secs, 3, "a flag beats the file");
+        std::fs::write(&file, "[serve]\nweb_lisen = \"x\"\n").unwrap();
+        let e = parse_layered(argv(&[])).unwrap_err().to_string();
+        assert!(e.contains("unknown key `web_lisen` in [serve]"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod cli;
+mod demo;
 mod local_agent;
 mod seed;
 mod serve;

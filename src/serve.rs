@@ -52,6 +52,23 @@ pub struct ServeArgs {
     pub restic: PathBuf,
     #[command(flatten)]
     pub anomaly: crate::cli::AnomalyArgs,
+    /// Give the local agent a clearly labelled demo repository (an
+    /// append-only REST server over `<data-dir>/demo`), a sample backup
+    /// set, a daily schedule and a first backup. Needs --local-agent.
+    #[arg(long, requires = "local_agent")]
+    pub demo: bool,
+    /// Where the demo's append-only REST server (rclone) listens; kept
+    /// across restarts, since the local agent's credential names it.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub demo_rest_listen: SocketAddr,
+    /// Agent binaries offered at /download/agent/ [default:
+    /// /usr/lib/restic-manager/agents if it exists, else this binary's
+    /// directory].
+    #[arg(long)]
+    pub agent_dir: Option<PathBuf>,
+    /// The rclone binary serving the demo repository.
+    #[arg(long, default_value = "rclone")]
+    pub rclone: PathBuf,
 }
 
 /// A future that completes when `rx` says stop.
@@ -162,8 +179,20 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         rm_web::Listen::Bound(web_listener),
     );
     w_config.tls_names = args.tls_names.clone();
+    w_config.print_setup_code = true;
+    w_config.agent_dir = args.agent_dir.clone();
     let web = tokio::spawn(rm_web::run(w_config, stopped(stop_rx.clone())));
 
+    let demo_rest = if args.demo {
+        Some(
+            crate::demo::start_rest(&args.data_dir, args.demo_rest_listen, &args.rclone)
+                .await
+                .context("the demo repository")?,
+        )
+    } else {
+        None
+    };
+    let mut demo_ctx = None;
     let agent = if args.local_agent {
         let name = args
             .local_agent_name
@@ -186,6 +215,15 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             "  local agent: {name} (state in {})",
             settings.state_dir.display()
         );
+        if let Some(rest) = &demo_rest {
+            demo_ctx = Some(crate::demo::Ctx {
+                data_dir: args.data_dir.clone(),
+                db: args.data_dir.join("restic-manager.db"),
+                bus: state_bus.clone(),
+                host_name: name.clone(),
+                rest: rest.listen,
+            });
+        }
         Some(tokio::spawn(rm_agent::run(
             settings,
             stopped(stop_rx.clone()),
@@ -197,6 +235,17 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     println!("restic-manager is running");
     println!("  bus: {bus_url}");
     println!("  web: {server_url} (certificate {})", identity.fingerprint);
+    let demo = demo_ctx.map(|ctx| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout(),
+            "  demo: repository over {} (append-only REST on {}), sample set {}",
+            args.data_dir.join("demo").display(),
+            ctx.rest,
+            crate::demo::Paths::new(&args.data_dir).sample().display()
+        );
+        tokio::spawn(crate::demo::run(ctx))
+    });
 
     // Run until asked to stop or until a role fails.
     let mut web = web;
@@ -237,6 +286,12 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             Ok(())
         }
     };
+    if let Some(d) = demo {
+        d.abort();
+    }
+    if let Some(rest) = demo_rest {
+        rest.stop().await;
+    }
     server.shutdown().await;
     result
 }

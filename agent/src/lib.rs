@@ -16,6 +16,7 @@
 pub mod enroll;
 pub mod exec;
 pub mod journal;
+pub mod layers;
 pub mod outbox;
 pub mod schedule;
 pub mod service;

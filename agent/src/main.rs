@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+#[cfg(test)]
+use clap::CommandFactory;
 use clap::{Parser, Subcommand};
 use rm_agent::enroll::Fingerprint;
 use rm_agent::service::{self, ServiceSpec};
@@ -18,6 +20,11 @@ use rm_agent::{Settings, vitals};
     about = "Runs restic backups for restic-manager on this host"
 )]
 struct Cli {
+    /// Configuration file (TOML: `state_dir`, `restic` at the top, a
+    /// `[run]` table) [default: /etc/restic-manager/agent.toml when it
+    /// exists]. Flags override environment variables, which override it.
+    #[arg(long, global = true, env = "RM_AGENT_CONFIG")]
+    config: Option<PathBuf>,
     /// State directory: keys, JWT, cached config, job journal, outbox.
     #[arg(long, env = "RM_AGENT_STATE_DIR", global = true)]
     state_dir: Option<PathBuf>,
@@ -77,8 +84,42 @@ enum Cmd {
     Status,
 }
 
+/// What the configuration file and the environment can set
+/// (docs/configuration.md).
+const CONFIG: rm_agent::layers::Spec = rm_agent::layers::Spec {
+    prefix: "RM_AGENT_",
+    sections: &["run"],
+    config_flag: "config",
+    default_file: "/etc/restic-manager/agent.toml",
+};
+
+/// Parses the command line over the configuration file and environment.
+fn parse_layered(argv: Vec<std::ffi::OsString>) -> Result<Cli> {
+    use clap::{CommandFactory, FromArgMatches};
+    let file = match rm_agent::layers::config_path(&CONFIG, &argv) {
+        Some(path) => {
+            let table = rm_agent::layers::read_file(&path)?;
+            Some((path, table))
+        }
+        None => None,
+    };
+    let cmd = rm_agent::layers::apply(
+        Cli::command(),
+        &CONFIG,
+        file.as_ref().map(|(p, t)| (p.as_path(), t)),
+    )?;
+    let matches = cmd.try_get_matches_from(argv).unwrap_or_else(|e| e.exit());
+    Cli::from_arg_matches(&matches).map_err(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_layered(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -194,5 +235,18 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", rm_agent::status::report(&state)?);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_agent_option_is_documented_in_configuration_md() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md");
+        let cmd = rm_agent::layers::apply(Cli::command(), &CONFIG, None).unwrap();
+        rm_agent::layers::check_docs(&doc, "agent", &rm_agent::layers::markdown(&cmd, &CONFIG))
+            .unwrap();
     }
 }

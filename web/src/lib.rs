@@ -28,6 +28,7 @@ use rm_store::Store;
 
 pub mod api;
 pub mod auth;
+pub mod downloads;
 mod enroll;
 pub mod error;
 pub mod events;
@@ -73,6 +74,12 @@ pub struct WebConfig {
     pub svc_timeout: Duration,
     pub auth: auth::AuthSettings,
     pub clock: SharedClock,
+    /// Also print the first-run setup code on standard output (the
+    /// install command shows it; the log line is always written).
+    pub print_setup_code: bool,
+    /// Where the agent binaries offered at `/download/agent/` are
+    /// (default: see `downloads`).
+    pub agent_dir: Option<PathBuf>,
 }
 
 impl WebConfig {
@@ -87,6 +94,8 @@ impl WebConfig {
             svc_timeout: Duration::from_secs(30),
             auth: auth::AuthSettings::default(),
             clock: rm_bus::clock::system(),
+            print_setup_code: false,
+            agent_dir: None,
         }
     }
 }
@@ -120,13 +129,24 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         events: events::Hub::default(),
         http: metrics::Http::default(),
         listings: Default::default(),
+        downloads: Default::default(),
     });
+    state.downloads.set_dir(config.agent_dir.clone());
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install
         tracing::warn!(
             setup_code = %state.setup.code().unwrap_or_default(),
             "no account exists yet: open /setup in a browser and enter this one-time setup code"
         );
+        if config.print_setup_code {
+            use std::io::Write;
+            // a closed stdout must not end the role (println! would panic)
+            let _ = writeln!(
+                std::io::stdout(),
+                "  first admin: open /setup and enter the one-time setup code {}",
+                state.setup.code().unwrap_or_default()
+            );
+        }
     }
     tracing::info!(
         addr = %listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string()),

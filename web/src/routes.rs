@@ -19,7 +19,7 @@ use utoipa::openapi::schema::Schema;
 
 use crate::auth::{self, Role};
 use crate::error::ApiError;
-use crate::{AppState, enroll, health, pages, ui};
+use crate::{AppState, downloads, enroll, health, pages, ui};
 
 /// True for machine routes (JSON refusals, no login redirect): `/api/...`
 /// and `/metrics`.
@@ -149,6 +149,8 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/logout", VIEWER, pages::logout),
         route(M::GET, "/setup", PUBLIC, pages::setup_form),
         route(M::POST, "/setup", PUBLIC, pages::setup),
+        // ---- install: agent binaries for the install scripts (deploy/)
+        route(M::GET, "/download/agent/{file}", PUBLIC, downloads::agent),
         // ---- UI pages (server-rendered; see `ui`)
         route(M::GET, "/static/app.css", PUBLIC, ui::assets::css),
         route(M::GET, "/static/app.js", PUBLIC, ui::assets::js),

@@ -28,6 +28,8 @@ pub struct Shared {
     pub http: crate::metrics::Http,
     /// Directory listings of snapshots (the restore wizard's cache).
     pub listings: crate::ui::listing::Listings,
+    /// Where the agent binaries offered for download are.
+    pub downloads: crate::downloads::Downloads,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -51,6 +53,7 @@ impl AppState {
             events: crate::events::Hub::default(),
             http: crate::metrics::Http::default(),
             listings: Default::default(),
+            downloads: Default::default(),
         })
     }
 

@@ -73,6 +73,7 @@ impl H {
             events: Default::default(),
             http: Default::default(),
             listings: Default::default(),
+            downloads: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {

@@ -282,6 +282,7 @@ async fn setup(ctx: &Ctx) -> Result<String> {
                     name: REPO_NAME.into(),
                     secrets: seal(local.to_string_lossy().into_owned())?,
                     init_on_host: Some(host_id.clone()),
+                    verify_on_host: None,
                 },
             )
             .await

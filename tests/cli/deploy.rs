@@ -154,17 +154,21 @@ async fn the_install_script_verifies_the_pinned_download_and_enrolls_the_agent()
         .spawn()
         .unwrap();
     let url = wait_running(&mut serve);
+    // The enrollment token comes back sealed to a key of this request.
+    let (req, key) = rm_controlplane::api::HostAdd::new("installed-by-script");
     let reply = call_role(
         &data,
         bus_port,
         SvcRole::Controlplane,
         Verb::new("host-add"),
-        serde_json::json!({"name": "installed-by-script"}),
+        serde_json::to_value(&req).unwrap(),
     )
     .await;
-    let added = reply.ok.expect("host added");
-    let token = added["token"].as_str().unwrap().to_owned();
-    let command = added["command"].as_str().unwrap().to_owned();
+    let sealed: rm_controlplane::api::SealedEnrollment =
+        serde_json::from_value(reply.ok.expect("host added")).unwrap();
+    let added = sealed.open(&key).expect("sealed to the asker");
+    let token = added.token.clone();
+    let command = added.command.clone();
     let fingerprint = command
         .split_whitespace()
         .skip_while(|w| *w != "--fingerprint")

@@ -279,7 +279,9 @@ async fn retention_preview_runs_where_forget_would_with_the_owners_host_pinned_a
     assert!(spec.repo.append_only);
     assert_eq!(spec.timeout_secs, 120);
     match &spec.params {
-        JobParams::ForgetPreview { host_name, .. } => assert_eq!(host_name, "web-1"),
+        JobParams::ForgetPreview { host_name, .. } => {
+            assert_eq!(host_name, &web.host_id(), "pinned to the owner's restic host name: its id")
+        }
         other => panic!("{other:?}"),
     }
     // with a maintenance host: there, with its full credential
@@ -297,7 +299,9 @@ async fn retention_preview_runs_where_forget_would_with_the_owners_host_pinned_a
     let spec = maint.expect_dispatch().await;
     assert!(!spec.repo.append_only);
     match &spec.params {
-        JobParams::ForgetPreview { host_name, .. } => assert_eq!(host_name, "web-1"),
+        JobParams::ForgetPreview { host_name, .. } => {
+            assert_eq!(host_name, &web.host_id(), "pinned to the owner's restic host name: its id")
+        }
         other => panic!("{other:?}"),
     }
     // a preview without a keep rule is refused up front

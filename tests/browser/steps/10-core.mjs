@@ -29,6 +29,8 @@ await step('backup-progress-live', async () => {
   const page = await ctx.newPage();
   await page.goto(`${base}/hosts/${hostId}`);
   await page.click('text=Back up now');
+  // The host has other repositories too (later steps' set-up): name this one.
+  await page.selectOption('#repo_id', cfg.repo_id);
   await page.fill('#paths', cfg.backup_path);
   await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
   lastJob = new URL(page.url()).pathname.split('/').pop();
@@ -70,7 +72,7 @@ await step('restore-two-files-through-the-wizard', async () => {
   };
   await page.goto(`${base}/hosts/${hostId}`);
   await Promise.all([page.waitForURL(/\/restore\?/), page.click('.actions a:text-is("Restore")')]);
-  await Promise.all([page.waitForURL(/repo=/), page.click('ul.choices a')]);
+  await Promise.all([page.waitForURL(/repo=/), page.click(`ul.choices a[href*="repo=${cfg.repo_id}"]`)]);
   await Promise.all([page.waitForURL(/snapshot=/), page.click('table.data a:text-is("Browse…")')]);
   restoreSnap = new URL(page.url()).searchParams.get('snapshot');
   await axe(page, 'restore: browse');

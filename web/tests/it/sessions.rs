@@ -596,3 +596,38 @@ async fn behind_a_trusted_proxy_two_clients_are_throttled_separately() {
         429
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_session_records_the_forwarded_client() {
+    let h = H::with(AuthSettings {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..AuthSettings::default()
+    })
+    .await;
+    h.user("alice", Role::Viewer).await;
+    let body = format!("username=alice&password={}&next=/", password_of("alice"));
+    let peer: std::net::SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    let r = form(req("POST", "/login"), &body)
+        .header("x-forwarded-for", "198.51.100.9, 203.0.113.1")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(Body::from(body))
+        .unwrap();
+    let resp = h.send(r).await;
+    assert_eq!(resp.status(), 303);
+    let s = h.session_of(session_cookie(&resp).unwrap()).await;
+    let mine = json(
+        h.send(
+            req("GET", "/api/v1/me/sessions")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await
+    .to_string();
+    assert!(
+        mine.contains(r#""address":"203.0.113.1""#),
+        "the session's address is the forwarded client: {mine}"
+    );
+}

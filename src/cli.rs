@@ -322,6 +322,12 @@ struct WebArgs {
     /// Extra DNS names or addresses for the certificate (first start).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Reverse proxies (addresses or CIDR ranges; repeat or separate with
+    /// commas) whose X-Forwarded-For names the client for the login
+    /// throttle, sessions and the audit log [default: none: the TCP peer
+    /// is the client and X-Forwarded-For is ignored].
+    #[arg(long = "trusted-proxy", value_delimiter = ',')]
+    trusted_proxies: Vec<rm_web::auth::client::Cidr>,
     /// Agent binaries offered at /download/agent/ [default:
     /// /usr/lib/restic-manager/agents if it exists, else this binary's
     /// directory].
@@ -541,6 +547,7 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
     config.db_path = args.db;
     config.tls_names = args.tls_names;
     config.agent_dir = args.agent_dir;
+    config.auth.trusted_proxies = args.trusted_proxies;
     Ok(config)
 }
 

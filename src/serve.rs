@@ -37,6 +37,12 @@ pub struct ServeArgs {
     /// Extra DNS names or addresses for the web certificate (first start).
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// Reverse proxies (addresses or CIDR ranges; repeat or separate with
+    /// commas) whose X-Forwarded-For names the client for the login
+    /// throttle, sessions and the audit log [default: none: the TCP peer
+    /// is the client and X-Forwarded-For is ignored].
+    #[arg(long = "trusted-proxy", value_delimiter = ',')]
+    pub trusted_proxies: Vec<rm_web::auth::client::Cidr>,
     /// Agents' heartbeat interval in seconds.
     #[arg(long, default_value_t = 15)]
     pub heartbeat_secs: u64,
@@ -181,6 +187,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     w_config.tls_names = args.tls_names.clone();
     w_config.print_setup_code = true;
     w_config.agent_dir = args.agent_dir.clone();
+    w_config.auth.trusted_proxies = args.trusted_proxies.clone();
     let web = tokio::spawn(rm_web::run(w_config, stopped(stop_rx.clone())));
 
     let demo_rest = if args.demo {

@@ -24,6 +24,10 @@
 //!
 //! Topics (`?topics=`, comma-separated, default all): `hosts`, `jobs`,
 //! `alerts`, `channels`, `schedules`, `repos`.
+//!
+//! Who receives what is decided in one place, [`VISIBILITY`] (event name and
+//! `type` → the weakest role that receives it), applied to live events and
+//! to the `Last-Event-ID` replay alike; docs/api.md repeats the table.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -42,7 +46,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
 use crate::api::ApiQuery;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 
 /// Events kept for `Last-Event-ID` resumption.
@@ -62,12 +66,42 @@ const TOPICS: [(&str, &str); 6] = [
     ("repos", "repo"),
 ];
 
+/// The weakest role that receives an event, by event name and `type`
+/// (`"*"`: any type). The first matching row wins; an event no row matches
+/// goes to admins only, so a new kind of event is never sent to more roles
+/// than someone decided.
+///
+/// - job log lines carry restic's output (file paths, error text): an
+///   operator's; viewers see a job's state and progress live, and its
+///   stored log on reload;
+/// - notification channels are configured on admin pages only.
+pub const VISIBILITY: [(&str, &str, Role); 7] = [
+    ("job", "log", Role::Operator),
+    ("job", "*", Role::Viewer),
+    ("host", "*", Role::Viewer),
+    ("alert", "*", Role::Viewer),
+    ("schedule", "*", Role::Viewer),
+    ("repo", "*", Role::Viewer),
+    ("channels", "*", Role::Admin),
+];
+
+/// The weakest role that receives event `name` of type `kind`
+/// ([`VISIBILITY`]).
+pub fn min_role(name: &str, kind: &str) -> Role {
+    VISIBILITY
+        .iter()
+        .find(|(n, t, _)| *n == name && (*t == "*" || *t == kind))
+        .map_or(Role::Admin, |(_, _, role)| *role)
+}
+
 /// One event as sent.
 #[derive(Debug, Clone)]
 pub struct LiveEvent {
     pub id: u64,
     pub name: String,
     pub data: String,
+    /// Who may receive it ([`min_role`]).
+    pub min_role: Role,
 }
 
 /// The fan-out point: a bounded broadcast plus the recent-event ring.
@@ -101,9 +135,11 @@ impl Hub {
             return;
         };
         // ids are assigned under the ring's lock, so the ring stays ordered
+        let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
         let event = Arc::new(LiveEvent {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             name: name.to_owned(),
+            min_role: min_role(name, kind),
             data: data.to_string(),
         });
         if ring.len() == RING {
@@ -262,7 +298,7 @@ fn sse_event(e: &LiveEvent) -> Event {
 /// `GET /api/v1/events`.
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    _: Principal,
+    who: Principal,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
@@ -308,10 +344,11 @@ pub(crate) async fn stream(
     let replayed_up_to = backlog.last().map_or(last_id.unwrap_or(0), |e| e.id);
     hub.clients.fetch_add(1, Ordering::SeqCst);
     let guard = ClientGuard(state.shared());
+    let role = who.role;
     let names = Arc::new(names);
     let wanted = {
         let names = names.clone();
-        move |e: &LiveEvent| names.iter().any(|n| *n == e.name)
+        move |e: &LiveEvent| e.min_role <= role && names.iter().any(|n| *n == e.name)
     };
     let head = futures_util::stream::iter(
         refetch
@@ -320,7 +357,7 @@ pub(crate) async fn stream(
             .chain(
                 backlog
                     .into_iter()
-                    .filter(|e| names.iter().any(|n| *n == e.name))
+                    .filter(|e| wanted(e))
                     .map(|e| Ok(sse_event(&e)))
                     .collect::<Vec<_>>(),
             ),

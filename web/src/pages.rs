@@ -9,7 +9,7 @@ use askama::Template;
 use axum::Extension;
 use axum::Form;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
@@ -127,8 +127,15 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-fn client_addr(ci: Option<&Extension<ConnectInfo<SocketAddr>>>) -> String {
-    ci.map_or_else(|| "unknown".to_owned(), |c| c.0.0.ip().to_string())
+/// The client address ([`client`](crate::auth::client)), as text.
+fn client_addr(
+    state: &AppState,
+    ci: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let peer = ci.map(|c| c.0.0.ip());
+    crate::auth::client::client_ip(&state.auth.trusted_proxies, peer, headers)
+        .map(|ip| ip.to_string())
 }
 
 /// Whole seconds, rounded up, at least 1.
@@ -151,11 +158,13 @@ pub(crate) async fn login(
     State(state): State<AppState>,
     MaybePrincipal(current): MaybePrincipal,
     ci: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(form.next.as_deref());
-    let keys = throttle::keys(&form.username, &client_addr(ci.as_ref()));
+    let address = client_addr(&state, ci.as_ref(), &headers);
+    let keys = throttle::keys(&form.username, address.as_deref().unwrap_or("unknown"));
     // a browser still signed in posts the form again with its CSRF token
     let csrf = current.and_then(|p| p.csrf);
     let again = |status: StatusCode, message: String| {
@@ -231,7 +240,6 @@ pub(crate) async fn login(
     if let Err(e) = throttle::succeeded(&state, &keys[0]).await {
         tracing::warn!(error = %e, "clearing the login throttle failed");
     }
-    let address = ci.as_ref().map(|c| c.0.0.ip().to_string());
     sign_in(
         &state,
         jar,

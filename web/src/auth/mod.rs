@@ -48,6 +48,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub mod accounts;
+pub mod client;
 mod csrf;
 pub mod password;
 pub mod session;
@@ -108,7 +109,7 @@ pub struct Principal {
     /// The session's stored id (the SHA-256 of its cookie; sessions only),
     /// so the account page can mark "this session".
     pub session: Option<String>,
-    /// The client address of this request (the TCP peer), for the audit log.
+    /// The client address of this request ([`client`]), for the audit log.
     pub address: Option<String>,
 }
 
@@ -151,6 +152,9 @@ pub struct AuthSettings {
     /// A session ends this long after login, used or not.
     pub session_absolute: Duration,
     pub throttle: throttle::ThrottlePolicy,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// [`client`]); empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<client::Cidr>,
 }
 
 impl Default for AuthSettings {
@@ -159,6 +163,7 @@ impl Default for AuthSettings {
             session_idle: Duration::from_secs(12 * 3600),
             session_absolute: Duration::from_secs(7 * 24 * 3600),
             throttle: throttle::ThrottlePolicy::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -259,10 +264,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|v| v.trim().to_owned());
-    let address = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let address = client::of_request(&state.auth.trusted_proxies, req.extensions(), req.headers())
+        .map(|ip| ip.to_string());
     let authn = if let Some(secret) = bearer {
         match token::resolve(&state, &secret).await {
             Ok(Ok(p)) => Authn::Principal(p),

@@ -131,6 +131,66 @@ async fn bus_events_reach_clients_by_topic() {
     assert_eq!(data["alert_id"], "al_1");
 }
 
+/// The next `n` events of `r` as `name/type`.
+async fn got(r: &mut Reader, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (name, _, data) = r.next().await.expect("an event");
+        out.push(format!("{name}/{}", data["type"].as_str().unwrap_or("")));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_viewer_does_not_receive_log_lines_or_channel_changes_live_or_replayed() {
+    let h = H::new().await;
+    h.user("v", Role::Viewer).await;
+    h.user("o", Role::Operator).await;
+    h.user("a", Role::Admin).await;
+    let (sv, so, sa) = (h.login("v").await, h.login("o").await, h.login("a").await);
+    let mut viewer = connect(&h, &sv, "", None).await;
+    let mut operator = connect(&h, &so, "", None).await;
+    let mut admin = connect(&h, &sa, "", None).await;
+    let ev = &h.state.events;
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "log", "job_id": "j1", "lines": [{"text": "/secret/path"}]}),
+    );
+    ev.publish(
+        "channels",
+        serde_json::json!({"type": "changed", "id": "c1"}),
+    );
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "progress", "job_id": "j1"}),
+    );
+    ev.publish(
+        "alert",
+        serde_json::json!({"type": "raised", "alert_id": "al"}),
+    );
+    // the viewer's first event is the progress: the log line and the
+    // channel change published before it were skipped
+    assert_eq!(got(&mut viewer, 2).await, ["job/progress", "alert/raised"]);
+    assert_eq!(
+        got(&mut operator, 3).await,
+        ["job/log", "job/progress", "alert/raised"]
+    );
+    assert_eq!(
+        got(&mut admin, 4).await,
+        [
+            "job/log",
+            "channels/changed",
+            "job/progress",
+            "alert/raised"
+        ]
+    );
+    // the same rule on a Last-Event-ID replay
+    let mut replay = connect(&h, &sv, "", Some("0")).await;
+    assert_eq!(got(&mut replay, 2).await, ["job/progress", "alert/raised"]);
+    let mut replay = connect(&h, &so, "?topics=jobs", Some("0")).await;
+    assert_eq!(got(&mut replay, 2).await, ["job/log", "job/progress"]);
+}
+
 #[tokio::test]
 async fn last_event_id_resumes_from_the_ring_or_asks_to_refetch() {
     let h = H::new().await;
@@ -139,7 +199,7 @@ async fn last_event_id_resumes_from_the_ring_or_asks_to_refetch() {
     for i in 0..3 {
         h.state
             .events
-            .publish("job", serde_json::json!({"type": "log", "n": i}));
+            .publish("job", serde_json::json!({"type": "progress", "n": i}));
     }
     let mut r = connect(&h, &s, "", Some("1")).await;
     let (_, id, data) = r.next().await.unwrap();

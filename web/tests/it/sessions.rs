@@ -544,3 +544,90 @@ async fn readyz_reports_the_database_and_the_bus() {
     assert_eq!(r.status(), 503);
     assert_eq!(json(r).await["database"], "unavailable");
 }
+
+/// A failed login from TCP peer `peer`, with `X-Forwarded-For: xff`.
+async fn login_via(h: &H, peer: &str, xff: &str, name: &str) -> u16 {
+    let body = format!("username={name}&password=wrong-password&next=/");
+    let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+    let r = form(req("POST", "/login"), &body)
+        .header("x-forwarded-for", xff)
+        .extension(axum::extract::ConnectInfo(addr))
+        .body(Body::from(body))
+        .unwrap();
+    h.send(r).await.status().as_u16()
+}
+
+#[tokio::test]
+async fn without_a_trusted_proxy_a_forged_x_forwarded_for_does_not_escape_the_throttle() {
+    let h = H::new().await;
+    // one client, a new forged address and a new name every time
+    let statuses = [
+        login_via(&h, "192.0.2.9", "198.51.100.1", "n1").await,
+        login_via(&h, "192.0.2.9", "198.51.100.2", "n2").await,
+        login_via(&h, "192.0.2.9", "198.51.100.3", "n3").await,
+        login_via(&h, "192.0.2.9", "198.51.100.4", "n4").await,
+    ];
+    assert_eq!(statuses, [401, 401, 401, 429], "keyed on the peer");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_two_clients_are_throttled_separately() {
+    let h = H::with(AuthSettings {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..AuthSettings::default()
+    })
+    .await;
+    let proxy = "10.0.0.5";
+    // client A fails with three names until its address is blocked
+    for name in ["a1", "a2", "a3"] {
+        login_via(&h, proxy, "203.0.113.1", name).await;
+    }
+    assert_eq!(login_via(&h, proxy, "203.0.113.1", "a4").await, 429);
+    // client B behind the same proxy is not (and cannot pass as a trusted hop)
+    assert_eq!(login_via(&h, proxy, "203.0.113.2", "b1").await, 401);
+    assert_eq!(
+        login_via(&h, proxy, "203.0.113.1, 203.0.113.2", "b2").await,
+        401,
+        "the right-most untrusted hop is the client"
+    );
+    // A, forging a left-most address, is still A
+    assert_eq!(
+        login_via(&h, proxy, "198.51.100.77, 203.0.113.1", "a5").await,
+        429
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_session_records_the_forwarded_client() {
+    let h = H::with(AuthSettings {
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..AuthSettings::default()
+    })
+    .await;
+    h.user("alice", Role::Viewer).await;
+    let body = format!("username=alice&password={}&next=/", password_of("alice"));
+    let peer: std::net::SocketAddr = "10.0.0.5:40000".parse().unwrap();
+    let r = form(req("POST", "/login"), &body)
+        .header("x-forwarded-for", "198.51.100.9, 203.0.113.1")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(Body::from(body))
+        .unwrap();
+    let resp = h.send(r).await;
+    assert_eq!(resp.status(), 303);
+    let s = h.session_of(session_cookie(&resp).unwrap()).await;
+    let mine = json(
+        h.send(
+            req("GET", "/api/v1/me/sessions")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await
+    .to_string();
+    assert!(
+        mine.contains(r#""address":"203.0.113.1""#),
+        "the session's address is the forwarded client: {mine}"
+    );
+}

@@ -360,9 +360,9 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/api/v1/jobs/{id}/cancel", OPERATOR, jobs::cancel)
             .doc("Cancel a job")
             .returns::<jobs::JobStateView>(200),
-        route(M::GET, "/api/v1/jobs/{id}/logs", VIEWER, jobs::logs)
+        route(M::GET, "/api/v1/jobs/{id}/logs", OPERATOR, jobs::logs)
             .query(&[("after", false), ("limit", false)])
-            .doc("A job's log lines: ?after=<seq>&limit=")
+            .doc("A job's log lines: ?after=<seq>&limit= (operators: restic's output names files and paths, so viewers get neither this nor the live `job/log` events)")
             .returns::<jobs::LogPage>(200),
         // hosts
         route(M::GET, "/api/v1/hosts", VIEWER, ui::dashboard::api_list)

@@ -280,7 +280,11 @@ async fn retention_preview_runs_where_forget_would_with_the_owners_host_pinned_a
     assert_eq!(spec.timeout_secs, 120);
     match &spec.params {
         JobParams::ForgetPreview { host_name, .. } => {
-            assert_eq!(host_name, &web.host_id(), "pinned to the owner's restic host name: its id")
+            assert_eq!(
+                host_name,
+                &web.host_id(),
+                "pinned to the owner's restic host name: its id"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -300,7 +304,11 @@ async fn retention_preview_runs_where_forget_would_with_the_owners_host_pinned_a
     assert!(!spec.repo.append_only);
     match &spec.params {
         JobParams::ForgetPreview { host_name, .. } => {
-            assert_eq!(host_name, &web.host_id(), "pinned to the owner's restic host name: its id")
+            assert_eq!(
+                host_name,
+                &web.host_id(),
+                "pinned to the owner's restic host name: its id"
+            )
         }
         other => panic!("{other:?}"),
     }

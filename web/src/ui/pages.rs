@@ -116,7 +116,13 @@ pub async fn job_page(
         }
         let mut conn = state.store.read().await?;
         let view = job::load_page(&mut conn, &id, state.now(), &q).await?;
-        let mut logs = rm_store::jobs::logs(&mut conn, &id).await?;
+        // Log lines name files and paths: operators only, as on the
+        // event stream (events::VISIBILITY).
+        let mut logs = if can_operate(&who) {
+            rm_store::jobs::logs(&mut conn, &id).await?
+        } else {
+            Vec::new()
+        };
         let skip = logs.len().saturating_sub(LOG_SHOWN);
         logs.drain(..skip);
         Ok::<_, ApiError>((view, logs))

@@ -107,18 +107,33 @@ async fn queued_hosts(cp: &Cp) -> rm_store::Result<Vec<String>> {
     jobs::hosts_with_queued(&mut c).await
 }
 
-/// Dispatches `host`'s queued jobs unless a dispatch for it is under way.
+/// Dispatches `host`'s queued jobs. When a pass for it is under way, that
+/// pass runs once more when it ends (what woke us, e.g. a job finishing
+/// and freeing its repository, may have come after it read the queue).
 pub(crate) fn spawn_dispatch(cp: &Arc<Cp>, host: String) {
-    if !lock(&cp.dispatching).insert(host.clone()) {
-        return;
+    {
+        let mut d = lock(&cp.dispatching);
+        if let Some(again) = d.get_mut(&host) {
+            *again = true;
+            return;
+        }
+        d.insert(host.clone(), false);
     }
     let cp = cp.clone();
     tokio::spawn(async move {
-        if let Err(f) = dispatch_host(&cp, &host).await {
-            tracing::info!(host = %host, reason = %f.message, "dispatch postponed");
+        loop {
+            if let Err(f) = dispatch_host(&cp, &host).await {
+                tracing::info!(host = %host, reason = %f.message, "dispatch postponed");
+            }
+            cp.metrics.dispatch_pass();
+            let mut d = lock(&cp.dispatching);
+            if d.get(&host).copied().unwrap_or(false) {
+                d.insert(host.clone(), false);
+                continue;
+            }
+            d.remove(&host);
+            break;
         }
-        lock(&cp.dispatching).remove(&host);
-        cp.metrics.dispatch_pass();
     });
 }
 
@@ -152,12 +167,17 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
         // Still queued (not sent, refused, failed to send): the claim goes.
         let released = async {
             let mut tx = cp.store.write().await?;
-            jobs::release_claim(&mut tx, &job.id).await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)
+            let dropped = jobs::release_claim(&mut tx, &job.id).await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)?;
+            Ok::<_, rm_store::StoreError>(dropped)
         }
         .await;
-        if let Err(e) = released {
-            tracing::warn!(job = %job.id, error = %e, "dispatch claim not released");
+        match released {
+            // The repository is free again: jobs of other hosts that
+            // waited for it (an exclusive check or forget) may go now.
+            Ok(true) => cp.dispatch_wake.notify_one(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "dispatch claim not released"),
         }
         r?;
     }

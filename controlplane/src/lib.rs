@@ -200,7 +200,9 @@ pub(crate) struct Cp {
     /// the dispatch ack): a hello composed before that says nothing of it.
     pub accept_marks: Mutex<HashMap<String, rm_bus::msg::AcceptMark>>,
     /// Hosts a dispatch task is running for.
-    pub dispatching: Mutex<HashSet<String>>,
+    /// Hosts with a dispatch pass under way, and whether another pass
+    /// was asked for meanwhile (it runs as soon as this one ends).
+    pub dispatching: Mutex<std::collections::HashMap<String, bool>>,
     /// Since when heartbeats can reach the control plane: set once ingest
     /// has subscribed, reset on every reconnect, cleared on disconnect.
     pub connected_since: Mutex<Option<tokio::time::Instant>>,
@@ -310,7 +312,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         dispatch_wake: Notify::new(),
         agent_jobs: Mutex::new(HashMap::new()),
         accept_marks: Mutex::new(HashMap::new()),
-        dispatching: Mutex::new(HashSet::new()),
+        dispatching: Mutex::new(std::collections::HashMap::new()),
         // set by ingest once its subscriptions are live (and on reconnects)
         connected_since: Mutex::new(None),
         metrics: metrics::Metrics::default(),

@@ -224,13 +224,17 @@ pub async fn claim_for_dispatch(conn: &mut SqliteConnection, id: &str, now: i64)
 }
 
 /// Gives up a dispatch claim (the send failed or was refused). A no-op for
-/// a job that left `queued` meanwhile.
-pub async fn release_claim(conn: &mut SqliteConnection, id: &str) -> Result<()> {
-    sqlx::query("UPDATE jobs SET claimed_at = NULL WHERE id = ? AND status = 'queued'")
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// a job that left `queued` meanwhile. True when a claim was dropped, so
+/// jobs that waited for the repository may go now.
+pub async fn release_claim(conn: &mut SqliteConnection, id: &str) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE jobs SET claimed_at = NULL WHERE id = ? AND status = 'queued' AND claimed_at IS NOT NULL",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
 }
 
 /// Clears every dispatch claim: the control plane starting, so no dispatch

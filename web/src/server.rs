@@ -87,7 +87,8 @@ pub async fn launch(
             });
             let service = TowerToHyperService::new(app);
             let builder = auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            let conn =
+                builder.serve_connection_with_upgrades(TokioIo::new(CloseNotify(tls)), service);
             tokio::select! {
                 r = watcher.watch(conn.into_owned()) => {
                     if let Err(e) = r {
@@ -108,4 +109,69 @@ pub async fn launch(
     }
     let _ = hard_stop.send(true);
     Ok(())
+}
+
+/// A TLS stream that says goodbye: when hyper drops a connection after an
+/// error (a malformed request it answered with 400), the client still gets
+/// TLS's `close_notify` before the TCP close, so it sees a clean end
+/// instead of "EOF occurred in violation of protocol". Best effort: the
+/// alert is written only if the socket takes it at once.
+struct CloseNotify(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl Drop for CloseNotify {
+    fn drop(&mut self) {
+        let (tcp, conn) = self.0.get_mut();
+        conn.send_close_notify();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            if conn.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        if !out.is_empty() {
+            let _ = tcp.try_write(&out);
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for CloseNotify {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CloseNotify {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
 }

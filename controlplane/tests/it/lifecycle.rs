@@ -875,8 +875,9 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     let mut done = done_msg(&bjob, JobOutcome::Succeeded);
     done.summary = None;
     web.send_done(&done).await.unwrap();
-    // one exclusive job at a time: the second waits for the first
-    let first = maint.expect_dispatch().await;
+    // one exclusive job at a time: the second waits for the first (the
+    // backup's refresh jobs on web-1 share the repository: answered)
+    let first = exclusive_next(maint, web).await;
     dispatcher_looked(&cp).await;
     assert!(
         maint.next_command(Duration::ZERO).await.is_none(),
@@ -889,12 +890,39 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     let mut d = done_msg(&first.job_id, JobOutcome::Succeeded);
     d.summary = None;
     maint.send_done(&d).await.unwrap();
-    let second = maint.expect_dispatch().await;
+    let second = exclusive_next(maint, web).await;
     let mut got = [first.job_id.to_string(), second.job_id.to_string()];
     got.sort();
     let mut want = [check.job_id.clone(), forget.job_id.clone()];
     want.sort();
     assert_eq!(got, want);
+}
+
+/// The next dispatch to `maint`, while answering the refresh jobs (snapshots,
+/// stats, locks) dispatched to `other` meanwhile: they share the repository,
+/// so an agent that never answered them would hold it.
+async fn exclusive_next(maint: &mut Agent, other: &mut Agent) -> JobSpec {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < until {
+        if let Some(spec) = maint.dispatch_within(Duration::from_millis(200)).await {
+            return spec;
+        }
+        if let Some(spec) = other.dispatch_within(Duration::from_millis(50)).await {
+            let summary = match spec.params.kind() {
+                JobKind::Snapshots | JobKind::Locks => serde_json::json!([]),
+                JobKind::Stats => serde_json::json!({"total_size": 1}),
+                k => panic!("unexpected {k:?} on the other host"),
+            };
+            other
+                .send_started(&spec.job_id, JobOrigin::Dispatch, None)
+                .await
+                .unwrap();
+            let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+            d.summary = Some(summary);
+            other.send_done(&d).await.unwrap();
+        }
+    }
+    panic!("no dispatch to the maintenance host within 30 s");
 }
 
 /// Answers dispatched refresh jobs (snapshots, stats, locks) with empty

@@ -419,6 +419,21 @@ impl Agent {
         self.expect_dispatch_marked(None).await
     }
 
+    /// A dispatch within `wait`, acknowledged; `None` if none came.
+    pub async fn dispatch_within(&mut self, wait: Duration) -> Option<JobSpec> {
+        loop {
+            let (cmd, m) = self.next_command(wait).await?;
+            match cmd.body {
+                CommandBody::Dispatch { job } => {
+                    self.answer(&m, encode(&Ack::ok())).await;
+                    return Some(job);
+                }
+                CommandBody::ConfigChanged { .. } => self.answer(&m, encode(&Ack::ok())).await,
+                other => panic!("expected a dispatch, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits for a dispatch and acknowledges it with the accept's mark.
     pub async fn expect_dispatch_marked(&mut self, accepted: Option<AcceptMark>) -> JobSpec {
         loop {

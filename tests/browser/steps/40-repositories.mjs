@@ -12,6 +12,8 @@ let snapshotsJob = null, statsJob = null, addedRepo = null;
 // Runs an operation from the host's run form and waits for its job to end ok.
 async function runJob(page, kind, fill) {
   await page.goto(`${base}/hosts/${hostId}/run?kind=${kind}`);
+  // The host has other repositories too (other steps' set-up): name this one.
+  await page.selectOption('#repo_id', cfg.repo_id);
   if (fill) await fill();
   await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
   await page.locator('#job-title .status.s-ok').waitFor({ timeout: 120000 });

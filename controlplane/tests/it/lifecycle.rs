@@ -196,9 +196,10 @@ async fn prune_waits_for_the_repository_and_cancel_reaches_an_agent_that_was_awa
     assert_eq!(job_status(&db, &prune.job_id).await, "queued");
 
     let mut done = done_msg(&bjob, JobOutcome::Succeeded);
-    done.summary = None; // no snapshot: no refresh jobs in the way
+    done.summary = None;
     web.send_done(&done).await.unwrap();
-    let spec = maint.expect_dispatch().await;
+    // (refresh jobs for web-1 on the repository, if any, are answered)
+    let spec = exclusive_next(maint, web).await;
     assert_eq!(spec.job_id.as_str(), prune.job_id);
     eventually("prune dispatched", || async {
         (job_status(&db, &prune.job_id).await == "dispatched").then_some(())
@@ -896,33 +897,6 @@ async fn check_and_forget_wait_for_a_running_backup_too() {
     let mut want = [check.job_id.clone(), forget.job_id.clone()];
     want.sort();
     assert_eq!(got, want);
-}
-
-/// The next dispatch to `maint`, while answering the refresh jobs (snapshots,
-/// stats, locks) dispatched to `other` meanwhile: they share the repository,
-/// so an agent that never answered them would hold it.
-async fn exclusive_next(maint: &mut Agent, other: &mut Agent) -> JobSpec {
-    let until = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::time::Instant::now() < until {
-        if let Some(spec) = maint.dispatch_within(Duration::from_millis(200)).await {
-            return spec;
-        }
-        if let Some(spec) = other.dispatch_within(Duration::from_millis(50)).await {
-            let summary = match spec.params.kind() {
-                JobKind::Snapshots | JobKind::Locks => serde_json::json!([]),
-                JobKind::Stats => serde_json::json!({"total_size": 1}),
-                k => panic!("unexpected {k:?} on the other host"),
-            };
-            other
-                .send_started(&spec.job_id, JobOrigin::Dispatch, None)
-                .await
-                .unwrap();
-            let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
-            d.summary = Some(summary);
-            other.send_done(&d).await.unwrap();
-        }
-    }
-    panic!("no dispatch to the maintenance host within 30 s");
 }
 
 /// Answers dispatched refresh jobs (snapshots, stats, locks) with empty

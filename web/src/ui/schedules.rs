@@ -627,12 +627,7 @@ pub(crate) async fn set_enabled(
     Path(id): Path<String>,
     Form(f): Form<EnableForm>,
 ) -> Response {
-    let loaded = async {
-        let mut conn = state.store.read().await?;
-        Ok::<_, ApiError>(rm_store::schedules::get(&mut conn, &id).await?)
-    }
-    .await;
-    let s = match loaded {
+    let s = match load_schedule(&state, &id).await {
         Ok(s) => s,
         Err(e) => return error_page(&p, "hosts", &e),
     };
@@ -666,6 +661,15 @@ pub(crate) async fn set_enabled(
     }
 }
 
+/// One schedule from the store, for the enable / disable and delete forms.
+async fn load_schedule(
+    state: &AppState,
+    id: &str,
+) -> Result<rm_store::schedules::Schedule, ApiError> {
+    let mut conn = state.store.read().await?;
+    Ok(rm_store::schedules::get(&mut conn, id).await?)
+}
+
 /// The delete form's confirmation checkbox.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -679,12 +683,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
     Form(f): Form<DeleteForm>,
 ) -> Response {
-    let loaded = async {
-        let mut conn = state.store.read().await?;
-        Ok::<_, ApiError>(rm_store::schedules::get(&mut conn, &id).await?)
-    }
-    .await;
-    let s = match loaded {
+    let s = match load_schedule(&state, &id).await {
         Ok(s) => s,
         Err(e) => return error_page(&p, "hosts", &e),
     };

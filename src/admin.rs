@@ -21,9 +21,14 @@ pub struct AdminArgs {
     /// The installation's data directory (holds the credential authority).
     #[arg(long, default_value = "/var/lib/restic-manager")]
     pub data_dir: PathBuf,
-    /// The bus to talk to.
-    #[arg(long = "nats-url", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    /// The bus to talk to; repeat or separate with commas for several
+    /// servers.
+    #[arg(
+        long = "nats-url",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
+    pub nats_urls: Vec<String>,
     #[command(subcommand)]
     pub action: AdminAction,
 }
@@ -57,7 +62,8 @@ async fn call<B: Serialize, R: DeserializeOwned>(
             )
         })?;
     let creds = authority.mint_new_user("admin-cli", Role::Web.permissions())?;
-    let spec = ConnectSpec::new(args.nats_url.clone(), creds, &Role::Web);
+    let mut spec = ConnectSpec::new(String::new(), creds, &Role::Web);
+    spec.urls = args.nats_urls.clone();
     let (client, _events) = connect(&spec).await?;
     request(&client, "admin", verb, body)
         .await

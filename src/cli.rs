@@ -130,11 +130,16 @@ struct ControlplaneArgs {
     /// The SQLite database (default DATA_DIR/restic-manager.db).
     #[arg(long)]
     db: Option<PathBuf>,
-    /// Bus URL(s) the control plane connects to.
-    #[arg(long = "nats-url", default_value = "nats://127.0.0.1:4222")]
+    /// Bus URL; repeat or separate with commas for several servers.
+    #[arg(
+        long = "nats-url",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
     nats_urls: Vec<String>,
-    /// Bus URL(s) agents are told at enrollment (default: --nats-url).
-    #[arg(long = "agent-nats-url")]
+    /// Bus URL(s) agents are told at enrollment, repeated or separated
+    /// with commas (default: --nats-url).
+    #[arg(long = "agent-nats-url", value_delimiter = ',')]
     agent_nats_urls: Vec<String>,
     /// The web service's URL, printed in enrollment commands.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
@@ -379,7 +384,9 @@ enum AuthorityCmd {
     Creds {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
-        /// controlplane, alerts, notifier or web.
+        /// controlplane, alerts, notifier or web; leafnode (the user a leaf
+        /// node connects to the hub with) or system (a system account user,
+        /// for a leaf node's system account remote).
         #[arg(long)]
         role: String,
         /// The file to write.
@@ -387,14 +394,83 @@ enum AuthorityCmd {
         out: PathBuf,
     },
     /// Print the nats-server configuration (operator mode, full resolver)
-    /// that trusts this installation's keys.
-    NatsConfig {
-        #[arg(long, default_value = "/var/lib/restic-manager")]
-        data_dir: PathBuf,
-        /// Where nats-server keeps account JWT updates.
-        #[arg(long, default_value = "/var/lib/nats/jwt")]
-        resolver_dir: PathBuf,
-    },
+    /// that trusts this installation's keys: for one server, a node of a
+    /// cluster (--cluster, --route) or a leaf node (--leaf-remote).
+    /// deploy/README.md shows the commands for a 3-node cluster and a leaf.
+    NatsConfig(NatsConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NatsConfigArgs {
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    data_dir: PathBuf,
+    /// Where nats-server keeps account JWT updates.
+    #[arg(long, default_value = "/var/lib/nats/jwt")]
+    resolver_dir: PathBuf,
+    /// This server's name (`server_name`; unique in a cluster).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Where clients (roles and agents) connect, HOST:PORT.
+    #[arg(long)]
+    listen: Option<String>,
+    /// The monitoring endpoint, HOST:PORT.
+    #[arg(long)]
+    http: Option<String>,
+    /// Cluster name: print a `cluster` block (needs --cluster-listen).
+    #[arg(long, requires = "cluster_listen")]
+    cluster: Option<String>,
+    /// Where this node accepts routes from the others, HOST:PORT.
+    #[arg(long, requires = "cluster")]
+    cluster_listen: Option<String>,
+    /// Route URL of a cluster node (nats://HOST:PORT); repeat or separate
+    /// with commas. Every node may get the same list, its own included.
+    #[arg(long = "route", requires = "cluster", value_delimiter = ',')]
+    routes: Vec<String>,
+    /// Accept leaf nodes (remote sites) here, HOST:PORT.
+    #[arg(long, conflicts_with = "leaf_remote")]
+    leafnodes_listen: Option<String>,
+    /// Be a leaf node of the hub at these URLs (nats-leaf://HOST:PORT);
+    /// repeat or separate with commas. Needs --leaf-creds and
+    /// --leaf-system-creds.
+    #[arg(
+        long = "leaf-remote",
+        value_delimiter = ',',
+        requires_all = ["leaf_creds", "leaf_system_creds"]
+    )]
+    leaf_remote: Vec<String>,
+    /// The leaf node user's .creds (`authority creds --role leafnode`).
+    #[arg(long, requires = "leaf_remote")]
+    leaf_creds: Option<PathBuf>,
+    /// A system account user's .creds (`authority creds --role system`):
+    /// account updates, revocations among them, reach the leaf through it.
+    #[arg(long, requires = "leaf_remote")]
+    leaf_system_creds: Option<PathBuf>,
+}
+
+impl NatsConfigArgs {
+    fn layout(&self) -> server_config::Layout {
+        server_config::Layout {
+            server_name: self.server_name.clone(),
+            listen: self.listen.clone(),
+            http: self.http.clone(),
+            cluster: self.cluster.as_ref().map(|name| server_config::Cluster {
+                name: name.clone(),
+                listen: self.cluster_listen.clone().unwrap_or_default(),
+                routes: self.routes.clone(),
+            }),
+            leafnodes_listen: self.leafnodes_listen.clone(),
+            leaf: match (&self.leaf_creds, &self.leaf_system_creds) {
+                (Some(creds), Some(system)) if !self.leaf_remote.is_empty() => {
+                    Some(server_config::LeafRemote {
+                        urls: self.leaf_remote.clone(),
+                        creds: creds.clone(),
+                        system_creds: system.clone(),
+                    })
+                }
+                _ => None,
+            },
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -626,27 +702,29 @@ fn run(cli: Cli) -> Result<()> {
             role,
             out,
         }) => {
-            let role = match role.as_str() {
-                "controlplane" => Role::Controlplane,
-                "alerts" => Role::Alerts,
-                "notifier" => Role::Notifier,
-                "web" => Role::Web,
+            let authority = load_authority(&data_dir)?;
+            let creds = match role.as_str() {
+                "controlplane" => mint_role(&authority, Role::Controlplane)?,
+                "alerts" => mint_role(&authority, Role::Alerts)?,
+                "notifier" => mint_role(&authority, Role::Notifier)?,
+                "web" => mint_role(&authority, Role::Web)?,
+                "leafnode" => authority
+                    .mint_new_user("leafnode", rm_bus::creds::roles::leafnode_permissions())?,
+                "system" => authority.system_user()?,
                 other => anyhow::bail!(
-                    "--role {other:?}: expected controlplane, alerts, notifier or web"
+                    "--role {other:?}: expected controlplane, alerts, notifier, web, leafnode or system"
                 ),
             };
-            let creds =
-                load_authority(&data_dir)?.mint_new_user(&role.name(), role.permissions())?;
             rm_agent::state::write_durable(&out, creds.to_creds_file().as_bytes(), true)?;
-            eprintln!("wrote {} ({} credentials)", out.display(), role.name());
+            eprintln!("wrote {} ({role} credentials)", out.display());
             Ok(())
         }
-        Command::Authority(AuthorityCmd::NatsConfig {
-            data_dir,
-            resolver_dir,
-        }) => {
-            let a = load_authority(&data_dir)?;
-            print!("{}", server_config::render(&a, &resolver_dir)?);
+        Command::Authority(AuthorityCmd::NatsConfig(args)) => {
+            let a = load_authority(&args.data_dir)?;
+            print!(
+                "{}",
+                server_config::render_layout(&a, &args.resolver_dir, &args.layout())?
+            );
             Ok(())
         }
         Command::Notifier(args) => run_notifier(args),
@@ -682,6 +760,10 @@ fn run_notifier(args: NotifierArgs) -> Result<()> {
 
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async { rm_notifier::run(config, shutdown_signal()).await })
+}
+
+fn mint_role(authority: &Authority, role: Role) -> Result<UserCreds> {
+    authority.mint_new_user(&role.name(), role.permissions())
 }
 
 /// The machine's name, for naming this copy.
@@ -757,6 +839,61 @@ mod tests {
             "authenticated bus may listen anywhere"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn nats_config_cluster_and_leaf_flags_need_their_partners() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["restic-manager", "authority", "nats-config"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert!(
+            parse(&["--cluster", "rm"]).is_err(),
+            "a cluster needs a listen address"
+        );
+        assert!(
+            parse(&["--route", "nats://b:6222"]).is_err(),
+            "routes need a cluster"
+        );
+        assert!(
+            parse(&["--leaf-remote", "nats-leaf://hub:7422"]).is_err(),
+            "a leaf needs both creds files"
+        );
+        assert!(
+            parse(&[
+                "--leafnodes-listen",
+                "0.0.0.0:7422",
+                "--leaf-remote",
+                "nats-leaf://hub:7422",
+                "--leaf-creds",
+                "l.creds",
+                "--leaf-system-creds",
+                "s.creds"
+            ])
+            .is_err(),
+            "a leaf does not take leaf nodes itself"
+        );
+        let cli = parse(&[
+            "--cluster",
+            "rm",
+            "--cluster-listen",
+            "0.0.0.0:6222",
+            "--route",
+            "nats://a:6222,nats://b:6222",
+            "--route",
+            "nats://c:6222",
+        ])
+        .unwrap();
+        let Command::Authority(AuthorityCmd::NatsConfig(args)) = cli.command else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let cluster = args.layout().cluster.expect("a cluster block");
+        assert_eq!(
+            cluster.routes,
+            vec!["nats://a:6222", "nats://b:6222", "nats://c:6222"]
+        );
+        assert!(args.layout().leaf.is_none());
     }
 
     #[test]

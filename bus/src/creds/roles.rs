@@ -101,6 +101,19 @@ impl Role {
     }
 }
 
+/// The user a leaf node at a remote site connects to the hub with: it
+/// carries that site's agents, so agents' traffic goes out (their subjects
+/// and replies to the control plane's requests) and commands and the
+/// answers to agents' requests come in. Each agent's own JWT still
+/// confines it on the leaf.
+pub fn leafnode_permissions() -> Permissions {
+    Permissions {
+        publish: Permission::allow([subject::agent_all(), "_INBOX.>".to_owned()]),
+        subscribe: Permission::allow([subject::cmd_all(), "_INBOX.>".to_owned()]),
+        responses: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

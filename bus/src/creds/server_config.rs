@@ -1,31 +1,122 @@
 //! The nats-server configuration that trusts the authority's keys
-//! (operator mode, `full` resolver), for users who run their own cluster.
+//! (operator mode, `full` resolver), for users who run their own servers:
+//! one server, a node of a cluster (routes) or a leaf node at a remote
+//! site (remotes to the hub for the application and system accounts).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use super::authority::Authority;
 
+/// Where one server listens and which servers it links to; what is unset
+/// is left out of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// `server_name`: unique per server of a cluster.
+    pub server_name: Option<String>,
+    /// Clients (roles, agents): `HOST:PORT`.
+    pub listen: Option<String>,
+    /// The monitoring endpoint (`/varz`, `/connz`, `/routez`): `HOST:PORT`.
+    pub http: Option<String>,
+    pub cluster: Option<Cluster>,
+    /// Accept leaf node connections here: `HOST:PORT`.
+    pub leafnodes_listen: Option<String>,
+    /// Be a leaf node of these hub servers.
+    pub leaf: Option<LeafRemote>,
+}
+
+/// The `cluster` block of one node.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    /// Where this node accepts routes: `HOST:PORT`.
+    pub listen: String,
+    /// Route URLs (`nats://HOST:PORT`) of the other nodes; listing this
+    /// node's own is harmless, so every node can share one list.
+    pub routes: Vec<String>,
+}
+
+/// A leaf node's connections to its hub: one for the application account,
+/// one for the system account (so account updates, revocations among
+/// them, reach the leaf).
+#[derive(Debug, Clone)]
+pub struct LeafRemote {
+    /// The hub's leaf node URLs (`nats-leaf://HOST:7422`).
+    pub urls: Vec<String>,
+    /// `.creds` of the application account's leaf node user
+    /// (`authority creds --role leafnode`).
+    pub creds: PathBuf,
+    /// `.creds` of a system account user (`authority creds --role system`).
+    pub system_creds: PathBuf,
+}
+
+/// Quotes with JSON string rules, which nats' config parser shares.
+fn quote(s: &str) -> Result<String> {
+    Ok(serde_json::to_string(s)?)
+}
+
+fn quote_list(items: &[String]) -> Result<String> {
+    let items = items.iter().map(|s| quote(s)).collect::<Result<Vec<_>>>()?;
+    Ok(format!("[{}]", items.join(", ")))
+}
+
 /// Renders the `operator`, `system_account`, `resolver` and
 /// `resolver_preload` blocks. Append `listen`, `cluster`, `tls` as needed.
 /// `resolver_dir` is where nats-server keeps account JWT updates.
 pub fn render(authority: &Authority, resolver_dir: &Path) -> Result<String> {
+    render_layout(authority, resolver_dir, &Layout::default())
+}
+
+/// [`render`] plus the blocks `layout` asks for.
+pub fn render_layout(
+    authority: &Authority,
+    resolver_dir: &Path,
+    layout: &Layout,
+) -> Result<String> {
     let operator = authority.operator_jwt()?;
     let account = authority.account_jwt()?;
     let system = authority.system_account_jwt()?;
-    let dir = resolver_dir.display().to_string();
-    // Quote with JSON string rules, which nats' config parser shares.
-    let dir = serde_json::to_string(&dir)?;
-    Ok(format!(
+    let sys_pub = authority.system_account_public_key();
+    let acc_pub = authority.account_public_key();
+    let dir = quote(&resolver_dir.display().to_string())?;
+    let mut out = String::new();
+    if let Some(name) = &layout.server_name {
+        out.push_str(&format!("server_name: {}\n", quote(name)?));
+    }
+    if let Some(listen) = &layout.listen {
+        out.push_str(&format!("listen: {}\n", quote(listen)?));
+    }
+    if let Some(http) = &layout.http {
+        out.push_str(&format!("http: {}\n", quote(http)?));
+    }
+    out.push_str(&format!(
         "# restic-manager: decentralized auth (operator mode)\n\
          operator: \"{operator}\"\n\
          system_account: \"{sys_pub}\"\n\
          resolver: {{\n  type: full\n  dir: {dir}\n  allow_delete: false\n  interval: \"2m\"\n}}\n\
          resolver_preload: {{\n  {acc_pub}: \"{account}\"\n  {sys_pub}: \"{system}\"\n}}\n",
-        sys_pub = authority.system_account_public_key(),
-        acc_pub = authority.account_public_key(),
-    ))
+    ));
+    if let Some(c) = &layout.cluster {
+        out.push_str(&format!(
+            "cluster {{\n  name: {}\n  listen: {}\n  routes: {}\n}}\n",
+            quote(&c.name)?,
+            quote(&c.listen)?,
+            quote_list(&c.routes)?
+        ));
+    }
+    if let Some(listen) = &layout.leafnodes_listen {
+        out.push_str(&format!("leafnodes {{\n  listen: {}\n}}\n", quote(listen)?));
+    }
+    if let Some(leaf) = &layout.leaf {
+        let urls = quote_list(&leaf.urls)?;
+        out.push_str(&format!(
+            "leafnodes {{\n  remotes: [\n    {{ urls: {urls}, account: \"{acc_pub}\", credentials: {} }}\n    {{ urls: {urls}, account: \"{sys_pub}\", credentials: {} }}\n  ]\n}}\n",
+            quote(&leaf.creds.display().to_string())?,
+            quote(&leaf.system_creds.display().to_string())?,
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -43,5 +134,51 @@ mod tests {
         )));
         assert!(text.contains("type: full"));
         assert!(text.contains("dir: \"/var/lib/nats/jwt\""));
+        assert!(!text.contains("cluster"), "{text}");
+    }
+
+    #[test]
+    fn a_cluster_node_and_a_leaf_get_their_blocks() {
+        let a = Authority::generate(crate::clock::system());
+        let node = Layout {
+            server_name: Some("nats-a".into()),
+            listen: Some("0.0.0.0:4222".into()),
+            http: Some("127.0.0.1:8222".into()),
+            cluster: Some(Cluster {
+                name: "rm".into(),
+                listen: "0.0.0.0:6222".into(),
+                routes: vec!["nats://nats-b:6222".into(), "nats://nats-c:6222".into()],
+            }),
+            leafnodes_listen: Some("0.0.0.0:7422".into()),
+            leaf: None,
+        };
+        let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &node).unwrap();
+        for want in [
+            "server_name: \"nats-a\"",
+            "listen: \"0.0.0.0:4222\"",
+            "http: \"127.0.0.1:8222\"",
+            "name: \"rm\"",
+            "routes: [\"nats://nats-b:6222\", \"nats://nats-c:6222\"]",
+            "leafnodes {\n  listen: \"0.0.0.0:7422\"",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+        let leaf = Layout {
+            leaf: Some(LeafRemote {
+                urls: vec!["nats-leaf://hub:7422".into()],
+                creds: "/etc/nats/leaf.creds".into(),
+                system_creds: "/etc/nats/system.creds".into(),
+            }),
+            ..Layout::default()
+        };
+        let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &leaf).unwrap();
+        assert!(text.contains(&format!(
+            "account: \"{}\", credentials: \"/etc/nats/leaf.creds\"",
+            a.account_public_key()
+        )));
+        assert!(text.contains(&format!(
+            "account: \"{}\", credentials: \"/etc/nats/system.creds\"",
+            a.system_account_public_key()
+        )));
     }
 }

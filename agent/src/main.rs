@@ -53,8 +53,10 @@ enum Cmd {
     },
     /// Run in the foreground until SIGTERM / Ctrl-C.
     Run {
-        /// Connect to these bus URLs instead of the enrolled ones.
-        #[arg(long = "bus-url")]
+        /// Connect to these bus URLs instead of the enrolled ones, tried in
+        /// this order (the nearest server first); repeat or separate with
+        /// commas.
+        #[arg(long = "bus-url", value_delimiter = ',')]
         bus_urls: Vec<String>,
         /// Heartbeat interval in seconds (the config may override it).
         #[arg(long)]

@@ -245,6 +245,12 @@ async fn connect(
     let mut opts = rm_bus::connect::options(&spec, Some(tx))?
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max));
+    // URLs given on the agent's command line or configuration are in the
+    // operator's order of preference (the nearest node first); the
+    // enrolled list is shared by the fleet and spreads it at random.
+    if settings.bus_urls.is_some() {
+        opts = opts.retain_servers_order();
+    }
     let ca = state.path("bus-ca.pem");
     if ca.exists() {
         opts = opts.add_root_certificates(ca);

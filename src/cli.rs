@@ -397,7 +397,7 @@ enum AuthorityCmd {
     /// that trusts this installation's keys: for one server, a node of a
     /// cluster (--cluster, --route) or a leaf node (--leaf-remote).
     /// deploy/README.md shows the commands for a 3-node cluster and a leaf.
-    NatsConfig(NatsConfigArgs),
+    NatsConfig(Box<NatsConfigArgs>),
 }
 
 #[derive(Debug, clap::Args)]

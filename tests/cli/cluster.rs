@@ -7,8 +7,9 @@
 //! Shown: a backup succeeds; a failing job raises one alert whose
 //! deliveries all carry one `webhook-id`; an agent publishing or
 //! subscribing as another host is refused by the servers; an agent enrolled
-//! while the cluster runs connects with no server reload; a revoked agent
-//! is refused by every node; killing node C moves its agents to A or B and
+//! while the cluster runs, at a remote site behind a leaf node of A and B,
+//! connects with no server reload; once revoked it is refused by every
+//! node and the leaf; killing node C moves its agents to A or B and
 //! every result they produce meanwhile is ingested exactly once.
 //! `deploy/nats/generate.sh`'s files pass `nats-server -t`.
 #![cfg(unix)]
@@ -136,6 +137,8 @@ struct Node {
     client: String,
     monitor: String,
     route: String,
+    /// Where leaf nodes connect (`nats-leaf://`), if this node takes them.
+    leafnodes: String,
 }
 
 impl Node {
@@ -143,17 +146,58 @@ impl Node {
     /// starts nats-server on it; ports are chosen by the server (-1) and
     /// read back from its ports file.
     async fn start(dir: &Path, data: &Path, name: &'static str, routes: &[String]) -> Node {
+        let mut args: Vec<String> = ["--cluster", "restic-manager"]
+            .into_iter()
+            .chain(["--cluster-listen", "127.0.0.1:-1"])
+            .chain(["--leafnodes-listen", "127.0.0.1:-1"])
+            .map(str::to_owned)
+            .collect();
+        if !routes.is_empty() {
+            args.extend(["--route".to_owned(), routes.join(",")]);
+        }
+        Node::configure(dir, data, name, &args).await
+    }
+
+    /// A leaf node at a "remote site", connected to `hubs`' leaf node
+    /// ports with the documented credentials.
+    async fn leaf(dir: &Path, data: &Path, name: &'static str, hubs: &[&Node]) -> Node {
+        let mut files = Vec::new();
+        for role in ["leafnode", "system"] {
+            let file = dir.join(format!("{name}-{role}.creds"));
+            let out = bin()
+                .args(["authority", "creds", "--data-dir"])
+                .arg(data)
+                .args(["--role", role, "--out"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "authority creds --role {role}: {out:?}"
+            );
+            files.push(file.display().to_string());
+        }
+        let urls: Vec<String> = hubs.iter().map(|h| h.leafnodes.clone()).collect();
+        let args = [
+            "--leaf-remote".to_owned(),
+            urls.join(","),
+            "--leaf-creds".to_owned(),
+            files[0].clone(),
+            "--leaf-system-creds".to_owned(),
+            files[1].clone(),
+        ];
+        Node::configure(dir, data, name, &args).await
+    }
+
+    async fn configure(dir: &Path, data: &Path, name: &'static str, extra: &[String]) -> Node {
         let mut cmd = bin();
         cmd.args(["authority", "nats-config", "--data-dir"])
             .arg(data)
             .arg("--resolver-dir")
             .arg(dir.join(format!("jwt-{name}")))
             .args(["--server-name", name, "--listen", "127.0.0.1:-1"])
-            .args(["--http", "127.0.0.1:-1", "--cluster", "restic-manager"])
-            .args(["--cluster-listen", "127.0.0.1:-1"]);
-        if !routes.is_empty() {
-            cmd.args(["--route", &routes.join(",")]);
-        }
+            .args(["--http", "127.0.0.1:-1"])
+            .args(extra);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "nats-config: {out:?}");
         let conf = dir.join(format!("nats-{name}.conf"));
@@ -174,14 +218,20 @@ impl Node {
             }
         })
         .await;
-        let first = |k: &str| ports[k][0].as_str().unwrap().to_owned();
-        Node {
+        let first = |k: &str| ports[k][0].as_str().unwrap_or_default().to_owned();
+        let mut node = Node {
             name,
             proc: Some(proc),
             client: first("nats"),
             monitor: first("monitoring"),
             route: first("cluster"),
+            leafnodes: String::new(),
+        };
+        // The ports file leaves the leaf node port out; varz has it.
+        if let Some(port) = node.varz()["leaf"]["port"].as_u64().filter(|p| *p > 0) {
+            node.leafnodes = format!("nats-leaf://127.0.0.1:{port}");
         }
+        node
     }
 
     fn varz(&self) -> Value {
@@ -200,6 +250,13 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Leaf node connections of this node.
+    fn leaf_connections(&self) -> u64 {
+        monitor(&self.monitor, "/leafz")
+            .and_then(|v| v["leafnodes"].as_u64())
+            .unwrap_or(0)
     }
 
     /// Distinct servers this node has routes to.
@@ -707,17 +764,31 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
     rogue.drain().await.unwrap();
     drop(rogue);
 
-    // 4. Enrolled while the cluster runs: connects, no server reloaded.
-    let (h3, state3, _agent3) = enroll_and_run(dir, &data, &all_urls, "agent-3", &on_c).await;
+    // 4. Enrolled while the cluster runs, at a remote site behind a leaf
+    // node of A and B: connects, and no server reloaded.
+    let leaf = Node::leaf(dir, &data, "site", &[&a, &b]).await;
+    until("the leaf's two connections to the hub", 30, || async {
+        (leaf.leaf_connections() >= 2).then_some(())
+    })
+    .await;
+    let leaf_loaded = leaf.varz()["config_load_time"].clone();
+    let (h3, state3, _agent3) =
+        enroll_and_run(dir, &data, &all_urls, "agent-3", &leaf.client).await;
     until("agent-3 online", 60, || async {
         (host_status(&store, &h3).await? == "online").then_some(())
     })
     .await;
+    let name3 = format!("agent {h3}");
+    assert!(
+        leaf.connection_names().contains(&name3),
+        "agent-3 is connected to the leaf node"
+    );
     let now_loaded: Vec<Value> = [&a, &b, &c]
         .iter()
         .map(|n| n.varz()["config_load_time"].clone())
         .collect();
     assert_eq!(loaded, now_loaded, "no node reloaded its configuration");
+    assert_eq!(leaf.varz()["config_load_time"], leaf_loaded, "nor the leaf");
     // ... and revoked: gone from every node, and refused by each.
     let out = bin()
         .args(["admin", "--data-dir"])
@@ -726,9 +797,8 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         .output()
         .unwrap();
     assert!(out.status.success(), "host-revoke: {out:?}");
-    let name3 = format!("agent {h3}");
-    until("agent-3 cut off on every node", 30, || async {
-        [&a, &b, &c]
+    until("agent-3 cut off on every node and the leaf", 30, || async {
+        [&a, &b, &c, &leaf]
             .iter()
             .all(|n| !n.connection_names().contains(&name3))
             .then_some(())
@@ -739,7 +809,7 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         .creds()
         .unwrap();
     let role3 = Role::Agent(rm_bus::ids::HostId::parse(&h3).unwrap());
-    for node in [&a, &b, &c] {
+    for node in [&a, &b, &c, &leaf] {
         let err = refused(&node.client, creds3.clone(), &role3)
             .await
             .unwrap_or_else(|| panic!("node {} let the revoked agent in", node.name));
@@ -749,7 +819,7 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
             node.name
         );
     }
-    marks.push(("revoked everywhere", t0.elapsed()));
+    marks.push(("leaf agent revoked everywhere", t0.elapsed()));
 
     // 5. Node C dies while both agents work: they move to A or B and
     // every result is ingested exactly once.

@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -276,22 +277,42 @@ impl Node {
 }
 
 /// A webhook receiver: answers 500 to the first delivery and 200 after,
-/// and keeps each request's `webhook-id` header.
+/// and keeps each request's `webhook-id` header. Stops when dropped.
 struct Webhooks {
     url: String,
     ids: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Webhooks {
     fn start() -> Webhooks {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let ids: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = ids.clone();
-        // Ends with the test process (the thread blocks in accept).
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut s) = stream else { continue };
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                let mut s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                };
+                let _ = s.set_nonblocking(false);
                 let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -346,7 +367,12 @@ impl Webhooks {
                 );
             }
         });
-        Webhooks { url, ids }
+        Webhooks {
+            url,
+            ids,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn ids(&self) -> Vec<String> {

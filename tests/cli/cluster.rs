@@ -463,6 +463,12 @@ async fn enroll_and_run(
         .output()
         .unwrap();
     assert!(out.status.success(), "enroll {name}: {out:?}");
+    // The enrollment told it every node (controlplane --agent-nats-url a,b,c).
+    let identity = rm_agent::state::StateDir::open(&state)
+        .unwrap()
+        .identity()
+        .unwrap();
+    assert_eq!(identity.bus_urls.join(","), admin_urls, "enrolled bus URLs");
     let mut run = Command::new(agent_bin());
     run.arg("--state-dir")
         .arg(&state)

@@ -320,6 +320,22 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/repositories/{id}/locks", OPERATOR, ui::repos::list_locks),
         route(M::POST, "/repositories/{id}/unlock", OPERATOR, ui::repos::unlock),
         // ---- end of repository pages
+        // ---- repository edit, detach, delete pages (issue 10/11; `ui::repo_admin`)
+        route(M::POST, "/repositories/{id}/edit", OPERATOR, ui::repo_admin::edit),
+        route(M::POST, "/repositories/{id}/delete", OPERATOR, ui::repo_admin::delete),
+        route(
+            M::GET,
+            "/repositories/{id}/hosts/{host}/detach",
+            OPERATOR,
+            ui::repo_admin::detach_form,
+        ),
+        route(
+            M::POST,
+            "/repositories/{id}/hosts/{host}/detach",
+            OPERATOR,
+            ui::repo_admin::detach,
+        ),
+        // ---- end of repository edit, detach, delete pages
         // ---- API
         route(
             M::GET,

@@ -20,6 +20,13 @@ pub const REPO_ADD: Verb = Verb::new("repo-add");
 pub const REPO_ATTACH: Verb = Verb::new("repo-attach");
 pub const REPO_MAINTENANCE: Verb = Verb::new("repo-maintenance");
 pub const REPO_TEST: Verb = Verb::new("repo-test");
+/// Rename a repository and/or change its URL or password ([`RepoUpdate`]
+/// → [`RepoUpdated`]).
+pub const REPO_UPDATE: Verb = Verb::new("repo-update");
+/// Remove a host's credential for a repository ([`RepoDetach`] → [`Done`]).
+pub const REPO_DETACH: Verb = Verb::new("repo-detach");
+/// Delete a repository's record, never its data ([`RepoDelete`] → [`Done`]).
+pub const REPO_DELETE: Verb = Verb::new("repo-delete");
 pub const SCHEDULE_PUT: Verb = Verb::new("schedule-put");
 pub const SCHEDULE_DELETE: Verb = Verb::new("schedule-delete");
 pub const JOB_CREATE: Verb = Verb::new("job-create");
@@ -31,7 +38,7 @@ pub const PUBKEY: Verb = Verb::new("pubkey");
 pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 16] = [
+pub const ALL_VERBS: [Verb; 19] = [
     PUBKEY,
     METRICS,
     HOST_ADD,
@@ -43,6 +50,9 @@ pub const ALL_VERBS: [Verb; 16] = [
     REPO_ATTACH,
     REPO_MAINTENANCE,
     REPO_TEST,
+    REPO_UPDATE,
+    REPO_DETACH,
+    REPO_DELETE,
     SCHEDULE_PUT,
     SCHEDULE_DELETE,
     JOB_CREATE,
@@ -377,6 +387,117 @@ pub struct RepoTestResult {
     pub error_kind: Option<rm_bus::msg::ErrorKind>,
 }
 
+/// New values for some of a repository's full-access secrets; `None`
+/// keeps the stored one. Debug redacts everything.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct RepoSecretsPatch {
+    pub url: Option<String>,
+    pub password: Option<String>,
+    /// Replaces the whole extra environment when given.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for RepoSecretsPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoSecretsPatch")
+            .field("url", &self.url.as_deref().map(rm_bus::seal::redact_url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "env",
+                &self.env.as_ref().map(|e| e.keys().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+/// A [`RepoSecretsPatch`] sealed to the control plane's xkey (as
+/// [`SealedSecrets`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedSecretsPatch {
+    pub sender_xkey: String,
+    pub sealed: rm_bus::msg::Sealed,
+}
+
+impl SealedSecretsPatch {
+    pub fn seal(
+        patch: &RepoSecretsPatch,
+        controlplane_xkey: &str,
+    ) -> Result<Self, rm_bus::seal::SealError> {
+        let sender = nkeys::XKey::new();
+        Ok(Self {
+            sender_xkey: sender.public_key(),
+            sealed: rm_bus::seal::seal(patch, &sender, controlplane_xkey)?,
+        })
+    }
+
+    pub fn open(
+        &self,
+        recipient: &nkeys::XKey,
+    ) -> Result<RepoSecretsPatch, rm_bus::seal::SealError> {
+        rm_bus::seal::open(&self.sealed, recipient, &self.sender_xkey)
+    }
+}
+
+/// Rename a repository and/or change its URL, password or environment.
+/// New secrets are verified first (`restic cat config` through a host);
+/// nothing is saved when that fails. Hosts whose credential carried the
+/// old URL, password or environment get the new one (config pushed);
+/// hosts with their own (an append-only REST user's URL) keep theirs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoUpdate {
+    pub repo_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub secrets: Option<SealedSecretsPatch>,
+    /// The host that verifies new secrets; default: the maintenance host,
+    /// else an attached host with full access, else any attached host.
+    #[serde(default)]
+    pub verify_on_host: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RepoUpdated {
+    /// The host the new secrets were verified on.
+    #[serde(default)]
+    pub verified_on: Option<String>,
+    /// Hosts whose credential followed the change (their configs pushed).
+    #[serde(default)]
+    pub hosts_updated: Vec<String>,
+    /// Hosts that keep credentials of their own (the URL or password
+    /// differed from the repository's): re-attach them if they moved too.
+    #[serde(default)]
+    pub hosts_kept: Vec<String>,
+}
+
+/// Detach a host: its credential is removed and its agent's config
+/// pushed without it. Refused while the host has schedules on the
+/// repository unless `delete_schedules`; refused for the maintenance host
+/// unless `new_maintenance_host` names another or `no_maintenance_host`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoDetach {
+    pub repo_id: String,
+    pub host_id: String,
+    #[serde(default)]
+    pub delete_schedules: bool,
+    #[serde(default)]
+    pub new_maintenance_host: Option<String>,
+    #[serde(default)]
+    pub no_maintenance_host: bool,
+}
+
+/// Delete a repository's record (credentials, schedules, cached snapshots
+/// and health go with it; jobs stay, without their repository). The data
+/// in the repository is never touched. Refused while hosts are attached
+/// unless `detach_hosts`, and while jobs on it have not ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoDelete {
+    pub repo_id: String,
+    #[serde(default)]
+    pub detach_hosts: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchedulePut {
     /// `None` creates; `Some` edits.
@@ -574,6 +695,36 @@ mod tests {
             dir: "/data".into(),
         });
         tolerant(Done {});
+        tolerant(RepoSecretsPatch {
+            url: None,
+            password: Some("pw".into()),
+            env: None,
+        });
+        tolerant(RepoUpdate {
+            repo_id: "r1".into(),
+            name: Some("offsite".into()),
+            secrets: Some(SealedSecretsPatch {
+                sender_xkey: "XA".into(),
+                sealed: Sealed("c2VhbGVk".into()),
+            }),
+            verify_on_host: None,
+        });
+        tolerant(RepoUpdated {
+            verified_on: Some("h1".into()),
+            hosts_updated: vec!["h1".into()],
+            hosts_kept: vec!["h2".into()],
+        });
+        tolerant(RepoDetach {
+            repo_id: "r1".into(),
+            host_id: "h1".into(),
+            delete_schedules: true,
+            new_maintenance_host: Some("h2".into()),
+            no_maintenance_host: false,
+        });
+        tolerant(RepoDelete {
+            repo_id: "r1".into(),
+            detach_hosts: true,
+        });
     }
 
     #[test]

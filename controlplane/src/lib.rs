@@ -44,6 +44,7 @@ mod health;
 mod ingest;
 mod jobs;
 mod metrics;
+mod repo_admin;
 mod repos;
 mod resync;
 mod schedules;

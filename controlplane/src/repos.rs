@@ -26,7 +26,7 @@ fn unseal(cp: &Cp, sealed: &SealedSecrets) -> Outcome<RepoSecrets> {
     to_secrets(&input)
 }
 
-fn to_secrets(input: &RepoSecretsInput) -> Outcome<RepoSecrets> {
+pub(crate) fn to_secrets(input: &RepoSecretsInput) -> Outcome<RepoSecrets> {
     if input.url.trim().is_empty() {
         return Err(Fail::invalid("repository URL is empty"));
     }
@@ -101,7 +101,7 @@ pub(crate) fn access_for(
     })
 }
 
-fn describe(reply: &QueryReply) -> String {
+pub(crate) fn describe(reply: &QueryReply) -> String {
     let reason = match reply.error_kind {
         Some(ErrorKind::WrongPassword) => {
             "wrong repository password — edit the repository's credentials"

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::{Cp, api, enroll, jobs, repos, schedules, tags};
+use crate::{Cp, api, enroll, jobs, repo_admin, repos, schedules, tags};
 
 /// A service failure: a machine code and a sentence for the operator.
 #[derive(Debug)]
@@ -160,6 +160,9 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
         v if v == api::REPO_ATTACH => out(repos::attach(cp, actor, parse(body)?).await),
         v if v == api::REPO_MAINTENANCE => out(repos::maintenance(cp, actor, parse(body)?).await),
         v if v == api::REPO_TEST => out(repos::test(cp, parse(body)?).await),
+        v if v == api::REPO_UPDATE => out(repo_admin::update(cp, actor, parse(body)?).await),
+        v if v == api::REPO_DETACH => out(repo_admin::detach(cp, actor, parse(body)?).await),
+        v if v == api::REPO_DELETE => out(repo_admin::delete(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_PUT => out(schedules::put(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_DELETE => out(schedules::delete(cp, actor, parse(body)?).await),
         v if v == api::JOB_CREATE => out(jobs::create(cp, actor, parse(body)?).await),

@@ -533,6 +533,16 @@ pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
     .await?)
 }
 
+/// Jobs on `repo_id` that have not ended (queued, dispatched or running).
+pub async fn unfinished_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id",
+    )
+    .bind(repo_id)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Exec hosts that have queued jobs (for the dispatcher's sweep).
 pub async fn hosts_with_queued(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     Ok(

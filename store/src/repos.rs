@@ -207,3 +207,81 @@ pub async fn hosts_of_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result
             .await?,
     )
 }
+
+/// Renames a repository and/or replaces its full-access secrets (and the
+/// URL shown for them). `None` keeps a value.
+pub async fn update(
+    conn: &mut SqliteConnection,
+    id: &str,
+    name: Option<&str>,
+    secrets: Option<(&str, &[u8])>,
+) -> Result<()> {
+    let (url_display, secrets_enc) = secrets.unzip();
+    let res = sqlx::query(
+        "UPDATE repositories SET name = COALESCE(?, name), url_display = COALESCE(?, url_display),
+                secrets_enc = COALESCE(?, secrets_enc) WHERE id = ?",
+    )
+    .bind(name)
+    .bind(url_display)
+    .bind(secrets_enc)
+    .bind(id)
+    .execute(conn)
+    .await;
+    match res.map_err(StoreError::from) {
+        Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(format!(
+            "a repository named {:?} already exists",
+            name.unwrap_or_default()
+        ))),
+        Err(e) => Err(e),
+        Ok(r) if r.rows_affected() == 0 => Err(StoreError::not_found("repository", id)),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Replaces a host's stored credential (same access).
+pub async fn set_credential_secrets(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+    secrets_enc: &[u8],
+) -> Result<()> {
+    sqlx::query("UPDATE host_repositories SET secrets_enc = ? WHERE host_id = ? AND repo_id = ?")
+        .bind(secrets_enc)
+        .bind(host_id)
+        .bind(repo_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Removes a host's credential for a repository.
+pub async fn detach(conn: &mut SqliteConnection, host_id: &str, repo_id: &str) -> Result<()> {
+    let n = sqlx::query("DELETE FROM host_repositories WHERE host_id = ? AND repo_id = ?")
+        .bind(host_id)
+        .bind(repo_id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::not_found(
+            "credential",
+            format!("{host_id}/{repo_id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Deletes the repository record. Its credentials, schedules, cached
+/// snapshots and health rows go with it (foreign keys); its jobs stay with
+/// `repo_id` cleared. Nothing in the repository itself is touched.
+pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<()> {
+    let n = sqlx::query("DELETE FROM repositories WHERE id = ?")
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::not_found("repository", id));
+    }
+    Ok(())
+}

@@ -106,9 +106,11 @@ pub async fn all_enabled(conn: &mut SqliteConnection) -> Result<Vec<Schedule>> {
     )
 }
 
+/// Deletes a schedule; returns the host that ran it (its executing host,
+/// whose config must be pushed again).
 pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<String> {
     let host: Option<String> =
-        sqlx::query_scalar("DELETE FROM schedules WHERE id = ? RETURNING host_id")
+        sqlx::query_scalar("DELETE FROM schedules WHERE id = ? RETURNING exec_host_id")
             .bind(id)
             .fetch_optional(conn)
             .await?;

@@ -268,6 +268,12 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{full_port}/e2e"),
         REPO_PASSWORD,
     );
+    let config = crate::browser_repoadmin::extend(
+        config,
+        (REST_USER, REST_PASS),
+        (full_port, ao_port),
+        REPO_PASSWORD,
+    );
     eprintln!(
         "installation ready: {url}, host {host_id}, repository {repo_id}; starting the browser"
     );

@@ -7,6 +7,7 @@ mod anomaly;
 mod browser;
 mod browser_alerts;
 mod browser_rejected;
+mod browser_repoadmin;
 mod browser_repositories;
 mod browser_sched;
 mod browser_settings;

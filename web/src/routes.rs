@@ -137,8 +137,8 @@ const ADMIN: Access = Access::Min(Role::Admin);
 /// Every route.
 pub fn table() -> Vec<Route> {
     use crate::api::{
-        alerts, cron, hosts, jobs, logs, rejected, repos, retention, schedules, snapshots, tokens,
-        users,
+        alerts, cron, hosts, jobs, logs, rejected, repo_admin, repos, retention, schedules,
+        snapshots, tokens, users,
     };
     use Method as M;
     vec![
@@ -320,6 +320,22 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/repositories/{id}/locks", OPERATOR, ui::repos::list_locks),
         route(M::POST, "/repositories/{id}/unlock", OPERATOR, ui::repos::unlock),
         // ---- end of repository pages
+        // ---- repository edit, detach, delete pages (issue 10/11; `ui::repo_admin`)
+        route(M::POST, "/repositories/{id}/edit", OPERATOR, ui::repo_admin::edit),
+        route(M::POST, "/repositories/{id}/delete", OPERATOR, ui::repo_admin::delete),
+        route(
+            M::GET,
+            "/repositories/{id}/hosts/{host}/detach",
+            OPERATOR,
+            ui::repo_admin::detach_form,
+        ),
+        route(
+            M::POST,
+            "/repositories/{id}/hosts/{host}/detach",
+            OPERATOR,
+            ui::repo_admin::detach,
+        ),
+        // ---- end of repository edit, detach, delete pages
         // ---- API
         route(
             M::GET,
@@ -434,6 +450,29 @@ pub fn table() -> Vec<Route> {
         .doc("Set (or clear) the maintenance host")
         .body::<repos::MaintenanceBody>()
         .returns_nothing(204),
+        // ---- repository update, detach, delete (issue 10; `api::repo_admin`)
+        route(M::PATCH, "/api/v1/repos/{id}", OPERATOR, repo_admin::patch)
+            .doc("Rename a repository and/or change its URL, password or environment; new credentials are verified through a host first (nothing is saved when they fail), then reach the agents whose credential carried the old ones")
+            .body::<repo_admin::RepoPatchBody>()
+            .returns::<repo_admin::RepoUpdatedView>(200),
+        route(M::DELETE, "/api/v1/repos/{id}", OPERATOR, repo_admin::delete)
+            .doc("Delete a repository's record (its credentials, schedules, cached snapshots and health go with it; jobs stay; the data in the repository is never touched); refused while hosts are attached unless ?detach_hosts=true, and while jobs on it run")
+            .query(&[("detach_hosts", false)])
+            .returns_nothing(204),
+        route(
+            M::DELETE,
+            "/api/v1/repos/{id}/hosts/{host}",
+            OPERATOR,
+            repo_admin::detach,
+        )
+        .doc("Detach a host: its credential is removed and its agent's config pushed without it; refused while it has schedules on the repository unless ?delete_schedules=true, and for the maintenance host unless ?new_maintenance_host= or ?no_maintenance_host=true")
+        .query(&[
+            ("delete_schedules", false),
+            ("new_maintenance_host", false),
+            ("no_maintenance_host", false),
+        ])
+        .returns_nothing(204),
+        // ---- end of repository update, detach, delete
         // repositories: size over time, locks, safe unlock (issue 11)
         route(M::GET, "/api/v1/repos/{id}/history", VIEWER, repos::history)
             .doc("A repository's size over time, oldest first (stored and restore size)")

@@ -24,6 +24,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod logs;
 pub mod rejected;
+pub mod repo_admin;
 pub mod repos;
 pub mod retention;
 pub mod schedules;

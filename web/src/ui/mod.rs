@@ -16,6 +16,7 @@ pub mod fmt;
 pub mod listing;
 pub mod lists;
 pub mod pages;
+pub mod repo_admin;
 pub mod repos;
 pub mod restore;
 pub mod run;

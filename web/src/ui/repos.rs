@@ -75,6 +75,8 @@ pub(crate) struct RepoPage {
     pub(crate) can_operate: bool,
     pub(crate) notice: Option<Notice>,
     pub(crate) attach: AttachForm,
+    /// The edit form (its password is never rendered back).
+    pub(crate) edit: crate::ui::repo_admin::EditForm,
     /// Which form `errors` belong to (`attach`, `unlock`, ...).
     pub(crate) form: &'static str,
     pub(crate) errors: Errors,
@@ -105,26 +107,29 @@ async fn enrolled(conn: &mut rm_store::Conn) -> rm_store::Result<Vec<(String, St
     Ok(v)
 }
 
-struct Shown {
-    notice: Option<Notice>,
-    attach: AttachForm,
-    form: &'static str,
-    errors: Errors,
-    status: StatusCode,
+pub(crate) struct Shown {
+    pub(crate) notice: Option<Notice>,
+    pub(crate) attach: AttachForm,
+    /// `None`: the edit form shows the repository's current name.
+    pub(crate) edit: Option<crate::ui::repo_admin::EditForm>,
+    pub(crate) form: &'static str,
+    pub(crate) errors: Errors,
+    pub(crate) status: StatusCode,
 }
 
 impl Shown {
-    fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Self {
             notice: None,
             attach: AttachForm::default(),
+            edit: None,
             form: "",
             errors: Errors::new(),
             status: StatusCode::OK,
         }
     }
 
-    fn notice(ok: bool, text: String) -> Self {
+    pub(crate) fn notice(ok: bool, text: String) -> Self {
         Self {
             notice: Some(Notice { ok, text }),
             status: if ok {
@@ -164,7 +169,7 @@ impl Shown {
     }
 }
 
-async fn show(state: &AppState, who: &Principal, id: &str, shown: Shown) -> Response {
+pub(crate) async fn show(state: &AppState, who: &Principal, id: &str, shown: Shown) -> Response {
     let loaded = async {
         let mut conn = state.store.read().await?;
         let repo = view::load(&mut conn, id, state.now()).await?;
@@ -178,7 +183,9 @@ async fn show(state: &AppState, who: &Principal, id: &str, shown: Shown) -> Resp
     };
     let mut attach = shown.attach;
     attach.password.clear();
+    let edit = crate::ui::repo_admin::EditForm::shown(shown.edit, &repo);
     let mut resp = render(&RepoPage {
+        edit,
         layout: Layout::new(who, "repositories", "jobs,repos", open_alerts(state).await),
         can_operate: can_operate(who),
         repo,
@@ -265,7 +272,7 @@ async fn host_name(state: &AppState, id: &str) -> String {
 }
 
 /// Keeps a URL for showing back only if it carries no credentials.
-fn keep_url(url: &str) -> String {
+pub(crate) fn keep_url(url: &str) -> String {
     if rm_bus::seal::redact_url(url) == url {
         url.to_owned()
     } else {
@@ -713,6 +720,7 @@ mod tests {
             repo: detail,
             notice: None,
             attach: AttachForm::default(),
+            edit: crate::ui::repo_admin::EditForm::default(),
             form: "",
             errors: Errors::new(),
             spark_w: Sparkline::WIDTH,
@@ -739,6 +747,10 @@ mod tests {
         assert!(html.contains(
             "I understand this removes the stale locks of repository &#60;b&#62;offsite&#60;/b&#62;"
         ));
+        assert!(html.contains(
+            "I understand this deletes repository &#60;b&#62;offsite&#60;/b&#62; from restic-manager"
+        ));
+        assert!(html.contains("The data and snapshots in the repository are not touched"));
         assert!(
             !html.contains("remove-all\""),
             "no form asks for --remove-all"

@@ -213,15 +213,118 @@ async fn the_live_fragment_renders_only_the_named_rows_exactly_as_the_page_does(
         .collect();
     assert!(ids.len() >= 20, "{ids:?}");
     let (a, b) = (&ids[3], &ids[11]);
-    let frag = get(format!("/fragments/fleet?ids={a},{b},nope&state=ok")).await;
+    let have = ids.join(",");
+    let frag = get(format!(
+        "/fragments/fleet?sort=name&ids={a},{b},nope&have={have}"
+    ))
+    .await;
     assert_eq!(frag.matches("<tr id=\"host-").count(), 2, "{frag}");
     assert_eq!(row_of(&frag, a), row_of(&page, a), "same row as the page");
     assert_eq!(row_of(&frag, b), row_of(&page, b));
     assert!(row_of(&frag, &ids[0]).is_none(), "no other row");
+    assert_eq!(order_of(&frag), ids, "the page's ids in the page's order");
     assert!(frag.contains("id=\"counters\""), "the counters come along");
+    assert!(frag.contains("id=\"fleet-pager\""), "and the pager");
+    let frag = get(format!("/fragments/fleet?state=ok&have={have}")).await;
     assert!(frag.contains("href=\"/?state=ok\" aria-current=\"true\""));
-    // no ids: the counters alone
-    let frag = get("/fragments/fleet".into()).await;
+    // nothing named, everything shown: the counters and the order alone
+    let frag = get(format!("/fragments/fleet?sort=name&have={have}")).await;
     assert_eq!(frag.matches("<tr id=\"host-").count(), 0);
     assert!(frag.contains("id=\"counters\""));
+    // a bad filter is a field error
+    let resp = h
+        .send(
+            req("GET", "/fragments/fleet?sort=size")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+}
+
+/// The ids of `data-order="..."` in a fleet fragment.
+fn order_of(html: &str) -> Vec<String> {
+    let start = html.find("data-order=\"").expect("a data-order") + "data-order=\"".len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_fragment_drops_a_host_that_left_the_filter_and_brings_one_that_entered() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let a = add_host(&h, &op, "db-1").await;
+    let b = add_host(&h, &op, "web-1").await;
+    let tag = |id: String, tags: serde_json::Value| {
+        let (h, op) = (&h, &op);
+        async move {
+            let (status, body) = h
+                .api(
+                    op,
+                    "PUT",
+                    &format!("/api/v1/hosts/{id}/tags"),
+                    Some(json!({ "tags": tags })),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    tag(a.clone(), json!(["prod"])).await;
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{path}");
+            text(resp).await
+        }
+    };
+    let page = get("/?tag=prod".into()).await;
+    assert!(row_of(&page, &a).is_some() && row_of(&page, &b).is_none());
+
+    // a leaves the filter, b enters it: the page showing a asks after a
+    tag(a.clone(), json!([])).await;
+    tag(b.clone(), json!(["prod"])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&ids={a}&have={a}")).await;
+    assert_eq!(order_of(&frag), vec![b.clone()], "{frag}");
+    assert!(
+        row_of(&frag, &a).is_none(),
+        "the row that left is not rendered"
+    );
+    let row = row_of(&frag, &b).expect("the row that entered is rendered");
+    assert_eq!(Some(row), row_of(&get("/?tag=prod".into()).await, &b));
+    assert!(frag.contains("1–1 of 1 hosts"), "the pager follows");
+
+    // a new host inside the filter comes, in the page's sort; one shown
+    // and not named is not rendered again
+    let c = add_host(&h, &op, "app-0").await;
+    tag(c.clone(), json!(["prod"])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&sort=name&have={b}")).await;
+    assert_eq!(order_of(&frag), vec![c.clone(), b.clone()]);
+    assert!(row_of(&frag, &c).is_some() && row_of(&frag, &b).is_none());
+
+    // nobody left in the filter: an empty order and the empty note shown
+    tag(b.clone(), json!([])).await;
+    tag(c.clone(), json!([])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&have={b},{c}")).await;
+    assert!(order_of(&frag).is_empty());
+    assert!(
+        frag.contains("<p class=\"empty\" id=\"fleet-empty\" data-swap>"),
+        "{frag}"
+    );
 }

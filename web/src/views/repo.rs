@@ -116,8 +116,8 @@ impl SizeChart {
 }
 
 /// The smallest round byte value at or above `max` (1, 1.5, 2, 3, 4, 5,
-/// 6 or 8 times a power of ten in its binary unit), so the axis reads
-/// `300.0 MiB`, not `288.0 MiB`.
+/// 6 or 8 times a power of ten in its binary unit, or 1 of the next unit),
+/// so the axis reads `300.0 MiB`, not `288.0 MiB`.
 fn round_top(max: i64) -> i64 {
     if max <= 0 {
         return 1024;
@@ -136,6 +136,8 @@ fn round_top(max: i64) -> i64 {
         .map(|f| f * decade)
         .find(|v| *v >= m)
         .unwrap_or(decade * 10.0);
+    // 1000 of a unit reads better as 1 of the next: 1.0 GiB, not 1000.0 MiB
+    let step = if step >= 1000.0 { 1024.0 } else { step };
     (step * unit as f64).ceil() as i64
 }
 /// Everything the repository page shows.
@@ -485,8 +487,9 @@ mod tests {
     #[test]
     fn the_size_axis_ends_on_a_round_value() {
         assert_eq!(round_top(0), 1024);
-        assert_eq!(round_top(1000), 1000);
-        assert_eq!(round_top(1023), 1500);
+        assert_eq!(round_top(800), 800);
+        assert_eq!(round_top(1000), 1024, "1.0 KiB, not 1000 B");
+        assert_eq!(round_top(864 << 20), 1 << 30, "1.0 GiB, not 1000.0 MiB");
         assert_eq!(round_top(1024), 1024);
         assert_eq!(round_top(288 << 20), 300 << 20);
         assert_eq!(round_top(1_503_238_553), 3 << 29); // 1.4 GiB -> 1.5 GiB

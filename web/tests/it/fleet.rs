@@ -328,3 +328,104 @@ async fn the_live_fragment_drops_a_host_that_left_the_filter_and_brings_one_that
         "{frag}"
     );
 }
+
+#[tokio::test]
+async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 30,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            (resp.status().as_u16(), text(resp).await)
+        }
+    };
+    // the jobs list filtered by a host's name: only its jobs, the name shown
+    let (status, html) = get("/jobs?host=host-00007".into()).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/hosts/seed-h000007\""),
+        "its jobs are listed"
+    );
+    assert!(
+        !html.contains("seed-h000008") && !html.contains("host-00008"),
+        "no other host's name is loaded into the page"
+    );
+    assert!(
+        html.contains("value=\"host-00007\""),
+        "the filter shows the name"
+    );
+    // by id, the same list
+    let (_, by_id) = get("/jobs?host=seed-h000007".into()).await;
+    assert!(by_id.contains("value=\"host-00007\""));
+
+    // the alerts page names only the hosts of the alerts it lists
+    let mut conn = h.state.store.read().await.unwrap();
+    let alerted: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT h.name FROM alerts a JOIN hosts h ON h.id = a.host_id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    drop(conn);
+    let (status, html) = get("/alerts?state=all".into()).await;
+    assert_eq!(status, 200);
+    for i in 0..30 {
+        let name = format!("host-{i:05}");
+        assert!(
+            !html.contains(&format!(">{name}<")) || alerted.contains(&name),
+            "{name} has no alert and is not in the page"
+        );
+    }
+
+    // the suggestions: by name, page by page
+    let (status, body) = get("/api/v1/host-names?q=host-0001&limit=4".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{page}");
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]) && names.iter().all(|n| n.starts_with("host-0001"))
+    );
+    let next = page["next"].as_str().expect("more than four match");
+    let (_, body) = get(format!(
+        "/api/v1/host-names?q=host-0001&limit=4&cursor={next}"
+    ))
+    .await;
+    let more: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first_of_next = more["items"][0]["name"].as_str().unwrap();
+    assert!(first_of_next > names[3], "the next page follows: {more}");
+    for (bad, field) in [("limit=0", "limit"), ("cursor=%25%25", "cursor")] {
+        let (status, body) = get(format!("/api/v1/host-names?{bad}")).await;
+        let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
+}

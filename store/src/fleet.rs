@@ -44,19 +44,25 @@ impl Counts {
     }
 }
 
+/// The counters in one grouped query over `hosts` and its summary (open
+/// alerts as a constant subquery, evaluated once): a single pass over the
+/// fleet's rows, no `jobs` or `snapshots`.
 pub async fn counts(conn: &mut SqliteConnection) -> Result<Counts> {
     let sql = format!(
         "SELECT {HEALTH} AS health, COUNT(*) AS n,
-                SUM(CASE WHEN COALESCE(s.running_jobs, 0) > 0 THEN 1 ELSE 0 END) AS running
+                SUM(CASE WHEN COALESCE(s.running_jobs, 0) > 0 THEN 1 ELSE 0 END) AS running,
+                (SELECT COUNT(*) FROM alerts a JOIN hosts ah ON ah.id = a.host_id
+                  WHERE a.resolved_at IS NULL AND ah.status != 'revoked') AS open_alerts
          FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
          WHERE h.status != 'revoked' GROUP BY health"
     );
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await?;
     let mut c = Counts::default();
-    for (health, n, running) in rows {
+    for (health, n, running, open_alerts) in rows {
         c.running += running;
+        c.open_alerts = open_alerts;
         match health.as_str() {
             "ok" => c.ok = n,
             "warning" => c.warning = n,
@@ -66,7 +72,6 @@ pub async fn counts(conn: &mut SqliteConnection) -> Result<Counts> {
             _ => c.pending += n,
         }
     }
-    c.open_alerts = open_alerts(conn).await?;
     Ok(c)
 }
 

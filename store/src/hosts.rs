@@ -463,3 +463,45 @@ pub async fn list_with_summary(conn: &mut SqliteConnection) -> Result<Vec<(Host,
         .filter_map(|h| by_id.remove(&h.id).map(|s| (h, s)))
         .collect())
 }
+
+/// One page of non-revoked hosts' `(id, name)` by name, for a host filter's
+/// suggestions: names containing `text` (case-insensitive) or the exact
+/// id, after the name `after`, at most `limit`. Walks the `name` index.
+pub async fn search_names(
+    conn: &mut SqliteConnection,
+    text: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let text = text.trim();
+    let like = format!(
+        "%{}%",
+        text.replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM hosts
+         WHERE status != 'revoked' AND (?1 = '' OR name LIKE ?2 ESCAPE '\\' OR id = ?1)
+           AND (?3 IS NULL OR name > ?3)
+         ORDER BY name LIMIT ?4",
+    )
+    .bind(text)
+    .bind(like)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The id of the host with this exact id or, failing that, this exact
+/// name (a host filter typed by name).
+pub async fn resolve(conn: &mut SqliteConnection, id_or_name: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM hosts WHERE id = ?1
+         UNION ALL SELECT id FROM hosts WHERE name = ?1 LIMIT 1",
+    )
+    .bind(id_or_name)
+    .fetch_optional(conn)
+    .await?)
+}

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
+    (
+        19,
+        "fleet_ui",
+        include_str!("../migrations/0019_fleet_ui.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -280,6 +280,53 @@ pub async fn is_muted(conn: &mut SqliteConnection, host_id: &str, now: i64) -> R
     Ok(muted_at(conn, host_id, now).await?.is_some())
 }
 
+/// [`Windows::load`] for several hosts in two queries (a dashboard page):
+/// each host's windows, hosts without any left out.
+pub async fn windows_of_many(
+    conn: &mut SqliteConnection,
+    host_ids: &[String],
+    from: i64,
+    to: i64,
+) -> Result<std::collections::HashMap<String, Windows>> {
+    let mut out: std::collections::HashMap<String, Windows> = Default::default();
+    if host_ids.is_empty() {
+        return Ok(out);
+    }
+    let ids = serde_json::to_string(host_ids).unwrap_or_else(|_| "[]".into());
+    let once: Vec<MuteWindow> = sqlx::query_as(
+        "SELECT * FROM mute_windows WHERE host_id IN (SELECT value FROM json_each(?1))
+           AND until > ?2 AND starts_at < ?3 ORDER BY starts_at",
+    )
+    .bind(&ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
+    .await?;
+    for w in once {
+        out.entry(w.host_id.clone()).or_default().once.push(w);
+    }
+    let recurring: Vec<MaintenanceWindow> = sqlx::query_as(
+        "SELECT * FROM maintenance_windows WHERE host_id IN (SELECT value FROM json_each(?))
+         ORDER BY created_at, id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for w in recurring {
+        match CronSchedule::parse(&w.cron, &w.timezone) {
+            Ok(c) => out
+                .entry(w.host_id.clone())
+                .or_default()
+                .recurring
+                .push((c, w)),
+            Err(e) => {
+                tracing::warn!(window_id = %w.id, error = %e, "maintenance window cron does not parse; ignored");
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

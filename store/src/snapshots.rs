@@ -82,3 +82,83 @@ pub async fn list(
     .fetch_all(conn)
     .await?)
 }
+
+/// Filters of [`page`]: a time span (ms, `until` exclusive), a tag and a
+/// substring of a path.
+#[derive(Debug, Clone, Default)]
+pub struct PageFilter<'a> {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub tag: Option<&'a str>,
+    pub path: Option<&'a str>,
+}
+
+/// One page of a repository's snapshots of one restic host, newest first,
+/// after the cursor `(time, snapshot_id)`: at most `limit` rows. Seeks the
+/// `(repo_id, hostname, time DESC, snapshot_id DESC)` index; filters are
+/// applied in SQL (a path matches as a case-sensitive substring), so a
+/// page is full however few snapshots match.
+pub async fn page(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    hostname: &str,
+    f: &PageFilter<'_>,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<Snapshot>> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM snapshots
+         WHERE repo_id = ?1 AND hostname = ?2
+           AND (?3 IS NULL OR time < ?3 OR (time = ?3 AND snapshot_id < ?4))
+           AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6)
+           AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags_json) WHERE value = ?7))
+           AND (?8 IS NULL OR EXISTS (SELECT 1 FROM json_each(paths_json) WHERE instr(value, ?8) > 0))
+         ORDER BY time DESC, snapshot_id DESC LIMIT ?9",
+    )
+    .bind(repo_id)
+    .bind(hostname)
+    .bind(before.map(|b| b.0))
+    .bind(before.map(|b| b.1))
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.tag)
+    .bind(f.path)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One snapshot of a repository by its full id.
+pub async fn get(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    snapshot_id: &str,
+) -> Result<Option<Snapshot>> {
+    Ok(
+        sqlx::query_as("SELECT * FROM snapshots WHERE repo_id = ? AND snapshot_id = ?")
+            .bind(repo_id)
+            .bind(snapshot_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// A snapshot of a host in a repository by its full or short id.
+pub async fn find(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    hostname: &str,
+    id: &str,
+) -> Result<Option<Snapshot>> {
+    if let Some(s) = get(&mut *conn, repo_id, id).await? {
+        return Ok(Some(s));
+    }
+    Ok(sqlx::query_as(
+        "SELECT * FROM snapshots WHERE repo_id = ? AND hostname = ? AND short_id = ? LIMIT 1",
+    )
+    .bind(repo_id)
+    .bind(hostname)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}

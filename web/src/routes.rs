@@ -137,8 +137,8 @@ const ADMIN: Access = Access::Min(Role::Admin);
 /// Every route.
 pub fn table() -> Vec<Route> {
     use crate::api::{
-        alerts, cron, hosts, jobs, logs, rejected, repo_admin, repos, retention, schedules,
-        snapshots, tokens, users,
+        alerts, cron, host_names, hosts, jobs, logs, rejected, repo_admin, repos, retention,
+        schedules, snapshots, tokens, users,
     };
     use Method as M;
     vec![
@@ -674,6 +674,11 @@ pub fn table() -> Vec<Route> {
             .doc("Replace a host's tags (at most 16, each at most 40 characters, no commas)")
             .body::<hosts::HostTagsBody>()
             .returns::<hosts::HostTagsView>(200),
+        // ---- fleet UI at scale (issue 11): host filters suggest names page by page
+        route(M::GET, "/api/v1/host-names", VIEWER, host_names::list)
+            .query(&[("q", false), ("cursor", false), ("limit", false)])
+            .doc("Host names for a host filter, by name: ?q=(text in the name, or an exact id)&cursor=&limit=(1-100, default 20)")
+            .returns_page::<host_names::HostName>(),
     ]
 }
 

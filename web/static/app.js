@@ -57,11 +57,44 @@
   $$('form[data-autosubmit]').forEach(function (form) {
     var timer;
     form.addEventListener('change', function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
-    $$('input[type=search]', form).forEach(function (input) {
+    $$('input[type=search]:not([data-host-search])', form).forEach(function (input) {
       input.addEventListener('input', function () {
         clearTimeout(timer);
         timer = setTimeout(function () { form.requestSubmit ? form.requestSubmit() : form.submit(); }, 500);
       });
+    });
+  });
+
+  // ---- host filters: names suggested page by page from the server ----
+  // (GET /api/v1/host-names), never the whole fleet in the page. Picking
+  // a suggestion submits a self-submitting form; the server takes a name
+  // or an id.
+  $$('input[data-host-search]').forEach(function (input) {
+    var list = input.list, timer = null, seq = 0;
+    if (!list || !window.fetch) return;
+    function picked() {
+      return $$('option', list).some(function (o) { return o.value === input.value; });
+    }
+    input.addEventListener('input', function (e) {
+      var form = input.form;
+      if (form && form.hasAttribute('data-autosubmit') && e.inputType === 'insertReplacementText' && picked()) {
+        form.requestSubmit ? form.requestSubmit() : form.submit();
+        return;
+      }
+      clearTimeout(timer);
+      timer = setTimeout(function () {
+        var mine = ++seq;
+        fetch('/api/v1/host-names?limit=20&q=' + encodeURIComponent(input.value.trim()), { credentials: 'same-origin' })
+          .then(function (r) { return r.ok ? r.json() : null; })
+          .then(function (page) {
+            if (!page || mine !== seq) return;
+            while (list.firstChild) list.removeChild(list.firstChild);
+            page.items.forEach(function (h) {
+              var o = doc.createElement('option'); o.value = h.name; list.appendChild(o);
+            });
+          })
+          .catch(function () {});
+      }, 250);
     });
   });
 
@@ -210,7 +243,7 @@
   // Swaps this page's [data-swap] fragments (by id) whose HTML changed.
   function swapFrom(html) {
     if (!html) return;
-    var fresh = new DOMParser().parseFromString(html, 'text/html');
+    var fresh = typeof html === 'string' ? new DOMParser().parseFromString(html, 'text/html') : html;
     $$('[data-swap]', fresh).forEach(function (el) {
       if (!el.id) return;
       var cur = doc.getElementById(el.id);
@@ -221,32 +254,74 @@
     refreshTimes();
   }
 
-  // The dashboard refreshes narrowly: the counters and only the rows of
-  // the hosts that events named (GET /fragments/fleet?ids=...), so a busy
-  // fleet never re-renders whole pages. Other pages re-fetch themselves.
-  var fragment = $('[data-fragment-url]');
+  // The dashboard refreshes narrowly: GET /fragments/fleet with the page's
+  // own filter, the hosts events named and the rows shown. It answers the
+  // counters, the pager, the ids of the filter's page in order and the rows
+  // to render, so a row whose host left the filter goes, a host that
+  // entered it (or a new one) comes, in the page's sort and size, and the
+  // other rows stay as they are. Other pages re-fetch themselves.
   var pendingHosts = {}, fragTimer = null, fragBusy = false, fragAgain = false;
+  function fleetRows() { return $$('#fleet > tbody > tr[data-host]'); }
   function hostChanged(hostId) {
+    var fragment = $('[data-fragment-url]');
     if (!fragment || !doc.getElementById('fleet')) { refetchSoon(); return; }
-    if (hostId && doc.getElementById('host-' + hostId)) pendingHosts[hostId] = true;
+    if (hostId) pendingHosts[hostId] = true;
     if (!fragTimer) fragTimer = setTimeout(fetchFragment, 700);
   }
   function fetchFragment() {
     fragTimer = null;
     if (fragBusy) { fragAgain = true; return; }
-    var ids = Object.keys(pendingHosts).slice(0, 100);
-    ids.forEach(function (id) { delete pendingHosts[id]; });
+    var fragment = $('[data-fragment-url]');
+    if (!fragment) return;
+    var have = fleetRows().map(function (tr) { return tr.getAttribute('data-host'); });
+    // Only the shown rows an event named need re-rendering; any event may
+    // move a host into or out of the filter, which the answer's order says.
+    var ids = Object.keys(pendingHosts).filter(function (id) { return have.indexOf(id) >= 0; });
+    pendingHosts = {};
     fragBusy = true;
-    var url = fragment.getAttribute('data-fragment-url') + '?ids=' + encodeURIComponent(ids.join(',')) +
-      '&state=' + encodeURIComponent(fragment.getAttribute('data-fragment-state') || '');
+    var query = fragment.getAttribute('data-fragment-query') || '';
+    var url = fragment.getAttribute('data-fragment-url') + (query ? query + '&' : '?') +
+      'ids=' + encodeURIComponent(ids.join(',')) + '&have=' + encodeURIComponent(have.join(','));
     fetch(url, { credentials: 'same-origin', headers: { 'X-Requested-With': 'fetch' } })
       .then(function (r) { return r.ok ? r.text() : null; })
-      .then(swapFrom)
+      .then(applyFleet)
       .catch(function () {})
       .then(function () {
         fragBusy = false;
         if (fragAgain || Object.keys(pendingHosts).length) { fragAgain = false; hostChanged(null); }
       });
+  }
+  // Swaps the counters, the pager and the rendered rows, then makes the
+  // table hold exactly the answer's rows in the answer's order.
+  function applyFleet(html) {
+    if (!html) return;
+    var fresh = new DOMParser().parseFromString(html, 'text/html');
+    var list = fresh.querySelector('tbody[data-order]');
+    var tbody = $('#fleet > tbody');
+    if (!list || !tbody) { swapFrom(html); return; }
+    var order = (list.getAttribute('data-order') || '').split(',').filter(Boolean);
+    var incoming = {};
+    $$('tr[data-host]', list).forEach(function (tr) { incoming[tr.getAttribute('data-host')] = tr; tr.remove(); });
+    swapFrom(fresh);
+    var keep = {};
+    order.forEach(function (id) { keep[id] = true; });
+    fleetRows().forEach(function (tr) { if (!keep[tr.getAttribute('data-host')]) tr.remove(); });
+    var pos = 0;
+    order.forEach(function (id) {
+      var cur = doc.getElementById('host-' + id), row = incoming[id];
+      if (row && (!cur || cur.outerHTML !== row.outerHTML)) {
+        row = doc.importNode(row, true);
+        if (cur) cur.replaceWith(row);
+        cur = row;
+      }
+      if (!cur) return;
+      var at = tbody.children[pos] || null;
+      if (at !== cur) tbody.insertBefore(cur, at);
+      pos++;
+    });
+    var wrap = doc.getElementById('fleet-wrap');
+    if (wrap) wrap.hidden = order.length === 0;
+    refreshTimes();
   }
 
   function onProgress(jobId, p) {

@@ -7,6 +7,7 @@ use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 
 mod admin;
 mod alerts;
+mod fleet_ui;
 mod writer;
 
 async fn store() -> (Store, tempfile::TempDir) {

@@ -20,6 +20,7 @@ use crate::error::ApiError;
 pub mod account;
 pub mod alerts;
 pub mod cron;
+pub mod host_names;
 pub mod hosts;
 pub mod jobs;
 pub mod logs;

@@ -103,7 +103,10 @@ pub(crate) struct AlertsPage {
     pub(crate) layout: Layout,
     pub(crate) alerts: Vec<AlertRow>,
     pub(crate) filter: AlertFilter,
+    /// Suggestions for the host fields: the listed alerts' hosts.
     pub(crate) hosts: Vec<(String, String)>,
+    /// What the host filter shows: the chosen host's name, or what was typed.
+    pub(crate) host_label: String,
     pub(crate) kinds: [&'static str; 7],
     pub(crate) severities: [&'static str; 3],
     pub(crate) states: [(&'static str, &'static str); 5],
@@ -139,13 +142,15 @@ pub async fn list(
             Some(filter.severity.as_str()),
         )?;
         let mut conn = state.store.read().await?;
-        let mut hosts = rm_store::hosts::names(&mut conn).await?;
-        hosts.sort_by(|a, b| a.1.cmp(&b.1));
-        let names: std::collections::HashMap<&str, &str> = hosts
-            .iter()
-            .map(|(id, n)| (id.as_str(), n.as_str()))
-            .collect();
-        let host = (!filter.host.is_empty()).then_some(filter.host.as_str());
+        // The host filter takes an id or an exact name; only the names of
+        // the listed alerts' hosts are loaded, never the whole fleet's.
+        let resolved = match filter.host.trim() {
+            "" => None,
+            h => rm_store::hosts::resolve(&mut conn, h).await?,
+        };
+        let host = resolved
+            .as_deref()
+            .or((!filter.host.is_empty()).then_some(filter.host.as_str()));
         let list = rm_store::listing::alerts(
             &mut conn,
             &rm_store::listing::AlertFilter {
@@ -158,30 +163,42 @@ pub async fn list(
             ALERTS_SHOWN,
         )
         .await?;
+        let mut ids: Vec<&str> = list.iter().map(|a| a.host_id.as_str()).collect();
+        ids.extend(resolved.as_deref());
+        ids.sort_unstable();
+        ids.dedup();
+        let mut hosts = rm_store::hosts::names_of(&mut conn, &ids).await?;
+        hosts.sort_by(|a, b| a.1.cmp(&b.1));
+        let names: std::collections::HashMap<String, String> = hosts.iter().cloned().collect();
         let rows = list
             .into_iter()
             .map(|a| AlertRow {
                 host_name: names
                     .get(a.host_id.as_str())
-                    .map_or_else(|| a.host_id.clone(), |n| (*n).to_owned()),
+                    .map_or_else(|| a.host_id.clone(), Clone::clone),
                 alert: a,
             })
             .collect::<Vec<_>>();
-        let mutes = match host {
-            Some(h) if names.contains_key(h) => Some(alert::host_mutes(&mut conn, h, now).await?),
-            _ => None,
+        let mutes = match resolved.as_deref() {
+            Some(h) => Some(alert::host_mutes(&mut conn, h, now).await?),
+            None => None,
         };
+        let host_label = resolved
+            .as_ref()
+            .and_then(|id| names.get(id).cloned())
+            .unwrap_or_else(|| filter.host.clone());
         let last_resolved_at = rm_store::listing::last_resolved_at(&mut conn).await?;
-        Ok::<_, ApiError>((rows, hosts, mutes, last_resolved_at))
+        Ok::<_, ApiError>((rows, hosts, host_label, mutes, last_resolved_at))
     }
     .await;
     match loaded {
-        Ok((alerts, hosts, mutes, last_resolved_at)) => render(&AlertsPage {
+        Ok((alerts, hosts, host_label, mutes, last_resolved_at)) => render(&AlertsPage {
             layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
             can_operate: can_operate(&who),
             alerts,
             filter,
             hosts,
+            host_label,
             kinds: ALERT_KINDS,
             severities: SEVERITIES,
             states: STATES,
@@ -355,16 +372,27 @@ pub async fn mute(
     Form(f): Form<MuteForm>,
 ) -> Response {
     let done = async {
-        if f.host.is_empty() {
+        if f.host.trim().is_empty() {
             return Err(ApiError::invalid("host", "Host: choose the host to mute"));
         }
+        let host_id = {
+            let mut conn = state.store.read().await?;
+            rm_store::hosts::resolve(&mut conn, f.host.trim())
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "host",
+                        format!("Host: no host is named {:?}", f.host.trim()),
+                    )
+                })?
+        };
         let until_ms = mute_until(&f, state.now())?;
         ask(
             &state,
             &who,
             rm_alerts::api::MUTE_SET,
             rm_alerts::api::MuteSet {
-                host_id: f.host.clone(),
+                host_id,
                 until_ms,
                 reason: Some(f.reason.clone()).filter(|r| !r.trim().is_empty()),
             },

@@ -74,72 +74,99 @@ pub async fn api_list(
     Ok(axum::Json(load(&state, &filter).await?))
 }
 
-/// Most rows one fragment request may ask for.
+/// Most rows one fragment request may name.
 pub const FRAGMENT_MAX_IDS: usize = 100;
 
-/// `GET /fragments/fleet?ids=a,b&state=`: which rows to refresh, and the
-/// dashboard's state filter (for the counters' current marker).
+/// `GET /fragments/fleet?ids=a,b&have=c,d&q=&state=&tag=&sort=&page=`:
+/// the hosts events named, the rows the page shows now, and the page's own
+/// filter (the same query string as `/`).
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(default)]
 pub struct FragmentQuery {
-    /// Comma-separated host ids (host ids never hold a comma).
+    /// Comma-separated host ids an event named (host ids never hold a comma).
     pub ids: String,
+    /// Comma-separated host ids of the rows the page shows.
+    pub have: String,
+    pub q: String,
     pub state: String,
+    pub tag: String,
+    pub sort: String,
+    pub page: u32,
+}
+
+fn id_list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .take(FRAGMENT_MAX_IDS)
 }
 
 #[derive(Template)]
 #[template(path = "_fleet_fragment.html")]
 pub(crate) struct FleetFragment {
+    /// The counters, the filter and the total; `hosts` holds only the rows
+    /// to (re-)render.
     pub(crate) fleet: FleetPage,
+    /// The ids of the filter's page, in order.
+    pub(crate) order: String,
     pub(crate) now: i64,
 }
 
-/// `GET /fragments/fleet`: the counters and the named hosts' rows, rendered
-/// by the same templates and views as the page (`_counters.html`,
-/// `_fleet_row.html`, `views::fleet::host_rows`). Unknown or revoked ids
-/// are left out; the script keeps such rows as they are.
+/// `GET /fragments/fleet`: the counters, the pager, the page's ids in
+/// order, and the rows to render: the named hosts still on the page and
+/// the page's hosts the page does not show yet. Rendered by the same
+/// templates and views as the page (`_counters.html`, `_fleet_row.html`,
+/// `_fleet_pager.html`, `views::fleet`), so the script can drop the rows
+/// that left the filter, add the ones that entered it, and keep the
+/// page's order without a reload.
 pub async fn fragment(
     State(state): State<AppState>,
     RequireViewer(_who): RequireViewer,
     Query(q): Query<FragmentQuery>,
 ) -> Response {
-    let ids: Vec<String> = q
-        .ids
-        .split(',')
-        .map(str::trim)
-        .filter(|i| !i.is_empty())
-        .take(FRAGMENT_MAX_IDS)
-        .map(str::to_owned)
-        .collect();
+    use axum::response::IntoResponse;
+    let filter = FleetFilter {
+        q: q.q,
+        state: q.state,
+        tag: q.tag,
+        sort: q.sort,
+        page: q.page,
+    };
+    if let Err((field, message)) = filter.validate() {
+        return ApiError::invalid(field, message).into_response();
+    }
+    let named: std::collections::HashSet<&str> = id_list(&q.ids).collect();
+    let have: std::collections::HashSet<&str> = id_list(&q.have).collect();
     let loaded = async {
         let mut conn = state.store.read().await?;
         let now = state.now();
         let counts = rm_store::fleet::counts(&mut conn).await?;
-        let rows = rm_store::fleet::rows(&mut conn, &ids).await?;
+        let (total, order) = fleet::page_order(&mut conn, &filter, &counts).await?;
+        let wanted: Vec<String> = order
+            .iter()
+            .filter(|id| named.contains(id.as_str()) || !have.contains(id.as_str()))
+            .cloned()
+            .collect();
+        let rows = rm_store::fleet::rows(&mut conn, &wanted).await?;
         let hosts = fleet::host_rows(&mut conn, rows, now).await?;
-        Ok::<_, ApiError>(FleetPage {
-            counters: counts.into(),
-            total: i64::try_from(hosts.len()).unwrap_or(0),
-            hosts,
-            page: 1,
-            page_size: fleet::PAGE_SIZE,
-            filter: FleetFilter {
-                state: q.state,
-                ..FleetFilter::default()
+        Ok::<_, ApiError>(FleetFragment {
+            order: order.join(","),
+            fleet: FleetPage {
+                counters: counts.into(),
+                total,
+                hosts,
+                page: filter.page(),
+                page_size: fleet::PAGE_SIZE,
+                filter,
+                tags: Vec::new(),
+                now,
             },
-            tags: Vec::new(),
             now,
         })
     }
     .await;
     match loaded {
-        Ok(fleet) => {
-            let now = fleet.now;
-            render(&FleetFragment { fleet, now })
-        }
-        Err(e) => {
-            use axum::response::IntoResponse;
-            e.into_response()
-        }
+        Ok(frag) => render(&frag),
+        Err(e) => e.into_response(),
     }
 }

@@ -13,9 +13,6 @@ use crate::ui::{Layout, can_operate, render};
 use crate::views::host::{self, HostView};
 use crate::views::job::{self, JobFilter, JobView, JobsPage};
 
-/// Most hosts offered as a select in the jobs filter.
-const HOST_SELECT_MAX: usize = 300;
-
 /// Log lines shown on a job page (the newest ones).
 const LOG_SHOWN: usize = 1000;
 
@@ -146,7 +143,10 @@ pub(crate) struct JobsListPage {
     pub(crate) layout: Layout,
     pub(crate) page: JobsPage,
     pub(crate) filter: JobFilter,
+    /// Suggestions for the host filter: the hosts of the listed jobs.
     pub(crate) hosts: Vec<(String, String)>,
+    /// What the host filter shows: the chosen host's name, or what was typed.
+    pub(crate) host_label: String,
     pub(crate) kinds: &'static [&'static str],
     pub(crate) statuses: [&'static str; 8],
     pub(crate) sinces: [(&'static str, &'static str); 4],
@@ -160,31 +160,44 @@ async fn load_jobs(state: &AppState, filter: &JobFilter) -> Result<JobsPage, Api
     Ok(job::list(&mut conn, filter, state.now()).await?)
 }
 
-/// `GET /jobs`.
+/// `GET /jobs`. The host filter is a search box: it takes a host's id or
+/// exact name, and suggests names from `GET /api/v1/host-names` (with
+/// script) or the hosts on this page (without), so the page never loads
+/// every host of the fleet.
 pub async fn jobs_page(
     State(state): State<AppState>,
     RequireViewer(who): RequireViewer,
-    Query(filter): Query<JobFilter>,
+    Query(mut filter): Query<JobFilter>,
 ) -> Response {
+    let host_label = filter.host.clone();
+    // A name that names no host stays as typed: the list is then empty.
+    if !filter.host.is_empty()
+        && let Ok(mut c) = state.store.read().await
+        && let Ok(Some(id)) = rm_store::hosts::resolve(&mut c, filter.host.trim()).await
+    {
+        filter.host = id;
+    }
     let page = match load_jobs(&state, &filter).await {
         Ok(p) => p,
         Err(e) => return crate::ui::error_page(&who, "jobs", &e),
     };
-    let mut hosts = match state.store.read().await {
-        Ok(mut c) => rm_store::hosts::names(&mut c).await.unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    // A fleet too large for a select gets a text field for the host id
-    // (the host page links here with it filled in).
-    if hosts.len() > HOST_SELECT_MAX {
-        hosts.clear();
+    let mut hosts: Vec<(String, String)> = Vec::new();
+    for j in &page.jobs {
+        if !hosts.iter().any(|(id, _)| *id == j.host_id) {
+            hosts.push((j.host_id.clone(), j.host_name.clone()));
+        }
     }
     hosts.sort_by(|a, b| a.1.cmp(&b.1));
+    let host_label = hosts
+        .iter()
+        .find(|(id, _)| *id == filter.host)
+        .map_or(host_label, |(_, name)| name.clone());
     render(&JobsListPage {
         layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),
         page,
         filter,
         hosts,
+        host_label,
         kinds: &job::KINDS,
         statuses: job::STATUSES,
         sinces: job::SINCES,

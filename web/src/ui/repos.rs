@@ -23,7 +23,7 @@ use crate::auth::{Principal, RequireOperator, RequireViewer};
 use crate::error::ApiError;
 use crate::ui::run::Errors;
 use crate::ui::{Layout, can_operate, error_page, open_alerts, render};
-use crate::views::repo::{self as view, RepoDetail, Sparkline};
+use crate::views::repo::{self as view, RepoDetail, SizeChart};
 
 /// A message at the top of the page after an action.
 #[derive(Debug, Clone)]
@@ -82,8 +82,8 @@ pub(crate) struct RepoPage {
     pub(crate) errors: Errors,
     /// Enrolled hosts (for attaching).
     pub(crate) enrolled: Vec<(String, String)>,
-    pub(crate) spark_w: i64,
-    pub(crate) spark_h: i64,
+    pub(crate) chart_w: i64,
+    pub(crate) chart_h: i64,
 }
 
 impl RepoPage {
@@ -194,8 +194,8 @@ pub(crate) async fn show(state: &AppState, who: &Principal, id: &str, shown: Sho
         form: shown.form,
         errors: shown.errors,
         enrolled,
-        spark_w: Sparkline::WIDTH,
-        spark_h: Sparkline::HEIGHT,
+        chart_w: SizeChart::WIDTH,
+        chart_h: SizeChart::HEIGHT,
     });
     *resp.status_mut() = shown.status;
     resp
@@ -703,7 +703,14 @@ mod tests {
         let mut conn = store.read().await.unwrap();
         let detail = view::load(&mut conn, repo, NOW).await.unwrap();
         assert_eq!(detail.history.len(), 2, "{:?}", detail.history);
-        assert!(detail.sparkline.is_some());
+        let detail_chart_keys: Vec<&str> = detail
+            .chart
+            .as_ref()
+            .expect("two measurements make a chart")
+            .series
+            .iter()
+            .map(|s| s.key)
+            .collect();
         assert_eq!(detail.locks.stale, 1);
         let html = RepoPage {
             layout: Layout {
@@ -723,15 +730,25 @@ mod tests {
             edit: crate::ui::repo_admin::EditForm::default(),
             form: "",
             errors: Errors::new(),
-            spark_w: Sparkline::WIDTH,
-            spark_h: Sparkline::HEIGHT,
+            chart_w: SizeChart::WIDTH,
+            chart_h: SizeChart::HEIGHT,
         }
         .render()
         .unwrap();
         assert!(html.contains("&#60;b&#62;offsite&#60;/b&#62;") && !html.contains("<b>offsite"));
         assert!(
-            html.contains("<polyline points="),
-            "the size sparkline is drawn"
+            html.contains("<path class=\"line stored\" d=\"M"),
+            "the size chart is drawn"
+        );
+        for series in &detail_chart_keys {
+            assert!(
+                html.contains(&format!("<span class=\"key {series}\"")),
+                "every drawn series has its legend entry: {series}"
+            );
+        }
+        assert!(
+            html.contains("class=\"chart-y\""),
+            "the byte axis is labelled"
         );
         assert!(html.contains("2.4×"), "the deduplication ratio is shown");
         for want in [

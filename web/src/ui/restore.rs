@@ -47,6 +47,9 @@ pub struct Wizard {
     pub to: String,
     pub tag: String,
     pub path: String,
+    /// The snapshot list's cursor: `time:snapshot_id` of the last row
+    /// shown, for the page of older snapshots.
+    pub before: String,
     /// `path` (another location) or `original`.
     pub target: String,
     pub target_host: String,
@@ -76,6 +79,7 @@ impl Wizard {
                 "to" => w.to = v.trim().into(),
                 "tag" => w.tag = v.trim().into(),
                 "path" => w.path = v.trim().into(),
+                "before" => w.before = v,
                 "target" => w.target = v,
                 "target_host" => w.target_host = v,
                 "target_path" => w.target_path = v.trim().into(),
@@ -119,6 +123,29 @@ impl Wizard {
 
     pub fn page_href(&self, page: usize) -> String {
         self.href(&[("dir", &self.dir), ("page", &page.to_string())])
+    }
+
+    /// The snapshot list after `before` (`""`: the newest), filters kept.
+    pub fn snapshots_page_href(&self, before: &str) -> String {
+        let mut extra: Vec<(&str, &str)> = [
+            ("from", self.from.as_str()),
+            ("to", self.to.as_str()),
+            ("tag", self.tag.as_str()),
+            ("path", self.path.as_str()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+        if !before.is_empty() {
+            extra.push(("before", before));
+        }
+        self.href(&extra)
+    }
+
+    /// The cursor of `before`: `(time, snapshot_id)`.
+    fn before_cursor(&self) -> Option<(i64, &str)> {
+        let (t, id) = self.before.split_once(':')?;
+        Some((t.parse().ok()?, id))
     }
 
     /// Back to the choice of snapshot (filters cleared).
@@ -208,14 +235,25 @@ pub fn validate(w: &Wizard) -> Result<(JobParams, Option<String>), Errors> {
     ))
 }
 
-/// Whether a snapshot passes the wizard's filters (dates as `YYYY-MM-DD`, UTC).
-pub fn matches(w: &Wizard, time_ms: i64, tags: &[String], paths: &[String]) -> bool {
-    let day: String = crate::ui::fmt::iso(time_ms).chars().take(10).collect();
-    (w.from.is_empty() || day.as_str() >= w.from.as_str())
-        && (w.to.is_empty() || day.as_str() <= w.to.as_str())
-        && (w.tag.is_empty() || tags.iter().any(|t| t == &w.tag))
-        && (w.path.is_empty() || paths.iter().any(|p| p.contains(&w.path)))
+/// The wizard's snapshot filters for the store: the day span (dates as
+/// `YYYY-MM-DD`, UTC, both days included), the tag and a path substring.
+pub fn snapshot_filter(w: &Wizard) -> rm_store::snapshots::PageFilter<'_> {
+    let midnight = |d: &str| -> Option<i64> {
+        let date: jiff::civil::Date = d.parse().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp().as_millisecond())
+    };
+    rm_store::snapshots::PageFilter {
+        since: midnight(&w.from),
+        until: midnight(&w.to).map(|t| t + 86_400_000),
+        tag: Some(w.tag.as_str()).filter(|t| !t.is_empty()),
+        path: Some(w.path.as_str()).filter(|p| !p.is_empty()),
+    }
 }
+
+/// Snapshots per page of the choose-a-snapshot step.
+pub const SNAPSHOTS_PER_PAGE: i64 = 50;
 
 fn date_ok(s: &str) -> bool {
     s.is_empty() || s.parse::<jiff::civil::Date>().is_ok()
@@ -245,6 +283,8 @@ pub(crate) struct RestorePage {
     pub(crate) short_id: String,
     pub(crate) choices: Vec<(String, String)>,
     pub(crate) snaps: Vec<SnapRow>,
+    /// The link to older snapshots, when there are more.
+    pub(crate) older: Option<String>,
     pub(crate) entries: Vec<LsEntry>,
     pub(crate) total: usize,
     pub(crate) page: usize,
@@ -338,6 +378,7 @@ async fn page(
         short_id: String::new(),
         choices: vec![],
         snaps: vec![],
+        older: None,
         entries: vec![],
         total: 0,
         page: 1,
@@ -383,7 +424,6 @@ async fn page(
             .map(|r| r.name.clone())
             .unwrap_or_default();
         let restic_host = host.restic_host.clone().unwrap_or_else(|| host.id.clone());
-        let snaps = rm_store::snapshots::list(&mut conn, &w.repo, Some(&restic_host)).await?;
         if w.snapshot.is_empty() {
             p.step = "snapshot";
             for (field, v) in [("from", &w.from), ("to", &w.to)] {
@@ -392,25 +432,43 @@ async fn page(
                         .insert(field, "a date as YYYY-MM-DD, e.g. 2026-11-30".into());
                 }
             }
+            if !w.before.is_empty() && w.before_cursor().is_none() {
+                return Err(ApiError::invalid(
+                    "before",
+                    "not a cursor of this list: follow the “Older” link",
+                ));
+            }
+            let mut snaps = rm_store::snapshots::page(
+                &mut conn,
+                &w.repo,
+                &restic_host,
+                &snapshot_filter(&w),
+                w.before_cursor(),
+                SNAPSHOTS_PER_PAGE + 1,
+            )
+            .await?;
+            if snaps.len() > usize::try_from(SNAPSHOTS_PER_PAGE).unwrap_or(usize::MAX) {
+                snaps.truncate(usize::try_from(SNAPSHOTS_PER_PAGE).unwrap_or(0));
+                p.older = snaps
+                    .last()
+                    .map(|s| w.snapshots_page_href(&format!("{}:{}", s.time, s.snapshot_id)));
+            }
             for s in snaps {
                 let tags: Vec<String> = serde_json::from_str(&s.tags_json).unwrap_or_default();
                 let paths: Vec<String> = serde_json::from_str(&s.paths_json).unwrap_or_default();
-                if matches(&w, s.time, &tags, &paths) {
-                    p.snaps.push(SnapRow {
-                        href: w.href(&[("snapshot", &s.snapshot_id)]),
-                        short_id: s.short_id,
-                        time: s.time,
-                        paths: paths.join(", "),
-                        tags: tags.join(", "),
-                    });
-                }
+                p.snaps.push(SnapRow {
+                    href: w.href(&[("snapshot", &s.snapshot_id)]),
+                    short_id: s.short_id,
+                    time: s.time,
+                    paths: paths.join(", "),
+                    tags: tags.join(", "),
+                });
             }
             return Ok(());
         }
-        p.short_id = snaps
-            .iter()
-            .find(|s| s.snapshot_id == w.snapshot || s.short_id == w.snapshot)
-            .map(|s| s.short_id.clone())
+        p.short_id = rm_store::snapshots::find(&mut conn, &w.repo, &restic_host, &w.snapshot)
+            .await?
+            .map(|s| s.short_id)
             .unwrap_or_else(|| w.snapshot.chars().take(8).collect());
         if w.step == "target" || !p.errors.is_empty() || p.failure.is_some() {
             p.step = "target";
@@ -592,19 +650,22 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_are_filtered_by_date_tag_and_path() {
-        // 2026-11-30 12:00 UTC.
-        let t = 1_796_040_000_000;
-        let tags = vec!["daily".to_owned()];
-        let paths = vec!["/srv/www".to_owned()];
-        let f = |q: &str| matches(&wizard(q), t, &tags, &paths);
-        assert!(f(""));
-        assert!(f("from=2026-11-30&to=2026-11-30"));
-        assert!(!f("from=2026-12-01"));
-        assert!(!f("to=2026-11-29"));
-        assert!(f("tag=daily"));
-        assert!(!f("tag=weekly"));
-        assert!(f("path=www"));
-        assert!(!f("path=/home"));
+    fn the_snapshot_filters_become_a_day_span_a_tag_and_a_path_for_the_store() {
+        // 2026-11-30T00:00Z
+        let day = 1_795_996_800_000;
+        let w = wizard("from=2026-11-30&to=2026-11-30&tag=daily&path=www");
+        let f = snapshot_filter(&w);
+        assert_eq!((f.since, f.until), (Some(day), Some(day + 86_400_000)));
+        assert_eq!((f.tag, f.path), (Some("daily"), Some("www")));
+        let w = wizard("");
+        let f = snapshot_filter(&w);
+        assert_eq!((f.since, f.until, f.tag, f.path), (None, None, None, None));
+        let w = wizard("host=h&repo=r&tag=daily&before=5:abc");
+        assert_eq!(w.before_cursor(), Some((5, "abc")));
+        assert_eq!(
+            w.snapshots_page_href("4:xyz"),
+            "/restore?host=h&repo=r&tag=daily&before=4%3Axyz"
+        );
+        assert_eq!(wizard("before=nope").before_cursor(), None);
     }
 }

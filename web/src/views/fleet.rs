@@ -69,7 +69,7 @@ impl FleetFilter {
         Ok(())
     }
 
-    fn page(&self) -> i64 {
+    pub(crate) fn page(&self) -> i64 {
         i64::from(self.page.max(1))
     }
 
@@ -210,6 +210,10 @@ impl FleetPage {
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t.tag == tag)
     }
+    /// This page's own query string (filter, sort and page).
+    pub fn query(&self) -> String {
+        self.filter.query_for_page(self.page)
+    }
     pub fn pages(&self) -> i64 {
         ((self.total + self.page_size - 1) / self.page_size).max(1)
     }
@@ -221,8 +225,9 @@ impl FleetPage {
         }
     }
     pub fn last_index(&self) -> i64 {
-        ((self.page - 1) * self.page_size + i64::try_from(self.hosts.len()).unwrap_or(0))
-            .min(self.total)
+        // The rows a page of `total` holds (the live fragment carries only
+        // the rows it re-renders, so not `hosts.len()`).
+        (self.page * self.page_size).min(self.total)
     }
 }
 
@@ -233,32 +238,7 @@ pub async fn load(
     now_ms: i64,
 ) -> rm_store::Result<FleetPage> {
     let counts = fleet::counts(&mut *conn).await?;
-    let (health, running) = match filter.state.as_str() {
-        "" => (None, false),
-        "running" => (None, true),
-        s => (Some(s.to_owned()), false),
-    };
-    let sort = match filter.sort.as_str() {
-        "name" => Sort::Name,
-        "last_backup" => Sort::LastBackup,
-        _ => Sort::Health,
-    };
-    let page = filter.page();
-    let query = Query {
-        id: None,
-        text: Some(filter.q.clone()),
-        health,
-        tag: Some(filter.tag.clone()).filter(|t| !t.is_empty()),
-        running,
-        sort,
-        limit: PAGE_SIZE,
-        offset: (page - 1) * PAGE_SIZE,
-    };
-    let total = match fleet::total_from_counts(&query, &counts) {
-        Some(n) => n,
-        None => fleet::count(&mut *conn, &query).await?,
-    };
-    let ids = fleet::page_ids(&mut *conn, &query).await?;
+    let (total, ids) = page_order(&mut *conn, filter, &counts).await?;
     let rows = fleet::rows(&mut *conn, &ids).await?;
     let hosts = host_rows(&mut *conn, rows, now_ms).await?;
     let known = rm_store::tags::known(&mut *conn, TAGS_OFFERED)
@@ -270,12 +250,49 @@ pub async fn load(
         counters: counts.into(),
         hosts,
         total,
-        page,
+        page: filter.page(),
         page_size: PAGE_SIZE,
         filter: filter.clone(),
         tags: known,
         now: now_ms,
     })
+}
+
+/// The number of hosts matching `filter` and the ids of its page, in the
+/// page's order: what the dashboard lists, and what its live fragment
+/// reconciles the shown rows against (so a row that left the filter goes
+/// and one that entered it comes, in the page's sort).
+pub async fn page_order(
+    conn: &mut rm_store::Conn,
+    filter: &FleetFilter,
+    counts: &Counts,
+) -> rm_store::Result<(i64, Vec<String>)> {
+    let (health, running) = match filter.state.as_str() {
+        "" => (None, false),
+        "running" => (None, true),
+        s => (Some(s.to_owned()), false),
+    };
+    let sort = match filter.sort.as_str() {
+        "name" => Sort::Name,
+        "last_backup" => Sort::LastBackup,
+        _ => Sort::Health,
+    };
+    let query = Query {
+        id: None,
+        text: Some(filter.q.clone()),
+        health,
+        tag: Some(filter.tag.clone()).filter(|t| !t.is_empty()),
+        running,
+        sort,
+        limit: PAGE_SIZE,
+        offset: (filter.page() - 1) * PAGE_SIZE,
+    };
+    let total = match fleet::total_from_counts(&query, counts) {
+        Some(n) => n,
+        None => fleet::count(&mut *conn, &query).await?,
+    };
+    let ids = fleet::page_ids(&mut *conn, &query).await?;
+    Ok((total, ids))
 }
 
 /// One host's row (the host page).
@@ -304,6 +321,11 @@ pub async fn host_rows(
     let mut runs_of = fleet::backups_since_many(&mut *conn, &ids, since).await?;
     let mut schedules_of = fleet::backup_schedules_many(&mut *conn, &ids).await?;
     let mut tags_of = rm_store::tags::of_hosts(&mut *conn, &ids).await?;
+    let mut windows_of =
+        rm_store::mutes::windows_of_many(&mut *conn, &ids, since, now_ms + 1).await?;
+    // Hosts of a fleet share a few schedules: each distinct cron and time
+    // zone is evaluated once per page, not once per host and day.
+    let mut crons: std::collections::HashMap<(String, String), Option<Slots>> = Default::default();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let runs = runs_of.remove(&row.id).unwrap_or_default();
@@ -321,25 +343,25 @@ pub async fn host_rows(
         } else {
             None
         };
-        let schedules: Vec<(CronSchedule, i64, i64)> = schedules_of
-            .remove(&row.id)
-            .unwrap_or_default()
-            .into_iter()
+        let host_schedules = schedules_of.remove(&row.id).unwrap_or_default();
+        for s in &host_schedules {
+            crons
+                .entry((s.cron.clone(), s.timezone.clone()))
+                .or_insert_with(|| Slots::new(&s.cron, &s.timezone, since, now_ms));
+        }
+        let schedules: Vec<(&Slots, i64, i64)> = host_schedules
+            .iter()
             .filter_map(|s| {
-                CronSchedule::parse(&s.cron, &s.timezone)
-                    .ok()
+                crons
+                    .get(&(s.cron.clone(), s.timezone.clone()))
+                    .and_then(Option::as_ref)
                     .map(|c| (c, s.created_at, s.grace_secs))
             })
             .collect();
-        let next_run_at = schedules
-            .iter()
-            .filter_map(|(c, _, _)| c.next_after_ms(now_ms))
-            .min();
+        let next_run_at = schedules.iter().filter_map(|(c, _, _)| c.next).min();
         let active_since = row.enrolled_at.unwrap_or(row.created_at);
         let mut days = strip(now_ms, since, &runs, &schedules, active_since);
-        let windows =
-            rm_store::mutes::Windows::load(&mut *conn, &row.id, since, now_ms + 1).await?;
-        if !windows.is_empty() {
+        if let Some(windows) = windows_of.remove(&row.id).filter(|w| !w.is_empty()) {
             for (i, day) in (0_i64..).zip(days.iter_mut()) {
                 let start = since + i * DAY_MS;
                 day.muted = windows.overlaps(start, (start + DAY_MS).min(now_ms + 1));
@@ -376,12 +398,55 @@ fn is_finished(status: &str) -> bool {
     !matches!(status, "queued" | "dispatched" | "running")
 }
 
+/// A backup schedule's slots over the strip's window, computed once per
+/// distinct cron and time zone.
+struct Slots {
+    cron: CronSchedule,
+    /// The slots in `[since, now]`, ascending; `None` for a schedule too
+    /// dense to list (then each day asks the cron itself).
+    listed: Option<Vec<i64>>,
+    /// The next slot after now.
+    next: Option<i64>,
+}
+
+/// Most slots listed per schedule (hourly over 30 days is 720).
+const SLOTS_LISTED: usize = 2000;
+
+impl Slots {
+    fn new(cron: &str, tz: &str, since: i64, now_ms: i64) -> Option<Self> {
+        let cron = CronSchedule::parse(cron, tz).ok()?;
+        let mut listed = Some(Vec::new());
+        let mut at = since - 1;
+        while let Some(slot) = cron.next_after_ms(at).filter(|s| *s <= now_ms) {
+            match listed.as_mut() {
+                Some(v) if v.len() < SLOTS_LISTED => v.push(slot),
+                _ => {
+                    listed = None;
+                    break;
+                }
+            }
+            at = slot;
+        }
+        let next = cron.next_after_ms(now_ms);
+        Some(Self { cron, listed, next })
+    }
+
+    /// The first slot at or after `from` (as `next_after_ms(from - 1)`),
+    /// when it is at or before now.
+    fn first_from(&self, from: i64) -> Option<i64> {
+        match &self.listed {
+            Some(v) => v.get(v.partition_point(|s| *s < from)).copied(),
+            None => self.cron.next_after_ms(from - 1),
+        }
+    }
+}
+
 /// The strip's cells from `since` (a UTC midnight) to today.
 fn strip(
     now_ms: i64,
     since: i64,
     runs: &[BackupRun],
-    schedules: &[(CronSchedule, i64, i64)],
+    schedules: &[(&Slots, i64, i64)],
     active_since: i64,
 ) -> Vec<Day> {
     (0..STRIP_DAYS)
@@ -420,15 +485,16 @@ fn missed(
     start: i64,
     end: i64,
     now_ms: i64,
-    schedules: &[(CronSchedule, i64, i64)],
+    schedules: &[(&Slots, i64, i64)],
     active_since: i64,
 ) -> bool {
-    schedules.iter().any(|(cron, created_at, grace_secs)| {
+    schedules.iter().any(|(slots, created_at, grace_secs)| {
         let from = start.max(*created_at).max(active_since);
         if from >= end {
             return false;
         }
-        cron.next_after_ms(from - 1)
+        slots
+            .first_from(from)
             .is_some_and(|slot| slot < end && slot + grace_secs * 1000 < now_ms)
     })
 }
@@ -577,8 +643,8 @@ mod tests {
         let now: i64 = 1_796_126_400_000;
         let today = now - now.rem_euclid(DAY_MS);
         let since = today - (STRIP_DAYS - 1) * DAY_MS;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        let schedules = vec![(daily, 0, 3600)];
+        let daily = Slots::new("0 2 * * *", "UTC", since, now).unwrap();
+        let schedules = vec![(&daily, 0, 3600)];
         let runs = vec![
             run("failed", today + 2 * 3_600_000),
             run("succeeded", today - DAY_MS + 2 * 3_600_000 + 60_000),
@@ -599,8 +665,8 @@ mod tests {
         let now: i64 = 1_796_126_400_000;
         let today = now - now.rem_euclid(DAY_MS);
         let since = today - (STRIP_DAYS - 1) * DAY_MS;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        let days = strip(now, since, &[], &[(daily, 0, 3600)], today - DAY_MS);
+        let daily = Slots::new("0 2 * * *", "UTC", since, now).unwrap();
+        let days = strip(now, since, &[], &[(&daily, 0, 3600)], today - DAY_MS);
         assert!(days[..28].iter().all(|d| d.state == "none"));
         assert_eq!(days[28].state, "miss");
         assert_eq!(days[29].state, "miss");
@@ -613,8 +679,45 @@ mod tests {
         // now = 02:30 on the day of a 02:00 slot with one hour of grace.
         let day = 1_796_083_200_000; // 2026-12-01T00:00Z
         let now = day + 2 * 3_600_000 + 30 * 60_000;
-        let daily = CronSchedule::parse("0 2 * * *", "UTC").unwrap();
-        assert!(!missed(day, day + DAY_MS, now, &[(daily, 0, 3600)], 0));
+        let daily = Slots::new("0 2 * * *", "UTC", day - 29 * DAY_MS, now).unwrap();
+        assert!(!missed(day, day + DAY_MS, now, &[(&daily, 0, 3600)], 0));
+    }
+
+    #[test]
+    fn listed_slots_judge_every_day_as_the_cron_itself_does() {
+        // The slots are listed once per distinct cron; a cron too dense to
+        // list asks itself per day. Both agree with the cron's own answer.
+        let now: i64 = 1_796_126_400_000 + 17 * 60_000;
+        let today = now - now.rem_euclid(DAY_MS);
+        let since = today - (STRIP_DAYS - 1) * DAY_MS;
+        for (cron, tz) in [
+            ("0 2 * * *", "UTC"),
+            ("30 */6 * * *", "Europe/Berlin"),
+            ("0 3 * * 1", "America/New_York"),
+            ("*/1 * * * *", "UTC"),
+        ] {
+            let slots = Slots::new(cron, tz, since, now).unwrap();
+            assert_eq!(slots.listed.is_none(), cron == "*/1 * * * *", "{cron}");
+            let direct = CronSchedule::parse(cron, tz).unwrap();
+            assert_eq!(slots.next, direct.next_after_ms(now), "{cron}");
+            for created in [0, since + 5 * DAY_MS + 7_200_000, today - 3_600_000] {
+                for grace in [0, 3600, 86_400] {
+                    for i in 0..STRIP_DAYS {
+                        let (start, end) = (since + i * DAY_MS, since + (i + 1) * DAY_MS);
+                        let from = start.max(created);
+                        let want = from < end
+                            && direct
+                                .next_after_ms(from - 1)
+                                .is_some_and(|s| s < end && s + grace * 1000 < now);
+                        let got = missed(start, end, now, &[(&slots, created, grace)], 0);
+                        assert_eq!(
+                            got, want,
+                            "{cron} {tz} day {i} created {created} grace {grace}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -74,24 +74,72 @@ pub struct AttachedHost {
     pub attached_at: i64,
 }
 
-/// A small line chart of the stored size, drawn on the server.
+/// The size-over-time chart, drawn on the server: both measured series
+/// (stored and restore size) on one time axis from the first measurement
+/// to the last, and one byte axis from 0 to a round value above the
+/// largest measurement. Every drawn series has its legend entry, and the
+/// axis labels are in binary units, so chart, caption and legend agree.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sparkline {
-    /// SVG polyline points in a `WIDTH` × `HEIGHT` box.
-    pub points: String,
-    pub min: i64,
-    pub max: i64,
+pub struct SizeChart {
+    /// The series with at least one measurement, stored first.
+    pub series: Vec<ChartSeries>,
+    /// The byte axis' labels, top first: the top, its half, and `0 B`.
+    pub y_labels: [String; 3],
+    /// The time axis' ends (ms).
     pub from: i64,
     pub to: i64,
-    /// `stored` or `restore size`: which measurement is drawn.
-    pub series: &'static str,
+    /// Measurements drawn (all series).
+    pub measurements: usize,
 }
 
-impl Sparkline {
-    pub const WIDTH: i64 = 240;
-    pub const HEIGHT: i64 = 48;
+/// One line of [`SizeChart`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChartSeries {
+    /// `stored` or `restore`: the CSS class of its line and legend key.
+    pub key: &'static str,
+    /// `Stored` or `Restore size`, as the health facts name them.
+    pub label: &'static str,
+    /// What it measures, for the legend.
+    pub means: &'static str,
+    /// SVG path of the line in a [`SizeChart::WIDTH`] × [`SizeChart::HEIGHT`] box.
+    pub line: String,
+    /// SVG path of a dot per measurement.
+    pub dots: String,
+    pub first: i64,
+    pub last: i64,
+    pub count: usize,
 }
 
+impl SizeChart {
+    pub const WIDTH: i64 = 1000;
+    pub const HEIGHT: i64 = 200;
+}
+
+/// The smallest round byte value at or above `max` (1, 1.5, 2, 3, 4, 5,
+/// 6 or 8 times a power of ten in its binary unit, or 1 of the next unit),
+/// so the axis reads `300.0 MiB`, not `288.0 MiB`.
+fn round_top(max: i64) -> i64 {
+    if max <= 0 {
+        return 1024;
+    }
+    let mut unit: i64 = 1;
+    while max / unit >= 1024 && unit < (1_i64 << 60) {
+        unit <<= 10;
+    }
+    let m = max as f64 / unit as f64;
+    let mut decade = 1.0_f64;
+    while decade * 10.0 <= m {
+        decade *= 10.0;
+    }
+    let step = [1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        .into_iter()
+        .map(|f| f * decade)
+        .find(|v| *v >= m)
+        .unwrap_or(decade * 10.0);
+    // 1000 of a unit reads better as 1 of the next: 1.0 GiB, not 1000.0 MiB
+    let step = if step >= 1000.0 { 1024.0 } else { step };
+    (step * unit as f64).ceil() as i64
+}
 /// Everything the repository page shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct RepoDetail {
@@ -109,7 +157,7 @@ pub struct RepoDetail {
     pub hosts: Vec<AttachedHost>,
     pub health: Option<RepoHealth>,
     pub history: Vec<SizeView>,
-    pub sparkline: Option<Sparkline>,
+    pub chart: Option<SizeChart>,
     pub locks: LocksView,
     pub now: i64,
 }
@@ -218,54 +266,84 @@ pub async fn history(conn: &mut rm_store::Conn, repo_id: &str) -> rm_store::Resu
         .collect())
 }
 
-/// The stored size over time as SVG points (restore size when the stored
-/// size was never measured); `None` with fewer than two measurements.
-pub fn sparkline(history: &[SizeView]) -> Option<Sparkline> {
-    let stored: Vec<(i64, i64)> = history
-        .iter()
-        .filter_map(|p| p.stored.map(|s| (p.ts, s)))
-        .collect();
-    let (series, pts) = if stored.len() >= 2 {
-        ("stored", stored)
-    } else {
-        (
-            "restore size",
-            history
-                .iter()
-                .filter_map(|p| p.restore_size.map(|s| (p.ts, s)))
-                .collect(),
-        )
+/// The size chart; `None` with fewer than two measurements.
+pub fn size_chart(history: &[SizeView]) -> Option<SizeChart> {
+    let series_of = |pick: fn(&SizeView) -> Option<i64>| -> Vec<(i64, i64)> {
+        history
+            .iter()
+            .filter_map(|p| pick(p).map(|v| (p.ts, v)))
+            .collect()
     };
-    let (first, last) = (pts.first()?, pts.last()?);
-    if pts.len() < 2 {
+    let stored = series_of(|p| p.stored);
+    let restore = series_of(|p| p.restore_size);
+    let measurements = stored.len() + restore.len();
+    if measurements < 2 {
         return None;
     }
-    let min = pts.iter().map(|p| p.1).min()?;
-    let max = pts.iter().map(|p| p.1).max()?;
-    let (w, h) = (Sparkline::WIDTH as f64, Sparkline::HEIGHT as f64);
-    let n = (pts.len() - 1) as f64;
-    let span = (max - min) as f64;
-    let points = pts
-        .iter()
-        .enumerate()
-        .map(|(i, (_, v))| {
-            let x = i as f64 / n * (w - 4.0) + 2.0;
-            let y = if span > 0.0 {
-                (h - 4.0) - ((*v - min) as f64 / span) * (h - 8.0)
-            } else {
-                h / 2.0
-            };
-            format!("{x:.1},{y:.1}")
+    let all = stored.iter().chain(restore.iter());
+    let from = all.clone().map(|p| p.0).min()?;
+    let to = all.clone().map(|p| p.0).max()?;
+    let top = round_top(all.map(|p| p.1).max()?);
+    let (w, h) = (SizeChart::WIDTH as f64, SizeChart::HEIGHT as f64);
+    let xy = |(ts, v): (i64, i64)| {
+        let x = if to > from {
+            (ts - from) as f64 / (to - from) as f64 * w
+        } else {
+            w / 2.0
+        };
+        let y = h - (v.max(0) as f64 / top as f64) * h;
+        (x, y)
+    };
+    let draw = |key, label, means, pts: Vec<(i64, i64)>| -> Option<ChartSeries> {
+        let (first, last) = (pts.first()?.1, pts.last()?.1);
+        let coords: Vec<(f64, f64)> = pts.iter().copied().map(xy).collect();
+        let line = coords
+            .iter()
+            .enumerate()
+            .map(|(i, (x, y))| format!("{}{x:.1} {y:.1}", if i == 0 { "M" } else { "L" }))
+            .collect::<Vec<_>>()
+            .join(" ");
+        // a zero-length segment with round caps draws a dot
+        let dots = coords
+            .iter()
+            .map(|(x, y)| format!("M{x:.1} {y:.1}h0"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(ChartSeries {
+            key,
+            label,
+            means,
+            line,
+            dots,
+            first,
+            last,
+            count: pts.len(),
         })
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(Sparkline {
-        points,
-        min,
-        max,
-        from: first.0,
-        to: last.0,
+    };
+    let series = [
+        draw(
+            "stored",
+            "Stored",
+            "what the repository holds, after deduplication and compression",
+            stored,
+        ),
+        draw(
+            "restore",
+            "Restore size",
+            "what restoring every snapshot would write",
+            restore,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    use crate::ui::fmt::bytes;
+    Some(SizeChart {
         series,
+        y_labels: [bytes(top), bytes(top / 2), bytes(0_i64)],
+        from,
+        to,
+        measurements,
     })
 }
 
@@ -309,7 +387,7 @@ pub async fn load(
             .maintenance_host_id
             .as_ref()
             .map(|h| (h.clone(), name_of(h).0)),
-        sparkline: sparkline(&history),
+        chart: size_chart(&history),
         history,
         health,
         hosts,
@@ -355,28 +433,65 @@ mod tests {
     }
 
     #[test]
-    fn the_sparkline_draws_the_stored_size_and_needs_two_points() {
+    fn the_size_chart_draws_each_measured_series_with_its_own_label() {
         let p = |ts, stored, restore| SizeView {
             ts,
             stored,
             restore_size: restore,
         };
-        assert!(sparkline(&[p(1, Some(10), None)]).is_none());
-        let s = sparkline(&[
-            p(1, Some(10), None),
-            p(2, None, Some(99)),
-            p(3, Some(30), None),
+        assert!(size_chart(&[p(1, Some(10), None)]).is_none());
+        // stats runs measure one series each: stored rises, restore size stays
+        let mib = 1 << 20;
+        let c = size_chart(&[
+            p(0, Some(100 * mib), None),
+            p(500, None, Some(288 * mib)),
+            p(1000, Some(200 * mib), None),
+            p(2000, None, Some(288 * mib)),
         ])
         .unwrap();
+        let keys: Vec<_> = c
+            .series
+            .iter()
+            .map(|s| (s.key, s.label, s.first, s.last, s.count))
+            .collect();
         assert_eq!(
-            (s.series, s.min, s.max, s.from, s.to),
-            ("stored", 10, 30, 1, 3)
+            keys,
+            [
+                ("stored", "Stored", 100 * mib, 200 * mib, 2),
+                ("restore", "Restore size", 288 * mib, 288 * mib, 2)
+            ]
         );
-        assert_eq!(s.points, "2.0,44.0 238.0,4.0");
-        let r = sparkline(&[p(1, None, Some(5)), p(2, None, Some(5))]).unwrap();
+        assert_eq!(c.y_labels, ["300.0 MiB", "150.0 MiB", "0 B"]);
+        assert_eq!((c.from, c.to, c.measurements), (0, 2000, 4));
+        // x by time, y from 0 at the bottom to the axis' top
+        let h = SizeChart::HEIGHT as f64;
+        let y = |v: i64| h - v as f64 / (300 * mib) as f64 * h;
         assert_eq!(
-            (r.series, r.points.as_str()),
-            ("restore size", "2.0,24.0 238.0,24.0")
+            c.series[0].line,
+            format!("M0.0 {:.1} L500.0 {:.1}", y(100 * mib), y(200 * mib))
         );
+        assert_eq!(
+            c.series[1].line,
+            format!("M250.0 {0:.1} L1000.0 {0:.1}", y(288 * mib))
+        );
+        assert_eq!(
+            c.series[1].dots,
+            format!("M250.0 {0:.1}h0 M1000.0 {0:.1}h0", y(288 * mib))
+        );
+        // one measurement of each: both drawn as dots at the axis' middle
+        let one = size_chart(&[p(7, Some(5), None), p(7, None, Some(9))]).unwrap();
+        assert_eq!(one.series.len(), 2);
+        assert!(one.series[0].dots.starts_with("M500.0 "));
+    }
+
+    #[test]
+    fn the_size_axis_ends_on_a_round_value() {
+        assert_eq!(round_top(0), 1024);
+        assert_eq!(round_top(800), 800);
+        assert_eq!(round_top(1000), 1024, "1.0 KiB, not 1000 B");
+        assert_eq!(round_top(864 << 20), 1 << 30, "1.0 GiB, not 1000.0 MiB");
+        assert_eq!(round_top(1024), 1024);
+        assert_eq!(round_top(288 << 20), 300 << 20);
+        assert_eq!(round_top(1_503_238_553), 3 << 29); // 1.4 GiB -> 1.5 GiB
     }
 }

@@ -213,15 +213,219 @@ async fn the_live_fragment_renders_only_the_named_rows_exactly_as_the_page_does(
         .collect();
     assert!(ids.len() >= 20, "{ids:?}");
     let (a, b) = (&ids[3], &ids[11]);
-    let frag = get(format!("/fragments/fleet?ids={a},{b},nope&state=ok")).await;
+    let have = ids.join(",");
+    let frag = get(format!(
+        "/fragments/fleet?sort=name&ids={a},{b},nope&have={have}"
+    ))
+    .await;
     assert_eq!(frag.matches("<tr id=\"host-").count(), 2, "{frag}");
     assert_eq!(row_of(&frag, a), row_of(&page, a), "same row as the page");
     assert_eq!(row_of(&frag, b), row_of(&page, b));
     assert!(row_of(&frag, &ids[0]).is_none(), "no other row");
+    assert_eq!(order_of(&frag), ids, "the page's ids in the page's order");
     assert!(frag.contains("id=\"counters\""), "the counters come along");
+    assert!(frag.contains("id=\"fleet-pager\""), "and the pager");
+    let frag = get(format!("/fragments/fleet?state=ok&have={have}")).await;
     assert!(frag.contains("href=\"/?state=ok\" aria-current=\"true\""));
-    // no ids: the counters alone
-    let frag = get("/fragments/fleet".into()).await;
+    // nothing named, everything shown: the counters and the order alone
+    let frag = get(format!("/fragments/fleet?sort=name&have={have}")).await;
     assert_eq!(frag.matches("<tr id=\"host-").count(), 0);
     assert!(frag.contains("id=\"counters\""));
+    // a bad filter is a field error
+    let resp = h
+        .send(
+            req("GET", "/fragments/fleet?sort=size")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+}
+
+/// The ids of `data-order="..."` in a fleet fragment.
+fn order_of(html: &str) -> Vec<String> {
+    let start = html.find("data-order=\"").expect("a data-order") + "data-order=\"".len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end]
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_live_fragment_drops_a_host_that_left_the_filter_and_brings_one_that_entered() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let a = add_host(&h, &op, "db-1").await;
+    let b = add_host(&h, &op, "web-1").await;
+    let tag = |id: String, tags: serde_json::Value| {
+        let (h, op) = (&h, &op);
+        async move {
+            let (status, body) = h
+                .api(
+                    op,
+                    "PUT",
+                    &format!("/api/v1/hosts/{id}/tags"),
+                    Some(json!({ "tags": tags })),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    tag(a.clone(), json!(["prod"])).await;
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(resp.status(), 200, "{path}");
+            text(resp).await
+        }
+    };
+    let page = get("/?tag=prod".into()).await;
+    assert!(row_of(&page, &a).is_some() && row_of(&page, &b).is_none());
+
+    // a leaves the filter, b enters it: the page showing a asks after a
+    tag(a.clone(), json!([])).await;
+    tag(b.clone(), json!(["prod"])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&ids={a}&have={a}")).await;
+    assert_eq!(order_of(&frag), vec![b.clone()], "{frag}");
+    assert!(
+        row_of(&frag, &a).is_none(),
+        "the row that left is not rendered"
+    );
+    let row = row_of(&frag, &b).expect("the row that entered is rendered");
+    assert_eq!(Some(row), row_of(&get("/?tag=prod".into()).await, &b));
+    assert!(frag.contains("1–1 of 1 hosts"), "the pager follows");
+
+    // a new host inside the filter comes, in the page's sort; one shown
+    // and not named is not rendered again
+    let c = add_host(&h, &op, "app-0").await;
+    tag(c.clone(), json!(["prod"])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&sort=name&have={b}")).await;
+    assert_eq!(order_of(&frag), vec![c.clone(), b.clone()]);
+    assert!(row_of(&frag, &c).is_some() && row_of(&frag, &b).is_none());
+
+    // nobody left in the filter: an empty order and the empty note shown
+    tag(b.clone(), json!([])).await;
+    tag(c.clone(), json!([])).await;
+    let frag = get(format!("/fragments/fleet?tag=prod&have={b},{c}")).await;
+    assert!(order_of(&frag).is_empty());
+    assert!(
+        frag.contains("<p class=\"empty\" id=\"fleet-empty\" data-swap>"),
+        "{frag}"
+    );
+}
+
+#[tokio::test]
+async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 30,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("vic", Role::Viewer).await;
+    let s = h.login("vic").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            (resp.status().as_u16(), text(resp).await)
+        }
+    };
+    // the jobs list filtered by a host's name: only its jobs, the name shown
+    let (status, html) = get("/jobs?host=host-00007".into()).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("href=\"/hosts/seed-h000007\""),
+        "its jobs are listed"
+    );
+    assert!(
+        !html.contains("seed-h000008") && !html.contains("host-00008"),
+        "no other host's name is loaded into the page"
+    );
+    assert!(
+        html.contains("value=\"host-00007\""),
+        "the filter shows the name"
+    );
+    // by id, the same list
+    let (_, by_id) = get("/jobs?host=seed-h000007".into()).await;
+    assert!(by_id.contains("value=\"host-00007\""));
+
+    // the alerts page names only the hosts of the alerts it lists
+    let mut conn = h.state.store.read().await.unwrap();
+    let alerted: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT h.name FROM alerts a JOIN hosts h ON h.id = a.host_id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    drop(conn);
+    let (status, html) = get("/alerts?state=all".into()).await;
+    assert_eq!(status, 200);
+    for i in 0..30 {
+        let name = format!("host-{i:05}");
+        assert!(
+            !html.contains(&format!(">{name}<")) || alerted.contains(&name),
+            "{name} has no alert and is not in the page"
+        );
+    }
+
+    // the suggestions: by name, page by page
+    let (status, body) = get("/api/v1/host-names?q=host-0001&limit=4".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{page}");
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]) && names.iter().all(|n| n.starts_with("host-0001"))
+    );
+    let next = page["next"].as_str().expect("more than four match");
+    let (_, body) = get(format!(
+        "/api/v1/host-names?q=host-0001&limit=4&cursor={next}"
+    ))
+    .await;
+    let more: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first_of_next = more["items"][0]["name"].as_str().unwrap();
+    assert!(first_of_next > names[3], "the next page follows: {more}");
+    for (bad, field) in [("limit=0", "limit"), ("cursor=%25%25", "cursor")] {
+        let (status, body) = get(format!("/api/v1/host-names?{bad}")).await;
+        let err: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
 }

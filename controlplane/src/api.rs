@@ -20,6 +20,8 @@ pub const REPO_ADD: Verb = Verb::new("repo-add");
 pub const REPO_ATTACH: Verb = Verb::new("repo-attach");
 pub const REPO_MAINTENANCE: Verb = Verb::new("repo-maintenance");
 pub const REPO_TEST: Verb = Verb::new("repo-test");
+/// Refresh a repository's state now ([`RepoRefresh`] → [`RepoRefreshed`]).
+pub const REPO_REFRESH: Verb = Verb::new("repo-refresh");
 pub const SCHEDULE_PUT: Verb = Verb::new("schedule-put");
 pub const SCHEDULE_DELETE: Verb = Verb::new("schedule-delete");
 pub const JOB_CREATE: Verb = Verb::new("job-create");
@@ -31,7 +33,7 @@ pub const PUBKEY: Verb = Verb::new("pubkey");
 pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 16] = [
+pub const ALL_VERBS: [Verb; 17] = [
     PUBKEY,
     METRICS,
     HOST_ADD,
@@ -43,6 +45,7 @@ pub const ALL_VERBS: [Verb; 16] = [
     REPO_ATTACH,
     REPO_MAINTENANCE,
     REPO_TEST,
+    REPO_REFRESH,
     SCHEDULE_PUT,
     SCHEDULE_DELETE,
     JOB_CREATE,
@@ -368,6 +371,22 @@ pub struct RepoTest {
     pub host_id: String,
 }
 
+/// Refresh a repository's snapshot list, sizes and locks now (the
+/// `snapshots`, both `stats` and `locks` jobs), on its maintenance host if
+/// online, else on any attached online host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoRefresh {
+    pub repo_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRefreshed {
+    /// The host that runs the refresh.
+    pub host_id: String,
+    /// The jobs queued; empty when a refresh was already waiting.
+    pub job_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoTestResult {
     pub ok: bool,
@@ -523,6 +542,13 @@ mod tests {
         tolerant(RepoTest {
             repo_id: "r1".into(),
             host_id: "h1".into(),
+        });
+        tolerant(RepoRefresh {
+            repo_id: "r1".into(),
+        });
+        tolerant(RepoRefreshed {
+            host_id: "h1".into(),
+            job_ids: vec!["j1".into()],
         });
         tolerant(RepoTestResult {
             ok: false,

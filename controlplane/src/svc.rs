@@ -160,6 +160,7 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
         v if v == api::REPO_ATTACH => out(repos::attach(cp, actor, parse(body)?).await),
         v if v == api::REPO_MAINTENANCE => out(repos::maintenance(cp, actor, parse(body)?).await),
         v if v == api::REPO_TEST => out(repos::test(cp, parse(body)?).await),
+        v if v == api::REPO_REFRESH => out(repos::refresh(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_PUT => out(schedules::put(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_DELETE => out(schedules::delete(cp, actor, parse(body)?).await),
         v if v == api::JOB_CREATE => out(jobs::create(cp, actor, parse(body)?).await),

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
+    (
+        15,
+        "repo_refresh",
+        include_str!("../migrations/0015_repo_refresh.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

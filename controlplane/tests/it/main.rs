@@ -12,6 +12,7 @@ mod hardening;
 mod jobs;
 mod lifecycle;
 mod liveness;
+mod refresh;
 mod repos;
 mod support;
 mod writer;

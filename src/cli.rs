@@ -164,6 +164,11 @@ struct ControlplaneLimits {
     /// restic timeout of a system health refresh, in seconds [3600].
     #[arg(long)]
     refresh_timeout_secs: Option<u64>,
+    /// Hours between two periodic refreshes of a repository's snapshot
+    /// list, sizes and locks (backups add their own snapshot; forget,
+    /// prune, check and an operator's "Refresh now" refresh at once) [6].
+    #[arg(long)]
+    repo_refresh_hours: Option<u64>,
     /// Hellos handled at once; a reconnect storm waits for a slot [32].
     #[arg(long)]
     hello_concurrency: Option<usize>,
@@ -190,6 +195,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.refresh_timeout_secs {
             t.refresh_timeout = secs(v.max(1));
+        }
+        if let Some(v) = self.repo_refresh_hours {
+            t.health_every = secs(v.max(1).saturating_mul(3600));
         }
         if let Some(v) = self.hello_concurrency {
             t.hello_concurrency = v.max(1);

@@ -4,8 +4,16 @@
 //! batched log lines, and writing `started` / `done` to the outbox.
 //! Also the read-only queries (ls, snapshots, init, verify) that the
 //! control plane asks for without a stored job.
+//!
+//! Stale locks: a restic of this host can leave a lock behind only when
+//! it did not end normally — the agent died under it (a job still
+//! `running` in the journal at start), or the job failed, timed out or
+//! was cancelled (restic killed). Such a job marks its repository (kept in
+//! `lock_check_file`); the next job there first removes this host's stale
+//! locks, then clears the mark once a run succeeds. Every other job
+//! opens the repository once: its own restic run.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +23,9 @@ use async_nats::Client;
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::msg::{
-    AcceptMark, Ack, CommandBody, ErrorKind, JobClaim, JobDone, JobOrigin, JobOutcome, JobSpec,
-    JobStarted, LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess, encode,
+    AcceptMark, Ack, CommandBody, ErrorKind, JobClaim, JobDone, JobKind, JobOrigin, JobOutcome,
+    JobParams, JobSpec, JobStarted, LogBatch, LogLine, PROTOCOL_VERSION, QueryReply, RepoAccess,
+    encode,
 };
 use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
 use rm_bus::seal::{RepoSecrets, SealedSecrets};
@@ -68,6 +77,9 @@ pub struct ExecConfig {
     pub lock_hostname: String,
     /// Wait before asking for a busy repository again.
     pub claim_retry: Duration,
+    /// Where the repositories whose next job looks for stale locks are
+    /// kept across restarts (`None`: in memory only).
+    pub lock_check_file: Option<PathBuf>,
 }
 
 pub struct Executor {
@@ -80,6 +92,8 @@ pub struct Executor {
     outbox: Arc<Outbox>,
     repo_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Repositories where a restic of this host may have left a lock.
+    lock_check: Mutex<BTreeSet<String>>,
     tasks: TaskTracker,
     stopping: CancellationToken,
 }
@@ -105,7 +119,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Executor {
     pub fn new(cfg: ExecConfig, journal: Journal, outbox: Arc<Outbox>) -> Arc<Self> {
+        let lock_check = cfg
+            .lock_check_file
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<BTreeSet<String>>(&b).ok())
+            .unwrap_or_default();
         Arc::new(Self {
+            lock_check: Mutex::new(lock_check),
             cfg,
             accepting: Mutex::new(AcceptCounter {
                 boot: rm_bus::ids::random_token(10),
@@ -142,6 +163,8 @@ impl Executor {
                 }
                 JobState::Running => {
                     tracing::warn!(job = %rec.spec.job_id, "job was running when the agent stopped; reporting it failed");
+                    // its restic may have left a lock
+                    self.set_lock_check(&rec.spec.repo.repo_id, true);
                     let result = RunResult {
                         outcome: JobOutcome::Failed,
                         exit_code: None,
@@ -369,7 +392,9 @@ impl Executor {
                     timeout,
                     progress_interval: self.cfg.progress_interval,
                     lock_hostname: self.cfg.lock_hostname.clone(),
+                    remove_stale_locks: self.lock_check_due(&rec.spec.repo.repo_id),
                 };
+                let checked = opts.remove_stale_locks;
                 let repo = Repo {
                     secrets: &secrets,
                     cache_dir: Some(&self.cfg.cache_dir),
@@ -396,6 +421,9 @@ impl Executor {
                 let _ = fwd.await;
                 if r.outcome == JobOutcome::Cancelled && self.stopping.is_cancelled() {
                     r.error = Some("the agent was stopped while the job was running".into());
+                }
+                if let Some(check) = lock_check_after(&rec.spec.params, checked, &r) {
+                    self.set_lock_check(&rec.spec.repo.repo_id, check);
                 }
                 r
             }
@@ -538,6 +566,33 @@ impl Executor {
         self.journal.finish(&rec.spec.job_id)
     }
 
+    /// Whether the next job on `repo` first removes this host's stale locks.
+    fn lock_check_due(&self, repo: &str) -> bool {
+        lock(&self.lock_check).contains(repo)
+    }
+
+    /// Marks (or clears) `repo` for a stale-lock check before its next job,
+    /// on disk when the agent keeps it there (a failed write is logged: the
+    /// mark still holds until this process ends).
+    fn set_lock_check(&self, repo: &str, check: bool) {
+        let mut set = lock(&self.lock_check);
+        let changed = if check {
+            set.insert(repo.to_owned())
+        } else {
+            set.remove(repo)
+        };
+        if !changed {
+            return;
+        }
+        tracing::info!(repo = %repo, check, "stale-lock check before the next job");
+        if let Some(p) = &self.cfg.lock_check_file {
+            let body = serde_json::to_vec(&*set).unwrap_or_default();
+            if let Err(e) = crate::state::write_durable(p, &body, true) {
+                tracing::warn!(file = %p.display(), error = %format!("{e:#}"), "stale-lock marks not saved");
+            }
+        }
+    }
+
     fn no_restic(&self) -> String {
         format!(
             "restic is not usable on this host: {}",
@@ -651,6 +706,27 @@ impl Executor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Whether the next job on the repository looks for stale locks after
+/// this run (`None`: as before). Set when restic ran and did not end
+/// normally (failed, timed out, killed or cancelled: it may have left a
+/// lock); refusals before restic started leave none. Cleared by a run
+/// that succeeded after removing stale locks (or by `unlock` itself); a
+/// `locks` listing removes nothing, so it clears nothing.
+fn lock_check_after(params: &JobParams, checked: bool, r: &RunResult) -> Option<bool> {
+    let ok = matches!(r.outcome, JobOutcome::Succeeded | JobOutcome::Warning);
+    let refused = matches!(
+        r.error_kind,
+        Some(ErrorKind::InvalidRequest | ErrorKind::AppendOnly)
+    );
+    match params.kind() {
+        _ if !ok && !refused => Some(true),
+        JobKind::Unlock if ok => Some(false),
+        JobKind::Locks => None,
+        _ if ok && checked => Some(false),
+        _ => None,
     }
 }
 

@@ -32,6 +32,8 @@ use crate::state::StateDir;
 use crate::{Settings, vitals};
 
 const CONFIG_FILE: &str = "config.json";
+/// Repositories whose next job first removes this host's stale locks.
+const LOCK_CHECK_FILE: &str = "lock-check.json";
 
 struct Agent {
     settings: Settings,
@@ -146,6 +148,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             // restic writes the machine's own name into its locks
             lock_hostname: vitals::hostname(),
             claim_retry: settings.timings.claim_retry,
+            lock_check_file: Some(state.path(LOCK_CHECK_FILE)),
         },
         journal,
         outbox.clone(),

@@ -10,6 +10,7 @@
 //! <state>/bus-ca.pem      optional CA for tls:// bus URLs
 //! <state>/config.json     last config applied (schedules run from it offline)
 //! <state>/schedules.json  last slot fired per schedule
+//! <state>/lock-check.json repositories whose next job removes stale locks
 //! <state>/jobs/           accepted and running jobs (see `journal`)
 //! <state>/outbox/         started/done messages not yet acknowledged
 //! <state>/scratch/        0700: password files for one restic run

@@ -27,6 +27,8 @@ pub const REPO_UPDATE: Verb = Verb::new("repo-update");
 pub const REPO_DETACH: Verb = Verb::new("repo-detach");
 /// Delete a repository's record, never its data ([`RepoDelete`] → [`Done`]).
 pub const REPO_DELETE: Verb = Verb::new("repo-delete");
+/// Refresh a repository's state now ([`RepoRefresh`] → [`RepoRefreshed`]).
+pub const REPO_REFRESH: Verb = Verb::new("repo-refresh");
 pub const SCHEDULE_PUT: Verb = Verb::new("schedule-put");
 pub const SCHEDULE_DELETE: Verb = Verb::new("schedule-delete");
 pub const JOB_CREATE: Verb = Verb::new("job-create");
@@ -38,7 +40,7 @@ pub const PUBKEY: Verb = Verb::new("pubkey");
 pub const METRICS: Verb = Verb::new("metrics");
 
 /// Every verb, for the service router.
-pub const ALL_VERBS: [Verb; 19] = [
+pub const ALL_VERBS: [Verb; 20] = [
     PUBKEY,
     METRICS,
     HOST_ADD,
@@ -53,6 +55,7 @@ pub const ALL_VERBS: [Verb; 19] = [
     REPO_UPDATE,
     REPO_DETACH,
     REPO_DELETE,
+    REPO_REFRESH,
     SCHEDULE_PUT,
     SCHEDULE_DELETE,
     JOB_CREATE,
@@ -378,6 +381,22 @@ pub struct RepoTest {
     pub host_id: String,
 }
 
+/// Refresh a repository's snapshot list, sizes and locks now (the
+/// `snapshots`, both `stats` and `locks` jobs), on its maintenance host if
+/// online, else on any attached online host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoRefresh {
+    pub repo_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRefreshed {
+    /// The host that runs the refresh.
+    pub host_id: String,
+    /// The jobs queued; empty when a refresh was already waiting.
+    pub job_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoTestResult {
     pub ok: bool,
@@ -644,6 +663,13 @@ mod tests {
         tolerant(RepoTest {
             repo_id: "r1".into(),
             host_id: "h1".into(),
+        });
+        tolerant(RepoRefresh {
+            repo_id: "r1".into(),
+        });
+        tolerant(RepoRefreshed {
+            host_id: "h1".into(),
+            job_ids: vec!["j1".into()],
         });
         tolerant(RepoTestResult {
             ok: false,

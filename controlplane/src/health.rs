@@ -1,11 +1,17 @@
 //! Repository state from job results: the snapshots cache and the health
 //! history (sizes, dedup and compression, snapshot count, check results).
 //!
-//! Kept current without an operator: after every successful backup and
-//! forget the control plane queues `snapshots` and both `stats` modes as
-//! system jobs on the host that ran it, and a periodic sweep does the same
-//! for every repository (on its maintenance host, else any attached online
-//! host). Checks are recorded whenever one runs (on its schedule or by hand).
+//! Kept current without a second fleet of restic runs:
+//! - a backup's own summary names its snapshot (id, and with restic ≥ 0.17
+//!   its start time); the control plane adds that snapshot to the cache from
+//!   the job's parameters (paths, tags, the host's restic host name) and
+//!   counts it, without a `snapshots` job. Only a repository whose
+//!   snapshots were never listed gets a full refresh after a backup (once).
+//! - a full refresh (`snapshots`, both `stats` modes, `locks`) is queued
+//!   per repository at most every `Timings::health_every`, after a forget,
+//!   prune or check, and when an operator asks (`repo-refresh`), on the
+//!   maintenance host if online, else on any attached online host.
+//! - checks are recorded whenever one runs (on its schedule or by hand).
 
 use rm_bus::msg::{JobDone, JobOutcome, JobParams, StatsMode};
 use rm_store::health::{self, Health};
@@ -31,30 +37,47 @@ pub(crate) async fn record(
     let summary = done.summary.as_ref();
     match (job.params()?, ok) {
         (JobParams::Backup { paths, tags, .. }, true) => {
-            if let Some(id) = summary
-                .and_then(|s| s.get("snapshot_id"))
-                .and_then(Value::as_str)
-            {
-                let host = hosts::get(&mut *tx, &job.host_id).await?;
-                snapshots::upsert(
-                    &mut *tx,
-                    &snapshots::Snapshot {
-                        repo_id: repo.clone(),
-                        snapshot_id: id.to_owned(),
-                        short_id: id.chars().take(8).collect(),
-                        hostname: host.restic_host.unwrap_or_default(),
-                        time: done.finished_ms,
-                        paths_json: serde_json::to_string(&paths)?,
-                        tags_json: serde_json::to_string(&tags)?,
-                        summary_json: summary.map(ToString::to_string),
-                        seen_at: now,
-                    },
-                )
-                .await?;
+            let Some(s) = summary else { return Ok(false) };
+            let Some(id) = s.get("snapshot_id").and_then(Value::as_str) else {
+                // no snapshot (a dry run, or restic said nothing): nothing
+                // in the repository changed that a refresh would find
+                return Ok(false);
+            };
+            let host = hosts::get(&mut *tx, &job.host_id).await?;
+            snapshots::upsert(
+                &mut *tx,
+                &snapshots::Snapshot {
+                    repo_id: repo.clone(),
+                    snapshot_id: id.to_owned(),
+                    short_id: id.chars().take(8).collect(),
+                    hostname: host.restic_host.unwrap_or_default(),
+                    time: backup_time(s, done.finished_ms),
+                    paths_json: serde_json::to_string(&paths)?,
+                    tags_json: serde_json::to_string(&tags)?,
+                    summary_json: Some(s.to_string()),
+                    seen_at: now,
+                },
+            )
+            .await?;
+            if !health::snapshots_counted(&mut *tx, repo).await? {
+                // never listed: the cache holds only what backups added
+                return Ok(job.origin != "system");
             }
-            Ok(job.origin != "system")
+            let count = snapshots::count(&mut *tx, repo).await?;
+            health::insert(
+                &mut *tx,
+                &Health {
+                    repo_id: repo.clone(),
+                    ts: now,
+                    source_job_id: Some(job.id.clone()),
+                    snapshot_count: Some(count),
+                    ..Health::default()
+                },
+            )
+            .await?;
+            Ok(false)
         }
-        (JobParams::Forget { .. }, true) => Ok(true),
+        (JobParams::Forget { .. } | JobParams::Prune {}, true) => Ok(true),
         (JobParams::Snapshots { host_name }, true) => {
             let Some(list) = summary.and_then(Value::as_array) else {
                 return Ok(false);
@@ -137,7 +160,8 @@ pub(crate) async fn record(
                 },
             )
             .await?;
-            Ok(false)
+            // what a check found (or locks it left) shows at once
+            Ok(true)
         }
         _ => Ok(false),
     }
@@ -172,6 +196,26 @@ fn snapshot_of(repo: &str, s: &Value, now: i64) -> Option<snapshots::Snapshot> {
         summary_json: s.get("summary").map(ToString::to_string),
         seen_at: now,
     })
+}
+
+/// When the backup's snapshot was taken: restic ≥ 0.17 says so
+/// (`backup_start`, the snapshot's own time); older ones give only the
+/// duration, counted back from the agent's end of the job (close, not
+/// exact: the next full refresh brings restic's own time).
+fn backup_time(summary: &Value, finished_ms: i64) -> i64 {
+    if let Some(t) = summary
+        .get("backup_start")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339_ms)
+    {
+        return t;
+    }
+    match summary.get("total_duration").and_then(Value::as_f64) {
+        Some(d) if d.is_finite() && d >= 0.0 => {
+            finished_ms.saturating_sub(std::time::Duration::from_secs_f64(d).as_millis() as i64)
+        }
+        _ => finished_ms,
+    }
 }
 
 /// Parses restic's RFC 3339 times (`2026-11-25T17:48:30.977496123+01:00`,
@@ -239,6 +283,7 @@ pub(crate) async fn queue_refresh(
         .await?;
         queued.push(id.to_string());
     }
+    rm_store::refresh::mark_queued(&mut *tx, repo, now).await?;
     Ok(Refresh { queued, superseded })
 }
 
@@ -251,30 +296,52 @@ pub(crate) struct Refresh {
     pub superseded: Vec<(String, String)>,
 }
 
-/// The periodic sweep: one refresh per repository, on its maintenance host
-/// if online, else on any attached online host.
-pub(crate) async fn refresh_all(cp: &Cp) -> anyhow::Result<usize> {
+/// Where a refresh of `repo` runs: its maintenance host if online, else
+/// any attached host that is online.
+pub(crate) async fn refresh_host(
+    tx: &mut rm_store::Conn,
+    repo: &str,
+) -> anyhow::Result<Option<String>> {
+    let r = repos::get(&mut *tx, repo).await?;
+    let mut candidates = Vec::new();
+    if let Some(m) = &r.maintenance_host_id {
+        candidates.push(m.clone());
+    }
+    candidates.extend(
+        repos::hosts_of_repo(&mut *tx, repo)
+            .await?
+            .into_iter()
+            .map(|c| c.host_id),
+    );
+    for h in candidates {
+        if hosts::get(&mut *tx, &h).await?.status()? == hosts::HostStatus::Online {
+            return Ok(Some(h));
+        }
+    }
+    Ok(None)
+}
+
+/// The periodic sweep (every sweeper tick): a refresh of each repository
+/// whose last one was queued `health_every` ago or more (never refreshed:
+/// counted from its creation). A repository with no online host waits
+/// for the next tick.
+pub(crate) async fn refresh_due(cp: &Cp) -> anyhow::Result<usize> {
+    let before = cp.now() - i64::try_from(cp.t.health_every.as_millis()).unwrap_or(i64::MAX);
+    let due = {
+        let mut c = cp.store.read().await?;
+        rm_store::refresh::due(&mut c, before).await?
+    };
+    if due.is_empty() {
+        return Ok(0);
+    }
     let mut tx = cp.store.write().await?;
     let mut n = 0;
     let mut ended = Vec::new();
-    for repo in repos::list(&mut tx).await? {
-        let mut candidates = Vec::new();
-        if let Some(m) = &repo.maintenance_host_id {
-            candidates.push(m.clone());
-        }
-        candidates.extend(
-            repos::hosts_of_repo(&mut tx, &repo.id)
-                .await?
-                .into_iter()
-                .map(|c| c.host_id),
-        );
-        for h in candidates {
-            if hosts::get(&mut tx, &h).await?.status()? == hosts::HostStatus::Online {
-                let r = queue_refresh(cp, &mut tx, &repo.id, &h).await?;
-                n += usize::from(!r.queued.is_empty());
-                ended.extend(r.superseded);
-                break;
-            }
+    for repo in due {
+        if let Some(h) = refresh_host(&mut tx, &repo).await? {
+            let r = queue_refresh(cp, &mut tx, &repo, &h).await?;
+            n += usize::from(!r.queued.is_empty());
+            ended.extend(r.superseded);
         }
     }
     tx.commit().await?;

@@ -111,7 +111,9 @@ pub struct Timings {
     pub log_cap: i64,
     pub retention: rm_store::retention::Retention,
     pub retention_every: Duration,
-    /// How often every repository's snapshots and stats are refreshed.
+    /// A repository's full refresh (snapshot list, both stats modes,
+    /// locks) is queued at most this often by the periodic sweep (besides
+    /// after a forget, prune or check, and when an operator asks).
     pub health_every: Duration,
     /// Default restic timeout of a job.
     pub default_job_timeout: Duration,

@@ -1,6 +1,7 @@
 //! Repositories: add (initialising a new one on a chosen host), attach
 //! hosts with append-only or full credentials, choose the maintenance host,
-//! and test a host's connection with a clear reason on failure.
+//! test a host's connection with a clear reason on failure, and refresh a
+//! repository's state on an operator's request.
 
 use rm_bus::ids;
 use rm_bus::msg::{Actor, CommandBody, ErrorKind, QueryReply, RepoAccess, Sealed};
@@ -10,8 +11,8 @@ use rm_store::hosts;
 use rm_store::repos::{self, Access, NewRepo};
 
 use crate::api::{
-    AccessInput, Done, PubKey, RepoAdd, RepoAdded, RepoAttach, RepoMaintenance, RepoSecretsInput,
-    RepoTest, RepoTestResult, SealedSecrets,
+    AccessInput, Done, PubKey, RepoAdd, RepoAdded, RepoAttach, RepoMaintenance, RepoRefresh,
+    RepoRefreshed, RepoSecretsInput, RepoTest, RepoTestResult, SealedSecrets,
 };
 use crate::secrets::{cred_aad, repo_aad};
 use crate::svc::{Fail, Outcome};
@@ -276,6 +277,43 @@ pub(crate) async fn maintenance(cp: &Cp, actor: &Actor, req: RepoMaintenance) ->
     cp.event(Event::RepoChanged, None, None, Some(&req.repo_id))
         .await;
     Ok(Done {})
+}
+
+/// Queues a full refresh of the repository now (unless one is waiting)
+/// on its maintenance host if online, else on an attached online host.
+pub(crate) async fn refresh(cp: &Cp, actor: &Actor, req: RepoRefresh) -> Outcome<RepoRefreshed> {
+    let now = cp.now();
+    let mut tx = cp.store.write().await?;
+    repos::get(&mut tx, &req.repo_id).await?;
+    let Some(host) = crate::health::refresh_host(&mut tx, &req.repo_id).await? else {
+        return Err(Fail::conflict(
+            "no host attached to this repository is online to run the refresh",
+        ));
+    };
+    let r = crate::health::queue_refresh(cp, &mut tx, &req.repo_id, &host).await?;
+    audit::record(
+        &mut tx,
+        now,
+        actor,
+        "repo.refresh",
+        ("repo", &req.repo_id),
+        Some(serde_json::json!({"host": host, "jobs": r.queued})),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    for (job, owner) in &r.superseded {
+        cp.event(Event::JobFinished, Some(owner), Some(job), None)
+            .await;
+    }
+    for job in &r.queued {
+        cp.event(Event::JobQueued, Some(&host), Some(job), None)
+            .await;
+    }
+    cp.dispatch_wake.notify_one();
+    Ok(RepoRefreshed {
+        host_id: host,
+        job_ids: r.queued,
+    })
 }
 
 pub(crate) async fn test(cp: &Cp, req: RepoTest) -> Outcome<RepoTestResult> {

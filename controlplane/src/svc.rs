@@ -163,6 +163,7 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
         v if v == api::REPO_UPDATE => out(repo_admin::update(cp, actor, parse(body)?).await),
         v if v == api::REPO_DETACH => out(repo_admin::detach(cp, actor, parse(body)?).await),
         v if v == api::REPO_DELETE => out(repo_admin::delete(cp, actor, parse(body)?).await),
+        v if v == api::REPO_REFRESH => out(repos::refresh(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_PUT => out(schedules::put(cp, actor, parse(body)?).await),
         v if v == api::SCHEDULE_DELETE => out(schedules::delete(cp, actor, parse(body)?).await),
         v if v == api::JOB_CREATE => out(jobs::create(cp, actor, parse(body)?).await),

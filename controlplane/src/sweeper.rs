@@ -4,7 +4,7 @@
 //! (revocations survive restarts of either side), ends jobs that will
 //! never end on their own (`deadlines`), pushes configs an agent does not
 //! run yet again (`resync`), applies retention, and queues the
-//! periodic repository health refresh. Errors are logged and
+//! repository health refreshes that are due (`health::refresh_due`). Errors are logged and
 //! counted; the loop goes on.
 
 use std::sync::Arc;
@@ -22,7 +22,6 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(cp.t.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
-    let mut last_refresh = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         if let Err(e) = sweep_offline(&cp).await {
@@ -34,15 +33,13 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
         if let Err(e) = crate::resync::sweep(&cp).await {
             cp.metrics.loop_error("config resync", &e);
         }
-        if last_refresh.elapsed() >= cp.t.health_every {
-            last_refresh = tokio::time::Instant::now();
-            match crate::health::refresh_all(&cp).await {
-                Ok(n) => {
-                    tracing::info!(repositories = n, "repository health refresh queued");
-                    cp.dispatch_wake.notify_one();
-                }
-                Err(e) => cp.metrics.loop_error("health refresh", &e),
+        match crate::health::refresh_due(&cp).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(repositories = n, "repository health refresh queued");
+                cp.dispatch_wake.notify_one();
             }
+            Err(e) => cp.metrics.loop_error("health refresh", &e),
         }
         if last_purge.elapsed() >= cp.t.retention_every {
             last_purge = tokio::time::Instant::now();

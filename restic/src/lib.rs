@@ -51,6 +51,11 @@ pub struct RunOptions {
     pub progress_interval: Duration,
     /// This host's name as restic records it in locks (stale-lock removal).
     pub lock_hostname: String,
+    /// Remove this host's stale locks before the run (`restic list locks`
+    /// and `cat lock`, then `unlock` if one is stale): only where one can
+    /// be (a restic of this host died or was killed there), since it opens
+    /// the repository once more.
+    pub remove_stale_locks: bool,
 }
 
 impl Default for RunOptions {
@@ -59,6 +64,7 @@ impl Default for RunOptions {
             timeout: Duration::from_secs(24 * 3600),
             progress_interval: Duration::from_millis(500),
             lock_hostname: String::new(),
+            remove_stale_locks: false,
         }
     }
 }

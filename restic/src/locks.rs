@@ -1,5 +1,6 @@
 //! Repository locks: the `locks` job (every lock and whether it is
-//! stale, for repository health), and stale-lock removal before a run — a
+//! stale, for repository health), and stale-lock removal before a run
+//! where the caller knows one can be stale — a
 //! lock left by a restic process of this host that no longer exists (e.g.
 //! killed with SIGKILL) blocks exclusive operations; `restic unlock`
 //! removes exactly such stale locks. Failures of the removal are logged and

@@ -1,6 +1,6 @@
 //! Running one job: refusals before spawning (unknown kind, invalid
 //! parameters, forget/prune with an append-only credential), stale-lock
-//! removal, the restic run with throttled progress and log events, and
+//! removal when the caller asks for it, the restic run with throttled progress and log events, and
 //! the result (outcome, classification, per-kind summary).
 
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub(crate) async fn run_job(
     if kind == JobKind::Locks {
         return locks::report(&session, &opts.lock_hostname, deadline, &cancel).await;
     }
-    if kind != JobKind::Unlock {
+    if kind != JobKind::Unlock && opts.remove_stale_locks {
         locks::remove_stale(&session, &opts.lock_hostname, deadline, &cancel).await;
     }
     if cancel.is_cancelled() {

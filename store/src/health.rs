@@ -47,6 +47,17 @@ pub async fn insert(conn: &mut SqliteConnection, h: &Health) -> Result<()> {
     Ok(())
 }
 
+/// Whether a full snapshot listing of the repository was ever recorded
+/// (then the cache holds every snapshot, and counting it is right).
+pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM repo_health WHERE repo_id = ? AND snapshot_count IS NOT NULL)",
+    )
+    .bind(repo_id)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// The latest value of each measurement for a repository (measurements
 /// arrive from different jobs, so each column is taken from its newest row).
 pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health> {

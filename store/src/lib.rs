@@ -36,6 +36,7 @@ pub mod mutes;
 pub use migrate::count as migration_count;
 pub use migrate::latest_version as schema_version;
 pub mod parts;
+pub mod refresh;
 pub mod rejected;
 pub mod repos;
 pub mod retention;

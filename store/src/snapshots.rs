@@ -39,6 +39,16 @@ pub async fn upsert(conn: &mut SqliteConnection, s: &Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// How many snapshots of a repository the cache holds.
+pub async fn count(conn: &mut SqliteConnection, repo_id: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE repo_id = ?")
+            .bind(repo_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Replaces the cached list for one repository (and optionally one host)
 /// with a full listing: snapshots not in it were forgotten.
 pub async fn replace_all(

@@ -319,6 +319,8 @@ pub fn table() -> Vec<Route> {
         ),
         route(M::POST, "/repositories/{id}/locks", OPERATOR, ui::repos::list_locks),
         route(M::POST, "/repositories/{id}/unlock", OPERATOR, ui::repos::unlock),
+        // repository refresh on demand (repoops: issue 14 item 6)
+        route(M::POST, "/repositories/{id}/refresh", OPERATOR, ui::repos::refresh),
         // ---- end of repository pages
         // ---- repository edit, detach, delete pages (issue 10/11; `ui::repo_admin`)
         route(M::POST, "/repositories/{id}/edit", OPERATOR, ui::repo_admin::edit),
@@ -493,6 +495,10 @@ pub fn table() -> Vec<Route> {
             .doc("Remove stale locks (`restic unlock`, never `--remove-all`) through an attached host")
             .body::<repos::HostBody>()
             .returns::<jobs::JobCreatedView>(201),
+        // repository refresh on demand (repoops: issue 14 item 6)
+        route(M::POST, "/api/v1/repos/{id}/refresh", OPERATOR, repos::refresh)
+            .doc("Refresh the repository's snapshot list, sizes and locks now (snapshots, both stats modes and locks jobs on its maintenance host if online, else an attached online host); 409 when no such host is online")
+            .returns::<repos::RefreshView>(202),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
             .query(&[("host", false)])

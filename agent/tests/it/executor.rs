@@ -64,6 +64,7 @@ async fn executor_keyed(
             log_flush: Duration::from_millis(100),
             lock_hostname: String::new(),
             claim_retry: Duration::from_millis(200),
+            lock_check_file: None,
         },
         journal,
         outbox.clone(),

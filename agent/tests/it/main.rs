@@ -9,6 +9,7 @@ mod executor;
 mod large;
 mod live;
 mod maintenance;
+mod ops;
 mod outbox;
 mod repos;
 mod schedule;

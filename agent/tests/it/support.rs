@@ -99,6 +99,11 @@ pub struct RestServer {
 
 impl RestServer {
     pub async fn start(dir: &Path, append_only: bool) -> Result<Self> {
+        Self::start_logged(dir, append_only, None).await
+    }
+
+    /// [`Self::start`], logging every request (`-vv`) to `log` when given.
+    pub async fn start_logged(dir: &Path, append_only: bool, log: Option<&Path>) -> Result<Self> {
         let port = free_port()?;
         let mut cmd = tokio::process::Command::new("rclone");
         cmd.arg("serve")
@@ -110,6 +115,14 @@ impl RestServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
+        if let Some(log) = log {
+            cmd.arg("-vv").stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)?,
+            ));
+        }
         if append_only {
             cmd.arg("--append-only");
         }

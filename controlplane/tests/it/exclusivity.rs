@@ -168,11 +168,11 @@ async fn a_scheduled_prune_asks_first_waits_for_a_running_backup_and_then_holds_
         assert_eq!(n, 0);
     }
 
-    let mut done = done_msg(&bjob, JobOutcome::Succeeded);
-    done.summary = None;
+    let done = done_msg(&bjob, JobOutcome::Succeeded);
     web.send_done(&done).await.unwrap();
-    // the backup queues a repository refresh (four read-only jobs) on
-    // web-1: while those run the prune still waits
+    // the backup made the first snapshot of a repository never listed: a
+    // full refresh (four read-only jobs) is queued on web-1, and while
+    // those run the prune still waits
     let mut refresh = Vec::new();
     for _ in 0..4 {
         refresh.push(web.expect_dispatch().await);

@@ -13,6 +13,7 @@ mod jobs;
 mod lifecycle;
 mod liveness;
 mod repo_admin;
+mod refresh;
 mod repos;
 mod support;
 mod writer;

@@ -46,6 +46,7 @@ fn no_locks_opts(timeout: Duration) -> RunOptions {
         timeout,
         progress_interval: Duration::from_millis(100),
         lock_hostname: String::new(),
+        remove_stale_locks: false,
     }
 }
 

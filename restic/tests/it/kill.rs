@@ -103,13 +103,20 @@ async fn cancel_mid_backup_then_stale_lock_is_removed() {
         assert_eq!(locks[0]["stale"], true, "{locks:?}");
         assert_eq!(locks[0]["exclusive"], false, "{locks:?}");
         assert!(locks[0]["pid"].as_i64().unwrap() > 0, "{locks:?}");
-        // without our host name the stale lock stays and blocks an exclusive job
+        // not asked to look (the default), the stale lock stays and
+        // blocks an exclusive job
+        let (p, _) = repo.run(JobParams::Prune {}).await;
+        assert_eq!(p.error_kind, Some(ErrorKind::Locked), "{p:?}");
+        // asked, but without our host name, it stays too
         let mut blind = opts();
+        blind.remove_stale_locks = true;
         blind.lock_hostname = String::new();
         let (p, _) = run_with(&restic, &repo.repo(), JobParams::Prune {}, &blind).await;
         assert_eq!(p.error_kind, Some(ErrorKind::Locked), "{p:?}");
-        // with it, the stale lock is removed before the run
-        let (p, _) = repo.run(JobParams::Prune {}).await;
+        // asked with it, the stale lock is removed before the run
+        let mut look = opts();
+        look.remove_stale_locks = true;
+        let (p, _) = run_with(&restic, &repo.repo(), JobParams::Prune {}, &look).await;
         assert_eq!(p.outcome, JobOutcome::Succeeded, "{p:?}");
         assert!(list_locks(&restic, &repo).is_empty());
         // and a backup works

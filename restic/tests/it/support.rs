@@ -116,6 +116,7 @@ pub fn opts() -> RunOptions {
         timeout: Duration::from_secs(120),
         progress_interval: Duration::from_millis(500),
         lock_hostname: hostname(),
+        remove_stale_locks: false,
     }
 }
 

@@ -477,6 +477,46 @@ pub(crate) async fn unlock(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// A refresh of a repository's state that was asked for.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RefreshView {
+    /// The host that runs it (the maintenance host if online).
+    pub host_id: String,
+    /// The jobs queued (snapshots, both stats modes, locks); empty when a
+    /// refresh was already waiting.
+    pub job_ids: Vec<String>,
+}
+
+/// Refreshes the repository's snapshot list, sizes and locks now.
+pub(crate) async fn refresh_repo(
+    state: &AppState,
+    p: &Principal,
+    repo_id: String,
+) -> Result<RefreshView, ApiError> {
+    let r: cp::RepoRefreshed = ask(
+        state,
+        p,
+        SvcRole::Controlplane,
+        cp::REPO_REFRESH,
+        cp::RepoRefresh { repo_id },
+    )
+    .await?;
+    Ok(RefreshView {
+        host_id: r.host_id,
+        job_ids: r.job_ids,
+    })
+}
+
+/// `POST /api/v1/repos/{id}/refresh`.
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    p: RequireOperator,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<RefreshView>), ApiError> {
+    let r = refresh_repo(&state, &p, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(r)))
+}
+
 /// `POST /api/v1/repos/{id}/locks`.
 pub(crate) async fn refresh_locks(
     State(state): State<AppState>,

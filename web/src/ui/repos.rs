@@ -60,11 +60,14 @@ pub struct UnlockForm {
     pub confirm: Option<String>,
 }
 
-/// `?queued=<job>` after a lock listing was queued.
+/// `?queued=<job>` after a lock listing was queued; `?refresh=<host>`
+/// (`&jobs=0` when one was already waiting) after a refresh was asked for.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct PageQuery {
     pub queued: String,
+    pub refresh: String,
+    pub jobs: Option<usize>,
 }
 
 #[derive(Template)]
@@ -208,7 +211,20 @@ pub async fn page(
     Path(id): Path<String>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let shown = if q.queued.is_empty() {
+    let shown = if !q.refresh.is_empty() {
+        let host = host_name(&state, &q.refresh).await;
+        Shown::notice(
+            true,
+            match q.jobs {
+                Some(0) => format!(
+                    "A refresh was already waiting on {host}; this page shows its figures when it finishes."
+                ),
+                _ => format!(
+                    "Refreshing the snapshot list, sizes and locks on {host}; this page shows them when it finishes."
+                ),
+            },
+        )
+    } else if q.queued.is_empty() {
         Shown::plain()
     } else {
         Shown::notice(
@@ -394,6 +410,32 @@ pub async fn unlock(
                 &who,
                 &id,
                 Shown::refused("unlock", &["host_id", "confirm"], &e),
+            )
+            .await
+        }
+    }
+}
+
+/// `POST /repositories/{id}/refresh`: refreshes the repository's
+/// snapshot list, sizes and locks now.
+pub async fn refresh(
+    State(state): State<AppState>,
+    RequireOperator(who): RequireOperator,
+    Path(id): Path<String>,
+) -> Response {
+    match api::refresh_repo(&state, &who, id.clone()).await {
+        Ok(r) => Redirect::to(&format!(
+            "/repositories/{id}?refresh={}&jobs={}#repo-health",
+            crate::pages::percent_encode(&r.host_id),
+            r.job_ids.len()
+        ))
+        .into_response(),
+        Err(e) => {
+            show(
+                &state,
+                &who,
+                &id,
+                Shown::notice(false, format!("Refresh not started: {}", e.message)),
             )
             .await
         }

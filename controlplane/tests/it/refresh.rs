@@ -1,0 +1,323 @@
+//! Repository state without a second fleet of restic runs: a backup's
+//! snapshot comes from its own summary (no `snapshots` job), a backup that
+//! made no snapshot queues nothing, and the full refresh (snapshots, both
+//! stats modes, locks) runs only when a repository was never listed.
+
+use rm_bus::JobId;
+use rm_bus::msg::*;
+use rm_controlplane::api;
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+async fn one_host() -> (TestBus, tempfile::TempDir, Cp, Agent, String) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut a = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[&a], &[]).await;
+    a.hello(0, vec![], vec![]).await;
+    (bus, dir, cp, a, repo)
+}
+
+fn create(host: &Agent, repo: &str, params: JobParams) -> api::JobCreate {
+    api::JobCreate {
+        host_id: host.host_id(),
+        repo_id: repo.into(),
+        params,
+        timeout_secs: None,
+        target_host_id: None,
+    }
+}
+
+/// Runs a backup on `a` to its end with `summary` in its `done`.
+async fn backup_done(
+    cp: &Cp,
+    a: &mut Agent,
+    repo: &str,
+    params: JobParams,
+    summary: Option<serde_json::Value>,
+) -> String {
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, create(a, repo, params)).await;
+    let spec = a.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), created.job_id);
+    let job = JobId::parse(&created.job_id).unwrap();
+    a.send_started(&job, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut d = done_msg(&job, JobOutcome::Succeeded);
+    d.summary = summary;
+    let ack = a.send_done(&d).await.unwrap();
+    assert!(ack.ok, "{ack:?}");
+    created.job_id
+}
+
+/// Answers `n` dispatched refresh jobs; the snapshot listing is `listing`.
+pub async fn answer_refresh(a: &mut Agent, n: usize, listing: serde_json::Value) -> Vec<JobKind> {
+    let mut kinds = Vec::new();
+    for _ in 0..n {
+        let spec = a.expect_dispatch().await;
+        let summary = match spec.params.kind() {
+            JobKind::Snapshots => listing.clone(),
+            JobKind::Locks => serde_json::json!([]),
+            JobKind::Stats => serde_json::json!({"total_size": 1}),
+            other => panic!("unexpected {other:?}"),
+        };
+        kinds.push(spec.params.kind());
+        a.send_started(&spec.job_id, JobOrigin::Dispatch, None)
+            .await
+            .unwrap();
+        let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+        d.summary = Some(summary);
+        a.send_done(&d).await.unwrap();
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    kinds
+}
+
+const REFRESH: [JobKind; 4] = [
+    JobKind::Locks,
+    JobKind::Snapshots,
+    JobKind::Stats,
+    JobKind::Stats,
+];
+
+async fn jobs_of(cp: &Cp, host: &str) -> Vec<rm_store::jobs::Job> {
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    rm_store::jobs::list_for_host(&mut c, host, None, 100)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_backup_that_made_no_snapshot_queues_no_refresh() {
+    let (_bus, _dir, cp, mut a, repo) = one_host().await;
+    backup_done(&cp, &mut a, &repo, backup_params(), None).await;
+    // a refresh is queued in the commit the result's ack follows
+    assert_eq!(jobs_of(&cp, &a.host_id()).await.len(), 1, "only the backup");
+}
+
+#[tokio::test]
+async fn a_backup_adds_its_own_snapshot_to_the_list_and_the_count_without_a_refresh() {
+    let (_bus, _dir, cp, mut a, repo) = one_host().await;
+    // the repository was never listed: its first backup lists it once
+    backup_done(
+        &cp,
+        &mut a,
+        &repo,
+        backup_params(),
+        Some(serde_json::json!({"snapshot_id": "a".repeat(64)})),
+    )
+    .await;
+    let listing = serde_json::json!([
+        {"time": "2026-11-25T10:00:00Z", "id": "a".repeat(64), "short_id": "aaaaaaaa", "hostname": a.host_id(), "paths": ["/data"]},
+        {"time": "2026-11-25T11:00:00Z", "id": "b".repeat(64), "short_id": "bbbbbbbb", "hostname": "other", "paths": ["/srv"]}
+    ]);
+    assert_eq!(answer_refresh(&mut a, 4, listing).await, REFRESH);
+    let before = jobs_of(&cp, &a.host_id()).await.len();
+
+    // the next backup: restic 0.18's summary names the snapshot and its time
+    let id = format!("e876{}", "0".repeat(60));
+    let params = JobParams::Backup {
+        paths: vec!["/data".into(), "/etc".into()],
+        excludes: vec![],
+        tags: vec!["nightly".into()],
+        one_file_system: false,
+        host_name: None,
+    };
+    let job = backup_done(
+        &cp,
+        &mut a,
+        &repo,
+        params,
+        Some(serde_json::json!({
+            "message_type": "summary", "files_new": 1, "total_duration": 0.7,
+            "backup_start": "2026-12-01T21:25:53.539799577Z",
+            "backup_end": "2026-12-01T21:25:54.256797919Z",
+            "snapshot_id": id,
+        })),
+    )
+    .await;
+    // no refresh joined it (it is queued in the commit the ack follows)
+    assert_eq!(jobs_of(&cp, &a.host_id()).await.len(), before + 1);
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let snaps = rm_store::snapshots::list(&mut c, &repo, None)
+        .await
+        .unwrap();
+    assert_eq!(snaps.len(), 3, "{snaps:?}");
+    let s = &snaps[0];
+    assert_eq!(s.snapshot_id, id);
+    assert_eq!(s.short_id, "e8760000");
+    assert_eq!(s.time, 1_796_160_353_539, "restic's snapshot time");
+    assert_eq!(s.hostname, a.host_id(), "the host's restic host name");
+    assert_eq!(s.paths_json, r#"["/data","/etc"]"#);
+    assert_eq!(s.tags_json, r#"["nightly"]"#);
+    let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
+    assert_eq!(h.snapshot_count, Some(3));
+    let counted: Option<String> = sqlx::query_scalar(
+        "SELECT source_job_id FROM repo_health WHERE repo_id = ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(&repo)
+    .fetch_one(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(
+        counted.as_deref(),
+        Some(job.as_str()),
+        "counted by the backup"
+    );
+}
+
+#[tokio::test]
+async fn without_restic_s_start_time_the_snapshot_time_is_counted_back_from_the_end() {
+    let (_bus, _dir, cp, mut a, repo) = one_host().await;
+    // restic 0.14: a short id and only the duration
+    backup_done(
+        &cp,
+        &mut a,
+        &repo,
+        backup_params(),
+        Some(serde_json::json!({"snapshot_id": "75b87a72", "total_duration": 0.324309455})),
+    )
+    .await;
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let snaps = rm_store::snapshots::list(&mut c, &repo, None)
+        .await
+        .unwrap();
+    assert_eq!(snaps.len(), 1);
+    // done_msg ends at 2,000 ms
+    assert_eq!(
+        (snaps[0].snapshot_id.as_str(), snaps[0].time),
+        ("75b87a72", 2_000 - 324)
+    );
+}
+
+/// A repository with `maint` as its online maintenance host (full access).
+async fn maintenance_env() -> (TestBus, tempfile::TempDir, Cp, Agent, String) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut maint = Agent::enroll(&bus, &cp, "maint").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[], &[&maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    maint.hello(0, vec![], vec![]).await;
+    (bus, dir, cp, maint, repo)
+}
+
+/// Runs `params` on `a` to a successful end.
+async fn run_ok(cp: &Cp, a: &mut Agent, repo: &str, params: JobParams, summary: serde_json::Value) {
+    let created: api::JobCreated = cp.call(api::JOB_CREATE, create(a, repo, params)).await;
+    let spec = a.expect_dispatch().await;
+    assert_eq!(spec.job_id.as_str(), created.job_id);
+    a.send_started(&spec.job_id, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+    d.summary = Some(summary);
+    a.send_done(&d).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_prune_and_a_check_each_refresh_the_repository() {
+    let (_bus, _dir, cp, mut maint, repo) = maintenance_env().await;
+    run_ok(
+        &cp,
+        &mut maint,
+        &repo,
+        JobParams::Prune {},
+        serde_json::json!({"output": []}),
+    )
+    .await;
+    assert_eq!(
+        answer_refresh(&mut maint, 4, serde_json::json!([])).await,
+        REFRESH
+    );
+    run_ok(
+        &cp,
+        &mut maint,
+        &repo,
+        JobParams::Check {
+            read_data_subset: None,
+        },
+        serde_json::json!({"num_errors": 0}),
+    )
+    .await;
+    assert_eq!(
+        answer_refresh(&mut maint, 4, serde_json::json!([])).await,
+        REFRESH
+    );
+}
+
+#[tokio::test]
+async fn an_operator_refresh_runs_on_the_maintenance_host_once_at_a_time() {
+    let (bus, _dir, cp, mut maint, repo) = maintenance_env().await;
+    let asked: api::RepoRefreshed = cp
+        .call(
+            api::REPO_REFRESH,
+            api::RepoRefresh {
+                repo_id: repo.clone(),
+            },
+        )
+        .await;
+    assert_eq!(asked.host_id, maint.host_id());
+    assert_eq!(asked.job_ids.len(), 4, "{asked:?}");
+    // asked again while it waits: nothing more is queued
+    let again: api::RepoRefreshed = cp
+        .call(
+            api::REPO_REFRESH,
+            api::RepoRefresh {
+                repo_id: repo.clone(),
+            },
+        )
+        .await;
+    assert!(again.job_ids.is_empty(), "{again:?}");
+    let listing = serde_json::json!([
+        {"time": "2026-11-25T10:00:00Z", "id": "a".repeat(64), "short_id": "aaaaaaaa", "hostname": "h", "paths": ["/data"]}
+    ]);
+    assert_eq!(answer_refresh(&mut maint, 4, listing).await, REFRESH);
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    assert_eq!(rm_store::snapshots::count(&mut c, &repo).await.unwrap(), 1);
+    assert!(
+        rm_store::refresh::last_queued(&mut c, &repo)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'repo.refresh'")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap();
+    assert_eq!(audited, 2);
+    drop(c);
+    // no host online: refused with the reason
+    let idle = Agent::enroll(&bus, &cp, "idle").await.unwrap();
+    let repo = repo_with(&cp, "quiet", "pw", &[&idle], &[]).await;
+    let err = cp
+        .call_raw::<_, api::RepoRefreshed>(
+            api::REPO_REFRESH,
+            api::RepoRefresh {
+                repo_id: repo.clone(),
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code, "conflict", "{err:?}");
+    assert!(err.message.contains("online"), "{err:?}");
+}

@@ -1,0 +1,43 @@
+//! The repository refresh cadence: when a full refresh (snapshot list,
+//! sizes, locks) was last queued per repository, so the periodic sweep
+//! queues one only where it is due.
+
+use sqlx::SqliteConnection;
+
+use crate::Result;
+
+/// Records that a full refresh of `repo_id` was queued at `now`.
+pub async fn mark_queued(conn: &mut SqliteConnection, repo_id: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO repo_refresh (repo_id, queued_at) VALUES (?, ?)
+         ON CONFLICT (repo_id) DO UPDATE SET queued_at = excluded.queued_at",
+    )
+    .bind(repo_id)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Repositories whose last refresh (or, never refreshed, their creation)
+/// is at or before `before`, oldest first.
+pub async fn due(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT r.id FROM repositories r LEFT JOIN repo_refresh f ON f.repo_id = r.id
+         WHERE COALESCE(f.queued_at, r.created_at) <= ?
+         ORDER BY COALESCE(f.queued_at, r.created_at), r.id",
+    )
+    .bind(before)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// When a full refresh of `repo_id` was last queued.
+pub async fn last_queued(conn: &mut SqliteConnection, repo_id: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT queued_at FROM repo_refresh WHERE repo_id = ?")
+            .bind(repo_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}

@@ -22,7 +22,8 @@ use serde::de::DeserializeOwned;
 
 /// Env variable that overrides the key file.
 pub const MASTER_KEY_ENV: &str = "RM_MASTER_KEY";
-const KEY_FILE: &str = "master.key";
+/// The key file's name in the data directory.
+pub const KEY_FILE: &str = "master.key";
 const NONCE_LEN: usize = 24;
 
 /// The master key.

@@ -10,6 +10,7 @@ mod browser_rejected;
 mod browser_repositories;
 mod browser_sched;
 mod browser_settings;
+mod cpbackup;
 mod deploy;
 mod first_start;
 mod notifier;

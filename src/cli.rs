@@ -94,6 +94,10 @@ enum Command {
     /// Restore a control-plane copy into an empty data directory (another
     /// machine): checks every hash and the schema version first.
     ControlplaneRestore(crate::cpbackup::cmd::RestoreArgs),
+    /// Print the recovery kit — the master key and the control-plane backup
+    /// repository's location and password — and record that it was
+    /// exported (keep it offline).
+    RecoveryKit(crate::cpbackup::cmd::KitArgs),
     /// Create the notifier role's xkey seed file (0600) if it does not
     /// exist, and print its public key: the key the alerts role seals
     /// channel definitions to. Copy the file to every notifier machine.
@@ -662,6 +666,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::ControlplaneRestore(args) => {
             runtime()?.block_on(crate::cpbackup::cmd::restore(args))
         }
+        Command::RecoveryKit(args) => runtime()?.block_on(crate::cpbackup::cmd::kit(args)),
         Command::Notifier(args) => run_notifier(args),
         Command::NotifierXkey { file } => {
             if !file.exists() {

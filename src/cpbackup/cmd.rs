@@ -69,3 +69,60 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// `restic-manager recovery-kit`.
+#[derive(Debug, clap::Args)]
+pub struct KitArgs {
+    /// The installation's data directory (holds the master key).
+    #[arg(long, default_value = "/var/lib/restic-manager")]
+    pub data_dir: PathBuf,
+    /// The SQLite database (default DATA_DIR/restic-manager.db).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Write the kit to this file (0600) instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Prints (or writes) the recovery kit and records the export.
+pub async fn kit(args: KitArgs) -> Result<()> {
+    use anyhow::Context as _;
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(super::manifest::DB_FILE));
+    let store = rm_store::Store::open(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let kit = rm_controlplane::recovery::kit(&store, &args.data_dir).await?;
+    match &args.out {
+        Some(path) => rm_bus::creds::authority::write_private(path, kit.render().as_bytes())?,
+        None => print!("{}", kit.render()),
+    }
+    let actor = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into());
+    let mut tx = store.write().await?;
+    rm_store::cpbackup::kit_exported(
+        &mut tx,
+        &actor,
+        "cli",
+        kit.repo.as_ref().map(|r| r.id.as_str()),
+        jiff::Timestamp::now().as_millisecond(),
+    )
+    .await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    store.close().await;
+    if let Some(path) = &args.out {
+        eprintln!(
+            "recovery kit written to {} (keep it offline)",
+            path.display()
+        );
+    }
+    if kit.repo.is_none() {
+        eprintln!(
+            "note: no control-plane backup repository is configured yet; the kit holds the master key only"
+        );
+    }
+    Ok(())
+}

@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod channels;
+pub mod cpbackup;
 pub mod delivery;
 pub mod enroll;
 pub mod fleet;

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
+    (
+        14,
+        "controlplane_backup",
+        include_str!("../migrations/0014_controlplane_backup.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

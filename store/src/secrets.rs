@@ -75,6 +75,26 @@ impl MasterKey {
         Self::from_bytes(&bytes)
     }
 
+    /// The key as written in its file (base64): `RM_MASTER_KEY` if set,
+    /// else `<dir>/master.key`; `None` when neither exists (never creates
+    /// one: a process without the key cannot hand it out).
+    pub fn text(dir: &Path) -> Result<Option<String>> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            Self::from_bytes(
+                &BASE64
+                    .decode(text.trim().as_bytes())
+                    .with_context(|| format!("{MASTER_KEY_ENV} is not base64"))?,
+            )?;
+            return Ok(Some(text.trim().to_owned()));
+        }
+        let path = dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     /// Encrypts `plain` bound to `aad` (e.g. `repo:<id>`): nonce ‖ ciphertext.
     pub fn encrypt(&self, plain: &[u8], aad: &str) -> Result<Vec<u8>> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);

@@ -578,3 +578,168 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The commands of docs/install.md's "Disaster recovery" block.
+fn documented_restore() -> String {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/install.md"))
+            .unwrap();
+    let start = doc
+        .find("<!-- BEGIN disaster-recovery -->")
+        .expect("the block");
+    let end = doc.find("<!-- END disaster-recovery -->").expect("its end");
+    let block = &doc[start..end];
+    let body = block
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a sh code block");
+    body.to_owned()
+}
+
+async fn wait_for_success(db: &Path) -> rm_store::cpbackup::Run {
+    let store = rm_store::Store::open(db).await.unwrap();
+    let mut last = None;
+    for _ in 0..600 {
+        let mut c = store.read().await.unwrap();
+        let s = rm_store::cpbackup::status(&mut c).await.unwrap();
+        if let Some(run) = s.last_success {
+            return run;
+        }
+        last = s.last_run;
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no control-plane backup succeeded; last run: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bring_the_installation_back()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    let rest_port = free_port();
+    let _rest = rclone(&repos, rest_port, false);
+    let old = tmp.path().join("old");
+    let old_port = free_port();
+    let start = |data: &Path, port: u16, log: &str| {
+        let child = bin()
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--bus-listen", &format!("127.0.0.1:{port}")])
+            .args(["--web-listen", "127.0.0.1:0", "--heartbeat-secs", "2"])
+            .args(["--local-agent", "--local-agent-name", "cp-local"])
+            .args([
+                "--restic",
+                "/usr/bin/restic",
+                "--controlplane-backup-poll-secs",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(tmp.path().join(log)).unwrap(),
+            ))
+            .spawn()
+            .expect("start serve");
+        let mut k = Kill(child);
+        wait_running(&mut k.0);
+        k
+    };
+    let serve = start(&old, old_port, "old.log");
+    let db = old.join("restic-manager.db");
+    let host_id = local_host_online(&db, "cp-local").await;
+    let key = svc(&old, old_port, "pubkey", serde_json::json!({})).await;
+    let xkey = key["xkey"].as_str().unwrap().to_owned();
+    let url = format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{rest_port}/controlplane");
+    let added = svc(
+        &old,
+        old_port,
+        "repo-add",
+        serde_json::json!({"name": "cp-backups", "secrets": sealed(&xkey, url), "init_on_host": host_id}),
+    )
+    .await;
+    let repo_id = added["repo_id"].as_str().unwrap().to_owned();
+    svc(
+        &old,
+        old_port,
+        "repo-attach",
+        serde_json::json!({"repo_id": repo_id, "host_id": host_id, "access": "full", "secrets": null}),
+    )
+    .await;
+    // Until a kit is exported the log warns.
+    let log = std::fs::read_to_string(tmp.path().join("old.log")).unwrap();
+    assert!(log.contains("no backup of the master key exists"), "{log}");
+
+    // The admin chooses the repository (the settings page's write).
+    {
+        let store = rm_store::Store::open(&db).await.unwrap();
+        let mut tx = store.write().await.unwrap();
+        rm_store::cpbackup::set_repo(&mut tx, Some(&repo_id), "ops", 1)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store.close().await;
+    }
+    let run = wait_for_success(&db).await;
+    assert_eq!(run.repo_id.as_deref(), Some(repo_id.as_str()));
+    assert!(
+        run.job_id.is_some() && run.files.unwrap_or(0) >= 5,
+        "{run:?}"
+    );
+
+    let out = bin()
+        .args(["recovery-kit", "--data-dir"])
+        .arg(&old)
+        .arg("--out")
+        .arg(tmp.path().join("restic-manager-recovery-kit.env"))
+        .output()
+        .unwrap();
+    ok(&out, "recovery-kit");
+    stop(serve);
+
+    // Another machine, the documented commands.
+    let new = tmp.path().join("new");
+    let restore_tmp = tmp.path().join("rm-restore");
+    let script = documented_restore()
+        .replace("/var/lib/restic-manager", new.to_str().unwrap())
+        .replace("/tmp/rm-restore", restore_tmp.to_str().unwrap());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .parent()
+        .unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin_dir.display());
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .current_dir(tmp.path())
+        .env("PATH", path)
+        .env_remove(rm_store::secrets::MASTER_KEY_ENV)
+        .output()
+        .unwrap();
+    ok(&out, "the documented restore");
+
+    let new_port = free_port();
+    let serve = start(&new, new_port, "new.log");
+    // The local agent comes back as the same host, through the new bus,
+    // and the restored installation decrypts its credential.
+    let test = serde_json::json!({"repo_id": repo_id, "host_id": host_id});
+    svc_until_ok(
+        &new,
+        new_port,
+        SvcRole::Controlplane,
+        "repo-test",
+        test,
+        |v| v["ok"] == serde_json::json!(true),
+    )
+    .await;
+    // The restored installation keeps its control-plane backup setting.
+    let store = rm_store::Store::open(&new.join("restic-manager.db"))
+        .await
+        .unwrap();
+    let mut c = store.read().await.unwrap();
+    let status = rm_store::cpbackup::status(&mut c).await.unwrap();
+    assert_eq!(status.repo_id(), Some(repo_id.as_str()));
+    drop(c);
+    store.close().await;
+    stop(serve);
+}

@@ -87,6 +87,17 @@ enum Command {
     /// Fill a database with a made-up fleet, to look at and measure the UI
     /// at scale (never a production database).
     Seed(crate::seed::SeedArgs),
+    /// Write a consistent copy of this installation — the database (while
+    /// the server runs) and every key — into a staging directory, with a
+    /// manifest of SHA-256 hashes (docs/install.md, "Disaster recovery").
+    ControlplaneBackup(crate::cpbackup::cmd::BackupArgs),
+    /// Restore a control-plane copy into an empty data directory (another
+    /// machine): checks every hash and the schema version first.
+    ControlplaneRestore(crate::cpbackup::cmd::RestoreArgs),
+    /// Print the recovery kit — the master key and the control-plane backup
+    /// repository's location and password — and record that it was
+    /// exported (keep it offline).
+    RecoveryKit(crate::cpbackup::cmd::KitArgs),
     /// Create the notifier role's xkey seed file (0600) if it does not
     /// exist, and print its public key: the key the alerts role seals
     /// channel definitions to. Copy the file to every notifier machine.
@@ -735,6 +746,13 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::ControlplaneBackup(args) => {
+            runtime()?.block_on(crate::cpbackup::cmd::backup(args))
+        }
+        Command::ControlplaneRestore(args) => {
+            runtime()?.block_on(crate::cpbackup::cmd::restore(args))
+        }
+        Command::RecoveryKit(args) => runtime()?.block_on(crate::cpbackup::cmd::kit(args)),
         Command::Notifier(args) => run_notifier(args),
         Command::NotifierXkey { file } => {
             if !file.exists() {

@@ -4,6 +4,7 @@
 mod accounts;
 mod admin;
 mod cli;
+mod cpbackup;
 mod demo;
 mod local_agent;
 mod seed;

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// directory].
     #[arg(long)]
     pub agent_dir: Option<PathBuf>,
+    /// Seconds between looks whether the daily control-plane backup is due
+    /// (or was asked for on the settings page).
+    #[arg(long, default_value_t = 5)]
+    pub controlplane_backup_poll_secs: u64,
     /// The rclone binary serving the demo repository.
     #[arg(long, default_value = "rclone")]
     pub rclone: PathBuf,
@@ -239,6 +243,32 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         None
     };
 
+    // The control plane's own backup (through the local agent) and the
+    // warning until a recovery kit exists.
+    let cp_backup = {
+        let db = args.data_dir.join(crate::cpbackup::manifest::DB_FILE);
+        let store = rm_store::Store::open(&db)
+            .await
+            .with_context(|| format!("opening {}", db.display()))?;
+        let (bus, _events) = rm_bus::connect::connect(&web_spec).await?;
+        let task = crate::cpbackup::schedule::Task {
+            data_dir: args.data_dir.clone(),
+            store,
+            bus,
+            local_host: args.local_agent.then(|| {
+                args.local_agent_name
+                    .clone()
+                    .unwrap_or_else(rm_agent::vitals::hostname)
+            }),
+            poll: Duration::from_secs(args.controlplane_backup_poll_secs.max(1)),
+            warn_every: Duration::from_secs(6 * 3600),
+        };
+        tokio::spawn(crate::cpbackup::schedule::run(
+            task,
+            stopped(stop_rx.clone()),
+        ))
+    };
+
     println!("restic-manager is running");
     println!("  bus: {bus_url}");
     println!("  web: {server_url} (certificate {})", identity.fingerprint);
@@ -296,6 +326,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     if let Some(d) = demo {
         d.abort();
     }
+    let _ = cp_backup.await;
     if let Some(rest) = demo_rest {
         rest.stop().await;
     }

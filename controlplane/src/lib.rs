@@ -15,6 +15,8 @@
 //!   `deadlines`: every job reaches a terminal state.
 //! - [`secrets`]: the master key for secrets at rest.
 //! - `metrics`: counters of loop errors and shed load.
+//! - [`recovery`]: the recovery kit (master key plus the control-plane
+//!   backup repository's credentials).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -45,6 +47,7 @@ mod ingest;
 mod jobs;
 mod metrics;
 mod repo_admin;
+pub mod recovery;
 mod repos;
 mod resync;
 mod schedules;

@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod channels;
+pub mod cpbackup;
 pub mod delivery;
 pub mod enroll;
 pub mod fleet;
@@ -178,9 +179,67 @@ impl Store {
         Ok(self.reader.acquire().await?)
     }
 
+    /// Writes a consistent copy of the live database to `dest` (which must
+    /// not exist) with SQLite's `VACUUM INTO`: one read transaction on a
+    /// read-only connection, so the copy is one committed state, running
+    /// roles keep writing meanwhile, and no WAL file is copied half-way.
+    pub async fn vacuum_into(&self, dest: &Path) -> Result<()> {
+        let target = dest.to_str().ok_or_else(|| {
+            StoreError::Conflict(format!("{} is not a UTF-8 path", dest.display()))
+        })?;
+        let mut c = self.read().await?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&mut *c)
+            .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+}
+
+/// The schema version of the database file at `path`, read without
+/// migrating it (0 for a file with no migrations recorded).
+pub async fn file_schema_version(path: &Path) -> Result<i64> {
+    let opts = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .read_only(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?;
+    let v = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    Ok(v?)
+}
+
+/// `PRAGMA integrity_check` of the database file at `path`: `Ok` when
+/// SQLite answers "ok", else what it found.
+pub async fn file_integrity_check(path: &Path) -> Result<()> {
+    let opts = SqliteConnectOptions::from_str("sqlite://")?
+        .filename(path)
+        .read_only(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?;
+    let rows: Result<Vec<String>, sqlx::Error> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&pool)
+        .await;
+    pool.close().await;
+    let rows = rows?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            what: "database",
+            detail: rows.join("; "),
+        })
     }
 }
 

@@ -38,6 +38,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (12, "mutes", include_str!("../migrations/0012_mutes.sql")),
     (13, "admin", include_str!("../migrations/0013_admin.sql")),
     (
+        14,
+        "controlplane_backup",
+        include_str!("../migrations/0014_controlplane_backup.sql"),
+    ),
+    (
         15,
         "repo_refresh",
         include_str!("../migrations/0015_repo_refresh.sql"),

@@ -22,7 +22,8 @@ use serde::de::DeserializeOwned;
 
 /// Env variable that overrides the key file.
 pub const MASTER_KEY_ENV: &str = "RM_MASTER_KEY";
-const KEY_FILE: &str = "master.key";
+/// The key file's name in the data directory.
+pub const KEY_FILE: &str = "master.key";
 const NONCE_LEN: usize = 24;
 
 /// The master key.
@@ -72,6 +73,26 @@ impl MasterKey {
             .decode(text.trim().as_bytes())
             .with_context(|| format!("{} is not base64", path.display()))?;
         Self::from_bytes(&bytes)
+    }
+
+    /// The key as written in its file (base64): `RM_MASTER_KEY` if set,
+    /// else `<dir>/master.key`; `None` when neither exists (never creates
+    /// one: a process without the key cannot hand it out).
+    pub fn text(dir: &Path) -> Result<Option<String>> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            Self::from_bytes(
+                &BASE64
+                    .decode(text.trim().as_bytes())
+                    .with_context(|| format!("{MASTER_KEY_ENV} is not base64"))?,
+            )?;
+            return Ok(Some(text.trim().to_owned()));
+        }
+        let path = dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
     }
 
     /// Encrypts `plain` bound to `aad` (e.g. `repo:<id>`): nonce ‖ ciphertext.

@@ -12,6 +12,7 @@ mod browser_repositories;
 mod browser_sched;
 mod browser_settings;
 mod cluster;
+mod cpbackup;
 mod deploy;
 mod first_start;
 mod notifier;

@@ -130,8 +130,16 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         http: metrics::Http::default(),
         listings: Default::default(),
         downloads: Default::default(),
+        recovery: Default::default(),
     });
     state.downloads.set_dir(config.agent_dir.clone());
+    if rm_store::secrets::MasterKey::text(&config.data_dir)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        state.recovery.set_data_dir(config.data_dir.clone());
+    }
     if state.setup.offer_if_no_account(&state.store).await? {
         // deliberately a console log line: whoever reads it may claim the install
         tracing::warn!(

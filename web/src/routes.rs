@@ -281,6 +281,20 @@ pub fn table() -> Vec<Route> {
             ui::settings::tokens::revoke,
         ),
         route(M::GET, "/settings/audit", ADMIN, ui::settings::audit::page),
+        // ---- control-plane backup and recovery kit (ui::settings::cpbackup)
+        route(M::GET, "/settings/controlplane-backup", ADMIN, ui::settings::cpbackup::show),
+        route(M::POST, "/settings/controlplane-backup", ADMIN, ui::settings::cpbackup::set_repo),
+        route(M::POST, "/settings/controlplane-backup/run", ADMIN, ui::settings::cpbackup::run_now),
+        route(
+            M::POST,
+            "/settings/controlplane-backup/recovery-kit",
+            ADMIN,
+            ui::settings::cpbackup::recovery_kit,
+        ),
+        route(M::GET, "/api/v1/controlplane-backup", ADMIN, ui::settings::cpbackup::api_status)
+            .doc("The control-plane backup: its repository, next run, recent runs and whether a recovery kit was exported")
+            .returns::<ui::settings::cpbackup::CpBackupView>(200),
+        // ---- end of control-plane backup
         route(M::GET, "/account", VIEWER, ui::settings::account::page),
         route(M::POST, "/account/password", VIEWER, ui::settings::account::password),
         route(
@@ -715,6 +729,10 @@ pub fn app(state: AppState) -> Router {
     let router = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::ui::settings::cpbackup::banner,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

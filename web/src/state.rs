@@ -30,6 +30,8 @@ pub struct Shared {
     pub listings: crate::ui::listing::Listings,
     /// Where the agent binaries offered for download are.
     pub downloads: crate::downloads::Downloads,
+    /// The recovery kit's master key and whether a kit was exported.
+    pub recovery: crate::ui::settings::cpbackup::Recovery,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -54,6 +56,7 @@ impl AppState {
             http: crate::metrics::Http::default(),
             listings: Default::default(),
             downloads: Default::default(),
+            recovery: Default::default(),
         })
     }
 

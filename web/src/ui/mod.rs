@@ -45,6 +45,8 @@ pub struct Layout {
     /// Live-update topics this page subscribes to ("" for none).
     pub topics: &'static str,
     pub asset_version: &'static str,
+    /// Show admins the "master key not backed up" banner.
+    pub cp_banner: bool,
 }
 
 impl Layout {
@@ -57,6 +59,7 @@ impl Layout {
             open_alerts,
             topics,
             asset_version: assets::version(),
+            cp_banner: settings::cpbackup::banner_shown(),
         }
     }
 }

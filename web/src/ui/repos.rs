@@ -763,6 +763,7 @@ mod tests {
                 open_alerts: 0,
                 topics: "jobs,repos",
                 asset_version: crate::ui::assets::version(),
+                cp_banner: false,
             },
             can_operate: true,
             enrolled: enrolled(&mut conn).await.unwrap(),

@@ -55,6 +55,7 @@ fn layout(nav: &'static str) -> Layout {
         open_alerts: 3,
         topics: "hosts,jobs",
         asset_version: assets::version(),
+        cp_banner: false,
     }
 }
 

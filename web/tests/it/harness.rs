@@ -74,6 +74,7 @@ impl H {
             http: Default::default(),
             listings: Default::default(),
             downloads: Default::default(),
+            recovery: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {

@@ -1,6 +1,7 @@
 //! The settings pages: the overview (`/settings`, everyone), and for
 //! admins notification channels, users, API tokens and the audit log; the
-//! account page (`/account`, everyone). Every change goes through the same
+//! account page (`/account`, everyone); the control-plane backup
+//! (`cpbackup`, admin). Every change goes through the same
 //! service function as its JSON twin under `/api/v1` (`crate::api::*`), so
 //! a page never validates or writes differently from the API. Admin-only
 //! routes are refused by the route table's guard before a handler runs.
@@ -8,6 +9,7 @@
 pub mod account;
 pub mod audit;
 pub mod channels;
+pub mod cpbackup;
 pub mod tokens;
 pub mod users;
 

@@ -1,6 +1,6 @@
 //! `restic-manager-sim`: enroll simulated agents in bulk, then run them.
 //! `run` takes commands on stdin (one per line) and answers each with one
-//! JSON line on stdout: `stats`, `kill N`, `offline`, `burst K`, `quit`.
+//! JSON line on stdout: `stats`, `cpmetrics`, `kill N`, `offline`, `burst K`, `quit`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -151,10 +151,12 @@ async fn run(a: RunArgs) -> Result<()> {
     let stop = CancellationToken::new();
     let observer = Arc::new(Observer::default());
     let churn = Arc::new(ops::Churn::default());
+    let mut operator = None;
     if let Some(creds) = &a.operator_creds {
         let obs_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
         tokio::spawn(observer.clone().run(obs_client));
         let op_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
+        operator = Some(op_client.clone());
         tokio::spawn(ops::churn(
             op_client,
             a.host_adds_per_sec,
@@ -214,6 +216,19 @@ async fn run(a: RunArgs) -> Result<()> {
                     Err(e) => say(serde_json::json!({"error": format!("{e:#}")})),
                 }
             }
+            (Some("cpmetrics"), _) => match &operator {
+                Some(op) => match ops::call::<_, serde_json::Value>(
+                    op,
+                    rm_controlplane::api::METRICS,
+                    serde_json::json!({}),
+                )
+                .await
+                {
+                    Ok(m) => say(serde_json::json!({"cp_metrics": m, "at_ms": rm_sim::now_ms()})),
+                    Err(e) => say(serde_json::json!({"error": format!("{e:#}")})),
+                },
+                None => say(serde_json::json!({"error": "cpmetrics needs --operator-creds"})),
+            },
             (Some("quit"), _) => break,
             _ => say(serde_json::json!({"error": format!("unknown command {line:?}")})),
         }

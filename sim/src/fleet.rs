@@ -17,11 +17,15 @@ use serde::Serialize;
 use crate::agent::{Behaviour, SimAgent};
 use crate::ident::Identity;
 
+/// Connection attempts per agent during ramp-up before it counts as failed.
+const CONNECT_ATTEMPTS: u32 = 8;
+
 /// What the fleet sent and what was acknowledged.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub connected: AtomicU64,
     pub connect_failed: AtomicU64,
+    pub connect_retries: AtomicU64,
     pub hellos_answered: AtomicU64,
     pub heartbeats_sent: AtomicU64,
     pub dispatches: AtomicU64,
@@ -43,6 +47,7 @@ pub struct Counters {
 pub struct Snapshot {
     pub connected: u64,
     pub connect_failed: u64,
+    pub connect_retries: u64,
     pub hellos_answered: u64,
     pub heartbeats_sent: u64,
     pub dispatches: u64,
@@ -63,6 +68,7 @@ impl Counters {
         Snapshot {
             connected: g(&self.connected),
             connect_failed: g(&self.connect_failed),
+            connect_retries: g(&self.connect_retries),
             hellos_answered: g(&self.hellos_answered),
             heartbeats_sent: g(&self.heartbeats_sent),
             dispatches: g(&self.dispatches),
@@ -97,7 +103,8 @@ impl Fleet {
 
     /// Connects every identity, `per_sec` a second, each start jittered by
     /// up to one slot either way. Returns once every connect has finished
-    /// (failures are counted and logged, not retried).
+    /// (each agent tries [`CONNECT_ATTEMPTS`] times with a growing,
+    /// jittered pause; failures are counted and logged).
     pub async fn ramp(&self, ids: &[Identity], per_sec: f64) -> Duration {
         let t0 = Instant::now();
         let slot = 1.0 / per_sec.max(1.0);
@@ -108,17 +115,24 @@ impl Fleet {
             let (id, b, c) = (id.clone(), self.behaviour.clone(), self.counters.clone());
             tasks.push(tokio::spawn(async move {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(t0) + Duration::from_secs_f64(at)).await;
-                match SimAgent::start(&id, b, c.clone()).await {
-                    Ok(a) => {
-                        c.connected.fetch_add(1, Ordering::Relaxed);
-                        Some(a)
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %id.host_id, error = %format!("{e:#}"), "simulated agent did not connect");
-                        c.connect_failed.fetch_add(1, Ordering::Relaxed);
-                        None
+                // like an agent: retry with a growing, jittered pause
+                for attempt in 0..CONNECT_ATTEMPTS {
+                    match SimAgent::start(&id, b.clone(), c.clone()).await {
+                        Ok(a) => {
+                            c.connected.fetch_add(1, Ordering::Relaxed);
+                            return Some(a);
+                        }
+                        Err(e) => {
+                            tracing::warn!(host = %id.host_id, attempt, error = %format!("{e:#}"), "simulated agent did not connect");
+                            c.connect_retries.fetch_add(1, Ordering::Relaxed);
+                            let pause = Duration::from_millis(500 << attempt.min(5))
+                                .mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+                            tokio::time::sleep(pause).await;
+                        }
                     }
                 }
+                c.connect_failed.fetch_add(1, Ordering::Relaxed);
+                None
             }));
         }
         let mut up = Vec::with_capacity(tasks.len());
@@ -211,5 +225,24 @@ impl Fleet {
         let took = t0.elapsed();
         let acked = self.counters.outbox_acked.load(Ordering::Relaxed) - before;
         Ok((acked, took))
+    }
+
+    /// The live-path probe: `n` progress messages from random agents,
+    /// `per_sec` a second, each for a job id of its own (the web role
+    /// streams progress as it arrives; the message carries its send time).
+    pub async fn progress_probe(&self, n: usize, per_sec: f64) -> usize {
+        let agents = self.agents.lock().await.clone();
+        if agents.is_empty() {
+            return 0;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec.max(0.1)));
+        for _ in 0..n {
+            tick.tick().await;
+            let i = rand::thread_rng().gen_range(0..agents.len());
+            agents[i]
+                .progress(&JobId::generate(), crate::now_ms() - 1_000, 0.5)
+                .await;
+        }
+        n
     }
 }

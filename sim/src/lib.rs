@@ -9,12 +9,16 @@
 //! Only restic is missing: a job "runs" for a configured time.
 //!
 //! - [`ident`]: enrolled identities, kept in a JSON-lines file.
-//! - [`ops`]: the operator side: service calls, bulk enrollment, host adds.
+//! - [`ops`]: the operator side: service calls, enrollment through the
+//!   control plane's verbs, host adds.
+//! - [`bulk`]: bench-only enrollment straight into a stopped control
+//!   plane's database, with the installation's authority.
 //! - [`agent`]: one simulated agent.
 //! - [`fleet`]: ramp-up, counters, kills and the result burst.
 //! - [`observe`]: heartbeat lag and offline events seen on the bus.
 
 pub mod agent;
+pub mod bulk;
 pub mod fleet;
 pub mod ident;
 pub mod observe;

@@ -1,6 +1,7 @@
 //! `restic-manager-sim`: enroll simulated agents in bulk, then run them.
 //! `run` takes commands on stdin (one per line) and answers each with one
-//! JSON line on stdout: `stats`, `cpmetrics`, `kill N`, `offline`, `burst K`, `quit`.
+//! JSON line on stdout: `stats`, `cpmetrics`, `kill N`, `offline`, `burst K`,
+//! `progress N` (N progress messages at 20/s), `quit`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,22 @@ enum Cmd {
         prefix: String,
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Bench only: add and enroll hosts straight into a control plane's
+    /// database and mint their JWTs with its authority (the control plane
+    /// must not be running); append their identities to `--out`.
+    EnrollBulk {
+        /// The installation's data directory (keys in `bus/`, the database).
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        start: usize,
+        #[arg(long, default_value = "sim")]
+        prefix: String,
         #[arg(long)]
         out: PathBuf,
     },
@@ -114,6 +131,22 @@ fn main() -> Result<()> {
                 let client = ops::connect(&nats_url, read_creds(&operator_creds)?).await?;
                 let t = std::time::Instant::now();
                 let ids = ops::enroll_bulk(&client, &prefix, start, count, concurrency).await?;
+                rm_sim::ident::append(&out, &ids)?;
+                println!(
+                    "{}",
+                    serde_json::json!({"enrolled": ids.len(), "secs": t.elapsed().as_secs_f64()})
+                );
+                Ok(())
+            }
+            Cmd::EnrollBulk {
+                data_dir,
+                count,
+                start,
+                prefix,
+                out,
+            } => {
+                let t = std::time::Instant::now();
+                let ids = rm_sim::bulk::enroll(&data_dir, &prefix, start, count).await?;
                 rm_sim::ident::append(&out, &ids)?;
                 println!(
                     "{}",
@@ -229,6 +262,10 @@ async fn run(a: RunArgs) -> Result<()> {
                 },
                 None => say(serde_json::json!({"error": "cpmetrics needs --operator-creds"})),
             },
+            (Some("progress"), Some(Ok(n))) => {
+                let sent = fleet.progress_probe(n, 20.0).await;
+                say(serde_json::json!({"progress_sent": sent, "at_ms": rm_sim::now_ms()}));
+            }
             (Some("quit"), _) => break,
             _ => say(serde_json::json!({"error": format!("unknown command {line:?}")})),
         }

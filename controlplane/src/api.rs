@@ -109,7 +109,17 @@ pub struct Metrics {
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,
+    /// Heartbeats by ingest lag (received minus the agent's send time, ms):
+    /// count per bucket of [`HEARTBEAT_LAG_BOUNDS_MS`], the last bucket
+    /// holding the rest (benchmarks read percentiles from it).
+    #[serde(default)]
+    pub heartbeat_lag_ms: Vec<u64>,
 }
+
+/// Upper bounds (inclusive, ms) of [`Metrics::heartbeat_lag_ms`]'s buckets.
+pub const HEARTBEAT_LAG_BOUNDS_MS: [i64; 14] = [
+    0, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 2500, 5000, 10_000,
+];
 
 impl Metrics {
     /// Errors counted for one loop.

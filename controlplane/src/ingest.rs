@@ -98,10 +98,11 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             let Some(host) = host_of(&m) else { continue };
             match decode::<Heartbeat>("heartbeat", &m.payload) {
                 Ok(hb) => {
-                    c.metrics.heartbeat_received();
+                    let now = c.now();
+                    c.metrics.heartbeat_received(now - hb.ts_ms);
                     c.resync.heartbeat(&host, hb.config_version);
                     // memory only: never blocks, never drops a beat
-                    c.beats.beat(&host, &hb, c.now());
+                    c.beats.beat(&host, &hb, now);
                 }
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
             }

@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
     replies_refused: AtomicU64,
+    /// Heartbeats per lag bucket ([`api::HEARTBEAT_LAG_BOUNDS_MS`] + 1).
+    heartbeat_lag: [AtomicU64; api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1],
 }
 
 impl Metrics {
@@ -38,9 +40,17 @@ impl Metrics {
         *lock(&self.loop_errors).entry(what).or_default() += 1;
     }
 
-    /// A well-formed heartbeat arrived.
-    pub fn heartbeat_received(&self) {
+    /// A well-formed heartbeat arrived `lag_ms` after its agent sent it
+    /// (by the agent's clock: skew shows here too).
+    pub fn heartbeat_received(&self, lag_ms: i64) {
         self.heartbeats_received.fetch_add(1, Ordering::Relaxed);
+        let bucket = api::HEARTBEAT_LAG_BOUNDS_MS
+            .iter()
+            .position(|b| lag_ms <= *b)
+            .unwrap_or(api::HEARTBEAT_LAG_BOUNDS_MS.len());
+        if let Some(b) = self.heartbeat_lag.get(bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A hello found an active job its agent does not hold: a lost check
@@ -93,6 +103,7 @@ impl Metrics {
             hellos_waiting: g(&self.hellos_waiting),
             hellos_queued_total: g(&self.hellos_queued_total),
             replies_refused: g(&self.replies_refused),
+            heartbeat_lag_ms: self.heartbeat_lag.iter().map(g).collect(),
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
             vitals_written: g(&self.vitals_written),
             lost_checks: g(&self.lost_checks),
@@ -111,5 +122,28 @@ pub(crate) struct WaitGuard<'a>(&'a AtomicU64);
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_lags_are_counted_in_their_buckets() {
+        let m = Metrics::default();
+        for lag in [-3, 0, 1, 7, 100, 101, 60_000] {
+            m.heartbeat_received(lag);
+        }
+        let snap = m.snapshot(&rm_store::writer::WriterStats::default());
+        let b = &snap.heartbeat_lag_ms;
+        assert_eq!(b.len(), api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1);
+        assert_eq!(b[0], 2, "skew below zero and 0 ms share the first bucket");
+        assert_eq!(b[1], 1);
+        assert_eq!(b[4], 1, "7 ms is in (5, 10]");
+        assert_eq!(b[7], 1, "100 ms is in (50, 100]");
+        assert_eq!(b[8], 1, "101 ms is in (100, 250]");
+        assert_eq!(b[14], 1, "beyond the last bound");
+        assert_eq!(snap.heartbeats_received, 7);
     }
 }

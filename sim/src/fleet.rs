@@ -1,0 +1,248 @@
+//! A fleet of simulated agents in one process: ramp-up at a steady rate
+//! with jitter, what was sent and acknowledged, kills, and the result
+//! burst (running jobs written to the store, then every agent sends their
+//! `done` through its outbox at once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rm_bus::JobId;
+use rm_bus::msg::{JobKind, JobParams};
+use serde::Serialize;
+
+use crate::agent::{Behaviour, SimAgent};
+use crate::ident::Identity;
+
+/// Connection attempts per agent during ramp-up before it counts as failed.
+const CONNECT_ATTEMPTS: u32 = 8;
+
+/// What the fleet sent and what was acknowledged.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub connected: AtomicU64,
+    pub connect_failed: AtomicU64,
+    pub connect_retries: AtomicU64,
+    pub hellos_answered: AtomicU64,
+    pub heartbeats_sent: AtomicU64,
+    pub dispatches: AtomicU64,
+    pub other_commands: AtomicU64,
+    pub scheduled_runs: AtomicU64,
+    pub progress_sent: AtomicU64,
+    pub log_batches_sent: AtomicU64,
+    /// `done` results written to the outboxes.
+    pub results_pushed: AtomicU64,
+    /// Outbox entries (`started` and `done`) written, acknowledged, refused.
+    pub outbox_pushed: AtomicU64,
+    pub outbox_acked: AtomicU64,
+    pub outbox_rejected: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub connected: u64,
+    pub connect_failed: u64,
+    pub connect_retries: u64,
+    pub hellos_answered: u64,
+    pub heartbeats_sent: u64,
+    pub dispatches: u64,
+    pub other_commands: u64,
+    pub scheduled_runs: u64,
+    pub progress_sent: u64,
+    pub log_batches_sent: u64,
+    pub results_pushed: u64,
+    pub outbox_pushed: u64,
+    pub outbox_acked: u64,
+    pub outbox_rejected: u64,
+    pub errors: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Snapshot {
+            connected: g(&self.connected),
+            connect_failed: g(&self.connect_failed),
+            connect_retries: g(&self.connect_retries),
+            hellos_answered: g(&self.hellos_answered),
+            heartbeats_sent: g(&self.heartbeats_sent),
+            dispatches: g(&self.dispatches),
+            other_commands: g(&self.other_commands),
+            scheduled_runs: g(&self.scheduled_runs),
+            progress_sent: g(&self.progress_sent),
+            log_batches_sent: g(&self.log_batches_sent),
+            results_pushed: g(&self.results_pushed),
+            outbox_pushed: g(&self.outbox_pushed),
+            outbox_acked: g(&self.outbox_acked),
+            outbox_rejected: g(&self.outbox_rejected),
+            errors: g(&self.errors),
+        }
+    }
+}
+
+/// The agents of this process.
+pub struct Fleet {
+    pub agents: tokio::sync::Mutex<Vec<Arc<SimAgent>>>,
+    pub counters: Arc<Counters>,
+    pub behaviour: Arc<Behaviour>,
+}
+
+impl Fleet {
+    pub fn new(behaviour: Behaviour) -> Self {
+        Self {
+            agents: tokio::sync::Mutex::new(Vec::new()),
+            counters: Arc::new(Counters::default()),
+            behaviour: Arc::new(behaviour),
+        }
+    }
+
+    /// Connects every identity, `per_sec` a second, each start jittered by
+    /// up to one slot either way. Returns once every connect has finished
+    /// (each agent tries [`CONNECT_ATTEMPTS`] times with a growing,
+    /// jittered pause; failures are counted and logged).
+    pub async fn ramp(&self, ids: &[Identity], per_sec: f64) -> Duration {
+        let t0 = Instant::now();
+        let slot = 1.0 / per_sec.max(1.0);
+        let mut tasks = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            #[allow(clippy::cast_precision_loss)]
+            let at = (i as f64 + rand::thread_rng().gen_range(-1.0..1.0)).max(0.0) * slot;
+            let (id, b, c) = (id.clone(), self.behaviour.clone(), self.counters.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(t0) + Duration::from_secs_f64(at)).await;
+                // like an agent: retry with a growing, jittered pause
+                for attempt in 0..CONNECT_ATTEMPTS {
+                    match SimAgent::start(&id, b.clone(), c.clone()).await {
+                        Ok(a) => {
+                            c.connected.fetch_add(1, Ordering::Relaxed);
+                            return Some(a);
+                        }
+                        Err(e) => {
+                            tracing::warn!(host = %id.host_id, attempt, error = %format!("{e:#}"), "simulated agent did not connect");
+                            c.connect_retries.fetch_add(1, Ordering::Relaxed);
+                            let pause = Duration::from_millis(500 << attempt.min(5))
+                                .mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+                            tokio::time::sleep(pause).await;
+                        }
+                    }
+                }
+                c.connect_failed.fetch_add(1, Ordering::Relaxed);
+                None
+            }));
+        }
+        let mut up = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            if let Ok(Some(a)) = t.await {
+                up.push(a);
+            }
+        }
+        self.agents.lock().await.extend(up);
+        t0.elapsed()
+    }
+
+    /// Drops `n` random agents off the bus without a goodbye; returns their
+    /// host ids.
+    pub async fn kill(&self, n: usize) -> Vec<String> {
+        let mut agents = self.agents.lock().await;
+        agents.shuffle(&mut rand::thread_rng());
+        let n = n.min(agents.len());
+        let gone: Vec<Arc<SimAgent>> = agents.drain(..n).collect();
+        drop(agents);
+        let mut hosts = Vec::with_capacity(gone.len());
+        for a in gone {
+            a.kill().await;
+            self.counters.connected.fetch_sub(1, Ordering::Relaxed);
+            hosts.push(a.host.to_string());
+        }
+        hosts
+    }
+
+    /// The result burst: writes `per_agent` running backup jobs per live
+    /// agent straight into the store at `db` (a bench-only shortcut: the
+    /// jobs exist as if dispatched), then every agent sends their `done`
+    /// through its outbox, all at once. Returns the results acknowledged
+    /// and the time from the first send to the last acknowledgement.
+    pub async fn burst(&self, db: &std::path::Path, per_agent: usize) -> Result<(u64, Duration)> {
+        let agents = self.agents.lock().await.clone();
+        let store = rm_store::Store::open(db).await?;
+        let mut plan: Vec<(Arc<SimAgent>, Vec<JobId>)> = Vec::new();
+        {
+            let params = JobParams::Backup {
+                paths: vec!["/data".into()],
+                excludes: vec![],
+                tags: vec![],
+                one_file_system: false,
+                host_name: None,
+            };
+            let now = crate::now_ms();
+            let mut tx = store.write().await?;
+            for a in &agents {
+                let mut mine = Vec::with_capacity(per_agent);
+                for _ in 0..per_agent {
+                    let id = JobId::generate();
+                    rm_store::jobs::insert(
+                        &mut tx,
+                        &rm_store::jobs::NewJob {
+                            id: id.as_str(),
+                            host_id: a.host.as_str(),
+                            exec_host_id: a.host.as_str(),
+                            repo_id: None,
+                            params: &params,
+                            origin: "operator",
+                            schedule_id: None,
+                            status: rm_store::jobs::JobStatus::Running,
+                            timeout_secs: 3600,
+                            created_by: "sim burst",
+                            created_at: now,
+                            started_at: Some(now),
+                        },
+                    )
+                    .await?;
+                    mine.push(id);
+                }
+                plan.push((a.clone(), mine));
+            }
+            tx.commit().await?;
+        }
+        let before = self.counters.outbox_acked.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let mut tasks = Vec::with_capacity(plan.len());
+        for (a, jobs) in plan {
+            tasks.push(tokio::spawn(async move {
+                for j in jobs {
+                    a.finish(&j, JobKind::Backup, Some(crate::now_ms())).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let took = t0.elapsed();
+        let acked = self.counters.outbox_acked.load(Ordering::Relaxed) - before;
+        Ok((acked, took))
+    }
+
+    /// The live-path probe: `n` progress messages from random agents,
+    /// `per_sec` a second, each for a job id of its own (the web role
+    /// streams progress as it arrives; the message carries its send time).
+    pub async fn progress_probe(&self, n: usize, per_sec: f64) -> usize {
+        let agents = self.agents.lock().await.clone();
+        if agents.is_empty() {
+            return 0;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sec.max(0.1)));
+        for _ in 0..n {
+            tick.tick().await;
+            let i = rand::thread_rng().gen_range(0..agents.len());
+            agents[i]
+                .progress(&JobId::generate(), crate::now_ms() - 1_000, 0.5)
+                .await;
+        }
+        n
+    }
+}

@@ -1,0 +1,64 @@
+//! What the benchmark observes on the bus beside the control plane, with
+//! the web role's permissions: every heartbeat's lag (sent, by the clock
+//! in the message, to received here) and every `host.offline` event.
+
+use std::sync::Mutex;
+
+use async_nats::Client;
+use futures_util::StreamExt;
+use rm_bus::msg::{EventMsg, Heartbeat, decode};
+use rm_bus::subject::{self, AgentTopicKind, Event};
+
+use crate::now_ms;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Heartbeat lags since the last [`Observer::take_lags`], and every
+/// offline event.
+#[derive(Default)]
+pub struct Observer {
+    lags: Mutex<Vec<i64>>,
+    offline: Mutex<Vec<(String, i64)>>,
+}
+
+impl Observer {
+    /// Subscribes and records until the client closes.
+    pub async fn run(self: std::sync::Arc<Self>, client: Client) -> anyhow::Result<()> {
+        let mut beats = client
+            .subscribe(subject::agent_any(AgentTopicKind::Heartbeat))
+            .await?;
+        let mut offline = client.subscribe(Event::HostOffline.subject()).await?;
+        client.flush().await?;
+        loop {
+            tokio::select! {
+                Some(m) = beats.next() => {
+                    if let Ok(hb) = decode::<Heartbeat>("heartbeat", &m.payload) {
+                        lock(&self.lags).push(now_ms() - hb.ts_ms);
+                    }
+                }
+                Some(m) = offline.next() => {
+                    if let Ok(e) = decode::<EventMsg>("event", &m.payload)
+                        && let Some(h) = e.host
+                    {
+                        lock(&self.offline).push((h.to_string(), now_ms()));
+                    }
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+
+    /// The heartbeat lags (ms) since the last call, sorted.
+    pub fn take_lags(&self) -> Vec<i64> {
+        let mut v = std::mem::take(&mut *lock(&self.lags));
+        v.sort_unstable();
+        v
+    }
+
+    /// Every offline event so far: host and when it arrived.
+    pub fn offline_events(&self) -> Vec<(String, i64)> {
+        lock(&self.offline).clone()
+    }
+}

@@ -8,6 +8,7 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use rm_bus::subject::{SvcRole, Verb};
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use crate::api::alerts::{ALERT_KINDS, SEVERITIES, check_filter};
 use crate::auth::{Principal, RequireOperator, RequireViewer};
 use crate::error::ApiError;
 use crate::svc;
+use crate::ui::settings::FormErrors;
 use crate::ui::{Layout, can_operate, error_page, open_alerts, render};
 use crate::views::alert::{self, AlertDetail, HostMutes};
 
@@ -112,6 +114,8 @@ pub(crate) struct AlertsPage {
     pub(crate) last_resolved_at: Option<i64>,
     pub(crate) can_operate: bool,
     pub(crate) now: i64,
+    /// The mute form as refused, or empty.
+    pub(crate) forms: MuteForms,
 }
 
 /// Alerts shown at most.
@@ -130,6 +134,16 @@ pub async fn list(
     State(state): State<AppState>,
     RequireViewer(who): RequireViewer,
     Query(filter): Query<AlertFilter>,
+) -> Response {
+    list_with(&state, &who, filter, MuteForms::default()).await
+}
+
+/// The alerts page with `forms` in its mute form (a refused one: 422).
+async fn list_with(
+    state: &AppState,
+    who: &Principal,
+    filter: AlertFilter,
+    forms: MuteForms,
 ) -> Response {
     let now = state.now();
     let loaded = async {
@@ -175,22 +189,37 @@ pub async fn list(
         Ok::<_, ApiError>((rows, hosts, mutes, last_resolved_at))
     }
     .await;
+    let status = forms.status();
     match loaded {
-        Ok((alerts, hosts, mutes, last_resolved_at)) => render(&AlertsPage {
-            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
-            can_operate: can_operate(&who),
-            alerts,
-            filter,
-            hosts,
-            kinds: ALERT_KINDS,
-            severities: SEVERITIES,
-            states: STATES,
-            mutes,
-            last_resolved_at,
-            now,
-        }),
-        Err(e) => error_page(&who, "alerts", &e),
+        Ok((alerts, hosts, mutes, last_resolved_at)) => with_status(
+            render(&AlertsPage {
+                layout: Layout::new(who, "alerts", "alerts", open_alerts(state).await),
+                can_operate: can_operate(who),
+                alerts,
+                filter,
+                hosts,
+                kinds: ALERT_KINDS,
+                severities: SEVERITIES,
+                states: STATES,
+                mutes,
+                last_resolved_at,
+                now,
+                forms,
+            }),
+            status,
+        ),
+        Err(e) => error_page(who, "alerts", &e),
     }
+}
+
+/// `resp` with `status` when one is given (a refused form).
+pub(crate) fn with_status(mut resp: Response, status: Option<StatusCode>) -> Response {
+    if let Some(s) = status
+        && resp.status().is_success()
+    {
+        *resp.status_mut() = s;
+    }
+    resp
 }
 
 #[derive(Template)]
@@ -201,6 +230,7 @@ pub(crate) struct AlertPage {
     pub(crate) mutes: HostMutes,
     pub(crate) can_operate: bool,
     pub(crate) here: String,
+    pub(crate) forms: MuteForms,
 }
 
 /// `GET /alerts/{id}`.
@@ -209,23 +239,33 @@ pub async fn page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
+    page_with(&state, &who, &id, MuteForms::default()).await
+}
+
+/// An alert's page with `forms` in its mute form (a refused one: 422).
+async fn page_with(state: &AppState, who: &Principal, id: &str, forms: MuteForms) -> Response {
     let now = state.now();
     let loaded = async {
         let mut conn = state.store.read().await?;
-        let a = alert::load(&mut conn, &id, now).await?;
+        let a = alert::load(&mut conn, id, now).await?;
         let mutes = alert::host_mutes(&mut conn, &a.host_id, now).await?;
         Ok::<_, ApiError>((a, mutes))
     }
     .await;
+    let status = forms.status();
     match loaded {
-        Ok((a, mutes)) => render(&AlertPage {
-            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
-            can_operate: can_operate(&who),
-            here: format!("/alerts/{}", a.id),
-            a,
-            mutes,
-        }),
-        Err(e) => error_page(&who, "alerts", &e),
+        Ok((a, mutes)) => with_status(
+            render(&AlertPage {
+                layout: Layout::new(who, "alerts", "alerts", open_alerts(state).await),
+                can_operate: can_operate(who),
+                here: format!("/alerts/{}", a.id),
+                a,
+                mutes,
+                forms,
+            }),
+            status,
+        ),
+        Err(e) => error_page(who, "alerts", &e),
     }
 }
 
@@ -296,6 +336,88 @@ pub async fn resolve(
     Form(to): Form<BackTo>,
 ) -> Response {
     alert_action(&state, &who, rm_alerts::api::ALERT_RESOLVE, id, &to).await
+}
+
+/// The durations the mute form offers, in minutes.
+pub const MUTE_DURATIONS: [(&str, &str); 5] = [
+    ("60", "1 hour"),
+    ("240", "4 hours"),
+    ("720", "12 hours"),
+    ("1440", "1 day"),
+    ("10080", "1 week"),
+];
+
+/// The mute form as the operator filled it in, and what was wrong with it.
+#[derive(Debug, Clone, Default)]
+pub struct MuteInput {
+    pub for_mins: String,
+    pub until: String,
+    pub reason: String,
+    pub errors: FormErrors,
+}
+
+/// The maintenance-window form as the operator filled it in.
+#[derive(Debug, Clone)]
+pub struct WindowInput {
+    pub cron: String,
+    pub timezone: String,
+    pub duration_mins: String,
+    pub reason: String,
+    pub errors: FormErrors,
+}
+
+impl Default for WindowInput {
+    fn default() -> Self {
+        Self {
+            cron: String::new(),
+            timezone: "UTC".into(),
+            duration_mins: "60".into(),
+            reason: String::new(),
+            errors: FormErrors::default(),
+        }
+    }
+}
+
+/// What a page's mute and maintenance-window forms show: empty, or what
+/// was refused with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct MuteForms {
+    pub mute: MuteInput,
+    pub window: WindowInput,
+}
+
+impl MuteForms {
+    /// 422 when a form was refused for a field, 4xx/502 for the rest.
+    pub(crate) fn status(&self) -> Option<StatusCode> {
+        let refused = |e: &FormErrors| {
+            (!e.is_empty()).then(|| {
+                if e.fields.is_empty() {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            })
+        };
+        refused(&self.mute.errors).or_else(|| refused(&self.window.errors))
+    }
+
+    /// `aria-invalid` and `aria-describedby` for a mute form field.
+    pub fn mute_attrs(&self, field: &str) -> String {
+        field_attrs(&self.mute.errors, field)
+    }
+
+    /// `aria-invalid` and `aria-describedby` for a window form field.
+    pub fn window_attrs(&self, field: &str) -> String {
+        field_attrs(&self.window.errors, field)
+    }
+}
+
+fn field_attrs(errors: &FormErrors, field: &str) -> String {
+    if errors.get(field).is_some() {
+        format!(r#" aria-invalid="true" aria-describedby="{field}-error""#)
+    } else {
+        String::new()
+    }
 }
 
 /// The mute form: for a duration (`for_mins`) or until a time (`until`,
@@ -374,8 +496,36 @@ pub async fn mute(
     .await;
     match done {
         Ok(_) => Redirect::to(&back(&f.back)).into_response(),
-        Err(e) => error_page(&who, "alerts", &e),
+        Err(e) => {
+            let forms = MuteForms {
+                mute: MuteInput {
+                    errors: FormErrors::from_api(&e, &["for_mins", "until", "reason"]),
+                    for_mins: f.for_mins,
+                    until: f.until,
+                    reason: f.reason,
+                },
+                ..MuteForms::default()
+            };
+            refused_on(&state, &who, &back(&f.back), forms).await
+        }
     }
+}
+
+/// The page `to` (a [`back`] path: a host, an alert or the alerts list)
+/// rendered again with a refused form.
+async fn refused_on(state: &AppState, who: &Principal, to: &str, forms: MuteForms) -> Response {
+    let path = to.split('#').next().unwrap_or_default();
+    if let Some(rest) = path.strip_prefix("/hosts/") {
+        let id = rest.split(['/', '?']).next().unwrap_or_default();
+        return crate::ui::pages::host_page_with(state, who, id, None, forms).await;
+    }
+    if let Some(rest) = path.strip_prefix("/alerts/") {
+        let id = rest.split(['/', '?']).next().unwrap_or_default();
+        return page_with(state, who, id, forms).await;
+    }
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let filter: AlertFilter = serde_urlencoded::from_str(query).unwrap_or_default();
+    list_with(state, who, filter, forms).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,6 +585,15 @@ pub async fn window_add(
         } else {
             f.timezone.trim().to_owned()
         };
+        crate::api::alerts::check_window(&f.cron, &timezone, mins.saturating_mul(60)).map_err(
+            |mut e| {
+                if e.field.as_deref() == Some("duration_secs") {
+                    e.field = Some("duration_mins".into());
+                    e.message = format!("Minutes: {}", e.message);
+                }
+                e
+            },
+        )?;
         ask(
             &state,
             &who,
@@ -452,7 +611,22 @@ pub async fn window_add(
     .await;
     match done {
         Ok(_) => Redirect::to(&format!("/hosts/{host}#mutes")).into_response(),
-        Err(e) => error_page(&who, "hosts", &e),
+        Err(e) => {
+            let forms = MuteForms {
+                window: WindowInput {
+                    errors: FormErrors::from_api(
+                        &e,
+                        &["cron", "timezone", "duration_mins", "reason"],
+                    ),
+                    cron: f.cron,
+                    timezone: f.timezone,
+                    duration_mins: f.duration_mins,
+                    reason: f.reason,
+                },
+                ..MuteForms::default()
+            };
+            crate::ui::pages::host_page_with(&state, &who, &host, None, forms).await
+        }
     }
 }
 

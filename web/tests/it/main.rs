@@ -10,6 +10,7 @@ mod fleet;
 mod harness;
 mod http2;
 mod matrix;
+mod mutes;
 mod role;
 mod schemathesis;
 mod sessions;

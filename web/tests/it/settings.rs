@@ -10,7 +10,7 @@ use rm_web::auth::Role;
 use crate::harness::{H, Session, form, header_of, req, text};
 
 /// POSTs a form as `s`; status and body.
-async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
+pub(crate) async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
     let body = if fields.is_empty() {
         format!("_csrf={}", s.csrf)
     } else {
@@ -27,7 +27,7 @@ async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
     (resp.status().as_u16(), text(resp).await)
 }
 
-async fn get(h: &H, s: &Session, path: &str) -> (u16, String) {
+pub(crate) async fn get(h: &H, s: &Session, path: &str) -> (u16, String) {
     let resp = h
         .send(
             req("GET", path)

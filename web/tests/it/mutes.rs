@@ -1,0 +1,133 @@
+//! The mute and maintenance-window forms on the host, alert and alerts
+//! pages: a refused form comes back on the page it was sent from, with the
+//! field named and what the operator typed kept.
+
+use rm_web::auth::Role;
+
+use crate::harness::{H, T0};
+use crate::settings::{get, post};
+
+/// A host `h1` ("web-1") with one open alert `a1`.
+async fn host_with_alert(h: &H) {
+    let mut tx = h.state.store.write().await.unwrap();
+    rm_store::hosts::insert(&mut tx, "h1", "web-1", "t", 1)
+        .await
+        .unwrap();
+    rm_store::alerts::raise(
+        &mut tx,
+        &rm_store::alerts::NewAlert {
+            id: "a1",
+            host_id: "h1",
+            kind: "backup_failed",
+            subject: "",
+            severity: "critical",
+            message: "backup failed",
+            job_id: None,
+            cause: "",
+            now: T0 - 1000,
+            notified: false,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_mute_comes_back_on_its_page_with_the_field_named_and_the_input_kept() {
+    let h = H::new().await;
+    host_with_alert(&h).await;
+    h.user("olga", Role::Operator).await;
+    let s = h.login("olga").await;
+    for (back, page_mark) in [
+        ("/hosts/h1%23mutes", "Maintenance windows"),
+        ("/alerts/a1", "Deliveries"),
+        ("/alerts%3Fstate%3Dopen%26host%3Dh1", "Not acknowledged"),
+    ] {
+        let (status, page) = post(
+            &h,
+            &s,
+            "/alerts/mute",
+            &format!("host=h1&for_mins=60&until=next+tuesday&reason=kernel+patch&back={back}"),
+        )
+        .await;
+        assert_eq!(status, 422, "{back}: {page}");
+        assert!(page.contains(page_mark), "{back}: the page it came from");
+        assert!(
+            page.contains(r#"id="until-error""#) && page.contains("is not a date and time"),
+            "{back}: the field is named: {page}"
+        );
+        assert!(
+            page.contains(r#"value="next tuesday""#) && page.contains(r#"value="kernel patch""#),
+            "{back}: the input is kept"
+        );
+        assert!(
+            page.contains(r#"aria-invalid="true""#),
+            "{back}: the field is marked"
+        );
+    }
+    // A duration out of range keeps the reason and names the duration.
+    let (status, page) = post(
+        &h,
+        &s,
+        "/alerts/mute",
+        "host=h1&for_mins=0&reason=kept&back=/hosts/h1",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains(r#"id="for_mins-error""#) && page.contains(r#"value="kept""#));
+    let (_, host_page) = get(&h, &s, "/hosts/h1").await;
+    assert!(
+        !host_page.contains("kernel patch") && !host_page.contains("-error\""),
+        "a fresh page shows an empty form"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_maintenance_window_comes_back_on_the_host_page_with_the_input_kept() {
+    let h = H::new().await;
+    host_with_alert(&h).await;
+    h.user("olga", Role::Operator).await;
+    let s = h.login("olga").await;
+    let (status, page) = post(
+        &h,
+        &s,
+        "/hosts/h1/maintenance",
+        "cron=0+25+*+*+*&timezone=Europe%2FBerlin&duration_mins=90&reason=nightly+reboot",
+    )
+    .await;
+    assert_eq!(status, 422, "{page}");
+    assert!(page.contains("Maintenance windows"), "the host page");
+    assert!(
+        page.contains(r#"id="cron-error""#),
+        "the cron is named: {page}"
+    );
+    for kept in [
+        r#"value="0 25 * * *""#,
+        r#"value="Europe/Berlin""#,
+        r#"value="90""#,
+        r#"value="nightly reboot""#,
+    ] {
+        assert!(page.contains(kept), "{kept} kept");
+    }
+    let (status, page) = post(
+        &h,
+        &s,
+        "/hosts/h1/maintenance",
+        "cron=0+2+*+*+*&timezone=Mars%2FOlympus&duration_mins=90",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains(r#"id="timezone-error""#), "{page}");
+    assert!(page.contains(r#"value="Mars/Olympus""#));
+    let (status, page) = post(
+        &h,
+        &s,
+        "/hosts/h1/maintenance",
+        "cron=0+2+*+*+*&timezone=UTC&duration_mins=2000",
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(page.contains(r#"id="duration_mins-error""#), "{page}");
+    assert!(page.contains(r#"value="2000""#));
+}

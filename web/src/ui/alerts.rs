@@ -350,10 +350,24 @@ pub const MUTE_DURATIONS: [(&str, &str); 5] = [
 /// The mute form as the operator filled it in, and what was wrong with it.
 #[derive(Debug, Clone, Default)]
 pub struct MuteInput {
+    pub host: String,
     pub for_mins: String,
     pub until: String,
+    /// The operator's time zone (the browser's, filled in by the script).
+    pub tz: String,
     pub reason: String,
     pub errors: FormErrors,
+}
+
+impl MuteInput {
+    /// The zone the form reads "until" in: the one sent, or the server's.
+    pub fn tz_or_server(&self) -> String {
+        if self.tz.trim().is_empty() {
+            crate::ui::fmt::server_zone()
+        } else {
+            self.tz.trim().to_owned()
+        }
+    }
 }
 
 /// The maintenance-window form as the operator filled it in.
@@ -421,13 +435,15 @@ fn field_attrs(errors: &FormErrors, field: &str) -> String {
 }
 
 /// The mute form: for a duration (`for_mins`) or until a time (`until`,
-/// `YYYY-MM-DDTHH:MM` in UTC, from a `datetime-local` input).
+/// `YYYY-MM-DDTHH:MM` from a `datetime-local` input, in the zone `tz`: the
+/// browser's, filled in by the script; the server's when empty).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct MuteForm {
     pub host: String,
     pub for_mins: String,
     pub until: String,
+    pub tz: String,
     pub reason: String,
     pub back: String,
 }
@@ -442,8 +458,19 @@ pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
                 format!("{s:?} is not a date and time (YYYY-MM-DDTHH:MM)"),
             )
         })?;
+        let zone_name = if f.tz.trim().is_empty() {
+            crate::ui::fmt::server_zone()
+        } else {
+            f.tz.trim().to_owned()
+        };
+        let zone = jiff::tz::TimeZone::get(&zone_name).map_err(|_| {
+            ApiError::invalid(
+                "until",
+                format!("unknown time zone {zone_name:?} for the time to mute until"),
+            )
+        })?;
         let at = dt
-            .to_zoned(jiff::tz::TimeZone::UTC)
+            .to_zoned(zone)
             .map_err(|e| ApiError::invalid("until", e.to_string()))?
             .timestamp()
             .as_millisecond();
@@ -499,7 +526,9 @@ pub async fn mute(
         Err(e) => {
             let forms = MuteForms {
                 mute: MuteInput {
-                    errors: FormErrors::from_api(&e, &["for_mins", "until", "reason"]),
+                    errors: FormErrors::from_api(&e, &["host", "for_mins", "until", "reason"]),
+                    host: f.host,
+                    tz: f.tz,
                     for_mins: f.for_mins,
                     until: f.until,
                     reason: f.reason,
@@ -664,6 +693,7 @@ mod tests {
             host: "h1".into(),
             for_mins: for_mins.into(),
             until: until.into(),
+            tz: "UTC".into(),
             ..MuteForm::default()
         };
         assert_eq!(mute_until(&f("60", ""), now).unwrap(), now + 3_600_000);
@@ -694,6 +724,38 @@ mod tests {
             mute_until(&f("0", ""), now).unwrap_err().field.as_deref(),
             Some("for_mins")
         );
+    }
+
+    #[test]
+    fn until_is_read_in_the_operators_time_zone() {
+        let now = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let f = |until: &str, tz: &str| MuteForm {
+            host: "h1".into(),
+            until: until.into(),
+            tz: tz.into(),
+            ..MuteForm::default()
+        };
+        assert_eq!(
+            mute_until(&f("2026-01-01T10:30", "Asia/Tokyo"), now).unwrap(),
+            now + 90 * 60_000,
+            "10:30 in Tokyo is 01:30 UTC"
+        );
+        assert_eq!(
+            mute_until(&f("2025-12-31T20:00", "America/New_York"), now).unwrap(),
+            now + 3_600_000,
+            "20:00 in New York (UTC-5) is 01:00 UTC the next day"
+        );
+        assert_eq!(
+            mute_until(&f("2026-01-01T06:30", "Asia/Tokyo"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until"),
+            "06:30 in Tokyo has passed already"
+        );
+        let e = mute_until(&f("2026-01-01T06:30", "Mars/Olympus"), now).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("until"));
+        assert!(e.message.contains("Mars/Olympus"), "{}", e.message);
     }
 
     #[test]

@@ -131,3 +131,43 @@ async fn a_refused_maintenance_window_comes_back_on_the_host_page_with_the_input
     assert!(page.contains(r#"id="duration_mins-error""#), "{page}");
     assert!(page.contains(r#"value="2000""#));
 }
+
+#[tokio::test]
+async fn a_mute_until_a_time_is_read_in_the_browsers_zone_and_stored_in_utc() {
+    let mut h = H::new().await;
+    h.with_alerts().await;
+    host_with_alert(&h).await;
+    h.user("olga", Role::Operator).await;
+    let s = h.login("olga").await;
+    // T0 is 2027-01-15T08:00Z; 18:30 in Tokyo (UTC+9) that day is 09:30Z.
+    let (status, page) = post(
+        &h,
+        &s,
+        "/alerts/mute",
+        "host=h1&for_mins=60&until=2027-01-15T18%3A30&tz=Asia%2FTokyo&back=/hosts/h1",
+    )
+    .await;
+    assert_eq!(status, 303, "{page}");
+    let want = jiff::civil::date(2027, 1, 15)
+        .at(9, 30, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_millisecond();
+    let mut c = h.state.store.read().await.unwrap();
+    let muted = rm_store::mutes::muted_at(&mut c, "h1", T0)
+        .await
+        .unwrap()
+        .expect("muted");
+    assert_eq!(muted.until, want, "stored as the UTC instant");
+    drop(c);
+    let (_, page) = get(&h, &s, "/hosts/h1").await;
+    assert!(
+        page.contains(r#"<time datetime="2027-01-15T09:30:00Z" data-local>"#),
+        "shown as a time the script puts in the browser's zone: {page}"
+    );
+    assert!(
+        page.contains(r#"name="tz""#) && page.contains("data-browser-tz"),
+        "the form carries the zone the script fills in"
+    );
+}

@@ -425,6 +425,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
                 name: None,
                 enabled: Some(false),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -603,6 +604,7 @@ async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
                 name: None,
                 enabled: Some(false),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -756,5 +758,94 @@ async fn a_maintenance_window_mutes_alerts_inside_it_and_they_are_told_after_it(
         matches!(&again, Err(e) if e.code == "not_found"),
         "{again:?}"
     );
+    env.stop_all().await
+}
+
+/// Whether `got` carries a valid Standard Webhooks signature with `secret`.
+fn signed_with(got: &crate::support::Received, secret: &str) -> bool {
+    let (Some(id), Some(ts), Some(sig)) = (
+        got.header("webhook-id"),
+        got.header("webhook-timestamp"),
+        got.header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let key = rm_bus::notify::webhook_secret_key(secret).unwrap();
+    let want = rm_notifier::webhook::sign(&key, id, ts.parse().unwrap(), &got.body).unwrap();
+    sig == want
+}
+
+#[tokio::test]
+async fn replacing_a_webhook_url_keeps_its_signing_secret_unless_replaced_or_cleared()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut first = Receiver::start(Answer::Status(200)).await?;
+    let mut second = Receiver::start(Answer::Status(200)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let id = env
+        .add_webhook("ops", &first.url("/a"), Some(SECRET))
+        .await?;
+    let update = |url: String, secret: Option<&str>, clear_secret: bool| {
+        let env = &env;
+        let id = id.clone();
+        let secret = secret.map(str::to_owned);
+        async move {
+            let def = ChannelDef::Webhook(WebhookChannel {
+                url,
+                secret,
+                headers: BTreeMap::new(),
+            });
+            env.call::<_, ChannelView>(
+                api::CHANNEL_UPDATE,
+                api::ChannelUpdate {
+                    channel_id: id,
+                    name: None,
+                    enabled: None,
+                    definition: Some(env.seal(&def).await?),
+                    clear_secret,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        }
+    };
+    let test_send = || async {
+        let r: ChannelTestResult = env
+            .call(
+                api::CHANNEL_TEST,
+                ChannelTest {
+                    channel_id: Some(id.clone()),
+                    definition: None,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        anyhow::ensure!(r.ok, "{r:?}");
+        Ok(())
+    };
+    test_send().await?;
+    assert!(signed_with(&first.next().await?, SECRET));
+
+    // A new URL with the secret field left empty keeps the saved secret.
+    let view = update(second.url("/b"), None, false).await?;
+    assert_eq!(view.summary["signed"], true, "{view:?}");
+    test_send().await?;
+    let got = second.next().await?;
+    assert_eq!(got.path, "/b", "the new URL is used");
+    assert!(signed_with(&got, SECRET), "signed with the saved secret");
+
+    // A new secret replaces it.
+    let other = "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkh";
+    update(second.url("/c"), Some(other), false).await?;
+    test_send().await?;
+    let got = second.next().await?;
+    assert!(signed_with(&got, other) && !signed_with(&got, SECRET));
+
+    // Clearing it on purpose leaves the channel unsigned.
+    let view = update(second.url("/d"), None, true).await?;
+    assert_eq!(view.summary["signed"], false, "{view:?}");
+    test_send().await?;
+    assert!(second.next().await?.header("webhook-signature").is_none());
     env.stop_all().await
 }

@@ -275,6 +275,9 @@ pub struct ChannelBody {
     /// `{"type": "ntfy", ...}` or `{"type": "webhook", ...}`, secrets included.
     #[schema(value_type = Object)]
     pub definition: Option<rm_bus::notify::ChannelDef>,
+    /// On update: drop the webhook's saved signing secret. A new webhook
+    /// definition without a `secret` otherwise keeps the saved one.
+    pub clear_secret: Option<bool>,
 }
 
 /// Creates a channel (the API's and the notifications page's one way).
@@ -339,6 +342,7 @@ pub async fn update_channel(
             name: body.name,
             enabled: body.enabled,
             definition,
+            clear_secret: body.clear_secret.unwrap_or(false),
         },
     )
     .await?;

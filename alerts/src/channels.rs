@@ -269,6 +269,44 @@ pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResu
         event,
     };
     let a = crate::outbox::send(ctx, &request).await;
+    if let Some(channel_id) = &req.channel_id {
+        // A saved channel's test is in its delivery log, marked `test`.
+        let logged = async {
+            let payload = serde_json::to_string(&request.event)
+                .map_err(|e| Fail::internal(format!("test event: {e}")))?;
+            let done_at = ctx.now();
+            let mut tx = ctx.store.write().await?;
+            rm_store::delivery::record_test(
+                &mut tx,
+                &rm_store::delivery::NewDelivery {
+                    id: &request.delivery_id,
+                    webhook_id: &request.webhook_id,
+                    alert_id: None,
+                    channel_id,
+                    event: "test",
+                    payload_json: &payload,
+                    now,
+                },
+                &rm_store::delivery::NewLogEntry {
+                    outbox_id: &request.delivery_id,
+                    attempt: 1,
+                    ts: done_at,
+                    outcome: a.outcome,
+                    status_code: a.status.map(i64::from),
+                    latency_ms: a.latency_ms.and_then(|l| i64::try_from(l).ok()),
+                    error: a.error.as_deref(),
+                },
+            )
+            .await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)?;
+            Ok::<_, Fail>(())
+        }
+        .await;
+        if let Err(e) = logged {
+            // The operator still sees the result; only the log misses it.
+            tracing::warn!(channel_id = %channel_id, error = %e.message, "test send not logged");
+        }
+    }
     tracing::info!(
         channel_id = req.channel_id.as_deref().unwrap_or(""),
         kind = kind_of(&def),

@@ -849,3 +849,75 @@ async fn replacing_a_webhook_url_keeps_its_signing_secret_unless_replaced_or_cle
     assert!(second.next().await?.header("webhook-signature").is_none());
     env.stop_all().await
 }
+
+#[tokio::test]
+async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut ok = Receiver::start(Answer::Status(200)).await?;
+    let refuse = Receiver::start(Answer::Status(500)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let good = env.add_webhook("ops", &ok.url("/a"), Some(SECRET)).await?;
+    let bad = env.add_webhook("broken", &refuse.url("/b"), None).await?;
+    for id in [&good, &bad] {
+        let _: ChannelTestResult = env
+            .call(
+                api::CHANNEL_TEST,
+                ChannelTest {
+                    channel_id: Some(id.clone()),
+                    definition: None,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    ok.next().await?;
+    // An unsaved definition is logged nowhere.
+    let unsaved = ChannelDef::Webhook(WebhookChannel {
+        url: ok.url("/unsaved"),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let _: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: None,
+                definition: Some(env.seal(&unsaved).await?),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut conn = env.store.read().await?;
+    let log = rm_store::listing::deliveries(&mut conn, None, Some(&good), None, 10).await?;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].event.as_str(),
+            log[0].outcome.as_str(),
+            log[0].alert_id.as_deref()
+        ),
+        ("test", "delivered", None)
+    );
+    assert_eq!(log[0].status_code, Some(200));
+    assert!(log[0].latency_ms.is_some());
+    let log = rm_store::listing::deliveries(&mut conn, None, Some(&bad), None, 10).await?;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].event.as_str(), log[0].status_code),
+        ("test", Some(500))
+    );
+    assert_ne!(log[0].outcome, "delivered");
+    assert!(log[0].error.is_some());
+    let all = rm_store::listing::deliveries(&mut conn, None, None, None, 10).await?;
+    assert_eq!(all.len(), 2, "the unsaved test is not logged: {all:?}");
+    assert!(
+        rm_store::delivery::due(&mut conn, i64::MAX, 10)
+            .await?
+            .is_empty(),
+        "a test is never sent again by the outbox"
+    );
+    drop(conn);
+    env.stop_all().await
+}

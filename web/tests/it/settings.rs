@@ -358,3 +358,99 @@ async fn testing_unsaved_channel_values_saves_nothing_and_shows_the_failure() {
     );
     assert!(text(resp).await.contains("channel.create"));
 }
+
+#[tokio::test]
+async fn deleting_a_user_ends_their_sessions_and_tokens_and_never_yourself_or_the_last_admin() {
+    let h = H::new().await;
+    let root = h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let olga = h.user("olga", Role::Operator).await;
+    let olga_session = h.login("olga").await;
+    let olga_token = rm_web::auth::token::create(&h.state, &olga, "ci", Role::Operator, None)
+        .await
+        .unwrap()
+        .secret;
+    assert_eq!(h.me_status(&olga_session).await, 200);
+    assert_eq!(
+        h.api(&olga_token, "GET", "/api/v1/hosts", None).await.0,
+        200
+    );
+
+    // The page asks for a confirmation naming the user.
+    let (_, page) = get(&h, &s, "/settings/users").await;
+    assert!(
+        page.contains(&format!("action=\"/settings/users/{olga}/delete\""))
+            && page.contains("Delete the user olga"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&format!("/settings/users/{root}/delete")),
+        "no delete button for yourself"
+    );
+    // Without the confirmation nothing happens.
+    let (status, page) = post(&h, &s, &format!("/settings/users/{olga}/delete"), "").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("tick the box"), "{page}");
+    assert_eq!(h.me_status(&olga_session).await, 200);
+
+    let (status, _) = post(
+        &h,
+        &s,
+        &format!("/settings/users/{olga}/delete"),
+        "confirm=1",
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(h.me_status(&olga_session).await, 401, "her session ended");
+    assert_eq!(
+        h.api(&olga_token, "GET", "/api/v1/hosts", None).await.0,
+        401,
+        "her token ended"
+    );
+    let mut c = h.state.store.read().await.unwrap();
+    let audit = rm_store::audit::recent(&mut c, 10).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "user.delete")
+        .expect("audited");
+    assert_eq!(entry.actor, "root");
+    assert!(entry.detail_json.as_deref().unwrap_or("").contains("olga"));
+    drop(c);
+
+    // Yourself: refused, on the page and by the API.
+    let (status, page) = post(
+        &h,
+        &s,
+        &format!("/settings/users/{root}/delete"),
+        "confirm=1",
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(page.contains("your own account"), "{page}");
+    let second = h.user("second", Role::Admin).await;
+    let token = rm_web::auth::token::create(&h.state, &root, "t", Role::Admin, None)
+        .await
+        .unwrap()
+        .secret;
+    let (status, err) = h
+        .api(&token, "DELETE", &format!("/api/v1/users/{root}"), None)
+        .await;
+    assert_eq!(status, 409, "{err}");
+    // Another admin may go while an enabled admin remains (a disabled
+    // admin counts for nothing).
+    let (status, _) = h
+        .api(
+            &token,
+            "PATCH",
+            &format!("/api/v1/users/{second}"),
+            Some(serde_json::json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = h
+        .api(&token, "DELETE", &format!("/api/v1/users/{second}"), None)
+        .await;
+    assert_eq!(status, 204, "a disabled admin may go");
+    let mut c = h.state.store.read().await.unwrap();
+    assert_eq!(rm_store::users::count(&mut c).await.unwrap(), 1);
+}

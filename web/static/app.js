@@ -321,6 +321,8 @@
       if (what === 'vitals') return;
       hostChanged(data.host_id);
     } else if (name === 'alert') {
+      // raised, acknowledged, resolved, and `mutes` (a host's mute or
+      // maintenance windows changed): the host's row and strip change.
       hostChanged(data.host_id);
     } else {
       refetchSoon();

@@ -176,6 +176,9 @@ pub struct HostRow {
     pub repo_size: Option<i64>,
     pub snapshot_count: i64,
     pub open_alerts: i64,
+    /// A mute or maintenance window covers this moment: its alerts are
+    /// recorded but nobody is told.
+    pub muted_now: bool,
     pub days: Vec<Day>,
 }
 
@@ -339,6 +342,7 @@ pub async fn host_rows(
         let mut days = strip(now_ms, since, &runs, &schedules, active_since);
         let windows =
             rm_store::mutes::Windows::load(&mut *conn, &row.id, since, now_ms + 1).await?;
+        let muted_now = !windows.is_empty() && windows.overlaps(now_ms, now_ms + 1);
         if !windows.is_empty() {
             for (i, day) in (0_i64..).zip(days.iter_mut()) {
                 let start = since + i * DAY_MS;
@@ -366,6 +370,7 @@ pub async fn host_rows(
             repo_size: row.repo_size,
             snapshot_count: row.snapshot_count,
             open_alerts: row.open_alerts,
+            muted_now,
             days,
         });
     }

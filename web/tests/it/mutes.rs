@@ -171,3 +171,38 @@ async fn a_mute_until_a_time_is_read_in_the_browsers_zone_and_stored_in_utc() {
         "the form carries the zone the script fills in"
     );
 }
+
+#[tokio::test]
+async fn muting_a_host_reaches_the_dashboard_as_an_event_and_its_row_says_muted() {
+    let mut h = H::new().await;
+    h.with_alerts().await;
+    host_with_alert(&h).await;
+    h.user("olga", Role::Operator).await;
+    let s = h.login("olga").await;
+    let (_, row) = get(&h, &s, "/fragments/fleet?ids=h1").await;
+    assert!(row.contains("id=\"host-h1\""), "{row}");
+    assert!(!row.contains("data-field=\"muted\""), "not muted yet");
+    tokio::spawn(rm_web::events::pump(h.state.clone()));
+    let mut events = h.state.events.subscribe();
+    // The pump subscribes asynchronously: mute until its event arrives.
+    let event = 'found: loop {
+        let (status, _) = post(&h, &s, "/alerts/mute", "host=h1&for_mins=60&back=/hosts/h1").await;
+        assert_eq!(status, 303);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        while let Ok(Ok(e)) = tokio::time::timeout_at(deadline, events.recv()).await {
+            let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            if e.name == "alert" && data["type"] == "mutes" {
+                break 'found data;
+            }
+        }
+    };
+    assert_eq!(
+        event["host_id"], "h1",
+        "the dashboard script refreshes this host's row"
+    );
+    let (_, row) = get(&h, &s, "/fragments/fleet?ids=h1").await;
+    assert!(
+        row.contains("data-field=\"muted\""),
+        "the row says muted: {row}"
+    );
+}

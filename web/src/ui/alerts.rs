@@ -404,12 +404,10 @@ impl MuteForms {
     /// 422 when a form was refused for a field, 4xx/502 for the rest.
     pub(crate) fn status(&self) -> Option<StatusCode> {
         let refused = |e: &FormErrors| {
-            (!e.is_empty()).then(|| {
-                if e.fields.is_empty() {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+            (!e.is_empty()).then_some(if e.fields.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
             })
         };
         refused(&self.mute.errors).or_else(|| refused(&self.window.errors))

@@ -202,13 +202,18 @@ fn yes() -> bool {
     true
 }
 
-/// Changes what is given; `definition: None` keeps the stored one.
+/// Changes what is given; `definition: None` keeps the stored one. A new
+/// webhook definition without a secret keeps the saved signing secret
+/// unless `clear_secret` says to drop it (which also works without a new
+/// definition).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelUpdate {
     pub channel_id: String,
     pub name: Option<String>,
     pub enabled: Option<bool>,
     pub definition: Option<SealedChannel>,
+    #[serde(default)]
+    pub clear_secret: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -337,6 +342,7 @@ mod tests {
             name: None,
             enabled: Some(false),
             definition: Some(sealed()),
+            clear_secret: false,
         });
         tolerant(ChannelRef {
             channel_id: "c1".into(),

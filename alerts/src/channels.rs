@@ -9,7 +9,9 @@
 
 use rm_bus::ids::random_token;
 use rm_bus::msg::{Actor, PROTOCOL_VERSION};
-use rm_bus::notify::{ChannelDef, DeliverRequest, NotificationEvent, NtfyAuth, redact_url};
+use rm_bus::notify::{
+    ChannelDef, DeliverRequest, NotificationEvent, NtfyAuth, WebhookChannel, redact_url,
+};
 use rm_bus::subject::Event as Evt;
 use rm_store::channels::{self, Channel};
 use serde_json::json;
@@ -153,6 +155,23 @@ pub(crate) async fn update(ctx: &Ctx, actor: &Actor, req: ChannelUpdate) -> Outc
     if let Some(enabled) = req.enabled {
         ch.enabled = enabled;
     }
+    // A webhook whose secret field was left empty keeps the saved secret
+    // (it is never shown back, so an operator cannot retype it); clearing
+    // it is an explicit choice.
+    let def = match def {
+        Some(ChannelDef::Webhook(w)) if w.secret.is_none() && !req.clear_secret => {
+            Some(ChannelDef::Webhook(keep_secret(ctx, &ch, w)?))
+        }
+        None if req.clear_secret => {
+            match crate::outbox::open_channel(ctx, &ch).map_err(Fail::internal)? {
+                ChannelDef::Webhook(w) => {
+                    Some(ChannelDef::Webhook(WebhookChannel { secret: None, ..w }))
+                }
+                ChannelDef::Ntfy(_) => None,
+            }
+        }
+        other => other,
+    };
     if let Some(def) = &def {
         ch.kind = kind_of(def).into();
         ch.config_json = summary(def).to_string();
@@ -170,12 +189,24 @@ pub(crate) async fn update(ctx: &Ctx, actor: &Actor, req: ChannelUpdate) -> Outc
             "name": ch.name,
             "enabled": ch.enabled,
             "definition_replaced": def.is_some(),
+            "secret_cleared": req.clear_secret,
         })),
     )
     .await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
     changed(ctx, &ch.id).await;
     Ok(view(&ch))
+}
+
+/// `new` with the saved webhook's signing secret, if the saved channel is
+/// a signed webhook.
+fn keep_secret(ctx: &Ctx, saved: &Channel, mut new: WebhookChannel) -> Outcome<WebhookChannel> {
+    if let ChannelDef::Webhook(old) =
+        crate::outbox::open_channel(ctx, saved).map_err(Fail::internal)?
+    {
+        new.secret = old.secret;
+    }
+    Ok(new)
 }
 
 pub(crate) async fn delete(ctx: &Ctx, actor: &Actor, req: ChannelRef) -> Outcome<Done> {
@@ -238,6 +269,44 @@ pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResu
         event,
     };
     let a = crate::outbox::send(ctx, &request).await;
+    if let Some(channel_id) = &req.channel_id {
+        // A saved channel's test is in its delivery log, marked `test`.
+        let logged = async {
+            let payload = serde_json::to_string(&request.event)
+                .map_err(|e| Fail::internal(format!("test event: {e}")))?;
+            let done_at = ctx.now();
+            let mut tx = ctx.store.write().await?;
+            rm_store::delivery::record_test(
+                &mut tx,
+                &rm_store::delivery::NewDelivery {
+                    id: &request.delivery_id,
+                    webhook_id: &request.webhook_id,
+                    alert_id: None,
+                    channel_id,
+                    event: "test",
+                    payload_json: &payload,
+                    now,
+                },
+                &rm_store::delivery::NewLogEntry {
+                    outbox_id: &request.delivery_id,
+                    attempt: 1,
+                    ts: done_at,
+                    outcome: a.outcome,
+                    status_code: a.status.map(i64::from),
+                    latency_ms: a.latency_ms.and_then(|l| i64::try_from(l).ok()),
+                    error: a.error.as_deref(),
+                },
+            )
+            .await?;
+            tx.commit().await.map_err(rm_store::StoreError::from)?;
+            Ok::<_, Fail>(())
+        }
+        .await;
+        if let Err(e) = logged {
+            // The operator still sees the result; only the log misses it.
+            tracing::warn!(channel_id = %channel_id, error = %e.message, "test send not logged");
+        }
+    }
     tracing::info!(
         channel_id = req.channel_id.as_deref().unwrap_or(""),
         kind = kind_of(&def),

@@ -146,6 +146,39 @@ pub async fn finish(
     Ok(())
 }
 
+/// Records a finished test send of a saved channel: an outbox row with
+/// event `test`, already delivered or failed (so the sender never picks it
+/// up), and its one attempt in the log, so the channel's delivery log
+/// shows it. `log.outbox_id` must be `d.id`.
+pub async fn record_test(
+    conn: &mut SqliteConnection,
+    d: &NewDelivery<'_>,
+    log_entry: &NewLogEntry<'_>,
+) -> Result<()> {
+    let state = if log_entry.outcome == DELIVERED {
+        DELIVERED
+    } else {
+        FAILED
+    };
+    sqlx::query(
+        "INSERT INTO delivery_outbox (id, webhook_id, alert_id, channel_id, event, payload_json, state, attempts,
+                                      next_attempt_at, last_error, created_at, finished_at)
+         VALUES (?, ?, NULL, ?, 'test', ?, ?, 1, ?, ?, ?, ?)",
+    )
+    .bind(d.id)
+    .bind(d.webhook_id)
+    .bind(d.channel_id)
+    .bind(d.payload_json)
+    .bind(state)
+    .bind(d.now)
+    .bind(log_entry.error)
+    .bind(d.now)
+    .bind(log_entry.ts)
+    .execute(&mut *conn)
+    .await?;
+    log(conn, log_entry).await
+}
+
 /// Schedules the next attempt of a pending row.
 pub async fn retry_at(
     conn: &mut SqliteConnection,

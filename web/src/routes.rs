@@ -272,6 +272,13 @@ pub fn table() -> Vec<Route> {
         route(M::GET, "/settings/users", ADMIN, ui::settings::users::list),
         route(M::POST, "/settings/users", ADMIN, ui::settings::users::add),
         route(M::POST, "/settings/users/{id}", ADMIN, ui::settings::users::change),
+        // alerts, mutes, channels, users and audit: the gaps of issue 12
+        route(
+            M::POST,
+            "/settings/users/{id}/delete",
+            ADMIN,
+            ui::settings::users::delete,
+        ),
         route(M::GET, "/settings/tokens", ADMIN, ui::settings::tokens::list),
         route(M::POST, "/settings/tokens", ADMIN, ui::settings::tokens::create),
         route(

@@ -36,12 +36,31 @@
     else if (s < 86400) a = Math.floor(s / 3600) + ' h'; else a = Math.floor(s / 86400) + ' d';
     return future ? 'in ' + a : a + ' ago';
   }
+  // The browser's time zone: forms send it (mute "until" is read in it)
+  // and absolute times marked data-local are shown in it.
+  var browserTz = '';
+  try { browserTz = Intl.DateTimeFormat().resolvedOptions().timeZone || ''; } catch (e) { browserTz = ''; }
+  function localTimes() {
+    if (!browserTz) return;
+    var f;
+    try {
+      f = new Intl.DateTimeFormat('sv-SE', { timeZone: browserTz, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' });
+    } catch (e) { return; }
+    $$('time[data-local]').forEach(function (t) {
+      var ms = Date.parse(t.getAttribute('datetime'));
+      if (!isNaN(ms)) t.textContent = f.format(new Date(ms)) + ' ' + browserTz;
+    });
+    $$('input[data-browser-tz]').forEach(function (i) { i.value = browserTz; });
+    $$('[data-tz-name]').forEach(function (s) { s.textContent = browserTz; });
+  }
   function refreshTimes() {
     $$('time[data-rel]').forEach(function (t) {
       var ms = Date.parse(t.getAttribute('datetime'));
       if (!isNaN(ms)) t.textContent = relative(ms);
     });
+    localTimes();
   }
+  localTimes();
   setInterval(refreshTimes, 15000);
 
   // ---- menu button at narrow widths ----
@@ -377,6 +396,8 @@
       if (what === 'vitals') return;
       hostChanged(data.host_id);
     } else if (name === 'alert') {
+      // raised, acknowledged, resolved, and `mutes` (a host's mute or
+      // maintenance windows changed): the host's row and strip change.
       hostChanged(data.host_id);
     } else {
       refetchSoon();

@@ -425,6 +425,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
                 name: None,
                 enabled: Some(false),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -603,6 +604,7 @@ async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
                 name: None,
                 enabled: Some(false),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -756,5 +758,166 @@ async fn a_maintenance_window_mutes_alerts_inside_it_and_they_are_told_after_it(
         matches!(&again, Err(e) if e.code == "not_found"),
         "{again:?}"
     );
+    env.stop_all().await
+}
+
+/// Whether `got` carries a valid Standard Webhooks signature with `secret`.
+fn signed_with(got: &crate::support::Received, secret: &str) -> bool {
+    let (Some(id), Some(ts), Some(sig)) = (
+        got.header("webhook-id"),
+        got.header("webhook-timestamp"),
+        got.header("webhook-signature"),
+    ) else {
+        return false;
+    };
+    let key = rm_bus::notify::webhook_secret_key(secret).unwrap();
+    let want = rm_notifier::webhook::sign(&key, id, ts.parse().unwrap(), &got.body).unwrap();
+    sig == want
+}
+
+#[tokio::test]
+async fn replacing_a_webhook_url_keeps_its_signing_secret_unless_replaced_or_cleared()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut first = Receiver::start(Answer::Status(200)).await?;
+    let mut second = Receiver::start(Answer::Status(200)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let id = env
+        .add_webhook("ops", &first.url("/a"), Some(SECRET))
+        .await?;
+    let update = |url: String, secret: Option<&str>, clear_secret: bool| {
+        let env = &env;
+        let id = id.clone();
+        let secret = secret.map(str::to_owned);
+        async move {
+            let def = ChannelDef::Webhook(WebhookChannel {
+                url,
+                secret,
+                headers: BTreeMap::new(),
+            });
+            env.call::<_, ChannelView>(
+                api::CHANNEL_UPDATE,
+                api::ChannelUpdate {
+                    channel_id: id,
+                    name: None,
+                    enabled: None,
+                    definition: Some(env.seal(&def).await?),
+                    clear_secret,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+        }
+    };
+    let test_send = || async {
+        let r: ChannelTestResult = env
+            .call(
+                api::CHANNEL_TEST,
+                ChannelTest {
+                    channel_id: Some(id.clone()),
+                    definition: None,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        anyhow::ensure!(r.ok, "{r:?}");
+        Ok(())
+    };
+    test_send().await?;
+    assert!(signed_with(&first.next().await?, SECRET));
+
+    // A new URL with the secret field left empty keeps the saved secret.
+    let view = update(second.url("/b"), None, false).await?;
+    assert_eq!(view.summary["signed"], true, "{view:?}");
+    test_send().await?;
+    let got = second.next().await?;
+    assert_eq!(got.path, "/b", "the new URL is used");
+    assert!(signed_with(&got, SECRET), "signed with the saved secret");
+
+    // A new secret replaces it.
+    let other = "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXkh";
+    update(second.url("/c"), Some(other), false).await?;
+    test_send().await?;
+    let got = second.next().await?;
+    assert!(signed_with(&got, other) && !signed_with(&got, SECRET));
+
+    // Clearing it on purpose leaves the channel unsigned.
+    let view = update(second.url("/d"), None, true).await?;
+    assert_eq!(view.summary["signed"], false, "{view:?}");
+    test_send().await?;
+    assert!(second.next().await?.header("webhook-signature").is_none());
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut ok = Receiver::start(Answer::Status(200)).await?;
+    let refuse = Receiver::start(Answer::Status(500)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let good = env.add_webhook("ops", &ok.url("/a"), Some(SECRET)).await?;
+    let bad = env.add_webhook("broken", &refuse.url("/b"), None).await?;
+    for id in [&good, &bad] {
+        let _: ChannelTestResult = env
+            .call(
+                api::CHANNEL_TEST,
+                ChannelTest {
+                    channel_id: Some(id.clone()),
+                    definition: None,
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    ok.next().await?;
+    // An unsaved definition is logged nowhere.
+    let unsaved = ChannelDef::Webhook(WebhookChannel {
+        url: ok.url("/unsaved"),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let _: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: None,
+                definition: Some(env.seal(&unsaved).await?),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut conn = env.store.read().await?;
+    let log = rm_store::listing::deliveries(&mut conn, None, Some(&good), None, 10).await?;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (
+            log[0].event.as_str(),
+            log[0].outcome.as_str(),
+            log[0].alert_id.as_deref()
+        ),
+        ("test", "delivered", None)
+    );
+    assert_eq!(log[0].status_code, Some(200));
+    assert!(log[0].latency_ms.is_some());
+    let log = rm_store::listing::deliveries(&mut conn, None, Some(&bad), None, 10).await?;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].event.as_str(), log[0].status_code),
+        ("test", Some(500))
+    );
+    assert_ne!(log[0].outcome, "delivered");
+    assert!(log[0].error.is_some());
+    let all = rm_store::listing::deliveries(&mut conn, None, None, None, 10).await?;
+    assert_eq!(all.len(), 2, "the unsaved test is not logged: {all:?}");
+    assert!(
+        rm_store::delivery::due(&mut conn, i64::MAX, 10)
+            .await?
+            .is_empty(),
+        "a test is never sent again by the outbox"
+    );
+    drop(conn);
     env.stop_all().await
 }

@@ -275,6 +275,9 @@ pub struct ChannelBody {
     /// `{"type": "ntfy", ...}` or `{"type": "webhook", ...}`, secrets included.
     #[schema(value_type = Object)]
     pub definition: Option<rm_bus::notify::ChannelDef>,
+    /// On update: drop the webhook's saved signing secret. A new webhook
+    /// definition without a `secret` otherwise keeps the saved one.
+    pub clear_secret: Option<bool>,
 }
 
 /// Creates a channel (the API's and the notifications page's one way).
@@ -339,6 +342,7 @@ pub async fn update_channel(
             name: body.name,
             enabled: body.enabled,
             definition,
+            clear_secret: body.clear_secret.unwrap_or(false),
         },
     )
     .await?;
@@ -538,6 +542,8 @@ pub(crate) async fn window_add(
     Path(host_id): Path<String>,
     ApiJson(body): ApiJson<WindowBody>,
 ) -> Result<(StatusCode, Json<WindowCreated>), ApiError> {
+    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
+    check_window(&body.cron, &timezone, body.duration_secs)?;
     let added: al::MaintenanceAdded = ask(
         &state,
         &p,
@@ -546,7 +552,7 @@ pub(crate) async fn window_add(
         al::MaintenanceAdd {
             host_id,
             cron: body.cron,
-            timezone: body.timezone.unwrap_or_else(|| "UTC".into()),
+            timezone,
             duration_secs: body.duration_secs,
             reason: body.reason,
         },
@@ -558,6 +564,32 @@ pub(crate) async fn window_add(
             window_id: added.window_id,
         }),
     ))
+}
+
+/// Which field of a maintenance window is wrong, if any (the page and
+/// the API both check here; the alerts role checks again).
+pub(crate) fn check_window(cron: &str, timezone: &str, duration_secs: i64) -> Result<(), ApiError> {
+    if let Err(e) = rm_cron::CronSchedule::parse(cron.trim(), timezone.trim()) {
+        return Err(match e {
+            rm_cron::CronError::TimeZone(_) => ApiError::invalid(
+                "timezone",
+                format!("Time zone: {e} (an IANA name such as Europe/Berlin, or UTC)"),
+            ),
+            rm_cron::CronError::Expression { .. } => {
+                ApiError::invalid("cron", format!("Cron: {e}"))
+            }
+        });
+    }
+    if !(60..=al::MAINTENANCE_MAX_SECS).contains(&duration_secs) {
+        return Err(ApiError::invalid(
+            "duration_secs",
+            format!(
+                "a window lasts from 1 minute to {} hours",
+                al::MAINTENANCE_MAX_SECS / 3600
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `NotFound` unless `window_id` is a maintenance window of `host_id`.

@@ -206,26 +206,46 @@ pub(crate) async fn update(
     Ok(Json(update_user(&state, &p, &id, &body).await?))
 }
 
+/// The refusal to delete the account making the request.
+pub const NOT_YOURSELF: &str =
+    "you cannot delete your own account: another admin can, or disable it instead";
+
+/// Deletes an account (the API's and the users page's one way): never the
+/// caller's own, never the last enabled admin (checked inside the write
+/// transaction). Its sessions and API tokens go with it (the store
+/// cascades), so they end at once. Audited; answers the account's name.
+pub async fn delete_user(state: &AppState, p: &Principal, id: &str) -> Result<String, ApiError> {
+    if p.user_id == id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            NOT_YOURSELF,
+        ));
+    }
+    let mut tx = state.store.write().await?;
+    let before = rm_store::users::get(&mut tx, id).await?;
+    if before.role == "admin" && !before.disabled {
+        keep_an_admin(&mut tx, id).await?;
+    }
+    rm_store::users::delete(&mut tx, id).await?;
+    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    audit(
+        state,
+        p,
+        "user.delete",
+        "user",
+        id,
+        Some(serde_json::json!({"name": before.username, "role": before.role})),
+    )
+    .await;
+    Ok(before.username)
+}
+
 pub(crate) async fn delete(
     State(state): State<AppState>,
     p: RequireAdmin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = state.store.write().await?;
-    let before = rm_store::users::get(&mut tx, &id).await?;
-    if before.role == "admin" && !before.disabled {
-        keep_an_admin(&mut tx, &id).await?;
-    }
-    rm_store::users::delete(&mut tx, &id).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    audit(
-        &state,
-        &p,
-        "user.delete",
-        "user",
-        &id,
-        Some(serde_json::json!({"name": before.username})),
-    )
-    .await;
+    delete_user(&state, &p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

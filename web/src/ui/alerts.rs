@@ -8,6 +8,7 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use rm_bus::subject::{SvcRole, Verb};
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use crate::api::alerts::{ALERT_KINDS, SEVERITIES, check_filter};
 use crate::auth::{Principal, RequireOperator, RequireViewer};
 use crate::error::ApiError;
 use crate::svc;
+use crate::ui::settings::FormErrors;
 use crate::ui::{Layout, can_operate, error_page, open_alerts, render};
 use crate::views::alert::{self, AlertDetail, HostMutes};
 
@@ -115,6 +117,8 @@ pub(crate) struct AlertsPage {
     pub(crate) last_resolved_at: Option<i64>,
     pub(crate) can_operate: bool,
     pub(crate) now: i64,
+    /// The mute form as refused, or empty.
+    pub(crate) forms: MuteForms,
 }
 
 /// Alerts shown at most.
@@ -133,6 +137,16 @@ pub async fn list(
     State(state): State<AppState>,
     RequireViewer(who): RequireViewer,
     Query(filter): Query<AlertFilter>,
+) -> Response {
+    list_with(&state, &who, filter, MuteForms::default()).await
+}
+
+/// The alerts page with `forms` in its mute form (a refused one: 422).
+async fn list_with(
+    state: &AppState,
+    who: &Principal,
+    filter: AlertFilter,
+    forms: MuteForms,
 ) -> Response {
     let now = state.now();
     let loaded = async {
@@ -191,23 +205,38 @@ pub async fn list(
         Ok::<_, ApiError>((rows, hosts, host_label, mutes, last_resolved_at))
     }
     .await;
+    let status = forms.status();
     match loaded {
-        Ok((alerts, hosts, host_label, mutes, last_resolved_at)) => render(&AlertsPage {
-            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
-            can_operate: can_operate(&who),
-            alerts,
-            filter,
-            hosts,
-            host_label,
-            kinds: ALERT_KINDS,
-            severities: SEVERITIES,
-            states: STATES,
-            mutes,
-            last_resolved_at,
-            now,
-        }),
-        Err(e) => error_page(&who, "alerts", &e),
+        Ok((alerts, hosts, host_label, mutes, last_resolved_at)) => with_status(
+            render(&AlertsPage {
+                layout: Layout::new(who, "alerts", "alerts", open_alerts(state).await),
+                can_operate: can_operate(who),
+                alerts,
+                filter,
+                hosts,
+                host_label,
+                kinds: ALERT_KINDS,
+                severities: SEVERITIES,
+                states: STATES,
+                mutes,
+                last_resolved_at,
+                now,
+                forms,
+            }),
+            status,
+        ),
+        Err(e) => error_page(who, "alerts", &e),
     }
+}
+
+/// `resp` with `status` when one is given (a refused form).
+pub(crate) fn with_status(mut resp: Response, status: Option<StatusCode>) -> Response {
+    if let Some(s) = status
+        && resp.status().is_success()
+    {
+        *resp.status_mut() = s;
+    }
+    resp
 }
 
 #[derive(Template)]
@@ -218,6 +247,7 @@ pub(crate) struct AlertPage {
     pub(crate) mutes: HostMutes,
     pub(crate) can_operate: bool,
     pub(crate) here: String,
+    pub(crate) forms: MuteForms,
 }
 
 /// `GET /alerts/{id}`.
@@ -226,23 +256,33 @@ pub async fn page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
+    page_with(&state, &who, &id, MuteForms::default()).await
+}
+
+/// An alert's page with `forms` in its mute form (a refused one: 422).
+async fn page_with(state: &AppState, who: &Principal, id: &str, forms: MuteForms) -> Response {
     let now = state.now();
     let loaded = async {
         let mut conn = state.store.read().await?;
-        let a = alert::load(&mut conn, &id, now).await?;
+        let a = alert::load(&mut conn, id, now).await?;
         let mutes = alert::host_mutes(&mut conn, &a.host_id, now).await?;
         Ok::<_, ApiError>((a, mutes))
     }
     .await;
+    let status = forms.status();
     match loaded {
-        Ok((a, mutes)) => render(&AlertPage {
-            layout: Layout::new(&who, "alerts", "alerts", open_alerts(&state).await),
-            can_operate: can_operate(&who),
-            here: format!("/alerts/{}", a.id),
-            a,
-            mutes,
-        }),
-        Err(e) => error_page(&who, "alerts", &e),
+        Ok((a, mutes)) => with_status(
+            render(&AlertPage {
+                layout: Layout::new(who, "alerts", "alerts", open_alerts(state).await),
+                can_operate: can_operate(who),
+                here: format!("/alerts/{}", a.id),
+                a,
+                mutes,
+                forms,
+            }),
+            status,
+        ),
+        Err(e) => error_page(who, "alerts", &e),
     }
 }
 
@@ -315,14 +355,110 @@ pub async fn resolve(
     alert_action(&state, &who, rm_alerts::api::ALERT_RESOLVE, id, &to).await
 }
 
+/// The durations the mute form offers, in minutes.
+pub const MUTE_DURATIONS: [(&str, &str); 5] = [
+    ("60", "1 hour"),
+    ("240", "4 hours"),
+    ("720", "12 hours"),
+    ("1440", "1 day"),
+    ("10080", "1 week"),
+];
+
+/// The mute form as the operator filled it in, and what was wrong with it.
+#[derive(Debug, Clone, Default)]
+pub struct MuteInput {
+    pub host: String,
+    pub for_mins: String,
+    pub until: String,
+    /// The operator's time zone (the browser's, filled in by the script).
+    pub tz: String,
+    pub reason: String,
+    pub errors: FormErrors,
+}
+
+impl MuteInput {
+    /// The zone the form reads "until" in: the one sent, or the server's.
+    pub fn tz_or_server(&self) -> String {
+        if self.tz.trim().is_empty() {
+            crate::ui::fmt::server_zone()
+        } else {
+            self.tz.trim().to_owned()
+        }
+    }
+}
+
+/// The maintenance-window form as the operator filled it in.
+#[derive(Debug, Clone)]
+pub struct WindowInput {
+    pub cron: String,
+    pub timezone: String,
+    pub duration_mins: String,
+    pub reason: String,
+    pub errors: FormErrors,
+}
+
+impl Default for WindowInput {
+    fn default() -> Self {
+        Self {
+            cron: String::new(),
+            timezone: "UTC".into(),
+            duration_mins: "60".into(),
+            reason: String::new(),
+            errors: FormErrors::default(),
+        }
+    }
+}
+
+/// What a page's mute and maintenance-window forms show: empty, or what
+/// was refused with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct MuteForms {
+    pub mute: MuteInput,
+    pub window: WindowInput,
+}
+
+impl MuteForms {
+    /// 422 when a form was refused for a field, 4xx/502 for the rest.
+    pub(crate) fn status(&self) -> Option<StatusCode> {
+        let refused = |e: &FormErrors| {
+            (!e.is_empty()).then_some(if e.fields.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            })
+        };
+        refused(&self.mute.errors).or_else(|| refused(&self.window.errors))
+    }
+
+    /// `aria-invalid` and `aria-describedby` for a mute form field.
+    pub fn mute_attrs(&self, field: &str) -> String {
+        field_attrs(&self.mute.errors, field)
+    }
+
+    /// `aria-invalid` and `aria-describedby` for a window form field.
+    pub fn window_attrs(&self, field: &str) -> String {
+        field_attrs(&self.window.errors, field)
+    }
+}
+
+fn field_attrs(errors: &FormErrors, field: &str) -> String {
+    if errors.get(field).is_some() {
+        format!(r#" aria-invalid="true" aria-describedby="{field}-error""#)
+    } else {
+        String::new()
+    }
+}
+
 /// The mute form: for a duration (`for_mins`) or until a time (`until`,
-/// `YYYY-MM-DDTHH:MM` in UTC, from a `datetime-local` input).
+/// `YYYY-MM-DDTHH:MM` from a `datetime-local` input, in the zone `tz`: the
+/// browser's, filled in by the script; the server's when empty).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct MuteForm {
     pub host: String,
     pub for_mins: String,
     pub until: String,
+    pub tz: String,
     pub reason: String,
     pub back: String,
 }
@@ -337,8 +473,19 @@ pub(crate) fn mute_until(f: &MuteForm, now: i64) -> Result<i64, ApiError> {
                 format!("{s:?} is not a date and time (YYYY-MM-DDTHH:MM)"),
             )
         })?;
+        let zone_name = if f.tz.trim().is_empty() {
+            crate::ui::fmt::server_zone()
+        } else {
+            f.tz.trim().to_owned()
+        };
+        let zone = jiff::tz::TimeZone::get(&zone_name).map_err(|_| {
+            ApiError::invalid(
+                "until",
+                format!("unknown time zone {zone_name:?} for the time to mute until"),
+            )
+        })?;
         let at = dt
-            .to_zoned(jiff::tz::TimeZone::UTC)
+            .to_zoned(zone)
             .map_err(|e| ApiError::invalid("until", e.to_string()))?
             .timestamp()
             .as_millisecond();
@@ -402,8 +549,38 @@ pub async fn mute(
     .await;
     match done {
         Ok(_) => Redirect::to(&back(&f.back)).into_response(),
-        Err(e) => error_page(&who, "alerts", &e),
+        Err(e) => {
+            let forms = MuteForms {
+                mute: MuteInput {
+                    errors: FormErrors::from_api(&e, &["host", "for_mins", "until", "reason"]),
+                    host: f.host,
+                    tz: f.tz,
+                    for_mins: f.for_mins,
+                    until: f.until,
+                    reason: f.reason,
+                },
+                ..MuteForms::default()
+            };
+            refused_on(&state, &who, &back(&f.back), forms).await
+        }
     }
+}
+
+/// The page `to` (a [`back`] path: a host, an alert or the alerts list)
+/// rendered again with a refused form.
+async fn refused_on(state: &AppState, who: &Principal, to: &str, forms: MuteForms) -> Response {
+    let path = to.split('#').next().unwrap_or_default();
+    if let Some(rest) = path.strip_prefix("/hosts/") {
+        let id = rest.split(['/', '?']).next().unwrap_or_default();
+        return crate::ui::pages::host_page_with(state, who, id, None, forms).await;
+    }
+    if let Some(rest) = path.strip_prefix("/alerts/") {
+        let id = rest.split(['/', '?']).next().unwrap_or_default();
+        return page_with(state, who, id, forms).await;
+    }
+    let query = path.split_once('?').map_or("", |(_, q)| q);
+    let filter: AlertFilter = serde_urlencoded::from_str(query).unwrap_or_default();
+    list_with(state, who, filter, forms).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -463,6 +640,15 @@ pub async fn window_add(
         } else {
             f.timezone.trim().to_owned()
         };
+        crate::api::alerts::check_window(&f.cron, &timezone, mins.saturating_mul(60)).map_err(
+            |mut e| {
+                if e.field.as_deref() == Some("duration_secs") {
+                    e.field = Some("duration_mins".into());
+                    e.message = format!("Minutes: {}", e.message);
+                }
+                e
+            },
+        )?;
         ask(
             &state,
             &who,
@@ -480,7 +666,22 @@ pub async fn window_add(
     .await;
     match done {
         Ok(_) => Redirect::to(&format!("/hosts/{host}#mutes")).into_response(),
-        Err(e) => error_page(&who, "hosts", &e),
+        Err(e) => {
+            let forms = MuteForms {
+                window: WindowInput {
+                    errors: FormErrors::from_api(
+                        &e,
+                        &["cron", "timezone", "duration_mins", "reason"],
+                    ),
+                    cron: f.cron,
+                    timezone: f.timezone,
+                    duration_mins: f.duration_mins,
+                    reason: f.reason,
+                },
+                ..MuteForms::default()
+            };
+            crate::ui::pages::host_page_with(&state, &who, &host, None, forms).await
+        }
     }
 }
 
@@ -518,6 +719,7 @@ mod tests {
             host: "h1".into(),
             for_mins: for_mins.into(),
             until: until.into(),
+            tz: "UTC".into(),
             ..MuteForm::default()
         };
         assert_eq!(mute_until(&f("60", ""), now).unwrap(), now + 3_600_000);
@@ -548,6 +750,38 @@ mod tests {
             mute_until(&f("0", ""), now).unwrap_err().field.as_deref(),
             Some("for_mins")
         );
+    }
+
+    #[test]
+    fn until_is_read_in_the_operators_time_zone() {
+        let now = 1_767_225_600_000; // 2026-01-01T00:00Z
+        let f = |until: &str, tz: &str| MuteForm {
+            host: "h1".into(),
+            until: until.into(),
+            tz: tz.into(),
+            ..MuteForm::default()
+        };
+        assert_eq!(
+            mute_until(&f("2026-01-01T10:30", "Asia/Tokyo"), now).unwrap(),
+            now + 90 * 60_000,
+            "10:30 in Tokyo is 01:30 UTC"
+        );
+        assert_eq!(
+            mute_until(&f("2025-12-31T20:00", "America/New_York"), now).unwrap(),
+            now + 3_600_000,
+            "20:00 in New York (UTC-5) is 01:00 UTC the next day"
+        );
+        assert_eq!(
+            mute_until(&f("2026-01-01T06:30", "Asia/Tokyo"), now)
+                .unwrap_err()
+                .field
+                .as_deref(),
+            Some("until"),
+            "06:30 in Tokyo has passed already"
+        );
+        let e = mute_until(&f("2026-01-01T06:30", "Mars/Olympus"), now).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("until"));
+        assert!(e.message.contains("Mars/Olympus"), "{}", e.message);
     }
 
     #[test]

@@ -127,6 +127,33 @@ pub fn time_html(now_ms: impl Int, at_ms: impl Int) -> String {
     )
 }
 
+/// The server's IANA time zone name (`UTC` when it has none): what a form
+/// reads a wall-clock time in when the browser did not say its own.
+pub fn server_zone() -> String {
+    jiff::tz::TimeZone::system()
+        .iana_name()
+        .unwrap_or("UTC")
+        .to_owned()
+}
+
+/// `<time datetime=… data-local>2026-12-01 23:00 UTC</time>`: an absolute
+/// time in the server's zone, which the script rewrites in the browser's.
+pub fn local_time_html(at_ms: impl Int) -> String {
+    let at_ms = at_ms.get();
+    let zone_name = server_zone();
+    let shown = match (
+        jiff::Timestamp::from_millisecond(at_ms),
+        jiff::tz::TimeZone::get(&zone_name),
+    ) {
+        (Ok(t), Ok(z)) => format!("{} {zone_name}", t.to_zoned(z).strftime("%Y-%m-%d %H:%M")),
+        _ => absolute(at_ms),
+    };
+    format!(
+        r#"<time datetime="{}" data-local>{shown}</time>"#,
+        iso(at_ms)
+    )
+}
+
 /// `time_html`, or `—` in muted text when there is no time.
 pub fn opt_time_html(now_ms: impl Int, at_ms: impl OptInt) -> String {
     let now_ms = now_ms.get();

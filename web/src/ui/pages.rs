@@ -27,6 +27,8 @@ pub(crate) struct HostPage {
     /// The tags field as the operator typed it (kept when refused).
     pub(crate) tags_input: String,
     pub(crate) tags_error: Option<String>,
+    /// The mute and maintenance-window forms (as refused, or empty).
+    pub(crate) forms: crate::ui::alerts::MuteForms,
 }
 
 impl HostPage {
@@ -53,16 +55,18 @@ pub async fn host_page(
     RequireViewer(who): RequireViewer,
     Path(id): Path<String>,
 ) -> Response {
-    host_page_with(&state, &who, &id, None).await
+    host_page_with(&state, &who, &id, None, Default::default()).await
 }
 
 /// The host page; `tags_refused` is the tags form's input and the reason
-/// it was refused, shown in the form.
+/// it was refused, shown in the form; `forms` the mute forms' (a refused
+/// one makes it a 422).
 pub(crate) async fn host_page_with(
     state: &AppState,
     who: &crate::auth::Principal,
     id: &str,
     tags_refused: Option<(String, String)>,
+    forms: crate::ui::alerts::MuteForms,
 ) -> Response {
     let (host, mutes) = match load_host(state, id).await {
         Ok(h) => h,
@@ -72,7 +76,7 @@ pub(crate) async fn host_page_with(
         Some((input, error)) => (input, Some(error)),
         None => (host.tags.join(", "), None),
     };
-    let refused = tags_error.is_some();
+    let refused = tags_error.is_some() || forms.status().is_some();
     let mut resp = render(&HostPage {
         layout: Layout::new(who, "hosts", "hosts,jobs,alerts", open_alerts(state).await),
         can_operate: can_operate(who),
@@ -81,6 +85,7 @@ pub(crate) async fn host_page_with(
         mutes,
         tags_input,
         tags_error,
+        forms,
     });
     if refused {
         *resp.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;

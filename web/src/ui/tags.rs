@@ -27,12 +27,22 @@ pub async fn save(
 ) -> Response {
     let tags = match rm_store::tags::parse_list(&form.tags) {
         Ok(t) => t,
-        Err(m) => return host_page_with(&state, &who, &id, Some((form.tags, m))).await,
+        Err(m) => {
+            return host_page_with(&state, &who, &id, Some((form.tags, m)), Default::default())
+                .await;
+        }
     };
     match crate::api::hosts::save_tags(&state, &who, id.clone(), tags).await {
         Ok(_) => Redirect::to(&format!("/hosts/{id}#tags")).into_response(),
         Err(e) if e.status.as_u16() == 400 || e.status.as_u16() == 409 => {
-            host_page_with(&state, &who, &id, Some((form.tags, e.message))).await
+            host_page_with(
+                &state,
+                &who,
+                &id,
+                Some((form.tags, e.message)),
+                Default::default(),
+            )
+            .await
         }
         Err(e) => crate::ui::error_page(&who, "hosts", &e),
     }

@@ -186,6 +186,7 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
         can_admin: true,
         tags_input: String::new(),
         tags_error: None,
+        forms: Default::default(),
     };
     let html = page.render().unwrap();
     preview("host", &html);
@@ -343,6 +344,7 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
         last_resolved_at: None,
         can_operate: true,
         now: NOW,
+        forms: Default::default(),
     }
     .render()
     .unwrap();
@@ -564,6 +566,7 @@ async fn the_strip_marks_the_days_a_mute_or_a_maintenance_window_covered() {
         can_admin: true,
         tags_input: String::new(),
         tags_error: None,
+        forms: Default::default(),
     };
     assert_eq!(page.render().unwrap().matches("muted-day").count(), 2);
 

@@ -176,6 +176,9 @@ pub struct HostRow {
     pub repo_size: Option<i64>,
     pub snapshot_count: i64,
     pub open_alerts: i64,
+    /// A mute or maintenance window covers this moment: its alerts are
+    /// recorded but nobody is told.
+    pub muted_now: bool,
     pub days: Vec<Day>,
 }
 
@@ -361,7 +364,9 @@ pub async fn host_rows(
         let next_run_at = schedules.iter().filter_map(|(c, _, _)| c.next).min();
         let active_since = row.enrolled_at.unwrap_or(row.created_at);
         let mut days = strip(now_ms, since, &runs, &schedules, active_since);
-        if let Some(windows) = windows_of.remove(&row.id).filter(|w| !w.is_empty()) {
+        let windows = windows_of.remove(&row.id).unwrap_or_default();
+        let muted_now = !windows.is_empty() && windows.overlaps(now_ms, now_ms + 1);
+        if !windows.is_empty() {
             for (i, day) in (0_i64..).zip(days.iter_mut()) {
                 let start = since + i * DAY_MS;
                 day.muted = windows.overlaps(start, (start + DAY_MS).min(now_ms + 1));
@@ -388,6 +393,7 @@ pub async fn host_rows(
             repo_size: row.repo_size,
             snapshot_count: row.snapshot_count,
             open_alerts: row.open_alerts,
+            muted_now,
             days,
         });
     }

@@ -11,6 +11,7 @@ mod harness;
 mod http2;
 mod matrix;
 mod repo_admin;
+mod mutes;
 mod role;
 mod schemathesis;
 mod sessions;

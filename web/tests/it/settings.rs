@@ -10,7 +10,7 @@ use rm_web::auth::Role;
 use crate::harness::{H, Session, form, header_of, req, text};
 
 /// POSTs a form as `s`; status and body.
-async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
+pub(crate) async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
     let body = if fields.is_empty() {
         format!("_csrf={}", s.csrf)
     } else {
@@ -27,7 +27,7 @@ async fn post(h: &H, s: &Session, path: &str, fields: &str) -> (u16, String) {
     (resp.status().as_u16(), text(resp).await)
 }
 
-async fn get(h: &H, s: &Session, path: &str) -> (u16, String) {
+pub(crate) async fn get(h: &H, s: &Session, path: &str) -> (u16, String) {
     let resp = h
         .send(
             req("GET", path)
@@ -357,4 +357,100 @@ async fn testing_unsaved_channel_values_saves_nothing_and_shows_the_failure() {
             .starts_with("text/html")
     );
     assert!(text(resp).await.contains("channel.create"));
+}
+
+#[tokio::test]
+async fn deleting_a_user_ends_their_sessions_and_tokens_and_never_yourself_or_the_last_admin() {
+    let h = H::new().await;
+    let root = h.user("root", Role::Admin).await;
+    let s = h.login("root").await;
+    let olga = h.user("olga", Role::Operator).await;
+    let olga_session = h.login("olga").await;
+    let olga_token = rm_web::auth::token::create(&h.state, &olga, "ci", Role::Operator, None)
+        .await
+        .unwrap()
+        .secret;
+    assert_eq!(h.me_status(&olga_session).await, 200);
+    assert_eq!(
+        h.api(&olga_token, "GET", "/api/v1/hosts", None).await.0,
+        200
+    );
+
+    // The page asks for a confirmation naming the user.
+    let (_, page) = get(&h, &s, "/settings/users").await;
+    assert!(
+        page.contains(&format!("action=\"/settings/users/{olga}/delete\""))
+            && page.contains("Delete the user olga"),
+        "{page}"
+    );
+    assert!(
+        !page.contains(&format!("/settings/users/{root}/delete")),
+        "no delete button for yourself"
+    );
+    // Without the confirmation nothing happens.
+    let (status, page) = post(&h, &s, &format!("/settings/users/{olga}/delete"), "").await;
+    assert_eq!(status, 400);
+    assert!(page.contains("tick the box"), "{page}");
+    assert_eq!(h.me_status(&olga_session).await, 200);
+
+    let (status, _) = post(
+        &h,
+        &s,
+        &format!("/settings/users/{olga}/delete"),
+        "confirm=1",
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(h.me_status(&olga_session).await, 401, "her session ended");
+    assert_eq!(
+        h.api(&olga_token, "GET", "/api/v1/hosts", None).await.0,
+        401,
+        "her token ended"
+    );
+    let mut c = h.state.store.read().await.unwrap();
+    let audit = rm_store::audit::recent(&mut c, 10).await.unwrap();
+    let entry = audit
+        .iter()
+        .find(|e| e.action == "user.delete")
+        .expect("audited");
+    assert_eq!(entry.actor, "root");
+    assert!(entry.detail_json.as_deref().unwrap_or("").contains("olga"));
+    drop(c);
+
+    // Yourself: refused, on the page and by the API.
+    let (status, page) = post(
+        &h,
+        &s,
+        &format!("/settings/users/{root}/delete"),
+        "confirm=1",
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert!(page.contains("your own account"), "{page}");
+    let second = h.user("second", Role::Admin).await;
+    let token = rm_web::auth::token::create(&h.state, &root, "t", Role::Admin, None)
+        .await
+        .unwrap()
+        .secret;
+    let (status, err) = h
+        .api(&token, "DELETE", &format!("/api/v1/users/{root}"), None)
+        .await;
+    assert_eq!(status, 409, "{err}");
+    // Another admin may go while an enabled admin remains (a disabled
+    // admin counts for nothing).
+    let (status, _) = h
+        .api(
+            &token,
+            "PATCH",
+            &format!("/api/v1/users/{second}"),
+            Some(serde_json::json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = h
+        .api(&token, "DELETE", &format!("/api/v1/users/{second}"), None)
+        .await;
+    assert_eq!(status, 204, "a disabled admin may go");
+    let mut c = h.state.store.read().await.unwrap();
+    assert_eq!(rm_store::users::count(&mut c).await.unwrap(), 1);
 }

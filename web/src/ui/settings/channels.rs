@@ -47,6 +47,8 @@ pub struct ChannelForm {
     pub token: String,
     pub user: String,
     pub password: String,
+    /// A checkbox on the edit page: drop the saved signing secret.
+    pub clear_secret: Option<String>,
     /// `save` or `test`.
     pub action: String,
 }
@@ -290,6 +292,9 @@ impl ChannelsPage {
     pub fn error(&self, field: &str) -> Option<&str> {
         self.errors.get(field)
     }
+    pub fn signed(&self, c: &ChannelViewBody) -> bool {
+        c.summary["signed"] == true
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -386,6 +391,7 @@ pub async fn create(
             name: Some(form.name.clone()),
             enabled: Some(form.is_enabled()),
             definition: Some(d),
+            clear_secret: None,
         });
         match body {
             Ok(body) => match api::create_channel(&state, &who, body).await {
@@ -433,6 +439,10 @@ impl ChannelPage {
     }
     pub fn error(&self, field: &str) -> Option<&str> {
         self.errors.get(field)
+    }
+    /// Whether the saved channel signs its requests.
+    pub fn signed(&self, c: &ChannelViewBody) -> bool {
+        c.summary["signed"] == true
     }
 }
 
@@ -544,6 +554,7 @@ pub async fn update(
                     name: Some(form.name.clone()),
                     enabled: Some(form.is_enabled()),
                     definition,
+                    clear_secret: Some(form.clear_secret.is_some()),
                 };
                 match api::update_channel(&state, &who, id.clone(), body).await {
                     Ok(_) => {

@@ -1,6 +1,7 @@
 //! Settings → Users (admin): add an account, change its role, disable or
-//! enable it, reset its password. The last enabled admin cannot be
-//! demoted or disabled (the service function refuses, with the reason).
+//! enable it, reset its password, delete it (confirmed by name; never your
+//! own). The last enabled admin cannot be demoted, disabled or deleted
+//! (the service function refuses, with the reason).
 
 use askama::Template;
 use axum::Form;
@@ -75,6 +76,9 @@ fn notice_text(n: &Notice) -> Option<String> {
         "role" => Some(format!("Role of {who} changed.")),
         "disabled" => Some(format!("{who} is disabled and signed out everywhere.")),
         "enabled" => Some(format!("{who} can sign in again.")),
+        "deleted" => Some(format!(
+            "Account {who} deleted; its sessions and API tokens have ended."
+        )),
         "password" => Some(format!(
             "Password of {who} reset; their sessions have ended."
         )),
@@ -205,6 +209,45 @@ pub async fn change(
     };
     match api::update_user(&state, &who, &id, &body).await {
         Ok(u) => done(what, &u.name),
+        Err(e) => {
+            let add = AddForm {
+                role: "viewer".into(),
+                ..AddForm::default()
+            };
+            let row = Some((id, e.message.clone()));
+            shown(
+                page(&state, &who, add, FormErrors::default(), row, None).await,
+                &who,
+                status_of(&e),
+            )
+        }
+    }
+}
+
+/// The delete confirmation checkbox.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteForm {
+    pub confirm: String,
+}
+
+/// `POST /settings/users/{id}/delete`: delete an account (confirmed).
+pub async fn delete(
+    State(state): State<AppState>,
+    RequireAdmin(who): RequireAdmin,
+    Path(id): Path<String>,
+    Form(f): Form<DeleteForm>,
+) -> Response {
+    let done_or = if f.confirm == "1" {
+        api::delete_user(&state, &who, &id).await
+    } else {
+        Err(ApiError::invalid(
+            "confirm",
+            "tick the box to confirm the deletion",
+        ))
+    };
+    match done_or {
+        Ok(name) => done("deleted", &name),
         Err(e) => {
             let add = AddForm {
                 role: "viewer".into(),

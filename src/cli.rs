@@ -64,7 +64,7 @@ enum Command {
     /// Run the embedded bus (a core-NATS server) on its own.
     Bus(BusArgs),
     /// Run everything in one process: embedded bus, control plane, notifier.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Operator actions from the server's command line (add a host, ...).
     Admin(crate::admin::AdminArgs),
     /// Run the web role on its own (HTTPS, accounts, the JSON API), against
@@ -139,7 +139,8 @@ struct ControlplaneArgs {
     /// The web service's URL, printed in enrollment commands.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     server_url: String,
-    /// SHA-256 fingerprint of the web service's TLS certificate.
+    /// SHA-256 fingerprint enrollment commands pin [default: that of the
+    /// installation's CA in DATA_DIR/ca, if there is one].
     #[arg(long)]
     server_fingerprint: Option<String>,
     /// Agents' heartbeat interval in seconds.
@@ -319,9 +320,22 @@ struct WebArgs {
     /// Where to listen (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: std::net::SocketAddr,
-    /// Extra DNS names or addresses for the certificate (first start).
+    /// Extra DNS names or addresses for the certificate (issued by the
+    /// installation's CA in DATA_DIR/ca; the listen address and loopback
+    /// are always in it).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Life of each certificate the CA issues, in seconds; renewed at two
+    /// thirds of it without dropping connections [default: 90 days].
+    #[arg(long, default_value_t = rm_bus::pki::ca::LEAF_LIFE.as_secs())]
+    tls_life_secs: u64,
+    /// Your own certificate chain (PEM) instead of one issued by the CA;
+    /// needs --tls-key. Enrollment then pins this certificate.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Reverse proxies (addresses or CIDR ranges; repeat or separate with
     /// commas) whose X-Forwarded-For names the client for the login
     /// throttle, sessions and the audit log [default: none: the TCP peer
@@ -364,11 +378,17 @@ struct BusArgs {
     /// Most connections served at once.
     #[arg(long, default_value_t = 65_536)]
     max_connections: usize,
+    /// Accept plain (unencrypted) connections although --listen is beyond
+    /// loopback; without it such a bus needs --tls-cert.
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum AuthorityCmd {
-    /// Create the keys in DATA_DIR/bus (if missing) and print their public halves.
+    /// Create the keys in DATA_DIR/bus and the certificate authority in
+    /// DATA_DIR/ca (if missing) and print their public halves and the
+    /// fingerprint enrollment commands pin.
     Init {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
@@ -471,6 +491,7 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
     let mut config = ServerConfig::new(listen, auth);
     config.limits.max_payload = args.max_payload;
     config.limits.max_connections = args.max_connections;
+    config.allow_plaintext = args.allow_plaintext;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(tls::server_config_from_files(cert, key)?);
     }
@@ -498,6 +519,16 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
         heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
         ..rm_controlplane::Timings::default()
     });
+    let server_fingerprint = match args.server_fingerprint {
+        Some(fp) => Some(fp),
+        None => {
+            let dir = rm_bus::pki::ca::dir_of(&args.data_dir);
+            dir.join(rm_bus::pki::ca::CA_CERT)
+                .exists()
+                .then(|| rm_bus::pki::Ca::load(&dir).map(|ca| ca.fingerprint()))
+                .transpose()?
+        }
+    };
     let config = rm_controlplane::Config {
         data_dir: args.data_dir,
         db_path: args.db,
@@ -505,7 +536,7 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
         agent_bus_urls,
         authority,
         server_url: args.server_url,
-        server_fingerprint: args.server_fingerprint,
+        server_fingerprint,
         timings,
         clock: rm_bus::clock::system(),
     };
@@ -546,6 +577,8 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
         rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
     config.db_path = args.db;
     config.tls_names = args.tls_names;
+    config.tls_life = std::time::Duration::from_secs(args.tls_life_secs.max(1));
+    config.tls_files = args.tls_cert.zip(args.tls_key);
     config.agent_dir = args.agent_dir;
     config.auth.trusted_proxies = args.trusted_proxies;
     Ok(config)
@@ -609,7 +642,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(cmd) => runtime()?.block_on(crate::accounts::user(cmd)),
         Command::Token(cmd) => runtime()?.block_on(crate::accounts::token(cmd)),
         Command::Serve(args) => {
-            runtime()?.block_on(async { crate::serve::run(args, shutdown_signal()).await })
+            runtime()?.block_on(async { crate::serve::run(*args, shutdown_signal()).await })
         }
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Seed(args) => runtime()?.block_on(crate::seed::run(args)),
@@ -619,6 +652,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("account:         {}", a.account_public_key());
             println!("signing key:     {}", a.signing_public_key());
             println!("system account:  {}", a.system_account_public_key());
+            let ca = rm_web::tls::load_ca(&data_dir)?;
+            println!("CA fingerprint:  {}", ca.fingerprint());
             Ok(())
         }
         Command::Authority(AuthorityCmd::Creds {

@@ -15,4 +15,5 @@ mod first_start;
 mod notifier;
 mod serve;
 mod standalone;
+mod tls;
 mod walkthrough;

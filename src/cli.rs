@@ -493,6 +493,7 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
     config.limits.max_connections = args.max_connections;
     config.allow_plaintext = args.allow_plaintext;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        rm_bus::pki::expiry::warn_at_start(listen, cert);
         config.tls = Some(tls::server_config_from_files(cert, key)?);
     }
     Ok(config)

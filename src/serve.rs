@@ -162,6 +162,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
 
     let fingerprint = match &args.web_tls_cert {
         Some(cert) => {
+            rm_bus::pki::expiry::warn_at_start(args.web_listen, cert);
             let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             rm_bus::pki::fingerprint_of(&rm_bus::pki::verify::first_cert(&pem)?)
         }
@@ -399,6 +400,7 @@ fn bus_tls(
                 rm_controlplane::AGENT_BUS_CA
             );
         }
+        rm_bus::pki::expiry::warn_at_start(args.bus_listen, cert);
         return Ok(Some(BusTls {
             config: rm_bus::server::tls::server_config_from_files(cert, key)?,
             ca_pem,

@@ -128,10 +128,15 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
             .with_context(|| format!("binding the web service to {addr}"))?,
     };
     let source = match &config.tls_files {
-        Some((cert, key)) => tls::Source::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
+        Some((cert, key)) => {
+            if let Ok(a) = listener.local_addr() {
+                rm_bus::pki::expiry::warn_at_start(a, cert);
+            }
+            tls::Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+        }
         None => {
             let mut names = config.tls_names.clone();
             if let Ok(a) = listener.local_addr() {

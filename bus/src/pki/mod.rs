@@ -4,12 +4,15 @@
 //! that trusts only that authority.
 //!
 //! - [`ca`]: the authority's files, its fingerprint, issuing leaves.
+//! - [`expiry`]: when an operator-provided certificate expires, and the
+//!   start-up warning when that is near.
 //! - [`reload`]: a rustls certificate resolver whose certificate is swapped
 //!   for new handshakes, and the renewal task.
 //! - [`verify`]: client configurations that trust exactly one CA (or one
 //!   pinned fingerprint) and say why a server is refused.
 
 pub mod ca;
+pub mod expiry;
 pub mod reload;
 pub mod verify;
 

@@ -120,6 +120,10 @@ struct NotifierArgs {
     /// sender the bus lets publish to the notifier).
     #[arg(long = "trusted-sender-xkey")]
     trusted_sender_xkeys: Vec<String>,
+    /// Trust only this CA (PEM) for a tls:// bus, e.g. the installation's
+    /// DATA_DIR/ca/ca-cert.pem [default: the system's roots].
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -406,6 +410,27 @@ enum AuthorityCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Issue a certificate for a nats-server (or any bus) from the
+    /// installation's CA in DATA_DIR/ca: PEM chain and key (0600) files.
+    /// Agents verify a tls:// bus against that CA. Renew it before it
+    /// expires (run this again and reload the server).
+    BusCert {
+        #[arg(long, default_value = "/var/lib/restic-manager")]
+        data_dir: PathBuf,
+        /// DNS names or addresses agents and roles use to reach the bus
+        /// (repeat; loopback is always included).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+        /// The certificate chain file to write.
+        #[arg(long)]
+        cert_out: PathBuf,
+        /// The private key file to write (0600).
+        #[arg(long)]
+        key_out: PathBuf,
+    },
     /// Print the nats-server configuration (operator mode, full resolver)
     /// that trusts this installation's keys.
     NatsConfig {
@@ -574,6 +599,8 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
+    // a tls:// bus is trusted as agents trust it (DATA_DIR/ca)
+    connect.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
     let mut config =
         rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
     config.db_path = args.db;
@@ -592,6 +619,8 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
+    // a tls:// bus is trusted as agents trust it (DATA_DIR/ca)
+    connect.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
     if let Some(v) = args.events_capacity {
         connect.events_capacity = v.max(1);
     }
@@ -677,6 +706,27 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} ({} credentials)", out.display(), role.name());
             Ok(())
         }
+        Command::Authority(AuthorityCmd::BusCert {
+            data_dir,
+            names,
+            days,
+            cert_out,
+            key_out,
+        }) => {
+            let ca = rm_web::tls::load_ca(&data_dir)?;
+            let life = std::time::Duration::from_secs(days.max(1) * 86_400);
+            let leaf = ca.issue(&names, life, std::time::SystemTime::now())?;
+            rm_bus::creds::authority::write_private(&key_out, leaf.key_pem().as_bytes())?;
+            std::fs::write(&cert_out, leaf.chain_pem())
+                .with_context(|| format!("writing {}", cert_out.display()))?;
+            eprintln!(
+                "wrote {} and {} (valid {days} days, CA {})",
+                cert_out.display(),
+                key_out.display(),
+                ca.fingerprint()
+            );
+            Ok(())
+        }
         Command::Authority(AuthorityCmd::NatsConfig {
             data_dir,
             resolver_dir,
@@ -709,6 +759,12 @@ fn run_notifier(args: NotifierArgs) -> Result<()> {
     spec.urls = args.nats_urls;
     spec.name = format!("notifier {instance}");
     spec.retry_on_initial_connect = true;
+    if let Some(path) = &args.nats_ca {
+        spec.tls_ca_pem = Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--nats-ca: reading {}", path.display()))?,
+        );
+    }
     let mut config = rm_notifier::NotifierConfig::new(spec, xkey);
     config.instance = instance;
     config.attempt_timeout = std::time::Duration::from_millis(args.attempt_timeout_ms);

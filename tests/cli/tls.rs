@@ -118,3 +118,46 @@ async fn serve_beyond_loopback_serves_the_bus_over_tls_from_its_ca_which_the_age
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status}");
 }
+
+#[tokio::test]
+async fn authority_bus_cert_issues_a_nats_server_certificate_from_the_installation_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("bus-cert.pem");
+    let key = dir.path().join("bus-key.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .args(["authority", "bus-cert", "--data-dir"])
+        .arg(dir.path())
+        .args(["--name", "bus.example", "--days", "30", "--cert-out"])
+        .arg(&cert)
+        .arg("--key-out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // a server with it passes a client that trusts only the installation's CA
+    let server = rm_bus::server::tls::server_config_from_files(&cert, &key).unwrap();
+    let ca_pem = std::fs::read(dir.path().join("ca/ca-cert.pem")).unwrap();
+    let client = rm_bus::pki::verify::trusting_ca(&ca_pem).unwrap();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let accept = tokio::spawn(async move {
+        tokio_rustls::TlsAcceptor::from(server)
+            .accept(b)
+            .await
+            .map(|_| ())
+    });
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("bus.example").unwrap(), a)
+        .await
+        .expect("the certificate is from the installation's CA, for bus.example");
+    // the server's side finished its handshake too (it may see the client
+    // go away while sending session tickets)
+    let _ = accept.await.unwrap();
+    drop(tls);
+}

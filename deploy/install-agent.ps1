@@ -4,8 +4,9 @@
 #   .\install-agent.ps1 -Server https://backup.example.net:8443 `
 #       -Token TOKEN -Fingerprint sha256:HEX [-Name NAME] [-NoService]
 #
-# It checks the server certificate's SHA-256 against -Fingerprint before
-# downloading anything, downloads restic-manager-agent-windows-<arch>.exe
+# It checks -Fingerprint before downloading anything: the SHA-256 of the
+# installation's CA that issued the server's certificate for this host (or,
+# for an operator-provided certificate, of that certificate itself), downloads restic-manager-agent-windows-<arch>.exe
 # and its .sha256 over that pinned connection, checks the hash, installs
 # it under $env:ProgramFiles\restic-manager, enrolls and registers the
 # Windows service (`restic-manager-agent install`).
@@ -26,13 +27,20 @@ if (-not $Server.StartsWith("https://")) { throw "-Server must be an https:// UR
 $Server = $Server.TrimEnd("/")
 $want = $Fingerprint.ToLower().Replace("sha256:", "").Replace(":", "")
 
-# 1. pin: accept exactly the certificate whose SHA-256 is the fingerprint
+# 1. pin: the certificate itself, or the CA in its chain that issued it
+#    for this host name, has the fingerprint's SHA-256
 $handler = New-Object System.Net.Http.HttpClientHandler
 $handler.ServerCertificateCustomValidationCallback = {
     param($req, $cert, $chain, $errors)
     $sha = [System.Security.Cryptography.SHA256]::Create()
-    $hex = -join ($sha.ComputeHash($cert.RawData) | ForEach-Object { $_.ToString("x2") })
-    return $hex -eq $want
+    $hexOf = { param($c) -join ($sha.ComputeHash($c.RawData) | ForEach-Object { $_.ToString("x2") }) }
+    if ((& $hexOf $cert) -eq $want) { return $true }
+    # the CA is not in the machine's store: only an untrusted root may be wrong
+    $nameOk = -not ($errors -band [System.Net.Security.SslPolicyErrors]::RemoteCertificateNameMismatch)
+    $elements = @($chain.ChainElements | ForEach-Object { $_.Certificate })
+    if ($elements.Count -lt 2) { return $false }
+    $root = $elements[$elements.Count - 1]
+    return $nameOk -and ((& $hexOf $root) -eq $want)
 }
 $client = New-Object System.Net.Http.HttpClient($handler)
 

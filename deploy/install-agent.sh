@@ -12,8 +12,11 @@
 #
 # (the web UI's "add host" page and `restic-manager admin host-add` print
 # the token and fingerprint). Steps:
-#  1. fetches the web service's certificate and refuses to go on unless its
-#     SHA-256 is the fingerprint given (the same pin the agent uses);
+#  1. fetches the web service's certificate chain and refuses to go on
+#     unless the fingerprint given is the SHA-256 of the installation's CA
+#     in it (which must have issued the certificate, for this host) or of
+#     the certificate itself (an operator-provided one) -- the same pin the
+#     agent uses;
 #  2. downloads restic-manager-agent-linux-<arch> and its .sha256 over a
 #     connection pinned to that certificate's key, and checks the hash;
 #  3. installs it as PREFIX/bin/restic-manager-agent (and restic with apt
@@ -61,13 +64,28 @@ host=${host#[}; host=${host%]}
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
-# 1. the certificate, checked against the fingerprint
-openssl s_client -connect "$hostport" -servername "$host" </dev/null 2>/dev/null \
-  | openssl x509 -outform PEM >"$TMP/cert.pem" 2>/dev/null \
-  || die "could not fetch the certificate of $hostport"
-got=$(openssl x509 -in "$TMP/cert.pem" -outform DER | sha256sum | cut -d' ' -f1)
+# 1. the certificate chain, checked against the fingerprint
+openssl s_client -connect "$hostport" -servername "$host" -showcerts </dev/null 2>/dev/null \
+  | awk -v dir="$TMP" '/-----BEGIN CERTIFICATE-----/{n++; f=dir "/chain-" n ".pem"; on=1} on{print > f} /-----END CERTIFICATE-----/{on=0; close(f)}'
+[ -s "$TMP/chain-1.pem" ] || die "could not fetch the certificate of $hostport"
+cp "$TMP/chain-1.pem" "$TMP/cert.pem"
 want=$(printf '%s' "${FINGERPRINT#sha256:}" | tr -d ':' | tr 'A-F' 'a-f')
-[ "$got" = "$want" ] || die "the server's certificate is sha256:$got, not the expected $FINGERPRINT: refusing to continue"
+sha_of() { openssl x509 -in "$1" -outform DER | sha256sum | cut -d' ' -f1; }
+got=$(sha_of "$TMP/cert.pem")
+if [ "$got" != "$want" ]; then
+  ca=""
+  for c in "$TMP"/chain-*.pem; do
+    [ "$(sha_of "$c")" = "$want" ] && ca=$c
+  done
+  [ -n "$ca" ] || die "neither the server's certificate (sha256:$got) nor a CA it sent has the expected fingerprint $FINGERPRINT: refusing to continue"
+  case "$host" in
+    *[!0-9.:a-fA-F]*) name_check="-verify_hostname $host" ;;
+    *) name_check="-verify_ip $host" ;;
+  esac
+  # shellcheck disable=SC2086
+  openssl verify -no-CApath -CAfile "$ca" $name_check "$TMP/cert.pem" >/dev/null 2>&1 \
+    || die "the server's certificate is not issued for $host by the CA with fingerprint $FINGERPRINT: refusing to continue"
+fi
 pin=$(openssl x509 -in "$TMP/cert.pem" -pubkey -noout | openssl pkey -pubin -outform DER \
   | openssl dgst -sha256 -binary | openssl base64 -A)
 fetch() { curl -fsS --proto '=https' -k --pinnedpubkey "sha256//$pin" -o "$2" "$SERVER$1"; }

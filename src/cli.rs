@@ -64,7 +64,7 @@ enum Command {
     /// Run the embedded bus (a core-NATS server) on its own.
     Bus(BusArgs),
     /// Run everything in one process: embedded bus, control plane, notifier.
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Operator actions from the server's command line (add a host, ...).
     Admin(crate::admin::AdminArgs),
     /// Run the web role on its own (HTTPS, accounts, the JSON API), against
@@ -131,6 +131,10 @@ struct NotifierArgs {
     /// sender the bus lets publish to the notifier).
     #[arg(long = "trusted-sender-xkey")]
     trusted_sender_xkeys: Vec<String>,
+    /// Trust only this CA (PEM) for a tls:// bus, e.g. the installation's
+    /// DATA_DIR/ca/ca-cert.pem [default: the system's roots].
+    #[arg(long)]
+    nats_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,7 +159,8 @@ struct ControlplaneArgs {
     /// The web service's URL, printed in enrollment commands.
     #[arg(long, default_value = "https://127.0.0.1:8443")]
     server_url: String,
-    /// SHA-256 fingerprint of the web service's TLS certificate.
+    /// SHA-256 fingerprint enrollment commands pin [default: that of the
+    /// installation's CA in DATA_DIR/ca, if there is one].
     #[arg(long)]
     server_fingerprint: Option<String>,
     /// Agents' heartbeat interval in seconds.
@@ -343,9 +348,22 @@ struct WebArgs {
     /// Where to listen (HTTPS).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: std::net::SocketAddr,
-    /// Extra DNS names or addresses for the certificate (first start).
+    /// Extra DNS names or addresses for the certificate (issued by the
+    /// installation's CA in DATA_DIR/ca; the listen address and loopback
+    /// are always in it).
     #[arg(long = "tls-name")]
     tls_names: Vec<String>,
+    /// Life of each certificate the CA issues, in seconds; renewed at two
+    /// thirds of it without dropping connections [default: 90 days].
+    #[arg(long, default_value_t = rm_bus::pki::ca::LEAF_LIFE.as_secs())]
+    tls_life_secs: u64,
+    /// Your own certificate chain (PEM) instead of one issued by the CA;
+    /// needs --tls-key. Enrollment then pins this certificate.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Reverse proxies (addresses or CIDR ranges; repeat or separate with
     /// commas) whose X-Forwarded-For names the client for the login
     /// throttle, sessions and the audit log [default: none: the TCP peer
@@ -388,11 +406,17 @@ struct BusArgs {
     /// Most connections served at once.
     #[arg(long, default_value_t = 65_536)]
     max_connections: usize,
+    /// Accept plain (unencrypted) connections although --listen is beyond
+    /// loopback; without it such a bus needs --tls-cert.
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum AuthorityCmd {
-    /// Create the keys in DATA_DIR/bus (if missing) and print their public halves.
+    /// Create the keys in DATA_DIR/bus and the certificate authority in
+    /// DATA_DIR/ca (if missing) and print their public halves and the
+    /// fingerprint enrollment commands pin.
     Init {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
@@ -411,6 +435,27 @@ enum AuthorityCmd {
         /// The file to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Issue a certificate for a nats-server (or any bus) from the
+    /// installation's CA in DATA_DIR/ca: PEM chain and key (0600) files.
+    /// Agents verify a tls:// bus against that CA. Renew it before it
+    /// expires (run this again and reload the server).
+    BusCert {
+        #[arg(long, default_value = "/var/lib/restic-manager")]
+        data_dir: PathBuf,
+        /// DNS names or addresses agents and roles use to reach the bus
+        /// (repeat; loopback is always included).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+        /// The certificate chain file to write.
+        #[arg(long)]
+        cert_out: PathBuf,
+        /// The private key file to write (0600).
+        #[arg(long)]
+        key_out: PathBuf,
     },
     /// Print the nats-server configuration (operator mode, full resolver)
     /// that trusts this installation's keys: for one server, a node of a
@@ -566,7 +611,9 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
     let mut config = ServerConfig::new(listen, auth);
     config.limits.max_payload = args.max_payload;
     config.limits.max_connections = args.max_connections;
+    config.allow_plaintext = args.allow_plaintext;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        rm_bus::pki::expiry::warn_at_start(listen, cert);
         config.tls = Some(tls::server_config_from_files(cert, key)?);
     }
     Ok(config)
@@ -593,6 +640,16 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
         heartbeat: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
         ..rm_controlplane::Timings::default()
     });
+    let server_fingerprint = match args.server_fingerprint {
+        Some(fp) => Some(fp),
+        None => {
+            let dir = rm_bus::pki::ca::dir_of(&args.data_dir);
+            dir.join(rm_bus::pki::ca::CA_CERT)
+                .exists()
+                .then(|| rm_bus::pki::Ca::load(&dir).map(|ca| ca.fingerprint()))
+                .transpose()?
+        }
+    };
     let config = rm_controlplane::Config {
         data_dir: args.data_dir,
         db_path: args.db,
@@ -600,7 +657,7 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
         agent_bus_urls,
         authority,
         server_url: args.server_url,
-        server_fingerprint: args.server_fingerprint,
+        server_fingerprint,
         timings,
         clock: rm_bus::clock::system(),
     };
@@ -637,10 +694,14 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
+    // a tls:// bus is trusted as agents trust it (DATA_DIR/ca)
+    connect.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
     let mut config =
         rm_web::WebConfig::new(args.data_dir, connect, rm_web::Listen::Addr(args.listen));
     config.db_path = args.db;
     config.tls_names = args.tls_names;
+    config.tls_life = std::time::Duration::from_secs(args.tls_life_secs.max(1));
+    config.tls_files = args.tls_cert.zip(args.tls_key);
     config.agent_dir = args.agent_dir;
     config.auth.trusted_proxies = args.trusted_proxies;
     Ok(config)
@@ -653,6 +714,8 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
     connect.retry_on_initial_connect = true;
+    // a tls:// bus is trusted as agents trust it (DATA_DIR/ca)
+    connect.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
     if let Some(v) = args.events_capacity {
         connect.events_capacity = v.max(1);
     }
@@ -704,7 +767,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(cmd) => runtime()?.block_on(crate::accounts::user(cmd)),
         Command::Token(cmd) => runtime()?.block_on(crate::accounts::token(cmd)),
         Command::Serve(args) => {
-            runtime()?.block_on(async { crate::serve::run(args, shutdown_signal()).await })
+            runtime()?.block_on(async { crate::serve::run(*args, shutdown_signal()).await })
         }
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Seed(args) => runtime()?.block_on(crate::seed::run(args)),
@@ -714,6 +777,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("account:         {}", a.account_public_key());
             println!("signing key:     {}", a.signing_public_key());
             println!("system account:  {}", a.system_account_public_key());
+            let ca = rm_web::tls::load_ca(&data_dir)?;
+            println!("CA fingerprint:  {}", ca.fingerprint());
             Ok(())
         }
         Command::Authority(AuthorityCmd::Creds {
@@ -738,12 +803,35 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {} ({role} credentials)", out.display());
             Ok(())
         }
+        Command::Authority(AuthorityCmd::BusCert {
+            data_dir,
+            names,
+            days,
+            cert_out,
+            key_out,
+        }) => {
+            let ca = rm_web::tls::load_ca(&data_dir)?;
+            let life = std::time::Duration::from_secs(days.max(1) * 86_400);
+            let leaf = ca.issue(&names, life, std::time::SystemTime::now())?;
+            rm_bus::creds::authority::write_private(&key_out, leaf.key_pem().as_bytes())?;
+            std::fs::write(&cert_out, leaf.chain_pem())
+                .with_context(|| format!("writing {}", cert_out.display()))?;
+            eprintln!(
+                "wrote {} and {} (valid {days} days, CA {})",
+                cert_out.display(),
+                key_out.display(),
+                ca.fingerprint()
+            );
+            Ok(())
+        }
         Command::Authority(AuthorityCmd::NatsConfig(args)) => {
             let a = load_authority(&args.data_dir)?;
             print!(
                 "{}",
                 server_config::render_layout(&a, &args.resolver_dir, &args.layout())?
             );
+            Ok(())
+        }
             Ok(())
         }
         Command::ControlplaneBackup(args) => {
@@ -777,6 +865,12 @@ fn run_notifier(args: NotifierArgs) -> Result<()> {
     spec.urls = args.nats_urls;
     spec.name = format!("notifier {instance}");
     spec.retry_on_initial_connect = true;
+    if let Some(path) = &args.nats_ca {
+        spec.tls_ca_pem = Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--nats-ca: reading {}", path.display()))?,
+        );
+    }
     let mut config = rm_notifier::NotifierConfig::new(spec, xkey);
     config.instance = instance;
     config.attempt_timeout = std::time::Duration::from_millis(args.attempt_timeout_ms);

@@ -34,9 +34,40 @@ pub struct ServeArgs {
     /// commands (default: https://<web-listen>).
     #[arg(long)]
     pub server_url: Option<String>,
-    /// Extra DNS names or addresses for the web certificate (first start).
+    /// Extra DNS names or addresses for the bus and web certificates
+    /// (issued by the installation's CA in <data-dir>/ca; the listen
+    /// addresses, the hosts of --server-url and --agent-nats-url, and
+    /// loopback are always in them).
     #[arg(long = "tls-name")]
     pub tls_names: Vec<String>,
+    /// Life of each bus and web certificate the installation's CA issues,
+    /// in seconds; renewed at two thirds of it without dropping
+    /// connections [default: 90 days].
+    #[arg(long, default_value_t = rm_bus::pki::ca::LEAF_LIFE.as_secs())]
+    pub tls_life_secs: u64,
+    /// The web service's own certificate chain (PEM) instead of one issued
+    /// by the installation's CA; needs --web-tls-key. Enrollment commands
+    /// then pin this certificate (renew it yourself).
+    #[arg(long, requires = "web_tls_key")]
+    pub web_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --web-tls-cert.
+    #[arg(long, requires = "web_tls_cert")]
+    pub web_tls_key: Option<PathBuf>,
+    /// The bus's own certificate chain (PEM) instead of one issued by the
+    /// installation's CA; needs --bus-tls-key. Put the CA that issued it in
+    /// <data-dir>/ca/agent-bus-ca.pem: agents get it at enrollment and the
+    /// roles in this process trust it (the certificate must be valid for
+    /// 127.0.0.1 too).
+    #[arg(long, requires = "bus_tls_key")]
+    pub bus_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --bus-tls-cert.
+    #[arg(long, requires = "bus_tls_cert")]
+    pub bus_tls_key: Option<PathBuf>,
+    /// Let the bus accept plain (unencrypted) connections although it
+    /// listens beyond loopback. Without it such a bus serves TLS from the
+    /// installation's CA. On loopback the bus is always plain.
+    #[arg(long)]
+    pub bus_allow_plaintext: bool,
     /// Reverse proxies (addresses or CIDR ranges; repeat or separate with
     /// commas) whose X-Forwarded-For names the client for the login
     /// throttle, sessions and the audit log [default: none: the TCP peer
@@ -99,6 +130,10 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         Authority::load_or_create(&args.data_dir.join("bus"), rm_bus::clock::system())
             .context("loading the credential authority")?,
     );
+    let tls_life = Duration::from_secs(args.tls_life_secs.max(1));
+    let ca = Arc::new(rm_web::tls::load_ca(&args.data_dir)?);
+    let names = cert_names(&args);
+    let bus_tls = bus_tls(&args, &ca, &names, tls_life)?;
     let mut bus_config = ServerConfig::new(
         args.bus_listen,
         Auth::Operator(OperatorAuth {
@@ -109,18 +144,34 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         }),
     );
     bus_config.server_name = "restic-manager".into();
-    if !args.bus_listen.ip().is_loopback() {
-        tracing::warn!(listen = %args.bus_listen, "the bus listens beyond loopback without TLS; put it behind TLS before exposing it");
+    bus_config.allow_plaintext = args.bus_allow_plaintext;
+    if bus_tls.is_none() && !args.bus_listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.bus_listen, "the bus accepts plain connections beyond loopback (--bus-allow-plaintext)");
     }
+    let (bus_tls_ca, bus_renewal) = match bus_tls {
+        Some(t) => {
+            bus_config.tls = Some(t.config);
+            (Some(t.ca_pem), t.renewal)
+        }
+        None => (None, None),
+    };
     let server = Server::start(bus_config)
         .await
         .context("starting the embedded bus")?;
-    let bus_url = server.url();
+    let bus_url = internal_url(&server);
     tracing::info!(url = %bus_url, "embedded bus listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let bus_renewal = bus_renewal.map(|r| tokio::spawn(r.run(stopped(stop_rx.clone()))));
 
-    let identity = rm_web::tls::load_or_create(&args.data_dir.join("web"), &args.tls_names)?;
+    let fingerprint = match &args.web_tls_cert {
+        Some(cert) => {
+            rm_bus::pki::expiry::warn_at_start(args.web_listen, cert);
+            let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            rm_bus::pki::fingerprint_of(&rm_bus::pki::verify::first_cert(&pem)?)
+        }
+        None => ca.fingerprint(),
+    };
     let web_listener = tokio::net::TcpListener::bind(args.web_listen)
         .await
         .with_context(|| format!("binding the web service to {}", args.web_listen))?;
@@ -130,7 +181,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             web_listener.local_addr().map_or(args.web_listen, |a| a)
         )
     });
-    tracing::info!(url = %server_url, fingerprint = %identity.fingerprint, "web service listening");
+    tracing::info!(url = %server_url, %fingerprint, "web service listening");
 
     let cp_config = rm_controlplane::Config {
         data_dir: args.data_dir.clone(),
@@ -143,7 +194,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         },
         authority: authority.clone(),
         server_url: server_url.clone(),
-        server_fingerprint: Some(identity.fingerprint.clone()),
+        server_fingerprint: Some(fingerprint.clone()),
         timings: rm_controlplane::Timings {
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
             ..rm_controlplane::Timings::default()
@@ -156,6 +207,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let creds = authority.mint_new_user("notifier", Role::Notifier.permissions())?;
     let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Notifier);
     spec.retry_on_initial_connect = true;
+    spec.tls_ca_pem = bus_tls_ca.clone();
     let mut n_config = rm_notifier::NotifierConfig::new(spec, notifier_key);
     n_config.instance = "serve".into();
     // Open only what the alerts role sealed (same data dir, same key file).
@@ -167,6 +219,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let creds = authority.mint_new_user("alerts", Role::Alerts.permissions())?;
     let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Alerts);
     spec.retry_on_initial_connect = true;
+    spec.tls_ca_pem = bus_tls_ca.clone();
     let a_config = rm_alerts::Config {
         data_dir: args.data_dir.clone(),
         db_path: None,
@@ -182,13 +235,16 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let web_creds = authority.mint_new_user("web", Role::Web.permissions())?;
     let mut web_spec = ConnectSpec::new(bus_url.clone(), web_creds, &Role::Web);
     web_spec.retry_on_initial_connect = true;
+    web_spec.tls_ca_pem = bus_tls_ca.clone();
     let web_addr = web_listener.local_addr()?;
     let mut w_config = rm_web::WebConfig::new(
         args.data_dir.clone(),
         web_spec.clone(),
         rm_web::Listen::Bound(web_listener),
     );
-    w_config.tls_names = args.tls_names.clone();
+    w_config.tls_names = names.clone();
+    w_config.tls_life = tls_life;
+    w_config.tls_files = args.web_tls_cert.clone().zip(args.web_tls_key.clone());
     w_config.print_setup_code = true;
     w_config.agent_dir = args.agent_dir.clone();
     w_config.auth.trusted_proxies = args.trusted_proxies.clone();
@@ -216,7 +272,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
             name: &name,
             web_bus: &state_bus,
             web_addr,
-            fingerprint: &identity.fingerprint,
+            fingerprint: &fingerprint,
             bus_url: &bus_url,
             restic_bin: &args.restic,
             heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
@@ -271,7 +327,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
 
     println!("restic-manager is running");
     println!("  bus: {bus_url}");
-    println!("  web: {server_url} (certificate {})", identity.fingerprint);
+    println!("  web: {server_url} (certificate {})", fingerprint);
     let demo = demo_ctx.map(|ctx| {
         use std::io::Write as _;
         let _ = writeln!(
@@ -330,8 +386,86 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     if let Some(rest) = demo_rest {
         rest.stop().await;
     }
+    if let Some(r) = bus_renewal {
+        let _ = r.await;
+    }
     server.shutdown().await;
     result
+}
+
+/// Names for the bus and web certificates: --tls-name, the listen
+/// addresses, and the hosts of --server-url and --agent-nats-url.
+fn cert_names(args: &ServeArgs) -> Vec<String> {
+    let mut names = args.tls_names.clone();
+    names.push(args.bus_listen.ip().to_string());
+    names.push(args.web_listen.ip().to_string());
+    let urls = args.server_url.iter().chain(&args.agent_nats_urls);
+    names.extend(urls.filter_map(|u| rm_bus::pki::ca::url_host(u)));
+    names
+}
+
+/// The bus's TLS: the operator's certificate, or one issued by the CA when
+/// it listens beyond loopback (unless plain is allowed), or none.
+struct BusTls {
+    config: Arc<rm_bus::pki::rustls::ServerConfig>,
+    /// What the roles in this process trust for it.
+    ca_pem: String,
+    renewal: Option<rm_bus::pki::Renewal>,
+}
+
+fn bus_tls(
+    args: &ServeArgs,
+    ca: &Arc<rm_bus::pki::Ca>,
+    names: &[String],
+    life: Duration,
+) -> Result<Option<BusTls>> {
+    if let (Some(cert), Some(key)) = (&args.bus_tls_cert, &args.bus_tls_key) {
+        let ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?.unwrap_or_default();
+        if !rm_bus::pki::ca::dir_of(&args.data_dir)
+            .join(rm_controlplane::AGENT_BUS_CA)
+            .exists()
+        {
+            anyhow::bail!(
+                "--bus-tls-cert: put the CA that issued it in {}/{} (agents verify the bus against it)",
+                rm_bus::pki::ca::dir_of(&args.data_dir).display(),
+                rm_controlplane::AGENT_BUS_CA
+            );
+        }
+        rm_bus::pki::expiry::warn_at_start(args.bus_listen, cert);
+        return Ok(Some(BusTls {
+            config: rm_bus::server::tls::server_config_from_files(cert, key)?,
+            ca_pem,
+            renewal: None,
+        }));
+    }
+    if args.bus_listen.ip().is_loopback() || args.bus_allow_plaintext {
+        return Ok(None);
+    }
+    let (renewal, config) = rm_bus::pki::Renewal::start(ca.clone(), names.to_vec(), life, "bus")?;
+    Ok(Some(BusTls {
+        config,
+        ca_pem: ca.cert_pem().to_owned(),
+        renewal: Some(renewal),
+    }))
+}
+
+/// The bus URL for the roles in this process: loopback when the bus
+/// listens on every address.
+fn internal_url(server: &Server) -> String {
+    let mut addr = server.local_addr();
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
+    let scheme = server
+        .url()
+        .split_once("://")
+        .map_or("nats", |(s, _)| s)
+        .to_owned();
+    format!("{scheme}://{addr}")
 }
 
 fn flatten(r: Result<Result<()>, tokio::task::JoinError>) -> Result<()> {

@@ -2,9 +2,11 @@
 //! the public halves with the one-time token to `POST /api/v1/enroll`, and
 //! stores the reply (host id, JWT, bus URLs, the control plane's xkey).
 //!
-//! The HTTPS call is pinned: the server's certificate must have the SHA-256
-//! fingerprint from the operator's command line, so the first contact is
-//! not trust-on-first-use. One small HTTP/1.1 exchange over tokio-rustls
+//! The HTTPS call is pinned: the SHA-256 fingerprint from the operator's
+//! command line must be the installation's CA (which issued the server's
+//! certificate for its name) or, as before the private CA, the server's
+//! certificate itself, so the first contact is not trust-on-first-use. The
+//! reply carries the CA the agent verifies the bus with (`bus-ca.pem`). One small HTTP/1.1 exchange over tokio-rustls
 //! with hyper's client connection; no general HTTP client in the agent.
 
 use std::sync::Arc;
@@ -14,11 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rm_bus::msg::{EnrollReply, EnrollRequest, PROTOCOL_VERSION, SvcError};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::ServerName;
 
 use crate::state::{Identity, StateDir};
 use crate::vitals;
@@ -57,70 +55,6 @@ impl std::str::FromStr for Fingerprint {
 impl std::fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "sha256:{}", data_encoding::HEXLOWER.encode(&self.0))
-    }
-}
-
-/// Accepts exactly the certificate with the pinned fingerprint; signatures
-/// are still verified, so only the holder of its key can answer.
-#[derive(Debug)]
-struct Pinned {
-    fingerprint: Fingerprint,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.fingerprint.0 {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(format!(
-                "the server's certificate has fingerprint {}, not the pinned {}",
-                Fingerprint(got),
-                self.fingerprint
-            )))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }
 
@@ -176,16 +110,7 @@ async fn post_json(
     body: Vec<u8>,
 ) -> Result<(u16, Bytes)> {
     let url = parse_url(server)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS setup")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint: pin.clone(),
-            provider,
-        }))
-        .with_no_client_auth();
+    let tls = rm_bus::pki::verify::pinned(pin.0)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
@@ -274,6 +199,16 @@ pub async fn enroll(
         enrolled_at_ms: now_ms,
     };
     state.commit_enrollment(&identity, &reply.jwt)?;
+    match &reply.bus_ca_pem {
+        Some(pem) => {
+            rm_bus::pki::verify::first_cert(pem.as_bytes())
+                .context("the server's bus CA is not a PEM certificate")?;
+            crate::state::write_durable(&state.path(crate::state::BUS_CA), pem.as_bytes(), false)?;
+        }
+        None => tracing::warn!(
+            "the server sent no bus CA (a server older than its private CA): tls:// bus servers are checked against this machine's trusted roots"
+        ),
+    }
     Ok(identity)
 }
 

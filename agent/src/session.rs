@@ -243,21 +243,20 @@ async fn connect(
     spec.urls = urls.to_vec();
     spec.name = format!("agent {host}");
     spec.retry_on_initial_connect = true;
+    spec.tls_ca_pem = bus_ca(state, urls)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let max = settings.timings.reconnect_max;
-    let mut opts = rm_bus::connect::options(&spec, Some(tx))?
+    let opts = rm_bus::connect::options(&spec, Some(tx))?
         .max_reconnects(None)
         .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max));
     // URLs given on the agent's command line or configuration are in the
     // operator's order of preference (the nearest node first); the
     // enrolled list is shared by the fleet and spreads it at random.
-    if settings.bus_urls.is_some() {
-        opts = opts.retain_servers_order();
-    }
-    let ca = state.path("bus-ca.pem");
-    if ca.exists() {
-        opts = opts.add_root_certificates(ca);
-    }
+    let opts = if settings.bus_urls.is_some() {
+        opts.retain_servers_order()
+    } else {
+        opts
+    };
     let addrs: Vec<async_nats::ServerAddr> = urls
         .iter()
         .map(|u| u.parse().with_context(|| format!("bad bus URL {u:?}")))
@@ -281,6 +280,26 @@ async fn connect(
         }
     });
     Ok(client)
+}
+
+/// The CA the bus must be issued by: `bus-ca.pem` from enrollment. An
+/// agent enrolled before the installation had a CA has none: it goes on
+/// trusting this machine's roots for `tls://` servers, and says so.
+pub fn bus_ca(state: &StateDir, urls: &[String]) -> Result<Option<String>> {
+    let path = state.path(crate::state::BUS_CA);
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => Ok(Some(pem)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if urls.iter().any(|u| u.starts_with("tls://")) {
+                tracing::warn!(
+                    file = %path.display(),
+                    "no bus CA stored (enrolled before the installation had its own CA): the bus certificate is checked against this machine's trusted roots only; re-enroll to verify it against the installation's CA"
+                );
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Reconnect delay: exponential from 250 ms to `max`, with the lower half

@@ -7,7 +7,9 @@
 //! <state>/nkey.seed       user nkey seed (0600, never leaves the endpoint)
 //! <state>/xkey.seed       xkey seed for sealed secrets (0600)
 //! <state>/agent.jwt       user JWT minted at enrollment (0600)
-//! <state>/bus-ca.pem      optional CA for tls:// bus URLs
+//! <state>/bus-ca.pem      the CA tls:// bus servers must be issued by
+//!                         (from enrollment; absent for agents enrolled
+//!                         before the installation had a CA)
 //! <state>/config.json     last config applied (schedules run from it offline)
 //! <state>/schedules.json  last slot fired per schedule
 //! <state>/lock-check.json repositories whose next job removes stale locks
@@ -25,6 +27,9 @@ use nkeys::{KeyPair, XKey};
 use rm_bus::HostId;
 use rm_bus::creds::UserCreds;
 use serde::{Deserialize, Serialize};
+
+/// The bus CA file in the state directory.
+pub const BUS_CA: &str = "bus-ca.pem";
 
 /// The default state directory of this platform.
 pub fn default_dir() -> PathBuf {

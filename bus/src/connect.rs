@@ -28,6 +28,9 @@ pub struct ConnectSpec {
     /// Most connection events kept for a caller that is behind
     /// (default [`EVENTS_CAPACITY`]).
     pub events_capacity: usize,
+    /// Trust only this CA (PEM) for `tls://` servers (and servers that
+    /// require TLS) instead of the system's roots.
+    pub tls_ca_pem: Option<String>,
 }
 
 impl ConnectSpec {
@@ -40,6 +43,7 @@ impl ConnectSpec {
             connect_timeout: Duration::from_secs(5),
             retry_on_initial_connect: false,
             events_capacity: EVENTS_CAPACITY,
+            tls_ca_pem: None,
         }
     }
 }
@@ -94,6 +98,9 @@ fn options_with(
     });
     if spec.retry_on_initial_connect {
         opts = opts.retry_on_initial_connect();
+    }
+    if let Some(pem) = &spec.tls_ca_pem {
+        opts = opts.tls_client_config(crate::pki::verify::trusting_ca(pem.as_bytes())?);
     }
     Ok(opts)
 }

@@ -13,6 +13,8 @@
 //! - [`clock`]: injectable time.
 //! - [`shutdown`]: stopping a process on SIGTERM / Ctrl-C.
 //! - [`server`]: the embedded core-NATS server (the default bus).
+//! - [`pki`]: the installation's private CA, issued certificates and their
+//!   renewal, and client-side trust.
 
 pub mod clock;
 pub mod connect;
@@ -20,6 +22,7 @@ pub mod creds;
 pub mod ids;
 pub mod msg;
 pub mod notify;
+pub mod pki;
 pub mod reqack;
 pub mod seal;
 pub mod server;

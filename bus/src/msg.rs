@@ -747,6 +747,11 @@ pub struct EnrollReply {
     pub bus_urls: Vec<String>,
     /// The control plane's public xkey: the sender of sealed secrets.
     pub controlplane_xkey: String,
+    /// The CA (PEM) the agent verifies `tls://` bus servers against:
+    /// the installation's CA unless the operator gave another. Absent
+    /// from servers older than the private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_ca_pem: Option<String>,
 }
 
 // ---------------------------------------------------------------- services and events

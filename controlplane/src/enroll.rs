@@ -253,5 +253,6 @@ async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
         jwt,
         bus_urls: cp.agent_bus_urls.clone(),
         controlplane_xkey: cp.xkey.public_key(),
+        bus_ca_pem: cp.bus_ca_pem.clone(),
     })
 }

@@ -197,6 +197,8 @@ pub(crate) struct Cp {
     pub t: Timings,
     pub server_url: String,
     pub server_fingerprint: Option<String>,
+    /// The CA agents verify the bus against (see [`bus_ca_pem`]).
+    pub bus_ca_pem: Option<String>,
     pub agent_bus_urls: Vec<String>,
     /// Wakes the dispatcher (a job was queued or a host said hello).
     pub dispatch_wake: Notify,
@@ -243,6 +245,31 @@ impl Cp {
     }
 }
 
+/// The file whose CA agents are given at enrollment to verify `tls://`
+/// bus servers, if the operator's bus certificate is not issued by the
+/// installation's CA: `<data_dir>/ca/agent-bus-ca.pem`.
+pub const AGENT_BUS_CA: &str = "agent-bus-ca.pem";
+
+/// The CA (PEM) agents get at enrollment: `<data_dir>/ca/agent-bus-ca.pem`
+/// when the operator put one there, else the installation's CA
+/// certificate, else none (an installation without a CA yet).
+pub fn bus_ca_pem(data_dir: &std::path::Path) -> Result<Option<String>> {
+    let dir = rm_bus::pki::ca::dir_of(data_dir);
+    for name in [AGENT_BUS_CA, rm_bus::pki::ca::CA_CERT] {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) => {
+                rm_bus::pki::verify::first_cert(pem.as_bytes())
+                    .with_context(|| format!("{} holds no certificate", path.display()))?;
+                return Ok(Some(pem));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(None)
+}
+
 /// Runs the control plane until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir)
@@ -285,6 +312,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     spec.urls = config.bus_urls.clone();
     spec.retry_on_initial_connect = true;
     spec.events_capacity = config.timings.events_capacity;
+    // the bus is trusted as agents trust it
+    let bus_ca = bus_ca_pem(&config.data_dir)?;
+    spec.tls_ca_pem = bus_ca.clone();
     let (client, mut events) = connect(&spec).await?;
 
     let sys_creds = config.authority.system_user()?;
@@ -293,6 +323,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     sys_spec.inbox_prefix = "_INBOX".into();
     sys_spec.name = "controlplane-system".into();
     sys_spec.retry_on_initial_connect = true;
+    sys_spec.tls_ca_pem = bus_ca.clone();
     // Its connection events are logged by `connect`; nobody reads them.
     let (system, _) = connect(&sys_spec).await?;
 
@@ -314,6 +345,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         t: config.timings.clone(),
         server_url: config.server_url.clone(),
         server_fingerprint: config.server_fingerprint.clone(),
+        bus_ca_pem: bus_ca,
         agent_bus_urls: config.agent_bus_urls.clone(),
         dispatch_wake: Notify::new(),
         agent_jobs: Mutex::new(HashMap::new()),

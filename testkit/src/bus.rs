@@ -86,6 +86,9 @@ pub struct BusOptions {
     /// Serve TLS with a fresh self-signed certificate for 127.0.0.1 (see
     /// [`TestBus::tls_ca`]).
     pub tls: bool,
+    /// Serve TLS with this certificate chain and key (PEM), e.g. issued by
+    /// an installation's CA (`rm_bus::pki`); implies TLS.
+    pub tls_pem: Option<(String, String)>,
 }
 
 /// PEM files of a self-signed certificate for 127.0.0.1 and localhost.
@@ -125,7 +128,13 @@ impl TestBus {
     /// Starts a bus of the given kind with explicit limits / TLS.
     pub async fn start_with(kind: BusKind, options: BusOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("rm-testbus-").tempdir()?;
-        let tls_files = if options.tls {
+        let tls_files = if let Some((chain, key)) = &options.tls_pem {
+            let cert_path = dir.path().join("tls-cert.pem");
+            let key_path = dir.path().join("tls-key.pem");
+            std::fs::write(&cert_path, chain)?;
+            std::fs::write(&key_path, key)?;
+            Some((cert_path, key_path))
+        } else if options.tls {
             Some(make_cert(dir.path())?)
         } else {
             None

@@ -217,4 +217,9 @@ async fn the_install_script_verifies_the_pinned_download_and_enrolls_the_agent()
         "the agent enrolled (identity in its state directory)"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("verified (sha256"));
+    // the command pins the installation's CA, and the agent got it for the bus
+    let ca = std::fs::read(data.join("ca/ca-cert.pem")).unwrap();
+    let ca_der = rm_bus::pki::verify::first_cert(&ca).unwrap();
+    assert_eq!(fingerprint, rm_bus::pki::fingerprint_of(&ca_der));
+    assert_eq!(std::fs::read(state.join("bus-ca.pem")).unwrap(), ca);
 }

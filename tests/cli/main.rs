@@ -18,4 +18,5 @@ mod first_start;
 mod notifier;
 mod serve;
 mod standalone;
+mod tls;
 mod walkthrough;

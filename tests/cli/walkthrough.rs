@@ -167,7 +167,7 @@ async fn the_api_walkthrough_backs_up_and_restores_a_file_over_http2() {
     let _serve = Serve(child);
     let curl = Curl {
         base,
-        cacert: d.join("web/web-cert.pem"),
+        cacert: d.join("ca/ca-cert.pem"),
         token,
     };
     let mut host_id = None;

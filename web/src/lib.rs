@@ -14,7 +14,8 @@
 //! - [`layers`]: security headers, limits, timeouts, compression, request ids.
 //! - [`state`]: what handlers share.
 //! - [`svc`]: service requests to the owning roles, with the operator's identity.
-//! - [`tls`]: the certificate and its fingerprint.
+//! - [`tls`]: the certificate (issued by the installation's CA and renewed,
+//!   or the operator's) and the fingerprint enrollment pins.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,8 +69,14 @@ pub struct WebConfig {
     /// The bus, with the web role's credentials.
     pub connect: ConnectSpec,
     pub listen: Listen,
-    /// Extra DNS names or addresses for the certificate (first start).
+    /// Extra DNS names or addresses for the certificate (the listen
+    /// address and loopback are always in it).
     pub tls_names: Vec<String>,
+    /// The operator's certificate chain and key (PEM) instead of one
+    /// issued by the installation's CA.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Life of each certificate issued by the CA (renewed at two thirds).
+    pub tls_life: Duration,
     /// How long to wait for an owning role's answer.
     pub svc_timeout: Duration,
     pub auth: auth::AuthSettings,
@@ -91,6 +98,8 @@ impl WebConfig {
             connect,
             listen,
             tls_names: Vec::new(),
+            tls_files: None,
+            tls_life: tls::LEAF_LIFE,
             svc_timeout: Duration::from_secs(30),
             auth: auth::AuthSettings::default(),
             clock: rm_bus::clock::system(),
@@ -104,7 +113,6 @@ impl WebConfig {
 /// connects to the bus, prints a one-time setup code while no account
 /// exists, and serves HTTPS.
 pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-    let identity = tls::load_or_create(&config.data_dir.join("web"), &config.tls_names)?;
     let db = config
         .db_path
         .clone()
@@ -119,6 +127,35 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
             .await
             .with_context(|| format!("binding the web service to {addr}"))?,
     };
+    let source = match &config.tls_files {
+        Some((cert, key)) => {
+            if let Ok(a) = listener.local_addr() {
+                rm_bus::pki::expiry::warn_at_start(a, cert);
+            }
+            tls::Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+        }
+        None => {
+            let mut names = config.tls_names.clone();
+            if let Ok(a) = listener.local_addr() {
+                names.push(a.ip().to_string());
+            }
+            tls::Source::Ca {
+                data_dir: config.data_dir.clone(),
+                names,
+                life: config.tls_life,
+            }
+        }
+    };
+    let identity = tls::load(&source)?;
+    let (renew_stop, renew_stopped) = tokio::sync::oneshot::channel::<()>();
+    let renewal = identity.renewal.clone().map(|r| {
+        tokio::spawn(r.run(async move {
+            let _ = renew_stopped.await;
+        }))
+    });
     let state = AppState::new(state::Shared {
         store,
         bus,
@@ -173,6 +210,10 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     let result = launch(listener, identity.server_config.clone(), app, shutdown).await;
     sweeper.abort();
     pump.abort();
+    let _ = renew_stop.send(());
+    if let Some(r) = renewal {
+        let _ = r.await;
+    }
     result
 }
 

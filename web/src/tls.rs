@@ -1,66 +1,93 @@
-//! The web service's TLS identity: a self-signed certificate created at
-//! first start (`<dir>/web-cert.pem`, `<dir>/web-key.pem`, key 0600) whose
-//! SHA-256 fingerprint goes into every enrollment command, so the agent's
-//! first HTTPS call is pinned rather than trusted on first use.
+//! The web service's TLS identity. By default its certificate is issued
+//! by the installation's CA (`<data-dir>/ca`, created at first start) for
+//! the configured names plus loopback, lives [`LEAF_LIFE`] and is renewed
+//! in place (see `rm_bus::pki::reload`); enrollment commands pin the CA's
+//! SHA-256 fingerprint, so they stay valid across renewals. An operator's
+//! own certificate and key (`--tls-cert`/`--tls-key`) replace all that;
+//! then the command pins that certificate's fingerprint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
+use rm_bus::pki::{Ca, Renewal, fingerprint_of};
 
-/// A certificate, its key, and its fingerprint.
-pub struct Identity {
-    pub server_config: Arc<tokio_rustls::rustls::ServerConfig>,
-    /// `sha256:<64 hex>` of the DER certificate.
-    pub fingerprint: String,
+pub use rm_bus::pki::ca::LEAF_LIFE;
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Issued by the CA in `<data_dir>/ca` for these names, this long.
+    Ca {
+        data_dir: PathBuf,
+        names: Vec<String>,
+        life: Duration,
+    },
+    /// The operator's PEM chain and key.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
-/// Loads the identity from `dir`, creating a self-signed one for `names`
-/// (DNS names or IP addresses) at first start.
-pub fn load_or_create(dir: &Path, names: &[String]) -> Result<Identity> {
-    let cert_path = dir.join("web-cert.pem");
-    let key_path = dir.join("web-key.pem");
-    if !cert_path.exists() || !key_path.exists() {
-        std::fs::create_dir_all(dir)?;
-        let mut all = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        all.extend(names.iter().cloned());
-        all.sort();
-        all.dedup();
-        let cert =
-            rcgen::generate_simple_self_signed(all).context("generating the web certificate")?;
-        rm_bus::creds::authority::write_private(
-            &key_path,
-            cert.signing_key.serialize_pem().as_bytes(),
-        )?;
-        std::fs::write(&cert_path, cert.cert.pem())
-            .with_context(|| format!("writing {}", cert_path.display()))?;
-        tracing::info!(cert = %cert_path.display(), "created the web service's certificate");
+/// A server configuration, the fingerprint enrollment pins, and the
+/// renewal to run (CA-issued certificates only).
+pub struct Identity {
+    pub server_config: Arc<tokio_rustls::rustls::ServerConfig>,
+    /// `sha256:<64 hex>` of the CA (or of the operator's certificate).
+    pub fingerprint: String,
+    pub renewal: Option<Renewal>,
+}
+
+/// Loads the identity, creating the CA at first start.
+pub fn load(source: &Source) -> Result<Identity> {
+    match source {
+        Source::Ca {
+            data_dir,
+            names,
+            life,
+        } => {
+            let ca = Arc::new(load_ca(data_dir)?);
+            let fingerprint = ca.fingerprint();
+            let (renewal, server_config) = Renewal::start(ca, names.clone(), *life, "web")?;
+            Ok(Identity {
+                server_config,
+                fingerprint,
+                renewal: Some(renewal),
+            })
+        }
+        Source::Files { cert, key } => {
+            let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let leaf = rm_bus::pki::verify::first_cert(&pem)
+                .with_context(|| format!("{} holds no certificate", cert.display()))?;
+            Ok(Identity {
+                server_config: rm_bus::server::tls::server_config_from_files(cert, key)?,
+                fingerprint: fingerprint_of(&leaf),
+                renewal: None,
+            })
+        }
     }
-    let cert_pem =
-        std::fs::read(&cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key_pem =
-        std::fs::read(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
-    let server_config = rm_bus::server::tls::server_config_from_pem(&cert_pem, &key_pem)?;
-    let der = rustls_pki_der(&cert_pem)?;
-    Ok(Identity {
-        server_config,
-        fingerprint: format!(
-            "sha256:{}",
-            data_encoding::HEXLOWER.encode(&Sha256::digest(&der))
-        ),
+}
+
+/// The identity issued by the CA of `data_dir` for `names`, with the
+/// default life.
+pub fn for_data_dir(data_dir: &Path, names: &[String]) -> Result<Identity> {
+    load(&Source::Ca {
+        data_dir: data_dir.to_path_buf(),
+        names: names.to_vec(),
+        life: LEAF_LIFE,
     })
 }
 
-fn rustls_pki_der(pem: &[u8]) -> Result<Vec<u8>> {
-    let text = std::str::from_utf8(pem).context("certificate is not PEM text")?;
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
-        .collect();
-    data_encoding::BASE64
-        .decode(body.trim().as_bytes())
-        .context("certificate PEM is not base64")
+/// The installation's CA in `<data_dir>/ca`, created at first start.
+pub fn load_ca(data_dir: &Path) -> Result<Ca> {
+    let dir = rm_bus::pki::ca::dir_of(data_dir);
+    let ca = Ca::load_or_create(&dir)
+        .with_context(|| format!("loading the certificate authority in {}", dir.display()))?;
+    let old = data_dir.join("web").join("web-cert.pem");
+    if old.exists() {
+        tracing::info!(
+            file = %old.display(),
+            "the web certificate is now issued by the installation's CA; this self-signed one is no longer used (enrollment commands printed before pin it and must be issued again)"
+        );
+    }
+    Ok(ca)
 }

@@ -30,7 +30,7 @@ fn text(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enroll_over_pinned_https_then_run_status_and_install() {
     let env = Env::start().await.unwrap();
-    let identity = rm_web::tls::load_or_create(&env.path("web"), &[]).unwrap();
+    let identity = rm_web::tls::for_data_dir(&env.path("web"), &[]).unwrap();
     let web_client = env.bus.connect_role(Role::Web).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

@@ -3,6 +3,7 @@
 
 mod alerting;
 mod backup;
+mod bus_ca;
 mod durability;
 mod enroll;
 mod executor;

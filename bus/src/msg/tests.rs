@@ -337,6 +337,7 @@ fn enrollment_round_trips() {
         jwt: "eyJ...".into(),
         bus_urls: vec!["tls://cp.example:4222".into()],
         controlplane_xkey: "XCP".into(),
+        bus_ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
     });
 }
 

@@ -131,6 +131,8 @@ pub struct ServerConfig {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     pub limits: Limits,
     pub server_name: String,
+    /// Listen beyond loopback without TLS (refused unless set).
+    pub allow_plaintext: bool,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -141,6 +143,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("tls", &self.tls.is_some())
             .field("limits", &self.limits)
             .field("server_name", &self.server_name)
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }
@@ -153,6 +156,7 @@ impl ServerConfig {
             tls: None,
             limits: Limits::default(),
             server_name: "restic-manager".into(),
+            allow_plaintext: false,
         }
     }
 }
@@ -293,6 +297,12 @@ impl Server {
         if matches!(config.auth, Auth::None) && !config.listen.ip().is_loopback() {
             bail!(
                 "refusing to listen on {} without authentication: use a loopback address or configure users or operator auth",
+                config.listen
+            );
+        }
+        if config.tls.is_none() && !config.allow_plaintext && !config.listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {} (beyond loopback) without TLS: give the bus a certificate, or allow plain connections explicitly with --bus-allow-plaintext (serve) / --allow-plaintext (bus)",
                 config.listen
             );
         }

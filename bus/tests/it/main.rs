@@ -8,3 +8,4 @@ mod nats_py;
 mod parser;
 mod reqack;
 mod support;
+mod tls;

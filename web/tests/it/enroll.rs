@@ -22,7 +22,7 @@ struct Running {
 }
 
 async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
-    let identity = rm_web::tls::load_or_create(&dir.join("web"), &[]).unwrap();
+    let identity = rm_web::tls::for_data_dir(dir, &[]).unwrap();
     let (cp_tx, cp_rx) = tokio::sync::oneshot::channel::<()>();
     let config = rm_controlplane::Config {
         data_dir: dir.join("cp"),
@@ -64,7 +64,7 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
         },
     ));
     // trust exactly this installation's certificate
-    let pem = std::fs::read(dir.join("web/web-cert.pem")).unwrap();
+    let pem = std::fs::read(dir.join("ca/ca-cert.pem")).unwrap();
     let client = reqwest::Client::builder()
         .tls_backend_preconfigured(crate::http2::client_config(&pem, &[b"http/1.1"]))
         .build()
@@ -243,13 +243,16 @@ async fn the_enrollment_token_never_crosses_the_bus_in_clear() {
 }
 
 #[test]
-fn the_certificate_is_created_once_and_its_key_is_private() {
+fn the_ca_is_created_once_its_key_is_private_and_enrollment_pins_it() {
     let dir = tempfile::tempdir().unwrap();
-    let a = rm_web::tls::load_or_create(dir.path(), &["backup.example".into()]).unwrap();
-    let b = rm_web::tls::load_or_create(dir.path(), &[]).unwrap();
-    assert_eq!(a.fingerprint, b.fingerprint);
+    let a = rm_web::tls::for_data_dir(dir.path(), &["backup.example".into()]).unwrap();
+    let b = rm_web::tls::for_data_dir(dir.path(), &[]).unwrap();
+    assert_eq!(a.fingerprint, b.fingerprint, "a new leaf, the same CA pin");
+    let ca = std::fs::read(dir.path().join("ca/ca-cert.pem")).unwrap();
+    let der = rm_bus::pki::verify::first_cert(&ca).unwrap();
+    assert_eq!(a.fingerprint, rm_bus::pki::fingerprint_of(&der));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("web-key.pem"))
+    let mode = std::fs::metadata(dir.path().join("ca/ca-key.pem"))
         .unwrap()
         .permissions()
         .mode();

@@ -26,7 +26,7 @@ pub fn client_config(pem: &[u8], alpn: &[&[u8]]) -> rustls::ClientConfig {
 #[tokio::test]
 async fn https_negotiates_http2_carries_an_event_stream_and_still_serves_http1() {
     let h = H::new().await;
-    let identity = rm_web::tls::load_or_create(&h.dir.path().join("web"), &[]).unwrap();
+    let identity = rm_web::tls::for_data_dir(h.dir.path(), &[]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -38,7 +38,7 @@ async fn https_negotiates_http2_carries_an_event_stream_and_still_serves_http1()
             let _ = stopped.await;
         },
     ));
-    let pem = std::fs::read(h.dir.path().join("web/web-cert.pem")).unwrap();
+    let pem = std::fs::read(h.dir.path().join("ca/ca-cert.pem")).unwrap();
     let url = format!("https://127.0.0.1:{port}/healthz");
 
     let h2 = reqwest::Client::builder()

@@ -26,7 +26,7 @@ async fn the_web_role_serves_until_shutdown_and_ends_open_streams() {
     }));
 
     let pem = loop {
-        if let Ok(p) = std::fs::read(dir.path().join("web/web-cert.pem")) {
+        if let Ok(p) = std::fs::read(dir.path().join("ca/ca-cert.pem")) {
             break p;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

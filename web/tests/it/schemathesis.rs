@@ -31,7 +31,7 @@ async fn schemathesis_finds_no_server_error_and_no_answer_off_the_document() {
     h.with_controlplane().await;
     h.with_alerts().await;
     let token = h.token(Role::Admin).await;
-    let identity = rm_web::tls::load_or_create(&h.dir.path().join("web"), &[]).unwrap();
+    let identity = rm_web::tls::for_data_dir(h.dir.path(), &[]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -832,8 +832,6 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-            Ok(())
-        }
         Command::ControlplaneBackup(args) => {
             runtime()?.block_on(crate::cpbackup::cmd::backup(args))
         }

@@ -383,6 +383,7 @@ pub enum EventThing {
     Job,
     Host,
     Alert,
+    Channels,
 }
 
 impl EventThing {
@@ -391,6 +392,7 @@ impl EventThing {
             Self::Job => "job",
             Self::Host => "host",
             Self::Alert => "alert",
+            Self::Channels => "channels",
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `Referrer-Policy: same-origin`; a request body limit; a per-request
 //! timeout (it bounds producing the response head, so event streams, whose
 //! head is sent at once, are not cut); gzip compression (never of event
-//! streams); and an `x-request-id` (the client's or a new UUID) that is in
+//! streams); the whole body read before a handler answers; and an `x-request-id` (the client's or a new UUID) that is in
 //! the tracing span of every request and echoed in the response.
 
 use std::time::Duration;
@@ -70,6 +70,29 @@ pub fn apply(router: Router) -> Router {
         )
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
     router
+        .layer(axum::middleware::from_fn(read_body_first))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(layers)
+}
+
+/// Reads the whole request body (within [`BODY_LIMIT`]) before any handler
+/// or extractor sees the request. A handler that answers early (a bad path
+/// id, a wrong content type, a refused login) would otherwise leave the body
+/// unread, and hyper then closes the connection while the client may still
+/// be sending it: the client sees a TLS EOF instead of the answer.
+async fn read_body_first(
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(_) => axum::response::IntoResponse::into_response((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large or unreadable",
+        )),
+    }
 }

@@ -22,6 +22,8 @@ async function receiverGets(what, pred, timeout = 60000) {
 // once the job page shows the expected word (`ok` or `failed`).
 async function backup(page, path, cls) {
   await page.goto(`${base}/hosts/${hostId}/run?kind=backup`);
+  // The host has other repositories too (later steps' set-up): name this one.
+  await page.selectOption('#repo_id', cfg.repo_id);
   await page.fill('#paths', path);
   await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
   const job = new URL(page.url()).pathname.split('/').pop();

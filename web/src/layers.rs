@@ -79,7 +79,9 @@ pub fn apply(router: Router) -> Router {
 /// or extractor sees the request. A handler that answers early (a bad path
 /// id, a wrong content type, a refused login) would otherwise leave the body
 /// unread, and hyper then closes the connection while the client may still
-/// be sending it: the client sees a TLS EOF instead of the answer.
+/// be sending it: the client sees a TLS EOF instead of the answer. This
+/// covers every request, routed or not, so the authentication middleware
+/// (CSRF form fields) finds the body already in memory.
 async fn read_body_first(
     req: Request<Body>,
     next: axum::middleware::Next,
@@ -90,9 +92,10 @@ async fn read_body_first(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(_) => axum::response::IntoResponse::into_response((
+        Err(_) => axum::response::IntoResponse::into_response(crate::error::ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large or unreadable",
+            "too_large",
+            "the body is larger than 1 MiB, or was cut off",
         )),
     }
 }

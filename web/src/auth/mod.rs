@@ -291,22 +291,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Authn::Anonymous
     };
     if !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        // Read the whole body (at most the body limit) before anything can
-        // answer early: a response sent while the client is still writing
-        // ends the connection under it.
-        let (parts, body) = req.into_parts();
-        let bytes = match axum::body::to_bytes(body, crate::layers::BODY_LIMIT).await {
-            Ok(b) => b,
-            Err(_) => {
-                let e = ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    "the body is larger than 1 MiB, or was cut off",
-                );
-                return e.into_response();
-            }
-        };
-        req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        // The body is already read whole (`layers::read_body_first`).
         req = match csrf::check(req, authn.principal()).await {
             Ok(r) => r,
             Err(why) => {

@@ -597,20 +597,42 @@ fn documented_restore() -> String {
     body.to_owned()
 }
 
-async fn wait_for_success(db: &Path) -> rm_store::cpbackup::Run {
+/// The last part of a serve log, for a failure message.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let start = text.len().saturating_sub(4000);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    text[start..].to_owned()
+}
+
+/// The first successful control-plane backup; fails at once with the
+/// run's error (and the serve log) if one fails, and after two minutes.
+async fn wait_for_success(db: &Path, log: &Path) -> rm_store::cpbackup::Run {
     let store = rm_store::Store::open(db).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut last = None;
-    for _ in 0..600 {
+    while std::time::Instant::now() < deadline {
         let mut c = store.read().await.unwrap();
         let s = rm_store::cpbackup::status(&mut c).await.unwrap();
         if let Some(run) = s.last_success {
             return run;
         }
+        if let Some(run) = s.last_run.as_ref().filter(|r| r.error.is_some()) {
+            panic!(
+                "a control-plane backup failed: {run:?}\nserve log:\n{}",
+                log_tail(log)
+            );
+        }
         last = s.last_run;
         drop(c);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no control-plane backup succeeded; last run: {last:?}");
+    panic!(
+        "no control-plane backup succeeded within 2 minutes; last run: {last:?}\nserve log:\n{}",
+        log_tail(log)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,7 +704,7 @@ async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bri
         tx.commit().await.unwrap();
         store.close().await;
     }
-    let run = wait_for_success(&db).await;
+    let run = wait_for_success(&db, &tmp.path().join("old.log")).await;
     assert_eq!(run.repo_id.as_deref(), Some(repo_id.as_str()));
     assert!(
         run.job_id.is_some() && run.files.unwrap_or(0) >= 5,

@@ -38,17 +38,34 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
 pub(crate) fn wait_running(child: &mut Child) -> String {
     use std::io::BufRead;
     let out = child.stdout.take().expect("stdout");
-    let mut lines = std::io::BufReader::new(out).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if let Some(rest) = line.trim().strip_prefix("web: ") {
-            return rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
+    // A thread reads serve's stdout to its end (so a later line never
+    // meets a closed pipe) and hands over the web address.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.trim().strip_prefix("web: ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(url) => url,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("serve exited before it was running")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("serve printed no web address within 120 s")
         }
     }
-    panic!("serve exited before it was running");
 }
 
 pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {

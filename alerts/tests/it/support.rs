@@ -3,7 +3,7 @@
 //! through rm-store (it is the writer of hosts, jobs and schedules) with
 //! the events it would publish after commit.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -605,6 +605,10 @@ pub enum Answer {
     RetryAfter(u16, u64),
     /// Read the request and never answer.
     Hang,
+    /// The status for the first request of each `webhook-id` (recorded in
+    /// the set), 200 for every later one: each event's first attempt fails
+    /// whatever order the attempts of several events arrive in.
+    FirstOfEachId(Arc<Mutex<BTreeSet<String>>>, u16),
 }
 
 /// A local HTTP/1.1 endpoint (one request per connection) that records
@@ -683,7 +687,7 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
     let Ok(req) = read_request(&mut stream).await else {
         return;
     };
-    let _ = tx.send(req);
+    let _ = tx.send(req.clone());
     match answer {
         Answer::Hang => tokio::time::sleep(Duration::from_secs(120)).await,
         Answer::Slow(wait, code) => {
@@ -697,6 +701,16 @@ async fn serve_one(mut stream: TcpStream, tx: mpsc::UnboundedSender<Received>, a
         Answer::RetryAfter(code, secs) => {
             let head = format!(
                 "HTTP/1.1 {code} Whatever\r\nretry-after: {secs}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+        Answer::FirstOfEachId(seen, code) => {
+            let id = req.header("webhook-id").unwrap_or_default().to_owned();
+            let first = seen.lock().map(|mut s| s.insert(id)).unwrap_or(true);
+            let code = if first { code } else { 200 };
+            let head = format!(
+                "HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
             );
             let _ = stream.write_all(head.as_bytes()).await;
             let _ = stream.shutdown().await;

@@ -279,6 +279,9 @@ async fn a_dispatch_refused_for_now_is_requeued_with_backoff_not_failed() {
     let opts = CpOptions {
         timings: Timings {
             requeue_backoff: Duration::from_secs(60),
+            // The clock jumps past the backoff below; the host must not be
+            // judged offline by that jump (which would hold the dispatch).
+            offline_after_missed: 10_000,
             ..fast_timings()
         },
         clock: clock.clone(),
@@ -314,6 +317,14 @@ async fn a_dispatch_refused_for_now_is_requeued_with_backoff_not_failed() {
         error.contains("shutting down") && error.contains("refused 1 time"),
         "{error}"
     );
+
+    // not before the backoff has passed
+    dispatcher_looked(&cp).await;
+    assert!(
+        a.dispatch_within(Duration::from_millis(10)).await.is_none(),
+        "dispatched again before the backoff"
+    );
+    assert_eq!(job(&db, &id).await.status, "queued");
 
     // after the wait it goes again, and this time the agent takes it
     clock.advance(Duration::from_secs(61));

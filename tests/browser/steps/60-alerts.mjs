@@ -27,7 +27,13 @@ async function backup(page, path, cls) {
   await page.fill('#paths', path);
   await Promise.all([page.waitForURL(/\/jobs\//), page.click('button[type=submit].primary')]);
   const job = new URL(page.url()).pathname.split('/').pop();
-  await page.locator(`#job-title .status.${cls}`).waitFor({ timeout: 180000 });
+  try {
+    await page.locator(`#job-title .status.${cls}`).waitFor({ timeout: 180000 });
+  } catch (e) {
+    // Say where the job stands and what else the fleet was doing.
+    const get = async (u) => (await page.request.get(`${base}${u}`)).text();
+    throw new Error(`job ${job} never showed ${cls}: ${(await get(`/api/v1/jobs/${job}`)).slice(0, 1500)}\nrecent jobs: ${(await get('/api/v1/jobs?limit=12')).slice(0, 4000)}`);
+  }
   return job;
 }
 

@@ -826,7 +826,7 @@ async fn stale_connection_is_closed(kind: BusKind) {
     };
     let bus = bus_with(kind, opts).await;
     let mut raw = Raw::login(&bus, &open_creds(&bus), json!({})).await;
-    let mut pings = 0;
+    let mut pings = raw.pings_during_login;
     loop {
         match raw.op(Duration::from_secs(10)).await.as_deref() {
             Some("PING") => pings += 1,

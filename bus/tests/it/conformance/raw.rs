@@ -13,6 +13,9 @@ pub struct Raw {
     stream: TcpStream,
     buf: Vec<u8>,
     pub info: serde_json::Value,
+    /// Server PINGs read (and not answered) while logging in: a server
+    /// with a short ping interval may send one before its PONG.
+    pub pings_during_login: u32,
 }
 
 impl Raw {
@@ -25,6 +28,7 @@ impl Raw {
             stream,
             buf: Vec::new(),
             info: serde_json::Value::Null,
+            pings_during_login: 0,
         };
         let line = raw.line(Duration::from_secs(5)).await.expect("INFO line");
         let json = line
@@ -48,6 +52,10 @@ impl Raw {
                 .expect("PONG after CONNECT");
             if l == "PONG" {
                 break;
+            }
+            if l == "PING" {
+                raw.pings_during_login += 1;
+                continue;
             }
             assert!(l == "+OK", "unexpected {l:?} after CONNECT");
         }

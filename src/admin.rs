@@ -64,6 +64,8 @@ async fn call<B: Serialize, R: DeserializeOwned>(
     let creds = authority.mint_new_user("admin-cli", Role::Web.permissions())?;
     let mut spec = ConnectSpec::new(String::new(), creds, &Role::Web);
     spec.urls = args.nats_urls.clone();
+    // a tls:// bus is trusted as agents and the roles trust it (DATA_DIR/ca)
+    spec.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
     let (client, _events) = connect(&spec).await?;
     request(&client, "admin", verb, body)
         .await

@@ -438,14 +438,16 @@ enum AuthorityCmd {
     },
     /// Issue a certificate for a nats-server (or any bus) from the
     /// installation's CA in DATA_DIR/ca: PEM chain and key (0600) files.
-    /// Agents verify a tls:// bus against that CA. Renew it before it
-    /// expires (run this again and reload the server).
+    /// Agents verify a tls:// bus against that CA; nats-server nodes
+    /// present it to each other on routes and leaf connections. Renew it
+    /// with --renew-if-expiring (the restic-manager-nats-cert timer) and
+    /// reload the server.
     BusCert {
         #[arg(long, default_value = "/var/lib/restic-manager")]
         data_dir: PathBuf,
         /// DNS names or addresses agents and roles use to reach the bus
-        /// (repeat; loopback is always included).
-        #[arg(long = "name")]
+        /// (repeat or separate with commas; loopback is always included).
+        #[arg(long = "name", value_delimiter = ',')]
         names: Vec<String>,
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 90)]
@@ -456,6 +458,20 @@ enum AuthorityCmd {
         /// The private key file to write (0600).
         #[arg(long)]
         key_out: PathBuf,
+        /// Also write the CA certificate here (a nats-server's `ca_file`,
+        /// which verifies its route and leaf peers), even when the
+        /// certificate is left alone.
+        #[arg(long)]
+        ca_out: Option<PathBuf>,
+        /// Leave a certificate at --cert-out alone unless it is in the last
+        /// third of its life (or expired, or unreadable): safe to run daily.
+        #[arg(long)]
+        renew_if_expiring: bool,
+        /// Write the key 0640 (and create its directory 0750) so a
+        /// nats-server running as a member of this user's group can read
+        /// it.
+        #[arg(long)]
+        group_readable: bool,
     },
     /// Print the nats-server configuration (operator mode, full resolver)
     /// that trusts this installation's keys: for one server, a node of a
@@ -509,6 +525,23 @@ struct NatsConfigArgs {
     /// account updates, revocations among them, reach the leaf through it.
     #[arg(long, requires = "leaf_remote")]
     leaf_system_creds: Option<PathBuf>,
+    /// This server's certificate chain (`authority bus-cert --cert-out`):
+    /// clients are served over TLS, and routes and leaf connections are
+    /// mutual TLS against --tls-ca. Needs --tls-key and --tls-ca.
+    #[arg(long, requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (`authority bus-cert --key-out`).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The installation's CA certificate, DATA_DIR/ca/ca-cert.pem copied to
+    /// the server: routes and leaf peers must hold a certificate from it.
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Print a configuration without TLS although a listener is beyond
+    /// loopback (a private network you trust); without it such a
+    /// configuration needs --tls-cert.
+    #[arg(long, conflicts_with = "tls_cert")]
+    allow_plaintext: bool,
 }
 
 impl NatsConfigArgs {
@@ -533,7 +566,54 @@ impl NatsConfigArgs {
                 }
                 _ => None,
             },
+            tls: match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(server_config::Tls {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                }),
+                _ => None,
+            },
         }
+    }
+
+    /// Refuses a configuration without TLS whose listeners (clients,
+    /// routes, leaf nodes) reach beyond loopback, unless
+    /// --allow-plaintext; a leaf node's remotes count too.
+    fn check_plaintext(&self) -> Result<()> {
+        if self.tls_cert.is_some() || self.allow_plaintext {
+            return Ok(());
+        }
+        let beyond_loopback = |hostport: &str| {
+            let host = rm_bus::pki::ca::url_host(hostport).unwrap_or_default();
+            !(host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()))
+        };
+        let mut open: Vec<String> = Vec::new();
+        for (flag, value) in [
+            ("--listen", &self.listen),
+            ("--cluster-listen", &self.cluster_listen),
+            ("--leafnodes-listen", &self.leafnodes_listen),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| beyond_loopback(v)) {
+                open.push(format!("{flag} {v}"));
+            }
+        }
+        open.extend(
+            self.leaf_remote
+                .iter()
+                .filter(|u| beyond_loopback(u))
+                .map(|u| format!("--leaf-remote {u}")),
+        );
+        if open.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} reach beyond loopback without TLS: give --tls-cert, --tls-key and --tls-ca (authority bus-cert issues the certificate), or --allow-plaintext for a network you trust",
+            open.join(", ")
+        )
     }
 }
 
@@ -809,13 +889,47 @@ fn run(cli: Cli) -> Result<()> {
             days,
             cert_out,
             key_out,
+            ca_out,
+            renew_if_expiring,
+            group_readable,
         }) => {
+            let now = std::time::SystemTime::now();
             let ca = rm_web::tls::load_ca(&data_dir)?;
+            if let Some(path) = &ca_out {
+                write_tls_file(path, ca.cert_pem().as_bytes(), 0o644, group_readable)?;
+            }
+            if renew_if_expiring {
+                match std::fs::read(&cert_out) {
+                    Ok(pem) if !rm_bus::pki::expiry::due_for_renewal(&pem, now) => {
+                        eprintln!(
+                            "{} is not in the last third of its life: left alone",
+                            cert_out.display()
+                        );
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("reading {}", cert_out.display()));
+                    }
+                }
+            }
             let life = std::time::Duration::from_secs(days.max(1) * 86_400);
-            let leaf = ca.issue(&names, life, std::time::SystemTime::now())?;
-            rm_bus::creds::authority::write_private(&key_out, leaf.key_pem().as_bytes())?;
-            std::fs::write(&cert_out, leaf.chain_pem())
-                .with_context(|| format!("writing {}", cert_out.display()))?;
+            let leaf = ca.issue(&names, life, now)?;
+            // the key first, each file replaced whole (renamed into place)
+            let key_mode = if group_readable { 0o640 } else { 0o600 };
+            write_tls_file(
+                &key_out,
+                leaf.key_pem().as_bytes(),
+                key_mode,
+                group_readable,
+            )?;
+            write_tls_file(
+                &cert_out,
+                leaf.chain_pem().as_bytes(),
+                0o644,
+                group_readable,
+            )?;
             eprintln!(
                 "wrote {} and {} (valid {days} days, CA {})",
                 cert_out.display(),
@@ -825,6 +939,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Authority(AuthorityCmd::NatsConfig(args)) => {
+            args.check_plaintext()?;
             let a = load_authority(&args.data_dir)?;
             print!(
                 "{}",
@@ -849,6 +964,38 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes a certificate or key file of `authority bus-cert` with `mode`,
+/// replaced atomically (written 0600, then given its mode, then renamed
+/// into place); with `group_dir` its directory is created 0750 (for a
+/// nats-server in the group).
+fn write_tls_file(path: &std::path::Path, bytes: &[u8], mode: u32, group_dir: bool) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if group_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        set_mode(dir, 0o750)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{}.new", name.unwrap_or_default()));
+    rm_bus::creds::authority::write_private(&tmp, bytes)?;
+    set_mode(&tmp, mode)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(unix)]
+fn set_mode(path: &std::path::Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn set_mode(_: &std::path::Path, _: u32) -> Result<()> {
+    Ok(())
 }
 
 fn run_notifier(args: NotifierArgs) -> Result<()> {
@@ -1012,6 +1159,70 @@ mod tests {
             vec!["nats://a:6222", "nats://b:6222", "nats://c:6222"]
         );
         assert!(args.layout().leaf.is_none());
+        assert!(args.layout().tls.is_none());
+    }
+
+    #[test]
+    fn nats_config_beyond_loopback_needs_tls_or_allow_plaintext() {
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["restic-manager", "authority", "nats-config"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Authority(AuthorityCmd::NatsConfig(args)) => args,
+                other => panic!("parsed as {other:?}"),
+            }
+        };
+        let cluster = [
+            "--listen",
+            "127.0.0.1:4222",
+            "--cluster",
+            "rm",
+            "--cluster-listen",
+            "0.0.0.0:6222",
+        ];
+        let err = args(&cluster).check_plaintext().unwrap_err().to_string();
+        assert!(err.contains("--cluster-listen 0.0.0.0:6222"), "{err}");
+        assert!(!err.contains("--listen 127.0.0.1"), "{err}");
+        let leaf = args(&[
+            "--leaf-remote",
+            "nats-leaf://hub.example.net:7422",
+            "--leaf-creds",
+            "l.creds",
+            "--leaf-system-creds",
+            "s.creds",
+        ]);
+        let err = leaf.check_plaintext().unwrap_err().to_string();
+        assert!(
+            err.contains("--leaf-remote nats-leaf://hub.example.net:7422"),
+            "{err}"
+        );
+        let mut plain = cluster.to_vec();
+        plain.push("--allow-plaintext");
+        args(&plain).check_plaintext().unwrap();
+        args(&["--listen", "localhost:4222"])
+            .check_plaintext()
+            .unwrap();
+        let mut tls = cluster.to_vec();
+        tls.extend([
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-ca",
+            "ca.pem",
+        ]);
+        let with_tls = args(&tls);
+        with_tls.check_plaintext().unwrap();
+        let files = with_tls.layout().tls.expect("a tls block");
+        assert_eq!(files.ca, PathBuf::from("ca.pem"));
+        let mut missing_ca = cluster.to_vec();
+        missing_ca.extend(["--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        let mut argv = vec!["restic-manager", "authority", "nats-config"];
+        argv.extend_from_slice(&missing_ca);
+        assert!(
+            Cli::try_parse_from(argv).is_err(),
+            "--tls-cert needs --tls-ca"
+        );
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub enum CronError {
     TimeZone(String),
 }
 
+/// The IANA name of this machine's time zone (`TZ`, else
+/// `/etc/localtime`), or `UTC` when it has none.
+pub fn system_zone_name() -> String {
+    TimeZone::system()
+        .iana_name()
+        .map_or_else(|| "UTC".to_owned(), str::to_owned)
+}
+
 /// A parsed cron expression bound to a time zone.
 #[derive(Clone)]
 pub struct CronSchedule {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{restore, snapshot};
 
@@ -17,8 +17,22 @@ pub struct BackupArgs {
     pub db: Option<PathBuf>,
     /// The staging directory the copy replaces [default:
     /// DATA_DIR/controlplane-backup].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "if_due")]
     pub out: Option<PathBuf>,
+    /// Run the daily control-plane backup as `serve` does, if it is due
+    /// per the settings page (repository, time of day, time zone): copy,
+    /// back up through the agent of --host over the bus at --nats-url,
+    /// record the run. Not due: says when it is and exits 0. For split
+    /// deployments (the restic-manager-controlplane-backup timer).
+    #[arg(long, requires_all = ["nats_urls", "host"])]
+    pub if_due: bool,
+    /// The bus (with --if-due); several separated by commas.
+    #[arg(long = "nats-url", value_delimiter = ',', requires = "if_due")]
+    pub nats_urls: Vec<String>,
+    /// The enrolled host whose agent backs the copy up (with --if-due): the
+    /// agent on this machine, which can read DATA_DIR.
+    #[arg(long, requires = "if_due")]
+    pub host: Option<String>,
 }
 
 /// `restic-manager controlplane-restore`.
@@ -34,6 +48,9 @@ pub struct RestoreArgs {
 }
 
 pub async fn backup(args: BackupArgs) -> Result<()> {
+    if args.if_due {
+        return backup_if_due(args).await;
+    }
     let out = args
         .out
         .unwrap_or_else(|| snapshot::default_out(&args.data_dir));
@@ -52,6 +69,63 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
         s.manifest.created_at
     );
     Ok(())
+}
+
+/// `controlplane-backup --if-due`: one look of `serve`'s schedule.
+async fn backup_if_due(args: BackupArgs) -> Result<()> {
+    use rm_bus::connect::{ConnectSpec, connect};
+    use rm_bus::creds::{Authority, Role};
+
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("restic-manager.db"));
+    let store = rm_store::Store::open(&db)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let authority = Authority::load_or_create(&args.data_dir.join("bus"), rm_bus::clock::system())
+        .with_context(|| {
+            format!(
+                "loading the credential authority in {}",
+                args.data_dir.display()
+            )
+        })?;
+    let creds = authority.mint_new_user("controlplane-backup", Role::Web.permissions())?;
+    let mut spec = ConnectSpec::new(String::new(), creds, &Role::Web);
+    spec.urls = args.nats_urls.clone();
+    spec.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
+    let (bus, _events) = connect(&spec).await?;
+    let task = super::schedule::Task {
+        data_dir: args.data_dir.clone(),
+        store: store.clone(),
+        bus,
+        local_host: args.host.clone(),
+        poll: std::time::Duration::ZERO,
+        warn_every: std::time::Duration::ZERO,
+    };
+    let pass = super::schedule::once(&task).await;
+    store.close().await;
+    match pass? {
+        super::schedule::Pass::Off => {
+            println!(
+                "the control-plane backup is off: choose its repository on Settings → Control-plane backup"
+            );
+            Ok(())
+        }
+        super::schedule::Pass::NotDue(at) => {
+            let when = jiff::Timestamp::from_millisecond(at)
+                .map_or_else(|_| at.to_string(), |t| t.to_string());
+            println!("the control-plane backup is not due until {when}");
+            Ok(())
+        }
+        super::schedule::Pass::Ran(None) => {
+            println!("the control-plane backup succeeded");
+            Ok(())
+        }
+        super::schedule::Pass::Ran(Some(e)) => {
+            anyhow::bail!("the control-plane backup failed: {e}")
+        }
+    }
 }
 
 pub async fn restore(args: RestoreArgs) -> Result<()> {

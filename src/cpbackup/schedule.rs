@@ -2,9 +2,12 @@
 //! ([`super::snapshot`]) into `<data-dir>/controlplane-backup`, backed up
 //! with restic by the local agent into the repository chosen on the
 //! settings page (Settings, Control-plane backup), each run recorded
-//! (`controlplane_backups`: this task is its one writer). A run is due per
-//! [`rm_store::cpbackup::next_run`]: at once when none ran or an admin
-//! asked, a day after a success, an hour after a failure.
+//! (`controlplane_backups`: this task, or in a split deployment the
+//! `controlplane-backup --if-due` command its timer runs, is its writer).
+//! A run is due per [`rm_store::cpbackup::next_run`]: at once when none
+//! ran or an admin asked, else at the configured time of day (a time
+//! missed while nothing ran: once, at the next look), an hour after a
+//! failure. [`once`] is one such look, for the command.
 //!
 //! Until a recovery kit was exported the task also warns in the server's
 //! log, at start and then every few hours: without the master key outside
@@ -66,7 +69,24 @@ pub async fn run(t: Task, stop: impl Future<Output = ()>) {
     }
 }
 
-async fn pass(t: &Task, warned: &mut Option<tokio::time::Instant>) -> Result<()> {
+/// What one look at the schedule did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// No repository chosen, or no local agent to run it.
+    Off,
+    /// Not due before this time (ms).
+    NotDue(i64),
+    /// It ran; `Some` is why it failed.
+    Ran(Option<String>),
+}
+
+/// One look: runs the backup if it is due (the command a split
+/// deployment's timer runs; `serve` loops over the same look).
+pub async fn once(t: &Task) -> Result<Pass> {
+    pass(t, &mut None).await
+}
+
+async fn pass(t: &Task, warned: &mut Option<tokio::time::Instant>) -> Result<Pass> {
     let status = {
         let mut c = t.store.read().await?;
         cpb::status(&mut c).await?
@@ -80,16 +100,18 @@ async fn pass(t: &Task, warned: &mut Option<tokio::time::Instant>) -> Result<()>
         *warned = Some(tokio::time::Instant::now());
     }
     let (Some(repo_id), Some(host)) = (status.repo_id(), t.local_host.as_deref()) else {
-        return Ok(());
+        return Ok(Pass::Off);
     };
-    if status.next_run().is_some_and(|due| due <= now_ms()) {
-        run_once(t, repo_id, host).await?;
+    match status.next_run() {
+        Some(due) if due <= now_ms() => Ok(Pass::Ran(run_once(t, repo_id, host).await?)),
+        Some(due) => Ok(Pass::NotDue(due)),
+        None => Ok(Pass::Off),
     }
-    Ok(())
 }
 
-/// One run: copy, back up through the local agent, record the outcome.
-async fn run_once(t: &Task, repo_id: &str, host: &str) -> Result<()> {
+/// One run: copy, back up through the local agent, record the outcome
+/// (`Some`: why it failed).
+async fn run_once(t: &Task, repo_id: &str, host: &str) -> Result<Option<String>> {
     let staging = t.data_dir.join(cpb::STAGING_DIR);
     let staging = std::path::absolute(&staging).unwrap_or(staging);
     let id = {
@@ -104,11 +126,11 @@ async fn run_once(t: &Task, repo_id: &str, host: &str) -> Result<()> {
     let mut tx = t.store.write().await?;
     cpb::run_finished(&mut tx, id, error.as_deref(), now_ms()).await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
-    match error {
+    match &error {
         None => tracing::info!(run = id, "control-plane backup succeeded"),
         Some(e) => tracing::warn!(run = id, error = e, "control-plane backup failed"),
     }
-    Ok(())
+    Ok(error)
 }
 
 async fn progress(t: &Task, id: i64, u: RunUpdate<'_>) -> Result<()> {

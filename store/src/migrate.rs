@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fleet_ui",
         include_str!("../migrations/0019_fleet_ui.sql"),
     ),
+    (
+        24,
+        "cpbackup_time",
+        include_str!("../migrations/0024_cpbackup_time.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -1,7 +1,9 @@
 //! A real 3-node nats-server cluster as the bus (issue 13): every node's
 //! configuration is what `restic-manager authority nats-config` prints
 //! (routes on loopback, operator mode, `full` resolver, its own resolver
-//! directory); control plane, alerts and web run as their own processes on
+//! directory, a certificate from the installation's CA by `authority
+//! bus-cert`: clients over TLS, routes and leaf connections mutual TLS,
+//! every role and agent verifying the servers against that CA); control plane, alerts and web run as their own processes on
 //! node A, one notifier each on nodes B and C, and real agents with real
 //! restic on node C back up into `rclone serve restic --append-only`.
 //! Shown: a backup succeeds; a failing job raises one alert whose
@@ -10,7 +12,8 @@
 //! while the cluster runs, at a remote site behind a leaf node of A and B,
 //! connects with no server reload; once revoked it is refused by every
 //! node and the leaf; killing node C moves its agents to A or B and
-//! every result they produce meanwhile is ingested exactly once.
+//! every result they produce meanwhile is ingested exactly once; a
+//! server whose certificate is from another CA cannot join the cluster.
 //! `deploy/nats/generate.sh`'s files pass `nats-server -t`.
 #![cfg(unix)]
 
@@ -156,7 +159,7 @@ impl Node {
         if !routes.is_empty() {
             args.extend(["--route".to_owned(), routes.join(",")]);
         }
-        Node::configure(dir, data, name, &args).await
+        Node::configure(dir, data, name, &args, data).await
     }
 
     /// A leaf node at a "remote site", connected to `hubs`' leaf node
@@ -187,10 +190,33 @@ impl Node {
             "--leaf-system-creds".to_owned(),
             files[1].clone(),
         ];
-        Node::configure(dir, data, name, &args).await
+        Node::configure(dir, data, name, &args, data).await
     }
 
-    async fn configure(dir: &Path, data: &Path, name: &'static str, extra: &[String]) -> Node {
+    /// Starts a node whose certificate is issued by the CA in `ca_data`
+    /// (the installation's, `data`, unless a test wants a stranger) and
+    /// which trusts that CA for its peers.
+    async fn configure(
+        dir: &Path,
+        data: &Path,
+        name: &'static str,
+        extra: &[String],
+        ca_data: &Path,
+    ) -> Node {
+        let (cert, key) = (
+            dir.join(format!("{name}-cert.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
+        let out = bin()
+            .args(["authority", "bus-cert", "--data-dir"])
+            .arg(ca_data)
+            .args(["--name", "127.0.0.1", "--cert-out"])
+            .arg(&cert)
+            .arg("--key-out")
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bus-cert: {out:?}");
         let mut cmd = bin();
         cmd.args(["authority", "nats-config", "--data-dir"])
             .arg(data)
@@ -198,6 +224,12 @@ impl Node {
             .arg(dir.join(format!("jwt-{name}")))
             .args(["--server-name", name, "--listen", "127.0.0.1:-1"])
             .args(["--http", "127.0.0.1:-1"])
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--tls-ca")
+            .arg(ca_data.join("ca/ca-cert.pem"))
             .args(extra);
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "nats-config: {out:?}");
@@ -531,8 +563,14 @@ fn make_data(dir: &Path, seed: u64, bytes: usize) {
 
 /// Connects to exactly `url` with `creds` (no retry): the error text, if
 /// the server refuses.
-async fn refused(url: &str, creds: rm_bus::creds::UserCreds, role: &Role) -> Option<String> {
-    let spec = ConnectSpec::new(url.to_owned(), creds, role);
+async fn refused(
+    url: &str,
+    creds: rm_bus::creds::UserCreds,
+    role: &Role,
+    ca: &str,
+) -> Option<String> {
+    let mut spec = ConnectSpec::new(url.to_owned(), creds, role);
+    spec.tls_ca_pem = Some(ca.to_owned());
     let opts = rm_bus::connect::options(&spec, None).unwrap();
     let addr: async_nats::ServerAddr = url.parse().unwrap();
     match opts.ignore_discovered_servers().connect(addr).await {
@@ -569,6 +607,43 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
             || async { (node.peers() >= 2).then_some(()) },
         )
         .await;
+    }
+    // Clients over TLS; routes and leaf connections mutual TLS.
+    for node in [&a, &b, &c] {
+        let varz = node.varz();
+        assert!(node.client.starts_with("tls://"), "{}", node.client);
+        assert_eq!(varz["tls_required"], true, "node {}", node.name);
+        assert_eq!(varz["cluster"]["tls_required"], true, "node {}", node.name);
+        assert_eq!(varz["cluster"]["tls_verify"], true, "node {}", node.name);
+        assert_eq!(varz["leaf"]["tls_required"], true, "node {}", node.name);
+        assert_eq!(varz["leaf"]["tls_verify"], true, "node {}", node.name);
+    }
+    let ca_pem = std::fs::read_to_string(data.join("ca/ca-cert.pem")).unwrap();
+    // A server holding a certificate from another CA (it trusts its own)
+    // is refused by A: its route handshake fails and the mesh stays three.
+    {
+        let stranger = dir.join("stranger-data");
+        let args: Vec<String> = [
+            "--cluster",
+            "restic-manager",
+            "--cluster-listen",
+            "127.0.0.1:-1",
+            "--route",
+            &a.route,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let x = Node::configure(dir, &data, "x", &args, &stranger).await;
+        let a_log = a.proc.as_ref().unwrap();
+        until("node A to refuse the stranger's route", 30, || async {
+            let log = a_log.log_text();
+            log.lines()
+                .any(|l| l.contains("TLS route handshake error"))
+                .then_some(())
+        })
+        .await;
+        assert_eq!(x.peers(), 0, "the stranger has no route");
+        assert_eq!(a.peers(), 2, "A routes to B and C only");
     }
     let loaded: Vec<Value> = [&a, &b, &c]
         .iter()
@@ -618,6 +693,7 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         .unwrap();
     let mut spec = ConnectSpec::new(a.client.clone(), web_creds, &Role::Web);
     spec.retry_on_initial_connect = true;
+    spec.tls_ca_pem = Some(ca_pem.clone());
     let (client, _events) = connect(&spec).await.unwrap();
     let ops = Ops { client };
     let cp_xkey = ops.wait_role(SvcRole::Controlplane).await;
@@ -654,6 +730,8 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
             .arg(&notifier_creds)
             .arg("--xkey-seed-file")
             .arg(&notifier_seed)
+            .arg("--nats-ca")
+            .arg(data.join("ca/ca-cert.pem"))
             .args(["--name", &format!("notifier-{}", node.name)]);
         notifiers.push(Proc::spawn(n, dir, &format!("notifier-{}", node.name)));
     }
@@ -763,7 +841,8 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         .creds()
         .unwrap();
     let role1 = Role::Agent(rm_bus::ids::HostId::parse(&h1).unwrap());
-    let spec = ConnectSpec::new(c.client.clone(), creds1, &role1);
+    let mut spec = ConnectSpec::new(c.client.clone(), creds1, &role1);
+    spec.tls_ca_pem = Some(ca_pem.clone());
     let (rogue, mut events) = connect(&spec).await.unwrap();
     let sub = rogue.subscribe(format!("rm.cmd.{h2}")).await.unwrap();
     rogue
@@ -842,7 +921,7 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         .unwrap();
     let role3 = Role::Agent(rm_bus::ids::HostId::parse(&h3).unwrap());
     for node in [&a, &b, &c, &leaf] {
-        let err = refused(&node.client, creds3.clone(), &role3)
+        let err = refused(&node.client, creds3.clone(), &role3, &ca_pem)
             .await
             .unwrap_or_else(|| panic!("node {} let the revoked agent in", node.name));
         assert!(
@@ -980,6 +1059,12 @@ fn the_generated_cluster_and_leaf_configurations_pass_nats_server_t() {
         .output()
         .unwrap();
     assert!(run.status.success(), "generate.sh: {run:?}");
+    for name in ["nats-a", "nats-b", "nats-c", "site-1"] {
+        for file in [format!("{name}-cert.pem"), format!("{name}-key.pem")] {
+            assert!(out.join(&file).exists(), "generate.sh wrote {file}");
+        }
+    }
+    assert!(out.join("ca.pem").exists(), "generate.sh copied the CA");
     let mut checked = Vec::new();
     for name in ["nats-a", "nats-b", "nats-c", "site-1"] {
         let file = out.join(format!("{name}.conf"));
@@ -992,11 +1077,17 @@ fn the_generated_cluster_and_leaf_configurations_pass_nats_server_t() {
                 &tmp.path().join("jwt").display().to_string(),
             )
             .replace("/etc/nats/", &format!("{}/", out.display()));
+        // clients TLS, routes / leaf connections mutual TLS
+        assert!(
+            text.contains(&format!("cert_file: \"{}/{name}-cert.pem\"", out.display())),
+            "{text}"
+        );
         if name == "site-1" {
             assert!(text.contains("nats-leaf://10.0.0.2:7422"), "{text}");
         } else {
             assert!(text.contains("nats://10.0.0.3:6222"), "{text}");
             assert!(text.contains(&format!("server_name: \"{name}\"")), "{text}");
+            assert_eq!(text.matches("verify: true").count(), 2, "{text}");
         }
         std::fs::write(&file, text).unwrap();
         let t = Command::new(rm_testkit::nats_server_bin())

@@ -765,3 +765,119 @@ async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bri
     store.close().await;
     stop(serve);
 }
+
+/// The split deployment's timer command: `controlplane-backup --if-due`
+/// over the bus with the agent of `host`; its output.
+fn if_due(data: &Path, port: u16, host: &str) -> Output {
+    bin()
+        .args(["controlplane-backup", "--if-due", "--data-dir"])
+        .arg(data)
+        .args(["--nats-url", &format!("nats://127.0.0.1:{port}")])
+        .args(["--host", host])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controlplane_backup_if_due_runs_the_backup_once_and_then_waits_for_the_time_of_day() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    let rest_port = free_port();
+    let _rest = rclone(&repos, rest_port, false);
+    let data = tmp.path().join("cp");
+    let port = free_port();
+    // serve for the bus and the local agent only: its own backup task
+    // looks once at start (nothing configured yet) and not again for a day
+    let child = bin()
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--bus-listen", &format!("127.0.0.1:{port}")])
+        .args(["--web-listen", "127.0.0.1:0", "--heartbeat-secs", "2"])
+        .args(["--local-agent", "--local-agent-name", "cp-local"])
+        .args([
+            "--restic",
+            "/usr/bin/restic",
+            "--controlplane-backup-poll-secs",
+            "86400",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(tmp.path().join("serve.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("start serve");
+    let mut serve = Kill(child);
+    wait_running(&mut serve.0);
+    let db = data.join("restic-manager.db");
+    let host_id = local_host_online(&db, "cp-local").await;
+
+    // Not configured yet: the command says so and records nothing.
+    let out = if_due(&data, port, "cp-local");
+    assert!(ok(&out, "if-due, off").contains("is off"));
+
+    let key = svc(&data, port, "pubkey", serde_json::json!({})).await;
+    let xkey = key["xkey"].as_str().unwrap().to_owned();
+    let url = format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{rest_port}/cp");
+    let added = svc(
+        &data,
+        port,
+        "repo-add",
+        serde_json::json!({"name": "cp-backups", "secrets": sealed(&xkey, url), "init_on_host": host_id}),
+    )
+    .await;
+    let repo_id = added["repo_id"].as_str().unwrap().to_owned();
+    svc(
+        &data,
+        port,
+        "repo-attach",
+        serde_json::json!({"repo_id": repo_id, "host_id": host_id, "access": "full", "secrets": null}),
+    )
+    .await;
+    // The settings page's write: the repository, daily at 03:15 in Tokyo.
+    let store = rm_store::Store::open(&db).await.unwrap();
+    {
+        let mut tx = store.write().await.unwrap();
+        rm_store::cpbackup::set_repo(&mut tx, Some(&repo_id), "ops", 1)
+            .await
+            .unwrap();
+        rm_store::cpbackup::set_schedule(&mut tx, 3 * 60 + 15, Some("Asia/Tokyo"), "ops", 1)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    // Never ran: due at once; the run goes through the agent and is
+    // recorded as serve's would be.
+    let out = if_due(&data, port, "cp-local");
+    assert!(ok(&out, "if-due, first").contains("succeeded"));
+    let runs = {
+        let mut c = store.read().await.unwrap();
+        rm_store::cpbackup::recent_runs(&mut c, 10).await.unwrap()
+    };
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].status, "succeeded", "{runs:?}");
+    assert!(runs[0].job_id.is_some(), "backed up by the agent: {runs:?}");
+
+    // The next look (the timer's next tick) runs nothing: the next run is
+    // the first 03:15 in Tokyo after that one started.
+    let want = rm_store::cpbackup::daily(3 * 60 + 15, "Asia/Tokyo")
+        .unwrap()
+        .next_after_ms(runs[0].started_at)
+        .unwrap();
+    let out = if_due(&data, port, "cp-local");
+    let said = ok(&out, "if-due, second");
+    let when = jiff::Timestamp::from_millisecond(want).unwrap().to_string();
+    assert!(said.contains(&format!("not due until {when}")), "{said}");
+    assert!(
+        when.contains("T18:15:00"),
+        "03:15 in Tokyo is 18:15 UTC: {when}"
+    );
+    let mut c = store.read().await.unwrap();
+    let runs = rm_store::cpbackup::recent_runs(&mut c, 10).await.unwrap();
+    assert_eq!(runs.len(), 1, "no second run: {runs:?}");
+    drop(c);
+    store.close().await;
+    stop(serve);
+}

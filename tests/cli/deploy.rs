@@ -16,13 +16,51 @@ fn root() -> PathBuf {
 }
 
 fn units() -> Vec<PathBuf> {
+    unit_files("service")
+}
+
+/// `deploy/systemd/*.<ext>`, sorted.
+fn unit_files(ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("deploy/systemd"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "service"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     v.sort();
     v
+}
+
+#[test]
+fn every_timer_starts_a_shipped_hardened_service_and_catches_up_missed_runs() {
+    let timers = unit_files("timer");
+    let names: Vec<String> = timers
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for timer in [
+        "restic-manager-nats-cert.timer",
+        "restic-manager-controlplane-backup.timer",
+    ] {
+        assert!(names.iter().any(|n| n == timer), "{timer} in {names:?}");
+    }
+    for timer in &timers {
+        let service = timer.with_extension("service");
+        assert!(
+            service.exists(),
+            "{} has its service (hardened by the test above)",
+            timer.display()
+        );
+        let text = std::fs::read_to_string(timer).unwrap();
+        let name = timer.file_name().unwrap().to_string_lossy();
+        for line in ["Persistent=true", "WantedBy=timers.target"] {
+            assert!(text.lines().any(|l| l == line), "{name} has {line}");
+        }
+        let service = std::fs::read_to_string(&service).unwrap();
+        assert!(
+            service.lines().any(|l| l == "Type=oneshot"),
+            "{name}'s service is a oneshot"
+        );
+    }
 }
 
 #[test]
@@ -40,6 +78,8 @@ fn every_unit_is_hardened_and_server_roles_run_as_their_own_user() {
         "-notifier",
         "-web",
         "-agent",
+        "-nats-cert",
+        "-controlplane-backup",
     ] {
         assert!(
             names.contains(&format!("restic-manager{role}.service")),
@@ -87,7 +127,7 @@ fn every_unit_passes_systemd_analyze_verify() {
     // verify insists the ExecStart binary exists: point it at ours
     let bin = env!("CARGO_BIN_EXE_restic-manager");
     let mut copies = Vec::new();
-    for unit in units() {
+    for unit in units().into_iter().chain(unit_files("timer")) {
         let text = std::fs::read_to_string(&unit)
             .unwrap()
             .replace("/usr/bin/restic-manager-agent ", &format!("{bin} "))

@@ -161,3 +161,84 @@ async fn authority_bus_cert_issues_a_nats_server_certificate_from_the_installati
     let _ = accept.await.unwrap();
     drop(tls);
 }
+
+/// `authority bus-cert --renew-if-expiring` as the renewal timer runs it,
+/// writing into `dir`, plus `extra` flags; what it said.
+fn renew(data: &std::path::Path, dir: &std::path::Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .args(["authority", "bus-cert", "--data-dir"])
+        .arg(data)
+        .args(["--renew-if-expiring", "--name", "nats-a.example,10.0.0.1"])
+        .arg("--cert-out")
+        .arg(dir.join("bus-cert.pem"))
+        .arg("--key-out")
+        .arg(dir.join("bus-key.pem"))
+        .arg("--ca-out")
+        .arg(dir.join("ca.pem"))
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bus_cert_renew_if_expiring_replaces_a_near_expiry_certificate_and_leaves_a_fresh_one_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let tls_dir = tmp.path().join("nats-tls");
+    let ca = rm_bus::pki::Ca::load_or_create(&rm_bus::pki::ca::dir_of(&data)).unwrap();
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let (cert, key) = (tls_dir.join("bus-cert.pem"), tls_dir.join("bus-key.pem"));
+    // issued 70 of its 90 days ago: in the last third of its life
+    let day = Duration::from_secs(86_400);
+    let old = ca
+        .issue(&[], 90 * day, SystemTime::now() - 70 * day)
+        .unwrap();
+    std::fs::write(&cert, old.chain_pem()).unwrap();
+    std::fs::write(&key, old.key_pem()).unwrap();
+
+    let said = renew(&data, &tls_dir, &[]);
+    assert!(said.contains("wrote"), "{said}");
+    let pem = std::fs::read(&cert).unwrap();
+    let der = rm_bus::pki::verify::first_cert(&pem).unwrap();
+    let end = rm_bus::pki::expiry::not_after(&der).unwrap();
+    assert!(
+        end > SystemTime::now() + 80 * day,
+        "a new 90-day certificate replaced the old one"
+    );
+    assert_ne!(
+        std::fs::read_to_string(&key).unwrap(),
+        old.key_pem(),
+        "a new key"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(tls_dir.join("ca.pem")).unwrap(),
+        ca.cert_pem(),
+        "the CA is written next to it"
+    );
+    // the new certificate and key are a pair a server loads
+    rm_bus::server::tls::server_config_from_files(&cert, &key).unwrap();
+
+    // fresh now: a second run (the next day's timer) changes nothing
+    let (cert_before, key_before) = (pem, std::fs::read(&key).unwrap());
+    let said = renew(&data, &tls_dir, &[]);
+    assert!(said.contains("left alone"), "{said}");
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        cert_before,
+        "certificate kept"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), key_before, "key kept");
+
+    // the timer's way: a key a nats-server in the group can read
+    let group_dir = tmp.path().join("group-tls");
+    renew(&data, &group_dir, &["--group-readable"]);
+    assert_eq!(mode(&group_dir), 0o750);
+    assert_eq!(mode(&group_dir.join("bus-key.pem")), 0o640);
+    assert_eq!(mode(&group_dir.join("bus-cert.pem")), 0o644);
+}

@@ -2,6 +2,9 @@
 //! (operator mode, `full` resolver), for users who run their own servers:
 //! one server, a node of a cluster (routes) or a leaf node at a remote
 //! site (remotes to the hub for the application and system accounts).
+//! With [`Tls`], clients are served over TLS and routes and leaf node
+//! connections are mutual TLS: both ends present a certificate issued by
+//! the installation's CA (`authority bus-cert`) and verify the other's.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +27,44 @@ pub struct Layout {
     pub leafnodes_listen: Option<String>,
     /// Be a leaf node of these hub servers.
     pub leaf: Option<LeafRemote>,
+    /// This server's certificate: clients, routes and leaf connections
+    /// use TLS.
+    pub tls: Option<Tls>,
+}
+
+/// The files of a server's TLS blocks.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate chain (`authority bus-cert --cert-out`).
+    pub cert: PathBuf,
+    /// Its private key (`--key-out`).
+    pub key: PathBuf,
+    /// The installation's CA certificate (`DATA_DIR/ca/ca-cert.pem`):
+    /// route and leaf peers must present a certificate it issued.
+    pub ca: PathBuf,
+}
+
+/// Seconds a TLS handshake may take (nats-server's default of 2 s is
+/// short for a loaded machine).
+const TLS_TIMEOUT_SECS: u32 = 5;
+
+impl Tls {
+    /// A `tls { … }` block at `indent`: `ca_file` is what a connecting
+    /// end verifies the server with; `peer` also makes a listener ask the
+    /// connecting end for a certificate from the CA (`verify: true`).
+    fn block(&self, indent: &str, peer: bool) -> Result<String> {
+        let mut out = format!(
+            "{indent}tls {{\n{indent}  cert_file: {}\n{indent}  key_file: {}\n{indent}  ca_file: {}\n{indent}  timeout: {TLS_TIMEOUT_SECS}\n",
+            quote(&self.cert.display().to_string())?,
+            quote(&self.key.display().to_string())?,
+            quote(&self.ca.display().to_string())?,
+        );
+        if peer {
+            out.push_str(&format!("{indent}  verify: true\n"));
+        }
+        out.push_str(&format!("{indent}}}\n"));
+        Ok(out)
+    }
 }
 
 /// The `cluster` block of one node.
@@ -90,6 +131,12 @@ pub fn render_layout(
     if let Some(http) = &layout.http {
         out.push_str(&format!("http: {}\n", quote(http)?));
     }
+    if let Some(tls) = &layout.tls {
+        // clients (roles, agents) verify the server; they authenticate
+        // with their JWT, not a certificate
+        out.push_str("# clients: TLS from the installation's CA\n");
+        out.push_str(&tls.block("", false)?);
+    }
     out.push_str(&format!(
         "# restic-manager: decentralized auth (operator mode)\n\
          operator: \"{operator}\"\n\
@@ -97,24 +144,41 @@ pub fn render_layout(
          resolver: {{\n  type: full\n  dir: {dir}\n  allow_delete: false\n  interval: \"2m\"\n}}\n\
          resolver_preload: {{\n  {acc_pub}: \"{account}\"\n  {sys_pub}: \"{system}\"\n}}\n",
     ));
+    // routes and leaf connections: mutual TLS, each end's certificate
+    // from the installation's CA (the peers' authentication)
+    let peer_tls = |indent: &str, listener: bool| -> Result<String> {
+        layout
+            .tls
+            .as_ref()
+            .map_or(Ok(String::new()), |t| t.block(indent, listener))
+    };
     if let Some(c) = &layout.cluster {
         out.push_str(&format!(
-            "cluster {{\n  name: {}\n  listen: {}\n  routes: {}\n}}\n",
+            "cluster {{\n  name: {}\n  listen: {}\n  routes: {}\n{}}}\n",
             quote(&c.name)?,
             quote(&c.listen)?,
-            quote_list(&c.routes)?
+            quote_list(&c.routes)?,
+            peer_tls("  ", true)?,
         ));
     }
     if let Some(listen) = &layout.leafnodes_listen {
-        out.push_str(&format!("leafnodes {{\n  listen: {}\n}}\n", quote(listen)?));
+        out.push_str(&format!(
+            "leafnodes {{\n  listen: {}\n{}}}\n",
+            quote(listen)?,
+            peer_tls("  ", true)?,
+        ));
     }
     if let Some(leaf) = &layout.leaf {
         let urls = quote_list(&leaf.urls)?;
-        out.push_str(&format!(
-            "leafnodes {{\n  remotes: [\n    {{ urls: {urls}, account: \"{acc_pub}\", credentials: {} }}\n    {{ urls: {urls}, account: \"{sys_pub}\", credentials: {} }}\n  ]\n}}\n",
-            quote(&leaf.creds.display().to_string())?,
-            quote(&leaf.system_creds.display().to_string())?,
-        ));
+        let mut remotes = String::new();
+        for (account, creds) in [(&acc_pub, &leaf.creds), (&sys_pub, &leaf.system_creds)] {
+            remotes.push_str(&format!(
+                "    {{\n      urls: {urls}\n      account: \"{account}\"\n      credentials: {}\n{}    }}\n",
+                quote(&creds.display().to_string())?,
+                peer_tls("      ", false)?,
+            ));
+        }
+        out.push_str(&format!("leafnodes {{\n  remotes: [\n{remotes}  ]\n}}\n"));
     }
     Ok(out)
 }
@@ -151,6 +215,7 @@ mod tests {
             }),
             leafnodes_listen: Some("0.0.0.0:7422".into()),
             leaf: None,
+            tls: None,
         };
         let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &node).unwrap();
         for want in [
@@ -173,12 +238,56 @@ mod tests {
         };
         let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &leaf).unwrap();
         assert!(text.contains(&format!(
-            "account: \"{}\", credentials: \"/etc/nats/leaf.creds\"",
+            "account: \"{}\"\n      credentials: \"/etc/nats/leaf.creds\"",
             a.account_public_key()
         )));
         assert!(text.contains(&format!(
-            "account: \"{}\", credentials: \"/etc/nats/system.creds\"",
+            "account: \"{}\"\n      credentials: \"/etc/nats/system.creds\"",
             a.system_account_public_key()
         )));
+        assert!(!text.contains("tls"), "{text}");
+    }
+
+    #[test]
+    fn with_a_certificate_clients_get_tls_and_routes_and_leaf_connections_mutual_tls() {
+        let a = Authority::generate(crate::clock::system());
+        let tls = Tls {
+            cert: "/etc/nats/tls/cert.pem".into(),
+            key: "/etc/nats/tls/key.pem".into(),
+            ca: "/etc/nats/tls/ca.pem".into(),
+        };
+        let node = Layout {
+            listen: Some("0.0.0.0:4222".into()),
+            cluster: Some(Cluster {
+                name: "rm".into(),
+                listen: "0.0.0.0:6222".into(),
+                routes: vec!["nats://nats-b:6222".into()],
+            }),
+            leafnodes_listen: Some("0.0.0.0:7422".into()),
+            tls: Some(tls.clone()),
+            ..Layout::default()
+        };
+        let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &node).unwrap();
+        assert!(
+            text.contains("tls {\n  cert_file: \"/etc/nats/tls/cert.pem\"\n  key_file: \"/etc/nats/tls/key.pem\""),
+            "{text}"
+        );
+        // one block for clients (no client certificate asked), one each
+        // for routes and leaf connections (verify: true)
+        assert_eq!(text.matches("cert_file").count(), 3, "{text}");
+        assert_eq!(text.matches("verify: true").count(), 2, "{text}");
+        let leaf = Layout {
+            leaf: Some(LeafRemote {
+                urls: vec!["nats-leaf://hub:7422".into()],
+                creds: "/etc/nats/leaf.creds".into(),
+                system_creds: "/etc/nats/system.creds".into(),
+            }),
+            tls: Some(tls),
+            ..Layout::default()
+        };
+        let text = render_layout(&a, Path::new("/var/lib/nats/jwt"), &leaf).unwrap();
+        // clients, and each of the two remotes
+        assert_eq!(text.matches("cert_file").count(), 3, "{text}");
+        assert_eq!(text.matches("ca_file: \"/etc/nats/tls/ca.pem\"").count(), 3);
     }
 }

@@ -227,7 +227,8 @@ impl Ca {
 
     /// Issues a server certificate for `names` (DNS names or IP addresses;
     /// localhost, 127.0.0.1 and ::1 are always added) valid for `life`
-    /// from `now`.
+    /// from `now`; it also serves as the client certificate of a
+    /// nats-server's routes and leaf connections.
     pub fn issue(&self, names: &[String], life: Duration, now: SystemTime) -> Result<Leaf> {
         let names = leaf_names(names);
         let key = KeyPair::generate().context("generating a certificate key")?;
@@ -246,7 +247,12 @@ impl Ca {
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // ClientAuth too: nats-server presents the same certificate when it
+        // opens a route or leaf connection (mutual TLS)
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
         let not_before = now - BACKDATE.min(life);

@@ -1,6 +1,8 @@
 //! When an operator-provided certificate expires: its `notAfter`, read
 //! from the DER with a small walker (no X.509 library), and the warning a
-//! listener beyond loopback logs at start when it is near.
+//! listener beyond loopback logs at start when it is near; whether a
+//! certificate file is due for renewal (`authority bus-cert
+//! --renew-if-expiring`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,6 +64,11 @@ fn time_of(tag: u8, v: &[u8]) -> Option<SystemTime> {
 
 /// A certificate's `notAfter`, if its DER is readable.
 pub fn not_after(der: &[u8]) -> Option<SystemTime> {
+    validity(der).map(|(_, end)| end)
+}
+
+/// A certificate's `notBefore` and `notAfter`, if its DER is readable.
+pub fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
     let (_, cert, _) = tlv(der)?;
     let (_, tbs, _) = tlv(cert)?;
     let mut rest = tbs;
@@ -73,9 +80,26 @@ pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     let (_, _, rest) = tlv(rest)?; // signature algorithm
     let (_, _, rest) = tlv(rest)?; // issuer
     let (_, validity, _) = tlv(rest)?;
-    let (_, _, after_nb) = tlv(validity)?;
+    let (tag, nb, after_nb) = tlv(validity)?;
+    let start = time_of(tag, nb)?;
     let (tag, na, _) = tlv(after_nb)?;
-    time_of(tag, na)
+    Some((start, time_of(tag, na)?))
+}
+
+/// Whether the certificate (first PEM block of `pem`) is due for renewal
+/// at `now`: in the last third of its life, expired, or unreadable.
+pub fn due_for_renewal(pem: &[u8], now: SystemTime) -> bool {
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem).next() else {
+        return true;
+    };
+    let Some((start, end)) = validity(&der) else {
+        return true;
+    };
+    let life = end.duration_since(start).unwrap_or_default();
+    match end.duration_since(now) {
+        Ok(left) => left < life / 3,
+        Err(_) => true,
+    }
 }
 
 /// What to warn about the operator's certificate at `cert_path` served on
@@ -121,7 +145,25 @@ mod tests {
             .issue(&[], Duration::from_secs(5 * 86_400), SystemTime::now())
             .unwrap();
         assert_eq!(not_after(leaf.cert_der()), Some(leaf.not_after));
+        assert_eq!(
+            validity(leaf.cert_der()),
+            Some((leaf.not_before, leaf.not_after))
+        );
         assert_eq!(not_after(b"\x30\x03\x02\x01"), None, "truncated");
+    }
+
+    #[test]
+    fn a_certificate_is_due_for_renewal_in_the_last_third_of_its_life() {
+        let ca = Ca::generate(SystemTime::now()).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        let pem = ca.issue(&[], 90 * day, now).unwrap().chain_pem();
+        let pem = pem.as_bytes();
+        assert!(!due_for_renewal(pem, now), "fresh");
+        assert!(!due_for_renewal(pem, now + 50 * day), "halfway");
+        assert!(due_for_renewal(pem, now + 70 * day), "last third");
+        assert!(due_for_renewal(pem, now + 91 * day), "expired");
+        assert!(due_for_renewal(b"not a certificate", now), "unreadable");
     }
 
     #[test]

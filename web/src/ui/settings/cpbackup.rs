@@ -1,6 +1,7 @@
 //! Settings → Control-plane backup (admin): the daily backup of the
-//! installation itself — its repository, "Back up now", the last runs and
-//! the next — and the recovery kit download. Also the banner every page
+//! installation itself — its repository and time of day (in a time zone,
+//! the server's by default), "Back up now", the last runs and the next —
+//! and the recovery kit download. Also the banner every page
 //! shows admins until a recovery kit was exported ([`banner`]).
 //!
 //! The status comes from `rm_store::cpbackup::status` for the page and its
@@ -95,8 +96,17 @@ pub struct CpBackupView {
     /// The repository the daily backup goes to (`null`: not chosen).
     pub repo_id: Option<String>,
     pub repo_name: Option<String>,
+    /// The time of day of the daily run, `HH:MM`.
+    pub run_at: String,
+    /// The zone an admin chose for it (`null`: the server's).
+    pub time_zone: Option<String>,
+    /// The zone the time of day is read in (the chosen one, else the
+    /// server's; UTC if this machine does not know the chosen one).
+    pub effective_time_zone: String,
     /// When the next run is due (ms); `null` without a repository.
     pub next_run_at: Option<i64>,
+    /// That time in the effective zone, `YYYY-MM-DD HH:MM ZONE`.
+    pub next_run_local: Option<String>,
     pub last_success_at: Option<i64>,
     /// A recovery kit was exported: the master key exists outside this machine.
     pub master_key_backed_up: bool,
@@ -137,11 +147,26 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String
     let repo_name = s
         .repo_id()
         .and_then(|id| repos.iter().find(|(r, _)| r == id).map(|(_, n)| n.clone()));
+    let settings = s.settings.clone().unwrap_or(rm_store::cpbackup::Settings {
+        repo_id: None,
+        run_requested_at: None,
+        updated_at: 0,
+        updated_by: String::new(),
+        run_at_minute: None,
+        time_zone: None,
+    });
+    let daily = settings.daily();
+    let minute = settings.run_at_minute();
+    let next_run_at = s.next_run();
     Ok((
         CpBackupView {
             repo_id: s.repo_id().map(str::to_owned),
             repo_name,
-            next_run_at: s.next_run(),
+            run_at: format!("{:02}:{:02}", minute / 60, minute % 60),
+            time_zone: settings.time_zone.clone(),
+            effective_time_zone: daily.timezone().to_owned(),
+            next_run_at,
+            next_run_local: next_run_at.map(|at| local_time(at.max(state.now()), daily.timezone())),
             last_success_at: s.last_success.as_ref().and_then(|r| r.finished_at),
             master_key_backed_up: s.master_key_backed_up(),
             last_kit_export_at: s.last_kit.as_ref().map(|k| k.exported_at),
@@ -167,6 +192,15 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String
     ))
 }
 
+/// `at` (ms) as `YYYY-MM-DD HH:MM ZONE` in the IANA zone `zone`.
+fn local_time(at: i64, zone: &str) -> String {
+    let tz = jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    match jiff::Timestamp::from_millisecond(at) {
+        Ok(ts) => format!("{} {zone}", ts.to_zoned(tz).strftime("%Y-%m-%d %H:%M")),
+        Err(_) => at.to_string(),
+    }
+}
+
 /// `GET /api/v1/controlplane-backup`.
 pub async fn api_status(
     State(state): State<AppState>,
@@ -188,6 +222,11 @@ pub(crate) struct CpBackupPage {
     /// This web role holds the master key (else: the command line).
     pub(crate) can_export: bool,
     pub(crate) now: i64,
+    /// The form's values: what was sent when it is shown again with an
+    /// error, else the saved ones.
+    pub(crate) form: RepoForm,
+    /// The server's zone (what an empty zone field means).
+    pub(crate) server_zone: String,
 }
 
 impl CpBackupPage {
@@ -213,8 +252,24 @@ async fn page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
+    page_with(state, who, notice, error, status, None).await
+}
+
+async fn page_with(
+    state: &AppState,
+    who: &Principal,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    status: StatusCode,
+    kept: Option<RepoForm>,
+) -> Response {
     match view(state).await {
         Ok((v, repos)) => {
+            let form = kept.unwrap_or_else(|| RepoForm {
+                repo_id: v.repo_id.clone().unwrap_or_default(),
+                run_at: v.run_at.clone(),
+                time_zone: v.time_zone.clone().unwrap_or_default(),
+            });
             let mut resp = render(&CpBackupPage {
                 layout: frame(state, who).await,
                 is_admin: true,
@@ -225,6 +280,8 @@ async fn page(
                 error,
                 can_export: state.recovery.data_dir().is_some(),
                 now: state.now(),
+                form,
+                server_zone: rm_cron::system_zone_name(),
             });
             *resp.status_mut() = status;
             resp
@@ -240,7 +297,9 @@ pub async fn show(
     Query(n): Query<Notice>,
 ) -> Response {
     let notice = match n.done.as_str() {
-        "repo" => Some("Saved. The control-plane backup uses this repository from its next run."),
+        "repo" => {
+            Some("Saved. The control-plane backup uses this repository and time from its next run.")
+        }
         "cleared" => Some("No repository: the daily control-plane backup is off."),
         "run" => Some("A control-plane backup starts within a few seconds; this page shows it."),
         _ => None,
@@ -248,19 +307,71 @@ pub async fn show(
     page(&state, &who, notice, None, StatusCode::OK).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RepoForm {
     pub repo_id: String,
+    /// `HH:MM` (a time input); empty: keep the saved time.
+    pub run_at: String,
+    /// An IANA zone; empty: the server's.
+    pub time_zone: String,
 }
 
-/// `POST /settings/controlplane-backup`: choose (or clear) the repository.
+/// `HH:MM` (or `HH:MM:SS`, as some browsers send) as minutes after
+/// midnight.
+fn parse_time_of_day(s: &str) -> Option<i64> {
+    let mut parts = s.split(':');
+    let h: i64 = parts.next()?.parse().ok()?;
+    let m: i64 = parts.next()?.parse().ok()?;
+    let sec_ok = parts
+        .next()
+        .is_none_or(|sec| sec.parse::<u8>().is_ok_and(|x| x < 60));
+    ((0..24).contains(&h) && (0..60).contains(&m) && sec_ok && parts.next().is_none())
+        .then_some(h * 60 + m)
+}
+
+/// The form's time and zone, checked: `None` time keeps the saved one.
+fn schedule_of(f: &RepoForm) -> Result<(Option<i64>, Option<String>), String> {
+    let run_at = f.run_at.trim();
+    let minute = if run_at.is_empty() {
+        None
+    } else {
+        Some(parse_time_of_day(run_at).ok_or_else(|| {
+            format!("Time of day: {run_at:?} is not a time such as 02:30 (24-hour HH:MM).")
+        })?)
+    };
+    let zone = f.time_zone.trim();
+    if zone.is_empty() {
+        return Ok((minute, None));
+    }
+    rm_store::cpbackup::daily(0, zone).map_err(|_| {
+        format!("Time zone: {zone:?} is not a time zone this server knows; give an IANA name such as Europe/Berlin, or leave it empty for the server's.")
+    })?;
+    Ok((minute, Some(zone.to_owned())))
+}
+
+/// `POST /settings/controlplane-backup`: choose (or clear) the repository
+/// and set the time of day and its zone.
 pub async fn set_repo(
     State(state): State<AppState>,
     RequireAdmin(who): RequireAdmin,
     Form(f): Form<RepoForm>,
 ) -> Response {
     let id = f.repo_id.trim();
+    let (minute, zone) = match schedule_of(&f) {
+        Ok(s) => s,
+        Err(e) => {
+            return page_with(
+                &state,
+                &who,
+                None,
+                Some(e),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(f.clone()),
+            )
+            .await;
+        }
+    };
     let result = async {
         let mut tx = state.store.write().await?;
         if !id.is_empty() {
@@ -273,25 +384,40 @@ pub async fn set_repo(
             state.now(),
         )
         .await?;
-        tx.commit().await.map_err(rm_store::StoreError::from)
+        let minute = match minute {
+            Some(m) => m,
+            None => rm_store::cpbackup::settings(&mut tx)
+                .await?
+                .map_or(rm_store::cpbackup::DEFAULT_RUN_AT_MINUTE, |s| {
+                    s.run_at_minute()
+                }),
+        };
+        rm_store::cpbackup::set_schedule(&mut tx, minute, zone.as_deref(), &who.name, state.now())
+            .await?;
+        tx.commit().await.map_err(rm_store::StoreError::from)?;
+        Ok::<i64, rm_store::StoreError>(minute)
     }
     .await;
     match result {
-        Ok(()) => {
+        Ok(minute) => {
             crate::api::audit(
                 &state,
                 &who,
                 "controlplane_backup.repository",
                 "controlplane",
                 "backup",
-                Some(serde_json::json!({"repo_id": (!id.is_empty()).then_some(id)})),
+                Some(serde_json::json!({
+                    "repo_id": (!id.is_empty()).then_some(id),
+                    "run_at": format!("{:02}:{:02}", minute / 60, minute % 60),
+                    "time_zone": zone,
+                })),
             )
             .await;
             let done = if id.is_empty() { "cleared" } else { "repo" };
             Redirect::to(&format!("/settings/controlplane-backup?done={done}")).into_response()
         }
         Err(rm_store::StoreError::NotFound { .. }) => {
-            page(
+            page_with(
                 &state,
                 &who,
                 None,
@@ -299,6 +425,7 @@ pub async fn set_repo(
                     "Repository: no repository {id:?}; choose one from the list."
                 )),
                 StatusCode::UNPROCESSABLE_ENTITY,
+                Some(f.clone()),
             )
             .await
         }
@@ -405,4 +532,40 @@ pub async fn recovery_kit(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_of_day_is_24_hour_hh_mm() {
+        assert_eq!(parse_time_of_day("02:30"), Some(150));
+        assert_eq!(parse_time_of_day("23:59:00"), Some(23 * 60 + 59));
+        assert_eq!(parse_time_of_day("00:00"), Some(0));
+        for bad in ["24:00", "2:60", "noon", "", "02", "02:30:61", "1:2:3:4"] {
+            assert_eq!(parse_time_of_day(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_form_names_the_field_it_refuses() {
+        let f = |run_at: &str, tz: &str| RepoForm {
+            repo_id: String::new(),
+            run_at: run_at.into(),
+            time_zone: tz.into(),
+        };
+        assert_eq!(schedule_of(&f("03:15", "")), Ok((Some(195), None)));
+        assert_eq!(schedule_of(&f("", "UTC")), Ok((None, Some("UTC".into()))));
+        assert!(
+            schedule_of(&f("25:00", ""))
+                .unwrap_err()
+                .starts_with("Time of day:")
+        );
+        assert!(
+            schedule_of(&f("03:00", "Mars/Olympus"))
+                .unwrap_err()
+                .starts_with("Time zone:")
+        );
+    }
 }

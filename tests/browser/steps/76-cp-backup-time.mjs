@@ -1,0 +1,52 @@
+// The control-plane backup at a time of day (issue 13): the page shows the
+// daily time (02:00 in the server's zone unless set) and the next run; an
+// admin sets another time and zone, a zone the server does not know is
+// refused naming the field with the input kept, and the page and its JSON
+// twin then show the next run at that time in that zone.
+import { cfg, base, step, assert, context, login, axe, admin } from '../lib.mjs';
+
+await step('cp-backup-runs-at-the-time-of-day-the-admin-sets', async () => {
+  const ctx = await context();
+  const page = await ctx.newPage();
+  await login(page, admin);
+  await page.goto(`${base}/settings/controlplane-backup`);
+  const time = await page.locator('#cp-time').innerText();
+  assert(time.includes('02:00') && time.includes("the server's zone"), `default time: ${time}`);
+  assert(await page.inputValue('#cp-run-at') === '02:00', 'the form holds the saved time');
+
+  // A zone the server does not know: refused, the field named, input kept.
+  await page.fill('#cp-run-at', '04:30');
+  await page.fill('#cp-zone', 'Mars/Olympus_Mons');
+  await page.click('form[action="/settings/controlplane-backup"] button[type=submit]');
+  const error = await page.locator('.banner.fail').innerText();
+  assert(error.startsWith('Time zone:') && error.includes('Mars/Olympus_Mons'), `error names the field: ${error}`);
+  assert(await page.inputValue('#cp-zone') === 'Mars/Olympus_Mons', 'the zone typed is kept');
+  assert(await page.inputValue('#cp-run-at') === '04:30', 'the time typed is kept');
+  assert(await page.inputValue('#cp-repo') === cfg.repo_id, 'the repository is kept');
+  if (cfg.screenshots) {
+    await page.screenshot({ path: `${cfg.screenshots}/cp-backup-time-error-light-1280.png`, fullPage: true });
+  }
+  // (nothing was saved)
+  await page.goto(`${base}/settings/controlplane-backup`);
+  assert((await page.locator('#cp-time').innerText()).includes('02:00'), 'the refused form saved nothing');
+
+  // A real zone: saved; the next run is at 04:30 Tokyo time.
+  await page.fill('#cp-run-at', '04:30');
+  await page.fill('#cp-zone', 'Asia/Tokyo');
+  await page.click('form[action="/settings/controlplane-backup"] button[type=submit]');
+  await page.waitForURL(/done=repo/);
+  const saved = await page.locator('#cp-time').innerText();
+  assert(saved.includes('04:30') && saved.includes('Asia/Tokyo'), `saved time: ${saved}`);
+  const next = await page.locator('#cp-next-run').innerText();
+  assert(/at \d{4}-\d{2}-\d{2} 04:30 Asia\/Tokyo/.test(next), `next run at 04:30 Tokyo: ${next}`);
+  await axe(page, 'control-plane backup page with a time of day');
+
+  // The JSON twin says the same.
+  const api = await (await page.request.get(`${base}/api/v1/controlplane-backup`)).json();
+  assert(api.run_at === '04:30' && api.time_zone === 'Asia/Tokyo', JSON.stringify(api));
+  assert(api.effective_time_zone === 'Asia/Tokyo', JSON.stringify(api));
+  assert(next.includes(api.next_run_local), `page and API agree: ${next} / ${api.next_run_local}`);
+  const utc = new Date(api.next_run_at);
+  assert(utc.getUTCHours() === 19 && utc.getUTCMinutes() === 30, `04:30 JST is 19:30 UTC: ${utc.toISOString()}`);
+  await ctx.close();
+});

@@ -23,6 +23,14 @@ async fn metrics(cp: &Cp) -> api::Metrics {
     cp.call(api::METRICS, serde_json::json!({})).await
 }
 
+async fn probes(db: &rm_store::Store) -> Vec<(String, Option<String>, i64, i64)> {
+    let mut c = db.read().await.unwrap();
+    sqlx::query_as("SELECT * FROM probe_summary")
+        .fetch_all(&mut *c)
+        .await
+        .unwrap()
+}
+
 async fn count(db: &rm_store::Store, sql: &'static str) -> i64 {
     let mut c = db.read().await.unwrap();
     sqlx::query_scalar(sql).fetch_one(&mut *c).await.unwrap()
@@ -35,6 +43,14 @@ async fn running_backups(
     repo: Option<&str>,
     n: usize,
 ) -> Vec<JobId> {
+    // started now: the deadline sweeper leaves them alone
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     let mut tx = db.write().await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..n {
@@ -52,8 +68,8 @@ async fn running_backups(
                 status: JobStatus::Running,
                 timeout_secs: 3600,
                 created_by: "test",
-                created_at: 1_000,
-                started_at: Some(1_000),
+                created_at: now,
+                started_at: Some(now),
             },
         )
         .await
@@ -161,9 +177,9 @@ async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_an
     // Counts every statement that writes a host's summary.
     exec(
         &db,
-        "CREATE TABLE probe_summary (host TEXT);
+        "CREATE TABLE probe_summary (host TEXT, last_job TEXT, running INTEGER, failed INTEGER);
          CREATE TRIGGER probe_summary AFTER UPDATE ON host_summary
-         BEGIN INSERT INTO probe_summary VALUES (NEW.host_id); END;",
+         BEGIN INSERT INTO probe_summary VALUES (NEW.host_id, NEW.last_job_id, NEW.running_jobs, NEW.failed_jobs_total); END;",
     )
     .await;
     let health_before = count(&db, "SELECT COUNT(*) FROM repo_health").await;
@@ -199,7 +215,8 @@ async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_an
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM probe_summary").await,
         2,
-        "each host's summary is written once per batch, not once per result"
+        "each host's summary is written once per batch, not once per result: {m1:?} {:?}",
+        probes(&db).await
     );
     assert_eq!(
         count(&db, "SELECT COUNT(*) FROM repo_health").await - health_before,

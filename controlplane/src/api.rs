@@ -91,6 +91,19 @@ pub struct Metrics {
     /// Offline sweeps that looked at the fleet (once settled).
     #[serde(default)]
     pub offline_sweeps: u64,
+    /// Job results (`started`, `done`, parts, claims) committed and
+    /// acknowledged ...
+    #[serde(default)]
+    pub ingest_results: u64,
+    /// ... in this many transactions (a batch each) ...
+    #[serde(default)]
+    pub ingest_commits: u64,
+    /// ... of which re-sends recognised as duplicates.
+    #[serde(default)]
+    pub ingest_duplicates: u64,
+    /// Results applied one at a time because their batch failed together.
+    #[serde(default)]
+    pub ingest_results_alone: u64,
     /// Transactions the writer task committed ...
     #[serde(default)]
     pub write_batches: u64,

@@ -28,6 +28,7 @@ pub(crate) async fn record(
     tx: &mut rm_store::Conn,
     job: &jobs::Job,
     done: &JobDone,
+    settle: &mut crate::settle::Settle,
 ) -> anyhow::Result<bool> {
     let Some(repo) = &job.repo_id else {
         return Ok(false);
@@ -43,14 +44,14 @@ pub(crate) async fn record(
                 // in the repository changed that a refresh would find
                 return Ok(false);
             };
-            let host = hosts::get(&mut *tx, &job.host_id).await?;
+            let hostname = settle.restic_host(&mut *tx, &job.host_id).await?;
             snapshots::upsert(
                 &mut *tx,
                 &snapshots::Snapshot {
                     repo_id: repo.clone(),
                     snapshot_id: id.to_owned(),
                     short_id: id.chars().take(8).collect(),
-                    hostname: host.restic_host.unwrap_or_default(),
+                    hostname,
                     time: backup_time(s, done.finished_ms),
                     paths_json: serde_json::to_string(&paths)?,
                     tags_json: serde_json::to_string(&tags)?,
@@ -59,22 +60,9 @@ pub(crate) async fn record(
                 },
             )
             .await?;
-            if !health::snapshots_counted(&mut *tx, repo).await? {
-                // never listed: the cache holds only what backups added
-                return Ok(job.origin != "system");
-            }
-            let count = snapshots::count(&mut *tx, repo).await?;
-            health::insert(
-                &mut *tx,
-                &Health {
-                    repo_id: repo.clone(),
-                    ts: now,
-                    source_job_id: Some(job.id.clone()),
-                    snapshot_count: Some(count),
-                    ..Health::default()
-                },
-            )
-            .await?;
+            // the count, the health row (or a refresh of a never-listed
+            // repository) once per repository and batch
+            settle.snapshot_added(repo, job);
             Ok(false)
         }
         (JobParams::Forget { .. } | JobParams::Prune {}, true) => Ok(true),

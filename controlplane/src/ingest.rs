@@ -6,8 +6,9 @@
 //!   the writer task: changed rows only, vitals only when they changed.
 //! - goodbye: offline at once.
 //! - job `started` / `done` (request/ack, at least once): the host in the
-//!   subject must own the job; applied idempotently by (job, phase),
-//!   committed in batches, acknowledged only after commit, then events.
+//!   subject must own the job; applied idempotently by (job, phase), a
+//!   batch per transaction with its shared follow-up work written once
+//!   (`settle`), acknowledged only after commit, then events.
 //! - job `part` (request/ack, at least once): a chunk of a summary too large
 //!   for one message, stored until the `done` naming the parts' total
 //!   reassembles it.
@@ -34,6 +35,9 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::{hosts, parts, schedules as sched_store};
 use tokio::sync::mpsc;
 
+use sqlx::Connection;
+
+use crate::settle::Settle;
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
@@ -459,59 +463,122 @@ struct Applied {
     event: Option<(Event, String, String)>,
 }
 
-/// Applies `started` / `done` through the writer: acks after commit,
-/// then events. A write that did not commit sends no ack, so its agent
-/// retries.
+/// Applies `started` / `done` / `part` / `claim` a batch at a time: the
+/// batch is ONE queued write (one transaction, one commit), its shared
+/// follow-up work written once ([`Settle`]); acks go out as soon as it
+/// commits, then events, in one pass. A light trickle lingers briefly to
+/// share a commit; under a burst the batch is full at once. While a batch
+/// commits the next one gathers, and other writers' writes (operators')
+/// queue beside it, never behind a backlog of results. A result that did
+/// not commit gets no ack: its agent sends it again.
 async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<()> {
-    let mut batch = Vec::with_capacity(cp.t.ingest_batch);
+    let max = cp.t.ingest_batch.max(1);
     loop {
-        if rx.recv_many(&mut batch, cp.t.ingest_batch).await == 0 {
+        let mut batch = Vec::with_capacity(max);
+        if rx.recv_many(&mut batch, max).await == 0 {
             return Ok(());
         }
-        // Linger briefly so bursts share a commit.
         let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
-        while batch.len() < cp.t.ingest_batch {
+        while batch.len() < max {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(m)) => batch.push(m),
                 _ => break,
             }
         }
-        // One write each (a failing one does not take the others down);
-        // queued back to back, they share the writer's transaction.
-        let mut pending = Vec::with_capacity(batch.len());
-        for m in batch.drain(..) {
-            let (c, msg) = (cp.clone(), m.clone());
-            let p = cp
-                .writer
-                .submit(move |tx| {
-                    Box::pin(async move {
-                        let a = apply_result(&c, tx, &msg).await?;
-                        record_refusal(&c, tx, &msg, a).await
-                    })
+        let c = cp.clone();
+        let r = cp
+            .writer
+            .run(move |tx| {
+                Box::pin(async move {
+                    let out = apply_batch(&c, tx, &batch).await?;
+                    Ok::<_, anyhow::Error>((batch, out))
                 })
-                .await;
-            pending.push((m, p));
-        }
-        for (m, p) in pending {
-            match p.outcome().await {
-                Ok(a) => {
-                    reply(&cp, &m, encode(&a.ack)).await;
-                    if let Some((e, host, job)) = a.event {
-                        cp.event(e, Some(&host), Some(&job), None).await;
-                        if e == Event::JobFinished {
-                            // a repository may have become free
-                            cp.dispatch_wake.notify_one();
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(subject = %m.subject, error = %format!("{e:#}"), "result not committed; the agent will retry");
-                    cp.metrics.count_error("results");
-                }
+            })
+            .await;
+        match r {
+            Ok((batch, out)) => after_commit(&cp, &batch, out).await,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "results not committed; their agents will retry");
+                cp.metrics.count_error("results");
             }
         }
-        batch.clear();
     }
+}
+
+/// Acks, then events, for a committed batch (`None`: not applied, no ack).
+async fn after_commit(cp: &Cp, batch: &[Message], out: Vec<Option<Applied>>) {
+    let applied = out.iter().flatten().count();
+    let duplicates = out.iter().flatten().filter(|a| a.ack.duplicate).count();
+    cp.metrics.results_committed(applied, duplicates);
+    let mut events = Vec::with_capacity(out.len());
+    for (m, a) in batch.iter().zip(out) {
+        let Some(a) = a else { continue };
+        reply(cp, m, encode(&a.ack)).await;
+        events.extend(a.event);
+    }
+    let mut finished = false;
+    for (e, host, job) in events {
+        finished |= e == Event::JobFinished;
+        cp.event(e, Some(&host), Some(&job), None).await;
+    }
+    if finished {
+        // a repository may have become free
+        cp.dispatch_wake.notify_one();
+    }
+}
+
+/// Applies a batch inside the writer's transaction: all together in one
+/// savepoint; if that fails, again one result at a time, each in its own
+/// savepoint, so one bad result does not hold up the others (it alone is
+/// `None`). An error here means the transaction itself is unusable.
+async fn apply_batch(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    batch: &[Message],
+) -> Result<Vec<Option<Applied>>> {
+    {
+        let mut sp = tx.begin().await?;
+        match apply_all(cp, &mut sp, batch).await {
+            Ok(v) => {
+                sp.commit().await?;
+                return Ok(v.into_iter().map(Some).collect());
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::warn!(results = batch.len(), error = %format!("{e:#}"), "result batch failed; applying its results one at a time");
+                cp.metrics.results_alone(batch.len());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        let mut sp = tx.begin().await?;
+        match apply_all(cp, &mut sp, std::slice::from_ref(m)).await {
+            Ok(mut v) => {
+                sp.commit().await?;
+                out.push(v.pop());
+            }
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::error!(subject = %m.subject, error = %format!("{e:#}"), "result not applied; the agent will retry");
+                cp.metrics.count_error("results");
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Applies each result in order, then the work they share.
+async fn apply_all(cp: &Cp, tx: &mut rm_store::Conn, batch: &[Message]) -> Result<Vec<Applied>> {
+    let mut settle = Settle::default();
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        let a = apply_result(cp, tx, m, &mut settle).await?;
+        out.push(record_refusal(cp, tx, m, a).await?);
+    }
+    settle.write(cp, tx).await?;
+    Ok(out)
 }
 
 /// Puts a summary that came in parts back into `msg`. Parts that did not
@@ -593,7 +660,12 @@ fn refused(reason: impl Into<String>) -> Applied {
     }
 }
 
-async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<Applied> {
+async fn apply_result(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    m: &Message,
+    settle: &mut Settle,
+) -> Result<Applied> {
     let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
         return Ok(refused("malformed subject"));
     };
@@ -610,7 +682,7 @@ async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<A
             if msg.job_id != *job_id {
                 return Ok(refused("job id in the payload does not match the subject"));
             }
-            apply_started(cp, tx, &host, &msg).await
+            apply_started(cp, tx, &host, &msg, settle).await
         }
         JobTopic::Done => {
             let msg: JobDone = match decode("done", &m.payload) {
@@ -620,7 +692,7 @@ async fn apply_result(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<A
             if msg.job_id != *job_id {
                 return Ok(refused("job id in the payload does not match the subject"));
             }
-            apply_done(cp, tx, &host, msg).await
+            apply_done(cp, tx, &host, msg, settle).await
         }
         JobTopic::Part => {
             let msg: JobPart = match decode("part", &m.payload) {
@@ -651,14 +723,15 @@ async fn apply_started(
     tx: &mut rm_store::Conn,
     host: &str,
     msg: &JobStarted,
+    settle: &mut Settle,
 ) -> Result<Applied> {
     let id = msg.job_id.as_str();
-    match jobs::find(&mut *tx, id).await? {
+    let owner = match jobs::find(&mut *tx, id).await? {
         Some(job) if job.exec_host_id != host => {
             tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "started for another host's job refused");
             return Ok(refused("this job belongs to another host"));
         }
-        Some(_) => {}
+        Some(job) => job.host_id,
         None => {
             // A run the agent started from its own schedule.
             let JobOrigin::Schedule { schedule_id } = &msg.origin else {
@@ -694,18 +767,21 @@ async fn apply_started(
                 },
             )
             .await?;
+            settle.counts(&s.host_id);
+            s.host_id
         }
-    }
+    };
     if !jobs::record_phase(&mut *tx, id, Phase::Started, cp.now()).await? {
         return Ok(Applied {
             ack: Ack::duplicate(),
             event: None,
         });
     }
-    jobs::set_running(&mut *tx, id, msg.started_ms).await?;
+    if let Some(h) = jobs::set_running_row(&mut *tx, id, msg.started_ms).await? {
+        settle.counts(&h);
+    }
     // its deadline counts from the control plane's clock, not the agent's
     jobs::touch_active(&mut *tx, id, cp.now()).await?;
-    let owner = jobs::get(&mut *tx, id).await?.host_id;
     Ok(Applied {
         ack: Ack::ok(),
         event: Some((Event::JobStarted, owner, id.to_owned())),
@@ -830,6 +906,7 @@ async fn apply_done(
     tx: &mut rm_store::Conn,
     host: &str,
     mut msg: JobDone,
+    settle: &mut Settle,
 ) -> Result<Applied> {
     let id = msg.job_id.to_string();
     let id = id.as_str();
@@ -856,7 +933,7 @@ async fn apply_done(
         .and_then(|k| serde_json::to_value(k).ok())
         .and_then(|v| v.as_str().map(str::to_owned));
     let tail = (!msg.stderr_tail.is_empty()).then(|| msg.stderr_tail.join("\n"));
-    let finished = jobs::finish(
+    let finished = jobs::finish_row(
         &mut *tx,
         id,
         status,
@@ -873,16 +950,18 @@ async fn apply_done(
     )
     .await?;
     lock(&cp.accept_marks).remove(id);
-    if !finished {
+    let Some(finished) = finished else {
         return Ok(Applied {
             ack: Ack::duplicate(),
             event: None,
         });
-    }
-    if crate::health::record(cp, &mut *tx, &job, msg).await?
+    };
+    // the host's summary, once per host and batch
+    settle.finished(finished);
+    if crate::health::record(cp, &mut *tx, &job, msg, settle).await?
         && let Some(repo) = &job.repo_id
     {
-        crate::health::queue_refresh(cp, &mut *tx, repo, &job.exec_host_id).await?;
+        settle.refresh(repo, &job.exec_host_id);
     }
     Ok(Applied {
         ack: Ack::ok(),

@@ -52,6 +52,7 @@ mod repos;
 mod resync;
 mod schedules;
 pub mod secrets;
+mod settle;
 mod svc;
 mod sweeper;
 mod tags;

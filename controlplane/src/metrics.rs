@@ -24,6 +24,10 @@ pub(crate) struct Metrics {
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
     replies_refused: AtomicU64,
+    ingest_results: AtomicU64,
+    ingest_commits: AtomicU64,
+    ingest_duplicates: AtomicU64,
+    ingest_alone: AtomicU64,
     /// Heartbeats per lag bucket ([`api::HEARTBEAT_LAG_BOUNDS_MS`] + 1).
     heartbeat_lag: [AtomicU64; api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1],
 }
@@ -90,6 +94,21 @@ impl Metrics {
         self.replies_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A batch of job results committed in one transaction: `applied`
+    /// results acknowledged, `duplicates` of them re-sends.
+    pub fn results_committed(&self, applied: usize, duplicates: usize) {
+        self.ingest_commits.fetch_add(1, Ordering::Relaxed);
+        self.ingest_results
+            .fetch_add(applied as u64, Ordering::Relaxed);
+        self.ingest_duplicates
+            .fetch_add(duplicates as u64, Ordering::Relaxed);
+    }
+
+    /// A batch of `n` results failed together and is applied one at a time.
+    pub fn results_alone(&self, n: usize) {
+        self.ingest_alone.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self, writer: &rm_store::writer::WriterStats) -> api::Metrics {
         use rm_store::writer::WriterStats as W;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -109,6 +128,10 @@ impl Metrics {
             lost_checks: g(&self.lost_checks),
             dispatch_passes: g(&self.dispatch_passes),
             offline_sweeps: g(&self.offline_sweeps),
+            ingest_results: g(&self.ingest_results),
+            ingest_commits: g(&self.ingest_commits),
+            ingest_duplicates: g(&self.ingest_duplicates),
+            ingest_results_alone: g(&self.ingest_alone),
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),

@@ -327,22 +327,32 @@ pub async fn claim_scheduled(
 
 /// queued/dispatched → running. False if the job already moved on.
 pub async fn set_running(conn: &mut SqliteConnection, id: &str, started_at: i64) -> Result<bool> {
-    let host: Option<String> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'running', started_at = ?, dispatched_at = COALESCE(dispatched_at, ?)
-         WHERE id = ? AND status IN ('queued', 'dispatched') RETURNING host_id",
-    )
-    .bind(started_at)
-    .bind(started_at)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match host {
+    match set_running_row(&mut *conn, id, started_at).await? {
         Some(h) => {
             refresh_counts(conn, &h).await?;
             Ok(true)
         }
         None => Ok(false),
     }
+}
+
+/// The job row only of [`set_running`]: its host (whose counts the caller
+/// refreshes, e.g. once per batch with [`summarize_finished`]), or `None`
+/// if the job was not queued or dispatched.
+pub async fn set_running_row(
+    conn: &mut SqliteConnection,
+    id: &str,
+    started_at: i64,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE jobs SET status = 'running', started_at = ?, dispatched_at = COALESCE(dispatched_at, ?)
+         WHERE id = ? AND status IN ('queued', 'dispatched') RETURNING host_id",
+    )
+    .bind(started_at)
+    .bind(started_at)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// The result of a job.
@@ -367,6 +377,35 @@ pub async fn finish(
     status: JobStatus,
     f: &Finish,
 ) -> Result<bool> {
+    let Some(done) = finish_row(&mut *conn, id, status, f).await? else {
+        return Ok(false);
+    };
+    let host = done.host_id.clone();
+    summarize_finished(conn, &host, std::slice::from_ref(&done)).await?;
+    Ok(true)
+}
+
+/// A job [`finish_row`] ended: what its host's summary needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub id: String,
+    pub host_id: String,
+    pub kind: String,
+    pub status: JobStatus,
+    pub finished_at: i64,
+    /// The snapshot a backup's summary names.
+    pub snapshot_id: Option<String>,
+}
+
+/// The job row only of [`finish`]: the host summary is left to
+/// [`summarize_finished`], so a batch of results updates each host once.
+/// `None` if the job had already finished.
+pub async fn finish_row(
+    conn: &mut SqliteConnection,
+    id: &str,
+    status: JobStatus,
+    f: &Finish,
+) -> Result<Option<Finished>> {
     debug_assert!(status.is_terminal());
     let row: Option<(String, String)> = sqlx::query_as(
         "UPDATE jobs SET status = ?, exit_code = ?, error_kind = ?, error = ?, summary_json = ?, stderr_tail = ?,
@@ -385,10 +424,10 @@ pub async fn finish(
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((host, kind)) = row else {
-        return Ok(false);
+    let Some((host_id, kind)) = row else {
+        return Ok(None);
     };
-    let snapshot = f
+    let snapshot_id = f
         .summary_json
         .as_deref()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
@@ -397,38 +436,62 @@ pub async fn finish(
                 .and_then(|s| s.as_str())
                 .map(str::to_owned)
         });
+    Ok(Some(Finished {
+        id: id.to_owned(),
+        host_id,
+        kind,
+        status,
+        finished_at: f.finished_at,
+        snapshot_id,
+    }))
+}
+
+/// Brings `host`'s summary up to date after `done` (its jobs, in the
+/// order they finished) in ONE statement: the last job, failures counted,
+/// the last backup, its last successful backup and snapshot, and the
+/// running/queued counts. The same as applying them one by one.
+pub async fn summarize_finished(
+    conn: &mut SqliteConnection,
+    host: &str,
+    done: &[Finished],
+) -> Result<()> {
+    let Some(last) = done.last() else {
+        return refresh_counts(conn, host).await;
+    };
+    let failed = done
+        .iter()
+        .filter(|d| d.status == JobStatus::Failed)
+        .count();
+    let backups = || done.iter().rev().filter(|d| d.kind == "backup");
+    let last_backup = backups().next();
+    let last_success = backups()
+        .find(|d| matches!(d.status, JobStatus::Succeeded | JobStatus::Warning))
+        .map(|d| d.finished_at);
+    let last_snapshot = backups().find_map(|d| d.snapshot_id.clone());
     sqlx::query(
-        "UPDATE host_summary SET last_job_id = ?, last_job_kind = ?, last_job_status = ?, last_job_finished_at = ?,
-             failed_jobs_total = failed_jobs_total + (? = 'failed')
-         WHERE host_id = ?",
+        "UPDATE host_summary SET last_job_id = ?2, last_job_kind = ?3, last_job_status = ?4, last_job_finished_at = ?5,
+             failed_jobs_total = failed_jobs_total + ?6,
+             last_backup_status = COALESCE(?7, last_backup_status),
+             last_backup_at = COALESCE(?8, last_backup_at),
+             last_backup_success_at = COALESCE(?9, last_backup_success_at),
+             last_snapshot_id = COALESCE(?10, last_snapshot_id),
+             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status IN ('dispatched', 'running')),
+             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status = 'queued')
+         WHERE host_id = ?1",
     )
-    .bind(id)
-    .bind(&kind)
-    .bind(status.as_str())
-    .bind(f.finished_at)
-    .bind(status.as_str())
-    .bind(&host)
-    .execute(&mut *conn)
+    .bind(host)
+    .bind(&last.id)
+    .bind(&last.kind)
+    .bind(last.status.as_str())
+    .bind(last.finished_at)
+    .bind(i64::try_from(failed).unwrap_or(i64::MAX))
+    .bind(last_backup.map(|d| d.status.as_str()))
+    .bind(last_backup.map(|d| d.finished_at))
+    .bind(last_success)
+    .bind(last_snapshot)
+    .execute(conn)
     .await?;
-    if kind == "backup" {
-        let ok = matches!(status, JobStatus::Succeeded | JobStatus::Warning);
-        sqlx::query(
-            "UPDATE host_summary SET last_backup_status = ?, last_backup_at = ?,
-                 last_backup_success_at = CASE WHEN ? THEN ? ELSE last_backup_success_at END,
-                 last_snapshot_id = COALESCE(?, last_snapshot_id)
-             WHERE host_id = ?",
-        )
-        .bind(status.as_str())
-        .bind(f.finished_at)
-        .bind(ok)
-        .bind(f.finished_at)
-        .bind(snapshot)
-        .bind(&host)
-        .execute(&mut *conn)
-        .await?;
-    }
-    refresh_counts(conn, &host).await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Flags a job for cancellation. A queued job is cancelled at once (it

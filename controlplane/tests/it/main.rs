@@ -9,6 +9,7 @@ mod deadlines;
 mod enrollment;
 mod exclusivity;
 mod hardening;
+mod ingest;
 mod jobs;
 mod lifecycle;
 mod liveness;

@@ -1,0 +1,135 @@
+//! What a batch of job results does once rather than once per result.
+//!
+//! Ingest applies a batch of `started`/`done` messages in one transaction;
+//! the follow-up work they share is gathered here and written at the end
+//! of that transaction: each host's summary (last job, failures, last
+//! backup and snapshot, running/queued counts) in one statement per host,
+//! each repository's snapshot count and health row once per repository,
+//! a repository refresh queued at most once per repository, and each
+//! host's row read at most once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rm_store::health::{self, Health};
+use rm_store::jobs::{self, Finished};
+use rm_store::{hosts, snapshots};
+
+use crate::Cp;
+
+/// A repository that took new snapshots in this batch.
+struct Snapshotted {
+    /// The last job whose snapshot was added (named in the health row).
+    last_job: String,
+    /// Whether any of those jobs was not the system's own (only those ask
+    /// for a refresh of a never-listed repository).
+    by_operator_or_schedule: bool,
+    exec_host: String,
+}
+
+/// The batch's shared follow-up work; [`Settle::write`] writes it.
+#[derive(Default)]
+pub(crate) struct Settle {
+    finished: BTreeMap<String, Vec<Finished>>,
+    counts: BTreeMap<String, ()>,
+    snapshotted: BTreeMap<String, Snapshotted>,
+    refresh: BTreeMap<String, String>,
+    restic_hosts: HashMap<String, String>,
+}
+
+impl Settle {
+    /// A job finished: its host's summary is updated at the end.
+    pub fn finished(&mut self, f: Finished) {
+        self.finished.entry(f.host_id.clone()).or_default().push(f);
+    }
+
+    /// A host's running/queued counts changed (a job started).
+    pub fn counts(&mut self, host: &str) {
+        self.counts.insert(host.to_owned(), ());
+    }
+
+    /// A backup's snapshot was added to `repo`'s cache.
+    pub fn snapshot_added(&mut self, repo: &str, job: &jobs::Job) {
+        let own = job.origin != "system";
+        let e = self
+            .snapshotted
+            .entry(repo.to_owned())
+            .or_insert_with(|| Snapshotted {
+                last_job: job.id.clone(),
+                by_operator_or_schedule: own,
+                exec_host: job.exec_host_id.clone(),
+            });
+        e.last_job.clone_from(&job.id);
+        if own && !e.by_operator_or_schedule {
+            e.by_operator_or_schedule = true;
+            e.exec_host.clone_from(&job.exec_host_id);
+        }
+    }
+
+    /// `repo` needs a refresh (queued once, run on `exec_host`).
+    pub fn refresh(&mut self, repo: &str, exec_host: &str) {
+        self.refresh
+            .entry(repo.to_owned())
+            .or_insert_with(|| exec_host.to_owned());
+    }
+
+    /// The restic host name of `host` (read once per batch).
+    pub async fn restic_host(
+        &mut self,
+        tx: &mut rm_store::Conn,
+        host: &str,
+    ) -> rm_store::Result<String> {
+        if let Some(h) = self.restic_hosts.get(host) {
+            return Ok(h.clone());
+        }
+        let h = hosts::get(&mut *tx, host)
+            .await?
+            .restic_host
+            .unwrap_or_default();
+        self.restic_hosts.insert(host.to_owned(), h.clone());
+        Ok(h)
+    }
+
+    /// Writes it all, in the batch's transaction.
+    pub async fn write(self, cp: &Cp, tx: &mut rm_store::Conn) -> anyhow::Result<()> {
+        let Self {
+            finished,
+            mut counts,
+            snapshotted,
+            mut refresh,
+            ..
+        } = self;
+        for (host, done) in &finished {
+            counts.remove(host);
+            jobs::summarize_finished(&mut *tx, host, done).await?;
+        }
+        for host in counts.keys() {
+            jobs::summarize_finished(&mut *tx, host, &[]).await?;
+        }
+        let now = cp.now();
+        for (repo, s) in snapshotted {
+            if !health::snapshots_counted(&mut *tx, &repo).await? {
+                // never listed: the cache holds only what backups added
+                if s.by_operator_or_schedule {
+                    refresh.entry(repo).or_insert(s.exec_host);
+                }
+                continue;
+            }
+            let count = snapshots::count(&mut *tx, &repo).await?;
+            health::insert(
+                &mut *tx,
+                &Health {
+                    repo_id: repo,
+                    ts: now,
+                    source_job_id: Some(s.last_job),
+                    snapshot_count: Some(count),
+                    ..Health::default()
+                },
+            )
+            .await?;
+        }
+        for (repo, exec_host) in refresh {
+            crate::health::queue_refresh(cp, &mut *tx, &repo, &exec_host).await?;
+        }
+        Ok(())
+    }
+}

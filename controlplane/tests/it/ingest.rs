@@ -1,0 +1,366 @@
+//! Result ingest under a burst: a batch of results is one transaction,
+//! and the work results share (each host's summary, each repository's
+//! snapshot count and health row) is written once per batch, not once per
+//! result; re-sends are recognised without writing anything again; a
+//! result whose write fails does not hold up the rest of its batch.
+
+use std::time::Duration;
+
+use rm_bus::JobId;
+use rm_bus::msg::{Ack, JobOutcome};
+use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_ack};
+use rm_bus::subject::{self, JobTopic};
+use rm_controlplane::api;
+use rm_store::jobs::{JobStatus, NewJob};
+use rm_testkit::TestBus;
+
+use crate::support::*;
+
+/// Results in the burst (also the batch size, so the burst is one batch).
+const N: usize = 40;
+
+async fn metrics(cp: &Cp) -> api::Metrics {
+    cp.call(api::METRICS, serde_json::json!({})).await
+}
+
+async fn probes(db: &rm_store::Store) -> Vec<(String, Option<String>, i64, i64)> {
+    let mut c = db.read().await.unwrap();
+    sqlx::query_as("SELECT * FROM probe_summary")
+        .fetch_all(&mut *c)
+        .await
+        .unwrap()
+}
+
+async fn count(db: &rm_store::Store, sql: &'static str) -> i64 {
+    let mut c = db.read().await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut *c).await.unwrap()
+}
+
+/// `n` running backup jobs of `agent` on `repo`, written to the store.
+async fn running_backups(
+    db: &rm_store::Store,
+    agent: &Agent,
+    repo: Option<&str>,
+    n: usize,
+) -> Vec<JobId> {
+    // started now: the deadline sweeper leaves them alone
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut tx = db.write().await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = JobId::generate();
+        rm_store::jobs::insert(
+            &mut tx,
+            &NewJob {
+                id: id.as_str(),
+                host_id: &agent.host_id(),
+                exec_host_id: &agent.host_id(),
+                repo_id: repo,
+                params: &backup_params(),
+                origin: "operator",
+                schedule_id: None,
+                status: JobStatus::Running,
+                timeout_secs: 3600,
+                created_by: "test",
+                created_at: now,
+                started_at: Some(now),
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    tx.commit().await.unwrap();
+    ids
+}
+
+fn done_of(id: &JobId, outcome: JobOutcome) -> rm_bus::msg::JobDone {
+    let mut d = done_msg(id, outcome);
+    d.summary = Some(serde_json::json!({"snapshot_id": id.to_string(), "files_new": 1}));
+    d
+}
+
+/// Sends every `done` at once (as a fleet's agents do after a shared
+/// schedule) and returns their acks, in order.
+async fn burst(
+    agents: &[(&Agent, Vec<rm_bus::msg::JobDone>)],
+    policy: &RetryPolicy,
+) -> Vec<Result<Ack, String>> {
+    let mut tasks = Vec::new();
+    for (a, dones) in agents {
+        for d in dones {
+            let (client, host, d, policy) = (
+                a.client.client.clone(),
+                a.host.clone(),
+                d.clone(),
+                policy.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                request_ack(
+                    &client,
+                    &subject::agent_job(&host, &d.job_id, JobTopic::Done),
+                    &IdempotencyKey::job_phase(&d.job_id, JobTopic::Done),
+                    rm_bus::msg::encode(&d),
+                    &policy,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }));
+        }
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Attempts longer than the batch takes to fill: no re-send races it.
+fn patient() -> RetryPolicy {
+    RetryPolicy {
+        attempt_timeout: Duration::from_secs(60),
+        deadline: Some(Duration::from_secs(120)),
+        initial_backoff: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_and_repository_health_once()
+ {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // the batch closes when the burst is in (the linger never ends it)
+    let timings = rm_controlplane::Timings {
+        ingest_batch: N,
+        ingest_linger: Duration::from_secs(60),
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = Agent::enroll(&bus, &cp, "burst-a").await.unwrap();
+    let b = Agent::enroll(&bus, &cp, "burst-b").await.unwrap();
+    let repo = repo_with(&cp, "burst", "pw", &[], &[]).await;
+    let db = cp.db().await;
+    {
+        // the repository's snapshots were listed once: backups add to the count
+        let mut tx = db.write().await.unwrap();
+        rm_store::health::insert(
+            &mut tx,
+            &rm_store::health::Health {
+                repo_id: repo.clone(),
+                ts: 1_000,
+                snapshot_count: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let ja = running_backups(&db, &a, Some(&repo), N / 2).await;
+    let jb = running_backups(&db, &b, Some(&repo), N / 2).await;
+    // Counts every statement that writes a host's summary.
+    exec(
+        &db,
+        "CREATE TABLE probe_summary (host TEXT, last_job TEXT, running INTEGER, failed INTEGER);
+         CREATE TRIGGER probe_summary AFTER UPDATE ON host_summary
+         BEGIN INSERT INTO probe_summary VALUES (NEW.host_id, NEW.last_job_id, NEW.running_jobs, NEW.failed_jobs_total); END;",
+    )
+    .await;
+    let health_before = count(&db, "SELECT COUNT(*) FROM repo_health").await;
+    let m0 = metrics(&cp).await;
+
+    // one of host A's backups failed
+    let mut da: Vec<_> = ja
+        .iter()
+        .map(|j| done_of(j, JobOutcome::Succeeded))
+        .collect();
+    da[0] = done_of(&ja[0], JobOutcome::Failed);
+    let db_: Vec<_> = jb
+        .iter()
+        .map(|j| done_of(j, JobOutcome::Succeeded))
+        .collect();
+    let sent = [(&a, da), (&b, db_)];
+    for ack in burst(&sent, &patient()).await {
+        let ack = ack.expect("acknowledged");
+        assert!(ack.ok && !ack.duplicate, "{ack:?}");
+    }
+    let m1 = metrics(&cp).await;
+    assert_eq!(m1.ingest_results - m0.ingest_results, N as u64, "{m1:?}");
+    assert_eq!(
+        m1.ingest_commits - m0.ingest_commits,
+        1,
+        "a batch of {N} results is one transaction: {m1:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM jobs WHERE created_by = 'test' AND status IN ('succeeded', 'failed')").await,
+        N as i64,
+        "every result is stored"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM probe_summary").await,
+        2,
+        "each host's summary is written once per batch, not once per result: {m1:?} {:?}",
+        probes(&db).await
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM repo_health").await - health_before,
+        1,
+        "the repository's snapshot count is recorded once per batch"
+    );
+    {
+        let mut c = db.read().await.unwrap();
+        let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
+        assert_eq!(
+            h.snapshot_count,
+            Some(N as i64 - 1),
+            "every successful backup's snapshot is counted"
+        );
+        let sa = rm_store::hosts::summary(&mut c, &a.host_id())
+            .await
+            .unwrap();
+        assert_eq!(sa.failed_jobs_total, 1, "{sa:?}");
+        assert_eq!(sa.running_jobs, 0, "{sa:?}");
+        assert_eq!(sa.last_backup_success_at, Some(2_000), "{sa:?}");
+        assert!(
+            ja.iter()
+                .any(|j| sa.last_job_id.as_deref() == Some(j.as_str())),
+            "{sa:?}"
+        );
+        let sb = rm_store::hosts::summary(&mut c, &b.host_id())
+            .await
+            .unwrap();
+        assert_eq!((sb.failed_jobs_total, sb.running_jobs), (0, 0), "{sb:?}");
+        assert_eq!(
+            sb.last_backup_status.as_deref(),
+            Some("succeeded"),
+            "{sb:?}"
+        );
+        assert!(
+            jb.iter()
+                .any(|j| sb.last_snapshot_id.as_deref() == Some(j.as_str())),
+            "{sb:?}"
+        );
+    }
+
+    // The whole burst again (every agent re-sends): recognised, nothing written.
+    let again = [
+        (
+            &a,
+            ja.iter()
+                .map(|j| done_of(j, JobOutcome::Succeeded))
+                .collect(),
+        ),
+        (
+            &b,
+            jb.iter()
+                .map(|j| done_of(j, JobOutcome::Succeeded))
+                .collect(),
+        ),
+    ];
+    for ack in burst(&again, &patient()).await {
+        let ack = ack.expect("acknowledged");
+        assert!(ack.ok && ack.duplicate, "{ack:?}");
+    }
+    let m2 = metrics(&cp).await;
+    assert_eq!(
+        m2.ingest_duplicates - m1.ingest_duplicates,
+        N as u64,
+        "{m2:?}"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM probe_summary").await,
+        2,
+        "re-sends write no summary"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM repo_health").await - health_before,
+        1,
+        "re-sends write no health"
+    );
+}
+
+#[tokio::test]
+async fn a_result_whose_write_fails_does_not_hold_up_its_batch_and_is_stored_once_it_can_be() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let a = Agent::enroll(&bus, &cp, "one-bad").await.unwrap();
+    let db = cp.db().await;
+    let jobs = running_backups(&db, &a, None, N).await;
+    let bad = jobs[N / 2].clone();
+    // this one job's row cannot be finished (as if its page were corrupt)
+    let mut c = db.pool().acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER refuse_one BEFORE UPDATE OF status ON jobs WHEN OLD.id = '{bad}'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+    )))
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    let m0 = metrics(&cp).await;
+    // the failing one's agent keeps trying for a while, then gives up for now
+    let dones: Vec<_> = jobs
+        .iter()
+        .map(|j| done_of(j, JobOutcome::Succeeded))
+        .collect();
+    let short = RetryPolicy {
+        attempt_timeout: Duration::from_secs(3),
+        deadline: Some(Duration::from_secs(8)),
+        initial_backoff: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    };
+    let acks = burst(&[(&a, dones.clone())], &short).await;
+    for (d, ack) in dones.iter().zip(&acks) {
+        if d.job_id == bad {
+            assert!(
+                ack.is_err(),
+                "a result that was not stored is not acknowledged: {ack:?}"
+            );
+        } else {
+            assert!(ack.as_ref().is_ok_and(|a| a.ok), "{ack:?}");
+        }
+    }
+    let m1 = metrics(&cp).await;
+    assert!(
+        m1.ingest_results - m0.ingest_results >= N as u64 - 1,
+        "{m1:?}"
+    );
+    assert!(
+        m1.ingest_results_alone > m0.ingest_results_alone,
+        "its batch was applied again one result at a time: {m1:?}"
+    );
+    assert_eq!(job_status(&db, bad.as_str()).await, "running");
+    // the fault is gone: the agent's next attempt is stored
+    sqlx::raw_sql("DROP TRIGGER refuse_one")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    let acks = burst(
+        &[(&a, vec![done_of(&bad, JobOutcome::Succeeded)])],
+        &patient(),
+    )
+    .await;
+    assert!(
+        acks[0].as_ref().is_ok_and(|a| a.ok && !a.duplicate),
+        "{acks:?}"
+    );
+    assert_eq!(job_status(&db, bad.as_str()).await, "succeeded");
+}

@@ -405,9 +405,24 @@ impl Env {
         repo: &str,
         summary: serde_json::Value,
     ) -> Result<String> {
+        let id = self
+            .backup_with_summary_at(host, repo, summary, self.now())
+            .await?;
+        self.publish(Evt::JobFinished, Some(host)).await?;
+        Ok(id)
+    }
+
+    /// A successful backup with restic's summary that finished at `now`,
+    /// without publishing.
+    pub async fn backup_with_summary_at(
+        &self,
+        host: &str,
+        repo: &str,
+        summary: serde_json::Value,
+        now: i64,
+    ) -> Result<String> {
         let id = rm_bus::JobId::generate().to_string();
         let params = params("backup")?;
-        let now = self.now();
         let mut tx = self.store.write().await?;
         jobs::insert(
             &mut tx,
@@ -440,7 +455,6 @@ impl Env {
         )
         .await?;
         tx.commit().await?;
-        self.publish(Evt::JobFinished, Some(host)).await?;
         Ok(id)
     }
 

@@ -390,6 +390,7 @@ impl Ops {
         let actor = Actor {
             name: "cluster-test".into(),
             via: ActorVia::Session,
+            address: None,
         };
         rm_web::svc::call(
             &self.client,
@@ -409,6 +410,7 @@ impl Ops {
             let actor = Actor {
                 name: "cluster-test".into(),
                 via: ActorVia::Session,
+                address: None,
             };
             let v: Value = rm_web::svc::call(
                 &self.client,

@@ -220,6 +220,7 @@ impl Env {
             actor: Actor {
                 name: "alice".into(),
                 via: ActorVia::Session,
+                address: None,
             },
             body,
         };

@@ -253,6 +253,13 @@ async fn a_muted_host_records_alerts_without_notifying() -> anyhow::Result<()> {
             .count()
     };
     assert_eq!(queued(env.outbox().await?), 0, "muted: nothing queued");
+    // The role counted the delivery it held back (one channel) ...
+    let m = env
+        .wait_suppressed("the muted delivery counted", |s| s.host_muted, 1)
+        .await?;
+    assert_eq!(m.suppressed.host_muted, 1, "{m:?}");
+    // ... and the receiver has had only the alert told before the mute.
+    assert_eq!(rx.connections(), 1, "nothing more reached the receiver");
 
     // What they were told about still reaches them during the mute.
     env.job_done("h1", "r1", "backup", JobStatus::Succeeded)
@@ -261,6 +268,7 @@ async fn a_muted_host_records_alerts_without_notifying() -> anyhow::Result<()> {
     assert_eq!(got.json()["type"], "alert.resolved");
     assert_eq!(got.json()["data"]["alert"]["id"], told.id.as_str());
     assert_eq!(queued(env.outbox().await?), 0, "still muted");
+    assert_eq!(rx.connections(), 2, "the raise, then the resolution told");
 
     // The mute ends while the alert is still open: it is notified now.
     let _: api::Done = env
@@ -570,6 +578,11 @@ async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> any
         .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
         .await?;
     assert!(!alert.notified);
+    let m = env
+        .wait_suppressed("the muted delivery counted", |s| s.host_muted, 1)
+        .await?;
+    assert_eq!(m.suppressed.host_muted, 1, "{m:?}");
+    assert_eq!(rx.connections(), 0, "the receiver got nothing");
     // Ticks inside the window change nothing.
     clock.advance(std::time::Duration::from_secs(1800));
     env.wait_alert("h1", "backup_failed", "a tick in the window", |a| {
@@ -577,6 +590,7 @@ async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> any
     })
     .await?;
     assert!(env.outbox().await?.is_empty());
+    assert_eq!(rx.connections(), 0, "the receiver still got nothing");
 
     // The window ends; the next tick notifies the alert still open.
     clock.advance(std::time::Duration::from_secs(3600));
@@ -619,11 +633,18 @@ async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
     assert_eq!(rows[0].channel_id, on_channel);
     assert_eq!(rows[0].state, "delivered");
     // the outbox is where every delivery starts: no row for the disabled
-    // channel (checked above) means nothing will ever be sent to it
-    assert!(
-        off.drain().is_empty(),
-        "nothing reached the disabled channel"
-    );
+    // channel (checked above) means nothing will ever be sent to it; the
+    // role counted the one it held back
+    let m = env
+        .wait_suppressed(
+            "the disabled channel's delivery counted",
+            |s| s.channel_disabled,
+            1,
+        )
+        .await?;
+    assert_eq!(m.suppressed.channel_disabled, 1, "{m:?}");
+    assert_eq!(off.connections(), 0, "nothing reached the disabled channel");
+    assert!(off.drain().is_empty());
     env.stop_all().await
 }
 
@@ -729,6 +750,16 @@ async fn a_maintenance_window_mutes_alerts_inside_it_and_they_are_told_after_it(
             .all(|d| d.alert_id.as_deref() != Some(alert.id.as_str())),
         "nothing queued inside the window"
     );
+    let m = env
+        .wait_suppressed(
+            "the delivery held back counted",
+            |s| s.maintenance_window,
+            1,
+        )
+        .await?;
+    assert_eq!(m.suppressed.maintenance_window, 1, "{m:?}");
+    assert_eq!(m.suppressed.host_muted, 0, "a window, not a mute: {m:?}");
+    assert_eq!(rx.connections(), 0, "the receiver got nothing");
 
     // The window ends with the alert still open: the next tick tells.
     clock.advance(std::time::Duration::from_secs(3600));

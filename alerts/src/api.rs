@@ -265,11 +265,17 @@ pub struct ChannelList {
     pub channels: Vec<ChannelView>,
 }
 
-/// Test a saved channel (`channel_id`) or an unsaved definition.
+/// Test a saved channel (`channel_id`), an unsaved definition, or both:
+/// an unsaved edit of a saved channel, where a webhook whose secret is
+/// left out is signed with the saved channel's secret (as saving it would
+/// keep it) unless `clear_secret`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChannelTest {
     pub channel_id: Option<String>,
     pub definition: Option<SealedChannel>,
+    /// With both: test without the saved signing secret.
+    #[serde(default)]
+    pub clear_secret: bool,
 }
 
 /// The test send's result, for the UI's inline tick or cross.
@@ -387,6 +393,7 @@ mod tests {
         tolerant(ChannelTest {
             channel_id: Some("c1".into()),
             definition: None,
+            clear_secret: false,
         });
         tolerant(ChannelTestResult {
             ok: true,

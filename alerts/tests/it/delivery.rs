@@ -351,6 +351,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: Some(created.id.clone()),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -370,6 +371,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: Some(hook_id.clone()),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -392,6 +394,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: None,
                 definition: Some(env.seal(&unsaved).await?),
+                clear_secret: false,
             },
         )
         .await
@@ -848,6 +851,7 @@ async fn replacing_a_webhook_url_keeps_its_signing_secret_unless_replaced_or_cle
                 ChannelTest {
                     channel_id: Some(id.clone()),
                     definition: None,
+                    clear_secret: false,
                 },
             )
             .await
@@ -898,6 +902,7 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
                 ChannelTest {
                     channel_id: Some(id.clone()),
                     definition: None,
+                    clear_secret: false,
                 },
             )
             .await
@@ -916,6 +921,7 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
             ChannelTest {
                 channel_id: None,
                 definition: Some(env.seal(&unsaved).await?),
+                clear_secret: false,
             },
         )
         .await
@@ -950,5 +956,93 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
         "a test is never sent again by the outbox"
     );
     drop(conn);
+    env.stop_all().await
+}
+
+/// The edit page's "Send test" with a changed URL that is not saved and the
+/// secret field left empty: signed with the saved secret (as saving the
+/// edit would keep it), unless the clear box is ticked; nothing is saved
+/// and nothing logged for the saved channel.
+#[tokio::test]
+async fn an_unsaved_edit_with_the_secret_left_empty_is_test_sent_signed_with_the_saved_secret()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut saved_rx = Receiver::start(Answer::Status(200)).await?;
+    let mut edited_rx = Receiver::start(Answer::Status(200)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let id = env
+        .add_webhook("ops", &saved_rx.url("/saved"), Some(SECRET))
+        .await?;
+    let edit = ChannelDef::Webhook(WebhookChannel {
+        url: edited_rx.url("/edited"),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let test = |clear: bool| {
+        let env = &env;
+        let id = id.clone();
+        let edit = edit.clone();
+        async move {
+            let mut req = ChannelTest {
+                channel_id: Some(id),
+                definition: Some(env.seal(&edit).await?),
+                ..Default::default()
+            };
+            req.clear_secret = clear;
+            let r: ChannelTestResult = env
+                .call(api::CHANNEL_TEST, req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::ensure!(r.ok, "{r:?}");
+            Ok(())
+        }
+    };
+    test(false).await?;
+    let got = edited_rx.next().await?;
+    assert_eq!(got.path, "/edited", "the unsaved URL is used");
+    assert!(signed_with(&got, SECRET), "signed with the saved secret");
+    // With the clear box ticked, unsigned.
+    test(true).await?;
+    assert!(
+        edited_rx
+            .next()
+            .await?
+            .header("webhook-signature")
+            .is_none(),
+        "clearing on purpose tests unsigned"
+    );
+
+    // Nothing saved: the saved channel still goes to its URL, signed; and
+    // only that test is in its delivery log.
+    let r: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: Some(id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(r.ok, "{r:?}");
+    let got = saved_rx.next().await?;
+    assert!(got.path == "/saved" && signed_with(&got, SECRET));
+    assert_eq!(
+        saved_rx.connections(),
+        1,
+        "the edit never went to the saved URL"
+    );
+    let logged: Vec<_> = env
+        .outbox()
+        .await?
+        .into_iter()
+        .filter(|d| d.channel_id == id)
+        .collect();
+    assert_eq!(
+        logged.len(),
+        1,
+        "only the saved channel's test is logged: {logged:?}"
+    );
     env.stop_all().await
 }

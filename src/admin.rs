@@ -84,6 +84,7 @@ pub(crate) async fn request<B: Serialize, R: DeserializeOwned>(
     let actor = Actor {
         name: actor.into(),
         via: ActorVia::System,
+        address: None,
     };
     rm_web::svc::call(
         client,

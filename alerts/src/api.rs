@@ -68,6 +68,30 @@ pub struct Metrics {
     /// Writer batches that did not commit (busy or read-only database).
     #[serde(default)]
     pub write_batches_failed: u64,
+    /// Deliveries (one alert change to one channel) not queued, by reason.
+    #[serde(default)]
+    pub suppressed: Suppressed,
+}
+
+/// Deliveries not queued, by reason: each count is one alert change that
+/// one channel was not sent. Counted after the change committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppressed {
+    /// Raised while a one-off mute of its host covered it (one per enabled
+    /// channel).
+    #[serde(default)]
+    pub host_muted: u64,
+    /// Raised inside one of its host's recurring maintenance windows (one
+    /// per enabled channel).
+    #[serde(default)]
+    pub maintenance_window: u64,
+    /// Acknowledged or resolved while nobody had been told it was raised
+    /// (it was raised while muted; one per enabled channel).
+    #[serde(default)]
+    pub never_notified: u64,
+    /// Any change, for each disabled channel.
+    #[serde(default)]
+    pub channel_disabled: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,11 +265,17 @@ pub struct ChannelList {
     pub channels: Vec<ChannelView>,
 }
 
-/// Test a saved channel (`channel_id`) or an unsaved definition.
+/// Test a saved channel (`channel_id`), an unsaved definition, or both:
+/// an unsaved edit of a saved channel, where a webhook whose secret is
+/// left out is signed with the saved channel's secret (as saving it would
+/// keep it) unless `clear_secret`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChannelTest {
     pub channel_id: Option<String>,
     pub definition: Option<SealedChannel>,
+    /// With both: test without the saved signing secret.
+    #[serde(default)]
+    pub clear_secret: bool,
 }
 
 /// The test send's result, for the UI's inline tick or cross.
@@ -363,6 +393,7 @@ mod tests {
         tolerant(ChannelTest {
             channel_id: Some("c1".into()),
             definition: None,
+            clear_secret: false,
         });
         tolerant(ChannelTestResult {
             ok: true,

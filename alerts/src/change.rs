@@ -2,7 +2,8 @@
 //! transaction, one delivery row per enabled channel — unless nobody was
 //! told about the alert (it was raised while its host was muted) or it is
 //! raised while its host is muted — and, after commit, the `rm.evt.alert.*`
-//! event.
+//! event and the count of deliveries suppressed (by reason: a mute, a
+//! maintenance window, an alert nobody was told about, a disabled channel).
 
 use rm_bus::ids::random_token;
 use rm_bus::notify::{
@@ -15,6 +16,7 @@ use rm_store::delivery::{self, NewDelivery};
 use rm_store::{Conn, channels, hosts};
 
 use crate::Ctx;
+use crate::api::Suppressed;
 
 /// A committed change to announce.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub(crate) struct Change {
     pub alert_id: String,
     /// Delivery rows were written: wake the sender.
     pub queued: bool,
+    /// Deliveries not queued, counted once the change committed.
+    pub suppressed: Suppressed,
 }
 
 /// Where an alert is in its life.
@@ -107,11 +111,27 @@ pub(crate) async fn record(
     kind: EventType,
     now: i64,
 ) -> rm_store::Result<Change> {
-    let muted = rm_store::mutes::is_muted(conn, &alert.host_id, now).await?;
+    let muted_by = rm_store::mutes::muted_at(conn, &alert.host_id, now).await?;
+    let muted = muted_by.is_some();
     // A mute silences new alerts; what happens to an alert people were
     // already told about (acknowledged, resolved) is still sent, so their
     // view never keeps an alert open that is closed here.
     let send = alert.notified && (kind != EventType::Raised || !muted);
+    let (enabled, disabled) = rm_store::channels::counts(conn).await?;
+    let as_count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut suppressed = Suppressed {
+        channel_disabled: as_count(disabled),
+        ..Suppressed::default()
+    };
+    if !send {
+        let n = as_count(enabled);
+        match muted_by.map(|m| m.by) {
+            Some(_) if kind != EventType::Raised => suppressed.never_notified = n,
+            Some(rm_store::mutes::MutedBy::Mute(_)) => suppressed.host_muted = n,
+            Some(rm_store::mutes::MutedBy::Maintenance(_)) => suppressed.maintenance_window = n,
+            None => suppressed.never_notified = n,
+        }
+    }
     let mut queued = false;
     if send {
         let host_name = match hosts::get(conn, &alert.host_id).await {
@@ -152,6 +172,9 @@ pub(crate) async fn record(
         muted,
         notified = alert.notified,
         queued,
+        suppressed_muted = suppressed.host_muted + suppressed.maintenance_window,
+        suppressed_never_notified = suppressed.never_notified,
+        suppressed_disabled = suppressed.channel_disabled,
         "alert change"
     );
     Ok(Change {
@@ -159,15 +182,18 @@ pub(crate) async fn record(
         host_id: alert.host_id.clone(),
         alert_id: alert.id.clone(),
         queued,
+        suppressed,
     })
 }
 
-/// Publishes committed changes and wakes the sender if rows were queued.
+/// Publishes committed changes, counts what they suppressed and wakes the
+/// sender if rows were queued.
 pub(crate) async fn announce(ctx: &Ctx, changes: &[Change]) {
     if changes.iter().any(|c| c.queued) {
         ctx.outbox_wake.notify_one();
     }
     for c in changes {
+        ctx.metrics.suppressed(&c.suppressed);
         ctx.event(c.event, &c.host_id, &c.alert_id).await;
     }
 }

@@ -234,22 +234,37 @@ pub(crate) async fn list(ctx: &Ctx) -> Outcome<ChannelList> {
     })
 }
 
-/// One synthetic info event through the real notifier path.
+/// One synthetic info event through the real notifier path: to a saved
+/// channel (logged in its delivery log), an unsaved definition, or an
+/// unsaved edit of a saved channel (neither logged).
 pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResult> {
-    let def = match (&req.channel_id, &req.definition) {
-        (Some(id), None) => {
-            let ch = {
-                let mut conn = ctx.store.read().await?;
-                channels::get(&mut conn, id).await?
-            };
-            crate::outbox::open_channel(ctx, &ch).map_err(Fail::internal)?
+    let saved = match &req.channel_id {
+        Some(id) => {
+            let mut conn = ctx.store.read().await?;
+            Some(channels::get(&mut conn, id).await?)
         }
+        None => None,
+    };
+    let def = match (&saved, &req.definition) {
+        (Some(ch), None) => crate::outbox::open_channel(ctx, ch).map_err(Fail::internal)?,
         (None, Some(sealed)) => unseal(ctx, sealed)?,
-        _ => {
+        // An edit not saved: the secret field left empty means the saved
+        // secret, as saving the edit would keep it.
+        (Some(ch), Some(sealed)) => match unseal(ctx, sealed)? {
+            ChannelDef::Webhook(w) if w.secret.is_none() && !req.clear_secret => {
+                ChannelDef::Webhook(keep_secret(ctx, ch, w)?)
+            }
+            other => other,
+        },
+        (None, None) => {
             return Err(Fail::invalid(
-                "give either a saved channel's id or an unsaved definition",
+                "give a saved channel's id, an unsaved definition, or both",
             ));
         }
+    };
+    let log_to = match (&req.channel_id, &req.definition) {
+        (Some(id), None) => Some(id),
+        _ => None,
     };
     let now = ctx.now();
     let url = ctx
@@ -269,7 +284,7 @@ pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResu
         event,
     };
     let a = crate::outbox::send(ctx, &request).await;
-    if let Some(channel_id) = &req.channel_id {
+    if let Some(channel_id) = log_to {
         // A saved channel's test is in its delivery log, marked `test`.
         let logged = async {
             let payload = serde_json::to_string(&request.event)
@@ -309,6 +324,7 @@ pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResu
     }
     tracing::info!(
         channel_id = req.channel_id.as_deref().unwrap_or(""),
+        edited = req.channel_id.is_some() && req.definition.is_some(),
         kind = kind_of(&def),
         outcome = a.outcome,
         status = a.status,

@@ -17,7 +17,8 @@
 //! - `channels`, `svc`: the services on `rm.svc.alerts.<verb>` ([`api`]).
 //! - `retention`: purges finished deliveries (and their log) after
 //!   [`Timings::delivery_retention`]; the owner purges its own tables.
-//! - `metrics`: passes, and the writer task's batches.
+//! - `metrics`: passes, deliveries suppressed (by reason), and the writer
+//!   task's batches.
 //!
 //! Busy paths (rule passes, delivery claims and attempt records) write
 //! through the role's writer task (`rm_store::writer`): one transaction

@@ -10,9 +10,11 @@
 //!   last saved — plus its grace has passed. Subject: the schedule id.
 //!   Not raised while the host that runs it is not online. Resolved by a
 //!   success, or when the schedule is disabled or deleted.
-//! - `backup_anomaly`: the latest successful backup of a host to a
-//!   repository is far from the host's usual (see `anomaly`). Subject: the
-//!   repository id. Resolved by the next usual backup.
+//! - `backup_anomaly`: a successful backup of a host to a repository is
+//!   far from the host's usual (see `anomaly`). Every backup finished since
+//!   the job cursor is judged, oldest first, each against the backups
+//!   before it (at most [`ANOMALY_PER_PASS`] per host and repository in one
+//!   pass). Subject: the repository id. Resolved by the next usual backup.
 //! - `agent_offline`: the host is offline (and was ever seen). Resolved
 //!   when it is online again (or revoked).
 //!
@@ -54,6 +56,11 @@ use crate::change::{self, Change};
 const CURSOR: &str = "alerts.jobs";
 /// The name of the host-status cursor in `worker_state`.
 const HOST_CURSOR: &str = "alerts.hosts";
+
+/// Most backups of one host to one repository the `backup_anomaly` rule
+/// judges in one pass (the newest; older ones beyond it are logged and
+/// skipped). Between two passes a host finishes one or two.
+pub(crate) const ANOMALY_PER_PASS: usize = 32;
 
 /// Who resolves automatically.
 pub(crate) const SYSTEM: &str = "system";
@@ -128,6 +135,9 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) -> Result<()> {
 struct Pass<'a> {
     ctx: &'a Ctx,
     now: i64,
+    /// Job results after this mark are new to this pass (the job cursor
+    /// less its overlap).
+    after: i64,
     /// Bump `last_seen_at` of confirmed alerts (ticker passes).
     confirm: bool,
     /// Dry run (read-only connection): write nothing, set `wants` when
@@ -239,6 +249,8 @@ struct Plan {
     enabled: HashSet<String>,
     jobs_cursor: Option<Cursor>,
     hosts_cursor: Option<Cursor>,
+    /// The job cursor (less its overlap) the dry run read.
+    jobs_after: i64,
 }
 
 impl Plan {
@@ -291,19 +303,23 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
 
 /// The dry run: what changed since the cursors, and which of it writes.
 async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Plan> {
+    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
+    let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
     let mut pass = Pass {
         ctx,
         now,
+        after: after(cursor, overlap),
         confirm,
         dry: true,
         wants: false,
         changes: Vec::new(),
     };
-    let mut plan = Plan::default();
-    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
+    let mut plan = Plan {
+        jobs_after: pass.after,
+        ..Plan::default()
+    };
 
     // Job results since the cursor.
-    let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
     let mut watermark = cursor.watermark;
     for key in alerts::results_since(conn, after(cursor, overlap)).await? {
         advance(&mut watermark, key.mark, now);
@@ -387,6 +403,7 @@ async fn apply(
     let mut pass = Pass {
         ctx,
         now,
+        after: plan.jobs_after,
         confirm,
         dry: false,
         wants: false,
@@ -431,15 +448,14 @@ async fn eval_job_key(
     let Some(rule) = rule_for_job(kind) else {
         return Ok(());
     };
+    if kind == "backup" {
+        eval_anomaly(pass, conn, host_id, repo_id).await?;
+    }
     let Some(job) = alerts::latest_result(conn, host_id, kind, repo_id).await? else {
         return Ok(());
     };
     if is_success(&job.status) {
-        pass.resolve(conn, host_id, rule.as_str(), repo_id).await?;
-        if kind == "backup" {
-            eval_anomaly(pass, conn, &job, repo_id).await?;
-        }
-        return Ok(());
+        return pass.resolve(conn, host_id, rule.as_str(), repo_id).await;
     }
     let repo = match repo_id {
         "" => "no repository".to_owned(),
@@ -472,57 +488,86 @@ async fn eval_job_key(
     .await
 }
 
-/// `backup_anomaly`: the host's latest successful backup to a repository
-/// against its earlier ones. Subject: the repository id; cause: the job.
-/// Resolved by the next backup that is usual (or by hand).
+/// `backup_anomaly`: every successful backup of a host to a repository
+/// whose result is new to this pass (its mark is after the cursor), oldest
+/// first, each against the backups finished before it. Subject: the
+/// repository id; cause: the job. An anomaly raises (or bumps the open
+/// alert); a usual backup resolves it.
+///
+/// Idempotent: backups up to the newest one an anomaly alert of this host
+/// and repository names (open or resolved) were judged already and are
+/// skipped, so a re-run over the cursor's overlap — or after a restart —
+/// neither raises twice nor lets an older usual backup resolve an alert a
+/// newer backup raised.
 async fn eval_anomaly(
     pass: &mut Pass<'_>,
     conn: &mut Conn,
-    job: &rm_store::jobs::Job,
+    host_id: &str,
     repo_id: &str,
 ) -> Result<()> {
     let cfg = &pass.ctx.anomaly;
     let kind = AlertKind::BackupAnomaly;
-    let limit = i64::try_from(cfg.history.saturating_add(1)).unwrap_or(i64::MAX);
-    let recent = alerts::backup_summaries(conn, &job.host_id, repo_id, limit).await?;
+    let limit = i64::try_from(ANOMALY_PER_PASS.saturating_add(cfg.history)).unwrap_or(i64::MAX);
+    // Newest first.
+    let recent = alerts::backup_successes(conn, host_id, repo_id, limit).await?;
+    let judged = alerts::last_anomaly_judged(conn, host_id, repo_id).await?;
+    let is_new = |b: &alerts::BackupSuccess| {
+        b.mark > pass.after
+            && judged
+                .as_ref()
+                .is_none_or(|(at, id)| (b.finished_at, &b.id) > (*at, id))
+    };
+    let fresh: Vec<usize> = (0..recent.len()).filter(|&i| is_new(&recent[i])).collect();
+    if fresh.len() > ANOMALY_PER_PASS {
+        tracing::warn!(
+            host_id,
+            repo_id,
+            new_backups = fresh.len(),
+            judged = ANOMALY_PER_PASS,
+            "more new backups than one pass judges; the oldest are skipped"
+        );
+    }
     let figures = |s: &Option<String>| {
         s.as_deref()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
             .map(|v| Figures::from_summary(&v))
     };
-    // The newest success is the job judged; the rest are its history.
-    let Some((latest_id, latest)) = recent.first() else {
-        return Ok(());
-    };
-    if latest_id != &job.id {
-        return Ok(());
-    }
-    let Some(latest) = figures(latest) else {
-        return Ok(());
-    };
-    let history: Vec<Figures> = recent[1..].iter().filter_map(|(_, s)| figures(s)).collect();
-    match anomaly::judge(&latest, &history, cfg) {
-        None => {
-            pass.resolve(conn, &job.host_id, kind.as_str(), repo_id)
-                .await
+    // Oldest first, so each judgement sees the alert state the one before
+    // it left.
+    for &i in fresh.iter().take(ANOMALY_PER_PASS).rev() {
+        let backup = &recent[i];
+        let Some(latest) = figures(&backup.summary_json) else {
+            continue;
+        };
+        let history: Vec<Figures> = recent
+            .iter()
+            .skip(i + 1)
+            .take(cfg.history)
+            .filter_map(|b| figures(&b.summary_json))
+            .collect();
+        match anomaly::judge(&latest, &history, cfg) {
+            None => {
+                pass.resolve(conn, host_id, kind.as_str(), repo_id).await?;
+            }
+            Some(finding) => {
+                let repo = alerts::repo_name(conn, repo_id)
+                    .await?
+                    .unwrap_or_else(|| repo_id.to_owned());
+                let message = finding.message(&repo);
+                pass.raise(
+                    conn,
+                    host_id,
+                    &kind,
+                    repo_id,
+                    &message,
+                    Some(&backup.id),
+                    &backup.id,
+                )
+                .await?;
+            }
         }
-        Some(finding) => {
-            let repo = alerts::repo_name(conn, repo_id)
-                .await?
-                .unwrap_or_else(|| repo_id.to_owned());
-            let message = finding.message(&repo);
-            pass.raise(
-                conn,
-                &job.host_id,
-                &kind,
-                repo_id,
-                &message,
-                Some(&job.id),
-                &job.id,
-            )
-            .await
-        }
     }
+    Ok(())
 }
 
 async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &Host) -> Result<()> {

@@ -170,7 +170,7 @@ pub(crate) async fn audit(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into());
-    store_audit::append(
+    store_audit::append_from(
         conn,
         &NewEntry {
             ts: now,
@@ -182,6 +182,7 @@ pub(crate) async fn audit(
             target_id: Some(target.1),
             detail,
         },
+        actor.address.as_deref(),
     )
     .await
 }

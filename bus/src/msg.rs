@@ -762,6 +762,11 @@ pub struct Actor {
     /// User name, API token name, or `system`.
     pub name: String,
     pub via: ActorVia,
+    /// The operator's client address as the web role saw it (honouring
+    /// its trusted proxies), for the owning role's audit entry. Absent
+    /// for system actions and from older senders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,7 +16,7 @@ pub(crate) async fn record(
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into());
-    audit::append(
+    audit::append_from(
         conn,
         &NewEntry {
             ts: now,
@@ -28,6 +28,7 @@ pub(crate) async fn record(
             target_id: Some(target.1),
             detail,
         },
+        actor.address.as_deref(),
     )
     .await
 }

@@ -227,6 +227,7 @@ async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
     let actor = Actor {
         name: format!("agent {host_id}"),
         via: rm_bus::msg::ActorVia::System,
+        address: None,
     };
     audit::record(
         &mut tx,

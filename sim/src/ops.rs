@@ -45,6 +45,7 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
         actor: Actor {
             name: "sim".into(),
             via: ActorVia::ApiToken,
+            address: None,
         },
         body,
     };

@@ -315,23 +315,58 @@ pub async fn latest_result(
     .await?)
 }
 
+/// A successful backup for the `backup_anomaly` rule: its place in the
+/// host's order (`finished_at`, then id), when its result reached us
+/// (`mark`: the later of its finish and its `done` ingest) and restic's
+/// summary.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct BackupSuccess {
+    pub id: String,
+    pub finished_at: i64,
+    pub mark: i64,
+    pub summary_json: Option<String>,
+}
+
 /// The newest `limit` successful backups (succeeded or warning) of a host
-/// to a repository: `(job id, summary)`, newest first.
-pub async fn backup_summaries(
+/// to a repository, newest first, with their marks.
+pub async fn backup_successes(
     conn: &mut SqliteConnection,
     host_id: &str,
     repo_id: &str,
     limit: i64,
-) -> Result<Vec<(String, Option<String>)>> {
+) -> Result<Vec<BackupSuccess>> {
     Ok(sqlx::query_as(
-        "SELECT id, summary_json FROM jobs WHERE host_id = ? AND kind = 'backup' AND COALESCE(repo_id, '') = ?
-           AND status IN ('succeeded', 'warning') AND finished_at IS NOT NULL
-         ORDER BY finished_at DESC, id DESC LIMIT ?",
+        "SELECT j.id, j.finished_at,
+                MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
+                                             WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at)) AS mark,
+                j.summary_json
+         FROM jobs j WHERE j.host_id = ? AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?
+           AND j.status IN ('succeeded', 'warning') AND j.finished_at IS NOT NULL
+         ORDER BY j.finished_at DESC, j.id DESC LIMIT ?",
     )
     .bind(host_id)
     .bind(repo_id)
     .bind(limit)
     .fetch_all(conn)
+    .await?)
+}
+
+/// The place (`finished_at`, job id) of the newest backup any
+/// `backup_anomaly` alert (open or not) of a host and repository names:
+/// every backup up to it was judged already.
+pub async fn last_anomaly_judged(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+) -> Result<Option<(i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT j.finished_at, j.id FROM alerts a JOIN jobs j ON j.id = a.job_id
+         WHERE a.host_id = ? AND a.kind = 'backup_anomaly' AND a.subject = ? AND j.finished_at IS NOT NULL
+         ORDER BY j.finished_at DESC, j.id DESC LIMIT 1",
+    )
+    .bind(host_id)
+    .bind(repo_id)
+    .fetch_optional(conn)
     .await?)
 }
 

@@ -118,6 +118,15 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Channel>> {
     )
 }
 
+/// How many channels are enabled and how many disabled.
+pub async fn counts(conn: &mut SqliteConnection) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(SUM(enabled = 1), 0), COALESCE(SUM(enabled = 0), 0) FROM notification_channels",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Ids of enabled channels: each alert change is delivered to every one.
 pub async fn enabled_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     Ok(

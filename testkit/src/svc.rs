@@ -27,6 +27,7 @@ pub async fn svc_call<B: Serialize, R: DeserializeOwned>(
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
+            address: None,
         },
         body,
     };

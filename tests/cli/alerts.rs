@@ -40,6 +40,7 @@ async fn alerts_subcommand_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
+            address: None,
         },
         body: serde_json::json!({}),
     };

@@ -422,6 +422,7 @@ impl Ops {
         let actor = Actor {
             name: "cluster-test".into(),
             via: ActorVia::Session,
+            address: None,
         };
         rm_web::svc::call(
             &self.client,
@@ -441,6 +442,7 @@ impl Ops {
             let actor = Actor {
                 name: "cluster-test".into(),
                 via: ActorVia::Session,
+                address: None,
             };
             let v: Value = rm_web::svc::call(
                 &self.client,

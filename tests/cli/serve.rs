@@ -112,6 +112,7 @@ pub(crate) async fn call_role(
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
+            address: None,
         },
         body,
     };

@@ -32,6 +32,7 @@ pub(crate) async fn enroll(State(state): State<AppState>, body: Bytes) -> Respon
     let actor = Actor {
         name: format!("enrollment of {}", req.hostname),
         via: ActorVia::System,
+        address: None,
     };
     let reply: Result<EnrollReply, _> = async {
         let key: rm_controlplane::api::PubKey = call(

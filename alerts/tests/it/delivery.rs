@@ -252,6 +252,13 @@ async fn a_muted_host_records_alerts_without_notifying() -> anyhow::Result<()> {
             .count()
     };
     assert_eq!(queued(env.outbox().await?), 0, "muted: nothing queued");
+    // The role counted the delivery it held back (one channel) ...
+    let m = env
+        .wait_suppressed("the muted delivery counted", |s| s.host_muted, 1)
+        .await?;
+    assert_eq!(m.suppressed.host_muted, 1, "{m:?}");
+    // ... and the receiver has had only the alert told before the mute.
+    assert_eq!(rx.connections(), 1, "nothing more reached the receiver");
 
     // What they were told about still reaches them during the mute.
     env.job_done("h1", "r1", "backup", JobStatus::Succeeded)
@@ -260,6 +267,7 @@ async fn a_muted_host_records_alerts_without_notifying() -> anyhow::Result<()> {
     assert_eq!(got.json()["type"], "alert.resolved");
     assert_eq!(got.json()["data"]["alert"]["id"], told.id.as_str());
     assert_eq!(queued(env.outbox().await?), 0, "still muted");
+    assert_eq!(rx.connections(), 2, "the raise, then the resolution told");
 
     // The mute ends while the alert is still open: it is notified now.
     let _: api::Done = env
@@ -342,6 +350,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: Some(created.id.clone()),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -361,6 +370,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: Some(hook_id.clone()),
                 definition: None,
+                clear_secret: false,
             },
         )
         .await
@@ -383,6 +393,7 @@ async fn channels_are_stored_encrypted_listed_redacted_and_test_sent() -> anyhow
             ChannelTest {
                 channel_id: None,
                 definition: Some(env.seal(&unsaved).await?),
+                clear_secret: false,
             },
         )
         .await
@@ -569,6 +580,11 @@ async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> any
         .wait_alert("h1", "backup_failed", "the alert", |a| a.is_open())
         .await?;
     assert!(!alert.notified);
+    let m = env
+        .wait_suppressed("the muted delivery counted", |s| s.host_muted, 1)
+        .await?;
+    assert_eq!(m.suppressed.host_muted, 1, "{m:?}");
+    assert_eq!(rx.connections(), 0, "the receiver got nothing");
     // Ticks inside the window change nothing.
     clock.advance(std::time::Duration::from_secs(1800));
     env.wait_alert("h1", "backup_failed", "a tick in the window", |a| {
@@ -576,6 +592,7 @@ async fn an_alert_raised_during_a_mute_is_notified_when_the_window_ends() -> any
     })
     .await?;
     assert!(env.outbox().await?.is_empty());
+    assert_eq!(rx.connections(), 0, "the receiver still got nothing");
 
     // The window ends; the next tick notifies the alert still open.
     clock.advance(std::time::Duration::from_secs(3600));
@@ -618,11 +635,18 @@ async fn a_disabled_channel_gets_no_delivery() -> anyhow::Result<()> {
     assert_eq!(rows[0].channel_id, on_channel);
     assert_eq!(rows[0].state, "delivered");
     // the outbox is where every delivery starts: no row for the disabled
-    // channel (checked above) means nothing will ever be sent to it
-    assert!(
-        off.drain().is_empty(),
-        "nothing reached the disabled channel"
-    );
+    // channel (checked above) means nothing will ever be sent to it; the
+    // role counted the one it held back
+    let m = env
+        .wait_suppressed(
+            "the disabled channel's delivery counted",
+            |s| s.channel_disabled,
+            1,
+        )
+        .await?;
+    assert_eq!(m.suppressed.channel_disabled, 1, "{m:?}");
+    assert_eq!(off.connections(), 0, "nothing reached the disabled channel");
+    assert!(off.drain().is_empty());
     env.stop_all().await
 }
 
@@ -728,6 +752,16 @@ async fn a_maintenance_window_mutes_alerts_inside_it_and_they_are_told_after_it(
             .all(|d| d.alert_id.as_deref() != Some(alert.id.as_str())),
         "nothing queued inside the window"
     );
+    let m = env
+        .wait_suppressed(
+            "the delivery held back counted",
+            |s| s.maintenance_window,
+            1,
+        )
+        .await?;
+    assert_eq!(m.suppressed.maintenance_window, 1, "{m:?}");
+    assert_eq!(m.suppressed.host_muted, 0, "a window, not a mute: {m:?}");
+    assert_eq!(rx.connections(), 0, "the receiver got nothing");
 
     // The window ends with the alert still open: the next tick tells.
     clock.advance(std::time::Duration::from_secs(3600));
@@ -816,6 +850,7 @@ async fn replacing_a_webhook_url_keeps_its_signing_secret_unless_replaced_or_cle
                 ChannelTest {
                     channel_id: Some(id.clone()),
                     definition: None,
+                    clear_secret: false,
                 },
             )
             .await
@@ -866,6 +901,7 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
                 ChannelTest {
                     channel_id: Some(id.clone()),
                     definition: None,
+                    clear_secret: false,
                 },
             )
             .await
@@ -884,6 +920,7 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
             ChannelTest {
                 channel_id: None,
                 definition: Some(env.seal(&unsaved).await?),
+                clear_secret: false,
             },
         )
         .await
@@ -918,5 +955,93 @@ async fn a_test_send_of_a_saved_channel_is_in_its_delivery_log_marked_as_a_test(
         "a test is never sent again by the outbox"
     );
     drop(conn);
+    env.stop_all().await
+}
+
+/// The edit page's "Send test" with a changed URL that is not saved and the
+/// secret field left empty: signed with the saved secret (as saving the
+/// edit would keep it), unless the clear box is ticked; nothing is saved
+/// and nothing logged for the saved channel.
+#[tokio::test]
+async fn an_unsaved_edit_with_the_secret_left_empty_is_test_sent_signed_with_the_saved_secret()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    let mut saved_rx = Receiver::start(Answer::Status(200)).await?;
+    let mut edited_rx = Receiver::start(Answer::Status(200)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    let id = env
+        .add_webhook("ops", &saved_rx.url("/saved"), Some(SECRET))
+        .await?;
+    let edit = ChannelDef::Webhook(WebhookChannel {
+        url: edited_rx.url("/edited"),
+        secret: None,
+        headers: BTreeMap::new(),
+    });
+    let test = |clear: bool| {
+        let env = &env;
+        let id = id.clone();
+        let edit = edit.clone();
+        async move {
+            let mut req = ChannelTest {
+                channel_id: Some(id),
+                definition: Some(env.seal(&edit).await?),
+                ..Default::default()
+            };
+            req.clear_secret = clear;
+            let r: ChannelTestResult = env
+                .call(api::CHANNEL_TEST, req)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            anyhow::ensure!(r.ok, "{r:?}");
+            Ok(())
+        }
+    };
+    test(false).await?;
+    let got = edited_rx.next().await?;
+    assert_eq!(got.path, "/edited", "the unsaved URL is used");
+    assert!(signed_with(&got, SECRET), "signed with the saved secret");
+    // With the clear box ticked, unsigned.
+    test(true).await?;
+    assert!(
+        edited_rx
+            .next()
+            .await?
+            .header("webhook-signature")
+            .is_none(),
+        "clearing on purpose tests unsigned"
+    );
+
+    // Nothing saved: the saved channel still goes to its URL, signed; and
+    // only that test is in its delivery log.
+    let r: ChannelTestResult = env
+        .call(
+            api::CHANNEL_TEST,
+            ChannelTest {
+                channel_id: Some(id.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert!(r.ok, "{r:?}");
+    let got = saved_rx.next().await?;
+    assert!(got.path == "/saved" && signed_with(&got, SECRET));
+    assert_eq!(
+        saved_rx.connections(),
+        1,
+        "the edit never went to the saved URL"
+    );
+    let logged: Vec<_> = env
+        .outbox()
+        .await?
+        .into_iter()
+        .filter(|d| d.channel_id == id)
+        .collect();
+    assert_eq!(
+        logged.len(),
+        1,
+        "only the saved channel's test is logged: {logged:?}"
+    );
     env.stop_all().await
 }

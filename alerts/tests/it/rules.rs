@@ -571,3 +571,96 @@ async fn backup_anomaly_is_quiet_without_history_fires_on_a_tenfold_jump_and_res
     assert_eq!(env.alerts_of("h1").await?.len(), 1, "one alert in all");
     env.stop_all().await
 }
+
+/// Two backups finish between two passes, the older one anomalous: it is
+/// judged (against the backups before it) and raises, and the newer, usual
+/// one resolves it. Passes that look at both again (the cursor's overlap,
+/// a restarted role) raise nothing twice.
+#[tokio::test]
+async fn an_anomalous_backup_that_is_not_the_newest_of_a_pass_is_judged_once() -> anyhow::Result<()>
+{
+    const MIB: i64 = 1 << 20;
+    const T0: i64 = 1_750_000_000_000;
+    // A frozen clock: every pass looks at both backups again.
+    let (mut env, _clock) = Env::manual(T0).await?;
+    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
+        min_history: 5,
+        min_added_bytes: 10 * MIB,
+        min_changed_files: 100,
+        min_drop_bytes: 10 * MIB,
+        ..Default::default()
+    };
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+    let rx = Receiver::start(Answer::Status(200)).await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+    for i in 0..5 {
+        let id = env
+            .backup_with_summary_at(
+                "h1",
+                "r1",
+                summary((19 + i) * MIB, 200, 1000 * MIB),
+                T0 - 60_000 + i * 1000,
+            )
+            .await?;
+        env.publish(Evt::JobFinished, Some("h1")).await?;
+        wait_judged(&env, &id).await?;
+    }
+
+    // No pass runs while both finish.
+    env.stop_alerts().await?;
+    let odd = env
+        .backup_with_summary_at("h1", "r1", summary(210 * MIB, 200, 1000 * MIB), T0 - 500)
+        .await?;
+    let usual = env
+        .backup_with_summary_at("h1", "r1", summary(20 * MIB, 200, 1000 * MIB), T0 - 400)
+        .await?;
+    env.start_alerts().await?;
+    wait_judged(&env, &usual).await?;
+
+    let check = |alerts: Vec<rm_store::alerts::Alert>,
+                 outbox: Vec<rm_store::delivery::Delivery>| {
+        assert_eq!(alerts.len(), 1, "one alert in all: {alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.kind, "backup_anomaly");
+        assert_eq!(a.job_id.as_deref(), Some(odd.as_str()), "{a:?}");
+        assert!(a.message.contains("added 210.0 MiB"), "{}", a.message);
+        assert_eq!(
+            a.resolved_by.as_deref(),
+            Some("system"),
+            "the usual one resolved it"
+        );
+        let mut events: Vec<&str> = outbox.iter().map(|d| d.event.as_str()).collect();
+        events.sort_unstable();
+        assert_eq!(events, ["raised", "resolved"], "{outbox:?}");
+    };
+    check(env.alerts_of("h1").await?, env.outbox().await?);
+
+    // More passes over the same two backups (the clock stands still, so
+    // both stay within the cursor's overlap) ...
+    let seen = passes(&env).await?;
+    wait_for("three more passes", || async {
+        Ok((passes(&env).await? >= seen + 3).then_some(()))
+    })
+    .await?;
+    check(env.alerts_of("h1").await?, env.outbox().await?);
+    // ... and after a restart.
+    env.stop_alerts().await?;
+    env.start_alerts().await?;
+    wait_for("three passes of the restarted role", || async {
+        Ok((passes(&env).await? >= 3).then_some(()))
+    })
+    .await?;
+    check(env.alerts_of("h1").await?, env.outbox().await?);
+    env.stop_all().await
+}
+
+/// Rule-engine passes of the running alerts role.
+async fn passes(env: &Env) -> anyhow::Result<u64> {
+    let m: api::Metrics = env
+        .call(api::METRICS, serde_json::json!({}))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
+    Ok(m.passes)
+}

@@ -220,6 +220,7 @@ impl Env {
             actor: Actor {
                 name: "alice".into(),
                 via: ActorVia::Session,
+                address: None,
             },
             body,
         };
@@ -405,9 +406,24 @@ impl Env {
         repo: &str,
         summary: serde_json::Value,
     ) -> Result<String> {
+        let id = self
+            .backup_with_summary_at(host, repo, summary, self.now())
+            .await?;
+        self.publish(Evt::JobFinished, Some(host)).await?;
+        Ok(id)
+    }
+
+    /// A successful backup with restic's summary that finished at `now`,
+    /// without publishing.
+    pub async fn backup_with_summary_at(
+        &self,
+        host: &str,
+        repo: &str,
+        summary: serde_json::Value,
+        now: i64,
+    ) -> Result<String> {
         let id = rm_bus::JobId::generate().to_string();
         let params = params("backup")?;
-        let now = self.now();
         let mut tx = self.store.write().await?;
         jobs::insert(
             &mut tx,
@@ -440,7 +456,6 @@ impl Env {
         )
         .await?;
         tx.commit().await?;
-        self.publish(Evt::JobFinished, Some(host)).await?;
         Ok(id)
     }
 
@@ -500,6 +515,28 @@ impl Env {
     pub async fn alerts_of(&self, host: &str) -> Result<Vec<alerts::Alert>> {
         let mut conn = self.store.read().await?;
         Ok(alerts::list_for_host(&mut conn, host, 1000).await?)
+    }
+
+    /// The running alerts role's counters.
+    pub async fn metrics(&self) -> Result<api::Metrics> {
+        self.call(api::METRICS, serde_json::json!({}))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
+    }
+
+    /// Waits until the alerts role counted a suppressed delivery for which
+    /// `reason` returns at least `n`; the counters then.
+    pub async fn wait_suppressed(
+        &self,
+        what: &str,
+        reason: fn(&api::Suppressed) -> u64,
+        n: u64,
+    ) -> Result<api::Metrics> {
+        wait_for(what, || async {
+            let m = self.metrics().await?;
+            Ok((reason(&m.suppressed) >= n).then_some(m))
+        })
+        .await
     }
 
     pub async fn outbox(&self) -> Result<Vec<delivery::Delivery>> {
@@ -617,6 +654,8 @@ pub struct Receiver {
     addr: SocketAddr,
     requests: mpsc::UnboundedReceiver<Received>,
     script: Arc<Mutex<VecDeque<Answer>>>,
+    /// Connections accepted so far (each delivery attempt is one).
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -632,11 +671,14 @@ impl Receiver {
         let addr = listener.local_addr()?;
         let (tx, requests) = mpsc::unbounded_channel();
         let script: Arc<Mutex<VecDeque<Answer>>> = Arc::default();
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let task = tokio::spawn({
             let script = script.clone();
+            let connections = connections.clone();
             async move {
                 let mut conns = tokio::task::JoinSet::new();
                 while let Ok((stream, _)) = listener.accept().await {
+                    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let answer = script
                         .lock()
                         .ok()
@@ -650,6 +692,7 @@ impl Receiver {
             addr,
             requests,
             script,
+            connections,
             task,
         })
     }
@@ -671,6 +714,11 @@ impl Receiver {
             Ok(None) => bail!("receiver stopped"),
             Err(_) => bail!("no request within {WAIT:?}"),
         }
+    }
+
+    /// How many connections (requests) reached this receiver so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Requests that arrived so far, without waiting.

@@ -348,6 +348,16 @@ fn services_and_events_round_trip() {
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
+            address: None,
+        },
+        body: json!({"host": "h1"}),
+    });
+    roundtrip(SvcRequest {
+        v: PROTOCOL_VERSION,
+        actor: Actor {
+            name: "alice".into(),
+            via: ActorVia::Session,
+            address: Some("203.0.113.7".into()),
         },
         body: json!({"host": "h1"}),
     });
@@ -394,4 +404,12 @@ fn debug_of_an_enrollment_request_never_shows_the_token() {
     let shown = format!("{req:?} {req:#?}");
     assert!(!shown.contains("s3cr3t-token"), "{shown}");
     assert!(shown.contains("web-1"));
+}
+
+#[test]
+fn an_actor_without_a_client_address_reads_as_none_and_none_is_not_sent() {
+    let old: Actor = serde_json::from_value(json!({"name": "alice", "via": "session"})).unwrap();
+    assert_eq!(old.address, None);
+    let sent = serde_json::to_value(&old).unwrap();
+    assert_eq!(sent, json!({"name": "alice", "via": "session"}));
 }

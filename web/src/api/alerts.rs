@@ -396,6 +396,13 @@ pub struct ChannelTestView {
 pub enum TestTarget {
     Saved(String),
     Unsaved(rm_bus::notify::ChannelDef),
+    /// A saved channel's edit, not saved: a webhook secret left out is the
+    /// saved one unless `clear_secret`.
+    Edited {
+        id: String,
+        def: rm_bus::notify::ChannelDef,
+        clear_secret: bool,
+    },
 }
 
 /// One test notification through the real notifier path (the API's and
@@ -409,10 +416,21 @@ pub async fn test_channel(
         TestTarget::Saved(id) => al::ChannelTest {
             channel_id: Some(id),
             definition: None,
+            clear_secret: false,
         },
         TestTarget::Unsaved(def) => al::ChannelTest {
             channel_id: None,
             definition: Some(seal(state, p, &def).await?),
+            clear_secret: false,
+        },
+        TestTarget::Edited {
+            id,
+            def,
+            clear_secret,
+        } => al::ChannelTest {
+            channel_id: Some(id),
+            definition: Some(seal(state, p, &def).await?),
+            clear_secret,
         },
     };
     let r: al::ChannelTestResult = ask(state, p, SvcRole::Alerts, al::CHANNEL_TEST, req).await?;

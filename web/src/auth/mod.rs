@@ -122,6 +122,7 @@ impl Principal {
                 Via::Session => rm_bus::msg::ActorVia::Session,
                 Via::Token => rm_bus::msg::ActorVia::ApiToken,
             },
+            address: self.address.clone(),
         }
     }
 }

@@ -86,6 +86,7 @@ async fn host_add(bus: &TestBus, name: &str) -> api::HostEnrollment {
         actor: Actor {
             name: "alice".into(),
             via: ActorVia::Session,
+            address: None,
         },
         body: req,
     };

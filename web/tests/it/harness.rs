@@ -114,6 +114,7 @@ impl H {
                 rm_bus::msg::Actor {
                     name: "test".into(),
                     via: rm_bus::msg::ActorVia::System,
+                    address: None,
                 },
                 serde_json::json!({}),
                 Duration::from_secs(1),
@@ -155,6 +156,7 @@ impl H {
                 rm_bus::msg::Actor {
                     name: "test".into(),
                     via: rm_bus::msg::ActorVia::System,
+                    address: None,
                 },
                 serde_json::json!({}),
                 Duration::from_secs(1),

@@ -3,6 +3,7 @@
 //! enrollment endpoint against the real control plane on a real bus.
 
 mod api;
+mod audit_address;
 mod downloads;
 mod enroll;
 mod events;

@@ -531,8 +531,19 @@ pub async fn update(
         Ok(None)
     };
     let (errors, test, status) = if form.action == "test" {
-        let target =
-            def.map(|d| d.map_or_else(|| TestTarget::Saved(id.clone()), TestTarget::Unsaved));
+        // Replacement values not saved are tested as an edit of this
+        // channel: an empty secret field means the saved secret.
+        let clear_secret = form.clear_secret.is_some();
+        let target = def.map(|d| {
+            d.map_or_else(
+                || TestTarget::Saved(id.clone()),
+                |def| TestTarget::Edited {
+                    id: id.clone(),
+                    def,
+                    clear_secret,
+                },
+            )
+        });
         match target {
             Ok(t) => match api::test_channel(&state, &who, t).await {
                 Ok(t) => (FormErrors::default(), Some(t.into()), StatusCode::OK),

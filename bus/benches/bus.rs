@@ -72,11 +72,13 @@ fn serve_embedded(port: u16) {
         .build()
         .expect("rt");
     rt.block_on(async move {
-        let config = rm_bus::server::ServerConfig::new(
+        let config = rm_bus_server::server::ServerConfig::new(
             ([127, 0, 0, 1], port).into(),
-            rm_bus::server::Auth::None,
+            rm_bus_server::server::Auth::None,
         );
-        let _server = rm_bus::server::Server::start(config).await.expect("server");
+        let _server = rm_bus_server::server::Server::start(config)
+            .await
+            .expect("server");
         std::future::pending::<()>().await;
     });
 }

@@ -29,10 +29,10 @@ use async_nats::{Client, Event};
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role};
 use rm_bus::msg::{EventMsg, PROTOCOL_VERSION, encode};
 use rm_bus::reqack::RetryPolicy;
 use rm_bus::subject::Event as Evt;
+use rm_bus_server::creds::{Authority, Role};
 use rm_store::Store;
 use tokio::sync::Notify;
 
@@ -254,8 +254,8 @@ pub const AGENT_BUS_CA: &str = "agent-bus-ca.pem";
 /// when the operator put one there, else the installation's CA
 /// certificate, else none (an installation without a CA yet).
 pub fn bus_ca_pem(data_dir: &std::path::Path) -> Result<Option<String>> {
-    let dir = rm_bus::pki::ca::dir_of(data_dir);
-    for name in [AGENT_BUS_CA, rm_bus::pki::ca::CA_CERT] {
+    let dir = rm_bus_server::pki::ca::dir_of(data_dir);
+    for name in [AGENT_BUS_CA, rm_bus_server::pki::ca::CA_CERT] {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(pem) => {

@@ -64,7 +64,7 @@ impl MasterKey {
         std::fs::create_dir_all(dir)?;
         // Created exactly once even when the control plane and the alerts
         // role start together: both keep the key that is on disk.
-        let text = rm_bus::creds::authority::read_or_create_private(&path, || {
+        let text = rm_bus::private_file::read_or_create_private(&path, || {
             let key = XChaCha20Poly1305::generate_key(&mut OsRng);
             tracing::info!(path = %path.display(), "creating master key; back it up: without it stored secrets cannot be read");
             Ok(format!("{}\n", BASE64.encode(&key)).into_bytes())

@@ -78,7 +78,7 @@ async fn serve_beyond_loopback_serves_the_bus_over_tls_from_its_ca_which_the_age
     let (info, first) = handshake(port, ours()).await;
     assert!(info.contains("\"tls_required\":true"), "{info}");
     let first = first.expect("the bus's certificate is from the installation's CA");
-    let other = rm_bus::pki::Ca::generate(SystemTime::now()).unwrap();
+    let other = rm_bus_server::pki::Ca::generate(SystemTime::now()).unwrap();
     let (_, refused) = handshake(
         port,
         rm_bus::pki::verify::trusting_ca(other.cert_pem().as_bytes()).unwrap(),
@@ -142,7 +142,7 @@ async fn authority_bus_cert_issues_a_nats_server_certificate_from_the_installati
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     // a server with it passes a client that trusts only the installation's CA
-    let server = rm_bus::server::tls::server_config_from_files(&cert, &key).unwrap();
+    let server = rm_bus_server::server::tls::server_config_from_files(&cert, &key).unwrap();
     let ca_pem = std::fs::read(dir.path().join("ca/ca-cert.pem")).unwrap();
     let client = rm_bus::pki::verify::trusting_ca(&ca_pem).unwrap();
     let (a, b) = tokio::io::duplex(64 * 1024);

@@ -133,6 +133,17 @@ impl MasterKey {
     }
 }
 
+/// Associated data for a repository's own secrets (binds each ciphertext
+/// to its row; the control plane seals with it, the recovery kit opens).
+pub fn repo_aad(repo_id: &str) -> String {
+    format!("repo:{repo_id}")
+}
+
+/// Associated data for a host's credential for a repository.
+pub fn cred_aad(host_id: &str, repo_id: &str) -> String {
+    format!("cred:{host_id}:{repo_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

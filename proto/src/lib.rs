@@ -14,7 +14,8 @@
 //! - [`pki`]: client-side trust: only the installation's CA, or one pinned
 //!   fingerprint.
 //! - [`seal`]: secrets sealed to one recipient's xkey for transit.
-//! - [`notify`]: the alerts → notifier delivery contract and webhook envelope.
+//! - `notify` (feature `notify`, off for agents): the alerts → notifier
+//!   delivery contract and webhook envelope.
 //! - [`size`]: message size against the server's advertised `max_payload`.
 //! - [`private_file`]: owner-only key files, created once, written atomically.
 //! - [`clock`]: injectable time.
@@ -25,6 +26,7 @@ pub mod connect;
 pub mod creds;
 pub mod ids;
 pub mod msg;
+#[cfg(feature = "notify")]
 pub mod notify;
 pub mod pki;
 pub mod private_file;

@@ -1,6 +1,6 @@
 //! Embedded bus vs nats-server: memory per idle connection, pub/sub
 //! throughput and request/reply latency. Run with
-//! `cargo bench -p rm-bus --bench bus` (release build; nats-server from
+//! `cargo bench -p rm-bus-server --bench bus` (release build; nats-server from
 //! `RM_NATS_SERVER` or `.venv/bin/nats-server`). Not part of the test
 //! suite: results go to docs/benchmarks.md by hand.
 //!

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role};
 use rm_bus::msg::{Actor, ActorVia};
 use rm_bus::subject::SvcRole;
+use rm_bus_server::creds::{Authority, Role};
 use rm_controlplane::api;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

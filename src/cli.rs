@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use clap::{Args, Parser, Subcommand};
 use rm_bus::connect::ConnectSpec;
-use rm_bus::creds::{Authority, Role, UserCreds, server_config};
 use rm_bus::shutdown::signal as shutdown_signal;
+use rm_bus_server::creds::{Authority, Role, UserCreds, server_config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -355,7 +355,7 @@ struct WebArgs {
     tls_names: Vec<String>,
     /// Life of each certificate the CA issues, in seconds; renewed at two
     /// thirds of it without dropping connections [default: 90 days].
-    #[arg(long, default_value_t = rm_bus::pki::ca::LEAF_LIFE.as_secs())]
+    #[arg(long, default_value_t = rm_bus_server::pki::ca::LEAF_LIFE.as_secs())]
     tls_life_secs: u64,
     /// Your own certificate chain (PEM) instead of one issued by the CA;
     /// needs --tls-key. Enrollment then pins this certificate.
@@ -585,7 +585,7 @@ impl NatsConfigArgs {
             return Ok(());
         }
         let beyond_loopback = |hostport: &str| {
-            let host = rm_bus::pki::ca::url_host(hostport).unwrap_or_default();
+            let host = rm_bus_server::pki::ca::url_host(hostport).unwrap_or_default();
             !(host == "localhost"
                 || host
                     .parse::<std::net::IpAddr>()
@@ -657,8 +657,8 @@ fn read_trimmed(path: &std::path::Path) -> Result<String> {
 }
 
 /// Builds the embedded bus configuration from the command line.
-fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
-    use rm_bus::server::{Auth, OperatorAuth, ServerConfig, tls, users};
+fn bus_config(args: &BusArgs) -> Result<rm_bus_server::server::ServerConfig> {
+    use rm_bus_server::server::{Auth, OperatorAuth, ServerConfig, tls, users};
     let auth = if let Some(path) = &args.users {
         let list = users::load(path)?;
         tracing::info!(users = list.len(), file = %path.display(), "static nkey users");
@@ -693,7 +693,7 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
     config.limits.max_connections = args.max_connections;
     config.allow_plaintext = args.allow_plaintext;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        rm_bus::pki::expiry::warn_at_start(listen, cert);
+        rm_bus_server::pki::expiry::warn_at_start(listen, cert);
         config.tls = Some(tls::server_config_from_files(cert, key)?);
     }
     Ok(config)
@@ -701,7 +701,7 @@ fn bus_config(args: &BusArgs) -> Result<rm_bus::server::ServerConfig> {
 
 async fn run_bus(args: BusArgs) -> Result<()> {
     let stop = shutdown_signal();
-    let server = rm_bus::server::Server::start(bus_config(&args)?).await?;
+    let server = rm_bus_server::server::Server::start(bus_config(&args)?).await?;
     println!("bus listening on {}", server.url());
     stop.await;
     tracing::info!(counters = ?server.counters(), "shutting down the bus");
@@ -723,10 +723,10 @@ async fn run_controlplane(args: ControlplaneArgs) -> Result<()> {
     let server_fingerprint = match args.server_fingerprint {
         Some(fp) => Some(fp),
         None => {
-            let dir = rm_bus::pki::ca::dir_of(&args.data_dir);
-            dir.join(rm_bus::pki::ca::CA_CERT)
+            let dir = rm_bus_server::pki::ca::dir_of(&args.data_dir);
+            dir.join(rm_bus_server::pki::ca::CA_CERT)
                 .exists()
-                .then(|| rm_bus::pki::Ca::load(&dir).map(|ca| ca.fingerprint()))
+                .then(|| rm_bus_server::pki::Ca::load(&dir).map(|ca| ca.fingerprint()))
                 .transpose()?
         }
     };
@@ -900,7 +900,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             if renew_if_expiring {
                 match std::fs::read(&cert_out) {
-                    Ok(pem) if !rm_bus::pki::expiry::due_for_renewal(&pem, now) => {
+                    Ok(pem) if !rm_bus_server::pki::expiry::due_for_renewal(&pem, now) => {
                         eprintln!(
                             "{} is not in the last third of its life: left alone",
                             cert_out.display()
@@ -981,7 +981,7 @@ fn write_tls_file(path: &std::path::Path, bytes: &[u8], mode: u32, group_dir: bo
     }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{}.new", name.unwrap_or_default()));
-    rm_bus::creds::authority::write_private(&tmp, bytes)?;
+    rm_bus_server::creds::authority::write_private(&tmp, bytes)?;
     set_mode(&tmp, mode)?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
@@ -1060,7 +1060,7 @@ mod tests {
         let config = bus_config(&args).unwrap();
         assert!(config.listen.ip().is_loopback());
         assert_eq!(config.listen.port(), 4222);
-        assert!(matches!(config.auth, rm_bus::server::Auth::None));
+        assert!(matches!(config.auth, rm_bus_server::server::Auth::None));
     }
 
     #[test]
@@ -1087,7 +1087,7 @@ mod tests {
         );
         let dir = tempfile_dir();
         let users = dir.join("users.toml");
-        let key = rm_bus::creds::Authority::generate(rm_bus::clock::system())
+        let key = rm_bus_server::creds::Authority::generate(rm_bus::clock::system())
             .mint_new_user("u", rm_bus::creds::Permissions::default());
         let public = key.unwrap().key_pair().unwrap().public_key();
         std::fs::write(&users, format!("[[user]]\nnkey = \"{public}\"\n")).unwrap();

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rm_bus::connect::ConnectSpec;
-use rm_bus::creds::{Authority, Role};
-use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+use rm_bus_server::creds::{Authority, Role};
+use rm_bus_server::server::{Auth, OperatorAuth, Server, ServerConfig};
 use tokio::sync::watch;
 
 /// Settings of `serve`.
@@ -43,7 +43,7 @@ pub struct ServeArgs {
     /// Life of each bus and web certificate the installation's CA issues,
     /// in seconds; renewed at two thirds of it without dropping
     /// connections [default: 90 days].
-    #[arg(long, default_value_t = rm_bus::pki::ca::LEAF_LIFE.as_secs())]
+    #[arg(long, default_value_t = rm_bus_server::pki::ca::LEAF_LIFE.as_secs())]
     pub tls_life_secs: u64,
     /// The web service's own certificate chain (PEM) instead of one issued
     /// by the installation's CA; needs --web-tls-key. Enrollment commands
@@ -166,7 +166,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
 
     let fingerprint = match &args.web_tls_cert {
         Some(cert) => {
-            rm_bus::pki::expiry::warn_at_start(args.web_listen, cert);
+            rm_bus_server::pki::expiry::warn_at_start(args.web_listen, cert);
             let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             rm_bus::pki::fingerprint_of(&rm_bus::pki::verify::first_cert(&pem)?)
         }
@@ -400,7 +400,7 @@ fn cert_names(args: &ServeArgs) -> Vec<String> {
     names.push(args.bus_listen.ip().to_string());
     names.push(args.web_listen.ip().to_string());
     let urls = args.server_url.iter().chain(&args.agent_nats_urls);
-    names.extend(urls.filter_map(|u| rm_bus::pki::ca::url_host(u)));
+    names.extend(urls.filter_map(|u| rm_bus_server::pki::ca::url_host(u)));
     names
 }
 
@@ -410,30 +410,30 @@ struct BusTls {
     config: Arc<rm_bus::pki::rustls::ServerConfig>,
     /// What the roles in this process trust for it.
     ca_pem: String,
-    renewal: Option<rm_bus::pki::Renewal>,
+    renewal: Option<rm_bus_server::pki::Renewal>,
 }
 
 fn bus_tls(
     args: &ServeArgs,
-    ca: &Arc<rm_bus::pki::Ca>,
+    ca: &Arc<rm_bus_server::pki::Ca>,
     names: &[String],
     life: Duration,
 ) -> Result<Option<BusTls>> {
     if let (Some(cert), Some(key)) = (&args.bus_tls_cert, &args.bus_tls_key) {
         let ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?.unwrap_or_default();
-        if !rm_bus::pki::ca::dir_of(&args.data_dir)
+        if !rm_bus_server::pki::ca::dir_of(&args.data_dir)
             .join(rm_controlplane::AGENT_BUS_CA)
             .exists()
         {
             anyhow::bail!(
                 "--bus-tls-cert: put the CA that issued it in {}/{} (agents verify the bus against it)",
-                rm_bus::pki::ca::dir_of(&args.data_dir).display(),
+                rm_bus_server::pki::ca::dir_of(&args.data_dir).display(),
                 rm_controlplane::AGENT_BUS_CA
             );
         }
-        rm_bus::pki::expiry::warn_at_start(args.bus_listen, cert);
+        rm_bus_server::pki::expiry::warn_at_start(args.bus_listen, cert);
         return Ok(Some(BusTls {
-            config: rm_bus::server::tls::server_config_from_files(cert, key)?,
+            config: rm_bus_server::server::tls::server_config_from_files(cert, key)?,
             ca_pem,
             renewal: None,
         }));
@@ -441,7 +441,8 @@ fn bus_tls(
     if args.bus_listen.ip().is_loopback() || args.bus_allow_plaintext {
         return Ok(None);
     }
-    let (renewal, config) = rm_bus::pki::Renewal::start(ca.clone(), names.to_vec(), life, "bus")?;
+    let (renewal, config) =
+        rm_bus_server::pki::Renewal::start(ca.clone(), names.to_vec(), life, "bus")?;
     Ok(Some(BusTls {
         config,
         ca_pem: ca.cert_pem().to_owned(),

@@ -1,6 +1,6 @@
 //! Embedded bus vs nats-server: memory per idle connection, pub/sub
 //! throughput and request/reply latency. Run with
-//! `cargo bench -p rm-bus --bench bus` (release build; nats-server from
+//! `cargo bench -p rm-bus-server --bench bus` (release build; nats-server from
 //! `RM_NATS_SERVER` or `.venv/bin/nats-server`). Not part of the test
 //! suite: results go to docs/benchmarks.md by hand.
 //!
@@ -72,11 +72,13 @@ fn serve_embedded(port: u16) {
         .build()
         .expect("rt");
     rt.block_on(async move {
-        let config = rm_bus::server::ServerConfig::new(
+        let config = rm_bus_server::server::ServerConfig::new(
             ([127, 0, 0, 1], port).into(),
-            rm_bus::server::Auth::None,
+            rm_bus_server::server::Auth::None,
         );
-        let _server = rm_bus::server::Server::start(config).await.expect("server");
+        let _server = rm_bus_server::server::Server::start(config)
+            .await
+            .expect("server");
         std::future::pending::<()>().await;
     });
 }

@@ -1,21 +1,20 @@
-//! The one credential model every bus connection uses: NATS decentralized
-//! auth (operator → account → user JWTs, ed25519 nkeys).
+//! The server side of the credential model (NATS decentralized auth:
+//! operator → account → user JWTs, ed25519 nkeys). The client side (the
+//! `.creds` file, claims, role permissions) is `rm_bus::creds`, re-exported
+//! here so server code finds both in one place.
 //!
 //! - [`jwt`]: encode, sign, decode and verify `ed25519-nkey` JWTs.
-//! - [`claims`]: the claim types nats-server reads (operator, account, user).
 //! - [`authority`]: the control plane's keys, persisted in its data dir;
 //!   mints user JWTs and the account JWT (with revocations).
-//! - [`roles`]: least-privilege permissions for every role and each agent.
 //! - [`push`]: pushing the account JWT (revocations) to the bus.
 //! - [`server_config`]: the nats-server configuration that trusts them.
 
 pub mod authority;
-pub mod claims;
 pub mod jwt;
 pub mod push;
-pub mod roles;
 pub mod server_config;
 
-pub use authority::{Authority, UserCreds};
-pub use claims::{Permission, Permissions, ResponsePermission};
-pub use roles::Role;
+pub use authority::{Authority, UserSpec};
+pub use rm_bus::creds::{
+    Permission, Permissions, ResponsePermission, Role, UserCreds, claims, roles, user,
+};

@@ -8,9 +8,9 @@ use data_encoding::{BASE32_NOPAD, HEXLOWER};
 use nkeys::{KeyPair, XKey};
 use rm_bus::HostId;
 use rm_bus::creds::Role;
-use rm_bus::creds::authority::UserSpec;
 use rm_bus::msg::{Actor, EnrollReply, EnrollRequest, PROTOCOL_VERSION};
 use rm_bus::subject::Event;
+use rm_bus_server::creds::authority::UserSpec;
 use rm_store::{enroll as tokens, hosts};
 use sha2::{Digest, Sha256};
 
@@ -137,7 +137,7 @@ pub(crate) async fn host_token(
 /// Revokes `nkey` on the bus: records it and pushes the account JWT.
 pub(crate) async fn revoke_on_bus(cp: &Cp, nkey: &str) -> anyhow::Result<()> {
     cp.authority.revoke(nkey)?;
-    rm_bus::creds::push::push_account(&cp.system, &cp.authority)
+    rm_bus_server::creds::push::push_account(&cp.system, &cp.authority)
         .await
         .context("pushing the revocation to the bus")
 }

@@ -2,7 +2,8 @@
 //! credentials, schedules, jobs and repository state, and the credential
 //! authority. It talks to agents and the web service only over the bus.
 //!
-//! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`).
+//! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`), the
+//!   `rm-cp-api` crate re-exported (the web role links that, not this).
 //! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
@@ -16,7 +17,7 @@
 //! - [`secrets`]: the master key for secrets at rest.
 //! - `metrics`: counters of loop errors and shed load.
 //! - [`recovery`]: the recovery kit (master key plus the control-plane
-//!   backup repository's credentials).
+//!   backup repository's credentials), `rm_store::recovery` re-exported.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -29,14 +30,14 @@ use async_nats::{Client, Event};
 use nkeys::XKey;
 use rm_bus::clock::SharedClock;
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role};
 use rm_bus::msg::{EventMsg, PROTOCOL_VERSION, encode};
 use rm_bus::reqack::RetryPolicy;
 use rm_bus::subject::Event as Evt;
+use rm_bus_server::creds::{Authority, Role};
 use rm_store::Store;
 use tokio::sync::Notify;
 
-pub mod api;
+pub use rm_cp_api as api;
 mod audit;
 mod beats;
 mod deadlines;
@@ -46,7 +47,7 @@ mod health;
 mod ingest;
 mod jobs;
 mod metrics;
-pub mod recovery;
+pub use rm_store::recovery;
 mod repo_admin;
 mod repos;
 mod resync;
@@ -255,8 +256,8 @@ pub const AGENT_BUS_CA: &str = "agent-bus-ca.pem";
 /// when the operator put one there, else the installation's CA
 /// certificate, else none (an installation without a CA yet).
 pub fn bus_ca_pem(data_dir: &std::path::Path) -> Result<Option<String>> {
-    let dir = rm_bus::pki::ca::dir_of(data_dir);
-    for name in [AGENT_BUS_CA, rm_bus::pki::ca::CA_CERT] {
+    let dir = rm_bus_server::pki::ca::dir_of(data_dir);
+    for name in [AGENT_BUS_CA, rm_bus_server::pki::ca::CA_CERT] {
         let path = dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(pem) => {

@@ -1,15 +1,6 @@
-//! Secrets at rest for the control plane: the shared master key
-//! ([`rm_store::secrets`]) and the associated data that binds each
-//! ciphertext to its row.
+//! Secrets at rest for the control plane: the shared master key and the
+//! associated data that binds each ciphertext to its row, both in
+//! [`rm_store::secrets`] (the recovery kit, which the web role makes too,
+//! opens them there).
 
-pub use rm_store::secrets::{MASTER_KEY_ENV, MasterKey};
-
-/// Associated data for a repository's own secrets.
-pub fn repo_aad(repo_id: &str) -> String {
-    format!("repo:{repo_id}")
-}
-
-/// Associated data for a host's credential for a repository.
-pub fn cred_aad(host_id: &str, repo_id: &str) -> String {
-    format!("cred:{host_id}:{repo_id}")
-}
+pub use rm_store::secrets::{MASTER_KEY_ENV, MasterKey, cred_aad, repo_aad};

@@ -113,7 +113,7 @@ async fn push_account_until_ok(cp: &Arc<Cp>) {
     tokio::spawn(async move {
         let mut pause = std::time::Duration::from_millis(200);
         loop {
-            match rm_bus::creds::push::push_account(&cp.system, &cp.authority).await {
+            match rm_bus_server::creds::push::push_account(&cp.system, &cp.authority).await {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "account JWT not pushed yet; retrying");

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn each_attempt_has_a_5_second_timeout_by_default() {
-        let authority = rm_bus::creds::Authority::generate(rm_bus::clock::system());
+        let authority = rm_bus_server::creds::Authority::generate(rm_bus::clock::system());
         let creds = authority
             .mint_new_user("n", rm_bus::creds::Role::Notifier.permissions())
             .unwrap();

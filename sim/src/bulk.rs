@@ -13,7 +13,7 @@ use anyhow::Result;
 use nkeys::{KeyPair, XKey};
 use rm_bus::HostId;
 use rm_bus::creds::Role;
-use rm_bus::creds::authority::{Authority, UserSpec};
+use rm_bus_server::creds::authority::{Authority, UserSpec};
 
 use crate::ident::Identity;
 

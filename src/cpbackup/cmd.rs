@@ -170,7 +170,9 @@ pub async fn kit(args: KitArgs) -> Result<()> {
         .with_context(|| format!("opening {}", db.display()))?;
     let kit = rm_controlplane::recovery::kit(&store, &args.data_dir).await?;
     match &args.out {
-        Some(path) => rm_bus::creds::authority::write_private(path, kit.render().as_bytes())?,
+        Some(path) => {
+            rm_bus_server::creds::authority::write_private(path, kit.render().as_bytes())?
+        }
         None => print!("{}", kit.render()),
     }
     let actor = std::env::var("SUDO_USER")

@@ -138,7 +138,7 @@ async fn write_copy(data_dir: &Path, db: &Path, dest: &Path, skip: &[&Path]) -> 
     if !key_file.exists()
         && let Ok(text) = std::env::var(rm_store::secrets::MASTER_KEY_ENV)
     {
-        rm_bus::creds::authority::write_private(
+        rm_bus_server::creds::authority::write_private(
             &key_file,
             format!("{}\n", text.trim()).as_bytes(),
         )?;
@@ -179,7 +179,7 @@ async fn write_copy(data_dir: &Path, db: &Path, dest: &Path, skip: &[&Path]) -> 
         files: entries,
     };
     let json = serde_json::to_vec_pretty(&m)?;
-    rm_bus::creds::authority::write_private(&dest.join(manifest::FILE), &json)?;
+    rm_bus_server::creds::authority::write_private(&dest.join(manifest::FILE), &json)?;
     Ok(m)
 }
 

@@ -37,6 +37,7 @@ pub mod mutes;
 pub use migrate::count as migration_count;
 pub use migrate::latest_version as schema_version;
 pub mod parts;
+pub mod recovery;
 pub mod refresh;
 pub mod rejected;
 pub mod repos;

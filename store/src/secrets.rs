@@ -64,7 +64,7 @@ impl MasterKey {
         std::fs::create_dir_all(dir)?;
         // Created exactly once even when the control plane and the alerts
         // role start together: both keep the key that is on disk.
-        let text = rm_bus::creds::authority::read_or_create_private(&path, || {
+        let text = rm_bus::private_file::read_or_create_private(&path, || {
             let key = XChaCha20Poly1305::generate_key(&mut OsRng);
             tracing::info!(path = %path.display(), "creating master key; back it up: without it stored secrets cannot be read");
             Ok(format!("{}\n", BASE64.encode(&key)).into_bytes())
@@ -131,6 +131,17 @@ impl MasterKey {
     pub fn decrypt_json<T: DeserializeOwned>(&self, blob: &[u8], aad: &str) -> Result<T> {
         Ok(serde_json::from_slice(&self.decrypt(blob, aad)?)?)
     }
+}
+
+/// Associated data for a repository's own secrets (binds each ciphertext
+/// to its row; the control plane seals with it, the recovery kit opens).
+pub fn repo_aad(repo_id: &str) -> String {
+    format!("repo:{repo_id}")
+}
+
+/// Associated data for a host's credential for a repository.
+pub fn cred_aad(host_id: &str, repo_id: &str) -> String {
+    format!("cred:{host_id}:{repo_id}")
 }
 
 #[cfg(test)]

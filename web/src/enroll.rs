@@ -35,16 +35,16 @@ pub(crate) async fn enroll(State(state): State<AppState>, body: Bytes) -> Respon
         address: None,
     };
     let reply: Result<EnrollReply, _> = async {
-        let key: rm_controlplane::api::PubKey = call(
+        let key: rm_cp_api::PubKey = call(
             &state.bus,
             SvcRole::Controlplane,
-            rm_controlplane::api::PUBKEY,
+            rm_cp_api::PUBKEY,
             actor.clone(),
             serde_json::json!({}),
             state.svc_timeout,
         )
         .await?;
-        let sealed = rm_controlplane::api::SealedEnroll::seal(&req, &key.xkey).map_err(|e| {
+        let sealed = rm_cp_api::SealedEnroll::seal(&req, &key.xkey).map_err(|e| {
             tracing::error!(error = %e, "enrollment not sealed");
             SvcCallError::Malformed {
                 role: "control plane",
@@ -54,7 +54,7 @@ pub(crate) async fn enroll(State(state): State<AppState>, body: Bytes) -> Respon
         call(
             &state.bus,
             SvcRole::Controlplane,
-            rm_controlplane::api::ENROLL,
+            rm_cp_api::ENROLL,
             actor,
             sealed,
             state.svc_timeout,

@@ -130,7 +130,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     let source = match &config.tls_files {
         Some((cert, key)) => {
             if let Ok(a) = listener.local_addr() {
-                rm_bus::pki::expiry::warn_at_start(a, cert);
+                rm_bus_server::pki::expiry::warn_at_start(a, cert);
             }
             tls::Source::Files {
                 cert: cert.clone(),

@@ -1,7 +1,7 @@
 //! The web service's TLS identity. By default its certificate is issued
 //! by the installation's CA (`<data-dir>/ca`, created at first start) for
 //! the configured names plus loopback, lives [`LEAF_LIFE`] and is renewed
-//! in place (see `rm_bus::pki::reload`); enrollment commands pin the CA's
+//! in place (see `rm_bus_server::pki::reload`); enrollment commands pin the CA's
 //! SHA-256 fingerprint, so they stay valid across renewals. An operator's
 //! own certificate and key (`--tls-cert`/`--tls-key`) replace all that;
 //! then the command pins that certificate's fingerprint.
@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rm_bus::pki::{Ca, Renewal, fingerprint_of};
+use rm_bus_server::pki::{Ca, Renewal, fingerprint_of};
 
-pub use rm_bus::pki::ca::LEAF_LIFE;
+pub use rm_bus_server::pki::ca::LEAF_LIFE;
 
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub fn load(source: &Source) -> Result<Identity> {
             let leaf = rm_bus::pki::verify::first_cert(&pem)
                 .with_context(|| format!("{} holds no certificate", cert.display()))?;
             Ok(Identity {
-                server_config: rm_bus::server::tls::server_config_from_files(cert, key)?,
+                server_config: rm_bus_server::server::tls::server_config_from_files(cert, key)?,
                 fingerprint: fingerprint_of(&leaf),
                 renewal: None,
             })
@@ -79,7 +79,7 @@ pub fn for_data_dir(data_dir: &Path, names: &[String]) -> Result<Identity> {
 
 /// The installation's CA in `<data_dir>/ca`, created at first start.
 pub fn load_ca(data_dir: &Path) -> Result<Ca> {
-    let dir = rm_bus::pki::ca::dir_of(data_dir);
+    let dir = rm_bus_server::pki::ca::dir_of(data_dir);
     let ca = Ca::load_or_create(&dir)
         .with_context(|| format!("loading the certificate authority in {}", dir.display()))?;
     let old = data_dir.join("web").join("web-cert.pem");

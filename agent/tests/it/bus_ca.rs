@@ -12,10 +12,10 @@ use rm_agent::state::{BUS_CA, Identity, StateDir};
 use rm_bus::HostId;
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::Role;
-use rm_bus::creds::authority::UserSpec;
 use rm_bus::msg::{Hello, HelloReply, PROTOCOL_VERSION, decode, encode};
-use rm_bus::pki::Ca;
 use rm_bus::subject;
+use rm_bus_server::creds::authority::UserSpec;
+use rm_bus_server::pki::Ca;
 use rm_testkit::{BusKind, BusOptions, TestBus};
 
 use crate::support::*;

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rm_bus::server::proto::{MAX_CONTROL_LINE, Parsed, parse};
+use rm_bus_server::server::proto::{MAX_CONTROL_LINE, Parsed, parse};
 
 const MAX_PAYLOAD: usize = 4096;
 

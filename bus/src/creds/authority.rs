@@ -14,74 +14,17 @@ use anyhow::{Context, Result, bail};
 use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 
-use super::claims::{AccountLimits, AccountNats, Claims, OperatorNats, Permissions, UserNats};
+use rm_bus::clock::SharedClock;
+use rm_bus::creds::UserCreds;
+use rm_bus::creds::claims::{
+    AccountLimits, AccountNats, Claims, OperatorNats, Permissions, UserNats,
+};
+
 use super::jwt;
-use crate::clock::SharedClock;
 
-/// A user's JWT and nkey seed: what a process needs to connect.
-#[derive(Clone)]
-pub struct UserCreds {
-    pub jwt: String,
-    seed: String,
-}
-
-impl UserCreds {
-    pub fn new(jwt: String, seed: String) -> Self {
-        Self { jwt, seed }
-    }
-
-    pub fn seed(&self) -> &str {
-        &self.seed
-    }
-
-    pub fn key_pair(&self) -> Result<KeyPair> {
-        KeyPair::from_seed(&self.seed).context("invalid nkey seed")
-    }
-
-    /// The standard NATS `.creds` file text (`nats-server`, `nats` CLI and
-    /// every client library read it).
-    pub fn to_creds_file(&self) -> String {
-        format!(
-            "-----BEGIN NATS USER JWT-----\n{}\n------END NATS USER JWT------\n\n\
-             ************************* IMPORTANT *************************\n\
-             NKEY Seed printed below can be used to sign and prove identity.\n\
-             NKEYs are sensitive and should be treated as secrets.\n\n\
-             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
-             *************************************************************\n",
-            self.jwt, self.seed
-        )
-    }
-
-    /// Parses the standard `.creds` file text ([`Self::to_creds_file`]'s
-    /// format, also written by `nsc` and the `nats` CLI).
-    pub fn from_creds_file(text: &str) -> Result<Self> {
-        fn block(text: &str, begin: &str) -> Option<String> {
-            let mut lines = text.lines().map(str::trim);
-            lines.find(|l| l.starts_with("-----BEGIN") && l.contains(begin))?;
-            lines
-                .take_while(|l| !l.starts_with("------END") && !l.starts_with("-----END"))
-                .find(|l| !l.is_empty())
-                .map(str::to_owned)
-        }
-        let jwt = block(text, "NATS USER JWT").context("no user JWT in the creds file")?;
-        let seed = block(text, "USER NKEY SEED").context("no nkey seed in the creds file")?;
-        let creds = Self::new(jwt, seed);
-        creds.key_pair()?;
-        Ok(creds)
-    }
-}
-
-impl fmt::Debug for UserCreds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserCreds")
-            .field(
-                "jwt",
-                &format_args!("{}…", &self.jwt[..self.jwt.len().min(12)]),
-            )
-            .field("seed", &"<redacted>")
-            .finish()
-    }
-}
+// The private-file helpers moved to the contract crate (seal and the store
+// use them too); re-exported so `rm_bus_server::creds::authority::…` works.
+pub use rm_bus::private_file::{create_private_once, read_or_create_private, write_private};
 
 /// What to mint a user JWT for.
 #[derive(Debug, Clone)]
@@ -366,100 +309,6 @@ fn load_or_create_key(path: &Path, new: fn() -> KeyPair) -> Result<KeyPair> {
         .with_context(|| format!("{} does not hold a valid nkey seed", path.display()))
 }
 
-/// Reads a private file (a key), creating it with `make`'s bytes if it does
-/// not exist yet, exactly once even when several processes start together:
-/// each writer prepares its own temp file and links it into place with a
-/// create-new link, so the file appears complete or not at all, the first
-/// writer wins, and everyone returns what is on disk, never a key of its own
-/// that lost the race.
-pub fn read_or_create_private(
-    path: &Path,
-    make: impl FnOnce() -> Result<Vec<u8>>,
-) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => return Ok(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-    let created = create_private_once(path, &make()?)?;
-    if created {
-        tracing::debug!(path = %path.display(), "created private file");
-    }
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// Creates `path` with `bytes` (0600) unless it already exists; true if
-/// this call created it. Never replaces an existing file.
-pub fn create_private_once(path: &Path, bytes: &[u8]) -> Result<bool> {
-    let tmp = write_temp_private(path, bytes)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    // The temp name is ours alone; losing it is harmless.
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_parent(path);
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
-    }
-}
-
-/// Writes a file readable by its owner only, atomically (temp + rename).
-/// Concurrent writers each use their own temp file; the last rename wins.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = write_temp_private(path, bytes)?;
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    sync_parent(path);
-    Ok(())
-}
-
-/// Writes `bytes` (0600, fsynced) to a temp file next to `path` whose name
-/// no other writer uses: `.<name>.<pid>.<n>.tmp`.
-fn write_temp_private(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    drop(f);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", tmp.display()));
-    }
-    Ok(tmp)
-}
-
-/// Makes a new directory entry durable (best effort; not on Windows).
-fn sync_parent(path: &Path) {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
 fn restrict_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
@@ -473,8 +322,8 @@ fn restrict_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{ManualClock, SharedClock};
-    use crate::creds::claims::Permission;
+    use rm_bus::clock::{ManualClock, SharedClock};
+    use rm_bus::creds::claims::Permission;
 
     fn clock(at: i64) -> (std::sync::Arc<ManualClock>, SharedClock) {
         let c = ManualClock::new(at * 1000);

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use async_nats::Client;
 
 use super::authority::Authority;
-use crate::subject::sys;
+use rm_bus::subject::sys;
 
 /// Pushes `authority`'s current account JWT through `system` (a connection
 /// of a system-account user) and confirms the bus serves it.

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn names_every_key() {
-        let a = Authority::generate(crate::clock::system());
+        let a = Authority::generate(rm_bus::clock::system());
         let text = render(&a, Path::new("/var/lib/nats/jwt")).unwrap();
         assert!(text.contains(&a.account_public_key()));
         assert!(text.contains(&format!(
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_cluster_node_and_a_leaf_get_their_blocks() {
-        let a = Authority::generate(crate::clock::system());
+        let a = Authority::generate(rm_bus::clock::system());
         let node = Layout {
             server_name: Some("nats-a".into()),
             listen: Some("0.0.0.0:4222".into()),

@@ -34,13 +34,7 @@ pub fn dir_of(data_dir: &Path) -> PathBuf {
     data_dir.join(CA_DIR)
 }
 
-/// `sha256:<64 hex>` of a DER certificate.
-pub fn fingerprint_of(der: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        data_encoding::HEXLOWER.encode(&Sha256::digest(der))
-    )
-}
+pub use rm_bus::pki::fingerprint_of;
 
 /// The authority, loaded.
 pub struct Ca {

@@ -109,7 +109,7 @@ pub(crate) enum AuthState {
 }
 
 fn now() -> i64 {
-    crate::clock::system().now_secs()
+    rm_bus::clock::system().now_secs()
 }
 
 impl AuthState {

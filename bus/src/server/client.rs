@@ -639,7 +639,7 @@ impl Conn {
                     .and_then(|s| s.user.as_ref())
                     .and_then(|u| u.expires)
             {
-                let left = exp - crate::clock::system().now_secs();
+                let left = exp - rm_bus::clock::system().now_secs();
                 let at = tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64);
                 expiry.as_mut().reset(at);
                 expiry_set = true;

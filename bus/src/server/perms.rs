@@ -290,4 +290,19 @@ mod tests {
         );
         assert!(t.is_empty());
     }
+
+    /// `rm_bus::creds::roles` as this server enforces it.
+    #[test]
+    fn the_alerts_role_may_publish_every_event_it_sends() {
+        let p = ConnPerms::new(&rm_bus::creds::Role::Alerts.permissions());
+        for evt in [
+            rm_bus::subject::Event::ChannelsChanged,
+            rm_bus::subject::Event::AlertRaised,
+            rm_bus::subject::Event::AlertResolved,
+            rm_bus::subject::Event::AlertMutes,
+        ] {
+            let subj = evt.subject();
+            assert!(p.can_publish(&subj), "alerts may not publish {subj}");
+        }
+    }
 }

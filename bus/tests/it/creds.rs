@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_nats::Event;
 use bytes::Bytes;
-use rm_bus::creds::authority::UserSpec;
-use rm_bus::creds::{Authority, Permissions, Role};
 use rm_bus::subject::{self, AgentTopicKind, JobTopic};
 use rm_bus::{JobId, clock};
+use rm_bus_server::creds::authority::UserSpec;
+use rm_bus_server::creds::{Authority, Permissions, Role};
 use rm_testkit::{BusKind, TestBus};
 
 use rm_bus::reqack::{IdempotencyKey, request_with_retry};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_nats::Event;
 use bytes::Bytes;
-use rm_bus::creds::{Authority, Permissions};
-use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+use rm_bus_server::creds::{Authority, Permissions};
+use rm_bus_server::server::{Auth, OperatorAuth, Server, ServerConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{WAIT, next_within};
@@ -99,7 +99,7 @@ async fn counters_count_traffic_and_auth_failures() {
     let user = nkeys::KeyPair::new_user();
     let config = ServerConfig::new(
         loopback(),
-        Auth::Users(vec![rm_bus::server::StaticUser {
+        Auth::Users(vec![rm_bus_server::server::StaticUser {
             nkey: user.public_key(),
             permissions: Permissions::default(),
         }]),

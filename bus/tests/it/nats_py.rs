@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rm_bus::server::{Auth, Server, ServerConfig, users};
+use rm_bus_server::server::{Auth, Server, ServerConfig, users};
 
 const SCRIPT: &str = include_str!("py/client.py");
 

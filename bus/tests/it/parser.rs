@@ -4,7 +4,7 @@
 //! being split at any point.
 
 use proptest::prelude::*;
-use rm_bus::server::proto::{MAX_CONTROL_LINE, Parsed, ProtoError, parse};
+use rm_bus_server::server::proto::{MAX_CONTROL_LINE, Parsed, ProtoError, parse};
 
 const MAX_PAYLOAD: usize = 256;
 

@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::Event;
 use rm_bus::connect::ConnectSpec;
-use rm_bus::creds::{Authority, Role};
 use rm_bus::pki::rustls;
 use rm_bus::pki::rustls::client::danger::ServerCertVerifier;
-use rm_bus::pki::{Ca, Renewal};
-use rm_bus::server::{Auth, OperatorAuth, Server, ServerConfig};
+use rm_bus_server::creds::{Authority, Role};
+use rm_bus_server::pki::{Ca, Renewal};
+use rm_bus_server::server::{Auth, OperatorAuth, Server, ServerConfig};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncBufReadExt, BufReader};
 

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use rm_bus::subject::SvcRole;
-use rm_controlplane::api as cp;
+use rm_cp_api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

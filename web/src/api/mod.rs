@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn serde_errors_name_their_field() {
-        let e = parse_json::<rm_controlplane::api::HostAdd>(b"{}").unwrap_err();
+        let e = parse_json::<rm_cp_api::HostAdd>(b"{}").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("name"));
         assert_eq!(e.status, 400);
     }

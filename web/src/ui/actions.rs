@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use rm_bus::subject::SvcRole;
-use rm_controlplane::api;
+use rm_cp_api as api;
 use serde::Deserialize;
 
 use crate::AppState;

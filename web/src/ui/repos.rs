@@ -328,8 +328,8 @@ fn parse_attach(f: &AttachForm) -> Result<AttachBody, ApiError> {
         return Err(ApiError::invalid("host_id", "choose the host to attach"));
     }
     let access = match f.access.as_str() {
-        "append_only" => rm_controlplane::api::AccessInput::AppendOnly,
-        "full" => rm_controlplane::api::AccessInput::Full,
+        "append_only" => rm_cp_api::AccessInput::AppendOnly,
+        "full" => rm_cp_api::AccessInput::Full,
         _ => {
             return Err(ApiError::invalid(
                 "access",
@@ -338,7 +338,7 @@ fn parse_attach(f: &AttachForm) -> Result<AttachBody, ApiError> {
         }
     };
     let secrets = match (f.url.trim().is_empty(), f.password.is_empty()) {
-        (true, true) if access == rm_controlplane::api::AccessInput::Full => None,
+        (true, true) if access == rm_cp_api::AccessInput::Full => None,
         (true, true) => {
             return Err(ApiError::invalid(
                 "url",

@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use rm_bus::msg::{JobParams, LsEntry, RestoreTarget};
 use rm_bus::subject::SvcRole;
-use rm_controlplane::api;
+use rm_cp_api as api;
 
 use crate::AppState;
 use crate::auth::{Principal, RequireOperator};

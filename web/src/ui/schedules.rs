@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use rm_bus::msg::{JobParams, Retention};
 use rm_bus::subject::SvcRole;
-use rm_controlplane::api as cp;
+use rm_cp_api as cp;
 use serde::Deserialize;
 
 use crate::AppState;

@@ -11,9 +11,9 @@ use std::time::Duration;
 use async_nats::{ConnectErrorKind, Event, HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rm_bus::creds::authority::UserSpec;
 use rm_bus::creds::claims::{Claims, UserNats};
-use rm_bus::creds::{Permission, Permissions, ResponsePermission, Role, jwt};
+use rm_bus_server::creds::authority::UserSpec;
+use rm_bus_server::creds::{Permission, Permissions, ResponsePermission, Role, jwt};
 use rm_testkit::{BusKind, BusOptions, TestBus, TestClient};
 use serde_json::json;
 
@@ -486,7 +486,7 @@ async fn jwt_good_expired_wrong_signer(kind: BusKind) {
     let forged = jwt::encode(&mut claims, &rogue).unwrap();
     assert_auth_refused(connect_err(&bus, jwt_opts(forged, &seed)).await);
     // a whole other authority's user
-    let other = rm_bus::creds::Authority::generate(rm_bus::clock::system());
+    let other = rm_bus_server::creds::Authority::generate(rm_bus::clock::system());
     let foreign = other.mint_new_user("x", Permissions::default()).unwrap();
     assert_auth_refused(connect_err(&bus, jwt_opts(foreign.jwt.clone(), foreign.seed())).await);
 }

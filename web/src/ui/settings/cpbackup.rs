@@ -6,7 +6,7 @@
 //!
 //! The status comes from `rm_store::cpbackup::status` for the page and its
 //! JSON twin (`GET /api/v1/controlplane-backup`) alike; the kit from
-//! `rm_controlplane::recovery`, as `restic-manager recovery-kit` makes it.
+//! `rm_store::recovery`, as `restic-manager recovery-kit` makes it.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -478,7 +478,7 @@ pub async fn recovery_kit(
     let Some(dir) = state.recovery.data_dir() else {
         return page(&state, &who, None, Some("This web service has no master key: run `restic-manager recovery-kit` on the machine that runs the control plane.".into()), StatusCode::CONFLICT).await;
     };
-    let kit = match rm_controlplane::recovery::kit(&state.store, &dir).await {
+    let kit = match rm_store::recovery::kit(&state.store, &dir).await {
         Ok(k) => k,
         Err(e) => {
             return page(
@@ -527,7 +527,7 @@ pub async fn recovery_kit(
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&format!(
         "attachment; filename=\"{}\"",
-        rm_controlplane::recovery::FILE_NAME
+        rm_store::recovery::FILE_NAME
     )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }

@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use rm_store::Store;
-use rm_store::cpbackup::{STAGING_DIR, TAG};
-
+use crate::Store;
+use crate::cpbackup::{STAGING_DIR, TAG};
 use crate::secrets::{MasterKey, repo_aad};
+use anyhow::{Context, Result, bail};
 
 /// The kit's suggested file name.
 pub const FILE_NAME: &str = "restic-manager-recovery-kit.env";
@@ -57,10 +56,10 @@ pub async fn kit(store: &Store, data_dir: &Path) -> Result<Kit> {
             .context("the master key is not base64")?,
     )?;
     let mut c = store.read().await?;
-    let status = rm_store::cpbackup::status(&mut c).await?;
+    let status = crate::cpbackup::status(&mut c).await?;
     let repo = match status.repo_id() {
         Some(id) => {
-            let r = rm_store::repos::get(&mut c, id).await?;
+            let r = crate::repos::get(&mut c, id).await?;
             let s: rm_bus::seal::RepoSecrets = master
                 .decrypt_json(&r.secrets_enc, &repo_aad(&r.id))
                 .context("decrypting the control-plane backup repository's secrets")?;

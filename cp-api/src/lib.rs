@@ -1,6 +1,8 @@
 //! The control plane's services on `rm.svc.controlplane.<verb>`: request
 //! and reply bodies, wrapped in `SvcRequest` / `SvcReply` envelopes. The
 //! web service (the only role allowed to speak for an operator) sends them.
+//! Its own crate so the web role links these types without the control
+//! plane's implementation; `rm_controlplane::api` re-exports it.
 
 use std::collections::BTreeMap;
 

@@ -67,7 +67,7 @@ pub fn open<T: DeserializeOwned>(
 pub fn load_or_create_xkey(path: &std::path::Path) -> anyhow::Result<XKey> {
     // Created exactly once even when roles start together: every caller
     // ends up with the seed that is on disk.
-    let seed = crate::creds::authority::read_or_create_private(path, || {
+    let seed = crate::private_file::read_or_create_private(path, || {
         let seed = XKey::new()
             .seed()
             .map_err(|e| anyhow::anyhow!("new xkey: {e}"))?;

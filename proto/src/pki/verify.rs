@@ -18,7 +18,7 @@ use tokio_rustls::rustls::client::danger::{
 use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-use super::ca::fingerprint_of;
+use super::fingerprint_of;
 
 fn refuse(why: String) -> rustls::Error {
     rustls::Error::General(why)
@@ -223,100 +223,4 @@ pub fn pinned(pin: [u8; 32]) -> Result<rustls::ClientConfig> {
             .with_custom_certificate_verifier(Arc::new(Pinned { pin, provider }))
             .with_no_client_auth(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, SystemTime};
-
-    use super::*;
-    use crate::pki::{Ca, Reloading};
-
-    /// One TLS handshake of `client` against a server holding `leaf`;
-    /// the client's error text, if refused.
-    async fn handshake(
-        client: rustls::ClientConfig,
-        server: Arc<rustls::ServerConfig>,
-        name: &str,
-    ) -> Result<(), String> {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let acceptor = tokio_rustls::TlsAcceptor::from(server);
-        let srv = tokio::spawn(async move { acceptor.accept(b).await.map(|_| ()) });
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let name = ServerName::try_from(name.to_owned()).unwrap();
-        let r = connector
-            .connect(name, a)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-        let _ = srv.await;
-        r
-    }
-
-    fn server_for(ca: &Ca, names: &[&str]) -> Arc<rustls::ServerConfig> {
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let leaf = ca
-            .issue(&names, Duration::from_secs(3600), SystemTime::now())
-            .unwrap();
-        Reloading::new(leaf).unwrap().server_config().unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_client_trusting_the_ca_refuses_another_cas_server_and_says_why() {
-        let ours = Ca::generate(SystemTime::now()).unwrap();
-        let theirs = Ca::generate(SystemTime::now()).unwrap();
-        let client = || trusting_ca(ours.cert_pem().as_bytes()).unwrap();
-        handshake(client(), server_for(&ours, &["bus.example"]), "bus.example")
-            .await
-            .unwrap();
-        handshake(client(), server_for(&ours, &[]), "127.0.0.1")
-            .await
-            .unwrap();
-        let e = handshake(
-            client(),
-            server_for(&theirs, &["bus.example"]),
-            "bus.example",
-        )
-        .await
-        .unwrap_err();
-        assert!(e.contains("not issued by this installation's CA"), "{e}");
-        assert!(e.contains(&ours.fingerprint()), "{e}");
-        let e = handshake(
-            client(),
-            server_for(&ours, &["bus.example"]),
-            "other.example",
-        )
-        .await
-        .unwrap_err();
-        assert!(e.contains("not valid for the name other.example"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn the_enrollment_pin_accepts_the_ca_or_the_leaf_fingerprint() {
-        let ca = Ca::generate(SystemTime::now()).unwrap();
-        let leaf = ca
-            .issue(&[], Duration::from_secs(3600), SystemTime::now())
-            .unwrap();
-        let leaf_pin: [u8; 32] = Sha256::digest(leaf.cert_der().as_ref()).into();
-        let ca_pin: [u8; 32] = Sha256::digest(ca.cert_der().as_ref()).into();
-        let server = Reloading::new(leaf).unwrap().server_config().unwrap();
-        handshake(pinned(ca_pin).unwrap(), server.clone(), "127.0.0.1")
-            .await
-            .unwrap();
-        handshake(pinned(leaf_pin).unwrap(), server.clone(), "127.0.0.1")
-            .await
-            .unwrap();
-        let e = handshake(pinned([7; 32]).unwrap(), server.clone(), "127.0.0.1")
-            .await
-            .unwrap_err();
-        assert!(
-            e.contains("nor a CA it sent has the pinned fingerprint"),
-            "{e}"
-        );
-        // the CA pin still checks the name
-        let e = handshake(pinned(ca_pin).unwrap(), server, "cp.example")
-            .await
-            .unwrap_err();
-        assert!(e.contains("not valid for the name"), "{e}");
-    }
 }

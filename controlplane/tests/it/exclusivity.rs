@@ -66,6 +66,13 @@ async fn ack_dispatch_of(agent: &mut Agent, db: &rm_store::Store, job: &str) {
     panic!("{job} never recorded dispatched");
 }
 
+async fn wait_running(db: &rm_store::Store, job: &str) {
+    eventually("the job runs", || async {
+        (job_status(db, job).await == "running").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_flight() {
     let (_bus, _dir, cp, mut web, mut maint, repo) = setup().await;
@@ -87,14 +94,12 @@ async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_fli
         .call(api::JOB_CREATE, create(&web, &repo, JobParams::Prune {}))
         .await;
     assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched while a backup's dispatch to another host was in flight"
     );
-    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
 
     // web-1 takes the backup; it runs and ends; only then the prune goes.
     ack_dispatch_of(&mut web, &db, &backup.job_id).await;
@@ -102,11 +107,11 @@ async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_fli
     web.send_started(&bjob, JobOrigin::Dispatch, None)
         .await
         .unwrap();
+    wait_running(&db, &backup.job_id).await;
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
     assert!(
-        maint
-            .next_command(Duration::from_millis(500))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched beside a running backup"
     );
     let mut done = done_msg(&bjob, JobOutcome::Succeeded);
@@ -204,11 +209,12 @@ async fn a_scheduled_prune_asks_first_waits_for_a_running_backup_and_then_holds_
     let backup2: api::JobCreated = cp
         .call(api::JOB_CREATE, create(&web, &repo, backup_params()))
         .await;
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &backup2.job_id).await, "queued");
     assert!(
-        web.next_command(Duration::from_millis(800)).await.is_none(),
+        web.next_command(Duration::ZERO).await.is_none(),
         "backup dispatched beside a scheduled prune"
     );
-    assert_eq!(job_status(&db, &backup2.job_id).await, "queued");
     maint
         .send_started(
             &sjob,

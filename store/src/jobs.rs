@@ -651,13 +651,19 @@ pub struct Overdue {
     pub timeout_secs: i64,
     pub host_name: String,
     pub host_status: String,
+    /// Dispatched (never started) on a host offline for the grace: the
+    /// job is taken not to run, so its repository is given back now
+    /// rather than at the job's timeout.
+    pub offline_before_start: bool,
 }
 
 /// Jobs that will never end on their own: queued or active jobs of a
 /// revoked executing host; active jobs past their timeout (`default_ms`
 /// when they have none) plus `grace_ms`, counted from when the control
 /// plane saw them become active; and active jobs an operator cancelled
-/// whose host has been silent for `grace_ms`.
+/// whose host has been silent for `grace_ms`; and dispatched jobs that
+/// never started on a host offline (silent) for `grace_ms`, which would
+/// otherwise hold their repository until their timeout.
 pub async fn overdue(
     conn: &mut SqliteConnection,
     now: i64,
@@ -666,14 +672,17 @@ pub async fn overdue(
 ) -> Result<Vec<Overdue>> {
     Ok(sqlx::query_as(
         "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
-                h.name AS host_name, h.status AS host_status
+                h.name AS host_name, h.status AS host_status,
+                (j.status = 'dispatched' AND h.status = 'offline'
+                 AND COALESCE(h.last_seen_at, 0) + ?2 < ?1) AS offline_before_start
          FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
          WHERE (j.status = 'queued' AND h.status = 'revoked')
             OR (j.status IN ('dispatched', 'running') AND (
                    h.status = 'revoked'
                 OR COALESCE(j.active_since, j.dispatched_at, j.created_at)
                    + (CASE WHEN j.timeout_secs > 0 THEN j.timeout_secs * 1000 ELSE ?3 END) + ?2 < ?1
-                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
+                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)
+                OR (j.status = 'dispatched' AND h.status = 'offline' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
          ORDER BY j.created_at, j.id",
     )
     .bind(now)

@@ -167,10 +167,14 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Job> {
 }
 
 pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> {
-    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// queued → dispatched. False if the job is no longer queued.
@@ -462,9 +466,11 @@ pub async fn request_cancel(conn: &mut SqliteConnection, id: &str, now: i64) -> 
 
 /// Jobs to run on `exec_host` that wait for dispatch, oldest first.
 pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id"
+    ))
     .bind(exec_host)
     .fetch_all(conn)
     .await?)
@@ -477,10 +483,12 @@ pub async fn dispatchable_for(
     exec_host: &str,
     now: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
-         ORDER BY created_at, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
+         ORDER BY created_at, id"
+    ))
     .bind(exec_host)
     .bind(now)
     .fetch_all(conn)
@@ -526,7 +534,7 @@ pub async fn requeue(
 /// Jobs the agent on `exec_host` should know about (dispatched or running).
 pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id"),
     )
     .bind(exec_host)
     .fetch_all(conn)
@@ -536,7 +544,7 @@ pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
 /// Jobs on `repo_id` that have not ended (queued, dispatched or running).
 pub async fn unfinished_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id",
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id"),
     )
     .bind(repo_id)
     .fetch_all(conn)
@@ -559,9 +567,11 @@ pub async fn list_for_host(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE host_id = ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE host_id = ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?"
+    ))
     .bind(host_id)
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
@@ -575,9 +585,11 @@ pub async fn list_recent(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?"
+    ))
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
     .fetch_all(conn)
@@ -795,12 +807,14 @@ pub async fn append_logs(
 }
 
 pub async fn logs(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<LogLine>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM job_logs WHERE job_id = ? ORDER BY seq")
-            .bind(job_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        log_line_columns!(),
+        " FROM job_logs WHERE job_id = ? ORDER BY seq"
+    ))
+    .bind(job_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Recomputes a host's running/queued counts from its active jobs (an

@@ -118,6 +118,16 @@ impl Cp {
         }
     }
 
+    /// Waits for the control plane to end on its own (no stop asked);
+    /// its error.
+    pub async fn ended_with_error(&mut self) -> String {
+        let t = self.task.take().expect("running");
+        match tokio::time::timeout(WAIT, t).await {
+            Ok(Ok(Err(e))) => format!("{e:#}"),
+            other => panic!("the control plane did not end with an error: {other:?}"),
+        }
+    }
+
     /// A service call as operator `alice`; the error is the service's.
     pub async fn call_raw<B: Serialize, R: DeserializeOwned>(
         &self,

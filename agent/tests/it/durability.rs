@@ -104,7 +104,7 @@ fn big_tree(env: &Env, name: &str) -> std::path::PathBuf {
 async fn a_result_committed_whose_ack_never_reached_the_agent_is_stored_once_after_sigkill_and_restart()
  {
     let bin = restic_bin();
-    let mut env = Env::start().await.unwrap();
+    let env = Env::start().await.unwrap();
     let (host, state) = env.enroll("k-3").await.unwrap();
     // the agent reaches the bus through a proxy that can drop the answers
     let proxy = AckDropper::start(env.bus.port()).await;

@@ -981,10 +981,10 @@ async fn health_is_refreshed_after_a_forget() {
         .await;
     let spec = maint.expect_dispatch().await;
     assert_eq!(spec.job_id.as_str(), forget.job_id);
-    // Nothing else was queued before the forget ended: the dispatcher
-    // looked again (an observable, not a sleep) and the repository still
-    // has the forget as its only job.
-    dispatcher_looked(&cp).await;
+    // Nothing else was queued before the forget ended: a whole sweeper
+    // tick (where periodic refreshes are queued) ran since (an observable,
+    // not a sleep) and the repository still has the forget as its only job.
+    sweeper_looked(&cp).await;
     let db = cp.db().await;
     let jobs_of_repo: i64 = {
         let mut c = db.read().await.unwrap();

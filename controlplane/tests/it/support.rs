@@ -637,6 +637,23 @@ pub async fn dispatcher_looked(cp: &Cp) {
     .await;
 }
 
+/// Waits until two more sweeper ticks ended than when called (the
+/// offline sweep is counted on each tick once the control plane settled):
+/// one of them ran whole after the call, periodic refreshes included.
+pub async fn sweeper_looked(cp: &Cp) {
+    let sweeps = || async {
+        let m: rm_controlplane::api::Metrics = cp
+            .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+            .await;
+        m.offline_sweeps
+    };
+    let start = sweeps().await;
+    eventually("two sweeper ticks", || async {
+        (sweeps().await >= start + 2).then_some(())
+    })
+    .await;
+}
+
 /// Runs SQL on the test's own write connection (reads are read-only).
 pub async fn exec(db: &rm_store::Store, sql: &'static str) {
     let mut c = db.pool().acquire().await.unwrap();

@@ -171,40 +171,42 @@ struct ControlplaneArgs {
 }
 
 /// The control plane's timeouts and limits; unset means the built-in
-/// default (`rm_controlplane::Timings::default()`, in brackets).
-#[derive(Debug, Default, clap::Args)]
-struct ControlplaneLimits {
+/// default (`rm_controlplane::Timings::default()`, in brackets). Flags of
+/// both `controlplane` and `serve` (one definition, so they cannot drift).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ControlplaneLimits {
     /// Seconds a query to an agent (ls, snapshots) waits for its answer [120].
     #[arg(long)]
-    query_timeout_secs: Option<u64>,
+    pub query_timeout_secs: Option<u64>,
     /// restic timeout of a system health refresh, in seconds [3600].
     #[arg(long)]
-    refresh_timeout_secs: Option<u64>,
+    pub refresh_timeout_secs: Option<u64>,
     /// Hours between two periodic refreshes of a repository's snapshot
     /// list, sizes and locks (backups add their own snapshot; forget,
     /// prune, check and an operator's "Refresh now" refresh at once) [6].
     #[arg(long)]
-    repo_refresh_hours: Option<u64>,
+    pub repo_refresh_hours: Option<u64>,
     /// Hellos handled at once; a reconnect storm waits for a slot [32].
     #[arg(long)]
-    hello_concurrency: Option<usize>,
+    pub hello_concurrency: Option<usize>,
     /// Service requests handled at once [64].
     #[arg(long)]
-    svc_concurrency: Option<usize>,
+    pub svc_concurrency: Option<usize>,
     /// Seconds between writes of heartbeats kept in memory; at most two
     /// heartbeat intervals [30].
     #[arg(long)]
-    seen_flush_secs: Option<u64>,
+    pub seen_flush_secs: Option<u64>,
     /// Most writes in one transaction of the writer task [256].
     #[arg(long)]
-    write_batch: Option<usize>,
+    pub write_batch: Option<usize>,
     /// Connection events kept while the role is behind reading them [64].
     #[arg(long)]
-    events_capacity: Option<usize>,
+    pub events_capacity: Option<usize>,
 }
 
 impl ControlplaneLimits {
-    fn apply(&self, mut t: rm_controlplane::Timings) -> rm_controlplane::Timings {
+    /// `t` with every limit that was set.
+    pub fn apply(&self, mut t: rm_controlplane::Timings) -> rm_controlplane::Timings {
         let secs = std::time::Duration::from_secs;
         if let Some(v) = self.query_timeout_secs {
             t.query_timeout = secs(v.max(1));
@@ -229,6 +231,19 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.events_capacity {
             t.events_capacity = v.max(1);
+        }
+        t
+    }
+
+    /// The alerts role's writer limits in `serve`, where one set of flags
+    /// covers both roles of the process: `t` with the service concurrency
+    /// and write batch that were set.
+    pub fn apply_alerts(&self, mut t: rm_alerts::Timings) -> rm_alerts::Timings {
+        if let Some(v) = self.svc_concurrency {
+            t.svc_concurrency = v.max(1);
+        }
+        if let Some(v) = self.write_batch {
+            t.write_batch = v.max(1);
         }
         t
     }
@@ -1386,6 +1401,66 @@ mod tests {
         std::fs::write(&file, "[serve]\nweb_lisen = \"x\"\n").unwrap();
         let e = parse_layered(argv(&[])).unwrap_err().to_string();
         assert!(e.contains("unknown key `web_lisen` in [serve]"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn serve_takes_the_control_planes_writer_limits_from_flags_and_the_file() {
+        let dir = tempfile_dir().join("serve-limits");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(
+            &file,
+            "[serve]\nwrite_batch = 32\nhello_concurrency = 5\nquery_timeout_secs = 40\n",
+        )
+        .unwrap();
+        let serve = |extra: &[&str]| {
+            let mut v: Vec<std::ffi::OsString> = vec![
+                "restic-manager".into(),
+                "serve".into(),
+                "--config".into(),
+                file.clone().into(),
+            ];
+            v.extend(extra.iter().map(Into::into));
+            let Command::Serve(args) = parse_layered(v).unwrap().command else {
+                panic!("not serve");
+            };
+            args
+        };
+        let args = serve(&[]);
+        let t = args.controlplane_timings();
+        let d = rm_controlplane::Timings::default();
+        assert_eq!(t.ingest_batch, 32, "from the file");
+        assert_eq!(t.hello_concurrency, 5);
+        assert_eq!(t.query_timeout, std::time::Duration::from_secs(40));
+        assert_eq!(t.svc_concurrency, d.svc_concurrency, "unset: the default");
+        assert_eq!(t.heartbeat, std::time::Duration::from_secs(15));
+        let args = serve(&[
+            "--write-batch",
+            "64",
+            "--svc-concurrency",
+            "8",
+            "--seen-flush-secs",
+            "10",
+            "--events-capacity",
+            "16",
+            "--refresh-timeout-secs",
+            "600",
+            "--repo-refresh-hours",
+            "2",
+        ]);
+        let t = args.controlplane_timings();
+        assert_eq!(t.ingest_batch, 64, "a flag beats the file");
+        assert_eq!((t.svc_concurrency, t.events_capacity), (8, 16));
+        assert_eq!(t.seen_flush, std::time::Duration::from_secs(10));
+        assert_eq!(t.refresh_timeout, std::time::Duration::from_secs(600));
+        assert_eq!(t.health_every, std::time::Duration::from_secs(7200));
+        let a = args.alerts_timings();
+        assert_eq!(
+            (a.write_batch, a.svc_concurrency),
+            (64, 8),
+            "the alerts role's writer too"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -110,6 +110,27 @@ pub struct ServeArgs {
     /// The rclone binary serving the demo repository.
     #[arg(long, default_value = "rclone")]
     pub rclone: PathBuf,
+    /// The control plane's timeouts and writer limits, as the separate
+    /// `controlplane` command has them (the writer ones apply to the
+    /// alerts role in this process too).
+    #[command(flatten)]
+    pub limits: crate::cli::ControlplaneLimits,
+}
+
+impl ServeArgs {
+    /// The control plane's timings: the built-in defaults, the heartbeat
+    /// and every limit that was set.
+    pub fn controlplane_timings(&self) -> rm_controlplane::Timings {
+        self.limits.apply(rm_controlplane::Timings {
+            heartbeat: Duration::from_secs(self.heartbeat_secs.max(1)),
+            ..rm_controlplane::Timings::default()
+        })
+    }
+
+    /// The alerts role's timings: the defaults and the writer limits set.
+    pub fn alerts_timings(&self) -> rm_alerts::Timings {
+        self.limits.apply_alerts(rm_alerts::Timings::default())
+    }
 }
 
 /// A future that completes when `rx` says stop.
@@ -195,10 +216,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         authority: authority.clone(),
         server_url: server_url.clone(),
         server_fingerprint: Some(fingerprint.clone()),
-        timings: rm_controlplane::Timings {
-            heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
-            ..rm_controlplane::Timings::default()
-        },
+        timings: args.controlplane_timings(),
         clock: rm_bus::clock::system(),
     };
     let controlplane = tokio::spawn(rm_controlplane::run(cp_config, stopped(stop_rx.clone())));
@@ -220,13 +238,16 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let mut spec = ConnectSpec::new(bus_url.clone(), creds, &Role::Alerts);
     spec.retry_on_initial_connect = true;
     spec.tls_ca_pem = bus_tls_ca.clone();
+    if let Some(v) = args.limits.events_capacity {
+        spec.events_capacity = v.max(1);
+    }
     let a_config = rm_alerts::Config {
         data_dir: args.data_dir.clone(),
         db_path: None,
         connect: spec,
         notifier_xkey,
         ui_base_url: Some(server_url.clone()),
-        timings: rm_alerts::Timings::default(),
+        timings: args.alerts_timings(),
         anomaly: args.anomaly.config(),
         clock: rm_bus::clock::system(),
     };

@@ -432,12 +432,18 @@ impl Executor {
         self.finish_retrying(&rec, Some(started), result).await
     }
 
-    /// A scheduled prune, check or forget asks the control plane for its
-    /// repository first and waits (asking again every `claim_retry`) while
-    /// it is busy or the control plane does not answer: it never runs
-    /// beside another exclusive job. `Err` with the reason when the control
-    /// plane refuses for good (an unknown schedule); a stop or cancel
-    /// while waiting is `Ok` (the run loop handles those).
+    /// A scheduled run asks the control plane for its repository first.
+    /// A prune, check or forget asks for it *exclusively* and waits (asking
+    /// again every `claim_retry`) while it is busy or the control plane
+    /// does not answer: it never runs beside another job. A backup asks
+    /// for a *shared* claim (backups run side by side, but not beside an
+    /// exclusive job): it waits while the control plane says busy, but
+    /// runs anyway when the control plane cannot be reached — a backup
+    /// never depends on the control plane being up, and restic's own
+    /// repository locks keep it apart from a prune then. `Err` with the
+    /// reason when the control plane refuses for good (an unknown
+    /// schedule); a stop or cancel while waiting is `Ok` (the run loop
+    /// handles those).
     async fn claim_repository(
         &self,
         rec: &JobRecord,
@@ -450,9 +456,11 @@ impl Executor {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        if !matches!(kind.as_str(), "forget" | "prune" | "check") {
-            return Ok(());
-        }
+        let shared = match kind.as_str() {
+            "forget" | "prune" | "check" => false,
+            "backup" => true,
+            _ => return Ok(()),
+        };
         let id = &rec.spec.job_id;
         let claim = JobClaim {
             v: PROTOCOL_VERSION,
@@ -463,9 +471,11 @@ impl Executor {
         };
         let subj = subject::agent_job(&self.cfg.host, id, JobTopic::Claim);
         let key = IdempotencyKey::job_phase(id, JobTopic::Claim);
+        // one ask: 10 s an attempt, 30 s in all (shorter when the retry
+        // interval is, as in tests)
         let policy = RetryPolicy {
-            attempt_timeout: Duration::from_secs(10),
-            deadline: Some(Duration::from_secs(30)),
+            attempt_timeout: Duration::from_secs(10).min(self.cfg.claim_retry),
+            deadline: Some(Duration::from_secs(30).min(self.cfg.claim_retry)),
             ..RetryPolicy::default()
         };
         loop {
@@ -480,7 +490,7 @@ impl Executor {
             {
                 Ok(m) => match rm_bus::msg::decode::<Ack>("ack", &m.payload) {
                     Ok(a) if a.ok => {
-                        tracing::info!(job = %id, "repository granted");
+                        tracing::info!(job = %id, shared, "repository granted");
                         return Ok(());
                     }
                     Ok(a) if !a.retry => {
@@ -493,6 +503,10 @@ impl Executor {
                     Ok(a) => a.error.unwrap_or_default(),
                     Err(e) => e.to_string(),
                 },
+                Err(e) if shared => {
+                    tracing::warn!(job = %id, error = %e, "the control plane did not answer; the scheduled backup runs without its claim (restic's locks protect the repository)");
+                    return Ok(());
+                }
                 Err(e) => format!("no answer from the control plane: {e}"),
             };
             tracing::info!(job = %id, reason = %why, retry_in = ?self.cfg.claim_retry, "scheduled run waits for its repository");

@@ -295,6 +295,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
             Err(e) => Err(anyhow::anyhow!("delivery sender panicked: {e}")),
         },
         r = waker => r,
+        // a newer build of another role migrated the database: stop
+        e = ctx.store.schema_overtaken(ctx.t.tick) => Err(e.into()),
         () = shutdown => {
             tracing::info!("alerts role shutting down");
             Ok(())

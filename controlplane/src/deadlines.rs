@@ -6,6 +6,9 @@
 //! - dispatched or running jobs an operator cancelled whose host has been
 //!   silent for the grace: `cancelled` (the agent is told at its next hello
 //!   if it still holds them);
+//! - dispatched jobs that never started on a host offline for the grace:
+//!   `lost` at once, not at their timeout, so the repository they hold
+//!   (an exclusive prune elsewhere waits for it) is free again;
 //! - dispatched or running jobs with no result past their timeout plus the
 //!   grace (a host that never came back, a `started` that never arrived, a
 //!   silent agent): `lost`. A late real result still wins.
@@ -48,6 +51,15 @@ fn verdict(o: &Overdue, grace_secs: u64) -> (JobStatus, String) {
             format!(
                 "cancelled while host {host} was {}; ended after a grace of {grace_secs}s without an answer",
                 o.host_status
+            ),
+        );
+    }
+    if o.offline_before_start {
+        return (
+            JobStatus::Lost,
+            format!(
+                "host {host} went offline before the job started and stayed away for the grace of {grace_secs}s; \
+                 its repository is released for other jobs; its result may still arrive"
             ),
         );
     }

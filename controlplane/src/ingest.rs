@@ -788,9 +788,11 @@ async fn apply_started(
     })
 }
 
-/// An agent asks to start a scheduled exclusive job: granted only when
-/// its repository is free, recorded as dispatched in the same statement
-/// (so no dispatch or other claim passes beside it); busy → ask again.
+/// An agent asks to start a scheduled job: a prune, check or forget is
+/// granted only when its repository is free, a backup when no exclusive
+/// job holds it (backups share it); recorded as dispatched in the same
+/// statement (so no conflicting dispatch or claim passes beside it);
+/// busy → ask again.
 async fn apply_claim(
     cp: &Cp,
     tx: &mut rm_store::Conn,
@@ -832,7 +834,7 @@ async fn apply_claim(
     .await?;
     Ok(match claim {
         jobs::ScheduledClaim::Granted => {
-            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, "scheduled exclusive run may start");
+            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, "scheduled run may start");
             Applied {
                 ack: Ack::ok(),
                 event: Some((Event::JobQueued, s.host_id.clone(), msg.job_id.to_string())),
@@ -842,7 +844,7 @@ async fn apply_claim(
             other_id,
             other_kind,
         } => {
-            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, other = %other_id, "scheduled exclusive run waits for the repository");
+            tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, other = %other_id, "scheduled run waits for the repository");
             Applied {
                 ack: Ack::refused_for_now(format!(
                     "the repository is busy with job {other_id} ({other_kind})"

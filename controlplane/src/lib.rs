@@ -380,6 +380,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         r = ingest::serve(cp.clone()) => r.context("ingest stopped")?,
         r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped")?,
         r = sweeper::serve(cp.clone()) => r.context("sweeper stopped")?,
+        // a newer build of another role migrated the database: stop
+        e = cp.store.schema_overtaken(cp.t.heartbeat) => return Err(e.into()),
         r = conn_watch => r?,
         () = shutdown => tracing::info!("control plane shutting down"),
     }

@@ -70,7 +70,7 @@ pub enum Raised {
 /// Raises an alert, or bumps the open one with the same key.
 pub async fn raise(conn: &mut SqliteConnection, a: &NewAlert<'_>) -> Result<Raised> {
     let row: Alert = sqlx::query_as(
-        "INSERT INTO alerts (id, host_id, kind, subject, severity, message, job_id, raised_at, last_seen_at,
+        concat!("INSERT INTO alerts (id, host_id, kind, subject, severity, message, job_id, raised_at, last_seen_at,
                              notified, cause)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (host_id, kind, subject) WHERE resolved_at IS NULL DO UPDATE SET
@@ -78,7 +78,7 @@ pub async fn raise(conn: &mut SqliteConnection, a: &NewAlert<'_>) -> Result<Rais
              message = excluded.message,
              job_id = COALESCE(excluded.job_id, job_id),
              cause = excluded.cause
-         RETURNING *",
+         RETURNING ", alert_columns!(), ""),
     )
     .bind(a.id)
     .bind(a.host_id)
@@ -127,9 +127,11 @@ pub async fn open_for(
     kind: &str,
     subject: &str,
 ) -> Result<Option<Alert>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM alerts WHERE host_id = ? AND kind = ? AND subject = ? AND resolved_at IS NULL",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM alerts WHERE host_id = ? AND kind = ? AND subject = ? AND resolved_at IS NULL"
+    ))
     .bind(host_id)
     .bind(kind)
     .bind(subject)
@@ -147,10 +149,12 @@ pub async fn resolve_open(
     by: &str,
     now: i64,
 ) -> Result<Option<Alert>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "UPDATE alerts SET resolved_at = ?, resolved_by = ?
-         WHERE host_id = ? AND kind = ? AND subject = ? AND resolved_at IS NULL RETURNING *",
-    )
+         WHERE host_id = ? AND kind = ? AND subject = ? AND resolved_at IS NULL RETURNING ",
+        alert_columns!(),
+        ""
+    ))
     .bind(now)
     .bind(by)
     .bind(host_id)
@@ -168,7 +172,7 @@ pub async fn resolve(
     now: i64,
 ) -> Result<Option<Alert>> {
     Ok(sqlx::query_as(
-        "UPDATE alerts SET resolved_at = ?, resolved_by = ? WHERE id = ? AND resolved_at IS NULL RETURNING *",
+        concat!("UPDATE alerts SET resolved_at = ?, resolved_by = ? WHERE id = ? AND resolved_at IS NULL RETURNING ", alert_columns!(), ""),
     )
     .bind(now)
     .bind(by)
@@ -185,10 +189,12 @@ pub async fn acknowledge(
     by: &str,
     now: i64,
 ) -> Result<Option<Alert>> {
-    Ok(sqlx::query_as(
+    Ok(sqlx::query_as(concat!(
         "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ?
-         WHERE id = ? AND resolved_at IS NULL AND acknowledged_at IS NULL RETURNING *",
-    )
+         WHERE id = ? AND resolved_at IS NULL AND acknowledged_at IS NULL RETURNING ",
+        alert_columns!(),
+        ""
+    ))
     .bind(now)
     .bind(by)
     .bind(id)
@@ -213,7 +219,7 @@ pub async fn touch(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bo
 /// false if another worker did it first.
 pub async fn mark_notified(conn: &mut SqliteConnection, id: &str) -> Result<Option<Alert>> {
     Ok(sqlx::query_as(
-        "UPDATE alerts SET notified = 1 WHERE id = ? AND notified = 0 AND resolved_at IS NULL RETURNING *",
+        concat!("UPDATE alerts SET notified = 1 WHERE id = ? AND notified = 0 AND resolved_at IS NULL RETURNING ", alert_columns!(), ""),
     )
     .bind(id)
     .fetch_optional(conn)
@@ -221,22 +227,26 @@ pub async fn mark_notified(conn: &mut SqliteConnection, id: &str) -> Result<Opti
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Alert> {
-    sqlx::query_as("SELECT * FROM alerts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("alert", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM alerts WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("alert", id)
 }
 
 /// Every unresolved alert, newest first.
 pub async fn list_open(conn: &mut SqliteConnection) -> Result<Vec<Alert>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT * FROM alerts WHERE resolved_at IS NULL ORDER BY raised_at DESC, id",
-        )
-        .fetch_all(conn)
-        .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM alerts WHERE resolved_at IS NULL ORDER BY raised_at DESC, id"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// A host's alerts, newest first.
@@ -245,15 +255,15 @@ pub async fn list_for_host(
     host_id: &str,
     limit: i64,
 ) -> Result<Vec<Alert>> {
-    Ok(
-        sqlx::query_as(
-            "SELECT * FROM alerts WHERE host_id = ? ORDER BY raised_at DESC, id LIMIT ?",
-        )
-        .bind(host_id)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM alerts WHERE host_id = ? ORDER BY raised_at DESC, id LIMIT ?"
+    ))
+    .bind(host_id)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
 }
 
 // ---------------------------------------------------------------- rule inputs
@@ -303,11 +313,13 @@ pub async fn latest_result(
     kind: &str,
     repo_id: &str,
 ) -> Result<Option<crate::jobs::Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE host_id = ? AND kind = ? AND COALESCE(repo_id, '') = ?
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE host_id = ? AND kind = ? AND COALESCE(repo_id, '') = ?
            AND status IN ('succeeded', 'warning', 'failed', 'lost') AND finished_at IS NOT NULL
-         ORDER BY finished_at DESC, id DESC LIMIT 1",
-    )
+         ORDER BY finished_at DESC, id DESC LIMIT 1"
+    ))
     .bind(host_id)
     .bind(kind)
     .bind(repo_id)

@@ -63,10 +63,12 @@ pub async fn append_from(
 
 /// Newest first.
 pub async fn recent(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<Entry>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM audit_log ORDER BY ts DESC, id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        audit_entry_columns!(),
+        " FROM audit_log ORDER BY ts DESC, id DESC LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
 }

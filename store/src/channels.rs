@@ -103,19 +103,25 @@ pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<()> {
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Channel> {
-    sqlx::query_as("SELECT * FROM notification_channels WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("channel", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        channel_columns!(),
+        " FROM notification_channels WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("channel", id)
 }
 
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Channel>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM notification_channels ORDER BY name")
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        channel_columns!(),
+        " FROM notification_channels ORDER BY name"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// How many channels are enabled and how many disabled.

@@ -159,17 +159,27 @@ pub fn next_run(
 pub async fn status(c: &mut SqliteConnection) -> Result<Status> {
     Ok(Status {
         settings: settings(c).await?,
-        last_run: sqlx::query_as("SELECT * FROM controlplane_backups ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *c)
-            .await?,
-        last_success: sqlx::query_as(
-            "SELECT * FROM controlplane_backups WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1",
-        )
+        last_run: sqlx::query_as(concat!(
+            "SELECT ",
+            cp_backup_run_columns!(),
+            " FROM controlplane_backups ORDER BY id DESC LIMIT 1"
+        ))
         .fetch_optional(&mut *c)
         .await?,
-        last_kit: sqlx::query_as("SELECT * FROM recovery_kit_exports ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *c)
-            .await?,
+        last_success: sqlx::query_as(concat!(
+            "SELECT ",
+            cp_backup_run_columns!(),
+            " FROM controlplane_backups WHERE status = 'succeeded' ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *c)
+        .await?,
+        last_kit: sqlx::query_as(concat!(
+            "SELECT ",
+            kit_export_columns!(),
+            " FROM recovery_kit_exports ORDER BY id DESC LIMIT 1"
+        ))
+        .fetch_optional(&mut *c)
+        .await?,
     })
 }
 
@@ -314,12 +324,14 @@ pub async fn fail_unfinished(c: &mut SqliteConnection, now: i64) -> Result<u64> 
 }
 
 pub async fn recent_runs(c: &mut SqliteConnection, limit: i64) -> Result<Vec<Run>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM controlplane_backups ORDER BY id DESC LIMIT ?")
-            .bind(limit)
-            .fetch_all(&mut *c)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        cp_backup_run_columns!(),
+        " FROM controlplane_backups ORDER BY id DESC LIMIT ?"
+    ))
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await?)
 }
 
 /// Records an export of the recovery kit.

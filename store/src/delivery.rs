@@ -68,14 +68,14 @@ pub async fn enqueue(conn: &mut SqliteConnection, d: &NewDelivery<'_>) -> Result
     Ok(())
 }
 
-const DUE_SQL: &str = "SELECT * FROM delivery_outbox o
+const DUE_SQL: &str = concat!("SELECT ", delivery_columns!(), " FROM delivery_outbox o
      WHERE o.state = 'pending' AND o.next_attempt_at <= ?
        AND NOT EXISTS (
            SELECT 1 FROM delivery_outbox p INDEXED BY delivery_outbox_pending_order
            WHERE p.state = 'pending' AND p.alert_id = o.alert_id AND p.channel_id = o.channel_id
              AND (p.created_at < o.created_at OR (p.created_at = o.created_at AND p.rowid < o.rowid)))
      ORDER BY o.next_attempt_at, o.created_at, o.rowid
-     LIMIT ?";
+     LIMIT ?");
 
 /// Pending rows due at `now`, oldest first, that no older pending row of
 /// the same alert and channel is waiting before.
@@ -211,18 +211,24 @@ pub async fn purge_finished(conn: &mut SqliteConnection, before: i64) -> Result<
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Delivery> {
-    sqlx::query_as("SELECT * FROM delivery_outbox WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("delivery", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM delivery_outbox WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("delivery", id)
 }
 
 /// Every row of an alert, oldest first.
 pub async fn for_alert(conn: &mut SqliteConnection, alert_id: &str) -> Result<Vec<Delivery>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM delivery_outbox WHERE alert_id = ? ORDER BY created_at, rowid",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM delivery_outbox WHERE alert_id = ? ORDER BY created_at, rowid"
+    ))
     .bind(alert_id)
     .fetch_all(conn)
     .await?)
@@ -230,11 +236,13 @@ pub async fn for_alert(conn: &mut SqliteConnection, alert_id: &str) -> Result<Ve
 
 /// Every row, oldest first (diagnostics and tests).
 pub async fn all(conn: &mut SqliteConnection) -> Result<Vec<Delivery>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM delivery_outbox ORDER BY created_at, rowid")
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_columns!(),
+        " FROM delivery_outbox ORDER BY created_at, rowid"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 // ---------------------------------------------------------------- log
@@ -284,12 +292,14 @@ pub async fn log(conn: &mut SqliteConnection, e: &NewLogEntry<'_>) -> Result<()>
 
 /// The attempts of one row, in order.
 pub async fn log_of(conn: &mut SqliteConnection, outbox_id: &str) -> Result<Vec<LogEntry>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM delivery_log WHERE outbox_id = ? ORDER BY attempt, id")
-            .bind(outbox_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        delivery_log_columns!(),
+        " FROM delivery_log WHERE outbox_id = ? ORDER BY attempt, id"
+    ))
+    .bind(outbox_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 #[cfg(test)]

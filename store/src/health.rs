@@ -61,9 +61,11 @@ pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Re
 /// The latest value of each measurement for a repository (measurements
 /// arrive from different jobs, so each column is taken from its newest row).
 pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health> {
-    let rows: Vec<Health> = sqlx::query_as(
-        "SELECT * FROM repo_health WHERE repo_id = ? ORDER BY ts DESC, id DESC LIMIT 200",
-    )
+    let rows: Vec<Health> = sqlx::query_as(concat!(
+        "SELECT ",
+        health_columns!(),
+        " FROM repo_health WHERE repo_id = ? ORDER BY ts DESC, id DESC LIMIT 200"
+    ))
     .bind(repo_id)
     .fetch_all(conn)
     .await?;

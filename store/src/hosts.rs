@@ -108,24 +108,36 @@ pub async fn insert(
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Host> {
-    sqlx::query_as("SELECT * FROM hosts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("host", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        host_columns!(),
+        " FROM hosts WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("host", id)
 }
 
 pub async fn find_by_nkey(conn: &mut SqliteConnection, nkey: &str) -> Result<Option<Host>> {
-    Ok(sqlx::query_as("SELECT * FROM hosts WHERE nkey = ?")
-        .bind(nkey)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        host_columns!(),
+        " FROM hosts WHERE nkey = ?"
+    ))
+    .bind(nkey)
+    .fetch_optional(conn)
+    .await?)
 }
 
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Host>> {
-    Ok(sqlx::query_as("SELECT * FROM hosts ORDER BY name")
-        .fetch_all(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        host_columns!(),
+        " FROM hosts ORDER BY name"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Every host's `(id, name)`, for labelling rows.
@@ -318,9 +330,11 @@ pub async fn record_beat(
 /// Hosts whose status changed at or after `after` (indexed), oldest
 /// change first.
 pub async fn status_changed_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<Host>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        host_columns!(),
+        " FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at"
+    ))
     .bind(after)
     .fetch_all(conn)
     .await?)
@@ -440,20 +454,28 @@ pub struct Summary {
 }
 
 pub async fn summary(conn: &mut SqliteConnection, id: &str) -> Result<Summary> {
-    sqlx::query_as("SELECT * FROM host_summary WHERE host_id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("host summary", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        host_summary_columns!(),
+        " FROM host_summary WHERE host_id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("host summary", id)
 }
 
 /// Every host with its summary, for the dashboard: one indexed join, no
 /// scan of jobs.
 pub async fn list_with_summary(conn: &mut SqliteConnection) -> Result<Vec<(Host, Summary)>> {
     let hosts = list(&mut *conn).await?;
-    let summaries: Vec<Summary> = sqlx::query_as("SELECT * FROM host_summary")
-        .fetch_all(&mut *conn)
-        .await?;
+    let summaries: Vec<Summary> = sqlx::query_as(concat!(
+        "SELECT ",
+        host_summary_columns!(),
+        " FROM host_summary"
+    ))
+    .fetch_all(&mut *conn)
+    .await?;
     let mut by_id: std::collections::HashMap<String, Summary> = summaries
         .into_iter()
         .map(|s| (s.host_id.clone(), s))

@@ -167,10 +167,14 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Job> {
 }
 
 pub async fn find(conn: &mut SqliteConnection, id: &str) -> Result<Option<Job>> {
-    Ok(sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// queued → dispatched. False if the job is no longer queued.
@@ -525,9 +529,11 @@ pub async fn request_cancel(conn: &mut SqliteConnection, id: &str, now: i64) -> 
 
 /// Jobs to run on `exec_host` that wait for dispatch, oldest first.
 pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id"
+    ))
     .bind(exec_host)
     .fetch_all(conn)
     .await?)
@@ -540,10 +546,12 @@ pub async fn dispatchable_for(
     exec_host: &str,
     now: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
-         ORDER BY created_at, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
+         ORDER BY created_at, id"
+    ))
     .bind(exec_host)
     .bind(now)
     .fetch_all(conn)
@@ -589,7 +597,7 @@ pub async fn requeue(
 /// Jobs the agent on `exec_host` should know about (dispatched or running).
 pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id",
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id"),
     )
     .bind(exec_host)
     .fetch_all(conn)
@@ -599,7 +607,7 @@ pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<
 /// Jobs on `repo_id` that have not ended (queued, dispatched or running).
 pub async fn unfinished_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id",
+        concat!("SELECT ", job_columns!(), " FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id"),
     )
     .bind(repo_id)
     .fetch_all(conn)
@@ -622,9 +630,11 @@ pub async fn list_for_host(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE host_id = ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE host_id = ? AND created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?"
+    ))
     .bind(host_id)
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
@@ -638,9 +648,11 @@ pub async fn list_recent(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM jobs WHERE created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE created_at < ? ORDER BY created_at DESC, id DESC LIMIT ?"
+    ))
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
     .fetch_all(conn)
@@ -714,13 +726,19 @@ pub struct Overdue {
     pub timeout_secs: i64,
     pub host_name: String,
     pub host_status: String,
+    /// Dispatched (never started) on a host offline for the grace: the
+    /// job is taken not to run, so its repository is given back now
+    /// rather than at the job's timeout.
+    pub offline_before_start: bool,
 }
 
 /// Jobs that will never end on their own: queued or active jobs of a
 /// revoked executing host; active jobs past their timeout (`default_ms`
 /// when they have none) plus `grace_ms`, counted from when the control
 /// plane saw them become active; and active jobs an operator cancelled
-/// whose host has been silent for `grace_ms`.
+/// whose host has been silent for `grace_ms`; and dispatched jobs that
+/// never started on a host offline (silent) for `grace_ms`, which would
+/// otherwise hold their repository until their timeout.
 pub async fn overdue(
     conn: &mut SqliteConnection,
     now: i64,
@@ -729,14 +747,17 @@ pub async fn overdue(
 ) -> Result<Vec<Overdue>> {
     Ok(sqlx::query_as(
         "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
-                h.name AS host_name, h.status AS host_status
+                h.name AS host_name, h.status AS host_status,
+                (j.status = 'dispatched' AND h.status = 'offline'
+                 AND COALESCE(h.last_seen_at, 0) + ?2 < ?1) AS offline_before_start
          FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
          WHERE (j.status = 'queued' AND h.status = 'revoked')
             OR (j.status IN ('dispatched', 'running') AND (
                    h.status = 'revoked'
                 OR COALESCE(j.active_since, j.dispatched_at, j.created_at)
                    + (CASE WHEN j.timeout_secs > 0 THEN j.timeout_secs * 1000 ELSE ?3 END) + ?2 < ?1
-                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
+                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)
+                OR (j.status = 'dispatched' AND h.status = 'offline' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
          ORDER BY j.created_at, j.id",
     )
     .bind(now)
@@ -849,12 +870,14 @@ pub async fn append_logs(
 }
 
 pub async fn logs(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<LogLine>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM job_logs WHERE job_id = ? ORDER BY seq")
-            .bind(job_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        log_line_columns!(),
+        " FROM job_logs WHERE job_id = ? ORDER BY seq"
+    ))
+    .bind(job_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Recomputes a host's running/queued counts from its active jobs (an

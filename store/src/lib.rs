@@ -20,6 +20,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+#[macro_use]
+mod columns;
 pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
@@ -34,6 +36,9 @@ pub mod jobs;
 pub mod listing;
 mod migrate;
 pub mod mutes;
+/// Every table with the column list its queries read (for tests).
+#[doc(hidden)]
+pub use columns::ALL as COLUMN_LISTS;
 pub use migrate::count as migration_count;
 pub use migrate::latest_version as schema_version;
 pub mod parts;
@@ -178,6 +183,42 @@ impl Store {
     /// A read-only connection (writes through it fail).
     pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>> {
         Ok(self.reader.acquire().await?)
+    }
+
+    /// The database's schema version when another process (a newer
+    /// build) migrated it past this build's, else `None`. Queries name
+    /// their columns, so they keep working meanwhile; a role stops with a
+    /// clear error when it sees this rather than run on a schema it does
+    /// not know.
+    pub async fn newer_schema(&self) -> Result<Option<i64>> {
+        let mut c = self.read().await?;
+        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut *c)
+            .await?;
+        Ok((v > schema_version()).then_some(v))
+    }
+
+    /// Ends (with the reason, a [`StoreError::Conflict`]) once another
+    /// process migrated the database past this build's schema, looking
+    /// every `every`; a failed look is logged and retried. A role selects
+    /// on it beside its loops, so it stops with a clear error instead of
+    /// running on a schema it does not know.
+    pub async fn schema_overtaken(&self, every: Duration) -> StoreError {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.newer_schema().await {
+                Ok(Some(v)) => {
+                    return StoreError::Conflict(format!(
+                        "the database was migrated to schema version {v} by a newer restic-manager; this build knows up to {}: upgrade this role",
+                        schema_version()
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "schema version not checked; retrying"),
+            }
+        }
     }
 
     /// Writes a consistent copy of the live database to `dest` (which must

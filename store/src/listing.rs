@@ -26,7 +26,11 @@ pub struct JobFilter<'a> {
 /// (`jobs_host_created_id`, `jobs_created_id`, `jobs_status_created`)
 /// instead of scanning the table from the newest job.
 pub async fn jobs(conn: &mut SqliteConnection, f: &JobFilter<'_>, limit: i64) -> Result<Vec<Job>> {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM jobs WHERE 1 = 1");
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE 1 = 1"
+    ));
     if let Some(h) = f.host_id {
         q.push(" AND host_id = ").push_bind(h);
     }
@@ -67,14 +71,16 @@ pub async fn job_logs(
     after_seq: i64,
     limit: i64,
 ) -> Result<Vec<crate::jobs::LogLine>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(job_id)
-            .bind(after_seq)
-            .bind(limit)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        log_line_columns!(),
+        " FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    ))
+    .bind(job_id)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Which alerts to list (every field optional).
@@ -101,8 +107,10 @@ pub async fn alerts(
     limit: i64,
 ) -> Result<Vec<crate::alerts::Alert>> {
     let (before_ts, before_id) = f.before.unwrap_or((i64::MAX, ""));
-    Ok(sqlx::query_as(
-        "SELECT * FROM alerts
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        alert_columns!(),
+        " FROM alerts
          WHERE (?1 IS NULL OR host_id = ?1)
            AND (?2 IS NULL
                 OR (?2 = 'open' AND resolved_at IS NULL)
@@ -112,8 +120,8 @@ pub async fn alerts(
            AND (?6 IS NULL OR kind = ?6)
            AND (?7 IS NULL OR severity = ?7)
            AND (raised_at < ?3 OR (raised_at = ?3 AND ?4 <> '' AND id < ?4))
-         ORDER BY raised_at DESC, id DESC LIMIT ?5",
-    )
+         ORDER BY raised_at DESC, id DESC LIMIT ?5"
+    ))
     .bind(f.host_id)
     .bind(f.state)
     .bind(before_ts)
@@ -137,9 +145,11 @@ pub async fn schedules(
     conn: &mut SqliteConnection,
     host_id: Option<&str>,
 ) -> Result<Vec<crate::schedules::Schedule>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM schedules WHERE (?1 IS NULL OR host_id = ?1) ORDER BY host_id, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE (?1 IS NULL OR host_id = ?1) ORDER BY host_id, id"
+    ))
     .bind(host_id)
     .fetch_all(conn)
     .await?)
@@ -174,15 +184,17 @@ pub async fn audit(
         Some(a) => (Some(a), None),
         None => (None, None),
     };
-    Ok(sqlx::query_as(
-        "SELECT * FROM audit_log
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        audit_entry_columns!(),
+        " FROM audit_log
          WHERE (?1 IS NULL OR target_kind = ?1) AND (?2 IS NULL OR target_id = ?2)
            AND (?3 IS NULL OR actor = ?3)
            AND (?4 IS NULL OR action = ?4) AND (?5 IS NULL OR action LIKE ?5 ESCAPE '\\')
            AND (?6 IS NULL OR ts >= ?6) AND (?7 IS NULL OR ts < ?7)
            AND (ts < ?8 OR (ts = ?8 AND id < ?9))
-         ORDER BY ts DESC, id DESC LIMIT ?10",
-    )
+         ORDER BY ts DESC, id DESC LIMIT ?10"
+    ))
     .bind(f.target_kind)
     .bind(f.target_id)
     .bind(f.actor)

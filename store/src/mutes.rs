@@ -92,10 +92,12 @@ pub async fn current_mute(
     host_id: &str,
     now: i64,
 ) -> Result<Option<MuteWindow>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM mute_windows WHERE host_id = ? AND starts_at <= ? AND until > ?
-         ORDER BY until DESC LIMIT 1",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        mute_window_columns!(),
+        " FROM mute_windows WHERE host_id = ? AND starts_at <= ? AND until > ?
+         ORDER BY until DESC LIMIT 1"
+    ))
     .bind(host_id)
     .bind(now)
     .bind(now)
@@ -110,9 +112,11 @@ pub async fn mutes_between(
     from: i64,
     to: i64,
 ) -> Result<Vec<MuteWindow>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM mute_windows WHERE host_id = ? AND until > ? AND starts_at < ? ORDER BY starts_at",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        mute_window_columns!(),
+        " FROM mute_windows WHERE host_id = ? AND until > ? AND starts_at < ? ORDER BY starts_at"
+    ))
     .bind(host_id)
     .bind(from)
     .bind(to)
@@ -143,20 +147,26 @@ pub async fn delete_maintenance(
     conn: &mut SqliteConnection,
     id: &str,
 ) -> Result<Option<MaintenanceWindow>> {
-    Ok(
-        sqlx::query_as("DELETE FROM maintenance_windows WHERE id = ? RETURNING *")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "DELETE FROM maintenance_windows WHERE id = ? RETURNING ",
+        maintenance_window_columns!(),
+        ""
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 pub async fn get_maintenance(conn: &mut SqliteConnection, id: &str) -> Result<MaintenanceWindow> {
-    sqlx::query_as("SELECT * FROM maintenance_windows WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("maintenance window", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        maintenance_window_columns!(),
+        " FROM maintenance_windows WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("maintenance window", id)
 }
 
 /// A host's maintenance windows, oldest first.
@@ -164,9 +174,11 @@ pub async fn maintenance_of(
     conn: &mut SqliteConnection,
     host_id: &str,
 ) -> Result<Vec<MaintenanceWindow>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM maintenance_windows WHERE host_id = ? ORDER BY created_at, id",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        maintenance_window_columns!(),
+        " FROM maintenance_windows WHERE host_id = ? ORDER BY created_at, id"
+    ))
     .bind(host_id)
     .fetch_all(conn)
     .await?)
@@ -293,10 +305,12 @@ pub async fn windows_of_many(
         return Ok(out);
     }
     let ids = serde_json::to_string(host_ids).unwrap_or_else(|_| "[]".into());
-    let once: Vec<MuteWindow> = sqlx::query_as(
-        "SELECT * FROM mute_windows WHERE host_id IN (SELECT value FROM json_each(?1))
-           AND until > ?2 AND starts_at < ?3 ORDER BY starts_at",
-    )
+    let once: Vec<MuteWindow> = sqlx::query_as(concat!(
+        "SELECT ",
+        mute_window_columns!(),
+        " FROM mute_windows WHERE host_id IN (SELECT value FROM json_each(?1))
+           AND until > ?2 AND starts_at < ?3 ORDER BY starts_at"
+    ))
     .bind(&ids)
     .bind(from)
     .bind(to)
@@ -305,10 +319,12 @@ pub async fn windows_of_many(
     for w in once {
         out.entry(w.host_id.clone()).or_default().once.push(w);
     }
-    let recurring: Vec<MaintenanceWindow> = sqlx::query_as(
-        "SELECT * FROM maintenance_windows WHERE host_id IN (SELECT value FROM json_each(?))
-         ORDER BY created_at, id",
-    )
+    let recurring: Vec<MaintenanceWindow> = sqlx::query_as(concat!(
+        "SELECT ",
+        maintenance_window_columns!(),
+        " FROM maintenance_windows WHERE host_id IN (SELECT value FROM json_each(?))
+         ORDER BY created_at, id"
+    ))
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;

@@ -65,10 +65,12 @@ pub async fn list(
     host_id: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Rejected>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM rejected_results WHERE (?1 IS NULL OR host_id = ?1)
-         ORDER BY received_at DESC, job_id LIMIT ?2",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        rejected_columns!(),
+        " FROM rejected_results WHERE (?1 IS NULL OR host_id = ?1)
+         ORDER BY received_at DESC, job_id LIMIT ?2"
+    ))
     .bind(host_id)
     .bind(limit)
     .fetch_all(conn)

@@ -93,17 +93,25 @@ pub async fn insert(conn: &mut SqliteConnection, r: &NewRepo<'_>) -> Result<()> 
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Repo> {
-    sqlx::query_as("SELECT * FROM repositories WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("repository", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        repo_columns!(),
+        " FROM repositories WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("repository", id)
 }
 
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Repo>> {
-    Ok(sqlx::query_as("SELECT * FROM repositories ORDER BY name")
-        .fetch_all(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        repo_columns!(),
+        " FROM repositories ORDER BY name"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 pub async fn set_status(
@@ -179,33 +187,41 @@ pub async fn credential(
     host_id: &str,
     repo_id: &str,
 ) -> Result<HostRepo> {
-    sqlx::query_as("SELECT * FROM host_repositories WHERE host_id = ? AND repo_id = ?")
-        .bind(host_id)
-        .bind(repo_id)
-        .fetch_optional(conn)
-        .await?
-        .found("credential", &format!("{host_id}/{repo_id}"))
+    sqlx::query_as(concat!(
+        "SELECT ",
+        host_repo_columns!(),
+        " FROM host_repositories WHERE host_id = ? AND repo_id = ?"
+    ))
+    .bind(host_id)
+    .bind(repo_id)
+    .fetch_optional(conn)
+    .await?
+    .found("credential", &format!("{host_id}/{repo_id}"))
 }
 
 pub async fn credentials_of_host(
     conn: &mut SqliteConnection,
     host_id: &str,
 ) -> Result<Vec<HostRepo>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM host_repositories WHERE host_id = ? ORDER BY repo_id")
-            .bind(host_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        host_repo_columns!(),
+        " FROM host_repositories WHERE host_id = ? ORDER BY repo_id"
+    ))
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 pub async fn hosts_of_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<HostRepo>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM host_repositories WHERE repo_id = ? ORDER BY host_id")
-            .bind(repo_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        host_repo_columns!(),
+        " FROM host_repositories WHERE repo_id = ? ORDER BY host_id"
+    ))
+    .bind(repo_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Renames a repository and/or replaces its full-access secrets (and the

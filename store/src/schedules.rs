@@ -62,48 +62,60 @@ pub async fn upsert(conn: &mut SqliteConnection, s: &Schedule) -> Result<()> {
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Schedule> {
-    sqlx::query_as("SELECT * FROM schedules WHERE id = ?")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .found("schedule", id)
+    sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .found("schedule", id)
 }
 
 pub async fn for_host(conn: &mut SqliteConnection, host_id: &str) -> Result<Vec<Schedule>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM schedules WHERE host_id = ? ORDER BY created_at, id")
-            .bind(host_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE host_id = ? ORDER BY created_at, id"
+    ))
+    .bind(host_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Schedules a host's agent runs (its own, plus forget/prune routed to it
 /// as a repository's maintenance host).
 pub async fn executed_by(conn: &mut SqliteConnection, exec_host_id: &str) -> Result<Vec<Schedule>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM schedules WHERE exec_host_id = ? ORDER BY created_at, id")
-            .bind(exec_host_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE exec_host_id = ? ORDER BY created_at, id"
+    ))
+    .bind(exec_host_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 pub async fn for_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Schedule>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM schedules WHERE repo_id = ? ORDER BY created_at, id")
-            .bind(repo_id)
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE repo_id = ? ORDER BY created_at, id"
+    ))
+    .bind(repo_id)
+    .fetch_all(conn)
+    .await?)
 }
 
 pub async fn all_enabled(conn: &mut SqliteConnection) -> Result<Vec<Schedule>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM schedules WHERE enabled = 1 ORDER BY host_id, id")
-            .fetch_all(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        schedule_columns!(),
+        " FROM schedules WHERE enabled = 1 ORDER BY host_id, id"
+    ))
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Deletes a schedule; returns the host that ran it (its executing host,

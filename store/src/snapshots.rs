@@ -83,9 +83,11 @@ pub async fn list(
     repo_id: &str,
     hostname: Option<&str>,
 ) -> Result<Vec<Snapshot>> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM snapshots WHERE repo_id = ? AND (? IS NULL OR hostname = ?) ORDER BY time DESC",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        snapshot_columns!(),
+        " FROM snapshots WHERE repo_id = ? AND (? IS NULL OR hostname = ?) ORDER BY time DESC"
+    ))
     .bind(repo_id)
     .bind(hostname)
     .bind(hostname)
@@ -117,13 +119,13 @@ pub async fn page(
     limit: i64,
 ) -> Result<Vec<Snapshot>> {
     Ok(sqlx::query_as(
-        "SELECT * FROM snapshots
+        concat!("SELECT ", snapshot_columns!(), " FROM snapshots
          WHERE repo_id = ?1 AND hostname = ?2
            AND (?3 IS NULL OR time < ?3 OR (time = ?3 AND snapshot_id < ?4))
            AND (?5 IS NULL OR time >= ?5) AND (?6 IS NULL OR time < ?6)
            AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(tags_json) WHERE value = ?7))
            AND (?8 IS NULL OR EXISTS (SELECT 1 FROM json_each(paths_json) WHERE instr(value, ?8) > 0))
-         ORDER BY time DESC, snapshot_id DESC LIMIT ?9",
+         ORDER BY time DESC, snapshot_id DESC LIMIT ?9"),
     )
     .bind(repo_id)
     .bind(hostname)
@@ -144,13 +146,15 @@ pub async fn get(
     repo_id: &str,
     snapshot_id: &str,
 ) -> Result<Option<Snapshot>> {
-    Ok(
-        sqlx::query_as("SELECT * FROM snapshots WHERE repo_id = ? AND snapshot_id = ?")
-            .bind(repo_id)
-            .bind(snapshot_id)
-            .fetch_optional(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        snapshot_columns!(),
+        " FROM snapshots WHERE repo_id = ? AND snapshot_id = ?"
+    ))
+    .bind(repo_id)
+    .bind(snapshot_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// A snapshot of a host in a repository by its full or short id.
@@ -163,9 +167,11 @@ pub async fn find(
     if let Some(s) = get(&mut *conn, repo_id, id).await? {
         return Ok(Some(s));
     }
-    Ok(sqlx::query_as(
-        "SELECT * FROM snapshots WHERE repo_id = ? AND hostname = ? AND short_id = ? LIMIT 1",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        snapshot_columns!(),
+        " FROM snapshots WHERE repo_id = ? AND hostname = ? AND short_id = ? LIMIT 1"
+    ))
     .bind(repo_id)
     .bind(hostname)
     .bind(id)

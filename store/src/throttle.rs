@@ -15,10 +15,14 @@ pub struct Entry {
 }
 
 pub async fn get(conn: &mut SqliteConnection, key: &str) -> Result<Option<Entry>> {
-    Ok(sqlx::query_as("SELECT * FROM login_throttle WHERE key = ?")
-        .bind(key)
-        .fetch_optional(conn)
-        .await?)
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        throttle_columns!(),
+        " FROM login_throttle WHERE key = ?"
+    ))
+    .bind(key)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// Stores a key's counter after a failure.

@@ -303,3 +303,105 @@ async fn a_secret_bound_to_one_restore_is_refused_in_any_other_job() {
     );
     exec.shutdown(Duration::from_secs(5)).await;
 }
+
+fn scheduled_backup(id: &str) -> JobSpec {
+    JobSpec {
+        params: JobParams::Backup {
+            paths: vec!["/data".into()],
+            excludes: vec![],
+            tags: vec![],
+            one_file_system: false,
+            host_name: None,
+        },
+        ..spec(id)
+    }
+}
+
+fn from_schedule() -> JobOrigin {
+    JobOrigin::Schedule {
+        schedule_id: "s1".into(),
+    }
+}
+
+fn started_in(outbox: &Outbox, job: &str) -> bool {
+    outbox
+        .pending()
+        .unwrap()
+        .into_iter()
+        .any(|e| e.job.as_str() == job && e.topic == JobTopic::Started)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_backup_asks_for_a_shared_claim_and_waits_while_the_repository_is_busy() {
+    use futures_util::StreamExt;
+    use rm_bus::msg::{Ack, JobClaim, JobKind, encode};
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (exec, outbox) = executor(&bus, dir.path(), 100).await;
+    // the control plane's side of the claim, answered by hand
+    let cp = bus.connect_role(Role::Controlplane).await.unwrap();
+    let subj = rm_bus::subject::agent_job(
+        &HostId::parse("ex-1").unwrap(),
+        &JobId::parse("sb1").unwrap(),
+        JobTopic::Claim,
+    );
+    let mut asks = cp.client.subscribe(subj).await.unwrap();
+    cp.client.flush().await.unwrap();
+
+    assert_eq!(
+        exec.accept(scheduled_backup("sb1"), from_schedule()),
+        Accepted::New
+    );
+    // busy twice (a prune holds the repository): the backup waits
+    for _ in 0..2 {
+        let m = tokio::time::timeout(WAIT, asks.next())
+            .await
+            .expect("the scheduled backup asks for its repository")
+            .unwrap();
+        let claim: JobClaim = decode("claim", &m.payload).unwrap();
+        assert_eq!(claim.params.kind(), JobKind::Backup);
+        assert_eq!(claim.repo_id, "r1");
+        assert!(!started_in(&outbox, "sb1"), "started while busy");
+        let busy = Ack::refused_for_now("the repository is busy with job p1 (prune)");
+        cp.client
+            .publish(m.reply.unwrap(), encode(&busy))
+            .await
+            .unwrap();
+        cp.client.flush().await.unwrap();
+    }
+    // it asked a third time, so it had not run yet; now it may
+    let m = tokio::time::timeout(WAIT, asks.next())
+        .await
+        .expect("asked again")
+        .unwrap();
+    assert!(!started_in(&outbox, "sb1"), "started while busy");
+    cp.client
+        .publish(m.reply.unwrap(), encode(&Ack::ok()))
+        .await
+        .unwrap();
+    cp.client.flush().await.unwrap();
+    // it ran (the test secrets do not open: it fails at once, after its start)
+    let d = done_of(&outbox, "sb1").await;
+    assert!(d.error.unwrap_or_default().contains("do not open"));
+    assert!(started_in(&outbox, "sb1"));
+    exec.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_backup_runs_when_the_control_plane_cannot_be_reached() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // nobody answers claims on this bus
+    let (exec, outbox) = executor(&bus, dir.path(), 100).await;
+    assert_eq!(
+        exec.accept(scheduled_backup("sb2"), from_schedule()),
+        Accepted::New
+    );
+    let d = done_of(&outbox, "sb2").await;
+    assert!(
+        d.error.unwrap_or_default().contains("do not open"),
+        "it ran without its claim"
+    );
+    assert!(started_in(&outbox, "sb2"));
+    exec.shutdown(Duration::from_secs(5)).await;
+}

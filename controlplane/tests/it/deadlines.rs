@@ -381,3 +381,98 @@ async fn a_run_of_a_deleted_schedule_is_refused_and_recorded_for_the_operator() 
     let msg: EventMsg = decode("event", &evt.payload).unwrap();
     assert_eq!(msg.host.map(|h| h.to_string()), Some(a.host_id()));
 }
+
+#[tokio::test]
+async fn a_dispatched_job_whose_host_went_offline_before_it_started_frees_the_repository_after_the_grace()
+ {
+    let clock = ManualClock::new(1_700_000_000_000);
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1", "maint"], manual(&clock)).await;
+    let (first, rest) = agents.split_at_mut(1);
+    let (web, maint) = (&mut first[0], &mut rest[0]);
+    let repo = repo_with(&cp, "main", "pw", &[&*web], &[&*maint]).await;
+    let _: api::Done = cp
+        .call(
+            api::REPO_MAINTENANCE,
+            api::RepoMaintenance {
+                repo_id: repo.clone(),
+                host_id: Some(maint.host_id()),
+            },
+        )
+        .await;
+    web.hello(0, vec![], vec![]).await;
+    maint.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+
+    // web-1 takes a backup (an hour's timeout) and goes silent before
+    // its `started`: the backup holds the repository.
+    let backup = create(&cp, web, &repo, Some(3600)).await;
+    web.expect_dispatch().await;
+    wait_status(&db, &backup, "dispatched").await;
+    let prune: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: web.host_id(),
+                repo_id: repo.clone(),
+                params: JobParams::Prune {},
+                timeout_secs: None,
+                target_host_id: None,
+            },
+        )
+        .await;
+    assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
+    assert_eq!(job(&db, &prune.job_id).await.status, "queued");
+
+    web.disconnect().await;
+    clock.advance(Duration::from_secs(5));
+    eventually("offline", || async {
+        (host_status(&db, &web.host_id()).await == "offline").then_some(())
+    })
+    .await;
+    // within the grace it still holds: two more sweeps (each runs the
+    // deadline sweeper) leave it as it was
+    let sweeps = || async {
+        let m: api::Metrics = cp.call(api::METRICS, serde_json::json!({})).await;
+        m.offline_sweeps
+    };
+    let start = sweeps().await;
+    eventually("two sweeps", || async {
+        (sweeps().await >= start + 2).then_some(())
+    })
+    .await;
+    assert_eq!(job(&db, &backup).await.status, "dispatched");
+    assert_eq!(job(&db, &prune.job_id).await.status, "queued");
+
+    // offline for the grace: the backup is taken not to run (lost, with
+    // the reason) long before its hour is up, and the prune goes.
+    clock.advance(GRACE + Duration::from_secs(1));
+    let j = wait_status(&db, &backup, "lost").await;
+    let error = j.error.unwrap_or_default();
+    assert!(error.contains("before the job started"), "{error}");
+    maint.hello(0, vec![], vec![]).await;
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < until, "the prune never went");
+        let Some(spec) = maint.dispatch_within(Duration::from_secs(1)).await else {
+            continue;
+        };
+        if spec.job_id.as_str() == prune.job_id {
+            break;
+        }
+        // a repository refresh queued meanwhile: answered, so it frees
+        // the repository again
+        let summary = match spec.params.kind() {
+            JobKind::Snapshots | JobKind::Locks => serde_json::json!([]),
+            JobKind::Stats => serde_json::json!({"total_size": 1}),
+            k => panic!("unexpected {k:?}"),
+        };
+        maint
+            .send_started(&spec.job_id, JobOrigin::Dispatch, None)
+            .await
+            .unwrap();
+        let mut d = done_msg(&spec.job_id, JobOutcome::Succeeded);
+        d.summary = Some(summary);
+        maint.send_done(&d).await.unwrap();
+    }
+}

@@ -66,6 +66,13 @@ async fn ack_dispatch_of(agent: &mut Agent, db: &rm_store::Store, job: &str) {
     panic!("{job} never recorded dispatched");
 }
 
+async fn wait_running(db: &rm_store::Store, job: &str) {
+    eventually("the job runs", || async {
+        (job_status(db, job).await == "running").then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_flight() {
     let (_bus, _dir, cp, mut web, mut maint, repo) = setup().await;
@@ -87,14 +94,12 @@ async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_fli
         .call(api::JOB_CREATE, create(&web, &repo, JobParams::Prune {}))
         .await;
     assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
     assert!(
-        maint
-            .next_command(Duration::from_millis(800))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched while a backup's dispatch to another host was in flight"
     );
-    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
 
     // web-1 takes the backup; it runs and ends; only then the prune goes.
     ack_dispatch_of(&mut web, &db, &backup.job_id).await;
@@ -102,11 +107,11 @@ async fn a_prune_is_not_dispatched_while_another_hosts_backup_dispatch_is_in_fli
     web.send_started(&bjob, JobOrigin::Dispatch, None)
         .await
         .unwrap();
+    wait_running(&db, &backup.job_id).await;
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
     assert!(
-        maint
-            .next_command(Duration::from_millis(500))
-            .await
-            .is_none(),
+        maint.next_command(Duration::ZERO).await.is_none(),
         "prune dispatched beside a running backup"
     );
     let mut done = done_msg(&bjob, JobOutcome::Succeeded);
@@ -204,11 +209,12 @@ async fn a_scheduled_prune_asks_first_waits_for_a_running_backup_and_then_holds_
     let backup2: api::JobCreated = cp
         .call(api::JOB_CREATE, create(&web, &repo, backup_params()))
         .await;
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &backup2.job_id).await, "queued");
     assert!(
-        web.next_command(Duration::from_millis(800)).await.is_none(),
+        web.next_command(Duration::ZERO).await.is_none(),
         "backup dispatched beside a scheduled prune"
     );
-    assert_eq!(job_status(&db, &backup2.job_id).await, "queued");
     maint
         .send_started(
             &sjob,
@@ -250,4 +256,116 @@ async fn a_scheduled_prune_asks_first_waits_for_a_running_backup_and_then_holds_
         )
         .await;
     assert!(!other.ok && !other.retry, "{other:?}");
+}
+
+async fn backup_schedule(cp: &Cp, web: &Agent, repo: &str) -> String {
+    let saved: api::ScheduleSaved = cp
+        .call(
+            api::SCHEDULE_PUT,
+            api::SchedulePut {
+                schedule_id: None,
+                host_id: web.host_id(),
+                repo_id: repo.into(),
+                cron: "0 3 * * *".into(),
+                timezone: "UTC".into(),
+                params: backup_params(),
+                enabled: true,
+                jitter_secs: 0,
+                timeout_secs: Some(3600),
+                grace_secs: None,
+            },
+        )
+        .await;
+    saved.schedule_id
+}
+
+#[tokio::test]
+async fn scheduled_backups_share_the_repository_and_hold_off_an_exclusive_dispatch() {
+    let (_bus, _dir, cp, mut web, mut maint, repo) = setup().await;
+    let db = cp.db().await;
+    let sched = backup_schedule(&cp, &web, &repo).await;
+    let origin = JobOrigin::Schedule {
+        schedule_id: sched.clone(),
+    };
+
+    // two scheduled backups ask at once: both granted (a shared claim)
+    let b1 = JobId::parse(format!("{sched}-1000")).unwrap();
+    let b2 = JobId::parse(format!("{sched}-2000")).unwrap();
+    for b in [&b1, &b2] {
+        let ack = web.claim(b, &sched, &repo, backup_params()).await;
+        assert!(ack.ok, "{ack:?}");
+        assert_eq!(job_status(&db, b.as_str()).await, "dispatched");
+    }
+
+    // a prune is not dispatched while they hold the repository
+    let prune: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, JobParams::Prune {}))
+        .await;
+    assert_eq!(prune.exec_host_id, maint.host_id());
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
+    assert!(
+        maint.next_command(Duration::ZERO).await.is_none(),
+        "prune dispatched beside a scheduled backup"
+    );
+
+    // one ends: the other still holds it
+    web.send_started(&b1, origin.clone(), Some(backup_params()))
+        .await
+        .unwrap();
+    let mut d = done_msg(&b1, JobOutcome::Succeeded);
+    d.summary = None;
+    web.send_done(&d).await.unwrap();
+    web.send_started(&b2, origin.clone(), Some(backup_params()))
+        .await
+        .unwrap();
+    assert_eq!(job_status(&db, b1.as_str()).await, "succeeded");
+    dispatcher_looked(&cp).await;
+    assert_eq!(job_status(&db, &prune.job_id).await, "queued");
+
+    // both ended: the prune goes
+    let mut d = done_msg(&b2, JobOutcome::Succeeded);
+    d.summary = None;
+    web.send_done(&d).await.unwrap();
+    let spec = exclusive_next(&mut maint, &mut web).await;
+    assert_eq!(spec.job_id.as_str(), prune.job_id);
+}
+
+#[tokio::test]
+async fn a_scheduled_backup_waits_while_an_exclusive_job_holds_the_repository() {
+    let (_bus, _dir, cp, mut web, mut maint, repo) = setup().await;
+    let db = cp.db().await;
+    let sched = backup_schedule(&cp, &web, &repo).await;
+    let prune: api::JobCreated = cp
+        .call(api::JOB_CREATE, create(&web, &repo, JobParams::Prune {}))
+        .await;
+    let spec = exclusive_next(&mut maint, &mut web).await;
+    assert_eq!(spec.job_id.as_str(), prune.job_id);
+
+    let b = JobId::parse(format!("{sched}-1000")).unwrap();
+    let busy = web.claim(&b, &sched, &repo, backup_params()).await;
+    assert!(!busy.ok && busy.retry, "{busy:?}");
+    assert!(
+        busy.error.as_deref().unwrap_or("").contains(&prune.job_id),
+        "{busy:?}"
+    );
+    assert!(
+        rm_store::jobs::find(&mut db.read().await.unwrap(), b.as_str())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing recorded for a refused claim"
+    );
+
+    // the prune ends: the backup is granted
+    let pjob = JobId::parse(&prune.job_id).unwrap();
+    maint
+        .send_started(&pjob, JobOrigin::Dispatch, None)
+        .await
+        .unwrap();
+    let mut d = done_msg(&pjob, JobOutcome::Succeeded);
+    d.summary = None;
+    maint.send_done(&d).await.unwrap();
+    let granted = web.claim(&b, &sched, &repo, backup_params()).await;
+    assert!(granted.ok, "{granted:?}");
 }

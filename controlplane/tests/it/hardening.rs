@@ -324,3 +324,29 @@ async fn a_hello_storm_is_handled_a_bounded_number_at_a_time_and_all_are_answere
     }
     assert_eq!(metrics(&cp).await.hellos_waiting, 0);
 }
+
+#[tokio::test]
+async fn a_database_migrated_past_this_builds_schema_stops_the_role_with_the_reason() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let db = cp.db().await;
+    // a newer build of another role migrates the shared database
+    let mut c = db.pool().acquire().await.unwrap();
+    sqlx::query("INSERT INTO schema_migrations VALUES (?, 'from a newer build', 0)")
+        .bind(rm_store::schema_version() + 1)
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    drop(c);
+    let error = cp.ended_with_error().await;
+    assert!(
+        error.contains(&format!(
+            "schema version {} by a newer restic-manager",
+            rm_store::schema_version() + 1
+        )),
+        "{error}"
+    );
+}

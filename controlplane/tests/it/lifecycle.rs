@@ -511,11 +511,9 @@ async fn a_full_access_credential_never_leaves_its_host_for_a_restore() {
             .contains("cannot delete data"),
         "{job:?}"
     );
+    // The job failed before anything left: no wait needed to know.
     assert!(
-        agents[1]
-            .next_command(Duration::from_millis(300))
-            .await
-            .is_none(),
+        agents[1].next_command(Duration::ZERO).await.is_none(),
         "nothing was sent to the target"
     );
 }
@@ -983,12 +981,23 @@ async fn health_is_refreshed_after_a_forget() {
         .await;
     let spec = maint.expect_dispatch().await;
     assert_eq!(spec.job_id.as_str(), forget.job_id);
-    assert!(
-        maint
-            .next_command(Duration::from_millis(500))
+    // Nothing else was queued before the forget ended: a whole sweeper
+    // tick (where periodic refreshes are queued) ran since (an observable,
+    // not a sleep) and the repository still has the forget as its only job.
+    sweeper_looked(&cp).await;
+    let db = cp.db().await;
+    let jobs_of_repo: i64 = {
+        let mut c = db.read().await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE repo_id = ?")
+            .bind(&repo)
+            .fetch_one(&mut *c)
             .await
-            .is_none(),
-        "nothing else was queued"
+            .unwrap()
+    };
+    assert_eq!(jobs_of_repo, 1, "nothing else was queued");
+    assert!(
+        maint.next_command(Duration::ZERO).await.is_none(),
+        "nothing else was sent"
     );
     maint
         .send_started(&spec.job_id, JobOrigin::Dispatch, None)

@@ -118,6 +118,16 @@ impl Cp {
         }
     }
 
+    /// Waits for the control plane to end on its own (no stop asked);
+    /// its error.
+    pub async fn ended_with_error(&mut self) -> String {
+        let t = self.task.take().expect("running");
+        match tokio::time::timeout(WAIT, t).await {
+            Ok(Ok(Err(e))) => format!("{e:#}"),
+            other => panic!("the control plane did not end with an error: {other:?}"),
+        }
+    }
+
     /// A service call as operator `alice`; the error is the service's.
     pub async fn call_raw<B: Serialize, R: DeserializeOwned>(
         &self,
@@ -623,6 +633,23 @@ pub async fn dispatcher_looked(cp: &Cp) {
     let start = passes().await;
     eventually("two dispatch passes", || async {
         (passes().await >= start + 2).then_some(())
+    })
+    .await;
+}
+
+/// Waits until two more sweeper ticks ended than when called (the
+/// offline sweep is counted on each tick once the control plane settled):
+/// one of them ran whole after the call, periodic refreshes included.
+pub async fn sweeper_looked(cp: &Cp) {
+    let sweeps = || async {
+        let m: rm_controlplane::api::Metrics = cp
+            .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+            .await;
+        m.offline_sweeps
+    };
+    let start = sweeps().await;
+    eventually("two sweeper ticks", || async {
+        (sweeps().await >= start + 2).then_some(())
     })
     .await;
 }

@@ -74,7 +74,7 @@ pub async fn backup(args: BackupArgs) -> Result<()> {
 /// `controlplane-backup --if-due`: one look of `serve`'s schedule.
 async fn backup_if_due(args: BackupArgs) -> Result<()> {
     use rm_bus::connect::{ConnectSpec, connect};
-    use rm_bus::creds::{Authority, Role};
+    use rm_bus_server::creds::{Authority, Role};
 
     let db = args
         .db

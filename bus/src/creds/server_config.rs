@@ -250,7 +250,7 @@ mod tests {
 
     #[test]
     fn with_a_certificate_clients_get_tls_and_routes_and_leaf_connections_mutual_tls() {
-        let a = Authority::generate(crate::clock::system());
+        let a = Authority::generate(rm_bus::clock::system());
         let tls = Tls {
             cert: "/etc/nats/tls/cert.pem".into(),
             key: "/etc/nats/tls/key.pem".into(),

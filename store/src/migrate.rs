@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "fleet_ui",
         include_str!("../migrations/0019_fleet_ui.sql"),
     ),
+    (
+        21,
+        "fleet_counts",
+        include_str!("../migrations/0021_fleet_counts.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

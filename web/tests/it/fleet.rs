@@ -429,3 +429,109 @@ async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_snapshots_api_pages_newest_first_by_cursor_with_a_total_of_one_host_or_all() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 3,
+            jobs_per_host: 12,
+            snapshots_per_host: 7,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let viewer = h.token(Role::Viewer).await;
+    let mut conn = h.state.store.read().await.unwrap();
+    let (host, restic_host): (String, String) = sqlx::query_as(
+        "SELECT h.id, h.restic_host FROM hosts h
+         WHERE (SELECT COUNT(*) FROM snapshots s WHERE s.hostname = h.restic_host) > 3
+         ORDER BY h.id LIMIT 1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let of_host: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM snapshots WHERE repo_id = 'seed-repo-0000' AND hostname = ?",
+    )
+    .bind(&restic_host)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let of_repo: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE repo_id = 'seed-repo-0000'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    drop(conn);
+    assert!(of_repo > of_host && of_host > 3, "{of_repo} {of_host}");
+
+    // walk every page of one host, then of the whole repository, 3 at a time
+    for (query, expected, hostname) in [
+        (
+            format!("repo=seed-repo-0000&host={host}"),
+            of_host,
+            Some(restic_host.as_str()),
+        ),
+        ("repo=seed-repo-0000".to_owned(), of_repo, None),
+    ] {
+        let mut seen: Vec<(i64, String)> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/snapshots?{query}&limit=3&cursor={c}"),
+                None => format!("/api/v1/snapshots?{query}&limit=3"),
+            };
+            let (status, page) = h.api(&viewer, "GET", &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["total"], expected, "{query}: the total of every page");
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 3);
+            for s in items {
+                if let Some(hn) = hostname {
+                    assert_eq!(s["hostname"], hn);
+                }
+                seen.push((
+                    s["time"].as_i64().unwrap(),
+                    s["snapshot_id"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page["next"].as_str() {
+                Some(n) => cursor = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            i64::try_from(seen.len()).unwrap(),
+            expected,
+            "{query}: every snapshot once"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0] > w[1]),
+            "{query}: newest first, no repeats"
+        );
+    }
+
+    // bad paging input is a field error
+    for (path, field) in [
+        ("/api/v1/snapshots?repo=seed-repo-0000&limit=0", "limit"),
+        ("/api/v1/snapshots?repo=seed-repo-0000&limit=501", "limit"),
+        (
+            "/api/v1/snapshots?repo=seed-repo-0000&cursor=nope",
+            "cursor",
+        ),
+        ("/api/v1/snapshots", "repo"),
+    ] {
+        let (status, err) = h.api(&viewer, "GET", path, None).await;
+        assert_eq!(
+            (status, err["error"]["field"].clone()),
+            (400, json!(field)),
+            "{path}: {err}"
+        );
+    }
+}

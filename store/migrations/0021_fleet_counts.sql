@@ -214,3 +214,51 @@ END;
 -- snapshots newest first by the cursor (time, snapshot_id): this index
 -- serves that order without a sort.
 CREATE INDEX snapshots_repo_time_id ON snapshots (repo_id, time DESC, snapshot_id DESC);
+
+-- ------------------------------------------------------- the page's order
+-- The dashboard's sorts walk an index of `host_summary` instead of
+-- computing and sorting every host's health per request: each summary
+-- row carries a copy of its host's status and name (kept by the triggers
+-- below) and the health's rank in the "worst first" order as a generated
+-- column (NULL for a revoked host, so the partial indexes leave it out).
+-- Every host has a summary row (`hosts::insert` writes both); one missing
+-- from an older database is added here.
+ALTER TABLE host_summary ADD COLUMN host_status TEXT;
+ALTER TABLE host_summary ADD COLUMN host_name TEXT;
+ALTER TABLE host_summary ADD COLUMN health_rank INTEGER GENERATED ALWAYS AS (CASE
+    WHEN host_status IS NULL OR host_status = 'revoked' THEN NULL
+    WHEN host_status = 'pending' THEN 4
+    WHEN host_status = 'offline' THEN 1
+    WHEN last_backup_status IS NULL THEN 3
+    WHEN last_backup_status IN ('failed', 'lost') THEN 0
+    WHEN last_backup_status IN ('warning', 'cancelled') THEN 2
+    ELSE 5 END) VIRTUAL;
+
+INSERT INTO host_summary (host_id) SELECT id FROM hosts
+    WHERE id NOT IN (SELECT host_id FROM host_summary);
+UPDATE host_summary SET
+    host_status = (SELECT status FROM hosts WHERE id = host_summary.host_id),
+    host_name = (SELECT name FROM hosts WHERE id = host_summary.host_id);
+
+CREATE INDEX host_summary_by_health ON host_summary (health_rank, host_name, host_id)
+    WHERE health_rank IS NOT NULL;
+CREATE INDEX host_summary_by_name ON host_summary (host_name, host_id)
+    WHERE health_rank IS NOT NULL;
+CREATE INDEX host_summary_by_last_backup
+    ON host_summary (COALESCE(last_backup_at, 0), host_name, host_id)
+    WHERE health_rank IS NOT NULL;
+
+CREATE TRIGGER host_summary_copy_insert AFTER INSERT ON host_summary
+BEGIN
+    UPDATE host_summary SET
+        host_status = (SELECT status FROM hosts WHERE id = NEW.host_id),
+        host_name = (SELECT name FROM hosts WHERE id = NEW.host_id)
+    WHERE host_id = NEW.host_id;
+END;
+
+CREATE TRIGGER host_summary_copy_host AFTER UPDATE OF status, name ON hosts
+WHEN OLD.status IS NOT NEW.status OR OLD.name IS NOT NEW.name
+BEGIN
+    UPDATE host_summary SET host_status = NEW.status, host_name = NEW.name
+    WHERE host_id = NEW.id;
+END;

@@ -248,28 +248,28 @@ pub async fn count(conn: &mut SqliteConnection, q: &Query) -> Result<i64> {
         .await?)
 }
 
-/// The ids of one page of hosts, in order. Only cheap columns (hosts and
-/// their summary) take part in filtering and sorting, so a deep page or a
-/// full sort never computes a row's sizes, counts or alerts.
+/// A health's rank in the "worst first" order: `host_summary.health_rank`
+/// (migration 21) holds the same for each host.
+fn health_rank(health: &str) -> i64 {
+    match health {
+        "failed" => 0,
+        "offline" => 1,
+        "warning" => 2,
+        "never" => 3,
+        "pending" => 4,
+        _ => 5,
+    }
+}
+
+/// The ids of one page of hosts, in order. Walks one of the partial
+/// indexes of `host_summary` in the sort's order (`host_summary_by_health`,
+/// `_by_name`, `_by_last_backup`: migration 21) and stops after the page;
+/// a host's own row is read only for a text filter, so neither the first
+/// nor a deep page computes or sorts the health of every host.
 pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<String>> {
-    let order = match q.sort {
-        Sort::Health => {
-            "CASE health WHEN 'failed' THEN 0 WHEN 'offline' THEN 1 WHEN 'warning' THEN 2
-                 WHEN 'never' THEN 3 WHEN 'pending' THEN 4 ELSE 5 END, h.name"
-        }
-        Sort::Name => "h.name",
-        Sort::LastBackup => "COALESCE(s.last_backup_at, 0), h.name",
-    };
-    let sql = format!(
-        "SELECT h.id FROM (SELECT h.id, h.name, h.hostname, h.status, {HEALTH} AS health
-                           FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
-         LEFT JOIN host_summary s ON s.host_id = h.id
-         WHERE {filter} ORDER BY {order} LIMIT ?4 OFFSET ?5",
-        filter = filter(q)
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(page_ids_sql(q)))
         .bind(like_pattern(q.text.as_deref()))
-        .bind(&q.health)
+        .bind(q.health.as_deref().map(health_rank))
         .bind(i64::from(q.running))
         .bind(q.limit)
         .bind(q.offset)
@@ -277,6 +277,32 @@ pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<Stri
         .bind(&q.tag)
         .fetch_all(&mut *conn)
         .await?)
+}
+
+/// The statement of [`page_ids`] for `q`'s sort and tag (binds ?1..?7),
+/// public so a test can check its plan.
+pub fn page_ids_sql(q: &Query) -> String {
+    let order = match q.sort {
+        Sort::Health => "s.health_rank, s.host_name, s.host_id",
+        Sort::Name => "s.host_name, s.host_id",
+        Sort::LastBackup => "COALESCE(s.last_backup_at, 0), s.host_name, s.host_id",
+    };
+    let tag = if q.tag.is_some() {
+        "AND s.host_id IN (SELECT host_id FROM host_tags WHERE tag = ?7)"
+    } else {
+        "AND ?7 IS NULL"
+    };
+    format!(
+        "SELECT s.host_id FROM host_summary s
+         WHERE s.health_rank IS NOT NULL
+           AND (?1 IS NULL OR EXISTS (SELECT 1 FROM hosts h WHERE h.id = s.host_id
+                AND (h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')))
+           AND (?2 IS NULL OR s.health_rank = ?2)
+           AND (?3 = 0 OR s.running_jobs > 0)
+           AND (?6 IS NULL OR s.host_id = ?6)
+           {tag}
+         ORDER BY {order} LIMIT ?4 OFFSET ?5"
+    )
 }
 
 /// The full rows of these hosts (revoked ones left out), in the order of `ids`.

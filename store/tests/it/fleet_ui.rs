@@ -336,6 +336,17 @@ async fn counts_agree(s: &Store, step: &str, expect: [i64; 7], tags: &[(&str, i6
         rm_store::tags::recount_known(&mut c).await.unwrap(),
         "{step}: maintained tag counts drifted"
     );
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
+         WHERE s.host_id IS NULL OR s.host_status IS NOT h.status OR s.host_name IS NOT h.name",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(
+        stale, 0,
+        "{step}: every host has a summary with its status and name"
+    );
     let want: Vec<(String, i64)> = tags.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect();
     assert_eq!(known, want, "{step}: tag counts");
     for (tag, n) in tags {
@@ -501,4 +512,25 @@ async fn dashboard_counters_and_tag_counts_stay_right_through_adds_status_change
         &[("<i>x</i>", 1), ("b", 2)],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_dashboard_page_walks_a_sort_index_without_sorting_every_host() {
+    use rm_store::fleet::{Query, Sort, page_ids_sql};
+    let (s, _dir) = store().await;
+    let mut c = s.read().await.unwrap();
+    for (sort, index) in [
+        (Sort::Health, "host_summary_by_health"),
+        (Sort::Name, "host_summary_by_name"),
+        (Sort::LastBackup, "host_summary_by_last_backup"),
+    ] {
+        let q = Query {
+            sort,
+            ..Query::default()
+        };
+        let p = plan(&mut c, &page_ids_sql(&q)).await;
+        assert!(p.contains(index), "{sort:?}: {p}");
+        assert!(!p.contains("TEMP B-TREE"), "{sort:?} sorts: {p}");
+        assert!(!p.contains("SCAN h"), "{sort:?} reads every host: {p}");
+    }
 }

@@ -44,25 +44,47 @@ impl Counts {
     }
 }
 
-/// The counters in one grouped query over `hosts` and its summary (open
-/// alerts as a constant subquery, evaluated once): a single pass over the
-/// fleet's rows, no `jobs` or `snapshots`.
+/// Open alerts of non-revoked hosts (`alerts_open` index, then each
+/// alert's host by primary key).
+const OPEN_ALERTS: &str = "SELECT COUNT(*) FROM alerts a JOIN hosts h ON h.id = a.host_id
+     WHERE a.resolved_at IS NULL AND h.status != 'revoked'";
+
+/// The counters: six rows of `fleet_counts`, which triggers keep current
+/// in the same statement as every change to a host's status, summary or
+/// existence (migration 21), plus the open alerts. Reads no host row.
 pub async fn counts(conn: &mut SqliteConnection) -> Result<Counts> {
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT health, hosts, running FROM fleet_counts")
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut c = fill(rows);
+    c.open_alerts = open_alerts(conn).await?;
+    Ok(c)
+}
+
+/// The counters computed from the source rows (one grouped pass over every
+/// host and its summary): what [`counts`] must always equal. For checks
+/// and tests, not for pages.
+pub async fn recount(conn: &mut SqliteConnection) -> Result<Counts> {
     let sql = format!(
         "SELECT {HEALTH} AS health, COUNT(*) AS n,
-                SUM(CASE WHEN COALESCE(s.running_jobs, 0) > 0 THEN 1 ELSE 0 END) AS running,
-                (SELECT COUNT(*) FROM alerts a JOIN hosts ah ON ah.id = a.host_id
-                  WHERE a.resolved_at IS NULL AND ah.status != 'revoked') AS open_alerts
+                SUM(CASE WHEN COALESCE(s.running_jobs, 0) > 0 THEN 1 ELSE 0 END) AS running
          FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
          WHERE h.status != 'revoked' GROUP BY health"
     );
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .fetch_all(&mut *conn)
         .await?;
+    let mut c = fill(rows);
+    c.open_alerts = open_alerts(conn).await?;
+    Ok(c)
+}
+
+/// `(health, hosts, running)` rows into [`Counts`] (open alerts left at 0).
+fn fill(rows: Vec<(String, i64, i64)>) -> Counts {
     let mut c = Counts::default();
-    for (health, n, running, open_alerts) in rows {
+    for (health, n, running) in rows {
         c.running += running;
-        c.open_alerts = open_alerts;
         match health.as_str() {
             "ok" => c.ok = n,
             "warning" => c.warning = n,
@@ -72,17 +94,23 @@ pub async fn counts(conn: &mut SqliteConnection) -> Result<Counts> {
             _ => c.pending += n,
         }
     }
-    Ok(c)
+    c
+}
+
+/// How many non-revoked hosts carry `tag` (`tag_counts`, one seek).
+pub async fn tag_total(conn: &mut SqliteConnection, tag: &str) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT hosts FROM tag_counts WHERE tag = ?")
+            .bind(tag)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(0),
+    )
 }
 
 /// Open (unresolved) alerts across the fleet, for the top bar.
 pub async fn open_alerts(conn: &mut SqliteConnection) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT COUNT(*) FROM alerts a JOIN hosts h ON h.id = a.host_id
-         WHERE a.resolved_at IS NULL AND h.status != 'revoked'",
-    )
-    .fetch_one(conn)
-    .await?)
+    Ok(sqlx::query_scalar(OPEN_ALERTS).fetch_one(conn).await?)
 }
 
 /// Order of the host list.
@@ -140,8 +168,18 @@ const FILTER: &str = "h.status != 'revoked'
       AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')
       AND (?2 IS NULL OR health = ?2)
       AND (?3 = 0 OR COALESCE(s.running_jobs, 0) > 0)
-      AND (?6 IS NULL OR h.id = ?6)
-      AND (?7 IS NULL OR EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.tag = ?7))";
+      AND (?6 IS NULL OR h.id = ?6)";
+
+/// [`FILTER`] plus the tag, when there is one: the tagged hosts are read
+/// from the `host_tags_tag` index and each looked up by id, rather than
+/// every host probed for the tag.
+fn filter(q: &Query) -> String {
+    if q.tag.is_some() {
+        format!("{FILTER} AND h.id IN (SELECT host_id FROM host_tags WHERE tag = ?7)")
+    } else {
+        format!("{FILTER} AND ?7 IS NULL")
+    }
+}
 
 fn like_pattern(text: Option<&str>) -> Option<String> {
     text.map(str::trim).filter(|t| !t.is_empty()).map(|t| {
@@ -173,11 +211,30 @@ pub fn total_from_counts(q: &Query, c: &Counts) -> Option<i64> {
     }
 }
 
+/// The number of hosts matching `q`: from the maintained counters when
+/// the filter is only a health or running, from `tag_counts` when it is
+/// only a tag, else counted ([`count`]).
+pub async fn total(conn: &mut SqliteConnection, q: &Query, c: &Counts) -> Result<i64> {
+    if let Some(n) = total_from_counts(q, c) {
+        return Ok(n);
+    }
+    if let Some(tag) = &q.tag
+        && q.id.is_none()
+        && q.health.is_none()
+        && !q.running
+        && like_pattern(q.text.as_deref()).is_none()
+    {
+        return tag_total(conn, tag).await;
+    }
+    count(conn, q).await
+}
+
 /// The number of hosts matching the filter.
 pub async fn count(conn: &mut SqliteConnection, q: &Query) -> Result<i64> {
     let sql = format!(
         "SELECT COUNT(*) FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
-         LEFT JOIN host_summary s ON s.host_id = h.id WHERE {FILTER}"
+         LEFT JOIN host_summary s ON s.host_id = h.id WHERE {filter}",
+        filter = filter(q)
     );
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(like_pattern(q.text.as_deref()))
@@ -191,27 +248,28 @@ pub async fn count(conn: &mut SqliteConnection, q: &Query) -> Result<i64> {
         .await?)
 }
 
-/// The ids of one page of hosts, in order. Only cheap columns (hosts and
-/// their summary) take part in filtering and sorting, so a deep page or a
-/// full sort never computes a row's sizes, counts or alerts.
+/// A health's rank in the "worst first" order: `host_summary.health_rank`
+/// (migration 21) holds the same for each host.
+fn health_rank(health: &str) -> i64 {
+    match health {
+        "failed" => 0,
+        "offline" => 1,
+        "warning" => 2,
+        "never" => 3,
+        "pending" => 4,
+        _ => 5,
+    }
+}
+
+/// The ids of one page of hosts, in order. Walks one of the partial
+/// indexes of `host_summary` in the sort's order (`host_summary_by_health`,
+/// `_by_name`, `_by_last_backup`: migration 21) and stops after the page;
+/// a host's own row is read only for a text filter, so neither the first
+/// nor a deep page computes or sorts the health of every host.
 pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<String>> {
-    let order = match q.sort {
-        Sort::Health => {
-            "CASE health WHEN 'failed' THEN 0 WHEN 'offline' THEN 1 WHEN 'warning' THEN 2
-                 WHEN 'never' THEN 3 WHEN 'pending' THEN 4 ELSE 5 END, h.name"
-        }
-        Sort::Name => "h.name",
-        Sort::LastBackup => "COALESCE(s.last_backup_at, 0), h.name",
-    };
-    let sql = format!(
-        "SELECT h.id FROM (SELECT h.id, h.name, h.hostname, h.status, {HEALTH} AS health
-                           FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
-         LEFT JOIN host_summary s ON s.host_id = h.id
-         WHERE {FILTER} ORDER BY {order} LIMIT ?4 OFFSET ?5"
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(page_ids_sql(q)))
         .bind(like_pattern(q.text.as_deref()))
-        .bind(&q.health)
+        .bind(q.health.as_deref().map(health_rank))
         .bind(i64::from(q.running))
         .bind(q.limit)
         .bind(q.offset)
@@ -219,6 +277,32 @@ pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<Stri
         .bind(&q.tag)
         .fetch_all(&mut *conn)
         .await?)
+}
+
+/// The statement of [`page_ids`] for `q`'s sort and tag (binds ?1..?7),
+/// public so a test can check its plan.
+pub fn page_ids_sql(q: &Query) -> String {
+    let order = match q.sort {
+        Sort::Health => "s.health_rank, s.host_name, s.host_id",
+        Sort::Name => "s.host_name, s.host_id",
+        Sort::LastBackup => "COALESCE(s.last_backup_at, 0), s.host_name, s.host_id",
+    };
+    let tag = if q.tag.is_some() {
+        "AND s.host_id IN (SELECT host_id FROM host_tags WHERE tag = ?7)"
+    } else {
+        "AND ?7 IS NULL"
+    };
+    format!(
+        "SELECT s.host_id FROM host_summary s
+         WHERE s.health_rank IS NOT NULL
+           AND (?1 IS NULL OR EXISTS (SELECT 1 FROM hosts h WHERE h.id = s.host_id
+                AND (h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')))
+           AND (?2 IS NULL OR s.health_rank = ?2)
+           AND (?3 = 0 OR s.running_jobs > 0)
+           AND (?6 IS NULL OR s.host_id = ?6)
+           {tag}
+         ORDER BY {order} LIMIT ?4 OFFSET ?5"
+    )
 }
 
 /// The full rows of these hosts (revoked ones left out), in the order of `ids`.

@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0019_fleet_ui.sql"),
     ),
     (
+        21,
+        "fleet_counts",
+        include_str!("../migrations/0021_fleet_counts.sql"),
+    ),
+    (
         24,
         "cpbackup_time",
         include_str!("../migrations/0024_cpbackup_time.sql"),

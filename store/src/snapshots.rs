@@ -140,6 +140,57 @@ pub async fn page(
     .await?)
 }
 
+/// One page of a repository's snapshots (of one restic host, or of all),
+/// newest first, after the cursor `(time, snapshot_id)`: at most `limit`
+/// rows (`GET /api/v1/snapshots`). Seeks `(repo_id, hostname, time DESC,
+/// snapshot_id DESC)` with a host, `(repo_id, time DESC, snapshot_id
+/// DESC)` without (migration 21): no sort either way.
+pub async fn page_any(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    hostname: Option<&str>,
+    before: Option<(i64, &str)>,
+    limit: i64,
+) -> Result<Vec<Snapshot>> {
+    let host = if hostname.is_some() {
+        "AND hostname = ?2"
+    } else {
+        "AND ?2 IS NULL"
+    };
+    let sql = format!(
+        "SELECT * FROM snapshots WHERE repo_id = ?1 {host}
+           AND (?3 IS NULL OR time < ?3 OR (time = ?3 AND snapshot_id < ?4))
+         ORDER BY time DESC, snapshot_id DESC LIMIT ?5"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(repo_id)
+        .bind(hostname)
+        .bind(before.map(|b| b.0))
+        .bind(before.map(|b| b.1))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// How many snapshots [`page_any`] walks through in all (a count over the
+/// same index range).
+pub async fn count_any(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    hostname: Option<&str>,
+) -> Result<i64> {
+    let sql = if hostname.is_some() {
+        "SELECT COUNT(*) FROM snapshots WHERE repo_id = ?1 AND hostname = ?2"
+    } else {
+        "SELECT COUNT(*) FROM snapshots WHERE repo_id = ?1 AND ?2 IS NULL"
+    };
+    Ok(sqlx::query_scalar(sql)
+        .bind(repo_id)
+        .bind(hostname)
+        .fetch_one(conn)
+        .await?)
+}
+
 /// One snapshot of a repository by its full id.
 pub async fn get(
     conn: &mut SqliteConnection,

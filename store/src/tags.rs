@@ -108,13 +108,25 @@ pub async fn of_hosts(
 }
 
 /// Every tag in use on a non-revoked host with its host count, by name
-/// (the dashboard's tag filter); at most `limit`.
+/// (the dashboard's tag filter); at most `limit`. Read from `tag_counts`,
+/// which triggers keep current with every tag and host change (migration
+/// 21), so this reads one row per tag, never `host_tags`.
 pub async fn known(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT tag, hosts FROM tag_counts WHERE hosts > 0 ORDER BY tag LIMIT ?")
+            .bind(limit)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
+/// [`known`] computed from the source rows (every tag joined to its
+/// host): what `tag_counts` must always equal. For checks and tests.
+pub async fn recount_known(conn: &mut SqliteConnection) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
         "SELECT t.tag, COUNT(*) FROM host_tags t JOIN hosts h ON h.id = t.host_id
-         WHERE h.status != 'revoked' GROUP BY t.tag ORDER BY t.tag LIMIT ?",
+         WHERE h.status != 'revoked' GROUP BY t.tag ORDER BY t.tag",
     )
-    .bind(limit)
     .fetch_all(conn)
     .await?)
 }

@@ -78,7 +78,7 @@ fn make_data(dir: &Path, files: usize, size: usize) {
     }
 }
 
-fn user_add(dir: &Path, name: &str, role: &str, password: &str) {
+pub(crate) fn user_add(dir: &Path, name: &str, role: &str, password: &str) {
     let file = dir.join(format!("{name}.pw"));
     std::fs::write(&file, format!("{password}\n")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
@@ -249,6 +249,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     let rejected = crate::browser_rejected::seed(&db, &host_id).await;
     let settings = crate::browser_settings::Receivers::start();
     let (_webhooks, alerts_cfg) = crate::browser_alerts::setup(&data, bus_port).await;
+    let (_empty, empty_cfg) = crate::browser_fleetscale::start_empty(tmp.path());
     let config = serde_json::json!({
         "settings": settings.config(),
         "rejected": rejected,
@@ -262,6 +263,7 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
         "screenshots": screenshots,
         "sched": sched,
         "alerts": alerts_cfg,
+        "empty": empty_cfg,
     });
     let config = crate::browser_repositories::extend(
         config,

@@ -6,6 +6,7 @@ mod alerts;
 mod anomaly;
 mod browser;
 mod browser_alerts;
+mod browser_fleetscale;
 mod browser_rejected;
 mod browser_repoadmin;
 mod browser_repositories;

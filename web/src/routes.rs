@@ -573,9 +573,9 @@ pub fn table() -> Vec<Route> {
             .returns::<cron::Preview>(200),
         // snapshots
         route(M::GET, "/api/v1/snapshots", VIEWER, snapshots::list)
-            .query(&[("repo", true), ("host", false)])
-            .doc("Snapshots of a repository: ?repo=&host=")
-            .returns::<Vec<snapshots::SnapshotView>>(200),
+            .query(&[("repo", true), ("host", false), ("cursor", false), ("limit", false)])
+            .doc("Snapshots of a repository (of one host with host=), newest first, a page at a time: ?repo=&host=&cursor=&limit=(1-500, default 50); total counts them all")
+            .returns::<snapshots::SnapshotPage>(200),
         route(M::GET, "/api/v1/snapshots/{id}/ls", VIEWER, snapshots::ls)
             .query(&[("host", true), ("repo", true), ("dir", false)])
             .doc("One directory level of a snapshot: ?host=&repo=&dir=")

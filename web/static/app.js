@@ -73,16 +73,20 @@
   }
 
   // ---- filter forms submit themselves ----
-  $$('form[data-autosubmit]').forEach(function (form) {
-    var timer;
-    form.addEventListener('change', function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
-    $$('input[type=search]:not([data-host-search])', form).forEach(function (input) {
-      input.addEventListener('input', function () {
-        clearTimeout(timer);
-        timer = setTimeout(function () { form.requestSubmit ? form.requestSubmit() : form.submit(); }, 500);
+  // (Also bound on a fragment that arrives later: an empty dashboard's first host.)
+  function autosubmit(root) {
+    $$('form[data-autosubmit]', root).forEach(function (form) {
+      var timer;
+      form.addEventListener('change', function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
+      $$('input[type=search]:not([data-host-search])', form).forEach(function (input) {
+        input.addEventListener('input', function () {
+          clearTimeout(timer);
+          timer = setTimeout(function () { form.requestSubmit ? form.requestSubmit() : form.submit(); }, 500);
+        });
       });
     });
-  });
+  }
+  autosubmit(doc);
 
   // ---- host filters: names suggested page by page from the server ----
   // (GET /api/v1/host-names), never the whole fleet in the page. Picking
@@ -269,6 +273,16 @@
       if (!cur) return;
       if (cur.contains(doc.activeElement) && cur.matches('form, form *')) return; // never under the user's cursor
       if (cur.outerHTML !== el.outerHTML) cur.replaceWith(doc.importNode(el, true));
+    });
+    // An empty install's dashboard: once the page has its first host, the
+    // empty note gives way to the whole fleet view (counters, filters,
+    // table), which later events refresh narrowly through the fragment.
+    $$('[data-until-filled]').forEach(function (cur) {
+      var el = fresh.getElementById(cur.id);
+      if (!el || el.hasAttribute('data-until-filled')) return;
+      el = doc.importNode(el, true);
+      cur.replaceWith(el);
+      autosubmit(el);
     });
     refreshTimes();
   }

@@ -270,9 +270,267 @@ async fn the_hot_fleet_ui_queries_seek_their_indexes() {
             "SELECT * FROM maintenance_windows WHERE host_id IN (SELECT value FROM json_each('[\"a\"]'))",
             "USING INDEX maintenance_windows_host (host_id=?)",
         ),
+        (
+            "the dashboard's counters (maintained, migration 21)",
+            "SELECT health, hosts, running FROM fleet_counts",
+            "SCAN fleet_counts",
+        ),
+        (
+            "the open-alerts counter",
+            "SELECT COUNT(*) FROM alerts a JOIN hosts h ON h.id = a.host_id
+             WHERE a.resolved_at IS NULL AND h.status != 'revoked'",
+            "SEARCH a USING INDEX alerts_open (resolved_at=?)",
+        ),
+        (
+            "the tag filter's tags and counts (maintained, migration 21)",
+            "SELECT tag, hosts FROM tag_counts WHERE hosts > 0 ORDER BY tag LIMIT 500",
+            "SCAN tag_counts",
+        ),
+        (
+            "the total of a tag-only filter",
+            "SELECT hosts FROM tag_counts WHERE tag = 'prod'",
+            "SEARCH tag_counts USING PRIMARY KEY (tag=?)",
+        ),
+        (
+            "a tag filter's hosts",
+            "SELECT COUNT(*) FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
+             WHERE h.status != 'revoked' AND h.id IN (SELECT host_id FROM host_tags WHERE tag = 'prod')",
+            "USING COVERING INDEX host_tags_tag (tag=?)",
+        ),
     ] {
         let p = plan(&mut c, sql).await;
         assert!(p.contains(index), "{what}: {p}");
+        if what.contains("counter") || what.contains("tag") {
+            assert!(
+                !p.contains("SCAN hosts") && !p.contains("SCAN h ") && !p.ends_with("SCAN h"),
+                "{what} scans the hosts: {p}"
+            );
+        }
         assert!(!p.contains("TEMP B-TREE") || what.contains("mutes"), "{what} sorts: {p}");
+    }
+}
+
+/// The maintained counters and tag counts equal a recount from the
+/// source rows, and are what `expect` says.
+async fn counts_agree(s: &Store, step: &str, expect: [i64; 7], tags: &[(&str, i64)]) {
+    let mut c = s.read().await.unwrap();
+    let kept = rm_store::fleet::counts(&mut c).await.unwrap();
+    let recounted = rm_store::fleet::recount(&mut c).await.unwrap();
+    assert_eq!(kept, recounted, "{step}: maintained counters drifted");
+    let got = [
+        kept.ok,
+        kept.warning,
+        kept.failed,
+        kept.offline,
+        kept.never,
+        kept.pending,
+        kept.running,
+    ];
+    assert_eq!(
+        got, expect,
+        "{step}: [ok, warning, failed, offline, never, pending, running]"
+    );
+    let known = rm_store::tags::known(&mut c, 500).await.unwrap();
+    assert_eq!(
+        known,
+        rm_store::tags::recount_known(&mut c).await.unwrap(),
+        "{step}: maintained tag counts drifted"
+    );
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
+         WHERE s.host_id IS NULL OR s.host_status IS NOT h.status OR s.host_name IS NOT h.name",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .unwrap();
+    assert_eq!(
+        stale, 0,
+        "{step}: every host has a summary with its status and name"
+    );
+    let want: Vec<(String, i64)> = tags.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect();
+    assert_eq!(known, want, "{step}: tag counts");
+    for (tag, n) in tags {
+        assert_eq!(
+            rm_store::fleet::tag_total(&mut c, tag).await.unwrap(),
+            *n,
+            "{step}: {tag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn dashboard_counters_and_tag_counts_stay_right_through_adds_status_changes_tag_edits_and_deletes()
+ {
+    use rm_store::jobs::{self, Finish, JobStatus};
+    use rm_store::tags;
+    let (s, _dir) = store().await;
+    counts_agree(&s, "empty", [0; 7], &[]).await;
+
+    let mut tx = s.write().await.unwrap();
+    for (id, name) in [("h1", "web-1"), ("h2", "db-1"), ("h3", "mail-1")] {
+        hosts::insert(&mut tx, id, name, "alice", 0).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    counts_agree(&s, "three added", [0, 0, 0, 0, 0, 3, 0], &[]).await;
+
+    let mut tx = s.write().await.unwrap();
+    let seen = hosts::Vitals::default();
+    for id in ["h1", "h2"] {
+        hosts::record_seen(&mut tx, id, 10, &seen).await.unwrap();
+    }
+    tags::set(&mut tx, "h1", &["a".into(), "b".into()])
+        .await
+        .unwrap();
+    tags::set(&mut tx, "h2", &["b".into()]).await.unwrap();
+    tags::set(&mut tx, "h3", &["c".into()]).await.unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "two online, tagged",
+        [0, 0, 0, 0, 2, 1, 0],
+        &[("a", 1), ("b", 2), ("c", 1)],
+    )
+    .await;
+
+    // a backup runs on h1 and fails; one on h2 succeeds, one partial on h2 after
+    let params = crate::backup();
+    let mut tx = s.write().await.unwrap();
+    for (job, host) in [("j1", "h1"), ("j2", "h2")] {
+        jobs::insert(&mut tx, &crate::new_job(job, host, &params, 20))
+            .await
+            .unwrap();
+        jobs::set_running(&mut tx, job, 21).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "two running",
+        [0, 0, 0, 0, 2, 1, 2],
+        &[("a", 1), ("b", 2), ("c", 1)],
+    )
+    .await;
+    let done = |at| Finish {
+        finished_at: at,
+        ..Finish::default()
+    };
+    let mut tx = s.write().await.unwrap();
+    jobs::finish(&mut tx, "j1", JobStatus::Failed, &done(30))
+        .await
+        .unwrap();
+    jobs::finish(&mut tx, "j2", JobStatus::Succeeded, &done(31))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "failed and ok",
+        [1, 0, 1, 0, 0, 1, 0],
+        &[("a", 1), ("b", 2), ("c", 1)],
+    )
+    .await;
+    let mut tx = s.write().await.unwrap();
+    jobs::insert(&mut tx, &crate::new_job("j3", "h2", &params, 40))
+        .await
+        .unwrap();
+    jobs::finish(&mut tx, "j3", JobStatus::Warning, &done(41))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "partial",
+        [0, 1, 1, 0, 0, 1, 0],
+        &[("a", 1), ("b", 2), ("c", 1)],
+    )
+    .await;
+
+    // h2 goes offline and back; h1's tags change
+    let mut tx = s.write().await.unwrap();
+    assert!(hosts::mark_offline(&mut tx, "h2", 50).await.unwrap());
+    tags::set(&mut tx, "h1", &["b".into(), "d".into()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "offline, retagged",
+        [0, 0, 1, 1, 0, 1, 0],
+        &[("b", 2), ("c", 1), ("d", 1)],
+    )
+    .await;
+    let mut tx = s.write().await.unwrap();
+    hosts::record_seen(&mut tx, "h2", 60, &seen).await.unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "back online",
+        [0, 1, 1, 0, 0, 1, 0],
+        &[("b", 2), ("c", 1), ("d", 1)],
+    )
+    .await;
+
+    // revoking h3 takes it and its tags out; deleting h1 (jobs, summary and
+    // tags go by cascade) and h3 (revoked) leaves only h2
+    let mut tx = s.write().await.unwrap();
+    hosts::set_revoked(&mut tx, "h3", 70).await.unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(&s, "revoked", [0, 1, 1, 0, 0, 0, 0], &[("b", 2), ("d", 1)]).await;
+    let mut tx = s.write().await.unwrap();
+    jobs::insert(&mut tx, &crate::new_job("j4", "h1", &params, 80))
+        .await
+        .unwrap();
+    jobs::set_running(&mut tx, "j4", 81).await.unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "running again",
+        [0, 1, 1, 0, 0, 0, 1],
+        &[("b", 2), ("d", 1)],
+    )
+    .await;
+    let mut tx = s.write().await.unwrap();
+    sqlx::query("DELETE FROM hosts WHERE id IN ('h1', 'h3')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(&s, "deleted", [0, 1, 0, 0, 0, 0, 0], &[("b", 1)]).await;
+
+    // a host added back counts again, with its tags
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "h5", "web-5", "alice", 90)
+        .await
+        .unwrap();
+    tags::set(&mut tx, "h5", &["b".into(), "<i>x</i>".into()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    counts_agree(
+        &s,
+        "added again",
+        [0, 1, 0, 0, 0, 1, 0],
+        &[("<i>x</i>", 1), ("b", 2)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_dashboard_page_walks_a_sort_index_without_sorting_every_host() {
+    use rm_store::fleet::{Query, Sort, page_ids_sql};
+    let (s, _dir) = store().await;
+    let mut c = s.read().await.unwrap();
+    for (sort, index) in [
+        (Sort::Health, "host_summary_by_health"),
+        (Sort::Name, "host_summary_by_name"),
+        (Sort::LastBackup, "host_summary_by_last_backup"),
+    ] {
+        let q = Query {
+            sort,
+            ..Query::default()
+        };
+        let p = plan(&mut c, &page_ids_sql(&q)).await;
+        assert!(p.contains(index), "{sort:?}: {p}");
+        assert!(!p.contains("TEMP B-TREE"), "{sort:?} sorts: {p}");
+        assert!(!p.contains("SCAN h"), "{sort:?} reads every host: {p}");
     }
 }

@@ -9,7 +9,7 @@ use rm_cp_api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiQuery, ask, json_col};
+use super::{ApiQuery, Page, PageQuery, ask, json_col, page};
 use crate::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -28,20 +28,45 @@ pub struct SnapshotView {
     pub summary: serde_json::Value,
 }
 
+/// `?repo=&host=&cursor=&limit=`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct SnapshotQuery {
     pub repo: Option<String>,
     pub host: Option<String>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<i64>,
 }
 
+/// A page of snapshots, newest first: `next` is the cursor of the
+/// following page (none on the last); `total` counts every snapshot the
+/// pages walk through.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SnapshotPage {
+    pub items: Vec<SnapshotView>,
+    pub next: Option<String>,
+    pub total: i64,
+}
+
+/// `GET /api/v1/snapshots`: a repository's cached snapshots (of one host
+/// with `host=`), newest first, paged by the cursor `(time, snapshot_id)`
+/// like the other paged lists.
 pub(crate) async fn list(
     State(state): State<AppState>,
     _: Principal,
     ApiQuery(q): ApiQuery<SnapshotQuery>,
-) -> Result<Json<Vec<SnapshotView>>, ApiError> {
+) -> Result<Json<SnapshotPage>, ApiError> {
     let repo = q
         .repo
+        .clone()
         .ok_or_else(|| ApiError::invalid("repo", "give the repository id (`repo=`)"))?;
+    let pq = PageQuery {
+        cursor: q.cursor.clone(),
+        limit: q.limit,
+    };
+    let limit = pq.limit()?;
+    let cursor = pq.cursor()?;
     let mut conn = state.store.read().await?;
     rm_store::repos::get(&mut conn, &repo).await?;
     let hostname = match &q.host {
@@ -51,21 +76,31 @@ pub(crate) async fn list(
         }
         None => None,
     };
-    let rows = rm_store::snapshots::list(&mut conn, &repo, hostname.as_deref()).await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|s| SnapshotView {
-                paths: serde_json::from_str(&s.paths_json).unwrap_or_default(),
-                tags: serde_json::from_str(&s.tags_json).unwrap_or_default(),
-                summary: json_col(s.summary_json.as_deref()),
-                repo_id: s.repo_id,
-                snapshot_id: s.snapshot_id,
-                short_id: s.short_id,
-                hostname: s.hostname,
-                time: s.time,
-            })
-            .collect(),
-    ))
+    let total = rm_store::snapshots::count_any(&mut conn, &repo, hostname.as_deref()).await?;
+    let rows = rm_store::snapshots::page_any(
+        &mut conn,
+        &repo,
+        hostname.as_deref(),
+        cursor.as_ref().map(|(t, id)| (*t, id.as_str())),
+        limit + 1,
+    )
+    .await?;
+    let Page { items, next } = page(
+        rows,
+        limit,
+        |s| (s.time, s.snapshot_id.clone()),
+        |s| SnapshotView {
+            paths: serde_json::from_str(&s.paths_json).unwrap_or_default(),
+            tags: serde_json::from_str(&s.tags_json).unwrap_or_default(),
+            summary: json_col(s.summary_json.as_deref()),
+            repo_id: s.repo_id,
+            snapshot_id: s.snapshot_id,
+            short_id: s.short_id,
+            hostname: s.hostname,
+            time: s.time,
+        },
+    );
+    Ok(Json(SnapshotPage { items, next, total }))
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -52,9 +52,12 @@ pub struct Wizard {
     pub before: String,
     /// `path` (another location) or `original`.
     pub target: String,
+    /// The target host: a host's id or name (the form's search box).
     pub target_host: String,
     pub target_path: String,
     pub confirm: bool,
+    /// The host step's list of hosts: the name after which the page starts.
+    pub hosts_after: String,
 }
 
 impl Wizard {
@@ -84,6 +87,7 @@ impl Wizard {
                 "target_host" => w.target_host = v,
                 "target_path" => w.target_path = v.trim().into(),
                 "confirm" => w.confirm = !v.is_empty(),
+                "hosts_after" => w.hosts_after = v,
                 _ => {}
             }
         }
@@ -252,6 +256,52 @@ pub fn snapshot_filter(w: &Wizard) -> rm_store::snapshots::PageFilter<'_> {
     }
 }
 
+/// Host names per page of the choose-a-host step.
+pub const HOSTS_PER_PAGE: i64 = 50;
+
+/// The wizard's source host from what the host step sent (an id or a
+/// name): the host, or why not — `None` when nothing was given yet, else
+/// a sentence for the `host` field.
+async fn source_host(
+    conn: &mut rm_store::Conn,
+    typed: &str,
+) -> Result<Result<rm_store::hosts::Host, Option<String>>, ApiError> {
+    let typed = typed.trim();
+    if typed.is_empty() {
+        return Ok(Err(None));
+    }
+    let Some(id) = rm_store::hosts::resolve(&mut *conn, typed).await? else {
+        return Ok(Err(Some(format!(
+            "no host is named “{typed}”: type a host's exact name or id, or pick one below"
+        ))));
+    };
+    let host = rm_store::hosts::get(&mut *conn, &id).await?;
+    if host.revoked_at.is_some() || host.status == "revoked" {
+        return Ok(Err(Some(format!(
+            "“{}” is revoked: restore from a current host, or to one",
+            host.name
+        ))));
+    }
+    Ok(Ok(host))
+}
+
+/// Resolves the target host the final form names (an id or a name) to its
+/// id; a name that names no current host is a `target_host` field error.
+async fn resolve_target(state: &AppState, w: &mut Wizard) -> Result<Option<String>, ApiError> {
+    let typed = w.target_host.trim().to_owned();
+    if typed.is_empty() || w.target == "original" {
+        return Ok(None);
+    }
+    let mut conn = state.store.read().await?;
+    if let Ok(host) = source_host(&mut conn, &typed).await? {
+        w.target_host = host.id;
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "no current host is named “{typed}”: type the exact name or id of the host to restore to"
+    )))
+}
+
 /// Snapshots per page of the choose-a-snapshot step.
 pub const SNAPSHOTS_PER_PAGE: i64 = 50;
 
@@ -290,7 +340,14 @@ pub(crate) struct RestorePage {
     pub(crate) page: usize,
     pub(crate) pages: usize,
     pub(crate) crumbs: Vec<(String, String)>,
-    pub(crate) targets: Vec<(String, String)>,
+    /// The first names for the target host's suggestions (script fetches more).
+    pub(crate) targets: Vec<String>,
+    /// What the target host's search box shows.
+    pub(crate) target_label: String,
+    /// The host step's link to the next page of host names.
+    pub(crate) more_hosts: Option<String>,
+    /// The host step lists the hosts matching what was typed.
+    pub(crate) host_list_filtered: bool,
     pub(crate) errors: Errors,
     pub(crate) failure: Option<String>,
 }
@@ -385,6 +442,9 @@ async fn page(
         pages: 1,
         crumbs: vec![],
         targets: vec![],
+        target_label: String::new(),
+        more_hosts: None,
+        host_list_filtered: false,
         errors,
         failure,
         w: Wizard::default(),
@@ -392,16 +452,54 @@ async fn page(
     let mut source = None;
     let loaded = async {
         let mut conn = state.store.read().await?;
-        if w.host.is_empty() {
-            p.choices = rm_store::hosts::list(&mut conn)
-                .await?
-                .into_iter()
-                .filter(|h| h.revoked_at.is_none())
-                .map(|h| (w.href(&[("host", &h.id)]), h.name))
-                .collect();
-            return Ok(());
-        }
-        let host = rm_store::hosts::get(&mut conn, &w.host).await?;
+        // The host step: a name or id typed (suggestions from
+        // `GET /api/v1/host-names`) or picked from a list paged by name,
+        // never the whole fleet in one page.
+        let host = match source_host(&mut conn, &w.host).await? {
+            Ok(host) => host,
+            Err(problem) => {
+                let text = match &problem {
+                    Some(_) => w.host.as_str(),
+                    None => "",
+                };
+                if let Some(message) = problem {
+                    p.errors.insert("host", message);
+                }
+                let after = Some(w.hosts_after.as_str()).filter(|a| !a.is_empty());
+                let mut names =
+                    rm_store::hosts::search_names(&mut conn, text, after, HOSTS_PER_PAGE + 1)
+                        .await?;
+                if names.len() > usize::try_from(HOSTS_PER_PAGE).unwrap_or(usize::MAX) {
+                    names.truncate(usize::try_from(HOSTS_PER_PAGE).unwrap_or(0));
+                    p.more_hosts = names.last().map(|(_, name)| {
+                        let mut pairs = vec![("hosts_after", name.as_str())];
+                        if !text.is_empty() {
+                            pairs.push(("host", text));
+                        }
+                        format!(
+                            "/restore?{}",
+                            serde_urlencoded::to_string(&pairs).unwrap_or_default()
+                        )
+                    });
+                }
+                p.host_list_filtered = !text.is_empty();
+                p.choices = names
+                    .into_iter()
+                    .map(|(id, name)| {
+                        (
+                            Wizard {
+                                host: id,
+                                ..Wizard::default()
+                            }
+                            .href(&[]),
+                            name,
+                        )
+                    })
+                    .collect();
+                return Ok(());
+            }
+        };
+        w.host = host.id.clone();
         p.host_name = host.name.clone();
         let creds = rm_store::repos::credentials_of_host(&mut conn, &w.host).await?;
         let repos = rm_store::repos::list(&mut conn).await?;
@@ -472,11 +570,20 @@ async fn page(
             .unwrap_or_else(|| w.snapshot.chars().take(8).collect());
         if w.step == "target" || !p.errors.is_empty() || p.failure.is_some() {
             p.step = "target";
-            p.targets = rm_store::hosts::list(&mut conn)
+            // the target host's search box shows a name: the chosen
+            // host's, or what was typed when it names no host
+            p.target_label = if w.target_host.is_empty() {
+                host.name.clone()
+            } else {
+                match rm_store::hosts::resolve(&mut conn, &w.target_host).await? {
+                    Some(id) => rm_store::hosts::get(&mut conn, &id).await?.name,
+                    None => w.target_host.clone(),
+                }
+            };
+            p.targets = rm_store::hosts::search_names(&mut conn, "", None, 20)
                 .await?
                 .into_iter()
-                .filter(|h| h.revoked_at.is_none())
-                .map(|h| (h.id, h.name))
+                .map(|(_, name)| name)
                 .collect();
             return Ok(());
         }
@@ -543,9 +650,23 @@ pub async fn submit(
 ) -> Response {
     let mut w = Wizard::parse(&String::from_utf8_lossy(&body));
     w.step = "target".into();
-    let (params, target_host_id) = match validate(&w) {
+    let unknown_target = match resolve_target(&state, &mut w).await {
         Ok(x) => x,
-        Err(errors) => return page(&state, &who, w, errors, None).await,
+        Err(e) => return error_page(&who, "hosts", &e),
+    };
+    let (params, target_host_id) = match (validate(&w), unknown_target) {
+        (Ok(x), None) => x,
+        (Ok(_), Some(message)) => {
+            let mut errors = Errors::new();
+            errors.insert("target_host", message);
+            return page(&state, &who, w, errors, None).await;
+        }
+        (Err(mut errors), unknown) => {
+            if let Some(message) = unknown {
+                errors.insert("target_host", message);
+            }
+            return page(&state, &who, w, errors, None).await;
+        }
     };
     let body = api::JobCreate {
         host_id: w.host.clone(),

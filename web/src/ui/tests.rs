@@ -392,7 +392,10 @@ fn restore_page(step: &'static str, q: &str) -> restore::RestorePage {
         page: 1,
         pages: 1,
         crumbs: vec![],
-        targets: vec![("h1".into(), "web-1".into()), ("h2".into(), "db-1".into())],
+        targets: vec!["db-1".into(), "web-1".into()],
+        target_label: "db-1".into(),
+        more_hosts: None,
+        host_list_filtered: false,
         errors: run::Errors::new(),
         failure: None,
     }
@@ -445,7 +448,11 @@ fn restore_target_shows_the_summary_the_overwrite_warning_and_refused_input() {
         r#"value="tmp/x" aria-describedby="target_path-hint target_path-error" aria-invalid="true""#
     ));
     assert!(html.contains(r#"id="target_path-error">give an absolute path"#));
-    assert!(html.contains(r#"<option value="h2" selected>db-1</option>"#));
+    assert!(
+        html.contains(r#"id="target_host" name="target_host" value="db-1""#),
+        "the target host's search box shows its name"
+    );
+    assert!(html.contains(r#"<datalist id="host-names"><option value="db-1"></option>"#));
     assert!(html.contains("Files at the original location are overwritten."));
     assert!(html.contains("I understand this overwrites <code>/srv/a.txt</code> on web-1."));
     assert!(html.contains(r#"<input type="hidden" name="sel" value="/srv/a.txt">"#));

@@ -290,10 +290,7 @@ pub async fn page_order(
         limit: PAGE_SIZE,
         offset: (filter.page() - 1) * PAGE_SIZE,
     };
-    let total = match fleet::total_from_counts(&query, counts) {
-        Some(n) => n,
-        None => fleet::count(&mut *conn, &query).await?,
-    };
+    let total = fleet::total(&mut *conn, &query, counts).await?;
     let ids = fleet::page_ids(&mut *conn, &query).await?;
     Ok((total, ids))
 }

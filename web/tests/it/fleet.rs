@@ -429,3 +429,257 @@ async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_snapshots_api_pages_newest_first_by_cursor_with_a_total_of_one_host_or_all() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 3,
+            jobs_per_host: 12,
+            snapshots_per_host: 7,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    let viewer = h.token(Role::Viewer).await;
+    let mut conn = h.state.store.read().await.unwrap();
+    let (host, restic_host): (String, String) = sqlx::query_as(
+        "SELECT h.id, h.restic_host FROM hosts h
+         WHERE (SELECT COUNT(*) FROM snapshots s WHERE s.hostname = h.restic_host) > 3
+         ORDER BY h.id LIMIT 1",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let of_host: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM snapshots WHERE repo_id = 'seed-repo-0000' AND hostname = ?",
+    )
+    .bind(&restic_host)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let of_repo: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE repo_id = 'seed-repo-0000'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    drop(conn);
+    assert!(of_repo > of_host && of_host > 3, "{of_repo} {of_host}");
+
+    // walk every page of one host, then of the whole repository, 3 at a time
+    for (query, expected, hostname) in [
+        (
+            format!("repo=seed-repo-0000&host={host}"),
+            of_host,
+            Some(restic_host.as_str()),
+        ),
+        ("repo=seed-repo-0000".to_owned(), of_repo, None),
+    ] {
+        let mut seen: Vec<(i64, String)> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/snapshots?{query}&limit=3&cursor={c}"),
+                None => format!("/api/v1/snapshots?{query}&limit=3"),
+            };
+            let (status, page) = h.api(&viewer, "GET", &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            assert_eq!(page["total"], expected, "{query}: the total of every page");
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 3);
+            for s in items {
+                if let Some(hn) = hostname {
+                    assert_eq!(s["hostname"], hn);
+                }
+                seen.push((
+                    s["time"].as_i64().unwrap(),
+                    s["snapshot_id"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page["next"].as_str() {
+                Some(n) => cursor = Some(n.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            i64::try_from(seen.len()).unwrap(),
+            expected,
+            "{query}: every snapshot once"
+        );
+        assert!(
+            seen.windows(2).all(|w| w[0] > w[1]),
+            "{query}: newest first, no repeats"
+        );
+    }
+
+    // bad paging input is a field error
+    for (path, field) in [
+        ("/api/v1/snapshots?repo=seed-repo-0000&limit=0", "limit"),
+        ("/api/v1/snapshots?repo=seed-repo-0000&limit=501", "limit"),
+        (
+            "/api/v1/snapshots?repo=seed-repo-0000&cursor=nope",
+            "cursor",
+        ),
+        ("/api/v1/snapshots", "repo"),
+    ] {
+        let (status, err) = h.api(&viewer, "GET", path, None).await;
+        assert_eq!(
+            (status, err["error"]["field"].clone()),
+            (400, json!(field)),
+            "{path}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_restore_wizard_pages_its_host_list_and_checks_a_typed_host_name() {
+    let h = H::new().await;
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 60,
+            jobs_per_host: 3,
+            snapshots_per_host: 1,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("olga", Role::Operator).await;
+    let s = h.login("olga").await;
+    let get = |path: String| {
+        let cookie = s.header();
+        let h = &h;
+        async move {
+            let resp = h
+                .send(
+                    req("GET", &path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            (resp.status().as_u16(), text(resp).await)
+        }
+    };
+    let listed = |html: &str| html.matches("<li><a href=\"/restore?host=").count();
+    // the seed revokes a few hosts: they are never offered
+    let mut c = h.state.store.read().await.unwrap();
+    let current: usize =
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM hosts WHERE status != 'revoked'")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap()
+            .try_into()
+            .unwrap();
+    let matching: usize = sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM hosts WHERE status != 'revoked' AND name LIKE 'host-0001%'",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .unwrap()
+    .try_into()
+    .unwrap();
+    let (id, name): (String, String) = sqlx::query_as(
+        "SELECT id, name FROM hosts WHERE status != 'revoked'
+           AND id IN (SELECT host_id FROM host_repositories) ORDER BY name LIMIT 1 OFFSET 7",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .unwrap();
+    drop(c);
+    assert!(current > 50 && matching > 1);
+
+    // the host step: a search box and the first 50 names, then the rest
+    let (status, html) = get("/restore".into()).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("id=\"host\" name=\"host\" value=\"\""),
+        "a search box"
+    );
+    assert!(
+        html.contains("data-host-search"),
+        "fed by the host-names API"
+    );
+    assert_eq!(listed(&html), 50, "one page of names, not the fleet");
+    let more = html
+        .split("href=\"")
+        .filter_map(|p| p.split('"').next())
+        .find(|p| p.contains("hosts_after="))
+        .expect("a link to the next page")
+        .replace("&amp;", "&");
+    let (_, rest) = get(more).await;
+    assert_eq!(listed(&rest), current - 50, "the others");
+    assert!(!rest.contains(">host-00000<"), "not the first page again");
+    assert!(!rest.contains("rel=\"next\""), "no page after the last");
+
+    // a typed name or id leads to that host's repositories
+    for typed in [&name, &id] {
+        let (status, html) = get(format!("/restore?host={typed}")).await;
+        assert_eq!(status, 200, "{typed}");
+        assert!(html.contains("Which repository?"), "{typed}");
+        assert!(
+            html.contains(&format!(
+                "href=\"/restore?host={id}&#38;repo=seed-repo-0000\""
+            )),
+            "{typed}: its repository is offered"
+        );
+    }
+
+    // a name that names no host: the field's error, the input kept, and the
+    // hosts whose name contains it listed
+    let (status, html) = get("/restore?host=host-0001".into()).await;
+    assert_eq!(status, 422);
+    assert!(
+        html.contains("id=\"host-error\">no host is named"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"host-0001\""), "the input is kept");
+    assert_eq!(
+        listed(&html),
+        matching,
+        "the current hosts host-00010 to host-00019"
+    );
+
+    // the target host: typed by name; an unknown one is refused with the
+    // input kept, and no job is made
+    let jobs_before: i64 = {
+        let mut c = h.state.store.read().await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap()
+    };
+    let body = format!(
+        "_csrf={}&host={id}&repo=seed-repo-0000&snapshot=s1&sel=%2Fa&target=path&target_path=%2Ftmp%2Fr&target_host=no-such-host",
+        s.csrf
+    );
+    let resp = h
+        .send(
+            form(req("POST", "/restore"), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    let html = text(resp).await;
+    assert!(
+        html.contains("id=\"target_host-error\">no current host is named"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"target_host\" value=\"no-such-host\""));
+    let mut c = h.state.store.read().await.unwrap();
+    let jobs_after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(jobs_before, jobs_after, "nothing was started");
+}

@@ -189,7 +189,8 @@ fn bus_cert_renew_if_expiring_replaces_a_near_expiry_certificate_and_leaves_a_fr
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let tls_dir = tmp.path().join("nats-tls");
-    let ca = rm_bus_server::pki::Ca::load_or_create(&rm_bus_server::pki::ca::dir_of(&data)).unwrap();
+    let ca =
+        rm_bus_server::pki::Ca::load_or_create(&rm_bus_server::pki::ca::dir_of(&data)).unwrap();
     std::fs::create_dir_all(&tls_dir).unwrap();
     let (cert, key) = (tls_dir.join("bus-cert.pem"), tls_dir.join("bus-key.pem"));
     // issued 70 of its 90 days ago: in the last third of its life

@@ -597,6 +597,30 @@ fn documented_restore() -> String {
     body.to_owned()
 }
 
+/// Adds the control-plane backup repository (initialised by restic on the
+/// local host) and attaches that host with full access; its id.
+async fn add_cp_repo(data: &Path, port: u16, host_id: &str, rest_port: u16, path: &str) -> String {
+    let key = svc(data, port, "pubkey", serde_json::json!({})).await;
+    let xkey = key["xkey"].as_str().unwrap().to_owned();
+    let url = format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{rest_port}/{path}");
+    let added = svc(
+        data,
+        port,
+        "repo-add",
+        serde_json::json!({"name": "cp-backups", "secrets": sealed(&xkey, url), "init_on_host": host_id}),
+    )
+    .await;
+    let repo_id = added["repo_id"].as_str().unwrap().to_owned();
+    svc(
+        data,
+        port,
+        "repo-attach",
+        serde_json::json!({"repo_id": repo_id, "host_id": host_id, "access": "full", "secrets": null}),
+    )
+    .await;
+    repo_id
+}
+
 /// The last part of a serve log, for a failure message.
 fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -672,24 +696,7 @@ async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bri
     let serve = start(&old, old_port, "old.log");
     let db = old.join("restic-manager.db");
     let host_id = local_host_online(&db, "cp-local").await;
-    let key = svc(&old, old_port, "pubkey", serde_json::json!({})).await;
-    let xkey = key["xkey"].as_str().unwrap().to_owned();
-    let url = format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{rest_port}/controlplane");
-    let added = svc(
-        &old,
-        old_port,
-        "repo-add",
-        serde_json::json!({"name": "cp-backups", "secrets": sealed(&xkey, url), "init_on_host": host_id}),
-    )
-    .await;
-    let repo_id = added["repo_id"].as_str().unwrap().to_owned();
-    svc(
-        &old,
-        old_port,
-        "repo-attach",
-        serde_json::json!({"repo_id": repo_id, "host_id": host_id, "access": "full", "secrets": null}),
-    )
-    .await;
+    let repo_id = add_cp_repo(&old, old_port, &host_id, rest_port, "controlplane").await;
     // Until a kit is exported the log warns.
     let log = std::fs::read_to_string(tmp.path().join("old.log")).unwrap();
     assert!(log.contains("no backup of the master key exists"), "{log}");
@@ -817,24 +824,7 @@ async fn controlplane_backup_if_due_runs_the_backup_once_and_then_waits_for_the_
     let out = if_due(&data, port, "cp-local");
     assert!(ok(&out, "if-due, off").contains("is off"));
 
-    let key = svc(&data, port, "pubkey", serde_json::json!({})).await;
-    let xkey = key["xkey"].as_str().unwrap().to_owned();
-    let url = format!("rest:http://{REST_USER}:{REST_PASS}@127.0.0.1:{rest_port}/cp");
-    let added = svc(
-        &data,
-        port,
-        "repo-add",
-        serde_json::json!({"name": "cp-backups", "secrets": sealed(&xkey, url), "init_on_host": host_id}),
-    )
-    .await;
-    let repo_id = added["repo_id"].as_str().unwrap().to_owned();
-    svc(
-        &data,
-        port,
-        "repo-attach",
-        serde_json::json!({"repo_id": repo_id, "host_id": host_id, "access": "full", "secrets": null}),
-    )
-    .await;
+    let repo_id = add_cp_repo(&data, port, &host_id, rest_port, "cp").await;
     // The settings page's write: the repository, daily at 03:15 in Tokyo.
     let store = rm_store::Store::open(&db).await.unwrap();
     {

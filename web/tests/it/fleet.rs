@@ -17,6 +17,21 @@ async fn add_host(h: &H, token: &str, name: &str) -> String {
     added["host_id"].as_str().unwrap().to_owned()
 }
 
+/// Seeds `hosts` hosts (with their jobs and snapshots) ending now.
+async fn seed_fleet(h: &H, hosts: usize) {
+    let now = h.state.now();
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts,
+            now_ms: now,
+            ..rm_store::seed::Spec::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn host_tags_are_saved_by_the_owner_audited_and_filter_the_fleet() {
     let mut h = H::new().await;
@@ -174,17 +189,7 @@ fn row_of<'a>(html: &'a str, id: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn the_live_fragment_renders_only_the_named_rows_exactly_as_the_page_does() {
     let h = H::new().await;
-    let now = h.state.now();
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 30,
-            now_ms: now,
-            ..rm_store::seed::Spec::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed_fleet(&h, 30).await;
     h.user("vic", Role::Viewer).await;
     let s = h.login("vic").await;
     let get = |path: String| {
@@ -332,17 +337,7 @@ async fn the_live_fragment_drops_a_host_that_left_the_filter_and_brings_one_that
 #[tokio::test]
 async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
     let h = H::new().await;
-    let now = h.state.now();
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 30,
-            now_ms: now,
-            ..rm_store::seed::Spec::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed_fleet(&h, 30).await;
     h.user("vic", Role::Viewer).await;
     let s = h.login("vic").await;
     let get = |path: String| {

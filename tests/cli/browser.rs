@@ -279,16 +279,33 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     eprintln!(
         "installation ready: {url}, host {host_id}, repository {repo_id}; starting the browser"
     );
-    // The script's lines go straight to the test's output as they happen.
-    let out = Command::new("node")
+    // The script's lines go to the test's output as they happen; its FAIL
+    // lines are also kept for the failure message, so the reason is at the
+    // end of the output (CI shows the head and the tail of a long log).
+    let mut node = Command::new("node")
         .arg(browser_dir.join("drive.mjs"))
         .env("RM_BROWSER_CONFIG", config.to_string())
         .current_dir(&browser_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .status()
+        .spawn()
         .expect("node runs");
+    let node_out = node.stdout.take().expect("piped stdout");
+    let echo = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut fails = Vec::new();
+        for line in std::io::BufReader::new(node_out).lines() {
+            let Ok(line) = line else { break };
+            println!("{line}");
+            if line.starts_with("FAIL ") {
+                fails.push(line.chars().take(2000).collect::<String>());
+            }
+        }
+        fails
+    });
+    let out = node.wait().expect("node runs");
+    let fails = echo.join().unwrap_or_default();
     let status = terminate(&mut serve.0);
     if !out.success() {
         let log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
@@ -297,7 +314,9 @@ async fn the_operator_ui_works_in_a_real_browser_against_a_real_agent_and_restic
     }
     assert!(
         out.success(),
-        "browser checks failed (see the FAIL lines above)"
+        "browser checks failed ({}):\n{}",
+        out,
+        fails.join("\n")
     );
     assert!(status.success(), "serve stopped cleanly");
     crate::browser_settings::check(&settings);

@@ -8,7 +8,13 @@
 //! (it reconnects with `Last-Event-ID`), and nobody else waits for it.
 //! The last [`RING`] events are kept so a reconnecting client resumes where
 //! it left off; if its `Last-Event-ID` is older than that, it first gets a
-//! `refetch` event telling it to reload what it shows. A comment every
+//! `refetch` event telling it to reload what it shows. A page carries the
+//! id of the last event published before it read the database
+//! (`data-event-id`, [`mark_render`]); its first connection passes it as
+//! `?since=`, so an event that falls between the page's render and its
+//! stream's start (a job that finishes meanwhile) is replayed, not lost.
+//! An id from before this process started (the web role restarted) gets a
+//! `refetch`. A comment every
 //! [`KEEP_ALIVE`] keeps proxies from closing idle streams; shutdown ends
 //! every stream.
 //!
@@ -156,6 +162,11 @@ impl Hub {
         self.tx.subscribe()
     }
 
+    /// The id of the last event published (0 before the first).
+    pub fn last_id(&self) -> u64 {
+        self.next_id.load(Ordering::SeqCst).saturating_sub(1)
+    }
+
     /// Clients connected now.
     pub fn clients(&self) -> usize {
         self.clients.load(Ordering::SeqCst)
@@ -286,6 +297,33 @@ pub async fn pump(state: AppState) {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct EventQuery {
     pub topics: Option<String>,
+    /// The last event id the client has seen, as `Last-Event-ID` (which
+    /// wins when both are sent): a page's first connection sends the id
+    /// it was rendered at.
+    pub since: Option<u64>,
+}
+
+tokio::task_local! {
+    /// The last event id published when this request arrived.
+    static RENDERED_AT: u64;
+}
+
+/// The last event id published when the request being served arrived
+/// (`None` outside a request, e.g. in unit tests): what a page renders
+/// into `data-event-id`. Taken before the handler reads the database, so
+/// every later event is one the page may not show yet.
+pub fn rendered_at() -> Option<u64> {
+    RENDERED_AT.try_with(|id| *id).ok()
+}
+
+/// Middleware: records the hub's last event id for [`rendered_at`].
+pub async fn mark_render(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let last = state.events.last_id();
+    RENDERED_AT.scope(last, next.run(req)).await
 }
 
 fn sse_event(e: &LiveEvent) -> Event {
@@ -322,7 +360,8 @@ pub(crate) async fn stream(
     let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok());
+        .and_then(|v| v.trim().parse().ok())
+        .or(q.since);
     let hub = &state.events;
     // subscribe before reading the ring, so nothing falls in between
     let rx = hub.tx.subscribe();
@@ -333,15 +372,22 @@ pub(crate) async fn stream(
             .ring
             .lock()
             .map_err(|_| ApiError::internal("event ring poisoned"))?;
-        let oldest = ring
-            .front()
-            .map_or(hub.next_id.load(Ordering::SeqCst), |e| e.id);
-        if last + 1 < oldest {
+        let next = hub.next_id.load(Ordering::SeqCst);
+        let oldest = ring.front().map_or(next, |e| e.id);
+        if last >= next {
+            // an id this process never gave out: it was restarted since
             refetch = true;
+        } else {
+            if last + 1 < oldest {
+                refetch = true;
+            }
+            backlog.extend(ring.iter().filter(|e| e.id > last).cloned());
         }
-        backlog.extend(ring.iter().filter(|e| e.id > last).cloned());
     }
-    let replayed_up_to = backlog.last().map_or(last_id.unwrap_or(0), |e| e.id);
+    // live events up to here were replayed (or are older than the client)
+    let replayed_up_to = backlog
+        .last()
+        .map_or(last_id.filter(|_| !refetch).unwrap_or(0), |e| e.id);
     hub.clients.fetch_add(1, Ordering::SeqCst);
     let guard = ClientGuard(state.shared());
     let role = who.role;

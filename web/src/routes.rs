@@ -375,8 +375,8 @@ pub fn table() -> Vec<Route> {
             .doc("Who the caller is, and the session's CSRF token")
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
-            .query(&[("topics", false)])
-            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts"),
+            .query(&[("topics", false), ("since", false)])
+            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts&since=(the last event id seen; Last-Event-ID wins)"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
             .query(&[
@@ -739,6 +739,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::ui::settings::cpbackup::banner,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::events::mark_render,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -418,12 +418,18 @@
     }
   }
 
-  var es = null, retry = 1000;
+  // The first connection resumes after the last event the server had
+  // published when it rendered this page, so nothing that happened in
+  // between (a job finishing) is missed; a new connection after a close
+  // resumes after the last event received.
+  var es = null, retry = 1000, lastId = body.getAttribute('data-event-id');
   function connect() {
-    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics));
+    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics) +
+      (lastId ? '&since=' + encodeURIComponent(lastId) : ''));
     es.onopen = function () { retry = 1000; setLive('live', 'live'); };
     ['job', 'host', 'alert', 'schedule', 'repo', 'refetch'].forEach(function (t) {
       es.addEventListener(t, function (ev) {
+        if (ev.lastEventId) lastId = ev.lastEventId;
         var data = {};
         try { data = JSON.parse(ev.data); } catch (err) { return; }
         handle(t, data);

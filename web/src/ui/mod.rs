@@ -44,6 +44,9 @@ pub struct Layout {
     pub open_alerts: i64,
     /// Live-update topics this page subscribes to ("" for none).
     pub topics: &'static str,
+    /// The last live event published before this page read the database
+    /// (`data-event-id`: the page's first live connection resumes after it).
+    pub event_id: Option<u64>,
     pub asset_version: &'static str,
     /// Show admins the "master key not backed up" banner.
     pub cp_banner: bool,
@@ -58,6 +61,7 @@ impl Layout {
             nav,
             open_alerts,
             topics,
+            event_id: crate::events::rendered_at(),
             asset_version: assets::version(),
             cp_banner: settings::cpbackup::banner_shown(),
         }

@@ -762,6 +762,7 @@ mod tests {
                 nav: "repositories",
                 open_alerts: 0,
                 topics: "jobs,repos",
+                event_id: Some(7),
                 asset_version: crate::ui::assets::version(),
                 cp_banner: false,
             },

@@ -54,6 +54,7 @@ fn layout(nav: &'static str) -> Layout {
         nav,
         open_alerts: 3,
         topics: "hosts,jobs",
+        event_id: Some(7),
         asset_version: assets::version(),
         cp_banner: false,
     }

@@ -237,6 +237,79 @@ async fn last_event_id_resumes_from_the_ring_or_asks_to_refetch() {
     assert_eq!(json(resp).await["error"]["field"], "topics");
 }
 
+/// A page's first live connection must not miss what happened between
+/// its render and the connection (a job that finished meanwhile left the
+/// job page saying "running" for good): the page carries the last event id
+/// published before it read the database, and `?since=` replays after it.
+#[tokio::test]
+async fn a_page_carries_its_render_event_id_and_since_replays_what_came_after_it() {
+    let h = H::new().await;
+    h.user("v", Role::Viewer).await;
+    let s = h.login("v").await;
+    for i in 0..2 {
+        h.state
+            .events
+            .publish("job", serde_json::json!({"type": "started", "n": i}));
+    }
+    let page = text(
+        h.send(
+            req("GET", "/jobs")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    )
+    .await;
+    let rendered_at = page
+        .split("data-event-id=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| {
+            panic!(
+                "the page carries data-event-id: {}",
+                &page[..page.len().min(600)]
+            )
+        });
+    assert_eq!(
+        rendered_at, "2",
+        "the last event published before the render"
+    );
+
+    // the job finishes before the page's stream connects
+    h.state
+        .events
+        .publish("job", serde_json::json!({"type": "finished", "n": 2}));
+    let mut r = connect(&h, &s, &format!("?topics=jobs&since={rendered_at}"), None).await;
+    let (_, id, data) = r.next().await.unwrap();
+    assert_eq!(
+        (id.as_str(), data["type"].as_str()),
+        ("3", Some("finished"))
+    );
+    // then live, without repeats
+    h.state
+        .events
+        .publish("job", serde_json::json!({"type": "queued", "n": 3}));
+    let (_, id, _) = r.next().await.unwrap();
+    assert_eq!(id, "4");
+
+    // Last-Event-ID (a browser's own reconnect) wins over since
+    let mut r = connect(&h, &s, "?topics=jobs&since=0", Some("3")).await;
+    let (_, id, _) = r.next().await.unwrap();
+    assert_eq!(id, "4");
+
+    // an id this process never gave out (it restarted since the render):
+    // told to refetch, and later events still arrive
+    let mut r = connect(&h, &s, "?topics=jobs&since=900", None).await;
+    let (name, _, _) = r.next().await.unwrap();
+    assert_eq!(name, "refetch");
+    h.state
+        .events
+        .publish("job", serde_json::json!({"type": "queued", "n": 4}));
+    let (_, id, _) = r.next().await.unwrap();
+    assert_eq!(id, "5");
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
     let h = H::new().await;

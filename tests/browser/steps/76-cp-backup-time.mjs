@@ -18,8 +18,11 @@ await step('cp-backup-runs-at-the-time-of-day-the-admin-sets', async () => {
   await page.fill('#cp-run-at', '04:30');
   await page.fill('#cp-zone', 'Mars/Olympus_Mons');
   await page.click('form[action="/settings/controlplane-backup"] button[type=submit]');
-  const error = await page.locator('.banner.fail').innerText();
-  assert(error.startsWith('Time zone:') && error.includes('Mars/Olympus_Mons'), `error names the field: ${error}`);
+  const error = await page.locator('#cp-zone-error').innerText();
+  assert(error.startsWith('Time zone:') && error.includes('Mars/Olympus_Mons'), `the error stands under its field: ${error}`);
+  assert(await page.getAttribute('#cp-zone', 'aria-invalid') === 'true', 'the field is marked invalid');
+  assert((await page.getAttribute('#cp-zone', 'aria-describedby')).includes('cp-zone-error'), 'the field is described by its error');
+  assert((await page.locator('.banner.fail').innerText()).includes('correct the field marked below'), 'the banner points to the field');
   assert(await page.inputValue('#cp-zone') === 'Mars/Olympus_Mons', 'the zone typed is kept');
   assert(await page.inputValue('#cp-run-at') === '04:30', 'the time typed is kept');
   assert(await page.inputValue('#cp-repo') === cfg.repo_id, 'the repository is kept');

@@ -230,6 +230,23 @@ pub(crate) struct CpBackupPage {
 }
 
 impl CpBackupPage {
+    /// The refusal that belongs under `field` (`run_at` or `time_zone`):
+    /// the form's checks start their message with that field's label.
+    pub fn field_error(&self, field: &str) -> Option<&str> {
+        let label = match field {
+            "run_at" => "Time of day:",
+            "time_zone" => "Time zone:",
+            _ => return None,
+        };
+        self.error.as_deref().filter(|e| e.starts_with(label))
+    }
+
+    /// Whether the error is one shown under its field (the banner then
+    /// only points there).
+    pub fn error_is_a_field(&self) -> bool {
+        self.field_error("run_at").is_some() || self.field_error("time_zone").is_some()
+    }
+
     pub fn status_class(&self, s: &str) -> &'static str {
         match s {
             "succeeded" => "s-ok",

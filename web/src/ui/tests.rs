@@ -176,6 +176,13 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
     assert!(host.posture.append_only);
     assert_eq!(host.schedules.len(), 1);
     assert!(host.schedules[0].reading.starts_with("every day at 0"));
+    assert!(host.schedules[0].blocked.is_none(), "a backup always runs");
+    // a forget that cannot run (no maintenance host) says so in its row
+    let mut host = host;
+    let mut forget = host.schedules[0].clone();
+    forget.kind = "forget".into();
+    forget.blocked = Some("Cannot run: no maintenance host.".into());
+    host.schedules.push(forget);
     let mutes = views::alert::host_mutes(&mut conn, "seed-h000020", NOW)
         .await
         .unwrap();
@@ -192,6 +199,9 @@ async fn host_page_shows_posture_snapshots_schedules_and_jobs() {
     let html = page.render().unwrap();
     preview("host", &html);
     assert!(html.contains("append-only"));
+    assert!(html.contains(
+        r#"<span class="status s-fail" title="Cannot run: no maintenance host.">cannot run</span>"#
+    ));
     assert!(
         html.contains("action=\"/alerts/mute\"") && html.contains("Maintenance windows"),
         "the host page mutes and holds the maintenance windows"

@@ -117,6 +117,10 @@ pub struct ScheduleRow {
     pub next_run_at: Option<i64>,
     /// What the cron expression means, in words.
     pub reading: String,
+    /// Why this schedule cannot run, when it cannot: a forget or prune of
+    /// a host with an append-only credential, on a repository without a
+    /// maintenance host (nothing may delete there).
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -252,11 +256,24 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         .into_iter()
         .map(|s| {
             let cron = CronSchedule::parse(&s.cron, &s.timezone).ok();
+            let repo = all_repos.iter().find(|r| r.id == s.repo_id);
+            let append_only = creds
+                .iter()
+                .find(|c| c.repo_id == s.repo_id)
+                .is_some_and(|c| matches!(c.access(), Ok(repos::Access::AppendOnly)));
+            let blocked = (matches!(s.kind.as_str(), "forget" | "prune")
+                && append_only
+                && repo.is_some_and(|r| r.maintenance_host_id.is_none()))
+            .then(|| {
+                format!(
+                    "Cannot run: this host's credential for {} is append-only and the repository has no maintenance host to run {} for it. Choose a maintenance host with full access on the repository's page.",
+                    repo.map_or(s.repo_id.as_str(), |r| r.name.as_str()),
+                    s.kind
+                )
+            });
             ScheduleRow {
-                repo_name: all_repos
-                    .iter()
-                    .find(|r| r.id == s.repo_id)
-                    .map_or_else(|| s.repo_id.clone(), |r| r.name.clone()),
+                blocked,
+                repo_name: repo.map_or_else(|| s.repo_id.clone(), |r| r.name.clone()),
                 next_run_at: cron
                     .as_ref()
                     .filter(|_| s.enabled)

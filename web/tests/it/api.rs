@@ -665,3 +665,110 @@ async fn refused_results_are_listed_by_the_api_and_on_the_host_page() {
     assert!(page.contains("sgone-1000"));
     assert!(page.contains("deleted while the host was offline"));
 }
+
+/// A forget or prune schedule of an append-only host on a repository with
+/// no maintenance host never runs (nothing there may delete): the host
+/// page and its JSON twin say so and where to fix it, instead of showing
+/// it "enabled" with a next run that never happens.
+#[tokio::test]
+async fn a_forget_schedule_that_cannot_run_without_a_maintenance_host_says_so() {
+    use rm_store::repos::{Access, NewRepo};
+    let h = H::new().await;
+    let viewer = h.token(Role::Viewer).await;
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        for (id, name) in [("h1", "web-1"), ("h2", "maint-1")] {
+            rm_store::hosts::insert(&mut tx, id, name, "t", 1)
+                .await
+                .unwrap();
+        }
+        rm_store::repos::insert(
+            &mut tx,
+            &NewRepo {
+                id: "r1",
+                name: "offsite",
+                url_display: "rest:https://backup.example/offsite",
+                secrets_enc: b"x",
+                created_by: "t",
+                now: 1,
+            },
+        )
+        .await
+        .unwrap();
+        rm_store::repos::attach(&mut tx, "h1", "r1", Access::AppendOnly, b"x", 1)
+            .await
+            .unwrap();
+        rm_store::repos::attach(&mut tx, "h2", "r1", Access::Full, b"x", 1)
+            .await
+            .unwrap();
+        for (id, kind) in [("s-forget", "forget"), ("s-backup", "backup")] {
+            rm_store::schedules::upsert(
+                &mut tx,
+                &rm_store::schedules::Schedule {
+                    id: id.into(),
+                    host_id: "h1".into(),
+                    repo_id: "r1".into(),
+                    kind: kind.into(),
+                    cron: "0 3 * * *".into(),
+                    timezone: "UTC".into(),
+                    params_json: "{}".into(),
+                    enabled: true,
+                    jitter_secs: 0,
+                    timeout_secs: 3600,
+                    grace_secs: 0,
+                    exec_host_id: "h1".into(),
+                    config_version: 1,
+                    created_at: 1,
+                    updated_at: 1,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let blocked = |host: &serde_json::Value, id: &str| {
+        host["schedules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("schedule {id} listed: {host}"))["blocked"]
+            .clone()
+    };
+    let (status, host) = h.api(&viewer, "GET", "/api/v1/hosts/h1", None).await;
+    assert_eq!(status, 200, "{host}");
+    let why = blocked(&host, "s-forget");
+    assert!(
+        why.as_str()
+            .is_some_and(|w| w.contains("append-only") && w.contains("no maintenance host")),
+        "the forget schedule says why it cannot run: {why}"
+    );
+    assert_eq!(blocked(&host, "s-backup"), serde_json::Value::Null);
+    let resp = h
+        .send(
+            req("GET", "/hosts/h1")
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let page = text(resp).await;
+    assert!(page.contains("cannot run"), "the host page says so");
+    assert!(
+        page.contains("href=\"/repositories/r1\""),
+        "and links the fix"
+    );
+
+    // a maintenance host with full access runs it: no longer blocked
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        rm_store::repos::set_maintenance_host(&mut tx, "r1", Some("h2"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let (_, host) = h.api(&viewer, "GET", "/api/v1/hosts/h1", None).await;
+    assert_eq!(blocked(&host, "s-forget"), serde_json::Value::Null);
+}

@@ -10,7 +10,16 @@
 //! - `rm_bus_connected`, `rm_bus_messages_in`, `rm_bus_messages_out`,
 //!   `rm_bus_connects`;
 //! - `rm_sse_clients`, `rm_sse_clients_dropped`;
-//! - `rm_http_request_duration_seconds{method,route,status}` (histogram).
+//! - `rm_http_request_duration_seconds{method,route,status}` (histogram);
+//! - asked of the other roles over the bus at scrape time (their
+//!   `metrics` verb, at most [`ROLE_WAIT`] each; a role that does not
+//!   answer is `rm_role_up{role} 0` and its families are left out):
+//!   `rm_controlplane_loop_errors{loop}`, `rm_controlplane_ingest_results`,
+//!   `rm_controlplane_ingest_commits`, `rm_controlplane_write_batches_failed`,
+//!   `rm_controlplane_hellos_waiting`, `rm_controlplane_replies_refused`,
+//!   `rm_alerts_suppressed{reason}` (deliveries not sent: host muted,
+//!   maintenance window, never notified, channel disabled),
+//!   `rm_alerts_pass_errors`, `rm_alerts_write_batches_failed`.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -30,6 +39,9 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 
 type Labels = Vec<(String, String)>;
+
+/// How long a scrape waits for another role's counters.
+pub const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// This process's own instruments.
 pub struct Http {
@@ -102,7 +114,7 @@ fn l(pairs: &[(&str, &str)]) -> Labels {
 /// `GET /metrics`.
 pub(crate) async fn scrape(
     State(state): State<AppState>,
-    _: Principal,
+    who: Principal,
 ) -> Result<Response, ApiError> {
     let mut conn = state.store.read().await?;
     let hosts = rm_store::stats::hosts_by_status(&mut conn).await?;
@@ -196,6 +208,7 @@ pub(crate) async fn scrape(
         "Event-stream clients dropped for falling behind",
         i64::try_from(state.events.dropped()).unwrap_or(i64::MAX),
     );
+    roles(&mut r, &state, &who).await;
     r.register(
         "rm_http_request_duration_seconds",
         "HTTP request durations by method, route and status",
@@ -211,4 +224,108 @@ pub(crate) async fn scrape(
         out,
     )
         .into_response())
+}
+
+/// The control plane's and the alerts role's own counters, asked over the
+/// bus (both at once, [`ROLE_WAIT`] each).
+async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
+    use rm_bus::subject::SvcRole;
+    let wait = ROLE_WAIT.min(state.svc_timeout);
+    let (cp, alerts) = tokio::join!(
+        crate::svc::call::<_, rm_cp_api::Metrics>(
+            &state.bus,
+            SvcRole::Controlplane,
+            rm_cp_api::METRICS,
+            who.actor(),
+            serde_json::json!({}),
+            wait,
+        ),
+        crate::svc::call::<_, rm_alerts::api::Metrics>(
+            &state.bus,
+            SvcRole::Alerts,
+            rm_alerts::api::METRICS,
+            who.actor(),
+            serde_json::json!({}),
+            wait,
+        ),
+    );
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    family(
+        r,
+        "rm_role_up",
+        "1 when the role answered this scrape's request for its counters",
+        vec![
+            (l(&[("role", "controlplane")]), i64::from(cp.is_ok())),
+            (l(&[("role", "alerts")]), i64::from(alerts.is_ok())),
+        ],
+    );
+    if let Ok(m) = cp {
+        family(
+            r,
+            "rm_controlplane_loop_errors",
+            "Errors each control-plane background loop logged and continued after",
+            m.loop_errors
+                .iter()
+                .map(|(lp, v)| (l(&[("loop", lp)]), n(*v)))
+                .collect(),
+        );
+        for (name, help, v) in [
+            (
+                "rm_controlplane_ingest_results",
+                "Job results committed and acknowledged since start",
+                m.ingest_results,
+            ),
+            (
+                "rm_controlplane_ingest_commits",
+                "Transactions those results were committed in",
+                m.ingest_commits,
+            ),
+            (
+                "rm_controlplane_write_batches_failed",
+                "Control-plane writer batches that did not commit",
+                m.write_batches_failed,
+            ),
+            (
+                "rm_controlplane_hellos_waiting",
+                "Agent hellos waiting for a handling slot now",
+                m.hellos_waiting,
+            ),
+            (
+                "rm_controlplane_replies_refused",
+                "Agent requests refused for a reply subject not their own",
+                m.replies_refused,
+            ),
+        ] {
+            gauge(r, name, help, n(v));
+        }
+    }
+    if let Ok(m) = alerts {
+        let s = m.suppressed;
+        family(
+            r,
+            "rm_alerts_suppressed",
+            "Deliveries not sent (one alert change to one channel), by reason, since start",
+            vec![
+                (l(&[("reason", "host_muted")]), n(s.host_muted)),
+                (
+                    l(&[("reason", "maintenance_window")]),
+                    n(s.maintenance_window),
+                ),
+                (l(&[("reason", "never_notified")]), n(s.never_notified)),
+                (l(&[("reason", "channel_disabled")]), n(s.channel_disabled)),
+            ],
+        );
+        gauge(
+            r,
+            "rm_alerts_pass_errors",
+            "Alert rule passes that failed (logged; the next one retries)",
+            n(m.pass_errors),
+        );
+        gauge(
+            r,
+            "rm_alerts_write_batches_failed",
+            "Alerts-role writer batches that did not commit",
+            n(m.write_batches_failed),
+        );
+    }
 }

@@ -517,6 +517,42 @@ async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
         "rm_bus_connected 1",
         "rm_sse_clients_dropped 0",
         "rm_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 1",
+        // no other role runs here: said, and their families left out
+        "rm_role_up{role=\"controlplane\"} 0",
+        "rm_role_up{role=\"alerts\"} 0",
+    ] {
+        assert!(body.contains(needle), "{needle} missing in\n{body}");
+    }
+    assert!(!body.contains("rm_alerts_suppressed"), "{body}");
+}
+
+/// The other roles' own counters reach the scraper through the web role:
+/// the alerts role's suppressed deliveries (a muted host's alert nobody was
+/// told about) and the control plane's ingest and loop errors.
+#[tokio::test]
+async fn metrics_carry_the_control_plane_and_alerts_roles_counters() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    h.with_alerts().await;
+    let viewer = h.token(Role::Viewer).await;
+    let resp = h
+        .send(
+            req("GET", "/metrics")
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let body = text(resp).await;
+    for needle in [
+        "rm_role_up{role=\"controlplane\"} 1",
+        "rm_role_up{role=\"alerts\"} 1",
+        "rm_controlplane_ingest_results 0",
+        "rm_controlplane_write_batches_failed 0",
+        "rm_alerts_suppressed{reason=\"host_muted\"} 0",
+        "rm_alerts_suppressed{reason=\"channel_disabled\"} 0",
+        "rm_alerts_pass_errors 0",
     ] {
         assert!(body.contains(needle), "{needle} missing in\n{body}");
     }

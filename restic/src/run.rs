@@ -194,19 +194,24 @@ impl JobHandler {
         }
     }
 
-    fn send_progress(&mut self, mut p: Progress) {
+    /// Sends `p` as admitted by the throttle at `at`: its elapsed time is
+    /// that instant's, so two events' `elapsed_ms` are never closer than
+    /// the interval, however late the sending runs.
+    fn send_progress(&mut self, mut p: Progress, at: Instant) {
         p.v = 1;
         p.ts_ms = progress::now_ms();
-        p.elapsed_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        p.elapsed_ms =
+            u64::try_from(at.duration_since(self.started).as_millis()).unwrap_or(u64::MAX);
         let _ = self.events.send(RunEvent::Progress(p));
     }
 
     fn flush_pending(&mut self) {
+        let now = Instant::now();
         if self.pending.is_some()
-            && self.throttle.admit(Instant::now())
+            && self.throttle.admit(now)
             && let Some(p) = self.pending.take()
         {
-            self.send_progress(p);
+            self.send_progress(p, now);
         }
     }
 
@@ -402,14 +407,15 @@ impl Handler for JobHandler {
         if self.json_progress {
             return;
         }
-        if self.throttle.admit(Instant::now()) {
-            let mut p = progress::elapsed_only(self.started.elapsed());
+        let now = Instant::now();
+        if self.throttle.admit(now) {
+            let mut p = progress::elapsed_only(now.duration_since(self.started));
             if let Some(m) = &self.meter {
                 let (bytes, files) = m.reading();
                 p.bytes_done = Some(bytes);
                 p.files_done = Some(files);
             }
-            self.send_progress(p);
+            self.send_progress(p, now);
         }
     }
 

@@ -163,25 +163,34 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
             tracing::debug!(job = %job.id, repo = ?job.repo_id, "waiting for the repository");
             continue;
         }
-        let r = dispatch_one(cp, &host, &job).await;
-        // Still queued (not sent, refused, failed to send): the claim goes.
-        let released = async {
-            let mut tx = cp.store.write().await?;
-            let dropped = jobs::release_claim(&mut tx, &job.id).await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)?;
-            Ok::<_, rm_store::StoreError>(dropped)
+        // Every way `dispatch_one` ends well also ends the claim, in the
+        // transaction that records the outcome: marked dispatched (the
+        // claim is dropped there), requeued (released there), or failed.
+        // Only a dispatch that did not get that far (not sent, no answer,
+        // a store error) still holds it and gives it up here.
+        if let Err(f) = dispatch_one(cp, &host, &job).await {
+            release(cp, &job.id).await;
+            return Err(f);
         }
-        .await;
-        match released {
-            // The repository is free again: jobs of other hosts that
-            // waited for it (an exclusive check or forget) may go now.
-            Ok(true) => cp.dispatch_wake.notify_one(),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "dispatch claim not released"),
-        }
-        r?;
     }
     Ok(())
+}
+
+/// Gives up `job`'s dispatch claim; jobs that waited for its repository
+/// (an exclusive check or forget of another host) may go now.
+async fn release(cp: &Cp, job: &str) {
+    let released = async {
+        let mut tx = cp.store.write().await?;
+        let dropped = jobs::release_claim(&mut tx, job).await?;
+        tx.commit().await.map_err(rm_store::StoreError::from)?;
+        Ok::<_, rm_store::StoreError>(dropped)
+    }
+    .await;
+    match released {
+        Ok(true) => cp.dispatch_wake.notify_one(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job = %job, error = %e, "dispatch claim not released"),
+    }
 }
 
 /// Sends one claimed job and records the agent's answer.
@@ -268,7 +277,12 @@ async fn requeue(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
         millis(cp.t.requeue_backoff_max),
     )
     .await?;
+    // it waits now: the repository is free meanwhile
+    let released = jobs::release_claim(&mut tx, &job.id).await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
+    if released {
+        cp.dispatch_wake.notify_one();
+    }
     if let Some((refusals, not_before)) = r {
         tracing::info!(job = %job.id, host = %job.exec_host_id, refusals, not_before, reason = %reason, "job requeued");
         cp.event(
@@ -293,6 +307,8 @@ async fn fail_job(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
     };
     jobs::finish(&mut tx, &job.id, jobs::JobStatus::Failed, &finish).await?;
     tx.commit().await.map_err(rm_store::StoreError::from)?;
+    // its claim (if it held the repository) ended with it
+    cp.dispatch_wake.notify_one();
     cp.event(
         rm_bus::subject::Event::JobFinished,
         Some(&job.host_id),

@@ -110,3 +110,76 @@ async fn a_heartbeat_that_arrives_while_the_database_is_unavailable_is_written_o
     })
     .await;
 }
+
+/// Timings under which nothing writes by itself while a test runs: the
+/// sweeper ticks once at start, heartbeats are flushed only when a host
+/// first comes online, the dispatcher wakes only when asked.
+fn quiet_timings() -> rm_controlplane::Timings {
+    let hour = std::time::Duration::from_secs(3600);
+    rm_controlplane::Timings {
+        heartbeat: hour,
+        seen_flush: hour,
+        dispatch_every: hour,
+        ..fast_timings()
+    }
+}
+
+#[tokio::test]
+async fn a_dispatch_costs_two_commits_the_claim_and_the_record_of_its_ack() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CpOptions {
+        timings: quiet_timings(),
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "busy").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[&agent], &[]).await;
+    agent.hello(0, vec![], vec![]).await;
+    // The first beat of a host coming online is written at once; later
+    // ones only after an hour.
+    eventually("the first heartbeat flush", || async {
+        (metrics(&cp).await.heartbeat_rows_written >= 1).then_some(())
+    })
+    .await;
+    agent.stop_heartbeats();
+    let db = cp.db().await;
+
+    const N: u64 = 10;
+    let before = metrics(&cp).await.db_commits;
+    for _ in 0..N {
+        let passes = metrics(&cp).await.dispatch_passes;
+        let created: api::JobCreated = cp
+            .call(
+                api::JOB_CREATE,
+                api::JobCreate {
+                    host_id: agent.host_id(),
+                    repo_id: repo.clone(),
+                    params: backup_params(),
+                    timeout_secs: None,
+                    target_host_id: None,
+                },
+            )
+            .await;
+        let spec = agent.expect_dispatch().await;
+        assert_eq!(spec.job_id.as_str(), created.job_id);
+        // recorded dispatched, and the pass that sent it is over
+        eventually(
+            "the dispatch to be recorded and its pass to end",
+            || async {
+                let done = job_status(&db, &created.job_id).await == "dispatched"
+                    && metrics(&cp).await.dispatch_passes > passes;
+                done.then_some(())
+            },
+        )
+        .await;
+    }
+    let commits = metrics(&cp).await.db_commits - before;
+    // Per job: its creation, the claim before the send, the record of the
+    // agent's ack (which drops the claim). Two to spare for a config push
+    // the agent confirmed meanwhile.
+    assert!(
+        commits <= 3 * N + 2,
+        "{commits} commits for {N} jobs created and dispatched"
+    );
+}

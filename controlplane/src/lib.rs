@@ -231,6 +231,22 @@ impl Cp {
         self.clock.now_ms()
     }
 
+    /// An operator's write (a service request): `f` runs in the writer
+    /// task's first lane, ahead of pending batches of results, in its own
+    /// savepoint (an error rolls back only its changes). Its result after
+    /// commit. `f` must not queue another write (it would wait for itself).
+    pub async fn write_first<R, F>(&self, f: F) -> svc::Outcome<R>
+    where
+        F: for<'c> FnOnce(
+                &'c mut rm_store::Conn,
+            ) -> rm_store::writer::WriteFuture<'c, R, svc::Fail>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        self.writer.run_first(f).await
+    }
+
     /// Publishes an event; call only after the write it describes committed.
     /// Events only wake consumers: losing one is harmless.
     pub async fn event(&self, e: Evt, host: Option<&str>, job: Option<&str>, id: Option<&str>) {
@@ -375,19 +391,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     };
 
     tracing::info!(db = %db.display(), "control plane running");
-    tokio::select! {
-        r = svc::serve(cp.clone()) => r.context("service handler stopped")?,
-        r = ingest::serve(cp.clone()) => r.context("ingest stopped")?,
-        r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped")?,
-        r = sweeper::serve(cp.clone()) => r.context("sweeper stopped")?,
+    let result = tokio::select! {
+        r = svc::serve(cp.clone()) => r.context("service handler stopped"),
+        r = ingest::serve(cp.clone()) => r.context("ingest stopped"),
+        r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped"),
+        r = sweeper::serve(cp.clone()) => r.context("sweeper stopped"),
         // a newer build of another role migrated the database: stop
-        e = cp.store.schema_overtaken(cp.t.heartbeat) => return Err(e.into()),
-        r = conn_watch => r?,
-        () = shutdown => tracing::info!("control plane shutting down"),
-    }
+        e = cp.store.schema_overtaken(cp.t.heartbeat) => Err(e.into()),
+        r = conn_watch => r,
+        () = shutdown => {
+            tracing::info!("control plane shutting down");
+            Ok(())
+        }
+    };
+    // Every write already queued is applied and its caller answered (a
+    // later one hears `NotCommitted`): nothing accepted is lost.
+    cp.writer.shutdown().await;
     let _ = cp.client.flush().await;
     cp.store.close().await;
-    Ok(())
+    result
 }
 
 /// Locks a std mutex, recovering from poisoning (plain data inside).

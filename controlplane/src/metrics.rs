@@ -139,6 +139,7 @@ impl Metrics {
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),
+            write_batches_first: W::get(&writer.first_batches),
             db_commits,
         }
     }

@@ -8,9 +8,11 @@
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
 //!   `beats`: heartbeats kept in memory and flushed periodically.
-//! - The writer task (`rm_store::writer`, `Cp::writer`): ingest's writes
-//!   queue there and share one transaction per batch on the store's one
-//!   write connection; reads use the store's read-only pool.
+//! - The writer task (`rm_store::writer`, `Cp::writer`): every write of
+//!   the role queues there (operators' in its first lane, `Cp::write_first`)
+//!   and shares one transaction per batch on the store's one write
+//!   connection; reads use the store's read-only pool. Only the start-up
+//!   release of earlier claims runs before it exists.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection, retention and the health refresh;
 //!   `deadlines`: every job reaches a terminal state.
@@ -220,7 +222,7 @@ pub(crate) struct Cp {
     pub metrics: metrics::Metrics,
     /// Config versions agents report, and per-host resync backoff.
     pub resync: resync::Resync,
-    /// The role's writer task: ingest's writes, batched.
+    /// The role's writer task: every write of the role, batched.
     pub writer: rm_store::writer::Writer,
     /// Heartbeats in memory, flushed periodically.
     pub beats: beats::Liveness,

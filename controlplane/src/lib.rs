@@ -96,7 +96,8 @@ pub struct Timings {
     /// Results waiting for the writer before the subscription stops
     /// reading (agents retry what is not acknowledged).
     pub ingest_queue: usize,
-    /// Writes waiting for the writer task.
+    /// Writes waiting for the writer task, in each of its two lanes
+    /// (operators' and the rest).
     pub writer_queue: usize,
     /// How often heartbeats kept in memory are written (last-seen lags by
     /// at most this; offline detection reads the memory, not the row).

@@ -310,6 +310,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         tracing::warn!("deliveries still in flight at shutdown; they are retried at next start");
         sender.abort();
     }
+    // every write already queued is applied (and its caller answered)
+    ctx.writer.shutdown().await;
     let _ = ctx.client.flush().await;
     ctx.store.close().await;
     result

@@ -76,30 +76,38 @@ fn verdict(o: &Overdue, grace_secs: u64) -> (JobStatus, String) {
 pub(crate) async fn sweep(cp: &Arc<Cp>) -> anyhow::Result<()> {
     let now = cp.now();
     let grace = cp.t.job_deadline_grace;
-    let mut tx = cp.store.write().await?;
-    let overdue = jobs::overdue(
-        &mut tx,
-        now,
-        millis(grace),
-        millis(cp.t.default_job_timeout),
-    )
-    .await?;
-    if overdue.is_empty() {
+    let (grace_ms, default_ms) = (millis(grace), millis(cp.t.default_job_timeout));
+    // A look on a read connection first: most ticks find nothing and
+    // queue no write.
+    let seen = {
+        let mut c = cp.store.read().await?;
+        jobs::overdue(&mut c, now, grace_ms, default_ms).await?
+    };
+    if seen.is_empty() {
         return Ok(());
     }
-    let mut ended = Vec::with_capacity(overdue.len());
-    for o in &overdue {
-        let (status, reason) = verdict(o, grace.as_secs());
-        let f = Finish {
-            error: Some(reason.clone()),
-            finished_at: now,
-            ..Finish::default()
-        };
-        if jobs::finish(&mut tx, &o.id, status, &f).await? {
-            ended.push((o, status, reason));
-        }
-    }
-    tx.commit().await?;
+    // Decided again inside the write: a result may have come meanwhile.
+    let ended = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let overdue = jobs::overdue(&mut *tx, now, grace_ms, default_ms).await?;
+                let mut ended = Vec::with_capacity(overdue.len());
+                for o in overdue {
+                    let (status, reason) = verdict(&o, grace.as_secs());
+                    let f = Finish {
+                        error: Some(reason.clone()),
+                        finished_at: now,
+                        ..Finish::default()
+                    };
+                    if jobs::finish(&mut *tx, &o.id, status, &f).await? {
+                        ended.push((o, status, reason));
+                    }
+                }
+                Ok::<_, anyhow::Error>(ended)
+            })
+        })
+        .await?;
     for (o, status, reason) in &ended {
         lock(&cp.accept_marks).remove(&o.id);
         tracing::warn!(job = %o.id, host = %o.exec_host_id, status = status.as_str(), reason = %reason, "job ended by the deadline sweeper");

@@ -153,35 +153,41 @@ async fn dispatch_host(cp: &Cp, exec_host: &str) -> Outcome<()> {
         // The repository is claimed in one conditional statement before
         // the job leaves: prune, check and forget have it to themselves,
         // whichever dispatcher or agent asks at the same moment.
-        let claimed = {
-            let mut tx = cp.store.write().await?;
-            let ok = jobs::claim_for_dispatch(&mut tx, &job.id, cp.now()).await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)?;
-            ok
-        };
+        let (id, now) = (job.id.clone(), cp.now());
+        let claimed = cp
+            .writer
+            .run(move |tx| Box::pin(async move { jobs::claim_for_dispatch(tx, &id, now).await }))
+            .await?;
         if !claimed {
             tracing::debug!(job = %job.id, repo = ?job.repo_id, "waiting for the repository");
             continue;
         }
-        let r = dispatch_one(cp, &host, &job).await;
-        // Still queued (not sent, refused, failed to send): the claim goes.
-        let released = async {
-            let mut tx = cp.store.write().await?;
-            let dropped = jobs::release_claim(&mut tx, &job.id).await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)?;
-            Ok::<_, rm_store::StoreError>(dropped)
+        // Every way `dispatch_one` ends well also ends the claim, in the
+        // transaction that records the outcome: marked dispatched (the
+        // claim is dropped there), requeued (released there), or failed.
+        // Only a dispatch that did not get that far (not sent, no answer,
+        // a store error) still holds it and gives it up here.
+        if let Err(f) = dispatch_one(cp, &host, &job).await {
+            release(cp, &job.id).await;
+            return Err(f);
         }
-        .await;
-        match released {
-            // The repository is free again: jobs of other hosts that
-            // waited for it (an exclusive check or forget) may go now.
-            Ok(true) => cp.dispatch_wake.notify_one(),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "dispatch claim not released"),
-        }
-        r?;
     }
     Ok(())
+}
+
+/// Gives up `job`'s dispatch claim; jobs that waited for its repository
+/// (an exclusive check or forget of another host) may go now.
+async fn release(cp: &Cp, job: &str) {
+    let id = job.to_owned();
+    let released = cp
+        .writer
+        .run(move |tx| Box::pin(async move { jobs::release_claim(tx, &id).await }))
+        .await;
+    match released {
+        Ok(true) => cp.dispatch_wake.notify_one(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(job = %job, error = %e, "dispatch claim not released"),
+    }
 }
 
 /// Sends one claimed job and records the agent's answer.
@@ -227,16 +233,22 @@ async fn dispatch_one(cp: &Cp, host: &hosts::Host, job: &jobs::Job) -> Outcome<(
         // before the job shows as dispatched to a hello being handled
         lock(&cp.accept_marks).insert(job.id.clone(), mark);
     }
-    let mut tx = cp.store.write().await?;
-    let recorded = jobs::set_dispatched(&mut tx, &job.id, cp.now()).await?;
-    // Not recorded: the job moved on while the dispatch was in flight —
-    // the agent already reported it, or an operator cancelled it.
-    let now_status = if recorded {
-        None
-    } else {
-        Some(jobs::get(&mut tx, &job.id).await?.status()?)
-    };
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (id, now) = (job.id.clone(), cp.now());
+    let now_status = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let recorded = jobs::set_dispatched(&mut *tx, &id, now).await?;
+                // Not recorded: the job moved on while the dispatch was in
+                // flight — the agent already reported it, or an operator
+                // cancelled it.
+                if recorded {
+                    return Ok(None);
+                }
+                Ok::<_, rm_store::StoreError>(Some(jobs::get(&mut *tx, &id).await?.status()?))
+            })
+        })
+        .await?;
     match now_status {
         None => {
             tracing::info!(job = %job.id, host = %exec_host, kind = %job.kind, "job dispatched")
@@ -258,17 +270,25 @@ async fn dispatch_one(cp: &Cp, host: &hosts::Host, job: &jobs::Job) -> Outcome<(
 async fn requeue(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
     let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let reason = format!("the agent did not take the job for now: {reason}");
-    let mut tx = cp.store.write().await?;
-    let r = jobs::requeue(
-        &mut tx,
-        &job.id,
-        &reason,
-        cp.now(),
+    let (id, why, now) = (job.id.clone(), reason.clone(), cp.now());
+    let (first, most) = (
         millis(cp.t.requeue_backoff),
         millis(cp.t.requeue_backoff_max),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    );
+    let (r, released) = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let r = jobs::requeue(&mut *tx, &id, &why, now, first, most).await?;
+                // it waits now: the repository is free meanwhile
+                let released = jobs::release_claim(&mut *tx, &id).await?;
+                Ok::<_, rm_store::StoreError>((r, released))
+            })
+        })
+        .await?;
+    if released {
+        cp.dispatch_wake.notify_one();
+    }
     if let Some((refusals, not_before)) = r {
         tracing::info!(job = %job.id, host = %job.exec_host_id, refusals, not_before, reason = %reason, "job requeued");
         cp.event(
@@ -284,15 +304,22 @@ async fn requeue(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
 
 /// Fails a job that can never run, with the reason for the operator.
 async fn fail_job(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
-    let mut tx = cp.store.write().await?;
     let finish = jobs::Finish {
         error_kind: Some("invalid_request".into()),
         error: Some(reason),
         finished_at: cp.now(),
         ..jobs::Finish::default()
     };
-    jobs::finish(&mut tx, &job.id, jobs::JobStatus::Failed, &finish).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let id = job.id.clone();
+    cp.writer
+        .run(move |tx| {
+            Box::pin(
+                async move { jobs::finish(&mut *tx, &id, jobs::JobStatus::Failed, &finish).await },
+            )
+        })
+        .await?;
+    // its claim (if it held the repository) ended with it
+    cp.dispatch_wake.notify_one();
     cp.event(
         rm_bus::subject::Event::JobFinished,
         Some(&job.host_id),

@@ -3,6 +3,8 @@
 //! agent trades the token and its public keys for a JWT; revoking a host
 //! revokes its JWT on the bus at once.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use data_encoding::{BASE32_NOPAD, HEXLOWER};
 use nkeys::{KeyPair, XKey};
@@ -79,24 +81,34 @@ fn check_reply_xkey(reply_xkey: &str) -> Outcome<()> {
     })
 }
 
-pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<SealedEnrollment> {
+pub(crate) async fn host_add(
+    cp: &Arc<Cp>,
+    actor: &Actor,
+    req: HostAdd,
+) -> Outcome<SealedEnrollment> {
     let name = check_name(&req.name)?;
     check_reply_xkey(&req.reply_xkey)?;
     let id = HostId::generate();
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    hosts::insert(&mut tx, id.as_str(), name, &actor.name, now).await?;
-    let (token, expires_at) = issue_token(cp, &mut tx, id.as_str()).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "host.add",
-        ("host", id.as_str()),
-        Some(serde_json::json!({"name": name})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, host, name) = (cp.clone(), actor.clone(), id.clone(), name.to_owned());
+    let (token, expires_at) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                hosts::insert(&mut *tx, host.as_str(), &name, &actor.name, now).await?;
+                let issued = issue_token(&c, &mut *tx, host.as_str()).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.add",
+                    ("host", host.as_str()),
+                    Some(serde_json::json!({"name": name})),
+                )
+                .await?;
+                Ok(issued)
+            })
+        })
+        .await?;
     cp.event(Event::HostChanged, Some(id.as_str()), None, None)
         .await;
     let e = HostEnrollment {
@@ -109,22 +121,36 @@ pub(crate) async fn host_add(cp: &Cp, actor: &Actor, req: HostAdd) -> Outcome<Se
 }
 
 pub(crate) async fn host_token(
-    cp: &Cp,
+    cp: &Arc<Cp>,
     actor: &Actor,
     req: HostTokenRequest,
 ) -> Outcome<SealedEnrollment> {
     check_reply_xkey(&req.reply_xkey)?;
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let host = hosts::get(&mut tx, &req.host_id).await?;
-    if host.status()? == hosts::HostStatus::Revoked {
-        return Err(Fail::conflict(
-            "this host was revoked; add it again as a new host",
-        ));
-    }
-    let (token, expires_at) = issue_token(cp, &mut tx, &host.id).await?;
-    audit::record(&mut tx, now, actor, "host.token", ("host", &host.id), None).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, host_id) = (cp.clone(), actor.clone(), req.host_id.clone());
+    let (host, token, expires_at) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let host = hosts::get(&mut *tx, &host_id).await?;
+                if host.status()? == hosts::HostStatus::Revoked {
+                    return Err(Fail::conflict(
+                        "this host was revoked; add it again as a new host",
+                    ));
+                }
+                let (token, expires_at) = issue_token(&c, &mut *tx, &host.id).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.token",
+                    ("host", &host.id),
+                    None,
+                )
+                .await?;
+                Ok((host, token, expires_at))
+            })
+        })
+        .await?;
     let e = HostEnrollment {
         command: command(cp, &token),
         host_id: host.id,
@@ -142,24 +168,30 @@ pub(crate) async fn revoke_on_bus(cp: &Cp, nkey: &str) -> anyhow::Result<()> {
         .context("pushing the revocation to the bus")
 }
 
-pub(crate) async fn host_revoke(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome<Done> {
+pub(crate) async fn host_revoke(cp: &Arc<Cp>, actor: &Actor, req: HostRef) -> Outcome<Done> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let nkey = hosts::set_revoked(&mut tx, &req.host_id, now).await?;
-    // Jobs that never reached the agent will not run now.
-    for job in rm_store::jobs::queued_for(&mut tx, &req.host_id).await? {
-        rm_store::jobs::request_cancel(&mut tx, &job.id, now).await?;
-    }
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "host.revoke",
-        ("host", &req.host_id),
-        None,
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (actor, host_id) = (actor.clone(), req.host_id.clone());
+    let nkey = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let nkey = hosts::set_revoked(&mut *tx, &host_id, now).await?;
+                // Jobs that never reached the agent will not run now.
+                for job in rm_store::jobs::queued_for(&mut *tx, &host_id).await? {
+                    rm_store::jobs::request_cancel(&mut *tx, &job.id, now).await?;
+                }
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.revoke",
+                    ("host", &host_id),
+                    None,
+                )
+                .await?;
+                Ok(nkey)
+            })
+        })
+        .await?;
     if let Some(nkey) = nkey {
         revoke_on_bus(cp, &nkey).await.map_err(|e| {
             Fail::unavailable(format!(
@@ -177,7 +209,7 @@ pub(crate) async fn host_revoke(cp: &Cp, actor: &Actor, req: HostRef) -> Outcome
 const REFUSED: &str = "enrollment refused: the token is invalid, expired or already used; ask an operator for a new enrollment command";
 
 /// An enrollment as the web role forwards it: sealed to our xkey.
-pub(crate) async fn enroll_sealed(cp: &Cp, req: SealedEnroll) -> Outcome<EnrollReply> {
+pub(crate) async fn enroll_sealed(cp: &Arc<Cp>, req: SealedEnroll) -> Outcome<EnrollReply> {
     let req = req.open(&cp.xkey).map_err(|e| {
         Fail::invalid(format!(
             "the enrollment request does not open with the control plane's key: {e}"
@@ -186,7 +218,7 @@ pub(crate) async fn enroll_sealed(cp: &Cp, req: SealedEnroll) -> Outcome<EnrollR
     enroll(cp, req).await
 }
 
-async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
+async fn enroll(cp: &Arc<Cp>, req: EnrollRequest) -> Outcome<EnrollReply> {
     if !req.nkey.starts_with('U') || KeyPair::from_public_key(&req.nkey).is_err() {
         return Err(Fail::invalid("nkey is not a user public key"));
     }
@@ -194,51 +226,59 @@ async fn enroll(cp: &Cp, req: EnrollRequest) -> Outcome<EnrollReply> {
         return Err(Fail::invalid("xkey is not a curve public key"));
     }
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let host_id = match tokens::take(&mut tx, &token_hash(&req.token), now).await? {
-        Ok(h) => h,
-        Err(reason) => {
-            tracing::warn!(%reason, hostname = %req.hostname, "enrollment refused");
-            return Err(Fail::forbidden(REFUSED));
-        }
-    };
-    let previous = hosts::set_enrolled(
-        &mut tx,
-        &host_id,
-        &hosts::Enrollment {
-            nkey: &req.nkey,
-            xkey: &req.xkey,
-            hostname: &req.hostname,
-            os: &req.os,
-            arch: &req.arch,
-            agent_version: &req.agent_version,
-        },
-        now,
-    )
-    .await?;
-    let host = HostId::parse(&host_id).map_err(|e| Fail::from(anyhow::Error::from(e)))?;
-    let role = Role::Agent(host.clone());
-    let jwt = cp.authority.mint_user(&UserSpec {
-        public_key: req.nkey.clone(),
-        name: role.name(),
-        permissions: role.permissions(),
-        expires: None,
-    })?;
-    let actor = Actor {
-        name: format!("agent {host_id}"),
-        via: rm_bus::msg::ActorVia::System,
-        address: None,
-    };
-    audit::record(
-        &mut tx,
-        now,
-        &actor,
-        "host.enroll",
-        ("host", &host_id),
-        Some(serde_json::json!({"hostname": req.hostname, "nkey": req.nkey})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let c = cp.clone();
+    let (host_id, host, jwt, previous, req) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = c;
+                let host_id = match tokens::take(&mut *tx, &token_hash(&req.token), now).await? {
+                    Ok(h) => h,
+                    Err(reason) => {
+                        tracing::warn!(%reason, hostname = %req.hostname, "enrollment refused");
+                        return Err(Fail::forbidden(REFUSED));
+                    }
+                };
+                let previous = hosts::set_enrolled(
+                    &mut *tx,
+                    &host_id,
+                    &hosts::Enrollment {
+                        nkey: &req.nkey,
+                        xkey: &req.xkey,
+                        hostname: &req.hostname,
+                        os: &req.os,
+                        arch: &req.arch,
+                        agent_version: &req.agent_version,
+                    },
+                    now,
+                )
+                .await?;
+                let host =
+                    HostId::parse(&host_id).map_err(|e| Fail::from(anyhow::Error::from(e)))?;
+                let role = Role::Agent(host.clone());
+                let jwt = cp.authority.mint_user(&UserSpec {
+                    public_key: req.nkey.clone(),
+                    name: role.name(),
+                    permissions: role.permissions(),
+                    expires: None,
+                })?;
+                let actor = Actor {
+                    name: format!("agent {host_id}"),
+                    via: rm_bus::msg::ActorVia::System,
+                    address: None,
+                };
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.enroll",
+                    ("host", &host_id),
+                    Some(serde_json::json!({"hostname": req.hostname, "nkey": req.nkey})),
+                )
+                .await?;
+                Ok((host_id, host, jwt, previous, req))
+            })
+        })
+        .await?;
     if let Some(old) = previous {
         // Re-enrollment replaced the keys: the old identity must not connect.
         if let Err(e) = revoke_on_bus(cp, &old).await {

@@ -313,7 +313,7 @@ pub(crate) async fn refresh_host(
 /// whose last one was queued `health_every` ago or more (never refreshed:
 /// counted from its creation). A repository with no online host waits
 /// for the next tick.
-pub(crate) async fn refresh_due(cp: &Cp) -> anyhow::Result<usize> {
+pub(crate) async fn refresh_due(cp: &std::sync::Arc<Cp>) -> anyhow::Result<usize> {
     let before = cp.now() - i64::try_from(cp.t.health_every.as_millis()).unwrap_or(i64::MAX);
     let due = {
         let mut c = cp.store.read().await?;
@@ -322,17 +322,24 @@ pub(crate) async fn refresh_due(cp: &Cp) -> anyhow::Result<usize> {
     if due.is_empty() {
         return Ok(0);
     }
-    let mut tx = cp.store.write().await?;
-    let mut n = 0;
-    let mut ended = Vec::new();
-    for repo in due {
-        if let Some(h) = refresh_host(&mut tx, &repo).await? {
-            let r = queue_refresh(cp, &mut tx, &repo, &h).await?;
-            n += usize::from(!r.queued.is_empty());
-            ended.extend(r.superseded);
-        }
-    }
-    tx.commit().await?;
+    let c = cp.clone();
+    let (n, ended) = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let mut n = 0;
+                let mut ended = Vec::new();
+                for repo in due {
+                    if let Some(h) = refresh_host(&mut *tx, &repo).await? {
+                        let r = queue_refresh(&c, &mut *tx, &repo, &h).await?;
+                        n += usize::from(!r.queued.is_empty());
+                        ended.extend(r.superseded);
+                    }
+                }
+                Ok::<_, anyhow::Error>((n, ended))
+            })
+        })
+        .await?;
     for (job, host) in ended {
         cp.event(
             rm_bus::subject::Event::JobFinished,

@@ -125,61 +125,68 @@ pub(crate) async fn create(cp: &Arc<Cp>, actor: &Actor, req: JobCreate) -> Outco
     validate_params(&req.params)?;
     let kind = req.params.kind();
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let owner = hosts::get(&mut tx, &req.host_id).await?;
-    if owner.status()? == hosts::HostStatus::Revoked {
-        return Err(Fail::conflict(format!("host {} is revoked", owner.name)));
-    }
-    let Some(restic_host) = owner.restic_host.clone() else {
-        return Err(Fail::conflict(format!(
-            "host {} is not enrolled yet",
-            owner.name
-        )));
-    };
-    repo_store::get(&mut tx, &req.repo_id).await?;
-    let exec = match (&req.target_host_id, kind) {
-        (Some(target), JobKind::Restore) => {
-            let t = hosts::get(&mut tx, target).await?;
-            if t.xkey.is_none() || t.status()? == hosts::HostStatus::Revoked {
-                return Err(Fail::conflict(format!(
-                    "restore target {} is not an enrolled host",
-                    t.name
-                )));
-            }
-            // the owner must hold a credential the target can borrow
-            repo_store::credential(&mut tx, &owner.id, &req.repo_id).await?;
-            t.id
-        }
-        (Some(_), _) => return Err(Fail::invalid("only a restore can run on another host")),
-        (None, _) => exec_host(&mut tx, &owner.id, &req.repo_id, kind).await?,
-    };
-    let params = pin_host_name(req.params, &restic_host);
-    let id = JobId::generate();
-    let timeout = req.timeout_secs.map_or_else(
-        || i64::try_from(cp.t.default_job_timeout.as_secs()).unwrap_or(i64::MAX),
-        |s| i64::try_from(s).unwrap_or(i64::MAX),
-    );
-    jobs::insert(
-        &mut tx,
-        &NewJob {
-            id: id.as_str(),
-            host_id: &owner.id,
-            exec_host_id: &exec,
-            repo_id: Some(&req.repo_id),
-            params: &params,
-            origin: "operator",
-            schedule_id: None,
-            status: JobStatus::Queued,
-            timeout_secs: timeout,
-            created_by: &actor.name,
-            created_at: now,
-            started_at: None,
-        },
-    )
-    .await?;
-    audit::record(&mut tx, now, actor, "job.create", ("job", id.as_str()), Some(serde_json::json!({"host": owner.id, "exec_host": exec, "repo": req.repo_id, "params": params}))).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    cp.event(Event::JobQueued, Some(&owner.id), Some(id.as_str()), None)
+    let (c, actor) = (cp.clone(), actor.clone());
+    let (owner_id, id, exec) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = c;
+                let owner = hosts::get(&mut *tx, &req.host_id).await?;
+                if owner.status()? == hosts::HostStatus::Revoked {
+                    return Err(Fail::conflict(format!("host {} is revoked", owner.name)));
+                }
+                let Some(restic_host) = owner.restic_host.clone() else {
+                    return Err(Fail::conflict(format!(
+                        "host {} is not enrolled yet",
+                        owner.name
+                    )));
+                };
+                repo_store::get(&mut *tx, &req.repo_id).await?;
+                let exec = match (&req.target_host_id, kind) {
+                    (Some(target), JobKind::Restore) => {
+                        let t = hosts::get(&mut *tx, target).await?;
+                        if t.xkey.is_none() || t.status()? == hosts::HostStatus::Revoked {
+                            return Err(Fail::conflict(format!(
+                                "restore target {} is not an enrolled host",
+                                t.name
+                            )));
+                        }
+                        // the owner must hold a credential the target can borrow
+                        repo_store::credential(&mut *tx, &owner.id, &req.repo_id).await?;
+                        t.id
+                    }
+                    (Some(_), _) => return Err(Fail::invalid("only a restore can run on another host")),
+                    (None, _) => exec_host(&mut *tx, &owner.id, &req.repo_id, kind).await?,
+                };
+                let params = pin_host_name(req.params, &restic_host);
+                let id = JobId::generate();
+                let timeout = req.timeout_secs.map_or_else(
+                    || i64::try_from(cp.t.default_job_timeout.as_secs()).unwrap_or(i64::MAX),
+                    |s| i64::try_from(s).unwrap_or(i64::MAX),
+                );
+                jobs::insert(
+                    &mut *tx,
+                    &NewJob {
+                        id: id.as_str(),
+                        host_id: &owner.id,
+                        exec_host_id: &exec,
+                        repo_id: Some(&req.repo_id),
+                        params: &params,
+                        origin: "operator",
+                        schedule_id: None,
+                        status: JobStatus::Queued,
+                        timeout_secs: timeout,
+                        created_by: &actor.name,
+                        created_at: now,
+                        started_at: None,
+                    },
+                )
+                .await?;
+                audit::record(&mut *tx, now, &actor, "job.create", ("job", id.as_str()), Some(serde_json::json!({"host": owner.id, "exec_host": exec, "repo": req.repo_id, "params": params}))).await?;
+                Ok((owner.id, id, exec))
+            })
+        })
+        .await?;
+    cp.event(Event::JobQueued, Some(&owner_id), Some(id.as_str()), None)
         .await;
     dispatch::spawn_dispatch(cp, exec.clone());
     Ok(JobCreated {
@@ -190,10 +197,16 @@ pub(crate) async fn create(cp: &Arc<Cp>, actor: &Actor, req: JobCreate) -> Outco
 
 pub(crate) async fn cancel(cp: &Arc<Cp>, actor: &Actor, req: JobRef) -> Outcome<JobState> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let job = jobs::request_cancel(&mut tx, &req.job_id, now).await?;
-    audit::record(&mut tx, now, actor, "job.cancel", ("job", &job.id), None).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let actor = actor.clone();
+    let job = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let job = jobs::request_cancel(&mut *tx, &req.job_id, now).await?;
+                audit::record(&mut *tx, now, &actor, "job.cancel", ("job", &job.id), None).await?;
+                Ok(job)
+            })
+        })
+        .await?;
     let status = job.status()?;
     if status == JobStatus::Cancelled {
         cp.event(Event::JobFinished, Some(&job.host_id), Some(&job.id), None)

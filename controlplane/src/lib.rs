@@ -8,9 +8,11 @@
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
 //!   `beats`: heartbeats kept in memory and flushed periodically.
-//! - The writer task (`rm_store::writer`, `Cp::writer`): ingest's writes
-//!   queue there and share one transaction per batch on the store's one
-//!   write connection; reads use the store's read-only pool.
+//! - The writer task (`rm_store::writer`, `Cp::writer`): every write of
+//!   the role queues there (operators' in its first lane, `Cp::write_first`)
+//!   and shares one transaction per batch on the store's one write
+//!   connection; reads use the store's read-only pool. Only the start-up
+//!   release of earlier claims runs before it exists.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection, retention and the health refresh;
 //!   `deadlines`: every job reaches a terminal state.
@@ -94,7 +96,8 @@ pub struct Timings {
     /// Results waiting for the writer before the subscription stops
     /// reading (agents retry what is not acknowledged).
     pub ingest_queue: usize,
-    /// Writes waiting for the writer task.
+    /// Writes waiting for the writer task, in each of its two lanes
+    /// (operators' and the rest).
     pub writer_queue: usize,
     /// How often heartbeats kept in memory are written (last-seen lags by
     /// at most this; offline detection reads the memory, not the row).
@@ -220,7 +223,7 @@ pub(crate) struct Cp {
     pub metrics: metrics::Metrics,
     /// Config versions agents report, and per-host resync backoff.
     pub resync: resync::Resync,
-    /// The role's writer task: ingest's writes, batched.
+    /// The role's writer task: every write of the role, batched.
     pub writer: rm_store::writer::Writer,
     /// Heartbeats in memory, flushed periodically.
     pub beats: beats::Liveness,
@@ -229,6 +232,22 @@ pub(crate) struct Cp {
 impl Cp {
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// An operator's write (a service request): `f` runs in the writer
+    /// task's first lane, ahead of pending batches of results, in its own
+    /// savepoint (an error rolls back only its changes). Its result after
+    /// commit. `f` must not queue another write (it would wait for itself).
+    pub async fn write_first<R, F>(&self, f: F) -> svc::Outcome<R>
+    where
+        F: for<'c> FnOnce(
+                &'c mut rm_store::Conn,
+            ) -> rm_store::writer::WriteFuture<'c, R, svc::Fail>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        self.writer.run_first(f).await
     }
 
     /// Publishes an event; call only after the write it describes committed.
@@ -375,19 +394,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     };
 
     tracing::info!(db = %db.display(), "control plane running");
-    tokio::select! {
-        r = svc::serve(cp.clone()) => r.context("service handler stopped")?,
-        r = ingest::serve(cp.clone()) => r.context("ingest stopped")?,
-        r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped")?,
-        r = sweeper::serve(cp.clone()) => r.context("sweeper stopped")?,
+    let result = tokio::select! {
+        r = svc::serve(cp.clone()) => r.context("service handler stopped"),
+        r = ingest::serve(cp.clone()) => r.context("ingest stopped"),
+        r = dispatch::serve(cp.clone()) => r.context("dispatcher stopped"),
+        r = sweeper::serve(cp.clone()) => r.context("sweeper stopped"),
         // a newer build of another role migrated the database: stop
-        e = cp.store.schema_overtaken(cp.t.heartbeat) => return Err(e.into()),
-        r = conn_watch => r?,
-        () = shutdown => tracing::info!("control plane shutting down"),
-    }
+        e = cp.store.schema_overtaken(cp.t.heartbeat) => Err(e.into()),
+        r = conn_watch => r,
+        () = shutdown => {
+            tracing::info!("control plane shutting down");
+            Ok(())
+        }
+    };
+    // Every write already queued is applied and its caller answered (a
+    // later one hears `NotCommitted`): nothing accepted is lost.
+    cp.writer.shutdown().await;
     let _ = cp.client.flush().await;
     cp.store.close().await;
-    Ok(())
+    result
 }
 
 /// Locks a std mutex, recovering from poisoning (plain data inside).

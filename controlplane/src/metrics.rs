@@ -109,7 +109,11 @@ impl Metrics {
         self.ingest_alone.fetch_add(n as u64, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self, writer: &rm_store::writer::WriterStats) -> api::Metrics {
+    pub fn snapshot(
+        &self,
+        writer: &rm_store::writer::WriterStats,
+        db_commits: u64,
+    ) -> api::Metrics {
         use rm_store::writer::WriterStats as W;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         api::Metrics {
@@ -135,6 +139,8 @@ impl Metrics {
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),
+            write_batches_first: W::get(&writer.first_batches),
+            db_commits,
         }
     }
 }
@@ -158,7 +164,7 @@ mod tests {
         for lag in [-3, 0, 1, 7, 100, 101, 60_000] {
             m.heartbeat_received(lag);
         }
-        let snap = m.snapshot(&rm_store::writer::WriterStats::default());
+        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0);
         let b = &snap.heartbeat_lag_ms;
         assert_eq!(b.len(), api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1);
         assert_eq!(b[0], 2, "skew below zero and 0 ms share the first bucket");

@@ -171,77 +171,84 @@ pub(crate) async fn update(cp: &Arc<Cp>, actor: &Actor, req: RepoUpdate) -> Outc
     }
 
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let current = repos::get(&mut tx, &repo.id).await?;
-    if current.secrets_enc != repo.secrets_enc {
-        return Err(Fail::conflict(
-            "the repository's credentials changed while these were being verified; load it again and retry",
-        ));
-    }
-    let sealed = match &new {
-        Some(n) => Some((
-            redact_url(&n.repository),
-            cp.master.encrypt_json(n, &repo_aad(&repo.id))?,
-        )),
-        None => None,
-    };
-    repos::update(
-        &mut tx,
-        &repo.id,
-        name.as_deref(),
-        sealed.as_ref().map(|(d, e)| (d.as_str(), e.as_slice())),
-    )
-    .await
-    .map_err(named)?;
-    let mut out = RepoUpdated::default();
-    let mut touched = Vec::new();
-    if let Some(new) = &new {
-        if let Some((_, restic_id)) = &verified {
-            repos::set_status(&mut tx, &repo.id, "ok", None, restic_id.as_deref()).await?;
-        }
-        let runs_here: BTreeSet<String> = sched_store::for_repo(&mut tx, &repo.id)
-            .await?
-            .into_iter()
-            .map(|s| s.exec_host_id)
-            .collect();
-        for cred in repos::hosts_of_repo(&mut tx, &repo.id).await? {
-            let aad = cred_aad(&cred.host_id, &repo.id);
-            let mine: RepoSecrets = cp.master.decrypt_json(&cred.secrets_enc, &aad)?;
-            match follow(&mine, &old, new) {
-                Some(next) => {
-                    let enc = cp.master.encrypt_json(&next, &aad)?;
-                    repos::set_credential_secrets(&mut tx, &cred.host_id, &repo.id, &enc).await?;
-                    if runs_here.contains(&cred.host_id) {
-                        hosts::bump_config_version(&mut tx, &cred.host_id).await?;
-                        touched.push(cred.host_id.clone());
-                    }
-                    out.hosts_updated.push(cred.host_id);
+    let (c, actor, repo_id) = (cp.clone(), actor.clone(), repo.id.clone());
+    let (out, touched) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                let current = repos::get(&mut *tx, &repo.id).await?;
+                if current.secrets_enc != repo.secrets_enc {
+                    return Err(Fail::conflict(
+                        "the repository's credentials changed while these were being verified; load it again and retry",
+                    ));
                 }
-                None => out.hosts_kept.push(cred.host_id),
-            }
-        }
-    }
-    out.verified_on = verified.map(|(h, _)| h);
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.update",
-        ("repo", &repo.id),
-        Some(serde_json::json!({
-            "name": name.as_ref().map(|n| serde_json::json!({"from": repo.name, "to": n})),
-            "url": new.as_ref().filter(|n| n.repository != old.repository).map(|n| redact_url(&n.repository)),
-            "password_changed": new.as_ref().is_some_and(|n| n.password != old.password),
-            "env_changed": new.as_ref().is_some_and(|n| n.env != old.env),
-            "verified_on": out.verified_on,
-            "hosts_updated": out.hosts_updated,
-            "hosts_kept": out.hosts_kept,
-        })),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+                let sealed = match &new {
+                    Some(n) => Some((
+                        redact_url(&n.repository),
+                        cp.master.encrypt_json(n, &repo_aad(&repo.id))?,
+                    )),
+                    None => None,
+                };
+                repos::update(
+                    &mut *tx,
+                    &repo.id,
+                    name.as_deref(),
+                    sealed.as_ref().map(|(d, e)| (d.as_str(), e.as_slice())),
+                )
+                .await
+                .map_err(named)?;
+                let mut out = RepoUpdated::default();
+                let mut touched = Vec::new();
+                if let Some(new) = &new {
+                    if let Some((_, restic_id)) = &verified {
+                        repos::set_status(&mut *tx, &repo.id, "ok", None, restic_id.as_deref()).await?;
+                    }
+                    let runs_here: BTreeSet<String> = sched_store::for_repo(&mut *tx, &repo.id)
+                        .await?
+                        .into_iter()
+                        .map(|s| s.exec_host_id)
+                        .collect();
+                    for cred in repos::hosts_of_repo(&mut *tx, &repo.id).await? {
+                        let aad = cred_aad(&cred.host_id, &repo.id);
+                        let mine: RepoSecrets = cp.master.decrypt_json(&cred.secrets_enc, &aad)?;
+                        match follow(&mine, &old, new) {
+                            Some(next) => {
+                                let enc = cp.master.encrypt_json(&next, &aad)?;
+                                repos::set_credential_secrets(&mut *tx, &cred.host_id, &repo.id, &enc).await?;
+                                if runs_here.contains(&cred.host_id) {
+                                    hosts::bump_config_version(&mut *tx, &cred.host_id).await?;
+                                    touched.push(cred.host_id.clone());
+                                }
+                                out.hosts_updated.push(cred.host_id);
+                            }
+                            None => out.hosts_kept.push(cred.host_id),
+                        }
+                    }
+                }
+                out.verified_on = verified.map(|(h, _)| h);
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.update",
+                    ("repo", &repo.id),
+                    Some(serde_json::json!({
+                        "name": name.as_ref().map(|n| serde_json::json!({"from": repo.name, "to": n})),
+                        "url": new.as_ref().filter(|n| n.repository != old.repository).map(|n| redact_url(&n.repository)),
+                        "password_changed": new.as_ref().is_some_and(|n| n.password != old.password),
+                        "env_changed": new.as_ref().is_some_and(|n| n.env != old.env),
+                        "verified_on": out.verified_on,
+                        "hosts_updated": out.hosts_updated,
+                        "hosts_kept": out.hosts_kept,
+                    })),
+                )
+                .await?;
+                Ok((out, touched))
+            })
+        })
+        .await?;
     schedules::spawn_push(cp, touched);
-    cp.event(Event::RepoChanged, None, None, Some(&repo.id))
+    cp.event(Event::RepoChanged, None, None, Some(&repo_id))
         .await;
     Ok(out)
 }
@@ -332,24 +339,31 @@ async fn detach_in(
 
 pub(crate) async fn detach(cp: &Arc<Cp>, actor: &Actor, req: RepoDetach) -> Outcome<Done> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let repo = repos::get(&mut tx, &req.repo_id).await?;
-    let (touched, deleted) = detach_in(cp, &mut tx, &repo, &req).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.detach",
-        ("repo", &repo.id),
-        Some(serde_json::json!({
-            "host": req.host_id,
-            "schedules_deleted": deleted,
-            "maintenance_host": (repo.maintenance_host_id.as_deref() == Some(req.host_id.as_str()))
-                .then_some(req.new_maintenance_host.clone()),
-        })),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, r) = (cp.clone(), actor.clone(), req.clone());
+    let (repo, touched, deleted) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                let repo = repos::get(&mut *tx, &r.repo_id).await?;
+                let (touched, deleted) = detach_in(cp, &mut *tx, &repo, &r).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.detach",
+                    ("repo", &repo.id),
+                    Some(serde_json::json!({
+                        "host": r.host_id,
+                        "schedules_deleted": deleted,
+                        "maintenance_host": (repo.maintenance_host_id.as_deref() == Some(r.host_id.as_str()))
+                            .then_some(r.new_maintenance_host.clone()),
+                    })),
+                )
+                .await?;
+                Ok((repo, touched, deleted))
+            })
+        })
+        .await?;
     schedules::spawn_push(cp, touched);
     for s in &deleted {
         cp.event(Event::ScheduleChanged, Some(&req.host_id), None, Some(s))
@@ -362,73 +376,79 @@ pub(crate) async fn detach(cp: &Arc<Cp>, actor: &Actor, req: RepoDetach) -> Outc
 
 pub(crate) async fn delete(cp: &Arc<Cp>, actor: &Actor, req: RepoDelete) -> Outcome<Done> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let repo = repos::get(&mut tx, &req.repo_id).await?;
-    let running = jobs::unfinished_on_repo(&mut tx, &repo.id).await?;
-    if !running.is_empty() {
-        let ids: Vec<String> = running
-            .iter()
-            .map(|j| format!("{} {} ({})", j.kind, j.id, j.status))
-            .collect();
-        return Err(refuse(
-            "jobs_running",
-            format!(
-                "repository {} has jobs that have not ended: {}; wait for them or cancel them first",
-                repo.name,
-                ids.join(", ")
-            ),
-        ));
-    }
-    let attached: Vec<String> = repos::hosts_of_repo(&mut tx, &repo.id)
-        .await?
-        .into_iter()
-        .map(|c| c.host_id)
-        .collect();
-    if !attached.is_empty() && !req.detach_hosts {
-        let names = host_names(&mut tx, &attached).await?;
-        return Err(refuse(
-            "hosts_attached",
-            format!(
-                "repository {} still has hosts attached: {names}; detach them first, or delete with detach_hosts to detach them (and delete their schedules on it) too",
-                repo.name
-            ),
-        ));
-    }
-    // Every host that runs something on it or holds a credential for it
-    // gets a config without it.
-    let mut touched: Vec<String> = sched_store::for_repo(&mut tx, &repo.id)
-        .await?
-        .into_iter()
-        .map(|s| s.exec_host_id)
-        .chain(attached.iter().cloned())
-        .collect();
-    touched.sort();
-    touched.dedup();
-    let schedules_deleted: Vec<String> = sched_store::for_repo(&mut tx, &repo.id)
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
-    repos::delete(&mut tx, &repo.id).await?;
-    for h in &touched {
-        hosts::bump_config_version(&mut tx, h).await?;
-    }
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.delete",
-        ("repo", &repo.id),
-        Some(serde_json::json!({
-            "name": repo.name,
-            "url": repo.url_display,
-            "hosts_detached": attached,
-            "schedules_deleted": schedules_deleted,
-            "data": "untouched",
-        })),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (actor, r) = (actor.clone(), req.clone());
+    let (repo, touched) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let repo = repos::get(&mut *tx, &r.repo_id).await?;
+                let running = jobs::unfinished_on_repo(&mut *tx, &repo.id).await?;
+                if !running.is_empty() {
+                    let ids: Vec<String> = running
+                        .iter()
+                        .map(|j| format!("{} {} ({})", j.kind, j.id, j.status))
+                        .collect();
+                    return Err(refuse(
+                        "jobs_running",
+                        format!(
+                            "repository {} has jobs that have not ended: {}; wait for them or cancel them first",
+                            repo.name,
+                            ids.join(", ")
+                        ),
+                    ));
+                }
+                let attached: Vec<String> = repos::hosts_of_repo(&mut *tx, &repo.id)
+                    .await?
+                    .into_iter()
+                    .map(|c| c.host_id)
+                    .collect();
+                if !attached.is_empty() && !r.detach_hosts {
+                    let names = host_names(&mut *tx, &attached).await?;
+                    return Err(refuse(
+                        "hosts_attached",
+                        format!(
+                            "repository {} still has hosts attached: {names}; detach them first, or delete with detach_hosts to detach them (and delete their schedules on it) too",
+                            repo.name
+                        ),
+                    ));
+                }
+                // Every host that runs something on it or holds a credential for it
+                // gets a config without it.
+                let mut touched: Vec<String> = sched_store::for_repo(&mut *tx, &repo.id)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.exec_host_id)
+                    .chain(attached.iter().cloned())
+                    .collect();
+                touched.sort();
+                touched.dedup();
+                let schedules_deleted: Vec<String> = sched_store::for_repo(&mut *tx, &repo.id)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect();
+                repos::delete(&mut *tx, &repo.id).await?;
+                for h in &touched {
+                    hosts::bump_config_version(&mut *tx, h).await?;
+                }
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.delete",
+                    ("repo", &repo.id),
+                    Some(serde_json::json!({
+                        "name": repo.name,
+                        "url": repo.url_display,
+                        "hosts_detached": attached,
+                        "schedules_deleted": schedules_deleted,
+                        "data": "untouched",
+                    })),
+                )
+                .await?;
+                Ok((repo, touched))
+            })
+        })
+        .await?;
     schedules::spawn_push(cp, touched);
     cp.event(Event::RepoChanged, None, None, Some(&repo.id))
         .await;

@@ -3,6 +3,8 @@
 //! test a host's connection with a clear reason on failure, and refresh a
 //! repository's state on an operator's request.
 
+use std::sync::Arc;
+
 use rm_bus::ids;
 use rm_bus::msg::{Actor, CommandBody, ErrorKind, QueryReply, RepoAccess, Sealed};
 use rm_bus::seal::{RepoSecrets, redact_url};
@@ -123,7 +125,7 @@ pub(crate) fn describe(reply: &QueryReply) -> String {
     }
 }
 
-pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdded> {
+pub(crate) async fn add(cp: &Arc<Cp>, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdded> {
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(Fail::invalid("repository name must be 1 to 100 characters"));
@@ -169,32 +171,44 @@ pub(crate) async fn add(cp: &Cp, actor: &Actor, req: RepoAdd) -> Outcome<RepoAdd
     let now = cp.now();
     let enc = cp.master.encrypt_json(&secrets, &repo_aad(&id))?;
     let display = redact_url(&secrets.repository);
-    let mut tx = cp.store.write().await?;
-    repos::insert(
-        &mut tx,
-        &NewRepo {
-            id: &id,
-            name,
-            url_display: &display,
-            secrets_enc: &enc,
-            created_by: &actor.name,
-            now,
-        },
-    )
-    .await?;
-    if restic_repo_id.is_some() {
-        repos::set_status(&mut tx, &id, "ok", None, restic_repo_id.as_deref()).await?;
-    }
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.add",
-        ("repo", &id),
-        Some(serde_json::json!({"name": name, "url": display, "initialised_on": req.init_on_host, "verified_on": req.verify_on_host})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (actor, name, repo_id, init_on, verify_on) = (
+        actor.clone(),
+        name.to_owned(),
+        id.clone(),
+        req.init_on_host.clone(),
+        req.verify_on_host.clone(),
+    );
+    let () = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                repos::insert(
+                    &mut *tx,
+                    &NewRepo {
+                        id: &repo_id,
+                        name: &name,
+                        url_display: &display,
+                        secrets_enc: &enc,
+                        created_by: &actor.name,
+                        now,
+                    },
+                )
+                .await?;
+                if restic_repo_id.is_some() {
+                    repos::set_status(&mut *tx, &repo_id, "ok", None, restic_repo_id.as_deref()).await?;
+                }
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.add",
+                    ("repo", &repo_id),
+                    Some(serde_json::json!({"name": name, "url": display, "initialised_on": init_on, "verified_on": verify_on})),
+                )
+                .await?;
+                    Ok(())
+            })
+        })
+        .await?;
     cp.event(Event::RepoChanged, None, None, Some(&id)).await;
     Ok(RepoAdded { repo_id: id })
 }
@@ -205,74 +219,97 @@ pub(crate) fn pubkey(cp: &Cp) -> PubKey {
     }
 }
 
-pub(crate) async fn attach(cp: &Cp, actor: &Actor, req: RepoAttach) -> Outcome<Done> {
+pub(crate) async fn attach(cp: &Arc<Cp>, actor: &Actor, req: RepoAttach) -> Outcome<Done> {
     let access = match req.access {
         AccessInput::AppendOnly => Access::AppendOnly,
         AccessInput::Full => Access::Full,
     };
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let repo = repos::get(&mut tx, &req.repo_id).await?;
-    hosts::get(&mut tx, &req.host_id).await?;
-    let secrets = match &req.secrets {
-        Some(s) => unseal(cp, s)?,
-        None if access == Access::Full => cp
-            .master
-            .decrypt_json(&repo.secrets_enc, &repo_aad(&repo.id))?,
-        None => {
-            return Err(Fail::invalid(
-                "an append-only credential needs its own secrets (an append-only REST user); the repository's full credentials would defeat it",
-            ));
-        }
-    };
-    let enc = cp
-        .master
-        .encrypt_json(&secrets, &cred_aad(&req.host_id, &repo.id))?;
-    repos::attach(&mut tx, &req.host_id, &repo.id, access, &enc, now).await?;
-    // Routing of this host's forget/prune schedules may change.
-    let mut touched = schedules::reroute(cp, &mut tx, &repo.id).await?;
-    // The schedules this host runs on the repository carry its credential:
-    // a new or downgraded one must reach the agent (pushed below; retried
-    // by the resync sweep until the agent confirms it).
-    let runs_here = rm_store::schedules::executed_by(&mut tx, &req.host_id)
-        .await?
-        .iter()
-        .any(|s| s.repo_id == repo.id);
-    if runs_here && !touched.contains(&req.host_id) {
-        hosts::bump_config_version(&mut tx, &req.host_id).await?;
-        touched.push(req.host_id.clone());
-    }
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.attach",
-        ("repo", &repo.id),
-        Some(serde_json::json!({"host": req.host_id, "access": access.as_str()})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, r) = (cp.clone(), actor.clone(), req.clone());
+    let (repo, touched) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                let repo = repos::get(&mut *tx, &r.repo_id).await?;
+                hosts::get(&mut *tx, &r.host_id).await?;
+                let secrets = match &r.secrets {
+                    Some(s) => unseal(cp, s)?,
+                    None if access == Access::Full => cp
+                        .master
+                        .decrypt_json(&repo.secrets_enc, &repo_aad(&repo.id))?,
+                    None => {
+                        return Err(Fail::invalid(
+                            "an append-only credential needs its own secrets (an append-only REST user); the repository's full credentials would defeat it",
+                        ));
+                    }
+                };
+                let enc = cp
+                    .master
+                    .encrypt_json(&secrets, &cred_aad(&r.host_id, &repo.id))?;
+                repos::attach(&mut *tx, &r.host_id, &repo.id, access, &enc, now).await?;
+                // Routing of this host's forget/prune schedules may change.
+                let mut touched = schedules::reroute(cp, &mut *tx, &repo.id).await?;
+                // The schedules this host runs on the repository carry its credential:
+                // a new or downgraded one must reach the agent (pushed below; retried
+                // by the resync sweep until the agent confirms it).
+                let runs_here = rm_store::schedules::executed_by(&mut *tx, &r.host_id)
+                    .await?
+                    .iter()
+                    .any(|s| s.repo_id == repo.id);
+                if runs_here && !touched.contains(&r.host_id) {
+                    hosts::bump_config_version(&mut *tx, &r.host_id).await?;
+                    touched.push(r.host_id.clone());
+                }
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.attach",
+                    ("repo", &repo.id),
+                    Some(serde_json::json!({"host": r.host_id, "access": access.as_str()})),
+                )
+                .await?;
+                    Ok((repo, touched))
+            })
+        })
+        .await?;
     schedules::push_configs(cp, touched).await;
     cp.event(Event::RepoChanged, Some(&req.host_id), None, Some(&repo.id))
         .await;
     Ok(Done {})
 }
 
-pub(crate) async fn maintenance(cp: &Cp, actor: &Actor, req: RepoMaintenance) -> Outcome<Done> {
+pub(crate) async fn maintenance(
+    cp: &Arc<Cp>,
+    actor: &Actor,
+    req: RepoMaintenance,
+) -> Outcome<Done> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    repos::set_maintenance_host(&mut tx, &req.repo_id, req.host_id.as_deref()).await?;
-    let touched = schedules::reroute(cp, &mut tx, &req.repo_id).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.maintenance_host",
-        ("repo", &req.repo_id),
-        Some(serde_json::json!({"host": req.host_id})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, repo_id, host_id) = (
+        cp.clone(),
+        actor.clone(),
+        req.repo_id.clone(),
+        req.host_id.clone(),
+    );
+    let touched = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                repos::set_maintenance_host(&mut *tx, &repo_id, host_id.as_deref()).await?;
+                let touched = schedules::reroute(cp, &mut *tx, &repo_id).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.maintenance_host",
+                    ("repo", &repo_id),
+                    Some(serde_json::json!({"host": host_id})),
+                )
+                .await?;
+                Ok(touched)
+            })
+        })
+        .await?;
     schedules::push_configs(cp, touched).await;
     cp.event(Event::RepoChanged, None, None, Some(&req.repo_id))
         .await;
@@ -281,26 +318,37 @@ pub(crate) async fn maintenance(cp: &Cp, actor: &Actor, req: RepoMaintenance) ->
 
 /// Queues a full refresh of the repository now (unless one is waiting)
 /// on its maintenance host if online, else on an attached online host.
-pub(crate) async fn refresh(cp: &Cp, actor: &Actor, req: RepoRefresh) -> Outcome<RepoRefreshed> {
+pub(crate) async fn refresh(
+    cp: &Arc<Cp>,
+    actor: &Actor,
+    req: RepoRefresh,
+) -> Outcome<RepoRefreshed> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    repos::get(&mut tx, &req.repo_id).await?;
-    let Some(host) = crate::health::refresh_host(&mut tx, &req.repo_id).await? else {
-        return Err(Fail::conflict(
-            "no host attached to this repository is online to run the refresh",
-        ));
-    };
-    let r = crate::health::queue_refresh(cp, &mut tx, &req.repo_id, &host).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "repo.refresh",
-        ("repo", &req.repo_id),
-        Some(serde_json::json!({"host": host, "jobs": r.queued})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, repo_id) = (cp.clone(), actor.clone(), req.repo_id.clone());
+    let (host, r) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                repos::get(&mut *tx, &repo_id).await?;
+                let Some(host) = crate::health::refresh_host(&mut *tx, &repo_id).await? else {
+                    return Err(Fail::conflict(
+                        "no host attached to this repository is online to run the refresh",
+                    ));
+                };
+                let r = crate::health::queue_refresh(cp, &mut *tx, &repo_id, &host).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "repo.refresh",
+                    ("repo", &repo_id),
+                    Some(serde_json::json!({"host": host, "jobs": r.queued})),
+                )
+                .await?;
+                Ok((host, r))
+            })
+        })
+        .await?;
     for (job, owner) in &r.superseded {
         cp.event(Event::JobFinished, Some(owner), Some(job), None)
             .await;
@@ -316,7 +364,7 @@ pub(crate) async fn refresh(cp: &Cp, actor: &Actor, req: RepoRefresh) -> Outcome
     })
 }
 
-pub(crate) async fn test(cp: &Cp, req: RepoTest) -> Outcome<RepoTestResult> {
+pub(crate) async fn test(cp: &Arc<Cp>, req: RepoTest) -> Outcome<RepoTestResult> {
     let (host, secrets, access) = {
         let mut c = cp.store.read().await?;
         repos::get(&mut c, &req.repo_id).await?;
@@ -332,21 +380,29 @@ pub(crate) async fn test(cp: &Cp, req: RepoTest) -> Outcome<RepoTestResult> {
         error: (!reply.ok).then(|| describe(&reply)),
         error_kind: reply.error_kind,
     };
-    let mut tx = cp.store.write().await?;
-    let (status, detail) = if reply.ok {
-        ("ok", None)
-    } else {
-        ("error", result.error.as_deref())
-    };
-    repos::set_status(
-        &mut tx,
-        &req.repo_id,
-        status,
-        detail,
-        reply.restic_repo_id.as_deref(),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (repo_id, detail_owned) = (req.repo_id.clone(), result.error.clone());
+    let ok = reply.ok;
+    let restic_repo_id = reply.restic_repo_id.clone();
+    let () = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let (status, detail) = if ok {
+                    ("ok", None)
+                } else {
+                    ("error", detail_owned.as_deref())
+                };
+                repos::set_status(
+                    &mut *tx,
+                    &repo_id,
+                    status,
+                    detail,
+                    restic_repo_id.as_deref(),
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .await?;
     cp.event(Event::RepoChanged, None, None, Some(&req.repo_id))
         .await;
     Ok(result)

@@ -107,65 +107,72 @@ pub(crate) async fn put(cp: &Arc<Cp>, actor: &Actor, req: SchedulePut) -> Outcom
     crate::jobs::validate_params(&req.params)?;
     check_cron(&req.cron, &req.timezone)?;
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let owner = hosts::get(&mut tx, &req.host_id).await?;
-    let Some(restic_host) = owner.restic_host.clone() else {
-        return Err(Fail::conflict(format!(
-            "host {} is not enrolled yet",
-            owner.name
-        )));
-    };
-    let exec = exec_host(&mut tx, &owner.id, &req.repo_id, kind).await?;
-    let (id, created_at, old_exec) = match &req.schedule_id {
-        Some(id) => {
-            let old = schedules::get(&mut tx, id).await?;
-            if old.host_id != owner.id {
-                return Err(Fail::invalid("a schedule cannot move to another host"));
-            }
-            (id.clone(), old.created_at, Some(old.exec_host_id))
-        }
-        None => (format!("s{}", rm_bus::ids::random_token(10)), now, None),
-    };
-    let version = hosts::bump_config_version(&mut tx, &exec).await?;
-    let params = pin_host_name(req.params, &restic_host);
-    let row = schedules::Schedule {
-        id: id.clone(),
-        host_id: owner.id.clone(),
-        repo_id: req.repo_id.clone(),
-        kind: serde_json::to_value(kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        cron: req.cron.trim().to_owned(),
-        timezone: req.timezone.clone(),
-        params_json: serde_json::to_string(&params).map_err(anyhow::Error::from)?,
-        enabled: req.enabled,
-        jitter_secs: i64::try_from(req.jitter_secs).unwrap_or(i64::MAX),
-        timeout_secs: req.timeout_secs.map_or_else(
-            || secs(cp.t.default_job_timeout),
-            |s| i64::try_from(s).unwrap_or(i64::MAX),
-        ),
-        grace_secs: req
-            .grace_secs
-            .map_or(3600, |s| i64::try_from(s).unwrap_or(i64::MAX)),
-        exec_host_id: exec.clone(),
-        config_version: version,
-        created_at,
-        updated_at: now,
-    };
-    schedules::upsert(&mut tx, &row).await?;
-    let mut touched = vec![exec.clone()];
-    if let Some(old) = old_exec.filter(|o| *o != exec) {
-        hosts::bump_config_version(&mut tx, &old).await?;
-        touched.push(old);
-    }
-    let action = if req.schedule_id.is_some() {
-        "schedule.edit"
-    } else {
-        "schedule.create"
-    };
-    audit::record(&mut tx, now, actor, action, ("schedule", &id), Some(serde_json::json!({"host": owner.id, "cron": row.cron, "timezone": row.timezone, "enabled": row.enabled}))).await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (c, actor, r) = (cp.clone(), actor.clone(), req);
+    let (owner, id, version, touched) = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let cp = &*c;
+                let owner = hosts::get(&mut *tx, &r.host_id).await?;
+                let Some(restic_host) = owner.restic_host.clone() else {
+                    return Err(Fail::conflict(format!(
+                        "host {} is not enrolled yet",
+                        owner.name
+                    )));
+                };
+                let exec = exec_host(&mut *tx, &owner.id, &r.repo_id, kind).await?;
+                let (id, created_at, old_exec) = match &r.schedule_id {
+                    Some(id) => {
+                        let old = schedules::get(&mut *tx, id).await?;
+                        if old.host_id != owner.id {
+                            return Err(Fail::invalid("a schedule cannot move to another host"));
+                        }
+                        (id.clone(), old.created_at, Some(old.exec_host_id))
+                    }
+                    None => (format!("s{}", rm_bus::ids::random_token(10)), now, None),
+                };
+                let version = hosts::bump_config_version(&mut *tx, &exec).await?;
+                let params = pin_host_name(r.params, &restic_host);
+                let row = schedules::Schedule {
+                    id: id.clone(),
+                    host_id: owner.id.clone(),
+                    repo_id: r.repo_id.clone(),
+                    kind: serde_json::to_value(kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    cron: r.cron.trim().to_owned(),
+                    timezone: r.timezone.clone(),
+                    params_json: serde_json::to_string(&params).map_err(anyhow::Error::from)?,
+                    enabled: r.enabled,
+                    jitter_secs: i64::try_from(r.jitter_secs).unwrap_or(i64::MAX),
+                    timeout_secs: r.timeout_secs.map_or_else(
+                        || secs(cp.t.default_job_timeout),
+                        |s| i64::try_from(s).unwrap_or(i64::MAX),
+                    ),
+                    grace_secs: r
+                        .grace_secs
+                        .map_or(3600, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+                    exec_host_id: exec.clone(),
+                    config_version: version,
+                    created_at,
+                    updated_at: now,
+                };
+                schedules::upsert(&mut *tx, &row).await?;
+                let mut touched = vec![exec.clone()];
+                if let Some(old) = old_exec.filter(|o| *o != exec) {
+                    hosts::bump_config_version(&mut *tx, &old).await?;
+                    touched.push(old);
+                }
+                let action = if r.schedule_id.is_some() {
+                    "schedule.edit"
+                } else {
+                    "schedule.create"
+                };
+                audit::record(&mut *tx, now, &actor, action, ("schedule", &id), Some(serde_json::json!({"host": owner.id, "cron": row.cron, "timezone": row.timezone, "enabled": row.enabled}))).await?;
+                Ok((owner, id, version, touched))
+            })
+        })
+        .await?;
     spawn_push(cp, touched);
     cp.event(Event::ScheduleChanged, Some(&owner.id), None, Some(&id))
         .await;
@@ -177,19 +184,25 @@ pub(crate) async fn put(cp: &Arc<Cp>, actor: &Actor, req: SchedulePut) -> Outcom
 
 pub(crate) async fn delete(cp: &Arc<Cp>, actor: &Actor, req: ScheduleRef) -> Outcome<Done> {
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let exec = schedules::delete(&mut tx, &req.schedule_id).await?;
-    hosts::bump_config_version(&mut tx, &exec).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "schedule.delete",
-        ("schedule", &req.schedule_id),
-        None,
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (actor, schedule_id) = (actor.clone(), req.schedule_id.clone());
+    let exec = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let exec = schedules::delete(&mut *tx, &schedule_id).await?;
+                hosts::bump_config_version(&mut *tx, &exec).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "schedule.delete",
+                    ("schedule", &schedule_id),
+                    None,
+                )
+                .await?;
+                Ok(exec)
+            })
+        })
+        .await?;
     spawn_push(cp, vec![exec.clone()]);
     cp.event(Event::ScheduleChanged, None, None, Some(&req.schedule_id))
         .await;
@@ -334,9 +347,13 @@ pub(crate) async fn push_config(cp: &Cp, host_id: &str) -> Outcome<bool> {
     let version = config.version;
     let ack = send_config(cp, &host.id, config).await?;
     if ack.ok {
-        let mut tx = cp.store.write().await?;
-        hosts::set_applied_config(&mut tx, &host.id, i64::try_from(version).unwrap_or(0)).await?;
-        tx.commit().await.map_err(rm_store::StoreError::from)?;
+        let applied = i64::try_from(version).unwrap_or(0);
+        let id = host.id.clone();
+        cp.writer
+            .run(move |tx| {
+                Box::pin(async move { hosts::set_applied_config(tx, &id, applied).await })
+            })
+            .await?;
     }
     Ok(ack.ok)
 }

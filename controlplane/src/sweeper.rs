@@ -75,16 +75,20 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         cp.metrics.offline_sweep();
         return Ok(());
     }
-    let mut gone = Vec::new();
-    {
-        let mut tx = cp.store.write().await?;
-        for h in &silent {
-            if hosts::mark_offline_if_stale(&mut tx, h, before, now).await? {
-                gone.push(h.clone());
-            }
-        }
-        tx.commit().await?;
-    }
+    let gone = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let mut gone = Vec::new();
+                for h in silent {
+                    if hosts::mark_offline_if_stale(&mut *tx, &h, before, now).await? {
+                        gone.push(h);
+                    }
+                }
+                Ok::<_, rm_store::StoreError>(gone)
+            })
+        })
+        .await?;
     for h in gone {
         cp.beats.offline(&h);
         tracing::warn!(host = %h, "host offline: heartbeats missed");
@@ -96,9 +100,11 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
 }
 
 async fn purge(cp: &Arc<Cp>) -> anyhow::Result<()> {
-    let mut tx = cp.store.write().await?;
-    let purged = retention::purge(&mut tx, cp.now(), cp.t.retention).await?;
-    tx.commit().await?;
+    let (now, keep) = (cp.now(), cp.t.retention);
+    let purged = cp
+        .writer
+        .run(move |tx| Box::pin(async move { retention::purge(tx, now, keep).await }))
+        .await?;
     tracing::info!(
         jobs = purged.jobs,
         audit = purged.audit,

@@ -13,26 +13,32 @@ use crate::svc::{Fail, Outcome};
 pub(crate) async fn set(cp: &Cp, actor: &Actor, req: HostTags) -> Outcome<HostTagsSaved> {
     let tags = rm_store::tags::parse(&req.tags).map_err(Fail::invalid)?;
     let now = cp.now();
-    let mut tx = cp.store.write().await?;
-    let host = rm_store::hosts::get(&mut tx, &req.host_id).await?;
-    if host.status == "revoked" {
-        return Err(Fail::conflict(format!(
-            "host {} is revoked; its tags can no longer change",
-            host.name
-        )));
-    }
-    let before = rm_store::tags::of_host(&mut tx, &req.host_id).await?;
-    rm_store::tags::set(&mut tx, &req.host_id, &tags).await?;
-    audit::record(
-        &mut tx,
-        now,
-        actor,
-        "host.tags",
-        ("host", &req.host_id),
-        Some(serde_json::json!({ "before": before, "after": tags })),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let (actor, host_id) = (actor.clone(), req.host_id.clone());
+    let tags = cp
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let host = rm_store::hosts::get(&mut *tx, &host_id).await?;
+                if host.status == "revoked" {
+                    return Err(Fail::conflict(format!(
+                        "host {} is revoked; its tags can no longer change",
+                        host.name
+                    )));
+                }
+                let before = rm_store::tags::of_host(&mut *tx, &host_id).await?;
+                rm_store::tags::set(&mut *tx, &host_id, &tags).await?;
+                audit::record(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.tags",
+                    ("host", &host_id),
+                    Some(serde_json::json!({ "before": before, "after": tags })),
+                )
+                .await?;
+                Ok(tags)
+            })
+        })
+        .await?;
     cp.event(Event::HostChanged, Some(&req.host_id), None, None)
         .await;
     Ok(HostTagsSaved { tags })

@@ -115,6 +115,14 @@ pub struct Metrics {
     /// Writer batches that did not commit (busy or read-only database).
     #[serde(default)]
     pub write_batches_failed: u64,
+    /// Writer transactions of operators' writes (its first lane, ahead of
+    /// pending results); counted in `write_batches` too.
+    #[serde(default)]
+    pub write_batches_first: u64,
+    /// Transactions committed on the control plane's write connection,
+    /// through the writer task or not (each a sync to disk when it wrote).
+    #[serde(default)]
+    pub db_commits: u64,
     /// Hellos waiting for a handling slot now.
     #[serde(default)]
     pub hellos_waiting: u64,

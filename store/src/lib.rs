@@ -15,6 +15,8 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -113,6 +115,9 @@ impl<T> FoundExt<T> for Option<T> {
 pub struct Store {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Transactions committed on the write connection (an SQLite commit
+    /// hook counts them, whoever began them).
+    commits: Arc<AtomicU64>,
 }
 
 /// Read-only connections per store.
@@ -154,8 +159,20 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full);
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_connect(move |conn, _| {
+                let counter = counter.clone();
+                Box::pin(async move {
+                    conn.lock_handle().await?.set_commit_hook(move || {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        true // let the commit go on
+                    });
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
         if let Err(e) = migrate::apply(&writer).await {
@@ -166,7 +183,18 @@ impl Store {
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .connect_lazy_with(base.read_only(true));
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            commits,
+        })
+    }
+
+    /// Transactions committed on this store's write connection so far
+    /// (each one a sync to disk when it wrote something): every write of
+    /// the role, through its writer task or not.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// The write pool (one connection). Reads belong on [`Store::read`].

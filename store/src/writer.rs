@@ -7,7 +7,17 @@
 //! so a reply or an event sent on `Ok` describes committed state. A batch
 //! that cannot begin or commit (database busy, read-only, full) answers
 //! every write in it with [`StoreError::NotCommitted`]; the task goes on
-//! with the next batch: it ends only when every [`Writer`] handle is gone.
+//! with the next batch.
+//!
+//! Two lanes: writes an operator waits for ([`Writer::run_first`]) go ahead
+//! of whatever waits in the ordinary lane (a backlog of job results), in a
+//! transaction of their own, so a click never waits for a pending batch of
+//! results (only for the one being written when it came).
+//!
+//! [`Writer::shutdown`] drains: no write is taken any more (a late one is
+//! answered `NotCommitted`), every write already queued is applied and its
+//! caller answered, then the task ends. It also ends when every handle is
+//! gone.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::{Acquire, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::{Store, StoreError};
 
@@ -34,6 +45,8 @@ pub struct WriterStats {
     pub failed_writes: AtomicU64,
     /// Batches that did not begin or commit.
     pub failed_batches: AtomicU64,
+    /// Transactions of the first lane (operators' writes) committed.
+    pub first_batches: AtomicU64,
 }
 
 impl WriterStats {
@@ -45,8 +58,12 @@ impl WriterStats {
 /// A handle to a role's writer task; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
+    /// The first lane: writes someone is waiting for (operators).
+    first: mpsc::Sender<Box<dyn Queued>>,
     queue: mpsc::Sender<Box<dyn Queued>>,
     stats: Arc<WriterStats>,
+    stop: Arc<watch::Sender<bool>>,
+    task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -73,12 +90,55 @@ impl<R, E: From<StoreError>> Pending<R, E> {
 
 impl Writer {
     /// Starts the writer task on `store`'s write connection: at most
-    /// `max_batch` writes per transaction, at most `queue` waiting.
+    /// `max_batch` writes per transaction, at most `queue` waiting (in
+    /// each lane).
     pub fn spawn(store: Store, max_batch: usize, queue: usize) -> Self {
+        let (first, first_rx) = mpsc::channel(queue.max(1));
         let (tx, rx) = mpsc::channel(queue.max(1));
+        let (stop, stop_rx) = watch::channel(false);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(serve(store, rx, max_batch.max(1), stats.clone()));
-        Self { queue: tx, stats }
+        let lanes = Lanes {
+            first: first_rx,
+            rest: rx,
+        };
+        let task = tokio::spawn(serve(
+            store,
+            lanes,
+            stop_rx,
+            max_batch.max(1),
+            stats.clone(),
+        ));
+        Self {
+            first,
+            queue: tx,
+            stats,
+            stop: Arc::new(stop),
+            task: Arc::new(std::sync::Mutex::new(Some(task))),
+        }
+    }
+
+    /// Asks the task to stop taking writes and drain (see
+    /// [`Writer::shutdown`], which also waits for it).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Stops taking writes, applies every write already queued (each
+    /// caller is answered), and returns once the task has ended. Writes
+    /// queued later are answered [`StoreError::NotCommitted`]. A second
+    /// call returns at once.
+    pub async fn shutdown(&self) {
+        self.stop();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the writer task ended abnormally");
+        }
     }
 
     pub fn stats(&self) -> &WriterStats {
@@ -94,12 +154,7 @@ impl Writer {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Box<dyn Queued> = Box::new(Job { f, tx });
-        if let Err(mpsc::error::SendError(job)) = self.queue.send(job).await {
-            job.fail(&StoreError::NotCommitted("the writer task stopped".into()));
-        }
-        Pending { rx }
+        enqueue(&self.queue, f).await
     }
 
     /// Runs `f` in the writer's next transaction; its result after commit.
@@ -111,6 +166,41 @@ impl Writer {
     {
         self.submit(f).await.outcome().await
     }
+
+    /// [`Writer::submit`] in the first lane: ahead of every write waiting
+    /// in the ordinary lane, in a transaction of first-lane writes only.
+    pub async fn submit_first<R, E, F>(&self, f: F) -> Pending<R, E>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        enqueue(&self.first, f).await
+    }
+
+    /// [`Writer::run`] in the first lane (a write an operator waits for).
+    pub async fn run_first<R, E, F>(&self, f: F) -> std::result::Result<R, E>
+    where
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit_first(f).await.outcome().await
+    }
+}
+
+async fn enqueue<R, E, F>(lane: &mpsc::Sender<Box<dyn Queued>>, f: F) -> Pending<R, E>
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> WriteFuture<'c, R, E> + Send + 'static,
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: Box<dyn Queued> = Box::new(Job { f, tx });
+    if let Err(mpsc::error::SendError(job)) = lane.send(job).await {
+        job.fail(&StoreError::NotCommitted("the writer task stopped".into()));
+    }
+    Pending { rx }
 }
 
 type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
@@ -182,38 +272,80 @@ impl<R: Send, E: From<StoreError> + Send> Answer for Ready<R, E> {
     }
 }
 
+struct Lanes {
+    first: mpsc::Receiver<Box<dyn Queued>>,
+    rest: mpsc::Receiver<Box<dyn Queued>>,
+}
+
 async fn serve(
     store: Store,
-    mut rx: mpsc::Receiver<Box<dyn Queued>>,
+    mut lanes: Lanes,
+    mut stop: watch::Receiver<bool>,
     max_batch: usize,
     stats: Arc<WriterStats>,
 ) {
     let mut batch: Vec<Box<dyn Queued>> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        let size = batch.len();
-        match apply_batch(&store, &mut batch, &stats).await {
-            Ok(answers) => {
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .writes
-                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
-                for a in answers {
-                    a.answer(Ok(()));
-                }
-            }
-            Err((e, answers)) => {
-                stats.failed_batches.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, writes = size, "write batch not committed; its writers are told");
-                for a in answers {
-                    a.answer(Err(&e));
-                }
-                for q in batch.drain(..) {
-                    q.fail(&e);
-                }
+    let mut ahead: Vec<Box<dyn Queued>> = Vec::new();
+    loop {
+        // The first lane first, whatever waits in the other (`recv_many`
+        // is cancel-safe: the branch not taken received nothing).
+        let first = tokio::select! {
+            biased;
+            // stop asked (or every handle gone): drain below
+            _ = stop.wait_for(|s| *s) => None,
+            n = lanes.first.recv_many(&mut ahead, max_batch) => (n > 0).then_some(true),
+            n = lanes.rest.recv_many(&mut batch, max_batch) => (n > 0).then_some(false),
+        };
+        match first {
+            Some(true) => commit(&store, &mut ahead, &stats, true).await,
+            Some(false) => commit(&store, &mut batch, &stats, false).await,
+            None => break,
+        }
+    }
+    // Drain: nothing new is taken; what is queued is applied and answered.
+    lanes.first.close();
+    lanes.rest.close();
+    loop {
+        let mut first = true;
+        if lanes.first.recv_many(&mut batch, max_batch).await == 0 {
+            first = false;
+            if lanes.rest.recv_many(&mut batch, max_batch).await == 0 {
+                break;
             }
         }
-        batch.clear();
+        commit(&store, &mut batch, &stats, first).await;
     }
+    tracing::debug!("writer task drained and stopped");
+}
+
+/// Applies `batch` in one transaction and answers its writers.
+async fn commit(store: &Store, batch: &mut Vec<Box<dyn Queued>>, stats: &WriterStats, first: bool) {
+    let size = batch.len();
+    match apply_batch(store, batch, stats).await {
+        Ok(answers) => {
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            if first {
+                stats.first_batches.fetch_add(1, Ordering::Relaxed);
+            }
+            stats
+                .writes
+                .fetch_add(answers.len() as u64, Ordering::Relaxed);
+            for a in answers {
+                a.answer(Ok(()));
+            }
+        }
+        Err((e, answers)) => {
+            stats.failed_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, writes = size, "write batch not committed; its writers are told");
+            for a in answers {
+                a.answer(Err(&e));
+            }
+            for q in batch.drain(..) {
+                q.fail(&e);
+            }
+        }
+    }
+    batch.clear();
 }
 
 type Failed = (StoreError, Vec<Box<dyn Answer>>);

@@ -112,7 +112,12 @@ async fn a_revoked_hosts_running_job_ends_lost_with_the_reason_and_an_event() {
 #[tokio::test]
 async fn a_job_past_its_timeout_plus_the_grace_ends_lost_and_a_late_result_still_wins() {
     let clock = ManualClock::new(1_700_000_000_000);
-    let (_bus, _dir, cp, mut agents) = setup(&["web-1"], manual(&clock)).await;
+    // The host stays online through the clock's jumps: whether a sweeper
+    // tick or the next heartbeat comes first after a jump must not matter
+    // (it decides between "timeout" and "went offline" as the reason).
+    let mut opts = manual(&clock);
+    opts.timings.offline_after_missed = 1_000;
+    let (_bus, _dir, cp, mut agents) = setup(&["web-1"], opts).await;
     let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
     let a = &mut agents[0];
     a.hello(0, vec![], vec![]).await;

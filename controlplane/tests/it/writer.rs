@@ -110,3 +110,160 @@ async fn a_heartbeat_that_arrives_while_the_database_is_unavailable_is_written_o
     })
     .await;
 }
+
+/// Timings under which nothing writes by itself while a test runs: the
+/// sweeper ticks once at start, heartbeats are flushed only when a host
+/// first comes online, the dispatcher wakes only when asked.
+fn quiet_timings() -> rm_controlplane::Timings {
+    let hour = std::time::Duration::from_secs(3600);
+    rm_controlplane::Timings {
+        heartbeat: hour,
+        seen_flush: hour,
+        dispatch_every: hour,
+        ..fast_timings()
+    }
+}
+
+#[tokio::test]
+async fn a_dispatch_costs_two_commits_the_claim_and_the_record_of_its_ack() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CpOptions {
+        timings: quiet_timings(),
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "busy").await.unwrap();
+    let repo = repo_with(&cp, "main", "pw", &[&agent], &[]).await;
+    agent.hello(0, vec![], vec![]).await;
+    // The first beat of a host coming online is written at once; later
+    // ones only after an hour.
+    eventually("the first heartbeat flush", || async {
+        (metrics(&cp).await.heartbeat_rows_written >= 1).then_some(())
+    })
+    .await;
+    agent.stop_heartbeats();
+    let db = cp.db().await;
+
+    const N: u64 = 10;
+    let before = metrics(&cp).await.db_commits;
+    for _ in 0..N {
+        let passes = metrics(&cp).await.dispatch_passes;
+        let created: api::JobCreated = cp
+            .call(
+                api::JOB_CREATE,
+                api::JobCreate {
+                    host_id: agent.host_id(),
+                    repo_id: repo.clone(),
+                    params: backup_params(),
+                    timeout_secs: None,
+                    target_host_id: None,
+                },
+            )
+            .await;
+        let spec = agent.expect_dispatch().await;
+        assert_eq!(spec.job_id.as_str(), created.job_id);
+        // recorded dispatched, and the pass that sent it is over
+        eventually(
+            "the dispatch to be recorded and its pass to end",
+            || async {
+                let done = job_status(&db, &created.job_id).await == "dispatched"
+                    && metrics(&cp).await.dispatch_passes > passes;
+                done.then_some(())
+            },
+        )
+        .await;
+    }
+    let commits = metrics(&cp).await.db_commits - before;
+    // Per job: its creation, the claim before the send, the record of the
+    // agent's ack (which drops the claim). Two to spare for a config push
+    // the agent confirmed meanwhile.
+    assert!(
+        commits <= 3 * N + 2,
+        "{commits} commits for {N} jobs created and dispatched"
+    );
+}
+
+#[tokio::test]
+async fn every_commit_of_operators_and_the_dispatcher_is_a_writer_task_batch_operators_in_the_first_lane()
+ {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CpOptions {
+        timings: quiet_timings(),
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    agent.hello(0, vec![], vec![]).await;
+    eventually("the first heartbeat flush", || async {
+        (metrics(&cp).await.heartbeat_rows_written >= 1).then_some(())
+    })
+    .await;
+    agent.stop_heartbeats();
+    let db = cp.db().await;
+    let before = metrics(&cp).await;
+
+    // Operators' writes of each kind, and a dispatch.
+    let other = cp.host_add("db-1").await;
+    let _: api::HostTagsSaved = cp
+        .call(
+            api::HOST_TAGS,
+            api::HostTags {
+                host_id: other.host_id.clone(),
+                tags: vec!["db".into()],
+            },
+        )
+        .await;
+    let repo = repo_with(&cp, "main", "pw", &[&agent], &[]).await;
+    let created: api::JobCreated = cp
+        .call(
+            api::JOB_CREATE,
+            api::JobCreate {
+                host_id: agent.host_id(),
+                repo_id: repo.clone(),
+                params: backup_params(),
+                timeout_secs: None,
+                target_host_id: None,
+            },
+        )
+        .await;
+    agent.expect_dispatch().await;
+    let j = created.job_id.clone();
+    eventually("the dispatch to be recorded", || async {
+        (job_status(&db, &j).await == "dispatched").then_some(())
+    })
+    .await;
+    let _: api::JobState = cp
+        .call(
+            api::JOB_CANCEL,
+            api::JobRef {
+                job_id: created.job_id.clone(),
+            },
+        )
+        .await;
+    let _: api::Done = cp
+        .call(
+            api::HOST_REVOKE,
+            api::HostRef {
+                host_id: other.host_id,
+            },
+        )
+        .await;
+
+    // Read while nothing else commits, both counters agree (a commit under
+    // way may show in one before the other: read again).
+    let after = eventually("the counters of one moment", || async {
+        let m = metrics(&cp).await;
+        let commits = m.db_commits - before.db_commits;
+        let batches = m.write_batches - before.write_batches;
+        (commits > 0 && commits == batches).then_some(m)
+    })
+    .await;
+    // host add, tags, repository add and attach, job create and cancel,
+    // revoke: seven operators' writes, each in the first lane
+    assert!(
+        after.write_batches_first - before.write_batches_first >= 7,
+        "{after:?}"
+    );
+}

@@ -81,3 +81,95 @@ async fn a_database_locked_by_another_process_fails_batches_and_the_writer_recov
     assert_eq!(host_names(&s).await, vec!["y"]);
     let _ = Duration::ZERO;
 }
+
+/// A write that records `label` in `order` when the writer applies it.
+fn record(
+    order: &std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    label: &'static str,
+) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> WriteFuture<'c, (), StoreError> + Send + 'static
+{
+    let order = order.clone();
+    move |c| {
+        Box::pin(async move {
+            order.lock().unwrap().push(label);
+            hosts::insert(c, label, label, "test", 1).await
+        })
+    }
+}
+
+/// A write that tells `started` once the writer is inside it, then waits
+/// for `gate`: the writer is busy with it until the test opens the gate.
+fn held(
+    order: &std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    started: tokio::sync::oneshot::Sender<()>,
+    gate: tokio::sync::oneshot::Receiver<()>,
+) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> WriteFuture<'c, (), StoreError> + Send + 'static
+{
+    let write = record(order, "being written");
+    move |c| {
+        Box::pin(async move {
+            let _ = started.send(());
+            let _ = gate.await;
+            write(c).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_operators_write_goes_ahead_of_a_pending_batch_of_results_in_its_own_commit() {
+    let (s, _d) = store().await;
+    let w = Writer::spawn(s.clone(), 64, 64);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (started, inside) = tokio::sync::oneshot::channel();
+    let (open, gate) = tokio::sync::oneshot::channel();
+    // The writer is busy with one batch ...
+    let busy = w.submit(held(&order, started, gate)).await;
+    inside.await.unwrap();
+    // ... while results queue behind it, then an operator's click.
+    let results = w.submit(record(&order, "results")).await;
+    let click = w.submit_first(record(&order, "operator")).await;
+    open.send(()).unwrap();
+    click.outcome().await.unwrap();
+    busy.outcome().await.unwrap();
+    results.outcome().await.unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["being written", "operator", "results"],
+        "the operator's write waited for the pending results"
+    );
+    assert_eq!(WriterStats::get(&w.stats().batches), 3, "three commits");
+    assert_eq!(WriterStats::get(&w.stats().first_batches), 1);
+}
+
+#[tokio::test]
+async fn shutdown_applies_and_answers_every_queued_write_then_refuses_new_ones() {
+    let (s, _d) = store().await;
+    let w = Writer::spawn(s.clone(), 64, 64);
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (started, inside) = tokio::sync::oneshot::channel();
+    let (open, gate) = tokio::sync::oneshot::channel();
+    let busy = w.submit(held(&order, started, gate)).await;
+    inside.await.unwrap();
+    let queued = [
+        w.submit(record(&order, "a")).await,
+        w.submit_first(record(&order, "b")).await,
+        w.submit(record(&order, "c")).await,
+    ];
+    // Stop asked while all of that waits (the task is inside `busy`).
+    w.stop();
+    open.send(()).unwrap();
+    w.shutdown().await;
+    busy.outcome().await.unwrap();
+    for p in queued {
+        p.outcome().await.unwrap();
+    }
+    assert_eq!(
+        host_names(&s).await,
+        vec!["a", "b", "being written", "c"],
+        "every write queued before the shutdown is on record"
+    );
+    let late = w.run(add_host("late")).await.unwrap_err();
+    assert!(matches!(late, StoreError::NotCommitted(_)), "{late}");
+    let late = w.run_first(add_host("late")).await.unwrap_err();
+    assert!(matches!(late, StoreError::NotCommitted(_)), "{late}");
+}

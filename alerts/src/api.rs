@@ -68,6 +68,14 @@ pub struct Metrics {
     /// Writer batches that did not commit (busy or read-only database).
     #[serde(default)]
     pub write_batches_failed: u64,
+    /// Transactions of the writer's first lane (operators' actions)
+    /// committed (counted in `write_batches` too).
+    #[serde(default)]
+    pub write_batches_first: u64,
+    /// Commits on the role's write connection (SQLite commit hook): equal
+    /// to `write_batches` when every write goes through the writer task.
+    #[serde(default)]
+    pub db_commits: u64,
     /// Deliveries (one alert change to one channel) not queued, by reason.
     #[serde(default)]
     pub suppressed: Suppressed,

@@ -108,7 +108,11 @@ async fn changed(ctx: &Ctx, id: &str) {
     }
 }
 
-pub(crate) async fn create(ctx: &Ctx, actor: &Actor, req: ChannelCreate) -> Outcome<ChannelView> {
+pub(crate) async fn create(
+    ctx: &std::sync::Arc<Ctx>,
+    actor: &Actor,
+    req: ChannelCreate,
+) -> Outcome<ChannelView> {
     let name = check_name(&req.name)?;
     let def = unseal(ctx, &req.definition)?;
     let now = ctx.now();
@@ -123,77 +127,94 @@ pub(crate) async fn create(ctx: &Ctx, actor: &Actor, req: ChannelCreate) -> Outc
         created_at: now,
         updated_at: now,
     };
-    let mut tx = ctx.store.write().await?;
-    channels::insert(&mut tx, &ch).await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "channel.create",
-        ("channel", &id),
-        Some(json!({"name": ch.name, "kind": ch.kind, "enabled": ch.enabled})),
-    )
+    let (row, actor_w) = (ch.clone(), actor.clone());
+    ctx.write_first(move |tx| {
+        Box::pin(async move {
+            channels::insert(&mut *tx, &row).await?;
+            audit(
+                &mut *tx,
+                now,
+                &actor_w,
+                "channel.create",
+                ("channel", &row.id),
+                Some(json!({"name": row.name, "kind": row.kind, "enabled": row.enabled})),
+            )
+            .await?;
+            Ok(())
+        })
+    })
     .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
     tracing::info!(channel_id = %id, kind = %ch.kind, actor = %actor.name, "channel created");
     changed(ctx, &id).await;
     Ok(view(&ch))
 }
 
-pub(crate) async fn update(ctx: &Ctx, actor: &Actor, req: ChannelUpdate) -> Outcome<ChannelView> {
+pub(crate) async fn update(
+    ctx: &std::sync::Arc<Ctx>,
+    actor: &Actor,
+    req: ChannelUpdate,
+) -> Outcome<ChannelView> {
     let def = req
         .definition
         .as_ref()
         .map(|d| unseal(ctx, d))
         .transpose()?;
+    let name = req.name.as_deref().map(check_name).transpose()?;
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    let mut ch = channels::get(&mut tx, &req.channel_id).await?;
-    if let Some(name) = &req.name {
-        ch.name = check_name(name)?;
-    }
-    if let Some(enabled) = req.enabled {
-        ch.enabled = enabled;
-    }
-    // A webhook whose secret field was left empty keeps the saved secret
-    // (it is never shown back, so an operator cannot retype it); clearing
-    // it is an explicit choice.
-    let def = match def {
-        Some(ChannelDef::Webhook(w)) if w.secret.is_none() && !req.clear_secret => {
-            Some(ChannelDef::Webhook(keep_secret(ctx, &ch, w)?))
-        }
-        None if req.clear_secret => {
-            match crate::outbox::open_channel(ctx, &ch).map_err(Fail::internal)? {
-                ChannelDef::Webhook(w) => {
-                    Some(ChannelDef::Webhook(WebhookChannel { secret: None, ..w }))
+    let (c, actor) = (ctx.clone(), actor.clone());
+    let ch = ctx
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let ctx = &*c;
+                let mut ch = channels::get(&mut *tx, &req.channel_id).await?;
+                if let Some(name) = name {
+                    ch.name = name;
                 }
-                ChannelDef::Ntfy(_) => None,
-            }
-        }
-        other => other,
-    };
-    if let Some(def) = &def {
-        ch.kind = kind_of(def).into();
-        ch.config_json = summary(def).to_string();
-        ch.secrets_enc = Some(seal_at_rest(ctx, def, &ch.id)?);
-    }
-    ch.updated_at = now;
-    channels::update(&mut tx, &ch).await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "channel.update",
-        ("channel", &ch.id),
-        Some(json!({
-            "name": ch.name,
-            "enabled": ch.enabled,
-            "definition_replaced": def.is_some(),
-            "secret_cleared": req.clear_secret,
-        })),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+                if let Some(enabled) = req.enabled {
+                    ch.enabled = enabled;
+                }
+                // A webhook whose secret field was left empty keeps the saved
+                // secret (it is never shown back, so an operator cannot retype
+                // it); clearing it is an explicit choice.
+                let def = match def {
+                    Some(ChannelDef::Webhook(w)) if w.secret.is_none() && !req.clear_secret => {
+                        Some(ChannelDef::Webhook(keep_secret(ctx, &ch, w)?))
+                    }
+                    None if req.clear_secret => {
+                        match crate::outbox::open_channel(ctx, &ch).map_err(Fail::internal)? {
+                            ChannelDef::Webhook(w) => {
+                                Some(ChannelDef::Webhook(WebhookChannel { secret: None, ..w }))
+                            }
+                            ChannelDef::Ntfy(_) => None,
+                        }
+                    }
+                    other => other,
+                };
+                if let Some(def) = &def {
+                    ch.kind = kind_of(def).into();
+                    ch.config_json = summary(def).to_string();
+                    ch.secrets_enc = Some(seal_at_rest(ctx, def, &ch.id)?);
+                }
+                ch.updated_at = now;
+                channels::update(&mut *tx, &ch).await?;
+                audit(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "channel.update",
+                    ("channel", &ch.id),
+                    Some(json!({
+                        "name": ch.name,
+                        "enabled": ch.enabled,
+                        "definition_replaced": def.is_some(),
+                        "secret_cleared": req.clear_secret,
+                    })),
+                )
+                .await?;
+                Ok(ch)
+            })
+        })
+        .await?;
     changed(ctx, &ch.id).await;
     Ok(view(&ch))
 }
@@ -209,21 +230,31 @@ fn keep_secret(ctx: &Ctx, saved: &Channel, mut new: WebhookChannel) -> Outcome<W
     Ok(new)
 }
 
-pub(crate) async fn delete(ctx: &Ctx, actor: &Actor, req: ChannelRef) -> Outcome<Done> {
+pub(crate) async fn delete(
+    ctx: &std::sync::Arc<Ctx>,
+    actor: &Actor,
+    req: ChannelRef,
+) -> Outcome<Done> {
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    channels::delete(&mut tx, &req.channel_id).await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "channel.delete",
-        ("channel", &req.channel_id),
-        None,
-    )
+    let actor = actor.clone();
+    let id = req.channel_id.clone();
+    ctx.write_first(move |tx| {
+        Box::pin(async move {
+            channels::delete(&mut *tx, &req.channel_id).await?;
+            audit(
+                &mut *tx,
+                now,
+                &actor,
+                "channel.delete",
+                ("channel", &req.channel_id),
+                None,
+            )
+            .await?;
+            Ok(())
+        })
+    })
     .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    changed(ctx, &req.channel_id).await;
+    changed(ctx, &id).await;
     Ok(Done {})
 }
 
@@ -237,7 +268,10 @@ pub(crate) async fn list(ctx: &Ctx) -> Outcome<ChannelList> {
 /// One synthetic info event through the real notifier path: to a saved
 /// channel (logged in its delivery log), an unsaved definition, or an
 /// unsaved edit of a saved channel (neither logged).
-pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResult> {
+pub(crate) async fn test(
+    ctx: &std::sync::Arc<Ctx>,
+    req: ChannelTest,
+) -> Outcome<ChannelTestResult> {
     let saved = match &req.channel_id {
         Some(id) => {
             let mut conn = ctx.store.read().await?;
@@ -290,30 +324,39 @@ pub(crate) async fn test(ctx: &Ctx, req: ChannelTest) -> Outcome<ChannelTestResu
             let payload = serde_json::to_string(&request.event)
                 .map_err(|e| Fail::internal(format!("test event: {e}")))?;
             let done_at = ctx.now();
-            let mut tx = ctx.store.write().await?;
-            rm_store::delivery::record_test(
-                &mut tx,
-                &rm_store::delivery::NewDelivery {
-                    id: &request.delivery_id,
-                    webhook_id: &request.webhook_id,
-                    alert_id: None,
-                    channel_id,
-                    event: "test",
-                    payload_json: &payload,
-                    now,
-                },
-                &rm_store::delivery::NewLogEntry {
-                    outbox_id: &request.delivery_id,
-                    attempt: 1,
-                    ts: done_at,
-                    outcome: a.outcome,
-                    status_code: a.status.map(i64::from),
-                    latency_ms: a.latency_ms.and_then(|l| i64::try_from(l).ok()),
-                    error: a.error.as_deref(),
-                },
-            )
+            let channel_id = channel_id.clone();
+            let (delivery_id, webhook_id) =
+                (request.delivery_id.clone(), request.webhook_id.clone());
+            let (outcome, status, latency_ms, error) =
+                (a.outcome, a.status, a.latency_ms, a.error.clone());
+            ctx.write_first(move |tx| {
+                Box::pin(async move {
+                    rm_store::delivery::record_test(
+                        &mut *tx,
+                        &rm_store::delivery::NewDelivery {
+                            id: &delivery_id,
+                            webhook_id: &webhook_id,
+                            alert_id: None,
+                            channel_id: &channel_id,
+                            event: "test",
+                            payload_json: &payload,
+                            now,
+                        },
+                        &rm_store::delivery::NewLogEntry {
+                            outbox_id: &delivery_id,
+                            attempt: 1,
+                            ts: done_at,
+                            outcome,
+                            status_code: status.map(i64::from),
+                            latency_ms: latency_ms.and_then(|l| i64::try_from(l).ok()),
+                            error: error.as_deref(),
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
             .await?;
-            tx.commit().await.map_err(rm_store::StoreError::from)?;
             Ok::<_, Fail>(())
         }
         .await;

@@ -156,6 +156,23 @@ impl Ctx {
         self.clock.now_ms()
     }
 
+    /// An operator's write (a service request): `f` runs in the writer
+    /// task's first lane, ahead of pending rule-engine and delivery writes,
+    /// in its own savepoint (an error rolls back only its changes). Its
+    /// result after commit. `f` must not queue another write (it would
+    /// wait for itself).
+    pub(crate) async fn write_first<R, F>(&self, f: F) -> svc::Outcome<R>
+    where
+        F: for<'c> FnOnce(
+                &'c mut rm_store::Conn,
+            ) -> rm_store::writer::WriteFuture<'c, R, svc::Fail>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        self.writer.run_first(f).await
+    }
+
     /// Publishes an alert event; call only after its write committed.
     pub async fn event(&self, e: Evt, host: &str, alert_id: &str) {
         let msg = EventMsg {

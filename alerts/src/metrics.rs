@@ -44,7 +44,7 @@ impl Metrics {
         }
     }
 
-    pub fn snapshot(&self, w: &WriterStats) -> api::Metrics {
+    pub fn snapshot(&self, w: &WriterStats, db_commits: u64) -> api::Metrics {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         api::Metrics {
             passes: g(&self.passes),
@@ -53,6 +53,8 @@ impl Metrics {
             write_batches: WriterStats::get(&w.batches),
             writes_committed: WriterStats::get(&w.writes),
             write_batches_failed: WriterStats::get(&w.failed_batches),
+            write_batches_first: WriterStats::get(&w.first_batches),
+            db_commits,
             suppressed: api::Suppressed {
                 host_muted: g(&self.host_muted),
                 maintenance_window: g(&self.maintenance_window),

@@ -1,7 +1,8 @@
 //! The service router on `rm.svc.alerts.>`: decodes the envelope, runs the
 //! verb's handler, replies with `SvcReply` after commit; alert
 //! acknowledgement and manual resolution, host mutes. Every change is
-//! audited in its own transaction and announced after commit.
+//! audited in the same write, which runs in the writer task's first lane
+//! (`Ctx::write_first`), and announced after commit.
 
 use std::sync::Arc;
 
@@ -110,7 +111,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut sub: Subscriber) -> Result<()> {
     anyhow::bail!("the service subscription ended")
 }
 
-async fn handle(ctx: &Ctx, subj: &str, payload: &[u8]) -> Outcome<Value> {
+async fn handle(ctx: &Arc<Ctx>, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let Some(verb) = api::ALL_VERBS
         .into_iter()
         .find(|v| subject::svc(SvcRole::Alerts, *v) == subj)
@@ -125,7 +126,9 @@ async fn handle(ctx: &Ctx, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let actor = &req.actor;
     let body = req.body;
     match verb {
-        v if v == api::METRICS => out(Ok(ctx.metrics.snapshot(ctx.writer.stats()))),
+        v if v == api::METRICS => out(Ok(ctx
+            .metrics
+            .snapshot(ctx.writer.stats(), ctx.store.commits()))),
         v if v == api::PUBKEY => out(Ok(PubKey {
             xkey: ctx.xkey.public_key(),
         })),
@@ -189,90 +192,116 @@ pub(crate) async fn audit(
 
 /// Acknowledges an open alert ("I have seen it"; it stays open). Already
 /// acknowledged: the alert as it is, no change.
-async fn acknowledge(ctx: &Ctx, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
+async fn acknowledge(ctx: &Arc<Ctx>, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    let current = alerts::get(&mut tx, &req.alert_id).await?;
-    if current.resolved_at.is_some() {
-        return Err(Fail {
-            code: "conflict",
-            message: format!("alert {} is already resolved", req.alert_id),
-        });
+    let (c, actor) = (ctx.clone(), actor.clone());
+    let (view, announce) = ctx
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let current = alerts::get(&mut *tx, &req.alert_id).await?;
+                if current.resolved_at.is_some() {
+                    return Err(Fail {
+                        code: "conflict",
+                        message: format!("alert {} is already resolved", req.alert_id),
+                    });
+                }
+                let Some(alert) =
+                    alerts::acknowledge(&mut *tx, &req.alert_id, &actor.name, now).await?
+                else {
+                    return Ok((AlertView::from(&current), None));
+                };
+                let ch = change::record(&c, &mut *tx, &alert, EventType::Acknowledged, now).await?;
+                audit(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "alert.acknowledge",
+                    ("alert", &alert.id),
+                    None,
+                )
+                .await?;
+                Ok((AlertView::from(&alert), Some(ch)))
+            })
+        })
+        .await?;
+    if let Some(ch) = announce {
+        change::announce(ctx, &[ch]).await;
     }
-    let Some(alert) = alerts::acknowledge(&mut tx, &req.alert_id, &actor.name, now).await? else {
-        return Ok(AlertView::from(&current));
-    };
-    let c = change::record(ctx, &mut tx, &alert, EventType::Acknowledged, now).await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "alert.acknowledge",
-        ("alert", &alert.id),
-        None,
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    change::announce(ctx, &[c]).await;
-    Ok(AlertView::from(&alert))
+    Ok(view)
 }
 
 /// Resolves an alert by hand. Already resolved: the alert as it is.
-async fn resolve(ctx: &Ctx, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
+async fn resolve(ctx: &Arc<Ctx>, actor: &Actor, req: AlertRef) -> Outcome<AlertView> {
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    let current = alerts::get(&mut tx, &req.alert_id).await?;
-    let Some(alert) = alerts::resolve(&mut tx, &req.alert_id, &actor.name, now).await? else {
-        return Ok(AlertView::from(&current));
-    };
-    let c = change::record(ctx, &mut tx, &alert, EventType::Resolved, now).await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "alert.resolve",
-        ("alert", &alert.id),
-        None,
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    change::announce(ctx, &[c]).await;
-    Ok(AlertView::from(&alert))
+    let (c, actor) = (ctx.clone(), actor.clone());
+    let (view, announce) = ctx
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let current = alerts::get(&mut *tx, &req.alert_id).await?;
+                let Some(alert) =
+                    alerts::resolve(&mut *tx, &req.alert_id, &actor.name, now).await?
+                else {
+                    return Ok((AlertView::from(&current), None));
+                };
+                let ch = change::record(&c, &mut *tx, &alert, EventType::Resolved, now).await?;
+                audit(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "alert.resolve",
+                    ("alert", &alert.id),
+                    None,
+                )
+                .await?;
+                Ok((AlertView::from(&alert), Some(ch)))
+            })
+        })
+        .await?;
+    if let Some(ch) = announce {
+        change::announce(ctx, &[ch]).await;
+    }
+    Ok(view)
 }
 
-async fn mute_set(ctx: &Ctx, actor: &Actor, req: MuteSet) -> Outcome<Done> {
+async fn mute_set(ctx: &Arc<Ctx>, actor: &Actor, req: MuteSet) -> Outcome<Done> {
     let now = ctx.now();
     if req.until_ms <= now {
         return Err(Fail::invalid("a mute must end in the future"));
     }
-    let mut tx = ctx.store.write().await?;
-    hosts::get(&mut tx, &req.host_id).await?;
     let reason = clean_reason(req.reason.as_deref())?;
-    mutes::set_mute(
-        &mut tx,
-        &MuteWindow {
-            id: format!("m{}", rm_bus::ids::random_token(10)),
-            host_id: req.host_id.clone(),
-            starts_at: now,
-            until: req.until_ms,
-            reason: reason.clone(),
-            created_by: actor.name.clone(),
-            created_at: now,
-            ended_by: None,
-        },
-    )
+    let actor = actor.clone();
+    let host_id = req.host_id.clone();
+    ctx.write_first(move |tx| {
+        Box::pin(async move {
+            hosts::get(&mut *tx, &req.host_id).await?;
+            mutes::set_mute(
+                &mut *tx,
+                &MuteWindow {
+                    id: format!("m{}", rm_bus::ids::random_token(10)),
+                    host_id: req.host_id.clone(),
+                    starts_at: now,
+                    until: req.until_ms,
+                    reason: reason.clone(),
+                    created_by: actor.name.clone(),
+                    created_at: now,
+                    ended_by: None,
+                },
+            )
+            .await?;
+            audit(
+                &mut *tx,
+                now,
+                &actor,
+                "host.mute",
+                ("host", &req.host_id),
+                Some(json!({"until": req.until_ms, "reason": reason})),
+            )
+            .await?;
+            Ok(())
+        })
+    })
     .await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "host.mute",
-        ("host", &req.host_id),
-        Some(json!({"until": req.until_ms, "reason": reason})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    ctx.mutes_changed(&req.host_id).await;
+    ctx.mutes_changed(&host_id).await;
     Ok(Done {})
 }
 
@@ -289,36 +318,42 @@ fn clean_reason(reason: Option<&str>) -> Outcome<Option<String>> {
     Ok(reason.map(str::to_owned))
 }
 
-async fn mute_clear(ctx: &Ctx, actor: &Actor, req: HostRef) -> Outcome<Done> {
+async fn mute_clear(ctx: &Arc<Ctx>, actor: &Actor, req: HostRef) -> Outcome<Done> {
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    if mutes::clear_mute(&mut tx, &req.host_id, &actor.name, now).await? {
-        audit(
-            &mut tx,
-            now,
-            actor,
-            "host.unmute",
-            ("host", &req.host_id),
-            None,
-        )
-        .await?;
-    }
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let actor = actor.clone();
+    let host_id = req.host_id.clone();
+    ctx.write_first(move |tx| {
+        Box::pin(async move {
+            if mutes::clear_mute(&mut *tx, &req.host_id, &actor.name, now).await? {
+                audit(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.unmute",
+                    ("host", &req.host_id),
+                    None,
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
     // Alerts raised during the mute and still open are notified now.
     ctx.wake.notify_one();
-    ctx.mutes_changed(&req.host_id).await;
+    ctx.mutes_changed(&host_id).await;
     Ok(Done {})
 }
 
 async fn maintenance_add(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     actor: &Actor,
     req: MaintenanceAdd,
 ) -> Outcome<MaintenanceAdded> {
     let now = ctx.now();
-    let cron = req.cron.trim();
-    let timezone = req.timezone.trim();
-    rm_cron::CronSchedule::parse(cron, timezone)
+    let cron = req.cron.trim().to_owned();
+    let timezone = req.timezone.trim().to_owned();
+    rm_cron::CronSchedule::parse(&cron, &timezone)
         .map_err(|e| Fail::invalid(format!("Cron or time zone: {e}")))?;
     if !(60..=api::MAINTENANCE_MAX_SECS).contains(&req.duration_secs) {
         return Err(Fail::invalid(format!(
@@ -327,59 +362,72 @@ async fn maintenance_add(
         )));
     }
     let reason = clean_reason(req.reason.as_deref())?;
-    let mut tx = ctx.store.write().await?;
-    hosts::get(&mut tx, &req.host_id).await?;
+    let actor = actor.clone();
+    let host_id = req.host_id.clone();
     let id = format!("w{}", rm_bus::ids::random_token(10));
-    mutes::add_maintenance(
-        &mut tx,
-        &MaintenanceWindow {
-            id: id.clone(),
-            host_id: req.host_id.clone(),
-            cron: cron.to_owned(),
-            timezone: timezone.to_owned(),
-            duration_secs: req.duration_secs,
-            reason: reason.clone(),
-            created_by: actor.name.clone(),
-            created_at: now,
-        },
-    )
+    let window_id = id.clone();
+    ctx.write_first(move |tx| {
+        Box::pin(async move {
+            hosts::get(&mut *tx, &req.host_id).await?;
+            mutes::add_maintenance(
+                &mut *tx,
+                &MaintenanceWindow {
+                    id: id.clone(),
+                    host_id: req.host_id.clone(),
+                    cron: cron.clone(),
+                    timezone: timezone.clone(),
+                    duration_secs: req.duration_secs,
+                    reason: reason.clone(),
+                    created_by: actor.name.clone(),
+                    created_at: now,
+                },
+            )
+            .await?;
+            audit(
+                &mut *tx,
+                now,
+                &actor,
+                "host.maintenance.add",
+                ("host", &req.host_id),
+                Some(json!({"window": id, "cron": cron, "timezone": timezone,
+                            "duration_secs": req.duration_secs, "reason": reason})),
+            )
+            .await?;
+            Ok(())
+        })
+    })
     .await?;
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "host.maintenance.add",
-        ("host", &req.host_id),
-        Some(json!({"window": id, "cron": cron, "timezone": timezone,
-                    "duration_secs": req.duration_secs, "reason": reason})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
-    ctx.mutes_changed(&req.host_id).await;
-    Ok(MaintenanceAdded { window_id: id })
+    ctx.mutes_changed(&host_id).await;
+    Ok(MaintenanceAdded { window_id })
 }
 
-async fn maintenance_delete(ctx: &Ctx, actor: &Actor, req: MaintenanceRef) -> Outcome<Done> {
+async fn maintenance_delete(ctx: &Arc<Ctx>, actor: &Actor, req: MaintenanceRef) -> Outcome<Done> {
     let now = ctx.now();
-    let mut tx = ctx.store.write().await?;
-    let Some(w) = mutes::delete_maintenance(&mut tx, &req.window_id).await? else {
-        return Err(Fail {
-            code: "not_found",
-            message: format!("maintenance window {} not found", req.window_id),
-        });
-    };
-    audit(
-        &mut tx,
-        now,
-        actor,
-        "host.maintenance.delete",
-        ("host", &w.host_id),
-        Some(json!({"window": w.id, "cron": w.cron, "timezone": w.timezone})),
-    )
-    .await?;
-    tx.commit().await.map_err(rm_store::StoreError::from)?;
+    let actor = actor.clone();
+    let host_id = ctx
+        .write_first(move |tx| {
+            Box::pin(async move {
+                let Some(w) = mutes::delete_maintenance(&mut *tx, &req.window_id).await? else {
+                    return Err(Fail {
+                        code: "not_found",
+                        message: format!("maintenance window {} not found", req.window_id),
+                    });
+                };
+                audit(
+                    &mut *tx,
+                    now,
+                    &actor,
+                    "host.maintenance.delete",
+                    ("host", &w.host_id),
+                    Some(json!({"window": w.id, "cron": w.cron, "timezone": w.timezone})),
+                )
+                .await?;
+                Ok(w.host_id)
+            })
+        })
+        .await?;
     // Alerts raised inside the window and still open are notified now.
     ctx.wake.notify_one();
-    ctx.mutes_changed(&w.host_id).await;
+    ctx.mutes_changed(&host_id).await;
     Ok(Done {})
 }

@@ -1,7 +1,8 @@
 //! The alerts role's retention: finished deliveries and their attempt log
 //! are deleted after [`crate::Timings::delivery_retention`]. The alerts role
 //! owns the outbox, so it purges it (the control plane purges only its own
-//! tables). Errors are logged and the loop goes on.
+//! tables), through the role's writer task. Errors are logged and the loop
+//! goes on.
 
 use std::sync::Arc;
 
@@ -25,11 +26,14 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) {
     }
 }
 
+/// One purge, a write of the writer task's ordinary lane (nobody waits
+/// for it: operators' writes go ahead).
 async fn purge(ctx: &Ctx) -> anyhow::Result<u64> {
     let keep = i64::try_from(ctx.t.delivery_retention.as_millis()).unwrap_or(i64::MAX);
     let before = ctx.now().saturating_sub(keep);
-    let mut tx = ctx.store.write().await?;
-    let n = delivery::purge_finished(&mut tx, before).await?;
-    tx.commit().await?;
+    let n = ctx
+        .writer
+        .run(move |tx| Box::pin(async move { delivery::purge_finished(&mut *tx, before).await }))
+        .await?;
     Ok(n)
 }

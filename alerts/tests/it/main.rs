@@ -4,4 +4,5 @@
 mod delivery;
 mod rules;
 mod support;
+mod writer;
 mod writes;

@@ -17,13 +17,15 @@
 //! - `channels`, `svc`: the services on `rm.svc.alerts.<verb>` ([`api`]).
 //! - `retention`: purges finished deliveries (and their log) after
 //!   [`Timings::delivery_retention`]; the owner purges its own tables.
-//! - `metrics`: passes, deliveries suppressed (by reason), and the writer
-//!   task's batches.
+//! - `metrics`: passes, deliveries suppressed (by reason), the writer
+//!   task's batches and the store's commits.
 //!
-//! Busy paths (rule passes, delivery claims and attempt records) write
-//! through the role's writer task (`rm_store::writer`): one transaction
-//! per batch of whatever is queued, on the store's one write connection;
-//! reads use the store's read-only pool.
+//! Every write goes through the role's writer task (`rm_store::writer`):
+//! one transaction per batch of whatever is queued, on the store's one
+//! write connection; operators' actions in its first lane
+//! (`Ctx::write_first`), rule passes, delivery claims and attempt
+//! records and retention in the ordinary lane. Reads use the store's
+//! read-only pool.
 
 use std::future::Future;
 use std::path::PathBuf;

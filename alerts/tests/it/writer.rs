@@ -157,3 +157,91 @@ async fn every_commit_of_operators_rules_and_retention_is_a_writer_task_batch_op
     env.stop_all().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_operator_write_refused_inside_the_writer_keeps_its_error_code_and_changes_nothing()
+-> anyhow::Result<()> {
+    let mut env = Env::new().await?;
+    env.add_host("h1", "db-1").await?;
+    env.start_alerts().await?;
+    let audited = |env: &Env| {
+        let store = env.store.clone();
+        async move {
+            let mut conn = store.read().await?;
+            anyhow::Ok(rm_store::audit::recent(&mut conn, 1000).await?.len())
+        }
+    };
+    let before = env.metrics().await?;
+    let audit_before = audited(&env).await?;
+
+    let code = |r: Result<api::Done, rm_bus::msg::SvcError>| match r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.code,
+    };
+    let muted = env
+        .call(
+            api::MUTE_SET,
+            api::MuteSet {
+                host_id: "nope".into(),
+                until_ms: env.now() + 60_000,
+                reason: None,
+            },
+        )
+        .await;
+    assert_eq!(code(muted), "not_found");
+    let deleted = env
+        .call(
+            api::MAINTENANCE_DELETE,
+            api::MaintenanceRef {
+                window_id: "wnope".into(),
+            },
+        )
+        .await;
+    assert_eq!(code(deleted), "not_found");
+    let acked: Result<AlertView, _> = env
+        .call(
+            api::ALERT_ACK,
+            AlertRef {
+                alert_id: "anope".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(&acked, Err(e) if e.code == "not_found"),
+        "{acked:?}"
+    );
+    let updated: Result<api::ChannelView, _> = env
+        .call(
+            api::CHANNEL_UPDATE,
+            api::ChannelUpdate {
+                channel_id: "cnope".into(),
+                name: Some("x".into()),
+                enabled: None,
+                definition: None,
+                clear_secret: false,
+            },
+        )
+        .await;
+    assert!(
+        matches!(&updated, Err(e) if e.code == "not_found"),
+        "{updated:?}"
+    );
+
+    // Nothing was written, no batch failed, and the next write goes through.
+    assert_eq!(audited(&env).await?, audit_before);
+    let _: api::Done = call(
+        &env,
+        api::MUTE_SET,
+        api::MuteSet {
+            host_id: "h1".into(),
+            until_ms: env.now() + 60_000,
+            reason: None,
+        },
+    )
+    .await?;
+    assert_eq!(audited(&env).await?, audit_before + 1);
+    let m = env.metrics().await?;
+    assert_eq!(m.write_batches_failed, before.write_batches_failed, "{m:?}");
+    env.stop_all().await?;
+    Ok(())
+}

@@ -178,3 +178,10 @@ BEGIN
                        FROM host_repositories hr WHERE hr.host_id = host_summary.host_id)
     WHERE host_id IN (SELECT host_id FROM host_repositories WHERE repo_id IN (OLD.repo_id, NEW.repo_id));
 END;
+
+-- ------------------------------------------------------- the text filter
+-- The dashboard's text filter matches a substring of the name or the
+-- hostname, which no B-tree can seek: its total is counted by scanning
+-- this narrow index (about 40 bytes a host) instead of every host's
+-- whole row (vitals and all).
+CREATE INDEX hosts_text ON hosts (name, hostname, status);

@@ -293,6 +293,11 @@ async fn the_hot_fleet_ui_queries_seek_their_indexes() {
             "SEARCH h USING INDEX hosts_restic_host (restic_host=?)",
         ),
         (
+            "a text filter's total (migration 25)",
+            &rm_store::fleet::TEXT_COUNT.replace("?1", "'%x%'"),
+            "SCAN h USING COVERING INDEX hosts_text",
+        ),
+        (
             "the total of a tag-only filter",
             "SELECT hosts FROM tag_counts WHERE tag = 'prod'",
             "SEARCH tag_counts USING PRIMARY KEY (tag=?)",
@@ -777,4 +782,87 @@ async fn stored_snapshot_counts_and_repository_sizes_stay_right_through_ingest_f
         &[("h1", 0, None), ("h3", 0, None)],
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_text_filter_matches_name_or_hostname_literally_and_its_total_agrees_with_its_pages() {
+    use rm_store::fleet::{self, Query, Sort};
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    // (id, name, hostname when enrolled)
+    for (id, name, hostname) in [
+        ("h1", "web-1", Some("alpha.example")),
+        ("h2", "web-2", Some("beta.example")),
+        ("h3", "db-1", Some("web-db.example")),
+        ("h4", "mail_1", None),
+        ("h5", "mail-1", None),
+        ("h6", "web-gone", None),
+        ("h7", "100%", None),
+    ] {
+        hosts::insert(&mut tx, id, name, "alice", 0).await.unwrap();
+        if let Some(hostname) = hostname {
+            let key = format!("N{id}");
+            hosts::set_enrolled(
+                &mut tx,
+                id,
+                &hosts::Enrollment {
+                    nkey: &key,
+                    xkey: "X",
+                    hostname,
+                    os: "linux",
+                    arch: "x86_64",
+                    agent_version: "1",
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    hosts::set_revoked(&mut tx, "h6", 2).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let counts = fleet::counts(&mut c).await.unwrap();
+    for (text, want) in [
+        ("web", vec!["h3", "h1", "h2"]), // h3 by hostname; revoked h6 left out
+        ("WEB-1", vec!["h1"]),
+        ("example", vec!["h3", "h1", "h2"]),
+        ("mail_", vec!["h4"]), // `_` is a literal, not a wildcard
+        ("0%", vec!["h7"]),    // so is `%`
+        ("nothing", vec![]),
+        ("  ", vec!["h7", "h3", "h5", "h4", "h1", "h2"]), // blank: every host
+    ] {
+        for limit in [50, 2] {
+            let q = Query {
+                text: Some(text.into()),
+                sort: Sort::Name,
+                limit,
+                ..Query::default()
+            };
+            let ids = fleet::page_ids(&mut c, &q).await.unwrap();
+            let cut = usize::try_from(limit).unwrap().min(want.len());
+            assert_eq!(ids, want[..cut], "{text:?} page of {limit}");
+            let total = fleet::total(&mut c, &q, &counts).await.unwrap();
+            assert_eq!(total, i64::try_from(want.len()).unwrap(), "{text:?} total");
+        }
+    }
+    // with a state as well: the never-backed-up enrolled hosts are offline
+    let q = Query {
+        text: Some("web".into()),
+        health: Some("offline".into()),
+        sort: Sort::Name,
+        limit: 50,
+        ..Query::default()
+    };
+    assert_eq!(
+        fleet::page_ids(&mut c, &q).await.unwrap(),
+        ["h3", "h1", "h2"]
+    );
+    assert_eq!(fleet::total(&mut c, &q, &counts).await.unwrap(), 3);
+    let q = Query {
+        health: Some("pending".into()),
+        ..q
+    };
+    assert!(fleet::page_ids(&mut c, &q).await.unwrap().is_empty());
+    assert_eq!(fleet::total(&mut c, &q, &counts).await.unwrap(), 0);
 }

@@ -866,3 +866,71 @@ async fn a_text_filter_matches_name_or_hostname_literally_and_its_total_agrees_w
     assert!(fleet::page_ids(&mut c, &q).await.unwrap().is_empty());
     assert_eq!(fleet::total(&mut c, &q, &counts).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_pages_backup_runs_in_one_query_equal_each_hosts_own_newest_first() {
+    use rm_store::fleet;
+    use rm_store::jobs::{self, Finish, JobStatus};
+    let (s, _dir) = store().await;
+    let params = crate::backup();
+    let check = check_params();
+    let mut tx = s.write().await.unwrap();
+    for id in ["h1", "h2", "h3"] {
+        hosts::insert(&mut tx, id, &format!("name-{id}"), "alice", 0)
+            .await
+            .unwrap();
+    }
+    // (job, host, created, params, finished as)
+    for (job, host, at, p, end) in [
+        ("j01", "h1", 5, &params, Some(JobStatus::Succeeded)), // before the window
+        ("j02", "h1", 10, &params, Some(JobStatus::Failed)),
+        ("j03", "h1", 20, &params, Some(JobStatus::Succeeded)),
+        ("j04", "h1", 20, &params, Some(JobStatus::Warning)), // same time as j03
+        ("j05", "h1", 30, &check, Some(JobStatus::Succeeded)), // not a backup
+        ("j06", "h1", 40, &params, None),                     // still queued
+        ("j07", "h2", 15, &params, Some(JobStatus::Failed)),
+        ("j08", "h3", 50, &params, Some(JobStatus::Succeeded)), // not asked for
+    ] {
+        jobs::insert(&mut tx, &crate::new_job(job, host, p, at))
+            .await
+            .unwrap();
+        if let Some(status) = end {
+            let f = Finish {
+                finished_at: at + 1,
+                error_kind: (status == JobStatus::Failed).then(|| "repo_locked".into()),
+                error: (status == JobStatus::Failed)
+                    .then(|| "it said \"locked\" \\ <b>é</b>\nsecond line".into()),
+                ..Finish::default()
+            };
+            jobs::finish(&mut tx, job, status, &f).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let ids = vec!["h1".to_owned(), "h2".to_owned(), "nobody".to_owned()];
+    let many = fleet::backups_since_many(&mut c, &ids, 10).await.unwrap();
+    assert_eq!(many.len(), 2, "only hosts with runs: {many:?}");
+    for host in ["h1", "h2"] {
+        let own = fleet::backups_since(&mut c, host, 10).await.unwrap();
+        assert_eq!(many[host], own, "{host}");
+    }
+    let h1: Vec<&str> = many["h1"].iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(h1, ["j06", "j04", "j03", "j02"]);
+    assert_eq!(
+        many["h2"][0].error.as_deref(),
+        Some("it said \"locked\" \\ <b>é</b>\nsecond line")
+    );
+    assert_eq!(many["h1"][0].finished_at, None);
+    assert!(
+        fleet::backups_since_many(&mut c, &[], 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn check_params() -> rm_bus::msg::JobParams {
+    rm_bus::msg::JobParams::Check {
+        read_data_subset: None,
+    }
+}

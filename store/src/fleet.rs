@@ -229,8 +229,22 @@ pub async fn total(conn: &mut SqliteConnection, q: &Query, c: &Counts) -> Result
     count(conn, q).await
 }
 
-/// The number of hosts matching the filter.
+/// The number of non-revoked hosts whose name or hostname matches `?1`
+/// (NULL: all): a scan of the covering `hosts_text` index (migration 25),
+/// no host row read, no join.
+pub const TEXT_COUNT: &str = "SELECT COUNT(*) FROM hosts h WHERE h.status != 'revoked'
+      AND (?1 IS NULL OR h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')";
+
+/// The number of hosts matching the filter: a text-only filter from the
+/// narrow `hosts_text` index ([`TEXT_COUNT`]), any other from the hosts
+/// and their summaries.
 pub async fn count(conn: &mut SqliteConnection, q: &Query) -> Result<i64> {
+    if q.id.is_none() && q.tag.is_none() && q.health.is_none() && !q.running {
+        return Ok(sqlx::query_scalar(TEXT_COUNT)
+            .bind(like_pattern(q.text.as_deref()))
+            .fetch_one(&mut *conn)
+            .await?);
+    }
     let sql = format!(
         "SELECT COUNT(*) FROM (SELECT h.*, {HEALTH} AS health FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id) h
          LEFT JOIN host_summary s ON s.host_id = h.id WHERE {filter}",
@@ -264,8 +278,9 @@ fn health_rank(health: &str) -> i64 {
 /// The ids of one page of hosts, in order. Walks one of the partial
 /// indexes of `host_summary` in the sort's order (`host_summary_by_health`,
 /// `_by_name`, `_by_last_backup`: migration 21) and stops after the page;
-/// a host's own row is read only for a text filter, so neither the first
-/// nor a deep page computes or sorts the health of every host.
+/// a host's own row is read only for a text filter that its name (copied
+/// into the summary) does not match, so neither the first nor a deep page
+/// computes or sorts the health of every host.
 pub async fn page_ids(conn: &mut SqliteConnection, q: &Query) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(page_ids_sql(q)))
         .bind(like_pattern(q.text.as_deref()))
@@ -295,8 +310,8 @@ pub fn page_ids_sql(q: &Query) -> String {
     format!(
         "SELECT s.host_id FROM host_summary s
          WHERE s.health_rank IS NOT NULL
-           AND (?1 IS NULL OR EXISTS (SELECT 1 FROM hosts h WHERE h.id = s.host_id
-                AND (h.name LIKE ?1 ESCAPE '\\' OR h.hostname LIKE ?1 ESCAPE '\\')))
+           AND (?1 IS NULL OR s.host_name LIKE ?1 ESCAPE '\\'
+                OR EXISTS (SELECT 1 FROM hosts h WHERE h.id = s.host_id AND h.hostname LIKE ?1 ESCAPE '\\'))
            AND (?2 IS NULL OR s.health_rank = ?2)
            AND (?3 = 0 OR s.running_jobs > 0)
            AND (?6 IS NULL OR s.host_id = ?6)
@@ -316,13 +331,7 @@ pub async fn rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Row
                 s.last_backup_status, s.last_backup_at, s.last_backup_success_at,
                 COALESCE(s.running_jobs, 0) AS running_jobs,
                 (SELECT COUNT(*) FROM alerts a WHERE a.host_id = h.id AND a.resolved_at IS NULL) AS open_alerts,
-                (SELECT SUM((SELECT COALESCE(rh.raw_size, rh.total_size) FROM repo_health rh
-                             WHERE rh.repo_id = hr.repo_id AND COALESCE(rh.raw_size, rh.total_size) IS NOT NULL
-                             ORDER BY rh.ts DESC LIMIT 1))
-                   FROM host_repositories hr WHERE hr.host_id = h.id) AS repo_size,
-                (SELECT COUNT(*) FROM host_repositories hr JOIN snapshots sn
-                   ON sn.repo_id = hr.repo_id AND sn.hostname = h.restic_host
-                   WHERE hr.host_id = h.id) AS snapshot_count
+                s.repo_size, COALESCE(s.snapshot_count, 0) AS snapshot_count
          FROM hosts h LEFT JOIN host_summary s ON s.host_id = h.id
          WHERE h.id IN (SELECT value FROM json_each(?1)) AND h.status != 'revoked'"
     );
@@ -332,6 +341,39 @@ pub async fn rows(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Row
         .await?;
     rows.sort_by_key(|r| ids.iter().position(|i| *i == r.id));
     Ok(rows)
+}
+
+/// A host's snapshot count and repository size recomputed from the source
+/// rows: what `host_summary.snapshot_count` and `.repo_size` (kept by the
+/// triggers of migration 25) must equal. One correlated pass per host.
+const RECOUNT_STATS: &str = "SELECT h.id,
+        (SELECT COUNT(*) FROM host_repositories hr JOIN snapshots sn
+           ON sn.repo_id = hr.repo_id AND sn.hostname = h.restic_host
+           WHERE hr.host_id = h.id) AS snapshot_count,
+        (SELECT SUM((SELECT COALESCE(rh.raw_size, rh.total_size) FROM repo_health rh
+                     WHERE rh.repo_id = hr.repo_id AND COALESCE(rh.raw_size, rh.total_size) IS NOT NULL
+                     ORDER BY rh.ts DESC, rh.id DESC LIMIT 1))
+           FROM host_repositories hr WHERE hr.host_id = h.id) AS repo_size
+     FROM hosts h";
+
+/// A host whose stored snapshot count or repository size differs from a
+/// recount: `(host, stored count, recounted count, stored size,
+/// recounted size)`; a host without a summary row has stored `(0, None)`.
+pub type StatsDrift = (String, i64, i64, Option<i64>, Option<i64>);
+
+/// The hosts whose stored snapshot count or repository size differs
+/// from a recount from the source rows. For checks and tests, not for
+/// pages (it reads every host's snapshots).
+pub async fn stats_drift(conn: &mut SqliteConnection) -> Result<Vec<StatsDrift>> {
+    let sql = format!(
+        "SELECT r.id, COALESCE(s.snapshot_count, 0), r.snapshot_count, s.repo_size, r.repo_size
+         FROM ({RECOUNT_STATS}) r LEFT JOIN host_summary s ON s.host_id = r.id
+         WHERE COALESCE(s.snapshot_count, 0) != r.snapshot_count OR s.repo_size IS NOT r.repo_size
+         ORDER BY r.id"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .fetch_all(conn)
+        .await?)
 }
 
 /// One page of hosts and the number of hosts matching the filter.
@@ -402,15 +444,25 @@ pub async fn backups_since_many(
     if host_ids.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<RunOfHost> = sqlx::query_as(
-            "SELECT host_id, id, status, created_at, finished_at, error_kind, error FROM jobs
-             WHERE host_id IN (SELECT value FROM json_each(?)) AND created_at >= ? AND kind = 'backup'
-             ORDER BY host_id, created_at DESC",
-        )
-        .bind(json_ids(host_ids))
-        .bind(since_ms)
-        .fetch_all(conn)
-        .await?;
+    // A page's hosts have about 1,500 runs in the window: they come back
+    // as one JSON array in one row, because each row of a result costs a
+    // hand-over from the database thread, which cost more than the query.
+    let json: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(host_id, id, status, created_at, finished_at, error_kind, error))
+         FROM jobs
+         WHERE host_id IN (SELECT value FROM json_each(?)) AND created_at >= ? AND kind = 'backup'",
+    )
+    .bind(json_ids(host_ids))
+    .bind(since_ms)
+    .fetch_one(conn)
+    .await?;
+    let mut rows: Vec<RunOfHost> =
+        serde_json::from_str(&json).map_err(|e| crate::StoreError::Corrupt {
+            what: "backup runs",
+            detail: e.to_string(),
+        })?;
+    // each host's newest first (ties by id, newest first too)
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.3.cmp(&a.3)).then(b.1.cmp(&a.1)));
     for (host, id, status, created_at, finished_at, error_kind, error) in rows {
         let runs = out.entry(host).or_default();
         if runs.len() < 2000 {

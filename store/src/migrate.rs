@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "cpbackup_time",
         include_str!("../migrations/0024_cpbackup_time.sql"),
     ),
+    (
+        25,
+        "host_stats",
+        include_str!("../migrations/0025_host_stats.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -114,6 +114,35 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Repo>> {
     .await?)
 }
 
+/// These repositories (unknown ids left out), by name: a page that shows
+/// a few reads those, not every repository with its secrets.
+pub async fn of_ids(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<Repo>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        repo_columns!(),
+        " FROM repositories WHERE id IN (SELECT value FROM json_each(?)) ORDER BY name"
+    ))
+    .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(conn)
+    .await?)
+}
+
+/// `(id, name)` of these repositories (unknown ids left out).
+pub async fn names_of(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(String, String)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM repositories WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(conn)
+    .await?)
+}
+
 pub async fn set_status(
     conn: &mut SqliteConnection,
     id: &str,

@@ -49,6 +49,22 @@ pub async fn count(conn: &mut SqliteConnection, repo_id: &str) -> Result<i64> {
     )
 }
 
+/// How many snapshots of one restic host a repository's cache holds (a
+/// range of the `snapshots_repo_host_time_id` index, no row read).
+pub async fn count_of_host(
+    conn: &mut SqliteConnection,
+    repo_id: &str,
+    hostname: &str,
+) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM snapshots WHERE repo_id = ? AND hostname = ?")
+            .bind(repo_id)
+            .bind(hostname)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// Replaces the cached list for one repository (and optionally one host)
 /// with a full listing: snapshots not in it were forgotten.
 pub async fn replace_all(

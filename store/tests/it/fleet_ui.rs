@@ -287,6 +287,17 @@ async fn the_hot_fleet_ui_queries_seek_their_indexes() {
             "SCAN tag_counts",
         ),
         (
+            "the hosts a snapshot counts for (migration 25's triggers)",
+            "SELECT h.id FROM hosts h JOIN host_repositories hr ON hr.host_id = h.id AND hr.repo_id = 'r'
+             WHERE h.restic_host = 'x'",
+            "SEARCH h USING INDEX hosts_restic_host (restic_host=?)",
+        ),
+        (
+            "a text filter's total (migration 25)",
+            &rm_store::fleet::TEXT_COUNT.replace("?1", "'%x%'"),
+            "SCAN h USING COVERING INDEX hosts_text",
+        ),
+        (
             "the total of a tag-only filter",
             "SELECT hosts FROM tag_counts WHERE tag = 'prod'",
             "SEARCH tag_counts USING PRIMARY KEY (tag=?)",
@@ -532,5 +543,394 @@ async fn a_dashboard_page_walks_a_sort_index_without_sorting_every_host() {
         assert!(p.contains(index), "{sort:?}: {p}");
         assert!(!p.contains("TEMP B-TREE"), "{sort:?} sorts: {p}");
         assert!(!p.contains("SCAN h"), "{sort:?} reads every host: {p}");
+    }
+}
+
+/// The stored snapshot count and repository size of every host equal a
+/// recount from the source rows, and each host's stored pair is what
+/// `expect` says (`(host, snapshots, size)`).
+async fn stats_agree(s: &Store, step: &str, expect: &[(&str, i64, Option<i64>)]) {
+    let mut c = s.read().await.unwrap();
+    let drift = rm_store::fleet::stats_drift(&mut c).await.unwrap();
+    assert!(
+        drift.is_empty(),
+        "{step}: stored host stats drifted: {drift:?}"
+    );
+    for (host, n, size) in expect {
+        let got: (i64, Option<i64>) =
+            sqlx::query_as("SELECT snapshot_count, repo_size FROM host_summary WHERE host_id = ?")
+                .bind(host)
+                .fetch_one(&mut *c)
+                .await
+                .unwrap();
+        assert_eq!(got, (*n, *size), "{step}: {host} (snapshots, size)");
+        if let Some(row) = rm_store::fleet::row(&mut c, host).await.unwrap() {
+            assert_eq!(
+                (row.snapshot_count, row.repo_size),
+                got,
+                "{step}: {host}'s dashboard row reads the stored values"
+            );
+        }
+    }
+}
+
+fn snap_of(repo: &str, host: &str, id: &str, time: i64) -> Snapshot {
+    Snapshot {
+        repo_id: repo.into(),
+        hostname: host.into(),
+        ..snap(id, time, "[]", r#"["/data"]"#)
+    }
+}
+
+async fn add_repo(tx: &mut rm_store::Tx, id: &str) {
+    repos::insert(
+        &mut *tx,
+        &NewRepo {
+            id,
+            name: id,
+            url_display: "rest:http://x/",
+            secrets_enc: b"x",
+            created_by: "alice",
+            now: 0,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+async fn measure(tx: &mut rm_store::Tx, repo: &str, ts: i64, raw: Option<i64>, total: Option<i64>) {
+    rm_store::health::insert(
+        &mut *tx,
+        &rm_store::health::Health {
+            repo_id: repo.into(),
+            ts,
+            raw_size: raw,
+            total_size: total,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn stored_snapshot_counts_and_repository_sizes_stay_right_through_ingest_forget_detach_and_delete()
+ {
+    use rm_store::repos::Access;
+    let (s, _dir) = store().await;
+    // h1 and h2 enrolled (restic names "h1", "h2"), h3 never enrolled
+    let mut tx = s.write().await.unwrap();
+    for id in ["h1", "h2", "h3"] {
+        hosts::insert(&mut tx, id, &format!("name-{id}"), "alice", 0)
+            .await
+            .unwrap();
+    }
+    for id in ["h1", "h2"] {
+        let key = format!("N{id}");
+        hosts::set_enrolled(
+            &mut tx,
+            id,
+            &hosts::Enrollment {
+                nkey: &key,
+                xkey: "X",
+                hostname: "box",
+                os: "linux",
+                arch: "x86_64",
+                agent_version: "1",
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    add_repo(&mut tx, "ra").await;
+    add_repo(&mut tx, "rb").await;
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "no repositories",
+        &[("h1", 0, None), ("h2", 0, None), ("h3", 0, None)],
+    )
+    .await;
+
+    // snapshots arrive before anyone is attached; then h1 gets both repositories, h2 one
+    let mut tx = s.write().await.unwrap();
+    for (repo, host, id, t) in [
+        ("ra", "h1", "a1", 10),
+        ("ra", "h1", "a2", 20),
+        ("ra", "h2", "a3", 30),
+        ("rb", "h1", "b1", 40),
+        ("ra", "other", "a4", 50),
+    ] {
+        snapshots::upsert(&mut tx, &snap_of(repo, host, id, t))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "snapshots, nobody attached",
+        &[("h1", 0, None), ("h2", 0, None)],
+    )
+    .await;
+    let mut tx = s.write().await.unwrap();
+    for (host, repo) in [("h1", "ra"), ("h1", "rb"), ("h2", "ra"), ("h3", "ra")] {
+        repos::attach(&mut tx, host, repo, Access::AppendOnly, b"s", 2)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "attached",
+        &[("h1", 3, None), ("h2", 1, None), ("h3", 0, None)],
+    )
+    .await;
+
+    // sizes: ra measured twice (the newer counts; a measurement without
+    // a size does not hide the last known one), rb by restore size only
+    let mut tx = s.write().await.unwrap();
+    measure(&mut tx, "ra", 100, Some(1000), Some(5000)).await;
+    measure(&mut tx, "ra", 200, Some(1500), None).await;
+    measure(&mut tx, "ra", 300, None, None).await;
+    measure(&mut tx, "rb", 100, None, Some(70)).await;
+    measure(&mut tx, "ra", 150, Some(9), None).await; // older: ignored
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "measured",
+        &[
+            ("h1", 3, Some(1570)),
+            ("h2", 1, Some(1500)),
+            ("h3", 0, Some(1500)),
+        ],
+    )
+    .await;
+
+    // an ingest adds one; re-sending a known snapshot adds nothing
+    let mut tx = s.write().await.unwrap();
+    snapshots::upsert(&mut tx, &snap_of("ra", "h2", "a5", 60))
+        .await
+        .unwrap();
+    snapshots::upsert(&mut tx, &snap_of("ra", "h2", "a5", 60))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "ingested",
+        &[("h1", 3, Some(1570)), ("h2", 2, Some(1500))],
+    )
+    .await;
+
+    // forget/prune: a full listing of h1 in ra without a1 removes it
+    let mut tx = s.write().await.unwrap();
+    snapshots::replace_all(&mut tx, "ra", Some("h1"), &[snap_of("ra", "h1", "a2", 20)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "forgotten",
+        &[("h1", 2, Some(1570)), ("h2", 2, Some(1500))],
+    )
+    .await;
+    // and a full listing of the whole repository that keeps only a2
+    let mut tx = s.write().await.unwrap();
+    snapshots::replace_all(&mut tx, "ra", None, &[snap_of("ra", "h1", "a2", 20)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "pruned",
+        &[("h1", 2, Some(1570)), ("h2", 0, Some(1500))],
+    )
+    .await;
+
+    // detaching rb from h1 takes its snapshot and size away
+    let mut tx = s.write().await.unwrap();
+    repos::detach(&mut tx, "h1", "rb").await.unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "detached",
+        &[("h1", 1, Some(1500)), ("h2", 0, Some(1500))],
+    )
+    .await;
+
+    // deleting h2 (cascades) leaves the others; deleting repository ra
+    // (snapshots, measurements and attachments by cascade) leaves nothing
+    let mut tx = s.write().await.unwrap();
+    sqlx::query("DELETE FROM hosts WHERE id = 'h2'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "host deleted",
+        &[("h1", 1, Some(1500)), ("h3", 0, Some(1500))],
+    )
+    .await;
+    let mut tx = s.write().await.unwrap();
+    repos::delete(&mut tx, "ra").await.unwrap();
+    tx.commit().await.unwrap();
+    stats_agree(
+        &s,
+        "repository deleted",
+        &[("h1", 0, None), ("h3", 0, None)],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_text_filter_matches_name_or_hostname_literally_and_its_total_agrees_with_its_pages() {
+    use rm_store::fleet::{self, Query, Sort};
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    // (id, name, hostname when enrolled)
+    for (id, name, hostname) in [
+        ("h1", "web-1", Some("alpha.example")),
+        ("h2", "web-2", Some("beta.example")),
+        ("h3", "db-1", Some("web-db.example")),
+        ("h4", "mail_1", None),
+        ("h5", "mail-1", None),
+        ("h6", "web-gone", None),
+        ("h7", "100%", None),
+    ] {
+        hosts::insert(&mut tx, id, name, "alice", 0).await.unwrap();
+        if let Some(hostname) = hostname {
+            let key = format!("N{id}");
+            hosts::set_enrolled(
+                &mut tx,
+                id,
+                &hosts::Enrollment {
+                    nkey: &key,
+                    xkey: "X",
+                    hostname,
+                    os: "linux",
+                    arch: "x86_64",
+                    agent_version: "1",
+                },
+                1,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    hosts::set_revoked(&mut tx, "h6", 2).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let counts = fleet::counts(&mut c).await.unwrap();
+    for (text, want) in [
+        ("web", vec!["h3", "h1", "h2"]), // h3 by hostname; revoked h6 left out
+        ("WEB-1", vec!["h1"]),
+        ("example", vec!["h3", "h1", "h2"]),
+        ("mail_", vec!["h4"]), // `_` is a literal, not a wildcard
+        ("0%", vec!["h7"]),    // so is `%`
+        ("nothing", vec![]),
+        ("  ", vec!["h7", "h3", "h5", "h4", "h1", "h2"]), // blank: every host
+    ] {
+        for limit in [50, 2] {
+            let q = Query {
+                text: Some(text.into()),
+                sort: Sort::Name,
+                limit,
+                ..Query::default()
+            };
+            let ids = fleet::page_ids(&mut c, &q).await.unwrap();
+            let cut = usize::try_from(limit).unwrap().min(want.len());
+            assert_eq!(ids, want[..cut], "{text:?} page of {limit}");
+            let total = fleet::total(&mut c, &q, &counts).await.unwrap();
+            assert_eq!(total, i64::try_from(want.len()).unwrap(), "{text:?} total");
+        }
+    }
+    // with a state as well: the never-backed-up enrolled hosts are offline
+    let q = Query {
+        text: Some("web".into()),
+        health: Some("offline".into()),
+        sort: Sort::Name,
+        limit: 50,
+        ..Query::default()
+    };
+    assert_eq!(
+        fleet::page_ids(&mut c, &q).await.unwrap(),
+        ["h3", "h1", "h2"]
+    );
+    assert_eq!(fleet::total(&mut c, &q, &counts).await.unwrap(), 3);
+    let q = Query {
+        health: Some("pending".into()),
+        ..q
+    };
+    assert!(fleet::page_ids(&mut c, &q).await.unwrap().is_empty());
+    assert_eq!(fleet::total(&mut c, &q, &counts).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_pages_backup_runs_in_one_query_equal_each_hosts_own_newest_first() {
+    use rm_store::fleet;
+    use rm_store::jobs::{self, Finish, JobStatus};
+    let (s, _dir) = store().await;
+    let params = crate::backup();
+    let check = check_params();
+    let mut tx = s.write().await.unwrap();
+    for id in ["h1", "h2", "h3"] {
+        hosts::insert(&mut tx, id, &format!("name-{id}"), "alice", 0)
+            .await
+            .unwrap();
+    }
+    // (job, host, created, params, finished as)
+    for (job, host, at, p, end) in [
+        ("j01", "h1", 5, &params, Some(JobStatus::Succeeded)), // before the window
+        ("j02", "h1", 10, &params, Some(JobStatus::Failed)),
+        ("j03", "h1", 20, &params, Some(JobStatus::Succeeded)),
+        ("j04", "h1", 20, &params, Some(JobStatus::Warning)), // same time as j03
+        ("j05", "h1", 30, &check, Some(JobStatus::Succeeded)), // not a backup
+        ("j06", "h1", 40, &params, None),                     // still queued
+        ("j07", "h2", 15, &params, Some(JobStatus::Failed)),
+        ("j08", "h3", 50, &params, Some(JobStatus::Succeeded)), // not asked for
+    ] {
+        jobs::insert(&mut tx, &crate::new_job(job, host, p, at))
+            .await
+            .unwrap();
+        if let Some(status) = end {
+            let f = Finish {
+                finished_at: at + 1,
+                error_kind: (status == JobStatus::Failed).then(|| "repo_locked".into()),
+                error: (status == JobStatus::Failed)
+                    .then(|| "it said \"locked\" \\ <b>é</b>\nsecond line".into()),
+                ..Finish::default()
+            };
+            jobs::finish(&mut tx, job, status, &f).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let ids = vec!["h1".to_owned(), "h2".to_owned(), "nobody".to_owned()];
+    let many = fleet::backups_since_many(&mut c, &ids, 10).await.unwrap();
+    assert_eq!(many.len(), 2, "only hosts with runs: {many:?}");
+    for host in ["h1", "h2"] {
+        let own = fleet::backups_since(&mut c, host, 10).await.unwrap();
+        assert_eq!(many[host], own, "{host}");
+    }
+    let h1: Vec<&str> = many["h1"].iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(h1, ["j06", "j04", "j03", "j02"]);
+    assert_eq!(
+        many["h2"][0].error.as_deref(),
+        Some("it said \"locked\" \\ <b>é</b>\nsecond line")
+    );
+    assert_eq!(many["h1"][0].finished_at, None);
+    assert!(
+        fleet::backups_since_many(&mut c, &[], 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn check_params() -> rm_bus::msg::JobParams {
+    rm_bus::msg::JobParams::Check {
+        read_data_subset: None,
     }
 }

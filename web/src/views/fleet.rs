@@ -10,6 +10,9 @@
 //! backup result, `miss` when a scheduled slot (past its grace) had no
 //! backup at all, `none` when nothing was due.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use rm_cron::CronSchedule;
 use rm_store::fleet::{self, BackupRun, Counts, Query, Row, Sort};
 use serde::{Deserialize, Serialize};
@@ -324,8 +327,10 @@ pub async fn host_rows(
     let mut windows_of =
         rm_store::mutes::windows_of_many(&mut *conn, &ids, since, now_ms + 1).await?;
     // Hosts of a fleet share a few schedules: each distinct cron and time
-    // zone is evaluated once per page, not once per host and day.
-    let mut crons: std::collections::HashMap<(String, String), Option<Slots>> = Default::default();
+    // zone is evaluated once per day of the process (`cached_slots`), not
+    // once per host and day, nor once per page.
+    let mut crons: std::collections::HashMap<(String, String), Option<Arc<Slots>>> =
+        Default::default();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let runs = runs_of.remove(&row.id).unwrap_or_default();
@@ -347,18 +352,21 @@ pub async fn host_rows(
         for s in &host_schedules {
             crons
                 .entry((s.cron.clone(), s.timezone.clone()))
-                .or_insert_with(|| Slots::new(&s.cron, &s.timezone, since, now_ms));
+                .or_insert_with(|| cached_slots(&s.cron, &s.timezone, since));
         }
         let schedules: Vec<(&Slots, i64, i64)> = host_schedules
             .iter()
             .filter_map(|s| {
                 crons
                     .get(&(s.cron.clone(), s.timezone.clone()))
-                    .and_then(Option::as_ref)
+                    .and_then(Option::as_deref)
                     .map(|c| (c, s.created_at, s.grace_secs))
             })
             .collect();
-        let next_run_at = schedules.iter().filter_map(|(c, _, _)| c.next).min();
+        let next_run_at = schedules
+            .iter()
+            .filter_map(|(c, _, _)| c.next_after(now_ms))
+            .min();
         let active_since = row.enrolled_at.unwrap_or(row.created_at);
         let mut days = strip(now_ms, since, &runs, &schedules, active_since);
         let windows = windows_of.remove(&row.id).unwrap_or_default();
@@ -405,22 +413,53 @@ fn is_finished(status: &str) -> bool {
 /// distinct cron and time zone.
 struct Slots {
     cron: CronSchedule,
-    /// The slots in `[since, now]`, ascending; `None` for a schedule too
+    /// The slots in `[since, until]`, ascending; `None` for a schedule too
     /// dense to list (then each day asks the cron itself).
     listed: Option<Vec<i64>>,
-    /// The next slot after now.
-    next: Option<i64>,
+    /// The end of the listed span.
+    until: i64,
+}
+
+/// Parsed schedules and their slots from the strip's first day to the end
+/// of tomorrow, by cron and time zone, for the strip's first day: shared
+/// by every page until the day turns (a cron's slots never change).
+type SlotCache = HashMap<(String, String), (i64, Option<Arc<Slots>>)>;
+static SLOT_CACHE: LazyLock<Mutex<SlotCache>> = LazyLock::new(Default::default);
+/// Most distinct schedules cached; beyond, the cache starts again.
+const SLOTS_CACHED: usize = 20_000;
+
+/// The slots of `cron` in `tz` from `since` (the strip's first day) to the
+/// end of the day after the strip's last, from the cache when a page of
+/// the same day asked before. `None` for a cron or zone that does not parse.
+fn cached_slots(cron: &str, tz: &str, since: i64) -> Option<Arc<Slots>> {
+    let key = (cron.to_owned(), tz.to_owned());
+    if let Ok(cache) = SLOT_CACHE.lock()
+        && let Some((day, slots)) = cache.get(&key)
+        && *day == since
+    {
+        return slots.clone();
+    }
+    // computed outside the lock: concurrent pages do not wait on each other
+    let slots = Slots::new(cron, tz, since, since + (STRIP_DAYS + 1) * DAY_MS).map(Arc::new);
+    if let Ok(mut cache) = SLOT_CACHE.lock() {
+        if cache.len() >= SLOTS_CACHED {
+            cache.clear();
+        }
+        cache.insert(key, (since, slots.clone()));
+    }
+    slots
 }
 
 /// Most slots listed per schedule (hourly over 30 days is 720).
 const SLOTS_LISTED: usize = 2000;
 
 impl Slots {
-    fn new(cron: &str, tz: &str, since: i64, now_ms: i64) -> Option<Self> {
+    /// The slots of `cron` in `tz` in `[since, until]`.
+    fn new(cron: &str, tz: &str, since: i64, until: i64) -> Option<Self> {
         let cron = CronSchedule::parse(cron, tz).ok()?;
         let mut listed = Some(Vec::new());
         let mut at = since - 1;
-        while let Some(slot) = cron.next_after_ms(at).filter(|s| *s <= now_ms) {
+        while let Some(slot) = cron.next_after_ms(at).filter(|s| *s <= until) {
             match listed.as_mut() {
                 Some(v) if v.len() < SLOTS_LISTED => v.push(slot),
                 _ => {
@@ -430,12 +469,28 @@ impl Slots {
             }
             at = slot;
         }
-        let next = cron.next_after_ms(now_ms);
-        Some(Self { cron, listed, next })
+        Some(Self {
+            cron,
+            listed,
+            until,
+        })
+    }
+
+    /// The first slot after `now` (`now` at or after the listed span's start).
+    fn next_after(&self, now: i64) -> Option<i64> {
+        match &self.listed {
+            Some(v) if now < self.until => match v.get(v.partition_point(|s| *s <= now)) {
+                Some(slot) => Some(*slot),
+                // every slot up to `until` is listed: the next is beyond it
+                None => self.cron.next_after_ms(self.until),
+            },
+            _ => self.cron.next_after_ms(now),
+        }
     }
 
     /// The first slot at or after `from` (as `next_after_ms(from - 1)`),
-    /// when it is at or before now.
+    /// when it is at or before `until` (a listed schedule) — a slot after
+    /// now is never missed, so the strip asks for no more.
     fn first_from(&self, from: i64) -> Option<i64> {
         match &self.listed {
             Some(v) => v.get(v.partition_point(|s| *s < from)).copied(),
@@ -702,7 +757,10 @@ mod tests {
             let slots = Slots::new(cron, tz, since, now).unwrap();
             assert_eq!(slots.listed.is_none(), cron == "*/1 * * * *", "{cron}");
             let direct = CronSchedule::parse(cron, tz).unwrap();
-            assert_eq!(slots.next, direct.next_after_ms(now), "{cron}");
+            assert_eq!(slots.next_after(now), direct.next_after_ms(now), "{cron}");
+            // the cached span reaches past now: the same answers
+            let cached = cached_slots(cron, tz, since).unwrap();
+            assert_eq!(cached.next_after(now), direct.next_after_ms(now), "{cron}");
             for created in [0, since + 5 * DAY_MS + 7_200_000, today - 3_600_000] {
                 for grace in [0, 3600, 86_400] {
                     for i in 0..STRIP_DAYS {
@@ -716,6 +774,11 @@ mod tests {
                         assert_eq!(
                             got, want,
                             "{cron} {tz} day {i} created {created} grace {grace}"
+                        );
+                        let got = missed(start, end, now, &[(&*cached, created, grace)], 0);
+                        assert_eq!(
+                            got, want,
+                            "cached {cron} {tz} day {i} created {created} grace {grace}"
                         );
                     }
                 }

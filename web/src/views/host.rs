@@ -206,8 +206,18 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
         Some(row) => Some(fleet::host_row(&mut *conn, row, now_ms).await?),
         None => None,
     };
-    let all_repos = repos::list(&mut *conn).await?;
     let creds = repos::credentials_of_host(&mut *conn, id).await?;
+    let host_schedules = schedules::for_host(&mut *conn, id).await?;
+    // only the repositories this page names (its credentials' and its
+    // schedules'), not every repository of the installation
+    let mut repo_ids: Vec<&str> = creds
+        .iter()
+        .map(|c| c.repo_id.as_str())
+        .chain(host_schedules.iter().map(|s| s.repo_id.as_str()))
+        .collect();
+    repo_ids.sort_unstable();
+    repo_ids.dedup();
+    let all_repos = repos::of_ids(&mut *conn, &repo_ids).await?;
     let mut repositories = Vec::new();
     for cred in &creds {
         let Some(repo) = all_repos.iter().find(|r| r.id == cred.repo_id) else {
@@ -217,14 +227,25 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
             .await
             .ok()
             .map(|h| RepoHealth::from(&h));
-        let snaps = match host.restic_host.as_deref() {
-            Some(rh) => snapshots::list(&mut *conn, &repo.id, Some(rh)).await?,
-            None => Vec::new(),
+        // the newest few, and the count from the index: not every snapshot
+        let (snaps, snapshot_total) = match host.restic_host.as_deref() {
+            Some(rh) => (
+                snapshots::page(
+                    &mut *conn,
+                    &repo.id,
+                    rh,
+                    &snapshots::PageFilter::default(),
+                    None,
+                    SNAPSHOTS_SHOWN,
+                )
+                .await?,
+                snapshots::count_of_host(&mut *conn, &repo.id, rh).await?,
+            ),
+            None => (Vec::new(), 0),
         };
-        let snapshot_total = snaps.len();
+        let snapshot_total = usize::try_from(snapshot_total).unwrap_or(0);
         let snapshots = snaps
             .into_iter()
-            .take(usize::try_from(SNAPSHOTS_SHOWN).unwrap_or(20))
             .map(|s| {
                 let (data_added, total_size) = summary_sizes(s.summary_json.as_deref());
                 SnapshotRow {
@@ -251,8 +272,7 @@ pub async fn load(conn: &mut rm_store::Conn, id: &str, now_ms: i64) -> rm_store:
             snapshot_total,
         });
     }
-    let schedules = schedules::for_host(&mut *conn, id)
-        .await?
+    let schedules = host_schedules
         .into_iter()
         .map(|s| {
             let cron = CronSchedule::parse(&s.cron, &s.timezone).ok();

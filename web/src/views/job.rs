@@ -32,10 +32,12 @@ impl Names {
         ids.sort_unstable();
         ids.dedup();
         let hosts = rm_store::hosts::names_of(&mut *conn, &ids).await?;
-        let repos = repos::list(&mut *conn)
+        let mut repo_ids: Vec<&str> = jobs.iter().filter_map(|j| j.repo_id.as_deref()).collect();
+        repo_ids.sort_unstable();
+        repo_ids.dedup();
+        let repos = repos::names_of(&mut *conn, &repo_ids)
             .await?
             .into_iter()
-            .map(|r| (r.id, r.name))
             .collect();
         Ok(Self {
             hosts: hosts.into_iter().collect(),

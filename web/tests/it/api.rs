@@ -502,16 +502,8 @@ async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
         401,
         "a scraper gets 401, not a login page"
     );
-    let resp = h
-        .send(
-            req("GET", "/metrics")
-                .header("authorization", format!("Bearer {viewer}"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let body = text(resp).await;
+    let (status, body) = h.get_text(&viewer, "/metrics").await;
+    assert_eq!(status, 200);
     for needle in [
         "rm_sse_clients 0",
         "rm_bus_connected 1",
@@ -535,16 +527,8 @@ async fn metrics_carry_the_control_plane_and_alerts_roles_counters() {
     h.with_controlplane().await;
     h.with_alerts().await;
     let viewer = h.token(Role::Viewer).await;
-    let resp = h
-        .send(
-            req("GET", "/metrics")
-                .header("authorization", format!("Bearer {viewer}"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let body = text(resp).await;
+    let (status, body) = h.get_text(&viewer, "/metrics").await;
+    assert_eq!(status, 200);
     for needle in [
         "rm_role_up{role=\"controlplane\"} 1",
         "rm_role_up{role=\"alerts\"} 1",
@@ -781,16 +765,8 @@ async fn a_forget_schedule_that_cannot_run_without_a_maintenance_host_says_so() 
         "the forget schedule says why it cannot run: {why}"
     );
     assert_eq!(blocked(&host, "s-backup"), serde_json::Value::Null);
-    let resp = h
-        .send(
-            req("GET", "/hosts/h1")
-                .header("authorization", format!("Bearer {viewer}"))
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-    let page = text(resp).await;
+    let (status, page) = h.get_text(&viewer, "/hosts/h1").await;
+    assert_eq!(status, 200);
     assert!(page.contains("cannot run"), "the host page says so");
     assert!(
         page.contains("href=\"/repositories/r1\""),

@@ -203,6 +203,13 @@ impl H {
         )
     }
 
+    /// A GET with a bearer token whose answer is text (a page, `/metrics`).
+    pub async fn get_text(&self, token: &str, path: &str) -> (u16, String) {
+        let r = req("GET", path).header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let resp = self.send(r.body(Body::empty()).unwrap()).await;
+        (resp.status().as_u16(), text(resp).await)
+    }
+
     pub async fn send(&self, req: Request<Body>) -> Response<Body> {
         self.app.clone().oneshot(req).await.unwrap()
     }

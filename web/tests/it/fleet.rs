@@ -19,17 +19,17 @@ async fn add_host(h: &H, token: &str, name: &str) -> String {
 
 /// Seeds `hosts` hosts (with their jobs and snapshots) ending now.
 async fn seed_fleet(h: &H, hosts: usize) {
-    let now = h.state.now();
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts,
-            now_ms: now,
-            ..rm_store::seed::Spec::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed_fleet_of(h, hosts, rm_store::seed::Spec::default()).await;
+}
+
+/// Seeds `hosts` hosts ending now, with `spec`'s jobs and snapshots.
+async fn seed_fleet_of(h: &H, hosts: usize, spec: rm_store::seed::Spec) {
+    let spec = rm_store::seed::Spec {
+        hosts,
+        now_ms: h.state.now(),
+        ..spec
+    };
+    rm_store::seed::fleet(&h.state.store, &spec).await.unwrap();
 }
 
 #[tokio::test]
@@ -428,19 +428,16 @@ async fn host_filters_take_a_name_and_pages_load_only_the_listed_hosts_names() {
 #[tokio::test]
 async fn the_snapshots_api_pages_newest_first_by_cursor_with_a_total_of_one_host_or_all() {
     let h = H::new().await;
-    let now = h.state.now();
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 3,
+    seed_fleet_of(
+        &h,
+        3,
+        rm_store::seed::Spec {
             jobs_per_host: 12,
             snapshots_per_host: 7,
-            now_ms: now,
             ..rm_store::seed::Spec::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let viewer = h.token(Role::Viewer).await;
     let mut conn = h.state.store.read().await.unwrap();
     let (host, restic_host): (String, String) = sqlx::query_as(
@@ -534,19 +531,16 @@ async fn the_snapshots_api_pages_newest_first_by_cursor_with_a_total_of_one_host
 #[tokio::test]
 async fn the_restore_wizard_pages_its_host_list_and_checks_a_typed_host_name() {
     let h = H::new().await;
-    let now = h.state.now();
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 60,
+    seed_fleet_of(
+        &h,
+        60,
+        rm_store::seed::Spec {
             jobs_per_host: 3,
             snapshots_per_host: 1,
-            now_ms: now,
             ..rm_store::seed::Spec::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     h.user("olga", Role::Operator).await;
     let s = h.login("olga").await;
     let get = |path: String| {

@@ -97,7 +97,17 @@ fn main() {
             ["nats-server", "embedded"]
         };
         for kind in order {
-            let f = run_one(kind, &nats, pin.as_deref(), tmp.path(), &cert, &key, &roots, tls_conns, &rt);
+            let f = run_one(
+                kind,
+                &nats,
+                pin.as_deref(),
+                tmp.path(),
+                &cert,
+                &key,
+                &roots,
+                tls_conns,
+                &rt,
+            );
             println!(
                 "| {} | {kind} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} / {:.0} | {:.1} | {:.0} | {:.2} | {:.1} |",
                 round + 1,
@@ -164,32 +174,62 @@ fn run_one(
 
 fn summary(all: &[(&str, Figures)]) {
     let med = |kind: &str, get: &dyn Fn(&Figures) -> f64| {
-        let mut v: Vec<f64> = all.iter().filter(|(k, _)| *k == kind).map(|(_, f)| get(f)).collect();
+        let mut v: Vec<f64> = all
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, f)| get(f))
+            .collect();
         v.sort_by(|a, b| a.total_cmp(b));
         let m = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
-        (m, v.first().copied().unwrap_or(f64::NAN), v.last().copied().unwrap_or(f64::NAN))
+        (
+            m,
+            v.first().copied().unwrap_or(f64::NAN),
+            v.last().copied().unwrap_or(f64::NAN),
+        )
     };
     #[allow(clippy::type_complexity)]
     let rows: [(&str, bool, &dyn Fn(&Figures) -> f64); 10] = [
         ("idle connection memory (KiB)", false, &|f| f.idle_kib),
-        ("1→1 msgs/s (128 B, raw publisher and counter)", true, &|f| f.one_to_one),
-        ("1→1 msgs/s (128 B, async-nats publisher and subscriber)", true, &|f| f.one_to_one_client),
-        ("fan-in 1,000 connections → 1, msgs/s", true, &|f| f.fan_in),
-        ("fan-out 1 → 1,000 subscribers, deliveries/s", true, &|f| f.fan_out),
+        (
+            "1→1 msgs/s (128 B, raw publisher and counter)",
+            true,
+            &|f| f.one_to_one,
+        ),
+        (
+            "1→1 msgs/s (128 B, async-nats publisher and subscriber)",
+            true,
+            &|f| f.one_to_one_client,
+        ),
+        ("fan-in 1,000 connections → 1, msgs/s", true, &|f| {
+            f.fan_in
+        }),
+        (
+            "fan-out 1 → 1,000 subscribers, deliveries/s",
+            true,
+            &|f| f.fan_out,
+        ),
         ("request/reply p50 (µs)", false, &|f| f.rr_p50),
         ("request/reply p99 (µs)", false, &|f| f.rr_p99),
         ("TLS connection memory (KiB)", false, &|f| f.tls_kib),
         ("TLS handshakes/s", true, &|f| f.tls_per_sec),
-        ("server CPU s for the four throughput runs", false, &|f| f.server_cpu),
+        ("server CPU s for the four throughput runs", false, &|f| {
+            f.server_cpu
+        }),
     ];
     println!();
-    println!("| figure (median, min–max) | embedded | nats-server | embedded ÷ nats-server | better |");
+    println!(
+        "| figure (median, min–max) | embedded | nats-server | embedded ÷ nats-server | better |"
+    );
     println!("|---|---:|---:|---:|---|");
     for (name, higher_better, get) in rows {
         let (e, emin, emax) = med("embedded", get);
         let (n, nmin, nmax) = med("nats-server", get);
         let ratio = e / n;
-        let better = if (ratio >= 1.0) == higher_better { "embedded" } else { "nats-server" };
+        let better = if (ratio >= 1.0) == higher_better {
+            "embedded"
+        } else {
+            "nats-server"
+        };
         println!(
             "| {name} | {} ({}–{}) | {} ({}–{}) | {ratio:.2} | {better} |",
             fmt(e),
@@ -224,7 +264,14 @@ fn loadavg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn spawn(kind: &str, nats: &Path, pin: Option<&str>, dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> Child {
+fn spawn(
+    kind: &str,
+    nats: &Path,
+    pin: Option<&str>,
+    dir: &Path,
+    port: u16,
+    tls: Option<(&Path, &Path)>,
+) -> Child {
     let mut argv: Vec<String> = Vec::new();
     if let Some(cpus) = pin {
         argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
@@ -286,7 +333,13 @@ fn serve_embedded(port: u16, tls: Option<(String, String)>) {
     });
 }
 
-fn write_tls_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, rustls_pki_types::CertificateDer<'static>) {
+fn write_tls_files(
+    dir: &Path,
+) -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    rustls_pki_types::CertificateDer<'static>,
+) {
     let now = std::time::SystemTime::now();
     let ca = rm_bus_server::pki::ca::Ca::generate(now).expect("CA");
     let leaf = ca
@@ -542,7 +595,10 @@ async fn fan_in(addr: SocketAddr) -> f64 {
     let secs = start.elapsed().as_secs_f64();
     drop(keep);
     if got != per * FAN_IN_CONNS {
-        eprintln!("fan-in: {got} of {} delivered (slow consumer?)", per * FAN_IN_CONNS);
+        eprintln!(
+            "fan-in: {got} of {} delivered (slow consumer?)",
+            per * FAN_IN_CONNS
+        );
         return f64::NAN;
     }
     got as f64 / secs
@@ -571,7 +627,10 @@ async fn fan_out(addr: SocketAddr) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     if total != FAN_OUT_MSGS * FAN_OUT_SUBS {
-        eprintln!("fan-out: {total} of {} delivered (slow consumer?)", FAN_OUT_MSGS * FAN_OUT_SUBS);
+        eprintln!(
+            "fan-out: {total} of {} delivered (slow consumer?)",
+            FAN_OUT_MSGS * FAN_OUT_SUBS
+        );
         return f64::NAN;
     }
     total as f64 / secs
@@ -620,9 +679,11 @@ async fn tls_conn(
     let tcp = r.into_inner();
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
     let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
-    tls.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":true}\r\nPING\r\n")
-        .await
-        .expect("write");
+    tls.write_all(
+        b"CONNECT {\"verbose\":false,\"pedantic\":false,\"tls_required\":true}\r\nPING\r\n",
+    )
+    .await
+    .expect("write");
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.windows(6).any(|w| w == b"PONG\r\n") {

@@ -383,15 +383,9 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The server's process: with taskset in front, its (only) child.
-fn server_pid(child: &Child) -> u32 {
-    // taskset execs the command, so the pid is the server's either way
-    child.id()
-}
-
+// `taskset` execs the server, so `child.id()` is the server's pid when pinned too.
 fn rss_bytes(child: &Child) -> f64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", server_pid(child))).expect("status");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
     let kib: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -402,13 +396,14 @@ fn rss_bytes(child: &Child) -> f64 {
 }
 
 fn cpu_secs(child: &Child) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", server_pid(child))).expect("stat");
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).expect("stat");
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<f64> = after
         .split_whitespace()
         .map(|v| v.parse().unwrap_or(0.0))
         .collect();
-    // utime, stime: fields 14 and 15 of /proc/pid/stat, 11 and 12 after ')'
+    // utime, stime: fields 14 and 15 of /proc/pid/stat, 11 and 12 after ')',
+    // in clock ticks (USER_HZ, 100 on Linux)
     (f[11] + f[12]) / 100.0
 }
 
@@ -506,8 +501,14 @@ async fn one_to_one_raw(addr: SocketAddr) -> f64 {
     publisher.write_all(&frames).await.expect("publish");
     let got = counter.await.expect("counter");
     let secs = start.elapsed().as_secs_f64();
-    if got != MSGS {
-        eprintln!("1→1: {got} of {MSGS} delivered (slow consumer?)");
+    delivered_rate("1→1", got, MSGS, secs)
+}
+
+/// Messages per second, or NaN (said on stderr) when fewer than sent
+/// arrived: the server cut a subscriber as a slow consumer.
+fn delivered_rate(what: &str, got: usize, sent: usize, secs: f64) -> f64 {
+    if got != sent {
+        eprintln!("{what}: {got} of {sent} delivered (slow consumer?)");
         return f64::NAN;
     }
     got as f64 / secs
@@ -522,6 +523,12 @@ async fn raw_conn(addr: SocketAddr, sub: Option<&str>) -> tokio::net::TcpStream 
     }
     hello.extend_from_slice(b"PING\r\n");
     s.write_all(&hello).await.expect("write");
+    wait_pong(&mut s).await;
+    s
+}
+
+/// Reads until the server's PONG (everything before it is discarded).
+async fn wait_pong(s: &mut (impl tokio::io::AsyncRead + Unpin)) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(6).any(|w| w == b"PONG\r\n") {
@@ -529,7 +536,6 @@ async fn raw_conn(addr: SocketAddr, sub: Option<&str>) -> tokio::net::TcpStream 
         assert!(n > 0, "closed before PONG");
         got.extend_from_slice(&buf[..n]);
     }
-    s
 }
 
 fn pub_frames(subject: &str, count: usize) -> Vec<u8> {
@@ -594,14 +600,7 @@ async fn fan_in(addr: SocketAddr) -> f64 {
     let got = counter.await.expect("counter");
     let secs = start.elapsed().as_secs_f64();
     drop(keep);
-    if got != per * FAN_IN_CONNS {
-        eprintln!(
-            "fan-in: {got} of {} delivered (slow consumer?)",
-            per * FAN_IN_CONNS
-        );
-        return f64::NAN;
-    }
-    got as f64 / secs
+    delivered_rate("fan-in", got, per * FAN_IN_CONNS, secs)
 }
 
 /// One publisher, 1,000 subscriber connections on one subject: deliveries / s.
@@ -611,9 +610,8 @@ async fn fan_out(addr: SocketAddr) -> f64 {
         subs.push(raw_conn(addr, Some("bench.out")).await);
     }
     let mut publisher = raw_conn(addr, None).await;
-    // every subscription is registered: a PING on the publisher's
-    // connection is answered after the subscribers' SUBs were (each
-    // subscriber already had its PONG)
+    // every subscription is registered: each subscriber had the PONG
+    // that follows its SUB
     let frames = pub_frames("bench.out", FAN_OUT_MSGS);
     let start = Instant::now();
     let counters: Vec<_> = subs
@@ -626,14 +624,7 @@ async fn fan_out(addr: SocketAddr) -> f64 {
         total += c.await.expect("counter");
     }
     let secs = start.elapsed().as_secs_f64();
-    if total != FAN_OUT_MSGS * FAN_OUT_SUBS {
-        eprintln!(
-            "fan-out: {total} of {} delivered (slow consumer?)",
-            FAN_OUT_MSGS * FAN_OUT_SUBS
-        );
-        return f64::NAN;
-    }
-    total as f64 / secs
+    delivered_rate("fan-out", total, FAN_OUT_MSGS * FAN_OUT_SUBS, secs)
 }
 
 async fn latency(addr: SocketAddr) -> (f64, f64) {
@@ -684,13 +675,7 @@ async fn tls_conn(
     )
     .await
     .expect("write");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !got.windows(6).any(|w| w == b"PONG\r\n") {
-        let n = tls.read(&mut buf).await.expect("read");
-        assert!(n > 0, "closed before PONG");
-        got.extend_from_slice(&buf[..n]);
-    }
+    wait_pong(&mut tls).await;
     tls
 }
 

@@ -10,7 +10,8 @@
 //! - A wildcard subscription that overlaps a deny entry is accepted, and
 //!   messages on denied subjects are filtered out at delivery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::creds::claims::{Permission, Permissions};
@@ -21,10 +22,14 @@ use super::sublist::{is_subset, matches, overlaps};
 /// `ttl: 0` (or `allow_responses: true`).
 pub const DEFAULT_RESPONSE_MAX: u64 = 1;
 pub const DEFAULT_RESPONSE_TTL: Duration = Duration::from_secs(120);
-/// Reply subjects remembered per connection before expired ones are pruned.
-const REPLY_PRUNE_AT: usize = 256;
-/// Hard cap on remembered reply subjects (oldest dropped beyond it).
-const REPLY_CAP: usize = 10_000;
+/// Hard cap on the requests one connection may hold unanswered (the oldest
+/// loses its answer beyond it): a bound on memory (about 150 bytes each,
+/// 150 MB at the cap), far above what a fleet's burst holds. nats-server
+/// has no cap; 10,000 here refused the control plane's answers to a burst
+/// from a fleet of 10,000 agents, which then sent everything again.
+const REPLY_CAP: usize = 1 << 20;
+/// Stale queue entries tolerated beyond the live ones before compaction.
+const REPLY_COMPACT_SLACK: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -169,28 +174,57 @@ impl ConnPerms {
 }
 
 /// Reply subjects a connection may answer, from requests it received.
+///
+/// Requests arrive in time order, so a queue in delivery order finds the
+/// expired ones at its front: pruning costs O(1) per delivery however many
+/// requests are waiting for their answer (a full scan of the map per
+/// delivery, as before, was quadratic in a burst). The queue may hold stale
+/// entries (answered, or delivered again later); an entry is live while the
+/// map holds the same subject with the same delivery time, and the queue
+/// is compacted when stale entries outnumber live ones.
 #[derive(Debug, Default)]
 pub struct ReplyTracker {
-    replies: HashMap<Box<str>, (Instant, u64)>,
+    replies: HashMap<Arc<str>, (Instant, u64)>,
+    order: VecDeque<(Instant, Arc<str>)>,
 }
 
 impl ReplyTracker {
     /// Records that a message with reply subject `reply` was delivered.
     pub fn delivered(&mut self, reply: &str, now: Instant, perm: Responses) {
-        if self.replies.len() >= REPLY_PRUNE_AT {
-            self.replies
-                .retain(|_, (t, _)| now.saturating_duration_since(*t) <= perm.ttl);
-            if self.replies.len() >= REPLY_CAP
-                && let Some(oldest) = self
-                    .replies
-                    .iter()
-                    .min_by_key(|(_, (t, _))| *t)
-                    .map(|(k, _)| k.clone())
-            {
-                self.replies.remove(&oldest);
+        self.expire(now, perm.ttl);
+        while self.replies.len() >= REPLY_CAP {
+            // the oldest request still waiting loses its answer
+            let Some((t, k)) = self.order.pop_front() else {
+                break;
+            };
+            self.forget_if_live(&k, t);
+        }
+        let key: Arc<str> = Arc::from(reply);
+        self.replies.insert(key.clone(), (now, 0));
+        self.order.push_back((now, key));
+        if self.order.len() > 2 * self.replies.len() + REPLY_COMPACT_SLACK {
+            let live = &self.replies;
+            self.order
+                .retain(|(t, k)| live.get(k).is_some_and(|(lt, _)| lt == t));
+        }
+    }
+
+    /// Drops what was delivered more than `ttl` before `now`.
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        while let Some((t, _)) = self.order.front() {
+            if now.saturating_duration_since(*t) <= ttl {
+                break;
+            }
+            if let Some((t, k)) = self.order.pop_front() {
+                self.forget_if_live(&k, t);
             }
         }
-        self.replies.insert(reply.into(), (now, 0));
+    }
+
+    fn forget_if_live(&mut self, key: &str, delivered: Instant) {
+        if self.replies.get(key).is_some_and(|(t, _)| *t == delivered) {
+            self.replies.remove(key);
+        }
     }
 
     /// Uses one reply on `subject` if allowed.
@@ -289,6 +323,81 @@ mod tests {
             "expired"
         );
         assert!(t.is_empty());
+    }
+
+    fn one_reply() -> Responses {
+        Responses {
+            max: 1,
+            ttl: DEFAULT_RESPONSE_TTL,
+        }
+    }
+
+    /// The bug this fixes: a cap of 10,000 took the answers of a
+    /// control plane holding a burst from more agents than that.
+    #[test]
+    fn twenty_thousand_requests_held_at_once_may_all_be_answered() {
+        let (mut t, r, now) = (ReplyTracker::default(), one_reply(), Instant::now());
+        for i in 0..20_000 {
+            t.delivered(&format!("_INBOX.h{i}.r"), now, r);
+        }
+        for i in 0..20_000 {
+            assert!(t.try_reply(&format!("_INBOX.h{i}.r"), now, r), "reply {i}");
+        }
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn expired_requests_are_forgotten_when_the_next_one_arrives() {
+        let (mut t, r, now) = (ReplyTracker::default(), one_reply(), Instant::now());
+        for i in 0..1_000 {
+            t.delivered(&format!("_INBOX.a.{i}"), now, r);
+        }
+        let later = now + r.ttl + Duration::from_secs(1);
+        t.delivered("_INBOX.a.new", later, r);
+        assert_eq!((t.len(), t.order.len()), (1, 1));
+        assert!(t.try_reply("_INBOX.a.new", later, r));
+    }
+
+    #[test]
+    fn a_request_delivered_again_keeps_its_later_time() {
+        let (mut t, r, now) = (ReplyTracker::default(), one_reply(), Instant::now());
+        t.delivered("_INBOX.a.1", now, r);
+        let again = now + Duration::from_secs(100);
+        t.delivered("_INBOX.a.1", again, r);
+        // the first delivery's expiry must not take the second's answer
+        let later = now + r.ttl + Duration::from_secs(1);
+        t.delivered("_INBOX.a.2", later, r);
+        assert!(t.try_reply("_INBOX.a.1", later, r));
+    }
+
+    #[test]
+    fn answered_requests_do_not_pile_up_in_the_queue() {
+        let (mut t, r, now) = (ReplyTracker::default(), one_reply(), Instant::now());
+        t.delivered("_INBOX.a.waiting", now, r);
+        for i in 0..100_000 {
+            let s = format!("_INBOX.a.{i}");
+            t.delivered(&s, now, r);
+            assert!(t.try_reply(&s, now, r));
+        }
+        assert_eq!(t.len(), 1);
+        assert!(
+            t.order.len() <= 2 + REPLY_COMPACT_SLACK,
+            "queue {}",
+            t.order.len()
+        );
+        assert!(t.try_reply("_INBOX.a.waiting", now, r));
+    }
+
+    #[test]
+    fn beyond_the_cap_the_oldest_waiting_request_loses_its_answer() {
+        let (mut t, r, now) = (ReplyTracker::default(), one_reply(), Instant::now());
+        for i in 0..=REPLY_CAP {
+            t.delivered(&format!("r{i}"), now, r);
+        }
+        assert_eq!(t.len(), REPLY_CAP);
+        assert!(!t.try_reply("r0", now, r));
+        assert!(t.try_reply("r1", now, r));
+        assert!(t.try_reply(&format!("r{REPLY_CAP}"), now, r));
     }
 
     /// `rm_bus::creds::roles` as this server enforces it.

@@ -52,6 +52,7 @@ both!(
     revoked_user_is_cut_off,
     permission_violations,
     response_permission,
+    a_responder_may_answer_every_request_of_a_burst,
     reconnect_after_restart_restores_subscriptions,
     slow_consumer_is_disconnected,
     stale_connection_is_closed,
@@ -747,6 +748,57 @@ async fn response_permission(kind: BusKind) {
         next_within(&mut answers, WAIT).await.expect("b").payload,
     ];
     assert_eq!(got, [Bytes::from("a"), Bytes::from("b")]);
+}
+
+/// A role with one reply per request (the control plane answering a
+/// fleet's results) may hold more requests than a fleet of 10,000 sends
+/// at once and still answer every one: the embedded bus forgot the
+/// oldest beyond 10,000 and refused their answers.
+async fn a_responder_may_answer_every_request_of_a_burst(kind: BusKind) {
+    const N: usize = 12_000;
+    let bus = bus(kind).await;
+    let alerts = bus.connect_role(Role::Alerts).await.unwrap();
+    let mut notifier = bus.connect_role(Role::Notifier).await.unwrap();
+    let mut reqs = notifier.subscribe("rm.svc.notifier.deliver").await.unwrap();
+    notifier.flush().await.unwrap();
+    let mut answers = alerts.subscribe("_INBOX._alerts.burst.>").await.unwrap();
+    alerts.flush().await.unwrap();
+    for i in 0..N {
+        alerts
+            .publish_with_reply(
+                "rm.svc.notifier.deliver",
+                format!("_INBOX._alerts.burst.{i}"),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+    }
+    alerts.flush().await.unwrap();
+    // every request is held before the first answer goes out
+    let mut replies = Vec::with_capacity(N);
+    while replies.len() < N {
+        let m = next_within(&mut reqs, WAIT).await.expect("request");
+        replies.push(m.reply.expect("reply subject"));
+    }
+    for r in replies {
+        notifier.publish(r, "ok".into()).await.unwrap();
+    }
+    notifier.flush().await.unwrap();
+    let mut got = 0;
+    while got < N {
+        let Some(_) = next_within(&mut answers, WAIT).await else {
+            break;
+        };
+        got += 1;
+    }
+    assert_eq!(got, N, "answers delivered");
+    assert!(
+        notifier
+            .expect_server_error("Permissions Violation", SHORT)
+            .await
+            .is_err(),
+        "no answer was refused"
+    );
 }
 
 async fn reconnect_after_restart_restores_subscriptions(kind: BusKind) {

@@ -45,21 +45,18 @@ pub(crate) async fn record(
                 return Ok(false);
             };
             let hostname = settle.restic_host(&mut *tx, &job.host_id).await?;
-            snapshots::upsert(
-                &mut *tx,
-                &snapshots::Snapshot {
-                    repo_id: repo.clone(),
-                    snapshot_id: id.to_owned(),
-                    short_id: id.chars().take(8).collect(),
-                    hostname,
-                    time: backup_time(s, done.finished_ms),
-                    paths_json: serde_json::to_string(&paths)?,
-                    tags_json: serde_json::to_string(&tags)?,
-                    summary_json: Some(s.to_string()),
-                    seen_at: now,
-                },
-            )
-            .await?;
+            // written with the run's other snapshots (`Settle::write_snapshots`)
+            settle.snapshot(snapshots::Snapshot {
+                repo_id: repo.clone(),
+                snapshot_id: id.to_owned(),
+                short_id: id.chars().take(8).collect(),
+                hostname,
+                time: backup_time(s, done.finished_ms),
+                paths_json: serde_json::to_string(&paths)?,
+                tags_json: serde_json::to_string(&tags)?,
+                summary_json: Some(s.to_string()),
+                seen_at: now,
+            });
             // the count, the health row (or a refresh of a never-listed
             // repository) once per repository and batch
             settle.snapshot_added(repo, job);

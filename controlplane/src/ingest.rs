@@ -8,7 +8,9 @@
 //! - job `started` / `done` (request/ack, at least once): the host in the
 //!   subject must own the job; applied idempotently by (job, phase), a
 //!   batch per transaction with its shared follow-up work written once
-//!   (`settle`), acknowledged only after commit, then events.
+//!   (`settle`), acknowledged only after commit, then events. A run of
+//!   `done`s is read and written set-based (`rm_store::results`): a few
+//!   statements for the run, not a few per result.
 //! - job `part` (request/ack, at least once): a chunk of a summary too large
 //!   for one message, stored until the `done` naming the parts' total
 //!   reassembles it.
@@ -31,8 +33,8 @@ use rm_bus::msg::{
     LogBatch, PROTOCOL_VERSION, PartsRef, decode, encode,
 };
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
-use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
-use rm_store::{hosts, parts, schedules as sched_store};
+use rm_store::jobs::{self, Finish, Finished, JobStatus, NewJob, Phase};
+use rm_store::{hosts, parts, results, schedules as sched_store};
 use tokio::sync::mpsc;
 
 use sqlx::Connection;
@@ -569,16 +571,55 @@ async fn apply_batch(
     Ok(out)
 }
 
-/// Applies each result in order, then the work they share.
+/// Applies each result in order, then the work they share. A run of
+/// consecutive `done` messages for distinct jobs is applied together
+/// ([`apply_done_run`]: a few statements for the whole run); everything
+/// else one message at a time. Results before a run are written before
+/// it reads, so the order of the batch is kept.
 async fn apply_all(cp: &Cp, tx: &mut rm_store::Conn, batch: &[Message]) -> Result<Vec<Applied>> {
     let mut settle = Settle::default();
     let mut out = Vec::with_capacity(batch.len());
-    for m in batch {
-        let a = apply_result(cp, tx, m, &mut settle).await?;
-        out.push(record_refusal(cp, tx, m, a).await?);
+    let mut i = 0;
+    while i < batch.len() {
+        let run = done_run(&batch[i..]);
+        if run.is_empty() {
+            let a = apply_result(cp, tx, &batch[i], &mut settle).await?;
+            out.push(record_refusal(cp, tx, &batch[i], a).await?);
+            i += 1;
+            continue;
+        }
+        let n = run.len();
+        let applied = apply_done_run(cp, tx, run, &mut settle).await?;
+        for (m, a) in batch[i..i + n].iter().zip(applied) {
+            out.push(record_refusal(cp, tx, m, a).await?);
+        }
+        i += n;
     }
     settle.write(cp, tx).await?;
     Ok(out)
+}
+
+/// The `done` messages at the front of `batch` that decode, each for a
+/// job none before it in the run names: (sending host, message).
+fn done_run(batch: &[Message]) -> Vec<(String, JobDone)> {
+    let mut run: Vec<(String, JobDone)> = Vec::new();
+    let mut ids = HashSet::new();
+    for m in batch {
+        let Some(subj) = AgentSubject::parse(m.subject.as_str()) else {
+            break;
+        };
+        let AgentTopic::Job(job_id, JobTopic::Done) = &subj.topic else {
+            break;
+        };
+        let Ok(msg) = decode::<JobDone>("done", &m.payload) else {
+            break;
+        };
+        if msg.job_id != *job_id || !ids.insert(msg.job_id.to_string()) {
+            break;
+        }
+        run.push((subj.host.to_string(), msg));
+    }
+    run
 }
 
 /// Puts a summary that came in parts back into `msg`. Parts that did not
@@ -692,7 +733,8 @@ async fn apply_result(
             if msg.job_id != *job_id {
                 return Ok(refused("job id in the payload does not match the subject"));
             }
-            apply_done(cp, tx, &host, msg, settle).await
+            let mut one = apply_done_run(cp, tx, vec![(host, msg)], settle).await?;
+            Ok(one.pop().unwrap_or_else(|| refused("not applied")))
         }
         JobTopic::Part => {
             let msg: JobPart = match decode("part", &m.payload) {
@@ -903,72 +945,119 @@ async fn apply_part(
     })
 }
 
-async fn apply_done(
+/// Applies a run of `done` messages, each for a different job, in a few
+/// statements for the whole run: the jobs and their recorded phases are
+/// read at once, then each result is decided in order (refused, a
+/// duplicate, or applied: its summary reassembled, its host's summary and
+/// repository's health noted in `settle`), then every phase row and every
+/// finished job is written at once. One result per message, in order.
+async fn apply_done_run(
     cp: &Cp,
     tx: &mut rm_store::Conn,
-    host: &str,
-    mut msg: JobDone,
+    run: Vec<(String, JobDone)>,
     settle: &mut Settle,
-) -> Result<Applied> {
-    let id = msg.job_id.to_string();
-    let id = id.as_str();
-    let Some(job) = jobs::find(&mut *tx, id).await? else {
-        return Ok(refused("unknown job; send started first"));
-    };
-    if job.exec_host_id != host {
-        tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "done for another host's job refused");
-        return Ok(refused("this job belongs to another host"));
-    }
-    if !jobs::record_phase(&mut *tx, id, Phase::Done, cp.now()).await? {
-        return Ok(Applied {
-            ack: Ack::duplicate(),
-            event: None,
-        });
-    }
-    if let Some(p) = msg.summary_parts.take() {
-        reassemble(tx, id, p, &mut msg).await?;
-    }
-    let msg = &msg;
-    let status = JobStatus::from_outcome(msg.outcome);
-    let error_kind = msg
-        .error_kind
-        .and_then(|k| serde_json::to_value(k).ok())
-        .and_then(|v| v.as_str().map(str::to_owned));
-    let tail = (!msg.stderr_tail.is_empty()).then(|| msg.stderr_tail.join("\n"));
-    let finished = jobs::finish_row(
-        &mut *tx,
-        id,
-        status,
-        &Finish {
-            exit_code: msg.exit_code.map(i64::from),
-            error_kind,
-            error: msg.error.clone(),
-            summary_json: msg.summary.as_ref().map(ToString::to_string),
-            stderr_tail: tail,
-            restic_version: msg.restic_version.clone(),
-            started_at: msg.started_ms,
+) -> Result<Vec<Applied>> {
+    let ids: Vec<String> = run.iter().map(|(_, d)| d.job_id.to_string()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let found = results::jobs_by_id(&mut *tx, &id_refs).await?;
+    let recorded = results::phases_recorded(&mut *tx, &id_refs, Phase::Done).await?;
+    let with_repo: Vec<&str> = found
+        .values()
+        .filter(|j| j.repo_id.is_some())
+        .map(|j| j.host_id.as_str())
+        .collect();
+    settle.prefetch_restic_hosts(&mut *tx, &with_repo).await?;
+    let mut out = Vec::with_capacity(run.len());
+    let mut phases: Vec<&str> = Vec::with_capacity(run.len());
+    let mut finishes: Vec<(&str, JobStatus, Finish)> = Vec::with_capacity(run.len());
+    for ((host, mut msg), id) in run.into_iter().zip(&ids) {
+        let id = id.as_str();
+        let Some(job) = found.get(id) else {
+            out.push(refused("unknown job; send started first"));
+            continue;
+        };
+        if job.exec_host_id != host {
+            tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "done for another host's job refused");
+            out.push(refused("this job belongs to another host"));
+            continue;
+        }
+        if recorded.contains(id) {
+            out.push(Applied {
+                ack: Ack::duplicate(),
+                event: None,
+            });
+            continue;
+        }
+        phases.push(id);
+        if let Some(p) = msg.summary_parts.take() {
+            reassemble(tx, id, p, &mut msg).await?;
+        }
+        lock(&cp.accept_marks).remove(id);
+        if !results::FINISHABLE.contains(&job.status.as_str()) {
+            // its result is in (the first one wins)
+            out.push(Applied {
+                ack: Ack::duplicate(),
+                event: None,
+            });
+            continue;
+        }
+        let status = JobStatus::from_outcome(msg.outcome);
+        let error_kind = msg
+            .error_kind
+            .and_then(|k| serde_json::to_value(k).ok())
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let tail = (!msg.stderr_tail.is_empty()).then(|| msg.stderr_tail.join("\n"));
+        let snapshot_id = msg
+            .summary
+            .as_ref()
+            .and_then(|v| v.get("snapshot_id"))
+            .and_then(|s| s.as_str())
+            .map(str::to_owned);
+        finishes.push((
+            id,
+            status,
+            Finish {
+                exit_code: msg.exit_code.map(i64::from),
+                error_kind,
+                error: msg.error.clone(),
+                summary_json: msg.summary.as_ref().map(ToString::to_string),
+                stderr_tail: tail,
+                restic_version: msg.restic_version.clone(),
+                started_at: msg.started_ms,
+                finished_at: msg.finished_ms,
+            },
+        ));
+        // the host's summary, once per host and batch
+        settle.finished(Finished {
+            id: id.to_owned(),
+            host_id: job.host_id.clone(),
+            kind: job.kind.clone(),
+            status,
             finished_at: msg.finished_ms,
-        },
-    )
-    .await?;
-    lock(&cp.accept_marks).remove(id);
-    let Some(finished) = finished else {
-        return Ok(Applied {
-            ack: Ack::duplicate(),
-            event: None,
+            snapshot_id,
         });
-    };
-    // the host's summary, once per host and batch
-    settle.finished(finished);
-    if crate::health::record(cp, &mut *tx, &job, msg, settle).await?
-        && let Some(repo) = &job.repo_id
-    {
-        settle.refresh(repo, &job.exec_host_id);
+        if crate::health::record(cp, &mut *tx, job, &msg, settle).await?
+            && let Some(repo) = &job.repo_id
+        {
+            settle.refresh(repo, &job.exec_host_id);
+        }
+        out.push(Applied {
+            ack: Ack::ok(),
+            event: Some((Event::JobFinished, job.host_id.clone(), id.to_owned())),
+        });
     }
-    Ok(Applied {
-        ack: Ack::ok(),
-        event: Some((Event::JobFinished, job.host_id, id.to_owned())),
-    })
+    results::record_phases(&mut *tx, &phases, Phase::Done, cp.now()).await?;
+    let rows: Vec<results::FinishRow<'_>> = finishes
+        .iter()
+        .map(|(id, status, finish)| results::FinishRow {
+            id,
+            status: *status,
+            finish,
+        })
+        .collect();
+    results::finish_rows(&mut *tx, &rows).await?;
+    settle.write_snapshots(&mut *tx).await?;
+    Ok(out)
 }
 
 async fn on_log(cp: &Cp, tx: &mut rm_store::Conn, m: &Message) -> Result<()> {

@@ -2,15 +2,15 @@
 //!
 //! Ingest applies a batch of `started`/`done` messages in one transaction;
 //! the follow-up work they share is gathered here and written at the end
-//! of that transaction: each host's summary (last job, failures, last
-//! backup and snapshot, running/queued counts) in one statement per host,
+//! of that transaction: every host's summary (last job, failures, last
+//! backup and snapshot, running/queued counts) in one statement,
 //! each repository's snapshot count and health row once per repository,
 //! a repository refresh queued at most once per repository, and each
 //! host's row read at most once.
 
 use std::collections::{BTreeMap, HashMap};
 
-use rm_store::health::{self, Health};
+use rm_store::health;
 use rm_store::jobs::{self, Finished};
 use rm_store::{hosts, snapshots};
 
@@ -34,6 +34,8 @@ pub(crate) struct Settle {
     snapshotted: BTreeMap<String, Snapshotted>,
     refresh: BTreeMap<String, String>,
     restic_hosts: HashMap<String, String>,
+    /// Snapshots backups named, written together ([`Settle::write_snapshots`]).
+    new_snapshots: Vec<snapshots::Snapshot>,
 }
 
 impl Settle {
@@ -72,6 +74,34 @@ impl Settle {
             .or_insert_with(|| exec_host.to_owned());
     }
 
+    /// Reads the restic host names of `hosts` not read yet, in one query.
+    pub async fn prefetch_restic_hosts(
+        &mut self,
+        tx: &mut rm_store::Conn,
+        hosts: &[&str],
+    ) -> rm_store::Result<()> {
+        let missing: Vec<&str> = hosts
+            .iter()
+            .copied()
+            .filter(|h| !self.restic_hosts.contains_key(*h))
+            .collect();
+        for (id, name) in hosts::restic_names_of(&mut *tx, &missing).await? {
+            self.restic_hosts.insert(id, name.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// A backup's snapshot, for the repository's cache.
+    pub fn snapshot(&mut self, s: snapshots::Snapshot) {
+        self.new_snapshots.push(s);
+    }
+
+    /// Writes the snapshots noted so far, in one statement.
+    pub async fn write_snapshots(&mut self, tx: &mut rm_store::Conn) -> rm_store::Result<()> {
+        let list = std::mem::take(&mut self.new_snapshots);
+        snapshots::upsert_many(&mut *tx, &list).await
+    }
+
     /// The restic host name of `host` (read once per batch).
     pub async fn restic_host(
         &mut self,
@@ -96,37 +126,34 @@ impl Settle {
             mut counts,
             snapshotted,
             mut refresh,
+            new_snapshots,
             ..
         } = self;
-        for (host, done) in &finished {
+        // (each run of results writes its own; none is left here)
+        snapshots::upsert_many(&mut *tx, &new_snapshots).await?;
+        for host in finished.keys() {
             counts.remove(host);
-            jobs::summarize_finished(&mut *tx, host, done).await?;
         }
-        for host in counts.keys() {
-            jobs::summarize_finished(&mut *tx, host, &[]).await?;
-        }
-        let now = cp.now();
-        for (repo, s) in snapshotted {
-            if !health::snapshots_counted(&mut *tx, &repo).await? {
+        let hosts: Vec<(&str, &[Finished])> = finished
+            .iter()
+            .map(|(h, d)| (h.as_str(), d.as_slice()))
+            .chain(counts.keys().map(|h| (h.as_str(), &[][..])))
+            .collect();
+        rm_store::results::summarize_hosts(&mut *tx, &hosts).await?;
+        let repos: Vec<&str> = snapshotted.keys().map(String::as_str).collect();
+        let counted = health::snapshots_counted_among(&mut *tx, &repos).await?;
+        let mut rows = Vec::with_capacity(snapshotted.len());
+        for (repo, s) in &snapshotted {
+            if counted.contains(repo) {
+                rows.push((repo.as_str(), s.last_job.as_str()));
+            } else if s.by_operator_or_schedule {
                 // never listed: the cache holds only what backups added
-                if s.by_operator_or_schedule {
-                    refresh.entry(repo).or_insert(s.exec_host);
-                }
-                continue;
+                refresh
+                    .entry(repo.clone())
+                    .or_insert_with(|| s.exec_host.clone());
             }
-            let count = snapshots::count(&mut *tx, &repo).await?;
-            health::insert(
-                &mut *tx,
-                &Health {
-                    repo_id: repo,
-                    ts: now,
-                    source_job_id: Some(s.last_job),
-                    snapshot_count: Some(count),
-                    ..Health::default()
-                },
-            )
-            .await?;
         }
+        health::insert_snapshot_counts(&mut *tx, cp.now(), &rows).await?;
         for (repo, exec_host) in refresh {
             crate::health::queue_refresh(cp, &mut *tx, &repo, &exec_host).await?;
         }

@@ -47,6 +47,53 @@ pub async fn insert(conn: &mut SqliteConnection, h: &Health) -> Result<()> {
     Ok(())
 }
 
+/// For each `(repository, job)`: a health row at `ts` naming the job,
+/// with the repository's snapshot count as the cache holds it now. One
+/// statement for them all.
+pub async fn insert_snapshot_counts(
+    conn: &mut SqliteConnection,
+    ts: i64,
+    repos: &[(&str, &str)],
+) -> Result<()> {
+    if repos.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<serde_json::Value> = repos
+        .iter()
+        .map(|(r, j)| serde_json::json!({ "repo": r, "job": j }))
+        .collect();
+    sqlx::query(
+        "INSERT INTO repo_health (repo_id, ts, source_job_id, snapshot_count)
+         SELECT v.repo, ?, v.job, (SELECT COUNT(*) FROM snapshots WHERE repo_id = v.repo)
+           FROM (SELECT value ->> '$.repo' AS repo, value ->> '$.job' AS job, key FROM json_each(?)) AS v
+          ORDER BY v.key",
+    )
+    .bind(ts)
+    .bind(serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Those of `repos` whose snapshots were ever fully listed
+/// ([`snapshots_counted`]), in one query.
+pub async fn snapshots_counted_among(
+    conn: &mut SqliteConnection,
+    repos: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    if repos.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT value FROM json_each(?) WHERE EXISTS
+             (SELECT 1 FROM repo_health WHERE repo_id = value AND snapshot_count IS NOT NULL)",
+    )
+    .bind(serde_json::to_string(repos).unwrap_or_else(|_| "[]".into()))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Whether a full snapshot listing of the repository was ever recorded
 /// (then the cache holds every snapshot, and counting it is right).
 pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {

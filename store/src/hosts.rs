@@ -161,6 +161,23 @@ pub async fn names_of(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(
     )
 }
 
+/// `(id, restic host name)` of these hosts, in one query.
+pub async fn restic_names_of(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<Vec<(String, Option<String>)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    Ok(sqlx::query_as(
+        "SELECT id, restic_host FROM hosts WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// What an agent told us at enrollment.
 #[derive(Debug, Clone)]
 pub struct Enrollment<'a> {

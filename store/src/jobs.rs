@@ -459,43 +459,7 @@ pub async fn summarize_finished(
     host: &str,
     done: &[Finished],
 ) -> Result<()> {
-    let Some(last) = done.last() else {
-        return refresh_counts(conn, host).await;
-    };
-    let failed = done
-        .iter()
-        .filter(|d| d.status == JobStatus::Failed)
-        .count();
-    let backups = || done.iter().rev().filter(|d| d.kind == "backup");
-    let last_backup = backups().next();
-    let last_success = backups()
-        .find(|d| matches!(d.status, JobStatus::Succeeded | JobStatus::Warning))
-        .map(|d| d.finished_at);
-    let last_snapshot = backups().find_map(|d| d.snapshot_id.clone());
-    sqlx::query(
-        "UPDATE host_summary SET last_job_id = ?2, last_job_kind = ?3, last_job_status = ?4, last_job_finished_at = ?5,
-             failed_jobs_total = failed_jobs_total + ?6,
-             last_backup_status = COALESCE(?7, last_backup_status),
-             last_backup_at = COALESCE(?8, last_backup_at),
-             last_backup_success_at = COALESCE(?9, last_backup_success_at),
-             last_snapshot_id = COALESCE(?10, last_snapshot_id),
-             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status IN ('dispatched', 'running')),
-             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status = 'queued')
-         WHERE host_id = ?1",
-    )
-    .bind(host)
-    .bind(&last.id)
-    .bind(&last.kind)
-    .bind(last.status.as_str())
-    .bind(last.finished_at)
-    .bind(i64::try_from(failed).unwrap_or(i64::MAX))
-    .bind(last_backup.map(|d| d.status.as_str()))
-    .bind(last_backup.map(|d| d.finished_at))
-    .bind(last_success)
-    .bind(last_snapshot)
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::results::summarize_hosts(conn, &[(host, done)]).await
 }
 
 /// Flags a job for cancellation. A queued job is cancelled at once (it
@@ -883,14 +847,5 @@ pub async fn logs(conn: &mut SqliteConnection, job_id: &str) -> Result<Vec<LogLi
 /// Recomputes a host's running/queued counts from its active jobs (an
 /// indexed lookup of the few non-terminal rows, done on write).
 async fn refresh_counts(conn: &mut SqliteConnection, host_id: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE host_summary SET
-             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status IN ('dispatched', 'running')),
-             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = ?1 AND status = 'queued')
-         WHERE host_id = ?1",
-    )
-    .bind(host_id)
-    .execute(conn)
-    .await?;
-    Ok(())
+    crate::results::summarize_hosts(conn, &[(host_id, &[])]).await
 }

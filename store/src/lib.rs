@@ -48,6 +48,7 @@ pub mod recovery;
 pub mod refresh;
 pub mod rejected;
 pub mod repos;
+pub mod results;
 pub mod retention;
 pub mod schedules;
 pub mod secrets;

@@ -39,6 +39,36 @@ pub async fn upsert(conn: &mut SqliteConnection, s: &Snapshot) -> Result<()> {
     Ok(())
 }
 
+/// [`upsert`] for many snapshots in one statement, in order.
+pub async fn upsert_many(conn: &mut SqliteConnection, list: &[Snapshot]) -> Result<()> {
+    if list.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<serde_json::Value> = list
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "repo_id": s.repo_id, "snapshot_id": s.snapshot_id, "short_id": s.short_id,
+                "hostname": s.hostname, "time": s.time, "paths_json": s.paths_json,
+                "tags_json": s.tags_json, "summary_json": s.summary_json, "seen_at": s.seen_at,
+            })
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO snapshots (repo_id, snapshot_id, short_id, hostname, time, paths_json, tags_json, summary_json, seen_at)
+         SELECT value ->> '$.repo_id', value ->> '$.snapshot_id', value ->> '$.short_id',
+                value ->> '$.hostname', value ->> '$.time', value ->> '$.paths_json',
+                value ->> '$.tags_json', value ->> '$.summary_json', value ->> '$.seen_at'
+           FROM json_each(?) WHERE true ORDER BY key
+         ON CONFLICT (repo_id, snapshot_id) DO UPDATE SET seen_at = excluded.seen_at,
+             summary_json = COALESCE(excluded.summary_json, snapshots.summary_json)",
+    )
+    .bind(serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How many snapshots of a repository the cache holds.
 pub async fn count(conn: &mut SqliteConnection, repo_id: &str) -> Result<i64> {
     Ok(

@@ -364,3 +364,217 @@ async fn a_result_whose_write_fails_does_not_hold_up_its_batch_and_is_stored_onc
     );
     assert_eq!(job_status(&db, bad.as_str()).await, "succeeded");
 }
+
+/// The SQL of every statement sqlx runs in this process (its
+/// `sqlx::query` events), for counting round trips to SQLite.
+#[derive(Clone, Default)]
+struct Statements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Statements {
+    /// Installs the counter for the whole process (nextest runs each test
+    /// in a process of its own).
+    fn install() -> Self {
+        use tracing_subscriber::layer::SubscriberExt;
+        let s = Self::default();
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(s.clone()))
+            .expect("no other subscriber in this test's process");
+        s
+    }
+
+    fn matching(&self, needle: &str) -> usize {
+        let all = self.0.lock().unwrap();
+        all.iter().filter(|s| s.contains(needle)).count()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if e.metadata().target() != "sqlx::query" {
+            return;
+        }
+        struct Sql(String);
+        impl tracing::field::Visit for Sql {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "summary" || f.name() == "db.statement" {
+                    use std::fmt::Write;
+                    let _ = write!(self.0, "{v:?} ");
+                }
+            }
+        }
+        let mut sql = Sql(String::new());
+        e.record(&mut sql);
+        self.0.lock().unwrap().push(sql.0);
+    }
+}
+
+/// A batch's results cost a few statements between them, not a few each:
+/// each statement is a round trip to SQLite's worker thread, and under a
+/// burst those round trips, not SQLite's work, were the ingest's limit.
+#[tokio::test]
+async fn a_burst_of_results_reads_and_writes_in_a_few_statements_not_a_few_per_result() {
+    let statements = Statements::install();
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: N,
+        ingest_linger: Duration::from_secs(60),
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = Agent::enroll(&bus, &cp, "few-a").await.unwrap();
+    let b = Agent::enroll(&bus, &cp, "few-b").await.unwrap();
+    let repo = repo_with(&cp, "few", "pw", &[], &[]).await;
+    let db = cp.db().await;
+    {
+        let mut tx = db.write().await.unwrap();
+        rm_store::health::insert(
+            &mut tx,
+            &rm_store::health::Health {
+                repo_id: repo.clone(),
+                ts: 1_000,
+                snapshot_count: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let ja = running_backups(&db, &a, Some(&repo), N / 2).await;
+    let jb = running_backups(&db, &b, Some(&repo), N / 2).await;
+    let m0 = metrics(&cp).await;
+    statements.clear();
+    let sent = [
+        (
+            &a,
+            ja.iter()
+                .map(|j| done_of(j, JobOutcome::Succeeded))
+                .collect(),
+        ),
+        (
+            &b,
+            jb.iter()
+                .map(|j| done_of(j, JobOutcome::Succeeded))
+                .collect(),
+        ),
+    ];
+    for ack in burst(&sent, &patient()).await {
+        let ack = ack.expect("acknowledged");
+        assert!(ack.ok && !ack.duplicate, "{ack:?}");
+    }
+    let m1 = metrics(&cp).await;
+    assert_eq!(
+        m1.ingest_commits - m0.ingest_commits,
+        1,
+        "one batch: {m1:?}"
+    );
+    let phases = statements.matching("job_ingest");
+    let finishes = statements.matching("UPDATE jobs");
+    let snapshots = statements.matching("INSERT INTO snapshots");
+    let summaries = statements.matching("UPDATE host_summary");
+    let health = statements.matching("INSERT INTO repo_health");
+    // one per result before: 40 phase rows, 40 finishes, 40 snapshots
+    assert!(
+        (1..=2).contains(&phases),
+        "phases read and written: {phases} statements"
+    );
+    assert_eq!(finishes, 1, "jobs finished in one statement");
+    assert_eq!(snapshots, 1, "snapshots added in one statement");
+    assert_eq!(summaries, 1, "both hosts' summaries in one statement");
+    assert_eq!(health, 1, "the repository's health row in one statement");
+    {
+        let mut c = db.read().await.unwrap();
+        let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
+        assert_eq!(h.snapshot_count, Some(N as i64), "every snapshot counted");
+        for host in [a.host_id(), b.host_id()] {
+            let s = rm_store::hosts::summary(&mut c, &host).await.unwrap();
+            assert_eq!((s.running_jobs, s.failed_jobs_total), (0, 0), "{s:?}");
+            assert_eq!(s.last_backup_status.as_deref(), Some("succeeded"), "{s:?}");
+        }
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM jobs WHERE created_by = 'test' AND status = 'succeeded'"
+        )
+        .await,
+        N as i64
+    );
+}
+
+/// The same result twice in one batch (an agent re-sent it before the
+/// first ack came back): applied once, the second is a duplicate, and the
+/// host's failure count moves once.
+#[tokio::test]
+async fn a_result_sent_twice_within_one_batch_is_applied_once() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: 3,
+        ingest_linger: Duration::from_secs(60),
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = Agent::enroll(&bus, &cp, "twice").await.unwrap();
+    let db = cp.db().await;
+    let jobs = running_backups(&db, &a, None, 2).await;
+    let failed = done_of(&jobs[0], JobOutcome::Failed);
+    let ok = done_of(&jobs[1], JobOutcome::Succeeded);
+    let m0 = metrics(&cp).await;
+    let acks = burst(&[(&a, vec![failed.clone(), failed, ok])], &patient()).await;
+    let acks: Vec<Ack> = acks.into_iter().map(|a| a.expect("acknowledged")).collect();
+    assert!(acks.iter().all(|a| a.ok), "{acks:?}");
+    assert_eq!(
+        acks[..2].iter().filter(|a| a.duplicate).count(),
+        1,
+        "one of the two copies is the duplicate: {acks:?}"
+    );
+    assert!(!acks[2].duplicate, "{acks:?}");
+    let m1 = metrics(&cp).await;
+    assert_eq!(
+        m1.ingest_commits - m0.ingest_commits,
+        1,
+        "one batch: {m1:?}"
+    );
+    let mut c = db.read().await.unwrap();
+    let s = rm_store::hosts::summary(&mut c, &a.host_id())
+        .await
+        .unwrap();
+    assert_eq!((s.failed_jobs_total, s.running_jobs), (1, 0), "{s:?}");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM jobs WHERE created_by = 'test' ORDER BY id")
+            .fetch_all(&mut *c)
+            .await
+            .unwrap();
+    let mut want = [
+        (jobs[0].to_string(), "failed"),
+        (jobs[1].to_string(), "succeeded"),
+    ];
+    want.sort();
+    assert_eq!(
+        statuses,
+        want.iter().map(|(_, s)| s.to_string()).collect::<Vec<_>>()
+    );
+}

@@ -92,6 +92,47 @@ pub struct Fleet {
     pub behaviour: Arc<Behaviour>,
 }
 
+/// The host's own repository for the burst's backups (as in a fleet
+/// where every host backs up to its own repository, the costliest shape
+/// for ingest: every result adds a snapshot and its repository's health
+/// row), created on the first burst: attached, already listed once (so
+/// a backup's snapshot is counted, not a reason for a refresh), and the
+/// host given its restic name. Bench only: its secrets are not real.
+async fn burst_repo(tx: &mut rm_store::Tx, host: &str, now: i64) -> Result<String> {
+    let repo = format!("rb{host}");
+    sqlx::query(
+        "INSERT OR IGNORE INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)
+         VALUES (?1, 'bench ' || ?1, 'rest:https://bench.invalid/' || ?2, x'00', ?3, 'sim burst')",
+    )
+    .bind(&repo)
+    .bind(host)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO host_repositories (host_id, repo_id, access, secrets_enc, created_at)
+         VALUES (?, ?, 'append_only', x'00', ?)",
+    )
+    .bind(host)
+    .bind(&repo)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE hosts SET restic_host = id WHERE id = ? AND restic_host IS NULL")
+        .bind(host)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO repo_health (repo_id, ts, snapshot_count) SELECT ?1, ?2, 0
+         WHERE NOT EXISTS (SELECT 1 FROM repo_health WHERE repo_id = ?1)",
+    )
+    .bind(&repo)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(repo)
+}
+
 impl Fleet {
     pub fn new(behaviour: Behaviour) -> Self {
         Self {
@@ -182,6 +223,7 @@ impl Fleet {
             let now = crate::now_ms();
             let mut tx = store.write().await?;
             for a in &agents {
+                let repo = burst_repo(&mut tx, a.host.as_str(), now).await?;
                 let mut mine = Vec::with_capacity(per_agent);
                 for _ in 0..per_agent {
                     let id = JobId::generate();
@@ -191,7 +233,7 @@ impl Fleet {
                             id: id.as_str(),
                             host_id: a.host.as_str(),
                             exec_host_id: a.host.as_str(),
-                            repo_id: None,
+                            repo_id: Some(&repo),
                             params: &params,
                             origin: "operator",
                             schedule_id: None,

@@ -1,6 +1,7 @@
 //! The simulator against the real control plane on the test bus: a small
 //! fleet enrolls through the control plane, comes online, and a job
-//! dispatched to one of its agents is answered and ingested.
+//! dispatched to one of its agents is answered and ingested, and the
+//! bench's result burst is stored with its snapshots.
 
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_simulated_agents_come_online_and_answer_a_dispatched_job() {
+async fn twenty_simulated_agents_come_online_answer_a_dispatched_job_and_a_result_burst() {
     let bus = TestBus::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let timings = Timings {
@@ -170,6 +171,28 @@ async fn twenty_simulated_agents_come_online_and_answer_a_dispatched_job() {
         (c.outbox_acked == c.outbox_pushed && c.outbox_rejected == 0).then_some(())
     })
     .await;
+
+    // the bench's result burst: every agent finishes 3 backups to its own
+    // repository; each is acknowledged, stored and adds its snapshot
+    let (acked, _) = fleet
+        .burst(&dir.path().join("cp/restic-manager.db"), 3)
+        .await
+        .unwrap();
+    assert_eq!(acked, 60, "every burst result acknowledged");
+    let mut c = store.read().await.unwrap();
+    let stored = rm_store::raw::fetch_strings(
+        &mut c,
+        "SELECT j.status || ' ' || (SELECT COUNT(*) FROM snapshots s WHERE s.repo_id = j.repo_id)
+           FROM jobs j WHERE j.created_by = 'sim burst'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 60);
+    assert!(
+        stored.iter().all(|s| s == "succeeded 3"),
+        "each host's repository holds its 3 snapshots: {stored:?}"
+    );
+    drop(c);
 
     // the fleet was not refused anything and stops cleanly
     assert_eq!(fleet.counters.snapshot().errors, 0);

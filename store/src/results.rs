@@ -87,6 +87,24 @@ pub struct FinishRow<'a> {
     pub finish: &'a Finish,
 }
 
+/// [`finish_rows`]' statement. Each job is found by its primary key, one
+/// per value: the unary `+` keeps SQLite from the status index, which it
+/// otherwise preferred, running the `json_each` scan again for every
+/// active job (12 s for 256 results among 20,000 running jobs).
+pub const FINISH_SQL: &str =
+    "UPDATE jobs SET status = v.status, exit_code = v.exit_code, error_kind = v.error_kind,
+         error = v.error, summary_json = v.summary_json, stderr_tail = v.stderr_tail,
+         restic_version = COALESCE(v.restic_version, jobs.restic_version),
+         started_at = COALESCE(jobs.started_at, v.started_at), finished_at = v.finished_at
+     FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
+                  value ->> '$.exit_code' AS exit_code, value ->> '$.error_kind' AS error_kind,
+                  value ->> '$.error' AS error, value ->> '$.summary_json' AS summary_json,
+                  value ->> '$.stderr_tail' AS stderr_tail,
+                  value ->> '$.restic_version' AS restic_version,
+                  value ->> '$.started_at' AS started_at, value ->> '$.finished_at' AS finished_at
+             FROM json_each(?)) AS v
+     WHERE jobs.id = v.id AND +jobs.status IN ('queued', 'dispatched', 'running', 'lost')";
+
 /// `jobs::finish_row` for every row, in one statement. Each must still be
 /// finishable ([`FINISHABLE`]): the caller read so in this transaction, so
 /// a row that was not is an error (the transaction is unusable).
@@ -107,24 +125,11 @@ pub async fn finish_rows(conn: &mut SqliteConnection, rows: &[FinishRow<'_>]) ->
             })
         })
         .collect();
-    let n = sqlx::query(
-        "UPDATE jobs SET status = v.status, exit_code = v.exit_code, error_kind = v.error_kind,
-             error = v.error, summary_json = v.summary_json, stderr_tail = v.stderr_tail,
-             restic_version = COALESCE(v.restic_version, jobs.restic_version),
-             started_at = COALESCE(jobs.started_at, v.started_at), finished_at = v.finished_at
-         FROM (SELECT value ->> '$.id' AS id, value ->> '$.status' AS status,
-                      value ->> '$.exit_code' AS exit_code, value ->> '$.error_kind' AS error_kind,
-                      value ->> '$.error' AS error, value ->> '$.summary_json' AS summary_json,
-                      value ->> '$.stderr_tail' AS stderr_tail,
-                      value ->> '$.restic_version' AS restic_version,
-                      value ->> '$.started_at' AS started_at, value ->> '$.finished_at' AS finished_at
-                 FROM json_each(?)) AS v
-         WHERE jobs.id = v.id AND jobs.status IN ('queued', 'dispatched', 'running', 'lost')",
-    )
-    .bind(json_array(&values))
-    .execute(conn)
-    .await?
-    .rows_affected();
+    let n = sqlx::query(FINISH_SQL)
+        .bind(json_array(&values))
+        .execute(conn)
+        .await?
+        .rows_affected();
     if n != rows.len() as u64 {
         return Err(StoreError::Conflict(format!(
             "{} of {} finished jobs were written: a job changed within its batch",
@@ -159,20 +164,8 @@ fn host_values(host: &str, done: &[Finished]) -> serde_json::Value {
     })
 }
 
-/// Every listed host's summary in one statement: its last job, failures,
-/// last backup and snapshot from the jobs the batch finished for it (in
-/// the order they finished; none: counts only), and its running and
-/// queued counts recounted.
-pub async fn summarize_hosts(
-    conn: &mut SqliteConnection,
-    hosts: &[(&str, &[Finished])],
-) -> Result<()> {
-    if hosts.is_empty() {
-        return Ok(());
-    }
-    let values: Vec<serde_json::Value> = hosts.iter().map(|(h, d)| host_values(h, d)).collect();
-    sqlx::query(
-        "UPDATE host_summary SET
+/// [`summarize_hosts`]' statement: each host's row found by its key.
+pub const SUMMARY_SQL: &str = "UPDATE host_summary SET
              last_job_id = COALESCE(v.last_id, last_job_id),
              last_job_kind = COALESCE(v.last_kind, last_job_kind),
              last_job_status = COALESCE(v.last_status, last_job_status),
@@ -190,10 +183,23 @@ pub async fn summarize_hosts(
                       value ->> '$.backup_status' AS backup_status, value ->> '$.backup_at' AS backup_at,
                       value ->> '$.success_at' AS success_at, value ->> '$.snapshot' AS snapshot
                  FROM json_each(?)) AS v
-         WHERE host_summary.host_id = v.host",
-    )
-    .bind(json_array(&values))
-    .execute(conn)
-    .await?;
+         WHERE host_summary.host_id = v.host";
+
+/// Every listed host's summary in one statement: its last job, failures,
+/// last backup and snapshot from the jobs the batch finished for it (in
+/// the order they finished; none: counts only), and its running and
+/// queued counts recounted.
+pub async fn summarize_hosts(
+    conn: &mut SqliteConnection,
+    hosts: &[(&str, &[Finished])],
+) -> Result<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<serde_json::Value> = hosts.iter().map(|(h, d)| host_values(h, d)).collect();
+    sqlx::query(SUMMARY_SQL)
+        .bind(json_array(&values))
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -168,6 +168,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         listings: Default::default(),
         downloads: Default::default(),
         recovery: Default::default(),
+        touches: Default::default(),
     });
     state.downloads.set_dir(config.agent_dir.clone());
     if rm_store::secrets::MasterKey::text(&config.data_dir)

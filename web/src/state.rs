@@ -32,6 +32,8 @@ pub struct Shared {
     pub downloads: crate::downloads::Downloads,
     /// The recovery kit's master key and whether a kit was exported.
     pub recovery: crate::ui::settings::cpbackup::Recovery,
+    /// Sessions' and API tokens' last-use marks, written off the request path.
+    pub touches: crate::auth::touch::Touches,
 }
 
 /// Cheap to clone; derefs to [`Shared`].
@@ -57,6 +59,7 @@ impl AppState {
             listings: Default::default(),
             downloads: Default::default(),
             recovery: Default::default(),
+            touches: Default::default(),
         })
     }
 

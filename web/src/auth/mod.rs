@@ -55,6 +55,7 @@ pub mod session;
 pub mod setup;
 pub mod throttle;
 pub mod token;
+pub mod touch;
 
 /// Operator roles, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,10 +13,6 @@ use crate::AppState;
 /// The session cookie's name (`__Host-`: Secure, Path=/, no Domain).
 pub const COOKIE: &str = "__Host-rm_session";
 
-/// Activity within this many ms of the last recorded one is not recorded
-/// again (one write per minute per session, not per request).
-const TOUCH_EVERY_MS: i64 = 60_000;
-
 /// A new session: the cookie value (shown to the browser only) and its CSRF token.
 pub struct NewSession {
     pub cookie_value: String,
@@ -85,10 +81,11 @@ pub async fn resolve(state: &AppState, cookie_value: &str) -> rm_store::Result<O
         tracing::warn!(user = %s.username, role = %s.role, "account has an unknown role");
         return Ok(None);
     };
-    if now - s.last_seen_at >= TOUCH_EVERY_MS {
-        let mut tx = state.store.write().await?;
-        sessions::touch(&mut tx, &id_hash, now).await?;
-        tx.commit().await?;
+    if now - s.last_seen_at >= super::touch::EVERY_MS {
+        // written off the request path
+        state
+            .touches
+            .queue(&state.store, super::touch::Mark::Session, &id_hash, now);
     }
     Ok(Some(Principal {
         user_id: s.user_id,

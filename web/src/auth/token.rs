@@ -106,11 +106,13 @@ pub async fn resolve(
     let (Some(role), Some(user_role)) = (Role::parse(&t.role), Role::parse(&t.user_role)) else {
         return Ok(Err(Refusal::Unknown));
     };
-    // one write per minute per token, not per request
-    if t.last_used_at.is_none_or(|last| now - last >= 60_000) {
-        let mut tx = state.store.write().await?;
-        api_tokens::touch(&mut tx, &t.id, now).await?;
-        tx.commit().await?;
+    // one mark per minute per token, written off the request path
+    if t.last_used_at
+        .is_none_or(|last| now - last >= super::touch::EVERY_MS)
+    {
+        state
+            .touches
+            .queue(&state.store, super::touch::Mark::Token, &t.id, now);
     }
     Ok(Ok(Principal {
         user_id: t.user_id,

@@ -51,6 +51,7 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
         listings: Default::default(),
         downloads: Default::default(),
         recovery: Default::default(),
+        touches: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

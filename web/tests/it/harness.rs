@@ -75,6 +75,7 @@ impl H {
             listings: Default::default(),
             downloads: Default::default(),
             recovery: Default::default(),
+            touches: Default::default(),
         });
         let app = routes::app(state.clone());
         Self {
@@ -275,17 +276,21 @@ impl H {
         }
     }
 
-    /// GET /api/v1/me with a session: its status.
+    /// GET /api/v1/me with a session: its status, once the session's
+    /// last-use mark (written off the request path) is in.
     pub async fn me_status(&self, s: &Session) -> u16 {
-        self.send(
-            req("GET", "/api/v1/me")
-                .header(header::COOKIE, s.header())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .status()
-        .as_u16()
+        let status = self
+            .send(
+                req("GET", "/api/v1/me")
+                    .header(header::COOKIE, s.header())
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .status()
+            .as_u16();
+        self.state.touches.idle().await;
+        status
     }
 
     pub async fn user_count(&self) -> i64 {

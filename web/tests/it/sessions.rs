@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::header;
 use rm_web::auth::{AuthSettings, Role};
+use tower::ServiceExt;
 
 use crate::harness::*;
 
@@ -434,6 +435,8 @@ async fn bearer_tokens_act_with_their_role_and_stop_at_expiry_or_revocation() {
     let body = json(resp).await;
     assert_eq!(body["role"], "viewer");
     assert_eq!(body["via"], "token");
+    // the last use is written off the request path
+    h.state.touches.idle().await;
     let mut c = h.state.store.read().await.unwrap();
     let listed = rm_store::api_tokens::list(&mut c).await.unwrap();
     assert_eq!(listed[0].last_used_at, Some(now));
@@ -630,4 +633,70 @@ async fn behind_a_trusted_proxy_the_session_records_the_forwarded_client() {
         mine.contains(r#""address":"203.0.113.1""#),
         "the session's address is the forwarded client: {mine}"
     );
+}
+
+/// While another process holds SQLite's write lock (the control plane of
+/// a large fleet commits all the time), a crowd of requests on one token
+/// whose last use is due is answered at once: the mark is written after,
+/// once. Each request used to take the write lock itself, and waited.
+#[tokio::test]
+async fn requests_are_answered_while_another_process_holds_the_write_lock_and_the_last_use_is_written_once()
+ {
+    let h = H::new().await;
+    let token = h.token(Role::Viewer).await;
+    // counts the writes of a token's last use
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        sqlx::query(
+            "CREATE TABLE probe_touch (at INTEGER);
+             CREATE TRIGGER probe_touch AFTER UPDATE OF last_used_at ON api_tokens
+             BEGIN INSERT INTO probe_touch VALUES (NEW.last_used_at); END;",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // another process's writer (its own connection to the file) holds the lock
+    let other = rm_store::Store::open(&h.dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let held = other.write().await.unwrap();
+    let crowd: Vec<_> = (0..50)
+        .map(|_| {
+            let (app, token) = (h.app.clone(), token.clone());
+            tokio::spawn(async move {
+                app.oneshot(
+                    req("GET", "/api/v1/me")
+                        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+            })
+        })
+        .collect();
+    // well inside the store's 10 s busy timeout: a request waiting for
+    // the lock would still be waiting
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut statuses = Vec::new();
+        for t in crowd {
+            statuses.push(t.await.unwrap());
+        }
+        statuses
+    })
+    .await
+    .expect("every request answered while the lock is held");
+    assert!(answered.iter().all(|s| *s == 200), "{answered:?}");
+    held.rollback().await.unwrap();
+    h.state.touches.idle().await;
+    let mut c = h.state.store.read().await.unwrap();
+    let writes: Vec<i64> = sqlx::query_scalar("SELECT at FROM probe_touch")
+        .fetch_all(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(writes, [T0], "the last use, written once");
 }

@@ -145,6 +145,11 @@ struct Pass<'a> {
     dry: bool,
     wants: bool,
     changes: Vec<Change>,
+    /// Dry run: whether an alert is open, per (host, kind, subject), as
+    /// read once in this pass (a dry run writes nothing, so it holds). A
+    /// burst judges many backups of one host in one pass, and each usual
+    /// one asks to resolve: one read instead of one per backup.
+    open_seen: HashMap<(String, String, String), bool>,
 }
 
 impl Pass<'_> {
@@ -221,10 +226,18 @@ impl Pass<'_> {
         subject: &str,
     ) -> Result<()> {
         if self.dry {
-            if alerts::open_for(conn, host_id, kind, subject)
-                .await?
-                .is_some()
-            {
+            let key = (host_id.to_owned(), kind.to_owned(), subject.to_owned());
+            let open = match self.open_seen.get(&key) {
+                Some(open) => *open,
+                None => {
+                    let open = alerts::open_for(conn, host_id, kind, subject)
+                        .await?
+                        .is_some();
+                    self.open_seen.insert(key, open);
+                    open
+                }
+            };
+            if open {
                 self.wants = true;
             }
             return Ok(());
@@ -313,6 +326,7 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
         dry: true,
         wants: false,
         changes: Vec::new(),
+        open_seen: HashMap::new(),
     };
     let mut plan = Plan {
         jobs_after: pass.after,
@@ -408,6 +422,7 @@ async fn apply(
         dry: false,
         wants: false,
         changes: Vec::new(),
+        open_seen: HashMap::new(),
     };
     for (host, kind, repo) in &plan.job_keys {
         eval_job_key(&mut pass, conn, host, kind, repo).await?;

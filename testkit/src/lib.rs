@@ -10,6 +10,7 @@
 mod bus;
 mod client;
 mod paths;
+pub mod statements;
 mod svc;
 
 pub use bus::{BusKind, BusOptions, Tap, TestBus};

@@ -664,3 +664,42 @@ async fn passes(env: &Env) -> anyhow::Result<u64> {
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?;
     Ok(m.passes)
 }
+
+/// A pass that judges many new backups of one host asks whether an alert
+/// is open once per rule and subject, not once per backup: a fleet's
+/// burst brings many backups per host into each pass (20 here), and those
+/// reads were most of the role's statements.
+#[tokio::test]
+async fn a_pass_over_many_new_backups_of_a_host_reads_its_open_alert_once() -> anyhow::Result<()> {
+    const MIB: i64 = 1 << 20;
+    const T0: i64 = 1_750_000_000_000;
+    let statements = rm_testkit::statements::Statements::install();
+    // 20 usual backups, then the role starts: its first pass judges them all.
+    let (mut env, _clock) = Env::manual(T0).await?;
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    let mut last = String::new();
+    for i in 0..20 {
+        last = env
+            .backup_with_summary_at(
+                "h1",
+                "r1",
+                summary(20 * MIB, 200, 1000 * MIB),
+                T0 - 60_000 + i * 1000,
+            )
+            .await?;
+    }
+    statements.clear();
+    env.start_alerts().await?;
+    wait_judged(&env, &last).await?;
+    let reads = statements.matching("AND subject = ? AND resolved_at IS NULL");
+    let passes = passes(&env).await?;
+    // per pass at most a few (backup_failed and backup_anomaly for
+    // (h1, r1), a confirmation); not one per backup judged
+    assert!(
+        reads <= 3 * passes as usize,
+        "{reads} open-alert reads in {passes} passes over 20 new backups"
+    );
+    assert!(env.alerts_of("h1").await?.is_empty());
+    env.stop_all().await
+}

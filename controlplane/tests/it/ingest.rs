@@ -365,58 +365,12 @@ async fn a_result_whose_write_fails_does_not_hold_up_its_batch_and_is_stored_onc
     assert_eq!(job_status(&db, bad.as_str()).await, "succeeded");
 }
 
-/// The SQL of every statement sqlx runs in this process (its
-/// `sqlx::query` events), for counting round trips to SQLite.
-#[derive(Clone, Default)]
-struct Statements(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl Statements {
-    /// Installs the counter for the whole process (nextest runs each test
-    /// in a process of its own).
-    fn install() -> Self {
-        use tracing_subscriber::layer::SubscriberExt;
-        let s = Self::default();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(s.clone()))
-            .expect("no other subscriber in this test's process");
-        s
-    }
-
-    fn matching(&self, needle: &str) -> usize {
-        let all = self.0.lock().unwrap();
-        all.iter().filter(|s| s.contains(needle)).count()
-    }
-
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statements {
-    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if e.metadata().target() != "sqlx::query" {
-            return;
-        }
-        struct Sql(String);
-        impl tracing::field::Visit for Sql {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "summary" || f.name() == "db.statement" {
-                    use std::fmt::Write;
-                    let _ = write!(self.0, "{v:?} ");
-                }
-            }
-        }
-        let mut sql = Sql(String::new());
-        e.record(&mut sql);
-        self.0.lock().unwrap().push(sql.0);
-    }
-}
-
 /// A batch's results cost a few statements between them, not a few each:
 /// each statement is a round trip to SQLite's worker thread, and under a
 /// burst those round trips, not SQLite's work, were the ingest's limit.
 #[tokio::test]
 async fn a_burst_of_results_reads_and_writes_in_a_few_statements_not_a_few_per_result() {
-    let statements = Statements::install();
+    let statements = rm_testkit::statements::Statements::install();
     let bus = TestBus::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let timings = rm_controlplane::Timings {

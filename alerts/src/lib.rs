@@ -151,6 +151,10 @@ pub(crate) struct Ctx {
     /// The role's writer task.
     pub writer: rm_store::writer::Writer,
     pub metrics: metrics::Metrics,
+    /// The job keys the last completed pass saw, with their signature
+    /// (`mark`, `results`): an event-woken pass skips a key whose results
+    /// did not change since (see `rules::plan`).
+    pub judged: std::sync::Mutex<rules::Judged>,
 }
 
 impl Ctx {
@@ -240,7 +244,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .db_path
         .clone()
         .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
-    let store = Store::open(&db)
+    let store = Store::open_shared(&db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let master = MasterKey::load_or_create(&config.data_dir)?;
@@ -267,6 +271,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         anomaly: config.anomaly.clone(),
         wake: Notify::new(),
         outbox_wake: Notify::new(),
+        judged: Default::default(),
     });
 
     let mut events = ctx
@@ -332,7 +337,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // every write already queued is applied (and its caller answered)
     ctx.writer.shutdown().await;
     let _ = ctx.client.flush().await;
-    ctx.store.close().await;
+    ctx.store.close_shared().await;
     result
 }
 

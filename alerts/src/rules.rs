@@ -252,9 +252,22 @@ impl Pass<'_> {
     }
 }
 
+/// Job keys (host, kind, repository) with the signature (`mark`,
+/// `results`) they had when a pass last evaluated them.
+pub(crate) type Judged = HashMap<(String, String, String), (i64, i64)>;
+
+fn judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, Judged> {
+    ctx.judged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The items a dry run found would write, and where the cursors move.
 #[derive(Default)]
 struct Plan {
+    /// Every job key of this pass, for the next pass once this one is
+    /// done.
+    judged: Judged,
     job_keys: Vec<(String, String, String)>,
     hosts: Vec<String>,
     schedules: Vec<String>,
@@ -297,11 +310,13 @@ fn after(cursor: Cursor, overlap: i64) -> i64 {
 /// committed changes to announce.
 pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change>> {
     let now = ctx.now();
-    let plan = {
+    let mut plan = {
         let mut conn = ctx.store.read().await?;
         plan(ctx, &mut conn, now, confirm).await?
     };
+    let seen = std::mem::take(&mut plan.judged);
     if plan.is_empty() {
+        *judged(ctx) = seen;
         ctx.metrics.pass(false);
         return Ok(Vec::new());
     }
@@ -310,6 +325,8 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         .writer
         .run(move |tx| Box::pin(async move { apply(&c, tx, now, confirm, plan).await }))
         .await?;
+    // only a pass that wrote what it decided vouches for its keys
+    *judged(ctx) = seen;
     ctx.metrics.pass(true);
     Ok(changes)
 }
@@ -333,10 +350,22 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
         ..Plan::default()
     };
 
-    // Job results since the cursor.
+    // Job results since the cursor. A key whose results are those the
+    // last completed pass evaluated would decide the same again, so an
+    // event-woken pass skips it (the cursor's overlap brings every key of
+    // the last minutes back each pass: at fleet scale, most of the work);
+    // a ticker pass evaluates every key.
     let mut watermark = cursor.watermark;
+    let before = std::mem::take(&mut *judged(ctx));
     for key in alerts::results_since(conn, after(cursor, overlap)).await? {
         advance(&mut watermark, key.mark, now);
+        let k = (key.host_id.clone(), key.kind.clone(), key.repo_id.clone());
+        let signature = (key.mark, key.results);
+        let unchanged = !confirm && before.get(&k) == Some(&signature);
+        plan.judged.insert(k, signature);
+        if unchanged {
+            continue;
+        }
         pass.wants = false;
         eval_job_key(&mut pass, conn, &key.host_id, &key.kind, &key.repo_id).await?;
         if pass.wants {

@@ -306,7 +306,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         .db_path
         .clone()
         .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
-    let store = Store::open(&db)
+    let store = Store::open_shared(&db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     {
@@ -411,7 +411,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // later one hears `NotCommitted`): nothing accepted is lost.
     cp.writer.shutdown().await;
     let _ = cp.client.flush().await;
-    cp.store.close().await;
+    cp.store.close_shared().await;
     result
 }
 

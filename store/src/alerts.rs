@@ -282,6 +282,9 @@ pub struct ResultKey {
     /// `""` when the job has no repository (any more).
     pub repo_id: String,
     pub mark: i64,
+    /// How many results (finishes and ingests) the key has after `after`:
+    /// with `mark`, what tells a key that changed from one that did not.
+    pub results: i64,
 }
 
 /// Keys whose jobs finished — or whose results were ingested — after
@@ -289,7 +292,7 @@ pub struct ResultKey {
 /// an old `finished_at` but a new ingest time, so it is found too.
 pub async fn results_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<ResultKey>> {
     Ok(sqlx::query_as(
-        "SELECT host_id, kind, repo_id, MAX(mark) AS mark FROM (
+        "SELECT host_id, kind, repo_id, MAX(mark) AS mark, COUNT(*) AS results FROM (
              SELECT host_id, kind, COALESCE(repo_id, '') AS repo_id, finished_at AS mark FROM jobs
              WHERE finished_at > ?1 AND kind IN ('backup', 'forget', 'prune', 'check')
                AND status IN ('succeeded', 'warning', 'failed', 'lost')

@@ -119,10 +119,29 @@ pub struct Store {
     /// Transactions committed on the write connection (an SQLite commit
     /// hook counts them, whoever began them).
     commits: Arc<AtomicU64>,
+    /// The file, when the write connection is shared ([`Store::open_shared`]).
+    shared: Option<std::path::PathBuf>,
 }
 
 /// Read-only connections per store.
 const READERS: u32 = 4;
+
+/// Write connections shared by the roles of one process, per database
+/// file ([`Store::open_shared`]).
+static SHARED_WRITERS: std::sync::Mutex<Vec<SharedWriter>> = std::sync::Mutex::new(Vec::new());
+
+struct SharedWriter {
+    path: std::path::PathBuf,
+    writer: SqlitePool,
+    commits: Arc<AtomicU64>,
+    holders: usize,
+}
+
+fn shared_writers() -> std::sync::MutexGuard<'static, Vec<SharedWriter>> {
+    SHARED_WRITERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 impl Store {
     /// Opens (creating if missing) the database at `path`: WAL,
@@ -188,7 +207,74 @@ impl Store {
             writer,
             reader,
             commits,
+            shared: None,
         })
+    }
+
+    /// [`Store::open`], sharing one write connection among the roles of
+    /// this process that open the same file this way (`serve` runs the
+    /// control plane, alerts and web roles together). Each role keeps its
+    /// own read connections and its own writer task; their transactions
+    /// queue for the one connection in the process instead of contending
+    /// for SQLite's file lock, whose busy handler sleeps (1 to 100 ms per
+    /// try) while the other role's transaction runs. Closed by
+    /// [`Store::close_shared`] when its last holder closes it.
+    pub async fn open_shared(path: &Path) -> Result<Self> {
+        let mut store = Self::open(path).await?;
+        let key = std::fs::canonicalize(path).map_err(|e| StoreError::Corrupt {
+            what: "database path",
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        store.shared = Some(key.clone());
+        let own = {
+            let mut shared = shared_writers();
+            match shared.iter_mut().find(|w| w.path == key) {
+                Some(w) => {
+                    w.holders += 1;
+                    store.commits = w.commits.clone();
+                    Some(std::mem::replace(&mut store.writer, w.writer.clone()))
+                }
+                None => {
+                    shared.push(SharedWriter {
+                        path: key,
+                        writer: store.writer.clone(),
+                        commits: store.commits.clone(),
+                        holders: 1,
+                    });
+                    None
+                }
+            }
+        };
+        if let Some(own) = own {
+            own.close().await;
+        }
+        Ok(store)
+    }
+
+    /// Closes a store from [`Store::open_shared`]: its read connections,
+    /// and the write connection once no other role holds it.
+    pub async fn close_shared(&self) {
+        self.reader.close().await;
+        let last = {
+            let mut shared = shared_writers();
+            let found = shared
+                .iter()
+                .position(|w| Some(&w.path) == self.shared.as_ref());
+            match found {
+                Some(i) if shared[i].holders > 1 => {
+                    shared[i].holders -= 1;
+                    false
+                }
+                Some(i) => {
+                    shared.remove(i);
+                    true
+                }
+                None => true,
+            }
+        };
+        if last {
+            self.writer.close().await;
+        }
     }
 
     /// Transactions committed on this store's write connection so far

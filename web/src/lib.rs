@@ -117,7 +117,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
         .db_path
         .clone()
         .unwrap_or_else(|| config.data_dir.join("restic-manager.db"));
-    let store = Store::open(&db)
+    let store = Store::open_shared(&db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
     let (bus, _events) = connect(&config.connect).await?;
@@ -211,6 +211,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     let result = launch(listener, identity.server_config.clone(), app, shutdown).await;
     sweeper.abort();
     pump.abort();
+    state.store.close_shared().await;
     let _ = renew_stop.send(());
     if let Some(r) = renewal {
         let _ = r.await;

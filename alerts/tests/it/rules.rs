@@ -703,3 +703,50 @@ async fn a_pass_over_many_new_backups_of_a_host_reads_its_open_alert_once() -> a
     assert!(env.alerts_of("h1").await?.is_empty());
     env.stop_all().await
 }
+
+/// A pass woken by an event evaluates only the job keys whose results
+/// changed since the last pass; the cursor's overlap brings every recent
+/// key back each time, which at fleet scale was most of the role's work.
+/// A key with a new result is judged as before.
+#[tokio::test]
+async fn an_event_woken_pass_skips_keys_whose_results_did_not_change() -> anyhow::Result<()> {
+    const T0: i64 = 1_750_000_000_000;
+    let statements = rm_testkit::statements::Statements::install();
+    let (mut env, _clock) = Env::manual(T0).await?;
+    // only the first pass is a ticker pass; every key stays in the overlap
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.timings.cursor_overlap = std::time::Duration::from_secs(600);
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    let ok = env
+        .job_done_at("h1", "r1", "backup", JobStatus::Succeeded, None, T0 - 2000)
+        .await?;
+    env.start_alerts().await?;
+    wait_judged(&env, &ok).await?;
+    // events about other things wake passes; (h1, backup, r1) is unchanged
+    let seen = passes(&env).await?;
+    statements.clear();
+    for _ in 0..3 {
+        env.publish(Evt::HostChanged, Some("h1")).await?;
+        let before = passes(&env).await?;
+        wait_for("a pass", || async {
+            Ok((passes(&env).await? > before).then_some(()))
+        })
+        .await?;
+    }
+    assert!(passes(&env).await? >= seen + 3);
+    let reads = statements.matching("ORDER BY finished_at DESC, id DESC LIMIT 1");
+    assert_eq!(
+        reads, 0,
+        "the unchanged key's latest result is not read again"
+    );
+    // a new result for the key is judged: its failure raises
+    env.job_done_at("h1", "r1", "backup", JobStatus::Failed, None, T0 - 1000)
+        .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    env.wait_alert("h1", "backup_failed", "the failure raised", |a| {
+        a.resolved_at.is_none()
+    })
+    .await?;
+    env.stop_all().await
+}

@@ -677,3 +677,48 @@ async fn a_job_refused_for_now_stays_queued_and_waits_longer_after_each_refusal(
         None
     );
 }
+
+/// `serve` runs several roles in one process: opened with `open_shared`,
+/// they write through one connection (their transactions queue in the
+/// process instead of sleeping in SQLite's busy handler), each keeps its
+/// reads, and the connection closes with its last holder.
+#[tokio::test]
+async fn roles_of_one_process_share_one_write_connection_until_the_last_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rm.db");
+    let cp = Store::open_shared(&path).await.unwrap();
+    let alerts = Store::open_shared(&path).await.unwrap();
+    let alone = Store::open(&path).await.unwrap();
+    let (cp0, alone0) = (cp.commits(), alone.commits());
+    let mut tx = alerts.write().await.unwrap();
+    hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        cp.commits() - cp0,
+        1,
+        "the alerts role's commit is on the shared connection"
+    );
+    assert_eq!(alone.commits(), alone0, "a store opened alone has its own");
+    cp.close_shared().await;
+    let mut tx = alerts.write().await.unwrap();
+    hosts::insert(&mut tx, "h2", "web-2", "alice", 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut r = alerts.read().await.unwrap();
+    assert_eq!(hosts::list(&mut r).await.unwrap().len(), 2);
+    drop(r);
+    alerts.close_shared().await;
+    assert!(alerts.write().await.is_err(), "closed with its last holder");
+    // a later role of the process opens it afresh
+    let again = Store::open_shared(&path).await.unwrap();
+    let mut tx = again.write().await.unwrap();
+    hosts::insert(&mut tx, "h3", "web-3", "alice", 0)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    again.close_shared().await;
+    alone.close().await;
+}

@@ -131,33 +131,64 @@ fn patient() -> RetryPolicy {
     }
 }
 
-#[tokio::test]
-async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_and_repository_health_once()
- {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    // the batch closes when the burst is in (the linger never ends it)
-    let timings = rm_controlplane::Timings {
-        ingest_batch: N,
-        ingest_linger: Duration::from_secs(60),
-        ..fast_timings()
+/// Every running backup of both agents, succeeded.
+fn all_succeeded<'a>(
+    a: &'a Agent,
+    ja: &[JobId],
+    b: &'a Agent,
+    jb: &[JobId],
+) -> [(&'a Agent, Vec<rm_bus::msg::JobDone>); 2] {
+    let done = |jobs: &[JobId]| {
+        jobs.iter()
+            .map(|j| done_of(j, JobOutcome::Succeeded))
+            .collect()
     };
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let a = Agent::enroll(&bus, &cp, "burst-a").await.unwrap();
-    let b = Agent::enroll(&bus, &cp, "burst-b").await.unwrap();
-    let repo = repo_with(&cp, "burst", "pw", &[], &[]).await;
-    let db = cp.db().await;
-    {
-        // the repository's snapshots were listed once: backups add to the count
+    [(a, done(ja)), (b, done(jb))]
+}
+
+/// A control plane whose batch closes only when `N` results are in (the
+/// linger never ends it), two agents, a repository whose snapshots were
+/// listed once (so backups add to its count), and `N / 2` running backups
+/// of each agent on it.
+struct Burst {
+    _bus: TestBus,
+    _dir: tempfile::TempDir,
+    cp: Cp,
+    a: Agent,
+    b: Agent,
+    repo: String,
+    db: rm_store::Store,
+    ja: Vec<JobId>,
+    jb: Vec<JobId>,
+}
+
+impl Burst {
+    async fn start(name: &str) -> Self {
+        let bus = TestBus::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let timings = rm_controlplane::Timings {
+            ingest_batch: N,
+            ingest_linger: Duration::from_secs(60),
+            ..fast_timings()
+        };
+        let cp = Cp::start(
+            &bus,
+            dir.path().into(),
+            CpOptions {
+                timings,
+                ..CpOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let a = Agent::enroll(&bus, &cp, &format!("{name}-a"))
+            .await
+            .unwrap();
+        let b = Agent::enroll(&bus, &cp, &format!("{name}-b"))
+            .await
+            .unwrap();
+        let repo = repo_with(&cp, name, "pw", &[], &[]).await;
+        let db = cp.db().await;
         let mut tx = db.write().await.unwrap();
         rm_store::health::insert(
             &mut tx,
@@ -171,9 +202,36 @@ async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_an
         .await
         .unwrap();
         tx.commit().await.unwrap();
+        let ja = running_backups(&db, &a, Some(&repo), N / 2).await;
+        let jb = running_backups(&db, &b, Some(&repo), N / 2).await;
+        Self {
+            _bus: bus,
+            _dir: dir,
+            cp,
+            a,
+            b,
+            repo,
+            db,
+            ja,
+            jb,
+        }
     }
-    let ja = running_backups(&db, &a, Some(&repo), N / 2).await;
-    let jb = running_backups(&db, &b, Some(&repo), N / 2).await;
+}
+
+#[tokio::test]
+async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_and_repository_health_once()
+ {
+    let Burst {
+        _bus,
+        _dir,
+        cp,
+        a,
+        b,
+        repo,
+        db,
+        ja,
+        jb,
+    } = Burst::start("burst").await;
     // Counts every statement that writes a host's summary.
     exec(
         &db,
@@ -259,20 +317,7 @@ async fn a_burst_of_results_is_one_transaction_that_updates_each_host_summary_an
     }
 
     // The whole burst again (every agent re-sends): recognised, nothing written.
-    let again = [
-        (
-            &a,
-            ja.iter()
-                .map(|j| done_of(j, JobOutcome::Succeeded))
-                .collect(),
-        ),
-        (
-            &b,
-            jb.iter()
-                .map(|j| done_of(j, JobOutcome::Succeeded))
-                .collect(),
-        ),
-    ];
+    let again = all_succeeded(&a, &ja, &b, &jb);
     for ack in burst(&again, &patient()).await {
         let ack = ack.expect("acknowledged");
         assert!(ack.ok && ack.duplicate, "{ack:?}");
@@ -371,60 +416,20 @@ async fn a_result_whose_write_fails_does_not_hold_up_its_batch_and_is_stored_onc
 #[tokio::test]
 async fn a_burst_of_results_reads_and_writes_in_a_few_statements_not_a_few_per_result() {
     let statements = rm_testkit::statements::Statements::install();
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let timings = rm_controlplane::Timings {
-        ingest_batch: N,
-        ingest_linger: Duration::from_secs(60),
-        ..fast_timings()
-    };
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let a = Agent::enroll(&bus, &cp, "few-a").await.unwrap();
-    let b = Agent::enroll(&bus, &cp, "few-b").await.unwrap();
-    let repo = repo_with(&cp, "few", "pw", &[], &[]).await;
-    let db = cp.db().await;
-    {
-        let mut tx = db.write().await.unwrap();
-        rm_store::health::insert(
-            &mut tx,
-            &rm_store::health::Health {
-                repo_id: repo.clone(),
-                ts: 1_000,
-                snapshot_count: Some(0),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
-    let ja = running_backups(&db, &a, Some(&repo), N / 2).await;
-    let jb = running_backups(&db, &b, Some(&repo), N / 2).await;
+    let Burst {
+        _bus,
+        _dir,
+        cp,
+        a,
+        b,
+        repo,
+        db,
+        ja,
+        jb,
+    } = Burst::start("few").await;
     let m0 = metrics(&cp).await;
     statements.clear();
-    let sent = [
-        (
-            &a,
-            ja.iter()
-                .map(|j| done_of(j, JobOutcome::Succeeded))
-                .collect(),
-        ),
-        (
-            &b,
-            jb.iter()
-                .map(|j| done_of(j, JobOutcome::Succeeded))
-                .collect(),
-        ),
-    ];
+    let sent = all_succeeded(&a, &ja, &b, &jb);
     for ack in burst(&sent, &patient()).await {
         let ack = ack.expect("acknowledged");
         assert!(ack.ok && !ack.duplicate, "{ack:?}");

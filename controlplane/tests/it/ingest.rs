@@ -146,6 +146,29 @@ fn all_succeeded<'a>(
     [(a, done(ja)), (b, done(jb))]
 }
 
+/// A control plane whose result batch closes only when `n` results are
+/// in (the linger never ends it), on a bus of its own.
+async fn batching_at(n: usize) -> (TestBus, tempfile::TempDir, Cp) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: n,
+        ingest_linger: Duration::from_secs(60),
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    (bus, dir, cp)
+}
+
 /// A control plane whose batch closes only when `N` results are in (the
 /// linger never ends it), two agents, a repository whose snapshots were
 /// listed once (so backups add to its count), and `N / 2` running backups
@@ -164,23 +187,7 @@ struct Burst {
 
 impl Burst {
     async fn start(name: &str) -> Self {
-        let bus = TestBus::start().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let timings = rm_controlplane::Timings {
-            ingest_batch: N,
-            ingest_linger: Duration::from_secs(60),
-            ..fast_timings()
-        };
-        let cp = Cp::start(
-            &bus,
-            dir.path().into(),
-            CpOptions {
-                timings,
-                ..CpOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+        let (bus, dir, cp) = batching_at(N).await;
         let a = Agent::enroll(&bus, &cp, &format!("{name}-a"))
             .await
             .unwrap();
@@ -479,23 +486,7 @@ async fn a_burst_of_results_reads_and_writes_in_a_few_statements_not_a_few_per_r
 /// host's failure count moves once.
 #[tokio::test]
 async fn a_result_sent_twice_within_one_batch_is_applied_once() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let timings = rm_controlplane::Timings {
-        ingest_batch: 3,
-        ingest_linger: Duration::from_secs(60),
-        ..fast_timings()
-    };
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (bus, _dir, cp) = batching_at(3).await;
     let a = Agent::enroll(&bus, &cp, "twice").await.unwrap();
     let db = cp.db().await;
     let jobs = running_backups(&db, &a, None, 2).await;

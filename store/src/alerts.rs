@@ -308,6 +308,17 @@ pub async fn results_since(conn: &mut SqliteConnection, after: i64) -> Result<Ve
     .await?)
 }
 
+/// [`latest_result`]'s statement: the newest rows of the key, in the
+/// order of `jobs_key_finished` (migration 26), so it reads what it
+/// returns and sorts nothing, however long the host's history.
+pub const LATEST_RESULT_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE host_id = ? AND kind = ? AND COALESCE(repo_id, '') = ?
+       AND status IN ('succeeded', 'warning', 'failed', 'lost') AND finished_at IS NOT NULL
+     ORDER BY finished_at DESC, id DESC LIMIT 1"
+);
+
 /// The latest decisive result (succeeded, warning, failed or lost — not
 /// cancelled) of a kind for a host and repository (`""` = none).
 pub async fn latest_result(
@@ -316,18 +327,12 @@ pub async fn latest_result(
     kind: &str,
     repo_id: &str,
 ) -> Result<Option<crate::jobs::Job>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE host_id = ? AND kind = ? AND COALESCE(repo_id, '') = ?
-           AND status IN ('succeeded', 'warning', 'failed', 'lost') AND finished_at IS NOT NULL
-         ORDER BY finished_at DESC, id DESC LIMIT 1"
-    ))
-    .bind(host_id)
-    .bind(kind)
-    .bind(repo_id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(sqlx::query_as(LATEST_RESULT_SQL)
+        .bind(host_id)
+        .bind(kind)
+        .bind(repo_id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// A successful backup for the `backup_anomaly` rule: its place in the
@@ -342,6 +347,18 @@ pub struct BackupSuccess {
     pub summary_json: Option<String>,
 }
 
+/// [`backup_successes`]' statement. Through `jobs_key_finished`
+/// (migration 26) the `LIMIT` stops the scan, so the mark's subquery runs
+/// for the rows returned only; through the host's status index it ran for
+/// every successful backup the host ever made, before the sort.
+pub const BACKUP_SUCCESSES_SQL: &str = "SELECT j.id, j.finished_at,
+        MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
+                                     WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at)) AS mark,
+        j.summary_json
+ FROM jobs j WHERE j.host_id = ? AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?
+   AND j.status IN ('succeeded', 'warning') AND j.finished_at IS NOT NULL
+ ORDER BY j.finished_at DESC, j.id DESC LIMIT ?";
+
 /// The newest `limit` successful backups (succeeded or warning) of a host
 /// to a repository, newest first, with their marks.
 pub async fn backup_successes(
@@ -350,20 +367,12 @@ pub async fn backup_successes(
     repo_id: &str,
     limit: i64,
 ) -> Result<Vec<BackupSuccess>> {
-    Ok(sqlx::query_as(
-        "SELECT j.id, j.finished_at,
-                MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
-                                             WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at)) AS mark,
-                j.summary_json
-         FROM jobs j WHERE j.host_id = ? AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?
-           AND j.status IN ('succeeded', 'warning') AND j.finished_at IS NOT NULL
-         ORDER BY j.finished_at DESC, j.id DESC LIMIT ?",
-    )
-    .bind(host_id)
-    .bind(repo_id)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(BACKUP_SUCCESSES_SQL)
+        .bind(host_id)
+        .bind(repo_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The place (`finished_at`, job id) of the newest backup any

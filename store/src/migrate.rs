@@ -67,6 +67,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "host_stats",
         include_str!("../migrations/0025_host_stats.sql"),
     ),
+    (
+        26,
+        "alert_keys",
+        include_str!("../migrations/0026_alert_keys.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -309,3 +309,34 @@ async fn delivery_history_is_purged_by_its_owner_only() {
         ["stuck", "recent"]
     );
 }
+
+/// Through the host's status index both per-key reads of the alerts role
+/// read every finished job of the host and sorted them, once per key
+/// judged; the key's own index (migration 26) hands them its newest rows
+/// in order.
+#[tokio::test]
+async fn the_per_key_result_reads_seek_the_keys_newest_rows_without_sorting() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    for (what, sql) in [
+        ("latest result", alerts::LATEST_RESULT_SQL),
+        ("backup successes", alerts::BACKUP_SUCCESSES_SQL),
+    ] {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+        let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("USING INDEX jobs_key_finished")
+                    && l.contains("host_id=? AND kind=? AND <expr>=?")),
+            "{what}: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.contains("TEMP B-TREE")),
+            "{what} sorts: {plan:?}"
+        );
+    }
+}

@@ -722,3 +722,24 @@ async fn roles_of_one_process_share_one_write_connection_until_the_last_closes()
     again.close_shared().await;
     alone.close().await;
 }
+
+/// SQLite's default page cache (2 MiB) is smaller than what one batch of
+/// results dirties in a grown database, so the write connection would
+/// spill into the WAL mid-transaction; both kinds of connection get a
+/// larger cache.
+#[tokio::test]
+async fn write_and_read_connections_get_their_page_caches() {
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    let writer: i64 = sqlx::query_scalar("PRAGMA cache_size")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let mut r = s.read().await.unwrap();
+    let reader: i64 = sqlx::query_scalar("PRAGMA cache_size")
+        .fetch_one(&mut *r)
+        .await
+        .unwrap();
+    assert_eq!((writer, reader), (-64 * 1024, -8 * 1024));
+}

@@ -155,6 +155,10 @@ pub(crate) struct Ctx {
     /// (`mark`, `results`): an event-woken pass skips a key whose results
     /// did not change since (see `rules::plan`).
     pub judged: std::sync::Mutex<rules::Judged>,
+    /// Per host and repository, the newest backup the `backup_anomaly`
+    /// rule judged in the last completed pass: later passes judge only
+    /// backups after it (see `rules::eval_anomaly`).
+    pub anomaly_judged: std::sync::Mutex<rules::AnomalyJudged>,
 }
 
 impl Ctx {
@@ -272,6 +276,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         wake: Notify::new(),
         outbox_wake: Notify::new(),
         judged: Default::default(),
+        anomaly_judged: Default::default(),
     });
 
     let mut events = ctx

@@ -150,6 +150,11 @@ struct Pass<'a> {
     /// burst judges many backups of one host in one pass, and each usual
     /// one asks to resolve: one read instead of one per backup.
     open_seen: HashMap<(String, String, String), bool>,
+    /// The newest backup per host and repository the last completed pass
+    /// judged: backups up to it are not judged again.
+    anomaly_before: &'a AnomalyJudged,
+    /// The newest backup per host and repository this pass judged.
+    anomaly_seen: AnomalyJudged,
 }
 
 impl Pass<'_> {
@@ -262,6 +267,41 @@ fn judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, Judged> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Per (host, repository): the place (`finished_at`, job id) of the
+/// newest backup a completed pass judged for `backup_anomaly`.
+pub(crate) type AnomalyJudged = HashMap<(String, String), (i64, String)>;
+
+fn anomaly_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, AnomalyJudged> {
+    ctx.anomaly_judged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records `place` as judged for `key` unless a newer one is.
+fn note_judged(map: &mut AnomalyJudged, key: (String, String), place: (i64, String)) {
+    match map.get(&key) {
+        Some(old) if *old >= place => {}
+        _ => {
+            map.insert(key, place);
+        }
+    }
+}
+
+/// The anomaly memo after a completed pass: what it judged over what the
+/// passes before it had, for the backup keys of this pass's window (a key
+/// that left the window has no backup new to a pass any more).
+fn next_anomaly_memo(plan: &mut Plan) -> AnomalyJudged {
+    let mut memo = plan.anomaly_before.clone();
+    for (key, place) in std::mem::take(&mut plan.anomaly_seen) {
+        note_judged(&mut memo, key, place);
+    }
+    memo.retain(|(host, repo), _| {
+        plan.judged
+            .contains_key(&(host.clone(), "backup".to_owned(), repo.clone()))
+    });
+    memo
+}
+
 /// The items a dry run found would write, and where the cursors move.
 #[derive(Default)]
 struct Plan {
@@ -277,6 +317,10 @@ struct Plan {
     hosts_cursor: Option<Cursor>,
     /// The job cursor (less its overlap) the dry run read.
     jobs_after: i64,
+    /// The anomaly memo the dry run read (the real run reads the same).
+    anomaly_before: AnomalyJudged,
+    /// The newest backups the dry run judged.
+    anomaly_seen: AnomalyJudged,
 }
 
 impl Plan {
@@ -299,6 +343,10 @@ fn advance(watermark: &mut Option<i64>, mark: i64, now: i64) {
     *watermark = Some(watermark.map_or(mark, |w| w.max(mark)));
 }
 
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn after(cursor: Cursor, overlap: i64) -> i64 {
     cursor
         .watermark
@@ -314,9 +362,11 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         let mut conn = ctx.store.read().await?;
         plan(ctx, &mut conn, now, confirm).await?
     };
+    let memo = next_anomaly_memo(&mut plan);
     let seen = std::mem::take(&mut plan.judged);
     if plan.is_empty() {
         *judged(ctx) = seen;
+        *anomaly_judged(ctx) = memo;
         ctx.metrics.pass(false);
         return Ok(Vec::new());
     }
@@ -327,6 +377,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         .await?;
     // only a pass that wrote what it decided vouches for its keys
     *judged(ctx) = seen;
+    *anomaly_judged(ctx) = memo;
     ctx.metrics.pass(true);
     Ok(changes)
 }
@@ -335,6 +386,8 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
 async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Plan> {
     let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
     let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
+    // taken: a pass that fails leaves no memo, and the next judges afresh
+    let anomaly_before = std::mem::take(&mut *anomaly_judged(ctx));
     let mut pass = Pass {
         ctx,
         now,
@@ -344,6 +397,8 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
         wants: false,
         changes: Vec::new(),
         open_seen: HashMap::new(),
+        anomaly_before: &anomaly_before,
+        anomaly_seen: AnomalyJudged::new(),
     };
     let mut plan = Plan {
         jobs_after: pass.after,
@@ -415,6 +470,8 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
             plan.alerts.push(alert);
         }
     }
+    plan.anomaly_seen = std::mem::take(&mut pass.anomaly_seen);
+    plan.anomaly_before = anomaly_before;
     Ok(plan)
 }
 
@@ -452,6 +509,8 @@ async fn apply(
         wants: false,
         changes: Vec::new(),
         open_seen: HashMap::new(),
+        anomaly_before: &plan.anomaly_before,
+        anomaly_seen: AnomalyJudged::new(),
     };
     for (host, kind, repo) in &plan.job_keys {
         eval_job_key(&mut pass, conn, host, kind, repo).await?;
@@ -542,7 +601,12 @@ async fn eval_job_key(
 /// and repository names (open or resolved) were judged already and are
 /// skipped, so a re-run over the cursor's overlap — or after a restart —
 /// neither raises twice nor lets an older usual backup resolve an alert a
-/// newer backup raised.
+/// newer backup raised. Within the process, backups up to the newest one
+/// a completed pass judged are skipped too (`Ctx::anomaly_judged`): the
+/// overlap brings a busy host's last minutes of backups back every pass,
+/// and judging each again (against its history) was most of a pass's work
+/// in a burst. So a backup that arrives late, older than one judged
+/// already, is not judged after it, as when an alert names the newer one.
 async fn eval_anomaly(
     pass: &mut Pass<'_>,
     conn: &mut Conn,
@@ -551,16 +615,26 @@ async fn eval_anomaly(
 ) -> Result<()> {
     let cfg = &pass.ctx.anomaly;
     let kind = AlertKind::BackupAnomaly;
-    let limit = i64::try_from(ANOMALY_PER_PASS.saturating_add(cfg.history)).unwrap_or(i64::MAX);
-    // Newest first.
-    let recent = alerts::backup_successes(conn, host_id, repo_id, limit).await?;
     let judged = alerts::last_anomaly_judged(conn, host_id, repo_id).await?;
+    let key = (host_id.to_owned(), repo_id.to_owned());
+    let memo = pass.anomaly_before.get(&key);
     let is_new = |b: &alerts::BackupSuccess| {
-        b.mark > pass.after
-            && judged
-                .as_ref()
-                .is_none_or(|(at, id)| (b.finished_at, &b.id) > (*at, id))
+        let after = |place: Option<&(i64, String)>| {
+            place.is_none_or(|(at, id)| (b.finished_at, &b.id) > (*at, id))
+        };
+        b.mark > pass.after && after(judged.as_ref()) && after(memo)
     };
+    // Newest first. Usually one or two backups are new: those and the
+    // history they are judged against are read first; only when a new
+    // backup's history was cut off is the pass's whole share read.
+    let some = cfg.history.saturating_add(2);
+    let mut recent = alerts::backup_successes(conn, host_id, repo_id, to_i64(some)).await?;
+    let cut_off = recent.len() == some
+        && (0..recent.len()).any(|i| i.saturating_add(cfg.history) >= some && is_new(&recent[i]));
+    if cut_off {
+        let all = ANOMALY_PER_PASS.saturating_add(cfg.history);
+        recent = alerts::backup_successes(conn, host_id, repo_id, to_i64(all)).await?;
+    }
     let fresh: Vec<usize> = (0..recent.len()).filter(|&i| is_new(&recent[i])).collect();
     if fresh.len() > ANOMALY_PER_PASS {
         tracing::warn!(
@@ -571,25 +645,35 @@ async fn eval_anomaly(
             "more new backups than one pass judges; the oldest are skipped"
         );
     }
-    let figures = |s: &Option<String>| {
-        s.as_deref()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-            .map(|v| Figures::from_summary(&v))
-    };
+    if let Some(&newest) = fresh.first() {
+        let b = &recent[newest];
+        note_judged(&mut pass.anomaly_seen, key, (b.finished_at, b.id.clone()));
+    }
+    // each summary parsed once, however many judgements it takes part in
+    let figures: Vec<Option<Figures>> = recent
+        .iter()
+        .map(|b| {
+            b.summary_json
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .map(|v| Figures::from_summary(&v))
+        })
+        .collect();
     // Oldest first, so each judgement sees the alert state the one before
     // it left.
     for &i in fresh.iter().take(ANOMALY_PER_PASS).rev() {
         let backup = &recent[i];
-        let Some(latest) = figures(&backup.summary_json) else {
+        let Some(latest) = &figures[i] else {
             continue;
         };
-        let history: Vec<Figures> = recent
+        let history: Vec<Figures> = figures
             .iter()
             .skip(i + 1)
             .take(cfg.history)
-            .filter_map(|b| figures(&b.summary_json))
+            .flatten()
+            .copied()
             .collect();
-        match anomaly::judge(&latest, &history, cfg) {
+        match anomaly::judge(latest, &history, cfg) {
             None => {
                 pass.resolve(conn, host_id, kind.as_str(), repo_id).await?;
             }

@@ -656,6 +656,76 @@ async fn an_anomalous_backup_that_is_not_the_newest_of_a_pass_is_judged_once() -
     env.stop_all().await
 }
 
+/// The cursor's overlap brings a busy host's recent backups back into
+/// every pass; a backup a completed pass judged is not judged again (that
+/// re-judging was most of the role's work in a burst). So a backup that
+/// arrives late, older than one judged already, is not judged after it —
+/// as when an anomaly alert names the newer one — while a new backup is
+/// judged as before.
+#[tokio::test]
+async fn a_late_backup_older_than_one_already_judged_is_not_judged_after_it() -> anyhow::Result<()>
+{
+    const MIB: i64 = 1 << 20;
+    const T0: i64 = 1_750_000_000_000;
+    // A frozen clock and a long overlap: every backup stays new to every
+    // pass by the cursor alone.
+    let (mut env, _clock) = Env::manual(T0).await?;
+    env.timings.cursor_overlap = std::time::Duration::from_secs(600);
+    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
+        min_history: 5,
+        min_added_bytes: 10 * MIB,
+        min_changed_files: 100,
+        min_drop_bytes: 10 * MIB,
+        ..Default::default()
+    };
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.start_alerts().await?;
+    for i in 0..7 {
+        let id = env
+            .backup_with_summary_at(
+                "h1",
+                "r1",
+                summary((19 + i % 3) * MIB, 200, 1000 * MIB),
+                T0 - 60_000 + i * 2000,
+            )
+            .await?;
+        env.publish(Evt::JobFinished, Some("h1")).await?;
+        wait_judged(&env, &id).await?;
+    }
+
+    // Ten times the usual, finished between the sixth and the seventh
+    // backups (six before it: enough history), stored only now.
+    env.backup_with_summary_at(
+        "h1",
+        "r1",
+        summary(210 * MIB, 200, 1000 * MIB),
+        T0 - 60_000 + 5 * 2000 + 1000,
+    )
+    .await?;
+    let seen = passes(&env).await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    wait_for("three more passes", || async {
+        Ok((passes(&env).await? >= seen + 3).then_some(()))
+    })
+    .await?;
+    assert!(
+        env.alerts_of("h1").await?.is_empty(),
+        "the late backup is older than the newest one judged"
+    );
+
+    // A new backup, ten times the usual, is judged and raises.
+    let jump = env
+        .backup_with_summary_at("h1", "r1", summary(210 * MIB, 200, 1000 * MIB), T0 - 1000)
+        .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    let alert = env
+        .wait_alert("h1", "backup_anomaly", "the new anomaly", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(jump.as_str()));
+    env.stop_all().await
+}
+
 /// Rule-engine passes of the running alerts role.
 async fn passes(env: &Env) -> anyhow::Result<u64> {
     let m: api::Metrics = env

@@ -308,7 +308,8 @@ struct Plan {
     /// Every job key of this pass, for the next pass once this one is
     /// done.
     judged: Judged,
-    job_keys: Vec<(String, String, String)>,
+    /// Job keys that would write, with their count of new results.
+    job_keys: Vec<(String, String, String, i64)>,
     hosts: Vec<String>,
     schedules: Vec<String>,
     alerts: Vec<Alert>,
@@ -422,9 +423,18 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
             continue;
         }
         pass.wants = false;
-        eval_job_key(&mut pass, conn, &key.host_id, &key.kind, &key.repo_id).await?;
+        eval_job_key(
+            &mut pass,
+            conn,
+            &key.host_id,
+            &key.kind,
+            &key.repo_id,
+            key.results,
+        )
+        .await?;
         if pass.wants {
-            plan.job_keys.push((key.host_id, key.kind, key.repo_id));
+            plan.job_keys
+                .push((key.host_id, key.kind, key.repo_id, key.results));
         }
     }
     if watermark != cursor.watermark {
@@ -512,8 +522,8 @@ async fn apply(
         anomaly_before: &plan.anomaly_before,
         anomaly_seen: AnomalyJudged::new(),
     };
-    for (host, kind, repo) in &plan.job_keys {
-        eval_job_key(&mut pass, conn, host, kind, repo).await?;
+    for (host, kind, repo, results) in &plan.job_keys {
+        eval_job_key(&mut pass, conn, host, kind, repo, *results).await?;
     }
     if let Some(c) = &plan.jobs_cursor {
         worker_state::put(conn, CURSOR, c, now).await?;
@@ -547,12 +557,13 @@ async fn eval_job_key(
     host_id: &str,
     kind: &str,
     repo_id: &str,
+    results: i64,
 ) -> Result<()> {
     let Some(rule) = rule_for_job(kind) else {
         return Ok(());
     };
     if kind == "backup" {
-        eval_anomaly(pass, conn, host_id, repo_id).await?;
+        eval_anomaly(pass, conn, host_id, repo_id, results).await?;
     }
     let Some(job) = alerts::latest_result(conn, host_id, kind, repo_id).await? else {
         return Ok(());
@@ -612,6 +623,7 @@ async fn eval_anomaly(
     conn: &mut Conn,
     host_id: &str,
     repo_id: &str,
+    results: i64,
 ) -> Result<()> {
     let cfg = &pass.ctx.anomaly;
     let kind = AlertKind::BackupAnomaly;
@@ -624,17 +636,14 @@ async fn eval_anomaly(
         };
         b.mark > pass.after && after(judged.as_ref()) && after(memo)
     };
-    // Newest first. Usually one or two backups are new: those and the
-    // history they are judged against are read first; only when a new
-    // backup's history was cut off is the pass's whole share read.
-    let some = cfg.history.saturating_add(2);
-    let mut recent = alerts::backup_successes(conn, host_id, repo_id, to_i64(some)).await?;
-    let cut_off = recent.len() == some
-        && (0..recent.len()).any(|i| i.saturating_add(cfg.history) >= some && is_new(&recent[i]));
-    if cut_off {
-        let all = ANOMALY_PER_PASS.saturating_add(cfg.history);
-        recent = alerts::backup_successes(conn, host_id, repo_id, to_i64(all)).await?;
-    }
+    // Newest first: at most as many new backups as the key has new
+    // results (each new backup is one at least), and the history the
+    // oldest of them is judged against.
+    let new_at_most = usize::try_from(results)
+        .unwrap_or(usize::MAX)
+        .min(ANOMALY_PER_PASS);
+    let limit = to_i64(new_at_most.saturating_add(cfg.history));
+    let recent = alerts::backup_successes(conn, host_id, repo_id, pass.after, limit).await?;
     let fresh: Vec<usize> = (0..recent.len()).filter(|&i| is_new(&recent[i])).collect();
     if fresh.len() > ANOMALY_PER_PASS {
         tracing::warn!(

@@ -11,3 +11,15 @@
 -- index on an expression only where a query writes the same expression.
 
 CREATE INDEX jobs_key_finished ON jobs (host_id, kind, COALESCE(repo_id, ''), finished_at DESC, id DESC);
+
+-- The alerts role's "which keys have new results" read (`results_since`)
+-- over the cursor's window. With its time bound a bound parameter, SQLite
+-- chose the status index and read every finished job ever stored, on
+-- every pass (the query now writes `+status`/`+kind` to leave it the time
+-- indexes). These two replace the plain time indexes with ones that also
+-- hold what the read needs, so the window is read from the index alone
+-- (the jobs side) or needs only the job's own row (the ingest side).
+DROP INDEX jobs_finished;
+CREATE INDEX jobs_finished ON jobs (finished_at, kind, status, host_id, repo_id);
+DROP INDEX job_ingest_received;
+CREATE INDEX job_ingest_received ON job_ingest (received_at, phase, job_id);

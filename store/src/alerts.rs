@@ -287,25 +287,30 @@ pub struct ResultKey {
     pub results: i64,
 }
 
+/// [`results_since`]' statement. The unary `+` keeps SQLite off the
+/// status and kind indexes: with the time bound unknown when it plans, it
+/// preferred them and read every finished job ever stored. Both sides read
+/// their time index's window (migration 26), the jobs side from the index
+/// alone.
+pub const RESULTS_SINCE_SQL: &str = "SELECT host_id, kind, repo_id, MAX(mark) AS mark, COUNT(*) AS results FROM (
+     SELECT host_id, kind, COALESCE(repo_id, '') AS repo_id, finished_at AS mark FROM jobs
+     WHERE finished_at > ?1 AND +kind IN ('backup', 'forget', 'prune', 'check')
+       AND +status IN ('succeeded', 'warning', 'failed', 'lost')
+     UNION ALL
+     SELECT j.host_id, j.kind, COALESCE(j.repo_id, ''), i.received_at FROM job_ingest i
+     JOIN jobs j ON j.id = i.job_id
+     WHERE i.received_at > ?1 AND i.phase = 'done' AND +j.kind IN ('backup', 'forget', 'prune', 'check')
+       AND +j.status IN ('succeeded', 'warning', 'failed', 'lost'))
+ GROUP BY host_id, kind, repo_id";
+
 /// Keys whose jobs finished — or whose results were ingested — after
 /// `after`. A result ingested late (an agent replaying its outbox) carries
 /// an old `finished_at` but a new ingest time, so it is found too.
 pub async fn results_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<ResultKey>> {
-    Ok(sqlx::query_as(
-        "SELECT host_id, kind, repo_id, MAX(mark) AS mark, COUNT(*) AS results FROM (
-             SELECT host_id, kind, COALESCE(repo_id, '') AS repo_id, finished_at AS mark FROM jobs
-             WHERE finished_at > ?1 AND kind IN ('backup', 'forget', 'prune', 'check')
-               AND status IN ('succeeded', 'warning', 'failed', 'lost')
-             UNION ALL
-             SELECT j.host_id, j.kind, COALESCE(j.repo_id, ''), i.received_at FROM job_ingest i
-             JOIN jobs j ON j.id = i.job_id
-             WHERE i.received_at > ?1 AND i.phase = 'done' AND j.kind IN ('backup', 'forget', 'prune', 'check')
-               AND j.status IN ('succeeded', 'warning', 'failed', 'lost'))
-         GROUP BY host_id, kind, repo_id",
-    )
-    .bind(after)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(RESULTS_SINCE_SQL)
+        .bind(after)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// [`latest_result`]'s statement: the newest rows of the key, in the
@@ -337,8 +342,8 @@ pub async fn latest_result(
 
 /// A successful backup for the `backup_anomaly` rule: its place in the
 /// host's order (`finished_at`, then id), when its result reached us
-/// (`mark`: the later of its finish and its `done` ingest) and restic's
-/// summary.
+/// (`mark`: the later of its finish and its `done` ingest; for a backup
+/// finished after the pass's `after`, its finish) and restic's summary.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct BackupSuccess {
     pub id: String,
@@ -348,28 +353,34 @@ pub struct BackupSuccess {
 }
 
 /// [`backup_successes`]' statement. Through `jobs_key_finished`
-/// (migration 26) the `LIMIT` stops the scan, so the mark's subquery runs
-/// for the rows returned only; through the host's status index it ran for
-/// every successful backup the host ever made, before the sort.
+/// (migration 26) the `LIMIT` stops the scan; through the host's status
+/// index it read every successful backup the host ever made, and sorted
+/// them. The ingest time is looked up only for backups finished before
+/// `after` (`?3`): one finished after it is new by its finish alone.
 pub const BACKUP_SUCCESSES_SQL: &str = "SELECT j.id, j.finished_at,
-        MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
-                                     WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at)) AS mark,
+        CASE WHEN j.finished_at > ?3 THEN j.finished_at
+             ELSE MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
+                                              WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at))
+        END AS mark,
         j.summary_json
- FROM jobs j WHERE j.host_id = ? AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?
+ FROM jobs j WHERE j.host_id = ?1 AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?2
    AND j.status IN ('succeeded', 'warning') AND j.finished_at IS NOT NULL
- ORDER BY j.finished_at DESC, j.id DESC LIMIT ?";
+ ORDER BY j.finished_at DESC, j.id DESC LIMIT ?4";
 
 /// The newest `limit` successful backups (succeeded or warning) of a host
-/// to a repository, newest first, with their marks.
+/// to a repository, newest first, with their marks as far as they matter
+/// to a pass that looks at results after `after` (see [`BackupSuccess`]).
 pub async fn backup_successes(
     conn: &mut SqliteConnection,
     host_id: &str,
     repo_id: &str,
+    after: i64,
     limit: i64,
 ) -> Result<Vec<BackupSuccess>> {
     Ok(sqlx::query_as(BACKUP_SUCCESSES_SQL)
         .bind(host_id)
         .bind(repo_id)
+        .bind(after)
         .bind(limit)
         .fetch_all(conn)
         .await?)

@@ -340,3 +340,36 @@ async fn the_per_key_result_reads_seek_the_keys_newest_rows_without_sorting() {
         );
     }
 }
+
+/// With its time bound a parameter, SQLite planned the alerts role's
+/// "which keys have new results" read on the status index: every pass read
+/// every finished job ever stored. It reads the window of the time
+/// indexes, the jobs side from the index alone.
+#[tokio::test]
+async fn the_new_results_read_scans_the_window_of_its_time_indexes() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN QUERY PLAN {}",
+        alerts::RESULTS_SINCE_SQL
+    )))
+    .fetch_all(&mut *c)
+    .await
+    .unwrap();
+    let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("SEARCH jobs USING COVERING INDEX jobs_finished (finished_at>?)")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.iter().any(
+            |l| l.contains("SEARCH i USING COVERING INDEX job_ingest_received (received_at>?)")
+        ),
+        "{plan:?}"
+    );
+    assert!(
+        !plan.iter().any(|l| l.contains("status")),
+        "no status index: {plan:?}"
+    );
+}

@@ -28,6 +28,7 @@ pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod channels;
+mod checkpoint;
 pub mod cpbackup;
 pub mod delivery;
 pub mod enroll;
@@ -121,6 +122,8 @@ pub struct Store {
     commits: Arc<AtomicU64>,
     /// The file, when the write connection is shared ([`Store::open_shared`]).
     shared: Option<std::path::PathBuf>,
+    /// The connection of the WAL checkpoint task ([`checkpoint`]).
+    checkpointer: SqlitePool,
 }
 
 /// Read-only connections per store.
@@ -191,7 +194,11 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
+            .pragma(
+                "wal_autocheckpoint",
+                checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
+            );
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let writer = SqlitePoolOptions::new()
@@ -212,6 +219,7 @@ impl Store {
             writer.close().await;
             return Err(e);
         }
+        let checkpointer = checkpoint::spawn(base.clone().synchronous(SqliteSynchronous::Full));
         // The file exists and is in WAL mode now; readers never write.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -224,6 +232,7 @@ impl Store {
             reader,
             commits,
             shared: None,
+            checkpointer,
         })
     }
 
@@ -271,6 +280,7 @@ impl Store {
     /// and the write connection once no other role holds it.
     pub async fn close_shared(&self) {
         self.reader.close().await;
+        self.checkpointer.close().await;
         let last = {
             let mut shared = shared_writers();
             let found = shared
@@ -370,6 +380,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.reader.close().await;
+        self.checkpointer.close().await;
         self.writer.close().await;
     }
 }

@@ -743,3 +743,58 @@ async fn write_and_read_connections_get_their_page_caches() {
         .unwrap();
     assert_eq!((writer, reader), (-64 * 1024, -8 * 1024));
 }
+
+/// A commit that leaves more than 1,000 pages in the WAL no longer copies
+/// them into the database file itself (SQLite's default, which cost the
+/// writer a second write and sync of every batch); a task of the store
+/// does, moments later.
+#[tokio::test]
+async fn committed_pages_reach_the_database_file_by_the_checkpoint_task_not_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rm.db");
+    let s = Store::open(&path).await.unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let mut tx = s.write().await.unwrap();
+    sqlx::query("CREATE TABLE scratch (b BLOB)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // about 2,500 pages
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+         INSERT INTO scratch SELECT randomblob(3000) FROM n",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let right_after = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        right_after < before + 1_000_000,
+        "the commit copied its pages into the file: {before} -> {right_after} bytes"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 7_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not checkpointed within 10 s: {now} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut tx = s.write().await.unwrap();
+    let pages: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        pages,
+        16 * 1024,
+        "the writer's own checkpoint is a safety net"
+    );
+    s.close().await;
+}

@@ -654,10 +654,11 @@ async fn eval_anomaly(
             "more new backups than one pass judges; the oldest are skipped"
         );
     }
-    if let Some(&newest) = fresh.first() {
-        let b = &recent[newest];
-        note_judged(&mut pass.anomaly_seen, key, (b.finished_at, b.id.clone()));
-    }
+    let Some(&newest) = fresh.first() else {
+        return Ok(());
+    };
+    let b = &recent[newest];
+    note_judged(&mut pass.anomaly_seen, key, (b.finished_at, b.id.clone()));
     // each summary parsed once, however many judgements it takes part in
     let figures: Vec<Option<Figures>> = recent
         .iter()

@@ -27,7 +27,7 @@ const EVERY: Duration = Duration::from_millis(250);
 
 /// Starts the checkpoint task on a connection of its own (read-write, as
 /// checkpointing writes the database file). It ends when the returned
-/// pool is closed.
+/// pool is closed ([`stop`]).
 pub(crate) fn spawn(opts: SqliteConnectOptions) -> SqlitePool {
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
@@ -37,9 +37,9 @@ pub(crate) fn spawn(opts: SqliteConnectOptions) -> SqlitePool {
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if p.is_closed() {
-                return;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = p.close_event() => return,
             }
             // (busy, frames in the WAL, frames copied)
             match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
@@ -57,4 +57,14 @@ pub(crate) fn spawn(opts: SqliteConnectOptions) -> SqlitePool {
         }
     });
     pool
+}
+
+/// Ends the checkpoint task without waiting for it: a checkpoint cut
+/// short is harmless (the WAL keeps every committed frame, and the next
+/// checkpoint or open copies them), and a role's shutdown must not wait
+/// on a copy that a loaded disk makes slow.
+pub(crate) fn stop(pool: &SqlitePool) {
+    // marks the pool closed at once; the future only waits for its
+    // connection to close
+    drop(pool.close());
 }

@@ -279,8 +279,8 @@ impl Store {
     /// Closes a store from [`Store::open_shared`]: its read connections,
     /// and the write connection once no other role holds it.
     pub async fn close_shared(&self) {
+        checkpoint::stop(&self.checkpointer);
         self.reader.close().await;
-        self.checkpointer.close().await;
         let last = {
             let mut shared = shared_writers();
             let found = shared
@@ -379,8 +379,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        checkpoint::stop(&self.checkpointer);
         self.reader.close().await;
-        self.checkpointer.close().await;
         self.writer.close().await;
     }
 }

@@ -503,6 +503,18 @@ async fn wait_judged(env: &Env, job_id: &str) -> anyhow::Result<()> {
     .await
 }
 
+/// `backup_anomaly` thresholds for backups of tens of MiB.
+fn small_anomalies() -> rm_alerts::anomaly::AnomalyConfig {
+    const MIB: i64 = 1 << 20;
+    rm_alerts::anomaly::AnomalyConfig {
+        min_history: 5,
+        min_added_bytes: 10 * MIB,
+        min_changed_files: 100,
+        min_drop_bytes: 10 * MIB,
+        ..Default::default()
+    }
+}
+
 fn summary(added: i64, files: i64, total: i64) -> serde_json::Value {
     serde_json::json!({"message_type": "summary", "files_new": files, "files_changed": 0,
         "data_added": added, "total_bytes_processed": total, "snapshot_id": "0123abcd"})
@@ -513,13 +525,7 @@ async fn backup_anomaly_is_quiet_without_history_fires_on_a_tenfold_jump_and_res
 -> anyhow::Result<()> {
     const MIB: i64 = 1 << 20;
     let mut env = Env::new().await?;
-    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
-        min_history: 5,
-        min_added_bytes: 10 * MIB,
-        min_changed_files: 100,
-        min_drop_bytes: 10 * MIB,
-        ..Default::default()
-    };
+    env.anomaly = small_anomalies();
     env.add_host("h1", "fileserver").await?;
     env.add_repo("r1", "offsite").await?;
     env.start_alerts().await?;
@@ -583,13 +589,7 @@ async fn an_anomalous_backup_that_is_not_the_newest_of_a_pass_is_judged_once() -
     const T0: i64 = 1_750_000_000_000;
     // A frozen clock: every pass looks at both backups again.
     let (mut env, _clock) = Env::manual(T0).await?;
-    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
-        min_history: 5,
-        min_added_bytes: 10 * MIB,
-        min_changed_files: 100,
-        min_drop_bytes: 10 * MIB,
-        ..Default::default()
-    };
+    env.anomaly = small_anomalies();
     env.add_host("h1", "fileserver").await?;
     env.add_repo("r1", "offsite").await?;
     env.start_alerts().await?;
@@ -671,13 +671,7 @@ async fn a_late_backup_older_than_one_already_judged_is_not_judged_after_it() ->
     // pass by the cursor alone.
     let (mut env, _clock) = Env::manual(T0).await?;
     env.timings.cursor_overlap = std::time::Duration::from_secs(600);
-    env.anomaly = rm_alerts::anomaly::AnomalyConfig {
-        min_history: 5,
-        min_added_bytes: 10 * MIB,
-        min_changed_files: 100,
-        min_drop_bytes: 10 * MIB,
-        ..Default::default()
-    };
+    env.anomaly = small_anomalies();
     env.add_host("h1", "fileserver").await?;
     env.add_repo("r1", "offsite").await?;
     env.start_alerts().await?;

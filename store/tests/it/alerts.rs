@@ -322,12 +322,7 @@ async fn the_per_key_result_reads_seek_the_keys_newest_rows_without_sorting() {
         ("latest result", alerts::LATEST_RESULT_SQL),
         ("backup successes", alerts::BACKUP_SUCCESSES_SQL),
     ] {
-        let rows: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(&mut *c)
-                .await
-                .unwrap();
-        let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+        let plan = plan_of(&mut c, sql).await;
         assert!(
             plan.iter()
                 .any(|l| l.contains("USING INDEX jobs_key_finished")
@@ -349,14 +344,7 @@ async fn the_per_key_result_reads_seek_the_keys_newest_rows_without_sorting() {
 async fn the_new_results_read_scans_the_window_of_its_time_indexes() {
     let (s, _d) = store().await;
     let mut c = s.read().await.unwrap();
-    let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN QUERY PLAN {}",
-        alerts::RESULTS_SINCE_SQL
-    )))
-    .fetch_all(&mut *c)
-    .await
-    .unwrap();
-    let plan: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+    let plan = plan_of(&mut c, alerts::RESULTS_SINCE_SQL).await;
     assert!(
         plan.iter()
             .any(|l| l.contains("SEARCH jobs USING COVERING INDEX jobs_finished (finished_at>?)")),
@@ -372,4 +360,14 @@ async fn the_new_results_read_scans_the_window_of_its_time_indexes() {
         !plan.iter().any(|l| l.contains("status")),
         "no status index: {plan:?}"
     );
+}
+
+/// `EXPLAIN QUERY PLAN` of one of our constant statements, a line per step.
+async fn plan_of(c: &mut rm_store::Conn, sql: &'static str) -> Vec<String> {
+    let rows: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(c)
+            .await
+            .unwrap();
+    rows.into_iter().map(|r| r.3).collect()
 }

@@ -34,7 +34,6 @@ use rm_bus::msg::{
 };
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
 use rm_store::jobs::{self, Finish, Finished, JobStatus, NewJob, Phase};
-use rm_store::writer::Pending;
 use rm_store::{hosts, parts, results, schedules as sched_store};
 use tokio::sync::mpsc;
 
@@ -471,29 +470,14 @@ struct Applied {
 /// follow-up work written once ([`Settle`]); acks go out as soon as it
 /// commits, then events, in one pass. A light trickle lingers briefly to
 /// share a commit; under a burst the batch is full at once. While a batch
-/// is written and committed the next one gathers and queues behind it in
-/// the writer ([`IN_FLIGHT`] batches at most), so the write connection
-/// does not wait on a batch's acks and events or on the next gathering;
-/// other writers' writes (operators') queue beside them, never behind a
-/// backlog of results. The writer applies them in order. A result that did
+/// commits the next one gathers, and other writers' writes (operators')
+/// queue beside it, never behind a backlog of results. A result that did
 /// not commit gets no ack: its agent sends it again.
 async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<()> {
     let max = cp.t.ingest_batch.max(1);
-    let mut in_flight = tokio::task::JoinSet::new();
     loop {
-        while in_flight.len() >= IN_FLIGHT {
-            if let Some(Err(e)) = in_flight.join_next().await {
-                tracing::error!(error = %e, "a result batch's acks and events did not finish");
-            }
-        }
         let mut batch = Vec::with_capacity(max);
         if rx.recv_many(&mut batch, max).await == 0 {
-            // the last batches' acks go out before the role stops
-            while let Some(done) = in_flight.join_next().await {
-                if let Err(e) = done {
-                    tracing::error!(error = %e, "a result batch's acks and events did not finish");
-                }
-            }
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
@@ -503,35 +487,22 @@ async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<(
                 _ => break,
             }
         }
-        // queued here, in order: the writer applies batches as they came
         let c = cp.clone();
-        let pending = cp
+        let r = cp
             .writer
-            .submit(move |tx| {
+            .run(move |tx| {
                 Box::pin(async move {
                     let out = apply_batch(&c, tx, &batch).await?;
                     Ok::<_, anyhow::Error>((batch, out))
                 })
             })
             .await;
-        in_flight.spawn(batch_committed(cp.clone(), pending));
-    }
-}
-
-/// Result batches queued in the writer or committing at once: one
-/// applying, the next queued behind it.
-const IN_FLIGHT: usize = 2;
-
-/// A batch's outcome: acks and events once it committed.
-async fn batch_committed(
-    cp: Arc<Cp>,
-    pending: Pending<(Vec<Message>, Vec<Option<Applied>>), anyhow::Error>,
-) {
-    match pending.outcome().await {
-        Ok((batch, out)) => after_commit(&cp, &batch, out).await,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "results not committed; their agents will retry");
-            cp.metrics.count_error("results");
+        match r {
+            Ok((batch, out)) => after_commit(&cp, &batch, out).await,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "results not committed; their agents will retry");
+                cp.metrics.count_error("results");
+            }
         }
     }
 }

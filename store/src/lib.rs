@@ -28,7 +28,6 @@ pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod channels;
-mod checkpoint;
 pub mod cpbackup;
 pub mod delivery;
 pub mod enroll;
@@ -122,8 +121,6 @@ pub struct Store {
     commits: Arc<AtomicU64>,
     /// The file, when the write connection is shared ([`Store::open_shared`]).
     shared: Option<std::path::PathBuf>,
-    /// The connection of the WAL checkpoint task ([`checkpoint`]).
-    checkpointer: SqlitePool,
 }
 
 /// Read-only connections per store.
@@ -194,11 +191,7 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-            .pragma(
-                "wal_autocheckpoint",
-                checkpoint::WRITER_AUTOCHECKPOINT_PAGES.to_string(),
-            );
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         let writer = SqlitePoolOptions::new()
@@ -219,7 +212,6 @@ impl Store {
             writer.close().await;
             return Err(e);
         }
-        let checkpointer = checkpoint::spawn(base.clone().synchronous(SqliteSynchronous::Full));
         // The file exists and is in WAL mode now; readers never write.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
@@ -232,7 +224,6 @@ impl Store {
             reader,
             commits,
             shared: None,
-            checkpointer,
         })
     }
 
@@ -279,7 +270,6 @@ impl Store {
     /// Closes a store from [`Store::open_shared`]: its read connections,
     /// and the write connection once no other role holds it.
     pub async fn close_shared(&self) {
-        checkpoint::stop(&self.checkpointer);
         self.reader.close().await;
         let last = {
             let mut shared = shared_writers();
@@ -379,7 +369,6 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        checkpoint::stop(&self.checkpointer);
         self.reader.close().await;
         self.writer.close().await;
     }

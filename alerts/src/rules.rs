@@ -288,17 +288,14 @@ fn note_judged(map: &mut AnomalyJudged, key: (String, String), place: (i64, Stri
 }
 
 /// The anomaly memo after a completed pass: what it judged over what the
-/// passes before it had, for the backup keys of this pass's window (a key
-/// that left the window has no backup new to a pass any more).
-fn next_anomaly_memo(plan: &mut Plan) -> AnomalyJudged {
-    let mut memo = plan.anomaly_before.clone();
-    for (key, place) in std::mem::take(&mut plan.anomaly_seen) {
+/// passes before it had. One entry per host and repository with a backup
+/// judged since the role started; the pass's copy of the memo is reused
+/// once the pass has let go of it, so a pass copies nothing.
+fn next_anomaly_memo(before: Arc<AnomalyJudged>, seen: AnomalyJudged) -> AnomalyJudged {
+    let mut memo = Arc::unwrap_or_clone(before);
+    for (key, place) in seen {
         note_judged(&mut memo, key, place);
     }
-    memo.retain(|(host, repo), _| {
-        plan.judged
-            .contains_key(&(host.clone(), "backup".to_owned(), repo.clone()))
-    });
     memo
 }
 
@@ -319,7 +316,7 @@ struct Plan {
     /// The job cursor (less its overlap) the dry run read.
     jobs_after: i64,
     /// The anomaly memo the dry run read (the real run reads the same).
-    anomaly_before: AnomalyJudged,
+    anomaly_before: Arc<AnomalyJudged>,
     /// The newest backups the dry run judged.
     anomaly_seen: AnomalyJudged,
 }
@@ -363,14 +360,16 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         let mut conn = ctx.store.read().await?;
         plan(ctx, &mut conn, now, confirm).await?
     };
-    let memo = next_anomaly_memo(&mut plan);
     let seen = std::mem::take(&mut plan.judged);
+    let anomaly_seen = std::mem::take(&mut plan.anomaly_seen);
     if plan.is_empty() {
         *judged(ctx) = seen;
-        *anomaly_judged(ctx) = memo;
+        let before = std::mem::take(&mut plan.anomaly_before);
+        *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
         ctx.metrics.pass(false);
         return Ok(Vec::new());
     }
+    let before = Arc::clone(&plan.anomaly_before);
     let c = ctx.clone();
     let changes = ctx
         .writer
@@ -378,7 +377,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         .await?;
     // only a pass that wrote what it decided vouches for its keys
     *judged(ctx) = seen;
-    *anomaly_judged(ctx) = memo;
+    *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
     ctx.metrics.pass(true);
     Ok(changes)
 }
@@ -481,7 +480,7 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
         }
     }
     plan.anomaly_seen = std::mem::take(&mut pass.anomaly_seen);
-    plan.anomaly_before = anomaly_before;
+    plan.anomaly_before = Arc::new(anomaly_before);
     Ok(plan)
 }
 

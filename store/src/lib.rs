@@ -130,9 +130,9 @@ const READERS: u32 = 4;
 /// negative pragma value is KiB). SQLite's default, 2 MiB, is less than
 /// one batch of results dirties once the tables outgrow it (256 finishes
 /// touch a page of each of the jobs table's indexes per job): the cache
-/// then spills dirty pages into the WAL in the middle of the transaction
-/// and reads them back. Pages are allocated as used, so a small database
-/// never takes this much.
+/// can then spill dirty pages into the WAL in the middle of the
+/// transaction and read them back (not measured on its own here). Pages
+/// are allocated as used, so a small database never takes this much.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// Each read connection's page cache, in KiB (see [`WRITER_CACHE_KIB`]).

@@ -245,6 +245,15 @@ impl TestBus {
         self.dir.path()
     }
 
+    /// The last `max_lines` lines nats-server logged (empty for the
+    /// embedded bus, which logs through `tracing`), for failure messages.
+    pub fn server_log_tail(&self, max_lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(max_lines)..].join("\n")
+    }
+
     /// Mints fresh credentials (new nkey) for `role`.
     pub fn creds_for(&self, role: &Role) -> Result<UserCreds> {
         self.authority

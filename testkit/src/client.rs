@@ -67,6 +67,16 @@ impl TestClient {
         }
     }
 
+    /// Every connection event seen so far (disconnects, slow consumers,
+    /// server errors), without waiting, for failure messages.
+    pub fn drain_events(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e.to_string());
+        }
+        out
+    }
+
     /// Collects the server errors seen so far without waiting.
     pub fn drain_server_errors(&mut self) -> Vec<String> {
         let mut out = Vec::new();

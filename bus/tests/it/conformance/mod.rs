@@ -757,7 +757,7 @@ async fn response_permission(kind: BusKind) {
 async fn a_responder_may_answer_every_request_of_a_burst(kind: BusKind) {
     const N: usize = 12_000;
     let bus = bus(kind).await;
-    let alerts = bus.connect_role(Role::Alerts).await.unwrap();
+    let mut alerts = bus.connect_role(Role::Alerts).await.unwrap();
     let mut notifier = bus.connect_role(Role::Notifier).await.unwrap();
     let mut reqs = notifier.subscribe("rm.svc.notifier.deliver").await.unwrap();
     notifier.flush().await.unwrap();
@@ -777,7 +777,16 @@ async fn a_responder_may_answer_every_request_of_a_burst(kind: BusKind) {
     // every request is held before the first answer goes out
     let mut replies = Vec::with_capacity(N);
     while replies.len() < N {
-        let m = next_within(&mut reqs, WAIT).await.expect("request");
+        let Some(m) = next_within(&mut reqs, WAIT).await else {
+            panic!(
+                "{} of {N} requests reached the responder; responder's events {:?}, \
+                 requester's events {:?}; server log:\n{}",
+                replies.len(),
+                notifier.drain_events(),
+                alerts.drain_events(),
+                bus.server_log_tail(40),
+            );
+        };
         replies.push(m.reply.expect("reply subject"));
     }
     for r in replies {
@@ -791,7 +800,14 @@ async fn a_responder_may_answer_every_request_of_a_burst(kind: BusKind) {
         };
         got += 1;
     }
-    assert_eq!(got, N, "answers delivered");
+    assert_eq!(
+        got,
+        N,
+        "answers delivered; responder's events {:?}, requester's events {:?}; server log:\n{}",
+        notifier.drain_events(),
+        alerts.drain_events(),
+        bus.server_log_tail(40),
+    );
     assert!(
         notifier
             .expect_server_error("Permissions Violation", SHORT)

@@ -9,8 +9,11 @@
 -- The third column is the expression the queries compare
 -- (`COALESCE(repo_id, '')`: `''` is "no repository"); SQLite uses an
 -- index on an expression only where a query writes the same expression.
+-- It holds finished jobs only (both queries write `finished_at IS NOT
+-- NULL`), so creating a job does not write to it.
 
-CREATE INDEX jobs_key_finished ON jobs (host_id, kind, COALESCE(repo_id, ''), finished_at DESC, id DESC);
+CREATE INDEX jobs_key_finished ON jobs (host_id, kind, COALESCE(repo_id, ''), finished_at DESC, id DESC)
+    WHERE finished_at IS NOT NULL;
 
 -- The alerts role's "which keys have new results" read (`results_since`)
 -- over the cursor's window. With its time bound a bound parameter, SQLite

@@ -519,18 +519,24 @@ pub async fn last_backup(conn: &mut SqliteConnection, host_id: &str) -> Result<O
     .await?)
 }
 
+/// [`running_job`]'s statement. The second status term lets SQLite use
+/// the partial index of active jobs (migration 27); the `+` keeps it from
+/// walking the host's whole history in `created_at` order instead, which
+/// for a host with no running job meant reading all of it.
+pub const RUNNING_JOB_SQL: &str =
+    "SELECT id, kind FROM jobs WHERE host_id = ? AND status IN ('running', 'dispatched')
+       AND status IN ('queued', 'dispatched', 'running')
+     ORDER BY +created_at DESC LIMIT 1";
+
 /// The host's running (or dispatched) job, newest first.
 pub async fn running_job(
     conn: &mut SqliteConnection,
     host_id: &str,
 ) -> Result<Option<(String, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, kind FROM jobs WHERE host_id = ? AND status IN ('running', 'dispatched')
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(host_id)
-    .fetch_optional(conn)
-    .await?)
+    Ok(sqlx::query_as(RUNNING_JOB_SQL)
+        .bind(host_id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// A host's enabled backup schedule, for next-run and missed-slot judgement.

@@ -204,8 +204,8 @@ pub fn is_exclusive(kind: &str) -> bool {
 /// another job there is active (dispatched, running, or queued with a
 /// claim) and one of the two is exclusive. One expression, used by every
 /// statement that claims a repository, so they cannot disagree.
-const REPO_CONFLICT: &str = "EXISTS (SELECT 1 FROM jobs o
-     WHERE o.repo_id = j.repo_id AND o.id <> j.id
+pub const REPO_CONFLICT: &str = "EXISTS (SELECT 1 FROM jobs o
+     WHERE o.repo_id = j.repo_id AND o.id <> j.id AND o.status IN ('queued', 'dispatched', 'running')
        AND (o.status IN ('dispatched', 'running') OR (o.status = 'queued' AND o.claimed_at IS NOT NULL))
        AND (j.kind IN ('forget', 'prune', 'check') OR o.kind IN ('forget', 'prune', 'check')))";
 
@@ -314,7 +314,7 @@ pub async fn claim_scheduled(
         return Ok(ScheduledClaim::Granted);
     }
     let other: Option<(String, String)> = sqlx::query_as(
-        "SELECT id, kind FROM jobs WHERE repo_id = ? AND id <> ?
+        "SELECT id, kind FROM jobs WHERE repo_id = ? AND id <> ? AND status IN ('queued', 'dispatched', 'running')
            AND (status IN ('dispatched', 'running') OR (status = 'queued' AND claimed_at IS NOT NULL))
          ORDER BY created_at LIMIT 1",
     )
@@ -491,17 +491,32 @@ pub async fn request_cancel(conn: &mut SqliteConnection, id: &str, now: i64) -> 
     get(conn, id).await
 }
 
+/// [`queued_for`]'s statement. Each statement that looks for active jobs
+/// writes `status IN ('queued', 'dispatched', 'running')` (migration 27's
+/// partial indexes are used only then), even beside a narrower status.
+pub const QUEUED_FOR_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND status IN ('queued', 'dispatched', 'running')
+     ORDER BY created_at, id"
+);
+
 /// Jobs to run on `exec_host` that wait for dispatch, oldest first.
 pub async fn queued_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' ORDER BY created_at, id"
-    ))
-    .bind(exec_host)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(QUEUED_FOR_SQL)
+        .bind(exec_host)
+        .fetch_all(conn)
+        .await?)
 }
+
+/// [`dispatchable_for`]'s statement.
+pub const DISPATCHABLE_FOR_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND status IN ('queued', 'dispatched', 'running')
+       AND COALESCE(not_before, 0) <= ?
+     ORDER BY created_at, id"
+);
 
 /// Queued jobs of `exec_host` that may be sent now (none refused for now
 /// with a wait not yet over), oldest first.
@@ -510,16 +525,11 @@ pub async fn dispatchable_for(
     exec_host: &str,
     now: i64,
 ) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE exec_host_id = ? AND status = 'queued' AND COALESCE(not_before, 0) <= ?
-         ORDER BY created_at, id"
-    ))
-    .bind(exec_host)
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(DISPATCHABLE_FOR_SQL)
+        .bind(exec_host)
+        .bind(now)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The agent refused `id` for a reason that may pass: it stays queued, is
@@ -558,24 +568,38 @@ pub async fn requeue(
     Ok(Some((n, not_before)))
 }
 
+/// [`active_for`]'s statement.
+pub const ACTIVE_FOR_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running')
+       AND status IN ('queued', 'dispatched', 'running')
+     ORDER BY created_at, id"
+);
+
 /// Jobs the agent on `exec_host` should know about (dispatched or running).
 pub async fn active_for(conn: &mut SqliteConnection, exec_host: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        concat!("SELECT ", job_columns!(), " FROM jobs WHERE exec_host_id = ? AND status IN ('dispatched', 'running') ORDER BY created_at, id"),
-    )
-    .bind(exec_host)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(ACTIVE_FOR_SQL)
+        .bind(exec_host)
+        .fetch_all(conn)
+        .await?)
 }
+
+/// [`unfinished_on_repo`]'s statement. The `+` keeps SQLite from reading
+/// every job of the repository in `created_at` order rather than the
+/// active ones from their partial index.
+pub const UNFINISHED_ON_REPO_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY +created_at, id"
+);
 
 /// Jobs on `repo_id` that have not ended (queued, dispatched or running).
 pub async fn unfinished_on_repo(conn: &mut SqliteConnection, repo_id: &str) -> Result<Vec<Job>> {
-    Ok(sqlx::query_as(
-        concat!("SELECT ", job_columns!(), " FROM jobs WHERE repo_id = ? AND status IN ('queued', 'dispatched', 'running') ORDER BY created_at, id"),
-    )
-    .bind(repo_id)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(UNFINISHED_ON_REPO_SQL)
+        .bind(repo_id)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Exec hosts that have queued jobs (for the dispatcher's sweep).
@@ -634,7 +658,8 @@ pub async fn supersede_stale_refreshes(
 ) -> Result<Vec<(String, String)>> {
     let stale: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT j.id, j.host_id, h.name FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
-         WHERE j.repo_id = ? AND j.origin = 'system' AND j.status = 'queued' AND h.status <> 'online'",
+         WHERE j.repo_id = ? AND j.origin = 'system' AND j.status = 'queued'
+           AND j.status IN ('queued', 'dispatched', 'running') AND h.status <> 'online'",
     )
     .bind(repo_id)
     .fetch_all(&mut *conn)
@@ -696,6 +721,25 @@ pub struct Overdue {
     pub offline_before_start: bool,
 }
 
+/// [`overdue`]'s statement (`?1` now, `?2` the grace, `?3` the default
+/// timeout, all ms). Its first term confines it to active jobs: without
+/// it SQLite walked every job ever stored in `created_at` order, on every
+/// sweep (5.5 s on a store of 1,000,000 jobs, every heartbeat interval).
+pub const OVERDUE_SQL: &str = "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
+            h.name AS host_name, h.status AS host_status,
+            (j.status = 'dispatched' AND h.status = 'offline'
+             AND COALESCE(h.last_seen_at, 0) + ?2 < ?1) AS offline_before_start
+     FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
+     WHERE j.status IN ('queued', 'dispatched', 'running')
+       AND ((j.status = 'queued' AND h.status = 'revoked')
+         OR (j.status IN ('dispatched', 'running') AND (
+               h.status = 'revoked'
+            OR COALESCE(j.active_since, j.dispatched_at, j.created_at)
+               + (CASE WHEN j.timeout_secs > 0 THEN j.timeout_secs * 1000 ELSE ?3 END) + ?2 < ?1
+            OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)
+            OR (j.status = 'dispatched' AND h.status = 'offline' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1))))
+     ORDER BY j.created_at, j.id";
+
 /// Jobs that will never end on their own: queued or active jobs of a
 /// revoked executing host; active jobs past their timeout (`default_ms`
 /// when they have none) plus `grace_ms`, counted from when the control
@@ -709,26 +753,12 @@ pub async fn overdue(
     grace_ms: i64,
     default_ms: i64,
 ) -> Result<Vec<Overdue>> {
-    Ok(sqlx::query_as(
-        "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
-                h.name AS host_name, h.status AS host_status,
-                (j.status = 'dispatched' AND h.status = 'offline'
-                 AND COALESCE(h.last_seen_at, 0) + ?2 < ?1) AS offline_before_start
-         FROM jobs j JOIN hosts h ON h.id = j.exec_host_id
-         WHERE (j.status = 'queued' AND h.status = 'revoked')
-            OR (j.status IN ('dispatched', 'running') AND (
-                   h.status = 'revoked'
-                OR COALESCE(j.active_since, j.dispatched_at, j.created_at)
-                   + (CASE WHEN j.timeout_secs > 0 THEN j.timeout_secs * 1000 ELSE ?3 END) + ?2 < ?1
-                OR (j.cancel_requested AND h.status <> 'online' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)
-                OR (j.status = 'dispatched' AND h.status = 'offline' AND COALESCE(h.last_seen_at, 0) + ?2 < ?1)))
-         ORDER BY j.created_at, j.id",
-    )
-    .bind(now)
-    .bind(grace_ms)
-    .bind(default_ms)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(OVERDUE_SQL)
+        .bind(now)
+        .bind(grace_ms)
+        .bind(default_ms)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Of `ids`, those this store holds as cancelled (an agent that still

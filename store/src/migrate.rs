@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "alert_keys",
         include_str!("../migrations/0026_alert_keys.sql"),
     ),
+    (
+        27,
+        "active_jobs",
+        include_str!("../migrations/0027_active_jobs.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -175,8 +175,10 @@ pub const SUMMARY_SQL: &str = "UPDATE host_summary SET
              last_backup_at = COALESCE(v.backup_at, last_backup_at),
              last_backup_success_at = COALESCE(v.success_at, last_backup_success_at),
              last_snapshot_id = COALESCE(v.snapshot, last_snapshot_id),
-             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = v.host AND status IN ('dispatched', 'running')),
-             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = v.host AND status = 'queued')
+             running_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = v.host AND status IN ('dispatched', 'running')
+                               AND status IN ('queued', 'dispatched', 'running')),
+             queued_jobs = (SELECT COUNT(*) FROM jobs WHERE host_id = v.host AND status = 'queued'
+                              AND status IN ('queued', 'dispatched', 'running'))
          FROM (SELECT value ->> '$.host' AS host, value ->> '$.last_id' AS last_id,
                       value ->> '$.last_kind' AS last_kind, value ->> '$.last_status' AS last_status,
                       value ->> '$.last_at' AS last_at, value ->> '$.failed' AS failed,

@@ -7,7 +7,7 @@ use rm_store::delivery::{self, NewDelivery};
 use rm_store::jobs::{self, Finish, JobStatus, Phase};
 use rm_store::{hosts, mutes, worker_state};
 
-use super::{backup, new_job, store};
+use super::{backup, new_job, plan_of, store};
 
 fn alert<'a>(id: &'a str, cause: &'a str, now: i64) -> NewAlert<'a> {
     NewAlert {
@@ -360,14 +360,4 @@ async fn the_new_results_read_scans_the_window_of_its_time_indexes() {
         !plan.iter().any(|l| l.contains("status")),
         "no status index: {plan:?}"
     );
-}
-
-/// `EXPLAIN QUERY PLAN` of one of our constant statements, a line per step.
-async fn plan_of(c: &mut rm_store::Conn, sql: &'static str) -> Vec<String> {
-    let rows: Vec<(i64, i64, i64, String)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-            .fetch_all(c)
-            .await
-            .unwrap();
-    rows.into_iter().map(|r| r.3).collect()
 }

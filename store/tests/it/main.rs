@@ -5,12 +5,23 @@ use rm_store::jobs::{self, Finish, JobStatus, NewJob, Phase};
 use rm_store::repos::{self, Access, NewRepo};
 use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 
+mod active_jobs;
 mod admin;
 mod alerts;
 mod fleet_ui;
 mod results;
 mod schema_change;
 mod writer;
+
+/// `EXPLAIN QUERY PLAN` of one of our statements, a line per step.
+async fn plan_of(c: &mut rm_store::Conn, sql: &str) -> Vec<String> {
+    let rows: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(c)
+            .await
+            .unwrap();
+    rows.into_iter().map(|r| r.3).collect()
+}
 
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();

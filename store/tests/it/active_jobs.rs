@@ -1,0 +1,160 @@
+//! The statements that look for active jobs (queued, dispatched, running)
+//! read migration 27's partial indexes of active jobs, not indexes of every
+//! job ever stored; a result removes its job from them.
+
+use rm_store::jobs::{self, Finish, JobStatus};
+use rm_store::{fleet, hosts, results};
+
+use super::{backup, new_job, plan_of, store};
+
+/// Each statement names the partial index it must search. Without the
+/// `status IN ('queued', 'dispatched', 'running')` term a statement
+/// writes, SQLite cannot use the partial index and falls back to the
+/// indexes of all jobs.
+#[tokio::test]
+async fn statements_that_look_for_active_jobs_search_the_partial_indexes_of_active_jobs() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    let repo_conflict = format!(
+        "SELECT 1 FROM jobs AS j WHERE j.id = ? AND {}",
+        jobs::REPO_CONFLICT
+    );
+    let cases: [(&str, &str, &str); 7] = [
+        (
+            "queued for a host",
+            jobs::QUEUED_FOR_SQL,
+            "jobs_exec_active",
+        ),
+        (
+            "dispatchable for a host",
+            jobs::DISPATCHABLE_FOR_SQL,
+            "jobs_exec_active",
+        ),
+        ("active on a host", jobs::ACTIVE_FOR_SQL, "jobs_exec_active"),
+        (
+            "unfinished on a repository",
+            jobs::UNFINISHED_ON_REPO_SQL,
+            "jobs_repo_active",
+        ),
+        ("repository conflict", &repo_conflict, "jobs_repo_active"),
+        (
+            "a host's running job",
+            fleet::RUNNING_JOB_SQL,
+            "jobs_host_active",
+        ),
+        (
+            "a host's job counts",
+            results::SUMMARY_SQL,
+            "jobs_host_active",
+        ),
+    ];
+    for (what, sql, index) in cases {
+        let plan = plan_of(&mut c, sql).await;
+        assert!(
+            plan.iter()
+                .any(|l| l.contains(&format!("INDEX {index} ")) && l.contains("status=?")),
+            "{what} does not search {index}: {plan:?}"
+        );
+    }
+}
+
+/// The deadline sweep runs every heartbeat interval. With the statistics
+/// of an analysed store of 1,000,000 jobs (`ANALYZE`, as `bench/fleet-ui`
+/// runs; these are that store's figures), SQLite walked every job ever
+/// stored in `created_at` order for it (5.5 s per sweep on that store).
+/// It reads the active ones only, with statistics and without.
+#[tokio::test]
+async fn the_deadline_sweep_reads_active_jobs_only_even_on_an_analysed_store() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    let plan = plan_of(&mut c, jobs::OVERDUE_SQL).await;
+    assert_reads_active_jobs_only(&plan, "without statistics");
+    drop(c);
+    let mut w = s.write().await.unwrap();
+    sqlx::query("ANALYZE").execute(&mut *w).await.unwrap();
+    for (tbl, idx, stat) in [
+        ("jobs", "sqlite_autoindex_jobs_1", "1074794 1"),
+        ("jobs", "jobs_created_id", "1074794 27 1"),
+        ("jobs", "jobs_host_created_id", "1074794 110 1 1"),
+        ("jobs", "jobs_status_created", "1074794 358265 17"),
+        ("jobs", "jobs_finished", "1074794 1 1 1 1 1"),
+        ("jobs", "jobs_schedule", "1074794 110 1"),
+        ("jobs", "jobs_repo_created", "1074794 10748 2 1"),
+        ("hosts", "sqlite_autoindex_hosts_1", "10000 1"),
+        ("hosts", "hosts_status", "10000 2500 2"),
+    ] {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)")
+            .bind(tbl)
+            .bind(idx)
+            .bind(stat)
+            .execute(&mut *w)
+            .await
+            .unwrap();
+    }
+    // reloads the statistics into this connection's planner
+    sqlx::query("ANALYZE sqlite_schema")
+        .execute(&mut *w)
+        .await
+        .unwrap();
+    let plan = plan_of(&mut w, jobs::OVERDUE_SQL).await;
+    assert_reads_active_jobs_only(&plan, "with statistics");
+}
+
+fn assert_reads_active_jobs_only(plan: &[String], what: &str) {
+    assert!(
+        !plan.iter().any(|l| l.starts_with("SCAN j")),
+        "{what}: the sweep walks the jobs table: {plan:?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|l| l.starts_with("SEARCH j USING") && l.contains("status=?")),
+        "{what}: the sweep does not search jobs by status: {plan:?}"
+    );
+}
+
+/// The partial indexes answer like the full ones did: an active job is
+/// found through them, and once it has a result it is not.
+#[tokio::test]
+async fn a_job_leaves_the_active_lookups_when_its_result_is_in() {
+    let (s, _d) = store().await;
+    let mut w = s.write().await.unwrap();
+    hosts::insert(&mut w, "h1", "web-1", "alice", 0)
+        .await
+        .unwrap();
+    let params = backup();
+    jobs::insert(&mut w, &new_job("j1", "h1", &params, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(ids(jobs::queued_for(&mut w, "h1").await.unwrap()), ["j1"]);
+    assert_eq!(hosts::summary(&mut w, "h1").await.unwrap().queued_jobs, 1);
+    assert!(jobs::set_dispatched(&mut w, "j1", 1_100).await.unwrap());
+    assert!(jobs::queued_for(&mut w, "h1").await.unwrap().is_empty());
+    assert_eq!(ids(jobs::active_for(&mut w, "h1").await.unwrap()), ["j1"]);
+    assert_eq!(
+        fleet::running_job(&mut w, "h1").await.unwrap().map(|r| r.0),
+        Some("j1".to_owned())
+    );
+    let f = Finish {
+        finished_at: 2_000,
+        ..Finish::default()
+    };
+    assert!(
+        jobs::finish(&mut w, "j1", JobStatus::Succeeded, &f)
+            .await
+            .unwrap()
+    );
+    assert!(jobs::active_for(&mut w, "h1").await.unwrap().is_empty());
+    assert_eq!(fleet::running_job(&mut w, "h1").await.unwrap(), None);
+    let sum = hosts::summary(&mut w, "h1").await.unwrap();
+    assert_eq!((sum.queued_jobs, sum.running_jobs), (0, 0));
+    assert!(
+        jobs::overdue(&mut w, i64::MAX / 4, 0, 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn ids(v: Vec<jobs::Job>) -> Vec<String> {
+    v.into_iter().map(|j| j.id).collect()
+}

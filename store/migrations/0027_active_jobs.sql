@@ -16,9 +16,10 @@
 -- `jobs_repo_created` keeps a full index whose first column is `repo_id`:
 -- deleting a repository sets `repo_id` to NULL on its jobs (a foreign key
 -- action), which without one reads every job (deleting one repository of
--- a store of 1,000,000 jobs: 4.1 s with it, 75 s without). It also serves the job list filtered by
--- repository, newest first, without a sort. `repo_id` never changes when
--- a job finishes, so a result does not touch it.
+-- a store of 1,000,000 jobs: 4.1 s with it, 75 s without). It also
+-- serves the job list filtered by repository, newest first, without a
+-- sort. `repo_id` never changes when a job finishes, so a result does not
+-- touch it.
 
 DROP INDEX jobs_exec_status;
 CREATE INDEX jobs_exec_active ON jobs (exec_host_id, status, created_at, id)

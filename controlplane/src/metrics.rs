@@ -140,6 +140,9 @@ impl Metrics {
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),
             write_batches_first: W::get(&writer.first_batches),
+            write_begin_ms: W::get(&writer.begin_us) / 1000,
+            write_apply_ms: W::get(&writer.apply_us) / 1000,
+            write_commit_ms: W::get(&writer.commit_us) / 1000,
             db_commits,
         }
     }

@@ -119,6 +119,16 @@ pub struct Metrics {
     /// pending results); counted in `write_batches` too.
     #[serde(default)]
     pub write_batches_first: u64,
+    /// Milliseconds the writer task spent beginning its transactions
+    /// (waiting for another process's write lock), ...
+    #[serde(default)]
+    pub write_begin_ms: u64,
+    /// ... applying their writes ...
+    #[serde(default)]
+    pub write_apply_ms: u64,
+    /// ... and committing them (syncing to disk, checkpointing the WAL).
+    #[serde(default)]
+    pub write_commit_ms: u64,
     /// Transactions committed on the control plane's write connection,
     /// through the writer task or not (each a sync to disk when it wrote).
     #[serde(default)]

@@ -92,6 +92,9 @@ pub struct Fleet {
     pub behaviour: Arc<Behaviour>,
 }
 
+/// Agents whose burst jobs one setup transaction writes.
+const BURST_SETUP_AGENTS_PER_TX: usize = 250;
+
 /// The host's own repository for the burst's backups (as in a fleet
 /// where every host backs up to its own repository, the costliest shape
 /// for ingest: every result adds a snapshot and its repository's health
@@ -221,35 +224,40 @@ impl Fleet {
                 host_name: None,
             };
             let now = crate::now_ms();
-            let mut tx = store.write().await?;
-            for a in &agents {
-                let repo = burst_repo(&mut tx, a.host.as_str(), now).await?;
-                let mut mine = Vec::with_capacity(per_agent);
-                for _ in 0..per_agent {
-                    let id = JobId::generate();
-                    rm_store::jobs::insert(
-                        &mut tx,
-                        &rm_store::jobs::NewJob {
-                            id: id.as_str(),
-                            host_id: a.host.as_str(),
-                            exec_host_id: a.host.as_str(),
-                            repo_id: Some(&repo),
-                            params: &params,
-                            origin: "operator",
-                            schedule_id: None,
-                            status: rm_store::jobs::JobStatus::Running,
-                            timeout_secs: 3600,
-                            created_by: "sim burst",
-                            created_at: now,
-                            started_at: Some(now),
-                        },
-                    )
-                    .await?;
-                    mine.push(id);
+            // in transactions of a few hundred agents: one for all of them
+            // held the write lock for seconds while the control plane was
+            // serving (operators' host adds then failed "database is locked")
+            for chunk in agents.chunks(BURST_SETUP_AGENTS_PER_TX) {
+                let mut tx = store.write().await?;
+                for a in chunk {
+                    let repo = burst_repo(&mut tx, a.host.as_str(), now).await?;
+                    let mut mine = Vec::with_capacity(per_agent);
+                    for _ in 0..per_agent {
+                        let id = JobId::generate();
+                        rm_store::jobs::insert(
+                            &mut tx,
+                            &rm_store::jobs::NewJob {
+                                id: id.as_str(),
+                                host_id: a.host.as_str(),
+                                exec_host_id: a.host.as_str(),
+                                repo_id: Some(&repo),
+                                params: &params,
+                                origin: "operator",
+                                schedule_id: None,
+                                status: rm_store::jobs::JobStatus::Running,
+                                timeout_secs: 3600,
+                                created_by: "sim burst",
+                                created_at: now,
+                                started_at: Some(now),
+                            },
+                        )
+                        .await?;
+                        mine.push(id);
+                    }
+                    plan.push((a.clone(), mine));
                 }
-                plan.push((a.clone(), mine));
+                tx.commit().await?;
             }
-            tx.commit().await?;
         }
         let before = self.counters.outbox_acked.load(Ordering::Relaxed);
         let t0 = Instant::now();

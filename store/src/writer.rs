@@ -47,6 +47,14 @@ pub struct WriterStats {
     pub failed_batches: AtomicU64,
     /// Transactions of the first lane (operators' writes) committed.
     pub first_batches: AtomicU64,
+    /// Microseconds spent beginning transactions (waiting for the file's
+    /// write lock when another process holds it) ...
+    pub begin_us: AtomicU64,
+    /// ... applying writes ...
+    pub apply_us: AtomicU64,
+    /// ... and committing (the sync to disk, and a checkpoint when the
+    /// WAL has grown past SQLite's threshold).
+    pub commit_us: AtomicU64,
 }
 
 impl WriterStats {
@@ -358,10 +366,14 @@ async fn apply_batch(
     batch: &mut Vec<Box<dyn Queued>>,
     stats: &WriterStats,
 ) -> std::result::Result<Vec<Box<dyn Answer>>, Failed> {
-    let mut tx = match store.write().await {
+    let t = std::time::Instant::now();
+    let begun = store.write().await;
+    add_elapsed(&stats.begin_us, t);
+    let mut tx = match begun {
         Ok(tx) => tx,
         Err(e) => return Err((e, Vec::new())),
     };
+    let t = std::time::Instant::now();
     let mut answers = Vec::with_capacity(batch.len());
     let items = std::mem::take(batch);
     let mut items = items.into_iter();
@@ -391,8 +403,18 @@ async fn apply_batch(
             }
         }
     }
-    match tx.commit().await {
+    add_elapsed(&stats.apply_us, t);
+    let t = std::time::Instant::now();
+    let committed = tx.commit().await;
+    add_elapsed(&stats.commit_us, t);
+    match committed {
         Ok(()) => Ok(answers),
         Err(e) => Err((e.into(), answers)),
     }
+}
+
+/// Adds the time since `t` to `counter`, in microseconds.
+fn add_elapsed(counter: &AtomicU64, t: std::time::Instant) {
+    let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(us, Ordering::Relaxed);
 }

@@ -267,9 +267,23 @@ fn judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, Judged> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Per (host, repository): the place (`finished_at`, job id) of the
-/// newest backup a completed pass judged for `backup_anomaly`.
-pub(crate) type AnomalyJudged = HashMap<(String, String), (i64, String)>;
+/// What the passes so far know of one host's successful backups to one
+/// repository, for `backup_anomaly`.
+#[derive(Debug, Clone)]
+pub(crate) struct AnomalyMemo {
+    /// The newest backup a completed pass judged (`finished_at`, job id):
+    /// backups up to it are not judged again.
+    place: (i64, String),
+    /// The figures of that backup and of those before it, newest first,
+    /// as many as a judgement's history takes (fewer when the key has no
+    /// more): the next pass reads only the backups after `place`. `None`
+    /// when the pass did not read them all (the next one reads them).
+    /// About 1 KiB per host and repository with the default history of 20.
+    window: Option<Arc<[Option<Figures>]>>,
+}
+
+/// Per (host, repository): what a completed pass judged.
+pub(crate) type AnomalyJudged = HashMap<(String, String), AnomalyMemo>;
 
 fn anomaly_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, AnomalyJudged> {
     ctx.anomaly_judged
@@ -277,12 +291,12 @@ fn anomaly_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, AnomalyJudged> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Records `place` as judged for `key` unless a newer one is.
-fn note_judged(map: &mut AnomalyJudged, key: (String, String), place: (i64, String)) {
+/// Records `memo` for `key` unless a newer backup is judged there.
+fn note_judged(map: &mut AnomalyJudged, key: (String, String), memo: AnomalyMemo) {
     match map.get(&key) {
-        Some(old) if *old >= place => {}
+        Some(old) if old.place >= memo.place => {}
         _ => {
-            map.insert(key, place);
+            map.insert(key, memo);
         }
     }
 }
@@ -293,8 +307,8 @@ fn note_judged(map: &mut AnomalyJudged, key: (String, String), place: (i64, Stri
 /// once the pass has let go of it, so a pass copies nothing.
 fn next_anomaly_memo(before: Arc<AnomalyJudged>, seen: AnomalyJudged) -> AnomalyJudged {
     let mut memo = Arc::unwrap_or_clone(before);
-    for (key, place) in seen {
-        note_judged(&mut memo, key, place);
+    for (key, judged) in seen {
+        note_judged(&mut memo, key, judged);
     }
     memo
 }
@@ -617,6 +631,13 @@ async fn eval_job_key(
 /// and judging each again (against its history) was most of a pass's work
 /// in a burst. So a backup that arrives late, older than one judged
 /// already, is not judged after it, as when an alert names the newer one.
+///
+/// The memo also keeps the figures of the newest judged backup and of the
+/// history before it ([`AnomalyMemo::window`]): a pass woken by an event
+/// reads only the backups after it and judges them against that, instead
+/// of reading and parsing the key's last twenty backups again for each new
+/// one. A ticker pass reads the history whole, so a late backup older than
+/// the memo's newest joins the history by the next tick at the latest.
 async fn eval_anomaly(
     pass: &mut Pass<'_>,
     conn: &mut Conn,
@@ -629,11 +650,12 @@ async fn eval_anomaly(
     let judged = alerts::last_anomaly_judged(conn, host_id, repo_id).await?;
     let key = (host_id.to_owned(), repo_id.to_owned());
     let memo = pass.anomaly_before.get(&key);
+    let place = memo.map(|m| &m.place);
     let is_new = |b: &alerts::BackupSuccess| {
         let after = |place: Option<&(i64, String)>| {
             place.is_none_or(|(at, id)| (b.finished_at, &b.id) > (*at, id))
         };
-        b.mark > pass.after && after(judged.as_ref()) && after(memo)
+        b.mark > pass.after && after(judged.as_ref()) && after(place)
     };
     // Newest first: at most as many new backups as the key has new
     // results (each new backup is one at least), and the history the
@@ -642,7 +664,22 @@ async fn eval_anomaly(
         .unwrap_or(usize::MAX)
         .min(ANOMALY_PER_PASS);
     let limit = to_i64(new_at_most.saturating_add(cfg.history));
-    let recent = alerts::backup_successes(conn, host_id, repo_id, pass.after, limit).await?;
+    // An event-woken pass reads only the backups after the memo's place
+    // and takes the history from its window; a ticker pass reads it all
+    // (and so takes in a backup that came late, older than the place).
+    let window = memo
+        .filter(|_| !pass.confirm)
+        .and_then(|m| m.window.clone().map(|w| (&m.place, w)));
+    let recent = match &window {
+        Some(((at, id), _)) => {
+            alerts::backup_successes_after(conn, host_id, repo_id, pass.after, (*at, id), limit)
+                .await?
+        }
+        None => alerts::backup_successes(conn, host_id, repo_id, pass.after, limit).await?,
+    };
+    // fewer than asked for: nothing between them and the window (or the
+    // key's first backup) was left out
+    let to_the_end = to_i64(recent.len()) < limit;
     let fresh: Vec<usize> = (0..recent.len()).filter(|&i| is_new(&recent[i])).collect();
     if fresh.len() > ANOMALY_PER_PASS {
         tracing::warn!(
@@ -656,9 +693,8 @@ async fn eval_anomaly(
     let Some(&newest) = fresh.first() else {
         return Ok(());
     };
-    let b = &recent[newest];
-    note_judged(&mut pass.anomaly_seen, key, (b.finished_at, b.id.clone()));
-    // each summary parsed once, however many judgements it takes part in
+    // each summary parsed once, however many judgements it takes part in;
+    // the window's backups (none of them new) follow the ones read
     let figures: Vec<Option<Figures>> = recent
         .iter()
         .map(|b| {
@@ -667,7 +703,26 @@ async fn eval_anomaly(
                 .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
                 .map(|v| Figures::from_summary(&v))
         })
+        .chain(
+            window
+                .iter()
+                .filter(|_| to_the_end)
+                .flat_map(|(_, w)| w.iter().copied()),
+        )
         .collect();
+    let b = &recent[newest];
+    // the next pass's window: the newest judged backup and the history a
+    // backup after it is judged against, when all of it is at hand
+    let rest = &figures[newest..];
+    let whole = to_the_end || rest.len() >= cfg.history;
+    note_judged(
+        &mut pass.anomaly_seen,
+        key,
+        AnomalyMemo {
+            place: (b.finished_at, b.id.clone()),
+            window: whole.then(|| rest.iter().take(cfg.history).copied().collect()),
+        },
+    );
     // Oldest first, so each judgement sees the alert state the one before
     // it left.
     for &i in fresh.iter().take(ANOMALY_PER_PASS).rev() {

@@ -386,6 +386,41 @@ pub async fn backup_successes(
         .await?)
 }
 
+/// [`backup_successes_after`]' statement: [`BACKUP_SUCCESSES_SQL`] for
+/// the backups after a place (`finished_at`, job id) only, from the same
+/// index range.
+pub const BACKUP_SUCCESSES_AFTER_SQL: &str = "SELECT j.id, j.finished_at,
+        CASE WHEN j.finished_at > ?3 THEN j.finished_at
+             ELSE MAX(j.finished_at, COALESCE((SELECT MAX(i.received_at) FROM job_ingest i
+                                              WHERE i.job_id = j.id AND i.phase = 'done'), j.finished_at))
+        END AS mark,
+        j.summary_json
+ FROM jobs j WHERE j.host_id = ?1 AND j.kind = 'backup' AND COALESCE(j.repo_id, '') = ?2
+   AND j.status IN ('succeeded', 'warning') AND j.finished_at IS NOT NULL
+   AND (j.finished_at, j.id) > (?5, ?6)
+ ORDER BY j.finished_at DESC, j.id DESC LIMIT ?4";
+
+/// [`backup_successes`], only those after `place` (`finished_at`, job id):
+/// what a caller that holds the key's earlier backups still needs.
+pub async fn backup_successes_after(
+    conn: &mut SqliteConnection,
+    host_id: &str,
+    repo_id: &str,
+    after: i64,
+    place: (i64, &str),
+    limit: i64,
+) -> Result<Vec<BackupSuccess>> {
+    Ok(sqlx::query_as(BACKUP_SUCCESSES_AFTER_SQL)
+        .bind(host_id)
+        .bind(repo_id)
+        .bind(after)
+        .bind(limit)
+        .bind(place.0)
+        .bind(place.1)
+        .fetch_all(conn)
+        .await?)
+}
+
 /// The place (`finished_at`, job id) of the newest backup any
 /// `backup_anomaly` alert (open or not) of a host and repository names:
 /// every backup up to it was judged already.

@@ -814,3 +814,58 @@ async fn an_event_woken_pass_skips_keys_whose_results_did_not_change() -> anyhow
     .await?;
     env.stop_all().await
 }
+
+/// After a pass has judged a host's backups to a repository, a pass woken
+/// by an event reads only the backups after the newest one judged, and
+/// judges them against the history the last pass read: before, every new
+/// backup read (and parsed) its twenty predecessors again, which at fleet
+/// scale was most of the role's reading in a burst. The judgement is the
+/// same: ten times the usual raises, though only the new backup was read.
+#[tokio::test]
+async fn an_event_woken_pass_judges_a_new_backup_against_the_history_it_holds() -> anyhow::Result<()>
+{
+    const MIB: i64 = 1 << 20;
+    const T0: i64 = 1_750_000_000_000;
+    let statements = rm_testkit::statements::Statements::install();
+    let (mut env, _clock) = Env::manual(T0).await?;
+    // only the first pass is a ticker pass (it reads every key whole)
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.timings.cursor_overlap = std::time::Duration::from_secs(600);
+    env.anomaly = small_anomalies();
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    let mut last = String::new();
+    for i in 0..20 {
+        last = env
+            .backup_with_summary_at(
+                "h1",
+                "r1",
+                summary((19 + i % 3) * MIB, 200, 1000 * MIB),
+                T0 - 60_000 + i * 1000,
+            )
+            .await?;
+    }
+    env.start_alerts().await?;
+    wait_judged(&env, &last).await?;
+    assert!(env.alerts_of("h1").await?.is_empty());
+
+    statements.clear();
+    let jump = env
+        .backup_with_summary_at("h1", "r1", summary(210 * MIB, 200, 1000 * MIB), T0 - 1000)
+        .await?;
+    env.publish(Evt::JobFinished, Some("h1")).await?;
+    let alert = env
+        .wait_alert("h1", "backup_anomaly", "the anomaly", |a| a.is_open())
+        .await?;
+    assert_eq!(alert.job_id.as_deref(), Some(jump.as_str()));
+    assert!(
+        alert.message.contains("added 210.0 MiB"),
+        "{}",
+        alert.message
+    );
+    let reads = statements.matching("FROM jobs j WHERE j.host_id = ?1 AND j.kind = 'backup'");
+    let after = statements.matching("AND (j.finished_at, j.id) > (?5, ?6)");
+    assert!(after >= 1, "the backups after the judged one were read");
+    assert_eq!(reads, after, "no pass read the whole history again");
+    env.stop_all().await
+}

@@ -321,6 +321,7 @@ async fn the_per_key_result_reads_seek_the_keys_newest_rows_without_sorting() {
     for (what, sql) in [
         ("latest result", alerts::LATEST_RESULT_SQL),
         ("backup successes", alerts::BACKUP_SUCCESSES_SQL),
+        ("backup successes after", alerts::BACKUP_SUCCESSES_AFTER_SQL),
     ] {
         let plan = plan_of(&mut c, sql).await;
         assert!(

@@ -278,8 +278,36 @@ pub(crate) struct AnomalyMemo {
     /// as many as a judgement's history takes (fewer when the key has no
     /// more): the next pass reads only the backups after `place`. `None`
     /// when the pass did not read them all (the next one reads them).
-    /// About 1 KiB per host and repository with the default history of 20.
-    window: Option<Arc<[Option<Figures>]>>,
+    /// About 0.5 KiB per host and repository with the default history of
+    /// 20.
+    window: Option<Arc<[Packed]>>,
+}
+
+/// A backup's [`Figures`] in 24 bytes (an `Option<Figures>` takes 56): the
+/// memo holds twenty per host and repository. A figure restic did not
+/// report is `i64::MIN`; a backup without a summary has none.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Packed([i64; 3]);
+
+impl Packed {
+    const NONE: i64 = i64::MIN;
+
+    fn pack(f: Option<Figures>) -> Self {
+        let f = f.unwrap_or_default();
+        let v = |x: Option<i64>| x.unwrap_or(Self::NONE);
+        Self([v(f.added_bytes), v(f.changed_files), v(f.total_bytes)])
+    }
+
+    /// As judged: a backup with no figure at all counts as none.
+    fn unpack(self) -> Option<Figures> {
+        let v = |x: i64| (x != Self::NONE).then_some(x);
+        let f = Figures {
+            added_bytes: v(self.0[0]),
+            changed_files: v(self.0[1]),
+            total_bytes: v(self.0[2]),
+        };
+        (f != Figures::default()).then_some(f)
+    }
 }
 
 /// Per (host, repository): what a completed pass judged.
@@ -707,7 +735,7 @@ async fn eval_anomaly(
             window
                 .iter()
                 .filter(|_| to_the_end)
-                .flat_map(|(_, w)| w.iter().copied()),
+                .flat_map(|(_, w)| w.iter().map(|p| p.unpack())),
         )
         .collect();
     let b = &recent[newest];
@@ -720,7 +748,12 @@ async fn eval_anomaly(
         key,
         AnomalyMemo {
             place: (b.finished_at, b.id.clone()),
-            window: whole.then(|| rest.iter().take(cfg.history).copied().collect()),
+            window: whole.then(|| {
+                rest.iter()
+                    .take(cfg.history)
+                    .map(|f| Packed::pack(*f))
+                    .collect()
+            }),
         },
     );
     // Oldest first, so each judgement sees the alert state the one before
@@ -887,6 +920,20 @@ async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_figures_unpack_to_what_was_packed_and_a_backup_without_figures_to_none() {
+        let some = Figures {
+            added_bytes: Some(0),
+            changed_files: None,
+            total_bytes: Some(i64::MAX),
+        };
+        assert_eq!(Packed::pack(Some(some)).unpack(), Some(some));
+        assert_eq!(Packed::pack(None).unpack(), None);
+        // judged alike: neither gives the history a figure
+        assert_eq!(Packed::pack(Some(Figures::default())).unpack(), None);
+        assert_eq!(std::mem::size_of::<Packed>(), 24);
+    }
 
     #[test]
     fn every_rule_has_a_severity_and_job_rules_map_both_ways() {

@@ -353,16 +353,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         config.timings.ingest_batch,
         config.timings.writer_queue,
     );
-    // WAL checkpoints off the commits of result batches
-    // (`rm_store::checkpoint`); without it, commits checkpoint as SQLite's
-    // default has them
-    let checkpointer = match store.checkpoint_in_background().await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e, "no checkpoint thread; commits checkpoint by themselves");
-            None
-        }
-    };
     let cp = Arc::new(Cp {
         writer,
         beats: beats::Liveness::default(),
@@ -420,9 +410,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Every write already queued is applied and its caller answered (a
     // later one hears `NotCommitted`): nothing accepted is lost.
     cp.writer.shutdown().await;
-    if let Some(c) = checkpointer {
-        c.stop().await;
-    }
     let _ = cp.client.flush().await;
     cp.store.close_shared().await;
     result

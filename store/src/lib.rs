@@ -28,7 +28,6 @@ pub mod alerts;
 pub mod api_tokens;
 pub mod audit;
 pub mod channels;
-pub mod checkpoint;
 pub mod cpbackup;
 pub mod delivery;
 pub mod enroll;
@@ -122,8 +121,6 @@ pub struct Store {
     commits: Arc<AtomicU64>,
     /// The file, when the write connection is shared ([`Store::open_shared`]).
     shared: Option<std::path::PathBuf>,
-    /// The database file.
-    path: std::path::PathBuf,
 }
 
 /// Read-only connections per store.
@@ -227,7 +224,6 @@ impl Store {
             reader,
             commits,
             shared: None,
-            path: path.to_path_buf(),
         })
     }
 

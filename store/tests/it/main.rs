@@ -8,7 +8,6 @@ use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 mod active_jobs;
 mod admin;
 mod alerts;
-mod checkpoint;
 mod fleet_ui;
 mod results;
 mod schema_change;

@@ -196,7 +196,9 @@ pub struct ControlplaneLimits {
     /// heartbeat intervals [30].
     #[arg(long)]
     pub seen_flush_secs: Option<u64>,
-    /// Most writes in one transaction of the writer task [256].
+    /// Most writes in one transaction of the writer task, and most job
+    /// results in one commit [1024]; in `serve` also the alerts role's
+    /// (its default: 256).
     #[arg(long)]
     pub write_batch: Option<usize>,
     /// Connection events kept while the role is behind reading them [64].

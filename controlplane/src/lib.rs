@@ -89,7 +89,17 @@ pub struct Timings {
     pub config_push: RetryPolicy,
     /// How often the dispatcher looks for jobs whose way became clear.
     pub dispatch_every: Duration,
-    /// Ingest batching: at most this many messages per commit ...
+    /// Ingest batching: at most this many messages per commit (and the
+    /// most writes in one transaction of the role's writer task) ...
+    ///
+    /// 1,024 by default: under a fleet's burst of results a batch's
+    /// commit writes every page the batch touched, and most of a result's
+    /// pages are leaves of indexes that many results of one batch share
+    /// (the active jobs', the finished-time ones): four times the results
+    /// per batch write them a quarter as often (docs/benchmarks.md, stop
+    /// 26). An operator's write waits at most for the batch in progress
+    /// (about half a second at 1,024 results on a 2-core machine). A light
+    /// trickle of results still commits at once, in small batches.
     pub ingest_batch: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
@@ -149,7 +159,7 @@ impl Default for Timings {
                 ..RetryPolicy::default()
             },
             dispatch_every: Duration::from_secs(10),
-            ingest_batch: 256,
+            ingest_batch: 1024,
             ingest_linger: Duration::from_millis(20),
             ingest_queue: 4096,
             writer_queue: 4096,

@@ -127,6 +127,8 @@ pub struct Churn {
     /// Sum and max of the add latencies, milliseconds.
     pub latency_sum_ms: AtomicU64,
     pub latency_max_ms: AtomicU64,
+    /// The max since the last [`Churn::snapshot`] (which resets it).
+    pub recent_max_ms: AtomicU64,
 }
 
 impl Churn {
@@ -138,6 +140,8 @@ impl Churn {
             "host_adds_failed": self.adds_failed.load(Ordering::Relaxed),
             "host_add_mean_ms": sum.checked_div(ok),
             "host_add_max_ms": self.latency_max_ms.load(Ordering::Relaxed),
+            "host_add_sum_ms": sum,
+            "host_add_max_since_last_ms": self.recent_max_ms.swap(0, Ordering::Relaxed),
         })
     }
 }
@@ -166,6 +170,7 @@ pub async fn churn(client: Client, per_sec: f64, churn: Arc<Churn>, stop: Cancel
                     churn.adds_ok.fetch_add(1, Ordering::Relaxed);
                     churn.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
                     churn.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
+                    churn.recent_max_ms.fetch_max(ms, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "operator host add failed");

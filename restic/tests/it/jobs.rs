@@ -229,8 +229,12 @@ async fn progress_during_a_larger_backup_is_throttled() {
     let (res, events) = run_with(&restic, &repo.repo(), backup(&[&data], None), &opts).await;
     assert_eq!(res.outcome, JobOutcome::Succeeded, "{res:?}");
     let p = progress(&events);
+    // several lines to space out (restic's first ones, before it has read
+    // a byte, count too: on a fast disk the 150 MB can be read between two
+    // of them, so only one line may carry bytes)
+    assert!(p.len() >= 3, "{p:?}");
     let with_bytes: Vec<_> = p.iter().filter(|p| p.bytes_done.unwrap_or(0) > 0).collect();
-    assert!(with_bytes.len() >= 2, "{p:?}");
+    assert!(!with_bytes.is_empty(), "{p:?}");
     assert!(
         with_bytes.iter().any(|p| p.total_bytes == Some(150 << 20)),
         "{p:?}"

@@ -93,13 +93,14 @@ pub struct Timings {
     /// most writes in one transaction of the role's writer task) ...
     ///
     /// 1,024 by default: under a fleet's burst of results a batch's
-    /// commit writes every page the batch touched, and most of a result's
-    /// pages are leaves of indexes that many results of one batch share
-    /// (the active jobs', the finished-time ones): four times the results
-    /// per batch write them a quarter as often (docs/benchmarks.md, stop
-    /// 26). An operator's write waits at most for the batch in progress
-    /// (about half a second at 1,024 results on a 2-core machine). A light
-    /// trickle of results still commits at once, in small batches.
+    /// commit writes every page the batch touched, and many results of one
+    /// batch share leaves of the same indexes (the active jobs', the
+    /// finished-time ones), so larger batches write fewer pages per result
+    /// (measured: commit time per burst down by a third to a half against
+    /// 256, docs/benchmarks.md, stop 26). An operator's write waits at most
+    /// for the batch in progress (about half a second at 1,024 results on a
+    /// 2-core machine). A light trickle still commits at once, in small
+    /// batches.
     pub ingest_batch: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,

@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 
 use sqlx::Connection;
 
+use crate::hellos::HelloQueue;
 use crate::settle::Settle;
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
@@ -80,23 +81,45 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     // The offline sweeper counts its grace from here: heartbeats can arrive.
     *lock(&cp.connected_since) = Some(tokio::time::Instant::now());
 
-    let c = cp.clone();
-    let hellos = async move {
-        // Bounded: a reconnect storm waits here (agents retry their hello)
-        // instead of spawning a task and a write per agent at once.
-        let slots = Arc::new(tokio::sync::Semaphore::new(c.t.hello_concurrency.max(1)));
+    let queue = Arc::new(HelloQueue::default());
+    let (c, q) = (cp.clone(), queue.clone());
+    let hellos_in = async move {
+        // Read as they come: a reconnect storm waits in the queue (one
+        // hello per host, stale ones dropped) instead of in the
+        // subscription behind hellos nobody waits for any more.
         while let Some(m) = hello.next().await {
-            let permit = {
-                let _waiting = c.metrics.hello_waiting();
-                slots.clone().acquire_owned().await?
-            };
-            let c = c.clone();
-            tokio::spawn(async move {
-                on_hello(&c, m).await;
-                drop(permit);
-            });
+            let Some(host) = host_of(&m) else { continue };
+            let pushed = q.push(host, m);
+            c.metrics.hello_queued(pushed, q.len());
         }
         Ok::<(), anyhow::Error>(())
+    };
+    // A bounded number of handlers, each one hello at a time.
+    let handlers = futures_util::future::join_all((0..cp.t.hello_concurrency.max(1)).map(|_| {
+        let (c, q) = (cp.clone(), queue.clone());
+        async move {
+            loop {
+                let t = q.take().await;
+                c.metrics.hello_taken(q.len());
+                if t.waited > c.t.hello_max_wait {
+                    c.metrics.hello_expired();
+                    tracing::debug!(host = %t.host, waited_ms = t.waited.as_millis(), "hello waited too long; dropped unanswered");
+                    continue;
+                }
+                let c2 = c.clone();
+                // its own task: a panic stays with this hello
+                if let Err(e) = tokio::spawn(async move { on_hello(&c2, t.msg).await }).await {
+                    tracing::error!(host = %t.host, error = %e, "hello handler failed");
+                    c.metrics.count_error("hello");
+                }
+            }
+        }
+    }));
+    let hellos = async move {
+        tokio::select! {
+            r = hellos_in => r,
+            () = async { handlers.await; } => Ok(()),
+        }
     };
     let c = cp.clone();
     let beats_in = async move {

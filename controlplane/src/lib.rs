@@ -46,6 +46,7 @@ mod deadlines;
 mod dispatch;
 mod enroll;
 mod health;
+mod hellos;
 mod ingest;
 mod jobs;
 mod metrics;
@@ -114,8 +115,13 @@ pub struct Timings {
     /// at most this; offline detection reads the memory, not the row).
     /// Never longer than two heartbeat intervals.
     pub seen_flush: Duration,
-    /// Most hellos handled at once (a reconnect storm waits).
+    /// Most hellos handled at once (a reconnect storm waits, one hello
+    /// per host).
     pub hello_concurrency: usize,
+    /// A hello that waited this long for a handler is dropped unanswered
+    /// (`hellos_expired`): below the agent's wait for an answer (10 s per
+    /// attempt), so what is answered is still awaited.
+    pub hello_max_wait: Duration,
     /// Service requests (from the web role) handled at once.
     pub svc_concurrency: usize,
     /// How long a query to an agent (`ls`, snapshots) waits for its answer.
@@ -166,6 +172,7 @@ impl Default for Timings {
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
             hello_concurrency: 32,
+            hello_max_wait: Duration::from_secs(8),
             svc_concurrency: 64,
             query_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(3600),

@@ -1,6 +1,6 @@
 //! The control plane's counters: errors its background loops logged and
 //! survived, and load it shed (heartbeats dropped on a full channel, hellos
-//! waiting for a slot). Read over the bus with the `metrics` service verb.
+//! waiting for a handler, dropped when stale). Read over the bus with the `metrics` service verb.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,6 +23,8 @@ pub(crate) struct Metrics {
     vitals_written: AtomicU64,
     hellos_waiting: AtomicU64,
     hellos_queued_total: AtomicU64,
+    hellos_superseded: AtomicU64,
+    hellos_expired: AtomicU64,
     replies_refused: AtomicU64,
     ingest_results: AtomicU64,
     ingest_commits: AtomicU64,
@@ -82,11 +84,24 @@ impl Metrics {
             .fetch_add(vitals as u64, Ordering::Relaxed);
     }
 
-    /// A hello starts waiting for a handling slot; the guard marks its end.
-    pub fn hello_waiting(&self) -> WaitGuard<'_> {
-        self.hellos_waiting.fetch_add(1, Ordering::Relaxed);
+    /// A hello arrived and was queued (or replaced its host's waiting
+    /// one); `waiting` hellos wait now.
+    pub fn hello_queued(&self, pushed: crate::hellos::Pushed, waiting: usize) {
         self.hellos_queued_total.fetch_add(1, Ordering::Relaxed);
-        WaitGuard(&self.hellos_waiting)
+        if pushed == crate::hellos::Pushed::Superseded {
+            self.hellos_superseded.fetch_add(1, Ordering::Relaxed);
+        }
+        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// A handler took a hello; `waiting` are left.
+    pub fn hello_taken(&self, waiting: usize) {
+        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// A hello waited longer than its agent waits and was dropped.
+    pub fn hello_expired(&self) {
+        self.hellos_expired.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A reply subject an agent supplied was not its own inbox.
@@ -125,6 +140,8 @@ impl Metrics {
             heartbeats_dropped: g(&self.heartbeats_dropped),
             hellos_waiting: g(&self.hellos_waiting),
             hellos_queued_total: g(&self.hellos_queued_total),
+            hellos_superseded: g(&self.hellos_superseded),
+            hellos_expired: g(&self.hellos_expired),
             replies_refused: g(&self.replies_refused),
             heartbeat_lag_ms: self.heartbeat_lag.iter().map(g).collect(),
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
@@ -145,15 +162,6 @@ impl Metrics {
             write_commit_ms: W::get(&writer.commit_us) / 1000,
             db_commits,
         }
-    }
-}
-
-/// Decrements a gauge when dropped.
-pub(crate) struct WaitGuard<'a>(&'a AtomicU64);
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

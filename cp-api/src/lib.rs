@@ -133,12 +133,20 @@ pub struct Metrics {
     /// through the writer task or not (each a sync to disk when it wrote).
     #[serde(default)]
     pub db_commits: u64,
-    /// Hellos waiting for a handling slot now.
+    /// Hellos waiting for a handler now (at most one per host).
     #[serde(default)]
     pub hellos_waiting: u64,
     /// Hellos received since start.
     #[serde(default)]
     pub hellos_queued_total: u64,
+    /// Hellos replaced by a later hello of the same host before a handler
+    /// took them (the agent had asked again).
+    #[serde(default)]
+    pub hellos_superseded: u64,
+    /// Hellos dropped unanswered after waiting longer than their agent
+    /// waits for the answer (a storm the handlers did not keep up with).
+    #[serde(default)]
+    pub hellos_expired: u64,
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,

@@ -16,7 +16,8 @@
 //!   answer is `rm_role_up{role} 0` and its families are left out):
 //!   `rm_controlplane_loop_errors{loop}`, `rm_controlplane_ingest_results`,
 //!   `rm_controlplane_ingest_commits`, `rm_controlplane_write_batches_failed`,
-//!   `rm_controlplane_hellos_waiting`, `rm_controlplane_replies_refused`,
+//!   `rm_controlplane_hellos_waiting`, `rm_controlplane_hellos_expired`,
+//!   `rm_controlplane_replies_refused`,
 //!   `rm_alerts_suppressed{reason}` (deliveries not sent: host muted,
 //!   maintenance window, never notified, channel disabled),
 //!   `rm_alerts_pass_errors`, `rm_alerts_write_batches_failed`.
@@ -287,8 +288,13 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
             ),
             (
                 "rm_controlplane_hellos_waiting",
-                "Agent hellos waiting for a handling slot now",
+                "Agent hellos waiting for a handler now (at most one per host)",
                 m.hellos_waiting,
+            ),
+            (
+                "rm_controlplane_hellos_expired",
+                "Agent hellos dropped unanswered after waiting longer than their agent waits",
+                m.hellos_expired,
             ),
             (
                 "rm_controlplane_replies_refused",

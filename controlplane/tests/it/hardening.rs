@@ -134,22 +134,27 @@ async fn replies_go_only_to_the_asking_agents_own_inbox() {
         .await
         .unwrap();
     victim.client.flush().await.unwrap();
-    for reply in [
+    // (one after the other: a host's second hello waiting would replace
+    // its first)
+    for (n, reply) in [
         subject::cmd(&victim.host),
         format!("_INBOX.{}.stolen", victim.host),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         mallory
             .client
             .publish_with_reply(subject::agent_hello(&mallory.host), reply, encode(&hello))
             .await
             .unwrap();
+        mallory.client.flush().await.unwrap();
+        eventually("the reply refused", || async {
+            (metrics(&cp).await.replies_refused > n as u64).then_some(())
+        })
+        .await;
     }
-    mallory.client.flush().await.unwrap();
-    let m = eventually("both replies refused", || async {
-        let m = metrics(&cp).await;
-        (m.replies_refused >= 2).then_some(m)
-    })
-    .await;
+    let m = metrics(&cp).await;
     assert_eq!(m.replies_refused, 2);
     assert!(
         victim.next_command(Duration::ZERO).await.is_none(),
@@ -264,16 +269,8 @@ async fn a_heartbeat_storm_while_the_database_is_locked_drops_nothing_and_keeps_
     assert!(m.heartbeat_rows_written < STORM / 10, "{m:?}");
 }
 
-#[tokio::test]
-async fn a_hello_storm_is_handled_a_bounded_number_at_a_time_and_all_are_answered() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
-        .await
-        .unwrap();
-    let agent = Agent::enroll(&bus, &cp, "stormy").await.unwrap();
-    let db = cp.db().await;
-    let hello = encode(&rm_bus::msg::Hello {
+fn test_hello() -> bytes::Bytes {
+    encode(&rm_bus::msg::Hello {
         v: PROTOCOL_VERSION,
         agent_version: "0.1.0-test".into(),
         restic_version: None,
@@ -284,45 +281,194 @@ async fn a_hello_storm_is_handled_a_bounded_number_at_a_time_and_all_are_answere
         accepted_jobs: vec![],
         running_jobs: vec![],
         accept_seq: None,
-    });
-    let mut replies = agent
+    })
+}
+
+/// `agent`'s replies to hellos sent with [`send_hello`].
+async fn hello_replies(agent: &Agent) -> async_nats::Subscriber {
+    let sub = agent
         .client
         .subscribe(format!("_INBOX.{}.storm.>", agent.host))
         .await
         .unwrap();
     agent.client.flush().await.unwrap();
+    sub
+}
+
+/// A hello from `agent` whose answer goes to `_INBOX.<host>.storm.<n>`.
+async fn send_hello(agent: &Agent, n: usize) {
+    agent
+        .client
+        .publish_with_reply(
+            subject::agent_hello(&agent.host),
+            format!("_INBOX.{}.storm.{n}", agent.host),
+            test_hello(),
+        )
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+}
+
+async fn cp_with_hello_timings(
+    bus: &TestBus,
+    dir: &std::path::Path,
+    concurrency: usize,
+    max_wait: Duration,
+) -> Cp {
+    let mut opts = CpOptions::default();
+    opts.timings.hello_concurrency = concurrency;
+    opts.timings.hello_max_wait = max_wait;
+    Cp::start(bus, dir.into(), opts).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_hello_storm_from_many_hosts_is_handled_a_bounded_number_at_a_time_and_all_are_answered()
+{
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = cp_with_hello_timings(&bus, dir.path(), 2, Duration::from_secs(60)).await;
+    let mut agents = Vec::new();
+    for i in 0..5 {
+        agents.push(
+            Agent::enroll(&bus, &cp, &format!("stormy-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut replies = Vec::new();
+    for a in &agents {
+        replies.push(hello_replies(a).await);
+    }
+    let db = cp.db().await;
+    let before = metrics(&cp).await.hellos_queued_total;
 
     // Every hello needs the store, which another connection holds.
     let lock = db.write().await.unwrap();
-    const STORM: usize = 40;
-    for i in 0..STORM {
-        agent
-            .client
-            .publish_with_reply(
-                subject::agent_hello(&agent.host),
-                format!("_INBOX.{}.storm.{i}", agent.host),
-                hello.clone(),
-            )
-            .await
-            .unwrap();
+    for a in &agents {
+        send_hello(a, 0).await;
     }
-    agent.client.flush().await.unwrap();
-    let m = eventually("the hello handler to stop taking more", || async {
+    let m = eventually("two hellos in hand and three waiting", || async {
         let m = metrics(&cp).await;
-        (m.hellos_waiting == 1).then_some(m)
+        (m.hellos_queued_total - before == 5 && m.hellos_waiting == 3).then_some(m)
     })
     .await;
-    // 32 in hand, the next one waiting for a slot, the rest not yet read
-    assert_eq!(m.hellos_queued_total, 33, "{m:?}");
+    assert_eq!((m.hellos_superseded, m.hellos_expired), (0, 0), "{m:?}");
     drop(lock);
 
-    for _ in 0..STORM {
-        tokio::time::timeout(WAIT, replies.next())
+    for r in &mut replies {
+        tokio::time::timeout(WAIT, r.next())
             .await
-            .expect("every hello is answered")
+            .expect("every host's hello is answered")
             .unwrap();
     }
     assert_eq!(metrics(&cp).await.hellos_waiting, 0);
+}
+
+#[tokio::test]
+async fn hellos_an_agent_repeats_while_it_waits_are_answered_once_the_latest() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = cp_with_hello_timings(&bus, dir.path(), 1, Duration::from_secs(60)).await;
+    let agent = Agent::enroll(&bus, &cp, "repeater").await.unwrap();
+    let mut replies = hello_replies(&agent).await;
+    let db = cp.db().await;
+    let before = metrics(&cp).await;
+
+    let lock = db.write().await.unwrap();
+    send_hello(&agent, 0).await;
+    eventually("the first hello in hand", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_queued_total > before.hellos_queued_total && m.hellos_waiting == 0).then_some(())
+    })
+    .await;
+    for n in 1..=5 {
+        send_hello(&agent, n).await;
+    }
+    let m = eventually("the repeats read", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_queued_total - before.hellos_queued_total == 6).then_some(m)
+    })
+    .await;
+    assert_eq!(m.hellos_waiting, 1, "one per host: {m:?}");
+    assert_eq!(m.hellos_superseded - before.hellos_superseded, 4, "{m:?}");
+    drop(lock);
+
+    let mut answered = Vec::new();
+    for _ in 0..2 {
+        let r = tokio::time::timeout(WAIT, replies.next())
+            .await
+            .expect("two answers")
+            .unwrap();
+        answered.push(r.subject.to_string());
+    }
+    answered.sort();
+    let inbox = |n: usize| format!("_INBOX.{}.storm.{n}", agent.host);
+    assert_eq!(
+        answered,
+        [inbox(0), inbox(5)],
+        "the one in hand and the latest"
+    );
+    let m = metrics(&cp).await;
+    assert_eq!((m.hellos_waiting, m.hellos_expired), (0, 0), "{m:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), replies.next())
+            .await
+            .is_err(),
+        "a replaced hello is not answered"
+    );
+}
+
+#[tokio::test]
+async fn a_hello_that_waited_longer_than_its_agent_waits_is_dropped_and_the_next_is_answered() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = cp_with_hello_timings(&bus, dir.path(), 1, Duration::from_millis(300)).await;
+    let first = Agent::enroll(&bus, &cp, "first").await.unwrap();
+    let late = Agent::enroll(&bus, &cp, "late").await.unwrap();
+    let mut first_replies = hello_replies(&first).await;
+    let mut late_replies = hello_replies(&late).await;
+    let db = cp.db().await;
+    let before = metrics(&cp).await;
+
+    let lock = db.write().await.unwrap();
+    send_hello(&first, 0).await;
+    eventually("the first hello in hand", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_queued_total > before.hellos_queued_total && m.hellos_waiting == 0).then_some(())
+    })
+    .await;
+    send_hello(&late, 0).await;
+    eventually("the late hello waiting", || async {
+        (metrics(&cp).await.hellos_waiting == 1).then_some(())
+    })
+    .await;
+    // longer than the 300 ms a hello may wait
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    drop(lock);
+
+    tokio::time::timeout(WAIT, first_replies.next())
+        .await
+        .expect("the hello in hand is answered")
+        .unwrap();
+    let m = eventually("the late hello dropped", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_expired - before.hellos_expired == 1).then_some(m)
+    })
+    .await;
+    assert_eq!(m.hellos_waiting, 0, "{m:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), late_replies.next())
+            .await
+            .is_err(),
+        "a stale hello is not answered"
+    );
+    // the agent asks again: answered
+    send_hello(&late, 1).await;
+    let r = tokio::time::timeout(WAIT, late_replies.next())
+        .await
+        .expect("the repeated hello is answered")
+        .unwrap();
+    assert_eq!(r.subject.as_str(), format!("_INBOX.{}.storm.1", late.host));
 }
 
 #[tokio::test]

@@ -155,6 +155,10 @@ pub(crate) struct Ctx {
     /// (`mark`, `results`): an event-woken pass skips a key whose results
     /// did not change since (see `rules::plan`).
     pub judged: std::sync::Mutex<rules::Judged>,
+    /// The hosts the last completed pass saw, with their status and
+    /// change time: an event-woken pass skips a host whose status did not
+    /// change since.
+    pub hosts_judged: std::sync::Mutex<rules::HostsJudged>,
     /// Per host and repository, the newest backup the `backup_anomaly`
     /// rule judged in the last completed pass: later passes judge only
     /// backups after it (see `rules::eval_anomaly`).
@@ -276,6 +280,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         wake: Notify::new(),
         outbox_wake: Notify::new(),
         judged: Default::default(),
+        hosts_judged: Default::default(),
         anomaly_judged: Default::default(),
     });
 

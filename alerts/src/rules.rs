@@ -261,6 +261,16 @@ impl Pass<'_> {
 /// `results`) they had when a pass last evaluated them.
 pub(crate) type Judged = HashMap<(String, String, String), (i64, i64)>;
 
+/// Hosts with the status and change time they had when a pass last
+/// evaluated them.
+pub(crate) type HostsJudged = HashMap<String, (String, Option<i64>)>;
+
+fn hosts_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, HostsJudged> {
+    ctx.hosts_judged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, Judged> {
     ctx.judged
         .lock()
@@ -347,6 +357,8 @@ struct Plan {
     /// Every job key of this pass, for the next pass once this one is
     /// done.
     judged: Judged,
+    /// Every host of this pass, likewise.
+    hosts_judged: HostsJudged,
     /// Job keys that would write, with their count of new results.
     job_keys: Vec<(String, String, String, i64)>,
     hosts: Vec<String>,
@@ -403,9 +415,11 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         plan(ctx, &mut conn, now, confirm).await?
     };
     let seen = std::mem::take(&mut plan.judged);
+    let hosts_seen = std::mem::take(&mut plan.hosts_judged);
     let anomaly_seen = std::mem::take(&mut plan.anomaly_seen);
     if plan.is_empty() {
         *judged(ctx) = seen;
+        *hosts_judged(ctx) = hosts_seen;
         let before = std::mem::take(&mut plan.anomaly_before);
         *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
         ctx.metrics.pass(false);
@@ -419,6 +433,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         .await?;
     // only a pass that wrote what it decided vouches for its keys
     *judged(ctx) = seen;
+    *hosts_judged(ctx) = hosts_seen;
     *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
     ctx.metrics.pass(true);
     Ok(changes)
@@ -486,10 +501,20 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     let cursor: Cursor = worker_state::get(conn, HOST_CURSOR)
         .await?
         .unwrap_or_default();
+    // As with job keys: a host whose status and change time are those the
+    // last completed pass evaluated would decide the same again (a
+    // reconnect storm brings tens of thousands back every pass).
     let mut watermark = cursor.watermark;
+    let before = std::mem::take(&mut *hosts_judged(ctx));
     for host in hosts::status_changed_since(conn, after(cursor, overlap)).await? {
         if let Some(at) = host.status_changed_at {
             advance(&mut watermark, at, now);
+        }
+        let signature = (host.status.clone(), host.status_changed_at);
+        let unchanged = !confirm && before.get(&host.id) == Some(&signature);
+        plan.hosts_judged.insert(host.id.clone(), signature);
+        if unchanged {
+            continue;
         }
         pass.wants = false;
         eval_host(&mut pass, conn, &host).await?;
@@ -570,7 +595,7 @@ async fn apply(
         worker_state::put(conn, CURSOR, c, now).await?;
     }
     for id in &plan.hosts {
-        let host = hosts::get(conn, id).await?;
+        let host = hosts::get(conn, id).await?.into();
         eval_host(&mut pass, conn, &host).await?;
     }
     if let Some(c) = &plan.hosts_cursor {
@@ -795,7 +820,7 @@ async fn eval_anomaly(
     Ok(())
 }
 
-async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &Host) -> Result<()> {
+async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &hosts::StatusChange) -> Result<()> {
     let kind = AlertKind::AgentOffline;
     match host.status() {
         // A host never seen is new, not offline.

@@ -346,15 +346,47 @@ pub async fn record_beat(
 
 /// Hosts whose status changed at or after `after` (indexed), oldest
 /// change first.
-pub async fn status_changed_since(conn: &mut SqliteConnection, after: i64) -> Result<Vec<Host>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        host_columns!(),
-        " FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at"
-    ))
+pub async fn status_changed_since(
+    conn: &mut SqliteConnection,
+    after: i64,
+) -> Result<Vec<StatusChange>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, status, last_seen_at, status_changed_at
+           FROM hosts WHERE status_changed_at >= ? ORDER BY status_changed_at",
+    )
     .bind(after)
     .fetch_all(conn)
     .await?)
+}
+
+/// What a host's status change is judged by (the alerts role's
+/// `agent_offline` rule): a narrow read, without the vitals and keys a
+/// whole [`Host`] row carries.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct StatusChange {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub last_seen_at: Option<i64>,
+    pub status_changed_at: Option<i64>,
+}
+
+impl StatusChange {
+    pub fn status(&self) -> Result<HostStatus> {
+        HostStatus::parse(&self.status)
+    }
+}
+
+impl From<Host> for StatusChange {
+    fn from(h: Host) -> Self {
+        Self {
+            id: h.id,
+            name: h.name,
+            status: h.status,
+            last_seen_at: h.last_seen_at,
+            status_changed_at: h.status_changed_at,
+        }
+    }
 }
 
 /// Online hosts whose stored last-seen is before `before` (candidates for

@@ -109,7 +109,7 @@ impl SimAgent {
         );
         spec.name = format!("sim agent {host}");
         spec.connect_timeout = Duration::from_secs(20);
-        let (client, _events) = rm_bus::connect::connect(&spec).await?;
+        let (client, mut events) = rm_bus::connect::connect(&spec).await?;
         let commands = client
             .subscribe(subject::cmd(&host))
             .await
@@ -131,6 +131,25 @@ impl SimAgent {
             stop: CancellationToken::new(),
         });
         tokio::spawn(me.clone().hello());
+        // As the real agent: a hello on every reconnect too (a bus node
+        // restarted makes a storm of them).
+        let again = me.clone();
+        tokio::spawn(async move {
+            // the first `Connected` is the connection the hello above is on
+            let mut first = true;
+            while let Some(ev) = events.recv().await {
+                if !matches!(ev, async_nats::Event::Connected) {
+                    continue;
+                }
+                if std::mem::take(&mut first) {
+                    continue;
+                }
+                if !again.stop.is_cancelled() {
+                    again.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(again.clone().hello());
+                }
+            }
+        });
         tokio::spawn(me.clone().heartbeats());
         tokio::spawn(me.clone().commands(commands));
         tokio::spawn(me.clone().schedules());
@@ -182,6 +201,7 @@ impl SimAgent {
             }
             Err(e) => {
                 tracing::warn!(host = %self.host, error = %format!("{e:#}"), "hello not answered");
+                self.counters.hellos_failed.fetch_add(1, Ordering::Relaxed);
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -27,6 +27,10 @@ pub struct Counters {
     pub connect_failed: AtomicU64,
     pub connect_retries: AtomicU64,
     pub hellos_answered: AtomicU64,
+    /// Hellos given up on after the agent's tries (each also an error).
+    pub hellos_failed: AtomicU64,
+    /// Reconnects after the first connection (each says hello again).
+    pub reconnects: AtomicU64,
     pub heartbeats_sent: AtomicU64,
     pub dispatches: AtomicU64,
     pub other_commands: AtomicU64,
@@ -49,6 +53,8 @@ pub struct Snapshot {
     pub connect_failed: u64,
     pub connect_retries: u64,
     pub hellos_answered: u64,
+    pub hellos_failed: u64,
+    pub reconnects: u64,
     pub heartbeats_sent: u64,
     pub dispatches: u64,
     pub other_commands: u64,
@@ -70,6 +76,8 @@ impl Counters {
             connect_failed: g(&self.connect_failed),
             connect_retries: g(&self.connect_retries),
             hellos_answered: g(&self.hellos_answered),
+            hellos_failed: g(&self.hellos_failed),
+            reconnects: g(&self.reconnects),
             heartbeats_sent: g(&self.heartbeats_sent),
             dispatches: g(&self.dispatches),
             other_commands: g(&self.other_commands),

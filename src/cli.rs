@@ -186,7 +186,7 @@ pub struct ControlplaneLimits {
     /// prune, check and an operator's "Refresh now" refresh at once) [6].
     #[arg(long)]
     pub repo_refresh_hours: Option<u64>,
-    /// Hellos handled at once; a reconnect storm waits for a slot [32].
+    /// Hellos handled at once; a reconnect storm waits, one hello per host, and one that waited over 8 s is dropped [32].
     #[arg(long)]
     pub hello_concurrency: Option<usize>,
     /// Service requests handled at once [64].
@@ -1102,7 +1102,7 @@ mod tests {
             .is_err(),
             "users and operator mode exclude each other"
         );
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("controlplane");
         let users = dir.join("users.toml");
         let key = rm_bus_server::creds::Authority::generate(rm_bus::clock::system())
             .mint_new_user("u", rm_bus::creds::Permissions::default());
@@ -1244,7 +1244,7 @@ mod tests {
 
     #[test]
     fn alerts_args_build_the_role_config() {
-        let dir = tempfile_dir().join("alerts");
+        let dir = tempfile_dir("alerts");
         let notifier = nkeys::XKey::new().public_key();
         let cli = Cli::try_parse_from([
             "restic-manager",
@@ -1328,7 +1328,7 @@ mod tests {
 
     #[test]
     fn web_args_build_the_role_config() {
-        let dir = tempfile_dir().join("web");
+        let dir = tempfile_dir("web");
         let cli = Cli::try_parse_from([
             "restic-manager",
             "web",
@@ -1363,7 +1363,7 @@ mod tests {
 
     #[test]
     fn serve_takes_its_options_from_the_file_under_env_and_flags() {
-        let dir = tempfile_dir().join("layered");
+        let dir = tempfile_dir("layered");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.toml");
         std::fs::write(
@@ -1408,7 +1408,7 @@ mod tests {
 
     #[test]
     fn serve_takes_the_control_planes_writer_limits_from_flags_and_the_file() {
-        let dir = tempfile_dir().join("serve-limits");
+        let dir = tempfile_dir("serve-limits");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.toml");
         std::fs::write(
@@ -1466,8 +1466,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rm-cli-test-{}", std::process::id()));
+    /// A directory of the test's own: tests of one process run in
+    /// parallel, and each removes its directory when it ends.
+    fn tempfile_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rm-cli-test-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

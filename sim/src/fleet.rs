@@ -103,6 +103,60 @@ pub struct Fleet {
 /// Agents whose burst jobs one setup transaction writes.
 const BURST_SETUP_AGENTS_PER_TX: usize = 250;
 
+/// Times a burst's setup chunk is written again after "database is
+/// locked" (a role held the write lock past the busy timeout).
+const BURST_SETUP_RETRIES: u32 = 5;
+
+/// Whether `e` is SQLite's "database is locked" or "busy".
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .is_some_and(rm_store::is_busy)
+    })
+}
+
+/// Writes one chunk of a burst's running jobs in one transaction: all of
+/// it or nothing.
+async fn burst_setup_chunk(
+    store: &rm_store::Store,
+    chunk: &[Arc<SimAgent>],
+    per_agent: usize,
+    params: &JobParams,
+    now: i64,
+) -> Result<Vec<(Arc<SimAgent>, Vec<JobId>)>> {
+    let mut tx = store.write().await?;
+    let mut plan = Vec::with_capacity(chunk.len());
+    for a in chunk {
+        let repo = burst_repo(&mut tx, a.host.as_str(), now).await?;
+        let mut mine = Vec::with_capacity(per_agent);
+        for _ in 0..per_agent {
+            let id = JobId::generate();
+            rm_store::jobs::insert(
+                &mut tx,
+                &rm_store::jobs::NewJob {
+                    id: id.as_str(),
+                    host_id: a.host.as_str(),
+                    exec_host_id: a.host.as_str(),
+                    repo_id: Some(&repo),
+                    params,
+                    origin: "operator",
+                    schedule_id: None,
+                    status: rm_store::jobs::JobStatus::Running,
+                    timeout_secs: 3600,
+                    created_by: "sim burst",
+                    created_at: now,
+                    started_at: Some(now),
+                },
+            )
+            .await?;
+            mine.push(id);
+        }
+        plan.push((a.clone(), mine));
+    }
+    tx.commit().await?;
+    Ok(plan)
+}
+
 /// The host's own repository for the burst's backups (as in a fleet
 /// where every host backs up to its own repository, the costliest shape
 /// for ingest: every result adds a snapshot and its repository's health
@@ -236,35 +290,22 @@ impl Fleet {
             // held the write lock for seconds while the control plane was
             // serving (operators' host adds then failed "database is locked")
             for chunk in agents.chunks(BURST_SETUP_AGENTS_PER_TX) {
-                let mut tx = store.write().await?;
-                for a in chunk {
-                    let repo = burst_repo(&mut tx, a.host.as_str(), now).await?;
-                    let mut mine = Vec::with_capacity(per_agent);
-                    for _ in 0..per_agent {
-                        let id = JobId::generate();
-                        rm_store::jobs::insert(
-                            &mut tx,
-                            &rm_store::jobs::NewJob {
-                                id: id.as_str(),
-                                host_id: a.host.as_str(),
-                                exec_host_id: a.host.as_str(),
-                                repo_id: Some(&repo),
-                                params: &params,
-                                origin: "operator",
-                                schedule_id: None,
-                                status: rm_store::jobs::JobStatus::Running,
-                                timeout_secs: 3600,
-                                created_by: "sim burst",
-                                created_at: now,
-                                started_at: Some(now),
-                            },
-                        )
-                        .await?;
-                        mine.push(id);
+                let mut attempt = 0;
+                loop {
+                    match burst_setup_chunk(&store, chunk, per_agent, &params, now).await {
+                        Ok(jobs) => {
+                            plan.extend(jobs);
+                            break;
+                        }
+                        // a role held the write lock past the busy timeout:
+                        // nothing of this chunk was written, so write it again
+                        Err(e) if attempt < BURST_SETUP_RETRIES && is_busy(&e) => {
+                            attempt += 1;
+                            tracing::warn!(attempt, error = %format!("{e:#}"), "burst setup: database busy; writing the chunk again");
+                        }
+                        Err(e) => return Err(e),
                     }
-                    plan.push((a.clone(), mine));
                 }
-                tx.commit().await?;
             }
         }
         let before = self.counters.outbox_acked.load(Ordering::Relaxed);

@@ -89,15 +89,34 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
             })
         })
         .await?;
+    // A line per host while few go; past that one line per sweep (a bus
+    // node restart marked 9,208 hosts offline in a minute, and their lines
+    // pushed everything else out of the logs), each host at debug.
+    let many = gone.len() > OFFLINE_LINES_PER_SWEEP;
+    if many {
+        let first: Vec<&str> = gone
+            .iter()
+            .take(OFFLINE_LINES_PER_SWEEP)
+            .map(String::as_str)
+            .collect();
+        tracing::warn!(hosts = gone.len(), first = ?first, "hosts offline: heartbeats missed");
+    }
     for h in gone {
         cp.beats.offline(&h);
-        tracing::warn!(host = %h, "host offline: heartbeats missed");
+        if many {
+            tracing::debug!(host = %h, "host offline: heartbeats missed");
+        } else {
+            tracing::warn!(host = %h, "host offline: heartbeats missed");
+        }
         cp.event(Event::HostOffline, Some(&h), None, None).await;
     }
     // counted once its events are out: a reader of the counter sees them
     cp.metrics.offline_sweep();
     Ok(())
 }
+
+/// Hosts a sweep names one line each; more are summed up in one line.
+const OFFLINE_LINES_PER_SWEEP: usize = 10;
 
 async fn purge(cp: &Arc<Cp>) -> anyhow::Result<()> {
     let (now, keep) = (cp.now(), cp.t.retention);

@@ -76,6 +76,23 @@ fn stop(mut k: Kill) {
     assert!(terminate(&mut k.0).success(), "stopped cleanly on SIGTERM");
 }
 
+/// Stops a serve on SIGTERM; if it does not stop cleanly in time, the
+/// failure carries the end of its log (what it was still doing).
+fn stop_serve(mut k: Kill, log: &Path) {
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| terminate(&mut k.0)));
+    match stopped {
+        Ok(status) => assert!(
+            status.success(),
+            "serve did not stop cleanly on SIGTERM: {status}\nserve log:\n{}",
+            log_tail(log)
+        ),
+        Err(_) => panic!(
+            "serve did not stop within 10 s of SIGTERM\nserve log:\n{}",
+            log_tail(log)
+        ),
+    }
+}
+
 fn ok(out: &Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -432,7 +449,7 @@ async fn a_control_plane_copy_restored_on_another_machine_decrypts_every_secret_
 
     // The first machine is gone.
     stop(agent);
-    stop(serve);
+    stop_serve(serve, &tmp.path().join("old.log"));
 
     // Another machine: another directory and port.
     let new = tmp.path().join("new");
@@ -453,7 +470,7 @@ async fn a_control_plane_copy_restored_on_another_machine_decrypts_every_secret_
     );
     proves_secrets(&new, new_port, &installed, &hooks, &secret).await;
     stop(agent);
-    stop(serve);
+    stop_serve(serve, &tmp.path().join("new.log"));
 }
 
 fn restore(from: &Path, to: &Path) -> Output {
@@ -726,7 +743,7 @@ async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bri
         .output()
         .unwrap();
     ok(&out, "recovery-kit");
-    stop(serve);
+    stop_serve(serve, &tmp.path().join("old.log"));
 
     // Another machine, the documented commands.
     let new = tmp.path().join("new");
@@ -770,7 +787,7 @@ async fn the_daily_backup_through_the_local_agent_and_the_documented_restore_bri
     assert_eq!(status.repo_id(), Some(repo_id.as_str()));
     drop(c);
     store.close().await;
-    stop(serve);
+    stop_serve(serve, &tmp.path().join("new.log"));
 }
 
 /// The split deployment's timer command: `controlplane-backup --if-due`

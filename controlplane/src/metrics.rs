@@ -1,6 +1,7 @@
 //! The control plane's counters: errors its background loops logged and
 //! survived, and load it shed (heartbeats dropped on a full channel, hellos
-//! waiting for a handler, dropped when stale). Read over the bus with the `metrics` service verb.
+//! waiting for a handler, dropped when stale). Read over the bus with the
+//! `metrics` service verb.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

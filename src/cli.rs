@@ -296,6 +296,23 @@ struct AlertsArgs {
     events_capacity: Option<usize>,
     #[command(flatten)]
     anomaly: AnomalyArgs,
+    #[command(flatten)]
+    offline: OfflineAlertArgs,
+}
+
+/// When an offline host becomes an `agent_offline` alert (docs/alerts.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OfflineAlertArgs {
+    /// Seconds a host stays offline before agent_offline is raised; a host
+    /// back sooner (a bus restart, a reboot) raises nothing.
+    #[arg(long, default_value_t = 180)]
+    pub offline_alert_after_secs: u64,
+}
+
+impl OfflineAlertArgs {
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.offline_alert_after_secs)
+    }
 }
 
 /// Thresholds of the `backup_anomaly` rule (docs/alerts.md).
@@ -828,6 +845,7 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
             .unwrap_or(defaults.svc_concurrency)
             .max(1),
         write_batch: args.write_batch.unwrap_or(defaults.write_batch).max(1),
+        offline_grace: args.offline.grace(),
         ..defaults
     };
     Ok(rm_alerts::Config {
@@ -1261,6 +1279,8 @@ mod tests {
             "8",
             "--events-capacity",
             "16",
+            "--offline-alert-after-secs",
+            "0",
         ])
         .unwrap();
         let Command::Alerts(args) = cli.command else {
@@ -1278,6 +1298,7 @@ mod tests {
         assert_eq!(config.timings.svc_concurrency, 8);
         assert_eq!(config.connect.events_capacity, 16);
         assert_eq!(config.timings.write_batch, 256, "unset: the default");
+        assert_eq!(config.timings.offline_grace, std::time::Duration::ZERO);
         assert!(
             Cli::try_parse_from(["restic-manager", "alerts"]).is_err(),
             "the notifier xkey is required"
@@ -1450,6 +1471,8 @@ mod tests {
             "600",
             "--repo-refresh-hours",
             "2",
+            "--offline-alert-after-secs",
+            "600",
         ]);
         let t = args.controlplane_timings();
         assert_eq!(t.ingest_batch, 64, "a flag beats the file");
@@ -1462,6 +1485,12 @@ mod tests {
             (a.write_batch, a.svc_concurrency),
             (64, 8),
             "the alerts role's writer too"
+        );
+        assert_eq!(a.offline_grace, std::time::Duration::from_secs(600));
+        assert_eq!(
+            serve(&[]).alerts_timings().offline_grace,
+            std::time::Duration::from_secs(180),
+            "unset: the default"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

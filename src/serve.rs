@@ -89,6 +89,8 @@ pub struct ServeArgs {
     pub restic: PathBuf,
     #[command(flatten)]
     pub anomaly: crate::cli::AnomalyArgs,
+    #[command(flatten)]
+    pub offline: crate::cli::OfflineAlertArgs,
     /// Give the local agent a clearly labelled demo repository (an
     /// append-only REST server over `<data-dir>/demo`), a sample backup
     /// set, a daily schedule and a first backup. Needs --local-agent.
@@ -129,7 +131,9 @@ impl ServeArgs {
 
     /// The alerts role's timings: the defaults and the writer limits set.
     pub fn alerts_timings(&self) -> rm_alerts::Timings {
-        self.limits.apply_alerts(rm_alerts::Timings::default())
+        let mut t = self.limits.apply_alerts(rm_alerts::Timings::default());
+        t.offline_grace = self.offline.grace();
+        t
     }
 }
 

@@ -85,6 +85,11 @@ pub struct Timings {
     pub writer_queue: usize,
     /// Service requests handled at once.
     pub svc_concurrency: usize,
+    /// How long a host stays offline before `agent_offline` is raised. A
+    /// host back sooner raises nothing: a bus node restarted, a network
+    /// blip or a reboot marks thousands of hosts offline for a minute or
+    /// two, and an alert per host for each would bury the ones that stay.
+    pub offline_grace: Duration,
 }
 
 impl Default for Timings {
@@ -107,6 +112,7 @@ impl Default for Timings {
             write_batch: 256,
             writer_queue: 1024,
             svc_concurrency: 64,
+            offline_grace: Duration::from_secs(180),
         }
     }
 }

@@ -15,15 +15,17 @@
 //!   the job cursor is judged, oldest first, each against the backups
 //!   before it (at most [`ANOMALY_PER_PASS`] per host and repository in one
 //!   pass). Subject: the repository id. Resolved by the next usual backup.
-//! - `agent_offline`: the host is offline (and was ever seen). Resolved
-//!   when it is online again (or revoked).
+//! - `agent_offline`: the host is offline (and was ever seen), for longer
+//!   than the grace (`Timings::offline_grace`): a host back sooner raises
+//!   nothing. Resolved when it is online again (or revoked).
 //!
 //! Evaluation: a saved watermark (`worker_state` `alerts.jobs`) over job
 //! results — finished or ingested after it, minus an overlap — selects the
 //! (host, kind, repository) keys to re-evaluate; each is decided from its
 //! latest result, so the pass is idempotent and order-independent. A
 //! second watermark (`alerts.hosts`) over hosts' status changes selects
-//! the hosts to re-evaluate. Enabled schedules (time-driven) and open
+//! the hosts to re-evaluate (looking back the overlap plus the offline
+//! grace, so a host whose grace ends is evaluated again). Enabled schedules (time-driven) and open
 //! alerts are read whole. Events only wake a pass; the ticker runs one at
 //! least every tick and bumps `last_seen_at` of every alert it confirms.
 //! Each condition is raised once: `cause` (the job, the missed slot, the
@@ -262,8 +264,8 @@ impl Pass<'_> {
 pub(crate) type Judged = HashMap<(String, String, String), (i64, i64)>;
 
 /// Hosts with the status and change time they had when a pass last
-/// evaluated them.
-pub(crate) type HostsJudged = HashMap<String, (String, Option<i64>)>;
+/// evaluated them, and whether their offline grace had ended.
+pub(crate) type HostsJudged = HashMap<String, (String, Option<i64>, bool)>;
 
 fn hosts_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, HostsJudged> {
     ctx.hosts_judged
@@ -504,13 +506,19 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     // As with job keys: a host whose status and change time are those the
     // last completed pass evaluated would decide the same again (a
     // reconnect storm brings tens of thousands back every pass).
+    let grace = i64::try_from(ctx.t.offline_grace.as_millis()).unwrap_or(i64::MAX);
     let mut watermark = cursor.watermark;
     let before = std::mem::take(&mut *hosts_judged(ctx));
-    for host in hosts::status_changed_since(conn, after(cursor, overlap)).await? {
+    let since = after(cursor, overlap.saturating_add(grace));
+    for host in hosts::status_changed_since(conn, since).await? {
         if let Some(at) = host.status_changed_at {
             advance(&mut watermark, at, now);
         }
-        let signature = (host.status.clone(), host.status_changed_at);
+        let signature = (
+            host.status.clone(),
+            host.status_changed_at,
+            offline_past_grace(&host, now, grace),
+        );
         let unchanged = !confirm && before.get(&host.id) == Some(&signature);
         plan.hosts_judged.insert(host.id.clone(), signature);
         if unchanged {
@@ -820,12 +828,27 @@ async fn eval_anomaly(
     Ok(())
 }
 
+/// When a host went offline (its status change, else its last sight).
+fn offline_since(host: &hosts::StatusChange) -> i64 {
+    host.status_changed_at.or(host.last_seen_at).unwrap_or(0)
+}
+
+/// Whether `host` is offline and has been for at least `grace_ms`.
+fn offline_past_grace(host: &hosts::StatusChange, now: i64, grace_ms: i64) -> bool {
+    matches!(host.status(), Ok(HostStatus::Offline))
+        && now.saturating_sub(offline_since(host)) >= grace_ms
+}
+
 async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &hosts::StatusChange) -> Result<()> {
     let kind = AlertKind::AgentOffline;
+    let grace = i64::try_from(pass.ctx.t.offline_grace.as_millis()).unwrap_or(i64::MAX);
     match host.status() {
-        // A host never seen is new, not offline.
-        Ok(HostStatus::Offline) if host.last_seen_at.is_some() => {
-            let since = host.status_changed_at.or(host.last_seen_at).unwrap_or(0);
+        // A host never seen is new, not offline; one offline for less than
+        // the grace may be back before it ends (a bus restart): nothing yet.
+        Ok(HostStatus::Offline)
+            if host.last_seen_at.is_some() && offline_past_grace(host, pass.now, grace) =>
+        {
+            let since = offline_since(host);
             let message = format!(
                 "agent on {} is offline (last seen {})",
                 host.name,

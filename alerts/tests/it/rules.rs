@@ -862,6 +862,61 @@ async fn an_event_woken_pass_skips_hosts_whose_status_did_not_change() -> anyhow
     env.stop_all().await
 }
 
+/// `agent_offline` waits out its grace: a host offline for less raises
+/// nothing, and one back before the grace ends raises nothing at all (a
+/// bus node restart marks thousands offline for a minute or two). One
+/// that stays offline raises once the grace has passed, in a pass woken
+/// by an event (the ticker is an hour here), though its status did not
+/// change since the passes that let it be.
+#[tokio::test]
+async fn agent_offline_waits_out_its_grace_and_a_host_back_sooner_raises_nothing()
+-> anyhow::Result<()> {
+    const T0: i64 = 1_750_000_000_000;
+    let (mut env, clock) = Env::manual(T0).await?;
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.timings.offline_grace = std::time::Duration::from_secs(120);
+    env.add_host("h1", "laptop").await?;
+    env.add_host("h2", "desktop").await?;
+    env.start_alerts().await?;
+    let pass_after = |what: &'static str| {
+        let env = &env;
+        async move {
+            let before = passes(env).await?;
+            env.publish(Evt::HostChanged, Some("h1")).await?;
+            wait_for(what, || async {
+                Ok((passes(env).await? > before).then_some(()))
+            })
+            .await
+        }
+    };
+    pass_after("the first pass").await?;
+
+    env.set_offline("h1").await?;
+    env.set_offline("h2").await?;
+    pass_after("a pass with both offline").await?;
+    assert!(env.alerts_of("h1").await?.is_empty(), "h1 within its grace");
+    assert!(env.alerts_of("h2").await?.is_empty(), "h2 within its grace");
+
+    clock.advance(std::time::Duration::from_secs(60));
+    env.set_online("h1").await?;
+    pass_after("a pass with h1 back").await?;
+    clock.advance(std::time::Duration::from_secs(59));
+    pass_after("a pass a second before h2's grace ends").await?;
+    assert!(env.alerts_of("h2").await?.is_empty(), "h2 119 s offline");
+
+    clock.advance(std::time::Duration::from_secs(1));
+    pass_after("a pass as h2's grace ends").await?;
+    let alert = env
+        .wait_alert("h2", "agent_offline", "h2's alert", |a| a.is_open())
+        .await?;
+    assert!(alert.message.contains("desktop"), "{}", alert.message);
+    assert!(
+        env.alerts_of("h1").await?.is_empty(),
+        "h1 was back within its grace"
+    );
+    env.stop_all().await
+}
+
 /// After a pass has judged a host's backups to a repository, a pass woken
 /// by an event reads only the backups after the newest one judged, and
 /// judges them against the history the last pass read: before, every new

@@ -50,6 +50,8 @@ pub fn fast_timings() -> Timings {
         wake_debounce: Duration::from_millis(20),
         outbox_poll: Duration::from_millis(100),
         max_in_flight: 16,
+        // raised at once (the grace has a test of its own)
+        offline_grace: Duration::ZERO,
         ..Timings::default()
     }
 }

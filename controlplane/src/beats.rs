@@ -3,7 +3,10 @@
 //! beat since the last flush every `Timings::seen_flush` (last-seen and
 //! uptime in one row update), their vitals only when they changed, in one
 //! transaction through the writer task. A host not known to be online is
-//! flushed at once (it just came online). The offline sweeper asks here
+//! flushed at once (it just came online), alone: the others wait for the
+//! periodic flush (a bus node restart brings thousands back one by one,
+//! and a flush of every host heard since the last one for each of them
+//! kept the writer busy for minutes). The offline sweeper asks here
 //! for hosts heard from recently, so the stored last-seen may lag by one
 //! flush without ever turning a live host offline. A failed flush leaves
 //! the entries dirty: the next one writes them.
@@ -104,9 +107,19 @@ impl Liveness {
 
     /// Rows to write: hosts heard from since their last flush.
     pub fn dirty(&self) -> Vec<Flush> {
+        self.rows(|_| true)
+    }
+
+    /// Rows to write at once: hosts heard from since their last flush
+    /// that are not known to be online (they just came back).
+    pub fn came_online(&self) -> Vec<Flush> {
+        self.rows(|e| !e.online)
+    }
+
+    fn rows(&self, pick: impl Fn(&Entry) -> bool) -> Vec<Flush> {
         lock(&self.hosts)
             .iter()
-            .filter(|(_, e)| e.seen > e.flushed)
+            .filter(|(_, e)| e.seen > e.flushed && pick(e))
             .map(|(host, e)| Flush {
                 host: host.clone(),
                 seen: e.seen,
@@ -193,5 +206,35 @@ mod tests {
         assert!(l.dirty().is_empty());
         assert!(l.heard_since(20).contains("a"));
         assert!(!l.heard_since(21).contains("a"));
+    }
+
+    #[test]
+    fn only_hosts_not_known_online_are_written_at_once() {
+        let l = Liveness::default();
+        for h in ["a", "b", "c"] {
+            l.beat(h, &hb(1), 10);
+        }
+        let rows = l.came_online();
+        assert_eq!(rows.len(), 3, "first beats: all just came online");
+        l.flushed(&rows);
+        for h in ["a", "b", "c"] {
+            l.beat(h, &hb(2), 20);
+        }
+        assert!(l.came_online().is_empty(), "all known online");
+        assert_eq!(l.dirty().len(), 3, "the periodic flush writes them");
+        l.offline("b");
+        l.beat("b", &hb(3), 30);
+        let rows = l.came_online();
+        let hosts: Vec<&str> = rows.iter().map(|f| f.host.as_str()).collect();
+        assert_eq!(hosts, ["b"], "back online: alone, at once");
+        l.flushed(&rows);
+        assert!(l.came_online().is_empty());
+        let mut rest: Vec<String> = l.dirty().into_iter().map(|f| f.host).collect();
+        rest.sort();
+        assert_eq!(
+            rest,
+            ["a", "c"],
+            "the others still wait for the periodic flush"
+        );
     }
 }

@@ -423,61 +423,82 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
     });
 }
 
-/// Flushes heartbeats kept in memory every `seen_flush`, and at once
-/// when a host comes online: one write of the changed rows.
+/// Flushes heartbeats kept in memory every `seen_flush` (the changed
+/// rows, `flush_rows_per_write` to a write), and at once the hosts that
+/// came online, alone: the periodic flush keeps its time however often
+/// hosts come back.
 async fn heartbeat_flusher(cp: Arc<Cp>) -> Result<()> {
     let every = cp.t.seen_flush.min(cp.t.heartbeat * 2);
+    let per_write = cp.t.flush_rows_per_write.max(1);
+    let mut next = tokio::time::Instant::now() + every;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = cp.beats.wake.notified() => {}
+        let periodic = tokio::select! {
+            () = tokio::time::sleep_until(next) => true,
+            () = cp.beats.wake.notified() => false,
+        };
+        let mut rows = if periodic {
+            next = tokio::time::Instant::now() + every;
+            cp.beats.dirty()
+        } else {
+            cp.beats.came_online()
+        };
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(per_write));
+            if !flush_beats(&cp, rows).await {
+                // the rest stays dirty too: the next flush writes them
+                break;
+            }
+            rows = rest;
         }
-        let rows = cp.beats.dirty();
-        if rows.is_empty() {
-            continue;
-        }
-        let count = rows.len();
-        let r = cp
-            .writer
-            .run(move |tx| {
-                Box::pin(async move {
-                    let mut online = Vec::new();
-                    let mut unknown = Vec::new();
-                    for f in &rows {
-                        match hosts::record_beat(tx, &f.host, f.seen, f.uptime, f.vitals.as_ref())
-                            .await
-                        {
-                            Ok(true) => online.push(f.host.clone()),
-                            Ok(false) => {}
-                            Err(rm_store::StoreError::NotFound { .. }) => {
-                                unknown.push(f.host.clone());
-                            }
-                            Err(e) => return Err(e),
+    }
+}
+
+/// Writes one part of a flush; false if it was not written (its rows stay
+/// dirty).
+async fn flush_beats(cp: &Arc<Cp>, rows: Vec<crate::beats::Flush>) -> bool {
+    let count = rows.len();
+    let r = cp
+        .writer
+        .run(move |tx| {
+            Box::pin(async move {
+                let mut online = Vec::new();
+                let mut unknown = Vec::new();
+                for f in &rows {
+                    match hosts::record_beat(tx, &f.host, f.seen, f.uptime, f.vitals.as_ref()).await
+                    {
+                        Ok(true) => online.push(f.host.clone()),
+                        Ok(false) => {}
+                        Err(rm_store::StoreError::NotFound { .. }) => {
+                            unknown.push(f.host.clone());
                         }
+                        Err(e) => return Err(e),
                     }
-                    Ok((rows, online, unknown))
-                })
+                }
+                Ok((rows, online, unknown))
             })
-            .await;
-        match r {
-            Ok((rows, online, unknown)) => {
-                let vitals = rows.iter().filter(|f| f.vitals.is_some()).count();
-                cp.metrics.heartbeats_flushed(rows.len(), vitals);
-                cp.beats.flushed(&rows);
-                for h in unknown {
-                    tracing::warn!(host = %h, "heartbeat from unknown host");
-                    cp.beats.forget(&h);
-                }
-                for h in online {
-                    cp.event(Event::HostOnline, Some(&h), None, None).await;
-                    dispatch::spawn_dispatch(&cp, h);
-                }
+        })
+        .await;
+    match r {
+        Ok((rows, online, unknown)) => {
+            let vitals = rows.iter().filter(|f| f.vitals.is_some()).count();
+            cp.beats.flushed(&rows);
+            // counted once the rows are known flushed: a reader of the
+            // counter sees them as such
+            cp.metrics.heartbeats_flushed(rows.len(), vitals);
+            for h in unknown {
+                tracing::warn!(host = %h, "heartbeat from unknown host");
+                cp.beats.forget(&h);
             }
-            Err(e) => {
-                // the rows stay dirty: the next flush writes them
-                tracing::error!(error = %e, count, "heartbeats not written; retried at the next flush");
-                cp.metrics.count_error("heartbeats");
+            for h in online {
+                cp.event(Event::HostOnline, Some(&h), None, None).await;
+                dispatch::spawn_dispatch(cp, h);
             }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, count, "heartbeats not written; retried at the next flush");
+            cp.metrics.count_error("heartbeats");
+            false
         }
     }
 }

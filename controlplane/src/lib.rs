@@ -115,6 +115,10 @@ pub struct Timings {
     /// at most this; offline detection reads the memory, not the row).
     /// Never longer than two heartbeat intervals.
     pub seen_flush: Duration,
+    /// Most heartbeat rows in one write of a flush: a large fleet's flush
+    /// is many small writes, and hellos and results queued meanwhile are
+    /// written between them instead of after the whole fleet's rows.
+    pub flush_rows_per_write: usize,
     /// Most hellos handled at once (a reconnect storm waits, one hello
     /// per host).
     pub hello_concurrency: usize,
@@ -171,6 +175,7 @@ impl Default for Timings {
             ingest_queue: 4096,
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
+            flush_rows_per_write: 1000,
             hello_concurrency: 32,
             hello_max_wait: Duration::from_secs(8),
             svc_concurrency: 64,

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rm_bus::subject::Event;
+use rm_bus::msg::{PROTOCOL_VERSION, encode};
+use rm_bus::subject::{self, Event};
 use rm_controlplane::Timings;
 use rm_testkit::TestBus;
 
@@ -58,6 +59,148 @@ async fn offline_after_missed_heartbeats_and_back_on_the_next() {
         Some(agent.host_id().as_str())
     );
     assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+}
+
+/// A host that comes back online is written at once, and alone: the other
+/// hosts heard from since the last flush wait for the periodic flush. A
+/// bus node restart brings thousands of hosts back one by one; writing
+/// every host heard since the last flush for each of them (50,000 rows a
+/// time) kept the writer busy for minutes and hellos went unanswered.
+#[tokio::test]
+async fn a_host_back_online_is_written_alone_while_the_rest_wait_for_the_periodic_flush() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = Timings {
+        // the periodic flush (at most two heartbeats apart) after the test
+        heartbeat: Duration::from_secs(600),
+        seen_flush: Duration::from_secs(600),
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        agents.push(Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap());
+    }
+    let db = cp.db().await;
+    let received = |n: u64| {
+        let cp = &cp;
+        async move {
+            eventually("the beats to be read", || async {
+                let m = cp.metrics().await;
+                (m.heartbeats_received >= n).then_some(m)
+            })
+            .await
+        }
+    };
+    // first beats: each host just came online, each written at once
+    for a in &agents {
+        a.heartbeat().await;
+    }
+    eventually("the first beats to be written", || async {
+        (cp.metrics().await.heartbeat_rows_written >= 6).then_some(())
+    })
+    .await;
+    // beats of hosts known online wait for the periodic flush
+    for a in &agents {
+        a.heartbeat().await;
+    }
+    received(12).await;
+    let before = cp.metrics().await.heartbeat_rows_written;
+    assert_eq!(before, 6, "one row per host that came online");
+
+    // one host leaves and comes back
+    let gone = &agents[0];
+    gone.client
+        .publish(
+            subject::agent_goodbye(&gone.host),
+            encode(&rm_bus::msg::Goodbye {
+                v: PROTOCOL_VERSION,
+                ts_ms: 0,
+                reason: None,
+            }),
+        )
+        .await
+        .unwrap();
+    eventually("the goodbye", || async {
+        (host_status(&db, &gone.host_id()).await == "offline").then_some(())
+    })
+    .await;
+    gone.heartbeat().await;
+    eventually("the host back online", || async {
+        (host_status(&db, &gone.host_id()).await == "online").then_some(())
+    })
+    .await;
+    let m = eventually("its row to be counted", || async {
+        let m = cp.metrics().await;
+        (m.heartbeat_rows_written > before).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        m.heartbeat_rows_written,
+        before + 1,
+        "the host back online alone, not the five others heard since: {m:?}"
+    );
+}
+
+/// The periodic flush writes a large fleet's rows a part at a time, so
+/// hellos and results queued meanwhile are written between the parts (at
+/// 50,000 agents one flush was a write of seconds that everything else
+/// waited behind). Here two rows to a write: six hosts' beats take at
+/// least three writes.
+#[tokio::test]
+async fn the_periodic_flush_writes_a_few_rows_at_a_time() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = Timings {
+        heartbeat: Duration::from_secs(600),
+        seen_flush: Duration::from_millis(500),
+        flush_rows_per_write: 2,
+        ..fast_timings()
+    };
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        agents.push(Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap());
+    }
+    for a in &agents {
+        a.heartbeat().await;
+    }
+    let m0 = eventually("the first beats to be written", || async {
+        let m = cp.metrics().await;
+        (m.heartbeat_rows_written >= 6).then_some(m)
+    })
+    .await;
+    // beats of hosts known online: only the periodic flush writes them
+    for a in &agents {
+        a.heartbeat().await;
+    }
+    let m1 = eventually("the periodic flush", || async {
+        let m = cp.metrics().await;
+        (m.heartbeat_rows_written >= m0.heartbeat_rows_written + 6).then_some(m)
+    })
+    .await;
+    assert!(
+        m1.writes_committed >= m0.writes_committed + 3,
+        "six rows in writes of two: {m0:?} then {m1:?}"
+    );
 }
 
 #[tokio::test]

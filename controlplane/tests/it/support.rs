@@ -156,6 +156,11 @@ impl Cp {
         }
     }
 
+    /// The control plane's counters.
+    pub async fn metrics(&self) -> api::Metrics {
+        self.call(api::METRICS, serde_json::json!({})).await
+    }
+
     /// Adds a host the way the web role does: the token comes back sealed
     /// to a key of this call.
     pub async fn host_add(&self, name: &str) -> api::HostEnrollment {

@@ -25,9 +25,10 @@
 //! latest result, so the pass is idempotent and order-independent. A
 //! second watermark (`alerts.hosts`) over hosts' status changes selects
 //! the hosts to re-evaluate (looking back the overlap plus the offline
-//! grace, so a host whose grace ends is evaluated again). Enabled schedules (time-driven) and open
-//! alerts are read whole. Events only wake a pass; the ticker runs one at
-//! least every tick and bumps `last_seen_at` of every alert it confirms.
+//! grace, so a host whose grace ends is evaluated again). Enabled
+//! schedules (time-driven) and open alerts are read whole. Events only
+//! wake a pass; the ticker runs one at least every tick and bumps
+//! `last_seen_at` of every alert it confirms.
 //! Each condition is raised once: `cause` (the job, the missed slot, the
 //! offline transition) is remembered, so an alert resolved by hand is not
 //! raised again for the same cause.

@@ -137,6 +137,11 @@ pub struct Config {
     pub clock: SharedClock,
 }
 
+/// `d` in milliseconds, as the store's times are.
+pub(crate) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// State shared by the role's tasks.
 pub(crate) struct Ctx {
     pub store: Store,

@@ -27,17 +27,13 @@ use rm_store::{StoreError, channels};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::Ctx;
+use crate::{Ctx, ms};
 
 /// Margin added to the request timeout for a claimed row's lease.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// Shortest sleep of the loop, so rows blocked behind an older pending row
 /// of the same alert and channel do not spin it.
 const MIN_SLEEP: Duration = Duration::from_millis(25);
-
-fn ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// Sends due deliveries until `stop` turns true, then lets the attempts in
 /// flight finish and record their outcome (each is bounded by the request

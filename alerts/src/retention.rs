@@ -29,7 +29,7 @@ pub(crate) async fn serve(ctx: Arc<Ctx>) {
 /// One purge, a write of the writer task's ordinary lane (nobody waits
 /// for it: operators' writes go ahead).
 async fn purge(ctx: &Ctx) -> anyhow::Result<u64> {
-    let keep = i64::try_from(ctx.t.delivery_retention.as_millis()).unwrap_or(i64::MAX);
+    let keep = crate::ms(ctx.t.delivery_retention);
     let before = ctx.now().saturating_sub(keep);
     let n = ctx
         .writer

@@ -444,7 +444,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
 
 /// The dry run: what changed since the cursors, and which of it writes.
 async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Plan> {
-    let overlap = i64::try_from(ctx.t.cursor_overlap.as_millis()).unwrap_or(i64::MAX);
+    let overlap = crate::ms(ctx.t.cursor_overlap);
     let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
     // taken: a pass that fails leaves no memo, and the next judges afresh
     let anomaly_before = std::mem::take(&mut *anomaly_judged(ctx));
@@ -507,7 +507,7 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     // As with job keys: a host whose status and change time are those the
     // last completed pass evaluated would decide the same again (a
     // reconnect storm brings tens of thousands back every pass).
-    let grace = i64::try_from(ctx.t.offline_grace.as_millis()).unwrap_or(i64::MAX);
+    let grace = crate::ms(ctx.t.offline_grace);
     let mut watermark = cursor.watermark;
     let before = std::mem::take(&mut *hosts_judged(ctx));
     let since = after(cursor, overlap.saturating_add(grace));
@@ -842,7 +842,7 @@ fn offline_past_grace(host: &hosts::StatusChange, now: i64, grace_ms: i64) -> bo
 
 async fn eval_host(pass: &mut Pass<'_>, conn: &mut Conn, host: &hosts::StatusChange) -> Result<()> {
     let kind = AlertKind::AgentOffline;
-    let grace = i64::try_from(pass.ctx.t.offline_grace.as_millis()).unwrap_or(i64::MAX);
+    let grace = crate::ms(pass.ctx.t.offline_grace);
     match host.status() {
         // A host never seen is new, not offline; one offline for less than
         // the grace may be back before it ends (a bus restart): nothing yet.

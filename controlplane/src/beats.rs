@@ -37,6 +37,19 @@ struct Entry {
     online: bool,
 }
 
+impl Entry {
+    /// The row a flush writes for `host`.
+    fn row(&self, host: &str) -> Flush {
+        Flush {
+            host: host.to_owned(),
+            seen: self.seen,
+            uptime: self.uptime,
+            vitals: (self.written != Some(self.key)).then(|| self.vitals.clone()),
+            key: self.key,
+        }
+    }
+}
+
 /// One host's row to write.
 #[derive(Debug)]
 pub(crate) struct Flush {
@@ -52,6 +65,9 @@ pub(crate) struct Flush {
 #[derive(Default)]
 pub(crate) struct Liveness {
     hosts: Mutex<HashMap<String, Entry>>,
+    /// Hosts not known to be online that beat since the flusher last
+    /// asked: what it writes at once, found without a look at every host.
+    back: Mutex<HashSet<String>>,
     /// Wakes the flusher (a host came online).
     pub wake: Notify,
 }
@@ -101,31 +117,31 @@ impl Liveness {
             !e.online
         };
         if wake {
+            lock(&self.back).insert(host.to_owned());
             self.wake.notify_one();
         }
     }
 
     /// Rows to write: hosts heard from since their last flush.
     pub fn dirty(&self) -> Vec<Flush> {
-        self.rows(|_| true)
+        lock(&self.hosts)
+            .iter()
+            .filter(|(_, e)| e.seen > e.flushed)
+            .map(|(host, e)| e.row(host))
+            .collect()
     }
 
     /// Rows to write at once: hosts heard from since their last flush
-    /// that are not known to be online (they just came back).
+    /// that are not known to be online (they just came back). Each is
+    /// handed out once per beat that found it so; one whose write fails
+    /// waits for its next beat or the periodic flush.
     pub fn came_online(&self) -> Vec<Flush> {
-        self.rows(|e| !e.online)
-    }
-
-    fn rows(&self, pick: impl Fn(&Entry) -> bool) -> Vec<Flush> {
-        lock(&self.hosts)
-            .iter()
-            .filter(|(_, e)| e.seen > e.flushed && pick(e))
-            .map(|(host, e)| Flush {
-                host: host.clone(),
-                seen: e.seen,
-                uptime: e.uptime,
-                vitals: (e.written != Some(e.key)).then(|| e.vitals.clone()),
-                key: e.key,
+        let back = std::mem::take(&mut *lock(&self.back));
+        let hosts = lock(&self.hosts);
+        back.iter()
+            .filter_map(|host| {
+                let e = hosts.get(host)?;
+                (e.seen > e.flushed && !e.online).then(|| e.row(host))
             })
             .collect()
     }

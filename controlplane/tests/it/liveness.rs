@@ -68,39 +68,14 @@ async fn offline_after_missed_heartbeats_and_back_on_the_next() {
 /// time) kept the writer busy for minutes and hellos went unanswered.
 #[tokio::test]
 async fn a_host_back_online_is_written_alone_while_the_rest_wait_for_the_periodic_flush() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let timings = Timings {
-        // the periodic flush (at most two heartbeats apart) after the test
+    // the periodic flush (at most two heartbeats apart) after the test
+    let (_bus, _dir, cp, agents) = six_hosts(Timings {
         heartbeat: Duration::from_secs(600),
         seen_flush: Duration::from_secs(600),
         ..fast_timings()
-    };
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let mut agents = Vec::new();
-    for i in 0..6 {
-        agents.push(Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap());
-    }
+    })
+    .await;
     let db = cp.db().await;
-    let received = |n: u64| {
-        let cp = &cp;
-        async move {
-            eventually("the beats to be read", || async {
-                let m = cp.metrics().await;
-                (m.heartbeats_received >= n).then_some(m)
-            })
-            .await
-        }
-    };
     // first beats: each host just came online, each written at once
     for a in &agents {
         a.heartbeat().await;
@@ -113,7 +88,10 @@ async fn a_host_back_online_is_written_alone_while_the_rest_wait_for_the_periodi
     for a in &agents {
         a.heartbeat().await;
     }
-    received(12).await;
+    eventually("the beats to be read", || async {
+        (cp.metrics().await.heartbeats_received >= 12).then_some(())
+    })
+    .await;
     let before = cp.metrics().await.heartbeat_rows_written;
     assert_eq!(before, 6, "one row per host that came online");
 
@@ -158,28 +136,13 @@ async fn a_host_back_online_is_written_alone_while_the_rest_wait_for_the_periodi
 /// least three writes.
 #[tokio::test]
 async fn the_periodic_flush_writes_a_few_rows_at_a_time() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let timings = Timings {
+    let (_bus, _dir, cp, agents) = six_hosts(Timings {
         heartbeat: Duration::from_secs(600),
         seen_flush: Duration::from_millis(500),
         flush_rows_per_write: 2,
         ..fast_timings()
-    };
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let mut agents = Vec::new();
-    for i in 0..6 {
-        agents.push(Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap());
-    }
+    })
+    .await;
     for a in &agents {
         a.heartbeat().await;
     }
@@ -201,6 +164,28 @@ async fn the_periodic_flush_writes_a_few_rows_at_a_time() {
         m1.writes_committed >= m0.writes_committed + 3,
         "six rows in writes of two: {m0:?} then {m1:?}"
     );
+}
+
+/// A control plane with `timings` and six enrolled hosts that have not
+/// beaten yet (no hello: their beats are sent by hand).
+async fn six_hosts(timings: Timings) -> (TestBus, tempfile::TempDir, Cp, Vec<Agent>) {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(
+        &bus,
+        dir.path().into(),
+        CpOptions {
+            timings,
+            ..CpOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..6 {
+        agents.push(Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap());
+    }
+    (bus, dir, cp, agents)
 }
 
 #[tokio::test]

@@ -196,6 +196,10 @@ pub struct ControlplaneLimits {
     /// heartbeat intervals [30].
     #[arg(long)]
     pub seen_flush_secs: Option<u64>,
+    /// Most hosts' heartbeats in one write of that flush; hellos and
+    /// results queued meanwhile are written between the parts [1000].
+    #[arg(long)]
+    pub seen_flush_rows: Option<usize>,
     /// Most writes in one transaction of the writer task, and most job
     /// results in one commit [1024]; in `serve` also the alerts role's
     /// (its default: 256).
@@ -227,6 +231,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.seen_flush_secs {
             t.seen_flush = secs(v.max(1));
+        }
+        if let Some(v) = self.seen_flush_rows {
+            t.flush_rows_per_write = v.max(1);
         }
         if let Some(v) = self.write_batch {
             t.ingest_batch = v.max(1);
@@ -1334,6 +1341,8 @@ mod tests {
             "8",
             "--seen-flush-secs",
             "10",
+            "--seen-flush-rows",
+            "5000",
             "--write-batch",
             "64",
             "--events-capacity",
@@ -1343,7 +1352,7 @@ mod tests {
         assert_eq!(t.query_timeout, secs(30));
         assert_eq!(t.refresh_timeout, secs(600));
         assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
-        assert_eq!(t.seen_flush, secs(10));
+        assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 5000));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
     }
 

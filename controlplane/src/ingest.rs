@@ -461,20 +461,17 @@ async fn flush_beats(cp: &Arc<Cp>, rows: Vec<crate::beats::Flush>) -> bool {
         .writer
         .run(move |tx| {
             Box::pin(async move {
-                let mut online = Vec::new();
-                let mut unknown = Vec::new();
-                for f in &rows {
-                    match hosts::record_beat(tx, &f.host, f.seen, f.uptime, f.vitals.as_ref()).await
-                    {
-                        Ok(true) => online.push(f.host.clone()),
-                        Ok(false) => {}
-                        Err(rm_store::StoreError::NotFound { .. }) => {
-                            unknown.push(f.host.clone());
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok((rows, online, unknown))
+                let beats: Vec<hosts::Beat<'_>> = rows
+                    .iter()
+                    .map(|f| hosts::Beat {
+                        id: &f.host,
+                        seen_at: f.seen,
+                        uptime_secs: f.uptime,
+                        vitals: f.vitals.as_ref(),
+                    })
+                    .collect();
+                let done = hosts::record_beats(tx, &beats).await?;
+                Ok::<_, rm_store::StoreError>((rows, done.came_online, done.unknown))
             })
         })
         .await;

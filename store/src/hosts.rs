@@ -294,54 +294,110 @@ pub async fn record_seen(
     Ok(was != HostStatus::Online)
 }
 
-/// Flushes what heartbeats said since the last flush: last-seen (never
-/// backwards), uptime and online; the vitals only when `vitals` is given
-/// (they changed). A revoked or unknown host is left alone. Returns true
-/// when this brought the host back online.
-pub async fn record_beat(
+/// One host's heartbeats since the last flush: last-seen, uptime, and the
+/// vitals only when they changed.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat<'a> {
+    pub id: &'a str,
+    pub seen_at: i64,
+    pub uptime_secs: Option<i64>,
+    pub vitals: Option<&'a Vitals>,
+}
+
+/// What [`record_beats`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BeatsRecorded {
+    /// Hosts this brought online (they were pending or offline).
+    pub came_online: Vec<String>,
+    /// Ids with no host row (deleted since): nothing written for them.
+    pub unknown: Vec<String>,
+}
+
+/// [`record_beats`]' write of last-seen (never backwards), uptime and
+/// online, one row per value, each found by its key; a revoked host is
+/// left alone.
+pub const BEATS_SQL: &str =
+    "UPDATE hosts SET last_seen_at = MAX(COALESCE(hosts.last_seen_at, 0), v.seen),
+         uptime_secs = COALESCE(v.uptime, hosts.uptime_secs), status = 'online',
+         status_changed_at = CASE WHEN hosts.status = 'online' THEN hosts.status_changed_at
+                                  ELSE v.seen END
+     FROM (SELECT value ->> '$.id' AS id, value ->> '$.seen' AS seen,
+                  value ->> '$.uptime' AS uptime FROM json_each(?)) AS v
+     WHERE hosts.id = v.id AND +hosts.status != 'revoked'";
+
+/// [`record_beats`]' write of the vitals that changed (each only when
+/// given).
+pub const VITALS_SQL: &str =
+    "UPDATE hosts SET agent_version = COALESCE(v.agent_version, hosts.agent_version),
+         restic_version = COALESCE(v.restic_version, hosts.restic_version),
+         os = COALESCE(v.os, hosts.os), arch = COALESCE(v.arch, hosts.arch),
+         vitals_json = COALESCE(v.vitals_json, hosts.vitals_json)
+     FROM (SELECT value ->> '$.id' AS id, value ->> '$.agent_version' AS agent_version,
+                  value ->> '$.restic_version' AS restic_version, value ->> '$.os' AS os,
+                  value ->> '$.arch' AS arch, value ->> '$.vitals_json' AS vitals_json
+             FROM json_each(?)) AS v
+     WHERE hosts.id = v.id AND +hosts.status != 'revoked'";
+
+/// Flushes what heartbeats said since the last flush for many hosts, in
+/// three statements whatever their number (the statuses read, the vitals
+/// that changed, the beats), instead of two or three per host: each
+/// statement is a round trip to the connection's worker thread, and a
+/// flush of a large fleet was thousands of them while hellos and results
+/// waited for the writer. A revoked or unknown host is left alone.
+pub async fn record_beats(
     conn: &mut SqliteConnection,
-    id: &str,
-    seen_at: i64,
-    uptime_secs: Option<i64>,
-    vitals: Option<&Vitals>,
-) -> Result<bool> {
-    let was: Option<String> = sqlx::query_scalar("SELECT status FROM hosts WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let was = HostStatus::parse(&was.found("host", id)?)?;
-    if was == HostStatus::Revoked {
-        return Ok(false);
+    beats: &[Beat<'_>],
+) -> Result<BeatsRecorded> {
+    let mut out = BeatsRecorded::default();
+    if beats.is_empty() {
+        return Ok(out);
     }
-    if let Some(v) = vitals {
-        sqlx::query(
-            "UPDATE hosts SET agent_version = COALESCE(?, agent_version),
-                 restic_version = COALESCE(?, restic_version), os = COALESCE(?, os),
-                 arch = COALESCE(?, arch), vitals_json = COALESCE(?, vitals_json)
-             WHERE id = ?",
-        )
-        .bind(&v.agent_version)
-        .bind(&v.restic_version)
-        .bind(&v.os)
-        .bind(&v.arch)
-        .bind(&v.vitals_json)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    let ids: Vec<&str> = beats.iter().map(|b| b.id).collect();
+    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM hosts WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut was = std::collections::HashMap::with_capacity(rows.len());
+    for (id, status) in rows {
+        let status = HostStatus::parse(&status)?;
+        was.insert(id, status);
     }
-    sqlx::query(
-        "UPDATE hosts SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?),
-             uptime_secs = COALESCE(?, uptime_secs), status = 'online',
-             status_changed_at = CASE WHEN status = 'online' THEN status_changed_at ELSE ? END
-         WHERE id = ?",
-    )
-    .bind(seen_at)
-    .bind(uptime_secs)
-    .bind(seen_at)
-    .bind(id)
-    .execute(conn)
-    .await?;
-    Ok(was != HostStatus::Online)
+    for b in beats {
+        match was.get(b.id) {
+            None => out.unknown.push(b.id.to_owned()),
+            Some(HostStatus::Pending | HostStatus::Offline) => {
+                out.came_online.push(b.id.to_owned());
+            }
+            Some(HostStatus::Online | HostStatus::Revoked) => {}
+        }
+    }
+    let vitals: Vec<serde_json::Value> = beats
+        .iter()
+        .filter_map(|b| {
+            let v = b.vitals?;
+            Some(serde_json::json!({
+                "id": b.id, "agent_version": v.agent_version, "restic_version": v.restic_version,
+                "os": v.os, "arch": v.arch, "vitals_json": v.vitals_json,
+            }))
+        })
+        .collect();
+    if !vitals.is_empty() {
+        sqlx::query(VITALS_SQL)
+            .bind(serde_json::Value::Array(vitals).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    let seen: Vec<serde_json::Value> = beats
+        .iter()
+        .map(|b| serde_json::json!({"id": b.id, "seen": b.seen_at, "uptime": b.uptime_secs}))
+        .collect();
+    sqlx::query(BEATS_SQL)
+        .bind(serde_json::Value::Array(seen).to_string())
+        .execute(conn)
+        .await?;
+    Ok(out)
 }
 
 /// Hosts whose status changed at or after `after` (indexed), oldest

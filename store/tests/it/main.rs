@@ -8,6 +8,7 @@ use rm_store::{Store, StoreError, enroll, hosts, parts, retention};
 mod active_jobs;
 mod admin;
 mod alerts;
+mod beats;
 mod fleet_ui;
 mod results;
 mod schema_change;

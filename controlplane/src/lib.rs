@@ -115,9 +115,11 @@ pub struct Timings {
     /// at most this; offline detection reads the memory, not the row).
     /// Never longer than two heartbeat intervals.
     pub seen_flush: Duration,
-    /// Most heartbeat rows in one write of a flush: a large fleet's flush
-    /// is many small writes, and hellos and results queued meanwhile are
-    /// written between them instead of after the whole fleet's rows.
+    /// Most heartbeat rows in one write of a flush. Parts let hellos and
+    /// results queued meanwhile in between, but each part rewrites pages
+    /// all over the hosts table (its hosts are anywhere in it): at 50,000
+    /// hosts, parts of 1,000 made result bursts a third as fast as one
+    /// write (docs/benchmarks.md, stop 30). One write up to 100,000.
     pub flush_rows_per_write: usize,
     /// Most hellos handled at once (a reconnect storm waits, one hello
     /// per host).
@@ -175,7 +177,7 @@ impl Default for Timings {
             ingest_queue: 4096,
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
-            flush_rows_per_write: 1000,
+            flush_rows_per_write: 100_000,
             hello_concurrency: 32,
             hello_max_wait: Duration::from_secs(8),
             svc_concurrency: 64,

@@ -313,17 +313,27 @@ pub struct BeatsRecorded {
     pub unknown: Vec<String>,
 }
 
-/// [`record_beats`]' write of last-seen (never backwards), uptime and
-/// online, one row per value, each found by its key; a revoked host is
-/// left alone.
+/// [`record_beats`]' write for hosts already online: last-seen (never
+/// backwards) and uptime, each row found by its key. Nothing else is set:
+/// a column in the SET list makes SQLite rewrite every index holding it
+/// (and fire the status triggers' checks) whether or not its value changes,
+/// and this is nearly every row of every flush.
 pub const BEATS_SQL: &str =
     "UPDATE hosts SET last_seen_at = MAX(COALESCE(hosts.last_seen_at, 0), v.seen),
-         uptime_secs = COALESCE(v.uptime, hosts.uptime_secs), status = 'online',
-         status_changed_at = CASE WHEN hosts.status = 'online' THEN hosts.status_changed_at
-                                  ELSE v.seen END
+         uptime_secs = COALESCE(v.uptime, hosts.uptime_secs)
      FROM (SELECT value ->> '$.id' AS id, value ->> '$.seen' AS seen,
                   value ->> '$.uptime' AS uptime FROM json_each(?)) AS v
-     WHERE hosts.id = v.id AND +hosts.status != 'revoked'";
+     WHERE hosts.id = v.id AND +hosts.status = 'online'";
+
+/// [`record_beats`]' write for hosts that come online with these beats
+/// (pending or offline): last-seen, uptime, online, and when it changed.
+pub const BACK_ONLINE_SQL: &str =
+    "UPDATE hosts SET last_seen_at = MAX(COALESCE(hosts.last_seen_at, 0), v.seen),
+         uptime_secs = COALESCE(v.uptime, hosts.uptime_secs), status = 'online',
+         status_changed_at = v.seen
+     FROM (SELECT value ->> '$.id' AS id, value ->> '$.seen' AS seen,
+                  value ->> '$.uptime' AS uptime FROM json_each(?)) AS v
+     WHERE hosts.id = v.id AND +hosts.status IN ('pending', 'offline')";
 
 /// [`record_beats`]' write of the vitals that changed (each only when
 /// given).
@@ -339,8 +349,9 @@ pub const VITALS_SQL: &str =
      WHERE hosts.id = v.id AND +hosts.status != 'revoked'";
 
 /// Flushes what heartbeats said since the last flush for many hosts, in
-/// three statements whatever their number (the statuses read, the vitals
-/// that changed, the beats), instead of two or three per host: each
+/// at most four statements whatever their number (the statuses read, the
+/// vitals that changed, the beats of hosts online and of hosts back),
+/// instead of two or three per host: each
 /// statement is a round trip to the connection's worker thread, and a
 /// flush of a large fleet was thousands of them while hellos and results
 /// waited for the writer. A revoked or unknown host is left alone.
@@ -389,14 +400,23 @@ pub async fn record_beats(
             .execute(&mut *conn)
             .await?;
     }
-    let seen: Vec<serde_json::Value> = beats
+    let (back, online): (Vec<&Beat<'_>>, Vec<&Beat<'_>>) = beats
         .iter()
-        .map(|b| serde_json::json!({"id": b.id, "seen": b.seen_at, "uptime": b.uptime_secs}))
-        .collect();
-    sqlx::query(BEATS_SQL)
-        .bind(serde_json::Value::Array(seen).to_string())
-        .execute(conn)
-        .await?;
+        .filter(|b| matches!(was.get(b.id), Some(s) if *s != HostStatus::Revoked))
+        .partition(|b| was.get(b.id) != Some(&HostStatus::Online));
+    for (sql, rows) in [(BEATS_SQL, online), (BACK_ONLINE_SQL, back)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let seen: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|b| serde_json::json!({"id": b.id, "seen": b.seen_at, "uptime": b.uptime_secs}))
+            .collect();
+        sqlx::query(sql)
+            .bind(serde_json::Value::Array(seen).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(out)
 }
 

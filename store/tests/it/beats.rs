@@ -9,7 +9,7 @@ use super::{plan_of, store};
 async fn the_beat_and_vitals_writes_find_each_host_by_its_key() {
     let (s, _dir) = store().await;
     let mut c = s.pool().acquire().await.unwrap();
-    for sql in [hosts::BEATS_SQL, hosts::VITALS_SQL] {
+    for sql in [hosts::BEATS_SQL, hosts::BACK_ONLINE_SQL, hosts::VITALS_SQL] {
         let plan = plan_of(&mut c, sql).await;
         assert!(
             plan.iter()
@@ -73,7 +73,7 @@ async fn record_beats_writes_every_host_in_one_call_and_reports_who_came_online(
             unknown: vec!["deleted".into()],
         }
     );
-    let on = hosts::get(&mut *tx, "on").await.unwrap();
+    let on = hosts::get(&mut tx, "on").await.unwrap();
     assert_eq!(on.status().unwrap(), HostStatus::Online);
     assert_eq!(
         (on.last_seen_at, on.status_changed_at, on.uptime_secs),
@@ -86,21 +86,21 @@ async fn record_beats_writes_every_host_in_one_call_and_reports_who_came_online(
         "a vital not sent is kept"
     );
     assert_eq!(on.vitals_json.as_deref(), Some(r#"{"disks":[]}"#));
-    let off = hosts::get(&mut *tx, "off").await.unwrap();
+    let off = hosts::get(&mut tx, "off").await.unwrap();
     assert_eq!(off.status().unwrap(), HostStatus::Online);
     assert_eq!(
         (off.last_seen_at, off.status_changed_at, off.uptime_secs),
         (Some(300), Some(300), Some(9))
     );
     assert_eq!(off.agent_version.as_deref(), Some("1.0"), "no vitals sent");
-    let new = hosts::get(&mut *tx, "new").await.unwrap();
+    let new = hosts::get(&mut tx, "new").await.unwrap();
     assert_eq!(new.status().unwrap(), HostStatus::Online);
     assert_eq!(
         (new.last_seen_at, new.status_changed_at),
         (Some(300), Some(300))
     );
     assert_eq!(new.agent_version.as_deref(), Some("2.0"));
-    let gone = hosts::get(&mut *tx, "gone").await.unwrap();
+    let gone = hosts::get(&mut tx, "gone").await.unwrap();
     assert_eq!(gone.status().unwrap(), HostStatus::Revoked);
     assert_eq!(
         (

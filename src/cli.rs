@@ -197,8 +197,7 @@ pub struct ControlplaneLimits {
     #[arg(long)]
     pub seen_flush_secs: Option<u64>,
     /// Most hosts' heartbeats in one write of that flush; hellos and
-    /// results queued meanwhile are written between the parts, but each
-    /// part rewrites pages all over the hosts table [100000].
+    /// results queued meanwhile are written between the parts [5000].
     #[arg(long)]
     pub seen_flush_rows: Option<usize>,
     /// Most writes in one transaction of the writer task, and most job

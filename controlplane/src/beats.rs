@@ -35,6 +35,10 @@ struct Entry {
     written: Option<u64>,
     /// The stored status is online (as far as we know).
     online: bool,
+    /// Where the host's row is in the table (its rowid), once a flush
+    /// found it: the periodic flush writes in this order, so each part
+    /// of it rewrites neighbouring pages.
+    rowid: Option<i64>,
 }
 
 impl Entry {
@@ -122,13 +126,29 @@ impl Liveness {
         }
     }
 
-    /// Rows to write: hosts heard from since their last flush.
+    /// Rows to write: hosts heard from since their last flush, in the
+    /// order of their rows in the table (hosts whose row was not found
+    /// yet last).
     pub fn dirty(&self) -> Vec<Flush> {
-        lock(&self.hosts)
+        let hosts = lock(&self.hosts);
+        let mut rows: Vec<(i64, Flush)> = hosts
             .iter()
             .filter(|(_, e)| e.seen > e.flushed)
-            .map(|(host, e)| e.row(host))
-            .collect()
+            .map(|(host, e)| (e.rowid.unwrap_or(i64::MAX), e.row(host)))
+            .collect();
+        drop(hosts);
+        rows.sort_unstable_by_key(|(rowid, _)| *rowid);
+        rows.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// Where hosts' rows are (as a flush found them).
+    pub fn placed(&self, rowids: &[(String, i64)]) {
+        let mut hosts = lock(&self.hosts);
+        for (host, rowid) in rowids {
+            if let Some(e) = hosts.get_mut(host) {
+                e.rowid = Some(*rowid);
+            }
+        }
     }
 
     /// Rows to write at once: hosts heard from since their last flush
@@ -222,6 +242,17 @@ mod tests {
         assert!(l.dirty().is_empty());
         assert!(l.heard_since(20).contains("a"));
         assert!(!l.heard_since(21).contains("a"));
+    }
+
+    #[test]
+    fn the_periodic_flush_comes_in_the_order_of_the_rows_in_the_table() {
+        let l = Liveness::default();
+        for h in ["a", "b", "c", "d"] {
+            l.beat(h, &hb(1), 10);
+        }
+        l.placed(&[("a".into(), 30), ("b".into(), 10), ("d".into(), 20)]);
+        let hosts: Vec<String> = l.dirty().into_iter().map(|f| f.host).collect();
+        assert_eq!(hosts, ["b", "d", "a", "c"], "by rowid; not found yet: last");
     }
 
     #[test]

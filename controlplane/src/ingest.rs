@@ -471,22 +471,23 @@ async fn flush_beats(cp: &Arc<Cp>, rows: Vec<crate::beats::Flush>) -> bool {
                     })
                     .collect();
                 let done = hosts::record_beats(tx, &beats).await?;
-                Ok::<_, rm_store::StoreError>((rows, done.came_online, done.unknown))
+                Ok::<_, rm_store::StoreError>((rows, done))
             })
         })
         .await;
     match r {
-        Ok((rows, online, unknown)) => {
+        Ok((rows, done)) => {
             let vitals = rows.iter().filter(|f| f.vitals.is_some()).count();
             cp.beats.flushed(&rows);
+            cp.beats.placed(&done.rowids);
             // counted once the rows are known flushed: a reader of the
             // counter sees them as such
             cp.metrics.heartbeats_flushed(rows.len(), vitals);
-            for h in unknown {
+            for h in done.unknown {
                 tracing::warn!(host = %h, "heartbeat from unknown host");
                 cp.beats.forget(&h);
             }
-            for h in online {
+            for h in done.came_online {
                 cp.event(Event::HostOnline, Some(&h), None, None).await;
                 dispatch::spawn_dispatch(cp, h);
             }

@@ -115,11 +115,12 @@ pub struct Timings {
     /// at most this; offline detection reads the memory, not the row).
     /// Never longer than two heartbeat intervals.
     pub seen_flush: Duration,
-    /// Most heartbeat rows in one write of a flush. Parts let hellos and
-    /// results queued meanwhile in between, but each part rewrites pages
-    /// all over the hosts table (its hosts are anywhere in it): at 50,000
-    /// hosts, parts of 1,000 made result bursts a third as fast as one
-    /// write (docs/benchmarks.md, stop 30). One write up to 100,000.
+    /// Most heartbeat rows in one write of a flush: hellos and results
+    /// queued meanwhile are written between the parts. The rows come in
+    /// table order, so the parts together touch each page once (in hash
+    /// order, parts of 1,000 at 50,000 hosts wrote ten times the WAL of
+    /// one write and made result bursts a third as fast,
+    /// docs/benchmarks.md, stop 30).
     pub flush_rows_per_write: usize,
     /// Most hellos handled at once (a reconnect storm waits, one hello
     /// per host).
@@ -177,7 +178,7 @@ impl Default for Timings {
             ingest_queue: 4096,
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
-            flush_rows_per_write: 100_000,
+            flush_rows_per_write: 5000,
             hello_concurrency: 32,
             hello_max_wait: Duration::from_secs(8),
             svc_concurrency: 64,

@@ -311,6 +311,12 @@ pub struct BeatsRecorded {
     pub came_online: Vec<String>,
     /// Ids with no host row (deleted since): nothing written for them.
     pub unknown: Vec<String>,
+    /// Each known host's rowid: where its row is in the table. A flush of
+    /// many hosts in parts touches each page once when every part holds
+    /// neighbouring rows; in any other order each part rewrites pages all
+    /// over the table (at 50,000 hosts, parts of 1,000 in hash order wrote
+    /// 252 MB of WAL against 22 MB in one write, docs/benchmarks.md).
+    pub rowids: Vec<(String, i64)>,
 }
 
 /// [`record_beats`]' write for hosts already online: last-seen (never
@@ -365,14 +371,16 @@ pub async fn record_beats(
     }
     let ids: Vec<&str> = beats.iter().map(|b| b.id).collect();
     let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-    let rows: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM hosts WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT rowid, id, status FROM hosts WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut was = std::collections::HashMap::with_capacity(rows.len());
-    for (id, status) in rows {
+    for (rowid, id, status) in rows {
         let status = HostStatus::parse(&status)?;
+        out.rowids.push((id.clone(), rowid));
         was.insert(id, status);
     }
     for b in beats {

@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "active_jobs",
         include_str!("../migrations/0027_active_jobs.sql"),
     ),
+    (
+        28,
+        "hosts_status_index",
+        include_str!("../migrations/0028_hosts_status_index.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -67,12 +67,20 @@ async fn record_beats_writes_every_host_in_one_call_and_reports_who_came_online(
     .await
     .unwrap();
     assert_eq!(
-        done,
-        BeatsRecorded {
-            came_online: vec!["off".into(), "new".into()],
-            unknown: vec!["deleted".into()],
-        }
+        (done.came_online, done.unknown),
+        (vec!["off".into(), "new".into()], vec!["deleted".into()])
     );
+    let mut placed: Vec<&str> = done.rowids.iter().map(|(id, _)| id.as_str()).collect();
+    placed.sort_unstable();
+    assert_eq!(placed, ["gone", "new", "off", "on"], "every host found");
+    for (id, rowid) in &done.rowids {
+        let at: i64 = sqlx::query_scalar("SELECT rowid FROM hosts WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(*rowid, at, "{id}");
+    }
     let on = hosts::get(&mut tx, "on").await.unwrap();
     assert_eq!(on.status().unwrap(), HostStatus::Online);
     assert_eq!(

@@ -63,6 +63,13 @@ pub struct Timings {
     /// How far behind its saved watermark the job cursor looks again, for
     /// results committed out of timestamp order (evaluation is idempotent).
     pub cursor_overlap: Duration,
+    /// A pass woken by an event reads job results and host status changes
+    /// back only this far before the last completed pass (still within
+    /// the overlap); a ticker pass reads the whole overlap. Re-reading
+    /// five minutes of a 50,000-host fleet at every event was 1–3 s a
+    /// pass and the role's CPU (docs/benchmarks.md, stop 30); something
+    /// committed later than this after its time stamp waits for the tick.
+    pub event_lookback: Duration,
     /// Delivery requests: `attempt_timeout` is how long one request waits
     /// for the notifier's reply (longer than the notifier's own HTTP timeout
     /// plus its queue wait); the backoff fields space retries; `deadline`
@@ -97,6 +104,7 @@ impl Default for Timings {
         Self {
             tick: Duration::from_secs(60),
             cursor_overlap: Duration::from_secs(300),
+            event_lookback: Duration::from_secs(60),
             deliver: RetryPolicy {
                 attempt_timeout: Duration::from_secs(10),
                 deadline: Some(Duration::from_secs(24 * 3600)),
@@ -174,6 +182,9 @@ pub(crate) struct Ctx {
     /// rule judged in the last completed pass: later passes judge only
     /// backups after it (see `rules::eval_anomaly`).
     pub anomaly_judged: std::sync::Mutex<rules::AnomalyJudged>,
+    /// When the last completed pass began (its clock time): a pass woken
+    /// by an event reads back `Timings::event_lookback` before it.
+    pub last_pass: std::sync::Mutex<Option<i64>>,
 }
 
 impl Ctx {
@@ -293,6 +304,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         judged: Default::default(),
         hosts_judged: Default::default(),
         anomaly_judged: Default::default(),
+        last_pass: Default::default(),
     });
 
     let mut events = ctx

@@ -24,8 +24,11 @@
 //! (host, kind, repository) keys to re-evaluate; each is decided from its
 //! latest result, so the pass is idempotent and order-independent. A
 //! second watermark (`alerts.hosts`) over hosts' status changes selects
-//! the hosts to re-evaluate (looking back the overlap plus the offline
-//! grace, so a host whose grace ends is evaluated again). Enabled
+//! the hosts to re-evaluate (offline hosts looking back the overlap plus
+//! the offline grace, so a host whose grace ends is evaluated again). A
+//! pass woken by an event reads results and status changes back only
+//! `Timings::event_lookback` before the last completed pass; the ticker's
+//! pass reads the whole overlap. Enabled
 //! schedules (time-driven) and open alerts are read whole. Events only
 //! wake a pass; the ticker runs one at least every tick and bumps
 //! `last_seen_at` of every alert it confirms.
@@ -274,6 +277,12 @@ fn hosts_judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, HostsJudged> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn last_pass(ctx: &Ctx) -> std::sync::MutexGuard<'_, Option<i64>> {
+    ctx.last_pass
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn judged(ctx: &Ctx) -> std::sync::MutexGuard<'_, Judged> {
     ctx.judged
         .lock()
@@ -425,6 +434,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
         *hosts_judged(ctx) = hosts_seen;
         let before = std::mem::take(&mut plan.anomaly_before);
         *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
+        *last_pass(ctx) = Some(now);
         ctx.metrics.pass(false);
         return Ok(Vec::new());
     }
@@ -438,6 +448,7 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
     *judged(ctx) = seen;
     *hosts_judged(ctx) = hosts_seen;
     *anomaly_judged(ctx) = next_anomaly_memo(before, anomaly_seen);
+    *last_pass(ctx) = Some(now);
     ctx.metrics.pass(true);
     Ok(changes)
 }
@@ -445,6 +456,14 @@ pub(crate) async fn evaluate(ctx: &Arc<Ctx>, confirm: bool) -> Result<Vec<Change
 /// The dry run: what changed since the cursors, and which of it writes.
 async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Plan> {
     let overlap = crate::ms(ctx.t.cursor_overlap);
+    // A pass woken by an event reads back `event_lookback` before the last
+    // completed pass, not the whole overlap: what the overlap holds beyond
+    // that was read by that pass (or waits for the tick, if committed that
+    // long after its time stamp).
+    let recent = (*last_pass(ctx))
+        .filter(|_| !confirm)
+        .map(|t| t.saturating_sub(crate::ms(ctx.t.event_lookback)));
+    let read_from = |bound: i64| recent.map_or(bound, |r| r.max(bound));
     let cursor: Cursor = worker_state::get(conn, CURSOR).await?.unwrap_or_default();
     // taken: a pass that fails leaves no memo, and the next judges afresh
     let anomaly_before = std::mem::take(&mut *anomaly_judged(ctx));
@@ -472,7 +491,7 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     // a ticker pass evaluates every key.
     let mut watermark = cursor.watermark;
     let before = std::mem::take(&mut *judged(ctx));
-    for key in alerts::results_since(conn, after(cursor, overlap)).await? {
+    for key in alerts::results_since(conn, read_from(after(cursor, overlap))).await? {
         advance(&mut watermark, key.mark, now);
         let k = (key.host_id.clone(), key.kind.clone(), key.repo_id.clone());
         let signature = (key.mark, key.results);
@@ -510,8 +529,18 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     let grace = crate::ms(ctx.t.offline_grace);
     let mut watermark = cursor.watermark;
     let before = std::mem::take(&mut *hosts_judged(ctx));
-    let since = after(cursor, overlap.saturating_add(grace));
-    for host in hosts::status_changed_since(conn, since).await? {
+    // Offline hosts are read back over the overlap and the grace as well,
+    // whatever woke the pass: one whose grace ends is judged again.
+    let mut changed = hosts::status_changed_since(conn, read_from(after(cursor, overlap))).await?;
+    let read: HashSet<String> = changed.iter().map(|h| h.id.clone()).collect();
+    let in_grace = hosts::offline_changed_since(conn, after(cursor, overlap.saturating_add(grace)));
+    changed.extend(
+        in_grace
+            .await?
+            .into_iter()
+            .filter(|h| !read.contains(&h.id)),
+    );
+    for host in changed {
         if let Some(at) = host.status_changed_at {
             advance(&mut watermark, at, now);
         }

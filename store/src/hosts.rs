@@ -428,6 +428,24 @@ pub async fn record_beats(
     Ok(out)
 }
 
+/// Offline hosts whose status changed at or after `after`, oldest change
+/// first (found by status: offline hosts are few beside a fleet's online
+/// ones, most of which came online within the same minutes after a
+/// restart).
+pub async fn offline_changed_since(
+    conn: &mut SqliteConnection,
+    after: i64,
+) -> Result<Vec<StatusChange>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, status, last_seen_at, status_changed_at
+           FROM hosts WHERE status = 'offline' AND +status_changed_at >= ?
+          ORDER BY status_changed_at",
+    )
+    .bind(after)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Hosts whose status changed at or after `after` (indexed), oldest
 /// change first.
 pub async fn status_changed_since(

@@ -875,6 +875,9 @@ async fn agent_offline_waits_out_its_grace_and_a_host_back_sooner_raises_nothing
     let (mut env, clock) = Env::manual(T0).await?;
     env.timings.tick = std::time::Duration::from_secs(3600);
     env.timings.offline_grace = std::time::Duration::from_secs(120);
+    // the passes read status changes back a second only: h2 is judged
+    // again as an offline host within the overlap and the grace
+    env.timings.event_lookback = std::time::Duration::from_secs(1);
     env.add_host("h1", "laptop").await?;
     env.add_host("h2", "desktop").await?;
     env.start_alerts().await?;
@@ -914,6 +917,63 @@ async fn agent_offline_waits_out_its_grace_and_a_host_back_sooner_raises_nothing
         env.alerts_of("h1").await?.is_empty(),
         "h1 was back within its grace"
     );
+    env.stop_all().await
+}
+
+/// A pass woken by an event reads results back only `event_lookback`
+/// before the last pass, not the whole overlap (at fleet scale that
+/// re-read was the role's CPU): a result stamped earlier than that, though
+/// in the overlap, waits for a ticker pass, which reads it all (here the
+/// first pass after a restart; the ticker is an hour).
+#[tokio::test]
+async fn an_event_woken_pass_reads_back_its_lookback_and_a_ticker_pass_the_whole_overlap()
+-> anyhow::Result<()> {
+    const T0: i64 = 1_750_000_000_000;
+    let (mut env, _clock) = Env::manual(T0).await?;
+    env.timings.tick = std::time::Duration::from_secs(3600);
+    env.timings.cursor_overlap = std::time::Duration::from_secs(600);
+    env.timings.event_lookback = std::time::Duration::from_secs(60);
+    env.add_host("h1", "fileserver").await?;
+    env.add_repo("r1", "offsite").await?;
+    env.add_repo("r2", "nas").await?;
+    env.start_alerts().await?;
+    let pass_after = |what: &'static str| {
+        let env = &env;
+        async move {
+            let before = passes(env).await?;
+            env.publish(Evt::JobFinished, Some("h1")).await?;
+            wait_for(what, || async {
+                Ok((passes(env).await? > before).then_some(()))
+            })
+            .await
+        }
+    };
+    pass_after("the first pass").await?;
+    let late = env
+        .job_done_at("h1", "r1", "backup", JobStatus::Failed, None, T0 - 120_000)
+        .await?;
+    let recent = env
+        .job_done_at("h1", "r2", "backup", JobStatus::Failed, None, T0 - 30_000)
+        .await?;
+    pass_after("an event-woken pass").await?;
+    let open: Vec<String> = env
+        .alerts_of("h1")
+        .await?
+        .into_iter()
+        .filter(|a| a.is_open())
+        .map(|a| a.subject)
+        .collect();
+    assert_eq!(
+        open,
+        ["r2"],
+        "only the failure within the lookback ({recent}, not {late})"
+    );
+    env.stop_alerts().await?;
+    env.start_alerts().await?;
+    env.wait_alert("h1", "backup_failed", "the late failure's alert", |a| {
+        a.is_open() && a.subject == "r1"
+    })
+    .await?;
     env.stop_all().await
 }
 

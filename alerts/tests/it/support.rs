@@ -40,6 +40,8 @@ pub fn fast_timings() -> Timings {
     Timings {
         tick: Duration::from_millis(200),
         cursor_overlap: Duration::from_secs(1),
+        // the whole overlap, as before it existed (it has a test of its own)
+        event_lookback: Duration::from_secs(3600),
         deliver: RetryPolicy {
             attempt_timeout: Duration::from_secs(4),
             deadline: Some(Duration::from_secs(600)),

@@ -1,8 +1,10 @@
 //! Heartbeats live in memory: each beat updates its host's entry (never a
 //! channel that can fill, never a write); the flusher writes the hosts that
 //! beat since the last flush every `Timings::seen_flush` (last-seen and
-//! uptime in one row update), their vitals only when they changed, in one
-//! transaction through the writer task. A host not known to be online is
+//! uptime, their vitals only when they changed) through the writer task,
+//! in parts of `Timings::flush_rows_per_write` taken in the order of the
+//! hosts' rows in the table (each flush learns where they are), so the
+//! parts together rewrite each page once. A host not known to be online is
 //! flushed at once (it just came online), alone: the others wait for the
 //! periodic flush (a bus node restart brings thousands back one by one,
 //! and a flush of every host heard since the last one for each of them

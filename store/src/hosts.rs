@@ -356,11 +356,11 @@ pub const VITALS_SQL: &str =
 
 /// Flushes what heartbeats said since the last flush for many hosts, in
 /// at most four statements whatever their number (the statuses read, the
-/// vitals that changed, the beats of hosts online and of hosts back),
-/// instead of two or three per host: each
-/// statement is a round trip to the connection's worker thread, and a
-/// flush of a large fleet was thousands of them while hellos and results
-/// waited for the writer. A revoked or unknown host is left alone.
+/// vitals that changed, the beats of hosts online and of hosts back)
+/// instead of two or three per host: each statement is a round trip to
+/// the connection's worker thread, and a flush of a large fleet was
+/// thousands of them while hellos and results waited for the writer. A
+/// revoked or unknown host is left alone.
 pub async fn record_beats(
     conn: &mut SqliteConnection,
     beats: &[Beat<'_>],

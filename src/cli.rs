@@ -1342,7 +1342,7 @@ mod tests {
             "--seen-flush-secs",
             "10",
             "--seen-flush-rows",
-            "5000",
+            "2500",
             "--write-batch",
             "64",
             "--events-capacity",
@@ -1352,7 +1352,7 @@ mod tests {
         assert_eq!(t.query_timeout, secs(30));
         assert_eq!(t.refresh_timeout, secs(600));
         assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
-        assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 5000));
+        assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
     }
 

@@ -729,6 +729,17 @@ async fn passes(env: &Env) -> anyhow::Result<u64> {
     Ok(m.passes)
 }
 
+/// Publishes `evt` about `host` and waits for a pass that completed after
+/// it (the count is read first, so a pass the event wakes is not missed).
+async fn pass_after(env: &Env, evt: Evt, host: &str, what: &str) -> anyhow::Result<()> {
+    let before = passes(env).await?;
+    env.publish(evt, Some(host)).await?;
+    wait_for(what, || async {
+        Ok((passes(env).await? > before).then_some(()))
+    })
+    .await
+}
+
 /// A pass that judges many new backups of one host asks whether an alert
 /// is open once per rule and subject, not once per backup: a fleet's
 /// burst brings many backups per host into each pass (20 here), and those
@@ -791,12 +802,7 @@ async fn an_event_woken_pass_skips_keys_whose_results_did_not_change() -> anyhow
     let seen = passes(&env).await?;
     statements.clear();
     for _ in 0..3 {
-        env.publish(Evt::HostChanged, Some("h1")).await?;
-        let before = passes(&env).await?;
-        wait_for("a pass", || async {
-            Ok((passes(&env).await? > before).then_some(()))
-        })
-        .await?;
+        pass_after(&env, Evt::HostChanged, "h1", "a pass").await?;
     }
     assert!(passes(&env).await? >= seen + 3);
     let reads = statements.matching("ORDER BY finished_at DESC, id DESC LIMIT 1");
@@ -840,12 +846,7 @@ async fn an_event_woken_pass_skips_hosts_whose_status_did_not_change() -> anyhow
     // the first pass looked both hosts up (the check below can fail)
     statements.clear();
     for _ in 0..3 {
-        env.publish(Evt::HostChanged, Some("h1")).await?;
-        let before = passes(&env).await?;
-        wait_for("a pass", || async {
-            Ok((passes(&env).await? > before).then_some(()))
-        })
-        .await?;
+        pass_after(&env, Evt::HostChanged, "h1", "a pass").await?;
     }
     assert_eq!(
         statements.matching(open_lookup),
@@ -881,34 +882,24 @@ async fn agent_offline_waits_out_its_grace_and_a_host_back_sooner_raises_nothing
     env.add_host("h1", "laptop").await?;
     env.add_host("h2", "desktop").await?;
     env.start_alerts().await?;
-    let pass_after = |what: &'static str| {
-        let env = &env;
-        async move {
-            let before = passes(env).await?;
-            env.publish(Evt::HostChanged, Some("h1")).await?;
-            wait_for(what, || async {
-                Ok((passes(env).await? > before).then_some(()))
-            })
-            .await
-        }
-    };
-    pass_after("the first pass").await?;
+    let pass = |what| pass_after(&env, Evt::HostChanged, "h1", what);
+    pass("the first pass").await?;
 
     env.set_offline("h1").await?;
     env.set_offline("h2").await?;
-    pass_after("a pass with both offline").await?;
+    pass("a pass with both offline").await?;
     assert!(env.alerts_of("h1").await?.is_empty(), "h1 within its grace");
     assert!(env.alerts_of("h2").await?.is_empty(), "h2 within its grace");
 
     clock.advance(std::time::Duration::from_secs(60));
     env.set_online("h1").await?;
-    pass_after("a pass with h1 back").await?;
+    pass("a pass with h1 back").await?;
     clock.advance(std::time::Duration::from_secs(59));
-    pass_after("a pass a second before h2's grace ends").await?;
+    pass("a pass a second before h2's grace ends").await?;
     assert!(env.alerts_of("h2").await?.is_empty(), "h2 119 s offline");
 
     clock.advance(std::time::Duration::from_secs(1));
-    pass_after("a pass as h2's grace ends").await?;
+    pass("a pass as h2's grace ends").await?;
     let alert = env
         .wait_alert("h2", "agent_offline", "h2's alert", |a| a.is_open())
         .await?;
@@ -937,25 +928,15 @@ async fn an_event_woken_pass_reads_back_its_lookback_and_a_ticker_pass_the_whole
     env.add_repo("r1", "offsite").await?;
     env.add_repo("r2", "nas").await?;
     env.start_alerts().await?;
-    let pass_after = |what: &'static str| {
-        let env = &env;
-        async move {
-            let before = passes(env).await?;
-            env.publish(Evt::JobFinished, Some("h1")).await?;
-            wait_for(what, || async {
-                Ok((passes(env).await? > before).then_some(()))
-            })
-            .await
-        }
-    };
-    pass_after("the first pass").await?;
+    let pass = |what| pass_after(&env, Evt::JobFinished, "h1", what);
+    pass("the first pass").await?;
     let late = env
         .job_done_at("h1", "r1", "backup", JobStatus::Failed, None, T0 - 120_000)
         .await?;
     let recent = env
         .job_done_at("h1", "r2", "backup", JobStatus::Failed, None, T0 - 30_000)
         .await?;
-    pass_after("an event-woken pass").await?;
+    pass("an event-woken pass").await?;
     let open: Vec<String> = env
         .alerts_of("h1")
         .await?

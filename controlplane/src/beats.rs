@@ -194,13 +194,12 @@ impl Liveness {
         lock(&self.hosts).remove(host);
     }
 
-    /// Hosts whose latest beat is at or after `since`.
-    pub fn heard_since(&self, since: i64) -> HashSet<String> {
-        lock(&self.hosts)
-            .iter()
-            .filter(|(_, e)| e.seen >= since)
-            .map(|(h, _)| h.clone())
-            .collect()
+    /// Of `hosts`, those not heard at or after `since` (never heard, or
+    /// their latest beat is older): the offline sweep's candidates.
+    pub fn not_heard_since(&self, mut hosts: Vec<String>, since: i64) -> Vec<String> {
+        let known = lock(&self.hosts);
+        hosts.retain(|h| known.get(h).is_none_or(|e| e.seen < since));
+        hosts
     }
 }
 
@@ -242,8 +241,9 @@ mod tests {
         // an older beat arriving late changes nothing
         l.beat("a", &hb(3), 15);
         assert!(l.dirty().is_empty());
-        assert!(l.heard_since(20).contains("a"));
-        assert!(!l.heard_since(21).contains("a"));
+        let both = || vec!["a".to_owned(), "never".to_owned()];
+        assert_eq!(l.not_heard_since(both(), 20), ["never"]);
+        assert_eq!(l.not_heard_since(both(), 21), ["a", "never"]);
     }
 
     #[test]

@@ -60,17 +60,17 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     }
     let now = cp.now();
     let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    // Read first, write only the hosts that really went silent: the stored
-    // last-seen lags by up to one flush; the memory knows better.
-    let candidates = {
+    // Read first, write only the hosts that really went silent: every
+    // online host's id (from an index alone), less those the memory heard
+    // since (the stored last-seen lags by up to one flush), less those
+    // whose stored last-seen is fresh (a hello writes it; the memory does
+    // not see hellos).
+    let silent = {
         let mut c = cp.store.read().await?;
-        hosts::stale_online(&mut c, before).await?
+        let online = hosts::online_ids(&mut c).await?;
+        let unheard = cp.beats.not_heard_since(online, before);
+        hosts::stale_among(&mut c, &unheard, before).await?
     };
-    let heard = cp.beats.heard_since(before);
-    let silent: Vec<String> = candidates
-        .into_iter()
-        .filter(|h| !heard.contains(h))
-        .collect();
     if silent.is_empty() {
         cp.metrics.offline_sweep();
         return Ok(());
@@ -78,15 +78,9 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     let gone = cp
         .writer
         .run(move |tx| {
-            Box::pin(async move {
-                let mut gone = Vec::new();
-                for h in silent {
-                    if hosts::mark_offline_if_stale(&mut *tx, &h, before, now).await? {
-                        gone.push(h);
-                    }
-                }
-                Ok::<_, rm_store::StoreError>(gone)
-            })
+            Box::pin(
+                async move { hosts::mark_offline_if_stale(&mut *tx, &silent, before, now).await },
+            )
         })
         .await?;
     // A line per host while few go; past that one line per sweep (a bus

@@ -491,54 +491,65 @@ impl From<Host> for StatusChange {
     }
 }
 
-/// Online hosts whose stored last-seen is before `before` (candidates for
-/// offline; the caller knows fresher beats not flushed yet).
-pub async fn stale_online(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
+/// Every online host's id: the offline sweep's first look, answered by
+/// the `hosts_status` index alone (no row of the table is read).
+pub const ONLINE_IDS_SQL: &str = "SELECT id FROM hosts WHERE status = 'online'";
+
+/// Every online host's id, for the offline sweep: [`ONLINE_IDS_SQL`].
+pub async fn online_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(ONLINE_IDS_SQL).fetch_all(conn).await?)
+}
+
+/// Of `ids`, the hosts still online whose stored last-seen is before
+/// `before` (offline candidates: the caller has already left out those
+/// its memory heard since). Each row found by its key.
+pub async fn stale_among(
+    conn: &mut SqliteConnection,
+    ids: &[String],
+    before: i64,
+) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // a list of strings always serialises
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
     Ok(sqlx::query_scalar(
-        "SELECT id FROM hosts WHERE status = 'online' AND COALESCE(last_seen_at, 0) < ?",
+        "SELECT h.id FROM json_each(?) AS j JOIN hosts AS h ON h.id = j.value
+         WHERE h.status = 'online' AND COALESCE(h.last_seen_at, 0) < ?",
     )
+    .bind(ids)
     .bind(before)
     .fetch_all(conn)
     .await?)
 }
 
-/// Marks one host offline if it is online and its stored last-seen is
-/// still before `before`. Returns true if it changed.
+/// Marks the hosts of `ids` offline that are online and whose stored
+/// last-seen is still before `before`, in one statement however many they
+/// are (a bus node's restart silences thousands at once). Returns those
+/// it changed.
 pub async fn mark_offline_if_stale(
     conn: &mut SqliteConnection,
-    id: &str,
-    before: i64,
-    now: i64,
-) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE hosts SET status = 'offline', status_changed_at = ?
-         WHERE id = ? AND status = 'online' AND COALESCE(last_seen_at, 0) < ?",
-    )
-    .bind(now)
-    .bind(id)
-    .bind(before)
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(n > 0)
-}
-
-/// Marks online hosts not seen since `before` offline; returns their ids.
-pub async fn mark_stale_offline(
-    conn: &mut SqliteConnection,
+    ids: &[String],
     before: i64,
     now: i64,
 ) -> Result<Vec<String>> {
-    let ids: Vec<String> = sqlx::query_scalar(
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // a list of strings always serialises
+    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    Ok(sqlx::query_scalar(
         "UPDATE hosts SET status = 'offline', status_changed_at = ?
-         WHERE status = 'online' AND COALESCE(last_seen_at, 0) < ?
-         RETURNING id",
+         FROM (SELECT value AS id FROM json_each(?)) AS v
+         WHERE hosts.id = v.id AND +hosts.status = 'online'
+           AND COALESCE(hosts.last_seen_at, 0) < ?
+         RETURNING hosts.id",
     )
     .bind(now)
+    .bind(ids)
     .bind(before)
     .fetch_all(conn)
-    .await?;
-    Ok(ids)
+    .await?)
 }
 
 /// Marks one host offline (clean goodbye). Returns true if it was online.
@@ -563,16 +574,19 @@ pub async fn bump_config_version(conn: &mut SqliteConnection, id: &str) -> Resul
     v.found("host", id)
 }
 
+/// The config resync sweep's read, answered by the `hosts_status` index
+/// alone.
+pub const CONFIG_VERSIONS_ONLINE_SQL: &str =
+    "SELECT id, config_version, applied_config_version FROM hosts WHERE status = 'online'";
+
 /// (id, desired config version, confirmed config version) of every online
-/// host, for the config resync sweep.
+/// host, for the config resync sweep: [`CONFIG_VERSIONS_ONLINE_SQL`].
 pub async fn config_versions_online(
     conn: &mut SqliteConnection,
 ) -> Result<Vec<(String, i64, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT id, config_version, applied_config_version FROM hosts WHERE status = 'online'",
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_as(CONFIG_VERSIONS_ONLINE_SQL)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Records the config version the agent confirmed (never moves backwards).

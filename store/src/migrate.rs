@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hosts_status_index",
         include_str!("../migrations/0028_hosts_status_index.sql"),
     ),
+    (
+        29,
+        "hosts_status_covering",
+        include_str!("../migrations/0029_hosts_status_covering.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -81,7 +81,7 @@ async fn the_deadline_sweep_reads_active_jobs_only_even_on_an_analysed_store() {
         ("jobs", "jobs_schedule", "1074794 110 1"),
         ("jobs", "jobs_repo_created", "1074794 10748 2 1"),
         ("hosts", "sqlite_autoindex_hosts_1", "10000 1"),
-        ("hosts", "hosts_status", "10000 2500 2"),
+        ("hosts", "hosts_status", "10000 2500 2500 2500 1"),
     ] {
         sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)")
             .bind(tbl)

@@ -12,6 +12,7 @@ mod beats;
 mod fleet_ui;
 mod results;
 mod schema_change;
+mod sweeps;
 mod writer;
 
 /// `EXPLAIN QUERY PLAN` of one of our statements, a line per step.

@@ -1,0 +1,140 @@
+//! The control plane's sweeps over every online host (offline candidates,
+//! config resync): what they read, and that the `hosts_status` index
+//! answers them without reading a row of the table.
+
+use rm_store::hosts;
+
+use super::{plan_of, store};
+
+fn assert_covered(plan: &[String], what: &str) {
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("USING COVERING INDEX hosts_status (status=?)")),
+        "{what}: {plan:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone() {
+    let (s, _dir) = store().await;
+    let mut w = s.write().await.unwrap();
+    for sql in [hosts::ONLINE_IDS_SQL, hosts::CONFIG_VERSIONS_ONLINE_SQL] {
+        assert_covered(&plan_of(&mut w, sql).await, "without statistics");
+    }
+    // a fleet of 50,000 nearly all online, as ANALYZE would describe it
+    sqlx::query("ANALYZE").execute(&mut *w).await.unwrap();
+    for (idx, stat) in [
+        ("sqlite_autoindex_hosts_1", "50000 1"),
+        ("hosts_status", "50000 25000 25000 25000 1"),
+        ("hosts_status_changed", "50000 2"),
+    ] {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('hosts', ?, ?)")
+            .bind(idx)
+            .bind(stat)
+            .execute(&mut *w)
+            .await
+            .unwrap();
+    }
+    sqlx::query("ANALYZE sqlite_schema")
+        .execute(&mut *w)
+        .await
+        .unwrap();
+    for sql in [hosts::ONLINE_IDS_SQL, hosts::CONFIG_VERSIONS_ONLINE_SQL] {
+        assert_covered(&plan_of(&mut w, sql).await, "with statistics");
+    }
+}
+
+#[tokio::test]
+async fn stale_among_names_only_online_hosts_whose_stored_last_seen_is_before_the_bound() {
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    for (id, status, seen) in [
+        ("old", "online", Some(100)),
+        ("never", "online", None),
+        ("fresh", "online", Some(900)),
+        ("off", "offline", Some(100)),
+        ("other", "online", Some(100)),
+    ] {
+        hosts::insert(&mut tx, id, id, "alice", 0).await.unwrap();
+        sqlx::query("UPDATE hosts SET status = ?, last_seen_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(seen)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let mut online = hosts::online_ids(&mut tx).await.unwrap();
+    online.sort();
+    assert_eq!(online, ["fresh", "never", "old", "other"]);
+    let asked: Vec<String> = ["old", "never", "fresh", "off", "gone"]
+        .map(String::from)
+        .to_vec();
+    let mut stale = hosts::stale_among(&mut tx, &asked, 500).await.unwrap();
+    stale.sort();
+    assert_eq!(stale, ["never", "old"], "'other' was not asked about");
+    assert!(
+        hosts::stale_among(&mut tx, &[], 500)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn mark_offline_if_stale_changes_only_hosts_still_online_and_stale_and_names_them() {
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    for (id, status, seen) in [
+        ("old", "online", Some(100)),
+        ("never", "online", None),
+        ("fresh", "online", Some(900)),
+        ("off", "offline", Some(100)),
+        ("other", "online", Some(100)),
+    ] {
+        hosts::insert(&mut tx, id, id, "alice", 0).await.unwrap();
+        sqlx::query(
+            "UPDATE hosts SET status = ?, last_seen_at = ?, status_changed_at = 1 WHERE id = ?",
+        )
+        .bind(status)
+        .bind(seen)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    let asked: Vec<String> = ["old", "never", "fresh", "off", "gone"]
+        .map(String::from)
+        .to_vec();
+    let mut gone = hosts::mark_offline_if_stale(&mut tx, &asked, 500, 2_000)
+        .await
+        .unwrap();
+    gone.sort();
+    assert_eq!(gone, ["never", "old"]);
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT id, status, status_changed_at FROM hosts ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+    let rows: Vec<(&str, &str, i64)> = rows
+        .iter()
+        .map(|(i, s, c)| (i.as_str(), s.as_str(), *c))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("fresh", "online", 1),
+            ("never", "offline", 2_000),
+            ("off", "offline", 1),
+            ("old", "offline", 2_000),
+            ("other", "online", 1),
+        ]
+    );
+    // a second sweep over the same ids changes nothing more
+    assert!(
+        hosts::mark_offline_if_stale(&mut tx, &asked, 500, 3_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

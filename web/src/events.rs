@@ -1,8 +1,8 @@
 //! Live events over Server-Sent Events: `GET /api/v1/events?topics=...`.
 //!
-//! Each web process subscribes to the bus once ([`pump`]: agents'
-//! heartbeats, job progress and log lines, and every `rm.evt.*`) and fans
-//! the events out through one bounded broadcast channel ([`Hub`]). Every
+//! Each web process subscribes to the bus once ([`pump`]: job progress and
+//! log lines, and every `rm.evt.*`) and fans the events out through one
+//! bounded broadcast channel ([`Hub`]). Every
 //! client reads at its own pace from its own position in that channel: a
 //! client that falls more than [`CLIENT_BUFFER`] events behind is dropped
 //! (it reconnects with `Last-Event-ID`), and nobody else waits for it.
@@ -18,9 +18,22 @@
 //! [`KEEP_ALIVE`] keeps proxies from closing idle streams; shutdown ends
 //! every stream.
 //!
+//! Agents' heartbeats (`vitals`) are apart: every host sends one every
+//! 15 s, so they come at a rate set by the size of the fleet, not by what
+//! happens in it (6,700 a second at 100,000 hosts), and each one only
+//! repeats the last with newer figures. Through the hub they would push
+//! every other event out of the ring within a fraction of a second and
+//! drop clients that only want jobs. They go only to clients that ask for
+//! the `vitals` topic, through a channel of their own
+//! ([`pump_vitals`]): no `id:`, not kept for resumption, and a client that
+//! falls behind skips to the newest instead of being dropped. The web
+//! process holds its heartbeat subscription only while such a client is
+//! connected.
+//!
 //! Event names (the `event:` field) and `data:` (JSON):
-//! - `host`: `{"type": "vitals" | "online" | "offline" | "changed", "host_id", ...}`
-//!   (vitals carry the heartbeat's fields);
+//! - `host`: `{"type": "online" | "offline" | "changed", "host_id", ...}`;
+//!   `{"type": "vitals", "host_id", ...}` (the heartbeat's fields; topic
+//!   `vitals` only);
 //! - `job`: `{"type": "queued" | "started" | "progress" | "log" | "finished",
 //!   "job_id", "host_id", ...}` (progress carries the progress message's
 //!   fields, log its `seq` and `lines`);
@@ -28,8 +41,9 @@
 //! - `channels`, `schedule`, `repo`: `{"type": "changed" | "health", "id"}`;
 //! - `refetch`: `{}`: events were missed, reload.
 //!
-//! Topics (`?topics=`, comma-separated, default all): `hosts`, `jobs`,
-//! `alerts`, `channels`, `schedules`, `repos`.
+//! Topics (`?topics=`, comma-separated): `hosts`, `jobs`, `alerts`,
+//! `channels`, `schedules`, `repos` (the default: all of these), and
+//! `vitals` (only when asked for).
 //!
 //! Who receives what is decided in one place, [`VISIBILITY`] (event name and
 //! `type` → the weakest role that receives it), applied to live events and
@@ -62,7 +76,11 @@ pub const CLIENT_BUFFER: usize = 1024;
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Topics a client may ask for, and the event names they carry.
+/// The topic of agents' heartbeats (event `host`, type `vitals`): not in
+/// the default, see the module's documentation.
+pub const VITALS_TOPIC: &str = "vitals";
+
+/// Topics a client gets by default, and the event names they carry.
 const TOPICS: [(&str, &str); 6] = [
     ("hosts", "host"),
     ("jobs", "job"),
@@ -114,6 +132,13 @@ pub struct LiveEvent {
 #[derive(Debug)]
 pub struct Hub {
     tx: broadcast::Sender<Arc<LiveEvent>>,
+    /// Heartbeats, for clients of the `vitals` topic only.
+    vitals_tx: broadcast::Sender<Arc<LiveEvent>>,
+    /// Clients of the `vitals` topic connected now ([`pump_vitals`]
+    /// subscribes while there is one).
+    vitals_wanted: watch::Sender<usize>,
+    /// Whether [`pump_vitals`] holds its heartbeat subscription now.
+    vitals_subscribed: std::sync::atomic::AtomicBool,
     ring: Mutex<VecDeque<Arc<LiveEvent>>>,
     next_id: AtomicU64,
     clients: AtomicUsize,
@@ -125,6 +150,9 @@ impl Default for Hub {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(CLIENT_BUFFER).0,
+            vitals_tx: broadcast::channel(CLIENT_BUFFER).0,
+            vitals_wanted: watch::channel(0).0,
+            vitals_subscribed: std::sync::atomic::AtomicBool::new(false),
             ring: Mutex::new(VecDeque::with_capacity(RING)),
             next_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
@@ -154,6 +182,30 @@ impl Hub {
         ring.push_back(event.clone());
         // no receiver is fine
         let _ = self.tx.send(event);
+    }
+
+    /// Sends a heartbeat's event to the clients of the `vitals` topic: no
+    /// id, not kept in the ring.
+    pub fn publish_vitals(&self, data: Value) {
+        let event = Arc::new(LiveEvent {
+            id: 0,
+            name: "host".to_owned(),
+            min_role: min_role("host", "vitals"),
+            data: data.to_string(),
+        });
+        // no receiver is fine
+        let _ = self.vitals_tx.send(event);
+    }
+
+    /// Clients of the `vitals` topic connected now.
+    pub fn vitals_clients(&self) -> usize {
+        *self.vitals_wanted.borrow()
+    }
+
+    /// Whether this process holds a subscription to agents' heartbeats
+    /// now (only while a client of the `vitals` topic is connected).
+    pub fn vitals_subscribed(&self) -> bool {
+        self.vitals_subscribed.load(Ordering::SeqCst)
     }
 
     /// A receiver of every event published from now on (server-side
@@ -197,6 +249,25 @@ type Shared = crate::state::Shared;
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.0.events.clients.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a client of the `vitals` topic for as long as its stream lives.
+struct VitalsGuard(Arc<Shared>);
+
+impl VitalsGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.events.vitals_wanted.send_modify(|n| *n += 1);
+        Self(shared)
+    }
+}
+
+impl Drop for VitalsGuard {
+    fn drop(&mut self) {
+        self.0
+            .events
+            .vitals_wanted
+            .send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
@@ -263,13 +334,18 @@ pub fn translate(subject: &str, payload: &[u8]) -> Option<(&'static str, Value)>
     Some((name, data))
 }
 
+/// Feeds the hub from the bus, and the `vitals` channel while anyone
+/// wants it ([`pump_vitals`]), until the process ends.
+pub async fn pump(state: AppState) {
+    tokio::join!(pump_events(state.clone()), pump_vitals(state));
+}
+
 /// Subscribes once and feeds the hub until the subscription ends (it is
 /// re-made while the process runs: a broken subscription is logged and
 /// retried).
-pub async fn pump(state: AppState) {
+async fn pump_events(state: AppState) {
     loop {
         let subjects = [
-            rm_bus::subject::agent_any(rm_bus::subject::AgentTopicKind::Heartbeat),
             rm_bus::subject::agent_any_job(JobTopic::Progress),
             rm_bus::subject::agent_any_job(JobTopic::Log),
             rm_bus::subject::evt_all(),
@@ -291,6 +367,52 @@ pub async fn pump(state: AppState) {
             tracing::warn!("event subscriptions ended; subscribing again");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Agents' heartbeats to the clients of the `vitals` topic: subscribed
+/// while at least one is connected, unsubscribed when the last one goes
+/// (at 100,000 hosts that is 6,700 messages a second this process would
+/// otherwise receive and parse for nobody).
+pub async fn pump_vitals(state: AppState) {
+    let mut wanted = state.events.vitals_wanted.subscribe();
+    let subject = rm_bus::subject::agent_any(rm_bus::subject::AgentTopicKind::Heartbeat);
+    loop {
+        if wanted.wait_for(|n| *n > 0).await.is_err() {
+            return;
+        }
+        let mut sub = match state.bus.subscribe(subject.clone()).await {
+            Ok(sub) => sub,
+            Err(e) => {
+                tracing::warn!(subject = %subject, error = %e, "heartbeat subscription failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        state.events.vitals_subscribed.store(true, Ordering::SeqCst);
+        let ended = loop {
+            tokio::select! {
+                msg = sub.next() => match msg {
+                    Some(msg) => {
+                        if let Some((_, data)) = translate(msg.subject.as_str(), &msg.payload) {
+                            state.events.publish_vitals(data);
+                        }
+                    }
+                    None => break true,
+                },
+                _ = wanted.wait_for(|n| *n == 0) => break false,
+            }
+        };
+        // dropping the subscription unsubscribes
+        drop(sub);
+        state
+            .events
+            .vitals_subscribed
+            .store(false, Ordering::SeqCst);
+        if ended {
+            tracing::warn!("heartbeat subscription ended; subscribing again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 
@@ -327,10 +449,25 @@ pub async fn mark_render(
 }
 
 fn sse_event(e: &LiveEvent) -> Event {
-    Event::default()
-        .id(e.id.to_string())
-        .event(e.name.clone())
-        .data(e.data.clone())
+    let event = Event::default().event(e.name.clone()).data(e.data.clone());
+    // vitals have no id: the client's Last-Event-ID stays at the last
+    // event it can resume from
+    if e.id == 0 {
+        event
+    } else {
+        event.id(e.id.to_string())
+    }
+}
+
+/// The next heartbeat event for a client of the `vitals` topic; never,
+/// for others.
+async fn next_vitals(
+    rx: &mut Option<broadcast::Receiver<Arc<LiveEvent>>>,
+) -> Result<Arc<LiveEvent>, broadcast::error::RecvError> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// `GET /api/v1/events`.
@@ -341,15 +478,20 @@ pub(crate) async fn stream(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<Response, ApiError> {
     let mut names: Vec<&'static str> = Vec::new();
+    let mut vitals = false;
     match q.topics.as_deref().filter(|t| !t.trim().is_empty()) {
         None => names.extend(TOPICS.iter().map(|(_, n)| *n)),
         Some(list) => {
             for t in list.split(',').map(str::trim) {
+                if t == VITALS_TOPIC {
+                    vitals = true;
+                    continue;
+                }
                 let Some((_, name)) = TOPICS.iter().find(|(topic, _)| *topic == t) else {
                     return Err(ApiError::invalid(
                         "topics",
                         format!(
-                            "unknown topic {t:?}; known: hosts, jobs, alerts, channels, schedules, repos"
+                            "unknown topic {t:?}; known: hosts, jobs, alerts, channels, schedules, repos, vitals"
                         ),
                     ));
                 };
@@ -365,6 +507,7 @@ pub(crate) async fn stream(
     let hub = &state.events;
     // subscribe before reading the ring, so nothing falls in between
     let rx = hub.tx.subscribe();
+    let vitals = vitals.then(|| (hub.vitals_tx.subscribe(), VitalsGuard::new(state.shared())));
     let mut backlog: Vec<Arc<LiveEvent>> = Vec::new();
     let mut refetch = false;
     if let Some(last) = last_id {
@@ -409,22 +552,37 @@ pub(crate) async fn stream(
             ),
     );
     let mut closed = hub.closed.subscribe();
+    let (vitals_rx, vitals_guard) = vitals.unzip();
     let live = futures_util::stream::unfold(
-        (rx, guard, wanted),
-        move |(mut rx, guard, wanted)| async move {
+        (rx, vitals_rx, (guard, vitals_guard), wanted),
+        move |(mut rx, mut vitals_rx, guards, wanted)| async move {
             loop {
-                match rx.recv().await {
-                    Ok(e) if e.id <= replayed_up_to => continue,
-                    Ok(e) if wanted(&e) => {
-                        return Some((Ok::<_, Infallible>(sse_event(&e)), (rx, guard, wanted)));
-                    }
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        guard.0.events.dropped.fetch_add(1, Ordering::SeqCst);
-                        tracing::info!(missed = n, "a slow event client was dropped");
-                        return None;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(e) if e.id <= replayed_up_to => continue,
+                        Ok(e) if wanted(&e) => {
+                            let event = Ok::<_, Infallible>(sse_event(&e));
+                            return Some((event, (rx, vitals_rx, guards, wanted)));
+                        }
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            guards.0.0.events.dropped.fetch_add(1, Ordering::SeqCst);
+                            tracing::info!(missed = n, "a slow event client was dropped");
+                            return None;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    r = next_vitals(&mut vitals_rx) => match r {
+                        Ok(e) if e.min_role <= role => {
+                            let event = Ok::<_, Infallible>(sse_event(&e));
+                            return Some((event, (rx, vitals_rx, guards, wanted)));
+                        }
+                        Ok(_) => continue,
+                        // each heartbeat supersedes the host's last: skip
+                        // to the newest rather than drop the client
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
                 }
             }
         },

@@ -376,7 +376,7 @@ pub fn table() -> Vec<Route> {
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
             .query(&[("topics", false), ("since", false)])
-            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts&since=(the last event id seen; Last-Event-ID wins)"),
+            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts,channels,schedules,repos (the default) or vitals (agents' heartbeats, only when asked for)&since=(the last event id seen; Last-Event-ID wins)"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
             .query(&[

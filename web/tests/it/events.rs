@@ -131,6 +131,86 @@ async fn bus_events_reach_clients_by_topic() {
     assert_eq!(data["alert_id"], "al_1");
 }
 
+/// Polls `f` every 20 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("not within 10 s: {what}");
+}
+
+/// Heartbeats come at a rate set by the size of the fleet: they reach only
+/// clients of the `vitals` topic, without an id and outside the ring, and
+/// the web process holds the heartbeat subscription only while such a
+/// client is connected.
+#[tokio::test]
+async fn heartbeats_reach_only_vitals_clients_and_are_subscribed_only_while_one_is_connected() {
+    let h = H::new().await;
+    h.user("v", Role::Viewer).await;
+    let s = h.login("v").await;
+    tokio::spawn(rm_web::events::pump(h.state.clone()));
+    let mut all = connect(&h, &s, "", None).await;
+    let agent = h.bus.agent("h1").await.unwrap();
+    let alerts_role = h.bus.connect_role(BusRole::Alerts).await.unwrap();
+    let ev = &h.state.events;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!ev.vitals_subscribed(), "nobody asked for vitals");
+
+    let mut vitals = connect(&h, &s, "?topics=vitals", None).await;
+    eventually("subscribed for a vitals client", || ev.vitals_subscribed()).await;
+    let hb =
+        serde_json::to_vec(&serde_json::json!({"v": 1, "ts_ms": 7, "uptime_secs": 3})).unwrap();
+    // the subscription reaches the bus asynchronously: publish until one arrives
+    let first = loop {
+        agent
+            .publish("rm.agent.h1.heartbeat", hb.clone().into())
+            .await
+            .unwrap();
+        agent.flush().await.unwrap();
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), vitals.next()).await {
+            break e;
+        }
+    };
+    assert_eq!(first.0, "host");
+    assert_eq!(first.1, "", "vitals carry no id");
+    assert_eq!(first.2["type"], "vitals");
+    assert_eq!(first.2["host_id"], "h1");
+    assert_eq!(first.2["uptime_secs"], 3);
+
+    alerts_role
+        .publish(
+            "rm.evt.alert.raised",
+            serde_json::to_vec(
+                &serde_json::json!({"v": 1, "ts_ms": 1, "host": "h1", "id": "al_1"}),
+            )
+            .unwrap()
+            .into(),
+        )
+        .await
+        .unwrap();
+    alerts_role.flush().await.unwrap();
+    // the default topics: the alert is the first event, no heartbeat before it
+    let (name, id, data) = all.next().await.unwrap();
+    assert_eq!(
+        (name.as_str(), data["type"].as_str()),
+        ("alert", Some("raised"))
+    );
+    assert!(!id.is_empty());
+    // and none was kept for resumption
+    let mut replay = connect(&h, &s, "", Some("0")).await;
+    assert_eq!(got(&mut replay, 1).await, ["alert/raised"]);
+
+    drop(vitals);
+    eventually("unsubscribed after the last vitals client left", || {
+        !ev.vitals_subscribed()
+    })
+    .await;
+    assert_eq!(ev.vitals_clients(), 0);
+}
+
 /// The next `n` events of `r` as `name/type`.
 async fn got(r: &mut Reader, n: usize) -> Vec<String> {
     let mut out = Vec::new();

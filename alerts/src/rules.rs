@@ -533,13 +533,9 @@ async fn plan(ctx: &Ctx, conn: &mut Conn, now: i64, confirm: bool) -> Result<Pla
     // whatever woke the pass: one whose grace ends is judged again.
     let mut changed = hosts::status_changed_since(conn, read_from(after(cursor, overlap))).await?;
     let read: HashSet<String> = changed.iter().map(|h| h.id.clone()).collect();
-    let in_grace = hosts::offline_changed_since(conn, after(cursor, overlap.saturating_add(grace)));
-    changed.extend(
-        in_grace
-            .await?
-            .into_iter()
-            .filter(|h| !read.contains(&h.id)),
-    );
+    let in_grace =
+        hosts::offline_changed_since(conn, after(cursor, overlap.saturating_add(grace))).await?;
+    changed.extend(in_grace.into_iter().filter(|h| !read.contains(&h.id)));
     for host in changed {
         if let Some(at) = host.status_changed_at {
             advance(&mut watermark, at, now);

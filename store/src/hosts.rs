@@ -147,12 +147,18 @@ pub async fn names(conn: &mut SqliteConnection) -> Result<Vec<(String, String)>>
         .await?)
 }
 
+/// A list of ids as the JSON array `json_each(?)` reads (a list of
+/// strings always serialises).
+fn json_list<T: serde::Serialize>(ids: &[T]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
 /// `(id, name)` of these hosts only (a page of rows), in one query.
 pub async fn names_of(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(String, String)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = json_list(ids);
     Ok(
         sqlx::query_as("SELECT id, name FROM hosts WHERE id IN (SELECT value FROM json_each(?))")
             .bind(ids)
@@ -169,7 +175,7 @@ pub async fn restic_names_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = json_list(ids);
     Ok(sqlx::query_as(
         "SELECT id, restic_host FROM hosts WHERE id IN (SELECT value FROM json_each(?))",
     )
@@ -370,7 +376,7 @@ pub async fn record_beats(
         return Ok(out);
     }
     let ids: Vec<&str> = beats.iter().map(|b| b.id).collect();
-    let ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let ids = json_list(&ids);
     let rows: Vec<(i64, String, String)> = sqlx::query_as(
         "SELECT rowid, id, status FROM hosts WHERE id IN (SELECT value FROM json_each(?))",
     )
@@ -511,8 +517,7 @@ pub async fn stale_among(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // a list of strings always serialises
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = json_list(ids);
     Ok(sqlx::query_scalar(
         "SELECT h.id FROM json_each(?) AS j JOIN hosts AS h ON h.id = j.value
          WHERE h.status = 'online' AND COALESCE(h.last_seen_at, 0) < ?",
@@ -536,8 +541,7 @@ pub async fn mark_offline_if_stale(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    // a list of strings always serialises
-    let ids = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+    let ids = json_list(ids);
     Ok(sqlx::query_scalar(
         "UPDATE hosts SET status = 'offline', status_changed_at = ?
          FROM (SELECT value AS id FROM json_each(?)) AS v

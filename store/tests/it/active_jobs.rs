@@ -5,7 +5,7 @@
 use rm_store::jobs::{self, Finish, JobStatus};
 use rm_store::{fleet, hosts, results};
 
-use super::{backup, new_job, plan_of, store};
+use super::{backup, new_job, plan_as_analysed, plan_of, store};
 
 /// Each statement names the partial index it must search. Without the
 /// `status IN ('queued', 'dispatched', 'running')` term a statement
@@ -71,31 +71,21 @@ async fn the_deadline_sweep_reads_active_jobs_only_even_on_an_analysed_store() {
     assert_reads_active_jobs_only(&plan, "without statistics");
     drop(c);
     let mut w = s.write().await.unwrap();
-    sqlx::query("ANALYZE").execute(&mut *w).await.unwrap();
-    for (tbl, idx, stat) in [
-        ("jobs", "sqlite_autoindex_jobs_1", "1074794 1"),
-        ("jobs", "jobs_created_id", "1074794 27 1"),
-        ("jobs", "jobs_host_created_id", "1074794 110 1 1"),
-        ("jobs", "jobs_status_created", "1074794 358265 17"),
-        ("jobs", "jobs_finished", "1074794 1 1 1 1 1"),
-        ("jobs", "jobs_schedule", "1074794 110 1"),
-        ("jobs", "jobs_repo_created", "1074794 10748 2 1"),
-        ("hosts", "sqlite_autoindex_hosts_1", "10000 1"),
-        ("hosts", "hosts_status", "10000 2500 2500 2500 1"),
-    ] {
-        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)")
-            .bind(tbl)
-            .bind(idx)
-            .bind(stat)
-            .execute(&mut *w)
-            .await
-            .unwrap();
-    }
-    // reloads the statistics into this connection's planner
-    sqlx::query("ANALYZE sqlite_schema")
-        .execute(&mut *w)
-        .await
-        .unwrap();
+    plan_as_analysed(
+        &mut w,
+        &[
+            ("jobs", "sqlite_autoindex_jobs_1", "1074794 1"),
+            ("jobs", "jobs_created_id", "1074794 27 1"),
+            ("jobs", "jobs_host_created_id", "1074794 110 1 1"),
+            ("jobs", "jobs_status_created", "1074794 358265 17"),
+            ("jobs", "jobs_finished", "1074794 1 1 1 1 1"),
+            ("jobs", "jobs_schedule", "1074794 110 1"),
+            ("jobs", "jobs_repo_created", "1074794 10748 2 1"),
+            ("hosts", "sqlite_autoindex_hosts_1", "10000 1"),
+            ("hosts", "hosts_status", "10000 2500 2500 2500 1"),
+        ],
+    )
+    .await;
     let plan = plan_of(&mut w, jobs::OVERDUE_SQL).await;
     assert_reads_active_jobs_only(&plan, "with statistics");
 }

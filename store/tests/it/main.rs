@@ -25,6 +25,27 @@ async fn plan_of(c: &mut rm_store::Conn, sql: &str) -> Vec<String> {
     rows.into_iter().map(|r| r.3).collect()
 }
 
+/// Runs `ANALYZE`, then replaces the statistics with `stats` (table,
+/// index, `sqlite_stat1` figures of a large store) and reloads them into
+/// this connection's planner: a small test store planned as a big one.
+async fn plan_as_analysed(c: &mut rm_store::Conn, stats: &[(&str, &str, &str)]) {
+    sqlx::query("ANALYZE").execute(&mut *c).await.unwrap();
+    for (tbl, idx, stat) in stats {
+        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)")
+            .bind(tbl)
+            .bind(idx)
+            .bind(stat)
+            .execute(&mut *c)
+            .await
+            .unwrap();
+    }
+    // reloads the statistics into this connection's planner
+    sqlx::query("ANALYZE sqlite_schema")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+}
+
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("rm.db")).await.unwrap();

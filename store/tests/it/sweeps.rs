@@ -4,7 +4,7 @@
 
 use rm_store::hosts;
 
-use super::{plan_of, store};
+use super::{plan_as_analysed, plan_of, store};
 
 fn assert_covered(plan: &[String], what: &str) {
     assert!(
@@ -12,6 +12,37 @@ fn assert_covered(plan: &[String], what: &str) {
             .any(|l| l.contains("USING COVERING INDEX hosts_status (status=?)")),
         "{what}: {plan:?}"
     );
+}
+
+/// Five hosts: online and last seen at 100 ("old", "other"), online and
+/// never seen ("never"), online and seen at 900 ("fresh"), offline and
+/// seen at 100 ("off"); every status changed at 1.
+async fn five_hosts(tx: &mut rm_store::Conn) {
+    for (id, status, seen) in [
+        ("old", "online", Some(100)),
+        ("never", "online", None),
+        ("fresh", "online", Some(900)),
+        ("off", "offline", Some(100)),
+        ("other", "online", Some(100)),
+    ] {
+        hosts::insert(&mut *tx, id, id, "alice", 0).await.unwrap();
+        sqlx::query(
+            "UPDATE hosts SET status = ?, last_seen_at = ?, status_changed_at = 1 WHERE id = ?",
+        )
+        .bind(status)
+        .bind(seen)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+}
+
+/// The ids the sweep tests ask about: all but "other", and one unknown.
+fn asked() -> Vec<String> {
+    ["old", "never", "fresh", "off", "gone"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[tokio::test]
@@ -22,23 +53,15 @@ async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone(
         assert_covered(&plan_of(&mut w, sql).await, "without statistics");
     }
     // a fleet of 50,000 nearly all online, as ANALYZE would describe it
-    sqlx::query("ANALYZE").execute(&mut *w).await.unwrap();
-    for (idx, stat) in [
-        ("sqlite_autoindex_hosts_1", "50000 1"),
-        ("hosts_status", "50000 25000 25000 25000 1"),
-        ("hosts_status_changed", "50000 2"),
-    ] {
-        sqlx::query("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('hosts', ?, ?)")
-            .bind(idx)
-            .bind(stat)
-            .execute(&mut *w)
-            .await
-            .unwrap();
-    }
-    sqlx::query("ANALYZE sqlite_schema")
-        .execute(&mut *w)
-        .await
-        .unwrap();
+    plan_as_analysed(
+        &mut w,
+        &[
+            ("hosts", "sqlite_autoindex_hosts_1", "50000 1"),
+            ("hosts", "hosts_status", "50000 25000 25000 25000 1"),
+            ("hosts", "hosts_status_changed", "50000 2"),
+        ],
+    )
+    .await;
     for sql in [hosts::ONLINE_IDS_SQL, hosts::CONFIG_VERSIONS_ONLINE_SQL] {
         assert_covered(&plan_of(&mut w, sql).await, "with statistics");
     }
@@ -48,28 +71,11 @@ async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone(
 async fn stale_among_names_only_online_hosts_whose_stored_last_seen_is_before_the_bound() {
     let (s, _dir) = store().await;
     let mut tx = s.write().await.unwrap();
-    for (id, status, seen) in [
-        ("old", "online", Some(100)),
-        ("never", "online", None),
-        ("fresh", "online", Some(900)),
-        ("off", "offline", Some(100)),
-        ("other", "online", Some(100)),
-    ] {
-        hosts::insert(&mut tx, id, id, "alice", 0).await.unwrap();
-        sqlx::query("UPDATE hosts SET status = ?, last_seen_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(seen)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-    }
+    five_hosts(&mut tx).await;
     let mut online = hosts::online_ids(&mut tx).await.unwrap();
     online.sort();
     assert_eq!(online, ["fresh", "never", "old", "other"]);
-    let asked: Vec<String> = ["old", "never", "fresh", "off", "gone"]
-        .map(String::from)
-        .to_vec();
+    let asked = asked();
     let mut stale = hosts::stale_among(&mut tx, &asked, 500).await.unwrap();
     stale.sort();
     assert_eq!(stale, ["never", "old"], "'other' was not asked about");
@@ -85,27 +91,8 @@ async fn stale_among_names_only_online_hosts_whose_stored_last_seen_is_before_th
 async fn mark_offline_if_stale_changes_only_hosts_still_online_and_stale_and_names_them() {
     let (s, _dir) = store().await;
     let mut tx = s.write().await.unwrap();
-    for (id, status, seen) in [
-        ("old", "online", Some(100)),
-        ("never", "online", None),
-        ("fresh", "online", Some(900)),
-        ("off", "offline", Some(100)),
-        ("other", "online", Some(100)),
-    ] {
-        hosts::insert(&mut tx, id, id, "alice", 0).await.unwrap();
-        sqlx::query(
-            "UPDATE hosts SET status = ?, last_seen_at = ?, status_changed_at = 1 WHERE id = ?",
-        )
-        .bind(status)
-        .bind(seen)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    let asked: Vec<String> = ["old", "never", "fresh", "off", "gone"]
-        .map(String::from)
-        .to_vec();
+    five_hosts(&mut tx).await;
+    let asked = asked();
     let mut gone = hosts::mark_offline_if_stale(&mut tx, &asked, 500, 2_000)
         .await
         .unwrap();

@@ -76,6 +76,18 @@ async fn connect(h: &H, s: &Session, query: &str, last_id: Option<&str>) -> Read
     Reader::new(resp.into_body())
 }
 
+/// The alerts role's `rm.evt.alert.raised` for alert `al_1` of host `h1`.
+async fn raise_alert(alerts_role: &async_nats::Client) {
+    let body = serde_json::json!({"v": 1, "ts_ms": 1, "host": "h1", "id": "al_1"});
+    alerts_role
+        .publish(
+            "rm.evt.alert.raised",
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn bus_events_reach_clients_by_topic() {
     let h = H::new().await;
@@ -92,17 +104,7 @@ async fn bus_events_reach_clients_by_topic() {
     let progress = serde_json::json!({"v": 1, "ts_ms": 5, "elapsed_ms": 100, "percent_done": 0.25,
         "bytes_done": 10, "total_bytes": 40, "current_files": ["/a"]});
     let first = loop {
-        alerts_role
-            .publish(
-                "rm.evt.alert.raised",
-                serde_json::to_vec(
-                    &serde_json::json!({"v": 1, "ts_ms": 1, "host": "h1", "id": "al_1"}),
-                )
-                .unwrap()
-                .into(),
-            )
-            .await
-            .unwrap();
+        raise_alert(&alerts_role).await;
         agent
             .publish(
                 "rm.agent.h1.job.job_1.progress",
@@ -180,17 +182,7 @@ async fn heartbeats_reach_only_vitals_clients_and_are_subscribed_only_while_one_
     assert_eq!(first.2["host_id"], "h1");
     assert_eq!(first.2["uptime_secs"], 3);
 
-    alerts_role
-        .publish(
-            "rm.evt.alert.raised",
-            serde_json::to_vec(
-                &serde_json::json!({"v": 1, "ts_ms": 1, "host": "h1", "id": "al_1"}),
-            )
-            .unwrap()
-            .into(),
-        )
-        .await
-        .unwrap();
+    raise_alert(&alerts_role).await;
     alerts_role.flush().await.unwrap();
     // the default topics: the alert is the first event, no heartbeat before it
     let (name, id, data) = all.next().await.unwrap();

@@ -4,7 +4,8 @@
 //!
 //! - [`api`]: service request/reply bodies (`rm.svc.controlplane.*`), the
 //!   `rm-cp-api` crate re-exported (the web role links that, not this).
-//! - `svc`: the service router; `enroll`, `repos`, `schedules`, `jobs`:
+//! - `svc`: the service router (`replies`: replies kept by idempotency
+//!   key for retries); `enroll`, `repos`, `schedules`, `jobs`:
 //!   the services.
 //! - `ingest`: hello, heartbeats, goodbye, job `started`/`done` and logs;
 //!   `beats`: heartbeats kept in memory and flushed periodically.
@@ -51,6 +52,7 @@ mod ingest;
 mod jobs;
 mod metrics;
 pub use rm_store::recovery;
+mod replies;
 mod repo_admin;
 mod repos;
 mod resync;

@@ -27,6 +27,7 @@ pub(crate) struct Metrics {
     hellos_superseded: AtomicU64,
     hellos_expired: AtomicU64,
     replies_refused: AtomicU64,
+    svc_replayed: AtomicU64,
     ingest_results: AtomicU64,
     ingest_commits: AtomicU64,
     ingest_duplicates: AtomicU64,
@@ -110,6 +111,12 @@ impl Metrics {
         self.replies_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A service request's retry was answered with its first attempt's
+    /// reply (kept, or awaited while it ran) instead of running again.
+    pub fn svc_replayed(&self) {
+        self.svc_replayed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A batch of job results committed in one transaction: `applied`
     /// results acknowledged, `duplicates` of them re-sends.
     pub fn results_committed(&self, applied: usize, duplicates: usize) {
@@ -144,6 +151,7 @@ impl Metrics {
             hellos_superseded: g(&self.hellos_superseded),
             hellos_expired: g(&self.hellos_expired),
             replies_refused: g(&self.replies_refused),
+            svc_replayed: g(&self.svc_replayed),
             heartbeat_lag_ms: self.heartbeat_lag.iter().map(g).collect(),
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
             vitals_written: g(&self.vitals_written),

@@ -1,18 +1,24 @@
 //! The service router on `rm.svc.controlplane.>`: decodes the envelope,
 //! runs the verb's handler, replies with `SvcReply` (after commit: handlers
-//! commit before they return).
+//! commit before they return). A request carrying an idempotency key that
+//! was seen before is answered with the first attempt's reply
+//! ([`crate::replies`]).
 
 use std::sync::Arc;
 
 use anyhow::Result;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use rm_bus::msg::{PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::reqack::IdempotencyKey;
 use rm_bus::subject::{self, SvcRole};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
+use crate::replies::{Claim, Replies};
 use crate::{Cp, api, enroll, jobs, repo_admin, repos, schedules, tags};
 
 /// A service failure: a machine code and a sentence for the operator.
@@ -86,49 +92,117 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         .subscribe(subject::svc_all_of(SvcRole::Controlplane))
         .await?;
     let limit = Arc::new(Semaphore::new(cp.t.svc_concurrency.max(1)));
+    let replies = Arc::new(Replies::default());
     while let Some(msg) = sub.next().await {
         let Some(reply) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
             continue;
         };
+        let claim = IdempotencyKey::of(&msg).map(|k| {
+            replies.claim(
+                msg.subject.as_str(),
+                k.as_str(),
+                &msg.payload,
+                Instant::now(),
+            )
+        });
+        let ticket = match claim {
+            None => None,
+            Some(Claim::Run(t)) => Some(t),
+            Some(Claim::Replay(bytes)) => {
+                cp.metrics.svc_replayed();
+                send(&cp, reply, bytes).await;
+                continue;
+            }
+            Some(Claim::Wait(mut rx)) => {
+                cp.metrics.svc_replayed();
+                let cp = cp.clone();
+                tokio::spawn(async move {
+                    let bytes = match rx.wait_for(Option::is_some).await {
+                        Ok(b) => b.clone().unwrap_or_default(),
+                        // the first attempt's task ended without a reply
+                        Err(_) => {
+                            reply_bytes(
+                                &cp,
+                                Err(Fail::from(anyhow::anyhow!(
+                                    "the first attempt of this request ended without a reply"
+                                ))),
+                            )
+                            .0
+                        }
+                    };
+                    send(&cp, reply, bytes).await;
+                });
+                continue;
+            }
+        };
         let permit = limit.clone().acquire_owned().await?;
         let cp = cp.clone();
+        let replies = replies.clone();
         tokio::spawn(async move {
-            let out = handle(&cp, msg.subject.as_str(), &msg.payload).await;
-            let body = match out {
-                Ok(v) => SvcReply {
-                    v: PROTOCOL_VERSION,
-                    ok: Some(v),
-                    error: None,
-                },
-                Err(f) => SvcReply {
-                    v: PROTOCOL_VERSION,
-                    ok: None,
-                    error: Some(SvcError {
-                        code: f.code.into(),
-                        message: f.message,
-                    }),
-                },
-            };
-            let mut bytes = encode(&body);
-            if let Err(t) = rm_bus::size::check(&cp.client, 0, bytes.len()) {
-                // an answer the bus would refuse becomes an error saying so
-                bytes = encode(&SvcReply::<Value> {
-                    v: PROTOCOL_VERSION,
-                    ok: None,
-                    error: Some(SvcError {
-                        code: "too_large".into(),
-                        message: format!("the answer is too large for the bus: {t}"),
-                    }),
-                });
+            let subj = msg.subject.as_str();
+            let out = handle(&cp, subj, &msg.payload).await;
+            let (bytes, keepable) = reply_bytes(&cp, out);
+            if let Some(t) = ticket {
+                let keep = keepable && verb_of(subj).is_some_and(changes_state);
+                replies.finish(t, bytes.clone(), keep, Instant::now());
             }
-            if let Err(e) = cp.client.publish(reply, bytes).await {
-                tracing::warn!(error = %e, "service reply not sent");
-            }
+            send(&cp, reply, bytes).await;
             drop(permit);
         });
     }
     Ok(())
+}
+
+/// Whether a verb changes something: only their replies are kept for
+/// retries (a read runs again).
+fn changes_state(verb: rm_bus::subject::Verb) -> bool {
+    ![api::PUBKEY, api::METRICS, api::LS, api::REPO_TEST].contains(&verb)
+}
+
+/// The reply envelope of an outcome, and whether a retry may be answered
+/// with it (not after an `internal` or `unavailable` failure: nothing was
+/// changed, the retry should run).
+fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
+    let body = match out {
+        Ok(v) => SvcReply {
+            v: PROTOCOL_VERSION,
+            ok: Some(v),
+            error: None,
+        },
+        Err(f) => SvcReply {
+            v: PROTOCOL_VERSION,
+            ok: None,
+            error: Some(SvcError {
+                code: f.code.into(),
+                message: f.message,
+            }),
+        },
+    };
+    let keepable = body
+        .error
+        .as_ref()
+        .is_none_or(|e| e.code != "internal" && e.code != "unavailable");
+    let bytes = encode(&body);
+    if let Err(t) = rm_bus::size::check(&cp.client, 0, bytes.len()) {
+        // an answer the bus would refuse becomes an error saying so
+        let refused = encode(&SvcReply::<Value> {
+            v: PROTOCOL_VERSION,
+            ok: None,
+            error: Some(SvcError {
+                code: "too_large".into(),
+                message: format!("the answer is too large for the bus: {t}"),
+            }),
+        });
+        return (refused, keepable);
+    }
+    (bytes, keepable)
+}
+
+async fn send(cp: &Cp, reply: async_nats::Subject, bytes: Bytes) {
+    if let Err(e) = cp.client.publish(reply, bytes).await {
+        tracing::warn!(error = %e, "service reply not sent");
+    }
 }
 
 fn verb_of(subj: &str) -> Option<rm_bus::subject::Verb> {

@@ -150,6 +150,10 @@ pub struct Metrics {
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,
+    /// Service requests answered with an earlier attempt's reply (same
+    /// idempotency key) instead of running again.
+    #[serde(default)]
+    pub svc_replayed: u64,
     /// Heartbeats by ingest lag (received minus the agent's send time, ms):
     /// count per bucket of [`HEARTBEAT_LAG_BOUNDS_MS`], the last bucket
     /// holding the rest (benchmarks read percentiles from it).

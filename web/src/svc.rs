@@ -3,14 +3,20 @@
 //! envelope, decoded from `SvcReply`. Used by every API handler, the
 //! enrollment endpoint and the `restic-manager admin` commands.
 //!
-//! A request is retried only while no responder exists (nobody received
-//! it); a timeout is not retried, because the owner may have acted.
+//! A request is retried while no responder exists (nobody received it).
+//! A request to the control plane carries an idempotency key and is also
+//! retried after an attempt's timeout (a third of the budget, at least a
+//! second): the control plane answers a retry with the first attempt's
+//! reply instead of acting twice, so a reply lost on a busy bus costs a
+//! retry, not the operator's change. The other roles do not deduplicate:
+//! their timeouts are not retried, because the owner may have acted.
 
 use std::time::Duration;
 
 use async_nats::{Client, RequestErrorKind};
 use axum::http::StatusCode;
 use rm_bus::msg::{Actor, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::reqack::IDEMPOTENCY_HEADER;
 use rm_bus::subject::{self, SvcRole, Verb};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,16 +64,39 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
     let name = role_name(role);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(100);
+    // Only the control plane recognises a retry by its key.
+    let dedupes = role == SvcRole::Controlplane;
+    let key = rm_bus::ids::random_token(8);
+    let attempt = if dedupes {
+        (timeout / 3).max(Duration::from_secs(1))
+    } else {
+        timeout
+    };
     let msg = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(payload.clone())
-            .timeout(Some(left.max(Duration::from_millis(1))));
+            .timeout(Some(left.min(attempt).max(Duration::from_millis(1))));
+        if dedupes {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(IDEMPOTENCY_HEADER, key.as_str());
+            request = request.headers(headers);
+        }
         match bus.send_request(subject.clone(), request).await {
             Ok(m) => break m,
             Err(e) if e.kind() == RequestErrorKind::NoResponders && left > pause => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e)
+                if dedupes
+                    && e.kind() == RequestErrorKind::TimedOut
+                    && deadline > tokio::time::Instant::now() =>
+            {
+                tracing::debug!(
+                    verb = verb.as_str(),
+                    "service attempt timed out; retrying with its key"
+                );
             }
             Err(e) => {
                 return Err(SvcCallError::Unavailable {

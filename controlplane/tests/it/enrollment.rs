@@ -186,3 +186,72 @@ async fn re_enrollment_replaces_the_keys() {
         .unwrap();
     new.hello(0, vec![], vec![]).await;
 }
+
+/// One attempt of `host-add` carrying idempotency key `key`; `payload` is
+/// the whole request envelope, the same bytes on every attempt.
+async fn host_add_attempt(
+    cp: &Cp,
+    key: &str,
+    payload: bytes::Bytes,
+) -> rm_bus::msg::SvcReply<api::SealedEnrollment> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(rm_bus::reqack::IDEMPOTENCY_HEADER, key);
+    let req = async_nats::Request::new()
+        .payload(payload)
+        .headers(headers)
+        .timeout(Some(WAIT));
+    let subj = rm_bus::subject::svc(rm_bus::subject::SvcRole::Controlplane, api::HOST_ADD);
+    let m = cp.web.client.send_request(subj, req).await.unwrap();
+    rm_bus::msg::decode("svc reply", &m.payload).unwrap()
+}
+
+#[tokio::test]
+async fn a_host_add_retried_with_its_idempotency_key_gets_the_first_reply_not_a_conflict() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let before: api::Metrics = cp.call(api::METRICS, serde_json::json!({})).await;
+    let (req, key) = api::HostAdd::new("db-1");
+    let payload = rm_bus::msg::encode(&rm_bus::msg::SvcRequest {
+        v: rm_bus::msg::PROTOCOL_VERSION,
+        actor: rm_bus::msg::Actor {
+            name: "alice".into(),
+            via: rm_bus::msg::ActorVia::Session,
+            address: None,
+        },
+        body: req,
+    });
+    // Two attempts at once (the second arrives while the first runs, or
+    // just after), then a third once both are answered.
+    let (a, b) = tokio::join!(
+        host_add_attempt(&cp, "k1", payload.clone()),
+        host_add_attempt(&cp, "k1", payload.clone()),
+    );
+    let c = host_add_attempt(&cp, "k1", payload.clone()).await;
+    let opened: Vec<api::HostEnrollment> = [a, b, c]
+        .into_iter()
+        .map(|r| {
+            let sealed =
+                r.ok.unwrap_or_else(|| panic!("an answer, got {:?}", r.error));
+            sealed.open(&key).expect("sealed to the asker")
+        })
+        .collect();
+    for o in &opened[1..] {
+        assert_eq!(o.host_id, opened[0].host_id, "one host, one reply");
+        assert_eq!(o.token, opened[0].token, "the first attempt's token");
+    }
+    let db = cp.db().await;
+    let hosts: i64 = sqlx::query_scalar("SELECT count(*) FROM hosts WHERE name = 'db-1'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(hosts, 1);
+    let after: api::Metrics = cp.call(api::METRICS, serde_json::json!({})).await;
+    assert_eq!(after.svc_replayed - before.svc_replayed, 2);
+
+    // Another key is another request: the name is taken.
+    let d = host_add_attempt(&cp, "k2", payload).await;
+    assert_eq!(d.error.map(|e| e.code).as_deref(), Some("conflict"));
+}

@@ -17,3 +17,4 @@ mod role;
 mod schemathesis;
 mod sessions;
 mod settings;
+mod svc;

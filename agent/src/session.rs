@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use async_nats::{Client, Event, Message};
 use futures_util::StreamExt;
-use rand::Rng;
 use rm_bus::HostId;
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::Role;
@@ -245,10 +244,8 @@ async fn connect(
     spec.retry_on_initial_connect = true;
     spec.tls_ca_pem = bus_ca(state, urls)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let max = settings.timings.reconnect_max;
-    let opts = rm_bus::connect::options(&spec, Some(tx))?
-        .max_reconnects(None)
-        .reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max));
+    spec.reconnect_max = Some(settings.timings.reconnect_max);
+    let opts = rm_bus::connect::options(&spec, Some(tx))?.max_reconnects(None);
     // URLs given on the agent's command line or configuration are in the
     // operator's order of preference (the nearest node first); the
     // enrolled list is shared by the fleet and spreads it at random.
@@ -304,17 +301,6 @@ pub fn bus_ca(state: &StateDir, urls: &[String]) -> Result<Option<String>> {
 
 /// Reconnect delay: exponential from 250 ms to `max`, with the lower half
 /// random so a fleet does not reconnect in lockstep after an outage.
-fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
-    let shift = u32::try_from(attempts.min(16)).unwrap_or(16);
-    let base = Duration::from_millis(250)
-        .saturating_mul(1u32 << shift.saturating_sub(1))
-        .min(max);
-    if attempts == 0 {
-        return Duration::ZERO;
-    }
-    base.mul_f64(1.0 - 0.5 * rand::thread_rng().r#gen::<f64>())
-}
-
 impl Agent {
     fn config_version(&self) -> u64 {
         lock(&self.config).as_ref().map_or(0, |c| c.version)
@@ -602,23 +588,5 @@ mod tests {
         assert_eq!(p.add(4, 0, 2, "x".into()), Some("xy".into()));
         assert_eq!(p.add(5, 2, 2, "z".into()), None, "index out of range");
         assert_eq!(p.add(5, 0, 1, "whole".into()), Some("whole".into()));
-    }
-
-    #[test]
-    fn reconnect_delay_grows_is_capped_and_jittered() {
-        let max = Duration::from_secs(30);
-        assert_eq!(reconnect_delay(0, max), Duration::ZERO);
-        for _ in 0..50 {
-            let d = reconnect_delay(1, max);
-            assert!(
-                d >= Duration::from_millis(125) && d <= Duration::from_millis(250),
-                "{d:?}"
-            );
-            let d = reconnect_delay(40, max);
-            assert!(d >= Duration::from_secs(15) && d <= max, "{d:?}");
-        }
-        let samples: std::collections::HashSet<_> =
-            (0..50).map(|_| reconnect_delay(5, max)).collect();
-        assert!(samples.len() > 10);
     }
 }

@@ -31,6 +31,12 @@ pub struct ConnectSpec {
     /// Trust only this CA (PEM) for `tls://` servers (and servers that
     /// require TLS) instead of the system's roots.
     pub tls_ca_pem: Option<String>,
+    /// Pause between reconnect attempts growing to this, jittered
+    /// ([`reconnect_delay`]); `None`: async-nats' default (at most 4 s,
+    /// no jitter), right for the few server roles. A fleet's agents need
+    /// it: after a bus node restarts, thousands retrying every 4 s in step
+    /// keep the node too busy to accept them.
+    pub reconnect_max: Option<Duration>,
 }
 
 impl ConnectSpec {
@@ -44,6 +50,7 @@ impl ConnectSpec {
             retry_on_initial_connect: false,
             events_capacity: EVENTS_CAPACITY,
             tls_ca_pem: None,
+            reconnect_max: None,
         }
     }
 }
@@ -96,6 +103,9 @@ fn options_with(
             sink(event);
         }
     });
+    if let Some(max) = spec.reconnect_max {
+        opts = opts.reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max));
+    }
     if spec.retry_on_initial_connect {
         opts = opts.retry_on_initial_connect();
     }
@@ -103,6 +113,22 @@ fn options_with(
         opts = opts.tls_client_config(crate::pki::verify::trusting_ca(pem.as_bytes())?);
     }
     Ok(opts)
+}
+
+/// The pause before reconnect attempt `attempts` (0 = the first, at
+/// once): 250 ms doubling per attempt up to `max`, less up to half of it
+/// at random, so a fleet that lost its node together does not come back
+/// in step.
+pub fn reconnect_delay(attempts: usize, max: Duration) -> Duration {
+    use rand::Rng;
+    if attempts == 0 {
+        return Duration::ZERO;
+    }
+    let shift = u32::try_from(attempts.min(16)).unwrap_or(16);
+    let base = Duration::from_millis(250)
+        .saturating_mul(1u32 << shift.saturating_sub(1))
+        .min(max);
+    base.mul_f64(1.0 - 0.5 * rand::thread_rng().r#gen::<f64>())
 }
 
 /// Hands an event to a bounded receiver, dropping it if the receiver is
@@ -133,6 +159,24 @@ pub async fn connect(spec: &ConnectSpec) -> Result<(Client, Events)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_delay_grows_is_capped_and_jittered() {
+        let max = Duration::from_secs(30);
+        assert_eq!(reconnect_delay(0, max), Duration::ZERO);
+        for _ in 0..50 {
+            let d = reconnect_delay(1, max);
+            assert!(
+                d >= Duration::from_millis(125) && d <= Duration::from_millis(250),
+                "{d:?}"
+            );
+            let d = reconnect_delay(40, max);
+            assert!(d >= Duration::from_secs(15) && d <= max, "{d:?}");
+        }
+        let samples: std::collections::HashSet<_> =
+            (0..50).map(|_| reconnect_delay(5, max)).collect();
+        assert!(samples.len() > 10);
+    }
 
     #[test]
     fn unread_connection_events_are_bounded_not_piled_up() {

@@ -91,6 +91,11 @@ pub struct SimAgent {
     config: Mutex<Option<AgentConfig>>,
     started: std::time::Instant,
     pub stop: CancellationToken,
+    /// When the last heartbeat was handed to the client (ms since epoch;
+    /// 0: none yet) ...
+    hb_last_ms: AtomicU64,
+    /// ... and the longest time between two, since [`Self::take_hb_gap`].
+    hb_gap_max_ms: AtomicU64,
 }
 
 impl SimAgent {
@@ -109,6 +114,8 @@ impl SimAgent {
         );
         spec.name = format!("sim agent {host}");
         spec.connect_timeout = Duration::from_secs(20);
+        // as the real agent: backoff with jitter up to its maximum
+        spec.reconnect_max = Some(rm_agent::Timings::default().reconnect_max);
         let (client, mut events) = rm_bus::connect::connect(&spec).await?;
         let commands = client
             .subscribe(subject::cmd(&host))
@@ -129,6 +136,8 @@ impl SimAgent {
             config: Mutex::new(None),
             started: std::time::Instant::now(),
             stop: CancellationToken::new(),
+            hb_last_ms: AtomicU64::new(0),
+            hb_gap_max_ms: AtomicU64::new(0),
         });
         tokio::spawn(me.clone().hello());
         // As the real agent: a hello on every reconnect too (a bus node
@@ -154,6 +163,12 @@ impl SimAgent {
         tokio::spawn(me.clone().commands(commands));
         tokio::spawn(me.clone().schedules());
         Ok(me)
+    }
+
+    /// The longest time between two of this agent's heartbeats since the
+    /// last call (ms; the first call after start counts from its first).
+    pub fn take_hb_gap(&self) -> u64 {
+        self.hb_gap_max_ms.swap(0, Ordering::Relaxed)
     }
 
     /// Drops off the bus without a goodbye, as a crashed machine would.
@@ -258,6 +273,12 @@ impl SimAgent {
                     self.counters
                         .heartbeats_sent
                         .fetch_add(1, Ordering::Relaxed);
+                    let now = u64::try_from(now_ms()).unwrap_or(0);
+                    let last = self.hb_last_ms.swap(now, Ordering::Relaxed);
+                    if last > 0 {
+                        self.hb_gap_max_ms
+                            .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "heartbeat not sent");

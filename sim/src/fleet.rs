@@ -251,6 +251,27 @@ impl Fleet {
         t0.elapsed()
     }
 
+    /// Each agent's longest time between two heartbeats it sent since the
+    /// last call: how many went longer than `over` ms, the longest, and up
+    /// to `name` hosts that did (the longest first). A send gap tells a
+    /// silent simulator from a bus or control plane that lost its beats.
+    pub async fn heartbeat_gaps(&self, over: u64, name: usize) -> serde_json::Value {
+        let agents = self.agents.lock().await.clone();
+        let mut long: Vec<(u64, String)> = Vec::new();
+        let mut max = 0;
+        for a in &agents {
+            let g = a.take_hb_gap();
+            max = max.max(g);
+            if g > over {
+                long.push((g, a.host.to_string()));
+            }
+        }
+        long.sort_unstable_by(|x, y| y.cmp(x));
+        let count = long.len();
+        long.truncate(name);
+        serde_json::json!({"over_ms": over, "agents_over": count, "max_ms": max, "longest": long})
+    }
+
     /// Drops `n` random agents off the bus without a goodbye; returns their
     /// host ids.
     pub async fn kill(&self, n: usize) -> Vec<String> {

@@ -183,6 +183,8 @@ async fn run(a: RunArgs) -> Result<()> {
     let fleet = Arc::new(Fleet::new(b));
     let stop = CancellationToken::new();
     let observer = Arc::new(Observer::default());
+    // a heartbeat half a period late: worth naming
+    let hb_gap_over = a.heartbeat_secs * 1500;
     let churn = Arc::new(ops::Churn::default());
     let mut operator = None;
     if let Some(creds) = &a.operator_creds {
@@ -224,6 +226,7 @@ async fn run(a: RunArgs) -> Result<()> {
                         "max": lags.last(),
                     },
                     "offline_events": observer.offline_events().len(),
+                    "hb_send_gaps": fleet.heartbeat_gaps(hb_gap_over, 20).await,
                     "at_ms": rm_sim::now_ms(),
                 }));
             }
@@ -233,7 +236,10 @@ async fn run(a: RunArgs) -> Result<()> {
                 say(serde_json::json!({"killed": hosts, "at_ms": at}));
             }
             (Some("offline"), _) => {
-                say(serde_json::json!({"offline": observer.offline_events()}));
+                say(serde_json::json!({
+                    "offline": observer.offline_events(),
+                    "heard": observer.offline_heard(),
+                }));
             }
             (Some("burst"), Some(Ok(k))) => {
                 let Some(db) = &a.db else {

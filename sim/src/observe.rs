@@ -1,6 +1,9 @@
 //! What the benchmark observes on the bus beside the control plane, with
 //! the web role's permissions: every heartbeat's lag (sent, by the clock
-//! in the message, to received here) and every `host.offline` event.
+//! in the message, to received here), when each host was last heard, and
+//! every `host.offline` event with when the host was last heard here
+//! (a host the bus kept delivering but the control plane marked offline
+//! was lost on the control plane's side).
 
 use std::sync::Mutex;
 
@@ -21,6 +24,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Observer {
     lags: Mutex<Vec<i64>>,
     offline: Mutex<Vec<(String, i64)>>,
+    /// Per host: when its last heartbeat arrived here, and its send time.
+    heard: Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 impl Observer {
@@ -35,7 +40,11 @@ impl Observer {
             tokio::select! {
                 Some(m) = beats.next() => {
                     if let Ok(hb) = decode::<Heartbeat>("heartbeat", &m.payload) {
-                        lock(&self.lags).push(now_ms() - hb.ts_ms);
+                        let now = now_ms();
+                        lock(&self.lags).push(now - hb.ts_ms);
+                        if let Some(a) = subject::AgentSubject::parse(m.subject.as_str()) {
+                            lock(&self.heard).insert(a.host.to_string(), (now, hb.ts_ms));
+                        }
                     }
                 }
                 Some(m) = offline.next() => {
@@ -60,5 +69,20 @@ impl Observer {
     /// Every offline event so far: host and when it arrived.
     pub fn offline_events(&self) -> Vec<(String, i64)> {
         lock(&self.offline).clone()
+    }
+
+    /// For each host of an offline event: when its last heartbeat arrived
+    /// here and when it was sent (ms since epoch), if one ever did.
+    pub fn offline_heard(&self) -> serde_json::Value {
+        let heard = lock(&self.heard);
+        let m: serde_json::Map<String, serde_json::Value> = lock(&self.offline)
+            .iter()
+            .filter_map(|(h, _)| {
+                heard
+                    .get(h)
+                    .map(|(r, s)| (h.clone(), serde_json::json!([r, s])))
+            })
+            .collect();
+        serde_json::Value::Object(m)
     }
 }

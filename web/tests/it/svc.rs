@@ -78,7 +78,10 @@ async fn a_control_plane_request_whose_reply_never_came_is_retried_with_its_key(
     assert_eq!(got.xkey, "X");
     let keys = seen.lock().unwrap().clone();
     assert_eq!(keys.len(), 2, "one retry after the first attempt's timeout");
-    assert!(keys[0].as_deref().is_some_and(|k| !k.is_empty()), "{keys:?}");
+    assert!(
+        keys[0].as_deref().is_some_and(|k| !k.is_empty()),
+        "{keys:?}"
+    );
     assert_eq!(keys[0], keys[1], "both attempts carry one key");
 }
 

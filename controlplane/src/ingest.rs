@@ -136,7 +136,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 Err(e) => tracing::warn!(host = %host, error = %e, "heartbeat ignored"),
             }
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     };
     let c = cp.clone();
     let byes_in = async move {
@@ -152,7 +152,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 Err(e) => c.metrics.loop_error("goodbye", &e.into()),
             }
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     };
     let results_in = async move {
         loop {
@@ -164,7 +164,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 else => break,
             }
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     };
     let c = cp.clone();
     let logs_in = async move {
@@ -190,17 +190,41 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 c.metrics.count_error("logs");
             }
         }
-        Ok(())
+        Ok::<(), anyhow::Error>(())
     };
-    tokio::try_join!(
-        hellos,
-        beats_in,
-        byes_in,
-        results_in,
-        logs_in,
-        heartbeat_flusher(cp.clone()),
-        result_writer(cp.clone(), res_rx),
-    )?;
+    // Each its own task. As one task (a `try_join!`) only one core could
+    // run them, and the heartbeat reader (6,700 a second at 100,000 hosts)
+    // waited while another branch held that core: the client's buffer
+    // for the heartbeat subscription filled and it dropped heartbeats
+    // (2,340 in one minute of a 100,000-agent run, docs/benchmarks.md).
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(hellos);
+    // The heartbeat reader even on a thread of its own: as a task it took
+    // its turn behind every hello handler and result batch in the
+    // runtime's queue, and at the end of a 100,000-agent ramp the buffer
+    // still filled (6,136 drops in 3 s). It only decodes and records in
+    // memory; the thread ends when ingest does (`stop_beats` dropped).
+    let (stop_beats, beats_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rt = tokio::runtime::Handle::current();
+    tasks.spawn_blocking(move || {
+        rt.block_on(async move {
+            tokio::select! {
+                r = beats_in => r,
+                _ = beats_stopped => Ok(()),
+            }
+        })
+    });
+    tasks.spawn(byes_in);
+    tasks.spawn(results_in);
+    tasks.spawn(logs_in);
+    tasks.spawn(heartbeat_flusher(cp.clone()));
+    tasks.spawn(result_writer(cp.clone(), res_rx));
+    // The first to fail ends ingest; dropping the set aborts the others
+    // (and `stop_beats` the heartbeat thread).
+    while let Some(r) = tasks.join_next().await {
+        r.map_err(|e| anyhow::anyhow!("an ingest task ended abnormally: {e}"))??;
+    }
+    drop(stop_beats);
     Ok(())
 }
 

@@ -415,6 +415,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
                     *lock(&cp_events.connected_since) = Some(tokio::time::Instant::now())
                 }
                 Event::Disconnected => *lock(&cp_events.connected_since) = None,
+                Event::SlowConsumer(_) => cp_events.metrics.slow_consumer(),
                 _ => {}
             }
         }

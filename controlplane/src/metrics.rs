@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     hellos_expired: AtomicU64,
     replies_refused: AtomicU64,
     svc_replayed: AtomicU64,
+    slow_consumer_events: AtomicU64,
     ingest_results: AtomicU64,
     ingest_commits: AtomicU64,
     ingest_duplicates: AtomicU64,
@@ -117,6 +118,13 @@ impl Metrics {
         self.svc_replayed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The bus client dropped a message for a subscription whose buffer
+    /// was full (an event; at most one counted per drop, fewer when the
+    /// events themselves overflow).
+    pub fn slow_consumer(&self) {
+        self.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A batch of job results committed in one transaction: `applied`
     /// results acknowledged, `duplicates` of them re-sends.
     pub fn results_committed(&self, applied: usize, duplicates: usize) {
@@ -152,6 +160,7 @@ impl Metrics {
             hellos_expired: g(&self.hellos_expired),
             replies_refused: g(&self.replies_refused),
             svc_replayed: g(&self.svc_replayed),
+            slow_consumer_events: g(&self.slow_consumer_events),
             heartbeat_lag_ms: self.heartbeat_lag.iter().map(g).collect(),
             heartbeat_rows_written: g(&self.heartbeat_rows_written),
             vitals_written: g(&self.vitals_written),

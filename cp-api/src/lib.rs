@@ -154,6 +154,11 @@ pub struct Metrics {
     /// idempotency key) instead of running again.
     #[serde(default)]
     pub svc_replayed: u64,
+    /// Messages the control plane's bus client dropped because the
+    /// subscription's buffer was full (heartbeats, in practice), as far as
+    /// its connection events tell: a lower bound.
+    #[serde(default)]
+    pub slow_consumer_events: u64,
     /// Heartbeats by ingest lag (received minus the agent's send time, ms):
     /// count per bucket of [`HEARTBEAT_LAG_BOUNDS_MS`], the last bucket
     /// holding the rest (benchmarks read percentiles from it).

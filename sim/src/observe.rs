@@ -26,6 +26,9 @@ pub struct Observer {
     offline: Mutex<Vec<(String, i64)>>,
     /// Per host: when its last heartbeat arrived here, and its send time.
     heard: Mutex<std::collections::HashMap<String, (i64, i64)>>,
+    /// The same for each host of an offline event, as it was when the
+    /// event came (the latest such event).
+    heard_at_offline: Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 impl Observer {
@@ -51,7 +54,11 @@ impl Observer {
                     if let Ok(e) = decode::<EventMsg>("event", &m.payload)
                         && let Some(h) = e.host
                     {
-                        lock(&self.offline).push((h.to_string(), now_ms()));
+                        let h = h.to_string();
+                        if let Some(last) = lock(&self.heard).get(&h).copied() {
+                            lock(&self.heard_at_offline).insert(h.clone(), last);
+                        }
+                        lock(&self.offline).push((h, now_ms()));
                     }
                 }
                 else => return Ok(()),
@@ -71,17 +78,13 @@ impl Observer {
         lock(&self.offline).clone()
     }
 
-    /// For each host of an offline event: when its last heartbeat arrived
-    /// here and when it was sent (ms since epoch), if one ever did.
+    /// For each host of an offline event: when its last heartbeat before
+    /// the event arrived here and when it was sent (ms since epoch), if
+    /// one ever did.
     pub fn offline_heard(&self) -> serde_json::Value {
-        let heard = lock(&self.heard);
-        let m: serde_json::Map<String, serde_json::Value> = lock(&self.offline)
+        let m: serde_json::Map<String, serde_json::Value> = lock(&self.heard_at_offline)
             .iter()
-            .filter_map(|(h, _)| {
-                heard
-                    .get(h)
-                    .map(|(r, s)| (h.clone(), serde_json::json!([r, s])))
-            })
+            .map(|(h, (r, s))| (h.clone(), serde_json::json!([r, s])))
             .collect();
         serde_json::Value::Object(m)
     }

@@ -251,3 +251,53 @@ async fn a_control_plane_restart_does_not_flag_a_healthy_fleet_offline() {
     }
     beating.abort();
 }
+
+/// The offline sweep asks the memory again when its write begins: a host
+/// heard while the sweep read (seconds at 100,000 hosts) or waited for
+/// the write lock stays online, although its stored last-seen is old (the
+/// beat is only in memory until the next flush).
+#[tokio::test]
+async fn a_beat_heard_while_the_offline_sweep_waits_to_write_keeps_the_host_online() {
+    use sqlx::Connection;
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+        .await
+        .unwrap();
+    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    agent.hello(0, vec![], vec![]).await;
+    let db = cp.db().await;
+    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+    agent.stop_heartbeats();
+
+    // Another process holds the write lock: the sweep that finds the host
+    // silent (three missed beats: 600 ms) waits for it to write.
+    let url = format!(
+        "sqlite://{}",
+        cp.data_dir.join("restic-manager.db").display()
+    );
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // the host speaks while that sweep waits, and goes on speaking
+    agent.heartbeat().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    for _ in 0..15 {
+        agent.heartbeat().await;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
+        {
+            let e: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &m.payload).unwrap();
+            panic!("marked offline although heard: {e:?}");
+        }
+    }
+    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+}

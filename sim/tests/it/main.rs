@@ -95,6 +95,13 @@ async fn twenty_simulated_agents_come_online_answer_a_dispatched_job_and_a_resul
         (fleet.counters.snapshot().hellos_answered == 20).then_some(())
     })
     .await;
+    // each agent's longest time between two heartbeats is recorded: about
+    // one period, far under the bound of 5 s
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let gaps = fleet.heartbeat_gaps(5_000, 5).await;
+    assert_eq!(gaps["agents_over"], 0, "{gaps}");
+    let max = gaps["max_ms"].as_u64().expect("a number");
+    assert!((200..5_000).contains(&max), "{gaps}");
 
     // an operator backs up one host: dispatched, answered, ingested
     let host = ids[3].host_id.to_string();

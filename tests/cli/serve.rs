@@ -127,7 +127,9 @@ pub(crate) async fn call_role(
     let msg = request_with_retry(
         &client,
         &subject::svc(role, verb),
-        &IdempotencyKey::new("t"),
+        // one key per call: the control plane answers a repeated key
+        // (same verb and body) with the first call's reply
+        &IdempotencyKey::new(rm_bus::ids::random_token(8)),
         encode(&req),
         &policy,
     )

@@ -99,7 +99,7 @@ async fn host_add(bus: &TestBus, name: &str) -> api::HostEnrollment {
     let m = request_with_retry(
         &web,
         &subject::svc(SvcRole::Controlplane, api::HOST_ADD),
-        &IdempotencyKey::new("h"),
+        &IdempotencyKey::new(rm_bus::ids::random_token(8)),
         encode(&req),
         &policy,
     )

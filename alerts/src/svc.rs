@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use async_nats::Subscriber;
 use futures_util::StreamExt;
-use rm_bus::msg::{Actor, PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::msg::{Actor, SvcReply, SvcRequest, decode, encode};
 use rm_bus::notify::EventType;
 use rm_bus::subject::{self, SvcRole};
 use rm_store::alerts;
@@ -88,19 +88,8 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut sub: Subscriber) -> Result<()> {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let body = match handle(&ctx, msg.subject.as_str(), &msg.payload).await {
-                Ok(v) => SvcReply {
-                    v: PROTOCOL_VERSION,
-                    ok: Some(v),
-                    error: None,
-                },
-                Err(f) => SvcReply {
-                    v: PROTOCOL_VERSION,
-                    ok: None,
-                    error: Some(SvcError {
-                        code: f.code.into(),
-                        message: f.message,
-                    }),
-                },
+                Ok(v) => SvcReply::ok(v),
+                Err(f) => SvcReply::refused(f.code, f.message),
             };
             if let Err(e) = ctx.client.publish(reply, encode(&body)).await {
                 tracing::warn!(error = %e, "service reply not sent");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use rm_bus::msg::{PROTOCOL_VERSION, SvcError, SvcReply, SvcRequest, decode, encode};
+use rm_bus::msg::{SvcReply, SvcRequest, decode, encode};
 use rm_bus::reqack::IdempotencyKey;
 use rm_bus::subject::{self, SvcRole};
 use serde::Serialize;
@@ -165,19 +165,8 @@ fn changes_state(verb: rm_bus::subject::Verb) -> bool {
 /// changed, the retry should run).
 fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
     let body = match out {
-        Ok(v) => SvcReply {
-            v: PROTOCOL_VERSION,
-            ok: Some(v),
-            error: None,
-        },
-        Err(f) => SvcReply {
-            v: PROTOCOL_VERSION,
-            ok: None,
-            error: Some(SvcError {
-                code: f.code.into(),
-                message: f.message,
-            }),
-        },
+        Ok(v) => SvcReply::ok(v),
+        Err(f) => SvcReply::refused(f.code, f.message),
     };
     let keepable = body
         .error
@@ -186,14 +175,10 @@ fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
     let bytes = encode(&body);
     if let Err(t) = rm_bus::size::check(&cp.client, 0, bytes.len()) {
         // an answer the bus would refuse becomes an error saying so
-        let refused = encode(&SvcReply::<Value> {
-            v: PROTOCOL_VERSION,
-            ok: None,
-            error: Some(SvcError {
-                code: "too_large".into(),
-                message: format!("the answer is too large for the bus: {t}"),
-            }),
-        });
+        let refused = encode(&SvcReply::<Value>::refused(
+            "too_large",
+            format!("the answer is too large for the bus: {t}"),
+        ));
         return (refused, keepable);
     }
     (bytes, keepable)

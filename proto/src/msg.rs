@@ -805,6 +805,29 @@ pub struct SvcReply<T> {
     pub error: Option<SvcError>,
 }
 
+impl<T> SvcReply<T> {
+    /// The reply carrying a result.
+    pub fn ok(v: T) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: Some(v),
+            error: None,
+        }
+    }
+
+    /// The reply carrying a refusal: a machine code and a sentence.
+    pub fn refused(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            v: PROTOCOL_VERSION,
+            ok: None,
+            error: Some(SvcError {
+                code: code.into(),
+                message: message.into(),
+            }),
+        }
+    }
+}
+
 /// `rm.evt.<thing>.<what>` payload. Events only wake consumers, who then
 /// read the committed state; the ids say where to look.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

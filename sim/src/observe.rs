@@ -45,8 +45,16 @@ impl Observer {
                     if let Ok(hb) = decode::<Heartbeat>("heartbeat", &m.payload) {
                         let now = now_ms();
                         lock(&self.lags).push(now - hb.ts_ms);
-                        if let Some(a) = subject::AgentSubject::parse(m.subject.as_str()) {
-                            lock(&self.heard).insert(a.host.to_string(), (now, hb.ts_ms));
+                        // rm.agent.<host>.heartbeat; a host's key is
+                        // allocated once, not per beat
+                        if let Some(host) = m.subject.as_str().split('.').nth(2) {
+                            let mut heard = lock(&self.heard);
+                            match heard.get_mut(host) {
+                                Some(e) => *e = (now, hb.ts_ms),
+                                None => {
+                                    heard.insert(host.to_owned(), (now, hb.ts_ms));
+                                }
+                            }
                         }
                     }
                 }

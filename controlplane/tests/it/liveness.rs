@@ -14,23 +14,55 @@ use crate::support::*;
 
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// One enrolled host, online after its hello, whose heartbeats then stop;
+/// `offline` hears every `host.offline` event.
+struct SilentHost {
+    _bus: TestBus,
+    _dir: tempfile::TempDir,
+    cp: Cp,
+    agent: Agent,
+    offline: async_nats::Subscriber,
+    db: rm_store::Store,
+}
+
+impl SilentHost {
+    async fn start() -> Self {
+        let bus = TestBus::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
+            .await
+            .unwrap();
+        let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+        let offline = cp
+            .web
+            .subscribe(Event::HostOffline.subject())
+            .await
+            .unwrap();
+        agent.hello(0, vec![], vec![]).await;
+        let db = cp.db().await;
+        assert_eq!(host_status(&db, &agent.host_id()).await, "online");
+        agent.stop_heartbeats();
+        Self {
+            _bus: bus,
+            _dir: dir,
+            cp,
+            agent,
+            offline,
+            db,
+        }
+    }
+}
+
 #[tokio::test]
 async fn offline_after_missed_heartbeats_and_back_on_the_next() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
-        .await
-        .unwrap();
-    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
-    let mut offline = cp
-        .web
-        .subscribe(Event::HostOffline.subject())
-        .await
-        .unwrap();
-    agent.hello(0, vec![], vec![]).await;
-    let db = cp.db().await;
-    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
-    agent.stop_heartbeats();
+    let SilentHost {
+        _bus,
+        _dir,
+        cp,
+        agent,
+        mut offline,
+        db,
+    } = SilentHost::start().await;
 
     // silence: offline within 3 intervals (+ one sweep), with an event
     let evt = tokio::time::timeout(WAIT, offline.next())
@@ -259,21 +291,14 @@ async fn a_control_plane_restart_does_not_flag_a_healthy_fleet_offline() {
 #[tokio::test]
 async fn a_beat_heard_while_the_offline_sweep_waits_to_write_keeps_the_host_online() {
     use sqlx::Connection;
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Cp::start(&bus, dir.path().into(), CpOptions::default())
-        .await
-        .unwrap();
-    let mut agent = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
-    let mut offline = cp
-        .web
-        .subscribe(Event::HostOffline.subject())
-        .await
-        .unwrap();
-    agent.hello(0, vec![], vec![]).await;
-    let db = cp.db().await;
-    assert_eq!(host_status(&db, &agent.host_id()).await, "online");
-    agent.stop_heartbeats();
+    let SilentHost {
+        _bus,
+        _dir,
+        cp,
+        agent,
+        mut offline,
+        db,
+    } = SilentHost::start().await;
 
     // Another process holds the write lock: the sweep that finds the host
     // silent (three missed beats: 600 ms) waits for it to write.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rm_bus::creds::Role as BusRole;
-use rm_bus::msg::{Actor, ActorVia, PROTOCOL_VERSION, SvcReply, encode};
+use rm_bus::msg::{Actor, ActorVia, SvcReply, encode};
 use rm_bus::reqack::IdempotencyKey;
 use rm_bus::subject::{self, SvcRole};
 use rm_testkit::TestBus;
@@ -47,11 +47,7 @@ async fn stand_in(
                 g.len()
             };
             if answer_from.is_some_and(|f| n >= f) {
-                let reply = SvcReply {
-                    v: PROTOCOL_VERSION,
-                    ok: Some(rm_controlplane::api::PubKey { xkey: "X".into() }),
-                    error: None,
-                };
+                let reply = SvcReply::ok(rm_controlplane::api::PubKey { xkey: "X".into() });
                 let to = m.reply.expect("a request");
                 owner.client.publish(to, encode(&reply)).await.unwrap();
             }

@@ -208,6 +208,11 @@ pub struct ControlplaneLimits {
     /// Connection events kept while the role is behind reading them [64].
     #[arg(long)]
     pub events_capacity: Option<usize>,
+    /// Messages each of the control plane's bus subscriptions holds while
+    /// it is behind (heartbeats of a stalled bus node arrive at once); past
+    /// it the client drops them [262144].
+    #[arg(long)]
+    pub subscription_capacity: Option<usize>,
 }
 
 impl ControlplaneLimits {
@@ -240,6 +245,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.events_capacity {
             t.events_capacity = v.max(1);
+        }
+        if let Some(v) = self.subscription_capacity {
+            t.subscription_capacity = v.max(1);
         }
         t
     }
@@ -305,6 +313,8 @@ struct AlertsArgs {
     anomaly: AnomalyArgs,
     #[command(flatten)]
     offline: OfflineAlertArgs,
+    #[command(flatten)]
+    group: NotifyGroupArgs,
 }
 
 /// When an offline host becomes an `agent_offline` alert (docs/alerts.md).
@@ -320,6 +330,16 @@ impl OfflineAlertArgs {
     pub fn grace(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.offline_alert_after_secs)
     }
+}
+
+/// When alert changes go out as one grouped notification (docs/alerts.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NotifyGroupArgs {
+    /// This many changes or more of one kind due to one channel at once
+    /// (hosts offline behind a failed bus node) go as one notification
+    /// listing them all; 0 sends every change on its own.
+    #[arg(long, default_value_t = 5)]
+    pub notify_group_from: usize,
 }
 
 /// Thresholds of the `backup_anomaly` rule (docs/alerts.md).
@@ -853,6 +873,7 @@ fn alerts_config(args: AlertsArgs) -> Result<rm_alerts::Config> {
             .max(1),
         write_batch: args.write_batch.unwrap_or(defaults.write_batch).max(1),
         offline_grace: args.offline.grace(),
+        notify_group_from: args.group.notify_group_from,
         ..defaults
     };
     Ok(rm_alerts::Config {
@@ -1288,6 +1309,8 @@ mod tests {
             "16",
             "--offline-alert-after-secs",
             "0",
+            "--notify-group-from",
+            "0",
         ])
         .unwrap();
         let Command::Alerts(args) = cli.command else {
@@ -1306,6 +1329,7 @@ mod tests {
         assert_eq!(config.connect.events_capacity, 16);
         assert_eq!(config.timings.write_batch, 256, "unset: the default");
         assert_eq!(config.timings.offline_grace, std::time::Duration::ZERO);
+        assert_eq!(config.timings.notify_group_from, 0);
         assert!(
             Cli::try_parse_from(["restic-manager", "alerts"]).is_err(),
             "the notifier xkey is required"
@@ -1347,6 +1371,8 @@ mod tests {
             "64",
             "--events-capacity",
             "16",
+            "--subscription-capacity",
+            "1000000",
         ]);
         let secs = std::time::Duration::from_secs;
         assert_eq!(t.query_timeout, secs(30));
@@ -1354,6 +1380,7 @@ mod tests {
         assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
         assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
+        assert_eq!(t.subscription_capacity, 1_000_000);
     }
 
     #[test]
@@ -1482,6 +1509,8 @@ mod tests {
             "2",
             "--offline-alert-after-secs",
             "600",
+            "--notify-group-from",
+            "20",
         ]);
         let t = args.controlplane_timings();
         assert_eq!(t.ingest_batch, 64, "a flag beats the file");
@@ -1496,11 +1525,13 @@ mod tests {
             "the alerts role's writer too"
         );
         assert_eq!(a.offline_grace, std::time::Duration::from_secs(600));
+        assert_eq!(a.notify_group_from, 20);
         assert_eq!(
             serve(&[]).alerts_timings().offline_grace,
             std::time::Duration::from_secs(180),
             "unset: the default"
         );
+        assert_eq!(serve(&[]).alerts_timings().notify_group_from, 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -91,6 +91,8 @@ pub struct ServeArgs {
     pub anomaly: crate::cli::AnomalyArgs,
     #[command(flatten)]
     pub offline: crate::cli::OfflineAlertArgs,
+    #[command(flatten)]
+    pub group: crate::cli::NotifyGroupArgs,
     /// Give the local agent a clearly labelled demo repository (an
     /// append-only REST server over `<data-dir>/demo`), a sample backup
     /// set, a daily schedule and a first backup. Needs --local-agent.
@@ -133,6 +135,7 @@ impl ServeArgs {
     pub fn alerts_timings(&self) -> rm_alerts::Timings {
         let mut t = self.limits.apply_alerts(rm_alerts::Timings::default());
         t.offline_grace = self.offline.grace();
+        t.notify_group_from = self.group.notify_group_from;
         t
     }
 }

@@ -80,6 +80,7 @@ pub(crate) fn envelope(
                 id: alert.host_id.clone(),
                 name: host_name.to_owned(),
             },
+            group: None,
         },
     }
 }

@@ -48,6 +48,7 @@ pub mod anomaly;
 pub mod api;
 mod change;
 mod channels;
+mod group;
 mod metrics;
 mod outbox;
 mod retention;
@@ -97,6 +98,10 @@ pub struct Timings {
     /// blip or a reboot marks thousands of hosts offline for a minute or
     /// two, and an alert per host for each would bury the ones that stay.
     pub offline_grace: Duration,
+    /// This many changes (or more) of one kind due to one channel at once
+    /// go as one grouped notification; below 2, never grouped
+    /// (`group.rs`).
+    pub notify_group_from: usize,
 }
 
 impl Default for Timings {
@@ -121,6 +126,7 @@ impl Default for Timings {
             writer_queue: 1024,
             svc_concurrency: 64,
             offline_grace: Duration::from_secs(180),
+            notify_group_from: 5,
         }
     }
 }

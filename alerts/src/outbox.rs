@@ -8,6 +8,10 @@
 //!   always with the same `webhook_id`, until the row is older than the
 //!   configured deadline.
 //!
+//! Many rows of one channel, change and alert kind due at once go as one
+//! grouped notification ([`group`]); each row still gets its own attempt
+//! and log entry.
+//!
 //! Every attempt is appended to the delivery log. A claim counts the
 //! attempt and leases the row for longer than one request can take, so two
 //! senders never send the same attempt and a crashed sender's row falls due
@@ -27,7 +31,7 @@ use rm_store::{StoreError, channels};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::{Ctx, ms};
+use crate::{Ctx, group, ms};
 
 /// Margin added to the request timeout for a claimed row's lease.
 const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -82,38 +86,66 @@ pub(crate) async fn serve(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Res
     Ok(())
 }
 
+/// Due rows read at once when grouping is on, so a storm's rows can form
+/// groups (more than `max_in_flight` single sends).
+const GROUP_READ: i64 = 2_000;
+/// Most members of one grouped notification.
+const GROUP_MAX_MEMBERS: usize = 1_000;
+/// Most bytes of members' stored events in one group, and at most a
+/// quarter of the bus's `max_payload`.
+const GROUP_MAX_BYTES: usize = 256 * 1024;
+
 async fn claim_and_send(ctx: &Arc<Ctx>, tasks: &mut JoinSet<()>, free: usize) -> Result<()> {
     let now = ctx.now();
+    let limits = group::Limits {
+        from: ctx.t.notify_group_from,
+        max_members: GROUP_MAX_MEMBERS,
+        max_bytes: GROUP_MAX_BYTES.min(rm_bus::size::max_payload(&ctx.client) / 4),
+    };
+    let read = if limits.from >= 2 {
+        GROUP_READ
+    } else {
+        i64::try_from(free).unwrap_or(i64::MAX)
+    };
     let due = {
         let mut conn = ctx.store.read().await?;
-        delivery::due(&mut conn, now, i64::try_from(free).unwrap_or(i64::MAX)).await?
+        delivery::due(&mut conn, now, read).await?
     };
     if due.is_empty() {
         return Ok(());
     }
+    let sends = group::plan(due, &limits, free);
     let lease_until = now.saturating_add(ms(ctx.t.deliver.attempt_timeout + LEASE_MARGIN));
     // One write claims them all.
     let claimed = ctx
         .writer
         .run(move |tx| {
             Box::pin(async move {
-                let mut claimed = Vec::with_capacity(due.len());
-                for row in due {
-                    if delivery::claim(&mut *tx, &row.id, row.attempts, now, lease_until).await? {
-                        claimed.push(row);
+                let mut claimed = Vec::with_capacity(sends.len());
+                for rows in sends {
+                    let mut mine = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        if delivery::claim(&mut *tx, &row.id, row.attempts, now, lease_until)
+                            .await?
+                        {
+                            mine.push(row);
+                        }
+                    }
+                    if !mine.is_empty() {
+                        claimed.push(mine);
                     }
                 }
                 Ok::<_, rm_store::StoreError>(claimed)
             })
         })
         .await?;
-    for row in claimed {
+    for rows in claimed {
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            let attempt = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-            if let Err(e) = attempt_delivery(&ctx, &row, attempt).await {
+            if let Err(e) = attempt_delivery(&ctx, &rows).await {
                 tracing::warn!(
-                    delivery_id = %row.id,
+                    delivery_id = rows.first().map_or("", |r| r.id.as_str()),
+                    rows = rows.len(),
                     error = %format!("{e:#}"),
                     "recording a delivery attempt failed; it is retried when its lease ends"
                 );
@@ -215,11 +247,20 @@ pub(crate) async fn send(ctx: &Ctx, req: &DeliverRequest) -> Attempt {
     }
 }
 
-/// Builds the request for a stored row; `Err` is a final failure.
-async fn build(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<DeliverRequest, String> {
+/// The attempt number of `row`'s claimed attempt.
+fn attempt_of(row: &Delivery) -> u32 {
+    u32::try_from(row.attempts + 1).unwrap_or(u32::MAX)
+}
+
+/// Builds the request for claimed rows of one channel (one row, or a group
+/// of one change and kind: [`group`]); `Err` is a final failure.
+async fn build(ctx: &Ctx, rows: &[Delivery], attempt: u32) -> Result<DeliverRequest, String> {
+    let first = rows
+        .first()
+        .ok_or_else(|| "nothing to deliver".to_owned())?;
     let ch = {
         let mut conn = ctx.store.read().await.map_err(|e| e.to_string())?;
-        match channels::get(&mut conn, &row.channel_id).await {
+        match channels::get(&mut conn, &first.channel_id).await {
             Ok(ch) => ch,
             Err(StoreError::NotFound { .. }) => return Err("the channel was deleted".into()),
             Err(e) => return Err(e.to_string()),
@@ -229,14 +270,25 @@ async fn build(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<DeliverRequest
         return Err("the channel was disabled before delivery".into());
     }
     let def = open_channel(ctx, &ch)?;
-    let event: NotificationEvent = serde_json::from_str(&row.payload_json)
-        .map_err(|e| format!("stored notification event is corrupt: {e}"))?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let event: NotificationEvent = serde_json::from_str(&row.payload_json)
+            .map_err(|e| format!("stored notification event is corrupt: {e}"))?;
+        events.push(event);
+    }
+    let (webhook_id, event) = if rows.len() == 1 {
+        (first.webhook_id.clone(), events.remove(0))
+    } else {
+        let event = group::envelope(events, ctx.ui_base_url.as_deref())
+            .ok_or_else(|| "nothing to deliver".to_owned())?;
+        (group::webhook_id(rows), event)
+    };
     let channel = DeliverRequest::seal_channel(&def, &ctx.xkey, &ctx.notifier_xkey)
         .map_err(|e| format!("sealing the channel to the notifier failed: {e}"))?;
     Ok(DeliverRequest {
         v: PROTOCOL_VERSION,
-        delivery_id: row.id.clone(),
-        webhook_id: row.webhook_id.clone(),
+        delivery_id: first.id.clone(),
+        webhook_id,
         attempt,
         sender_xkey: ctx.xkey.public_key(),
         channel,
@@ -244,34 +296,63 @@ async fn build(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<DeliverRequest
     })
 }
 
-async fn attempt_delivery(ctx: &Ctx, row: &Delivery, attempt: u32) -> Result<()> {
-    let result = match build(ctx, row, attempt).await {
+/// One attempt at delivering `rows` (claimed, of one channel): one
+/// request, and the outcome recorded for every row (its own attempt
+/// number; a row past the deadline is given up, the others retried
+/// together).
+async fn attempt_delivery(ctx: &Ctx, rows: &[Delivery]) -> Result<()> {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let attempt = rows.iter().map(attempt_of).max().unwrap_or(1);
+    let built = build(ctx, rows, attempt).await;
+    let webhook_id = built.as_ref().map(|r| r.webhook_id.clone()).ok();
+    let result = match built {
         Ok(req) => send(ctx, &req).await,
         Err(error) => Attempt::final_failure(error),
     };
     let now = ctx.now();
     let deadline = ctx.t.deliver.deadline.map(ms);
-    let gave_up = result.retry && deadline.is_some_and(|d| now.saturating_sub(row.created_at) >= d);
+    let given_up = |row: &Delivery| {
+        result.retry && deadline.is_some_and(|d| now.saturating_sub(row.created_at) >= d)
+    };
+    let gave_up = rows.iter().filter(|r| given_up(r)).count();
     // the backoff is drawn here: the write closure must be Send
-    let backoff = (result.retry && !gave_up).then(|| {
+    let backoff = (result.retry && gave_up < rows.len()).then(|| {
         ctx.t
             .deliver
             .backoff(attempt, &mut rand::thread_rng())
             .max(Duration::from_secs(result.retry_after_secs.unwrap_or(0)))
     });
-    let (id, r) = (row.id.clone(), result.clone());
+    let plan: Vec<(String, u32, Option<Duration>)> = rows
+        .iter()
+        .map(|r| {
+            let backoff = if given_up(r) { None } else { backoff };
+            (r.id.clone(), attempt_of(r), backoff)
+        })
+        .collect();
+    let r = result.clone();
     let next_at = ctx
         .writer
         .run(move |tx| {
-            Box::pin(async move { record_attempt(tx, &id, attempt, now, &r, backoff).await })
+            Box::pin(async move {
+                let mut next_at = None;
+                for (id, attempt, backoff) in &plan {
+                    next_at = record_attempt(tx, id, *attempt, now, &r, *backoff)
+                        .await?
+                        .or(next_at);
+                }
+                Ok::<_, rm_store::StoreError>(next_at)
+            })
         })
         .await?;
     tracing::info!(
-        delivery_id = %row.id,
-        webhook_id = %row.webhook_id,
-        alert_id = row.alert_id.as_deref().unwrap_or(""),
-        channel_id = %row.channel_id,
-        event = %row.event,
+        delivery_id = %first.id,
+        webhook_id = webhook_id.as_deref().unwrap_or(&first.webhook_id),
+        alert_id = first.alert_id.as_deref().unwrap_or(""),
+        channel_id = %first.channel_id,
+        event = %first.event,
+        rows = rows.len(),
         attempt,
         outcome = result.outcome,
         status = result.status,

@@ -139,6 +139,12 @@ pub struct Timings {
     pub refresh_timeout: Duration,
     /// Connection events kept for the control plane while it is behind.
     pub events_capacity: usize,
+    /// Messages each bus subscription holds while ingest is behind. At
+    /// 100,000 agents async-nats' 65,536 was ten seconds of heartbeats: a
+    /// bus node that stalled that long handed over its backlog at once and
+    /// the client dropped beats (false offline; docs/benchmarks.md, stop
+    /// 33). Memory is taken only while the buffer fills.
+    pub subscription_capacity: usize,
     /// Enrollment token lifetime.
     pub token_ttl: Duration,
     /// Stored log lines per job.
@@ -187,6 +193,7 @@ impl Default for Timings {
             query_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(3600),
             events_capacity: rm_bus::connect::EVENTS_CAPACITY,
+            subscription_capacity: 262_144,
             token_ttl: Duration::from_secs(24 * 3600),
             log_cap: 10_000,
             retention: rm_store::retention::Retention::default(),
@@ -361,6 +368,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     spec.urls = config.bus_urls.clone();
     spec.retry_on_initial_connect = true;
     spec.events_capacity = config.timings.events_capacity;
+    spec.subscription_capacity = Some(config.timings.subscription_capacity);
     // the bus is trusted as agents trust it
     let bus_ca = bus_ca_pem(&config.data_dir)?;
     spec.tls_ca_pem = bus_ca.clone();

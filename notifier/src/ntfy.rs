@@ -3,7 +3,9 @@
 //! link to the alert; bearer or basic auth. JSON rather than the header form
 //! so non-ASCII host names and messages arrive intact.
 
-use rm_bus::notify::{AlertKind, EventType, NotificationEvent, NtfyAuth, NtfyChannel, Severity};
+use rm_bus::notify::{
+    AlertKind, EventType, NotificationEvent, NtfyAuth, NtfyChannel, Severity, group_list_path,
+};
 use serde::Serialize;
 
 /// ntfy's limit on the public server; longer messages are cut.
@@ -84,14 +86,24 @@ pub fn publish(ch: &NtfyChannel, event: &NotificationEvent) -> Publish {
         _ => {}
     }
 
+    let grouped = event.data.group.is_some();
     let mut tags = vec![mark.to_owned()];
     if alert.kind != AlertKind::Test {
         tags.push(alert.kind.as_str().to_owned());
-        tags.push(host.clone());
+        // a group's "host" is "<n> hosts": its message names them
+        if !grouped {
+            tags.push(host.clone());
+        }
     }
 
     let click = match &ch.click_base_url {
         Some(base) if event.kind == EventType::Test => Some(base.trim_end_matches('/').to_owned()),
+        // a group has no page of its own: the alerts list of its kind
+        Some(base) if grouped => Some(format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            group_list_path(&event.kind, &alert.kind)
+        )),
         Some(base) => Some(format!(
             "{}/alerts/{}",
             base.trim_end_matches('/'),
@@ -180,6 +192,7 @@ mod tests {
                     id: "h1".into(),
                     name: "db-02".into(),
                 },
+                group: None,
             },
         }
     }
@@ -222,6 +235,29 @@ mod tests {
         assert_eq!(
             publish(&ch, &e).click.as_deref(),
             Some("https://phone.example/rm/alerts/a7")
+        );
+    }
+
+    #[test]
+    fn a_group_links_to_the_alerts_list_of_its_kind_and_tags_no_host() {
+        let mut e = event(EventType::Resolved, Severity::Warning);
+        e.data.host.name = "12 hosts".into();
+        e.data.alert.url =
+            Some("https://rm.example/alerts?state=resolved&kind=stale_schedule".into());
+        e.data.group = Some(rm_bus::notify::GroupInfo {
+            count: 12,
+            hosts: 12,
+            alerts: Vec::new(),
+        });
+        let p = publish(&channel(), &e);
+        assert_eq!(p.title, "Resolved: Scheduled backup missed on 12 hosts");
+        assert_eq!(p.tags, ["white_check_mark", "stale_schedule"]);
+        assert_eq!(p.click, e.data.alert.url);
+        let mut ch = channel();
+        ch.click_base_url = Some("https://phone.example/rm/".into());
+        assert_eq!(
+            publish(&ch, &e).click.as_deref(),
+            Some("https://phone.example/rm/alerts?state=resolved&kind=stale_schedule")
         );
     }
 

@@ -37,6 +37,12 @@ pub struct ConnectSpec {
     /// it: after a bus node restarts, thousands retrying every 4 s in step
     /// keep the node too busy to accept them.
     pub reconnect_max: Option<Duration>,
+    /// Messages each subscription holds while its reader is behind; when
+    /// full, the client drops what comes next (a `slow consumer` event).
+    /// `None`: async-nats' default (65,536). The control plane's heartbeat
+    /// subscription needs more at fleet scale: a bus node that stalls for
+    /// ten seconds hands over its backlog at once.
+    pub subscription_capacity: Option<usize>,
 }
 
 impl ConnectSpec {
@@ -51,6 +57,7 @@ impl ConnectSpec {
             events_capacity: EVENTS_CAPACITY,
             tls_ca_pem: None,
             reconnect_max: None,
+            subscription_capacity: None,
         }
     }
 }
@@ -105,6 +112,9 @@ fn options_with(
     });
     if let Some(max) = spec.reconnect_max {
         opts = opts.reconnect_delay_callback(move |attempts| reconnect_delay(attempts, max));
+    }
+    if let Some(n) = spec.subscription_capacity {
+        opts = opts.subscription_capacity(n.max(1));
     }
     if spec.retry_on_initial_connect {
         opts = opts.retry_on_initial_connect();

@@ -8,8 +8,9 @@
 //!   same on every retry of one event to one channel: receivers deduplicate
 //!   on it.
 //! - [`NotificationEvent`]: the one stable webhook envelope
-//!   `{type, id, timestamp, data: {alert, host}}` for raised, acknowledged,
-//!   resolved and test events. It is the webhook body as is and the source of
+//!   `{type, id, timestamp, data: {alert, host, group}}` for raised,
+//!   acknowledged, resolved and test events (`group` is `null` but when
+//!   many changes of one kind go as one notification, [`GroupInfo`]). It is the webhook body as is and the source of
 //!   the ntfy message.
 //! - [`DeliverReply`]: the outcome of the attempt — `delivered`, `retryable`
 //!   (429, 5xx, timeout, connection error, notifier busy) or `failed`
@@ -228,10 +229,35 @@ pub struct HostInfo {
 pub struct EventData {
     pub alert: AlertInfo,
     pub host: HostInfo,
+    /// `null` for one alert's change. When many changes of one kind reach
+    /// one channel at once (a bus node down: thousands of hosts offline),
+    /// the alerts role sends them as one notification: then `alert` is a
+    /// summary (`id` the group's, `message` naming the hosts), `host` is
+    /// `{id: "", name: "<n> hosts"}`, and this lists every change.
+    #[serde(default)]
+    pub group: Option<GroupInfo>,
+}
+
+/// The alert changes one grouped notification stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// How many changes (`alerts.len()`).
+    pub count: u64,
+    /// How many distinct hosts they are on.
+    pub hosts: u64,
+    /// Each change as its own event would have carried it, oldest first.
+    pub alerts: Vec<GroupMember>,
+}
+
+/// One change of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub alert: AlertInfo,
+    pub host: HostInfo,
 }
 
 /// The one stable webhook envelope: `{type, id, timestamp, data: {alert,
-/// host}}`. Every key is always present (absent values are `null`), whatever
+/// host, group}}`. Every key is always present (absent values are `null`), whatever
 /// the type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationEvent {
@@ -273,9 +299,21 @@ impl NotificationEvent {
                     id: "test".into(),
                     name: "restic-manager".into(),
                 },
+                group: None,
             },
         }
     }
+}
+
+/// The UI's alerts list (relative to its base URL) showing the alerts of a
+/// grouped change: `alerts?state=<open|acknowledged|resolved>&kind=<kind>`.
+pub fn group_list_path(change: &EventType, kind: &AlertKind) -> String {
+    let state = match change {
+        EventType::Acknowledged => "acknowledged",
+        EventType::Resolved => "resolved",
+        _ => "open",
+    };
+    format!("alerts?state={state}&kind={kind}")
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds

@@ -1045,3 +1045,166 @@ async fn an_unsaved_edit_with_the_secret_left_empty_is_test_sent_signed_with_the
     );
     env.stop_all().await
 }
+
+/// Twelve hosts (`h00`…`h11`, named `web-00`…) enrolled, online, with a
+/// signed webhook channel and a notifier.
+async fn twelve_hosts(answer: Answer) -> anyhow::Result<(Env, Receiver, Vec<String>)> {
+    let mut env = Env::new().await?;
+    let rx = Receiver::start(answer).await?;
+    let ids: Vec<String> = (0..12).map(|i| format!("h{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        env.add_host(id, &format!("web-{i:02}")).await?;
+    }
+    Ok((env, rx, ids))
+}
+
+/// Waits until `n` outbox rows are all delivered; returns them.
+async fn delivered(env: &Env, n: usize) -> anyhow::Result<Vec<rm_store::delivery::Delivery>> {
+    wait_for("every row delivered", || async {
+        let rows = env.outbox().await?;
+        Ok((rows.len() == n && rows.iter().all(|r| r.state == "delivered")).then_some(rows))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hosts_going_offline_together_are_one_grouped_notification_retried_as_the_same_one()
+-> anyhow::Result<()> {
+    // every webhook-id's first request is answered 503
+    let (mut env, mut rx, ids) =
+        twelve_hosts(Answer::FirstOfEachId(Default::default(), 503)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), Some(SECRET))
+        .await?;
+
+    env.set_offline_together(&ids).await?;
+    let rows = delivered(&env, 12).await?;
+    let got = rx.drain();
+    assert_eq!(
+        got.len(),
+        2,
+        "one grouped request, refused once and retried"
+    );
+    let hook_id = got[0].header("webhook-id").unwrap_or_default().to_owned();
+    assert!(hook_id.starts_with("msg_grp_"), "{hook_id}");
+    assert_eq!(got[1].header("webhook-id"), Some(hook_id.as_str()));
+    assert!(signed_with(&got[1], SECRET));
+    let body = got[1].json();
+    assert_eq!(got[0].json(), body, "the retry is the same notification");
+    assert_eq!(body["type"], "alert.raised");
+    assert_eq!(body["data"]["alert"]["kind"], "agent_offline");
+    assert_eq!(body["data"]["host"]["name"], "12 hosts");
+    assert_eq!(body["data"]["group"]["count"], 12);
+    let message = body["data"]["alert"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("Agent offline on 12 hosts: web-"),
+        "{message}"
+    );
+    assert!(message.ends_with(" and 2 more."), "{message}");
+    assert_eq!(
+        body["data"]["alert"]["url"],
+        "https://rm.test/alerts?state=open&kind=agent_offline"
+    );
+    // the group lists every alert, each on its host
+    let listed: BTreeSet<(String, String)> = body["data"]["group"]["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["alert"]["id"].as_str().unwrap_or_default().to_owned(),
+                        m["host"]["id"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut raised = BTreeSet::new();
+    for id in &ids {
+        let alerts = env.alerts_of(id).await?;
+        let a = alerts
+            .iter()
+            .find(|a| a.kind == "agent_offline")
+            .expect("raised");
+        raised.insert((a.id.clone(), id.clone()));
+    }
+    assert_eq!(listed, raised);
+    // every row's own log: refused once, then delivered
+    for row in &rows {
+        let log = env.log_of(&row.id).await?;
+        let outcomes: Vec<(&str, Option<i64>)> = log
+            .iter()
+            .map(|e| (e.outcome.as_str(), e.status_code))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [("retryable", Some(503)), ("delivered", Some(200))],
+            "{}",
+            row.id
+        );
+    }
+
+    // back together: one grouped resolution
+    env.set_online_together(&ids).await?;
+    delivered(&env, 24).await?;
+    let got = rx.drain();
+    assert_eq!(
+        got.len(),
+        2,
+        "one grouped request, refused once and retried"
+    );
+    let body = got[1].json();
+    assert_eq!(body["type"], "alert.resolved");
+    assert_eq!(body["data"]["group"]["count"], 12);
+    assert_eq!(
+        body["data"]["alert"]["url"],
+        "https://rm.test/alerts?state=resolved&kind=agent_offline"
+    );
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn with_grouping_off_hosts_going_offline_together_are_one_notification_each()
+-> anyhow::Result<()> {
+    let (mut env, mut rx, ids) = twelve_hosts(Answer::Status(200)).await?;
+    env.timings.notify_group_from = 0;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    env.set_offline_together(&ids).await?;
+    let rows = delivered(&env, 12).await?;
+    let got = rx.drain();
+    let hook_ids: BTreeSet<String> = got
+        .iter()
+        .map(|g| g.header("webhook-id").unwrap_or_default().to_owned())
+        .collect();
+    let row_ids: BTreeSet<String> = rows.iter().map(|r| r.webhook_id.clone()).collect();
+    assert_eq!(hook_ids, row_ids, "one request per row, with its own id");
+    assert!(got.iter().all(|g| g.json()["data"]["group"].is_null()));
+    env.stop_all().await
+}
+
+#[tokio::test]
+async fn fewer_changes_than_the_threshold_go_one_each() -> anyhow::Result<()> {
+    let (mut env, mut rx, ids) = twelve_hosts(Answer::Status(200)).await?;
+    env.start_notifier("n1").await?;
+    env.start_alerts().await?;
+    env.add_webhook("ops", &rx.url("/hook"), None).await?;
+
+    // the default threshold is 5: four at once go one each
+    env.set_offline_together(&ids[..4]).await?;
+    delivered(&env, 4).await?;
+    let got = rx.drain();
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|g| g.json()["data"]["group"].is_null()));
+    assert!(got.iter().all(|g| {
+        g.json()["data"]["host"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("web-"))
+    }));
+    env.stop_all().await
+}

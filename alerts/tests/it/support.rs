@@ -320,6 +320,35 @@ impl Env {
         self.publish(Evt::HostOnline, Some(id)).await
     }
 
+    /// Marks `ids` offline in one transaction (as the control plane's
+    /// offline sweep does), then announces each.
+    pub async fn set_offline_together(&self, ids: &[String]) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        for id in ids {
+            assert!(hosts::mark_offline(&mut tx, id, now).await?);
+        }
+        tx.commit().await?;
+        for id in ids {
+            self.publish(Evt::HostOffline, Some(id)).await?;
+        }
+        Ok(())
+    }
+
+    /// Marks `ids` seen (online) in one transaction, then announces each.
+    pub async fn set_online_together(&self, ids: &[String]) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.store.write().await?;
+        for id in ids {
+            hosts::record_seen(&mut tx, id, now, &hosts::Vitals::default()).await?;
+        }
+        tx.commit().await?;
+        for id in ids {
+            self.publish(Evt::HostOnline, Some(id)).await?;
+        }
+        Ok(())
+    }
+
     pub async fn add_repo(&self, id: &str, name: &str) -> Result<()> {
         let mut conn = self.store.pool().acquire().await?;
         repos::insert(

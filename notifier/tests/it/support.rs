@@ -254,6 +254,7 @@ pub fn event(id: &str, kind: EventType, severity: Severity) -> NotificationEvent
                 id: "h7".into(),
                 name: "fileserver-1".into(),
             },
+            group: None,
         },
     }
 }

@@ -45,6 +45,7 @@ fn raised() -> NotificationEvent {
                 id: "h1".into(),
                 name: "web-01".into(),
             },
+            group: None,
         },
     }
 }
@@ -84,8 +85,46 @@ fn the_envelope_has_one_stable_shape() {
     assert_eq!(keys, test_keys, "every event type has the same alert keys");
     assert!(v["data"]["alert"]["resolved_by"].is_null());
     assert_eq!(v["data"]["host"], json!({"id": "h1", "name": "web-01"}));
+    assert!(
+        v["data"]["group"].is_null(),
+        "group is present, null for one change"
+    );
     let top: Vec<&String> = v.as_object().unwrap().keys().collect();
     assert_eq!(top, ["data", "id", "timestamp", "type"]);
+}
+
+#[test]
+fn a_grouped_envelope_round_trips_and_one_stored_without_group_reads_as_single() {
+    let one = raised();
+    let mut grouped = one.clone();
+    grouped.data.group = Some(GroupInfo {
+        count: 2,
+        hosts: 2,
+        alerts: vec![
+            GroupMember {
+                alert: one.data.alert.clone(),
+                host: one.data.host.clone(),
+            },
+            GroupMember {
+                alert: AlertInfo {
+                    id: "a2".into(),
+                    ..one.data.alert.clone()
+                },
+                host: HostInfo {
+                    id: "h2".into(),
+                    name: "web-02".into(),
+                },
+            },
+        ],
+    });
+    let v = roundtrip(&grouped);
+    assert_eq!(v["data"]["group"]["alerts"][1]["alert"]["id"], "a2");
+    assert_eq!(v["data"]["group"]["alerts"][1]["host"]["name"], "web-02");
+    // Outbox rows written before groups existed have no `group` key.
+    let mut old = serde_json::to_value(&one).unwrap();
+    old["data"].as_object_mut().unwrap().remove("group");
+    let back: NotificationEvent = serde_json::from_value(old).unwrap();
+    assert_eq!(back, one);
 }
 
 #[test]

@@ -1046,10 +1046,10 @@ async fn an_unsaved_edit_with_the_secret_left_empty_is_test_sent_signed_with_the
     env.stop_all().await
 }
 
-/// Twelve hosts (`h00`…`h11`, named `web-00`…) enrolled, online, with a
-/// signed webhook channel and a notifier.
+/// Twelve hosts (`h00`…`h11`, named `web-00`…) enrolled and online, and a
+/// receiver answering `answer`.
 async fn twelve_hosts(answer: Answer) -> anyhow::Result<(Env, Receiver, Vec<String>)> {
-    let mut env = Env::new().await?;
+    let env = Env::new().await?;
     let rx = Receiver::start(answer).await?;
     let ids: Vec<String> = (0..12).map(|i| format!("h{i:02}")).collect();
     for (i, id) in ids.iter().enumerate() {

@@ -5,7 +5,7 @@
 //! - a backup's own summary names its snapshot (id, and with restic ≥ 0.17
 //!   its start time); the control plane adds that snapshot to the cache from
 //!   the job's parameters (paths, tags, the host's restic host name) and
-//!   counts it, without a `snapshots` job. Only a repository whose
+//!   counts it (the count is the cache's), without a `snapshots` job. Only a repository whose
 //!   snapshots were never listed gets a full refresh after a backup (once).
 //! - a full refresh (`snapshots`, both `stats` modes, `locks`) is queued
 //!   per repository at most every `Timings::health_every`, after a forget,
@@ -57,8 +57,8 @@ pub(crate) async fn record(
                 summary_json: Some(s.to_string()),
                 seen_at: now,
             });
-            // the count, the health row (or a refresh of a never-listed
-            // repository) once per repository and batch
+            // counted by the cache once the repository was listed; a
+            // never-listed one is refreshed (once per repository and batch)
             settle.snapshot_added(repo, job);
             Ok(false)
         }
@@ -84,6 +84,7 @@ pub(crate) async fn record(
                     },
                 )
                 .await?;
+                health::mark_listed(&mut *tx, repo, now).await?;
             }
             Ok(false)
         }

@@ -4,7 +4,7 @@
 //! the follow-up work they share is gathered here and written at the end
 //! of that transaction: every host's summary (last job, failures, last
 //! backup and snapshot, running/queued counts) in one statement,
-//! each repository's snapshot count and health row once per repository,
+//! a never-listed repository's refresh when backups added snapshots to it,
 //! a repository refresh queued at most once per repository, and each
 //! host's row read at most once.
 
@@ -18,8 +18,6 @@ use crate::Cp;
 
 /// A repository that took new snapshots in this batch.
 struct Snapshotted {
-    /// The last job whose snapshot was added (named in the health row).
-    last_job: String,
     /// Whether any of those jobs was not the system's own (only those ask
     /// for a refresh of a never-listed repository).
     by_operator_or_schedule: bool,
@@ -56,11 +54,9 @@ impl Settle {
             .snapshotted
             .entry(repo.to_owned())
             .or_insert_with(|| Snapshotted {
-                last_job: job.id.clone(),
                 by_operator_or_schedule: own,
                 exec_host: job.exec_host_id.clone(),
             });
-        e.last_job.clone_from(&job.id);
         if own && !e.by_operator_or_schedule {
             e.by_operator_or_schedule = true;
             e.exec_host.clone_from(&job.exec_host_id);
@@ -140,20 +136,18 @@ impl Settle {
             .chain(counts.keys().map(|h| (h.as_str(), &[][..])))
             .collect();
         rm_store::results::summarize_hosts(&mut *tx, &hosts).await?;
+        // a listed repository's count is its cache's: nothing to write; a
+        // never-listed one is listed once
         let repos: Vec<&str> = snapshotted.keys().map(String::as_str).collect();
         let counted = health::snapshots_counted_among(&mut *tx, &repos).await?;
-        let mut rows = Vec::with_capacity(snapshotted.len());
         for (repo, s) in &snapshotted {
-            if counted.contains(repo) {
-                rows.push((repo.as_str(), s.last_job.as_str()));
-            } else if s.by_operator_or_schedule {
+            if !counted.contains(repo) && s.by_operator_or_schedule {
                 // never listed: the cache holds only what backups added
                 refresh
                     .entry(repo.clone())
                     .or_insert_with(|| s.exec_host.clone());
             }
         }
-        health::insert_snapshot_counts(&mut *tx, cp.now(), &rows).await?;
         for (repo, exec_host) in refresh {
             crate::health::queue_refresh(cp, &mut *tx, &repo, &exec_host).await?;
         }

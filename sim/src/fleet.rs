@@ -159,8 +159,8 @@ async fn burst_setup_chunk(
 
 /// The host's own repository for the burst's backups (as in a fleet
 /// where every host backs up to its own repository, the costliest shape
-/// for ingest: every result adds a snapshot and its repository's health
-/// row), created on the first burst: attached, already listed once (so
+/// for ingest: every result adds a snapshot to its own repository's
+/// cache), created on the first burst: attached, already listed once (so
 /// a backup's snapshot is counted, not a reason for a refresh), and the
 /// host given its restic name. Bench only: its secrets are not real.
 async fn burst_repo(tx: &mut rm_store::Tx, host: &str, now: i64) -> Result<String> {
@@ -188,8 +188,7 @@ async fn burst_repo(tx: &mut rm_store::Tx, host: &str, now: i64) -> Result<Strin
         .execute(&mut **tx)
         .await?;
     sqlx::query(
-        "INSERT INTO repo_health (repo_id, ts, snapshot_count) SELECT ?1, ?2, 0
-         WHERE NOT EXISTS (SELECT 1 FROM repo_health WHERE repo_id = ?1)",
+        "UPDATE repositories SET snapshots_listed_at = ?2 WHERE id = ?1 AND snapshots_listed_at IS NULL",
     )
     .bind(&repo)
     .bind(now)

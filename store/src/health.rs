@@ -47,36 +47,20 @@ pub async fn insert(conn: &mut SqliteConnection, h: &Health) -> Result<()> {
     Ok(())
 }
 
-/// For each `(repository, job)`: a health row at `ts` naming the job,
-/// with the repository's snapshot count as the cache holds it now. One
-/// statement for them all.
-pub async fn insert_snapshot_counts(
-    conn: &mut SqliteConnection,
-    ts: i64,
-    repos: &[(&str, &str)],
-) -> Result<()> {
-    if repos.is_empty() {
-        return Ok(());
-    }
-    let values: Vec<serde_json::Value> = repos
-        .iter()
-        .map(|(r, j)| serde_json::json!({ "repo": r, "job": j }))
-        .collect();
-    sqlx::query(
-        "INSERT INTO repo_health (repo_id, ts, source_job_id, snapshot_count)
-         SELECT v.repo, ?, v.job, (SELECT COUNT(*) FROM snapshots WHERE repo_id = v.repo)
-           FROM (SELECT value ->> '$.repo' AS repo, value ->> '$.job' AS job, key FROM json_each(?)) AS v
-          ORDER BY v.key",
-    )
-    .bind(ts)
-    .bind(serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()))
-    .execute(conn)
-    .await?;
+/// Records that `repo_id`'s snapshots were listed in full at `ts`: from
+/// then on the cache holds every snapshot, and its count is the
+/// repository's snapshot count (backups add theirs to the cache).
+pub async fn mark_listed(conn: &mut SqliteConnection, repo_id: &str, ts: i64) -> Result<()> {
+    sqlx::query("UPDATE repositories SET snapshots_listed_at = ? WHERE id = ?")
+        .bind(ts)
+        .bind(repo_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-/// Those of `repos` whose snapshots were ever fully listed
-/// ([`snapshots_counted`]), in one query.
+/// Those of `repos` whose snapshots were ever listed in full
+/// ([`mark_listed`]), in one query.
 pub async fn snapshots_counted_among(
     conn: &mut SqliteConnection,
     repos: &[&str],
@@ -85,8 +69,8 @@ pub async fn snapshots_counted_among(
         return Ok(Default::default());
     }
     let rows: Vec<String> = sqlx::query_scalar(
-        "SELECT value FROM json_each(?) WHERE EXISTS
-             (SELECT 1 FROM repo_health WHERE repo_id = value AND snapshot_count IS NOT NULL)",
+        "SELECT id FROM repositories
+          WHERE id IN (SELECT value FROM json_each(?)) AND snapshots_listed_at IS NOT NULL",
     )
     .bind(serde_json::to_string(repos).unwrap_or_else(|_| "[]".into()))
     .fetch_all(conn)
@@ -98,7 +82,7 @@ pub async fn snapshots_counted_among(
 /// (then the cache holds every snapshot, and counting it is right).
 pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM repo_health WHERE repo_id = ? AND snapshot_count IS NOT NULL)",
+        "SELECT EXISTS (SELECT 1 FROM repositories WHERE id = ? AND snapshots_listed_at IS NOT NULL)",
     )
     .bind(repo_id)
     .fetch_one(conn)
@@ -106,7 +90,9 @@ pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Re
 }
 
 /// The latest value of each measurement for a repository (measurements
-/// arrive from different jobs, so each column is taken from its newest row).
+/// arrive from different jobs, so each column is taken from its newest
+/// row). The snapshot count is the cache's once the repository was listed
+/// in full ([`mark_listed`]); before that, the newest one recorded.
 pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health> {
     let rows: Vec<Health> = sqlx::query_as(concat!(
         "SELECT ",
@@ -114,7 +100,7 @@ pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health
         " FROM repo_health WHERE repo_id = ? ORDER BY ts DESC, id DESC LIMIT 200"
     ))
     .bind(repo_id)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
     let mut out = Health {
         repo_id: repo_id.to_owned(),
@@ -142,6 +128,9 @@ pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health
         && raw > 0
     {
         out.dedup_ratio = Some(total as f64 / raw as f64);
+    }
+    if snapshots_counted(&mut *conn, repo_id).await? {
+        out.snapshot_count = Some(crate::snapshots::count(&mut *conn, repo_id).await?);
     }
     Ok(out)
 }

@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hosts_status_covering",
         include_str!("../migrations/0029_hosts_status_covering.sql"),
     ),
+    (
+        30,
+        "snapshots_listed",
+        include_str!("../migrations/0030_snapshots_listed.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

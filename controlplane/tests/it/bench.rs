@@ -126,17 +126,9 @@ async fn bench_durable_result_ingest_rate() {
     {
         let mut tx = db.write().await.unwrap();
         for r in &repos {
-            rm_store::health::insert(
-                &mut tx,
-                &rm_store::health::Health {
-                    repo_id: r.clone(),
-                    ts: 1_000,
-                    snapshot_count: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+            rm_store::health::mark_listed(&mut tx, r, 1_000)
+                .await
+                .unwrap();
         }
         for (n, a) in agents.iter().enumerate() {
             let mut mine = Vec::new();

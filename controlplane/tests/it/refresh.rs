@@ -157,19 +157,64 @@ async fn a_backup_adds_its_own_snapshot_to_the_list_and_the_count_without_a_refr
     assert_eq!(s.paths_json, r#"["/data","/etc"]"#);
     assert_eq!(s.tags_json, r#"["nightly"]"#);
     let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
-    assert_eq!(h.snapshot_count, Some(3));
-    let counted: Option<String> = sqlx::query_scalar(
-        "SELECT source_job_id FROM repo_health WHERE repo_id = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&repo)
-    .fetch_one(&mut *c)
-    .await
-    .unwrap();
-    assert_eq!(
-        counted.as_deref(),
-        Some(job.as_str()),
-        "counted by the backup"
+    assert_eq!(h.snapshot_count, Some(3), "the cache's count");
+    let rows: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT source_job_id FROM repo_health WHERE repo_id = ?")
+            .bind(&repo)
+            .fetch_all(&mut *c)
+            .await
+            .unwrap();
+    assert!(
+        !rows.contains(&Some(job.clone())),
+        "a backup writes no health row: {rows:?}"
     );
+}
+
+async fn health_rows(cp: &Cp, repo: &str) -> i64 {
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    sqlx::query_scalar("SELECT COUNT(*) FROM repo_health WHERE repo_id = ?")
+        .bind(repo)
+        .fetch_one(&mut *c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_size_measurement_stays_the_latest_through_backups_after_it() {
+    let (_bus, _dir, cp, mut a, repo) = one_host().await;
+    let snap = |n: u32| Some(serde_json::json!({"snapshot_id": format!("{n:064x}")}));
+    backup_done(&cp, &mut a, &repo, backup_params(), snap(0)).await;
+    // the first backup's refresh: the listing, both stats modes, locks
+    let listing = serde_json::json!([
+        {"time": "2026-11-25T10:00:00Z", "id": format!("{:064x}", 0), "hostname": a.host_id(), "paths": ["/data"]}
+    ]);
+    assert_eq!(answer_refresh(&mut a, 4, listing).await, REFRESH);
+    let before = health_rows(&cp, &repo).await;
+    // more backups than the newest health rows `latest` reads (200): each
+    // one's count row used to push the sizes out of them
+    for n in 1..=201 {
+        backup_done(&cp, &mut a, &repo, backup_params(), snap(n)).await;
+    }
+    assert_eq!(
+        health_rows(&cp, &repo).await,
+        before,
+        "backups add no health rows"
+    );
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let h = rm_store::health::latest(&mut c, &repo).await.unwrap();
+    assert_eq!(
+        h.snapshot_count,
+        Some(202),
+        "the listed one and the backups'"
+    );
+    assert_eq!(
+        h.total_size,
+        Some(1),
+        "the stats measurement is still the latest"
+    );
+    assert_eq!(h.lock_count, Some(0));
 }
 
 #[tokio::test]

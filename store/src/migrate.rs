@@ -106,6 +106,11 @@ pub fn latest_version() -> i64 {
 }
 
 pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {
+    apply_through(pool, i64::MAX).await
+}
+
+/// Applies the migrations not applied yet, up to version `last`.
+async fn apply_through(pool: &SqlitePool, last: i64) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
@@ -122,7 +127,7 @@ pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {
             "database schema version {current} is newer than this build supports ({latest}); upgrade restic-manager"
         )));
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current && m.0 <= last) {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         // Another process may have applied it while we waited for the lock.
         let done: Option<i64> =
@@ -143,4 +148,55 @@ pub(crate) async fn apply(pool: &SqlitePool) -> Result<()> {
         tracing::info!(version, name, "applied database migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store from before migration 30: one repository listed in full
+    /// (a health row with a snapshot count, as a listing or a backup wrote
+    /// it then), one only measured (sizes, never listed).
+    #[tokio::test]
+    async fn an_upgraded_store_knows_which_repositories_were_listed_from_their_counted_health_rows()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("rm.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        apply_through(&pool, 29).await.unwrap();
+        for (repo, count, size) in [("listed", Some(3), None), ("measured", None, Some(9))] {
+            sqlx::query(
+                "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)
+                 VALUES (?1, ?1, 'rest:https://x.invalid/', x'00', 1, 'test')",
+            )
+            .bind(repo)
+            .execute(&pool)
+            .await
+            .unwrap();
+            for ts in [100, 200] {
+                sqlx::query(
+                    "INSERT INTO repo_health (repo_id, ts, snapshot_count, raw_size) VALUES (?, ?, ?, ?)",
+                )
+                .bind(repo)
+                .bind(ts)
+                .bind(count)
+                .bind(size)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+        }
+        apply(&pool).await.unwrap();
+        let listed: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT id, snapshots_listed_at FROM repositories ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            listed,
+            vec![("listed".into(), Some(200)), ("measured".into(), None)]
+        );
+    }
 }

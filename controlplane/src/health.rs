@@ -5,8 +5,9 @@
 //! - a backup's own summary names its snapshot (id, and with restic ≥ 0.17
 //!   its start time); the control plane adds that snapshot to the cache from
 //!   the job's parameters (paths, tags, the host's restic host name) and
-//!   counts it (the count is the cache's), without a `snapshots` job. Only a repository whose
-//!   snapshots were never listed gets a full refresh after a backup (once).
+//!   counts it (the count is the cache's), without a `snapshots` job.
+//!   Only a repository whose snapshots were never listed gets a full
+//!   refresh after a backup (once).
 //! - a full refresh (`snapshots`, both `stats` modes, `locks`) is queued
 //!   per repository at most every `Timings::health_every`, after a forget,
 //!   prune or check, and when an operator asks (`repo-refresh`), on the

@@ -78,17 +78,6 @@ pub async fn snapshots_counted_among(
     Ok(rows.into_iter().collect())
 }
 
-/// Whether a full snapshot listing of the repository was ever recorded
-/// (then the cache holds every snapshot, and counting it is right).
-pub async fn snapshots_counted(conn: &mut SqliteConnection, repo_id: &str) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM repositories WHERE id = ? AND snapshots_listed_at IS NOT NULL)",
-    )
-    .bind(repo_id)
-    .fetch_one(conn)
-    .await?)
-}
-
 /// The latest value of each measurement for a repository (measurements
 /// arrive from different jobs, so each column is taken from its newest
 /// row). The snapshot count is the cache's once the repository was listed
@@ -129,10 +118,23 @@ pub async fn latest(conn: &mut SqliteConnection, repo_id: &str) -> Result<Health
     {
         out.dedup_ratio = Some(total as f64 / raw as f64);
     }
-    if snapshots_counted(&mut *conn, repo_id).await? {
-        out.snapshot_count = Some(crate::snapshots::count(&mut *conn, repo_id).await?);
+    if let Some(n) = cached_count(&mut *conn, repo_id).await? {
+        out.snapshot_count = Some(n);
     }
     Ok(out)
+}
+
+/// The cache's snapshot count of a repository listed in full
+/// ([`mark_listed`]); `None` for one never listed (its cache holds only
+/// what backups added). One statement.
+async fn cached_count(conn: &mut SqliteConnection, repo_id: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM snapshots WHERE repo_id = r.id)
+           FROM repositories r WHERE r.id = ? AND r.snapshots_listed_at IS NOT NULL",
+    )
+    .bind(repo_id)
+    .fetch_optional(conn)
+    .await?)
 }
 
 /// One size measurement of a repository: what it stores (`raw-data`

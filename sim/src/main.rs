@@ -97,6 +97,12 @@ struct RunArgs {
     /// and add hosts as operators.
     #[arg(long)]
     operator_creds: Option<PathBuf>,
+    /// Observe only these hosts' heartbeats (one host id per line), one
+    /// subscription each, instead of every heartbeat. A fleet-wide
+    /// subscriber costs the bus as much as the control plane's own
+    /// heartbeat subscription; a spread sample measures the same lag.
+    #[arg(long)]
+    observe_hosts: Option<PathBuf>,
     /// Operators add this many hosts a second while the fleet runs.
     #[arg(long, default_value_t = 0.0)]
     host_adds_per_sec: f64,
@@ -159,6 +165,20 @@ fn main() -> Result<()> {
     })
 }
 
+/// Host ids, one per line (blank lines skipped).
+fn read_hosts(path: &std::path::Path) -> Result<Vec<rm_bus::HostId>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            rm_bus::HostId::parse(l)
+                .map_err(|e| anyhow::anyhow!("{}: host id {l:?}: {e}", path.display()))
+        })
+        .collect()
+}
+
 fn read_creds(path: &std::path::Path) -> Result<rm_bus::creds::UserCreds> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -189,7 +209,8 @@ async fn run(a: RunArgs) -> Result<()> {
     let mut operator = None;
     if let Some(creds) = &a.operator_creds {
         let obs_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
-        tokio::spawn(observer.clone().run(obs_client));
+        let sample = a.observe_hosts.as_deref().map(read_hosts).transpose()?;
+        tokio::spawn(observer.clone().run(obs_client, sample));
         let op_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
         operator = Some(op_client.clone());
         tokio::spawn(ops::churn(

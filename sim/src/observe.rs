@@ -3,12 +3,15 @@
 //! in the message, to received here), when each host was last heard, and
 //! every `host.offline` event with when the host was last heard here
 //! (a host the bus kept delivering but the control plane marked offline
-//! was lost on the control plane's side).
+//! was lost on the control plane's side). Given a sample of hosts it
+//! subscribes to theirs alone: the lag of a spread sample, without a
+//! second fleet-wide delivery loading the bus.
 
 use std::sync::Mutex;
 
 use async_nats::Client;
 use futures_util::StreamExt;
+use rm_bus::HostId;
 use rm_bus::msg::{EventMsg, Heartbeat, decode};
 use rm_bus::subject::{self, AgentTopicKind, Event};
 
@@ -32,11 +35,26 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Subscribes and records until the client closes.
-    pub async fn run(self: std::sync::Arc<Self>, client: Client) -> anyhow::Result<()> {
-        let mut beats = client
-            .subscribe(subject::agent_any(AgentTopicKind::Heartbeat))
-            .await?;
+    /// Subscribes and records until the client closes: every host's
+    /// heartbeats, or only `sample`'s.
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        client: Client,
+        sample: Option<Vec<HostId>>,
+    ) -> anyhow::Result<()> {
+        let mut beats = match sample {
+            None => client
+                .subscribe(subject::agent_any(AgentTopicKind::Heartbeat))
+                .await?
+                .boxed(),
+            Some(hosts) => {
+                let mut subs = Vec::with_capacity(hosts.len());
+                for h in &hosts {
+                    subs.push(client.subscribe(subject::agent_heartbeat(h)).await?);
+                }
+                futures_util::stream::select_all(subs).boxed()
+            }
+        };
         let mut offline = client.subscribe(Event::HostOffline.subject()).await?;
         client.flush().await?;
         loop {

@@ -100,7 +100,8 @@ struct RunArgs {
     /// Observe only these hosts' heartbeats (one host id per line), one
     /// subscription each, instead of every heartbeat. A fleet-wide
     /// subscriber costs the bus as much as the control plane's own
-    /// heartbeat subscription; a spread sample measures the same lag.
+    /// heartbeat subscription; a sample spread over the fleet's nodes
+    /// measures the bus's lag without it.
     #[arg(long)]
     observe_hosts: Option<PathBuf>,
     /// Operators add this many hosts a second while the fleet runs.

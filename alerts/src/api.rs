@@ -76,6 +76,11 @@ pub struct Metrics {
     /// to `write_batches` when every write goes through the writer task.
     #[serde(default)]
     pub db_commits: u64,
+    /// Commits on that connection between the writer task's own
+    /// transactions (see `rm_store::writer::WriterStats::commits_outside`):
+    /// zero while every write of the role goes through its writer.
+    #[serde(default)]
+    pub db_commits_outside_writer: u64,
     /// Deliveries (one alert change to one channel) not queued, by reason.
     #[serde(default)]
     pub suppressed: Suppressed,

@@ -55,6 +55,7 @@ impl Metrics {
             write_batches_failed: WriterStats::get(&w.failed_batches),
             write_batches_first: WriterStats::get(&w.first_batches),
             db_commits,
+            db_commits_outside_writer: WriterStats::get(&w.commits_outside),
             suppressed: api::Suppressed {
                 host_muted: g(&self.host_muted),
                 maintenance_window: g(&self.maintenance_window),

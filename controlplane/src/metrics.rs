@@ -179,6 +179,7 @@ impl Metrics {
             write_apply_ms: W::get(&writer.apply_us) / 1000,
             write_commit_ms: W::get(&writer.commit_us) / 1000,
             db_commits,
+            db_commits_outside_writer: W::get(&writer.commits_outside),
         }
     }
 }

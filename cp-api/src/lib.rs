@@ -133,6 +133,12 @@ pub struct Metrics {
     /// through the writer task or not (each a sync to disk when it wrote).
     #[serde(default)]
     pub db_commits: u64,
+    /// Commits on that connection between the writer task's own
+    /// transactions, counted by the task while it holds the connection:
+    /// another role sharing it in one process (`serve`), or a write that
+    /// bypassed the writer.
+    #[serde(default)]
+    pub db_commits_outside_writer: u64,
     /// Hellos waiting for a handler now (at most one per host).
     #[serde(default)]
     pub hellos_waiting: u64,

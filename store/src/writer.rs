@@ -55,6 +55,13 @@ pub struct WriterStats {
     /// ... and committing (the sync to disk, and a checkpoint when the
     /// WAL has grown past SQLite's threshold).
     pub commit_us: AtomicU64,
+    /// Commits on the store's write connection between this task's own
+    /// transactions, counted when the task next holds the connection:
+    /// another role sharing the connection in one process, or a write
+    /// that bypassed the writer. Read by the task itself while it holds
+    /// the connection, so no commit under way can skew it (comparing
+    /// [`crate::Store::commits`] with `batches` from outside can).
+    pub commits_outside: AtomicU64,
 }
 
 impl WriterStats {
@@ -294,6 +301,8 @@ async fn serve(
 ) {
     let mut batch: Vec<Box<dyn Queued>> = Vec::with_capacity(max_batch);
     let mut ahead: Vec<Box<dyn Queued>> = Vec::new();
+    // The connection's commit count after this task's last transaction.
+    let mut seen = store.commits();
     loop {
         // The first lane first, whatever waits in the other (`recv_many`
         // is cancel-safe: the branch not taken received nothing).
@@ -305,8 +314,8 @@ async fn serve(
             n = lanes.rest.recv_many(&mut batch, max_batch) => (n > 0).then_some(false),
         };
         match first {
-            Some(true) => commit(&store, &mut ahead, &stats, true).await,
-            Some(false) => commit(&store, &mut batch, &stats, false).await,
+            Some(true) => commit(&store, &mut ahead, &stats, true, &mut seen).await,
+            Some(false) => commit(&store, &mut batch, &stats, false, &mut seen).await,
             None => break,
         }
     }
@@ -321,15 +330,21 @@ async fn serve(
                 break;
             }
         }
-        commit(&store, &mut batch, &stats, first).await;
+        commit(&store, &mut batch, &stats, first, &mut seen).await;
     }
     tracing::debug!("writer task drained and stopped");
 }
 
 /// Applies `batch` in one transaction and answers its writers.
-async fn commit(store: &Store, batch: &mut Vec<Box<dyn Queued>>, stats: &WriterStats, first: bool) {
+async fn commit(
+    store: &Store,
+    batch: &mut Vec<Box<dyn Queued>>,
+    stats: &WriterStats,
+    first: bool,
+    seen: &mut u64,
+) {
     let size = batch.len();
-    match apply_batch(store, batch, stats).await {
+    match apply_batch(store, batch, stats, seen).await {
         Ok(answers) => {
             stats.batches.fetch_add(1, Ordering::Relaxed);
             if first {
@@ -360,11 +375,13 @@ type Failed = (StoreError, Vec<Box<dyn Answer>>);
 
 /// One transaction over the batch. On failure returns the error and the
 /// answers of the writes applied so far; writes not yet applied stay in
-/// `batch`.
+/// `batch`. `seen` is the connection's commit count after the task's last
+/// transaction; commits since then were someone else's.
 async fn apply_batch(
     store: &Store,
     batch: &mut Vec<Box<dyn Queued>>,
     stats: &WriterStats,
+    seen: &mut u64,
 ) -> std::result::Result<Vec<Box<dyn Answer>>, Failed> {
     let t = std::time::Instant::now();
     let begun = store.write().await;
@@ -373,6 +390,13 @@ async fn apply_batch(
         Ok(tx) => tx,
         Err(e) => return Err((e, Vec::new())),
     };
+    // The connection is this task's until the commit: nobody else's
+    // commit can land between here and ours.
+    let before = store.commits();
+    stats
+        .commits_outside
+        .fetch_add(before.saturating_sub(*seen), Ordering::Relaxed);
+    *seen = before;
     let t = std::time::Instant::now();
     let mut answers = Vec::with_capacity(batch.len());
     let items = std::mem::take(batch);
@@ -408,8 +432,18 @@ async fn apply_batch(
     let committed = tx.commit().await;
     add_elapsed(&stats.commit_us, t);
     match committed {
-        Ok(()) => Ok(answers),
-        Err(e) => Err((e.into(), answers)),
+        Ok(()) => {
+            // exactly one commit of ours (savepoints fire no commit hook);
+            // reading the count here could take in a commit made since the
+            // connection went back to the pool
+            *seen = before + 1;
+            Ok(answers)
+        }
+        Err(e) => {
+            // the hook may have fired before the commit failed
+            *seen = store.commits();
+            Err((e.into(), answers))
+        }
     }
 }
 

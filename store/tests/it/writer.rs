@@ -1,7 +1,8 @@
 //! The writer task: queued writes share one transaction, a failing write
 //! is rolled back alone, callers hear of success only after commit, and a
 //! database that is locked for a while fails batches without ending the
-//! task, which recovers by itself.
+//! task, which recovers by itself; commits made beside the task are
+//! counted.
 
 use std::time::Duration;
 
@@ -172,4 +173,25 @@ async fn shutdown_applies_and_answers_every_queued_write_then_refuses_new_ones()
     assert!(matches!(late, StoreError::NotCommitted(_)), "{late}");
     let late = w.run_first(add_host("late")).await.unwrap_err();
     assert!(matches!(late, StoreError::NotCommitted(_)), "{late}");
+}
+
+#[tokio::test]
+async fn a_commit_made_beside_the_writer_is_counted_as_outside_and_its_own_are_not() {
+    let (s, _d) = store().await;
+    let w = Writer::spawn(s.clone(), 64, 64);
+    w.run(add_host("a")).await.unwrap();
+    w.run(add_host("b")).await.unwrap();
+    assert_eq!(WriterStats::get(&w.stats().commits_outside), 0);
+    // A write that bypasses the writer, on the same connection.
+    let mut tx = s.write().await.unwrap();
+    hosts::insert(&mut tx, "c", "c", "test", 1).await.unwrap();
+    tx.commit().await.unwrap();
+    // Counted when the writer next holds the connection.
+    assert_eq!(WriterStats::get(&w.stats().commits_outside), 0);
+    w.run(add_host("d")).await.unwrap();
+    assert_eq!(WriterStats::get(&w.stats().commits_outside), 1);
+    w.run(add_host("e")).await.unwrap();
+    assert_eq!(WriterStats::get(&w.stats().commits_outside), 1);
+    assert_eq!(WriterStats::get(&w.stats().batches), 4);
+    assert_eq!(host_names(&s).await, vec!["a", "b", "c", "d", "e"]);
 }

@@ -147,6 +147,12 @@ impl SimAgent {
             // the first `Connected` is the connection the hello above is on
             let mut first = true;
             while let Some(ev) = events.recv().await {
+                if matches!(ev, async_nats::Event::ClientError(_)) {
+                    again
+                        .counters
+                        .reconnect_rounds_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 if !matches!(ev, async_nats::Event::Connected) {
                     continue;
                 }

@@ -31,6 +31,11 @@ pub struct Counters {
     pub hellos_failed: AtomicU64,
     /// Reconnects after the first connection (each says hello again).
     pub reconnects: AtomicU64,
+    /// Rounds of (re)connect attempts that failed: async-nats tried each
+    /// server of its pool once, every one refused, timed out or cut the
+    /// attempt off (an authentication timeout), and the next round comes
+    /// after a longer pause.
+    pub reconnect_rounds_failed: AtomicU64,
     pub heartbeats_sent: AtomicU64,
     pub dispatches: AtomicU64,
     pub other_commands: AtomicU64,
@@ -55,6 +60,7 @@ pub struct Snapshot {
     pub hellos_answered: u64,
     pub hellos_failed: u64,
     pub reconnects: u64,
+    pub reconnect_rounds_failed: u64,
     pub heartbeats_sent: u64,
     pub dispatches: u64,
     pub other_commands: u64,
@@ -78,6 +84,7 @@ impl Counters {
             hellos_answered: g(&self.hellos_answered),
             hellos_failed: g(&self.hellos_failed),
             reconnects: g(&self.reconnects),
+            reconnect_rounds_failed: g(&self.reconnect_rounds_failed),
             heartbeats_sent: g(&self.heartbeats_sent),
             dispatches: g(&self.dispatches),
             other_commands: g(&self.other_commands),

@@ -89,6 +89,9 @@ pub struct BusOptions {
     /// Serve TLS with this certificate chain and key (PEM), e.g. issued by
     /// an installation's CA (`rm_bus::pki`); implies TLS.
     pub tls_pem: Option<(String, String)>,
+    /// Time a client has from accept to a valid CONNECT, in place of the
+    /// installation's (`rm_bus_server::server::CLIENT_AUTH_TIMEOUT`).
+    pub auth_timeout: Option<Duration>,
 }
 
 /// PEM files of a self-signed certificate for 127.0.0.1 and localhost.
@@ -158,8 +161,13 @@ impl TestBus {
         match self.kind {
             BusKind::NatsServer => {
                 let extra = nats_server_extra_conf(&self.options, self.tls_files.as_ref());
-                let (proc_, port) =
-                    spawn_nats_server(self.dir.path(), &self.authority, self.port, &extra)?;
+                let (proc_, port) = spawn_nats_server(
+                    self.dir.path(),
+                    &self.authority,
+                    self.port,
+                    self.options.auth_timeout,
+                    &extra,
+                )?;
                 self.backend = Backend::NatsServer { _process: proc_ };
                 self.port = Some(port);
             }
@@ -197,6 +205,9 @@ impl TestBus {
         }
         if let Some(v) = o.max_pings_out {
             config.limits.max_pings_out = v;
+        }
+        if let Some(v) = o.auth_timeout {
+            config.limits.auth_timeout = v;
         }
         config.limits.lame_duck_grace = Duration::from_millis(50);
         if let Some((cert, key)) = &self.tls_files {
@@ -405,6 +416,7 @@ fn spawn_nats_server(
     dir: &Path,
     authority: &Authority,
     port: Option<u16>,
+    auth_timeout: Option<Duration>,
     extra: &str,
 ) -> Result<(NatsServerProcess, u16)> {
     let resolver_dir = dir.join("jwt");
@@ -414,6 +426,14 @@ fn spawn_nats_server(
         let _ = std::fs::remove_file(entry?.path());
     }
     let mut conf = server_config::render(authority, &resolver_dir)?;
+    if let Some(t) = auth_timeout {
+        let ours = server_config::auth_timeout_block(rm_bus_server::server::CLIENT_AUTH_TIMEOUT);
+        anyhow::ensure!(
+            conf.contains(&ours),
+            "no client authentication timeout in the configuration"
+        );
+        conf = conf.replace(&ours, &server_config::auth_timeout_block(t));
+    }
     let port_text = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     conf.push_str(&format!("host: \"127.0.0.1\"\nport: {port_text}\n"));
     conf.push_str(extra);

@@ -619,6 +619,9 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         assert_eq!(varz["cluster"]["tls_verify"], true, "node {}", node.name);
         assert_eq!(varz["leaf"]["tls_required"], true, "node {}", node.name);
         assert_eq!(varz["leaf"]["tls_verify"], true, "node {}", node.name);
+        // the configuration's client authentication timeout is honoured
+        // (not nats-server's default, 6 s with this TLS timeout)
+        assert_eq!(varz["auth_timeout"], 10, "node {}", node.name);
     }
     let ca_pem = std::fs::read_to_string(data.join("ca/ca-cert.pem")).unwrap();
     // A server holding a certificate from another CA (it trusts its own)

@@ -48,6 +48,21 @@ pub struct Tls {
 /// short for a loaded machine).
 const TLS_TIMEOUT_SECS: u32 = 5;
 
+/// The `authorization` block giving clients `timeout` (fractional
+/// seconds) from accept to a valid CONNECT, the TLS handshake included.
+/// [`render_layout`] writes it with [`crate::server::CLIENT_AUTH_TIMEOUT`]:
+/// nats-server's default is 2 s without TLS and one more than the TLS
+/// timeout with it, and a node taking the reconnects of a restarted
+/// node's agents on a busy machine ran past 2 s for thousands of them,
+/// each one cut off trying again after a longer pause (docs/benchmarks.md,
+/// stop 36).
+pub fn auth_timeout_block(timeout: std::time::Duration) -> String {
+    format!(
+        "authorization {{\n  timeout: {}\n}}\n",
+        timeout.as_secs_f64()
+    )
+}
+
 impl Tls {
     /// A `tls { … }` block at `indent`: `ca_file` is what a connecting
     /// end verifies the server with; `peer` also makes a listener ask the
@@ -137,9 +152,10 @@ pub fn render_layout(
         out.push_str("# clients: TLS from the installation's CA\n");
         out.push_str(&tls.block("", false)?);
     }
+    out.push_str("# restic-manager: decentralized auth (operator mode)\n");
+    out.push_str(&auth_timeout_block(crate::server::CLIENT_AUTH_TIMEOUT));
     out.push_str(&format!(
-        "# restic-manager: decentralized auth (operator mode)\n\
-         operator: \"{operator}\"\n\
+        "operator: \"{operator}\"\n\
          system_account: \"{sys_pub}\"\n\
          resolver: {{\n  type: full\n  dir: {dir}\n  allow_delete: false\n  interval: \"2m\"\n}}\n\
          resolver_preload: {{\n  {acc_pub}: \"{account}\"\n  {sys_pub}: \"{system}\"\n}}\n",
@@ -198,6 +214,11 @@ mod tests {
         )));
         assert!(text.contains("type: full"));
         assert!(text.contains("dir: \"/var/lib/nats/jwt\""));
+        // clients get as long to authenticate as on the embedded bus
+        assert!(
+            text.contains("authorization {\n  timeout: 10\n}\n"),
+            "{text}"
+        );
         assert!(!text.contains("cluster"), "{text}");
     }
 

@@ -74,6 +74,14 @@ pub struct Limits {
     pub max_subscriptions: usize,
 }
 
+/// Time a client has from the server's accept to a valid CONNECT (and
+/// the TLS handshake): long enough that a loaded server taking a storm of
+/// reconnects does not cut off clients that are merely queued, which then
+/// come back after a longer pause and cost a second handshake; short
+/// enough that a connection that never authenticates is gone soon. The
+/// same for the embedded bus and the nats-server configuration we write.
+pub const CLIENT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -83,7 +91,7 @@ impl Default for Limits {
             write_deadline: Duration::from_secs(10),
             ping_interval: Duration::from_secs(120),
             max_pings_out: 2,
-            auth_timeout: Duration::from_secs(2),
+            auth_timeout: CLIENT_AUTH_TIMEOUT,
             lame_duck_grace: Duration::from_millis(500),
             max_subscriptions: 0,
         }

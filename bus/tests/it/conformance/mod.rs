@@ -925,10 +925,17 @@ async fn stale_connection_is_closed(kind: BusKind) {
 }
 
 async fn authentication_timeout(kind: BusKind) {
-    let bus = bus(kind).await;
+    let bus = bus_with(
+        kind,
+        BusOptions {
+            auth_timeout: Some(Duration::from_secs(1)),
+            ..Default::default()
+        },
+    )
+    .await;
     let mut raw = Raw::open(&bus).await;
     assert_eq!(raw.info["auth_required"], true);
-    let rest = raw.rest(Duration::from_secs(10)).await;
+    let rest = raw.rest(Duration::from_secs(8)).await;
     assert!(rest.contains("-ERR 'Authentication Timeout'"), "{rest:?}");
 }
 

@@ -56,6 +56,11 @@ pub struct Timings {
     pub hello: RetryPolicy,
     /// Longest pause between reconnect attempts.
     pub reconnect_max: Duration,
+    /// How often the agent pings its bus node (it hears little else, so
+    /// this is the period of every agent's PING and the node's PONG); a
+    /// connection that died silently is dropped and remade after about
+    /// three of these.
+    pub ping_interval: Duration,
     /// How long a stop waits for running jobs to be cancelled and recorded.
     pub shutdown_grace: Duration,
     /// How long a scheduled prune/check/forget waits before asking the
@@ -85,6 +90,7 @@ impl Default for Timings {
                 jitter: 0.5,
             },
             reconnect_max: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(20),
             claim_retry: Duration::from_secs(60),
         }

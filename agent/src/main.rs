@@ -61,6 +61,15 @@ enum Cmd {
         /// Heartbeat interval in seconds (the config may override it).
         #[arg(long)]
         heartbeat_secs: Option<u64>,
+        /// Seconds between this agent's PINGs to its bus node while it
+        /// hears nothing from it (60 unless set); a connection that died
+        /// silently is dropped and remade after about three. Longer spares
+        /// the bus nodes a PING and a PONG per agent (17 % of their CPU at
+        /// 60 s with 30,000 agents, docs/benchmarks.md) but finds a dead
+        /// connection later: beyond 60 s, after the host has been reported
+        /// offline.
+        #[arg(long)]
+        bus_ping_secs: Option<u64>,
         /// Run under the Windows Service Control Manager (what `install`
         /// registers on Windows).
         #[arg(long, hide = true)]
@@ -179,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Run {
             bus_urls,
             heartbeat_secs,
+            bus_ping_secs,
             windows_service,
         } => {
             let mut settings = Settings::new(state_dir);
@@ -188,6 +198,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(s) = heartbeat_secs {
                 settings.timings.heartbeat = std::time::Duration::from_secs(s.max(1));
+            }
+            if let Some(s) = bus_ping_secs {
+                settings.timings.ping_interval = std::time::Duration::from_secs(s.max(1));
             }
             #[cfg(windows)]
             if windows_service {

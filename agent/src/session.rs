@@ -245,6 +245,7 @@ async fn connect(
     spec.tls_ca_pem = bus_ca(state, urls)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     spec.reconnect_max = Some(settings.timings.reconnect_max);
+    spec.ping_interval = Some(settings.timings.ping_interval);
     let opts = rm_bus::connect::options(&spec, Some(tx))?.max_reconnects(None);
     // URLs given on the agent's command line or configuration are in the
     // operator's order of preference (the nearest node first); the

@@ -43,6 +43,13 @@ pub struct ConnectSpec {
     /// subscription needs more at fleet scale: a bus node that stalls for
     /// ten seconds hands over its backlog at once.
     pub subscription_capacity: Option<usize>,
+    /// How often the client pings the server when it has heard nothing
+    /// from it (a PING, answered by a PONG, is how a silently dead
+    /// connection is found: after three unanswered intervals). `None`:
+    /// async-nats' default (60 s). An agent that only publishes hears
+    /// nothing else, so every agent pings at this period: at fleet scale
+    /// a bus node reads a PING and writes a PONG for each.
+    pub ping_interval: Option<Duration>,
 }
 
 impl ConnectSpec {
@@ -58,6 +65,7 @@ impl ConnectSpec {
             tls_ca_pem: None,
             reconnect_max: None,
             subscription_capacity: None,
+            ping_interval: None,
         }
     }
 }
@@ -115,6 +123,9 @@ fn options_with(
     }
     if let Some(n) = spec.subscription_capacity {
         opts = opts.subscription_capacity(n.max(1));
+    }
+    if let Some(d) = spec.ping_interval {
+        opts = opts.ping_interval(d);
     }
     if spec.retry_on_initial_connect {
         opts = opts.retry_on_initial_connect();
@@ -186,6 +197,84 @@ mod tests {
         let samples: std::collections::HashSet<_> =
             (0..50).map(|_| reconnect_delay(5, max)).collect();
         assert!(samples.len() > 10);
+    }
+
+    /// A server that completes the handshake, then never answers again:
+    /// returns the PINGs it read after the handshake (counted until the
+    /// client gives up on the connection) through `pings`.
+    async fn silent_server(
+        listener: tokio::net::TcpListener,
+        pings: mpsc::UnboundedSender<std::time::Instant>,
+    ) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let Ok((sock, _)) = listener.accept().await else {
+            return;
+        };
+        let (r, mut w) = sock.into_split();
+        let info = "INFO {\"server_id\":\"silent\",\"version\":\"2.10.0\",\"proto\":1,\"max_payload\":1048576,\"nonce\":\"bm9uY2U\",\"headers\":true}\r\n";
+        if w.write_all(info.as_bytes()).await.is_err() {
+            return;
+        }
+        let mut lines = BufReader::new(r).lines();
+        let mut handshake_done = false;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("PING") {
+                if handshake_done {
+                    let _ = pings.send(std::time::Instant::now());
+                } else {
+                    // the handshake's PING: answered, then silence
+                    handshake_done = true;
+                    if w.write_all(b"PONG\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_ping_interval_sets_how_often_a_client_pings_and_how_soon_a_silent_server_is_dropped()
+     {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("nats://{}", listener.local_addr().unwrap());
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let server = tokio::spawn(silent_server(listener, ptx));
+        let kp = nkeys::KeyPair::new_user();
+        let creds = UserCreds::new("a.b.c".into(), kp.seed().unwrap());
+        let mut spec = ConnectSpec::new(url, creds, &Role::Web);
+        spec.ping_interval = Some(Duration::from_millis(300));
+        let (etx, mut erx) = mpsc::unbounded_channel();
+        let urls: Vec<async_nats::ServerAddr> = vec![spec.urls[0].parse().unwrap()];
+        let started = std::time::Instant::now();
+        let client = options(&spec, Some(etx))
+            .unwrap()
+            .max_reconnects(Some(1))
+            .connect(urls.as_slice())
+            .await
+            .unwrap();
+        // three unanswered intervals: the client drops the connection
+        let disconnected = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(e) = erx.recv().await {
+                if matches!(e, Event::Disconnected) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            disconnected.is_ok(),
+            "no disconnect from a server that stopped answering pings"
+        );
+        let took = started.elapsed();
+        let mut seen = Vec::new();
+        while let Ok(t) = prx.try_recv() {
+            seen.push(t);
+        }
+        // the default (60 s) would have sent none in this time
+        assert!(seen.len() >= 2, "pings after the handshake: {}", seen.len());
+        assert!(took < Duration::from_secs(3), "dropped after {took:?}");
+        drop(client);
+        server.abort();
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Behaviour {
     pub outbox_root: PathBuf,
     pub results: RetryPolicy,
     pub hello: RetryPolicy,
+    /// How often each agent pings its node (the real agent's default
+    /// unless told otherwise).
+    pub ping_interval: Duration,
 }
 
 impl Behaviour {
@@ -66,6 +69,7 @@ impl Behaviour {
             outbox_root,
             results: t.results,
             hello: t.hello,
+            ping_interval: t.ping_interval,
         }
     }
 }
@@ -116,6 +120,7 @@ impl SimAgent {
         spec.connect_timeout = Duration::from_secs(20);
         // as the real agent: backoff with jitter up to its maximum
         spec.reconnect_max = Some(rm_agent::Timings::default().reconnect_max);
+        spec.ping_interval = Some(b.ping_interval);
         let (client, mut events) = rm_bus::connect::connect(&spec).await?;
         let commands = client
             .subscribe(subject::cmd(&host))

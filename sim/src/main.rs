@@ -84,6 +84,9 @@ struct RunArgs {
     rate: f64,
     #[arg(long, default_value_t = 15)]
     heartbeat_secs: u64,
+    /// Each agent's PING period (default: the real agent's).
+    #[arg(long)]
+    ping_secs: Option<u64>,
     /// How long a dispatched or scheduled job "runs".
     #[arg(long, default_value_t = 2000)]
     job_ms: u64,
@@ -199,6 +202,9 @@ async fn run(a: RunArgs) -> Result<()> {
     };
     let mut b = Behaviour::new(a.nats_url.clone(), a.outbox_dir.clone());
     b.heartbeat = Duration::from_secs(a.heartbeat_secs);
+    if let Some(s) = a.ping_secs {
+        b.ping_interval = Duration::from_secs(s.max(1));
+    }
     b.job_time = Duration::from_millis(a.job_ms);
     b.schedule_every = a.schedule_every_secs.map(Duration::from_secs);
     let fleet = Arc::new(Fleet::new(b));

@@ -15,6 +15,10 @@ use crate::Result;
 pub const DEFAULT_RUN_AT_MINUTE: i64 = 2 * 60;
 /// A failed run is tried again after this.
 pub const RETRY_MS: i64 = 3600 * 1000;
+/// A run still marked running after this long is taken as cut off (its
+/// process ended without recording an outcome): the task gives a run an
+/// hour of restic and five minutes more before it gives up.
+pub const RUN_STALE_MS: i64 = 2 * 3600 * 1000;
 /// The staging directory's name below the data directory.
 pub const STAGING_DIR: &str = "controlplane-backup";
 /// The restic tag of control-plane backups.
@@ -115,6 +119,14 @@ impl Status {
     /// of its repository is stored encrypted by the master key inside it.
     pub fn master_key_backed_up(&self) -> bool {
         self.last_kit.is_some()
+    }
+
+    /// The run in progress at `now`, if any (a run marked running for
+    /// longer than [`RUN_STALE_MS`] is not).
+    pub fn running(&self, now: i64) -> Option<&Run> {
+        self.last_run
+            .as_ref()
+            .filter(|r| r.status == "running" && now - r.started_at < RUN_STALE_MS)
     }
 
     /// When the next run is due (ms), or `None` without a repository.
@@ -233,8 +245,30 @@ pub async fn set_schedule(
     Ok(())
 }
 
-/// Asks for a run now (web role); false without a repository.
-pub async fn request_run(c: &mut SqliteConnection, actor: &str, now: i64) -> Result<bool> {
+/// What asking for a run now did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunRequest {
+    /// Recorded: the task starts a run at its next look.
+    Requested,
+    /// No repository chosen: nothing to back up to.
+    NoRepository,
+    /// A run is in progress (started at this ms): it is the run asked
+    /// for, and no second one is queued behind it.
+    AlreadyRunning(i64),
+}
+
+/// Asks for a run now (web role) unless one is in progress.
+pub async fn request_run(c: &mut SqliteConnection, actor: &str, now: i64) -> Result<RunRequest> {
+    let running: Option<i64> = sqlx::query_scalar(
+        "SELECT started_at FROM controlplane_backups
+         WHERE status = 'running' AND started_at > ? ORDER BY id DESC LIMIT 1",
+    )
+    .bind(now - RUN_STALE_MS)
+    .fetch_optional(&mut *c)
+    .await?;
+    if let Some(started_at) = running {
+        return Ok(RunRequest::AlreadyRunning(started_at));
+    }
     let done = sqlx::query(
         "UPDATE controlplane_backup_settings SET run_requested_at = ?, updated_at = ?, updated_by = ?
          WHERE id = 1 AND repo_id IS NOT NULL",
@@ -244,7 +278,11 @@ pub async fn request_run(c: &mut SqliteConnection, actor: &str, now: i64) -> Res
     .bind(actor)
     .execute(&mut *c)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(if done.rows_affected() == 1 {
+        RunRequest::Requested
+    } else {
+        RunRequest::NoRepository
+    })
 }
 
 /// A run begins (the backup task); returns its id.

@@ -9,6 +9,7 @@ mod active_jobs;
 mod admin;
 mod alerts;
 mod beats;
+mod cpbackup;
 mod fleet_ui;
 mod results;
 mod schema_change;

@@ -454,3 +454,89 @@ async fn deleting_a_user_ends_their_sessions_and_tokens_and_never_yourself_or_th
     let mut c = h.state.store.read().await.unwrap();
     assert_eq!(rm_store::users::count(&mut c).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn back_up_now_while_a_control_plane_backup_runs_says_so_and_queues_no_second_run() {
+    let h = H::new().await;
+    h.user("boss", Role::Admin).await;
+    let boss = h.login("boss").await;
+    let token = h.token(Role::Admin).await;
+    let started = crate::harness::T0 - 90_000;
+    let run = {
+        let mut tx = h.state.store.write().await.unwrap();
+        rm_store::cpbackup::set_repo(&mut tx, Some("r1"), "boss", started)
+            .await
+            .unwrap();
+        let id = rm_store::cpbackup::run_started(&mut tx, "r1", "/stage", started)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+
+    // the page and its JSON twin say a run is going, not when one is due
+    let (status, page) = get(&h, &boss, "/settings/controlplane-backup").await;
+    assert_eq!(status, 200);
+    let next = page.split("id=\"cp-next-run\">").nth(1).unwrap();
+    let next = next.split("</dd>").next().unwrap();
+    assert!(
+        next.contains("running") && next.contains("1 m ago"),
+        "{next}"
+    );
+    let (status, body) = h.get_text(&token, "/api/v1/controlplane-backup").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["running_since"], started, "{v}");
+
+    // the button: that run is the one asked for
+    let resp = h
+        .send(
+            form(req("POST", "/settings/controlplane-backup/run"), "")
+                .header(header::COOKIE, boss.header())
+                .body(Body::from(format!("_csrf={}", boss.csrf)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        header_of(&resp, "location").as_deref(),
+        Some("/settings/controlplane-backup?done=running")
+    );
+    let (_, page) = get(&h, &boss, "/settings/controlplane-backup?done=running").await;
+    assert!(page.contains("already running, so no second one was queued"));
+    let requested = {
+        let mut c = h.state.store.read().await.unwrap();
+        rm_store::cpbackup::settings(&mut c)
+            .await
+            .unwrap()
+            .unwrap()
+            .run_requested_at
+    };
+    assert_eq!(requested, None, "nothing queued behind the running run");
+
+    // once it ended the button queues a run, and the page says when
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        rm_store::cpbackup::run_finished(&mut tx, run, None, crate::harness::T0)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let resp = h
+        .send(
+            form(req("POST", "/settings/controlplane-backup/run"), "")
+                .header(header::COOKIE, boss.header())
+                .body(Body::from(format!("_csrf={}", boss.csrf)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        header_of(&resp, "location").as_deref(),
+        Some("/settings/controlplane-backup?done=run")
+    );
+    let (_, page) = get(&h, &boss, "/settings/controlplane-backup").await;
+    let next = page.split("id=\"cp-next-run\">").nth(1).unwrap();
+    assert!(next.starts_with("due now"), "{next}");
+    let (_, body) = h.get_text(&token, "/api/v1/controlplane-backup").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["running_since"].is_null(), "{v}");
+}

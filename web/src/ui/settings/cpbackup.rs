@@ -18,6 +18,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use rm_store::cpbackup::RunRequest;
 use serde::{Deserialize, Serialize};
 
 use super::frame;
@@ -107,6 +108,8 @@ pub struct CpBackupView {
     pub next_run_at: Option<i64>,
     /// That time in the effective zone, `YYYY-MM-DD HH:MM ZONE`.
     pub next_run_local: Option<String>,
+    /// When the run in progress started (ms); `null`: none is running.
+    pub running_since: Option<i64>,
     pub last_success_at: Option<i64>,
     /// A recovery kit was exported: the master key exists outside this machine.
     pub master_key_backed_up: bool,
@@ -167,6 +170,7 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String
             effective_time_zone: daily.timezone().to_owned(),
             next_run_at,
             next_run_local: next_run_at.map(|at| local_time(at.max(state.now()), daily.timezone())),
+            running_since: s.running(state.now()).map(|r| r.started_at),
             last_success_at: s.last_success.as_ref().and_then(|r| r.finished_at),
             master_key_backed_up: s.master_key_backed_up(),
             last_kit_export_at: s.last_kit.as_ref().map(|k| k.exported_at),
@@ -319,6 +323,9 @@ pub async fn show(
         }
         "cleared" => Some("No repository: the daily control-plane backup is off."),
         "run" => Some("A control-plane backup starts within a few seconds; this page shows it."),
+        "running" => Some(
+            "A control-plane backup was already running, so no second one was queued; this page shows its outcome.",
+        ),
         _ => None,
     };
     page(&state, &who, notice, None, StatusCode::OK).await
@@ -454,13 +461,13 @@ pub async fn set_repo(
 pub async fn run_now(State(state): State<AppState>, RequireAdmin(who): RequireAdmin) -> Response {
     let result = async {
         let mut tx = state.store.write().await?;
-        let ok = rm_store::cpbackup::request_run(&mut tx, &who.name, state.now()).await?;
+        let asked = rm_store::cpbackup::request_run(&mut tx, &who.name, state.now()).await?;
         tx.commit().await.map_err(rm_store::StoreError::from)?;
-        Ok::<bool, rm_store::StoreError>(ok)
+        Ok::<RunRequest, rm_store::StoreError>(asked)
     }
     .await;
     match result {
-        Ok(true) => {
+        Ok(RunRequest::Requested) => {
             crate::api::audit(
                 &state,
                 &who,
@@ -472,7 +479,10 @@ pub async fn run_now(State(state): State<AppState>, RequireAdmin(who): RequireAd
             .await;
             Redirect::to("/settings/controlplane-backup?done=run").into_response()
         }
-        Ok(false) => {
+        Ok(RunRequest::AlreadyRunning(_)) => {
+            Redirect::to("/settings/controlplane-backup?done=running").into_response()
+        }
+        Ok(RunRequest::NoRepository) => {
             page(
                 &state,
                 &who,

@@ -90,6 +90,14 @@ pub struct Run {
     pub error: Option<String>,
 }
 
+impl Run {
+    /// Still going at `now`: marked running, and not for so long
+    /// ([`RUN_STALE_MS`]) that its process must have ended without a word.
+    pub fn in_progress(&self, now: i64) -> bool {
+        self.status == "running" && now - self.started_at < RUN_STALE_MS
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct KitExport {
     pub id: i64,
@@ -124,9 +132,7 @@ impl Status {
     /// The run in progress at `now`, if any (a run marked running for
     /// longer than [`RUN_STALE_MS`] is not).
     pub fn running(&self, now: i64) -> Option<&Run> {
-        self.last_run
-            .as_ref()
-            .filter(|r| r.status == "running" && now - r.started_at < RUN_STALE_MS)
+        self.last_run.as_ref().filter(|r| r.in_progress(now))
     }
 
     /// When the next run is due (ms), or `None` without a repository.
@@ -171,13 +177,7 @@ pub fn next_run(
 pub async fn status(c: &mut SqliteConnection) -> Result<Status> {
     Ok(Status {
         settings: settings(c).await?,
-        last_run: sqlx::query_as(concat!(
-            "SELECT ",
-            cp_backup_run_columns!(),
-            " FROM controlplane_backups ORDER BY id DESC LIMIT 1"
-        ))
-        .fetch_optional(&mut *c)
-        .await?,
+        last_run: last_run(c).await?,
         last_success: sqlx::query_as(concat!(
             "SELECT ",
             cp_backup_run_columns!(),
@@ -193,6 +193,17 @@ pub async fn status(c: &mut SqliteConnection) -> Result<Status> {
         .fetch_optional(&mut *c)
         .await?,
     })
+}
+
+/// The latest run, whatever its outcome.
+async fn last_run(c: &mut SqliteConnection) -> Result<Option<Run>> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        cp_backup_run_columns!(),
+        " FROM controlplane_backups ORDER BY id DESC LIMIT 1"
+    ))
+    .fetch_optional(&mut *c)
+    .await?)
 }
 
 pub async fn settings(c: &mut SqliteConnection) -> Result<Option<Settings>> {
@@ -259,15 +270,8 @@ pub enum RunRequest {
 
 /// Asks for a run now (web role) unless one is in progress.
 pub async fn request_run(c: &mut SqliteConnection, actor: &str, now: i64) -> Result<RunRequest> {
-    let running: Option<i64> = sqlx::query_scalar(
-        "SELECT started_at FROM controlplane_backups
-         WHERE status = 'running' AND started_at > ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(now - RUN_STALE_MS)
-    .fetch_optional(&mut *c)
-    .await?;
-    if let Some(started_at) = running {
-        return Ok(RunRequest::AlreadyRunning(started_at));
+    if let Some(run) = last_run(c).await?.filter(|r| r.in_progress(now)) {
+        return Ok(RunRequest::AlreadyRunning(run.started_at));
     }
     let done = sqlx::query(
         "UPDATE controlplane_backup_settings SET run_requested_at = ?, updated_at = ?, updated_by = ?

@@ -189,6 +189,12 @@ pub struct ControlplaneLimits {
     /// Hellos handled at once; a reconnect storm waits, one hello per host, and one that waited over 8 s is dropped [32].
     #[arg(long)]
     pub hello_concurrency: Option<usize>,
+    /// Milliseconds the oldest waiting hello may wait before the handlers
+    /// count as behind and take the newest hellos first, so that what they
+    /// answer in a storm is still awaited; 8000 or more: always the oldest
+    /// first [1000].
+    #[arg(long)]
+    pub hello_newest_first_ms: Option<u64>,
     /// Service requests handled at once [64].
     #[arg(long)]
     pub svc_concurrency: Option<usize>,
@@ -230,6 +236,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.hello_concurrency {
             t.hello_concurrency = v.max(1);
+        }
+        if let Some(v) = self.hello_newest_first_ms {
+            t.hello_newest_first = std::time::Duration::from_millis(v);
         }
         if let Some(v) = self.svc_concurrency {
             t.svc_concurrency = v.max(1);
@@ -1361,6 +1370,8 @@ mod tests {
             "600",
             "--hello-concurrency",
             "4",
+            "--hello-newest-first-ms",
+            "250",
             "--svc-concurrency",
             "8",
             "--seen-flush-secs",
@@ -1378,6 +1389,7 @@ mod tests {
         assert_eq!(t.query_timeout, secs(30));
         assert_eq!(t.refresh_timeout, secs(600));
         assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
+        assert_eq!(t.hello_newest_first, std::time::Duration::from_millis(250));
         assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
         assert_eq!(t.subscription_capacity, 1_000_000);

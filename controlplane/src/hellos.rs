@@ -3,17 +3,27 @@
 //! Every hello is read off the bus as it arrives and queued here, at most
 //! one per host: a hello from a host that already has one waiting
 //! replaces it (an agent that repeats its hello has stopped listening for
-//! the answer to the earlier one) and keeps its place in line. Handlers
-//! take the oldest first. A hello that waited longer than
-//! [`crate::Timings::hello_max_wait`] is dropped unanswered: its agent has
-//! given up on that request, and answering it would spend the control
-//! plane on a reply nobody reads while fresh hellos wait.
+//! the answer to the earlier one) and counts as just arrived. A hello that
+//! waited longer than [`crate::Timings::hello_max_wait`] is dropped
+//! unanswered: its agent has given up on that request, and answering it
+//! would spend the control plane on a reply nobody reads while fresh
+//! hellos wait.
 //!
-//! Without this, a reconnect storm that outran the handlers fed on itself:
-//! agents repeated their hellos every ten seconds, every repeat queued
-//! behind the stale ones, and the handlers answered requests whose agents
-//! had stopped waiting (a third of 50,000 simulated agents got no answer
-//! in a minute, docs/benchmarks.md).
+//! Handlers take the oldest hello first while the handlers keep up. Once
+//! the oldest has waited longer than [`crate::Timings::hello_newest_first`]
+//! they are behind, and they take the newest instead (adaptive LIFO): in a
+//! storm they cannot keep up with, every hello they answer is one its
+//! agent still waits for, instead of one that waited most of its agent's
+//! patience in line and is answered just before or after the agent gives
+//! up and asks again. The oldest are left to expire; their agents ask
+//! again and, arriving newest, are served. When the line is short again
+//! the order is first come, first served.
+//!
+//! Without the queue, a reconnect storm that outran the handlers fed on
+//! itself: agents repeated their hellos every ten seconds, every repeat
+//! queued behind the stale ones, and the handlers answered requests whose
+//! agents had stopped waiting (a third of 50,000 simulated agents got no
+//! answer in a minute, docs/benchmarks.md).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -32,6 +42,9 @@ pub(crate) struct Taken {
     pub msg: Message,
     /// How long it waited in the queue.
     pub waited: Duration,
+    /// Taken newest first: the oldest waiting hello had waited longer than
+    /// the queue's `newest_first` then.
+    pub newest_first: bool,
 }
 
 /// What [`HelloQueue::push`] did with a hello.
@@ -45,38 +58,102 @@ pub(crate) enum Pushed {
 
 #[derive(Default)]
 struct State {
-    /// Hosts in the order their waiting hello arrived.
-    order: VecDeque<String>,
-    /// Each waiting host's latest hello and when it arrived.
-    waiting: HashMap<String, (Message, Instant)>,
+    /// Arrivals in order: a host and the number of its arrival. An entry
+    /// whose number is not its host's waiting one was superseded and is
+    /// skipped.
+    order: VecDeque<(String, u64)>,
+    /// Each waiting host's latest hello, when it arrived and its number.
+    waiting: HashMap<String, (Message, Instant, u64)>,
+    /// Arrivals numbered so far.
+    arrivals: u64,
+}
+
+impl State {
+    /// Whether `entry` is its host's waiting hello.
+    fn live(&self, (host, n): &(String, u64)) -> bool {
+        self.waiting.get(host).is_some_and(|w| w.2 == *n)
+    }
+
+    /// Drops superseded entries at the front and hellos that waited longer
+    /// than `max_wait`; how many hellos it dropped.
+    fn expire(&mut self, now: Instant, max_wait: Duration) -> usize {
+        let mut expired = 0;
+        while let Some(front) = self.order.front() {
+            if !self.live(front) {
+                self.order.pop_front();
+                continue;
+            }
+            let at = self.waiting.get(&front.0).map(|w| w.1);
+            if at.is_some_and(|at| now.duration_since(at) > max_wait) {
+                if let Some((host, _)) = self.order.pop_front() {
+                    self.waiting.remove(&host);
+                }
+                expired += 1;
+                continue;
+            }
+            break;
+        }
+        expired
+    }
+
+    /// Takes the waiting hello at the back (newest) or the front (oldest).
+    fn take(&mut self, newest: bool, now: Instant) -> Option<Taken> {
+        loop {
+            let entry = if newest {
+                self.order.pop_back()
+            } else {
+                self.order.pop_front()
+            }?;
+            if !self.live(&entry) {
+                continue;
+            }
+            let (msg, at, _) = self.waiting.remove(&entry.0)?;
+            return Some(Taken {
+                host: entry.0,
+                msg,
+                waited: now.duration_since(at),
+                newest_first: newest,
+            });
+        }
+    }
 }
 
 /// The queue; cheap to share behind an `Arc`.
-#[derive(Default)]
 pub(crate) struct HelloQueue {
     state: Mutex<State>,
     ready: Notify,
+    /// A hello waiting longer than this is dropped.
+    max_wait: Duration,
+    /// Once the oldest waiting hello waited longer than this, the newest
+    /// is taken first.
+    newest_first: Duration,
 }
 
 impl HelloQueue {
+    pub fn new(max_wait: Duration, newest_first: Duration) -> Self {
+        Self {
+            state: Mutex::default(),
+            ready: Notify::new(),
+            max_wait,
+            newest_first,
+        }
+    }
+
     /// Queues `msg` from `host`, or puts it in place of the host's waiting
-    /// hello.
+    /// hello (as just arrived).
     pub fn push(&self, host: String, msg: Message) -> Pushed {
         let pushed = {
             let mut s = lock(&self.state);
-            let now = Instant::now();
-            if let Some(w) = s.waiting.get_mut(&host) {
-                *w = (msg, now);
-                Pushed::Superseded
-            } else {
-                s.waiting.insert(host.clone(), (msg, now));
-                s.order.push_back(host);
-                Pushed::Queued
-            }
+            s.arrivals += 1;
+            let n = s.arrivals;
+            let pushed = match s.waiting.insert(host.clone(), (msg, Instant::now(), n)) {
+                Some(_) => Pushed::Superseded,
+                None => Pushed::Queued,
+            };
+            s.order.push_back((host, n));
+            pushed
         };
-        if pushed == Pushed::Queued {
-            self.ready.notify_one();
-        }
+        self.ready.notify_one();
         pushed
     }
 
@@ -85,34 +162,39 @@ impl HelloQueue {
         lock(&self.state).waiting.len()
     }
 
-    /// The oldest waiting hello, waiting for one when there is none.
-    pub async fn take(&self) -> Taken {
+    /// The next hello to handle (see the module's doc), waiting for one
+    /// when there is none. Hellos it drops as stale on the way are counted
+    /// with `expired` (called without the queue's lock held).
+    pub async fn take(&self, mut expired: impl FnMut(usize)) -> Taken {
         loop {
-            if let Some(t) = self.try_take() {
+            let (taken, n) = self.try_take();
+            if n > 0 {
+                expired(n);
+            }
+            if let Some(t) = taken {
                 return t;
             }
             self.ready.notified().await;
         }
     }
 
-    fn try_take(&self) -> Option<Taken> {
+    fn try_take(&self) -> (Option<Taken>, usize) {
         let mut s = lock(&self.state);
-        while let Some(host) = s.order.pop_front() {
-            if let Some((msg, at)) = s.waiting.remove(&host) {
-                let more = !s.order.is_empty();
-                drop(s);
-                if more {
-                    // another handler may be asleep with work left
-                    self.ready.notify_one();
-                }
-                return Some(Taken {
-                    host,
-                    msg,
-                    waited: at.elapsed(),
-                });
-            }
+        let now = Instant::now();
+        let expired = s.expire(now, self.max_wait);
+        let behind = s
+            .order
+            .front()
+            .and_then(|(host, _)| s.waiting.get(host))
+            .is_some_and(|w| now.duration_since(w.1) > self.newest_first);
+        let taken = s.take(behind, now);
+        let more = !s.waiting.is_empty();
+        drop(s);
+        if taken.is_some() && more {
+            // another handler may be asleep with work left
+            self.ready.notify_one();
         }
-        None
+        (taken, expired)
     }
 }
 
@@ -132,33 +214,136 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_hosts_repeated_hello_replaces_the_waiting_one_and_keeps_its_place() {
-        let q = HelloQueue::default();
+    fn queue() -> HelloQueue {
+        HelloQueue::new(Duration::from_secs(8), Duration::from_secs(1))
+    }
+
+    /// The next hello's host and reply inbox, and whether it was taken
+    /// newest first; expired hellos are added to `expired`.
+    async fn next(q: &HelloQueue, expired: &mut usize) -> (String, String, bool) {
+        let t = q.take(|n| *expired += n).await;
+        let inbox = t.msg.reply.as_deref().unwrap_or_default().to_owned();
+        (t.host, inbox, t.newest_first)
+    }
+
+    fn row(host: &str, inbox: &str, newest_first: bool) -> (String, String, bool) {
+        (host.to_owned(), inbox.to_owned(), newest_first)
+    }
+
+    async fn advance_ms(ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hosts_repeated_hello_replaces_the_waiting_one_and_counts_as_just_arrived() {
+        let q = queue();
+        let mut expired = 0;
         assert_eq!(q.push("a".into(), hello("a", "i1")), Pushed::Queued);
         assert_eq!(q.push("b".into(), hello("b", "i2")), Pushed::Queued);
+        advance_ms(300).await;
         assert_eq!(q.push("a".into(), hello("a", "i3")), Pushed::Superseded);
         assert_eq!(q.len(), 2);
-        let first = q.take().await;
-        assert_eq!(first.host, "a");
-        assert_eq!(first.msg.reply.as_deref(), Some("i3"), "the latest hello");
-        let second = q.take().await;
+        // the repeat is behind b now, and only the latest is answered
+        assert_eq!(next(&q, &mut expired).await, row("b", "i2", false));
+        let t = q.take(|n| expired += n).await;
         assert_eq!(
-            (second.host.as_str(), second.msg.reply.as_deref()),
-            ("b", Some("i2"))
+            (t.host.as_str(), t.msg.reply.as_deref(), t.waited),
+            ("a", Some("i3"), Duration::ZERO),
+            "the latest hello, waiting since it arrived"
         );
-        assert_eq!(q.len(), 0);
+        assert_eq!((q.len(), expired), (0, 0));
         // taken: the host's next hello queues again
         assert_eq!(q.push("a".into(), hello("a", "i4")), Pushed::Queued);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn while_the_handlers_keep_up_the_oldest_hello_is_taken_first() {
+        let q = queue();
+        let mut expired = 0;
+        for h in ["x", "y", "z"] {
+            q.push(h.into(), hello(h, h));
+            advance_ms(300).await;
+        }
+        // x has waited 900 ms: under the 1 s after which handlers are behind
+        for h in ["x", "y", "z"] {
+            assert_eq!(next(&q, &mut expired).await, row(h, h, false));
+        }
+        assert_eq!(expired, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn once_the_oldest_hello_waited_too_long_the_newest_are_taken_first_until_the_line_is_short()
+     {
+        let q = queue();
+        let mut expired = 0;
+        q.push("a".into(), hello("a", "a"));
+        advance_ms(500).await;
+        q.push("b".into(), hello("b", "b"));
+        advance_ms(1500).await;
+        q.push("c".into(), hello("c", "c"));
+        q.push("d".into(), hello("d", "d"));
+        // a waited 2 s: behind, so the newest first, a itself last
+        for h in ["d", "c", "b", "a"] {
+            assert_eq!(next(&q, &mut expired).await, row(h, h, true));
+        }
+        // caught up: first come, first served again
+        q.push("e".into(), hello("e", "e"));
+        q.push("f".into(), hello("f", "f"));
+        assert_eq!(next(&q, &mut expired).await, row("e", "e", false));
+        assert_eq!(next(&q, &mut expired).await, row("f", "f", false));
+        assert_eq!(expired, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hellos_that_waited_longer_than_their_agents_wait_are_dropped_counted_and_never_taken()
+    {
+        let q = queue();
+        let mut expired = 0;
+        q.push("old1".into(), hello("old1", "o1"));
+        q.push("old2".into(), hello("old2", "o2"));
+        advance_ms(5_000).await;
+        q.push("mid".into(), hello("mid", "m"));
+        advance_ms(4_000).await;
+        q.push("new".into(), hello("new", "n"));
+        // old1 and old2 waited 9 s (over 8): dropped; mid's 4 s is behind
+        assert_eq!(next(&q, &mut expired).await, row("new", "n", true));
+        assert_eq!((expired, q.len()), (2, 1));
+        assert_eq!(next(&q, &mut expired).await, row("mid", "m", true));
+        assert_eq!(q.len(), 0);
+        // dropped: a repeat from old1 is a new arrival, answered
+        q.push("old1".into(), hello("old1", "o1b"));
+        assert_eq!(next(&q, &mut expired).await, row("old1", "o1b", false));
+        assert_eq!(expired, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_waiting_on_an_empty_queue_reports_hellos_that_expired_there() {
+        let q = std::sync::Arc::new(queue());
+        q.push("gone".into(), hello("gone", "g"));
+        advance_ms(9_000).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let handler = {
+            let q = q.clone();
+            tokio::spawn(async move { q.take(move |n| tx.send(n).unwrap_or(())).await })
+        };
+        assert_eq!(
+            rx.recv().await,
+            Some(1),
+            "reported before any hello is taken"
+        );
+        assert!(!handler.is_finished());
+        q.push("fresh".into(), hello("fresh", "f"));
+        let t = handler.await.unwrap();
+        assert_eq!((t.host.as_str(), t.newest_first), ("fresh", false));
+    }
+
     #[tokio::test]
     async fn a_waiting_handler_is_woken_by_a_hello_and_sees_how_long_it_waited() {
-        let q = std::sync::Arc::new(HelloQueue::default());
+        let q = std::sync::Arc::new(queue());
         let handlers: Vec<_> = (0..3)
             .map(|_| {
                 let q = q.clone();
-                tokio::spawn(async move { q.take().await })
+                tokio::spawn(async move { q.take(|_| {}).await })
             })
             .collect();
         tokio::task::yield_now().await;

@@ -81,7 +81,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     // The offline sweeper counts its grace from here: heartbeats can arrive.
     *lock(&cp.connected_since) = Some(tokio::time::Instant::now());
 
-    let queue = Arc::new(HelloQueue::default());
+    let queue = Arc::new(HelloQueue::new(
+        cp.t.hello_max_wait,
+        cp.t.hello_newest_first,
+    ));
     let (c, q) = (cp.clone(), queue.clone());
     let hellos_in = async move {
         // Read as they come: a reconnect storm waits in the queue (one
@@ -99,13 +102,10 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         let (c, q) = (cp.clone(), queue.clone());
         async move {
             loop {
-                let t = q.take().await;
-                c.metrics.hello_taken(q.len());
-                if t.waited > c.t.hello_max_wait {
-                    c.metrics.hello_expired();
-                    tracing::debug!(host = %t.host, waited_ms = t.waited.as_millis(), "hello waited too long; dropped unanswered");
-                    continue;
-                }
+                // stale hellos are dropped by the queue, counted here
+                let t = q.take(|n| c.metrics.hellos_expired(n, q.len())).await;
+                c.metrics.hello_taken(q.len(), t.newest_first);
+                tracing::debug!(host = %t.host, waited_ms = t.waited.as_millis(), newest_first = t.newest_first, "hello taken");
                 let c2 = c.clone();
                 // its own task: a panic stays with this hello
                 if let Err(e) = tokio::spawn(async move { on_hello(&c2, t.msg).await }).await {

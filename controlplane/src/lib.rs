@@ -131,6 +131,11 @@ pub struct Timings {
     /// (`hellos_expired`): below the agent's wait for an answer (10 s per
     /// attempt), so what is answered is still awaited.
     pub hello_max_wait: Duration,
+    /// Once the oldest waiting hello waited this long the handlers are
+    /// behind and take the newest first (`hellos_newest_first`), so what
+    /// they answer in a storm is still awaited; at `hello_max_wait` or
+    /// more, always the oldest first.
+    pub hello_newest_first: Duration,
     /// Service requests (from the web role) handled at once.
     pub svc_concurrency: usize,
     /// How long a query to an agent (`ls`, snapshots) waits for its answer.
@@ -189,6 +194,7 @@ impl Default for Timings {
             flush_rows_per_write: 5000,
             hello_concurrency: 32,
             hello_max_wait: Duration::from_secs(8),
+            hello_newest_first: Duration::from_secs(1),
             svc_concurrency: 64,
             query_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(3600),

@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     hellos_queued_total: AtomicU64,
     hellos_superseded: AtomicU64,
     hellos_expired: AtomicU64,
+    hellos_newest_first: AtomicU64,
     replies_refused: AtomicU64,
     svc_replayed: AtomicU64,
     slow_consumer_events: AtomicU64,
@@ -97,14 +98,20 @@ impl Metrics {
         self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
     }
 
-    /// A handler took a hello; `waiting` are left.
-    pub fn hello_taken(&self, waiting: usize) {
+    /// A handler took a hello (`newest_first`: the handlers were behind);
+    /// `waiting` are left.
+    pub fn hello_taken(&self, waiting: usize, newest_first: bool) {
         self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
+        if newest_first {
+            self.hellos_newest_first.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// A hello waited longer than its agent waits and was dropped.
-    pub fn hello_expired(&self) {
-        self.hellos_expired.fetch_add(1, Ordering::Relaxed);
+    /// `n` hellos waited longer than their agents wait and were dropped;
+    /// `waiting` are left.
+    pub fn hellos_expired(&self, n: usize, waiting: usize) {
+        self.hellos_expired.fetch_add(n as u64, Ordering::Relaxed);
+        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
     }
 
     /// A reply subject an agent supplied was not its own inbox.
@@ -158,6 +165,7 @@ impl Metrics {
             hellos_queued_total: g(&self.hellos_queued_total),
             hellos_superseded: g(&self.hellos_superseded),
             hellos_expired: g(&self.hellos_expired),
+            hellos_newest_first: g(&self.hellos_newest_first),
             replies_refused: g(&self.replies_refused),
             svc_replayed: g(&self.svc_replayed),
             slow_consumer_events: g(&self.slow_consumer_events),

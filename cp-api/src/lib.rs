@@ -153,6 +153,10 @@ pub struct Metrics {
     /// waits for the answer (a storm the handlers did not keep up with).
     #[serde(default)]
     pub hellos_expired: u64,
+    /// Hellos the handlers took newest first, being behind (the oldest
+    /// waiting hello had waited past the control plane's threshold).
+    #[serde(default)]
+    pub hellos_newest_first: u64,
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,

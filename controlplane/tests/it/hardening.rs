@@ -496,3 +496,82 @@ async fn a_database_migrated_past_this_builds_schema_stops_the_role_with_the_rea
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn hellos_that_waited_past_the_threshold_are_answered_newest_first_and_all_in_the_end() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = CpOptions::default();
+    opts.timings.hello_concurrency = 1;
+    opts.timings.hello_max_wait = Duration::from_secs(60);
+    opts.timings.hello_newest_first = Duration::from_millis(200);
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut agents = Vec::new();
+    for i in 0..4 {
+        agents.push(
+            Agent::enroll(&bus, &cp, &format!("lifo-{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut replies = Vec::new();
+    for a in &agents {
+        replies.push(hello_replies(a).await);
+    }
+    let tap = bus.tap_all().await.unwrap();
+    let db = cp.db().await;
+    let before = metrics(&cp).await;
+
+    // The one handler holds lifo-0's hello while the store is locked ...
+    let lock = db.write().await.unwrap();
+    send_hello(&agents[0], 0).await;
+    eventually("the first hello in hand", || async {
+        let m = metrics(&cp).await;
+        (m.hellos_queued_total > before.hellos_queued_total && m.hellos_waiting == 0).then_some(())
+    })
+    .await;
+    // ... while three more arrive, one after the other (the bus orders
+    // messages per sender only), and wait past the threshold
+    for (n, a) in agents[1..].iter().enumerate() {
+        send_hello(a, 0).await;
+        eventually("the hello queued", || async {
+            (metrics(&cp).await.hellos_waiting == n as u64 + 1).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(lock);
+
+    for r in &mut replies {
+        tokio::time::timeout(WAIT, r.next())
+            .await
+            .expect("every waiting hello is answered in the end")
+            .unwrap();
+    }
+    // the tap reads on a connection of its own: let it catch up
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answered: Vec<String> = tap
+        .stop()
+        .await
+        .into_iter()
+        .filter_map(|m| {
+            let s = m.subject.as_str();
+            s.ends_with(".storm.0")
+                .then(|| s.trim_start_matches("_INBOX.").trim_end_matches(".storm.0"))
+                .map(str::to_owned)
+        })
+        .collect();
+    let host = |i: usize| agents[i].host.to_string();
+    assert_eq!(
+        answered,
+        [host(0), host(3), host(2), host(1)],
+        "the one in hand, then the newest first"
+    );
+    let m = metrics(&cp).await;
+    assert_eq!(
+        m.hellos_newest_first - before.hellos_newest_first,
+        3,
+        "{m:?}"
+    );
+    assert_eq!((m.hellos_waiting, m.hellos_expired), (0, 0), "{m:?}");
+}

@@ -12,6 +12,7 @@ mod live;
 mod maintenance;
 mod ops;
 mod outbox;
+mod ping;
 mod repos;
 mod schedule;
 mod session;

@@ -7,14 +7,12 @@
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use nkeys::XKey;
-use rm_agent::state::{BUS_CA, Identity, StateDir};
+use rm_agent::state::{BUS_CA, StateDir};
 use rm_bus::HostId;
 use rm_bus::connect::ConnectSpec;
 use rm_bus::creds::Role;
 use rm_bus::msg::{Hello, HelloReply, PROTOCOL_VERSION, decode, encode};
 use rm_bus::subject;
-use rm_bus_server::creds::authority::UserSpec;
 use rm_bus_server::pki::Ca;
 use rm_testkit::{BusKind, BusOptions, TestBus};
 
@@ -39,31 +37,9 @@ async fn bus_from(ca: &Ca) -> TestBus {
 /// An agent state enrolled on `bus` (its JWT minted there) with `ca_pem`
 /// stored as the bus CA.
 fn enrolled(dir: &std::path::Path, bus: &TestBus, ca_pem: Option<&str>) -> (StateDir, HostId) {
-    let state = StateDir::open(dir).unwrap();
-    let (nkey, _xkey) = state.new_keys().unwrap();
     let host = HostId::parse("ca-1").unwrap();
-    let role = Role::Agent(host.clone());
-    let jwt = bus
-        .authority()
-        .mint_user(&UserSpec {
-            public_key: nkey.public_key(),
-            name: role.name(),
-            permissions: role.permissions(),
-            expires: None,
-        })
-        .unwrap();
-    state
-        .commit_enrollment(
-            &Identity {
-                host_id: host.clone(),
-                bus_urls: vec![format!("tls://127.0.0.1:{}", bus.port())],
-                controlplane_xkey: XKey::new().public_key(),
-                server_url: "https://cp.test".into(),
-                enrolled_at_ms: 0,
-            },
-            &jwt,
-        )
-        .unwrap();
+    let url = format!("tls://127.0.0.1:{}", bus.port());
+    let state = enrolled_state(dir, &host, &url, bus.authority());
     if let Some(pem) = ca_pem {
         std::fs::write(state.path(BUS_CA), pem).unwrap();
     }

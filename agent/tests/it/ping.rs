@@ -3,19 +3,17 @@
 //! reaches its bus connection (a node that answers PINGs and says nothing
 //! else counts them), and without it the agent keeps the 60 s default.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nkeys::XKey;
-use rm_agent::state::{Identity, StateDir};
 use rm_bus::HostId;
-use rm_bus::creds::Role;
-use rm_bus_server::creds::authority::{Authority, UserSpec};
+use rm_bus_server::creds::Authority;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+use crate::support::enrolled_state;
 
 /// A bus node that completes every client's handshake, answers each PING
 /// with a PONG and sends nothing else; counts the PINGs after handshakes
@@ -51,35 +49,6 @@ async fn quiet_node(listener: TcpListener, pings: Arc<AtomicUsize>, hellos: Arc<
     }
 }
 
-/// An agent state enrolled for `url` (any JWT: the quiet node checks none).
-fn enrolled(dir: &Path, host: &str, url: &str) -> StateDir {
-    let state = StateDir::open(dir).unwrap();
-    let (nkey, _xkey) = state.new_keys().unwrap();
-    let host = HostId::parse(host).unwrap();
-    let role = Role::Agent(host.clone());
-    let jwt = Authority::generate(rm_bus::clock::system())
-        .mint_user(&UserSpec {
-            public_key: nkey.public_key(),
-            name: role.name(),
-            permissions: role.permissions(),
-            expires: None,
-        })
-        .unwrap();
-    state
-        .commit_enrollment(
-            &Identity {
-                host_id: host,
-                bus_urls: vec![url.to_owned()],
-                controlplane_xkey: XKey::new().public_key(),
-                server_url: "https://cp.test".into(),
-                enrolled_at_ms: 0,
-            },
-            &jwt,
-        )
-        .unwrap();
-    state
-}
-
 /// The agent binary run with `config` as its agent.toml, against a quiet
 /// node: the PINGs it sent within `window` from half a second after its
 /// first hello.
@@ -89,7 +58,10 @@ async fn pings_of_an_agent_configured_with(config: &str, window: Duration) -> us
     let url = format!("nats://{}", listener.local_addr().unwrap());
     let (pings, hellos) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let node = tokio::spawn(quiet_node(listener, pings.clone(), hellos.clone()));
-    let state = enrolled(&dir.path().join("state"), "pinger", &url);
+    // any JWT: the quiet node checks none
+    let authority = Authority::generate(rm_bus::clock::system());
+    let host = HostId::parse("pinger").unwrap();
+    let state = enrolled_state(&dir.path().join("state"), &host, &url, &authority);
     let file = dir.path().join("agent.toml");
     std::fs::write(&file, config).unwrap();
     let mut agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_restic-manager-agent"))

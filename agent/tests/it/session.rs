@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use nkeys::XKey;
-use rm_agent::state::{Identity, StateDir};
+use rm_agent::state::StateDir;
 use rm_bus::HostId;
 use rm_bus::creds::Role;
 use rm_bus::msg::{Hello, HelloReply, PROTOCOL_VERSION, decode, encode};
 use rm_bus::subject;
-use rm_bus_server::creds::authority::UserSpec;
 use rm_testkit::{BusKind, BusOptions, TestBus};
 
 use crate::support::*;
@@ -75,32 +73,9 @@ async fn a_tls_bus_url_is_used_with_the_state_directory_ca() {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let state = StateDir::open(dir.path().join("agent")).unwrap();
-    let (nkey, _xkey) = state.new_keys().unwrap();
     let host = HostId::parse("tls-1").unwrap();
-    let role = Role::Agent(host.clone());
-    let jwt = bus
-        .authority()
-        .mint_user(&UserSpec {
-            public_key: nkey.public_key(),
-            name: role.name(),
-            permissions: role.permissions(),
-            expires: None,
-        })
-        .unwrap();
     let url = format!("tls://127.0.0.1:{}", bus.port());
-    state
-        .commit_enrollment(
-            &Identity {
-                host_id: host.clone(),
-                bus_urls: vec![url.clone()],
-                controlplane_xkey: XKey::new().public_key(),
-                server_url: "https://cp.test".into(),
-                enrolled_at_ms: 0,
-            },
-            &jwt,
-        )
-        .unwrap();
+    let state = enrolled_state(&dir.path().join("agent"), &host, &url, bus.authority());
     let ca = bus.tls_ca().unwrap();
     std::fs::copy(ca, state.path("bus-ca.pem")).unwrap();
 

@@ -725,3 +725,38 @@ pub fn restic_processes(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// An agent state in `dir` enrolled as `host` for `bus_url`, its user JWT
+/// minted by `authority` (the test bus's own, or any for a bus that checks
+/// none), as `restic-manager-agent enroll` leaves it.
+pub fn enrolled_state(
+    dir: &Path,
+    host: &rm_bus::HostId,
+    bus_url: &str,
+    authority: &rm_bus_server::creds::Authority,
+) -> StateDir {
+    let state = StateDir::open(dir).unwrap();
+    let (nkey, _xkey) = state.new_keys().unwrap();
+    let role = Role::Agent(host.clone());
+    let jwt = authority
+        .mint_user(&rm_bus_server::creds::authority::UserSpec {
+            public_key: nkey.public_key(),
+            name: role.name(),
+            permissions: role.permissions(),
+            expires: None,
+        })
+        .unwrap();
+    state
+        .commit_enrollment(
+            &Identity {
+                host_id: host.clone(),
+                bus_urls: vec![bus_url.to_owned()],
+                controlplane_xkey: nkeys::XKey::new().public_key(),
+                server_url: "https://cp.test".into(),
+                enrolled_at_ms: 0,
+            },
+            &jwt,
+        )
+        .unwrap();
+    state
+}

@@ -195,6 +195,13 @@ pub struct ControlplaneLimits {
     /// first [1000].
     #[arg(long)]
     pub hello_newest_first_ms: Option<u64>,
+    /// Milliseconds the oldest job result waiting for the writer may wait
+    /// before the writer counts as behind and takes the newest results
+    /// first, so that what it acknowledges in a burst is still awaited
+    /// (one that waited over 8 s is dropped and sent again by its agent);
+    /// 8000 or more: always the oldest first [2000].
+    #[arg(long)]
+    pub result_newest_first_ms: Option<u64>,
     /// Service requests handled at once [64].
     #[arg(long)]
     pub svc_concurrency: Option<usize>,
@@ -239,6 +246,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.hello_newest_first_ms {
             t.hello_newest_first = std::time::Duration::from_millis(v);
+        }
+        if let Some(v) = self.result_newest_first_ms {
+            t.result_newest_first = std::time::Duration::from_millis(v);
         }
         if let Some(v) = self.svc_concurrency {
             t.svc_concurrency = v.max(1);
@@ -1372,6 +1382,8 @@ mod tests {
             "4",
             "--hello-newest-first-ms",
             "250",
+            "--result-newest-first-ms",
+            "4000",
             "--svc-concurrency",
             "8",
             "--seen-flush-secs",
@@ -1390,6 +1402,10 @@ mod tests {
         assert_eq!(t.refresh_timeout, secs(600));
         assert_eq!((t.hello_concurrency, t.svc_concurrency), (4, 8));
         assert_eq!(t.hello_newest_first, std::time::Duration::from_millis(250));
+        assert_eq!(
+            t.result_newest_first,
+            std::time::Duration::from_millis(4000)
+        );
         assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
         assert_eq!(t.subscription_capacity, 1_000_000);

@@ -35,16 +35,14 @@ use rm_bus::msg::{
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
 use rm_store::jobs::{self, Finish, Finished, JobStatus, NewJob, Phase};
 use rm_store::{hosts, parts, results, schedules as sched_store};
-use tokio::sync::mpsc;
 
 use sqlx::Connection;
 
-use crate::hellos::HelloQueue;
+use crate::awaited::AwaitedQueue;
 use crate::settle::Settle;
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
-    let (res_tx, res_rx) = mpsc::channel::<Message>(cp.t.ingest_queue);
     let mut hello = cp
         .client
         .subscribe(subject::agent_any(AgentTopicKind::Hello))
@@ -81,9 +79,11 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     // The offline sweeper counts its grace from here: heartbeats can arrive.
     *lock(&cp.connected_since) = Some(tokio::time::Instant::now());
 
-    let queue = Arc::new(HelloQueue::new(
+    // one hello per host: the hosts bound it
+    let queue = Arc::new(AwaitedQueue::new(
         cp.t.hello_max_wait,
         cp.t.hello_newest_first,
+        usize::MAX,
     ));
     let (c, q) = (cp.clone(), queue.clone());
     let hellos_in = async move {
@@ -105,11 +105,11 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 // stale hellos are dropped by the queue, counted here
                 let t = q.take(|n| c.metrics.hellos_expired(n, q.len())).await;
                 c.metrics.hello_taken(q.len(), t.newest_first);
-                tracing::debug!(host = %t.host, waited_ms = t.waited.as_millis(), newest_first = t.newest_first, "hello taken");
+                tracing::debug!(host = %t.key, waited_ms = t.waited.as_millis(), newest_first = t.newest_first, "hello taken");
                 let c2 = c.clone();
                 // its own task: a panic stays with this hello
                 if let Err(e) = tokio::spawn(async move { on_hello(&c2, t.msg).await }).await {
-                    tracing::error!(host = %t.host, error = %e, "hello handler failed");
+                    tracing::error!(host = %t.key, error = %e, "hello handler failed");
                     c.metrics.count_error("hello");
                 }
             }
@@ -154,13 +154,26 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         }
         Ok::<(), anyhow::Error>(())
     };
+    let results = Arc::new(AwaitedQueue::new(
+        cp.t.result_max_wait,
+        cp.t.result_newest_first,
+        cp.t.ingest_queue,
+    ));
+    let (c, q) = (cp.clone(), results.clone());
     let results_in = async move {
+        // Read as they come: a burst and its retries wait in the queue
+        // (one per subject and key, stale ones dropped) instead of in the
+        // subscriptions, where every ack came too late (`crate::awaited`).
+        let push = |m: Message| {
+            let pushed = q.push(result_key(&m), m);
+            c.metrics.result_queued(pushed, q.len());
+        };
         loop {
             tokio::select! {
-                Some(m) = started.next() => { let _ = res_tx.send(m).await; }
-                Some(m) = done.next() => { let _ = res_tx.send(m).await; }
-                Some(m) = parts.next() => { let _ = res_tx.send(m).await; }
-                Some(m) = claims.next() => { let _ = res_tx.send(m).await; }
+                Some(m) = started.next() => push(m),
+                Some(m) = done.next() => push(m),
+                Some(m) = parts.next() => push(m),
+                Some(m) = claims.next() => push(m),
                 else => break,
             }
         }
@@ -218,7 +231,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     tasks.spawn(results_in);
     tasks.spawn(logs_in);
     tasks.spawn(heartbeat_flusher(cp.clone()));
-    tasks.spawn(result_writer(cp.clone(), res_rx));
+    tasks.spawn(result_writer(cp.clone(), results));
     // The first to fail ends ingest; dropping the set aborts the others
     // (and `stop_beats` the heartbeat thread).
     while let Some(r) = tasks.join_next().await {
@@ -525,6 +538,14 @@ async fn flush_beats(cp: &Arc<Cp>, rows: Vec<crate::beats::Flush>) -> bool {
     }
 }
 
+/// A result's key in the queue: its subject (host, job, phase) and its
+/// idempotency key (a part's index), so an agent's retry replaces the
+/// copy still waiting.
+fn result_key(m: &Message) -> String {
+    let key = rm_bus::reqack::IdempotencyKey::of(m);
+    format!("{} {}", m.subject, key.as_ref().map_or("", |k| k.as_str()))
+}
+
 /// What applying one started/done message produced.
 struct Applied {
     ack: Ack,
@@ -538,19 +559,26 @@ struct Applied {
 /// share a commit; under a burst the batch is full at once. While a batch
 /// commits the next one gathers, and other writers' writes (operators')
 /// queue beside it, never behind a backlog of results. A result that did
-/// not commit gets no ack: its agent sends it again.
-async fn result_writer(cp: Arc<Cp>, mut rx: mpsc::Receiver<Message>) -> Result<()> {
+/// not commit gets no ack: its agent sends it again. Results come from
+/// the queue ingest reads them into ([`AwaitedQueue`]): the oldest while
+/// the writer keeps up, the newest once it is behind, never one its agent
+/// stopped waiting for.
+async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>) -> Result<()> {
     let max = cp.t.ingest_batch.max(1);
+    let expired = |n| cp.metrics.results_expired(n, q.len());
+    let taken = |t: Vec<crate::awaited::Taken>| {
+        let newest_first = t.iter().any(|t| t.newest_first);
+        cp.metrics.results_taken(t.len(), q.len(), newest_first);
+        t.into_iter().map(|t| t.msg)
+    };
     loop {
-        let mut batch = Vec::with_capacity(max);
-        if rx.recv_many(&mut batch, max).await == 0 {
-            return Ok(());
-        }
+        let mut batch: Vec<Message> = taken(q.take_up_to(max, expired).await).collect();
         let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
         while batch.len() < max {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => batch.push(m),
-                _ => break,
+            match tokio::time::timeout_at(deadline, q.take_up_to(max - batch.len(), expired)).await
+            {
+                Ok(more) => batch.extend(taken(more)),
+                Err(_) => break,
             }
         }
         let c = cp.clone();

@@ -42,12 +42,12 @@ use tokio::sync::Notify;
 
 pub use rm_cp_api as api;
 mod audit;
+mod awaited;
 mod beats;
 mod deadlines;
 mod dispatch;
 mod enroll;
 mod health;
-mod hellos;
 mod ingest;
 mod jobs;
 mod metrics;
@@ -107,9 +107,22 @@ pub struct Timings {
     pub ingest_batch: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
-    /// Results waiting for the writer before the subscription stops
-    /// reading (agents retry what is not acknowledged).
+    /// Most results waiting for the writer (`crate::awaited`); at the cap
+    /// the oldest is dropped unanswered for the newcomer and its agent
+    /// sends it again. About what the writer commits within
+    /// `result_max_wait` in a burst (2,000 a second on a 2-core machine):
+    /// a result further back would expire anyway.
     pub ingest_queue: usize,
+    /// A result (`started`, `done`, part, claim) that waited this long for
+    /// the writer is dropped unanswered (`results_expired`): below the
+    /// agent's wait for its acknowledgement (10 s per attempt) less a
+    /// commit, so what is acknowledged is still awaited. The agent keeps
+    /// it in its outbox and sends it again.
+    pub result_max_wait: Duration,
+    /// Once the oldest waiting result waited this long the writer is
+    /// behind and takes the newest first (`results_newest_first`); at
+    /// `result_max_wait` or more, always the oldest first.
+    pub result_newest_first: Duration,
     /// Writes waiting for the writer task, in each of its two lanes
     /// (operators' and the rest).
     pub writer_queue: usize,
@@ -188,7 +201,9 @@ impl Default for Timings {
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 1024,
             ingest_linger: Duration::from_millis(20),
-            ingest_queue: 4096,
+            ingest_queue: 16_384,
+            result_max_wait: Duration::from_secs(8),
+            result_newest_first: Duration::from_secs(2),
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),
             flush_rows_per_write: 5000,

@@ -1,7 +1,7 @@
 //! The control plane's counters: errors its background loops logged and
 //! survived, and load it shed (heartbeats dropped on a full channel, hellos
-//! waiting for a handler, dropped when stale). Read over the bus with the
-//! `metrics` service verb.
+//! and job results waiting for a handler, dropped when stale). Read over
+//! the bus with the `metrics` service verb.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -27,6 +27,11 @@ pub(crate) struct Metrics {
     hellos_superseded: AtomicU64,
     hellos_expired: AtomicU64,
     hellos_newest_first: AtomicU64,
+    results_waiting: AtomicU64,
+    results_queued_total: AtomicU64,
+    results_superseded: AtomicU64,
+    results_expired: AtomicU64,
+    results_newest_first: AtomicU64,
     replies_refused: AtomicU64,
     svc_replayed: AtomicU64,
     slow_consumer_events: AtomicU64,
@@ -90,10 +95,16 @@ impl Metrics {
 
     /// A hello arrived and was queued (or replaced its host's waiting
     /// one); `waiting` hellos wait now.
-    pub fn hello_queued(&self, pushed: crate::hellos::Pushed, waiting: usize) {
+    pub fn hello_queued(&self, pushed: crate::awaited::Pushed, waiting: usize) {
         self.hellos_queued_total.fetch_add(1, Ordering::Relaxed);
-        if pushed == crate::hellos::Pushed::Superseded {
-            self.hellos_superseded.fetch_add(1, Ordering::Relaxed);
+        match pushed {
+            crate::awaited::Pushed::Queued => {}
+            crate::awaited::Pushed::Superseded => {
+                self.hellos_superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::awaited::Pushed::Displaced => {
+                self.hellos_expired.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
     }
@@ -112,6 +123,42 @@ impl Metrics {
     pub fn hellos_expired(&self, n: usize, waiting: usize) {
         self.hellos_expired.fetch_add(n as u64, Ordering::Relaxed);
         self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// A job result arrived and was queued for the writer; `waiting`
+    /// wait now.
+    pub fn result_queued(&self, pushed: crate::awaited::Pushed, waiting: usize) {
+        self.results_queued_total.fetch_add(1, Ordering::Relaxed);
+        match pushed {
+            crate::awaited::Pushed::Queued => {}
+            crate::awaited::Pushed::Superseded => {
+                self.results_superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::awaited::Pushed::Displaced => {
+                self.results_expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.results_waiting
+            .store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// The writer took `n` results (`newest_first`: it was behind);
+    /// `waiting` are left.
+    pub fn results_taken(&self, n: usize, waiting: usize, newest_first: bool) {
+        self.results_waiting
+            .store(waiting as u64, Ordering::Relaxed);
+        if newest_first {
+            self.results_newest_first
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` results waited longer than their agents wait and were dropped;
+    /// `waiting` are left.
+    pub fn results_expired(&self, n: usize, waiting: usize) {
+        self.results_expired.fetch_add(n as u64, Ordering::Relaxed);
+        self.results_waiting
+            .store(waiting as u64, Ordering::Relaxed);
     }
 
     /// A reply subject an agent supplied was not its own inbox.
@@ -166,6 +213,11 @@ impl Metrics {
             hellos_superseded: g(&self.hellos_superseded),
             hellos_expired: g(&self.hellos_expired),
             hellos_newest_first: g(&self.hellos_newest_first),
+            results_waiting: g(&self.results_waiting),
+            results_queued_total: g(&self.results_queued_total),
+            results_superseded: g(&self.results_superseded),
+            results_expired: g(&self.results_expired),
+            results_newest_first: g(&self.results_newest_first),
             replies_refused: g(&self.replies_refused),
             svc_replayed: g(&self.svc_replayed),
             slow_consumer_events: g(&self.slow_consumer_events),

@@ -157,6 +157,25 @@ pub struct Metrics {
     /// waiting hello had waited past the control plane's threshold).
     #[serde(default)]
     pub hellos_newest_first: u64,
+    /// Job results (`started`, `done`, parts, claims) waiting for the
+    /// writer now (at most one per subject and idempotency key).
+    #[serde(default)]
+    pub results_waiting: u64,
+    /// Results received since start.
+    #[serde(default)]
+    pub results_queued_total: u64,
+    /// Results replaced by a later copy (the agent's retry) before the
+    /// writer took them.
+    #[serde(default)]
+    pub results_superseded: u64,
+    /// Results dropped unanswered after waiting longer than their agent
+    /// waits for the acknowledgement, or at the queue's cap (the agent
+    /// sends them again).
+    #[serde(default)]
+    pub results_expired: u64,
+    /// Results the writer took newest first, being behind.
+    #[serde(default)]
+    pub results_newest_first: u64,
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use rm_bus::JobId;
 use rm_bus::msg::{Ack, JobOutcome};
 use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_ack};
@@ -473,9 +474,10 @@ async fn a_burst_of_results_reads_and_writes_in_a_few_statements_not_a_few_per_r
     );
 }
 
-/// The same result twice in one batch (an agent re-sent it before the
-/// first ack came back): applied once, the second is a duplicate, and the
-/// host's failure count moves once.
+/// The same result twice in one batch (an agent re-sent it after the
+/// first copy was taken, before its ack came back): applied once, the
+/// second is a duplicate, and the host's failure count moves once. (A
+/// copy re-sent while the first still waits replaces it: `crate::awaited`.)
 #[tokio::test]
 async fn a_result_sent_twice_within_one_batch_is_applied_once() {
     let (bus, _dir, cp) = batching_at(3).await;
@@ -485,7 +487,21 @@ async fn a_result_sent_twice_within_one_batch_is_applied_once() {
     let failed = done_of(&jobs[0], JobOutcome::Failed);
     let ok = done_of(&jobs[1], JobOutcome::Succeeded);
     let m0 = metrics(&cp).await;
-    let acks = burst(&[(&a, vec![failed.clone(), failed, ok])], &patient()).await;
+    // the first copy in the batch that waits for a third result ...
+    let first = [(&a, vec![failed.clone()])];
+    let rest = [(&a, vec![failed, ok])];
+    let policy = patient();
+    let (mut acks, more) = tokio::join!(burst(&first, &policy), async {
+        eventually("the first copy taken into the batch", || async {
+            let m = metrics(&cp).await;
+            (m.results_queued_total > m0.results_queued_total && m.results_waiting == 0)
+                .then_some(())
+        })
+        .await;
+        // ... then the re-send and another result
+        burst(&rest, &policy).await
+    });
+    acks.extend(more);
     let acks: Vec<Ack> = acks.into_iter().map(|a| a.expect("acknowledged")).collect();
     assert!(acks.iter().all(|a| a.ok), "{acks:?}");
     assert_eq!(
@@ -519,4 +535,125 @@ async fn a_result_sent_twice_within_one_batch_is_applied_once() {
         statuses,
         want.iter().map(|(_, s)| s.to_string()).collect::<Vec<_>>()
     );
+}
+
+/// `done` of `job` from `agent` whose ack goes to `_INBOX.<host>.res.<n>`
+/// (one attempt, as an agent's; the test reads the acks' order).
+async fn send_done_once(agent: &Agent, job: &JobId, n: usize) {
+    let mut headers = async_nats::HeaderMap::new();
+    let key = IdempotencyKey::job_phase(job, JobTopic::Done);
+    headers.insert(rm_bus::reqack::IDEMPOTENCY_HEADER, key.as_str());
+    agent
+        .client
+        .publish_with_reply_and_headers(
+            subject::agent_job(&agent.host, job, JobTopic::Done),
+            format!("_INBOX.{}.res.{n}", agent.host),
+            headers,
+            rm_bus::msg::encode(&done_of(job, JobOutcome::Succeeded)),
+        )
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+}
+
+/// The livelock of a 100,000-agent burst, in small: while the writer is
+/// held up, a result that waited longer than its agent waits for the ack
+/// is dropped unanswered (its agent sends it again, and that copy is
+/// acknowledged); once the oldest waiting result waited past the
+/// threshold, the newest are acknowledged first. Without the queue every
+/// ack came in arrival order, minutes late (docs/benchmarks.md, stop 39).
+#[tokio::test]
+async fn results_that_waited_longer_than_their_agents_wait_are_dropped_and_the_newest_are_acknowledged_first()
+ {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: 1,
+        ingest_linger: Duration::ZERO,
+        result_max_wait: Duration::from_millis(1_500),
+        result_newest_first: Duration::from_millis(200),
+        ..fast_timings()
+    };
+    let opts = CpOptions {
+        timings,
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let a = Agent::enroll(&bus, &cp, "late-acks").await.unwrap();
+    let db = cp.db().await;
+    let jobs = running_backups(&db, &a, None, 4).await;
+    let mut acks = a
+        .client
+        .subscribe(format!("_INBOX.{}.res.>", a.host))
+        .await
+        .unwrap();
+    a.client.flush().await.unwrap();
+    let m0 = metrics(&cp).await;
+    let queued = |n: u64| {
+        let cp = &cp;
+        async move {
+            eventually("the results queued", || async {
+                let m = metrics(cp).await;
+                (m.results_queued_total - m0.results_queued_total == n).then_some(m)
+            })
+            .await
+        }
+    };
+
+    // The writer holds job 0's result while the store is locked ...
+    let lock = db.write().await.unwrap();
+    send_done_once(&a, &jobs[0], 0).await;
+    queued(1).await;
+    eventually("the first result in hand", || async {
+        (metrics(&cp).await.results_waiting == 0).then_some(())
+    })
+    .await;
+    // ... job 1's waits past its agent's patience ...
+    send_done_once(&a, &jobs[1], 1).await;
+    queued(2).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // ... and jobs 2 and 3 past the threshold
+    send_done_once(&a, &jobs[2], 2).await;
+    send_done_once(&a, &jobs[3], 3).await;
+    let m = queued(4).await;
+    assert_eq!(m.results_waiting, 3, "{m:?}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    drop(lock);
+
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let r = tokio::time::timeout(WAIT, acks.next())
+            .await
+            .expect("an ack")
+            .unwrap();
+        answered.push(r.subject.rsplit('.').next().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        answered,
+        ["0", "3", "2"],
+        "the one in hand, then the newest first"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), acks.next())
+            .await
+            .is_err(),
+        "the result that waited too long is not answered"
+    );
+    let m = metrics(&cp).await;
+    assert_eq!(m.results_expired - m0.results_expired, 1, "{m:?}");
+    assert_eq!(m.results_newest_first - m0.results_newest_first, 2, "{m:?}");
+    assert_eq!(job_status(&db, jobs[1].as_str()).await, "running");
+
+    // its agent sends it again: stored and acknowledged
+    send_done_once(&a, &jobs[1], 4).await;
+    let r = tokio::time::timeout(WAIT, acks.next())
+        .await
+        .expect("the re-sent result is answered")
+        .unwrap();
+    assert!(r.subject.ends_with(".res.4"), "{}", r.subject);
+    let ack: Ack = rm_bus::msg::decode("ack", &r.payload).unwrap();
+    assert!(ack.ok && !ack.duplicate, "{ack:?}");
+    for j in &jobs {
+        assert_eq!(job_status(&db, j.as_str()).await, "succeeded");
+    }
 }

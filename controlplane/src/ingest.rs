@@ -93,7 +93,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         while let Some(m) = hello.next().await {
             let Some(host) = host_of(&m) else { continue };
             let pushed = q.push(host, m);
-            c.metrics.hello_queued(pushed, q.len());
+            c.metrics.hellos.queued(pushed, q.len());
         }
         Ok::<(), anyhow::Error>(())
     };
@@ -103,8 +103,8 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         async move {
             loop {
                 // stale hellos are dropped by the queue, counted here
-                let t = q.take(|n| c.metrics.hellos_expired(n, q.len())).await;
-                c.metrics.hello_taken(q.len(), t.newest_first);
+                let t = q.take(|n| c.metrics.hellos.expired(n, q.len())).await;
+                c.metrics.hellos.taken(1, q.len(), t.newest_first);
                 tracing::debug!(host = %t.key, waited_ms = t.waited.as_millis(), newest_first = t.newest_first, "hello taken");
                 let c2 = c.clone();
                 // its own task: a panic stays with this hello
@@ -166,7 +166,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         // subscriptions, where every ack came too late (`crate::awaited`).
         let push = |m: Message| {
             let pushed = q.push(result_key(&m), m);
-            c.metrics.result_queued(pushed, q.len());
+            c.metrics.results.queued(pushed, q.len());
         };
         loop {
             tokio::select! {
@@ -565,10 +565,10 @@ struct Applied {
 /// stopped waiting for.
 async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>) -> Result<()> {
     let max = cp.t.ingest_batch.max(1);
-    let expired = |n| cp.metrics.results_expired(n, q.len());
+    let expired = |n| cp.metrics.results.expired(n, q.len());
     let taken = |t: Vec<crate::awaited::Taken>| {
         let newest_first = t.iter().any(|t| t.newest_first);
-        cp.metrics.results_taken(t.len(), q.len(), newest_first);
+        cp.metrics.results.taken(t.len(), q.len(), newest_first);
         t.into_iter().map(|t| t.msg)
     };
     loop {

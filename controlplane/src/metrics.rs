@@ -22,16 +22,10 @@ pub(crate) struct Metrics {
     dispatch_passes: AtomicU64,
     offline_sweeps: AtomicU64,
     vitals_written: AtomicU64,
-    hellos_waiting: AtomicU64,
-    hellos_queued_total: AtomicU64,
-    hellos_superseded: AtomicU64,
-    hellos_expired: AtomicU64,
-    hellos_newest_first: AtomicU64,
-    results_waiting: AtomicU64,
-    results_queued_total: AtomicU64,
-    results_superseded: AtomicU64,
-    results_expired: AtomicU64,
-    results_newest_first: AtomicU64,
+    /// Hellos waiting for a handler (`crate::awaited`).
+    pub hellos: QueueCounters,
+    /// Job results waiting for the writer (`crate::awaited`).
+    pub results: QueueCounters,
     replies_refused: AtomicU64,
     svc_replayed: AtomicU64,
     slow_consumer_events: AtomicU64,
@@ -41,6 +35,52 @@ pub(crate) struct Metrics {
     ingest_alone: AtomicU64,
     /// Heartbeats per lag bucket ([`api::HEARTBEAT_LAG_BOUNDS_MS`] + 1).
     heartbeat_lag: [AtomicU64; api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1],
+}
+
+/// The counters of one [`crate::awaited::AwaitedQueue`]: requests
+/// received, replaced by a later copy, dropped (stale or at the cap),
+/// taken newest first, and how many wait now.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCounters {
+    waiting: AtomicU64,
+    queued_total: AtomicU64,
+    superseded: AtomicU64,
+    expired: AtomicU64,
+    newest_first: AtomicU64,
+}
+
+impl QueueCounters {
+    /// A request arrived and was queued (or replaced its key's waiting
+    /// one, or displaced the oldest); `waiting` wait now.
+    pub fn queued(&self, pushed: crate::awaited::Pushed, waiting: usize) {
+        self.queued_total.fetch_add(1, Ordering::Relaxed);
+        match pushed {
+            crate::awaited::Pushed::Queued => {}
+            crate::awaited::Pushed::Superseded => {
+                self.superseded.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::awaited::Pushed::Displaced => {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
+
+    /// `n` requests were taken (`newest_first`: the handlers were behind);
+    /// `waiting` are left.
+    pub fn taken(&self, n: usize, waiting: usize, newest_first: bool) {
+        self.waiting.store(waiting as u64, Ordering::Relaxed);
+        if newest_first {
+            self.newest_first.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` requests waited longer than their agents wait and were
+    /// dropped; `waiting` are left.
+    pub fn expired(&self, n: usize, waiting: usize) {
+        self.expired.fetch_add(n as u64, Ordering::Relaxed);
+        self.waiting.store(waiting as u64, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -93,74 +133,6 @@ impl Metrics {
             .fetch_add(vitals as u64, Ordering::Relaxed);
     }
 
-    /// A hello arrived and was queued (or replaced its host's waiting
-    /// one); `waiting` hellos wait now.
-    pub fn hello_queued(&self, pushed: crate::awaited::Pushed, waiting: usize) {
-        self.hellos_queued_total.fetch_add(1, Ordering::Relaxed);
-        match pushed {
-            crate::awaited::Pushed::Queued => {}
-            crate::awaited::Pushed::Superseded => {
-                self.hellos_superseded.fetch_add(1, Ordering::Relaxed);
-            }
-            crate::awaited::Pushed::Displaced => {
-                self.hellos_expired.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
-    }
-
-    /// A handler took a hello (`newest_first`: the handlers were behind);
-    /// `waiting` are left.
-    pub fn hello_taken(&self, waiting: usize, newest_first: bool) {
-        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
-        if newest_first {
-            self.hellos_newest_first.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// `n` hellos waited longer than their agents wait and were dropped;
-    /// `waiting` are left.
-    pub fn hellos_expired(&self, n: usize, waiting: usize) {
-        self.hellos_expired.fetch_add(n as u64, Ordering::Relaxed);
-        self.hellos_waiting.store(waiting as u64, Ordering::Relaxed);
-    }
-
-    /// A job result arrived and was queued for the writer; `waiting`
-    /// wait now.
-    pub fn result_queued(&self, pushed: crate::awaited::Pushed, waiting: usize) {
-        self.results_queued_total.fetch_add(1, Ordering::Relaxed);
-        match pushed {
-            crate::awaited::Pushed::Queued => {}
-            crate::awaited::Pushed::Superseded => {
-                self.results_superseded.fetch_add(1, Ordering::Relaxed);
-            }
-            crate::awaited::Pushed::Displaced => {
-                self.results_expired.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.results_waiting
-            .store(waiting as u64, Ordering::Relaxed);
-    }
-
-    /// The writer took `n` results (`newest_first`: it was behind);
-    /// `waiting` are left.
-    pub fn results_taken(&self, n: usize, waiting: usize, newest_first: bool) {
-        self.results_waiting
-            .store(waiting as u64, Ordering::Relaxed);
-        if newest_first {
-            self.results_newest_first
-                .fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// `n` results waited longer than their agents wait and were dropped;
-    /// `waiting` are left.
-    pub fn results_expired(&self, n: usize, waiting: usize) {
-        self.results_expired.fetch_add(n as u64, Ordering::Relaxed);
-        self.results_waiting
-            .store(waiting as u64, Ordering::Relaxed);
-    }
-
     /// A reply subject an agent supplied was not its own inbox.
     pub fn reply_refused(&self) {
         self.replies_refused.fetch_add(1, Ordering::Relaxed);
@@ -208,16 +180,16 @@ impl Metrics {
                 .collect(),
             heartbeats_received: g(&self.heartbeats_received),
             heartbeats_dropped: g(&self.heartbeats_dropped),
-            hellos_waiting: g(&self.hellos_waiting),
-            hellos_queued_total: g(&self.hellos_queued_total),
-            hellos_superseded: g(&self.hellos_superseded),
-            hellos_expired: g(&self.hellos_expired),
-            hellos_newest_first: g(&self.hellos_newest_first),
-            results_waiting: g(&self.results_waiting),
-            results_queued_total: g(&self.results_queued_total),
-            results_superseded: g(&self.results_superseded),
-            results_expired: g(&self.results_expired),
-            results_newest_first: g(&self.results_newest_first),
+            hellos_waiting: g(&self.hellos.waiting),
+            hellos_queued_total: g(&self.hellos.queued_total),
+            hellos_superseded: g(&self.hellos.superseded),
+            hellos_expired: g(&self.hellos.expired),
+            hellos_newest_first: g(&self.hellos.newest_first),
+            results_waiting: g(&self.results.waiting),
+            results_queued_total: g(&self.results.queued_total),
+            results_superseded: g(&self.results.superseded),
+            results_expired: g(&self.results.expired),
+            results_newest_first: g(&self.results.newest_first),
             replies_refused: g(&self.replies_refused),
             svc_replayed: g(&self.svc_replayed),
             slow_consumer_events: g(&self.slow_consumer_events),

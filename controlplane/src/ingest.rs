@@ -11,6 +11,8 @@
 //!   (`settle`), acknowledged only after commit, then events. A run of
 //!   `done`s is read and written set-based (`rm_store::results`): a few
 //!   statements for the run, not a few per result.
+//!   A re-send of a result committed lately is acknowledged as a
+//!   duplicate from memory (`crate::committed`), without the queue.
 //! - job `part` (request/ack, at least once): a chunk of a summary too large
 //!   for one message, stored until the `done` naming the parts' total
 //!   reassembles it.
@@ -39,6 +41,7 @@ use rm_store::{hosts, parts, results, schedules as sched_store};
 use sqlx::Connection;
 
 use crate::awaited::AwaitedQueue;
+use crate::committed::Committed;
 use crate::settle::Settle;
 use crate::{Cp, dispatch, jobs as job_svc, lock, schedules};
 
@@ -159,21 +162,29 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         cp.t.result_newest_first,
         cp.t.ingest_queue,
     ));
-    let (c, q) = (cp.clone(), results.clone());
+    let committed = Arc::new(Committed::new(COMMITTED_KEYS));
+    let (c, q, known) = (cp.clone(), results.clone(), committed.clone());
     let results_in = async move {
         // Read as they come: a burst and its retries wait in the queue
         // (one per subject and key, stale ones dropped) instead of in the
         // subscriptions, where every ack came too late (`crate::awaited`).
-        let push = |m: Message| {
-            let pushed = q.push(result_key(&m), m);
+        // A re-send of a result committed lately is answered at once.
+        let take = |m: Message| async {
+            let key = result_key(&m);
+            if known.contains(&key) {
+                c.metrics.result_acked_from_memory();
+                reply(&c, &m, encode(&Ack::duplicate())).await;
+                return;
+            }
+            let pushed = q.push(key, m);
             c.metrics.results.queued(pushed, q.len());
         };
         loop {
             tokio::select! {
-                Some(m) = started.next() => push(m),
-                Some(m) = done.next() => push(m),
-                Some(m) = parts.next() => push(m),
-                Some(m) = claims.next() => push(m),
+                Some(m) = started.next() => take(m).await,
+                Some(m) = done.next() => take(m).await,
+                Some(m) = parts.next() => take(m).await,
+                Some(m) = claims.next() => take(m).await,
                 else => break,
             }
         }
@@ -231,7 +242,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     tasks.spawn(results_in);
     tasks.spawn(logs_in);
     tasks.spawn(heartbeat_flusher(cp.clone()));
-    tasks.spawn(result_writer(cp.clone(), results));
+    tasks.spawn(result_writer(cp.clone(), results, committed));
     // The first to fail ends ingest; dropping the set aborts the others
     // (and `stop_beats` the heartbeat thread).
     while let Some(r) = tasks.join_next().await {
@@ -546,6 +557,27 @@ fn result_key(m: &Message) -> String {
     format!("{} {}", m.subject, key.as_ref().map_or("", |k| k.as_str()))
 }
 
+/// Results whose re-sends memory answers ([`Committed`]).
+const COMMITTED_KEYS: usize = 65_536;
+
+/// `m`'s key for [`Committed`] if a re-send of it, once `ack` committed,
+/// is a duplicate whatever happens meanwhile: an accepted `started` or
+/// `done` with an idempotency key (the store records each phase once).
+/// Not a part (a part sent again before its `done` replaces the stored
+/// one), not a claim (its answer depends on the schedule's state), and
+/// nothing refused or to be asked again.
+fn committed_key(m: &Message, ack: &Ack) -> Option<String> {
+    if !ack.ok || ack.retry {
+        return None;
+    }
+    rm_bus::reqack::IdempotencyKey::of(m)?;
+    let subj = AgentSubject::parse(m.subject.as_str())?;
+    match subj.topic {
+        AgentTopic::Job(_, JobTopic::Started | JobTopic::Done) => Some(result_key(m)),
+        _ => None,
+    }
+}
+
 /// What applying one started/done message produced.
 struct Applied {
     ack: Ack,
@@ -563,7 +595,7 @@ struct Applied {
 /// the queue ingest reads them into ([`AwaitedQueue`]): the oldest while
 /// the writer keeps up, the newest once it is behind, never one its agent
 /// stopped waiting for.
-async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>) -> Result<()> {
+async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>, committed: Arc<Committed>) -> Result<()> {
     let max = cp.t.ingest_batch.max(1);
     let expired = |n| cp.metrics.results.expired(n, q.len());
     let taken = |t: Vec<crate::awaited::Taken>| {
@@ -592,7 +624,14 @@ async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>) -> Result<()> {
             })
             .await;
         match r {
-            Ok((batch, out)) => after_commit(&cp, &batch, out).await,
+            Ok((batch, out)) => {
+                for (m, a) in batch.iter().zip(&out) {
+                    if let Some(key) = a.as_ref().and_then(|a| committed_key(m, &a.ack)) {
+                        committed.insert(key);
+                    }
+                }
+                after_commit(&cp, &batch, out).await
+            }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "results not committed; their agents will retry");
                 cp.metrics.count_error("results");

@@ -44,6 +44,7 @@ pub use rm_cp_api as api;
 mod audit;
 mod awaited;
 mod beats;
+mod committed;
 mod deadlines;
 mod dispatch;
 mod enroll;
@@ -438,12 +439,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Track (re)connects: the offline sweeper waits after each one.
     let cp_events = cp.clone();
     let conn_watch = async move {
+        let mut lost = false;
         while let Some(e) = events.recv().await {
             match e {
                 Event::Connected => {
-                    *lock(&cp_events.connected_since) = Some(tokio::time::Instant::now())
+                    *lock(&cp_events.connected_since) = Some(tokio::time::Instant::now());
+                    if std::mem::take(&mut lost) {
+                        cp_events.metrics.bus_reconnected();
+                    }
                 }
-                Event::Disconnected => *lock(&cp_events.connected_since) = None,
+                Event::Disconnected => {
+                    *lock(&cp_events.connected_since) = None;
+                    lost = true;
+                }
                 Event::SlowConsumer(_) => cp_events.metrics.slow_consumer(),
                 _ => {}
             }

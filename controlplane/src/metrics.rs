@@ -21,6 +21,11 @@ pub(crate) struct Metrics {
     lost_checks: AtomicU64,
     dispatch_passes: AtomicU64,
     offline_sweeps: AtomicU64,
+    offline_sweeps_unsettled: AtomicU64,
+    offline_sweep_last_ms: AtomicU64,
+    offline_sweep_max_ms: AtomicU64,
+    bus_reconnects: AtomicU64,
+    results_acked_from_memory: AtomicU64,
     vitals_written: AtomicU64,
     /// Hellos waiting for a handler (`crate::awaited`).
     pub hellos: QueueCounters,
@@ -119,9 +124,30 @@ impl Metrics {
         self.dispatch_passes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The offline sweeper looked at the fleet (it was settled).
-    pub fn offline_sweep(&self) {
+    /// The offline sweeper looked at the fleet (it was settled), in `took`.
+    pub fn offline_sweep(&self, took: std::time::Duration) {
+        let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        self.offline_sweep_last_ms.store(ms, Ordering::Relaxed);
+        self.offline_sweep_max_ms.fetch_max(ms, Ordering::Relaxed);
         self.offline_sweeps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The offline sweeper did not look: the bus connection had not been
+    /// up for the whole window.
+    pub fn offline_sweep_unsettled(&self) {
+        self.offline_sweeps_unsettled
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The bus connection came back after a loss.
+    pub fn bus_reconnected(&self) {
+        self.bus_reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A re-send of a result committed lately was acknowledged from memory.
+    pub fn result_acked_from_memory(&self) {
+        self.results_acked_from_memory
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A heartbeat flush wrote `rows` hosts' last-seen, `vitals` of them
@@ -199,6 +225,11 @@ impl Metrics {
             lost_checks: g(&self.lost_checks),
             dispatch_passes: g(&self.dispatch_passes),
             offline_sweeps: g(&self.offline_sweeps),
+            offline_sweeps_unsettled: g(&self.offline_sweeps_unsettled),
+            offline_sweep_last_ms: g(&self.offline_sweep_last_ms),
+            offline_sweep_max_ms: g(&self.offline_sweep_max_ms),
+            bus_reconnects: g(&self.bus_reconnects),
+            results_acked_from_memory: g(&self.results_acked_from_memory),
             ingest_results: g(&self.ingest_results),
             ingest_commits: g(&self.ingest_commits),
             ingest_duplicates: g(&self.ingest_duplicates),

@@ -1,11 +1,13 @@
-//! Background upkeep: marks hosts offline after missed heartbeats (only
-//! once the control plane itself has been connected long enough, so a
-//! restart never flags a healthy fleet), pushes the account JWT at start
-//! (revocations survive restarts of either side), ends jobs that will
-//! never end on their own (`deadlines`), pushes configs an agent does not
-//! run yet again (`resync`), applies retention, and queues the
-//! repository health refreshes that are due (`health::refresh_due`). Errors are logged and
-//! counted; the loop goes on.
+//! Background upkeep, two loops each on a task of its own: one marks
+//! hosts offline after missed heartbeats (only once the control plane
+//! itself has been connected long enough, so a restart never flags a
+//! healthy fleet); the other pushes the account JWT at start (revocations
+//! survive restarts of either side), ends jobs that will never end on
+//! their own (`deadlines`), pushes configs an agent does not run yet
+//! again (`resync`), applies retention, and queues the repository health
+//! refreshes that are due (`health::refresh_due`). Apart, a slow step of
+//! the second (a fleet-wide read on a starved host) never delays offline
+//! detection. Errors are logged and counted; the loops go on.
 
 use std::sync::Arc;
 
@@ -14,19 +16,39 @@ use rm_store::{hosts, retention};
 
 use crate::{Cp, lock};
 
-/// The upkeep loop. A store error (database busy, read-only, full) is
-/// logged and counted and the loop goes on with the next tick: only a
-/// shutdown ends it.
+/// Both loops. A store error (database busy, read-only, full) is logged
+/// and counted and the loop goes on with the next tick: only a shutdown
+/// ends them (dropping this future aborts both tasks).
 pub(crate) async fn serve(cp: Arc<Cp>) -> anyhow::Result<()> {
+    let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(offline_loop(cp.clone()));
+    loops.spawn(upkeep_loop(cp));
+    match loops.join_next().await {
+        Some(Err(e)) => Err(anyhow::anyhow!("an upkeep loop ended abnormally: {e}")),
+        _ => Err(anyhow::anyhow!("an upkeep loop ended")),
+    }
+}
+
+/// Marks silent hosts offline every heartbeat interval.
+async fn offline_loop(cp: Arc<Cp>) {
+    let mut tick = tokio::time::interval(cp.t.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep_offline(&cp).await {
+            cp.metrics.loop_error("sweeper", &e);
+        }
+    }
+}
+
+/// Everything else the sweeper does, every heartbeat interval.
+async fn upkeep_loop(cp: Arc<Cp>) {
     push_account_until_ok(&cp).await;
     let mut tick = tokio::time::interval(cp.t.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Err(e) = sweep_offline(&cp).await {
-            cp.metrics.loop_error("sweeper", &e);
-        }
         if let Err(e) = crate::deadlines::sweep(&cp).await {
             cp.metrics.loop_error("deadline sweeper", &e);
         }
@@ -56,8 +78,10 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     let window = cp.t.heartbeat * cp.t.offline_after_missed;
     let settled = lock(&cp.connected_since).is_some_and(|since| since.elapsed() >= window);
     if !settled {
+        cp.metrics.offline_sweep_unsettled();
         return Ok(());
     }
+    let began = tokio::time::Instant::now();
     let now = cp.now();
     let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     // Read first, write only the hosts that really went silent: every
@@ -72,7 +96,7 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         hosts::stale_among(&mut c, &unheard, before).await?
     };
     if silent.is_empty() {
-        cp.metrics.offline_sweep();
+        cp.metrics.offline_sweep(began.elapsed());
         return Ok(());
     }
     // Asked again when the write begins: the reads above take seconds at
@@ -114,7 +138,7 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         cp.event(Event::HostOffline, Some(&h), None, None).await;
     }
     // counted once its events are out: a reader of the counter sees them
-    cp.metrics.offline_sweep();
+    cp.metrics.offline_sweep(began.elapsed());
     Ok(())
 }
 

@@ -93,6 +93,20 @@ pub struct Metrics {
     /// Offline sweeps that looked at the fleet (once settled).
     #[serde(default)]
     pub offline_sweeps: u64,
+    /// Offline sweeper ticks that did not look: the control plane's bus
+    /// connection was not up for the whole offline window yet (at start,
+    /// after a reconnect), so missed heartbeats may be its own.
+    #[serde(default)]
+    pub offline_sweeps_unsettled: u64,
+    /// How long the latest offline sweep took (ms), reads and write ...
+    #[serde(default)]
+    pub offline_sweep_last_ms: u64,
+    /// ... and the longest one since start.
+    #[serde(default)]
+    pub offline_sweep_max_ms: u64,
+    /// Times the control plane's bus connection came back after a loss.
+    #[serde(default)]
+    pub bus_reconnects: u64,
     /// Job results (`started`, `done`, parts, claims) committed and
     /// acknowledged ...
     #[serde(default)]
@@ -176,6 +190,10 @@ pub struct Metrics {
     /// Results the writer took newest first, being behind.
     #[serde(default)]
     pub results_newest_first: u64,
+    /// Re-sends of results committed lately, acknowledged as duplicates
+    /// from memory (not queued, not written).
+    #[serde(default)]
+    pub results_acked_from_memory: u64,
     /// Agent requests whose reply subject was not the agent's own inbox.
     #[serde(default)]
     pub replies_refused: u64,

@@ -53,6 +53,36 @@ impl SilentHost {
     }
 }
 
+/// The metrics say whether the sweeper looked at all (a 100,000-agent run
+/// detected none of its killed agents, and nothing told why): ticks
+/// skipped before the connection settled, sweeps done and how long they
+/// took.
+#[tokio::test]
+async fn the_offline_sweeper_counts_ticks_before_settling_and_sweeps_with_their_duration() {
+    let SilentHost {
+        _bus,
+        _dir,
+        cp,
+        agent: _agent,
+        mut offline,
+        db: _db,
+    } = SilentHost::start().await;
+    tokio::time::timeout(WAIT, offline.next())
+        .await
+        .expect("host.offline event")
+        .unwrap();
+    let m: rm_controlplane::api::Metrics = cp
+        .call(rm_controlplane::api::METRICS, serde_json::json!({}))
+        .await;
+    assert!(
+        m.offline_sweeps_unsettled >= 1,
+        "the first tick comes before the window passed: {m:?}"
+    );
+    assert!(m.offline_sweeps >= 1, "{m:?}");
+    assert!(m.offline_sweep_max_ms >= m.offline_sweep_last_ms, "{m:?}");
+    assert_eq!(m.bus_reconnects, 0, "{m:?}");
+}
+
 #[tokio::test]
 async fn offline_after_missed_heartbeats_and_back_on_the_next() {
     let SilentHost {

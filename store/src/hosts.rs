@@ -506,6 +506,16 @@ pub async fn online_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(ONLINE_IDS_SQL).fetch_all(conn).await?)
 }
 
+/// [`stale_among`]'s statement. The list is the outer loop, each host
+/// found by its key (`CROSS JOIN` fixes the order): with a plain `JOIN`
+/// SQLite chose every online host from `hosts_status` as the outer loop
+/// and scanned the whole list for each, 100,000 × thousands of ids, and
+/// at 100,000 agents one sweep ran for minutes: no killed agent was
+/// detected (docs/benchmarks.md, stop 41).
+pub const STALE_AMONG_SQL: &str =
+    "SELECT h.id FROM json_each(?) AS j CROSS JOIN hosts AS h ON h.id = j.value
+     WHERE h.status = 'online' AND COALESCE(h.last_seen_at, 0) < ?";
+
 /// Of `ids`, the hosts still online whose stored last-seen is before
 /// `before` (offline candidates: the caller has already left out those
 /// its memory heard since). Each row found by its key.
@@ -518,15 +528,21 @@ pub async fn stale_among(
         return Ok(Vec::new());
     }
     let ids = json_list(ids);
-    Ok(sqlx::query_scalar(
-        "SELECT h.id FROM json_each(?) AS j JOIN hosts AS h ON h.id = j.value
-         WHERE h.status = 'online' AND COALESCE(h.last_seen_at, 0) < ?",
-    )
-    .bind(ids)
-    .bind(before)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_scalar(STALE_AMONG_SQL)
+        .bind(ids)
+        .bind(before)
+        .fetch_all(conn)
+        .await?)
 }
+
+/// [`mark_offline_if_stale`]'s statement (`+hosts.status`: no index on
+/// the status, each host found by its key).
+pub const MARK_OFFLINE_IF_STALE_SQL: &str =
+    "UPDATE hosts SET status = 'offline', status_changed_at = ?
+     FROM (SELECT value AS id FROM json_each(?)) AS v
+     WHERE hosts.id = v.id AND +hosts.status = 'online'
+       AND COALESCE(hosts.last_seen_at, 0) < ?
+     RETURNING hosts.id";
 
 /// Marks the hosts of `ids` offline that are online and whose stored
 /// last-seen is still before `before`, in one statement however many they
@@ -542,18 +558,12 @@ pub async fn mark_offline_if_stale(
         return Ok(Vec::new());
     }
     let ids = json_list(ids);
-    Ok(sqlx::query_scalar(
-        "UPDATE hosts SET status = 'offline', status_changed_at = ?
-         FROM (SELECT value AS id FROM json_each(?)) AS v
-         WHERE hosts.id = v.id AND +hosts.status = 'online'
-           AND COALESCE(hosts.last_seen_at, 0) < ?
-         RETURNING hosts.id",
-    )
-    .bind(now)
-    .bind(ids)
-    .bind(before)
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_scalar(MARK_OFFLINE_IF_STALE_SQL)
+        .bind(now)
+        .bind(ids)
+        .bind(before)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Marks one host offline (clean goodbye). Returns true if it was online.

@@ -67,6 +67,47 @@ async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone(
     }
 }
 
+/// The offline sweep's statements over a list of ids walk the list once
+/// and find each host by its key, never every online host with a scan of
+/// the list for each (quadratic: at 100,000 agents one sweep ran for
+/// minutes and no killed agent was detected, docs/benchmarks.md, stop 41).
+#[tokio::test]
+async fn the_offline_sweeps_statements_over_a_list_of_ids_find_each_host_by_its_key() {
+    let (s, _dir) = store().await;
+    let mut w = s.write().await.unwrap();
+    let by_key = |plan: &[String], what: &str| {
+        assert!(
+            plan.first()
+                .is_some_and(|l| l.contains("SCAN")
+                    && (l.contains("VIRTUAL TABLE") || l.contains("json_each"))),
+            "{what}: the list is the outer loop: {plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|l| l.contains("SEARCH") && l.contains("(id=?)")),
+            "{what}: each host found by its key: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.contains("hosts_status")),
+            "{what}: not every online host: {plan:?}"
+        );
+    };
+    for sql in [hosts::STALE_AMONG_SQL, hosts::MARK_OFFLINE_IF_STALE_SQL] {
+        by_key(&plan_of(&mut w, sql).await, "without statistics");
+    }
+    plan_as_analysed(
+        &mut w,
+        &[
+            ("hosts", "sqlite_autoindex_hosts_1", "100000 1"),
+            ("hosts", "hosts_status", "100000 50000 50000 50000 1"),
+        ],
+    )
+    .await;
+    for sql in [hosts::STALE_AMONG_SQL, hosts::MARK_OFFLINE_IF_STALE_SQL] {
+        by_key(&plan_of(&mut w, sql).await, "with statistics");
+    }
+}
+
 #[tokio::test]
 async fn stale_among_names_only_online_hosts_whose_stored_last_seen_is_before_the_bound() {
     let (s, _dir) = store().await;

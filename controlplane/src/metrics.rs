@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     dispatch_passes: AtomicU64,
     offline_sweeps: AtomicU64,
     offline_sweeps_unsettled: AtomicU64,
+    offline_sweeps_mass: AtomicU64,
     offline_sweep_last_ms: AtomicU64,
     offline_sweep_max_ms: AtomicU64,
     bus_reconnects: AtomicU64,
@@ -139,6 +140,11 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A sweep found a mass silence and used the longer window.
+    pub fn offline_sweep_mass(&self) {
+        self.offline_sweeps_mass.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The bus connection came back after a loss.
     pub fn bus_reconnected(&self) {
         self.bus_reconnects.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +232,7 @@ impl Metrics {
             dispatch_passes: g(&self.dispatch_passes),
             offline_sweeps: g(&self.offline_sweeps),
             offline_sweeps_unsettled: g(&self.offline_sweeps_unsettled),
+            offline_sweeps_mass: g(&self.offline_sweeps_mass),
             offline_sweep_last_ms: g(&self.offline_sweep_last_ms),
             offline_sweep_max_ms: g(&self.offline_sweep_max_ms),
             bus_reconnects: g(&self.bus_reconnects),

@@ -89,11 +89,28 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     // since (the stored last-seen lags by up to one flush), less those
     // whose stored last-seen is fresh (a hello writes it; the memory does
     // not see hellos).
-    let silent = {
+    let (silent, before) = {
         let mut c = cp.store.read().await?;
         let online = hosts::online_ids(&mut c).await?;
+        let fleet = online.len();
         let unheard = cp.beats.not_heard_since(online, before);
-        hosts::stale_among(&mut c, &unheard, before).await?
+        let silent = hosts::stale_among(&mut c, &unheard, before).await?;
+        if mass_silence(silent.len(), fleet) {
+            // More likely the bus or this control plane than the hosts:
+            // only those silent for the longer window go.
+            let longer = now
+                - i64::try_from((window * MASS_SILENCE_WINDOWS).as_millis()).unwrap_or(i64::MAX);
+            cp.metrics.offline_sweep_mass();
+            tracing::warn!(
+                silent = silent.len(),
+                online = fleet,
+                "many hosts silent at once: heartbeat delivery is behind, or a mass outage; \
+                 marking only those silent for {MASS_SILENCE_WINDOWS} offline windows"
+            );
+            (cp.beats.not_heard_since(silent, longer), longer)
+        } else {
+            (silent, before)
+        }
     };
     if silent.is_empty() {
         cp.metrics.offline_sweep(began.elapsed());
@@ -142,6 +159,24 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Silent hosts that make a sweep a mass silence: at least this many ...
+const MASS_SILENCE_MIN_HOSTS: usize = 50;
+/// ... and at least this share of the online hosts (1/`_DIVISOR`).
+const MASS_SILENCE_SHARE_DIVISOR: usize = 20;
+/// In a mass silence a host goes offline after this many offline windows.
+const MASS_SILENCE_WINDOWS: u32 = 4;
+
+/// Are `silent` of `online` hosts going silent at once a mass silence?
+/// Then the bus or the control plane is more likely behind than the hosts
+/// gone: at 100,000 agents on a saturated host, with most heartbeats
+/// arriving more than 10 s late, sweeps marked 87,855 live hosts offline
+/// in four minutes, and the storm of hosts coming back held the database
+/// (docs/benchmarks.md, stop 41). A real mass outage is still reported,
+/// [`MASS_SILENCE_WINDOWS`] windows after its hosts' last heartbeats.
+fn mass_silence(silent: usize, online: usize) -> bool {
+    silent >= MASS_SILENCE_MIN_HOSTS && silent >= online.div_ceil(MASS_SILENCE_SHARE_DIVISOR)
+}
+
 /// Hosts a sweep names one line each; more are summed up in one line.
 const OFFLINE_LINES_PER_SWEEP: usize = 10;
 
@@ -175,4 +210,22 @@ async fn push_account_until_ok(cp: &Arc<Cp>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mass_silence;
+
+    #[test]
+    fn a_mass_silence_is_at_least_50_hosts_and_a_twentieth_of_those_online() {
+        assert!(!mass_silence(49, 60), "fewer than 50: never");
+        assert!(mass_silence(50, 60));
+        assert!(mass_silence(50, 1_000), "50 of 1,000: a twentieth");
+        assert!(
+            !mass_silence(100, 100_000),
+            "100 killed of 100,000: one by one"
+        );
+        assert!(!mass_silence(4_999, 100_000));
+        assert!(mass_silence(5_000, 100_000));
+    }
 }

@@ -98,6 +98,12 @@ pub struct Metrics {
     /// after a reconnect), so missed heartbeats may be its own.
     #[serde(default)]
     pub offline_sweeps_unsettled: u64,
+    /// Offline sweeps that found a mass silence (at least 50 hosts and a
+    /// twentieth of those online silent at once: more likely the bus or
+    /// the control plane behind than the hosts gone) and marked only the
+    /// hosts silent for four offline windows.
+    #[serde(default)]
+    pub offline_sweeps_mass: u64,
     /// How long the latest offline sweep took (ms), reads and write ...
     #[serde(default)]
     pub offline_sweep_last_ms: u64,

@@ -588,17 +588,38 @@ pub async fn bump_config_version(conn: &mut SqliteConnection, id: &str) -> Resul
     v.found("host", id)
 }
 
-/// The config resync sweep's read, answered by the `hosts_status` index
-/// alone.
-pub const CONFIG_VERSIONS_ONLINE_SQL: &str =
-    "SELECT id, config_version, applied_config_version FROM hosts WHERE status = 'online'";
+/// The config resync sweep's read of online hosts whose agent has not
+/// confirmed their desired config: from the partial index of such hosts
+/// alone (migration 0031), never every online host.
+pub const CONFIG_UNCONFIRMED_ONLINE_SQL: &str =
+    "SELECT id, config_version FROM hosts INDEXED BY hosts_config_unconfirmed
+     WHERE applied_config_version < config_version AND status = 'online'";
 
-/// (id, desired config version, confirmed config version) of every online
-/// host, for the config resync sweep: [`CONFIG_VERSIONS_ONLINE_SQL`].
-pub async fn config_versions_online(
+/// (id, desired config version) of every online host whose confirmed
+/// version is behind: [`CONFIG_UNCONFIRMED_ONLINE_SQL`].
+pub async fn config_unconfirmed_online(conn: &mut SqliteConnection) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(CONFIG_UNCONFIRMED_ONLINE_SQL)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// [`config_versions_among`]'s statement: the list is the outer loop and
+/// each host is found by its key (as [`STALE_AMONG_SQL`]).
+pub const CONFIG_VERSIONS_AMONG_SQL: &str = "SELECT h.id, h.config_version, h.status = 'online'
+     FROM json_each(?) AS j CROSS JOIN hosts AS h ON h.id = j.value";
+
+/// Of `ids`, the hosts that exist: (id, desired config version, online).
+/// Ids of no host are left out.
+pub async fn config_versions_among(
     conn: &mut SqliteConnection,
-) -> Result<Vec<(String, i64, i64)>> {
-    Ok(sqlx::query_as(CONFIG_VERSIONS_ONLINE_SQL)
+    ids: &[String],
+) -> Result<Vec<(String, i64, bool)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = json_list(ids);
+    Ok(sqlx::query_as(CONFIG_VERSIONS_AMONG_SQL)
+        .bind(ids)
         .fetch_all(conn)
         .await?)
 }

@@ -92,6 +92,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshots_listed",
         include_str!("../migrations/0030_snapshots_listed.sql"),
     ),
+    (
+        31,
+        "hosts_config_unconfirmed",
+        include_str!("../migrations/0031_hosts_config_unconfirmed.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -1,6 +1,7 @@
-//! The control plane's sweeps over every online host (offline candidates,
-//! config resync): what they read, and that the `hosts_status` index
-//! answers them without reading a row of the table.
+//! The control plane's sweeps over the fleet (offline candidates, config
+//! resync): what they read, and that an index answers them without
+//! reading every online host's row (or, for the resync, every online
+//! host).
 
 use rm_store::hosts;
 
@@ -46,12 +47,13 @@ fn asked() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone() {
+async fn the_offline_sweeps_read_of_every_online_host_comes_from_the_status_index_alone() {
     let (s, _dir) = store().await;
     let mut w = s.write().await.unwrap();
-    for sql in [hosts::ONLINE_IDS_SQL, hosts::CONFIG_VERSIONS_ONLINE_SQL] {
-        assert_covered(&plan_of(&mut w, sql).await, "without statistics");
-    }
+    assert_covered(
+        &plan_of(&mut w, hosts::ONLINE_IDS_SQL).await,
+        "without statistics",
+    );
     // a fleet of 50,000 nearly all online, as ANALYZE would describe it
     plan_as_analysed(
         &mut w,
@@ -62,9 +64,115 @@ async fn the_sweeps_reads_of_every_online_host_come_from_the_status_index_alone(
         ],
     )
     .await;
-    for sql in [hosts::ONLINE_IDS_SQL, hosts::CONFIG_VERSIONS_ONLINE_SQL] {
-        assert_covered(&plan_of(&mut w, sql).await, "with statistics");
+    assert_covered(
+        &plan_of(&mut w, hosts::ONLINE_IDS_SQL).await,
+        "with statistics",
+    );
+}
+
+/// The config resync never reads every online host: the unconfirmed ones
+/// come from their partial index, the rest by key from a list.
+#[tokio::test]
+async fn the_config_resyncs_reads_touch_only_unconfirmed_hosts_and_hosts_asked_by_key() {
+    let (s, _dir) = store().await;
+    let mut w = s.write().await.unwrap();
+    let check =
+        |unconfirmed: &[String], among: &[String], what: &str| {
+            assert!(
+                unconfirmed
+                    .iter()
+                    .any(|l| l.contains("hosts_config_unconfirmed")),
+                "{what}: {unconfirmed:?}"
+            );
+            assert!(
+                !unconfirmed.iter().any(|l| l.contains("hosts_status")),
+                "{what}: {unconfirmed:?}"
+            );
+            assert!(
+                among.first().is_some_and(|l| l.contains("SCAN")
+                    && (l.contains("VIRTUAL TABLE") || l.contains("json_each"))),
+                "{what}: the list is the outer loop: {among:?}"
+            );
+            assert!(
+                among
+                    .iter()
+                    .any(|l| l.contains("SEARCH") && l.contains("(id=?)")),
+                "{what}: each host found by its key: {among:?}"
+            );
+        };
+    check(
+        &plan_of(&mut w, hosts::CONFIG_UNCONFIRMED_ONLINE_SQL).await,
+        &plan_of(&mut w, hosts::CONFIG_VERSIONS_AMONG_SQL).await,
+        "without statistics",
+    );
+    plan_as_analysed(
+        &mut w,
+        &[
+            ("hosts", "sqlite_autoindex_hosts_1", "100000 1"),
+            ("hosts", "hosts_status", "100000 50000 50000 50000 1"),
+            ("hosts", "hosts_config_unconfirmed", "10 5 1 1"),
+        ],
+    )
+    .await;
+    check(
+        &plan_of(&mut w, hosts::CONFIG_UNCONFIRMED_ONLINE_SQL).await,
+        &plan_of(&mut w, hosts::CONFIG_VERSIONS_AMONG_SQL).await,
+        "with statistics",
+    );
+}
+
+#[tokio::test]
+async fn the_config_resync_finds_online_hosts_behind_and_asked_hosts_desired_versions() {
+    let (s, _dir) = store().await;
+    let mut w = s.write().await.unwrap();
+    five_hosts(&mut w).await;
+    // "old" and "off" bumped past what their agents confirmed
+    for id in ["old", "off", "old"] {
+        hosts::bump_config_version(&mut w, id).await.unwrap();
     }
+    hosts::set_applied_config(&mut w, "fresh", 7).await.unwrap();
+    let mut behind = hosts::config_unconfirmed_online(&mut w).await.unwrap();
+    behind.sort();
+    let old_v = hosts::get(&mut w, "old").await.unwrap().config_version;
+    assert_eq!(behind, [("old".to_owned(), old_v)]);
+    // once its agent confirms, it is no longer behind
+    hosts::set_applied_config(&mut w, "old", old_v)
+        .await
+        .unwrap();
+    assert!(
+        hosts::config_unconfirmed_online(&mut w)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut among = hosts::config_versions_among(&mut w, &asked())
+        .await
+        .unwrap();
+    among.sort();
+    // "gone" is no host; "off" is found, offline; each with its stored
+    // desired version
+    let found: Vec<(&str, bool)> = among.iter().map(|(h, _, o)| (h.as_str(), *o)).collect();
+    assert_eq!(
+        found,
+        [
+            ("fresh", true),
+            ("never", true),
+            ("off", false),
+            ("old", true)
+        ]
+    );
+    for (id, v, _) in &among {
+        let stored = hosts::get(&mut w, id).await.unwrap().config_version;
+        assert_eq!(*v, stored, "{id}");
+    }
+    assert_eq!(among[3].1, old_v);
+    assert!(
+        hosts::config_versions_among(&mut w, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// The offline sweep's statements over a list of ids walk the list once

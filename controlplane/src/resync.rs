@@ -51,8 +51,7 @@ pub(crate) struct Resync {
 struct Reported {
     /// The config version each host's latest heartbeat reported.
     versions: HashMap<String, u64>,
-    /// Hosts whose reported version is new since the sweep compared it
-    /// (or that were not online when it tried).
+    /// Hosts whose reported version is new since the sweep compared it.
     changed: HashSet<String>,
 }
 
@@ -151,15 +150,17 @@ async fn behind(cp: &Cp) -> rm_store::Result<Vec<(String, i64)>> {
                 .cloned(),
         );
         for (id, desired, online) in found {
-            // an offline host is compared once it is back (its hello
-            // re-syncs it anyway)
-            if !online {
-                continue;
-            }
             let Some(&r) = reported.get(id.as_str()) else {
                 continue;
             };
             compared.push((id.clone(), r));
+            // An offline host is done with: the hello it says when it is
+            // back gets the config if its version differs. Keeping it to
+            // compare would read every such host each tick (a 100,000-agent
+            // run marked 36,808 hosts offline, stop 42).
+            if !online {
+                continue;
+            }
             if i64::try_from(r).unwrap_or(i64::MAX) != desired {
                 mismatched.insert(id.clone());
                 behind.entry(id).or_insert(desired);
@@ -254,7 +255,8 @@ mod tests {
         let r = Resync::default();
         r.heartbeat("offline", 3);
         r.heartbeat("deleted", 3);
-        // neither was compared: one was offline, one no longer exists
+        // neither was compared (the read stopped before one; the other
+        // no longer exists)
         r.compared(&[], &["deleted".to_owned()], HashSet::new());
         assert_eq!(r.to_compare(), [("offline".to_owned(), 3)]);
         assert!(!lock(&r.reported).versions.contains_key("deleted"));

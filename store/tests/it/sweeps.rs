@@ -15,6 +15,22 @@ fn assert_covered(plan: &[String], what: &str) {
     );
 }
 
+/// A statement over a JSON list of ids walks the list once and finds each
+/// host by its key.
+fn assert_list_outer_each_host_by_key(plan: &[String], what: &str) {
+    assert!(
+        plan.first().is_some_and(
+            |l| l.contains("SCAN") && (l.contains("VIRTUAL TABLE") || l.contains("json_each"))
+        ),
+        "{what}: the list is the outer loop: {plan:?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("SEARCH") && l.contains("(id=?)")),
+        "{what}: each host found by its key: {plan:?}"
+    );
+}
+
 /// Five hosts: online and last seen at 100 ("old", "other"), online and
 /// never seen ("never"), online and seen at 900 ("fresh"), offline and
 /// seen at 100 ("off"); every status changed at 1.
@@ -76,30 +92,19 @@ async fn the_offline_sweeps_read_of_every_online_host_comes_from_the_status_inde
 async fn the_config_resyncs_reads_touch_only_unconfirmed_hosts_and_hosts_asked_by_key() {
     let (s, _dir) = store().await;
     let mut w = s.write().await.unwrap();
-    let check =
-        |unconfirmed: &[String], among: &[String], what: &str| {
-            assert!(
-                unconfirmed
-                    .iter()
-                    .any(|l| l.contains("hosts_config_unconfirmed")),
-                "{what}: {unconfirmed:?}"
-            );
-            assert!(
-                !unconfirmed.iter().any(|l| l.contains("hosts_status")),
-                "{what}: {unconfirmed:?}"
-            );
-            assert!(
-                among.first().is_some_and(|l| l.contains("SCAN")
-                    && (l.contains("VIRTUAL TABLE") || l.contains("json_each"))),
-                "{what}: the list is the outer loop: {among:?}"
-            );
-            assert!(
-                among
-                    .iter()
-                    .any(|l| l.contains("SEARCH") && l.contains("(id=?)")),
-                "{what}: each host found by its key: {among:?}"
-            );
-        };
+    let check = |unconfirmed: &[String], among: &[String], what: &str| {
+        assert!(
+            unconfirmed
+                .iter()
+                .any(|l| l.contains("hosts_config_unconfirmed")),
+            "{what}: {unconfirmed:?}"
+        );
+        assert!(
+            !unconfirmed.iter().any(|l| l.contains("hosts_status")),
+            "{what}: {unconfirmed:?}"
+        );
+        assert_list_outer_each_host_by_key(among, what);
+    };
     check(
         &plan_of(&mut w, hosts::CONFIG_UNCONFIRMED_ONLINE_SQL).await,
         &plan_of(&mut w, hosts::CONFIG_VERSIONS_AMONG_SQL).await,
@@ -184,17 +189,7 @@ async fn the_offline_sweeps_statements_over_a_list_of_ids_find_each_host_by_its_
     let (s, _dir) = store().await;
     let mut w = s.write().await.unwrap();
     let by_key = |plan: &[String], what: &str| {
-        assert!(
-            plan.first()
-                .is_some_and(|l| l.contains("SCAN")
-                    && (l.contains("VIRTUAL TABLE") || l.contains("json_each"))),
-            "{what}: the list is the outer loop: {plan:?}"
-        );
-        assert!(
-            plan.iter()
-                .any(|l| l.contains("SEARCH") && l.contains("(id=?)")),
-            "{what}: each host found by its key: {plan:?}"
-        );
+        assert_list_outer_each_host_by_key(plan, what);
         assert!(
             !plan.iter().any(|l| l.contains("hosts_status")),
             "{what}: not every online host: {plan:?}"

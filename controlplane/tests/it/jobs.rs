@@ -440,14 +440,22 @@ async fn schedule_edited_while_offline_reaches_the_agent_on_hello_and_scheduled_
             },
         )
         .await;
-    let (cmd, m) = agent.next_command(WAIT).await.expect("config pushed");
-    match cmd.body {
-        CommandBody::ConfigChanged { config } => {
-            assert!(!config.schedules[0].enabled);
-            agent.answer(&m, encode(&Ack::ok())).await;
+    // The pushes the two edits spawned may land after the hello put the
+    // host online: the version the agent already has can come once more
+    // (harmless) before the new one.
+    let pushed = loop {
+        let (cmd, m) = agent.next_command(WAIT).await.expect("config pushed");
+        match cmd.body {
+            CommandBody::ConfigChanged { config } => {
+                agent.answer(&m, encode(&Ack::ok())).await;
+                if config.version > edited.config_version as u64 {
+                    break config;
+                }
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
-    }
+    };
+    assert!(!pushed.schedules[0].enabled);
 
     // a run the agent started from its schedule is recorded as a job
     let run = JobId::generate();

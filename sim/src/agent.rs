@@ -23,7 +23,7 @@ use rm_agent::outbox::Outbox;
 use rm_bus::creds::Role;
 use rm_bus::msg::{
     AcceptMark, Ack, AgentConfig, Command, CommandBody, DiskFree, Heartbeat, Hello, HelloReply,
-    JobDone, JobKind, JobOrigin, JobOutcome, JobParams, JobStarted, LogBatch, LogLine,
+    JobDone, JobKind, JobOrigin, JobOutcome, JobParams, JobStarted, LogBatch, LogLine, LsEntry,
     PROTOCOL_VERSION, Progress, QueryReply, Stream, decode, encode,
 };
 use rm_bus::reqack::{IdempotencyKey, RetryPolicy, request_with_retry};
@@ -54,6 +54,8 @@ pub struct Behaviour {
     /// How often each agent pings its node (the real agent's default
     /// unless told otherwise).
     pub ping_interval: Duration,
+    /// Entries in every directory an `ls` query lists (see [`listing`]).
+    pub ls_entries: usize,
 }
 
 impl Behaviour {
@@ -70,8 +72,33 @@ impl Behaviour {
             results: t.results,
             hello: t.hello,
             ping_interval: t.ping_interval,
+            ls_entries: 0,
         }
     }
+}
+
+/// A made-up directory of a snapshot for an `ls` query: `n` children of
+/// `dir`, every tenth a directory, the rest files of assorted sizes (the
+/// restore wizard's browse step at scale without a repository).
+pub fn listing(dir: &str, n: usize) -> Vec<LsEntry> {
+    let base = dir.trim_end_matches('/');
+    (0..n)
+        .map(|i| {
+            let is_dir = i % 10 == 0;
+            let name = if is_dir {
+                format!("dir-{i:05}")
+            } else {
+                format!("file-{i:05}.dat")
+            };
+            LsEntry {
+                path: format!("{base}/{name}"),
+                kind: if is_dir { "dir" } else { "file" }.to_owned(),
+                size: (!is_dir).then_some((i as u64 * 7_919) % 50_000_000),
+                mtime: Some(format!("2026-11-{:02}T08:{:02}:00Z", 1 + i % 28, i % 60)),
+                name,
+            }
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -349,14 +376,18 @@ impl SimAgent {
                 self.counters.other_commands.fetch_add(1, Ordering::Relaxed);
                 encode(&Ack::ok())
             }
-            Ok(_query) => {
+            Ok(query) => {
                 self.counters.other_commands.fetch_add(1, Ordering::Relaxed);
+                let entries = match &query {
+                    CommandBody::Ls { dir, .. } => listing(dir, self.b.ls_entries),
+                    _ => vec![],
+                };
                 encode(&QueryReply {
                     v: PROTOCOL_VERSION,
                     ok: true,
                     error_kind: None,
                     error: None,
-                    entries: vec![],
+                    entries,
                     snapshots: Some(serde_json::json!([])),
                     restic_repo_id: Some(format!("{:064x}", rand::thread_rng().r#gen::<u128>())),
                 })
@@ -585,5 +616,25 @@ impl SimAgent {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_holds_n_direct_children_of_the_directory_asked() {
+        for dir in ["/", "/home/ann", "/home/ann/"] {
+            let entries = listing(dir, 25);
+            assert_eq!(entries.len(), 25);
+            let base = dir.trim_end_matches('/');
+            for e in &entries {
+                assert_eq!(e.path, format!("{base}/{}", e.name), "in {dir}");
+                assert_eq!(e.kind == "dir", e.size.is_none(), "{e:?}");
+            }
+            assert_eq!(entries.iter().filter(|e| e.kind == "dir").count(), 3);
+        }
+        assert!(listing("/", 0).is_empty());
     }
 }

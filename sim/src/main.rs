@@ -110,6 +110,10 @@ struct RunArgs {
     /// Operators add this many hosts a second while the fleet runs.
     #[arg(long, default_value_t = 0.0)]
     host_adds_per_sec: f64,
+    /// Entries of every directory an `ls` query (the restore wizard's
+    /// browse step) lists; 0 answers with an empty directory.
+    #[arg(long, default_value_t = 0)]
+    ls_entries: usize,
     /// The control plane's database, for `burst` (bench only).
     #[arg(long)]
     db: Option<PathBuf>,
@@ -207,6 +211,7 @@ async fn run(a: RunArgs) -> Result<()> {
     }
     b.job_time = Duration::from_millis(a.job_ms);
     b.schedule_every = a.schedule_every_secs.map(Duration::from_secs);
+    b.ls_entries = a.ls_entries;
     let fleet = Arc::new(Fleet::new(b));
     let stop = CancellationToken::new();
     let observer = Arc::new(Observer::default());

@@ -167,6 +167,26 @@ pub async fn names_of(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<(
     )
 }
 
+/// `(id, (name, status))` of these hosts only, in one query.
+pub async fn names_and_status_of(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<Vec<(String, (String, String))>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT id, name, status FROM hosts WHERE id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(json_list(ids))
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, status)| (id, (name, status)))
+        .collect())
+}
+
 /// `(id, restic host name)` of these hosts, in one query.
 pub async fn restic_names_of(
     conn: &mut SqliteConnection,

@@ -215,6 +215,66 @@ async fn host_names_are_suggested_by_name_page_by_page_and_resolve_a_name_or_id(
     assert_eq!(hosts::resolve(&mut c, "nope").await.unwrap(), None);
 }
 
+/// The restore wizard, the run and schedule forms and a repository's page
+/// read the hosts and repositories they show by id, not the whole fleet's
+/// (a fleet where each host has its own repository holds as many of them
+/// as hosts).
+#[tokio::test]
+async fn pages_of_one_host_or_repository_read_only_the_rows_they_name() {
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    for (id, name) in [("h1", "web-1"), ("h2", "web-2"), ("h3", "db-1")] {
+        hosts::insert(&mut tx, id, name, "alice", 0).await.unwrap();
+    }
+    sqlx::query("UPDATE hosts SET status = 'online' WHERE id = 'h3'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for (id, name) in [("r1", "zeta"), ("r2", "alpha"), ("r3", "mid")] {
+        repos::insert(
+            &mut tx,
+            &NewRepo {
+                id,
+                name,
+                url_display: "rest:http://x/",
+                secrets_enc: b"x",
+                created_by: "alice",
+                now: 0,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let mut got = hosts::names_and_status_of(&mut c, &["h3", "h1", "nope"])
+        .await
+        .unwrap();
+    got.sort();
+    let status_of_h1 = got[0].1.1.clone();
+    assert_eq!(
+        got,
+        [
+            ("h1".to_owned(), ("web-1".to_owned(), status_of_h1)),
+            ("h3".to_owned(), ("db-1".to_owned(), "online".to_owned())),
+        ],
+        "the hosts asked for, an unknown id left out"
+    );
+    assert!(
+        hosts::names_and_status_of(&mut c, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let names: Vec<String> = repos::of_ids(&mut c, &["r1", "r2", "gone"])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["alpha", "zeta"], "by name, an unknown id left out");
+}
+
 /// `EXPLAIN QUERY PLAN` of `sql` as one string.
 async fn plan(c: &mut rm_store::Conn, sql: &str) -> String {
     let rows: Vec<(i64, i64, i64, String)> =

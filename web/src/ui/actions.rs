@@ -134,7 +134,8 @@ async fn run_page(
         let mut conn = state.store.read().await?;
         let host = rm_store::hosts::get(&mut conn, host_id).await?;
         let creds = rm_store::repos::credentials_of_host(&mut conn, host_id).await?;
-        let all = rm_store::repos::list(&mut conn).await?;
+        let ids: Vec<&str> = creds.iter().map(|c| c.repo_id.as_str()).collect();
+        let all = rm_store::repos::of_ids(&mut conn, &ids).await?;
         let repos: Vec<(String, String)> = creds
             .iter()
             .filter_map(|c| {

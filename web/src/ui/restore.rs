@@ -501,12 +501,11 @@ async fn page(
         };
         w.host = host.id.clone();
         p.host_name = host.name.clone();
+        // the host's repositories only: a fleet where every host has its
+        // own holds as many repositories as hosts
         let creds = rm_store::repos::credentials_of_host(&mut conn, &w.host).await?;
-        let repos = rm_store::repos::list(&mut conn).await?;
-        let attached: Vec<_> = repos
-            .into_iter()
-            .filter(|r| creds.iter().any(|c| c.repo_id == r.id))
-            .collect();
+        let ids: Vec<&str> = creds.iter().map(|c| c.repo_id.as_str()).collect();
+        let attached = rm_store::repos::of_ids(&mut conn, &ids).await?;
         if w.repo.is_empty() || !attached.iter().any(|r| r.id == w.repo) {
             w.repo.clear();
             p.step = "repo";

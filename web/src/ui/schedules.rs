@@ -309,9 +309,16 @@ struct HostBits {
 async fn host_bits(state: &AppState, host_id: &str) -> Result<HostBits, ApiError> {
     let mut conn = state.store.read().await?;
     let host = rm_store::hosts::get(&mut conn, host_id).await?;
+    // the host's repositories and their maintenance hosts only, not the
+    // whole fleet's
     let creds = rm_store::repos::credentials_of_host(&mut conn, host_id).await?;
-    let all = rm_store::repos::list(&mut conn).await?;
-    let hosts = rm_store::hosts::list(&mut conn).await?;
+    let ids: Vec<&str> = creds.iter().map(|c| c.repo_id.as_str()).collect();
+    let all = rm_store::repos::of_ids(&mut conn, &ids).await?;
+    let keepers: Vec<&str> = all
+        .iter()
+        .filter_map(|r| r.maintenance_host_id.as_deref())
+        .collect();
+    let hosts = rm_store::hosts::names_of(&mut conn, &keepers).await?;
     let mut repos = Vec::new();
     let mut maintenance = Vec::new();
     for c in &creds {
@@ -320,8 +327,8 @@ async fn host_bits(state: &AppState, host_id: &str) -> Result<HostBits, ApiError
             if let Some(m) = &r.maintenance_host_id {
                 let name = hosts
                     .iter()
-                    .find(|h| &h.id == m)
-                    .map_or_else(|| m.clone(), |h| h.name.clone());
+                    .find(|(id, _)| id == m)
+                    .map_or_else(|| m.clone(), |(_, name)| name.clone());
                 maintenance.push((r.id.clone(), name));
             }
         }

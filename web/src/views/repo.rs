@@ -354,18 +354,23 @@ pub async fn load(
     now_ms: i64,
 ) -> rm_store::Result<RepoDetail> {
     let repo = repos::get(&mut *conn, id).await?;
-    let names: HashMap<String, (String, String)> = hosts::list(&mut *conn)
+    let attached = repos::hosts_of_repo(&mut *conn, id).await?;
+    // the names of the hosts this page shows, not the whole fleet's
+    let shown: Vec<&str> = attached
+        .iter()
+        .map(|c| c.host_id.as_str())
+        .chain(repo.maintenance_host_id.as_deref())
+        .collect();
+    let names: HashMap<String, (String, String)> = hosts::names_and_status_of(&mut *conn, &shown)
         .await?
         .into_iter()
-        .map(|h| (h.id.clone(), (h.name, h.status)))
         .collect();
     let name_of = |h: &str| {
         names
             .get(h)
             .map_or_else(|| (h.to_owned(), "unknown".to_owned()), Clone::clone)
     };
-    let hosts = repos::hosts_of_repo(&mut *conn, id)
-        .await?
+    let hosts = attached
         .into_iter()
         .map(|c| {
             let (host_name, host_status) = name_of(&c.host_id);

@@ -215,12 +215,12 @@ async fn host_names_are_suggested_by_name_page_by_page_and_resolve_a_name_or_id(
     assert_eq!(hosts::resolve(&mut c, "nope").await.unwrap(), None);
 }
 
-/// The restore wizard, the run and schedule forms and a repository's page
-/// read the hosts and repositories they show by id, not the whole fleet's
-/// (a fleet where each host has its own repository holds as many of them
-/// as hosts).
+/// The by-id reads the restore wizard, the run and schedule forms and a
+/// repository's page use instead of reading every host and repository (a
+/// fleet where each host has its own repository holds as many of them as
+/// hosts) return exactly the rows asked for.
 #[tokio::test]
-async fn pages_of_one_host_or_repository_read_only_the_rows_they_name() {
+async fn hosts_and_repositories_read_by_id_are_exactly_those_asked_for() {
     let (s, _dir) = store().await;
     let mut tx = s.write().await.unwrap();
     for (id, name) in [("h1", "web-1"), ("h2", "web-2"), ("h3", "db-1")] {

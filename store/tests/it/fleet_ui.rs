@@ -230,20 +230,9 @@ async fn hosts_and_repositories_read_by_id_are_exactly_those_asked_for() {
         .execute(&mut *tx)
         .await
         .unwrap();
-    for (id, name) in [("r1", "zeta"), ("r2", "alpha"), ("r3", "mid")] {
-        repos::insert(
-            &mut tx,
-            &NewRepo {
-                id,
-                name,
-                url_display: "rest:http://x/",
-                secrets_enc: b"x",
-                created_by: "alice",
-                now: 0,
-            },
-        )
-        .await
-        .unwrap();
+    // named by their ids: the order asked for is not the order by name
+    for id in ["zeta", "alpha", "mid"] {
+        add_repo(&mut tx, id).await;
     }
     tx.commit().await.unwrap();
     let mut c = s.read().await.unwrap();
@@ -266,7 +255,7 @@ async fn hosts_and_repositories_read_by_id_are_exactly_those_asked_for() {
             .unwrap()
             .is_empty()
     );
-    let names: Vec<String> = repos::of_ids(&mut c, &["r1", "r2", "gone"])
+    let names: Vec<String> = repos::of_ids(&mut c, &["zeta", "alpha", "gone"])
         .await
         .unwrap()
         .into_iter()

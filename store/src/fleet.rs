@@ -181,7 +181,9 @@ fn filter(q: &Query) -> String {
     }
 }
 
-fn like_pattern(text: Option<&str>) -> Option<String> {
+/// `%text%` for `LIKE ... ESCAPE '\'` (its wildcards escaped); `None`
+/// for no text.
+pub(crate) fn like_pattern(text: Option<&str>) -> Option<String> {
     text.map(str::trim).filter(|t| !t.is_empty()).map(|t| {
         format!(
             "%{}%",

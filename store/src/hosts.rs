@@ -736,6 +736,24 @@ pub async fn search_names(
     .await?)
 }
 
+/// The first `limit` enrolled, not revoked hosts' `(id, name)` by name:
+/// the suggestions a host picker starts with (it asks
+/// `GET /api/v1/host-names` for more as the operator types), so a page
+/// never lists a whole fleet. Walks the `name` index.
+pub async fn enrolled_names(
+    conn: &mut SqliteConnection,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name FROM hosts
+          WHERE restic_host IS NOT NULL AND status != 'revoked'
+          ORDER BY name LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// The id of the host with this exact id or, failing that, this exact
 /// name (a host filter typed by name).
 pub async fn resolve(conn: &mut SqliteConnection, id_or_name: &str) -> Result<Option<String>> {

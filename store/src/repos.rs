@@ -114,6 +114,54 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Repo>> {
     .await?)
 }
 
+/// A repository as the list shows it: no secrets, its hosts counted.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Listed {
+    pub id: String,
+    pub name: String,
+    pub url_display: String,
+    pub maintenance_host_id: Option<String>,
+    pub status: String,
+    pub status_detail: Option<String>,
+    /// Hosts attached, and how many of them append-only.
+    pub hosts: i64,
+    pub append_only_hosts: i64,
+}
+
+/// One page of repositories by name whose name or URL contains `text`
+/// (case-insensitive; empty: every one), and how many match. Walks the
+/// unique name index; the hosts are counted for the page's rows only.
+pub async fn page(
+    conn: &mut SqliteConnection,
+    text: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<Listed>, i64)> {
+    let like = crate::fleet::like_pattern(Some(text));
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM repositories
+          WHERE ?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR url_display LIKE ?1 ESCAPE '\\'",
+    )
+    .bind(like.as_deref())
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as(
+        "SELECT r.id, r.name, r.url_display, r.maintenance_host_id, r.status, r.status_detail,
+                (SELECT count(*) FROM host_repositories WHERE repo_id = r.id) AS hosts,
+                (SELECT count(*) FROM host_repositories
+                  WHERE repo_id = r.id AND access = 'append_only') AS append_only_hosts
+           FROM repositories r
+          WHERE ?1 IS NULL OR r.name LIKE ?1 ESCAPE '\\' OR r.url_display LIKE ?1 ESCAPE '\\'
+          ORDER BY r.name LIMIT ?2 OFFSET ?3",
+    )
+    .bind(like.as_deref())
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows, total))
+}
+
 /// These repositories (unknown ids left out), by name: a page that shows
 /// a few reads those, not every repository with its secrets.
 pub async fn of_ids(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<Repo>> {

@@ -24,7 +24,7 @@ await step('a-new-repository-is-initialised-through-the-add-form', async () => {
   await page.goto(`${base}/repositories/new`);
   await page.fill('#name', 'admin-e2e');
   await page.check('#mode-init');
-  await page.selectOption('#host_id', hostId);
+  await page.fill('#host_id', 'e2e-host');
   await page.fill('#url', ra.full_url);
   await page.fill('#password', ra.password);
   await submit(page, 'button[type=submit].primary', /\/repositories\/r/);
@@ -40,7 +40,24 @@ await step('the-host-is-attached-append-only-then-made-maintenance-host-through-
   const page = await ctx.newPage();
   await login(page, admin);
   await page.goto(`${base}${repoPath}`);
-  await page.selectOption('#attach-host', hostId);
+  // A name no host has: refused at the field, what was typed kept.
+  await page.fill('#attach-host', 'no-such-host');
+  await page.check('#access-full');
+  await submit(page, 'button:text-is("Attach host")');
+  const unknown = await page.locator('#attach-host-error').textContent();
+  assert(unknown.includes('no host has the name or id'), `the unknown host is named: ${unknown}`);
+  assert(await page.inputValue('#attach-host') === 'no-such-host', 'what was typed is kept');
+  assert(await page.locator('#repo-hosts tbody tr').count() === 0, 'nothing was attached');
+  // The picker suggests the fleet's names as one types (GET /api/v1/host-names).
+  const suggested = () => page.evaluate(() => [...document.querySelectorAll('#host-names option')].map((o) => o.value));
+  await page.fill('#attach-host', '');
+  await page.locator('#attach-host').pressSequentially('zz-none');
+  await page.waitForFunction(() => document.querySelectorAll('#host-names option').length === 0);
+  await page.fill('#attach-host', '');
+  await page.locator('#attach-host').pressSequentially('e2e-h');
+  await page.waitForFunction(() => [...document.querySelectorAll('#host-names option')].some((o) => o.value === 'e2e-host'));
+  assert((await suggested()).every((n) => n.includes('e2e-h')), `only matching names are suggested: ${await suggested()}`);
+  await page.fill('#attach-host', 'e2e-host');
   await page.check('#access-ao');
   await page.fill('#attach-url', ra.append_only_url);
   await page.fill('#attach-password', ra.password);
@@ -51,7 +68,7 @@ await step('the-host-is-attached-append-only-then-made-maintenance-host-through-
   // An append-only host cannot be the maintenance host: give it full
   // access (the repository's own credentials), then choose it.
   assert(await page.locator('#maint-host').count() === 0, 'no maintenance choice without a full-access host');
-  await page.selectOption('#attach-host', hostId);
+  await page.fill('#attach-host', hostId);
   await page.check('#access-full');
   await submit(page, 'button:text-is("Attach host")');
   await row.locator('.status', { hasText: 'full' }).waitFor();
@@ -148,7 +165,7 @@ await step('delete-needs-a-confirmation-naming-the-repository-and-leaves-its-dat
   await page.goto(`${base}/repositories/new`);
   await page.fill('#name', 'admin-e2e-again');
   await page.check('#mode-verify');
-  await page.selectOption('#host_id', hostId);
+  await page.fill('#host_id', 'e2e-host');
   await page.fill('#url', ra.full_url);
   await page.fill('#password', ra.password);
   await submit(page, 'button[type=submit].primary', /\/repositories\/r/);

@@ -63,9 +63,54 @@ pub struct RepoRow {
     pub status: String,
     pub status_detail: Option<String>,
     pub maintenance_host: Option<(String, String)>,
-    pub hosts: usize,
-    pub append_only_hosts: usize,
+    pub hosts: i64,
+    pub append_only_hosts: i64,
     pub health: Option<rm_store::health::Health>,
+}
+
+/// Repositories a page of the list shows.
+pub const REPOS_PER_PAGE: i64 = 50;
+
+/// `?q=&page=` of the repositories list.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct RepoListQuery {
+    /// Text in the name or URL (case-insensitive).
+    pub q: String,
+    /// 1-based.
+    pub page: u32,
+}
+
+impl RepoListQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.q.len() > 200 {
+            return Err(ApiError::invalid(
+                "q",
+                "the filter text is longer than 200 characters",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn page(&self) -> i64 {
+        i64::from(self.page.max(1))
+    }
+
+    /// This filter's query string for another page (pager links).
+    pub fn query_for_page(&self, page: i64) -> String {
+        let mut parts = Vec::new();
+        if !self.q.trim().is_empty() {
+            parts.push(format!("q={}", crate::pages::percent_encode(self.q.trim())));
+        }
+        if page > 1 {
+            parts.push(format!("page={page}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        }
+    }
 }
 
 #[derive(Template)]
@@ -75,29 +120,62 @@ pub(crate) struct ReposPage {
     pub(crate) repos: Vec<RepoRow>,
     pub(crate) can_operate: bool,
     pub(crate) now: i64,
+    pub(crate) filter: RepoListQuery,
+    /// Repositories matching the filter (all pages).
+    pub(crate) total: i64,
+    pub(crate) page: i64,
 }
 
-/// `GET /repositories`.
+impl ReposPage {
+    pub(crate) fn pages(&self) -> i64 {
+        ((self.total + REPOS_PER_PAGE - 1) / REPOS_PER_PAGE).max(1)
+    }
+    pub(crate) fn first_index(&self) -> i64 {
+        if self.total == 0 {
+            0
+        } else {
+            (self.page - 1) * REPOS_PER_PAGE + 1
+        }
+    }
+    pub(crate) fn last_index(&self) -> i64 {
+        (self.first_index() + self.repos.len() as i64 - 1).max(0)
+    }
+}
+
+/// `GET /repositories`: a page of repositories by name (a fleet where
+/// each host has its own repository has as many as hosts), each with its
+/// latest health; a search box filters by name or URL.
 pub async fn repositories(
     State(state): State<AppState>,
     RequireViewer(who): RequireViewer,
+    Query(filter): Query<RepoListQuery>,
 ) -> Response {
+    let page = filter.page();
     let loaded = async {
+        filter.validate()?;
         let mut conn = state.store.read().await?;
-        let names: std::collections::HashMap<String, String> = rm_store::hosts::names(&mut conn)
-            .await?
-            .into_iter()
+        let (listed, total) = rm_store::repos::page(
+            &mut conn,
+            &filter.q,
+            REPOS_PER_PAGE,
+            (page - 1) * REPOS_PER_PAGE,
+        )
+        .await?;
+        let maint: Vec<&str> = listed
+            .iter()
+            .filter_map(|r| r.maintenance_host_id.as_deref())
             .collect();
-        let mut rows = Vec::new();
-        for r in rm_store::repos::list(&mut conn).await? {
-            let attached = rm_store::repos::hosts_of_repo(&mut conn, &r.id).await?;
+        let names: std::collections::HashMap<String, String> =
+            rm_store::hosts::names_of(&mut conn, &maint)
+                .await?
+                .into_iter()
+                .collect();
+        let mut rows = Vec::with_capacity(listed.len());
+        for r in listed {
             rows.push(RepoRow {
                 health: rm_store::health::latest(&mut conn, &r.id).await.ok(),
-                hosts: attached.len(),
-                append_only_hosts: attached
-                    .iter()
-                    .filter(|h| h.access == "append_only")
-                    .count(),
+                hosts: r.hosts,
+                append_only_hosts: r.append_only_hosts,
                 maintenance_host: r.maintenance_host_id.as_ref().map(|id| {
                     (
                         id.clone(),
@@ -111,15 +189,18 @@ pub async fn repositories(
                 status_detail: r.status_detail,
             });
         }
-        Ok::<_, ApiError>(rows)
+        Ok::<_, ApiError>((rows, total))
     }
     .await;
     match loaded {
-        Ok(repos) => render(&ReposPage {
+        Ok((repos, total)) => render(&ReposPage {
             layout: Layout::new(&who, "repositories", "", open_alerts(&state).await),
             can_operate: can_operate(&who),
             repos,
             now: state.now(),
+            filter,
+            total,
+            page,
         }),
         Err(e) => error_page(&who, "repositories", &e),
     }

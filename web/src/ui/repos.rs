@@ -98,16 +98,32 @@ impl RepoPage {
     }
 }
 
-/// Enrolled, not revoked hosts by name.
+/// Host names a host picker suggests before the operator types (then it
+/// asks `GET /api/v1/host-names`): the page never lists a whole fleet.
+const HOST_SUGGESTIONS: i64 = 20;
+
+/// The first enrolled, not revoked hosts by name (a picker's first
+/// suggestions; empty: no host is enrolled yet).
 async fn enrolled(conn: &mut rm_store::Conn) -> rm_store::Result<Vec<(String, String)>> {
-    let mut v: Vec<(String, String)> = rm_store::hosts::list(&mut *conn)
-        .await?
-        .into_iter()
-        .filter(|h| h.restic_host.is_some() && h.status != "revoked")
-        .map(|h| (h.id, h.name))
-        .collect();
-    v.sort_by(|a, b| a.1.cmp(&b.1));
-    Ok(v)
+    rm_store::hosts::enrolled_names(conn, HOST_SUGGESTIONS).await
+}
+
+/// The id of the host a picker names (an id, or a name as typed or
+/// picked from the suggestions); a clear error for `field` when no host
+/// has it. Empty stays empty (the form says to choose one).
+async fn picked_host(state: &AppState, field: &str, text: &str) -> Result<String, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    let mut conn = state.store.read().await?;
+    match rm_store::hosts::resolve(&mut conn, text).await? {
+        Some(id) => Ok(id),
+        None => Err(ApiError::invalid(
+            field,
+            format!("no host has the name or id “{text}”: pick one of the suggested names"),
+        )),
+    }
 }
 
 pub(crate) struct Shown {
@@ -304,7 +320,13 @@ pub async fn attach(
     Form(f): Form<AttachForm>,
 ) -> Response {
     let fields = ["host_id", "access", "url", "password"];
-    let parsed = parse_attach(&f);
+    let parsed = match picked_host(&state, "host_id", &f.host_id).await {
+        Ok(host_id) => parse_attach(&AttachForm {
+            host_id,
+            ..f.clone()
+        }),
+        Err(e) => Err(e),
+    };
     let result = match parsed {
         Ok(body) => api::attach_host(&state, &who, id.clone(), body).await,
         Err(e) => Err(e),
@@ -606,9 +628,26 @@ pub async fn add(
     RequireOperator(who): RequireOperator,
     Form(form): Form<AddForm>,
 ) -> Response {
-    let body = match parse_add(&form) {
-        Ok(b) => b,
-        Err(errors) => return add_page(&state, &who, form, errors, None).await,
+    // the host runs restic only to check or initialise
+    let picked = match form.mode.as_str() {
+        "init" | "verify" => picked_host(&state, "host_id", &form.host_id).await,
+        _ => Ok(form.host_id.clone()),
+    };
+    let parsed = parse_add(&AddForm {
+        host_id: picked
+            .as_ref()
+            .map_or_else(|_| form.host_id.clone(), Clone::clone),
+        ..form.clone()
+    });
+    let body = match (picked, parsed) {
+        (Ok(_), Ok(body)) => body,
+        (picked, parsed) => {
+            let mut errors = parsed.err().unwrap_or_default();
+            if let Err(e) = picked {
+                errors.insert("host_id", e.message);
+            }
+            return add_page(&state, &who, form, errors, None).await;
+        }
     };
     match api::add_repo(&state, &who, body).await {
         Ok(added) => Redirect::to(&format!("/repositories/{}", added.repo_id)).into_response(),

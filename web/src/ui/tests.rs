@@ -378,6 +378,9 @@ async fn alerts_and_repositories_pages_show_what_needs_attention() {
         }],
         can_operate: true,
         now: NOW,
+        filter: Default::default(),
+        total: 1,
+        page: 1,
     }
     .render()
     .unwrap();

@@ -672,3 +672,139 @@ async fn the_restore_wizard_pages_its_host_list_and_checks_a_typed_host_name() {
         .unwrap();
     assert_eq!(jobs_before, jobs_after, "nothing was started");
 }
+
+#[tokio::test]
+async fn the_repositories_list_pages_by_name_filters_by_name_or_url_and_pickers_list_no_fleet() {
+    let h = H::new().await;
+    seed_fleet_of(
+        &h,
+        120,
+        rm_store::seed::Spec {
+            jobs_per_host: 1,
+            snapshots_per_host: 1,
+            hosts_per_repo: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    h.user("ops", Role::Operator).await;
+    let s = h.login("ops").await;
+    let get = |path: &str| {
+        let req = req("GET", path)
+            .header(header::COOKIE, s.header())
+            .body(Body::empty())
+            .unwrap();
+        let h = &h;
+        async move {
+            let resp = h.send(req).await;
+            (resp.status().as_u16(), text(resp).await)
+        }
+    };
+    let listed = |html: &str| -> Vec<String> {
+        html.split("<tr id=\"repo-")
+            .skip(1)
+            .map(|row| row.split('"').next().unwrap().to_owned())
+            .collect()
+    };
+    let ids = |range: std::ops::Range<usize>| -> Vec<String> {
+        range.map(|r| format!("seed-repo-{r:04}")).collect()
+    };
+
+    // a page of 50 by name, the count of all, a link to the next
+    let (status, html) = get("/repositories").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&html), ids(0..50));
+    assert!(html.contains("1–50 of 120 repositories"), "{html}");
+    assert!(html.contains("href=\"/repositories?page=2\" rel=\"next\""));
+    assert!(!html.contains("rel=\"prev\""));
+    assert!(
+        html.contains("1 <span class=\"muted\">(1 append-only)</span>"),
+        "each repository's hosts are counted"
+    );
+    // the last page
+    let (_, html) = get("/repositories?page=3").await;
+    assert_eq!(listed(&html), ids(100..120));
+    assert!(html.contains("101–120 of 120 repositories"));
+    assert!(
+        html.contains("href=\"/repositories?page=2\" rel=\"prev\"")
+            && !html.contains("rel=\"next\"")
+    );
+    // past the last page: said, with a way back
+    let (status, html) = get("/repositories?page=9").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("There is no page 9: 120 repositories fill 3."),
+        "{html}"
+    );
+    // by name, the filter kept in the pager's links
+    let (_, html) = get("/repositories?q=REPO-001").await;
+    assert_eq!(
+        listed(&html),
+        ids(10..20),
+        "case-insensitive, part of the name"
+    );
+    assert!(html.contains("1–10 of 10 repositories") && html.contains("value=\"REPO-001\""));
+    // by URL
+    let (_, html) = get("/repositories?q=backup-7.example").await;
+    assert_eq!(listed(&html), ids(7..8));
+    // LIKE's wildcards are text
+    let (_, html) = get("/repositories?q=%25").await;
+    assert!(listed(&html).is_empty());
+    assert!(
+        html.contains("No repository's name or URL contains “%”."),
+        "{html}"
+    );
+    // too long a filter is refused with the reason
+    let (status, html) = get(&format!("/repositories?q={}", "x".repeat(201))).await;
+    assert_eq!(status, 400, "{html}");
+    assert!(html.contains("longer than 200 characters"));
+
+    // the host pickers (attach, add through a host) suggest at most 20
+    // enrolled names, not the fleet
+    for path in ["/repositories/seed-repo-0000", "/repositories/new"] {
+        let (status, html) = get(path).await;
+        assert_eq!(status, 200, "{path}");
+        let list = html
+            .split("<datalist id=\"host-names\">")
+            .nth(1)
+            .and_then(|l| l.split("</datalist>").next())
+            .unwrap_or_else(|| panic!("{path} has a host picker"));
+        assert_eq!(list.matches("<option").count(), 20, "{path}: {list}");
+    }
+    // a host that is not there: refused at the field, what was typed kept
+    let body = format!("_csrf={}&host_id=no-such-host&access=full", s.csrf);
+    let resp = h
+        .send(
+            form(req("POST", "/repositories/seed-repo-0000/attach"), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    let html = text(resp).await;
+    assert!(
+        html.contains("id=\"attach-host-error\">no host has the name or id “no-such-host”"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"host_id\" value=\"no-such-host\""));
+    let body = format!(
+        "_csrf={}&name=n&mode=verify&host_id=nobody&url=rest%3Ahttps%3A%2F%2Fx%2Fr&password=p",
+        s.csrf
+    );
+    let resp = h
+        .send(
+            form(req("POST", "/repositories/new"), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 422);
+    let html = text(resp).await;
+    assert!(
+        html.contains("no host has the name or id “nobody”"),
+        "{html}"
+    );
+    assert!(html.contains("name=\"host_id\" value=\"nobody\""));
+}

@@ -97,6 +97,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hosts_config_unconfirmed",
         include_str!("../migrations/0031_hosts_config_unconfirmed.sql"),
     ),
+    (
+        32,
+        "repositories_name_url",
+        include_str!("../migrations/0032_repositories_name_url.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

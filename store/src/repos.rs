@@ -129,8 +129,9 @@ pub struct Listed {
 }
 
 /// One page of repositories by name whose name or URL contains `text`
-/// (case-insensitive; empty: every one), and how many match. Walks the
-/// unique name index; the hosts are counted for the page's rows only.
+/// (case-insensitive; empty: every one), and how many match. Both read
+/// the `(name, url_display, id)` index, not the wide rows; the hosts are
+/// counted for the page's rows only.
 pub async fn page(
     conn: &mut SqliteConnection,
     text: &str,
@@ -145,14 +146,18 @@ pub async fn page(
     .bind(like.as_deref())
     .fetch_one(&mut *conn)
     .await?;
+    // the page picked from the covering index (migration 32), then only
+    // its rows read from the table
     let rows = sqlx::query_as(
         "SELECT r.id, r.name, r.url_display, r.maintenance_host_id, r.status, r.status_detail,
                 (SELECT count(*) FROM host_repositories WHERE repo_id = r.id) AS hosts,
                 (SELECT count(*) FROM host_repositories
                   WHERE repo_id = r.id AND access = 'append_only') AS append_only_hosts
-           FROM repositories r
-          WHERE ?1 IS NULL OR r.name LIKE ?1 ESCAPE '\\' OR r.url_display LIKE ?1 ESCAPE '\\'
-          ORDER BY r.name LIMIT ?2 OFFSET ?3",
+           FROM (SELECT id FROM repositories
+                  WHERE ?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR url_display LIKE ?1 ESCAPE '\\'
+                  ORDER BY name LIMIT ?2 OFFSET ?3) p
+           JOIN repositories r ON r.id = p.id
+          ORDER BY r.name",
     )
     .bind(like.as_deref())
     .bind(limit)

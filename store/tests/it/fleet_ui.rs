@@ -302,6 +302,19 @@ async fn the_hot_fleet_ui_queries_seek_their_indexes() {
             "SEARCH hosts USING INDEX sqlite_autoindex_hosts_2 (name=?)",
         ),
         (
+            "a filtered page of the repositories list (migration 32)",
+            "SELECT id FROM repositories
+             WHERE '%x%' IS NULL OR name LIKE '%x%' ESCAPE '\\' OR url_display LIKE '%x%' ESCAPE '\\'
+             ORDER BY name LIMIT 50 OFFSET 0",
+            "SCAN repositories USING COVERING INDEX repositories_name_url",
+        ),
+        (
+            "the repositories list's count (migration 32)",
+            "SELECT count(*) FROM repositories
+             WHERE '%x%' IS NULL OR name LIKE '%x%' ESCAPE '\\' OR url_display LIKE '%x%' ESCAPE '\\'",
+            "SCAN repositories USING COVERING INDEX repositories_name_url",
+        ),
+        (
             "the strip's backups of a dashboard page",
             "SELECT host_id, id, status, created_at FROM jobs
              WHERE host_id IN (SELECT value FROM json_each('[\"a\"]')) AND created_at >= 5 AND kind = 'backup'
@@ -982,4 +995,69 @@ fn check_params() -> rm_bus::msg::JobParams {
     rm_bus::msg::JobParams::Check {
         read_data_subset: None,
     }
+}
+
+#[tokio::test]
+async fn a_repositories_page_is_by_name_filtered_by_name_or_url_and_counts_hosts_and_matches() {
+    let (s, _dir) = store().await;
+    let mut tx = s.write().await.unwrap();
+    for (id, url) in [
+        ("zulu", "rest:http://a/"),
+        ("alpha", "s3:s3.example/bucket-7"),
+        ("Bravo_1", "rest:http://b/"),
+        ("charlie", "rest:http://c/100%"),
+    ] {
+        repos::insert(
+            &mut tx,
+            &NewRepo {
+                id,
+                name: id,
+                url_display: url,
+                secrets_enc: b"x",
+                created_by: "alice",
+                now: 0,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for (host, access) in [
+        ("h1", repos::Access::AppendOnly),
+        ("h2", repos::Access::Full),
+    ] {
+        hosts::insert(&mut tx, host, host, "alice", 0)
+            .await
+            .unwrap();
+        repos::attach(&mut tx, host, "alpha", access, b"x", 0)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    let names = |rows: &[repos::Listed]| rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    // every one, by name (SQLite's binary order: capitals first), paged
+    let (rows, total) = repos::page(&mut c, "", 2, 0).await.unwrap();
+    assert_eq!(
+        (names(&rows), total),
+        (vec!["Bravo_1".into(), "alpha".into()], 4)
+    );
+    assert_eq!((rows[1].hosts, rows[1].append_only_hosts), (2, 1));
+    assert_eq!((rows[0].hosts, rows[0].append_only_hosts), (0, 0));
+    let (rows, total) = repos::page(&mut c, "", 2, 2).await.unwrap();
+    assert_eq!(
+        (names(&rows), total),
+        (vec!["charlie".into(), "zulu".into()], 4)
+    );
+    // text in the name, any case; text in the URL
+    let (rows, total) = repos::page(&mut c, " BRAVO ", 50, 0).await.unwrap();
+    assert_eq!((names(&rows), total), (vec!["Bravo_1".into()], 1));
+    let (rows, _) = repos::page(&mut c, "bucket-7", 50, 0).await.unwrap();
+    assert_eq!(names(&rows), ["alpha"]);
+    // LIKE's wildcards are plain text
+    let (rows, total) = repos::page(&mut c, "_", 50, 0).await.unwrap();
+    assert_eq!((names(&rows), total), (vec!["Bravo_1".into()], 1));
+    let (rows, _) = repos::page(&mut c, "100%", 50, 0).await.unwrap();
+    assert_eq!(names(&rows), ["charlie"]);
+    let (rows, total) = repos::page(&mut c, "nothing", 50, 0).await.unwrap();
+    assert!(rows.is_empty() && total == 0);
 }

@@ -744,6 +744,13 @@ async fn the_repositories_list_pages_by_name_filters_by_name_or_url_and_pickers_
         "case-insensitive, part of the name"
     );
     assert!(html.contains("1–10 of 10 repositories") && html.contains("value=\"REPO-001\""));
+    // past the last page of a filter: the same, the filter kept
+    let (_, html) = get("/repositories?q=repo-001&page=2").await;
+    assert!(
+        html.contains("There is no page 2: 10 repositories fill 1.")
+            && html.contains("href=\"/repositories?q=repo-001\">First page"),
+        "{html}"
+    );
     // by URL
     let (_, html) = get("/repositories?q=backup-7.example").await;
     assert_eq!(listed(&html), ids(7..8));

@@ -47,6 +47,22 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// `?k=v&...` of the pairs whose value is not empty, values
+/// percent-encoded, in the order given; empty when none is (a page's own
+/// links: filters, then the page or cursor).
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
 /// `next` if it is a path on this site, else `/` (no open redirect).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {

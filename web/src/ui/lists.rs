@@ -98,18 +98,12 @@ impl RepoListQuery {
 
     /// This filter's query string for another page (pager links).
     pub fn query_for_page(&self, page: i64) -> String {
-        let mut parts = Vec::new();
-        if !self.q.trim().is_empty() {
-            parts.push(format!("q={}", crate::pages::percent_encode(self.q.trim())));
-        }
-        if page > 1 {
-            parts.push(format!("page={page}"));
-        }
-        if parts.is_empty() {
-            String::new()
+        let page = if page > 1 {
+            page.to_string()
         } else {
-            format!("?{}", parts.join("&"))
-        }
+            String::new()
+        };
+        crate::pages::query_string(&[("q", self.q.trim()), ("page", &page)])
     }
 }
 

@@ -78,27 +78,18 @@ impl FleetFilter {
 
     /// This filter's query string with `page` replaced (for pager links).
     pub fn query_for_page(&self, page: i64) -> String {
-        let mut parts = Vec::new();
-        if !self.q.is_empty() {
-            parts.push(format!("q={}", urlencode(&self.q)));
-        }
-        if !self.state.is_empty() {
-            parts.push(format!("state={}", urlencode(&self.state)));
-        }
-        if !self.tag.is_empty() {
-            parts.push(format!("tag={}", urlencode(&self.tag)));
-        }
-        if !self.sort.is_empty() {
-            parts.push(format!("sort={}", urlencode(&self.sort)));
-        }
-        if page > 1 {
-            parts.push(format!("page={page}"));
-        }
-        if parts.is_empty() {
-            String::new()
+        let page = if page > 1 {
+            page.to_string()
         } else {
-            format!("?{}", parts.join("&"))
-        }
+            String::new()
+        };
+        crate::pages::query_string(&[
+            ("q", &self.q),
+            ("state", &self.state),
+            ("tag", &self.tag),
+            ("sort", &self.sort),
+            ("page", &page),
+        ])
     }
 }
 

@@ -225,18 +225,12 @@ pub struct ResultQuery {
 impl ResultQuery {
     /// The query string for page `page` of this filter.
     pub fn for_page(&self, page: usize) -> String {
-        let mut parts = Vec::new();
-        if !self.change.is_empty() {
-            parts.push(format!("change={}", super::fleet::urlencode(&self.change)));
-        }
-        if page > 1 {
-            parts.push(format!("page={page}"));
-        }
-        if parts.is_empty() {
-            String::new()
+        let page = if page > 1 {
+            page.to_string()
         } else {
-            format!("?{}", parts.join("&"))
-        }
+            String::new()
+        };
+        crate::pages::query_string(&[("change", &self.change), ("page", &page)])
     }
 }
 
@@ -740,23 +734,13 @@ impl JobFilter {
 
     /// The query string of this filter at cursor `before`.
     pub fn query(&self, before: Option<&str>) -> String {
-        let enc = super::fleet::urlencode;
-        let parts: Vec<String> = [
-            ("host", self.host.as_str()),
+        crate::pages::query_string(&[
+            ("host", &self.host),
             ("kind", &self.kind),
             ("status", &self.status),
             ("since", &self.since),
             ("before", before.unwrap_or("")),
-        ]
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={}", enc(v)))
-        .collect();
-        if parts.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", parts.join("&"))
-        }
+        ])
     }
 }
 

@@ -32,6 +32,21 @@ async fn seed_fleet_of(h: &H, hosts: usize, spec: rm_store::seed::Spec) {
     rm_store::seed::fleet(&h.state.store, &spec).await.unwrap();
 }
 
+/// Posts the form `body` (its CSRF token added) to `path` as `s`; the
+/// status and the page.
+async fn post_form(h: &H, s: &Session, path: &str, body: &str) -> (u16, String) {
+    let body = format!("_csrf={}&{body}", s.csrf);
+    let resp = h
+        .send(
+            form(req("POST", path), &body)
+                .header(header::COOKIE, s.header())
+                .body(Body::from(body.clone()))
+                .unwrap(),
+        )
+        .await;
+    (resp.status().as_u16(), text(resp).await)
+}
+
 #[tokio::test]
 async fn host_tags_are_saved_by_the_owner_audited_and_filter_the_fleet() {
     let mut h = H::new().await;
@@ -150,29 +165,13 @@ async fn host_tags_are_saved_by_the_owner_audited_and_filter_the_fleet() {
     assert!(!html.contains("<b>db</b>"), "never markup");
 
     // the host page's form: a refused list is shown again as typed
-    let body = format!("_csrf={}&tags=ok%2C+{}", s.csrf, "y".repeat(41));
-    let resp = h
-        .send(
-            form(req("POST", &format!("/hosts/{b}/tags")), &body)
-                .header(header::COOKIE, s.header())
-                .body(Body::from(body.clone()))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 422);
-    let html = text(resp).await;
+    let tags = format!("/hosts/{b}/tags");
+    let (status, html) = post_form(&h, &s, &tags, &format!("tags=ok%2C+{}", "y".repeat(41))).await;
+    assert_eq!(status, 422);
     assert!(html.contains("longer than 40 characters"), "{html}");
     assert!(html.contains(&format!("value=\"ok, {}\"", "y".repeat(41))));
-    let body = format!("_csrf={}&tags=dev%2C+site-a", s.csrf);
-    let resp = h
-        .send(
-            form(req("POST", &format!("/hosts/{b}/tags")), &body)
-                .header(header::COOKIE, s.header())
-                .body(Body::from(body.clone()))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 303);
+    let (status, _) = post_form(&h, &s, &tags, "tags=dev%2C+site-a").await;
+    assert_eq!(status, 303);
     let (_, one) = h
         .api(&viewer, "GET", &format!("/api/v1/hosts/{b}"), None)
         .await;
@@ -646,20 +645,16 @@ async fn the_restore_wizard_pages_its_host_list_and_checks_a_typed_host_name() {
             .await
             .unwrap()
     };
-    let body = format!(
-        "_csrf={}&host={id}&repo=seed-repo-0000&snapshot=s1&sel=%2Fa&target=path&target_path=%2Ftmp%2Fr&target_host=no-such-host",
-        s.csrf
-    );
-    let resp = h
-        .send(
-            form(req("POST", "/restore"), &body)
-                .header(header::COOKIE, s.header())
-                .body(Body::from(body.clone()))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 422);
-    let html = text(resp).await;
+    let (status, html) = post_form(
+        &h,
+        &s,
+        "/restore",
+        &format!(
+            "host={id}&repo=seed-repo-0000&snapshot=s1&sel=%2Fa&target=path&target_path=%2Ftmp%2Fr&target_host=no-such-host"
+        ),
+    )
+    .await;
+    assert_eq!(status, 422);
     assert!(
         html.contains("id=\"target_host-error\">no current host is named"),
         "{html}"
@@ -779,36 +774,27 @@ async fn the_repositories_list_pages_by_name_filters_by_name_or_url_and_pickers_
         assert_eq!(list.matches("<option").count(), 20, "{path}: {list}");
     }
     // a host that is not there: refused at the field, what was typed kept
-    let body = format!("_csrf={}&host_id=no-such-host&access=full", s.csrf);
-    let resp = h
-        .send(
-            form(req("POST", "/repositories/seed-repo-0000/attach"), &body)
-                .header(header::COOKIE, s.header())
-                .body(Body::from(body.clone()))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 422);
-    let html = text(resp).await;
+    let (status, html) = post_form(
+        &h,
+        &s,
+        "/repositories/seed-repo-0000/attach",
+        "host_id=no-such-host&access=full",
+    )
+    .await;
+    assert_eq!(status, 422);
     assert!(
         html.contains("id=\"attach-host-error\">no host has the name or id “no-such-host”"),
         "{html}"
     );
     assert!(html.contains("name=\"host_id\" value=\"no-such-host\""));
-    let body = format!(
-        "_csrf={}&name=n&mode=verify&host_id=nobody&url=rest%3Ahttps%3A%2F%2Fx%2Fr&password=p",
-        s.csrf
-    );
-    let resp = h
-        .send(
-            form(req("POST", "/repositories/new"), &body)
-                .header(header::COOKIE, s.header())
-                .body(Body::from(body.clone()))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 422);
-    let html = text(resp).await;
+    let (status, html) = post_form(
+        &h,
+        &s,
+        "/repositories/new",
+        "name=n&mode=verify&host_id=nobody&url=rest%3Ahttps%3A%2F%2Fx%2Fr&password=p",
+    )
+    .await;
+    assert_eq!(status, 422);
     assert!(
         html.contains("no host has the name or id “nobody”"),
         "{html}"

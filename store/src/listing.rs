@@ -140,19 +140,40 @@ pub async fn last_resolved_at(conn: &mut SqliteConnection) -> Result<Option<i64>
         .await?)
 }
 
-/// Schedules, optionally of one host, by id.
+/// The statement of [`schedules`], with `$after` the condition on the
+/// cursor `(?2, ?3)`: two statements, so a page after a cursor seeks the
+/// host index instead of walking it from the first host.
+macro_rules! schedules_sql {
+    ($after:literal) => {
+        concat!(
+            "SELECT ",
+            schedule_columns!(),
+            " FROM schedules WHERE (?1 IS NULL OR host_id = ?1) AND ",
+            $after,
+            " ORDER BY host_id, id LIMIT ?4"
+        )
+    };
+}
+
+/// At most `limit` schedules (of one host with `host_id`) by host and id,
+/// after the schedule `(host_id, id)` of `after` (`None`: from the first):
+/// a page of the API's list.
 pub async fn schedules(
     conn: &mut SqliteConnection,
     host_id: Option<&str>,
+    after: Option<(&str, &str)>,
+    limit: i64,
 ) -> Result<Vec<crate::schedules::Schedule>> {
-    Ok(sqlx::query_as(concat!(
-        "SELECT ",
-        schedule_columns!(),
-        " FROM schedules WHERE (?1 IS NULL OR host_id = ?1) ORDER BY host_id, id"
-    ))
-    .bind(host_id)
-    .fetch_all(conn)
-    .await?)
+    let q = match after {
+        Some(_) => sqlx::query_as(schedules_sql!("(host_id, id) > (?2, ?3)")),
+        None => sqlx::query_as(schedules_sql!("?2 IS NULL AND ?3 IS NULL")),
+    };
+    Ok(q.bind(host_id)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// What the audit log is filtered by; empty fields do not filter.

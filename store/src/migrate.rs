@@ -102,6 +102,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "repositories_name_url",
         include_str!("../migrations/0032_repositories_name_url.sql"),
     ),
+    (
+        33,
+        "schedules_host_id",
+        include_str!("../migrations/0033_schedules_host_id.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

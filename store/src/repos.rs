@@ -121,8 +121,11 @@ pub struct Listed {
     pub name: String,
     pub url_display: String,
     pub maintenance_host_id: Option<String>,
+    pub restic_repo_id: Option<String>,
     pub status: String,
     pub status_detail: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
     /// Hosts attached, and how many of them append-only.
     pub hosts: i64,
     pub append_only_hosts: i64,
@@ -146,25 +149,67 @@ pub async fn page(
     .bind(like.as_deref())
     .fetch_one(&mut *conn)
     .await?;
-    // the page picked from the covering index (migration 32), then only
-    // its rows read from the table
-    let rows = sqlx::query_as(
-        "SELECT r.id, r.name, r.url_display, r.maintenance_host_id, r.status, r.status_detail,
-                (SELECT count(*) FROM host_repositories WHERE repo_id = r.id) AS hosts,
-                (SELECT count(*) FROM host_repositories
-                  WHERE repo_id = r.id AND access = 'append_only') AS append_only_hosts
-           FROM (SELECT id FROM repositories
-                  WHERE ?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR url_display LIKE ?1 ESCAPE '\\'
-                  ORDER BY name LIMIT ?2 OFFSET ?3) p
-           JOIN repositories r ON r.id = p.id
-          ORDER BY r.name",
-    )
-    .bind(like.as_deref())
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = listed(conn, like.as_deref(), None, limit, offset).await?;
     Ok((rows, total))
+}
+
+/// At most `limit` repositories by name after the one named `after`
+/// (`None`: from the first) whose name or URL contains `text`: a page of
+/// the API's list, which walks by name (names are unique) instead of
+/// counting rows to skip.
+pub async fn after(
+    conn: &mut SqliteConnection,
+    text: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Listed>> {
+    let like = crate::fleet::like_pattern(Some(text));
+    listed(conn, like.as_deref(), after, limit, 0).await
+}
+
+/// The statement of [`listed`], with `$after` the condition on `?2`:
+/// two statements rather than `?2 IS NULL OR name > ?2`, which the
+/// planner cannot seek with (it would walk the index from the first name
+/// to the cursor on every page).
+macro_rules! listed_sql {
+    ($after:literal) => {
+        concat!(
+            "SELECT r.id, r.name, r.url_display, r.maintenance_host_id, r.restic_repo_id, r.status,
+                    r.status_detail, r.created_at, r.created_by,
+                    (SELECT count(*) FROM host_repositories WHERE repo_id = r.id) AS hosts,
+                    (SELECT count(*) FROM host_repositories
+                      WHERE repo_id = r.id AND access = 'append_only') AS append_only_hosts
+               FROM (SELECT id FROM repositories
+                      WHERE (?1 IS NULL OR name LIKE ?1 ESCAPE '\\' OR url_display LIKE ?1 ESCAPE '\\')
+                        AND ",
+            $after,
+            "
+                      ORDER BY name LIMIT ?3 OFFSET ?4) p
+               JOIN repositories r ON r.id = p.id
+              ORDER BY r.name"
+        )
+    };
+}
+
+/// The rows of [`page`] and [`after`]: the page picked from the covering
+/// index (migration 32), then only its rows read from the table.
+async fn listed(
+    conn: &mut SqliteConnection,
+    like: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<Listed>> {
+    let q = match after {
+        Some(_) => sqlx::query_as(listed_sql!("name > ?2")),
+        None => sqlx::query_as(listed_sql!("?2 IS NULL")),
+    };
+    Ok(q.bind(like)
+        .bind(after)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 /// These repositories (unknown ids left out), by name: a page that shows

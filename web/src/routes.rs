@@ -439,8 +439,9 @@ pub fn table() -> Vec<Route> {
             .returns::<Vec<crate::views::rejected::RejectedRow>>(200),
         // repositories
         route(M::GET, "/api/v1/repos", VIEWER, repos::list)
-            .doc("Repositories")
-            .returns::<Vec<repos::RepoView>>(200),
+            .query(&[("q", false), ("cursor", false), ("limit", false)])
+            .doc("Repositories by name, a page at a time, each with its hosts counted: ?q= (text in the name or URL)&cursor=&limit=")
+            .returns_page::<repos::RepoView>(),
         route(M::POST, "/api/v1/repos", OPERATOR, repos::add)
             .doc("Add a repository (optionally `restic init` on a host)")
             .body::<repos::RepoAddBody>()
@@ -522,9 +523,9 @@ pub fn table() -> Vec<Route> {
             .returns::<repos::RefreshView>(202),
         // schedules
         route(M::GET, "/api/v1/schedules", VIEWER, schedules::list)
-            .query(&[("host", false)])
-            .doc("Schedules: ?host=")
-            .returns::<Vec<schedules::ScheduleView>>(200),
+            .query(&[("host", false), ("cursor", false), ("limit", false)])
+            .doc("Schedules by host, a page at a time: ?host=&cursor=&limit=")
+            .returns_page::<schedules::ScheduleView>(),
         route(M::POST, "/api/v1/schedules", OPERATOR, schedules::create)
             .doc("Create a schedule")
             .body::<schedules::ScheduleBody>()

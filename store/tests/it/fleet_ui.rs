@@ -315,6 +315,20 @@ async fn the_hot_fleet_ui_queries_seek_their_indexes() {
             "SCAN repositories USING COVERING INDEX repositories_name_url",
         ),
         (
+            "a page of the API's repositories list after a name",
+            "SELECT id FROM repositories
+             WHERE ('%x%' IS NULL OR name LIKE '%x%' ESCAPE '\\' OR url_display LIKE '%x%' ESCAPE '\\')
+               AND name > 'm'
+             ORDER BY name LIMIT 51 OFFSET 0",
+            "USING COVERING INDEX repositories_name_url (name>?)",
+        ),
+        (
+            "a page of the API's schedules list after a cursor (migration 33)",
+            "SELECT * FROM schedules WHERE (NULL IS NULL OR host_id = NULL) AND (host_id, id) > ('h', 's')
+             ORDER BY host_id, id LIMIT 51",
+            "USING INDEX schedules_host ((host_id,id)>(?,?))",
+        ),
+        (
             "the strip's backups of a dashboard page",
             "SELECT host_id, id, status, created_at FROM jobs
              WHERE host_id IN (SELECT value FROM json_each('[\"a\"]')) AND created_at >= 5 AND kind = 'backup'
@@ -1060,4 +1074,24 @@ async fn a_repositories_page_is_by_name_filtered_by_name_or_url_and_counts_hosts
     assert_eq!(names(&rows), ["charlie"]);
     let (rows, total) = repos::page(&mut c, "nothing", 50, 0).await.unwrap();
     assert!(rows.is_empty() && total == 0);
+    // the API's walk: after a name, with or without a filter
+    let rows = repos::after(&mut c, "", None, 3).await.unwrap();
+    assert_eq!(names(&rows), ["Bravo_1", "alpha", "charlie"]);
+    assert_eq!(
+        (rows[1].created_by.as_str(), rows[1].hosts),
+        ("alice", 2),
+        "the row carries what the API shows"
+    );
+    let rows = repos::after(&mut c, "", Some("alpha"), 3).await.unwrap();
+    assert_eq!(names(&rows), ["charlie", "zulu"]);
+    let rows = repos::after(&mut c, "rest:", Some("Bravo_1"), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&rows),
+        ["charlie"],
+        "the filter holds after the cursor"
+    );
+    let rows = repos::after(&mut c, "", Some("zulu"), 3).await.unwrap();
+    assert!(rows.is_empty(), "nothing after the last");
 }

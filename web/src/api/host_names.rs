@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiQuery, Page};
+use super::{ApiQuery, Page, PageQuery, cursor_of_text, page_by};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -55,34 +55,17 @@ pub async fn list(
             "the text is longer than 200 characters",
         ));
     }
-    let after = match &q.cursor {
-        None => None,
-        Some(c) => Some(
-            data_encoding::BASE64URL_NOPAD
-                .decode(c.as_bytes())
-                .ok()
-                .and_then(|raw| String::from_utf8(raw).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid("cursor", "not a cursor this server handed out")
-                })?,
-        ),
-    };
+    let after = PageQuery {
+        cursor: q.cursor.clone(),
+        limit: None,
+    }
+    .cursor_text()?;
     let mut conn = state.store.read().await?;
-    let mut rows =
-        rm_store::hosts::search_names(&mut conn, &q.q, after.as_deref(), limit + 1).await?;
-    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next = if more {
-        rows.last()
-            .map(|(_, name)| data_encoding::BASE64URL_NOPAD.encode(name.as_bytes()))
-    } else {
-        None
-    };
-    Ok(Json(Page {
-        items: rows
-            .into_iter()
-            .map(|(id, name)| HostName { id, name })
-            .collect(),
-        next,
-    }))
+    let rows = rm_store::hosts::search_names(&mut conn, &q.q, after.as_deref(), limit + 1).await?;
+    Ok(Json(page_by(
+        rows,
+        limit,
+        |(_, name)| cursor_of_text(name),
+        |(id, name)| HostName { id, name },
+    )))
 }

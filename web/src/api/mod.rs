@@ -133,41 +133,69 @@ impl PageQuery {
 
     /// The decoded cursor: `(timestamp, id)`.
     pub fn cursor(&self) -> Result<Option<(i64, String)>, ApiError> {
+        let Some(text) = self.cursor_text()? else {
+            return Ok(None);
+        };
+        let (ts, id) = text.split_once(':').ok_or_else(bad_cursor)?;
+        Ok(Some((ts.parse().map_err(|_| bad_cursor())?, id.to_owned())))
+    }
+
+    /// The decoded cursor as the text it was made of ([`cursor_of_text`]):
+    /// for lists that walk by something other than time.
+    pub fn cursor_text(&self) -> Result<Option<String>, ApiError> {
         let Some(c) = &self.cursor else {
             return Ok(None);
         };
-        let bad = || ApiError::invalid("cursor", "not a cursor this server handed out");
         let raw = data_encoding::BASE64URL_NOPAD
             .decode(c.as_bytes())
-            .map_err(|_| bad())?;
-        let text = String::from_utf8(raw).map_err(|_| bad())?;
-        let (ts, id) = text.split_once(':').ok_or_else(bad)?;
-        Ok(Some((ts.parse().map_err(|_| bad())?, id.to_owned())))
+            .map_err(|_| bad_cursor())?;
+        String::from_utf8(raw).map(Some).map_err(|_| bad_cursor())
     }
+}
+
+/// The answer to a cursor that does not decode.
+pub fn bad_cursor() -> ApiError {
+    ApiError::invalid("cursor", "not a cursor this server handed out")
 }
 
 /// The cursor after a row with `(ts, id)`.
 pub fn cursor_of(ts: i64, id: &str) -> String {
-    data_encoding::BASE64URL_NOPAD.encode(format!("{ts}:{id}").as_bytes())
+    cursor_of_text(&format!("{ts}:{id}"))
+}
+
+/// The cursor made of `text` (read back by [`PageQuery::cursor_text`]).
+pub fn cursor_of_text(text: &str) -> String {
+    data_encoding::BASE64URL_NOPAD.encode(text.as_bytes())
 }
 
 /// A page from rows fetched with `limit + 1` (the extra row says there is more).
 pub fn page<R, T>(
-    mut rows: Vec<R>,
+    rows: Vec<R>,
     limit: i64,
     key: impl Fn(&R) -> (i64, String),
     view: impl Fn(R) -> T,
 ) -> Page<T> {
-    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    let next = if more {
-        rows.last().map(|r| {
+    page_by(
+        rows,
+        limit,
+        |r| {
             let (ts, id) = key(r);
             cursor_of(ts, &id)
-        })
-    } else {
-        None
-    };
+        },
+        view,
+    )
+}
+
+/// [`page`] with the cursor made by `cursor` from the page's last row.
+pub fn page_by<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    cursor: impl Fn(&R) -> String,
+    view: impl Fn(R) -> T,
+) -> Page<T> {
+    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let next = if more { rows.last().map(&cursor) } else { None };
     Page {
         items: rows.into_iter().map(view).collect(),
         next,

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::jobs::JobCreatedView;
-use super::{ApiJson, ask};
+use super::{ApiJson, ApiQuery, Page, PageQuery, ask, cursor_of_text, page_by};
 use crate::AppState;
 use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
@@ -37,6 +37,9 @@ pub struct RepoView {
     pub status_detail: Option<String>,
     pub created_at: i64,
     pub created_by: String,
+    /// Hosts attached, and how many of them append-only.
+    pub host_count: i64,
+    pub append_only_host_count: i64,
     /// Hosts attached and their access (`append_only` | `full`); in `get` only.
     pub hosts: Option<Vec<AttachedView>>,
 }
@@ -48,8 +51,77 @@ pub struct AttachedView {
     pub created_at: i64,
 }
 
-fn view(r: rm_store::repos::Repo, hosts: Option<Vec<AttachedView>>) -> RepoView {
-    RepoView {
+/// `?q=&cursor=&limit=` of the list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RepoQuery {
+    /// Text in the name or URL (case-insensitive).
+    pub q: String,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// A page of repositories by name (`?q=` filters by name or URL), each
+/// with its hosts counted; `next` walks on by name.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+    ApiQuery(q): ApiQuery<RepoQuery>,
+) -> Result<Json<Page<RepoView>>, ApiError> {
+    let pq = PageQuery {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let limit = pq.limit()?;
+    let after = pq.cursor_text()?;
+    if q.q.len() > 200 {
+        return Err(ApiError::invalid(
+            "q",
+            "the filter text is longer than 200 characters",
+        ));
+    }
+    let mut conn = state.store.read().await?;
+    let rows = rm_store::repos::after(&mut conn, &q.q, after.as_deref(), limit + 1).await?;
+    Ok(Json(page_by(
+        rows,
+        limit,
+        |r| cursor_of_text(&r.name),
+        |r| RepoView {
+            id: r.id,
+            name: r.name,
+            url: r.url_display,
+            maintenance_host_id: r.maintenance_host_id,
+            restic_repo_id: r.restic_repo_id,
+            status: r.status,
+            status_detail: r.status_detail,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            host_count: r.hosts,
+            append_only_host_count: r.append_only_hosts,
+            hosts: None,
+        },
+    )))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    _: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RepoView>, ApiError> {
+    let mut conn = state.store.read().await?;
+    let r = rm_store::repos::get(&mut conn, &id).await?;
+    let hosts: Vec<AttachedView> = rm_store::repos::hosts_of_repo(&mut conn, &id)
+        .await?
+        .into_iter()
+        .map(|h| AttachedView {
+            host_id: h.host_id,
+            access: h.access,
+            created_at: h.created_at,
+        })
+        .collect();
+    Ok(Json(RepoView {
         id: r.id,
         name: r.name,
         url: r.url_display,
@@ -59,36 +131,13 @@ fn view(r: rm_store::repos::Repo, hosts: Option<Vec<AttachedView>>) -> RepoView 
         status_detail: r.status_detail,
         created_at: r.created_at,
         created_by: r.created_by,
-        hosts,
-    }
-}
-
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    _: Principal,
-) -> Result<Json<Vec<RepoView>>, ApiError> {
-    let mut conn = state.store.read().await?;
-    let rows = rm_store::repos::list(&mut conn).await?;
-    Ok(Json(rows.into_iter().map(|r| view(r, None)).collect()))
-}
-
-pub(crate) async fn get(
-    State(state): State<AppState>,
-    _: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<RepoView>, ApiError> {
-    let mut conn = state.store.read().await?;
-    let repo = rm_store::repos::get(&mut conn, &id).await?;
-    let hosts = rm_store::repos::hosts_of_repo(&mut conn, &id)
-        .await?
-        .into_iter()
-        .map(|h| AttachedView {
-            host_id: h.host_id,
-            access: h.access,
-            created_at: h.created_at,
-        })
-        .collect();
-    Ok(Json(view(repo, Some(hosts))))
+        host_count: i64::try_from(hosts.len()).unwrap_or(i64::MAX),
+        append_only_host_count: i64::try_from(
+            hosts.iter().filter(|h| h.access == "append_only").count(),
+        )
+        .unwrap_or(i64::MAX),
+        hosts: Some(hosts),
+    }))
 }
 
 /// Repository credentials in the clear (over HTTPS only).

@@ -9,7 +9,9 @@ use rm_cp_api as cp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, ApiQuery, ask, json_col};
+use super::{
+    ApiJson, ApiQuery, Page, PageQuery, ask, bad_cursor, cursor_of_text, json_col, page_by,
+};
 use crate::AppState;
 use crate::auth::{Principal, RequireOperator};
 use crate::error::ApiError;
@@ -52,19 +54,46 @@ fn view(s: rm_store::schedules::Schedule) -> ScheduleView {
     }
 }
 
+/// `?host=&cursor=&limit=` of the list.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ScheduleQuery {
     pub host: Option<String>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 500 (default 50).
+    pub limit: Option<i64>,
 }
 
+/// A page of schedules by host and id (of one host with `?host=`).
 pub(crate) async fn list(
     State(state): State<AppState>,
     _: Principal,
     ApiQuery(q): ApiQuery<ScheduleQuery>,
-) -> Result<Json<Vec<ScheduleView>>, ApiError> {
+) -> Result<Json<Page<ScheduleView>>, ApiError> {
+    let pq = PageQuery {
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let limit = pq.limit()?;
+    // the cursor is the last row's host and id, a line feed between
+    // (neither is ever empty nor holds one)
+    let after = pq.cursor_text()?;
+    let after = match after.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.split_once('\n')
+                .filter(|(h, i)| !h.is_empty() && !i.is_empty())
+                .ok_or_else(bad_cursor)?,
+        ),
+    };
     let mut conn = state.store.read().await?;
-    let rows = rm_store::listing::schedules(&mut conn, q.host.as_deref()).await?;
-    Ok(Json(rows.into_iter().map(view).collect()))
+    let rows = rm_store::listing::schedules(&mut conn, q.host.as_deref(), after, limit + 1).await?;
+    Ok(Json(page_by(
+        rows,
+        limit,
+        |s| cursor_of_text(&format!("{}\n{}", s.host_id, s.id)),
+        view,
+    )))
 }
 
 pub(crate) async fn get(

@@ -801,3 +801,140 @@ async fn the_repositories_list_pages_by_name_filters_by_name_or_url_and_pickers_
     );
     assert!(html.contains("name=\"host_id\" value=\"nobody\""));
 }
+
+/// Walks `path` (which has a query already) page by page with `limit`;
+/// the pages' items.
+async fn walk(h: &H, token: &str, path: &str, limit: usize) -> Vec<Vec<serde_json::Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            None => format!("{path}&limit={limit}"),
+            Some(c) => format!("{path}&limit={limit}&cursor={c}"),
+        };
+        let (status, page) = h.api(token, "GET", &url, None).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let items = page["items"].as_array().unwrap().clone();
+        assert!(items.len() <= limit, "{url}: at most the limit");
+        pages.push(items);
+        match page["next"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(pages.len() < 100, "the walk ends");
+    }
+    pages
+}
+
+#[tokio::test]
+async fn the_repositories_and_schedules_apis_walk_by_cursor_filter_and_refuse_bad_paging() {
+    let h = H::new().await;
+    seed_fleet_of(
+        &h,
+        120,
+        rm_store::seed::Spec {
+            jobs_per_host: 1,
+            snapshots_per_host: 1,
+            hosts_per_repo: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let viewer = h.token(Role::Viewer).await;
+    let field = |v: &[serde_json::Value], k: &str| -> Vec<String> {
+        v.iter()
+            .map(|r| r[k].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // repositories: 120 by name in pages of 50, 50, 20; the last has no next
+    let pages = walk(&h, &viewer, "/api/v1/repos?q=", 50).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 20]);
+    let all: Vec<serde_json::Value> = pages.concat();
+    let names = field(&all, "name");
+    let want: Vec<String> = (0..120).map(|r| format!("repo-{r:04}")).collect();
+    assert_eq!(names, want, "every repository once, by name");
+    let first = &all[0];
+    assert_eq!(first["id"], "seed-repo-0000");
+    assert_eq!(first["url"], "rest:https://backup-0.example.internal/fleet");
+    assert_eq!(
+        (
+            first["host_count"].as_i64(),
+            first["append_only_host_count"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "each with its hosts counted: {first}"
+    );
+    assert!(
+        first["hosts"].is_null(),
+        "the attached hosts are in get only"
+    );
+    // the default page is 50
+    let (_, page) = h.api(&viewer, "GET", "/api/v1/repos", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 50);
+    // a filter on the name (case-insensitive) and one on the URL, walked
+    let pages = walk(&h, &viewer, "/api/v1/repos?q=REPO-001", 4).await;
+    assert_eq!(
+        field(&pages.concat(), "name"),
+        (10..20).map(|r| format!("repo-{r:04}")).collect::<Vec<_>>()
+    );
+    assert_eq!(pages.len(), 3, "10 in pages of 4");
+    let pages = walk(&h, &viewer, "/api/v1/repos?q=backup-7.", 50).await;
+    assert_eq!(field(&pages.concat(), "name"), ["repo-0007"]);
+    let pages = walk(&h, &viewer, "/api/v1/repos?q=nothing-like-it", 50).await;
+    assert_eq!(pages, [Vec::<serde_json::Value>::new()]);
+    // one repository: its hosts listed and counted
+    let (status, one) = h
+        .api(&viewer, "GET", "/api/v1/repos/seed-repo-0003", None)
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["hosts"][0]["host_id"], "seed-h000003");
+    assert_eq!(one["hosts"][0]["access"], "append_only");
+    assert_eq!(
+        (
+            one["host_count"].as_i64(),
+            one["append_only_host_count"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    // schedules: one per host, by host, in pages; of one host
+    let want: Vec<(String, String)> = {
+        let mut c = h.state.store.read().await.unwrap();
+        sqlx::query_as("SELECT host_id, id FROM schedules ORDER BY host_id, id")
+            .fetch_all(&mut *c)
+            .await
+            .unwrap()
+    };
+    assert!(want.len() > 100, "the seed made a schedule for most hosts");
+    let pages = walk(&h, &viewer, "/api/v1/schedules?", 50).await;
+    assert_eq!(pages.len(), want.len().div_ceil(50));
+    let all = pages.concat();
+    let got: Vec<(String, String)> = field(&all, "host_id")
+        .into_iter()
+        .zip(field(&all, "id"))
+        .collect();
+    assert_eq!(got, want, "every schedule once, by host and id");
+    let pages = walk(&h, &viewer, "/api/v1/schedules?host=seed-h000042", 50).await;
+    assert_eq!(field(&pages.concat(), "id"), ["seed-s000042"]);
+
+    // bad paging is refused, naming the parameter
+    let long = "x".repeat(201);
+    for (path, want) in [
+        ("/api/v1/repos?limit=0", "limit"),
+        ("/api/v1/repos?limit=501", "limit"),
+        ("/api/v1/repos?cursor=%21%21", "cursor"),
+        (&format!("/api/v1/repos?q={long}"), "q"),
+        ("/api/v1/schedules?limit=0", "limit"),
+        ("/api/v1/schedules?cursor=%21%21", "cursor"),
+        // a cursor of another list's making (one part, not host and id)
+        ("/api/v1/schedules?cursor=cmVwby0wMDA1", "cursor"),
+    ] {
+        let (status, err) = h.api(&viewer, "GET", path, None).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some(want)),
+            "{path}: {err}"
+        );
+    }
+}

@@ -43,7 +43,9 @@
 //!
 //! Topics (`?topics=`, comma-separated): `hosts`, `jobs`, `alerts`,
 //! `channels`, `schedules`, `repos` (the default: all of these), and
-//! `vitals` (only when asked for).
+//! `vitals` (only when asked for). `?host=` narrows the stream to one
+//! host's events (and those about no host), `?job=` to one job's
+//! ([`Scope`]): the host and job pages ask for theirs.
 //!
 //! Who receives what is decided in one place, [`VISIBILITY`] (event name and
 //! `type` → the weakest role that receives it), applied to live events and
@@ -126,6 +128,43 @@ pub struct LiveEvent {
     pub data: String,
     /// Who may receive it ([`min_role`]).
     pub min_role: Role,
+    /// The host and job it is about, if any (`data`'s `host_id` and
+    /// `job_id`): what a scoped stream ([`Scope`]) keeps.
+    pub host_id: Option<String>,
+    pub job_id: Option<String>,
+}
+
+/// What a page's stream is narrowed to (`?host=` or `?job=`): the host
+/// page and a host's job list want that host's events, a job's page that
+/// job's, not every event of the fleet. Without it each such page open
+/// during a fleet's backups would be sent every job's events and reload
+/// itself for each (at 100,000 hosts, thousands a second).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every event of the topics asked for.
+    #[default]
+    Fleet,
+    /// Events about this host, and those about no host (a schedule or a
+    /// repository changed: the page may show it).
+    Host(String),
+    /// Events about this job only.
+    Job(String),
+}
+
+impl Scope {
+    /// Whether `e` is in this scope.
+    pub fn holds(&self, e: &LiveEvent) -> bool {
+        match self {
+            Self::Fleet => true,
+            Self::Host(h) => e.host_id.as_ref().is_none_or(|id| id == h),
+            Self::Job(j) => e.job_id.as_ref() == Some(j),
+        }
+    }
+}
+
+/// `data`'s string field `key`.
+fn str_field(data: &Value, key: &str) -> Option<String> {
+    data.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// The fan-out point: a bounded broadcast plus the recent-event ring.
@@ -174,6 +213,8 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             name: name.to_owned(),
             min_role: min_role(name, kind),
+            host_id: str_field(&data, "host_id"),
+            job_id: str_field(&data, "job_id"),
             data: data.to_string(),
         });
         if ring.len() == RING {
@@ -191,6 +232,8 @@ impl Hub {
             id: 0,
             name: "host".to_owned(),
             min_role: min_role("host", "vitals"),
+            host_id: str_field(&data, "host_id"),
+            job_id: None,
             data: data.to_string(),
         });
         // no receiver is fine
@@ -419,6 +462,10 @@ pub async fn pump_vitals(state: AppState) {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct EventQuery {
     pub topics: Option<String>,
+    /// Only this host's events (and those about no host): [`Scope::Host`].
+    pub host: Option<String>,
+    /// Only this job's events: [`Scope::Job`].
+    pub job: Option<String>,
     /// The last event id the client has seen, as `Last-Event-ID` (which
     /// wins when both are sent): a page's first connection sends the id
     /// it was rendered at.
@@ -499,6 +546,20 @@ pub(crate) async fn stream(
             }
         }
     }
+    let scope = match (
+        q.host.filter(|h| !h.is_empty()),
+        q.job.filter(|j| !j.is_empty()),
+    ) {
+        (None, None) => Scope::Fleet,
+        (Some(h), None) => Scope::Host(h),
+        (None, Some(j)) => Scope::Job(j),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "job",
+                "ask for one host's events or one job's, not both",
+            ));
+        }
+    };
     let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -535,9 +596,13 @@ pub(crate) async fn stream(
     let guard = ClientGuard(state.shared());
     let role = who.role;
     let names = Arc::new(names);
+    let scope = Arc::new(scope);
     let wanted = {
         let names = names.clone();
-        move |e: &LiveEvent| e.min_role <= role && names.iter().any(|n| *n == e.name)
+        let scope = scope.clone();
+        move |e: &LiveEvent| {
+            e.min_role <= role && names.iter().any(|n| *n == e.name) && scope.holds(e)
+        }
     };
     let head = futures_util::stream::iter(
         refetch
@@ -555,34 +620,37 @@ pub(crate) async fn stream(
     let (vitals_rx, vitals_guard) = vitals.unzip();
     let live = futures_util::stream::unfold(
         (rx, vitals_rx, (guard, vitals_guard), wanted),
-        move |(mut rx, mut vitals_rx, guards, wanted)| async move {
-            loop {
-                tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(e) if e.id <= replayed_up_to => continue,
-                        Ok(e) if wanted(&e) => {
-                            let event = Ok::<_, Infallible>(sse_event(&e));
-                            return Some((event, (rx, vitals_rx, guards, wanted)));
-                        }
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            guards.0.0.events.dropped.fetch_add(1, Ordering::SeqCst);
-                            tracing::info!(missed = n, "a slow event client was dropped");
-                            return None;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    r = next_vitals(&mut vitals_rx) => match r {
-                        Ok(e) if e.min_role <= role => {
-                            let event = Ok::<_, Infallible>(sse_event(&e));
-                            return Some((event, (rx, vitals_rx, guards, wanted)));
-                        }
-                        Ok(_) => continue,
-                        // each heartbeat supersedes the host's last: skip
-                        // to the newest rather than drop the client
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
+        move |(mut rx, mut vitals_rx, guards, wanted)| {
+            let scope = scope.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Ok(e) if e.id <= replayed_up_to => continue,
+                            Ok(e) if wanted(&e) => {
+                                let event = Ok::<_, Infallible>(sse_event(&e));
+                                return Some((event, (rx, vitals_rx, guards, wanted)));
+                            }
+                            Ok(_) => continue,
+                            Err(broadcast::error::RecvError::Lagged(n)) => {
+                                guards.0.0.events.dropped.fetch_add(1, Ordering::SeqCst);
+                                tracing::info!(missed = n, "a slow event client was dropped");
+                                return None;
+                            }
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        r = next_vitals(&mut vitals_rx) => match r {
+                            Ok(e) if e.min_role <= role && scope.holds(&e) => {
+                                let event = Ok::<_, Infallible>(sse_event(&e));
+                                return Some((event, (rx, vitals_rx, guards, wanted)));
+                            }
+                            Ok(_) => continue,
+                            // each heartbeat supersedes the host's last: skip
+                            // to the newest rather than drop the client
+                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                    }
                 }
             }
         },

@@ -375,8 +375,8 @@ pub fn table() -> Vec<Route> {
             .doc("Who the caller is, and the session's CSRF token")
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
-            .query(&[("topics", false), ("since", false)])
-            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts,channels,schedules,repos (the default) or vitals (agents' heartbeats, only when asked for)&since=(the last event id seen; Last-Event-ID wins)"),
+            .query(&[("topics", false), ("since", false), ("host", false), ("job", false)])
+            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts,channels,schedules,repos (the default) or vitals (agents' heartbeats, only when asked for)&since=(the last event id seen; Last-Event-ID wins)&host=(one host's events and those about no host) or &job=(one job's)"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
             .query(&[

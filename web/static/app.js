@@ -422,9 +422,13 @@
   // published when it rendered this page, so nothing that happened in
   // between (a job finishing) is missed; a new connection after a close
   // resumes after the last event received.
+  // A host's or a job's page asks for that host's or job's events only,
+  // not every event of the fleet (web/src/events.rs, Scope).
   var es = null, retry = 1000, lastId = body.getAttribute('data-event-id');
+  var scope = body.getAttribute('data-event-host') ? '&host=' + encodeURIComponent(body.getAttribute('data-event-host')) :
+    body.getAttribute('data-event-job') ? '&job=' + encodeURIComponent(body.getAttribute('data-event-job')) : '';
   function connect() {
-    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics) +
+    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics) + scope +
       (lastId ? '&since=' + encodeURIComponent(lastId) : ''));
     es.onopen = function () { retry = 1000; setLive('live', 'live'); };
     ['job', 'host', 'alert', 'schedule', 'repo', 'refetch'].forEach(function (t) {

@@ -47,6 +47,10 @@ pub struct Layout {
     /// The last live event published before this page read the database
     /// (`data-event-id`: the page's first live connection resumes after it).
     pub event_id: Option<u64>,
+    /// The one host or job this page's live events are about
+    /// (`data-event-host`, `data-event-job`: `events::Scope`), if any.
+    pub event_host: Option<String>,
+    pub event_job: Option<String>,
     pub asset_version: &'static str,
     /// Show admins the "master key not backed up" banner.
     pub cp_banner: bool,
@@ -62,9 +66,25 @@ impl Layout {
             open_alerts,
             topics,
             event_id: crate::events::rendered_at(),
+            event_host: None,
+            event_job: None,
             asset_version: assets::version(),
             cp_banner: settings::cpbackup::banner_shown(),
         }
+    }
+}
+
+impl Layout {
+    /// Narrows the page's live events to host `id`'s.
+    pub fn for_host(mut self, id: &str) -> Self {
+        self.event_host = Some(id.to_owned());
+        self
+    }
+
+    /// Narrows the page's live events to job `id`'s.
+    pub fn for_job(mut self, id: &str) -> Self {
+        self.event_job = Some(id.to_owned());
+        self
     }
 }
 

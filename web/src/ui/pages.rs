@@ -78,7 +78,8 @@ pub(crate) async fn host_page_with(
     };
     let refused = tags_error.is_some() || forms.status().is_some();
     let mut resp = render(&HostPage {
-        layout: Layout::new(who, "hosts", "hosts,jobs,alerts", open_alerts(state).await),
+        layout: Layout::new(who, "hosts", "hosts,jobs,alerts", open_alerts(state).await)
+            .for_host(&host.id),
         can_operate: can_operate(who),
         can_admin: who.role >= crate::auth::Role::Admin,
         host,
@@ -135,7 +136,7 @@ pub async fn job_page(
         Err(e) => return crate::ui::error_page(&who, "jobs", &e),
     };
     render(&JobPage {
-        layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),
+        layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await).for_job(&id),
         can_operate: can_operate(&who),
         job,
         logs,
@@ -197,8 +198,13 @@ pub async fn jobs_page(
         .iter()
         .find(|(id, _)| *id == filter.host)
         .map_or(host_label, |(_, name)| name.clone());
+    let mut layout = Layout::new(&who, "jobs", "jobs", open_alerts(&state).await);
+    if !filter.host.is_empty() {
+        // one host's jobs: its events only
+        layout = layout.for_host(&filter.host);
+    }
     render(&JobsListPage {
-        layout: Layout::new(&who, "jobs", "jobs", open_alerts(&state).await),
+        layout,
         page,
         filter,
         hosts,

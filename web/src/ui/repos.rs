@@ -802,6 +802,8 @@ mod tests {
                 open_alerts: 0,
                 topics: "jobs,repos",
                 event_id: Some(7),
+                event_host: None,
+                event_job: None,
                 asset_version: crate::ui::assets::version(),
                 cp_banner: false,
             },

@@ -55,6 +55,8 @@ fn layout(nav: &'static str) -> Layout {
         open_alerts: 3,
         topics: "hosts,jobs",
         event_id: Some(7),
+        event_host: None,
+        event_job: None,
         asset_version: assets::version(),
         cp_banner: false,
     }

@@ -382,6 +382,156 @@ async fn a_page_carries_its_render_event_id_and_since_replays_what_came_after_it
     assert_eq!(id, "5");
 }
 
+/// The next `n` events of `r` as `name/type/host/job`.
+async fn got_about(r: &mut Reader, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let (name, _, d) = r.next().await.expect("an event");
+        let s = |k: &str| d[k].as_str().unwrap_or("-").to_owned();
+        out.push(format!(
+            "{name}/{}/{}/{}",
+            s("type"),
+            s("host_id"),
+            s("job_id")
+        ));
+    }
+    out
+}
+
+/// A host's page, a host's job list and a job's page narrow their stream
+/// to that host or job (`?host=`, `?job=`), live and on replay, so a page
+/// open during a fleet's backups is not sent, and does not reload for,
+/// every other host's events.
+#[tokio::test]
+async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
+    let h = H::new().await;
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 1,
+            jobs_per_host: 2,
+            snapshots_per_host: 1,
+            now_ms: h.state.now(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("v", Role::Viewer).await;
+    let s = h.login("v").await;
+    let mut fleet = connect(&h, &s, "?topics=jobs,schedules", None).await;
+    let mut host = connect(&h, &s, "?topics=jobs,schedules&host=h1", None).await;
+    let mut job = connect(&h, &s, "?topics=jobs,schedules&job=j2", None).await;
+    let ev = &h.state.events;
+    let publish = |kind: &str, host: &str, job: &str| {
+        ev.publish(
+            "job",
+            serde_json::json!({"type": kind, "host_id": host, "job_id": job}),
+        );
+    };
+    publish("started", "h1", "j1");
+    publish("started", "h2", "j2");
+    publish("progress", "h2", "j2");
+    publish("progress", "h1", "j1");
+    ev.publish(
+        "schedule",
+        serde_json::json!({"type": "changed", "id": "s1"}),
+    );
+    publish("finished", "h2", "j2");
+    assert_eq!(
+        got_about(&mut fleet, 6).await,
+        [
+            "job/started/h1/j1",
+            "job/started/h2/j2",
+            "job/progress/h2/j2",
+            "job/progress/h1/j1",
+            "schedule/changed/-/-",
+            "job/finished/h2/j2"
+        ]
+    );
+    // h1's events and the one about no host; then h1's next, not h2's
+    assert_eq!(
+        got_about(&mut host, 3).await,
+        [
+            "job/started/h1/j1",
+            "job/progress/h1/j1",
+            "schedule/changed/-/-"
+        ]
+    );
+    publish("finished", "h1", "j1");
+    assert_eq!(got_about(&mut host, 1).await, ["job/finished/h1/j1"]);
+    // j2's events only
+    assert_eq!(
+        got_about(&mut job, 3).await,
+        [
+            "job/started/h2/j2",
+            "job/progress/h2/j2",
+            "job/finished/h2/j2"
+        ]
+    );
+    // the same on a replay from the ring
+    let mut replay = connect(&h, &s, "?topics=jobs&host=h2", Some("0")).await;
+    assert_eq!(
+        got_about(&mut replay, 3).await,
+        [
+            "job/started/h2/j2",
+            "job/progress/h2/j2",
+            "job/finished/h2/j2"
+        ]
+    );
+    // one scope at a time
+    let resp = h
+        .send(
+            req("GET", "/api/v1/events?host=h1&job=j1")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"]["field"], "job");
+
+    // the pages name their scope for the page script
+    let page = |path: String| {
+        let req = req("GET", &path)
+            .header(header::COOKIE, s.header())
+            .body(Body::empty())
+            .unwrap();
+        let h = &h;
+        async move { text(h.send(req).await).await }
+    };
+    let body_tag = |html: &str| -> String {
+        let at = html.find("<body").expect("a body");
+        html[at..at + html[at..].find('>').unwrap()].to_owned()
+    };
+    let job_id: String = {
+        let mut c = h.state.store.read().await.unwrap();
+        sqlx::query_scalar("SELECT id FROM jobs ORDER BY id LIMIT 1")
+            .fetch_one(&mut *c)
+            .await
+            .unwrap()
+    };
+    let tag = body_tag(&page("/hosts/seed-h000000".into()).await);
+    assert!(
+        tag.contains("data-event-host=\"seed-h000000\"") && !tag.contains("data-event-job"),
+        "{tag}"
+    );
+    let tag = body_tag(&page(format!("/jobs/{job_id}")).await);
+    assert!(
+        tag.contains(&format!("data-event-job=\"{job_id}\"")) && !tag.contains("data-event-host"),
+        "{tag}"
+    );
+    let tag = body_tag(&page("/jobs?host=seed-h000000".into()).await);
+    assert!(tag.contains("data-event-host=\"seed-h000000\""), "{tag}");
+    let tag = body_tag(&page("/jobs".into()).await);
+    assert!(
+        tag.contains("data-topics")
+            && !tag.contains("data-event-host")
+            && !tag.contains("data-event-job"),
+        "the fleet's pages are not narrowed: {tag}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
     let h = H::new().await;

@@ -149,6 +149,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// How long the roles wait for the local agent to stop before they stop
+/// too (its own stop is bounded: a job's grace, then a short last try to
+/// deliver results).
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(15);
+
 /// Runs everything until `shutdown` completes, then stops the roles and
 /// finally the bus.
 pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -190,6 +195,10 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     tracing::info!(url = %bus_url, "embedded bus listening");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The local agent stops first, on a signal of its own, while the
+    // control plane still answers: the result of a job the stop cancelled
+    // reaches it instead of waiting in the outbox for the next start.
+    let (agent_stop_tx, agent_stop_rx) = watch::channel(false);
     let bus_renewal = bus_renewal.map(|r| tokio::spawn(r.run(stopped(stop_rx.clone()))));
 
     let fingerprint = match &args.web_tls_cert {
@@ -321,7 +330,7 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         }
         Some(tokio::spawn(rm_agent::run(
             settings,
-            stopped(stop_rx.clone()),
+            stopped(agent_stop_rx.clone()),
         )))
     } else {
         None
@@ -388,17 +397,28 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         r = &mut alerts => Some(("alerts role", r)),
         r = &mut web => Some(("web service", r)),
     };
-    let _ = stop_tx.send(true);
+    let _ = agent_stop_tx.send(true);
     let result = match failed {
-        Some((role, r)) => Err(flatten(r)
-            .err()
-            .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
-        .with_context(|| format!("the {role} stopped")),
+        Some((role, r)) => {
+            let _ = stop_tx.send(true);
+            Err(flatten(r)
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
+            .with_context(|| format!("the {role} stopped"))
+        }
         None => {
-            if let Some(a) = agent.take() {
-                // the agent first: its last results still reach the control plane
-                flatten(a.await).context("local agent")?;
+            if let Some(mut a) = agent.take() {
+                // the agent first: its last results still reach the control
+                // plane, which stops after it (or after AGENT_STOP_GRACE)
+                let done = tokio::time::timeout(AGENT_STOP_GRACE, &mut a).await;
+                let _ = stop_tx.send(true);
+                let r = match done {
+                    Ok(r) => r,
+                    Err(_) => a.await,
+                };
+                flatten(r).context("local agent")?;
             }
+            let _ = stop_tx.send(true);
             let (c, n, a, w) = tokio::join!(controlplane, notifier, alerts, web);
             flatten(c).context("control plane")?;
             flatten(n).context("notifier")?;

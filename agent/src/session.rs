@@ -207,6 +207,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     // acknowledged stays in the outbox for the next start.
     let mut quick = agent.settings.timings.results.clone();
     quick.deadline = Some(Duration::from_secs(2));
+    // one attempt may not outlast the deadline (a control plane already
+    // gone would hold the stop for a whole attempt, 10 s by default)
+    quick.attempt_timeout = quick.attempt_timeout.min(Duration::from_secs(2));
     let _ = agent.outbox.drain(&agent.client, &agent.host, &quick).await;
     let bye = Goodbye {
         v: PROTOCOL_VERSION,

@@ -212,6 +212,19 @@ async fn listed(
         .await?)
 }
 
+/// One repository as the lists show it, its hosts counted (the API's
+/// `get`): the list's own statement, narrowed to the id.
+pub async fn listed_one(conn: &mut SqliteConnection, id: &str) -> Result<Listed> {
+    sqlx::query_as(listed_sql!("id = ?2"))
+        .bind(None::<&str>)
+        .bind(id)
+        .bind(1_i64)
+        .bind(0_i64)
+        .fetch_optional(conn)
+        .await?
+        .found("repository", id)
+}
+
 /// These repositories (unknown ids left out), by name: a page that shows
 /// a few reads those, not every repository with its secrets.
 pub async fn of_ids(conn: &mut SqliteConnection, ids: &[&str]) -> Result<Vec<Repo>> {

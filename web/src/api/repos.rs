@@ -88,7 +88,13 @@ pub(crate) async fn list(
         rows,
         limit,
         |r| cursor_of_text(&r.name),
-        |r| RepoView {
+        RepoView::from,
+    )))
+}
+
+impl From<rm_store::repos::Listed> for RepoView {
+    fn from(r: rm_store::repos::Listed) -> Self {
+        Self {
             id: r.id,
             name: r.name,
             url: r.url_display,
@@ -101,8 +107,8 @@ pub(crate) async fn list(
             host_count: r.hosts,
             append_only_host_count: r.append_only_hosts,
             hosts: None,
-        },
-    )))
+        }
+    }
 }
 
 pub(crate) async fn get(
@@ -111,33 +117,19 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<RepoView>, ApiError> {
     let mut conn = state.store.read().await?;
-    let r = rm_store::repos::get(&mut conn, &id).await?;
-    let hosts: Vec<AttachedView> = rm_store::repos::hosts_of_repo(&mut conn, &id)
-        .await?
-        .into_iter()
-        .map(|h| AttachedView {
-            host_id: h.host_id,
-            access: h.access,
-            created_at: h.created_at,
-        })
-        .collect();
-    Ok(Json(RepoView {
-        id: r.id,
-        name: r.name,
-        url: r.url_display,
-        maintenance_host_id: r.maintenance_host_id,
-        restic_repo_id: r.restic_repo_id,
-        status: r.status,
-        status_detail: r.status_detail,
-        created_at: r.created_at,
-        created_by: r.created_by,
-        host_count: i64::try_from(hosts.len()).unwrap_or(i64::MAX),
-        append_only_host_count: i64::try_from(
-            hosts.iter().filter(|h| h.access == "append_only").count(),
-        )
-        .unwrap_or(i64::MAX),
-        hosts: Some(hosts),
-    }))
+    let mut view = RepoView::from(rm_store::repos::listed_one(&mut conn, &id).await?);
+    view.hosts = Some(
+        rm_store::repos::hosts_of_repo(&mut conn, &id)
+            .await?
+            .into_iter()
+            .map(|h| AttachedView {
+                host_id: h.host_id,
+                access: h.access,
+                created_at: h.created_at,
+            })
+            .collect(),
+    );
+    Ok(Json(view))
 }
 
 /// Repository credentials in the clear (over HTTPS only).

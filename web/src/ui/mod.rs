@@ -72,9 +72,7 @@ impl Layout {
             cp_banner: settings::cpbackup::banner_shown(),
         }
     }
-}
 
-impl Layout {
     /// Narrows the page's live events to host `id`'s.
     pub fn for_host(mut self, id: &str) -> Self {
         self.event_host = Some(id.to_owned());

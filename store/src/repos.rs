@@ -104,6 +104,21 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Repo> {
     .found("repository", id)
 }
 
+/// The repository whose id or name is `key` (an id wins over another
+/// repository's equal name): forms that take either, as the host fields
+/// take a host's name or id.
+pub async fn by_name_or_id(conn: &mut SqliteConnection, key: &str) -> Result<Repo> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        repo_columns!(),
+        " FROM repositories WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1"
+    ))
+    .bind(key)
+    .fetch_optional(conn)
+    .await?
+    .found("repository", key)
+}
+
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<Repo>> {
     Ok(sqlx::query_as(concat!(
         "SELECT ",

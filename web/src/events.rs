@@ -45,7 +45,10 @@
 //! `channels`, `schedules`, `repos` (the default: all of these), and
 //! `vitals` (only when asked for). `?host=` narrows the stream to one
 //! host's events (and those about no host), `?job=` to one job's
-//! ([`Scope`]): the host and job pages ask for theirs.
+//! ([`Scope`]): the host and job pages ask for theirs. `?progress=h1,h2`
+//! keeps job progress and log lines to those hosts' (`?progress=`: none;
+//! [`OutputOf`]): the dashboard asks for its page's hosts, the job lists
+//! and a repository's page for none.
 //!
 //! Who receives what is decided in one place, [`VISIBILITY`] (event name and
 //! `type` → the weakest role that receives it), applied to live events and
@@ -62,6 +65,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rm_bus::subject::{AgentSubject, AgentTopic, JobTopic};
 use serde_json::{Map, Value, json};
 use tokio::sync::{broadcast, watch};
@@ -132,6 +136,10 @@ pub struct LiveEvent {
     /// `job_id`): what a scoped stream ([`Scope`]) keeps.
     pub host_id: Option<String>,
     pub job_id: Option<String>,
+    /// A job's progress or log lines: the job events that come at a rate
+    /// set by how many jobs run, each superseding the last
+    /// ([`OutputOf`]).
+    pub job_output: bool,
 }
 
 /// What a page's stream is narrowed to (`?host=` or `?job=`): the host
@@ -162,6 +170,62 @@ impl Scope {
     }
 }
 
+/// Whose job output (progress and log lines) a stream carries:
+/// `?progress=h1,h2` those hosts' only, `?progress=` nobody's; without it
+/// everyone's. A fleet-wide page gets every other job event (a job queued,
+/// started, finished), but only the dashboard shows progress bars, for the
+/// hosts on its page, and a job list or a repository's page shows none:
+/// sent every job's progress, such a page open while 100,000 hosts back up
+/// was sent thousands of events a second it drops, and a browser (or the
+/// bench's clients) falls minutes behind reading them (stop 47).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OutputOf {
+    #[default]
+    Everyone,
+    Hosts(std::collections::HashSet<String>),
+}
+
+impl OutputOf {
+    /// Host ids one stream may name (a dashboard page shows at most 200
+    /// rows).
+    pub const MAX_HOSTS: usize = 500;
+
+    /// Parses `?progress=`.
+    pub fn parse(list: Option<&str>) -> Result<Self, ApiError> {
+        let Some(list) = list else {
+            return Ok(Self::Everyone);
+        };
+        let hosts: std::collections::HashSet<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if hosts.len() > Self::MAX_HOSTS {
+            return Err(ApiError::invalid(
+                "progress",
+                format!(
+                    "{} hosts named; a stream takes the progress of at most {}",
+                    hosts.len(),
+                    Self::MAX_HOSTS
+                ),
+            ));
+        }
+        Ok(Self::Hosts(hosts))
+    }
+
+    /// Whether `e` passes: any event but job output, and the job output of
+    /// the hosts named.
+    pub fn holds(&self, e: &LiveEvent) -> bool {
+        match self {
+            Self::Everyone => true,
+            Self::Hosts(hosts) => {
+                !e.job_output || e.host_id.as_ref().is_some_and(|h| hosts.contains(h))
+            }
+        }
+    }
+}
+
 /// `data`'s string field `key`.
 fn str_field(data: &Value, key: &str) -> Option<String> {
     data.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -182,6 +246,9 @@ pub struct Hub {
     next_id: AtomicU64,
     clients: AtomicUsize,
     dropped: AtomicU64,
+    /// How late agents' progress messages reach this process: the
+    /// message's own `ts_ms` to its publication here ([`Hub::publish`]).
+    progress_lag: Histogram,
     closed: watch::Sender<bool>,
 }
 
@@ -196,6 +263,7 @@ impl Default for Hub {
             next_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            progress_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             closed: watch::channel(false).0,
         }
     }
@@ -209,12 +277,22 @@ impl Hub {
         };
         // ids are assigned under the ring's lock, so the ring stays ordered
         let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
+        if name == "job"
+            && kind == "progress"
+            && let Some(sent) = data.get("ts_ms").and_then(Value::as_i64)
+        {
+            // an agent's clock ahead of ours counts as no lag
+            let lag_ms = (crate::ui::fmt::now_ms() - sent).max(0);
+            #[allow(clippy::cast_precision_loss)] // milliseconds: exact below 2^52
+            self.progress_lag.observe(lag_ms as f64 / 1000.0);
+        }
         let event = Arc::new(LiveEvent {
             id: self.next_id.fetch_add(1, Ordering::SeqCst),
             name: name.to_owned(),
             min_role: min_role(name, kind),
             host_id: str_field(&data, "host_id"),
             job_id: str_field(&data, "job_id"),
+            job_output: name == "job" && matches!(kind, "progress" | "log"),
             data: data.to_string(),
         });
         if ring.len() == RING {
@@ -234,6 +312,7 @@ impl Hub {
             min_role: min_role("host", "vitals"),
             host_id: str_field(&data, "host_id"),
             job_id: None,
+            job_output: false,
             data: data.to_string(),
         });
         // no receiver is fine
@@ -270,6 +349,14 @@ impl Hub {
     /// Clients dropped for falling behind, since start.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::SeqCst)
+    }
+
+    /// How late agents' progress messages reached this process, from the
+    /// agent's `ts_ms` to their publication here (the bus's share of the
+    /// live path; a client's share comes after). Sums the agents' clock
+    /// offsets in: a figure for a fleet whose clocks are synchronised.
+    pub fn progress_lag(&self) -> Histogram {
+        self.progress_lag.clone()
     }
 
     /// Events held for resumption (at most [`RING`]); with the broadcast's
@@ -466,6 +553,9 @@ pub struct EventQuery {
     pub host: Option<String>,
     /// Only this job's events: [`Scope::Job`].
     pub job: Option<String>,
+    /// Job progress and log lines of these hosts only (comma-separated;
+    /// empty: none): [`OutputOf`].
+    pub progress: Option<String>,
     /// The last event id the client has seen, as `Last-Event-ID` (which
     /// wins when both are sent): a page's first connection sends the id
     /// it was rendered at.
@@ -560,6 +650,7 @@ pub(crate) async fn stream(
             ));
         }
     };
+    let output = OutputOf::parse(q.progress.as_deref())?;
     let last_id: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -601,7 +692,10 @@ pub(crate) async fn stream(
         let names = names.clone();
         let scope = scope.clone();
         move |e: &LiveEvent| {
-            e.min_role <= role && names.iter().any(|n| *n == e.name) && scope.holds(e)
+            e.min_role <= role
+                && names.iter().any(|n| *n == e.name)
+                && scope.holds(e)
+                && output.holds(e)
         }
     };
     let head = futures_util::stream::iter(
@@ -668,6 +762,46 @@ pub(crate) async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_events_time_their_way_from_the_agent_and_other_events_do_not() {
+        let hub = Hub::default();
+        let now = crate::ui::fmt::now_ms();
+        hub.publish(
+            "job",
+            json!({"type": "progress", "job_id": "j1", "ts_ms": now - 2_000}),
+        );
+        // an agent's clock ahead of ours: no lag, not a negative one
+        hub.publish(
+            "job",
+            json!({"type": "progress", "job_id": "j1", "ts_ms": now + 60_000}),
+        );
+        hub.publish(
+            "job",
+            json!({"type": "finished", "job_id": "j1", "ts_ms": now - 9_000}),
+        );
+        hub.publish(
+            "host",
+            json!({"type": "online", "host_id": "h1", "ts_ms": now - 9_000}),
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("lag", "", hub.progress_lag());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(value("lag_count "), 2.0, "{text}");
+        let sum = value("lag_sum ");
+        assert!(
+            (2.0..2.5).contains(&sum),
+            "2 s late and 0 s late sum to about 2 s: {text}"
+        );
+        // the one on time is in the lowest bucket, the late one in neither
+        assert_eq!(value("lag_bucket{le=\"0.001\"} "), 1.0, "{text}");
+        assert_eq!(hub.last_id(), 4, "every event is published");
+    }
 
     #[test]
     fn bus_messages_become_named_events() {

@@ -9,7 +9,10 @@
 //!   `rm_alerts_open{kind,severity}`, `rm_delivery_attempts{outcome}`;
 //! - `rm_bus_connected`, `rm_bus_messages_in`, `rm_bus_messages_out`,
 //!   `rm_bus_connects`;
-//! - `rm_sse_clients`, `rm_sse_clients_dropped`;
+//! - `rm_sse_clients`, `rm_sse_clients_dropped`, `rm_sse_events_published`;
+//! - `rm_live_progress_lag_seconds` (histogram): how late agents' progress
+//!   messages reach this process, from the agent's own `ts_ms` (the bus's
+//!   share of the live path);
 //! - `rm_http_request_duration_seconds{method,route,status}` (histogram);
 //! - asked of the other roles over the bus at scrape time (their
 //!   `metrics` verb, at most [`ROLE_WAIT`] each; a role that does not
@@ -208,6 +211,17 @@ pub(crate) async fn scrape(
         "rm_sse_clients_dropped",
         "Event-stream clients dropped for falling behind",
         i64::try_from(state.events.dropped()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        &mut r,
+        "rm_sse_events_published",
+        "Live events this process published to its event-stream clients, since start",
+        i64::try_from(state.events.last_id()).unwrap_or(i64::MAX),
+    );
+    r.register(
+        "rm_live_progress_lag_seconds",
+        "How late agents' progress messages reached this process, from the agent's own timestamp",
+        state.events.progress_lag(),
     );
     roles(&mut r, &state, &who).await;
     r.register(

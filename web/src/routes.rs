@@ -376,7 +376,7 @@ pub fn table() -> Vec<Route> {
             .returns::<crate::MeView>(200),
         route(M::GET, "/api/v1/events", VIEWER, crate::events::stream)
             .query(&[("topics", false), ("since", false), ("host", false), ("job", false)])
-            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts,channels,schedules,repos (the default) or vitals (agents' heartbeats, only when asked for)&since=(the last event id seen; Last-Event-ID wins)&host=(one host's events and those about no host) or &job=(one job's)"),
+            .doc("Live events (Server-Sent Events): ?topics=hosts,jobs,alerts,channels,schedules,repos (the default) or vitals (agents' heartbeats, only when asked for)&since=(the last event id seen; Last-Event-ID wins)&host=(one host's events and those about no host) or &job=(one job's)&progress=h1,h2 (job progress and log lines of these hosts only; empty: none)"),
         // jobs
         route(M::GET, "/api/v1/jobs", VIEWER, jobs::list)
             .query(&[

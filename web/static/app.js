@@ -78,7 +78,7 @@
     $$('form[data-autosubmit]', root).forEach(function (form) {
       var timer;
       form.addEventListener('change', function () { form.requestSubmit ? form.requestSubmit() : form.submit(); });
-      $$('input[type=search]:not([data-host-search])', form).forEach(function (input) {
+      $$('input[type=search]:not([data-host-search]):not([data-repo-search])', form).forEach(function (input) {
         input.addEventListener('input', function () {
           clearTimeout(timer);
           timer = setTimeout(function () { form.requestSubmit ? form.requestSubmit() : form.submit(); }, 500);
@@ -88,12 +88,13 @@
   }
   autosubmit(doc);
 
-  // ---- host filters: names suggested page by page from the server ----
-  // (GET /api/v1/host-names), never the whole fleet in the page. Picking
-  // a suggestion submits a self-submitting form; the server takes a name
-  // or an id.
-  $$('input[data-host-search]').forEach(function (input) {
+  // ---- host and repository fields: names suggested from the server ----
+  // (GET /api/v1/host-names, GET /api/v1/repos), never the whole fleet
+  // in the page. Picking a suggestion submits a self-submitting form; the
+  // server takes a name or an id.
+  $$('input[data-host-search], input[data-repo-search]').forEach(function (input) {
     var list = input.list, timer = null, seq = 0;
+    var source = input.hasAttribute('data-repo-search') ? '/api/v1/repos' : '/api/v1/host-names';
     if (!list || !window.fetch) return;
     function picked() {
       return $$('option', list).some(function (o) { return o.value === input.value; });
@@ -107,7 +108,7 @@
       clearTimeout(timer);
       timer = setTimeout(function () {
         var mine = ++seq;
-        fetch('/api/v1/host-names?limit=20&q=' + encodeURIComponent(input.value.trim()), { credentials: 'same-origin' })
+        fetch(source + '?limit=20&q=' + encodeURIComponent(input.value.trim()), { credentials: 'same-origin' })
           .then(function (r) { return r.ok ? r.json() : null; })
           .then(function (page) {
             if (!page || mine !== seq) return;
@@ -283,6 +284,7 @@
       el = doc.importNode(el, true);
       cur.replaceWith(el);
       autosubmit(el);
+      rescope();
     });
     refreshTimes();
   }
@@ -355,6 +357,7 @@
     var wrap = doc.getElementById('fleet-wrap');
     if (wrap) wrap.hidden = order.length === 0;
     refreshTimes();
+    rescope();
   }
 
   function onProgress(jobId, p) {
@@ -427,8 +430,24 @@
   var es = null, retry = 1000, lastId = body.getAttribute('data-event-id');
   var scope = body.getAttribute('data-event-host') ? '&host=' + encodeURIComponent(body.getAttribute('data-event-host')) :
     body.getAttribute('data-event-job') ? '&job=' + encodeURIComponent(body.getAttribute('data-event-job')) : '';
+  // A fleet-wide page asks for the job progress of the hosts it shows
+  // progress bars for (the dashboard's rows) or for none (events.rs,
+  // OutputOf), not for every job of the fleet; when the dashboard's rows
+  // change it connects again for theirs, resuming after its last event.
+  var openedWith = '';
+  function progressParam() {
+    if (!body.hasAttribute('data-event-progress')) return '';
+    var hosts = doc.getElementById('fleet') ?
+      fleetRows().map(function (tr) { return tr.getAttribute('data-host'); }).join(',') :
+      body.getAttribute('data-event-progress');
+    return '&progress=' + encodeURIComponent(hosts);
+  }
+  function rescope() {
+    if (es && progressParam() !== openedWith) { es.close(); connect(); }
+  }
   function connect() {
-    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics) + scope +
+    openedWith = progressParam();
+    es = new EventSource('/api/v1/events?topics=' + encodeURIComponent(topics) + scope + openedWith +
       (lastId ? '&since=' + encodeURIComponent(lastId) : ''));
     es.onopen = function () { retry = 1000; setLive('live', 'live'); };
     ['job', 'host', 'alert', 'schedule', 'repo', 'refetch'].forEach(function (t) {

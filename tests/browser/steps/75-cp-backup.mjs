@@ -28,10 +28,30 @@ await step('cp-backup-banner-until-the-recovery-kit-is-exported', async () => {
   await page.waitForURL(/\/settings\/controlplane-backup$/);
   assert((await page.locator('#cp-kit').innerText()).includes('not exported'), 'the page says the kit is missing');
 
-  // Choose the repository (attached to the local agent) and back up now.
-  await page.selectOption('#cp-repo', cfg.repo_id);
+  // A name no repository has: refused under the field, the input kept.
+  await page.fill('#cp-repo', 'no-such-repo');
+  await page.click('form[action="/settings/controlplane-backup"] button[type=submit]');
+  const refused = await page.locator('#cp-repo-error').innerText();
+  assert(refused.startsWith('Repository:') && refused.includes('no-such-repo'), `the error stands under the field: ${refused}`);
+  assert(await page.getAttribute('#cp-repo', 'aria-invalid') === 'true', 'the field is marked invalid');
+  assert(await page.inputValue('#cp-repo') === 'no-such-repo', 'the name typed is kept');
+
+  // Choose the repository (attached to the local agent) by typing part of
+  // its name: the field asks the server for matching repositories (the
+  // page lists only the first few, never every one) and offers them.
+  await page.fill('#cp-repo', '');
+  await page.locator('#cp-repo').pressSequentially('e2e-re');
+  await page.waitForFunction(() => {
+    const names = [...document.querySelectorAll('#repo-names option')].map((o) => o.value);
+    return names.includes('e2e-repo') && names.every((n) => n.includes('e2e-re'));
+  }, null, { timeout: 10000 });
+  await page.fill('#cp-repo', 'e2e-repo');
   await page.click('form[action="/settings/controlplane-backup"] button[type=submit]');
   await page.waitForURL(/done=repo/);
+  assert(await page.inputValue('#cp-repo') === 'e2e-repo', 'the saved repository is shown by name');
+  assert(await page.getAttribute('#cp-status a[href^="/repositories/"]', 'href') === `/repositories/${cfg.repo_id}`,
+    'the status links the repository chosen');
+  // back up now
   await page.click('#cp-run-now');
   await page.waitForURL(/done=run/);
   let text = '';

@@ -25,7 +25,7 @@ await step('cp-backup-runs-at-the-time-of-day-the-admin-sets', async () => {
   assert((await page.locator('.banner.fail').innerText()).includes('correct the field marked below'), 'the banner points to the field');
   assert(await page.inputValue('#cp-zone') === 'Mars/Olympus_Mons', 'the zone typed is kept');
   assert(await page.inputValue('#cp-run-at') === '04:30', 'the time typed is kept');
-  assert(await page.inputValue('#cp-repo') === cfg.repo_id, 'the repository is kept');
+  assert(await page.inputValue('#cp-repo') === 'e2e-repo', 'the repository is kept');
   if (cfg.screenshots) {
     await page.screenshot({ path: `${cfg.screenshots}/cp-backup-time-error-light-1280.png`, fullPage: true });
   }

@@ -53,12 +53,15 @@ pub async fn page(
     };
     let now = fleet.now;
     render(&DashboardPage {
+        // progress bars for the page's rows only (the script follows the
+        // rows as they change)
         layout: Layout::new(
             &who,
             "dashboard",
             "hosts,jobs,alerts",
             fleet.counters.open_alerts,
-        ),
+        )
+        .progress_of(fleet.hosts.iter().map(|h| h.id.as_str())),
         can_operate: can_operate(&who),
         fleet,
         now,

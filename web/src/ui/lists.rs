@@ -43,7 +43,8 @@ pub async fn hosts(
     .await;
     match loaded {
         Ok(fleet) => render(&HostsPage {
-            layout: Layout::new(&who, "hosts", "hosts,jobs", fleet.counters.open_alerts),
+            layout: Layout::new(&who, "hosts", "hosts,jobs", fleet.counters.open_alerts)
+                .progress_of(fleet.hosts.iter().map(|h| h.id.as_str())),
             now: fleet.now,
             can_operate: can_operate(&who),
             fleet,

@@ -51,6 +51,10 @@ pub struct Layout {
     /// (`data-event-host`, `data-event-job`: `events::Scope`), if any.
     pub event_host: Option<String>,
     pub event_job: Option<String>,
+    /// The hosts whose job progress this page shows, comma-separated
+    /// (`data-event-progress`: `events::OutputOf`); `Some("")`: none;
+    /// `None`: every one's (a host's or a job's page, already narrowed).
+    pub event_progress: Option<String>,
     pub asset_version: &'static str,
     /// Show admins the "master key not backed up" banner.
     pub cp_banner: bool,
@@ -68,6 +72,7 @@ impl Layout {
             event_id: crate::events::rendered_at(),
             event_host: None,
             event_job: None,
+            event_progress: None,
             asset_version: assets::version(),
             cp_banner: settings::cpbackup::banner_shown(),
         }
@@ -82,6 +87,13 @@ impl Layout {
     /// Narrows the page's live events to job `id`'s.
     pub fn for_job(mut self, id: &str) -> Self {
         self.event_job = Some(id.to_owned());
+        self
+    }
+
+    /// Keeps the job progress and log lines the page is sent to these
+    /// hosts' (none: the page shows no progress).
+    pub fn progress_of<'a>(mut self, hosts: impl IntoIterator<Item = &'a str>) -> Self {
+        self.event_progress = Some(hosts.into_iter().collect::<Vec<_>>().join(","));
         self
     }
 }

@@ -199,10 +199,13 @@ pub async fn jobs_page(
         .find(|(id, _)| *id == filter.host)
         .map_or(host_label, |(_, name)| name.clone());
     let mut layout = Layout::new(&who, "jobs", "jobs", open_alerts(&state).await);
-    if !filter.host.is_empty() {
+    layout = if filter.host.is_empty() {
+        // the list shows no progress: every job's other events, none's progress
+        layout.progress_of([])
+    } else {
         // one host's jobs: its events only
-        layout = layout.for_host(&filter.host);
-    }
+        layout.for_host(&filter.host)
+    };
     render(&JobsListPage {
         layout,
         page,

@@ -205,7 +205,9 @@ pub(crate) async fn show(state: &AppState, who: &Principal, id: &str, shown: Sho
     let edit = crate::ui::repo_admin::EditForm::shown(shown.edit, &repo);
     let mut resp = render(&RepoPage {
         edit,
-        layout: Layout::new(who, "repositories", "jobs,repos", open_alerts(state).await),
+        // a repository's page shows no job progress
+        layout: Layout::new(who, "repositories", "jobs,repos", open_alerts(state).await)
+            .progress_of([]),
         can_operate: can_operate(who),
         repo,
         notice: shown.notice,
@@ -804,6 +806,7 @@ mod tests {
                 event_id: Some(7),
                 event_host: None,
                 event_job: None,
+                event_progress: None,
                 asset_version: crate::ui::assets::version(),
                 cp_banner: false,
             },

@@ -532,6 +532,128 @@ async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
     );
 }
 
+/// A fleet-wide page is sent every job's state changes but the progress
+/// and log lines of only the hosts it shows (`?progress=`): the dashboard
+/// its rows', a job list and a repository's page none. At 100,000 hosts a
+/// burst's progress was thousands of events a second to every such page
+/// (stop 47).
+#[tokio::test]
+async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
+    let h = H::new().await;
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 2,
+            jobs_per_host: 1,
+            snapshots_per_host: 1,
+            now_ms: h.state.now(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("o", Role::Operator).await;
+    let s = h.login("o").await;
+    let mut rows = connect(&h, &s, "?topics=jobs&progress=h1,h3", None).await;
+    let mut none = connect(&h, &s, "?topics=jobs&progress=", None).await;
+    let mut all = connect(&h, &s, "?topics=jobs", None).await;
+    let ev = &h.state.events;
+    let publish = |kind: &str, host: &str, job: &str| {
+        ev.publish(
+            "job",
+            serde_json::json!({"type": kind, "host_id": host, "job_id": job}),
+        );
+    };
+    publish("started", "h2", "j2");
+    publish("progress", "h2", "j2");
+    publish("log", "h2", "j2");
+    publish("progress", "h1", "j1");
+    publish("log", "h1", "j1");
+    publish("finished", "h2", "j2");
+    assert_eq!(
+        got_about(&mut all, 6).await,
+        [
+            "job/started/h2/j2",
+            "job/progress/h2/j2",
+            "job/log/h2/j2",
+            "job/progress/h1/j1",
+            "job/log/h1/j1",
+            "job/finished/h2/j2"
+        ]
+    );
+    assert_eq!(
+        got_about(&mut rows, 4).await,
+        [
+            "job/started/h2/j2",
+            "job/progress/h1/j1",
+            "job/log/h1/j1",
+            "job/finished/h2/j2"
+        ],
+        "every job's state, the progress of the hosts named"
+    );
+    assert_eq!(
+        got_about(&mut none, 2).await,
+        ["job/started/h2/j2", "job/finished/h2/j2"],
+        "no progress at all"
+    );
+    // the same on a replay from the ring
+    let mut replay = connect(&h, &s, "?topics=jobs&progress=h2", Some("0")).await;
+    assert_eq!(
+        got_about(&mut replay, 4).await,
+        [
+            "job/started/h2/j2",
+            "job/progress/h2/j2",
+            "job/log/h2/j2",
+            "job/finished/h2/j2"
+        ]
+    );
+    // a bounded list
+    let many: Vec<String> = (0..=rm_web::events::OutputOf::MAX_HOSTS)
+        .map(|i| format!("h{i}"))
+        .collect();
+    let resp = h
+        .send(
+            req(
+                "GET",
+                &format!("/api/v1/events?progress={}", many.join(",")),
+            )
+            .header(header::COOKIE, s.header())
+            .body(Body::empty())
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"]["field"], "progress");
+
+    // the pages say which hosts' progress they show
+    let body_tag = |path: &'static str| {
+        let req = req("GET", path)
+            .header(header::COOKIE, s.header())
+            .body(Body::empty())
+            .unwrap();
+        let h = &h;
+        async move {
+            let html = text(h.send(req).await).await;
+            let at = html.find("<body").expect("a body");
+            html[at..at + html[at..].find('>').unwrap()].to_owned()
+        }
+    };
+    let dashboard = body_tag("/").await;
+    assert!(
+        dashboard.contains(r#"data-event-progress="seed-h000000,seed-h000001""#),
+        "the dashboard: its rows' hosts: {dashboard}"
+    );
+    let hosts = body_tag("/hosts").await;
+    assert!(
+        hosts.contains(r#"data-event-progress="seed-h000000,seed-h000001""#),
+        "{hosts}"
+    );
+    let jobs = body_tag("/jobs").await;
+    assert!(jobs.contains(r#"data-event-progress="""#), "{jobs}");
+    let host_jobs = body_tag("/jobs?host=seed-h000000").await;
+    assert!(!host_jobs.contains("data-event-progress"), "{host_jobs}");
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
     let h = H::new().await;

@@ -540,3 +540,104 @@ async fn back_up_now_while_a_control_plane_backup_runs_says_so_and_queues_no_sec
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["running_since"].is_null(), "{v}");
 }
+
+/// The control-plane backup's repository field takes a name or an id
+/// (as the host fields do), refuses one no repository has under the field
+/// with nothing saved, and suggests the first 20 repositories by name,
+/// never every one: an installation may have thousands.
+#[tokio::test]
+async fn the_control_plane_backup_takes_a_repository_by_name_or_id_and_lists_only_a_few() {
+    let h = H::new().await;
+    h.user("boss", Role::Admin).await;
+    let boss = h.login("boss").await;
+    {
+        let mut tx = h.state.store.write().await.unwrap();
+        for i in 0..25 {
+            let (id, name) = (format!("r{i:02}"), format!("repo-{i:02}"));
+            rm_store::repos::insert(
+                &mut tx,
+                &rm_store::repos::NewRepo {
+                    id: &id,
+                    name: &name,
+                    url_display: "rest:https://backup.example/x",
+                    secrets_enc: b"",
+                    created_by: "boss",
+                    now: crate::harness::T0,
+                },
+            )
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let post = |body: &str| {
+        form(req("POST", "/settings/controlplane-backup"), "")
+            .header(header::COOKIE, boss.header())
+            .body(Body::from(format!("_csrf={}&{body}", boss.csrf)))
+            .unwrap()
+    };
+    let saved = || async {
+        let mut c = h.state.store.read().await.unwrap();
+        rm_store::cpbackup::settings(&mut c)
+            .await
+            .unwrap()
+            .and_then(|s| s.repo_id)
+    };
+
+    // by name
+    let resp = h.send(post("repo=repo-07&run_at=03%3A00")).await;
+    assert_eq!(
+        header_of(&resp, "location").as_deref(),
+        Some("/settings/controlplane-backup?done=repo")
+    );
+    assert_eq!(saved().await.as_deref(), Some("r07"));
+    let (_, page) = get(&h, &boss, "/settings/controlplane-backup").await;
+    assert!(
+        page.contains(r#"id="cp-repo" name="repo" value="repo-07""#),
+        "the field shows the saved repository's name"
+    );
+    let suggested = page
+        .split(r#"<datalist id="repo-names">"#)
+        .nth(1)
+        .unwrap()
+        .split("</datalist>")
+        .next()
+        .unwrap();
+    assert_eq!(suggested.matches("<option").count(), 20, "{suggested}");
+    assert!(
+        suggested.contains(r#"value="repo-00""#) && !suggested.contains("repo-20"),
+        "the first 20 by name: {suggested}"
+    );
+
+    // by id, under the field's old name too
+    let resp = h.send(post("repo_id=r12&run_at=03%3A00")).await;
+    assert_eq!(resp.status(), 303);
+    assert_eq!(saved().await.as_deref(), Some("r12"));
+
+    // a name no repository has: refused under the field, nothing saved
+    let resp = h.send(post("repo=repo-99&run_at=04%3A00")).await;
+    assert_eq!(resp.status(), 422);
+    let page = text(resp).await;
+    let error = page
+        .split(r#"<span class="error" id="cp-repo-error">"#)
+        .nth(1)
+        .unwrap()
+        .split("</span>")
+        .next()
+        .unwrap();
+    assert!(
+        error.starts_with("Repository:") && error.contains("repo-99"),
+        "{error}"
+    );
+    assert!(page.contains(r#"value="repo-99""#), "the input is kept");
+    assert!(page.contains(r#"aria-invalid="true""#));
+    assert_eq!(saved().await.as_deref(), Some("r12"), "nothing saved");
+
+    // empty: the daily backup off
+    let resp = h.send(post("repo=&run_at=03%3A00")).await;
+    assert_eq!(
+        header_of(&resp, "location").as_deref(),
+        Some("/settings/controlplane-backup?done=cleared")
+    );
+    assert_eq!(saved().await, None);
+}

@@ -132,8 +132,14 @@ pub struct RunView {
     pub error: Option<String>,
 }
 
-/// One query for the page and the API.
-pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String)>), ApiError> {
+/// Repositories the page's field suggests before anything is typed (the
+/// first by name); typing asks `GET /api/v1/repos?q=` for more, so an
+/// installation with thousands of repositories never lists them all here.
+const SUGGESTED: i64 = 20;
+
+/// One query for the page and the API; with the names the repository field
+/// suggests first ([`SUGGESTED`]).
+pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<String>), ApiError> {
     let mut c = state.store.read().await.map_err(ApiError::from)?;
     let s = rm_store::cpbackup::status(&mut c)
         .await
@@ -141,15 +147,20 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String
     let runs = rm_store::cpbackup::recent_runs(&mut c, 10)
         .await
         .map_err(ApiError::from)?;
-    let repos: Vec<(String, String)> = rm_store::repos::list(&mut c)
+    let suggested: Vec<String> = rm_store::repos::after(&mut c, "", None, SUGGESTED)
         .await
         .map_err(ApiError::from)?
         .into_iter()
-        .map(|r| (r.id, r.name))
+        .map(|r| r.name)
         .collect();
-    let repo_name = s
-        .repo_id()
-        .and_then(|id| repos.iter().find(|(r, _)| r == id).map(|(_, n)| n.clone()));
+    let repo_name = match s.repo_id() {
+        Some(id) => rm_store::repos::names_of(&mut c, &[id])
+            .await
+            .map_err(ApiError::from)?
+            .pop()
+            .map(|(_, name)| name),
+        None => None,
+    };
     let settings = s.settings.clone().unwrap_or(rm_store::cpbackup::Settings {
         repo_id: None,
         run_requested_at: None,
@@ -192,7 +203,7 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<(String, String
                 })
                 .collect(),
         },
-        repos,
+        suggested,
     ))
 }
 
@@ -220,7 +231,8 @@ pub(crate) struct CpBackupPage {
     pub(crate) is_admin: bool,
     pub(crate) sub: &'static str,
     pub(crate) v: CpBackupView,
-    pub(crate) repos: Vec<(String, String)>,
+    /// The repository field's first suggestions ([`SUGGESTED`] names).
+    pub(crate) suggested: Vec<String>,
     pub(crate) notice: Option<&'static str>,
     pub(crate) error: Option<String>,
     /// This web role holds the master key (else: the command line).
@@ -234,10 +246,12 @@ pub(crate) struct CpBackupPage {
 }
 
 impl CpBackupPage {
-    /// The refusal that belongs under `field` (`run_at` or `time_zone`):
-    /// the form's checks start their message with that field's label.
+    /// The refusal that belongs under `field` (`repo`, `run_at` or
+    /// `time_zone`): the form's checks start their message with that
+    /// field's label.
     pub fn field_error(&self, field: &str) -> Option<&str> {
         let label = match field {
+            "repo" => "Repository:",
             "run_at" => "Time of day:",
             "time_zone" => "Time zone:",
             _ => return None,
@@ -248,7 +262,9 @@ impl CpBackupPage {
     /// Whether the error is one shown under its field (the banner then
     /// only points there).
     pub fn error_is_a_field(&self) -> bool {
-        self.field_error("run_at").is_some() || self.field_error("time_zone").is_some()
+        ["repo", "run_at", "time_zone"]
+            .iter()
+            .any(|f| self.field_error(f).is_some())
     }
 
     pub fn status_class(&self, s: &str) -> &'static str {
@@ -285,9 +301,13 @@ async fn page_with(
     kept: Option<RepoForm>,
 ) -> Response {
     match view(state).await {
-        Ok((v, repos)) => {
+        Ok((v, suggested)) => {
             let form = kept.unwrap_or_else(|| RepoForm {
-                repo_id: v.repo_id.clone().unwrap_or_default(),
+                repo: v
+                    .repo_name
+                    .clone()
+                    .or_else(|| v.repo_id.clone())
+                    .unwrap_or_default(),
                 run_at: v.run_at.clone(),
                 time_zone: v.time_zone.clone().unwrap_or_default(),
             });
@@ -296,7 +316,7 @@ async fn page_with(
                 is_admin: true,
                 sub: "controlplane-backup",
                 v,
-                repos,
+                suggested,
                 notice,
                 error,
                 can_export: state.recovery.data_dir().is_some(),
@@ -334,7 +354,10 @@ pub async fn show(
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct RepoForm {
-    pub repo_id: String,
+    /// The repository's name or id; empty: none (the daily backup off).
+    /// `repo_id` is what the field was called while it was a list.
+    #[serde(alias = "repo_id")]
+    pub repo: String,
     /// `HH:MM` (a time input); empty: keep the saved time.
     pub run_at: String,
     /// An IANA zone; empty: the server's.
@@ -381,7 +404,7 @@ pub async fn set_repo(
     RequireAdmin(who): RequireAdmin,
     Form(f): Form<RepoForm>,
 ) -> Response {
-    let id = f.repo_id.trim();
+    let key = f.repo.trim();
     let (minute, zone) = match schedule_of(&f) {
         Ok(s) => s,
         Err(e) => {
@@ -398,16 +421,11 @@ pub async fn set_repo(
     };
     let result = async {
         let mut tx = state.store.write().await?;
-        if !id.is_empty() {
-            rm_store::repos::get(&mut tx, id).await?;
-        }
-        rm_store::cpbackup::set_repo(
-            &mut tx,
-            (!id.is_empty()).then_some(id),
-            &who.name,
-            state.now(),
-        )
-        .await?;
+        let id = match key {
+            "" => None,
+            key => Some(rm_store::repos::by_name_or_id(&mut tx, key).await?.id),
+        };
+        rm_store::cpbackup::set_repo(&mut tx, id.as_deref(), &who.name, state.now()).await?;
         let minute = match minute {
             Some(m) => m,
             None => rm_store::cpbackup::settings(&mut tx)
@@ -419,11 +437,11 @@ pub async fn set_repo(
         rm_store::cpbackup::set_schedule(&mut tx, minute, zone.as_deref(), &who.name, state.now())
             .await?;
         tx.commit().await.map_err(rm_store::StoreError::from)?;
-        Ok::<i64, rm_store::StoreError>(minute)
+        Ok::<_, rm_store::StoreError>((id, minute))
     }
     .await;
     match result {
-        Ok(minute) => {
+        Ok((id, minute)) => {
             crate::api::audit(
                 &state,
                 &who,
@@ -431,13 +449,13 @@ pub async fn set_repo(
                 "controlplane",
                 "backup",
                 Some(serde_json::json!({
-                    "repo_id": (!id.is_empty()).then_some(id),
+                    "repo_id": id,
                     "run_at": format!("{:02}:{:02}", minute / 60, minute % 60),
                     "time_zone": zone,
                 })),
             )
             .await;
-            let done = if id.is_empty() { "cleared" } else { "repo" };
+            let done = if id.is_none() { "cleared" } else { "repo" };
             Redirect::to(&format!("/settings/controlplane-backup?done={done}")).into_response()
         }
         Err(rm_store::StoreError::NotFound { .. }) => {
@@ -446,7 +464,7 @@ pub async fn set_repo(
                 &who,
                 None,
                 Some(format!(
-                    "Repository: no repository {id:?}; choose one from the list."
+                    "Repository: no repository is named {key:?} or has that id; type part of a name and pick one of the suggestions, or leave it empty to turn the daily backup off."
                 )),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Some(f.clone()),
@@ -578,7 +596,7 @@ mod tests {
     #[test]
     fn the_form_names_the_field_it_refuses() {
         let f = |run_at: &str, tz: &str| RepoForm {
-            repo_id: String::new(),
+            repo: String::new(),
             run_at: run_at.into(),
             time_zone: tz.into(),
         };

@@ -23,9 +23,24 @@ await step('login-and-dashboard', async () => {
 await step('backup-progress-live', async () => {
   const ctx = await context();
   const dash = await ctx.newPage();
+  // The dashboard asks for its rows' job progress only (events.rs, OutputOf).
+  const streams = [];
+  dash.on('request', (r) => { if (r.url().includes('/api/v1/events')) streams.push(new URL(r.url())); });
   await login(dash, admin);
   await dash.locator(`#host-${hostId}`).waitFor();
   await dash.locator('[data-live][data-state="live"]').waitFor();
+  assert(streams.length > 0 && streams.every((u) => (u.searchParams.get('progress') || '').split(',').includes(hostId)),
+    `the dashboard's stream names its rows' hosts for progress: ${streams.map(String).join(' ')}`);
+  // A second stream on the dashboard's own URL counts the row's host's
+  // progress events that filter lets through during the backup.
+  await dash.evaluate((url) => {
+    window.rowProgress = 0;
+    const es = new EventSource(url);
+    es.addEventListener('job', (ev) => {
+      const d = JSON.parse(ev.data);
+      if (d.type === 'progress') window.rowProgress++;
+    });
+  }, (() => { const u = new URL(streams[0]); u.searchParams.delete('since'); return u.toString(); })());
   const page = await ctx.newPage();
   await page.goto(`${base}/hosts/${hostId}`);
   await page.click('text=Back up now');
@@ -51,8 +66,11 @@ await step('backup-progress-live', async () => {
   assert(seen.size >= 2, `the progress bar showed ${seen.size} distinct value(s): ${[...seen].join(', ')}`);
   await page.locator('#job-title .status.s-ok').waitFor({ timeout: 180000 });
   await axe(page, 'job page');
-  // The dashboard row turned ok without a reload.
+  // The dashboard row turned ok without a reload, and the dashboard's
+  // stream carried the row's host's progress on the way.
   await dash.locator(`#host-${hostId} [data-field="state"].s-ok`).waitFor({ timeout: 30000 });
+  const rowProgress = await dash.evaluate(() => window.rowProgress);
+  assert(rowProgress >= 1, `the dashboard's stream carried the backup's progress: ${rowProgress} events`);
   await ctx.close();
 });
 

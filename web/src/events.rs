@@ -186,8 +186,8 @@ pub enum OutputOf {
 }
 
 impl OutputOf {
-    /// Host ids one stream may name (a dashboard page shows at most 200
-    /// rows).
+    /// Host ids one stream may name (a dashboard page shows
+    /// `views::fleet::PAGE_SIZE`, 50, rows).
     pub const MAX_HOSTS: usize = 500;
 
     /// Parses `?progress=`.

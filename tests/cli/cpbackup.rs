@@ -87,7 +87,7 @@ fn stop_serve(mut k: Kill, log: &Path) {
             log_tail(log)
         ),
         Err(_) => panic!(
-            "serve did not stop within 10 s of SIGTERM\nserve log:\n{}",
+            "serve did not stop in time after SIGTERM\nserve log:\n{}",
             log_tail(log)
         ),
     }

@@ -68,20 +68,28 @@ pub(crate) fn wait_running(child: &mut Child) -> String {
     }
 }
 
+/// How long [`terminate`] waits: serve's own bound without a local agent.
+/// Its embedded bus gives connected clients a 0.5 s lame-duck grace, then
+/// waits up to its write deadline (10 s) and 1 s for their connections to
+/// close (`bus::server::Server::shutdown`); a 10 s limit sat below that
+/// and failed on a loaded CI machine (stop 47).
+const STOP_LIMIT: Duration = Duration::from_secs(20);
+
 pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .expect("kill");
-    for _ in 0..200 {
+    let deadline = std::time::Instant::now() + STOP_LIMIT;
+    while std::time::Instant::now() < deadline {
         if let Some(s) = child.try_wait().expect("wait") {
             return s;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();
-    panic!("serve did not stop within 10 s of SIGTERM");
+    panic!("serve did not stop within {STOP_LIMIT:?} of SIGTERM");
 }
 
 async fn call(
@@ -200,6 +208,9 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     let ok = reply.ok.expect("channels listed");
     assert_eq!(ok["channels"], serde_json::json!([]));
 
+    // this test's own connection goes first: terminate blocks this
+    // thread, so the client could not answer the bus's lame-duck notice
+    drop(alerts);
     let status = terminate(&mut child);
     assert!(status.success(), "serve exited with {status}");
 

@@ -133,6 +133,15 @@ async fn bus_events_reach_clients_by_topic() {
     assert_eq!(data["alert_id"], "al_1");
 }
 
+/// The `<body ...>` tag of the page at `path`: where a page names its live
+/// events' topics and scope for the page script.
+async fn body_tag(h: &H, s: &Session, path: &str) -> String {
+    let (status, html) = crate::settings::get(h, s, path).await;
+    assert_eq!(status, 200, "{path}");
+    let at = html.find("<body").expect("a body");
+    html[at..at + html[at..].find('>').unwrap()].to_owned()
+}
+
 /// Polls `f` every 20 ms until it holds, for at most 10 s.
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..500 {
@@ -492,18 +501,6 @@ async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
     assert_eq!(json(resp).await["error"]["field"], "job");
 
     // the pages name their scope for the page script
-    let page = |path: String| {
-        let req = req("GET", &path)
-            .header(header::COOKIE, s.header())
-            .body(Body::empty())
-            .unwrap();
-        let h = &h;
-        async move { text(h.send(req).await).await }
-    };
-    let body_tag = |html: &str| -> String {
-        let at = html.find("<body").expect("a body");
-        html[at..at + html[at..].find('>').unwrap()].to_owned()
-    };
     let job_id: String = {
         let mut c = h.state.store.read().await.unwrap();
         sqlx::query_scalar("SELECT id FROM jobs ORDER BY id LIMIT 1")
@@ -511,19 +508,19 @@ async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
             .await
             .unwrap()
     };
-    let tag = body_tag(&page("/hosts/seed-h000000".into()).await);
+    let tag = body_tag(&h, &s, "/hosts/seed-h000000").await;
     assert!(
         tag.contains("data-event-host=\"seed-h000000\"") && !tag.contains("data-event-job"),
         "{tag}"
     );
-    let tag = body_tag(&page(format!("/jobs/{job_id}")).await);
+    let tag = body_tag(&h, &s, &format!("/jobs/{job_id}")).await;
     assert!(
         tag.contains(&format!("data-event-job=\"{job_id}\"")) && !tag.contains("data-event-host"),
         "{tag}"
     );
-    let tag = body_tag(&page("/jobs?host=seed-h000000".into()).await);
+    let tag = body_tag(&h, &s, "/jobs?host=seed-h000000").await;
     assert!(tag.contains("data-event-host=\"seed-h000000\""), "{tag}");
-    let tag = body_tag(&page("/jobs".into()).await);
+    let tag = body_tag(&h, &s, "/jobs").await;
     assert!(
         tag.contains("data-topics")
             && !tag.contains("data-event-host")
@@ -626,31 +623,19 @@ async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
     assert_eq!(json(resp).await["error"]["field"], "progress");
 
     // the pages say which hosts' progress they show
-    let body_tag = |path: &'static str| {
-        let req = req("GET", path)
-            .header(header::COOKIE, s.header())
-            .body(Body::empty())
-            .unwrap();
-        let h = &h;
-        async move {
-            let html = text(h.send(req).await).await;
-            let at = html.find("<body").expect("a body");
-            html[at..at + html[at..].find('>').unwrap()].to_owned()
-        }
-    };
-    let dashboard = body_tag("/").await;
+    let dashboard = body_tag(&h, &s, "/").await;
     assert!(
         dashboard.contains(r#"data-event-progress="seed-h000000,seed-h000001""#),
         "the dashboard: its rows' hosts: {dashboard}"
     );
-    let hosts = body_tag("/hosts").await;
+    let hosts = body_tag(&h, &s, "/hosts").await;
     assert!(
         hosts.contains(r#"data-event-progress="seed-h000000,seed-h000001""#),
         "{hosts}"
     );
-    let jobs = body_tag("/jobs").await;
+    let jobs = body_tag(&h, &s, "/jobs").await;
     assert!(jobs.contains(r#"data-event-progress="""#), "{jobs}");
-    let host_jobs = body_tag("/jobs?host=seed-h000000").await;
+    let host_jobs = body_tag(&h, &s, "/jobs?host=seed-h000000").await;
     assert!(!host_jobs.contains("data-event-progress"), "{host_jobs}");
 }
 

@@ -137,9 +137,8 @@ pub struct RunView {
 /// installation with thousands of repositories never lists them all here.
 const SUGGESTED: i64 = 20;
 
-/// One query for the page and the API; with the names the repository field
-/// suggests first ([`SUGGESTED`]).
-pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<String>), ApiError> {
+/// One query for the page and the API.
+pub async fn view(state: &AppState) -> Result<CpBackupView, ApiError> {
     let mut c = state.store.read().await.map_err(ApiError::from)?;
     let s = rm_store::cpbackup::status(&mut c)
         .await
@@ -147,12 +146,6 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<String>), ApiEr
     let runs = rm_store::cpbackup::recent_runs(&mut c, 10)
         .await
         .map_err(ApiError::from)?;
-    let suggested: Vec<String> = rm_store::repos::after(&mut c, "", None, SUGGESTED)
-        .await
-        .map_err(ApiError::from)?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
     let repo_name = match s.repo_id() {
         Some(id) => rm_store::repos::names_of(&mut c, &[id])
             .await
@@ -172,39 +165,48 @@ pub async fn view(state: &AppState) -> Result<(CpBackupView, Vec<String>), ApiEr
     let daily = settings.daily();
     let minute = settings.run_at_minute();
     let next_run_at = s.next_run();
-    Ok((
-        CpBackupView {
-            repo_id: s.repo_id().map(str::to_owned),
-            repo_name,
-            run_at: format!("{:02}:{:02}", minute / 60, minute % 60),
-            time_zone: settings.time_zone.clone(),
-            effective_time_zone: daily.timezone().to_owned(),
-            next_run_at,
-            next_run_local: next_run_at.map(|at| local_time(at.max(state.now()), daily.timezone())),
-            running_since: s.running(state.now()).map(|r| r.started_at),
-            last_success_at: s.last_success.as_ref().and_then(|r| r.finished_at),
-            master_key_backed_up: s.master_key_backed_up(),
-            last_kit_export_at: s.last_kit.as_ref().map(|k| k.exported_at),
-            last_kit_export_by: s
-                .last_kit
-                .as_ref()
-                .map(|k| format!("{} ({})", k.actor, k.via)),
-            runs: runs
-                .into_iter()
-                .map(|r| RunView {
-                    id: r.id,
-                    started_at: r.started_at,
-                    finished_at: r.finished_at,
-                    status: r.status,
-                    job_id: r.job_id,
-                    files: r.files,
-                    bytes: r.bytes,
-                    error: r.error,
-                })
-                .collect(),
-        },
-        suggested,
-    ))
+    Ok(CpBackupView {
+        repo_id: s.repo_id().map(str::to_owned),
+        repo_name,
+        run_at: format!("{:02}:{:02}", minute / 60, minute % 60),
+        time_zone: settings.time_zone.clone(),
+        effective_time_zone: daily.timezone().to_owned(),
+        next_run_at,
+        next_run_local: next_run_at.map(|at| local_time(at.max(state.now()), daily.timezone())),
+        running_since: s.running(state.now()).map(|r| r.started_at),
+        last_success_at: s.last_success.as_ref().and_then(|r| r.finished_at),
+        master_key_backed_up: s.master_key_backed_up(),
+        last_kit_export_at: s.last_kit.as_ref().map(|k| k.exported_at),
+        last_kit_export_by: s
+            .last_kit
+            .as_ref()
+            .map(|k| format!("{} ({})", k.actor, k.via)),
+        runs: runs
+            .into_iter()
+            .map(|r| RunView {
+                id: r.id,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                status: r.status,
+                job_id: r.job_id,
+                files: r.files,
+                bytes: r.bytes,
+                error: r.error,
+            })
+            .collect(),
+    })
+}
+
+/// The names the page's repository field suggests before anything is
+/// typed ([`SUGGESTED`]); the page's only, not its JSON twin's.
+async fn suggested(state: &AppState) -> Result<Vec<String>, ApiError> {
+    let mut c = state.store.read().await.map_err(ApiError::from)?;
+    Ok(rm_store::repos::after(&mut c, "", None, SUGGESTED)
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .map(|r| r.name)
+        .collect())
 }
 
 /// `at` (ms) as `YYYY-MM-DD HH:MM ZONE` in the IANA zone `zone`.
@@ -221,7 +223,7 @@ pub async fn api_status(
     State(state): State<AppState>,
     RequireAdmin(_who): RequireAdmin,
 ) -> Result<axum::Json<CpBackupView>, ApiError> {
-    Ok(axum::Json(view(&state).await?.0))
+    Ok(axum::Json(view(&state).await?))
 }
 
 #[derive(Template)]
@@ -300,7 +302,7 @@ async fn page_with(
     status: StatusCode,
     kept: Option<RepoForm>,
 ) -> Response {
-    match view(state).await {
+    match tokio::try_join!(view(state), suggested(state)) {
         Ok((v, suggested)) => {
             let form = kept.unwrap_or_else(|| RepoForm {
                 repo: v

@@ -98,6 +98,7 @@ async fn changed(ctx: &Ctx, id: &str) {
         host: None,
         job: None,
         id: Some(id.to_owned()),
+        repo: None,
     };
     if let Err(e) = ctx
         .client

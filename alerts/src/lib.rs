@@ -223,6 +223,7 @@ impl Ctx {
             host: rm_bus::HostId::parse(host).ok(),
             job: None,
             id: Some(alert_id.to_owned()),
+            repo: None,
         };
         if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
             tracing::warn!(event = %e.subject(), error = %err, "event not published");
@@ -239,6 +240,7 @@ impl Ctx {
             host: rm_bus::HostId::parse(host).ok(),
             job: None,
             id: None,
+            repo: None,
         };
         let e = Evt::AlertMutes;
         if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {

@@ -111,7 +111,7 @@ pub(crate) async fn sweep(cp: &Arc<Cp>) -> anyhow::Result<()> {
     for (o, status, reason) in &ended {
         lock(&cp.accept_marks).remove(&o.id);
         tracing::warn!(job = %o.id, host = %o.exec_host_id, status = status.as_str(), reason = %reason, "job ended by the deadline sweeper");
-        cp.event(Event::JobFinished, Some(&o.host_id), Some(&o.id), None)
+        cp.job_event(Event::JobFinished, &o.host_id, &o.id, o.repo_id.as_deref())
             .await;
     }
     if !ended.is_empty() {

@@ -291,11 +291,11 @@ async fn requeue(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
     }
     if let Some((refusals, not_before)) = r {
         tracing::info!(job = %job.id, host = %job.exec_host_id, refusals, not_before, reason = %reason, "job requeued");
-        cp.event(
+        cp.job_event(
             rm_bus::subject::Event::JobQueued,
-            Some(&job.host_id),
-            Some(&job.id),
-            None,
+            &job.host_id,
+            &job.id,
+            job.repo_id.as_deref(),
         )
         .await;
     }
@@ -320,11 +320,11 @@ async fn fail_job(cp: &Cp, job: &jobs::Job, reason: String) -> Outcome<()> {
         .await?;
     // its claim (if it held the repository) ended with it
     cp.dispatch_wake.notify_one();
-    cp.event(
+    cp.job_event(
         rm_bus::subject::Event::JobFinished,
-        Some(&job.host_id),
-        Some(&job.id),
-        None,
+        &job.host_id,
+        &job.id,
+        job.repo_id.as_deref(),
     )
     .await;
     Ok(())

@@ -332,19 +332,19 @@ pub(crate) async fn refresh_due(cp: &std::sync::Arc<Cp>) -> anyhow::Result<usize
                     if let Some(h) = refresh_host(&mut *tx, &repo).await? {
                         let r = queue_refresh(&c, &mut *tx, &repo, &h).await?;
                         n += usize::from(!r.queued.is_empty());
-                        ended.extend(r.superseded);
+                        ended.extend(r.superseded.into_iter().map(|(j, h)| (j, h, repo.clone())));
                     }
                 }
                 Ok::<_, anyhow::Error>((n, ended))
             })
         })
         .await?;
-    for (job, host) in ended {
-        cp.event(
+    for (job, host, repo) in ended {
+        cp.job_event(
             rm_bus::subject::Event::JobFinished,
-            Some(&host),
-            Some(&job),
-            None,
+            &host,
+            &job,
+            Some(&repo),
         )
         .await;
     }

@@ -446,7 +446,7 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
                 Box::pin(async move {
                     let j = jobs::get(&mut *tx, &id).await?;
                     if j.status()?.is_terminal() {
-                        return Ok::<bool, anyhow::Error>(false);
+                        return Ok::<_, anyhow::Error>(None);
                     }
                     let lost = jobs::finish(&mut *tx, &id, JobStatus::Lost, &Finish {
                         error: Some("the agent no longer knows this job (restarted or reinstalled); its result will not arrive".into()),
@@ -454,18 +454,19 @@ fn spawn_lost_check(cp: &Arc<Cp>, host: String, job: String) {
                         ..Finish::default()
                     })
                     .await?;
-                    Ok(lost)
+                    // its repository, for the event
+                    Ok(lost.then_some(j.repo_id))
                 })
             })
             .await;
         match r {
-            Ok(true) => {
+            Ok(Some(repo)) => {
                 lock(&cp.accept_marks).remove(&job);
                 tracing::warn!(job = %job, host = %host, "job lost");
-                cp.event(Event::JobFinished, Some(&host), Some(&job), None)
+                cp.job_event(Event::JobFinished, &host, &job, repo.as_deref())
                     .await;
             }
-            Ok(false) => {}
+            Ok(None) => {}
             Err(e) => tracing::error!(job = %job, error = %format!("{e:#}"), "lost check failed"),
         }
     });
@@ -581,7 +582,9 @@ fn committed_key(m: &Message, ack: &Ack) -> Option<String> {
 /// What applying one started/done message produced.
 struct Applied {
     ack: Ack,
-    event: Option<(Event, String, String)>,
+    /// The event to publish after commit: (event, owner host, job, the
+    /// job's repository).
+    event: Option<(Event, String, String, Option<String>)>,
 }
 
 /// Applies `started` / `done` / `part` / `claim` a batch at a time: the
@@ -652,9 +655,9 @@ async fn after_commit(cp: &Cp, batch: &[Message], out: Vec<Option<Applied>>) {
         events.extend(a.event);
     }
     let mut finished = false;
-    for (e, host, job) in events {
+    for (e, host, job, repo) in events {
         finished |= e == Event::JobFinished;
-        cp.event(e, Some(&host), Some(&job), None).await;
+        cp.job_event(e, &host, &job, repo.as_deref()).await;
     }
     if finished {
         // a repository may have become free
@@ -823,7 +826,7 @@ async fn record_refusal(
         cp.now(),
     )
     .await?;
-    a.event = Some((Event::HostChanged, host, job_id.to_string()));
+    a.event = Some((Event::HostChanged, host, job_id.to_string(), None));
     Ok(a)
 }
 
@@ -901,12 +904,12 @@ async fn apply_started(
     settle: &mut Settle,
 ) -> Result<Applied> {
     let id = msg.job_id.as_str();
-    let owner = match jobs::find(&mut *tx, id).await? {
+    let (owner, repo) = match jobs::find(&mut *tx, id).await? {
         Some(job) if job.exec_host_id != host => {
             tracing::warn!(job = %id, host = %host, owner = %job.exec_host_id, "started for another host's job refused");
             return Ok(refused("this job belongs to another host"));
         }
-        Some(job) => job.host_id,
+        Some(job) => (job.host_id, job.repo_id),
         None => {
             // A run the agent started from its own schedule.
             let JobOrigin::Schedule { schedule_id } = &msg.origin else {
@@ -943,7 +946,7 @@ async fn apply_started(
             )
             .await?;
             settle.counts(&s.host_id);
-            s.host_id
+            (s.host_id, Some(s.repo_id))
         }
     };
     if !jobs::record_phase(&mut *tx, id, Phase::Started, cp.now()).await? {
@@ -959,7 +962,7 @@ async fn apply_started(
     jobs::touch_active(&mut *tx, id, cp.now()).await?;
     Ok(Applied {
         ack: Ack::ok(),
-        event: Some((Event::JobStarted, owner, id.to_owned())),
+        event: Some((Event::JobStarted, owner, id.to_owned(), repo)),
     })
 }
 
@@ -1012,7 +1015,12 @@ async fn apply_claim(
             tracing::info!(job = %msg.job_id, host = %host, repo = %s.repo_id, "scheduled run may start");
             Applied {
                 ack: Ack::ok(),
-                event: Some((Event::JobQueued, s.host_id.clone(), msg.job_id.to_string())),
+                event: Some((
+                    Event::JobQueued,
+                    s.host_id.clone(),
+                    msg.job_id.to_string(),
+                    Some(s.repo_id.clone()),
+                )),
             }
         }
         jobs::ScheduledClaim::Busy {
@@ -1176,7 +1184,12 @@ async fn apply_done_run(
         }
         out.push(Applied {
             ack: Ack::ok(),
-            event: Some((Event::JobFinished, job.host_id.clone(), id.to_owned())),
+            event: Some((
+                Event::JobFinished,
+                job.host_id.clone(),
+                id.to_owned(),
+                job.repo_id.clone(),
+            )),
         });
     }
     results::record_phases(&mut *tx, &phases, Phase::Done, cp.now()).await?;

@@ -126,7 +126,7 @@ pub(crate) async fn create(cp: &Arc<Cp>, actor: &Actor, req: JobCreate) -> Outco
     let kind = req.params.kind();
     let now = cp.now();
     let (c, actor) = (cp.clone(), actor.clone());
-    let (owner_id, id, exec) = cp
+    let (owner_id, id, exec, repo_id) = cp
         .write_first(move |tx| {
             Box::pin(async move {
                 let cp = c;
@@ -182,11 +182,11 @@ pub(crate) async fn create(cp: &Arc<Cp>, actor: &Actor, req: JobCreate) -> Outco
                 )
                 .await?;
                 audit::record(&mut *tx, now, &actor, "job.create", ("job", id.as_str()), Some(serde_json::json!({"host": owner.id, "exec_host": exec, "repo": req.repo_id, "params": params}))).await?;
-                Ok((owner.id, id, exec))
+                Ok((owner.id, id, exec, req.repo_id))
             })
         })
         .await?;
-    cp.event(Event::JobQueued, Some(&owner_id), Some(id.as_str()), None)
+    cp.job_event(Event::JobQueued, &owner_id, id.as_str(), Some(&repo_id))
         .await;
     dispatch::spawn_dispatch(cp, exec.clone());
     Ok(JobCreated {
@@ -209,8 +209,13 @@ pub(crate) async fn cancel(cp: &Arc<Cp>, actor: &Actor, req: JobRef) -> Outcome<
         .await?;
     let status = job.status()?;
     if status == JobStatus::Cancelled {
-        cp.event(Event::JobFinished, Some(&job.host_id), Some(&job.id), None)
-            .await;
+        cp.job_event(
+            Event::JobFinished,
+            &job.host_id,
+            &job.id,
+            job.repo_id.as_deref(),
+        )
+        .await;
     } else if !status.is_terminal() {
         send_cancel(cp, &job.exec_host_id, &job.id).await;
     }

@@ -310,12 +310,32 @@ impl Cp {
     /// Publishes an event; call only after the write it describes committed.
     /// Events only wake consumers: losing one is harmless.
     pub async fn event(&self, e: Evt, host: Option<&str>, job: Option<&str>, id: Option<&str>) {
+        self.publish_event(e, host, job, id, None).await;
+    }
+
+    /// Publishes a job's event naming its repository (`repo`, if the job
+    /// runs against one), so a repository's page can take only its own
+    /// jobs' events; call only after the write it describes committed.
+    pub async fn job_event(&self, e: Evt, host: &str, job: &str, repo: Option<&str>) {
+        self.publish_event(e, Some(host), Some(job), None, repo)
+            .await;
+    }
+
+    async fn publish_event(
+        &self,
+        e: Evt,
+        host: Option<&str>,
+        job: Option<&str>,
+        id: Option<&str>,
+        repo: Option<&str>,
+    ) {
         let msg = EventMsg {
             v: PROTOCOL_VERSION,
             ts_ms: self.now(),
             host: host.and_then(|h| rm_bus::HostId::parse(h).ok()),
             job: job.and_then(|j| rm_bus::JobId::parse(j).ok()),
             id: id.map(str::to_owned),
+            repo: repo.map(str::to_owned),
         };
         if let Err(err) = self.client.publish(e.subject(), encode(&msg)).await {
             tracing::warn!(event = %e.subject(), error = %err, "event not published");

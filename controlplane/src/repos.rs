@@ -350,11 +350,11 @@ pub(crate) async fn refresh(
         })
         .await?;
     for (job, owner) in &r.superseded {
-        cp.event(Event::JobFinished, Some(owner), Some(job), None)
+        cp.job_event(Event::JobFinished, owner, job, Some(&req.repo_id))
             .await;
     }
     for job in &r.queued {
-        cp.event(Event::JobQueued, Some(&host), Some(job), None)
+        cp.job_event(Event::JobQueued, &host, job, Some(&req.repo_id))
             .await;
     }
     cp.dispatch_wake.notify_one();

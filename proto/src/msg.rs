@@ -839,6 +839,11 @@ pub struct EventMsg {
     pub job: Option<JobId>,
     /// Other object id (alert, schedule, repository, channel).
     pub id: Option<String>,
+    /// A job event's repository, when the job runs against one: what lets
+    /// a repository's page take only its own jobs' events (absent in
+    /// events from before it existed, and in events about no job).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
 }
 
 #[cfg(test)]

@@ -710,6 +710,7 @@ pub struct Overdue {
     pub id: String,
     pub host_id: String,
     pub exec_host_id: String,
+    pub repo_id: Option<String>,
     pub status: String,
     pub cancel_requested: bool,
     pub timeout_secs: i64,
@@ -727,7 +728,7 @@ pub struct Overdue {
 /// every job ever stored in `created_at` order on every sweep (5.5 s on a
 /// store of 1,000,000 jobs, every heartbeat interval); without statistics
 /// it searched the status index.
-pub const OVERDUE_SQL: &str = "SELECT j.id, j.host_id, j.exec_host_id, j.status, j.cancel_requested, j.timeout_secs,
+pub const OVERDUE_SQL: &str = "SELECT j.id, j.host_id, j.exec_host_id, j.repo_id, j.status, j.cancel_requested, j.timeout_secs,
             h.name AS host_name, h.status AS host_status,
             (j.status = 'dispatched' AND h.status = 'offline'
              AND COALESCE(h.last_seen_at, 0) + ?2 < ?1) AS offline_before_start

@@ -35,8 +35,9 @@
 //!   `{"type": "vitals", "host_id", ...}` (the heartbeat's fields; topic
 //!   `vitals` only);
 //! - `job`: `{"type": "queued" | "started" | "progress" | "log" | "finished",
-//!   "job_id", "host_id", ...}` (progress carries the progress message's
-//!   fields, log its `seq` and `lines`);
+//!   "job_id", "host_id", ...}` (queued, started and finished add the job's
+//!   `repo_id` when it runs against a repository; progress carries the
+//!   progress message's fields, log its `seq` and `lines`);
 //! - `alert`: `{"type": "raised" | "acknowledged" | "resolved", "alert_id", "host_id"}`;
 //! - `channels`, `schedule`, `repo`: `{"type": "changed" | "health", "id"}`;
 //! - `refetch`: `{}`: events were missed, reload.
@@ -44,8 +45,9 @@
 //! Topics (`?topics=`, comma-separated): `hosts`, `jobs`, `alerts`,
 //! `channels`, `schedules`, `repos` (the default: all of these), and
 //! `vitals` (only when asked for). `?host=` narrows the stream to one
-//! host's events (and those about no host), `?job=` to one job's
-//! ([`Scope`]): the host and job pages ask for theirs. `?progress=h1,h2`
+//! host's events (and those about no host), `?job=` to one job's,
+//! `?repo=` to one repository's and its jobs' ([`Scope`]): the host, job
+//! and repository pages ask for theirs. `?progress=h1,h2`
 //! keeps job progress and log lines to those hosts' (`?progress=`: none;
 //! [`OutputOf`]): the dashboard asks for its page's hosts, the job lists
 //! and a repository's page for none.
@@ -136,15 +138,19 @@ pub struct LiveEvent {
     /// `job_id`): what a scoped stream ([`Scope`]) keeps.
     pub host_id: Option<String>,
     pub job_id: Option<String>,
+    /// The repository it is about: a job event's `repo_id` (the job's
+    /// repository), a `repo` event's `id`.
+    pub repo_id: Option<String>,
     /// A job's progress or log lines: the job events that come at a rate
     /// set by how many jobs run, each superseding the last
     /// ([`OutputOf`]).
     pub job_output: bool,
 }
 
-/// What a page's stream is narrowed to (`?host=` or `?job=`): the host
-/// page and a host's job list want that host's events, a job's page that
-/// job's, not every event of the fleet. Without it each such page open
+/// What a page's stream is narrowed to (`?host=`, `?job=` or `?repo=`):
+/// the host page and a host's job list want that host's events, a job's
+/// page that job's, a repository's page that repository's, not every
+/// event of the fleet. Without it each such page open
 /// during a fleet's backups would be sent every job's events and reload
 /// itself for each (at 100,000 hosts, thousands a second).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +163,9 @@ pub enum Scope {
     Host(String),
     /// Events about this job only.
     Job(String),
+    /// Events about this repository: its own (`repo`) and its jobs'
+    /// (a snapshot added, sizes or locks measured).
+    Repo(String),
 }
 
 impl Scope {
@@ -166,6 +175,7 @@ impl Scope {
             Self::Fleet => true,
             Self::Host(h) => e.host_id.as_ref().is_none_or(|id| id == h),
             Self::Job(j) => e.job_id.as_ref() == Some(j),
+            Self::Repo(r) => e.repo_id.as_ref() == Some(r),
         }
     }
 }
@@ -292,6 +302,7 @@ impl Hub {
             min_role: min_role(name, kind),
             host_id: str_field(&data, "host_id"),
             job_id: str_field(&data, "job_id"),
+            repo_id: str_field(&data, if name == "repo" { "id" } else { "repo_id" }),
             job_output: name == "job" && matches!(kind, "progress" | "log"),
             data: data.to_string(),
         });
@@ -312,6 +323,7 @@ impl Hub {
             min_role: min_role("host", "vitals"),
             host_id: str_field(&data, "host_id"),
             job_id: None,
+            repo_id: None,
             job_output: false,
             data: data.to_string(),
         });
@@ -453,6 +465,9 @@ pub fn translate(subject: &str, payload: &[u8]) -> Option<(&'static str, Value)>
         if let Some(j) = body.get("job").filter(|v| !v.is_null()) {
             m.insert("job_id".into(), j.clone());
         }
+        if let Some(r) = body.get("repo").filter(|v| !v.is_null()) {
+            m.insert("repo_id".into(), r.clone());
+        }
         if let Some(id) = body.get("id").filter(|v| !v.is_null()) {
             let key = if name == "alert" { "alert_id" } else { "id" };
             m.insert(key.into(), id.clone());
@@ -553,6 +568,8 @@ pub struct EventQuery {
     pub host: Option<String>,
     /// Only this job's events: [`Scope::Job`].
     pub job: Option<String>,
+    /// Only this repository's events and its jobs': [`Scope::Repo`].
+    pub repo: Option<String>,
     /// Job progress and log lines of these hosts only (comma-separated;
     /// empty: none): [`OutputOf`].
     pub progress: Option<String>,
@@ -636,17 +653,16 @@ pub(crate) async fn stream(
             }
         }
     }
-    let scope = match (
-        q.host.filter(|h| !h.is_empty()),
-        q.job.filter(|j| !j.is_empty()),
-    ) {
-        (None, None) => Scope::Fleet,
-        (Some(h), None) => Scope::Host(h),
-        (None, Some(j)) => Scope::Job(j),
-        (Some(_), Some(_)) => {
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let scope = match (given(q.host), given(q.job), given(q.repo)) {
+        (None, None, None) => Scope::Fleet,
+        (Some(h), None, None) => Scope::Host(h),
+        (None, Some(j), None) => Scope::Job(j),
+        (None, None, Some(r)) => Scope::Repo(r),
+        (_, _, repo) => {
             return Err(ApiError::invalid(
-                "job",
-                "ask for one host's events or one job's, not both",
+                if repo.is_some() { "repo" } else { "job" },
+                "ask for one host's, one job's or one repository's events, not several",
             ));
         }
     };
@@ -824,6 +840,24 @@ mod tests {
         assert_eq!(name, "alert");
         assert_eq!(data["alert_id"], "a1");
         assert_eq!(data["host_id"], "h1");
+        // a job event names its repository; a repository's event is about its id
+        let (name, data) = translate(
+            "rm.evt.job.finished",
+            br#"{"v":1,"ts_ms":1,"host":"h1","job":"j1","id":null,"repo":"r1"}"#,
+        )
+        .unwrap();
+        assert_eq!((name, &data["repo_id"]), ("job", &json!("r1")));
+        let hub = Hub::default();
+        hub.publish(name, data);
+        hub.publish("repo", json!({"type": "changed", "id": "r2"}));
+        let held: Vec<Option<String>> = hub
+            .ring
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.repo_id.clone())
+            .collect();
+        assert_eq!(held, [Some("r1".to_owned()), Some("r2".to_owned())]);
         assert!(translate("rm.agent.h1.job.j1.done", b"{}").is_none());
         assert!(translate("rm.svc.controlplane.ls", b"{}").is_none());
     }

@@ -425,11 +425,14 @@
   // published when it rendered this page, so nothing that happened in
   // between (a job finishing) is missed; a new connection after a close
   // resumes after the last event received.
-  // A host's or a job's page asks for that host's or job's events only,
+  // A host's, a job's or a repository's page asks for its own events only,
   // not every event of the fleet (web/src/events.rs, Scope).
   var es = null, retry = 1000, lastId = body.getAttribute('data-event-id');
-  var scope = body.getAttribute('data-event-host') ? '&host=' + encodeURIComponent(body.getAttribute('data-event-host')) :
-    body.getAttribute('data-event-job') ? '&job=' + encodeURIComponent(body.getAttribute('data-event-job')) : '';
+  var scope = '';
+  ['host', 'job', 'repo'].forEach(function (k) {
+    var v = body.getAttribute('data-event-' + k);
+    if (v && !scope) scope = '&' + k + '=' + encodeURIComponent(v);
+  });
   // A fleet-wide page asks for the job progress of the hosts it shows
   // progress bars for (the dashboard's rows) or for none (events.rs,
   // OutputOf), not for every job of the fleet; when the dashboard's rows

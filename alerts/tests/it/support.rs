@@ -290,6 +290,7 @@ impl Env {
             host: host.map(rm_bus::HostId::parse).transpose()?,
             job: None,
             id: None,
+            repo: None,
         };
         self.cp.publish(e.subject(), encode(&msg)).await?;
         self.cp.flush().await?;

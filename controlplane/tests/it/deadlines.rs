@@ -107,6 +107,11 @@ async fn a_revoked_hosts_running_job_ends_lost_with_the_reason_and_an_event() {
         .unwrap();
     let msg: EventMsg = decode("event", &evt.payload).unwrap();
     assert_eq!(msg.job.map(|j| j.to_string()), Some(id));
+    assert_eq!(
+        msg.repo,
+        Some(repo),
+        "the sweeper's event names the job's repository"
+    );
 }
 
 #[tokio::test]

@@ -740,6 +740,43 @@ async fn started_job(cp: &Cp, repo: &str, a: &mut Agent) -> (api::JobCreated, Jo
     (created, done)
 }
 
+/// Every event of a job's life names the job's repository, so a
+/// repository's page can take its own jobs' events and no others.
+#[tokio::test]
+async fn a_jobs_queued_started_and_finished_events_name_its_repository() {
+    let (bus, _dir, cp, mut agents) = setup(&["web-1"]).await;
+    let repo = repo_with(&cp, "main", "pw", &[&agents[0]], &[]).await;
+    let watcher = bus.connect_role(Role::Web).await.unwrap();
+    let mut events = watcher.subscribe("rm.evt.job.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    let a = &mut agents[0];
+    a.hello(0, vec![], vec![]).await;
+    let (created, done) = started_job(&cp, &repo, a).await;
+    a.send_done(&done).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let m = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("the job's events")
+            .unwrap();
+        let ev: EventMsg = decode("event", &m.payload).unwrap();
+        assert_eq!(
+            ev.job.as_ref().map(JobId::as_str),
+            Some(created.job_id.as_str())
+        );
+        seen.push((m.subject.to_string(), ev.repo));
+    }
+    let some = Some(repo.clone());
+    assert_eq!(
+        seen,
+        [
+            ("rm.evt.job.queued".to_owned(), some.clone()),
+            ("rm.evt.job.started".to_owned(), some.clone()),
+            ("rm.evt.job.finished".to_owned(), some),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn job_finished_is_published_after_the_result_is_committed() {
     let (bus, _dir, cp, mut agents) = setup(&["web-1"]).await;

@@ -375,7 +375,28 @@ fn services_and_events_round_trip() {
         host: Some(host()),
         job: Some(job()),
         id: None,
+        repo: None,
     });
+    roundtrip(EventMsg {
+        v: PROTOCOL_VERSION,
+        ts_ms: 1,
+        host: Some(host()),
+        job: Some(job()),
+        id: None,
+        repo: Some("r_1".into()),
+    });
+    // an event from before `repo` existed still reads, without one
+    let old: EventMsg = decode(
+        "event",
+        br#"{"v":1,"ts_ms":1,"host":null,"job":null,"id":"s1"}"#,
+    )
+    .unwrap();
+    assert_eq!(old.repo, None);
+    assert!(
+        !String::from_utf8(encode(&old).to_vec())
+            .unwrap()
+            .contains("repo")
+    );
 }
 
 #[test]

@@ -24,6 +24,8 @@ await step('repository-page-shows-health-and-the-attached-host', async () => {
   const ctx = await context();
   const page = await ctx.newPage();
   await login(page, admin);
+  const streams = [];
+  page.on('request', (r) => { if (r.url().includes('/api/v1/events')) streams.push(new URL(r.url())); });
   await page.goto(`${base}/repositories`);
   await Promise.all([page.waitForURL(/\/repositories\/r/), page.click(`#repo-${cfg.repo_id} a`)]);
   assert(new URL(page.url()).pathname === repoPage, `the list links to the repository page, got ${page.url()}`);
@@ -32,6 +34,11 @@ await step('repository-page-shows-health-and-the-attached-host', async () => {
   assert(await row.locator('.status', { hasText: 'append-only' }).count() === 1, 'the host is attached append-only');
   // The refresh after 10-core's backup fills the health in (live, no reload).
   await page.locator('[data-live][data-state="live"]').waitFor();
+  // Its stream asks for this repository's events and its jobs' only (events.rs, Scope::Repo),
+  // so the health below arrives through the refresh jobs' events naming the repository.
+  const own = streams.filter((u) => u.searchParams.get('repo') === cfg.repo_id);
+  assert(own.length > 0 && own.every((u) => u.searchParams.get('progress') === '' && !u.searchParams.has('host')),
+    `the repository page's stream is narrowed to it: ${streams.map(String).join(' ')}`);
   await page.locator('#repo-health [data-field="snapshots"]', { hasText: /^[1-9]\d*$/ }).waitFor({ timeout: 120000 });
   const stored = await page.locator('#repo-health dd').first().textContent();
   assert(/iB|\d B/.test(stored), `the stored size has a unit: "${stored}"`);

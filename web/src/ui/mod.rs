@@ -47,10 +47,12 @@ pub struct Layout {
     /// The last live event published before this page read the database
     /// (`data-event-id`: the page's first live connection resumes after it).
     pub event_id: Option<u64>,
-    /// The one host or job this page's live events are about
-    /// (`data-event-host`, `data-event-job`: `events::Scope`), if any.
+    /// The one host, job or repository this page's live events are about
+    /// (`data-event-host`, `data-event-job`, `data-event-repo`:
+    /// `events::Scope`), if any.
     pub event_host: Option<String>,
     pub event_job: Option<String>,
+    pub event_repo: Option<String>,
     /// The hosts whose job progress this page shows, comma-separated
     /// (`data-event-progress`: `events::OutputOf`); `Some("")`: none;
     /// `None`: every one's (a host's or a job's page, already narrowed).
@@ -72,6 +74,7 @@ impl Layout {
             event_id: crate::events::rendered_at(),
             event_host: None,
             event_job: None,
+            event_repo: None,
             event_progress: None,
             asset_version: assets::version(),
             cp_banner: settings::cpbackup::banner_shown(),
@@ -87,6 +90,12 @@ impl Layout {
     /// Narrows the page's live events to job `id`'s.
     pub fn for_job(mut self, id: &str) -> Self {
         self.event_job = Some(id.to_owned());
+        self
+    }
+
+    /// Narrows the page's live events to repository `id`'s and its jobs'.
+    pub fn for_repo(mut self, id: &str) -> Self {
+        self.event_repo = Some(id.to_owned());
         self
     }
 

@@ -205,8 +205,10 @@ pub(crate) async fn show(state: &AppState, who: &Principal, id: &str, shown: Sho
     let edit = crate::ui::repo_admin::EditForm::shown(shown.edit, &repo);
     let mut resp = render(&RepoPage {
         edit,
-        // a repository's page shows no job progress
+        // a repository's page shows no job progress, and changes with its
+        // own jobs and record only
         layout: Layout::new(who, "repositories", "jobs,repos", open_alerts(state).await)
+            .for_repo(&repo.id)
             .progress_of([]),
         can_operate: can_operate(who),
         repo,
@@ -806,6 +808,7 @@ mod tests {
                 event_id: Some(7),
                 event_host: None,
                 event_job: None,
+                event_repo: None,
                 event_progress: None,
                 asset_version: crate::ui::assets::version(),
                 cp_banner: false,

@@ -57,6 +57,7 @@ fn layout(nav: &'static str) -> Layout {
         event_id: Some(7),
         event_host: None,
         event_job: None,
+        event_repo: None,
         event_progress: None,
         asset_version: assets::version(),
         cp_banner: false,

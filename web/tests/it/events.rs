@@ -639,6 +639,88 @@ async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
     assert!(!host_jobs.contains("data-event-progress"), "{host_jobs}");
 }
 
+/// A repository's page narrows its stream to that repository (`?repo=`):
+/// its own `repo` events and the state changes of its jobs, live and on
+/// replay. Job events carry no repository before they name one, so the
+/// page reloaded on every job of the fleet (at 100,000 hosts, on every
+/// result of a burst).
+#[tokio::test]
+async fn a_repository_page_gets_only_its_own_and_its_jobs_events_live_and_replayed() {
+    let h = H::new().await;
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts: 1,
+            jobs_per_host: 1,
+            snapshots_per_host: 1,
+            now_ms: h.state.now(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    h.user("v", Role::Viewer).await;
+    let s = h.login("v").await;
+    let mut r1 = connect(&h, &s, "?topics=jobs,repos&repo=r1&progress=", None).await;
+    let ev = &h.state.events;
+    let job = |kind: &str, job: &str, repo: Option<&str>| {
+        let mut d = serde_json::json!({"type": kind, "host_id": "h1", "job_id": job});
+        if let Some(r) = repo {
+            d["repo_id"] = r.into();
+        }
+        ev.publish("job", d);
+    };
+    job("queued", "j1", Some("r1"));
+    job("queued", "j2", Some("r2"));
+    job("progress", "j1", None);
+    job("finished", "j3", None);
+    ev.publish("repo", serde_json::json!({"type": "changed", "id": "r2"}));
+    ev.publish(
+        "schedule",
+        serde_json::json!({"type": "changed", "id": "s1"}),
+    );
+    ev.publish(
+        "repo",
+        serde_json::json!({"type": "changed", "id": "r1", "host_id": "h1"}),
+    );
+    job("finished", "j1", Some("r1"));
+    assert_eq!(
+        got_about(&mut r1, 3).await,
+        [
+            "job/queued/h1/j1",
+            "repo/changed/h1/-",
+            "job/finished/h1/j1"
+        ],
+        "r1's job and record only"
+    );
+    let mut replay = connect(&h, &s, "?topics=jobs,repos&repo=r2", Some("0")).await;
+    assert_eq!(
+        got_about(&mut replay, 2).await,
+        ["job/queued/h1/j2", "repo/changed/-/-"]
+    );
+    // one scope at a time
+    let resp = h
+        .send(
+            req("GET", "/api/v1/events?host=h1&repo=r1")
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"]["field"], "repo");
+    // the page names its repository for the page script
+    let tag = body_tag(&h, &s, "/repositories/seed-repo-0000").await;
+    assert!(
+        tag.contains(r#"data-event-repo="seed-repo-0000""#)
+            && !tag.contains("data-event-host")
+            && tag.contains(r#"data-event-progress="""#),
+        "{tag}"
+    );
+    let tag = body_tag(&h, &s, "/repositories").await;
+    assert!(!tag.contains("data-event-repo"), "{tag}");
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
     let h = H::new().await;

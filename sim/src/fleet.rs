@@ -353,11 +353,27 @@ impl Fleet {
         Ok((acked, took))
     }
 
-    /// The live-path probe: `n` progress messages from random agents,
-    /// `per_sec` a second, each for a job id of its own (the web role
-    /// streams progress as it arrives; the message carries its send time).
-    pub async fn progress_probe(&self, n: usize, per_sec: f64) -> usize {
-        let agents = self.agents.lock().await.clone();
+    /// The host ids of the first `k` connected agents: the rows of a
+    /// dashboard the bench's clients stand for (`rows K`).
+    pub async fn hosts(&self, k: usize) -> Vec<String> {
+        let agents = self.agents.lock().await;
+        agents.iter().take(k).map(|a| a.host.to_string()).collect()
+    }
+
+    /// The live-path probe: `n` progress messages from random agents (of
+    /// those in `among`, if given and still connected), `per_sec` a
+    /// second, each for a job id of its own (the web role streams progress
+    /// as it arrives; the message carries its send time).
+    pub async fn progress_probe(
+        &self,
+        n: usize,
+        per_sec: f64,
+        among: Option<&std::collections::HashSet<String>>,
+    ) -> usize {
+        let mut agents = self.agents.lock().await.clone();
+        if let Some(hosts) = among {
+            agents.retain(|a| hosts.contains(&a.host.to_string()));
+        }
         if agents.is_empty() {
             return 0;
         }

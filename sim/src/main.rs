@@ -1,7 +1,9 @@
 //! `restic-manager-sim`: enroll simulated agents in bulk, then run them.
 //! `run` takes commands on stdin (one per line) and answers each with one
 //! JSON line on stdout: `stats`, `cpmetrics`, `kill N`, `offline`, `burst K`,
-//! `progress N` (N progress messages at 20/s), `quit`.
+//! `progress N [id,...]` (N progress messages at 20/s, from random agents
+//! or from random ones of the hosts named), `rows K` (the host ids of the
+//! first K connected agents), `quit`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -301,8 +303,15 @@ async fn run(a: RunArgs) -> Result<()> {
                 },
                 None => say(serde_json::json!({"error": "cpmetrics needs --operator-creds"})),
             },
+            (Some("rows"), Some(Ok(k))) => {
+                say(serde_json::json!({"hosts": fleet.hosts(k).await}));
+            }
             (Some("progress"), Some(Ok(n))) => {
-                let sent = fleet.progress_probe(n, 20.0).await;
+                // `progress N id1,id2,...`: from those hosts' agents only
+                let among: Option<std::collections::HashSet<String>> = words
+                    .next()
+                    .map(|l| l.split(',').map(str::to_owned).collect());
+                let sent = fleet.progress_probe(n, 20.0, among.as_ref()).await;
                 say(serde_json::json!({"progress_sent": sent, "at_ms": rm_sim::now_ms()}));
             }
             (Some("quit"), _) => break,

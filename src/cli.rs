@@ -721,7 +721,16 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour())
         .init();
+}
+
+/// Colours in the log only on a terminal (and without `NO_COLOR`): under
+/// systemd or with stderr sent to a file, escape codes would land in the
+/// journal and the file as text.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn load_authority(data_dir: &std::path::Path) -> Result<Authority> {

@@ -398,6 +398,8 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         r = &mut web => Some(("web service", r)),
     };
     let _ = agent_stop_tx.send(true);
+    // each part of the stop says when it ended: a slow stop names its part
+    let stopping = std::time::Instant::now();
     let result = match failed {
         Some((role, r)) => {
             let _ = stop_tx.send(true);
@@ -416,10 +418,21 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
                     Ok(r) => r,
                     Err(_) => a.await,
                 };
+                stopped_after("local agent", stopping);
                 flatten(r).context("local agent")?;
             }
             let _ = stop_tx.send(true);
-            let (c, n, a, w) = tokio::join!(controlplane, notifier, alerts, web);
+            let timed = |role: &'static str, task: tokio::task::JoinHandle<Result<()>>| async move {
+                let r = task.await;
+                stopped_after(role, stopping);
+                r
+            };
+            let (c, n, a, w) = tokio::join!(
+                timed("control plane", controlplane),
+                timed("notifier", notifier),
+                timed("alerts role", alerts),
+                timed("web service", web)
+            );
             flatten(c).context("control plane")?;
             flatten(n).context("notifier")?;
             flatten(a).context("alerts role")?;
@@ -438,7 +451,15 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
         let _ = r.await;
     }
     server.shutdown().await;
+    stopped_after("embedded bus", stopping);
     result
+}
+
+/// Logs that `part` of serve finished stopping, and how long after the
+/// stop began.
+fn stopped_after(part: &'static str, since: std::time::Instant) {
+    let stop_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(part, stop_ms, "stopped");
 }
 
 /// Names for the bus and web certificates: --tls-name, the listen

@@ -29,9 +29,30 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .args(["--web-listen", "127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log_file(dir))
         .spawn()
         .expect("start serve")
+}
+
+/// Where a serve started here logs (`<dir>/serve.log`): read back when it
+/// does not stop in time ([`terminate_logged`]).
+fn log_file(dir: &std::path::Path) -> std::fs::File {
+    std::fs::File::create(dir.join("serve.log")).expect("serve's log file")
+}
+
+/// [`terminate`], and on a stop that overran, the last lines serve
+/// logged (each part of its stop logs when it ended) in the panic.
+fn terminate_logged(child: &mut Child, dir: &std::path::Path) -> std::process::ExitStatus {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| terminate(child))) {
+        Ok(status) => status,
+        Err(e) => {
+            let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("serve's last log lines:\n{}", tail.join("\n"));
+            std::panic::resume_unwind(e)
+        }
+    }
 }
 
 /// Reads serve's stdout until it says it is running; returns the web URL.
@@ -211,7 +232,7 @@ async fn serve_runs_every_role_and_stops_cleanly() {
     // this test's own connection goes first: terminate blocks this
     // thread, so the client could not answer the bus's lame-duck notice
     drop(alerts);
-    let status = terminate(&mut child);
+    let status = terminate_logged(&mut child, dir.path());
     assert!(status.success(), "serve exited with {status}");
 
     // state survives a restart
@@ -228,7 +249,7 @@ async fn serve_runs_every_role_and_stops_cleanly() {
         "the host is still known: {:?}",
         reply.error
     );
-    let status = terminate(&mut child);
+    let status = terminate_logged(&mut child, dir.path());
     assert!(status.success(), "serve exited with {status}");
 }
 
@@ -241,7 +262,7 @@ fn start_with_local_agent(dir: &std::path::Path, port: u16) -> Child {
         .args(["--local-agent", "--local-agent-name", "self-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log_file(dir))
         .spawn()
         .expect("start serve")
 }
@@ -255,8 +276,11 @@ async fn local_host(dir: &std::path::Path) -> Option<rm_store::hosts::Host> {
     hosts.into_iter().find(|h| h.name == "self-1")
 }
 
+/// The local agent is enrolled once (a restart runs the same host), comes
+/// online, and on SIGTERM stops first, before the roles and the bus, as
+/// serve's log (plain text, not a terminal's colours) says part by part.
 #[tokio::test]
-async fn serve_with_a_local_agent_enrolls_it_once_and_it_comes_online() {
+async fn serve_with_a_local_agent_enrolls_it_once_and_stops_it_before_the_roles_and_the_bus() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = start_with_local_agent(dir.path(), port);
@@ -273,8 +297,23 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_it_comes_online() {
     }
     let first = first.expect("the local agent came online");
     assert!(dir.path().join("agent/identity.json").exists());
-    let status = terminate(&mut child);
+    let status = terminate_logged(&mut child, dir.path());
     assert!(status.success(), "serve exited with {status}");
+    // the agent stops first, while the control plane still takes its last
+    // results; the bus the roles speak through goes last
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        !log.contains('\x1b'),
+        "no terminal colour codes in a log that is not a terminal: {log}"
+    );
+    let order: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" stopped ") && l.contains("stop_ms="))
+        .filter_map(|l| l.split("part=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(order.first(), Some(&"local agent"), "{log}");
+    assert_eq!(order.last(), Some(&"embedded bus"), "{log}");
+    assert_eq!(order.len(), 6, "every part says it stopped: {log}");
 
     // a restart runs the same agent, not a second enrollment
     let mut child = start_with_local_agent(dir.path(), port);
@@ -292,7 +331,7 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_it_comes_online() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(back, "the local agent came back as the same host");
-    let status = terminate(&mut child);
+    let status = terminate_logged(&mut child, dir.path());
     assert!(status.success(), "serve exited with {status}");
 }
 
@@ -364,5 +403,5 @@ async fn serve_s_notifier_trusts_only_the_alerts_role_s_xkey() {
     );
     let trusted = ask(deliver(&alerts_key, "d2")).await;
     assert_eq!(trusted.outcome, DeliverOutcome::Retryable, "{trusted:?}");
-    assert!(terminate(&mut child).success());
+    assert!(terminate_logged(&mut child, dir.path()).success());
 }

@@ -145,6 +145,10 @@ pub struct LiveEvent {
     /// set by how many jobs run, each superseding the last
     /// ([`OutputOf`]).
     pub job_output: bool,
+    /// When this process published it, for a job's progress (the live
+    /// path's event): the stream that hands it to a client times the
+    /// wait ([`Hub::send_lag`]).
+    pub progress_at: Option<std::time::Instant>,
 }
 
 /// What a page's stream is narrowed to (`?host=`, `?job=` or `?repo=`):
@@ -259,6 +263,9 @@ pub struct Hub {
     /// How late agents' progress messages reach this process: the
     /// message's own `ts_ms` to its publication here ([`Hub::publish`]).
     progress_lag: Histogram,
+    /// From a progress event's publication here to its hand-over to a
+    /// client's connection, per client ([`Hub::send_lag`]).
+    send_lag: Histogram,
     closed: watch::Sender<bool>,
 }
 
@@ -274,6 +281,8 @@ impl Default for Hub {
             clients: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
             progress_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            // 0.1 ms to 13 s: a hand-over is usually well under a millisecond
+            send_lag: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             closed: watch::channel(false).0,
         }
     }
@@ -287,10 +296,8 @@ impl Hub {
         };
         // ids are assigned under the ring's lock, so the ring stays ordered
         let kind = data.get("type").and_then(Value::as_str).unwrap_or("");
-        if name == "job"
-            && kind == "progress"
-            && let Some(sent) = data.get("ts_ms").and_then(Value::as_i64)
-        {
+        let progress = name == "job" && kind == "progress";
+        if progress && let Some(sent) = data.get("ts_ms").and_then(Value::as_i64) {
             // an agent's clock ahead of ours counts as no lag
             let lag_ms = (crate::ui::fmt::now_ms() - sent).max(0);
             #[allow(clippy::cast_precision_loss)] // milliseconds: exact below 2^52
@@ -304,6 +311,7 @@ impl Hub {
             job_id: str_field(&data, "job_id"),
             repo_id: str_field(&data, if name == "repo" { "id" } else { "repo_id" }),
             job_output: name == "job" && matches!(kind, "progress" | "log"),
+            progress_at: progress.then(std::time::Instant::now),
             data: data.to_string(),
         });
         if ring.len() == RING {
@@ -325,6 +333,7 @@ impl Hub {
             job_id: None,
             repo_id: None,
             job_output: false,
+            progress_at: None,
             data: data.to_string(),
         });
         // no receiver is fine
@@ -369,6 +378,14 @@ impl Hub {
     /// offsets in: a figure for a fleet whose clocks are synchronised.
     pub fn progress_lag(&self) -> Histogram {
         self.progress_lag.clone()
+    }
+
+    /// How long job progress events wait, once published here, until a
+    /// client's stream hands them to its connection (one observation per
+    /// client and event, live events only): the web role's fan-out share
+    /// of the live path, from which the network and the browser remain.
+    pub fn send_lag(&self) -> Histogram {
+        self.send_lag.clone()
     }
 
     /// Events held for resumption (at most [`RING`]); with the broadcast's
@@ -738,6 +755,9 @@ pub(crate) async fn stream(
                         r = rx.recv() => match r {
                             Ok(e) if e.id <= replayed_up_to => continue,
                             Ok(e) if wanted(&e) => {
+                                if let Some(at) = e.progress_at {
+                                    guards.0.0.events.send_lag.observe(at.elapsed().as_secs_f64());
+                                }
                                 let event = Ok::<_, Infallible>(sse_event(&e));
                                 return Some((event, (rx, vitals_rx, guards, wanted)));
                             }

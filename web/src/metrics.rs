@@ -12,7 +12,9 @@
 //! - `rm_sse_clients`, `rm_sse_clients_dropped`, `rm_sse_events_published`;
 //! - `rm_live_progress_lag_seconds` (histogram): how late agents' progress
 //!   messages reach this process, from the agent's own `ts_ms` (the bus's
-//!   share of the live path);
+//!   share of the live path); `rm_sse_send_lag_seconds` (histogram): from
+//!   a progress event's publication here to its hand-over to each
+//!   client's connection (this process's fan-out share);
 //! - `rm_http_request_duration_seconds{method,route,status}` (histogram);
 //! - asked of the other roles over the bus at scrape time (their
 //!   `metrics` verb, at most [`ROLE_WAIT`] each; a role that does not
@@ -222,6 +224,11 @@ pub(crate) async fn scrape(
         "rm_live_progress_lag_seconds",
         "How late agents' progress messages reached this process, from the agent's own timestamp",
         state.events.progress_lag(),
+    );
+    r.register(
+        "rm_sse_send_lag_seconds",
+        "From a job progress event's publication on this process to its hand-over to an event-stream client's connection, per client",
+        state.events.send_lag(),
     );
     roles(&mut r, &state, &who).await;
     r.register(

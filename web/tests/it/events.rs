@@ -721,6 +721,63 @@ async fn a_repository_page_gets_only_its_own_and_its_jobs_events_live_and_replay
     assert!(!tag.contains("data-event-repo"), "{tag}");
 }
 
+/// `/metrics` times the web role's own share of the live path: each
+/// client's hand-over of a job progress event, from its publication here
+/// (`rm_sse_send_lag_seconds`), once per client that is sent it; other
+/// events, and a client that did not ask for that host's progress, add
+/// nothing.
+#[tokio::test]
+async fn the_hand_over_of_progress_to_each_client_is_timed() {
+    let h = H::new().await;
+    h.user("o", Role::Operator).await;
+    let s = h.login("o").await;
+    let token = h.token(Role::Viewer).await;
+    let count = |body: &str| -> u64 {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("rm_sse_send_lag_seconds_count "))
+            .unwrap_or_else(|| panic!("no send lag in\n{body}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(count(&h.get_text(&token, "/metrics").await.1), 0);
+    let mut a = connect(&h, &s, "?topics=jobs", None).await;
+    let mut b = connect(&h, &s, "?topics=jobs&progress=h1", None).await;
+    let mut none = connect(&h, &s, "?topics=jobs&progress=", None).await;
+    let ev = &h.state.events;
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "started", "host_id": "h1", "job_id": "j1"}),
+    );
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "progress", "host_id": "h1", "job_id": "j1", "ts_ms": 1}),
+    );
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "log", "host_id": "h1", "job_id": "j1"}),
+    );
+    ev.publish(
+        "job",
+        serde_json::json!({"type": "finished", "host_id": "h1", "job_id": "j1"}),
+    );
+    assert_eq!(got_about(&mut a, 4).await.len(), 4);
+    assert_eq!(got_about(&mut b, 4).await.len(), 4);
+    assert_eq!(
+        got_about(&mut none, 2).await,
+        ["job/started/h1/j1", "job/finished/h1/j1"]
+    );
+    let body = h.get_text(&token, "/metrics").await.1;
+    assert_eq!(
+        count(&body),
+        2,
+        "one hand-over per client sent the progress:\n{body}"
+    );
+    assert!(
+        body.contains("rm_sse_send_lag_seconds_bucket{le=\"+Inf\"} 2"),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
     let h = H::new().await;

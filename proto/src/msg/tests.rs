@@ -369,22 +369,16 @@ fn services_and_events_round_trip() {
             message: "no such host".into(),
         }),
     });
-    roundtrip(EventMsg {
-        v: PROTOCOL_VERSION,
-        ts_ms: 1,
-        host: Some(host()),
-        job: Some(job()),
-        id: None,
-        repo: None,
-    });
-    roundtrip(EventMsg {
-        v: PROTOCOL_VERSION,
-        ts_ms: 1,
-        host: Some(host()),
-        job: Some(job()),
-        id: None,
-        repo: Some("r_1".into()),
-    });
+    for repo in [None, Some("r_1".to_owned())] {
+        roundtrip(EventMsg {
+            v: PROTOCOL_VERSION,
+            ts_ms: 1,
+            host: Some(host()),
+            job: Some(job()),
+            id: None,
+            repo,
+        });
+    }
     // an event from before `repo` existed still reads, without one
     let old: EventMsg = decode(
         "event",

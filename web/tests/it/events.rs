@@ -142,6 +142,40 @@ async fn body_tag(h: &H, s: &Session, path: &str) -> String {
     html[at..at + html[at..].find('>').unwrap()].to_owned()
 }
 
+/// The field a refused `GET` of `path` names (it must answer 400).
+async fn refused_field(h: &H, s: &Session, path: impl AsRef<str>) -> String {
+    let resp = h
+        .send(
+            req("GET", path.as_ref())
+                .header(header::COOKIE, s.header())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(resp.status(), 400, "{}", path.as_ref());
+    json(resp).await["error"]["field"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Seeds `hosts` hosts (`seed-h000000`, ...) with `jobs_per_host` jobs and
+/// a snapshot each, and their repository `seed-repo-0000`.
+async fn seed(h: &H, hosts: usize, jobs_per_host: usize) {
+    rm_store::seed::fleet(
+        &h.state.store,
+        &rm_store::seed::Spec {
+            hosts,
+            jobs_per_host,
+            snapshots_per_host: 1,
+            now_ms: h.state.now(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// Polls `f` every 20 ms until it holds, for at most 10 s.
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..500 {
@@ -306,16 +340,10 @@ async fn last_event_id_resumes_from_the_ring_or_asks_to_refetch() {
     assert_eq!(name, "host");
 
     // unknown topics are a clear error
-    let resp = h
-        .send(
-            req("GET", "/api/v1/events?topics=weather")
-                .header(header::COOKIE, s.header())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    assert_eq!(json(resp).await["error"]["field"], "topics");
+    assert_eq!(
+        refused_field(&h, &s, "/api/v1/events?topics=weather").await,
+        "topics"
+    );
 }
 
 /// A page's first live connection must not miss what happened between
@@ -414,18 +442,7 @@ async fn got_about(r: &mut Reader, n: usize) -> Vec<String> {
 #[tokio::test]
 async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
     let h = H::new().await;
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 1,
-            jobs_per_host: 2,
-            snapshots_per_host: 1,
-            now_ms: h.state.now(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed(&h, 1, 2).await;
     h.user("v", Role::Viewer).await;
     let s = h.login("v").await;
     let mut fleet = connect(&h, &s, "?topics=jobs,schedules", None).await;
@@ -489,16 +506,10 @@ async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
         ]
     );
     // one scope at a time
-    let resp = h
-        .send(
-            req("GET", "/api/v1/events?host=h1&job=j1")
-                .header(header::COOKIE, s.header())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    assert_eq!(json(resp).await["error"]["field"], "job");
+    assert_eq!(
+        refused_field(&h, &s, "/api/v1/events?host=h1&job=j1").await,
+        "job"
+    );
 
     // the pages name their scope for the page script
     let job_id: String = {
@@ -537,18 +548,7 @@ async fn a_host_or_job_page_gets_only_its_own_events_live_and_replayed() {
 #[tokio::test]
 async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
     let h = H::new().await;
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 2,
-            jobs_per_host: 1,
-            snapshots_per_host: 1,
-            now_ms: h.state.now(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed(&h, 2, 1).await;
     h.user("o", Role::Operator).await;
     let s = h.login("o").await;
     let mut rows = connect(&h, &s, "?topics=jobs&progress=h1,h3", None).await;
@@ -608,19 +608,15 @@ async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
     let many: Vec<String> = (0..=rm_web::events::OutputOf::MAX_HOSTS)
         .map(|i| format!("h{i}"))
         .collect();
-    let resp = h
-        .send(
-            req(
-                "GET",
-                &format!("/api/v1/events?progress={}", many.join(",")),
-            )
-            .header(header::COOKIE, s.header())
-            .body(Body::empty())
-            .unwrap(),
+    assert_eq!(
+        refused_field(
+            &h,
+            &s,
+            format!("/api/v1/events?progress={}", many.join(","))
         )
-        .await;
-    assert_eq!(resp.status(), 400);
-    assert_eq!(json(resp).await["error"]["field"], "progress");
+        .await,
+        "progress"
+    );
 
     // the pages say which hosts' progress they show
     let dashboard = body_tag(&h, &s, "/").await;
@@ -647,18 +643,7 @@ async fn fleet_pages_get_job_progress_only_for_the_hosts_they_show() {
 #[tokio::test]
 async fn a_repository_page_gets_only_its_own_and_its_jobs_events_live_and_replayed() {
     let h = H::new().await;
-    rm_store::seed::fleet(
-        &h.state.store,
-        &rm_store::seed::Spec {
-            hosts: 1,
-            jobs_per_host: 1,
-            snapshots_per_host: 1,
-            now_ms: h.state.now(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    seed(&h, 1, 1).await;
     h.user("v", Role::Viewer).await;
     let s = h.login("v").await;
     let mut r1 = connect(&h, &s, "?topics=jobs,repos&repo=r1&progress=", None).await;
@@ -699,16 +684,10 @@ async fn a_repository_page_gets_only_its_own_and_its_jobs_events_live_and_replay
         ["job/queued/h1/j2", "repo/changed/-/-"]
     );
     // one scope at a time
-    let resp = h
-        .send(
-            req("GET", "/api/v1/events?host=h1&repo=r1")
-                .header(header::COOKIE, s.header())
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(resp.status(), 400);
-    assert_eq!(json(resp).await["error"]["field"], "repo");
+    assert_eq!(
+        refused_field(&h, &s, "/api/v1/events?host=h1&repo=r1").await,
+        "repo"
+    );
     // the page names its repository for the page script
     let tag = body_tag(&h, &s, "/repositories/seed-repo-0000").await;
     assert!(

@@ -154,6 +154,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// deliver results).
 const AGENT_STOP_GRACE: Duration = Duration::from_secs(15);
 
+/// How long the other roles get to stop after one failed, before serve
+/// exits with the failure anyway.
+const FAILED_STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// Runs everything until `shutdown` completes, then stops the roles and
 /// finally the bus.
 pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
@@ -400,46 +404,68 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     let _ = agent_stop_tx.send(true);
     // each part of the stop says when it ended: a slow stop names its part
     let stopping = std::time::Instant::now();
-    let result = match failed {
-        Some((role, r)) => {
-            let _ = stop_tx.send(true);
-            Err(flatten(r)
+    // Every part is stopped and joined whatever failed first (a role that
+    // failed, a local agent whose stop failed): the first error is
+    // serve's, the others are logged. The failed part's task has ended
+    // already and is not awaited again.
+    let mut errors: Vec<anyhow::Error> = Vec::new();
+    let mut failed_part = None;
+    if let Some((part, r)) = failed {
+        failed_part = Some(part);
+        stopped_after(part, stopping);
+        errors.push(
+            flatten(r)
                 .err()
-                .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly")))
-            .with_context(|| format!("the {role} stopped"))
+                .unwrap_or_else(|| anyhow::anyhow!("stopped unexpectedly"))
+                .context(format!("the {part} stopped")),
+        );
+        // the roles stop at once when one of them failed
+        let _ = stop_tx.send(true);
+    }
+    if let Some(mut a) = agent.take().filter(|_| failed_part != Some("local agent")) {
+        // the agent first: its last results still reach the control
+        // plane, which stops after it (or after AGENT_STOP_GRACE)
+        let done = tokio::time::timeout(AGENT_STOP_GRACE, &mut a).await;
+        let _ = stop_tx.send(true);
+        let r = match done {
+            Ok(r) => r,
+            Err(_) => a.await,
+        };
+        stopped_after("local agent", stopping);
+        if let Err(e) = flatten(r) {
+            errors.push(e.context("local agent"));
         }
-        None => {
-            if let Some(mut a) = agent.take() {
-                // the agent first: its last results still reach the control
-                // plane, which stops after it (or after AGENT_STOP_GRACE)
-                let done = tokio::time::timeout(AGENT_STOP_GRACE, &mut a).await;
-                let _ = stop_tx.send(true);
-                let r = match done {
-                    Ok(r) => r,
-                    Err(_) => a.await,
-                };
-                stopped_after("local agent", stopping);
-                flatten(r).context("local agent")?;
-            }
-            let _ = stop_tx.send(true);
-            let timed = |role: &'static str, task: tokio::task::JoinHandle<Result<()>>| async move {
-                let r = task.await;
-                stopped_after(role, stopping);
-                r
-            };
-            let (c, n, a, w) = tokio::join!(
-                timed("control plane", controlplane),
-                timed("notifier", notifier),
-                timed("alerts role", alerts),
-                timed("web service", web)
-            );
-            flatten(c).context("control plane")?;
-            flatten(n).context("notifier")?;
-            flatten(a).context("alerts role")?;
-            flatten(w).context("web service")?;
-            Ok(())
+    }
+    let _ = stop_tx.send(true);
+    let timed = |part: &'static str, task: tokio::task::JoinHandle<Result<()>>| async move {
+        if failed_part == Some(part) {
+            return Ok(());
         }
+        let r = task.await;
+        stopped_after(part, stopping);
+        flatten(r).context(part)
     };
+    let joined = async {
+        tokio::join!(
+            timed("control plane", controlplane),
+            timed("notifier", notifier),
+            timed("alerts role", alerts),
+            timed("web service", web)
+        )
+    };
+    // After a failure nobody asked serve to stop: a role that hangs in its
+    // stop must not keep a failed serve from exiting (and being restarted)
+    let joined = match failed_part {
+        None => Some(joined.await),
+        Some(_) => tokio::time::timeout(FAILED_STOP_GRACE, joined).await.ok(),
+    };
+    match joined {
+        Some((c, n, a, w)) => errors.extend([c, n, a, w].into_iter().filter_map(Result::err)),
+        None => tracing::warn!(
+            grace_s = FAILED_STOP_GRACE.as_secs(),
+            "roles still stopping after a failure; left to the process's end"
+        ),
+    }
     if let Some(d) = demo {
         d.abort();
     }
@@ -452,7 +478,16 @@ pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()
     }
     server.shutdown().await;
     stopped_after("embedded bus", stopping);
-    result
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(first) => {
+            for e in errors {
+                tracing::error!(error = %format_args!("{e:#}"), "also failed while stopping");
+            }
+            Err(first)
+        }
+    }
 }
 
 /// Logs that `part` of serve finished stopping, and how long after the

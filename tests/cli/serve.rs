@@ -306,11 +306,7 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_stops_it_before_the_roles_
         !log.contains('\x1b'),
         "no terminal colour codes in a log that is not a terminal: {log}"
     );
-    let order: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" stopped ") && l.contains("stop_ms="))
-        .filter_map(|l| l.split("part=\"").nth(1)?.split('"').next())
-        .collect();
+    let order = stop_order(&log);
     assert_eq!(order.first(), Some(&"local agent"), "{log}");
     assert_eq!(order.last(), Some(&"embedded bus"), "{log}");
     assert_eq!(order.len(), 6, "every part says it stopped: {log}");
@@ -333,6 +329,81 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_stops_it_before_the_roles_
     assert!(back, "the local agent came back as the same host");
     let status = terminate_logged(&mut child, dir.path());
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// The parts of serve that logged their stop (`stopped part=... stop_ms=`),
+/// in the order they did.
+fn stop_order(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" stopped ") && l.contains("stop_ms="))
+        .filter_map(|l| l.split("part=\"").nth(1)?.split('"').next())
+        .collect()
+}
+
+/// A role that fails ends serve with an error naming it, but only after
+/// every other part stopped in order: the other roles are joined, the bus
+/// shut down last (the roles used to be left to the process's end). The
+/// web service fails here on a key file that is not a key.
+#[tokio::test]
+async fn serve_whose_web_service_fails_names_it_and_still_stops_the_other_roles_then_the_bus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (
+        dir.path().join("web-cert.pem"),
+        dir.path().join("web-key.pem"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .args(["authority", "bus-cert", "--data-dir"])
+        .arg(dir.path())
+        .args(["--name", "127.0.0.1", "--cert-out"])
+        .arg(&cert)
+        .arg("--key-out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bus-cert: {out:?}");
+    std::fs::write(&key, "not a key\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--bus-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--web-listen", "127.0.0.1:0", "--web-tls-cert"])
+        .arg(&cert)
+        .arg("--web-tls-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file(dir.path()))
+        .spawn()
+        .expect("start serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+            panic!("serve did not end within 60 s of its web service failing: {log}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!status.success(), "a failed role is a failed serve: {log}");
+    assert!(log.contains("the web service stopped"), "{log}");
+    let order = stop_order(&log);
+    assert_eq!(
+        order.first(),
+        Some(&"web service"),
+        "the failed part first: {log}"
+    );
+    assert_eq!(order.last(), Some(&"embedded bus"), "the bus last: {log}");
+    for part in ["control plane", "notifier", "alerts role"] {
+        assert!(
+            order.contains(&part),
+            "{part} was stopped and joined: {log}"
+        );
+    }
+    assert_eq!(order.len(), 5, "each part once: {log}");
 }
 
 /// The notifier `serve` runs opens channels sealed by the alerts role's

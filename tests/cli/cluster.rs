@@ -42,6 +42,27 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_restic-manager"))
 }
 
+/// A certificate for 127.0.0.1 from the installation's CA in `ca_data`
+/// (`authority bus-cert`), written to `<dir>/<name>-cert.pem` and
+/// `<dir>/<name>-key.pem`; returns the two paths.
+pub(crate) fn issue_cert(ca_data: &Path, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    let out = bin()
+        .args(["authority", "bus-cert", "--data-dir"])
+        .arg(ca_data)
+        .args(["--name", "127.0.0.1", "--cert-out"])
+        .arg(&cert)
+        .arg("--key-out")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bus-cert: {out:?}");
+    (cert, key)
+}
+
 fn agent_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_restic-manager")).with_file_name("restic-manager-agent");
     assert!(
@@ -203,20 +224,7 @@ impl Node {
         extra: &[String],
         ca_data: &Path,
     ) -> Node {
-        let (cert, key) = (
-            dir.join(format!("{name}-cert.pem")),
-            dir.join(format!("{name}-key.pem")),
-        );
-        let out = bin()
-            .args(["authority", "bus-cert", "--data-dir"])
-            .arg(ca_data)
-            .args(["--name", "127.0.0.1", "--cert-out"])
-            .arg(&cert)
-            .arg("--key-out")
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "bus-cert: {out:?}");
+        let (cert, key) = issue_cert(ca_data, dir, name);
         let mut cmd = bin();
         cmd.args(["authority", "nats-config", "--data-dir"])
             .arg(data)

@@ -347,20 +347,7 @@ fn stop_order(log: &str) -> Vec<&str> {
 #[tokio::test]
 async fn serve_whose_web_service_fails_names_it_and_still_stops_the_other_roles_then_the_bus() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (
-        dir.path().join("web-cert.pem"),
-        dir.path().join("web-key.pem"),
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
-        .args(["authority", "bus-cert", "--data-dir"])
-        .arg(dir.path())
-        .args(["--name", "127.0.0.1", "--cert-out"])
-        .arg(&cert)
-        .arg("--key-out")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "bus-cert: {out:?}");
+    let (cert, key) = crate::cluster::issue_cert(dir.path(), dir.path(), "web");
     std::fs::write(&key, "not a key\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_restic-manager"))
         .args(["serve", "--data-dir"])

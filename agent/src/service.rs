@@ -39,6 +39,9 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
          # jobs time to be cancelled and recorded\n\
          KillMode=mixed\n\
          TimeoutStopSec=30\n\
+         # restic yields the cores to this host's own services: Nice= alone\n\
+         # only weighs it inside its own scheduling group (autogroups)\n\
+         CPUWeight=20\n\
          Nice=10\n\
          IOSchedulingClass=idle\n\
          StateDirectory=restic-manager-agent\n\
@@ -175,5 +178,35 @@ mod tests {
         uninstall_systemd(&units, false).unwrap();
         assert!(!path.exists());
         uninstall_systemd(&units, false).unwrap();
+    }
+
+    /// The lines that set a unit's scheduling priorities.
+    fn priorities(unit: &str) -> Vec<&str> {
+        unit.lines()
+            .map(str::trim)
+            .filter(|l| {
+                ["CPUWeight=", "Nice=", "IOSchedulingClass=", "IOWeight="]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn installed_unit_yields_the_cpu_as_the_packaged_unit_does() {
+        let spec = ServiceSpec {
+            exe: "/usr/bin/restic-manager-agent".into(),
+            state_dir: "/var/lib/restic-manager-agent".into(),
+            restic_bin: "/usr/bin/restic".into(),
+        };
+        let packaged = include_str!("../../deploy/systemd/restic-manager-agent.service");
+        let installed = systemd_unit(&spec);
+        // a nice value alone does not make restic yield to other services
+        // (autogroups): the weight is what does
+        assert!(
+            priorities(&installed).contains(&"CPUWeight=20"),
+            "{installed}"
+        );
+        assert_eq!(priorities(&installed), priorities(packaged));
     }
 }

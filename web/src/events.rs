@@ -4,8 +4,11 @@
 //! log lines, and every `rm.evt.*`) and fans the events out through one
 //! bounded broadcast channel ([`Hub`]). Every
 //! client reads at its own pace from its own position in that channel: a
-//! client that falls more than [`CLIENT_BUFFER`] events behind is dropped
-//! (it reconnects with `Last-Event-ID`), and nobody else waits for it.
+//! client that falls more than [`CLIENT_BUFFER`] events behind is sent
+//! `refetch` and goes on from the newest event on the same connection
+//! (until stop 50 it was dropped, and reconnected only to be told to
+//! refetch: a burst of results at 100,000 hosts dropped every fleet-wide
+//! page at once), and nobody else waits for it.
 //! The last [`RING`] events are kept so a reconnecting client resumes where
 //! it left off; if its `Last-Event-ID` is older than that, it first gets a
 //! `refetch` event telling it to reload what it shows. A page carries the
@@ -79,7 +82,7 @@ use crate::error::ApiError;
 
 /// Events kept for `Last-Event-ID` resumption.
 pub const RING: usize = 512;
-/// How far a client may fall behind before it is dropped.
+/// How far a client may fall behind before it is told to refetch.
 pub const CLIENT_BUFFER: usize = 1024;
 /// Interval of keep-alive comments.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -259,7 +262,7 @@ pub struct Hub {
     ring: Mutex<VecDeque<Arc<LiveEvent>>>,
     next_id: AtomicU64,
     clients: AtomicUsize,
-    dropped: AtomicU64,
+    fell_behind: AtomicU64,
     /// How late agents' progress messages reach this process: the
     /// message's own `ts_ms` to its publication here ([`Hub::publish`]).
     progress_lag: Histogram,
@@ -279,7 +282,7 @@ impl Default for Hub {
             ring: Mutex::new(VecDeque::with_capacity(RING)),
             next_id: AtomicU64::new(1),
             clients: AtomicUsize::new(0),
-            dropped: AtomicU64::new(0),
+            fell_behind: AtomicU64::new(0),
             progress_lag: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             // 0.1 ms to 13 s: a hand-over is usually well under a millisecond
             send_lag: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
@@ -367,9 +370,10 @@ impl Hub {
         self.clients.load(Ordering::SeqCst)
     }
 
-    /// Clients dropped for falling behind, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::SeqCst)
+    /// Times a client fell more than [`CLIENT_BUFFER`] events behind and
+    /// was told to refetch, since start.
+    pub fn fell_behind(&self) -> u64 {
+        self.fell_behind.load(Ordering::SeqCst)
     }
 
     /// How late agents' progress messages reached this process, from the
@@ -641,6 +645,11 @@ async fn next_vitals(
     }
 }
 
+/// `refetch`: events were missed, reload what the page shows.
+fn refetch_event() -> Event {
+    Event::default().event("refetch").data("{}")
+}
+
 /// `GET /api/v1/events`.
 pub(crate) async fn stream(
     State(state): State<AppState>,
@@ -733,7 +742,7 @@ pub(crate) async fn stream(
     };
     let head = futures_util::stream::iter(
         refetch
-            .then(|| Ok::<_, Infallible>(Event::default().event("refetch").data("{}")))
+            .then(|| Ok::<_, Infallible>(refetch_event()))
             .into_iter()
             .chain(
                 backlog
@@ -763,9 +772,14 @@ pub(crate) async fn stream(
                             }
                             Ok(_) => continue,
                             Err(broadcast::error::RecvError::Lagged(n)) => {
-                                guards.0.0.events.dropped.fetch_add(1, Ordering::SeqCst);
-                                tracing::info!(missed = n, "a slow event client was dropped");
-                                return None;
+                                // what it missed is gone: it reloads what it
+                                // shows and goes on from the newest event, on
+                                // the same connection
+                                guards.0.0.events.fell_behind.fetch_add(1, Ordering::SeqCst);
+                                tracing::info!(missed = n, "an event client fell behind: told to refetch");
+                                rx = rx.resubscribe();
+                                let event = Ok::<_, Infallible>(refetch_event());
+                                return Some((event, (rx, vitals_rx, guards, wanted)));
                             }
                             Err(broadcast::error::RecvError::Closed) => return None,
                         },

@@ -9,7 +9,7 @@
 //!   `rm_alerts_open{kind,severity}`, `rm_delivery_attempts{outcome}`;
 //! - `rm_bus_connected`, `rm_bus_messages_in`, `rm_bus_messages_out`,
 //!   `rm_bus_connects`;
-//! - `rm_sse_clients`, `rm_sse_clients_dropped`, `rm_sse_events_published`;
+//! - `rm_sse_clients`, `rm_sse_clients_fell_behind`, `rm_sse_events_published`;
 //! - `rm_live_progress_lag_seconds` (histogram): how late agents' progress
 //!   messages reach this process, from the agent's own `ts_ms` (the bus's
 //!   share of the live path); `rm_sse_send_lag_seconds` (histogram): from
@@ -210,9 +210,9 @@ pub(crate) async fn scrape(
     );
     gauge(
         &mut r,
-        "rm_sse_clients_dropped",
-        "Event-stream clients dropped for falling behind",
-        i64::try_from(state.events.dropped()).unwrap_or(i64::MAX),
+        "rm_sse_clients_fell_behind",
+        "Times an event-stream client fell behind and was told to refetch",
+        i64::try_from(state.events.fell_behind()).unwrap_or(i64::MAX),
     );
     gauge(
         &mut r,

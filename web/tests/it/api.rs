@@ -507,7 +507,7 @@ async fn metrics_need_a_token_and_report_the_fleet_and_this_process() {
     for needle in [
         "rm_sse_clients 0",
         "rm_bus_connected 1",
-        "rm_sse_clients_dropped 0",
+        "rm_sse_clients_fell_behind 0",
         "rm_sse_events_published 0",
         "rm_live_progress_lag_seconds_count 0",
         "rm_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 1",

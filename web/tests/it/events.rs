@@ -1,6 +1,7 @@
 //! Live events over SSE: bus messages reach clients by topic, a client
 //! resumes with `Last-Event-ID` (or is told to refetch), and one client
-//! that never reads is dropped while 299 others get every event.
+//! that stops reading is told to refetch and goes on from the newest event
+//! while 299 others get every event.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -758,7 +759,8 @@ async fn the_hand_over_of_progress_to_each_client_is_timed() {
 }
 
 #[tokio::test]
-async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
+async fn a_client_that_falls_behind_is_told_to_refetch_and_goes_on_while_299_others_get_every_event()
+ {
     let h = H::new().await;
     h.user("v", Role::Viewer).await;
     let s = h.login("v").await;
@@ -799,13 +801,23 @@ async fn a_client_that_never_reads_is_dropped_and_299_others_get_every_event() {
             "every reading client has all {target} events"
         );
     }
-    // the one that never read fell behind: its stream ends instead of
-    // growing, and it is counted as dropped
-    assert!(
-        never.next().await.is_none(),
-        "the slow client's stream ended"
+    // the one that did not read fell behind: it is told to refetch (what it
+    // missed is gone), counted, and its stream goes on from the newest event
+    assert_eq!(
+        never.next().await.map(|(name, _, _)| name).as_deref(),
+        Some("refetch")
     );
-    assert_eq!(h.state.events.dropped(), 1);
+    assert_eq!(h.state.events.fell_behind(), 1);
+    h.state
+        .events
+        .publish("job", serde_json::json!({"n": "after"}));
+    let (name, id, data) = never.next().await.expect("the same stream goes on");
+    assert_eq!(
+        (name.as_str(), id, data["n"].as_str()),
+        ("job", (total + 1).to_string(), Some("after")),
+        "the next event after the refetch is the newest, not one it missed"
+    );
+    assert_eq!(h.state.events.clients(), 300, "nobody was disconnected");
     for t in tasks {
         t.abort();
     }

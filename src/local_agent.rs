@@ -51,6 +51,8 @@ pub async fn prepare(l: &Local<'_>) -> Result<Settings> {
     settings.hostname = l.name.to_owned();
     settings.bus_urls = Some(vec![l.bus_url.to_owned()]);
     settings.timings.heartbeat = l.heartbeat;
+    // this machine's backups give way to the roles serve runs beside them
+    settings.restic_yields = true;
     Ok(settings)
 }
 

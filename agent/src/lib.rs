@@ -111,6 +111,9 @@ pub struct Settings {
     pub outbox_max: usize,
     pub timings: Timings,
     pub clock: SharedClock,
+    /// restic runs below this process's priorities ([`rm_restic::Restic::yielding`]):
+    /// for an agent inside `serve`; a standalone agent's unit sets its priorities.
+    pub restic_yields: bool,
 }
 
 impl Settings {
@@ -123,6 +126,7 @@ impl Settings {
             outbox_max: 10_000,
             timings: Timings::default(),
             clock: rm_bus::clock::system(),
+            restic_yields: false,
         }
     }
 }

@@ -103,7 +103,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let host = identity.host_id.clone();
     let (restic, restic_error) = match Restic::detect(&settings.restic_bin).await {
         Ok(r) => {
-            tracing::info!(version = %r.version_string(), bin = %settings.restic_bin.display(), "restic found");
+            tracing::info!(version = %r.version_string(), bin = %settings.restic_bin.display(), yields = settings.restic_yields, "restic found");
+            let r = if settings.restic_yields {
+                r.yielding()
+            } else {
+                r
+            };
             (Some(r), None)
         }
         Err(e) => {

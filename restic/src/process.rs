@@ -145,6 +145,8 @@ pub(crate) struct Spec<'a> {
     pub tick: Duration,
     /// Per-line cap.
     pub max_line: usize,
+    /// Start restic below this process's priorities ([`crate::Restic::yielding`]).
+    pub yields: bool,
 }
 
 fn build_command(spec: &Spec<'_>) -> Command {
@@ -178,6 +180,9 @@ fn build_command(spec: &Spec<'_>) -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     os::own_group(&mut cmd);
+    if spec.yields {
+        os::below_us(&mut cmd);
+    }
     cmd
 }
 
@@ -255,11 +260,46 @@ mod os {
 
     #[cfg(not(target_os = "linux"))]
     fn die_with_parent(_cmd: &mut tokio::process::Command) {}
+
+    /// Ten nice steps more than the spawning thread (a process's nice
+    /// weighs it against the others of its scheduling group, which the
+    /// child shares with us: same session, same cgroup) and, on Linux,
+    /// the idle I/O class. Best effort: a priority that cannot be set
+    /// does not stop a backup.
+    pub(super) fn below_us(cmd: &mut tokio::process::Command) {
+        // SAFETY: the closure runs in the forked child before exec and
+        // calls only async-signal-safe system calls (nice, ioprio_set).
+        unsafe {
+            cmd.pre_exec(|| {
+                let _ = libc::nice(YIELD_NICE);
+                idle_io();
+                Ok(())
+            });
+        }
+    }
+
+    /// How many nice steps [`below_us`] adds.
+    pub(super) const YIELD_NICE: libc::c_int = 10;
+
+    #[cfg(target_os = "linux")]
+    fn idle_io() {
+        // ioprio_set(IOPRIO_WHO_PROCESS, this process, IOPRIO_CLASS_IDLE << 13)
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_IDLE: libc::c_long = 3 << 13;
+        // SAFETY: a plain system call with integer arguments.
+        let _ = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE) };
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn idle_io() {}
 }
 
 #[cfg(windows)]
 mod os {
     pub(super) fn own_group(_cmd: &mut tokio::process::Command) {}
+
+    /// Not done on Windows (a priority class would go here).
+    pub(super) fn below_us(_cmd: &mut tokio::process::Command) {}
 
     /// `taskkill /T /F`: the process and everything it started.
     pub(super) fn kill_tree(pid: Option<u32>) {

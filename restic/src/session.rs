@@ -65,6 +65,7 @@ impl<'a> Session<'a> {
             cancel,
             tick,
             max_line: process::MAX_LINE,
+            yields: self.restic.yields(),
         }
     }
 

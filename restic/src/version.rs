@@ -29,6 +29,9 @@ impl std::fmt::Display for Version {
 pub struct Restic {
     bin: PathBuf,
     version: Version,
+    /// Whether its runs yield to the process that starts them
+    /// ([`Restic::yielding`]).
+    yields: bool,
 }
 
 const DETECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,6 +50,7 @@ impl Restic {
             cancel: None,
             tick: Duration::from_secs(3600),
             max_line: 64 * 1024,
+            yields: false,
         };
         let mut c = Collected::default();
         let exit = process::run(spec, &mut c).await;
@@ -55,7 +59,11 @@ impl Restic {
         match crate::parse::version(&out) {
             Some(version) => {
                 tracing::debug!(bin = %bin.display(), %version, "detected restic");
-                Ok(Restic { bin, version })
+                Ok(Restic {
+                    bin,
+                    version,
+                    yields: false,
+                })
             }
             None => Err(Failure {
                 kind: ErrorKind::Fatal,
@@ -79,5 +87,23 @@ impl Restic {
 
     pub fn bin(&self) -> &Path {
         &self.bin
+    }
+
+    /// This restic, its runs started ten nice steps below the process that
+    /// runs them and in the idle I/O class (Linux; elsewhere unchanged):
+    /// for a runner inside a process whose own work must come first —
+    /// `serve --local-agent`, where restic would otherwise weigh the same
+    /// as the control plane it shares a scheduling group with. A
+    /// standalone agent gets the same from its systemd unit instead
+    /// (`Nice=`, `IOSchedulingClass=`, `CPUWeight=`).
+    #[must_use]
+    pub fn yielding(mut self) -> Self {
+        self.yields = true;
+        self
+    }
+
+    /// Whether [`Restic::yielding`] was asked for.
+    pub fn yields(&self) -> bool {
+        self.yields
     }
 }

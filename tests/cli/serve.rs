@@ -277,10 +277,11 @@ async fn local_host(dir: &std::path::Path) -> Option<rm_store::hosts::Host> {
 }
 
 /// The local agent is enrolled once (a restart runs the same host), comes
-/// online, and on SIGTERM stops first, before the roles and the bus, as
-/// serve's log (plain text, not a terminal's colours) says part by part.
+/// online with its restic runs set to yield to serve's roles, and on
+/// SIGTERM stops first, before the roles and the bus, as serve's log
+/// (plain text, not a terminal's colours) says part by part.
 #[tokio::test]
-async fn serve_with_a_local_agent_enrolls_it_once_and_stops_it_before_the_roles_and_the_bus() {
+async fn serve_with_a_local_agent_enrolls_it_once_makes_its_restic_yield_and_stops_it_first() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = start_with_local_agent(dir.path(), port);
@@ -305,6 +306,12 @@ async fn serve_with_a_local_agent_enrolls_it_once_and_stops_it_before_the_roles_
     assert!(
         !log.contains('\x1b'),
         "no terminal colour codes in a log that is not a terminal: {log}"
+    );
+    // its restic runs below serve's priorities (rm_restic::Restic::yielding)
+    assert!(
+        log.lines()
+            .any(|l| l.contains("restic found") && l.contains("yields=true")),
+        "{log}"
     );
     let order = stop_order(&log);
     assert_eq!(order.first(), Some(&"local agent"), "{log}");

@@ -342,3 +342,68 @@ async fn absurd_lines_are_cut_and_json_status_is_throttled() {
     // no log line was 40 MB
     assert!(logs(&events).iter().all(|l| l.len() < 10_000));
 }
+
+/// The nice value of the thread that runs this test (and so spawns restic):
+/// `/proc/thread-self/stat`'s 19th field.
+fn our_nice() -> i64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // after "pid (comm) ": state is the 3rd field, nice the 19th
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    rest.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_yielding_restic_runs_ten_nice_steps_below_its_runner_in_the_idle_io_class() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("seen");
+    // the fake's own nice value and I/O class, as the kernel reports them
+    let bin = script(
+        d.path(),
+        &format!(
+            "{{ echo \"NICE $(cut -d' ' -f19 /proc/$$/stat)\"; echo \"IO $(ionice -p $$)\"; }} > {}\nexit 0",
+            out.display()
+        ),
+    );
+    let scratch = d.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let secrets = secrets(d.path());
+    let repo = Repo {
+        secrets: &secrets,
+        cache_dir: None,
+        scratch_dir: &scratch,
+    };
+    let plain = rm_restic::Restic::detect(&bin).await.unwrap();
+    let yielding = plain.clone().yielding();
+    assert!(!plain.yields() && yielding.yields());
+    let ours = our_nice();
+    for (restic, nice, io) in [
+        (&plain, ours, false),
+        (&yielding, (ours + 10).min(19), true),
+    ] {
+        let params = crate::support::backup(&[Path::new("/data")], None);
+        let (res, _) = run_with(
+            restic,
+            &repo,
+            params,
+            &no_locks_opts(Duration::from_secs(20)),
+        )
+        .await;
+        assert_eq!(res.outcome, JobOutcome::Succeeded, "{res:?}");
+        let seen = std::fs::read_to_string(&out).unwrap();
+        let got: i64 = seen
+            .lines()
+            .find_map(|l| l.strip_prefix("NICE "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(got, nice, "yielding {}: {seen}", restic.yields());
+        let io_line = seen.lines().find(|l| l.starts_with("IO ")).unwrap();
+        assert_eq!(
+            io_line == "IO idle",
+            io,
+            "yielding {}: {seen}",
+            restic.yields()
+        );
+    }
+}

@@ -279,7 +279,7 @@ mod os {
     }
 
     /// How many nice steps [`below_us`] adds.
-    pub(super) const YIELD_NICE: libc::c_int = 10;
+    const YIELD_NICE: libc::c_int = 10;
 
     #[cfg(target_os = "linux")]
     fn idle_io() {

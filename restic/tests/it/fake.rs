@@ -41,6 +41,32 @@ fn secrets(dir: &Path) -> RepoSecrets {
     }
 }
 
+/// A scratch directory and the test secrets under `dir`: what a [`Repo`]
+/// borrows.
+struct Place {
+    scratch: PathBuf,
+    secrets: RepoSecrets,
+}
+
+impl Place {
+    fn new(dir: &Path) -> Self {
+        let scratch = dir.join("scratch");
+        std::fs::create_dir(&scratch).unwrap();
+        Self {
+            scratch,
+            secrets: secrets(dir),
+        }
+    }
+
+    fn repo<'a>(&'a self, cache_dir: Option<&'a Path>) -> Repo<'a> {
+        Repo {
+            secrets: &self.secrets,
+            cache_dir,
+            scratch_dir: &self.scratch,
+        }
+    }
+}
+
 fn no_locks_opts(timeout: Duration) -> RunOptions {
     RunOptions {
         timeout,
@@ -63,14 +89,8 @@ async fn secrets_go_in_env_and_a_0600_file_never_argv() {
         ),
     );
     let restic = rm_restic::Restic::detect(&bin).await.unwrap();
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: Some(Path::new("/tmp/some-cache")),
-        scratch_dir: &scratch,
-    };
+    let place = Place::new(d.path());
+    let repo = place.repo(Some(Path::new("/tmp/some-cache")));
     let params = crate::support::backup(&[Path::new("/data")], Some("web-1"));
     let (res, events) = run_with(
         &restic,
@@ -99,7 +119,7 @@ async fn secrets_go_in_env_and_a_0600_file_never_argv() {
     assert!(seen.contains("PW pw-SECRET-123"));
     assert!(seen.contains("STDIN 0"));
     // password file removed afterwards
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&place.scratch).unwrap().count(), 0);
     // log events: stdout text and stderr lines
     let logs = logs(&events);
     assert!(logs.contains(&"plain text out".to_owned()), "{logs:?}");
@@ -142,14 +162,8 @@ async fn timeout_kills_the_whole_process_tree() {
     let d = tempfile::tempdir().unwrap();
     let (bin, pgid_file) = hanging_tree(d.path());
     let restic = rm_restic::Restic::detect(&bin).await.unwrap();
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: None,
-        scratch_dir: &scratch,
-    };
+    let place = Place::new(d.path());
+    let repo = place.repo(None);
     let t0 = Instant::now();
     let (res, events) = run_with(
         &restic,
@@ -184,7 +198,7 @@ async fn timeout_kills_the_whole_process_tree() {
         p.iter()
             .all(|p| p.ts_ms > 1_600_000_000_000 && p.percent_done.is_none())
     );
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&place.scratch).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -192,9 +206,7 @@ async fn cancel_kills_the_whole_process_tree() {
     let d = tempfile::tempdir().unwrap();
     let (bin, pgid_file) = hanging_tree(d.path());
     let restic = rm_restic::Restic::detect(&bin).await.unwrap();
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
+    let place = Place::new(d.path());
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let pf = pgid_file.clone();
@@ -203,11 +215,7 @@ async fn cancel_kills_the_whole_process_tree() {
         c2.cancel();
         pgid
     });
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: None,
-        scratch_dir: &scratch,
-    };
+    let repo = place.repo(None);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let res = rm_restic::run_job(
         &restic,
@@ -237,14 +245,8 @@ async fn refusals_happen_before_restic_is_spawned() {
     let restic = rm_restic::Restic::detect(&bin).await.unwrap();
     // from now on any spawn would fail (SpawnFailed → Fatal)
     std::fs::remove_file(&bin).unwrap();
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: None,
-        scratch_dir: &scratch,
-    };
+    let place = Place::new(d.path());
+    let repo = place.repo(None);
     let opts = no_locks_opts(Duration::from_secs(10));
     let run = |params: JobParams, append_only: bool| {
         let (restic, repo, opts) = (&restic, &repo, &opts);
@@ -294,7 +296,7 @@ async fn refusals_happen_before_restic_is_spawned() {
     let r = run(forget, false).await;
     assert_eq!(r.error_kind, Some(ErrorKind::Fatal), "{r:?}");
     assert!(r.error.unwrap().contains("could not start"));
-    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&place.scratch).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -308,14 +310,8 @@ async fn absurd_lines_are_cut_and_json_status_is_throttled() {
          echo '{\"message_type\":\"summary\",\"snapshot_id\":\"abcd1234\"}'",
     );
     let restic = rm_restic::Restic::detect(&bin).await.unwrap();
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: None,
-        scratch_dir: &scratch,
-    };
+    let place = Place::new(d.path());
+    let repo = place.repo(None);
     let mut opts = no_locks_opts(Duration::from_secs(30));
     opts.progress_interval = Duration::from_millis(300);
     let (res, events) = run_with(
@@ -364,14 +360,8 @@ async fn a_yielding_restic_runs_ten_nice_steps_below_its_runner_in_the_idle_io_c
             out.display()
         ),
     );
-    let scratch = d.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let secrets = secrets(d.path());
-    let repo = Repo {
-        secrets: &secrets,
-        cache_dir: None,
-        scratch_dir: &scratch,
-    };
+    let place = Place::new(d.path());
+    let repo = place.repo(None);
     let plain = rm_restic::Restic::detect(&bin).await.unwrap();
     let yielding = plain.clone().yielding();
     assert!(!plain.yields() && yielding.yields());

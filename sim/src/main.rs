@@ -282,11 +282,19 @@ async fn run(a: RunArgs) -> Result<()> {
                     continue;
                 };
                 match fleet.burst(db, k).await {
-                    Ok((acked, took)) => say(serde_json::json!({
-                        "burst_acked": acked,
-                        "secs": took.as_secs_f64(),
-                        "per_sec": acked as f64 / took.as_secs_f64().max(1e-9),
-                    })),
+                    Ok((acked, took)) => {
+                        // the results' span in wall time (the setup before it
+                        // is the bench's own writes), for `adds` elsewhere
+                        let to = rm_sim::now_ms();
+                        let from = to - i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+                        say(serde_json::json!({
+                            "burst_acked": acked,
+                            "secs": took.as_secs_f64(),
+                            "per_sec": acked as f64 / took.as_secs_f64().max(1e-9),
+                            "sent_from_ms": from,
+                            "sent_to_ms": to,
+                        }));
+                    }
                     Err(e) => say(serde_json::json!({"error": format!("{e:#}")})),
                 }
             }
@@ -303,6 +311,14 @@ async fn run(a: RunArgs) -> Result<()> {
                 },
                 None => say(serde_json::json!({"error": "cpmetrics needs --operator-creds"})),
             },
+            (Some("adds"), Some(Ok(from))) => {
+                // `adds FROM_MS TO_MS`: this process's host adds sent then
+                let from = i64::try_from(from).unwrap_or(i64::MAX);
+                match words.next().map(str::parse::<i64>) {
+                    Some(Ok(to)) => say(serde_json::json!({"adds": churn.window(from, to)})),
+                    _ => say(serde_json::json!({"error": "adds FROM_MS TO_MS"})),
+                }
+            }
             (Some("rows"), Some(Ok(k))) => {
                 say(serde_json::json!({"hosts": fleet.hosts(k).await}));
             }

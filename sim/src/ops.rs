@@ -129,9 +129,78 @@ pub struct Churn {
     pub latency_max_ms: AtomicU64,
     /// The max since the last [`Churn::snapshot`] (which resets it).
     pub recent_max_ms: AtomicU64,
+    /// Every add: when it was sent (wall ms), how long it took (ms),
+    /// whether it succeeded; the newest [`MAX_SAMPLES`] of them, for
+    /// [`Churn::window`].
+    samples: std::sync::Mutex<std::collections::VecDeque<AddSample>>,
 }
 
+/// One host add, as [`Churn::window`] reads it.
+#[derive(Debug, Clone, Copy)]
+struct AddSample {
+    sent_ms: i64,
+    took_ms: u64,
+    ok: bool,
+}
+
+/// Adds kept for [`Churn::window`]: at 2 a second, about 14 hours.
+const MAX_SAMPLES: usize = 100_000;
+
 impl Churn {
+    /// Records one add sent at `sent_ms` (wall clock) that took `took_ms`.
+    pub fn record(&self, sent_ms: i64, took_ms: u64, ok: bool) {
+        if ok {
+            self.adds_ok.fetch_add(1, Ordering::Relaxed);
+            self.latency_sum_ms.fetch_add(took_ms, Ordering::Relaxed);
+            self.latency_max_ms.fetch_max(took_ms, Ordering::Relaxed);
+            self.recent_max_ms.fetch_max(took_ms, Ordering::Relaxed);
+        } else {
+            self.adds_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut s = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.len() == MAX_SAMPLES {
+            s.pop_front();
+        }
+        s.push_back(AddSample {
+            sent_ms,
+            took_ms,
+            ok,
+        });
+    }
+
+    /// The adds sent in `[from_ms, to_ms]` (wall clock) that have been
+    /// answered: how many succeeded and failed, and the successful ones'
+    /// mean, p50, p99 and max in milliseconds. An add still unanswered is
+    /// not counted; ask again after its timeout for a window's last ones.
+    pub fn window(&self, from_ms: i64, to_ms: i64) -> serde_json::Value {
+        let s = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inside = s.iter().filter(|a| (from_ms..=to_ms).contains(&a.sent_ms));
+        let (mut ms, mut failed) = (Vec::new(), 0u64);
+        for a in inside {
+            if a.ok {
+                ms.push(i64::try_from(a.took_ms).unwrap_or(i64::MAX));
+            } else {
+                failed += 1;
+            }
+        }
+        ms.sort_unstable();
+        let sum: i64 = ms.iter().sum();
+        serde_json::json!({
+            "host_adds_ok": ms.len(),
+            "host_adds_failed": failed,
+            "host_add_mean_ms": i64::try_from(ms.len()).ok().and_then(|n| sum.checked_div(n)),
+            "host_add_p50_ms": crate::percentile(&ms, 50.0),
+            "host_add_p99_ms": crate::percentile(&ms, 99.0),
+            "host_add_max_ms": ms.last(),
+        })
+    }
+
     pub fn snapshot(&self) -> serde_json::Value {
         let ok = self.adds_ok.load(Ordering::Relaxed);
         let sum = self.latency_sum_ms.load(Ordering::Relaxed);
@@ -162,21 +231,53 @@ pub async fn churn(client: Client, per_sec: f64, churn: Arc<Churn>, stop: Cancel
         n += 1;
         let (client, churn) = (client.clone(), churn.clone());
         tokio::spawn(async move {
-            let t = Instant::now();
-            let (req, _key) = api::HostAdd::new(format!("operator-added-{}-{n}", crate::now_ms()));
-            match call::<_, api::SealedEnrollment>(&client, api::HOST_ADD, req).await {
-                Ok(_) => {
-                    let ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    churn.adds_ok.fetch_add(1, Ordering::Relaxed);
-                    churn.latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
-                    churn.latency_max_ms.fetch_max(ms, Ordering::Relaxed);
-                    churn.recent_max_ms.fetch_max(ms, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "operator host add failed");
-                    churn.adds_failed.fetch_add(1, Ordering::Relaxed);
-                }
+            let (t, sent_ms) = (Instant::now(), crate::now_ms());
+            let (req, _key) = api::HostAdd::new(format!("operator-added-{sent_ms}-{n}"));
+            let res = call::<_, api::SealedEnrollment>(&client, api::HOST_ADD, req).await;
+            let ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Err(e) = &res {
+                tracing::warn!(error = %format!("{e:#}"), "operator host add failed");
             }
+            churn.record(sent_ms, ms, res.is_ok());
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_counts_only_the_adds_sent_inside_it_with_their_percentiles() {
+        let c = Churn::default();
+        c.record(999, 5_000, true); // before the window
+        for i in 0..100 {
+            c.record(1_000 + i, u64::try_from(i + 1).unwrap(), true);
+        }
+        c.record(1_050, 20_000, false);
+        c.record(2_001, 9_000, true); // after it
+        let w = c.window(1_000, 2_000);
+        assert_eq!(w["host_adds_ok"], 100);
+        assert_eq!(w["host_adds_failed"], 1);
+        assert_eq!(w["host_add_p50_ms"], 50);
+        assert_eq!(w["host_add_p99_ms"], 99);
+        assert_eq!(w["host_add_max_ms"], 100);
+        assert_eq!(w["host_add_mean_ms"], 50); // 5,050 / 100, rounded down
+        // the whole-run counters take every add
+        assert_eq!(c.adds_ok.load(Ordering::Relaxed), 102);
+        assert_eq!(c.latency_max_ms.load(Ordering::Relaxed), 9_000);
+        let empty = c.window(3_000, 4_000);
+        assert_eq!(empty["host_adds_ok"], 0);
+        assert!(empty["host_add_p99_ms"].is_null());
+    }
+
+    #[test]
+    fn the_oldest_samples_give_way_past_the_cap() {
+        let c = Churn::default();
+        for i in 0..=i64::try_from(MAX_SAMPLES).unwrap() {
+            c.record(i, 1, true);
+        }
+        assert_eq!(c.window(0, 0)["host_adds_ok"], 0);
+        assert_eq!(c.window(1, i64::MAX)["host_adds_ok"], MAX_SAMPLES);
     }
 }

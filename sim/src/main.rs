@@ -109,6 +109,12 @@ struct RunArgs {
     /// measures the bus's lag without it.
     #[arg(long)]
     observe_hosts: Option<PathBuf>,
+    /// With --operator-creds: observe neither heartbeats nor offline
+    /// events (a process that only adds hosts as operators: a fleet-wide
+    /// heartbeat subscriber of its own would double what the bus sends
+    /// the control plane's node).
+    #[arg(long)]
+    no_observe: bool,
     /// Operators add this many hosts a second while the fleet runs.
     #[arg(long, default_value_t = 0.0)]
     host_adds_per_sec: f64,
@@ -222,9 +228,11 @@ async fn run(a: RunArgs) -> Result<()> {
     let churn = Arc::new(ops::Churn::default());
     let mut operator = None;
     if let Some(creds) = &a.operator_creds {
-        let obs_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
-        let sample = a.observe_hosts.as_deref().map(read_hosts).transpose()?;
-        tokio::spawn(observer.clone().run(obs_client, sample));
+        if !a.no_observe {
+            let obs_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
+            let sample = a.observe_hosts.as_deref().map(read_hosts).transpose()?;
+            tokio::spawn(observer.clone().run(obs_client, sample));
+        }
         let op_client = ops::connect(&a.nats_url, read_creds(creds)?).await?;
         operator = Some(op_client.clone());
         tokio::spawn(ops::churn(

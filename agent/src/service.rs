@@ -40,10 +40,12 @@ pub fn systemd_unit(spec: &ServiceSpec) -> String {
          KillMode=mixed\n\
          TimeoutStopSec=30\n\
          # restic yields the cores to this host's own services: Nice= alone\n\
-         # only weighs it inside its own scheduling group (autogroups)\n\
+         # only weighs it inside its own scheduling group (autogroups); the\n\
+         # lowest best-effort I/O priority, as the idle class can starve it\n\
          CPUWeight=20\n\
          Nice=10\n\
-         IOSchedulingClass=idle\n\
+         IOSchedulingClass=best-effort\n\
+         IOSchedulingPriority=7\n\
          StateDirectory=restic-manager-agent\n\
          StateDirectoryMode=0700\n\
          NoNewPrivileges=yes\n\
@@ -185,15 +187,21 @@ mod tests {
         unit.lines()
             .map(str::trim)
             .filter(|l| {
-                ["CPUWeight=", "Nice=", "IOSchedulingClass=", "IOWeight="]
-                    .iter()
-                    .any(|k| l.starts_with(k))
+                [
+                    "CPUWeight=",
+                    "Nice=",
+                    "IOSchedulingClass=",
+                    "IOSchedulingPriority=",
+                    "IOWeight=",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
             })
             .collect()
     }
 
     #[test]
-    fn installed_unit_yields_the_cpu_as_the_packaged_unit_does() {
+    fn installed_unit_yields_the_cpu_and_the_disk_without_starving_as_the_packaged_unit_does() {
         let spec = ServiceSpec {
             exe: "/usr/bin/restic-manager-agent".into(),
             state_dir: "/var/lib/restic-manager-agent".into(),
@@ -207,6 +215,12 @@ mod tests {
             priorities(&installed).contains(&"CPUWeight=20"),
             "{installed}"
         );
+        // the idle I/O class starves restic beside a busy disk: the lowest
+        // best-effort priority instead
+        for want in ["IOSchedulingClass=best-effort", "IOSchedulingPriority=7"] {
+            assert!(priorities(&installed).contains(&want), "{installed}");
+        }
+        assert!(!installed.contains("IOSchedulingClass=idle"), "{installed}");
         assert_eq!(priorities(&installed), priorities(packaged));
     }
 }

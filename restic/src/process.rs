@@ -264,15 +264,16 @@ mod os {
     /// Ten nice steps more than the spawning thread (a process's nice
     /// weighs it against the others of its scheduling group, which the
     /// child shares with us: same session, same cgroup) and, on Linux,
-    /// the idle I/O class. Best effort: a priority that cannot be set
-    /// does not stop a backup.
+    /// the lowest best-effort I/O priority (not the idle class, which
+    /// starves restic while anything else keeps the disk busy). Best
+    /// effort: a priority that cannot be set does not stop a backup.
     pub(super) fn below_us(cmd: &mut tokio::process::Command) {
         // SAFETY: the closure runs in the forked child before exec and
         // calls only async-signal-safe system calls (nice, ioprio_set).
         unsafe {
             cmd.pre_exec(|| {
                 let _ = libc::nice(YIELD_NICE);
-                idle_io();
+                lowest_io();
                 Ok(())
             });
         }
@@ -282,16 +283,24 @@ mod os {
     const YIELD_NICE: libc::c_int = 10;
 
     #[cfg(target_os = "linux")]
-    fn idle_io() {
-        // ioprio_set(IOPRIO_WHO_PROCESS, this process, IOPRIO_CLASS_IDLE << 13)
+    fn lowest_io() {
+        // ioprio_set(IOPRIO_WHO_PROCESS, this process,
+        //            IOPRIO_CLASS_BE << 13 | 7): best effort, level 7
         const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-        const IOPRIO_IDLE: libc::c_long = 3 << 13;
+        const IOPRIO_BE_LOWEST: libc::c_long = (2 << 13) | 7;
         // SAFETY: a plain system call with integer arguments.
-        let _ = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, IOPRIO_IDLE) };
+        let _ = unsafe {
+            libc::syscall(
+                libc::SYS_ioprio_set,
+                IOPRIO_WHO_PROCESS,
+                0,
+                IOPRIO_BE_LOWEST,
+            )
+        };
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn idle_io() {}
+    fn lowest_io() {}
 }
 
 #[cfg(windows)]

@@ -90,12 +90,14 @@ impl Restic {
     }
 
     /// This restic, its runs started ten nice steps below the process that
-    /// runs them and in the idle I/O class (Linux; elsewhere unchanged):
+    /// runs them and at the lowest best-effort I/O priority (Linux;
+    /// elsewhere unchanged):
     /// for a runner inside a process whose own work must come first —
     /// `serve --local-agent`, where restic would otherwise weigh the same
     /// as the control plane it shares a scheduling group with. A
     /// standalone agent gets the same from its systemd unit instead
-    /// (`Nice=`, `IOSchedulingClass=`, `CPUWeight=`).
+    /// (`Nice=`, `IOSchedulingClass=`, `IOSchedulingPriority=`,
+    /// `CPUWeight=`).
     #[must_use]
     pub fn yielding(mut self) -> Self {
         self.yields = true;

@@ -286,6 +286,41 @@ pub(crate) struct Cp {
     pub beats: beats::Liveness,
 }
 
+/// An operator's write taking this long or longer, from being queued to its
+/// commit, is logged at WARN with where the time went.
+const SLOW_WRITE: Duration = Duration::from_secs(1);
+
+/// When a queued write began, and when it was applied.
+type WriteMarks = Arc<Mutex<Option<(std::time::Instant, std::time::Instant)>>>;
+
+/// `f`, noting in `marks` when the writer task began it (after the batch
+/// being written when it was queued, and its transaction's `BEGIN`) and
+/// when it was applied (its commit comes after).
+fn timed<R, F>(
+    f: F,
+    marks: WriteMarks,
+) -> impl for<'c> FnOnce(&'c mut rm_store::Conn) -> rm_store::writer::WriteFuture<'c, R, svc::Fail>
++ Send
++ 'static
+where
+    F: for<'c> FnOnce(&'c mut rm_store::Conn) -> rm_store::writer::WriteFuture<'c, R, svc::Fail>
+        + Send
+        + 'static,
+    R: Send + 'static,
+{
+    move |tx| {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let out = f(tx).await;
+            *marks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((started, std::time::Instant::now()));
+            out
+        })
+    }
+}
+
 impl Cp {
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -304,7 +339,29 @@ impl Cp {
             + 'static,
         R: Send + 'static,
     {
-        self.writer.run_first(f).await
+        let asked = std::time::Instant::now();
+        let ran = Arc::new(Mutex::new(None));
+        let out = self.writer.run_first(timed(f, ran.clone())).await;
+        let ran = *ran
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((started, applied)) = ran {
+            let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let phases = (
+                started.saturating_duration_since(asked),
+                applied.saturating_duration_since(started),
+                applied.elapsed(),
+            );
+            if phases.0 + phases.1 + phases.2 >= SLOW_WRITE {
+                tracing::warn!(
+                    queued_ms = ms(phases.0),
+                    applied_ms = ms(phases.1),
+                    committed_ms = ms(phases.2),
+                    "slow operator write"
+                );
+            }
+        }
+        out
     }
 
     /// Publishes an event; call only after the write it describes committed.
@@ -504,4 +561,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
 /// Locks a std mutex, recovering from poisoning (plain data inside).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn a_timed_write_keeps_its_outcome_and_marks_when_it_began_and_was_applied() {
+        let mut conn = rm_store::Conn::connect("sqlite::memory:")
+            .await
+            .expect("an in-memory database");
+        let marks: WriteMarks = Arc::default();
+        let queued = std::time::Instant::now();
+        let write = timed(
+            |_tx| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, svc::Fail>(7)
+                })
+            },
+            marks.clone(),
+        );
+        assert_eq!(write(&mut conn).await.expect("the write's own value"), 7);
+        let (began, applied) = marks.lock().unwrap().expect("marked once it ran");
+        assert!(began >= queued);
+        assert!(applied.duration_since(began) >= Duration::from_millis(20));
+
+        // a failing write still fails, and is marked too
+        let failed: WriteMarks = Arc::default();
+        let write = timed(
+            |_tx| Box::pin(async { Err::<(), _>(svc::Fail::conflict("taken")) }),
+            failed.clone(),
+        );
+        let e = write(&mut conn).await.expect_err("the write's own error");
+        assert_eq!(e.code, "conflict");
+        assert!(failed.lock().unwrap().is_some());
+    }
 }

@@ -15,8 +15,11 @@ use rm_bus::subject::{self, SvcRole};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::time::Duration;
 use tokio::sync::Semaphore;
+
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::replies::{Claim, Replies};
 use crate::{Cp, api, enroll, jobs, repo_admin, repos, schedules, tags};
@@ -94,6 +97,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let limit = Arc::new(Semaphore::new(cp.t.svc_concurrency.max(1)));
     let replies = Arc::new(Replies::default());
     while let Some(msg) = sub.next().await {
+        let received = Instant::now();
         let Some(reply) = msg.reply.clone() else {
             tracing::warn!(subject = %msg.subject, "service message without reply subject ignored");
             continue;
@@ -140,18 +144,81 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
         let cp = cp.clone();
         let replies = replies.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
             let subj = msg.subject.as_str();
-            let out = handle(&cp, subj, &msg.payload).await;
+            let key = IdempotencyKey::of(&msg);
+            // the key names the request in what its handler logs (a slow write)
+            let span = tracing::info_span!("svc", key = key.as_ref().map(IdempotencyKey::as_str));
+            let out = handle(&cp, subj, &msg.payload).instrument(span).await;
             let (bytes, keepable) = reply_bytes(&cp, out);
             if let Some(t) = ticket {
                 let keep = keepable && verb_of(subj).is_some_and(changes_state);
                 replies.finish(t, bytes.clone(), keep, Instant::now());
             }
+            let handled = Instant::now();
             send(&cp, reply, bytes).await;
             drop(permit);
+            let phases = Phases {
+                waited: started - received,
+                handled: handled - started,
+                replied: handled.elapsed(),
+            };
+            phases.log(subj, key.as_ref().map(IdempotencyKey::as_str));
         });
     }
     Ok(())
+}
+
+/// Where a service request's time went in this process: waiting for a
+/// handler's turn (`svc_concurrency` of them at once), its handler (the
+/// write it waits for included), and handing the reply to the bus client
+/// (which waits while the client's outgoing buffer is full). The time before
+/// it arrived, on the bus and in the subscription's queue, is not here: the
+/// asker's own timing minus these is that.
+#[derive(Debug, Clone, Copy)]
+struct Phases {
+    waited: Duration,
+    handled: Duration,
+    replied: Duration,
+}
+
+/// A request whose phases add up to this or more is logged at WARN.
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
+
+impl Phases {
+    fn total(self) -> Duration {
+        self.waited + self.handled + self.replied
+    }
+
+    fn is_slow(self) -> bool {
+        self.total() >= SLOW_REQUEST
+    }
+
+    /// Every request at DEBUG, a slow one at WARN, with its phases in ms.
+    fn log(self, subject: &str, key: Option<&str>) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (waited_ms, handled_ms, replied_ms) =
+            (ms(self.waited), ms(self.handled), ms(self.replied));
+        if self.is_slow() {
+            tracing::warn!(
+                %subject,
+                key,
+                waited_ms,
+                handled_ms,
+                replied_ms,
+                "slow service request"
+            );
+        } else {
+            tracing::debug!(
+                %subject,
+                key,
+                waited_ms,
+                handled_ms,
+                replied_ms,
+                "service request answered"
+            );
+        }
+    }
 }
 
 /// Whether a verb changes something: only their replies are kept for
@@ -243,4 +310,28 @@ fn parse<T: DeserializeOwned>(body: Value) -> Outcome<T> {
 
 fn out<T: Serialize>(r: Outcome<T>) -> Outcome<Value> {
     r.and_then(|v| serde_json::to_value(v).map_err(|e| Fail::from(anyhow::Error::from(e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(waited: u64, handled: u64, replied: u64) -> Phases {
+        let ms = Duration::from_millis;
+        Phases {
+            waited: ms(waited),
+            handled: ms(handled),
+            replied: ms(replied),
+        }
+    }
+
+    #[test]
+    fn a_request_is_slow_when_its_wait_handler_and_reply_together_reach_a_second() {
+        assert!(!phases(400, 400, 199).is_slow());
+        assert!(phases(400, 400, 200).is_slow());
+        // each phase alone counts: a full outgoing buffer as much as a write
+        assert!(phases(1_000, 0, 0).is_slow());
+        assert!(phases(0, 1_000, 0).is_slow());
+        assert!(phases(0, 0, 1_000).is_slow());
+    }
 }

@@ -40,6 +40,18 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
     verb: Verb,
     body: B,
 ) -> Result<R> {
+    let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
+    call_keyed(client, verb, body, &key).await
+}
+
+/// [`call`] with the idempotency key `key`, which the control plane's log
+/// names beside a slow request's phases.
+pub async fn call_keyed<B: Serialize, R: DeserializeOwned>(
+    client: &Client,
+    verb: Verb,
+    body: B,
+    key: &IdempotencyKey,
+) -> Result<R> {
     let req = SvcRequest {
         v: PROTOCOL_VERSION,
         actor: Actor {
@@ -54,9 +66,8 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
         deadline: Some(Duration::from_secs(60)),
         ..RetryPolicy::default()
     };
-    let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
     let subj = subject::svc(SvcRole::Controlplane, verb);
-    let msg = request_with_retry(client, &subj, &key, encode(&req), &policy)
+    let msg = request_with_retry(client, &subj, key, encode(&req), &policy)
         .await
         .with_context(|| format!("{} not answered", verb.as_str()))?;
     let reply: SvcReply<R> = decode("svc reply", &msg.payload)?;
@@ -215,6 +226,9 @@ impl Churn {
     }
 }
 
+/// An add taking this long or longer is logged with its key and send time.
+const SLOW_ADD_MS: u64 = 500;
+
 /// Adds a host `per_sec` times a second until `stop`, as operators would.
 pub async fn churn(client: Client, per_sec: f64, churn: Arc<Churn>, stop: CancellationToken) {
     if per_sec <= 0.0 {
@@ -233,10 +247,20 @@ pub async fn churn(client: Client, per_sec: f64, churn: Arc<Churn>, stop: Cancel
         tokio::spawn(async move {
             let (t, sent_ms) = (Instant::now(), crate::now_ms());
             let (req, _key) = api::HostAdd::new(format!("operator-added-{sent_ms}-{n}"));
-            let res = call::<_, api::SealedEnrollment>(&client, api::HOST_ADD, req).await;
+            let key = IdempotencyKey::new(rm_bus::ids::random_token(8));
+            let res =
+                call_keyed::<_, api::SealedEnrollment>(&client, api::HOST_ADD, req, &key).await;
             let ms = u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
             if let Err(e) = &res {
-                tracing::warn!(error = %format!("{e:#}"), "operator host add failed");
+                tracing::warn!(error = %format!("{e:#}"), key = key.as_str(), sent_ms, "operator host add failed");
+            } else if ms >= SLOW_ADD_MS {
+                // beside the control plane's "slow service request" (same key)
+                tracing::warn!(
+                    key = key.as_str(),
+                    sent_ms,
+                    took_ms = ms,
+                    "slow operator host add"
+                );
             }
             churn.record(sent_ms, ms, res.is_ok());
         });

@@ -251,6 +251,9 @@ pub struct Config {
 pub(crate) struct Cp {
     pub store: Store,
     pub client: Client,
+    /// The connection operators' service requests arrive on and are
+    /// answered on (see `run`).
+    pub svc_client: Client,
     pub system: Client,
     pub authority: Arc<Authority>,
     pub master: secrets::MasterKey,
@@ -472,6 +475,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     let bus_ca = bus_ca_pem(&config.data_dir)?;
     spec.tls_ca_pem = bus_ca.clone();
     let (client, mut events) = connect(&spec).await?;
+    // Operators' requests on a connection of their own, on the same node:
+    // on the fleet's connection a request waited behind heartbeats and
+    // results in one TCP stream, and its reply behind acknowledgements (at
+    // 100,000 agents for seconds, stop 52). Its events are logged by
+    // `connect`; a lost connection shows in the operators' requests.
+    let mut svc_spec = spec.clone();
+    svc_spec.name = format!("{}-svc", spec.name);
+    svc_spec.subscription_capacity = None;
+    // (the fleet connection may still be connecting: its node is known
+    // once it is; past a few seconds the URLs go in their given order)
+    let connected = async {
+        while client.connection_state() != async_nats::connection::State::Connected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), connected).await;
+    svc_spec.urls = rm_bus::connect::same_server_first(&client, &spec.urls);
+    svc_spec.retain_order = true;
+    let (svc_client, _) = connect(&svc_spec).await?;
 
     let sys_creds = config.authority.system_user()?;
     let mut sys_spec = ConnectSpec::new(String::new(), sys_creds, &role);
@@ -493,6 +515,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         beats: beats::Liveness::default(),
         store,
         client,
+        svc_client,
         system,
         authority: config.authority.clone(),
         master,
@@ -554,6 +577,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // later one hears `NotCommitted`): nothing accepted is lost.
     cp.writer.shutdown().await;
     let _ = cp.client.flush().await;
+    let _ = cp.svc_client.flush().await;
     cp.store.close_shared().await;
     result
 }

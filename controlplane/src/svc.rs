@@ -91,7 +91,7 @@ pub(crate) type Outcome<T> = std::result::Result<T, Fail>;
 
 pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
     let mut sub = cp
-        .client
+        .svc_client
         .subscribe(subject::svc_all_of(SvcRole::Controlplane))
         .await?;
     let limit = Arc::new(Semaphore::new(cp.t.svc_concurrency.max(1)));
@@ -240,7 +240,7 @@ fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
         .as_ref()
         .is_none_or(|e| e.code != "internal" && e.code != "unavailable");
     let bytes = encode(&body);
-    if let Err(t) = rm_bus::size::check(&cp.client, 0, bytes.len()) {
+    if let Err(t) = rm_bus::size::check(&cp.svc_client, 0, bytes.len()) {
         // an answer the bus would refuse becomes an error saying so
         let refused = encode(&SvcReply::<Value>::refused(
             "too_large",
@@ -252,7 +252,7 @@ fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
 }
 
 async fn send(cp: &Cp, reply: async_nats::Subject, bytes: Bytes) {
-    if let Err(e) = cp.client.publish(reply, bytes).await {
+    if let Err(e) = cp.svc_client.publish(reply, bytes).await {
         tracing::warn!(error = %e, "service reply not sent");
     }
 }

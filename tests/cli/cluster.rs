@@ -687,10 +687,13 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
     })
     .await;
     let all_urls = format!("{},{},{}", a.client, b.client, c.client);
+    // two nodes to choose from (not C, which is killed below): its
+    // connections pick one at random
+    let cp_urls = format!("{},{}", b.client, a.client);
     let mut cp = bin();
     cp.args(["controlplane", "--data-dir"])
         .arg(&data)
-        .args(["--nats-url", &a.client, "--agent-nats-url", &all_urls])
+        .args(["--nats-url", &cp_urls, "--agent-nats-url", &all_urls])
         .args(["--server-url", &format!("https://{web_addr}")])
         .args([
             "--server-fingerprint",
@@ -710,6 +713,25 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
     let (client, _events) = connect(&spec).await.unwrap();
     let ops = Ops { client };
     let cp_xkey = ops.wait_role(SvcRole::Controlplane).await;
+    // Operators' requests reach the control plane on a connection of its
+    // own (not behind the fleet's heartbeats), on its fleet connection's node.
+    let cp_node = until("the control plane's two connections", 30, || async {
+        [&a, &b].into_iter().find(|n| {
+            let names = n.connection_names();
+            names.iter().any(|x| x == "controlplane")
+                && names.iter().any(|x| x == "controlplane-svc")
+        })
+    })
+    .await;
+    let other = if cp_node.name == a.name { &b } else { &a };
+    assert!(
+        !other
+            .connection_names()
+            .iter()
+            .any(|x| x.starts_with("controlplane")),
+        "no control-plane connection on node {}",
+        other.name
+    );
 
     let notifier_seed = data.join("notifier.xkey");
     let out = bin()

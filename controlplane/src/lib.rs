@@ -315,10 +315,7 @@ where
         Box::pin(async move {
             let started = std::time::Instant::now();
             let out = f(tx).await;
-            *marks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                Some((started, std::time::Instant::now()));
+            *lock(&marks) = Some((started, std::time::Instant::now()));
             out
         })
     }
@@ -345,9 +342,7 @@ impl Cp {
         let asked = std::time::Instant::now();
         let ran = Arc::new(Mutex::new(None));
         let out = self.writer.run_first(timed(f, ran.clone())).await;
-        let ran = *ran
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ran = *lock(&ran);
         if let Some((started, applied)) = ran {
             let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
             let phases = (

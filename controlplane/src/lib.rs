@@ -463,6 +463,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         &role,
     );
     spec.urls = config.bus_urls.clone();
+    // `--nats-url` in order of preference: the first node that takes the
+    // connection (not a random one), for this and the service connection
+    spec.retain_order = true;
     spec.retry_on_initial_connect = true;
     spec.events_capacity = config.timings.events_capacity;
     spec.subscription_capacity = Some(config.timings.subscription_capacity);
@@ -473,21 +476,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Operators' requests on a connection of their own, on the same node:
     // on the fleet's connection a request waited behind heartbeats and
     // results in one TCP stream, and its reply behind acknowledgements (at
-    // 100,000 agents for seconds, stop 52). Its events are logged by
-    // `connect`; a lost connection shows in the operators' requests.
+    // 100,000 agents for seconds, stop 52). Both connections try the URLs
+    // in their order (`retain_order` above), so they meet on the first
+    // node that takes them. Its events are logged by `connect`; a lost
+    // connection shows in the operators' requests.
     let mut svc_spec = spec.clone();
     svc_spec.name = format!("{}-svc", spec.name);
     svc_spec.subscription_capacity = None;
-    // (the fleet connection may still be connecting: its node is known
-    // once it is; past a few seconds the URLs go in their given order)
-    let connected = async {
-        while client.connection_state() != async_nats::connection::State::Connected {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), connected).await;
-    svc_spec.urls = rm_bus::connect::same_server_first(&client, &spec.urls);
-    svc_spec.retain_order = true;
     let (svc_client, _) = connect(&svc_spec).await?;
 
     let sys_creds = config.authority.system_user()?;

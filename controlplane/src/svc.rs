@@ -5,6 +5,7 @@
 //! ([`crate::replies`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -15,9 +16,7 @@ use rm_bus::subject::{self, SvcRole};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use std::time::Duration;
 use tokio::sync::Semaphore;
-
 use tokio::time::Instant;
 use tracing::Instrument;
 

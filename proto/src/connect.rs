@@ -51,9 +51,8 @@ pub struct ConnectSpec {
     /// a bus node reads a PING and writes a PONG for each.
     pub ping_interval: Option<Duration>,
     /// Try the URLs in their order, the first first, instead of in the
-    /// shuffled order async-nats uses by default: for a second connection
-    /// of a process meant to land on the node its first one did
-    /// ([`same_server_first`]).
+    /// shuffled order async-nats uses by default: two connections of one
+    /// process given the same list then land on the same node.
     pub retain_order: bool,
 }
 
@@ -146,33 +145,6 @@ fn options_with(
     Ok(opts)
 }
 
-/// `urls` with those naming the server `client` is connected to (by its
-/// client port) first, the others after them in their order: with
-/// [`ConnectSpec::retain_order`], a second connection lands on the same
-/// node while that node takes connections.
-pub fn same_server_first(client: &Client, urls: &[String]) -> Vec<String> {
-    server_first(urls, client.server_info().port)
-}
-
-fn server_first(urls: &[String], port: u16) -> Vec<String> {
-    let (mut first, rest): (Vec<String>, Vec<String>) =
-        urls.iter().cloned().partition(|u| port_of(u) == port);
-    first.extend(rest);
-    first
-}
-
-/// The port of a bus URL (`nats://host:port`, `tls://user@[::1]:port`,
-/// `host:port`), NATS' 4222 when it names none.
-fn port_of(url: &str) -> u16 {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let host_port = host_port.split('/').next().unwrap_or(host_port);
-    match host_port.rsplit_once(':') {
-        Some((_, p)) if !p.contains(']') => p.parse().unwrap_or(4222),
-        _ => 4222,
-    }
-}
-
 /// The pause before reconnect attempt `attempts` (0 = the first, at
 /// once): 250 ms doubling per attempt up to `max`, less up to half of it
 /// at random, so a fleet that lost its node together does not come back
@@ -234,34 +206,6 @@ mod tests {
         let samples: std::collections::HashSet<_> =
             (0..50).map(|_| reconnect_delay(5, max)).collect();
         assert!(samples.len() > 10);
-    }
-
-    #[test]
-    fn the_urls_of_the_connected_server_come_first_and_the_rest_keep_their_order() {
-        let urls: Vec<String> = [
-            "nats://127.0.0.1:4001",
-            "tls://bus@[::1]:4002",
-            "127.0.0.1:4003",
-            "nats://other.example:4002/",
-            "nats://default.example",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(
-            server_first(&urls, 4002),
-            [
-                "tls://bus@[::1]:4002",
-                "nats://other.example:4002/",
-                "nats://127.0.0.1:4001",
-                "127.0.0.1:4003",
-                "nats://default.example",
-            ]
-        );
-        // a URL without a port names NATS' own
-        assert_eq!(server_first(&urls, 4222)[0], "nats://default.example");
-        assert_eq!(port_of("[::1]"), 4222);
-        // a port no URL names changes nothing
-        assert_eq!(server_first(&urls, 9), urls);
     }
 
     /// A server that completes the handshake, then never answers again:

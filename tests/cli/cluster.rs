@@ -687,8 +687,8 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
     })
     .await;
     let all_urls = format!("{},{},{}", a.client, b.client, c.client);
-    // two nodes to choose from (not C, which is killed below): its
-    // connections pick one at random
+    // two nodes (not C, which is killed below), B first: the control
+    // plane tries them in this order
     let cp_urls = format!("{},{}", b.client, a.client);
     let mut cp = bin();
     cp.args(["controlplane", "--data-dir"])
@@ -714,23 +714,24 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
     let ops = Ops { client };
     let cp_xkey = ops.wait_role(SvcRole::Controlplane).await;
     // Operators' requests reach the control plane on a connection of its
-    // own (not behind the fleet's heartbeats), on its fleet connection's node.
-    let cp_node = until("the control plane's two connections", 30, || async {
-        [&a, &b].into_iter().find(|n| {
-            let names = n.connection_names();
-            names.iter().any(|x| x == "controlplane")
-                && names.iter().any(|x| x == "controlplane-svc")
-        })
-    })
+    // own (not behind the fleet's heartbeats), on the node of its fleet
+    // connection: the first of its `--nats-url`, B.
+    until(
+        "the control plane's two connections on node B",
+        30,
+        || async {
+            let names = b.connection_names();
+            (names.iter().any(|x| x == "controlplane")
+                && names.iter().any(|x| x == "controlplane-svc"))
+            .then_some(())
+        },
+    )
     .await;
-    let other = if cp_node.name == a.name { &b } else { &a };
     assert!(
-        !other
-            .connection_names()
+        !a.connection_names()
             .iter()
             .any(|x| x.starts_with("controlplane")),
-        "no control-plane connection on node {}",
-        other.name
+        "no control-plane connection on node A, the second of its URLs"
     );
 
     let notifier_seed = data.join("notifier.xkey");

@@ -491,6 +491,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     sys_spec.inbox_prefix = "_INBOX".into();
     sys_spec.name = "controlplane-system".into();
     sys_spec.retry_on_initial_connect = true;
+    // `--nats-url` in its order, as the other two
+    sys_spec.retain_order = true;
     sys_spec.tls_ca_pem = bus_ca.clone();
     // Its connection events are logged by `connect`; nobody reads them.
     let (system, _) = connect(&sys_spec).await?;

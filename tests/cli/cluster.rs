@@ -731,7 +731,7 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         !a.connection_names()
             .iter()
             .any(|x| x.starts_with("controlplane")),
-        "no control-plane connection on node A, the second of its URLs"
+        "no control-plane connection (fleet, service or system) on node A, the second of its URLs"
     );
 
     let notifier_seed = data.join("notifier.xkey");

@@ -77,7 +77,10 @@ async def pump(reader, writer, delay, pace):
         except (ConnectionError, OSError):
             return
 
-    await asyncio.gather(read(), write())
+    # a writer that failed must not leave the reader blocked on a full queue
+    reading = asyncio.ensure_future(read())
+    await write()
+    reading.cancel()
 
 
 async def main():

@@ -464,7 +464,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     );
     spec.urls = config.bus_urls.clone();
     // `--nats-url` in order of preference: the first node that takes the
-    // connection (not a random one), for this and the service connection
+    // connection (not a random one), for all three connections (this, the
+    // service one below, the system one)
     spec.retain_order = true;
     spec.retry_on_initial_connect = true;
     spec.events_capacity = config.timings.events_capacity;
@@ -476,9 +477,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
     // Operators' requests on a connection of their own, on the same node:
     // on the fleet's connection a request waited behind heartbeats and
     // results in one TCP stream, and its reply behind acknowledgements (at
-    // 100,000 agents for seconds, stop 52). Both connections try the URLs
-    // in their order (`retain_order` above), so they meet on the first
-    // node that takes them. Its events are logged by `connect`; a lost
+    // 100,000 agents for seconds, stop 52). It tries the URLs in their
+    // order as the fleet connection does (`retain_order` above), so both
+    // meet on the first node that takes them. Its events are logged by `connect`; a lost
     // connection shows in the operators' requests.
     let mut svc_spec = spec.clone();
     svc_spec.name = format!("{}-svc", spec.name);

@@ -13,6 +13,9 @@ earliest pass's start to the latest end) and, when the node ran with `GODEBUG=gc
 the collections that ran across it: each `gc N @T s P%: a+b+c ms clock,
 x+assist/background/idle+y ms cpu, h0->h1->h2 MB, G MB goal, ... N P`
 line, placed on the wall clock from the node's `Starting nats-server` line.
+(Stop 53: all 65 freezes of three traced runs had a collection across
+them. gctrace's processor times count time holding a processor, so on a
+starved node they include waiting for a core.)
 
 `python3 bench/node_stalls.py LOGDIR` prints the table for a kept run's
 logs (`logs-*` under a bench/cluster --out); bench/cluster calls

@@ -727,6 +727,14 @@ async fn a_three_node_nats_cluster_carries_every_role_and_survives_losing_a_node
         },
     )
     .await;
+    // The web role's live events and operators' requests on connections
+    // of their own (its one URL: node A)
+    until("the web role's two connections on node A", 30, || async {
+        let names = a.connection_names();
+        (names.iter().any(|x| x == "web") && names.iter().any(|x| x == "web-requests"))
+            .then_some(())
+    })
+    .await;
     assert!(
         !a.connection_names()
             .iter()

@@ -518,7 +518,7 @@ async fn pump_events(state: AppState) {
         ];
         let mut subs = Vec::new();
         for s in &subjects {
-            match state.bus.subscribe(s.clone()).await {
+            match state.live_bus.subscribe(s.clone()).await {
                 Ok(sub) => subs.push(sub),
                 Err(e) => tracing::warn!(subject = %s, error = %e, "event subscription failed"),
             }
@@ -547,7 +547,7 @@ pub async fn pump_vitals(state: AppState) {
         if wanted.wait_for(|n| *n > 0).await.is_err() {
             return;
         }
-        let mut sub = match state.bus.subscribe(subject.clone()).await {
+        let mut sub = match state.live_bus.subscribe(subject.clone()).await {
             Ok(sub) => sub,
             Err(e) => {
                 tracing::warn!(subject = %subject, error = %e, "heartbeat subscription failed");

@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the database
-//! answers a query and the bus connection is up: 200, else 503).
+//! answers a query and both bus connections are up: 200, else 503).
 
 use axum::Json;
 use axum::extract::State;
@@ -17,7 +17,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<s
         Ok(mut conn) => sqlx_ping(&mut conn).await,
         Err(_) => false,
     };
-    let bus = state.bus.connection_state() == async_nats::connection::State::Connected;
+    let bus = bus_connected(&state);
     let status = if db && bus {
         StatusCode::OK
     } else {
@@ -28,6 +28,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<s
         status,
         Json(json!({"database": word(db), "bus": word(bus)})),
     )
+}
+
+/// Both of the role's bus connections are up: requests cannot be made
+/// without the one, live events do not arrive without the other.
+pub(crate) fn bus_connected(state: &AppState) -> bool {
+    [&state.bus, &state.live_bus]
+        .iter()
+        .all(|c| c.connection_state() == async_nats::connection::State::Connected)
 }
 
 async fn sqlx_ping(conn: &mut rm_store::Conn) -> bool {

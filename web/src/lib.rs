@@ -66,7 +66,9 @@ pub struct WebConfig {
     pub data_dir: PathBuf,
     /// The SQLite file (default `<data_dir>/restic-manager.db`).
     pub db_path: Option<PathBuf>,
-    /// The bus, with the web role's credentials.
+    /// The bus, with the web role's credentials: the live events'
+    /// connection as given, the requests' one the same under the name
+    /// `<name>-requests`.
     pub connect: ConnectSpec,
     pub listen: Listen,
     /// Extra DNS names or addresses for the certificate (the listen
@@ -120,7 +122,17 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     let store = Store::open_shared(&db)
         .await
         .with_context(|| format!("opening {}", db.display()))?;
-    let (bus, _events) = connect(&config.connect).await?;
+    // Two connections with the role's credentials: live events arrive on
+    // one (`web`), operators' requests go out and their replies come back
+    // on the other (`web-requests`), so a reply never waits behind the
+    // fleet's events in one TCP stream (see `state::Shared::live_bus`).
+    // Their connection events are logged by `connect`; a lost connection
+    // shows in `/readyz` and `/metrics`.
+    let (live_bus, _live_events) = connect(&config.connect).await?;
+    let mut requests = config.connect.clone();
+    requests.name = format!("{}-requests", config.connect.name);
+    requests.subscription_capacity = None;
+    let (bus, _events) = connect(&requests).await?;
     let listener = match config.listen {
         Listen::Bound(l) => l,
         Listen::Addr(addr) => tokio::net::TcpListener::bind(addr)
@@ -159,6 +171,7 @@ pub async fn run(config: WebConfig, shutdown: impl Future<Output = ()> + Send) -
     let state = AppState::new(state::Shared {
         store,
         bus,
+        live_bus,
         svc_timeout: config.svc_timeout,
         clock: config.clock.clone(),
         auth: config.auth.clone(),

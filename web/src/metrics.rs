@@ -175,32 +175,39 @@ pub(crate) async fn scrape(
             .map(|(o, n)| (l(&[("outcome", o)]), *n))
             .collect(),
     );
-    let connected = state.bus.connection_state() == async_nats::connection::State::Connected;
     gauge(
         &mut r,
         "rm_bus_connected",
-        "1 while the bus connection is up",
-        i64::from(connected),
+        "1 while both bus connections (requests, live events) are up",
+        i64::from(crate::health::bus_connected(&state)),
     );
-    let stats = state.bus.statistics();
-    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    // both connections' counters summed (one where they are the same)
+    let both: &[&async_nats::Client] = if same_connection(&state) {
+        &[&state.bus]
+    } else {
+        &[&state.bus, &state.live_bus]
+    };
+    let sum = |f: fn(&async_nats::Statistics) -> u64| {
+        let total: u64 = both.iter().map(|c| f(&c.statistics())).sum();
+        i64::try_from(total).unwrap_or(i64::MAX)
+    };
     gauge(
         &mut r,
         "rm_bus_messages_in",
         "Messages received from the bus",
-        n(stats.in_messages.load(Ordering::Relaxed)),
+        sum(|s| s.in_messages.load(Ordering::Relaxed)),
     );
     gauge(
         &mut r,
         "rm_bus_messages_out",
         "Messages sent to the bus",
-        n(stats.out_messages.load(Ordering::Relaxed)),
+        sum(|s| s.out_messages.load(Ordering::Relaxed)),
     );
     gauge(
         &mut r,
         "rm_bus_connects",
         "Bus connections made (reconnects included)",
-        n(stats.connects.load(Ordering::Relaxed)),
+        sum(|s| s.connects.load(Ordering::Relaxed)),
     );
     gauge(
         &mut r,
@@ -246,6 +253,12 @@ pub(crate) async fn scrape(
         out,
     )
         .into_response())
+}
+
+/// Are the requests' and the live events' connections one (tests and
+/// embedding give the same client twice)?
+fn same_connection(state: &AppState) -> bool {
+    std::sync::Arc::ptr_eq(&state.bus.statistics(), &state.live_bus.statistics())
 }
 
 /// The control plane's and the alerts role's own counters, asked over the

@@ -14,8 +14,17 @@ use crate::auth::setup::SetupCode;
 /// Everything a handler may need.
 pub struct Shared {
     pub store: Store,
-    /// A bus connection with the web role's credentials.
+    /// The bus connection operators' requests go out on (and their
+    /// replies come back on), with the web role's credentials.
     pub bus: async_nats::Client,
+    /// The bus connection live events arrive on (every job's progress and
+    /// log lines, every `rm.evt.*`, heartbeats while a `vitals` client is
+    /// connected): apart from [`Shared::bus`], so a request's reply never
+    /// waits behind the fleet's events in one TCP stream (at 100,000
+    /// agents the control plane's single connection held requests for
+    /// seconds behind its heartbeats, stop 52). The same connection as
+    /// `bus` where one is enough (tests, [`AppState::with_defaults`]).
+    pub live_bus: async_nats::Client,
     /// How long to wait for the owning role's answer.
     pub svc_timeout: Duration,
     pub clock: SharedClock,
@@ -49,6 +58,7 @@ impl AppState {
     pub fn with_defaults(store: Store, bus: async_nats::Client) -> Self {
         Self::new(Shared {
             store,
+            live_bus: bus.clone(),
             bus,
             svc_timeout: Duration::from_secs(30),
             clock: rm_bus::clock::system(),

@@ -42,6 +42,7 @@ async fn start(bus: &TestBus, dir: &std::path::Path) -> Running {
     let state = rm_web::AppState::new(rm_web::state::Shared {
         store: rm_store::Store::open(&dir.join("db.sqlite")).await.unwrap(),
         bus: web.client.clone(),
+        live_bus: web.client.clone(),
         svc_timeout: Duration::from_secs(10),
         clock: rm_bus::clock::system(),
         auth: Default::default(),

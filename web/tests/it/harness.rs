@@ -61,10 +61,13 @@ impl H {
             .await
             .unwrap();
         let web = bus.connect_role(BusRole::Web).await.unwrap();
+        // live events on a connection of their own, as `rm_web::run` has them
+        let live = bus.connect_role(BusRole::Web).await.unwrap();
         let clock = ManualClock::new(T0);
         let state = AppState::new(Shared {
             store,
             bus: web.client.clone(),
+            live_bus: live.client.clone(),
             // no owning role runs here: fail fast
             svc_timeout: Duration::from_millis(300),
             clock: clock.clone(),

@@ -41,6 +41,10 @@ struct Entry {
     /// found it: the periodic flush writes in this order, so each part
     /// of it rewrites neighbouring pages.
     rowid: Option<i64>,
+    /// How late its beats usually arrive by the two clocks (arrival less
+    /// `ts_ms`: its clock's offset and the bus's least delay), for
+    /// [`crate::delivery`].
+    usual_lag: Option<i64>,
 }
 
 impl Entry {
@@ -76,6 +80,9 @@ pub(crate) struct Liveness {
     back: Mutex<HashSet<String>>,
     /// Wakes the flusher (a host came online).
     pub wake: Notify,
+    /// How far behind heartbeat delivery runs (the offline sweep waits
+    /// that much longer).
+    delivery: Mutex<crate::delivery::Delivery>,
 }
 
 fn key_of(v: &Vitals) -> u64 {
@@ -111,17 +118,27 @@ impl Liveness {
     pub fn beat(&self, host: &str, hb: &Heartbeat, at: i64) {
         let vitals = vitals_of(hb);
         let key = key_of(&vitals);
-        let wake = {
+        let (wake, late) = {
             let mut hosts = lock(&self.hosts);
             let e = hosts.entry(host.to_owned()).or_default();
+            // a beat with no time of its own says nothing of the bus
+            let late = if hb.ts_ms > 0 {
+                let (late, usual) =
+                    crate::delivery::late_beyond_usual(e.usual_lag, at.saturating_sub(hb.ts_ms));
+                e.usual_lag = Some(usual);
+                late
+            } else {
+                0
+            };
             if at >= e.seen {
                 e.seen = at;
                 e.uptime = i64::try_from(hb.uptime_secs).ok();
                 e.vitals = vitals;
                 e.key = key;
             }
-            !e.online
+            (!e.online, late)
         };
+        lock(&self.delivery).beat(at, late);
         if wake {
             lock(&self.back).insert(host.to_owned());
             self.wake.notify_one();
@@ -192,6 +209,12 @@ impl Liveness {
     /// A host the control plane no longer needs to track (unknown, revoked).
     pub fn forget(&self, host: &str) {
         lock(&self.hosts).remove(host);
+    }
+
+    /// How far behind heartbeat delivery runs at `now` for `online` hosts
+    /// beating every `heartbeat_ms` ([`crate::delivery::Delivery::behind`]).
+    pub fn delivery_behind(&self, now: i64, online: usize, heartbeat_ms: i64) -> i64 {
+        lock(&self.delivery).behind(now, online, heartbeat_ms)
     }
 
     /// Of `hosts`, those not heard at or after `since` (never heard, or

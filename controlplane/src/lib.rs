@@ -16,6 +16,8 @@
 //!   release of earlier claims runs before it exists.
 //! - `dispatch`: queued jobs and config pushes out to agents.
 //! - `sweeper`: offline detection, retention and the health refresh;
+//!   `delivery`: how far behind heartbeat delivery runs (offline waits that
+//!   much longer);
 //!   `deadlines`: every job reaches a terminal state.
 //! - [`secrets`]: the master key for secrets at rest.
 //! - `metrics`: counters of loop errors and shed load.
@@ -46,6 +48,7 @@ mod awaited;
 mod beats;
 mod committed;
 mod deadlines;
+mod delivery;
 mod dispatch;
 mod enroll;
 mod health;

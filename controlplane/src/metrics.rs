@@ -25,6 +25,8 @@ pub(crate) struct Metrics {
     offline_sweeps_mass: AtomicU64,
     offline_sweep_last_ms: AtomicU64,
     offline_sweep_max_ms: AtomicU64,
+    offline_sweep_behind_ms: AtomicU64,
+    offline_sweep_behind_max_ms: AtomicU64,
     bus_reconnects: AtomicU64,
     results_acked_from_memory: AtomicU64,
     vitals_written: AtomicU64,
@@ -133,6 +135,15 @@ impl Metrics {
         self.offline_sweeps.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// How much longer than the offline window the latest sweep waited
+    /// (heartbeat delivery behind, `delivery`).
+    pub fn offline_sweep_behind(&self, ms: i64) {
+        let ms = u64::try_from(ms).unwrap_or(0);
+        self.offline_sweep_behind_ms.store(ms, Ordering::Relaxed);
+        self.offline_sweep_behind_max_ms
+            .fetch_max(ms, Ordering::Relaxed);
+    }
+
     /// The offline sweeper did not look: the bus connection had not been
     /// up for the whole window.
     pub fn offline_sweep_unsettled(&self) {
@@ -235,6 +246,8 @@ impl Metrics {
             offline_sweeps_mass: g(&self.offline_sweeps_mass),
             offline_sweep_last_ms: g(&self.offline_sweep_last_ms),
             offline_sweep_max_ms: g(&self.offline_sweep_max_ms),
+            offline_sweep_behind_ms: g(&self.offline_sweep_behind_ms),
+            offline_sweep_behind_max_ms: g(&self.offline_sweep_behind_max_ms),
             bus_reconnects: g(&self.bus_reconnects),
             results_acked_from_memory: g(&self.results_acked_from_memory),
             ingest_results: g(&self.ingest_results),

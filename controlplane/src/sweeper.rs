@@ -83,7 +83,7 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     }
     let began = tokio::time::Instant::now();
     let now = cp.now();
-    let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     // Read first, write only the hosts that really went silent: every
     // online host's id (from an index alone), less those the memory heard
     // since (the stored last-seen lags by up to one flush), less those
@@ -93,6 +93,22 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         let mut c = cp.store.read().await?;
         let online = hosts::online_ids(&mut c).await?;
         let fleet = online.len();
+        // Silent for the window and for as long as delivery runs behind
+        // (at most one more window): a beat held up on the bus or in this
+        // process is not a host gone (`delivery`).
+        let heartbeat_ms = i64::try_from(cp.t.heartbeat.as_millis()).unwrap_or(i64::MAX);
+        let behind = cp
+            .beats
+            .delivery_behind(now, fleet, heartbeat_ms)
+            .min(window_ms);
+        cp.metrics.offline_sweep_behind(behind);
+        if behind > 0 {
+            tracing::debug!(
+                behind_ms = behind,
+                "heartbeat delivery behind: the offline window waits as long"
+            );
+        }
+        let before = now - window_ms - behind;
         let unheard = cp.beats.not_heard_since(online, before);
         let silent = hosts::stale_among(&mut c, &unheard, before).await?;
         if mass_silence(silent.len(), fleet) {

@@ -110,6 +110,14 @@ pub struct Metrics {
     /// ... and the longest one since start.
     #[serde(default)]
     pub offline_sweep_max_ms: u64,
+    /// How much longer than the offline window the latest offline sweep
+    /// waited because heartbeat delivery ran behind (late beats, or none
+    /// heard from a fleet that beats often; at most one more window) ...
+    #[serde(default)]
+    pub offline_sweep_behind_ms: u64,
+    /// ... and the most since start.
+    #[serde(default)]
+    pub offline_sweep_behind_max_ms: u64,
     /// Times the control plane's bus connection came back after a loss.
     #[serde(default)]
     pub bus_reconnects: u64,

@@ -127,6 +127,9 @@ pub struct SimAgent {
     hb_last_ms: AtomicU64,
     /// ... and the longest time between two, since [`Self::take_hb_gap`].
     hb_gap_max_ms: AtomicU64,
+    /// Every time between two heartbeats handed to the client of more
+    /// than two periods, as `(from_ms, to_ms)`, all run ([`Self::silences`]).
+    long_gaps: Mutex<Vec<(u64, u64)>>,
 }
 
 impl SimAgent {
@@ -170,6 +173,7 @@ impl SimAgent {
             stop: CancellationToken::new(),
             hb_last_ms: AtomicU64::new(0),
             hb_gap_max_ms: AtomicU64::new(0),
+            long_gaps: Mutex::new(Vec::new()),
         });
         tokio::spawn(me.clone().hello());
         // As the real agent: a hello on every reconnect too (a bus node
@@ -207,6 +211,25 @@ impl SimAgent {
     /// last call (ms; the first call after start counts from its first).
     pub fn take_hb_gap(&self) -> u64 {
         self.hb_gap_max_ms.swap(0, Ordering::Relaxed)
+    }
+
+    /// This agent's silences of more than two heartbeat periods, all run:
+    /// `(from_ms, to_ms)` between two heartbeats handed to the client, and
+    /// one still going (`to_ms` None) if none was for that long by `now_ms`.
+    /// What the agent itself did not send, told from what the bus or the
+    /// control plane did not deliver.
+    pub fn silences(&self, now_ms: u64) -> Vec<(u64, Option<u64>)> {
+        let mut out: Vec<(u64, Option<u64>)> = lock(&self.long_gaps)
+            .iter()
+            .map(|&(from, to)| (from, Some(to)))
+            .collect();
+        let last = self.hb_last_ms.load(Ordering::Relaxed);
+        let over =
+            u64::try_from(self.b.heartbeat.as_millis().saturating_mul(2)).unwrap_or(u64::MAX);
+        if last > 0 && now_ms.saturating_sub(last) > over {
+            out.push((last, None));
+        }
+        out
     }
 
     /// Drops off the bus without a goodbye, as a crashed machine would.
@@ -314,8 +337,11 @@ impl SimAgent {
                     let now = u64::try_from(now_ms()).unwrap_or(0);
                     let last = self.hb_last_ms.swap(now, Ordering::Relaxed);
                     if last > 0 {
-                        self.hb_gap_max_ms
-                            .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+                        let gap = now.saturating_sub(last);
+                        self.hb_gap_max_ms.fetch_max(gap, Ordering::Relaxed);
+                        if u128::from(gap) > every.as_millis().saturating_mul(2) {
+                            lock(&self.long_gaps).push((last, now));
+                        }
                     }
                 }
                 Err(e) => {

@@ -278,6 +278,19 @@ impl Fleet {
         serde_json::json!({"over_ms": over, "agents_over": count, "max_ms": max, "longest": long})
     }
 
+    /// Of `hosts`, those this process runs, each with its silences of more
+    /// than two heartbeat periods all run ([`SimAgent::silences`]).
+    pub async fn silences(&self, hosts: &std::collections::HashSet<&str>) -> serde_json::Value {
+        let agents = self.agents.lock().await.clone();
+        let now = u64::try_from(crate::now_ms()).unwrap_or(0);
+        let out: serde_json::Map<String, serde_json::Value> = agents
+            .iter()
+            .filter(|a| hosts.contains(a.host.as_str()))
+            .map(|a| (a.host.to_string(), serde_json::json!(a.silences(now))))
+            .collect();
+        serde_json::Value::Object(out)
+    }
+
     /// Drops `n` random agents off the bus without a goodbye; returns their
     /// host ids.
     pub async fn kill(&self, n: usize) -> Vec<String> {

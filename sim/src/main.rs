@@ -3,7 +3,9 @@
 //! JSON line on stdout: `stats`, `cpmetrics`, `kill N`, `offline`, `burst K`,
 //! `progress N [id,...]` (N progress messages at 20/s, from random agents
 //! or from random ones of the hosts named), `rows K` (the host ids of the
-//! first K connected agents), `quit`.
+//! first K connected agents), `adds FROM_MS TO_MS`, `silences HOST...`
+//! (those of the hosts named this process runs, each with its agent's
+//! heartbeat silences of more than two periods), `quit`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -255,6 +257,14 @@ async fn run(a: RunArgs) -> Result<()> {
         }
     });
     while let Some(line) = lines.recv().await {
+        if let Some(hosts) = line.strip_prefix("silences ") {
+            // `silences HOST...`: those of these hosts this process runs,
+            // with their agents' own silences (the bench's false offline
+            // hosts, told by who was silent)
+            let hosts: std::collections::HashSet<&str> = hosts.split_whitespace().collect();
+            say(serde_json::json!({"silences": fleet.silences(&hosts).await}));
+            continue;
+        }
         let mut words = line.split_whitespace();
         match (words.next(), words.next().map(str::parse::<usize>)) {
             (Some("stats"), _) => {

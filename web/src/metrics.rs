@@ -335,6 +335,11 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
                 "Agent requests refused for a reply subject not their own",
                 m.replies_refused,
             ),
+            (
+                "rm_controlplane_offline_sweep_behind_ms",
+                "How much longer than the offline window the latest offline sweep waited because heartbeat delivery ran behind",
+                m.offline_sweep_behind_ms,
+            ),
         ] {
             gauge(r, name, help, n(v));
         }

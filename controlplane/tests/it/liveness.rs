@@ -356,3 +356,94 @@ async fn a_beat_heard_while_the_offline_sweep_waits_to_write_keeps_the_host_onli
     }
     assert_eq!(host_status(&db, &agent.host_id()).await, "online");
 }
+
+/// A beat held up on the bus is not a host gone: while another host's
+/// beats arrive 3 s late (a bus node handing over a backlog), a silent
+/// host is marked offline only once it has been silent for the window and
+/// as long again (the delay, capped at one more window), and then it is.
+/// A host whose clock is minutes behind does not count as late.
+#[tokio::test]
+async fn while_beats_arrive_late_a_silent_host_waits_one_more_window_before_offline() {
+    let (_bus, _dir, cp, mut agents) = six_hosts(fast_timings()).await;
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap()
+    };
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    for a in agents.iter_mut().take(3) {
+        a.hello(0, vec![], vec![]).await;
+        a.stop_heartbeats();
+    }
+    let (late, skewed, quiet) = (&agents[0], &agents[1], &agents[2]);
+    // on time first (the hosts' usual lateness), the skewed host's clock
+    // five minutes behind all along
+    for _ in 0..3 {
+        late.heartbeat_stamped(now()).await;
+        skewed.heartbeat_stamped(now() - 300_000).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // the skewed host beside one on time, for two sweeps: delivery is not behind
+    let metrics = || async {
+        cp.call::<_, rm_controlplane::api::Metrics>(
+            rm_controlplane::api::METRICS,
+            serde_json::json!({}),
+        )
+        .await
+    };
+    let sweeps = metrics().await.offline_sweeps;
+    let m = loop {
+        skewed.heartbeat_stamped(now() - 300_000).await;
+        late.heartbeat_stamped(now()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let m = metrics().await;
+        if m.offline_sweeps >= sweeps + 2 {
+            break m;
+        }
+    };
+    assert_eq!(
+        m.offline_sweep_behind_max_ms, 0,
+        "a clock five minutes off is not a late delivery: {m:?}"
+    );
+
+    // now one host's beats arrive 3 s late while another falls silent
+    quiet.heartbeat_stamped(now()).await;
+    let silent_from = std::time::Instant::now();
+    let evt = loop {
+        late.heartbeat_stamped(now() - 3_000).await;
+        skewed.heartbeat_stamped(now() - 300_000).await;
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
+        {
+            break e;
+        }
+        assert!(
+            silent_from.elapsed() < WAIT,
+            "the silent host was never marked offline"
+        );
+    };
+    let took = silent_from.elapsed();
+    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    assert_eq!(
+        msg.host.as_ref().map(|h| h.as_str()),
+        Some(quiet.host_id().as_str()),
+        "only the silent host goes offline"
+    );
+    // window 600 ms (3 x 200 ms), plus the delay capped at one more window
+    assert!(
+        took >= Duration::from_millis(1_150),
+        "marked offline {took:?} after its last beat, before the window and the delay had passed"
+    );
+    let m = metrics().await;
+    assert_eq!(
+        m.offline_sweep_behind_max_ms, 600,
+        "capped at one more window: {m:?}"
+    );
+}

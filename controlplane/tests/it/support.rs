@@ -394,6 +394,22 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// One heartbeat stamped `ts_ms` by the agent's clock (a beat sent that
+    /// long ago and held up on the way, or from a clock that is off).
+    pub async fn heartbeat_stamped(&self, ts_ms: i64) {
+        let hb = Heartbeat {
+            ts_ms,
+            ..heartbeat_msg(0)
+        };
+        self.client
+            .publish(subject::agent_heartbeat(&self.host), encode(&hb))
+            .await
+            .expect("heartbeat");
+        self.client.flush().await.expect("flush");
+    }
+}
+
 fn heartbeat_msg(config_version: u64) -> Heartbeat {
     Heartbeat {
         v: PROTOCOL_VERSION,

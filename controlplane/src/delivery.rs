@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 
 /// Seconds of late-beat figures kept: four offline windows at the default
 /// 15 s heartbeat, the mass-silence guard's longer window.
-pub(crate) const HORIZON_SECS: i64 = 180;
+const HORIZON_SECS: i64 = 180;
 /// The share of a second's beats at or below the figure kept for it: a
 /// few hosts late on their own links do not stretch everyone's window.
 const LATE_QUANTILE: f64 = 0.9;
@@ -34,7 +34,7 @@ const LATE_QUANTILE: f64 = 0.9;
 const MAX_BUCKET: usize = 120;
 /// How fast a host's usual lateness may rise, per beat (a clock stepped
 /// back makes every later beat look late until it has crept up).
-pub(crate) const BASE_CREEP_MS: i64 = 100;
+const BASE_CREEP_MS: i64 = 100;
 /// Beats a second the fleet must send for a silence to count.
 const SILENCE_MIN_RATE: f64 = 10.0;
 

@@ -414,7 +414,10 @@ struct WebArgs {
     /// The SQLite database (default DATA_DIR/restic-manager.db).
     #[arg(long)]
     db: Option<PathBuf>,
-    /// Bus URL; repeat or separate with commas for several servers.
+    /// Bus URL(s), tried in this order: both of the web role's connections
+    /// go to the first node that takes them (list the control plane's
+    /// first, and operators' requests cross no route); repeat or separate
+    /// with commas.
     #[arg(
         long = "nats-url",
         default_value = "nats://127.0.0.1:4222",
@@ -862,6 +865,11 @@ fn web_config(args: WebArgs) -> Result<rm_web::WebConfig> {
     let creds = role_creds(&role, args.creds.as_deref(), &args.data_dir)?;
     let mut connect = ConnectSpec::new(String::new(), creds, &role);
     connect.urls = args.nats_urls;
+    // in the operator's order, as the control plane's: both connections
+    // (live events, requests) on the first node that takes them, not one
+    // each at random (stop 54: `web-requests` a route away from the
+    // control plane while `web` was elsewhere again)
+    connect.retain_order = true;
     connect.retry_on_initial_connect = true;
     // a tls:// bus is trusted as agents trust it (DATA_DIR/ca)
     connect.tls_ca_pem = rm_controlplane::bus_ca_pem(&args.data_dir)?;
@@ -1441,6 +1449,10 @@ mod tests {
         };
         let config = web_config(args).unwrap();
         assert_eq!(config.connect.urls, vec!["nats://a:4222", "nats://b:4222"]);
+        assert!(
+            config.connect.retain_order,
+            "the web role tries --nats-url in the operator's order"
+        );
         assert_eq!(config.connect.name, "web");
         assert_eq!(config.db_path, Some(PathBuf::from("/tmp/x.db")));
         assert!(matches!(config.listen, rm_web::Listen::Addr(a) if a.port() == 9443));

@@ -418,6 +418,7 @@ impl Agent {
                 disks,
                 running_jobs: self.exec.running(),
                 next_runs: self.sched.next_runs(),
+                bus_node: rm_bus::connect::node_name(&self.client),
             };
             if let Err(e) = rm_bus::size::publish(
                 &self.client,

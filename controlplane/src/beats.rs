@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rm_bus::msg::Heartbeat;
 use rm_store::hosts::Vitals;
@@ -45,6 +45,9 @@ struct Entry {
     /// `ts_ms`: its clock's offset and the bus's least delay), for
     /// [`crate::delivery`].
     usual_lag: Option<i64>,
+    /// The bus node its latest beat came through, if it said and the
+    /// node is tracked ([`crate::delivery::Delivery::node_beat`]).
+    node: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -118,9 +121,12 @@ impl Liveness {
     pub fn beat(&self, host: &str, hb: &Heartbeat, at: i64) {
         let vitals = vitals_of(hb);
         let key = key_of(&vitals);
-        let (wake, late) = {
+        let wake = {
+            // the hosts' lock, then the delivery figures' (never the
+            // other way round)
             let mut hosts = lock(&self.hosts);
             let e = hosts.entry(host.to_owned()).or_default();
+            let mut delivery = lock(&self.delivery);
             // a beat with no time of its own says nothing of the bus
             let late = if hb.ts_ms > 0 {
                 let (late, usual) =
@@ -130,15 +136,21 @@ impl Liveness {
             } else {
                 0
             };
+            delivery.beat(at, late);
+            let node = hb
+                .bus_node
+                .as_deref()
+                .and_then(|n| delivery.node_beat(n, at));
+            drop(delivery);
             if at >= e.seen {
                 e.seen = at;
                 e.uptime = i64::try_from(hb.uptime_secs).ok();
                 e.vitals = vitals;
                 e.key = key;
+                e.node = node;
             }
-            (!e.online, late)
+            !e.online
         };
-        lock(&self.delivery).beat(at, late);
         if wake {
             lock(&self.back).insert(host.to_owned());
             self.wake.notify_one();
@@ -217,6 +229,43 @@ impl Liveness {
         lock(&self.delivery).behind(now, online, heartbeat_ms)
     }
 
+    /// Of `hosts` (offline candidates: silent for the window and the
+    /// fleet-wide wait `behind`), those still silent once each also waits
+    /// as long as the bus node its latest beat came through has been
+    /// quiet, the larger of the two and at most one more window
+    /// ([`crate::delivery`]); and how many were kept back so.
+    pub fn not_held_by_their_node(
+        &self,
+        mut hosts: Vec<String>,
+        now: i64,
+        window_ms: i64,
+        behind: i64,
+    ) -> (Vec<String>, usize, i64) {
+        let quiet = lock(&self.delivery).quiet_nodes(now);
+        if quiet.is_empty() || hosts.is_empty() {
+            return (hosts, 0, 0);
+        }
+        let known = lock(&self.hosts);
+        let before = hosts.len();
+        let mut longest = 0;
+        hosts.retain(|h| {
+            let Some((e, q)) = known
+                .get(h)
+                .and_then(|e| Some((e, *quiet.get(e.node.as_ref()?)?)))
+            else {
+                return true;
+            };
+            let wait = behind.max(q).min(window_ms);
+            let still = e.seen < now - window_ms - wait;
+            if !still {
+                longest = longest.max(wait);
+            }
+            still
+        });
+        let kept_back = before - hosts.len();
+        (hosts, kept_back, longest)
+    }
+
     /// Of `hosts`, those not heard at or after `since` (never heard, or
     /// their latest beat is older): the offline sweep's candidates.
     pub fn not_heard_since(&self, mut hosts: Vec<String>, since: i64) -> Vec<String> {
@@ -243,6 +292,7 @@ mod tests {
             disks: vec![],
             running_jobs: vec![],
             next_runs: vec![],
+            bus_node: None,
         }
     }
 
@@ -308,5 +358,32 @@ mod tests {
             ["a", "c"],
             "the others still wait for the periodic flush"
         );
+    }
+
+    #[test]
+    fn a_silent_host_waits_as_long_as_its_quiet_node_at_most_one_more_window() {
+        let l = Liveness::default();
+        let through = |node: &str| Heartbeat {
+            bus_node: Some(node.into()),
+            ..hb(1)
+        };
+        // node a delivers 20 beats a second for a minute, the last from
+        // host "held"; host "b" through node b, "unnamed" through none
+        for i in 0..1200 {
+            l.beat(&format!("h{}", i % 100), &through("a"), i * 50);
+        }
+        let last = 1199 * 50;
+        l.beat("held", &through("a"), last);
+        l.beat("b", &through("b"), last);
+        l.beat("unnamed", &hb(1), last);
+        let all = || vec!["held".to_owned(), "b".to_owned(), "unnamed".to_owned()];
+        let window = 45_000;
+        // 50 s on: all three silent for the window; node a quiet 49 s
+        let (still, held, wait) = l.not_held_by_their_node(all(), last + 50_000, window, 0);
+        assert_eq!(still, ["b", "unnamed"]);
+        assert_eq!((held, wait), (1, 45_000), "capped at one more window");
+        // past both windows the held host goes too
+        let (still, held, _) = l.not_held_by_their_node(all(), last + 90_001, window, 0);
+        assert_eq!((still.len(), held), (3, 0));
     }
 }

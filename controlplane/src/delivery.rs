@@ -18,11 +18,23 @@
 //!   a second means this control plane hears nothing (its node frozen,
 //!   its reader starved): everyone's silence grows by as much.
 //!
+//! - **A node gone quiet.** Each beat names the bus node its agent is
+//!   connected to (`bus_node`). A node that delivered at least
+//!   [`SILENCE_MIN_RATE`] beats a second over the last
+//!   [`NODE_RATE_SECS`] and none for more than a second holds its hosts'
+//!   beats where the control plane cannot see them (its read loops
+//!   frozen): a host whose latest beat came through it waits as long
+//!   more. This sees a node's first freeze while it lasts, which the
+//!   late beats above learn of only once its backlog arrives (stop 54's
+//!   BC: 89 hosts, each silent on its own for part of the window, marked
+//!   while their node was frozen for 13.9 s).
+//!
 //! Before this, at 100,000 agents, hosts whose beats were held up for
 //! seconds were marked offline and came back with their next beat
 //! (false offline hosts in all five of stop 53's runs).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 /// Seconds of late-beat figures kept: four offline windows at the default
 /// 15 s heartbeat, the mass-silence guard's longer window.
@@ -35,8 +47,55 @@ const MAX_BUCKET: usize = 120;
 /// How fast a host's usual lateness may rise, per beat (a clock stepped
 /// back makes every later beat look late until it has crept up).
 const BASE_CREEP_MS: i64 = 100;
-/// Beats a second the fleet must send for a silence to count.
+/// Beats a second the fleet (or one node) must deliver for a silence to count.
 const SILENCE_MIN_RATE: f64 = 10.0;
+/// A node's rate is its beats over this many seconds.
+const NODE_RATE_SECS: i64 = 60;
+/// Nodes tracked at most; a beat naming one more counts for the fleet
+/// only (a host may name any node it likes: it cannot grow this).
+const MAX_NODES: usize = 64;
+/// A node name longer than this is not tracked.
+const MAX_NODE_NAME: usize = 128;
+
+/// What one bus node delivered.
+struct Node {
+    /// Its name, shared with the hosts whose beats came through it.
+    name: Arc<str>,
+    /// Its latest beat's arrival (ms).
+    last_at: i64,
+    /// Beats since `since` (ms), and in the span of that length before.
+    since: i64,
+    count: u32,
+    prev: u32,
+}
+
+impl Node {
+    fn beat(&mut self, at: i64) {
+        let span = NODE_RATE_SECS * 1000;
+        if at - self.since >= span {
+            self.prev = if at - self.since < 2 * span {
+                self.count
+            } else {
+                0
+            };
+            self.count = 0;
+            self.since = at;
+        }
+        self.count = self.count.saturating_add(1);
+        self.last_at = self.last_at.max(at);
+    }
+
+    /// How long it has been quiet at `now` past a second, if it delivers
+    /// often enough for that to mean anything (else 0).
+    fn quiet(&self, now: i64) -> i64 {
+        let rate = f64::from(self.prev.max(self.count)) / NODE_RATE_SECS as f64;
+        if rate >= SILENCE_MIN_RATE {
+            (now - self.last_at - 1000).max(0)
+        } else {
+            0
+        }
+    }
+}
 
 /// One second's late-beat figures.
 struct Second {
@@ -67,6 +126,8 @@ pub(crate) struct Delivery {
     seconds: VecDeque<Second>,
     /// The latest beat's arrival (control-plane clock, ms).
     last_beat_at: Option<i64>,
+    /// Per bus node its beats came through, heard within [`HORIZON_SECS`].
+    nodes: HashMap<Arc<str>, Node>,
 }
 
 /// A beat `lag` ms late by the clocks (arrival less `ts_ms`), from a host
@@ -110,6 +171,51 @@ impl Delivery {
             s.buckets[b] += 1;
             s.n += 1;
         }
+    }
+
+    /// A beat arrived at `at` (ms) through bus node `name`: the node's
+    /// name as kept (one allocation per node, shared by its hosts), or
+    /// `None` where it is not tracked (too long, or too many nodes).
+    pub fn node_beat(&mut self, name: &str, at: i64) -> Option<Arc<str>> {
+        if let Some(node) = self.nodes.get_mut(name) {
+            node.beat(at);
+            return Some(node.name.clone());
+        }
+        if name.is_empty() || name.len() > MAX_NODE_NAME {
+            return None;
+        }
+        if self.nodes.len() >= MAX_NODES {
+            // room from nodes not heard within the horizon
+            let old = at - HORIZON_SECS * 1000;
+            self.nodes.retain(|_, n| n.last_at > old);
+            if self.nodes.len() >= MAX_NODES {
+                return None;
+            }
+        }
+        let key: Arc<str> = Arc::from(name);
+        let mut node = Node {
+            name: key.clone(),
+            last_at: at,
+            since: at,
+            count: 0,
+            prev: 0,
+        };
+        node.beat(at);
+        self.nodes.insert(key.clone(), node);
+        Some(key)
+    }
+
+    /// The nodes quiet at `now` (ms), and for how long past a second
+    /// ([`Node::quiet`]); a node not heard within [`HORIZON_SECS`] is
+    /// not counted (gone: its hosts stand on their own).
+    pub fn quiet_nodes(&self, now: i64) -> HashMap<Arc<str>, i64> {
+        let old = now - HORIZON_SECS * 1000;
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.last_at > old)
+            .map(|(k, n)| (k.clone(), n.quiet(now)))
+            .filter(|(_, q)| *q > 0)
+            .collect()
     }
 
     /// How far behind delivery runs at `now` (ms) for a fleet of `online`
@@ -196,5 +302,46 @@ mod tests {
         // the clock stepped forward by a minute: on time from there on
         let (late, base) = late_beyond_usual(Some(base), 240_000);
         assert_eq!((late, base), (0, 240_000));
+    }
+
+    #[test]
+    fn a_busy_node_gone_quiet_counts_from_its_first_second_and_a_slow_one_never() {
+        let mut d = Delivery::default();
+        // node a: 20 beats a second for a minute; node b: one every 2 s
+        for i in 0..1200 {
+            d.node_beat("a", T0 + i * 50);
+        }
+        for i in 0..30 {
+            d.node_beat("b", T0 + i * 2000);
+        }
+        let last_a = T0 + 1199 * 50;
+        assert!(d.quiet_nodes(last_a + 900).is_empty(), "under a second");
+        let quiet = d.quiet_nodes(last_a + 5_000);
+        assert_eq!(quiet.get("a").copied(), Some(4_000));
+        assert_eq!(
+            quiet.get("b"),
+            None,
+            "too few beats for its silence to mean anything"
+        );
+        // not heard within the horizon: gone, its hosts on their own
+        assert!(d.quiet_nodes(last_a + HORIZON_SECS * 1000 + 1).is_empty());
+    }
+
+    #[test]
+    fn a_node_name_too_long_or_one_node_too_many_is_not_tracked() {
+        let mut d = Delivery::default();
+        assert!(d.node_beat(&"n".repeat(MAX_NODE_NAME + 1), T0).is_none());
+        assert!(d.node_beat("", T0).is_none());
+        for i in 0..MAX_NODES {
+            assert!(d.node_beat(&format!("n{i}"), T0).is_some());
+        }
+        assert!(d.node_beat("one-more", T0 + 1_000).is_none());
+        let again = d.node_beat("n0", T0 + 1_000);
+        assert_eq!(again.as_deref(), Some("n0"), "a node tracked stays tracked");
+        // nodes not heard within the horizon make room
+        assert!(
+            d.node_beat("one-more", T0 + HORIZON_SECS * 1000 + 1)
+                .is_some()
+        );
     }
 }

@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     offline_sweep_max_ms: AtomicU64,
     offline_sweep_behind_ms: AtomicU64,
     offline_sweep_behind_max_ms: AtomicU64,
+    offline_sweep_held_by_node: AtomicU64,
+    offline_sweep_held_by_node_last: AtomicU64,
+    offline_sweep_node_wait_max_ms: AtomicU64,
     bus_reconnects: AtomicU64,
     results_acked_from_memory: AtomicU64,
     vitals_written: AtomicU64,
@@ -144,6 +147,18 @@ impl Metrics {
             .fetch_max(ms, Ordering::Relaxed);
     }
 
+    /// The latest sweep kept `hosts` back as silent behind a quiet bus
+    /// node, the longest of them waiting `wait_ms` past the window.
+    pub fn offline_sweep_held_by_node(&self, hosts: usize, wait_ms: i64) {
+        let hosts = u64::try_from(hosts).unwrap_or(u64::MAX);
+        self.offline_sweep_held_by_node
+            .fetch_add(hosts, Ordering::Relaxed);
+        self.offline_sweep_held_by_node_last
+            .store(hosts, Ordering::Relaxed);
+        self.offline_sweep_node_wait_max_ms
+            .fetch_max(u64::try_from(wait_ms).unwrap_or(0), Ordering::Relaxed);
+    }
+
     /// The offline sweeper did not look: the bus connection had not been
     /// up for the whole window.
     pub fn offline_sweep_unsettled(&self) {
@@ -248,6 +263,9 @@ impl Metrics {
             offline_sweep_max_ms: g(&self.offline_sweep_max_ms),
             offline_sweep_behind_ms: g(&self.offline_sweep_behind_ms),
             offline_sweep_behind_max_ms: g(&self.offline_sweep_behind_max_ms),
+            offline_sweep_held_by_node: g(&self.offline_sweep_held_by_node),
+            offline_sweep_held_by_node_last: g(&self.offline_sweep_held_by_node_last),
+            offline_sweep_node_wait_max_ms: g(&self.offline_sweep_node_wait_max_ms),
             bus_reconnects: g(&self.bus_reconnects),
             results_acked_from_memory: g(&self.results_acked_from_memory),
             ingest_results: g(&self.ingest_results),

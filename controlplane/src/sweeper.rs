@@ -110,6 +110,20 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
         }
         let before = now - window_ms - behind;
         let unheard = cp.beats.not_heard_since(online, before);
+        // a host whose beats came through a bus node quiet right now
+        // waits as long as the node has been (its first freeze, which the
+        // late beats above learn of only when its backlog arrives)
+        let (unheard, held, held_ms) = cp
+            .beats
+            .not_held_by_their_node(unheard, now, window_ms, behind);
+        cp.metrics.offline_sweep_held_by_node(held, held_ms);
+        if held > 0 {
+            tracing::debug!(
+                hosts = held,
+                wait_ms = held_ms,
+                "hosts silent behind a quiet bus node: they wait as long as it"
+            );
+        }
         let silent = hosts::stale_among(&mut c, &unheard, before).await?;
         if mass_silence(silent.len(), fleet) {
             // More likely the bus or this control plane than the hosts:

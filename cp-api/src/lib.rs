@@ -118,6 +118,16 @@ pub struct Metrics {
     /// ... and the most since start.
     #[serde(default)]
     pub offline_sweep_behind_max_ms: u64,
+    /// Hosts offline sweeps kept back, silent for the window but behind
+    /// a bus node quiet at the time (each sweep counts its own) ...
+    #[serde(default)]
+    pub offline_sweep_held_by_node: u64,
+    /// ... the latest sweep's ...
+    #[serde(default)]
+    pub offline_sweep_held_by_node_last: u64,
+    /// ... and the longest such wait past the window since start (ms).
+    #[serde(default)]
+    pub offline_sweep_node_wait_max_ms: u64,
     /// Times the control plane's bus connection came back after a loss.
     #[serde(default)]
     pub bus_reconnects: u64,

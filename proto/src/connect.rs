@@ -145,6 +145,16 @@ fn options_with(
     Ok(opts)
 }
 
+/// The name of the bus node `client` is connected to (the `server_name`
+/// of its latest INFO), if it named itself: what a heartbeat reports as
+/// `bus_node`.
+pub fn node_name(client: &async_nats::Client) -> Option<String> {
+    client
+        .try_server_info()
+        .map(|info| info.server_name)
+        .filter(|name| !name.is_empty())
+}
+
 /// The pause before reconnect attempt `attempts` (0 = the first, at
 /// once): 250 ms doubling per attempt up to `max`, less up to half of it
 /// at random, so a fleet that lost its node together does not come back

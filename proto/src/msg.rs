@@ -404,6 +404,11 @@ pub struct Heartbeat {
     pub running_jobs: Vec<JobId>,
     #[serde(default)]
     pub next_runs: Vec<NextRun>,
+    /// The bus node the agent is connected to (its `server_name`), so the
+    /// control plane can tell a node gone quiet from its hosts gone
+    /// (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_node: Option<String>,
 }
 
 /// `rm.agent.<host>.goodbye`: clean shutdown.

@@ -322,6 +322,7 @@ impl SimAgent {
                 }],
                 running_jobs: lock(&self.running).iter().cloned().collect(),
                 next_runs: vec![],
+                bus_node: rm_bus::connect::node_name(&self.client),
             };
             match rm_bus::size::publish(
                 &self.client,

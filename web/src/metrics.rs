@@ -70,17 +70,44 @@ impl std::fmt::Debug for Http {
     }
 }
 
+tokio::task_local! {
+    /// How long the request being served has waited for other roles'
+    /// answers over the bus so far ([`crate::svc::call`] adds each call).
+    static BUS_WAIT: std::cell::Cell<std::time::Duration>;
+}
+
+/// `took` more spent waiting for another role's answer over the bus, for
+/// the request being served (nothing outside a request).
+pub fn bus_wait(took: std::time::Duration) {
+    let _ = BUS_WAIT.try_with(|w| w.set(w.get() + took));
+}
+
+/// The `server-timing` value for a request that took `took`, `bus` of it
+/// waiting for other roles over the bus (left out when none).
+fn server_timing(took: std::time::Duration, bus: std::time::Duration) -> String {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    if bus.is_zero() {
+        format!("app;dur={:.3}", ms(took))
+    } else {
+        format!("app;dur={:.3}, bus;dur={:.3}", ms(took), ms(bus))
+    }
+}
+
 /// Times one request of `route` (a route-table path).
 pub async fn time(state: AppState, route: &'static str, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let start = Instant::now();
-    let mut resp = next.run(req).await;
+    let (mut resp, bus) = BUS_WAIT
+        .scope(std::cell::Cell::new(std::time::Duration::ZERO), async {
+            let resp = next.run(req).await;
+            (resp, BUS_WAIT.with(std::cell::Cell::get))
+        })
+        .await;
     let took = start.elapsed();
     // The handler's own time, for benchmarks and browser devtools
-    // (`bench/fleet-ui` reads it): no detail beyond one number.
-    if let Ok(v) =
-        axum::http::HeaderValue::from_str(&format!("app;dur={:.3}", took.as_secs_f64() * 1000.0))
-    {
+    // (`bench/fleet-ui` reads it), and of it the wait for other roles'
+    // answers over the bus (`bench/web_adds.py`): no detail beyond that.
+    if let Ok(v) = axum::http::HeaderValue::from_str(&server_timing(took, bus)) {
         resp.headers_mut().insert("server-timing", v);
     }
     let labels = vec![
@@ -339,6 +366,11 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
                 "rm_controlplane_offline_sweep_behind_ms",
                 "How much longer than the offline window the latest offline sweep waited because heartbeat delivery ran behind",
                 m.offline_sweep_behind_ms,
+            ),
+            (
+                "rm_controlplane_offline_sweep_held_by_node",
+                "Hosts offline sweeps kept back, silent for the window but behind a bus node quiet at the time, since start (each sweep counts its own)",
+                m.offline_sweep_held_by_node,
             ),
         ] {
             gauge(r, name, help, n(v));

@@ -62,7 +62,8 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
     let payload = encode(&envelope);
     let subject = subject::svc(role, verb);
     let name = role_name(role);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
     let mut pause = Duration::from_millis(100);
     // Only the control plane recognises a retry by its key.
     let dedupes = role == SvcRole::Controlplane;
@@ -72,40 +73,46 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
     } else {
         timeout
     };
-    let msg = loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut request = async_nats::Request::new()
-            .payload(payload.clone())
-            .timeout(Some(left.min(attempt).max(Duration::from_millis(1))));
-        if dedupes {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(IDEMPOTENCY_HEADER, key.as_str());
-            request = request.headers(headers);
-        }
-        match bus.send_request(subject.clone(), request).await {
-            Ok(m) => break m,
-            Err(e) if e.kind() == RequestErrorKind::NoResponders && left > pause => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
+    let sent = async {
+        Ok::<_, SvcCallError>(loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut request = async_nats::Request::new()
+                .payload(payload.clone())
+                .timeout(Some(left.min(attempt).max(Duration::from_millis(1))));
+            if dedupes {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(IDEMPOTENCY_HEADER, key.as_str());
+                request = request.headers(headers);
             }
-            Err(e)
-                if dedupes
-                    && e.kind() == RequestErrorKind::TimedOut
-                    && deadline > tokio::time::Instant::now() =>
-            {
-                tracing::debug!(
-                    verb = verb.as_str(),
-                    "service attempt timed out; retrying with its key"
-                );
+            match bus.send_request(subject.clone(), request).await {
+                Ok(m) => break m,
+                Err(e) if e.kind() == RequestErrorKind::NoResponders && left > pause => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e)
+                    if dedupes
+                        && e.kind() == RequestErrorKind::TimedOut
+                        && deadline > tokio::time::Instant::now() =>
+                {
+                    tracing::debug!(
+                        verb = verb.as_str(),
+                        "service attempt timed out; retrying with its key"
+                    );
+                }
+                Err(e) => {
+                    return Err(SvcCallError::Unavailable {
+                        role: name,
+                        detail: e.to_string(),
+                    });
+                }
             }
-            Err(e) => {
-                return Err(SvcCallError::Unavailable {
-                    role: name,
-                    detail: e.to_string(),
-                });
-            }
-        }
-    };
+        })
+    }
+    .await;
+    // the request's `server-timing` counts the wait (`metrics::time`)
+    crate::metrics::bus_wait(started.elapsed());
+    let msg = sent?;
     match decode::<SvcReply<R>>("service reply", &msg.payload) {
         Ok(SvcReply { ok: Some(r), .. }) => Ok(r),
         Ok(SvcReply { error: Some(e), .. }) => Err(SvcCallError::Refused(e)),

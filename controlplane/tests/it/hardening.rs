@@ -231,6 +231,7 @@ async fn a_heartbeat_storm_while_the_database_is_locked_drops_nothing_and_keeps_
         disks: vec![],
         running_jobs: vec![],
         next_runs: vec![],
+        bus_node: None,
     });
     for _ in 0..STORM {
         stormy

@@ -447,3 +447,77 @@ async fn while_beats_arrive_late_a_silent_host_waits_one_more_window_before_offl
         "capped at one more window: {m:?}"
     );
 }
+
+/// A host whose beats came through a bus node that has gone quiet (its
+/// read loops frozen: the beats it holds are not lost, only late) waits
+/// as long as the node has been quiet, at most one more window, while a
+/// node still delivering leaves the fleet's window as it was. The host is
+/// marked offline once that wait is over.
+#[tokio::test]
+async fn a_silent_host_behind_a_quiet_bus_node_waits_as_long_as_the_node_before_offline() {
+    // 1 s beats: a node counts as quiet from a second without beats on
+    let (_bus, _dir, cp, mut agents) = six_hosts(Timings {
+        heartbeat: Duration::from_secs(1),
+        ..fast_timings()
+    })
+    .await;
+    let mut offline = cp
+        .web
+        .subscribe(Event::HostOffline.subject())
+        .await
+        .unwrap();
+    for a in agents.iter_mut().take(2) {
+        a.hello(0, vec![], vec![]).await;
+        a.stop_heartbeats();
+    }
+    let (held, live) = (&agents[0], &agents[1]);
+    let metrics = || async {
+        cp.call::<_, rm_controlplane::api::Metrics>(
+            rm_controlplane::api::METRICS,
+            serde_json::json!({}),
+        )
+        .await
+    };
+    // node a delivered 600 beats (10 a second over the node's minute),
+    // then nothing: the held host's latest beat came through it
+    live.heartbeats_through("b", 1).await;
+    held.heartbeats_through("a", 600).await;
+    let silent_from = std::time::Instant::now();
+    let evt = loop {
+        live.heartbeats_through("b", 1).await;
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
+        {
+            break e;
+        }
+        assert!(
+            silent_from.elapsed() < WAIT,
+            "the silent host was never marked offline"
+        );
+    };
+    let took = silent_from.elapsed();
+    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    assert_eq!(
+        msg.host.as_ref().map(|h| h.as_str()),
+        Some(held.host_id().as_str()),
+        "only the silent host goes offline"
+    );
+    // window 3 s (3 x 1 s), plus its node's quiet (past its first second)
+    // capped at one more window: 6 s; without the node's quiet, 3 s
+    assert!(
+        took >= Duration::from_millis(5_500),
+        "marked offline {took:?} after its last beat, before the window and its node's quiet had passed"
+    );
+    let m = metrics().await;
+    assert!(
+        m.offline_sweep_held_by_node >= 1,
+        "sweeps kept it back for its node: {m:?}"
+    );
+    assert_eq!(
+        m.offline_sweep_node_wait_max_ms, 3_000,
+        "capped at one more window: {m:?}"
+    );
+    assert_eq!(
+        m.offline_sweep_behind_max_ms, 0,
+        "the fleet's delivery was never behind, only node a: {m:?}"
+    );
+}

@@ -408,6 +408,30 @@ impl Agent {
             .expect("heartbeat");
         self.client.flush().await.expect("flush");
     }
+
+    /// `n` heartbeats stamped now through bus node `node` (its
+    /// `bus_node`), sent together: a node delivering many beats a second.
+    pub async fn heartbeats_through(&self, node: &str, n: usize) {
+        let ts_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms");
+        let hb = encode(&Heartbeat {
+            ts_ms,
+            bus_node: Some(node.into()),
+            ..heartbeat_msg(0)
+        });
+        for _ in 0..n {
+            self.client
+                .publish(subject::agent_heartbeat(&self.host), hb.clone())
+                .await
+                .expect("heartbeat");
+        }
+        self.client.flush().await.expect("flush");
+    }
 }
 
 fn heartbeat_msg(config_version: u64) -> Heartbeat {
@@ -423,6 +447,7 @@ fn heartbeat_msg(config_version: u64) -> Heartbeat {
         disks: vec![],
         running_jobs: vec![],
         next_runs: vec![],
+        bus_node: None,
     }
 }
 

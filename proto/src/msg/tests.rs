@@ -189,6 +189,7 @@ fn agent_messages_round_trip() {
             schedule_id: "s1".into(),
             at_ms: 100,
         }],
+        bus_node: Some("n3".into()),
     });
     roundtrip(Goodbye {
         v: PROTOCOL_VERSION,
@@ -427,4 +428,17 @@ fn an_actor_without_a_client_address_reads_as_none_and_none_is_not_sent() {
     assert_eq!(old.address, None);
     let sent = serde_json::to_value(&old).unwrap();
     assert_eq!(sent, json!({"name": "alice", "via": "session"}));
+}
+
+#[test]
+fn a_heartbeat_without_a_bus_node_reads_as_none_and_none_is_not_sent() {
+    // an agent from before stop 55
+    let old: Heartbeat = serde_json::from_value(json!({
+        "v": 1, "ts_ms": 5, "agent_version": "0.1.0", "restic_version": null,
+        "os": "linux", "arch": "x86_64", "uptime_secs": 9
+    }))
+    .unwrap();
+    assert_eq!(old.bus_node, None);
+    let sent = serde_json::to_value(&old).unwrap();
+    assert!(sent.get("bus_node").is_none(), "{sent}");
 }

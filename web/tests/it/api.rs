@@ -786,3 +786,51 @@ async fn a_forget_schedule_that_cannot_run_without_a_maintenance_host_says_so() 
     let (_, host) = h.api(&viewer, "GET", "/api/v1/hosts/h1", None).await;
     assert_eq!(blocked(&host, "s-forget"), serde_json::Value::Null);
 }
+
+/// The `server-timing` header gives the handler's time and, for a change
+/// forwarded to its owner, the part of it spent waiting for the owner's
+/// answer over the bus (no more than the whole); a read from SQLite names
+/// no bus wait.
+#[tokio::test]
+async fn server_timing_names_the_bus_wait_of_a_forwarded_change_and_none_for_a_read() {
+    let mut h = H::new().await;
+    h.with_controlplane().await;
+    let op = h.token(Role::Operator).await;
+    let timing = |resp: &axum::http::Response<axum::body::Body>| -> Vec<(String, f64)> {
+        header_of(resp, "server-timing")
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|m| {
+                let (name, dur) = m.trim().split_once(";dur=")?;
+                Some((name.to_owned(), dur.parse().ok()?))
+            })
+            .collect()
+    };
+    let add = req("POST", "/api/v1/hosts")
+        .header("authorization", format!("Bearer {op}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(json!({"name": "timed-1"}).to_string()))
+        .unwrap();
+    let resp = h.send(add).await;
+    assert_eq!(resp.status(), 201);
+    let t = timing(&resp);
+    assert_eq!(
+        t.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["app", "bus"],
+        "{t:?}"
+    );
+    assert!(t[1].1 > 0.0 && t[1].1 <= t[0].1, "{t:?}");
+
+    let list = req("GET", "/api/v1/hosts")
+        .header("authorization", format!("Bearer {op}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = h.send(list).await;
+    assert_eq!(resp.status(), 200);
+    let t = timing(&resp);
+    assert_eq!(
+        t.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["app"],
+        "{t:?}"
+    );
+}

@@ -101,7 +101,7 @@ class Client:
         body = r.read()
         rt = (time.perf_counter() - t0) * 1000
         st = r.getheader("server-timing") or ""
-        server = float(st.split("dur=")[1]) if "dur=" in st else float("nan")
+        server = float(st.split("dur=")[1].split(",")[0]) if "dur=" in st else float("nan")
         if r.status != 200:
             raise SystemExit(f"GET {path}: {r.status} {body[:300]!r}")
         return server, rt, len(body)

@@ -809,7 +809,9 @@ async fn server_timing_names_the_bus_wait_of_a_forwarded_change_and_none_for_a_r
     let add = req("POST", "/api/v1/hosts")
         .header("authorization", format!("Bearer {op}"))
         .header("content-type", "application/json")
-        .body(axum::body::Body::from(json!({"name": "timed-1"}).to_string()))
+        .body(axum::body::Body::from(
+            json!({"name": "timed-1"}).to_string(),
+        ))
         .unwrap();
     let resp = h.send(add).await;
     assert_eq!(resp.status(), 201);

@@ -71,9 +71,7 @@ async fn the_offline_sweeper_counts_ticks_before_settling_and_sweeps_with_their_
         .await
         .expect("host.offline event")
         .unwrap();
-    let m: rm_controlplane::api::Metrics = cp
-        .call(rm_controlplane::api::METRICS, serde_json::json!({}))
-        .await;
+    let m = cp.metrics().await;
     assert!(
         m.offline_sweeps_unsettled >= 1,
         "the first tick comes before the window passed: {m:?}"
@@ -357,6 +355,30 @@ async fn a_beat_heard_while_the_offline_sweep_waits_to_write_keeps_the_host_onli
     assert_eq!(host_status(&db, &agent.host_id()).await, "online");
 }
 
+/// The first `host.offline` event on `offline` (its host) and how long
+/// after this call it came, while `beat` runs every 100 ms or so (the
+/// other hosts' heartbeats); fails after [`WAIT`].
+async fn first_offline(
+    offline: &mut async_nats::Subscriber,
+    mut beat: impl AsyncFnMut(),
+) -> (Option<String>, Duration) {
+    let from = std::time::Instant::now();
+    let evt = loop {
+        beat().await;
+        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
+        {
+            break e;
+        }
+        assert!(
+            from.elapsed() < WAIT,
+            "the silent host was never marked offline"
+        );
+    };
+    let took = from.elapsed();
+    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    (msg.host.map(|h| h.as_str().to_owned()), took)
+}
+
 /// A beat held up on the bus is not a host gone: while another host's
 /// beats arrive 3 s late (a bus node handing over a backlog), a silent
 /// host is marked offline only once it has been silent for the window and
@@ -392,19 +414,12 @@ async fn while_beats_arrive_late_a_silent_host_waits_one_more_window_before_offl
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // the skewed host beside one on time, for two sweeps: delivery is not behind
-    let metrics = || async {
-        cp.call::<_, rm_controlplane::api::Metrics>(
-            rm_controlplane::api::METRICS,
-            serde_json::json!({}),
-        )
-        .await
-    };
-    let sweeps = metrics().await.offline_sweeps;
+    let sweeps = cp.metrics().await.offline_sweeps;
     let m = loop {
         skewed.heartbeat_stamped(now() - 300_000).await;
         late.heartbeat_stamped(now()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let m = metrics().await;
+        let m = cp.metrics().await;
         if m.offline_sweeps >= sweeps + 2 {
             break m;
         }
@@ -416,23 +431,13 @@ async fn while_beats_arrive_late_a_silent_host_waits_one_more_window_before_offl
 
     // now one host's beats arrive 3 s late while another falls silent
     quiet.heartbeat_stamped(now()).await;
-    let silent_from = std::time::Instant::now();
-    let evt = loop {
+    let (host, took) = first_offline(&mut offline, async || {
         late.heartbeat_stamped(now() - 3_000).await;
         skewed.heartbeat_stamped(now() - 300_000).await;
-        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
-        {
-            break e;
-        }
-        assert!(
-            silent_from.elapsed() < WAIT,
-            "the silent host was never marked offline"
-        );
-    };
-    let took = silent_from.elapsed();
-    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    })
+    .await;
     assert_eq!(
-        msg.host.as_ref().map(|h| h.as_str()),
+        host.as_deref(),
         Some(quiet.host_id().as_str()),
         "only the silent host goes offline"
     );
@@ -441,7 +446,7 @@ async fn while_beats_arrive_late_a_silent_host_waits_one_more_window_before_offl
         took >= Duration::from_millis(1_150),
         "marked offline {took:?} after its last beat, before the window and the delay had passed"
     );
-    let m = metrics().await;
+    let m = cp.metrics().await;
     assert_eq!(
         m.offline_sweep_behind_max_ms, 600,
         "capped at one more window: {m:?}"
@@ -471,33 +476,16 @@ async fn a_silent_host_behind_a_quiet_bus_node_waits_as_long_as_the_node_before_
         a.stop_heartbeats();
     }
     let (held, live) = (&agents[0], &agents[1]);
-    let metrics = || async {
-        cp.call::<_, rm_controlplane::api::Metrics>(
-            rm_controlplane::api::METRICS,
-            serde_json::json!({}),
-        )
-        .await
-    };
     // node a delivered 600 beats (10 a second over the node's minute),
     // then nothing: the held host's latest beat came through it
     live.heartbeats_through("b", 1).await;
     held.heartbeats_through("a", 600).await;
-    let silent_from = std::time::Instant::now();
-    let evt = loop {
+    let (host, took) = first_offline(&mut offline, async || {
         live.heartbeats_through("b", 1).await;
-        if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), offline.next()).await
-        {
-            break e;
-        }
-        assert!(
-            silent_from.elapsed() < WAIT,
-            "the silent host was never marked offline"
-        );
-    };
-    let took = silent_from.elapsed();
-    let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
+    })
+    .await;
     assert_eq!(
-        msg.host.as_ref().map(|h| h.as_str()),
+        host.as_deref(),
         Some(held.host_id().as_str()),
         "only the silent host goes offline"
     );
@@ -507,7 +495,7 @@ async fn a_silent_host_behind_a_quiet_bus_node_waits_as_long_as_the_node_before_
         took >= Duration::from_millis(5_500),
         "marked offline {took:?} after its last beat, before the window and its node's quiet had passed"
     );
-    let m = metrics().await;
+    let m = cp.metrics().await;
     assert!(
         m.offline_sweep_held_by_node >= 1,
         "sweeps kept it back for its node: {m:?}"

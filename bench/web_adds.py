@@ -14,10 +14,12 @@ does not hold up the next; connections are kept and reused.
 
 Usage: web_adds.py --url https://127.0.0.1:PORT --per-sec N (the API token
 on standard input, one line). Prints "ready" once it has the token, then a
-JSON line per add: {"sent_ms", "took_ms", "ok", "handler_ms", "bus_ms", "why"}
-(handler_ms: the web role's own time from its `server-timing` header;
-bus_ms: of that, its wait for the control plane's answer; why: the
-failure, for failed adds). When standard input closes it sends no
+JSON line per add: {"sent_ms", "took_ms", "ok", "handler_ms", "auth_ms",
+"bus_ms", "owner_ms", "why"} (handler_ms: the web role's own time from its
+`server-timing` header; auth_ms: its authentication before that (the API
+token's lookup; stop 56); bus_ms: of handler_ms, its wait for the control
+plane's answer; owner_ms: of bus_ms, the control plane's own time by its
+reply's word (stop 56); why: the failure, for failed adds). When standard input closes it sends no
 more and waits up to --settle seconds for the adds on their way.
 """
 
@@ -57,24 +59,23 @@ def main():
     def one(i):
         body = json.dumps({"name": f"{a.prefix}{i}"}).encode()
         sent = time.time()
-        ok, c, handler, bus, why = False, conn(), None, None, None
+        ok, c, why, timing = False, conn(), None, {}
         try:
             c.request("POST", "/api/v1/hosts", body=body,
                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
             r = c.getresponse()
             r.read()
             ok = r.status == 201
-            # the web role's own time for it, request in to response out,
-            # and of that its wait for the control plane's answer over the
-            # bus (`server-timing: app;dur=MS, bus;dur=MS`, the second
-            # since stop 55): the rest is HTTP and TLS
+            # the web role's own time for it, request in to response out
+            # (app), its authentication before that (auth, since stop 56),
+            # and of app its wait for the control plane's answer over the
+            # bus (bus, since stop 55), of which the control plane's own
+            # time by its reply's word (owner, since stop 56): the rest is
+            # HTTP and TLS
             for m in (r.getheader("server-timing") or "").split(","):
                 name, _, dur = m.strip().partition(";dur=")
                 try:
-                    if name == "app":
-                        handler = float(dur)
-                    elif name == "bus":
-                        bus = float(dur)
+                    timing[name] = float(dur)
                 except ValueError:
                     pass
             if not ok:
@@ -85,7 +86,8 @@ def main():
             c.close()
         took = (time.time() - sent) * 1000
         line = json.dumps({"sent_ms": int(sent * 1000), "took_ms": round(took, 2), "ok": ok,
-                           "handler_ms": handler, "bus_ms": bus, "why": why})
+                           "handler_ms": timing.get("app"), "auth_ms": timing.get("auth"),
+                           "bus_ms": timing.get("bus"), "owner_ms": timing.get("owner"), "why": why})
         with out:
             try:
                 print(line, flush=True)

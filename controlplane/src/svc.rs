@@ -2,7 +2,8 @@
 //! runs the verb's handler, replies with `SvcReply` (after commit: handlers
 //! commit before they return). A request carrying an idempotency key that
 //! was seen before is answered with the first attempt's reply
-//! ([`crate::replies`]).
+//! ([`crate::replies`]). A fresh answer carries this process's own time
+//! for the request in [`rm_bus::msg::SVC_TOOK_HEADER`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,12 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                 replies.finish(t, bytes.clone(), keep, Instant::now());
             }
             let handled = Instant::now();
-            send(&cp, reply, bytes).await;
+            // the asker learns this process's share of its wait (the web
+            // role's `server-timing` `owner`)
+            let took = rm_bus::msg::svc_took_headers(handled - received);
+            if let Err(e) = cp.svc_client.publish_with_headers(reply, took, bytes).await {
+                tracing::warn!(error = %e, "service reply not sent");
+            }
             drop(permit);
             let phases = Phases {
                 waited: started - received,
@@ -239,7 +245,8 @@ fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
         .as_ref()
         .is_none_or(|e| e.code != "internal" && e.code != "unavailable");
     let bytes = encode(&body);
-    if let Err(t) = rm_bus::size::check(&cp.svc_client, 0, bytes.len()) {
+    let header = rm_bus::msg::svc_took_header_max();
+    if let Err(t) = rm_bus::size::check(&cp.svc_client, header, bytes.len()) {
         // an answer the bus would refuse becomes an error saying so
         let refused = encode(&SvcReply::<Value>::refused(
             "too_large",

@@ -801,6 +801,38 @@ pub struct SvcError {
     pub message: String,
 }
 
+/// Header on a service reply: the answering role's own time for the
+/// request, in whole microseconds, from taking it off its subscription to
+/// its answer being ready (the wait for a handler's turn and the handler).
+/// Optional: a replayed answer and the roles that do not time themselves
+/// send none. The asker's wait minus this is the bus and the asker's own
+/// process (the web role's `server-timing` shows both).
+pub const SVC_TOOK_HEADER: &str = "Rm-Took-Us";
+
+/// The header bytes [`SVC_TOOK_HEADER`] can add to a reply, at most
+/// (for size checks before it is known).
+pub fn svc_took_header_max() -> usize {
+    crate::size::header_len([(SVC_TOOK_HEADER, "18446744073709551615")])
+}
+
+/// [`SVC_TOOK_HEADER`]'s time in a received reply's headers, when they
+/// hold a valid one.
+pub fn svc_took(headers: Option<&async_nats::HeaderMap>) -> Option<std::time::Duration> {
+    let v = headers?.get(SVC_TOOK_HEADER)?;
+    v.as_str()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_micros)
+}
+
+/// The headers carrying `took` as [`SVC_TOOK_HEADER`].
+pub fn svc_took_headers(took: std::time::Duration) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    h.insert(SVC_TOOK_HEADER, us.to_string().as_str());
+    h
+}
+
 /// `rm.svc.<role>.<verb>` reply envelope: exactly one of `ok` / `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SvcReply<T> {

@@ -70,44 +70,75 @@ impl std::fmt::Debug for Http {
     }
 }
 
+/// What a request being served has waited for, so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Waits {
+    /// Other roles' answers over the bus, from sending to the answer read.
+    bus: std::time::Duration,
+    /// Of `bus`, the answering roles' own time, as their replies state it
+    /// ([`rm_bus::msg::SVC_TOOK_HEADER`]; the control plane's today).
+    owner: std::time::Duration,
+}
+
 tokio::task_local! {
-    /// How long the request being served has waited for other roles'
-    /// answers over the bus so far ([`crate::svc::call`] adds each call).
-    static BUS_WAIT: std::cell::Cell<std::time::Duration>;
+    /// The request's [`Waits`] ([`crate::svc::call`] adds each call).
+    static WAITS: std::cell::Cell<Waits>;
 }
 
-/// `took` more spent waiting for another role's answer over the bus, for
-/// the request being served (nothing outside a request).
-pub fn bus_wait(took: std::time::Duration) {
-    let _ = BUS_WAIT.try_with(|w| w.set(w.get() + took));
+/// `took` more spent waiting for another role's answer over the bus, `owner`
+/// of it in that role by its own reply's word, for the request being served
+/// (nothing outside a request).
+pub fn bus_wait(took: std::time::Duration, owner: Option<std::time::Duration>) {
+    let _ = WAITS.try_with(|w| {
+        let mut v = w.get();
+        v.bus += took;
+        // a reply claiming more than the whole wait counts as the wait
+        v.owner += owner.unwrap_or_default().min(took);
+        w.set(v);
+    });
 }
 
-/// The `server-timing` value for a request that took `took`, `bus` of it
-/// waiting for other roles over the bus (left out when none).
-fn server_timing(took: std::time::Duration, bus: std::time::Duration) -> String {
+/// The `server-timing` value for a request whose handler took `took`, after
+/// authentication took `auth` (when known), with `waits` inside the
+/// handler: `app`, `auth`, `bus` and `owner` (the last two left out when
+/// the request asked no other role).
+fn server_timing(
+    took: std::time::Duration,
+    auth: Option<std::time::Duration>,
+    waits: Waits,
+) -> String {
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    if bus.is_zero() {
-        format!("app;dur={:.3}", ms(took))
-    } else {
-        format!("app;dur={:.3}, bus;dur={:.3}", ms(took), ms(bus))
+    let mut v = format!("app;dur={:.3}", ms(took));
+    if let Some(a) = auth {
+        v.push_str(&format!(", auth;dur={:.3}", ms(a)));
     }
+    if !waits.bus.is_zero() {
+        v.push_str(&format!(
+            ", bus;dur={:.3}, owner;dur={:.3}",
+            ms(waits.bus),
+            ms(waits.owner)
+        ));
+    }
+    v
 }
 
 /// Times one request of `route` (a route-table path).
 pub async fn time(state: AppState, route: &'static str, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
+    let auth = req.extensions().get::<crate::auth::AuthTook>().map(|a| a.0);
     let start = Instant::now();
-    let (mut resp, bus) = BUS_WAIT
-        .scope(std::cell::Cell::new(std::time::Duration::ZERO), async {
+    let (mut resp, waits) = WAITS
+        .scope(std::cell::Cell::new(Waits::default()), async {
             let resp = next.run(req).await;
-            (resp, BUS_WAIT.with(std::cell::Cell::get))
+            (resp, WAITS.with(std::cell::Cell::get))
         })
         .await;
     let took = start.elapsed();
     // The handler's own time, for benchmarks and browser devtools
-    // (`bench/fleet-ui` reads it), and of it the wait for other roles'
-    // answers over the bus (`bench/web_adds.py`): no detail beyond that.
-    if let Ok(v) = axum::http::HeaderValue::from_str(&server_timing(took, bus)) {
+    // (`bench/fleet-ui` reads it); the authentication layer's before it;
+    // and of the handler's, the wait for other roles' answers over the bus
+    // and their own share of it by their word (`bench/web_adds.py`).
+    if let Ok(v) = axum::http::HeaderValue::from_str(&server_timing(took, auth, waits)) {
         resp.headers_mut().insert("server-timing", v);
     }
     let labels = vec![

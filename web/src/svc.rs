@@ -110,8 +110,13 @@ pub async fn call<B: Serialize, R: DeserializeOwned>(
         })
     }
     .await;
-    // the request's `server-timing` counts the wait (`metrics::time`)
-    crate::metrics::bus_wait(started.elapsed());
+    // the request's `server-timing` counts the wait, and the answering
+    // role's own share of it (`metrics::time`)
+    let owner = sent
+        .as_ref()
+        .ok()
+        .and_then(|m| rm_bus::msg::svc_took(m.headers.as_ref()));
+    crate::metrics::bus_wait(started.elapsed(), owner);
     let msg = sent?;
     match decode::<SvcReply<R>>("service reply", &msg.payload) {
         Ok(SvcReply { ok: Some(r), .. }) => Ok(r),

@@ -442,3 +442,30 @@ fn a_heartbeat_without_a_bus_node_reads_as_none_and_none_is_not_sent() {
     let sent = serde_json::to_value(&old).unwrap();
     assert!(sent.get("bus_node").is_none(), "{sent}");
 }
+
+#[test]
+fn a_service_reply_carries_its_owners_time_in_microseconds_and_a_bad_header_reads_as_none() {
+    use std::time::Duration;
+    let took = Duration::from_micros(12_345);
+    let h = svc_took_headers(took);
+    assert_eq!(h.get(SVC_TOOK_HEADER).map(|v| v.as_str()), Some("12345"));
+    assert_eq!(svc_took(Some(&h)), Some(took));
+    // below a microsecond rounds down; none at all or garbage is unknown
+    assert_eq!(
+        svc_took(Some(&svc_took_headers(Duration::from_nanos(999)))),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(svc_took(None), None);
+    assert_eq!(svc_took(Some(&async_nats::HeaderMap::new())), None);
+    let mut bad = async_nats::HeaderMap::new();
+    bad.insert(SVC_TOOK_HEADER, "-3");
+    assert_eq!(svc_took(Some(&bad)), None);
+    // the bound the size checks reserve holds for the longest value
+    let longest = svc_took_headers(Duration::MAX);
+    let v = longest.get(SVC_TOOK_HEADER).map(|v| v.as_str().to_owned());
+    assert_eq!(v.as_deref(), Some("18446744073709551615"));
+    assert_eq!(
+        crate::size::header_len([(SVC_TOOK_HEADER, v.as_deref().unwrap_or(""))]),
+        svc_took_header_max()
+    );
+}

@@ -256,8 +256,15 @@ fn path_of(req: &Request) -> String {
         .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned())
 }
 
+/// How long [`authenticate`] took for the request that carries it (the
+/// token's or session's lookup and the CSRF check); `server-timing`'s
+/// `auth` (`crate::metrics::time`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthTook(pub std::time::Duration);
+
 /// The authentication and CSRF layer (see the module doc).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let path = path_of(&req);
     let method = req.method().clone();
     let bearer = req
@@ -307,6 +314,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         other => other,
     };
     req.extensions_mut().insert(authn);
+    req.extensions_mut().insert(AuthTook(started.elapsed()));
     next.run(req).await
 }
 

@@ -115,7 +115,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             Some(Claim::Run(t)) => Some(t),
             Some(Claim::Replay(bytes)) => {
                 cp.metrics.svc_replayed();
-                send(&cp, reply, bytes).await;
+                send(&cp, reply, None, bytes).await;
                 continue;
             }
             Some(Claim::Wait(mut rx)) => {
@@ -135,7 +135,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
                             .0
                         }
                     };
-                    send(&cp, reply, bytes).await;
+                    send(&cp, reply, None, bytes).await;
                 });
                 continue;
             }
@@ -159,9 +159,7 @@ pub(crate) async fn serve(cp: Arc<Cp>) -> Result<()> {
             // the asker learns this process's share of its wait (the web
             // role's `server-timing` `owner`)
             let took = rm_bus::msg::svc_took_headers(handled - received);
-            if let Err(e) = cp.svc_client.publish_with_headers(reply, took, bytes).await {
-                tracing::warn!(error = %e, "service reply not sent");
-            }
+            send(&cp, reply, Some(took), bytes).await;
             drop(permit);
             let phases = Phases {
                 waited: started - received,
@@ -257,8 +255,19 @@ fn reply_bytes(cp: &Cp, out: Outcome<Value>) -> (Bytes, bool) {
     (bytes, keepable)
 }
 
-async fn send(cp: &Cp, reply: async_nats::Subject, bytes: Bytes) {
-    if let Err(e) = cp.svc_client.publish(reply, bytes).await {
+/// Hands a reply to the bus: a fresh answer with `headers` (its
+/// [`rm_bus::msg::SVC_TOOK_HEADER`]), a replayed one with none.
+async fn send(
+    cp: &Cp,
+    reply: async_nats::Subject,
+    headers: Option<async_nats::HeaderMap>,
+    bytes: Bytes,
+) {
+    let sent = match headers {
+        Some(h) => cp.svc_client.publish_with_headers(reply, h, bytes).await,
+        None => cp.svc_client.publish(reply, bytes).await,
+    };
+    if let Err(e) = sent {
         tracing::warn!(error = %e, "service reply not sent");
     }
 }

@@ -787,10 +787,11 @@ async fn a_forget_schedule_that_cannot_run_without_a_maintenance_host_says_so() 
     assert_eq!(blocked(&host, "s-forget"), serde_json::Value::Null);
 }
 
-/// The `server-timing` header gives the handler's time and, for a change
-/// forwarded to its owner, the part of it spent waiting for the owner's
-/// answer over the bus (no more than the whole); a read from SQLite names
-/// no bus wait.
+/// The `server-timing` header gives the handler's time and the
+/// authentication's before it and, for a change forwarded to its owner,
+/// the part of the handler's time spent waiting for the owner's answer
+/// over the bus (no more than the whole) and of that the owner's own time
+/// as its reply states it; a read from SQLite names no bus wait.
 #[tokio::test]
 async fn server_timing_names_auth_and_of_a_forwarded_change_the_bus_wait_and_the_owners_share() {
     let mut h = H::new().await;

@@ -202,6 +202,12 @@ pub struct ControlplaneLimits {
     /// 8000 or more: always the oldest first [2000].
     #[arg(long)]
     pub result_newest_first_ms: Option<u64>,
+    /// Most job results waiting for the writer; past it the oldest waiting
+    /// is dropped unanswered and its agent sends it again. A burst larger
+    /// than this arriving at once waits for those agents' next try (10 s)
+    /// [16384].
+    #[arg(long)]
+    pub result_queue: Option<usize>,
     /// Service requests handled at once [64].
     #[arg(long)]
     pub svc_concurrency: Option<usize>,
@@ -249,6 +255,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.result_newest_first_ms {
             t.result_newest_first = std::time::Duration::from_millis(v);
+        }
+        if let Some(v) = self.result_queue {
+            t.ingest_queue = v.max(1);
         }
         if let Some(v) = self.svc_concurrency {
             t.svc_concurrency = v.max(1);
@@ -1401,6 +1410,8 @@ mod tests {
             "250",
             "--result-newest-first-ms",
             "4000",
+            "--result-queue",
+            "40000",
             "--svc-concurrency",
             "8",
             "--seen-flush-secs",
@@ -1426,6 +1437,7 @@ mod tests {
         assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
         assert_eq!(t.subscription_capacity, 1_000_000);
+        assert_eq!(t.ingest_queue, 40_000);
     }
 
     #[test]

@@ -49,14 +49,15 @@ pub(crate) struct Metrics {
 }
 
 /// The counters of one [`crate::awaited::AwaitedQueue`]: requests
-/// received, replaced by a later copy, dropped (stale or at the cap),
-/// taken newest first, and how many wait now.
+/// received, replaced by a later copy, dropped (stale or at the cap; of
+/// those, at the cap apart), taken newest first, and how many wait now.
 #[derive(Debug, Default)]
 pub(crate) struct QueueCounters {
     waiting: AtomicU64,
     queued_total: AtomicU64,
     superseded: AtomicU64,
     expired: AtomicU64,
+    displaced: AtomicU64,
     newest_first: AtomicU64,
 }
 
@@ -72,6 +73,7 @@ impl QueueCounters {
             }
             crate::awaited::Pushed::Displaced => {
                 self.expired.fetch_add(1, Ordering::Relaxed);
+                self.displaced.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.waiting.store(waiting as u64, Ordering::Relaxed);
@@ -242,11 +244,13 @@ impl Metrics {
             hellos_queued_total: g(&self.hellos.queued_total),
             hellos_superseded: g(&self.hellos.superseded),
             hellos_expired: g(&self.hellos.expired),
+            hellos_displaced: g(&self.hellos.displaced),
             hellos_newest_first: g(&self.hellos.newest_first),
             results_waiting: g(&self.results.waiting),
             results_queued_total: g(&self.results.queued_total),
             results_superseded: g(&self.results.superseded),
             results_expired: g(&self.results.expired),
+            results_displaced: g(&self.results.displaced),
             results_newest_first: g(&self.results.newest_first),
             replies_refused: g(&self.replies_refused),
             svc_replayed: g(&self.svc_replayed),
@@ -305,5 +309,23 @@ mod tests {
         assert_eq!(b[8], 1, "101 ms is in (100, 250]");
         assert_eq!(b[14], 1, "beyond the last bound");
         assert_eq!(snap.heartbeats_received, 7);
+    }
+
+    #[test]
+    fn a_request_dropped_at_the_queues_cap_counts_as_expired_and_as_displaced_one_aged_out_only_as_expired()
+     {
+        use crate::awaited::Pushed;
+        let m = Metrics::default();
+        m.results.queued(Pushed::Queued, 1);
+        m.results.queued(Pushed::Superseded, 1);
+        m.results.queued(Pushed::Displaced, 1);
+        m.results.expired(2, 0);
+        m.hellos.queued(Pushed::Displaced, 1);
+        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0);
+        assert_eq!(snap.results_queued_total, 3);
+        assert_eq!(snap.results_superseded, 1);
+        assert_eq!(snap.results_expired, 3, "one at the cap, two aged out");
+        assert_eq!(snap.results_displaced, 1, "only the one at the cap");
+        assert_eq!((snap.hellos_expired, snap.hellos_displaced), (1, 1));
     }
 }

@@ -191,6 +191,10 @@ pub struct Metrics {
     /// waits for the answer (a storm the handlers did not keep up with).
     #[serde(default)]
     pub hellos_expired: u64,
+    /// Of `hellos_expired`, those dropped at the queue's cap for a newer
+    /// arrival rather than for their age.
+    #[serde(default)]
+    pub hellos_displaced: u64,
     /// Hellos the handlers took newest first, being behind (the oldest
     /// waiting hello had waited past the control plane's threshold).
     #[serde(default)]
@@ -211,6 +215,10 @@ pub struct Metrics {
     /// sends them again).
     #[serde(default)]
     pub results_expired: u64,
+    /// Of `results_expired`, those dropped at the queue's cap
+    /// (`--result-queue`) for a newer arrival rather than for their age.
+    #[serde(default)]
+    pub results_displaced: u64,
     /// Results the writer took newest first, being behind.
     #[serde(default)]
     pub results_newest_first: u64,

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""A burst's writes alone, burst after burst (issue 14 item 1): is the first
+burst into a store with history slow because of the store or because of the
+machine? Not run in CI.
+
+On a copy of a store `bench/capacity --history K` left (before or after its
+bursts), each burst writes, as a 19,000-agent burst does, one running backup
+job per host (the bench's setup, in transactions of 1,024) and then finishes
+them in batches of 1,024: the job's row (status, finished time, summary),
+its snapshot in the snapshot cache and the host's summary row, one
+transaction per batch, WAL, synchronous=FULL, a 64 MiB page cache (the
+control plane's writer's). Prints the setup's and the results' seconds per
+burst and, with --fill, the leaf-page fill of the indexes the burst writes
+(SQLite's dbstat) before the first burst and after the last.
+
+  cp -r RUN/n19000-*/server /tmp/copy && python3 bench/first_burst.py /tmp/copy/restic-manager.db 3 --fill
+
+The statements are this script's, shaped like the control plane's (one
+statement per row, not its set-based ones): compare the bursts of one run
+and stores with each other, not these seconds with the control plane's."""
+import argparse, os, sqlite3, time
+
+INDEXES = ("jobs_host_created_id", "jobs_key_finished", "jobs_repo_created", "snapshots_repo_host_time_id",
+           "snapshots_repo_time_id", "sqlite_autoindex_snapshots_1")
+SUMMARY = ('{"snapshot_id":"%s","files_new":12,"files_changed":3,"files_unmodified":20000,'
+           '"data_added":123456,"total_bytes_processed":987654321,"total_files_processed":20015}')
+
+
+def fill(c):
+    out = {}
+    for name in INDEXES:
+        pages, size, unused = c.execute(
+            "SELECT count(*), sum(pgsize), sum(unused) FROM dbstat WHERE name = ? AND pagetype = 'leaf'",
+            (name,)).fetchone()
+        out[name] = (pages, round(100 * (1 - unused / size), 1) if size else None)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("db")
+    ap.add_argument("bursts", type=int, nargs="?", default=3)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--fill", action="store_true")
+    a = ap.parse_args()
+    c = sqlite3.connect(a.db, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=FULL")
+    c.execute("PRAGMA cache_size=-65536")
+    if a.fill:
+        print("fill before:", fill(c), flush=True)
+    hosts = [(h, r) for h, r in c.execute(
+        "SELECT h.id, hr.repo_id FROM hosts h JOIN host_repositories hr ON hr.host_id = h.id "
+        "WHERE h.status <> 'revoked' ORDER BY h.id")]
+    params = '{"kind":"backup","paths":["/data"],"excludes":[],"tags":[],"host_name":null}'
+    for b in range(a.bursts):
+        now = int(time.time() * 1000)
+        jobs = [(f"jb{now:013x}{i:06x}{os.urandom(3).hex()}", h, r) for i, (h, r) in enumerate(hosts)]
+        t0 = time.perf_counter()
+        for k in range(0, len(jobs), a.batch):
+            c.execute("BEGIN IMMEDIATE")
+            c.executemany(
+                "INSERT INTO jobs (id, host_id, exec_host_id, repo_id, kind, params_json, origin, status, "
+                "timeout_secs, created_by, created_at, dispatched_at, started_at) "
+                "VALUES (?, ?, ?, ?, 'backup', ?, 'operator', 'running', 3600, 'first_burst', ?, ?, ?)",
+                [(j, h, h, r, params, now, now, now) for j, h, r in jobs[k:k + a.batch]])
+            c.execute("COMMIT")
+        t1 = time.perf_counter()
+        for k in range(0, len(jobs), a.batch):
+            at = int(time.time() * 1000)
+            rows = [(j, h, r, os.urandom(32).hex()) for j, h, r in jobs[k:k + a.batch]]
+            c.execute("BEGIN IMMEDIATE")
+            c.executemany(
+                "UPDATE jobs SET status = 'succeeded', exit_code = 0, finished_at = ?, summary_json = ?, "
+                "restic_version = '0.18.0' WHERE id = ? AND +status IN ('queued', 'dispatched', 'running', 'lost')",
+                [(at, SUMMARY % s, j) for j, _, _, s in rows])
+            c.executemany(
+                "INSERT INTO snapshots (repo_id, snapshot_id, short_id, hostname, time, paths_json, tags_json, "
+                "summary_json, seen_at) VALUES (?, ?, ?, ?, ?, '[\"/data\"]', '[]', ?, ?)",
+                [(r, s, s[:8], h, at, SUMMARY % s, at) for _, h, r, s in rows])
+            c.executemany(
+                "UPDATE host_summary SET last_job_id = ?, last_job_kind = 'backup', last_job_status = 'succeeded', "
+                "last_job_finished_at = ?, last_backup_status = 'succeeded', last_backup_at = ?, "
+                "last_backup_success_at = ?, last_snapshot_id = ? WHERE host_id = ?",
+                [(j, at, at, at, s, h) for j, h, _, s in rows])
+            c.execute("COMMIT")
+        t2 = time.perf_counter()
+        print(f"burst {b}: {len(jobs)} jobs; setup {t1 - t0:.2f} s, results {t2 - t1:.2f} s "
+              f"({len(jobs) / (t2 - t1):.0f} a second)", flush=True)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if a.fill:
+        print("fill after:", fill(c), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -74,7 +74,8 @@ async fn upkeep_loop(cp: Arc<Cp>) {
 }
 
 /// Marks hosts offline whose heartbeats stopped, once the control plane
-/// has itself been connected for the whole window.
+/// has itself been connected for the whole window; a host not heard since
+/// it connected, for [`MASS_SILENCE_WINDOWS`] windows.
 async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
     let window = cp.t.heartbeat * cp.t.offline_after_missed;
     let connected_for = lock(&cp.connected_since).map(|since| since.elapsed());

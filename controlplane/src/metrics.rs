@@ -28,6 +28,7 @@ pub(crate) struct Metrics {
     offline_sweep_behind_ms: AtomicU64,
     offline_sweep_behind_max_ms: AtomicU64,
     offline_sweep_held_by_node: AtomicU64,
+    offline_sweep_held_since_start: AtomicU64,
     offline_sweep_held_by_node_last: AtomicU64,
     offline_sweep_node_wait_max_ms: AtomicU64,
     bus_reconnects: AtomicU64,
@@ -161,6 +162,13 @@ impl Metrics {
             .fetch_max(u64::try_from(wait_ms).unwrap_or(0), Ordering::Relaxed);
     }
 
+    /// The latest sweep kept `hosts` back as not heard since this control
+    /// plane connected, within four windows of that.
+    pub fn offline_sweep_held_since_start(&self, hosts: usize) {
+        self.offline_sweep_held_since_start
+            .fetch_add(u64::try_from(hosts).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// The offline sweeper did not look: the bus connection had not been
     /// up for the whole window.
     pub fn offline_sweep_unsettled(&self) {
@@ -269,6 +277,7 @@ impl Metrics {
             offline_sweep_behind_max_ms: g(&self.offline_sweep_behind_max_ms),
             offline_sweep_held_by_node: g(&self.offline_sweep_held_by_node),
             offline_sweep_held_by_node_last: g(&self.offline_sweep_held_by_node_last),
+            offline_sweep_held_since_start: g(&self.offline_sweep_held_since_start),
             offline_sweep_node_wait_max_ms: g(&self.offline_sweep_node_wait_max_ms),
             bus_reconnects: g(&self.bus_reconnects),
             results_acked_from_memory: g(&self.results_acked_from_memory),

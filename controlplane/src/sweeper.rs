@@ -142,6 +142,7 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
                 .await?
                 .into_iter()
                 .collect();
+            cp.metrics.offline_sweep_held_since_start(waiting.len());
             if !waiting.is_empty() {
                 tracing::debug!(
                     hosts = waiting.len(),

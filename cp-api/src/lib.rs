@@ -128,6 +128,11 @@ pub struct Metrics {
     /// ... and the longest such wait past the window since start (ms).
     #[serde(default)]
     pub offline_sweep_node_wait_max_ms: u64,
+    /// Hosts offline sweeps kept back as not heard since the control plane
+    /// connected, within four offline windows of that (each sweep counts
+    /// its own).
+    #[serde(default)]
+    pub offline_sweep_held_since_start: u64,
     /// Times the control plane's bus connection came back after a loss.
     #[serde(default)]
     pub bus_reconnects: u64,

@@ -403,6 +403,11 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
                 "Hosts offline sweeps kept back, silent for the window but behind a bus node quiet at the time, since start (each sweep counts its own)",
                 m.offline_sweep_held_by_node,
             ),
+            (
+                "rm_controlplane_offline_sweep_held_since_start",
+                "Hosts offline sweeps kept back as not heard since the control plane connected, within four offline windows of that (each sweep counts its own)",
+                m.offline_sweep_held_since_start,
+            ),
         ] {
             gauge(r, name, help, n(v));
         }

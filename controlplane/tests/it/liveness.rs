@@ -369,10 +369,11 @@ async fn hosts_last_heard_before_a_long_stop_go_offline_only_after_the_longer_wi
     let (_watcher, mut offline) = offline_watcher(&bus).await;
     let started = std::time::Instant::now();
     let cp = Cp::start(&bus, dir.path().into(), opts()).await.unwrap();
-    // two sweeps done (each counted after its events went out)
-    eventually("two offline sweeps after the start", || async {
+    // two sweeps done (each counted after its events went out), each
+    // holding every host back, and saying so
+    let m = eventually("two offline sweeps after the start", || async {
         let m = cp.metrics().await;
-        (m.offline_sweeps >= 2).then_some(())
+        (m.offline_sweeps >= 2).then_some(m)
     })
     .await;
     let early = tokio::time::timeout(Duration::ZERO, offline.next()).await;
@@ -382,6 +383,12 @@ async fn hosts_last_heard_before_a_long_stop_go_offline_only_after_the_longer_wi
          within the mass silence's {longer:?}: {early:?}",
         started.elapsed()
     );
+    if started.elapsed() < longer {
+        assert!(
+            m.offline_sweep_held_since_start >= 2 * hosts as u64,
+            "two sweeps held {hosts} hosts each: {m:?}"
+        );
+    }
     // ... and a fleet that never comes back is reported after it
     let mut gone = std::collections::HashSet::new();
     while gone.len() < hosts {

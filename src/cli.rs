@@ -197,11 +197,18 @@ pub struct ControlplaneLimits {
     pub hello_newest_first_ms: Option<u64>,
     /// Milliseconds the oldest job result waiting for the writer may wait
     /// before the writer counts as behind and takes the newest results
-    /// first, so that what it acknowledges in a burst is still awaited
-    /// (one that waited over 8 s is dropped and sent again by its agent);
-    /// 8000 or more: always the oldest first [2000].
+    /// first, so that what it acknowledges in a burst is still awaited;
+    /// as long as --result-max-wait-ms or more: always the oldest first
+    /// [2000].
     #[arg(long)]
     pub result_newest_first_ms: Option<u64>,
+    /// Milliseconds a job result may wait for the writer before it is
+    /// dropped unanswered and its agent sends it again. Longer than the
+    /// agent's 10 s a try: one written after its agent stopped waiting is
+    /// what the agent's next try needs, answered then from memory. Keep
+    /// it under the bus's two minutes for a reply [60000].
+    #[arg(long)]
+    pub result_max_wait_ms: Option<u64>,
     /// Most job results waiting for the writer; past it the oldest waiting
     /// is dropped unanswered and its agent sends it again. A burst larger
     /// than this arriving at once waits for those agents' next try (10 s)
@@ -255,6 +262,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.result_newest_first_ms {
             t.result_newest_first = std::time::Duration::from_millis(v);
+        }
+        if let Some(v) = self.result_max_wait_ms {
+            t.result_max_wait = std::time::Duration::from_millis(v.max(1));
         }
         if let Some(v) = self.result_queue {
             t.ingest_queue = v.max(1);
@@ -1410,6 +1420,8 @@ mod tests {
             "250",
             "--result-newest-first-ms",
             "4000",
+            "--result-max-wait-ms",
+            "9000",
             "--result-queue",
             "40000",
             "--svc-concurrency",
@@ -1438,6 +1450,7 @@ mod tests {
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
         assert_eq!(t.subscription_capacity, 1_000_000);
         assert_eq!(t.ingest_queue, 40_000);
+        assert_eq!(t.result_max_wait, std::time::Duration::from_millis(9000));
     }
 
     #[test]

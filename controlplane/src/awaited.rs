@@ -8,10 +8,12 @@
 //! and stopped listening for the answer to the earlier ask) and counts as
 //! just arrived. A request that waited longer than the queue's `max_wait`
 //! ([`crate::Timings::hello_max_wait`], [`crate::Timings::result_max_wait`])
-//! is dropped unanswered: its agent has given up on that ask, and
-//! answering it would spend the control plane on a reply nobody reads
-//! while fresh requests wait. The agent asks again (a result stays in its
-//! outbox until it is acknowledged).
+//! is dropped unanswered, and its agent asks again (a result stays in its
+//! outbox until it is acknowledged). For hellos that is below the agent's
+//! patience: a hello answered after its agent gave up is work done for
+//! nothing while fresh hellos wait. For results it is past it (60 s
+//! against the agent's 10 s a try): a result written late is the write
+//! its agent's next try needs, and that try is answered from memory.
 //!
 //! Handlers take the oldest first while they keep up. Once the oldest has
 //! waited longer than the queue's `newest_first` they are behind, and they
@@ -19,8 +21,8 @@
 //! with, every request they answer is one its agent still waits for,
 //! instead of one that waited most of its agent's patience in line and is
 //! answered just before or after the agent gives up and asks again. The
-//! oldest are left to expire; their agents ask again and, arriving newest,
-//! are served. When the line is short again the order is first come,
+//! oldest are left for last (hellos expire); their agents ask again and,
+//! arriving newest, are served. When the line is short again the order is first come,
 //! first served. A batch ([`AwaitedQueue::take_up_to`]) is the oldest or
 //! the newest requests, in the order they arrived either way.
 //!

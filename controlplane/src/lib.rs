@@ -113,15 +113,21 @@ pub struct Timings {
     pub ingest_linger: Duration,
     /// Most results waiting for the writer (`crate::awaited`); at the cap
     /// the oldest is dropped unanswered for the newcomer and its agent
-    /// sends it again. About what the writer commits within
-    /// `result_max_wait` in a burst (2,000 a second on a 2-core machine):
-    /// a result further back would expire anyway.
+    /// sends it again. More than the writer commits within an agent's
+    /// 10 s try in a burst (about 2,000 a second on a 2-core machine).
     pub ingest_queue: usize,
     /// A result (`started`, `done`, part, claim) that waited this long for
-    /// the writer is dropped unanswered (`results_expired`): below the
-    /// agent's wait for its acknowledgement (10 s per attempt) less a
-    /// commit, so what is acknowledged is still awaited. The agent keeps
-    /// it in its outbox and sends it again.
+    /// the writer is dropped unanswered (`results_expired`); the agent
+    /// keeps it in its outbox and sends it again. 60 s: longer than the
+    /// agent waits for its acknowledgement (10 s a try), because a result
+    /// written after its agent stopped waiting is not work lost: writing
+    /// it is what the agent's next try needs, and that try is answered
+    /// from memory (`crate::committed`). Dropped at 8 s (before stop 58),
+    /// a 19,000-result burst whose writing took 8–12 s had its oldest
+    /// results written only after their second tries, 10 s after the
+    /// first (docs/benchmarks.md, stops 57 and 58). Shorter than the two
+    /// minutes a responder may answer within on the bus (nats-server
+    /// refuses a later reply).
     pub result_max_wait: Duration,
     /// Once the oldest waiting result waited this long the writer is
     /// behind and takes the newest first (`results_newest_first`); at
@@ -206,7 +212,7 @@ impl Default for Timings {
             ingest_batch: 1024,
             ingest_linger: Duration::from_millis(20),
             ingest_queue: 16_384,
-            result_max_wait: Duration::from_secs(8),
+            result_max_wait: Duration::from_secs(60),
             result_newest_first: Duration::from_secs(2),
             writer_queue: 4096,
             seen_flush: Duration::from_secs(30),

@@ -215,9 +215,8 @@ pub struct Metrics {
     /// writer took them.
     #[serde(default)]
     pub results_superseded: u64,
-    /// Results dropped unanswered after waiting longer than their agent
-    /// waits for the acknowledgement, or at the queue's cap (the agent
-    /// sends them again).
+    /// Results dropped unanswered after waiting `--result-max-wait-ms`
+    /// (60 s), or at the queue's cap (the agent sends them again).
     #[serde(default)]
     pub results_expired: u64,
     /// Of `results_expired`, those dropped at the queue's cap

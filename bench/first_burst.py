@@ -15,6 +15,9 @@ burst and, with --fill, the leaf-page fill of the indexes the burst writes
 
   cp -r RUN/n19000-*/server /tmp/copy && python3 bench/first_burst.py /tmp/copy/restic-manager.db 3 --fill
 
+With --wal-pages it also counts the pages each results batch writes to the
+WAL (how many pages a result dirties) and times the checkpoints apart.
+
 The statements are this script's, shaped like the control plane's (one
 statement per row, not its set-based ones): compare the bursts of one run
 and stores with each other, not these seconds with the control plane's."""
@@ -42,6 +45,9 @@ def main():
     ap.add_argument("bursts", type=int, nargs="?", default=3)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--fill", action="store_true")
+    ap.add_argument("--wal-pages", action="store_true",
+                    help="count the WAL pages each results batch writes: no automatic checkpoint in the "
+                         "results, a checkpoint after each batch, outside the timed results")
     a = ap.parse_args()
     c = sqlite3.connect(a.db, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
@@ -65,6 +71,11 @@ def main():
                 "VALUES (?, ?, ?, ?, 'backup', ?, 'operator', 'running', 3600, 'first_burst', ?, ?, ?)",
                 [(j, h, h, r, params, now, now, now) for j, h, r in jobs[k:k + a.batch]])
             c.execute("COMMIT")
+        if a.wal_pages:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            c.execute("PRAGMA wal_autocheckpoint=0")
+        page = c.execute("PRAGMA page_size").fetchone()[0]
+        commit_s, ckpt_s, wal_pages = 0.0, 0.0, 0
         t1 = time.perf_counter()
         for k in range(0, len(jobs), a.batch):
             at = int(time.time() * 1000)
@@ -83,10 +94,22 @@ def main():
                 "last_job_finished_at = ?, last_backup_status = 'succeeded', last_backup_at = ?, "
                 "last_backup_success_at = ?, last_snapshot_id = ? WHERE host_id = ?",
                 [(j, at, at, at, s, h) for j, h, _, s in rows])
+            tc = time.perf_counter()
             c.execute("COMMIT")
-        t2 = time.perf_counter()
+            commit_s += time.perf_counter() - tc
+            if a.wal_pages:
+                # every page of the batch's commit is in the WAL now (one frame each: header + page)
+                wal_pages += os.path.getsize(a.db + "-wal") // (page + 24)
+                tk = time.perf_counter()
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                ckpt_s += time.perf_counter() - tk
+        t2 = time.perf_counter() - ckpt_s
         print(f"burst {b}: {len(jobs)} jobs; setup {t1 - t0:.2f} s, results {t2 - t1:.2f} s "
-              f"({len(jobs) / (t2 - t1):.0f} a second)", flush=True)
+              f"({len(jobs) / (t2 - t1):.0f} a second), of which commits {commit_s:.2f} s"
+              + (f"; WAL {wal_pages} pages of {page} bytes ({wal_pages / len(jobs):.1f} a result), "
+                 f"checkpoints {ckpt_s:.2f} s (not in the results)" if a.wal_pages else ""), flush=True)
+        if a.wal_pages:
+            c.execute("PRAGMA wal_autocheckpoint=1000")
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     if a.fill:
         print("fill after:", fill(c), flush=True)

@@ -212,7 +212,7 @@ pub struct ControlplaneLimits {
     /// Most job results waiting for the writer; past it the oldest waiting
     /// is dropped unanswered and its agent sends it again. A burst larger
     /// than this arriving at once waits for those agents' next try (10 s)
-    /// [16384].
+    /// [32768].
     #[arg(long)]
     pub result_queue: Option<usize>,
     /// Service requests handled at once [64].

@@ -113,8 +113,11 @@ pub struct Timings {
     pub ingest_linger: Duration,
     /// Most results waiting for the writer (`crate::awaited`); at the cap
     /// the oldest is dropped unanswered for the newcomer and its agent
-    /// sends it again. More than the writer commits within an agent's
-    /// 10 s try in a burst (about 2,000 a second on a 2-core machine).
+    /// sends it again. 32,768: a 19,000-agent fleet's burst of results at
+    /// once (18,900) overran 16,384, and the 1,154–1,588 results dropped
+    /// waited for their agents' next try, 10 s later (docs/benchmarks.md,
+    /// stop 58). Each waiting result holds its message (about a
+    /// kilobyte for a backup's `done`).
     pub ingest_queue: usize,
     /// A result (`started`, `done`, part, claim) that waited this long for
     /// the writer is dropped unanswered (`results_expired`); the agent
@@ -211,7 +214,7 @@ impl Default for Timings {
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 1024,
             ingest_linger: Duration::from_millis(20),
-            ingest_queue: 16_384,
+            ingest_queue: 32_768,
             result_max_wait: Duration::from_secs(60),
             result_newest_first: Duration::from_secs(2),
             writer_queue: 4096,

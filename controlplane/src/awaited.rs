@@ -22,8 +22,8 @@
 //! instead of one that waited most of its agent's patience in line and is
 //! answered just before or after the agent gives up and asks again. The
 //! oldest are left for last (hellos expire); their agents ask again and,
-//! arriving newest, are served. When the line is short again the order is first come,
-//! first served. A batch ([`AwaitedQueue::take_up_to`]) is the oldest or
+//! arriving newest, are served. When the line is short again the order
+//! is first come, first served. A batch ([`AwaitedQueue::take_up_to`]) is the oldest or
 //! the newest requests, in the order they arrived either way.
 //!
 //! Without the queue a storm outran its handlers and fed on itself:

@@ -114,7 +114,7 @@ pub struct Timings {
     /// Most results waiting for the writer (`crate::awaited`); at the cap
     /// the oldest is dropped unanswered for the newcomer and its agent
     /// sends it again. 32,768: a 19,000-agent fleet's burst of results at
-    /// once (18,900) overran 16,384, and the 1,154–1,588 results dropped
+    /// once (18,900) overran 16,384, and the 1,034–1,588 results dropped
     /// waited for their agents' next try, 10 s later (docs/benchmarks.md,
     /// stop 58). Each waiting result holds its message (about a
     /// kilobyte for a backup's `done`).

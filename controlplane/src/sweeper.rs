@@ -128,11 +128,11 @@ async fn sweep_offline(cp: &Arc<Cp>) -> anyhow::Result<()> {
             );
         }
         let mut silent = hosts::stale_among(&mut c, &unheard, before).await?;
-        // After a start, every host not heard again yet was last heard
-        // before this control plane stopped, and it may still be
-        // reconnecting: it goes offline only once this control plane has
-        // listened for the longer window. (Its report came late anyway:
-        // the stop delayed it.)
+        // After a start (or a reconnect to the bus), every host not heard
+        // again yet was last heard before this control plane stopped (or
+        // lost the bus), and it may still be reconnecting: it goes offline
+        // only once this control plane has listened for the longer window.
+        // (Its report came late anyway: the stop delayed it.)
         let listened = connected_for.unwrap_or_default();
         let longer_window = window * MASS_SILENCE_WINDOWS;
         if listened < longer_window && !silent.is_empty() {

@@ -577,6 +577,65 @@ async fn a_result_sent_again_after_it_committed_is_acknowledged_from_memory_with
     );
 }
 
+/// A control plane that writes results one at a time as they come
+/// (`timings` with batches of one and no linger), one agent with `n`
+/// running backups, and that agent's subscription to the acks of
+/// [`send_done_once`]. Keep `_bus` and `_dir` bound: the bus and the data
+/// directory end with them.
+struct OneByOne {
+    _bus: TestBus,
+    _dir: tempfile::TempDir,
+    cp: Cp,
+    agent: Agent,
+    db: rm_store::Store,
+    jobs: Vec<JobId>,
+    acks: async_nats::Subscriber,
+}
+
+async fn one_by_one(timings: rm_controlplane::Timings, name: &str, n: usize) -> OneByOne {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: 1,
+        ingest_linger: Duration::ZERO,
+        ..timings
+    };
+    let opts = CpOptions {
+        timings,
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let agent = Agent::enroll(&bus, &cp, name).await.unwrap();
+    let db = cp.db().await;
+    let jobs = running_backups(&db, &agent, None, n).await;
+    let acks = agent
+        .client
+        .subscribe(format!("_INBOX.{}.res.>", agent.host))
+        .await
+        .unwrap();
+    agent.client.flush().await.unwrap();
+    OneByOne {
+        _bus: bus,
+        _dir: dir,
+        cp,
+        agent,
+        db,
+        jobs,
+        acks,
+    }
+}
+
+/// The next ack on `acks` (to [`send_done_once`]): the `n` it went to,
+/// and the ack.
+async fn next_ack(acks: &mut async_nats::Subscriber) -> (String, Ack) {
+    let r = tokio::time::timeout(WAIT, acks.next())
+        .await
+        .expect("an ack")
+        .unwrap();
+    let n = r.subject.rsplit('.').next().unwrap_or_default().to_owned();
+    (n, rm_bus::msg::decode("ack", &r.payload).unwrap())
+}
+
 /// `done` of `job` from `agent` whose ack goes to `_INBOX.<host>.res.<n>`
 /// (one attempt, as an agent's; the test reads the acks' order).
 async fn send_done_once(agent: &Agent, job: &JobId, n: usize) {
@@ -605,29 +664,20 @@ async fn send_done_once(agent: &Agent, job: &JobId, n: usize) {
 #[tokio::test]
 async fn results_that_waited_longer_than_their_agents_wait_are_dropped_and_the_newest_are_acknowledged_first()
  {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let timings = rm_controlplane::Timings {
-        ingest_batch: 1,
-        ingest_linger: Duration::ZERO,
         result_max_wait: Duration::from_millis(1_500),
         result_newest_first: Duration::from_millis(200),
         ..fast_timings()
     };
-    let opts = CpOptions {
-        timings,
-        ..CpOptions::default()
-    };
-    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
-    let a = Agent::enroll(&bus, &cp, "late-acks").await.unwrap();
-    let db = cp.db().await;
-    let jobs = running_backups(&db, &a, None, 4).await;
-    let mut acks = a
-        .client
-        .subscribe(format!("_INBOX.{}.res.>", a.host))
-        .await
-        .unwrap();
-    a.client.flush().await.unwrap();
+    let OneByOne {
+        cp,
+        agent: a,
+        db,
+        jobs,
+        mut acks,
+        _bus,
+        _dir,
+    } = one_by_one(timings, "late-acks", 4).await;
     let m0 = metrics(&cp).await;
     let queued = |n: u64| {
         let cp = &cp;
@@ -662,11 +712,7 @@ async fn results_that_waited_longer_than_their_agents_wait_are_dropped_and_the_n
 
     let mut answered = Vec::new();
     for _ in 0..3 {
-        let r = tokio::time::timeout(WAIT, acks.next())
-            .await
-            .expect("an ack")
-            .unwrap();
-        answered.push(r.subject.rsplit('.').next().unwrap_or_default().to_owned());
+        answered.push(next_ack(&mut acks).await.0);
     }
     assert_eq!(
         answered,
@@ -686,12 +732,8 @@ async fn results_that_waited_longer_than_their_agents_wait_are_dropped_and_the_n
 
     // its agent sends it again: stored and acknowledged
     send_done_once(&a, &jobs[1], 4).await;
-    let r = tokio::time::timeout(WAIT, acks.next())
-        .await
-        .expect("the re-sent result is answered")
-        .unwrap();
-    assert!(r.subject.ends_with(".res.4"), "{}", r.subject);
-    let ack: Ack = rm_bus::msg::decode("ack", &r.payload).unwrap();
+    let (n, ack) = next_ack(&mut acks).await;
+    assert_eq!(n, "4", "the re-sent result is answered");
     assert!(ack.ok && !ack.duplicate, "{ack:?}");
     for j in &jobs {
         assert_eq!(job_status(&db, j.as_str()).await, "succeeded");
@@ -708,13 +750,7 @@ async fn results_that_waited_longer_than_their_agents_wait_are_dropped_and_the_n
 #[tokio::test]
 async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowledged_not_dropped()
 {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let timings = rm_controlplane::Timings {
-        ingest_batch: 1,
-        ingest_linger: Duration::ZERO,
-        ..fast_timings()
-    };
+    let timings = fast_timings();
     assert_eq!(
         (timings.result_max_wait, timings.result_newest_first),
         (
@@ -723,20 +759,15 @@ async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowl
         ),
         "the shipped waits"
     );
-    let opts = CpOptions {
-        timings,
-        ..CpOptions::default()
-    };
-    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
-    let a = Agent::enroll(&bus, &cp, "slow-writer").await.unwrap();
-    let db = cp.db().await;
-    let jobs = running_backups(&db, &a, None, 2).await;
-    let mut acks = a
-        .client
-        .subscribe(format!("_INBOX.{}.res.>", a.host))
-        .await
-        .unwrap();
-    a.client.flush().await.unwrap();
+    let OneByOne {
+        cp,
+        agent: a,
+        db,
+        jobs,
+        mut acks,
+        _bus,
+        _dir,
+    } = one_by_one(timings, "slow-writer", 2).await;
     let m0 = metrics(&cp).await;
 
     // The writer holds job 0's result while the store is locked (below
@@ -759,13 +790,9 @@ async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowl
 
     let mut answered = Vec::new();
     for _ in 0..2 {
-        let r = tokio::time::timeout(WAIT, acks.next())
-            .await
-            .expect("an ack")
-            .unwrap();
-        let ack: Ack = rm_bus::msg::decode("ack", &r.payload).unwrap();
+        let (n, ack) = next_ack(&mut acks).await;
         assert!(ack.ok && !ack.duplicate, "{ack:?}");
-        answered.push(r.subject.rsplit('.').next().unwrap_or_default().to_owned());
+        answered.push(n);
     }
     assert_eq!(answered, ["0", "1"], "both answered, none dropped");
     let m = metrics(&cp).await;
@@ -777,12 +804,8 @@ async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowl
     // an agent whose try ran out before the write sends it again: answered
     // from memory, not written again
     send_done_once(&a, &jobs[1], 2).await;
-    let r = tokio::time::timeout(WAIT, acks.next())
-        .await
-        .expect("the next try is answered")
-        .unwrap();
-    assert!(r.subject.ends_with(".res.2"), "{}", r.subject);
-    let ack: Ack = rm_bus::msg::decode("ack", &r.payload).unwrap();
+    let (n, ack) = next_ack(&mut acks).await;
+    assert_eq!(n, "2", "the next try is answered");
     assert!(ack.ok && ack.duplicate, "{ack:?}");
     let m1 = metrics(&cp).await;
     assert_eq!(

@@ -632,31 +632,17 @@ async fn a_silent_host_behind_a_quiet_bus_node_waits_as_long_as_the_node_before_
 /// never comes back is reported once it has passed.
 #[tokio::test]
 async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_after_the_reconnect() {
-    let mut bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let timings = Timings {
         heartbeat: HEARTBEAT,
         ..fast_timings()
     };
     let window = timings.heartbeat * timings.offline_after_missed;
     let longer = window * 4; // MASS_SILENCE_WINDOWS
-    let cp = Cp::start(
-        &bus,
-        dir.path().into(),
-        CpOptions {
-            timings,
-            ..CpOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let mut agents = Vec::new();
-    for i in 0..4 {
-        let mut a = Agent::enroll(&bus, &cp, &format!("web-{i}")).await.unwrap();
+    let (mut bus, _dir, cp, mut agents) = six_hosts(timings).await;
+    for a in &mut agents {
         a.hello(0, vec![], vec![]).await;
         a.stop_heartbeats(); // this test beats by hand
         a.heartbeat().await;
-        agents.push(a);
     }
     let ids: Vec<String> = agents.iter().map(|a| a.host_id()).collect();
     let db = cp.db().await;
@@ -676,8 +662,8 @@ async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_aft
     })
     .await;
 
-    // The fleet is reconnecting: until three of the four are back, no host
-    // goes offline, and the sweeps say they hold all four (waiting for
+    // The fleet is reconnecting: until five of the six are back, no host
+    // goes offline, and the sweeps say they hold all six (waiting for
     // the agents' own clients to be connected again as well, so that
     // their beats are not held up in them).
     let reconnected =
@@ -690,7 +676,7 @@ async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_aft
             ),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {
                 let m = cp.metrics().await;
-                if m.offline_sweep_held_since_start >= 4 && agents.iter().all(reconnected) {
+                if m.offline_sweep_held_since_start >= 6 && agents.iter().all(reconnected) {
                     break;
                 }
                 assert!(
@@ -701,7 +687,7 @@ async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_aft
         }
     }
     let beating = {
-        let back: Vec<Agent> = agents.drain(..3).collect();
+        let back: Vec<Agent> = agents.drain(..5).collect();
         tokio::spawn(async move {
             loop {
                 for a in &back {
@@ -719,7 +705,7 @@ async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_aft
     let msg: rm_bus::msg::EventMsg = rm_bus::msg::decode("event", &evt.payload).unwrap();
     assert_eq!(
         msg.host.map(|h| h.as_str().to_owned()).as_deref(),
-        Some(ids[3].as_str())
+        Some(ids[5].as_str())
     );
     assert!(
         took >= longer,
@@ -730,7 +716,7 @@ async fn after_a_bus_restart_hosts_not_yet_back_go_offline_only_four_windows_aft
     if let Ok(e) = tokio::time::timeout(Duration::ZERO, offline.next()).await {
         panic!("a host that came back went offline: {e:?}");
     }
-    for id in &ids[..3] {
+    for id in &ids[..5] {
         assert_eq!(host_status(&db, id).await, "online", "{id}");
     }
     beating.abort();

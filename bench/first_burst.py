@@ -18,10 +18,22 @@ burst and, with --fill, the leaf-page fill of the indexes the burst writes
 With --wal-pages it also counts the pages each results batch writes to the
 WAL (how many pages a result dirties) and times the checkpoints apart.
 
+With --checkpointer the writing connection never checkpoints
+(wal_autocheckpoint=0; with --guard N, only past N pages): a thread with a
+connection of its own runs a PASSIVE checkpoint after each commit, while
+the next batch is written. Without it, the writing connection checkpoints
+itself every 1,000 pages (SQLite's default), inside its commits, as the
+control plane's does (stop 59 measured the thread in the whole system:
+slower there).
+
+The jobs are finished in the hosts' order unless --shuffle (a fleet's
+results arrive in any order, and then fewer of a batch's results share a
+page); --only writes one part of each result, to count its pages alone.
+
 The statements are this script's, shaped like the control plane's (one
 statement per row, not its set-based ones): compare the bursts of one run
 and stores with each other, not these seconds with the control plane's."""
-import argparse, os, sqlite3, time
+import argparse, os, random, sqlite3, threading, time
 
 INDEXES = ("jobs_host_created_id", "jobs_key_finished", "jobs_repo_created", "snapshots_repo_host_time_id",
            "snapshots_repo_time_id", "sqlite_autoindex_snapshots_1")
@@ -39,6 +51,38 @@ def fill(c):
     return out
 
 
+class Checkpointer:
+    """PASSIVE checkpoints on a connection and thread of their own, one
+    after each commit it is told of (sqlite3 releases the GIL while SQLite
+    works, so the writer's next batch runs meanwhile)."""
+
+    def __init__(self, db):
+        self.event, self.done, self.runs, self.seconds = threading.Event(), False, 0, 0.0
+        self.c = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self.c.execute("PRAGMA synchronous=FULL")
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def kick(self):
+        self.event.set()
+
+    def loop(self):
+        while True:
+            self.event.wait()
+            self.event.clear()
+            if self.done:
+                return
+            t = time.perf_counter()
+            self.c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self.seconds += time.perf_counter() - t
+            self.runs += 1
+
+    def stop(self):
+        self.done = True
+        self.event.set()
+        self.thread.join()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("db")
@@ -48,6 +92,16 @@ def main():
     ap.add_argument("--wal-pages", action="store_true",
                     help="count the WAL pages each results batch writes: no automatic checkpoint in the "
                          "results, a checkpoint after each batch, outside the timed results")
+    ap.add_argument("--shuffle", action="store_true",
+                    help="finish the jobs in a random order (as a fleet's results arrive), not the hosts' order")
+    ap.add_argument("--only", choices=("job", "snapshot", "summary"),
+                    help="write only this part of each result (with --wal-pages: the pages that part dirties alone)")
+    ap.add_argument("--checkpointer", action="store_true",
+                    help="checkpoint from a thread of its own after each commit, not in the writer's commits")
+    ap.add_argument("--guard", type=int, default=0, metavar="PAGES",
+                    help="with --checkpointer: the writer still checkpoints (its wal_autocheckpoint) once the WAL "
+                         "holds this many pages, which copies what the thread has not and lets the next "
+                         "transaction start the WAL over (0: never)")
     a = ap.parse_args()
     c = sqlite3.connect(a.db, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
@@ -55,6 +109,10 @@ def main():
     c.execute("PRAGMA cache_size=-65536")
     if a.fill:
         print("fill before:", fill(c), flush=True)
+    ckpt = None
+    if a.checkpointer:
+        c.execute(f"PRAGMA wal_autocheckpoint={a.guard}")
+        ckpt = Checkpointer(a.db)
     hosts = [(h, r) for h, r in c.execute(
         "SELECT h.id, hr.repo_id FROM hosts h JOIN host_repositories hr ON hr.host_id = h.id "
         "WHERE h.status <> 'revoked' ORDER BY h.id")]
@@ -71,25 +129,30 @@ def main():
                 "VALUES (?, ?, ?, ?, 'backup', ?, 'operator', 'running', 3600, 'first_burst', ?, ?, ?)",
                 [(j, h, h, r, params, now, now, now) for j, h, r in jobs[k:k + a.batch]])
             c.execute("COMMIT")
+            if ckpt:
+                ckpt.kick()
         if a.wal_pages:
             c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             c.execute("PRAGMA wal_autocheckpoint=0")
         page = c.execute("PRAGMA page_size").fetchone()[0]
         commit_s, ckpt_s, wal_pages = 0.0, 0.0, 0
+        if a.shuffle:
+            random.shuffle(jobs)
         t1 = time.perf_counter()
         for k in range(0, len(jobs), a.batch):
             at = int(time.time() * 1000)
             rows = [(j, h, r, os.urandom(32).hex()) for j, h, r in jobs[k:k + a.batch]]
             c.execute("BEGIN IMMEDIATE")
-            c.executemany(
+            part = lambda name: a.only in (None, name)
+            part("job") and c.executemany(
                 "UPDATE jobs SET status = 'succeeded', exit_code = 0, finished_at = ?, summary_json = ?, "
                 "restic_version = '0.18.0' WHERE id = ? AND +status IN ('queued', 'dispatched', 'running', 'lost')",
                 [(at, SUMMARY % s, j) for j, _, _, s in rows])
-            c.executemany(
+            part("snapshot") and c.executemany(
                 "INSERT INTO snapshots (repo_id, snapshot_id, short_id, hostname, time, paths_json, tags_json, "
                 "summary_json, seen_at) VALUES (?, ?, ?, ?, ?, '[\"/data\"]', '[]', ?, ?)",
                 [(r, s, s[:8], h, at, SUMMARY % s, at) for _, h, r, s in rows])
-            c.executemany(
+            part("summary") and c.executemany(
                 "UPDATE host_summary SET last_job_id = ?, last_job_kind = 'backup', last_job_status = 'succeeded', "
                 "last_job_finished_at = ?, last_backup_status = 'succeeded', last_backup_at = ?, "
                 "last_backup_success_at = ?, last_snapshot_id = ? WHERE host_id = ?",
@@ -97,6 +160,8 @@ def main():
             tc = time.perf_counter()
             c.execute("COMMIT")
             commit_s += time.perf_counter() - tc
+            if ckpt:
+                ckpt.kick()
             if a.wal_pages:
                 # every page of the batch's commit is in the WAL now (one frame each: header + page)
                 wal_pages += os.path.getsize(a.db + "-wal") // (page + 24)
@@ -108,8 +173,14 @@ def main():
               f"({len(jobs) / (t2 - t1):.0f} a second), of which commits {commit_s:.2f} s"
               + (f"; WAL {wal_pages} pages of {page} bytes ({wal_pages / len(jobs):.1f} a result), "
                  f"checkpoints {ckpt_s:.2f} s (not in the results)" if a.wal_pages else ""), flush=True)
+        if ckpt:
+            print(f"  checkpointer: {ckpt.runs} checkpoints, {ckpt.seconds:.2f} s, "
+                  f"WAL {os.path.getsize(a.db + '-wal') / 1e6:.0f} MB at the end", flush=True)
+            ckpt.runs, ckpt.seconds = 0, 0.0
         if a.wal_pages:
-            c.execute("PRAGMA wal_autocheckpoint=1000")
+            c.execute(f"PRAGMA wal_autocheckpoint={a.guard if ckpt else 1000}")
+    if ckpt:
+        ckpt.stop()
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     if a.fill:
         print("fill after:", fill(c), flush=True)

@@ -13,6 +13,7 @@ mod cpbackup;
 mod fleet_ui;
 mod results;
 mod schema_change;
+mod sqlite_build;
 mod sweeps;
 mod writer;
 

@@ -186,6 +186,9 @@ pub struct Timings {
     /// locks) is queued at most this often by the periodic sweep (besides
     /// after a forget, prune or check, and when an operator asks).
     pub health_every: Duration,
+    /// At most this many repositories' periodic refreshes are queued per
+    /// sweeper tick (oldest due first; the rest at later ticks).
+    pub health_refresh_per_tick: usize,
     /// Default restic timeout of a job.
     pub default_job_timeout: Duration,
 }
@@ -233,6 +236,7 @@ impl Default for Timings {
             retention: rm_store::retention::Retention::default(),
             retention_every: Duration::from_secs(3600),
             health_every: Duration::from_secs(6 * 3600),
+            health_refresh_per_tick: 256,
             default_job_timeout: Duration::from_secs(12 * 3600),
         }
     }

@@ -19,15 +19,25 @@ pub async fn mark_queued(conn: &mut SqliteConnection, repo_id: &str, now: i64) -
     Ok(())
 }
 
-/// Repositories whose last refresh (or, never refreshed, their creation)
-/// is at or before `before`, oldest first.
-pub async fn due(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
+/// At most `limit` repositories whose last refresh (or, never refreshed,
+/// their creation) is at or before `before`, oldest first, of those a
+/// refresh can run for now: their maintenance host or an attached host is
+/// online. (A due repository whose hosts are all offline stays due; left
+/// in, enough of them would take every place under the limit, tick after
+/// tick, from repositories that could be refreshed.)
+pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT r.id FROM repositories r LEFT JOIN repo_refresh f ON f.repo_id = r.id
          WHERE COALESCE(f.queued_at, r.created_at) <= ?
-         ORDER BY COALESCE(f.queued_at, r.created_at), r.id",
+           AND (EXISTS (SELECT 1 FROM hosts m
+                         WHERE m.id = r.maintenance_host_id AND m.status = 'online')
+                OR EXISTS (SELECT 1 FROM host_repositories hr JOIN hosts h ON h.id = hr.host_id
+                            WHERE hr.repo_id = r.id AND h.status = 'online'))
+         ORDER BY COALESCE(f.queued_at, r.created_at), r.id
+         LIMIT ?",
     )
     .bind(before)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(conn)
     .await?)
 }

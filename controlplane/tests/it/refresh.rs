@@ -366,3 +366,100 @@ async fn an_operator_refresh_runs_on_the_maintenance_host_once_at_a_time() {
     assert_eq!(err.code, "conflict", "{err:?}");
     assert!(err.message.contains("online"), "{err:?}");
 }
+
+/// When each repository's first refresh jobs were queued (ms), by repository.
+async fn first_refresh_queued(cp: &Cp) -> std::collections::HashMap<String, i64> {
+    let db = cp.db().await;
+    let mut c = db.read().await.unwrap();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT repo_id, MIN(created_at) FROM jobs WHERE origin = 'system' GROUP BY repo_id",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap();
+    rows.into_iter().collect()
+}
+
+#[tokio::test]
+async fn the_periodic_refresh_queues_a_few_repositories_a_tick_oldest_first_and_none_without_an_online_host()
+ {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = CpOptions::default();
+    opts.timings.heartbeat = std::time::Duration::from_secs(1);
+    opts.timings.offline_after_missed = 1_000; // the agents send no heartbeats
+    opts.timings.health_every = std::time::Duration::from_secs(1);
+    opts.timings.health_refresh_per_tick = 2;
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    // the oldest repositories: their only host never comes online
+    let idle = Agent::enroll(&bus, &cp, "idle").await.unwrap();
+    let mut quiet = Vec::new();
+    for name in ["q1", "q2", "q3"] {
+        quiet.push(repo_with(&cp, name, "pw", &[&idle], &[]).await);
+    }
+    let mut a = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let mut repos = Vec::new();
+    for name in ["r1", "r2", "r3", "r4", "r5"] {
+        repos.push(repo_with(&cp, name, "pw", &[&a], &[]).await);
+        // created in this order, a few ms apart
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    a.hello(0, vec![], vec![]).await;
+    let first = eventually("every repository of the online host refreshed", || async {
+        let first = first_refresh_queued(&cp).await;
+        repos.iter().all(|r| first.contains_key(r)).then_some(first)
+    })
+    .await;
+    for q in &quiet {
+        assert!(!first.contains_key(q), "{q}: no online host, yet queued");
+    }
+    let at: Vec<i64> = repos.iter().map(|r| first[r]).collect();
+    assert!(at.is_sorted(), "oldest first: {at:?}");
+    // ticks are a second apart and one tick's write queues its two within
+    // milliseconds: refreshes queued less than 100 ms apart were queued by
+    // the same tick, two at most (a tick's own write split by the gap only
+    // makes more groups)
+    let mut ticks = vec![vec![at[0]]];
+    for w in at.windows(2) {
+        if w[1] - w[0] >= 100 {
+            ticks.push(Vec::new());
+        }
+        ticks.last_mut().unwrap().push(w[1]);
+    }
+    assert!(ticks.iter().all(|t| t.len() <= 2), "{ticks:?}");
+    assert!(ticks.len() >= 3, "{ticks:?}");
+}
+
+#[tokio::test]
+async fn a_periodic_refresh_still_waiting_does_not_keep_the_tick_from_other_repositories() {
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = CpOptions::default();
+    opts.timings.heartbeat = std::time::Duration::from_millis(300);
+    opts.timings.offline_after_missed = 10_000; // the agent sends no heartbeats
+    opts.timings.health_every = std::time::Duration::from_millis(600);
+    opts.timings.health_refresh_per_tick = 1;
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let mut a = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
+    let busy = repo_with(&cp, "busy", "pw", &[&a], &[]).await;
+    a.hello(0, vec![], vec![]).await;
+    // its refresh is queued and never answered: it stays waiting, and the
+    // repository falls due again and again
+    eventually("the first refresh queued", || async {
+        first_refresh_queued(&cp)
+            .await
+            .contains_key(&busy)
+            .then_some(())
+    })
+    .await;
+    let later = repo_with(&cp, "later", "pw", &[&a], &[]).await;
+    // due after `later` was created, the waiting one is older each tick;
+    // with one place a tick it must not keep it
+    eventually("the later repository's refresh queued", || async {
+        first_refresh_queued(&cp)
+            .await
+            .contains_key(&later)
+            .then_some(())
+    })
+    .await;
+}

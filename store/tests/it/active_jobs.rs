@@ -1,6 +1,7 @@
 //! The statements that look for active jobs (queued, dispatched, running)
 //! read migration 27's partial indexes of active jobs, not indexes of every
-//! job ever stored; a result removes its job from them.
+//! job ever stored; a result removes its job from them. And the refresh
+//! sweep, every tick too, reads the online hosts once, not per repository.
 
 use rm_store::jobs::{self, Finish, JobStatus};
 use rm_store::{fleet, hosts, results};
@@ -163,4 +164,25 @@ async fn a_job_leaves_the_active_lookups_when_its_result_is_in() {
 
 fn ids(v: Vec<jobs::Job>) -> Vec<String> {
     v.into_iter().map(|j| j.id).collect()
+}
+
+/// The periodic refresh sweep runs every heartbeat interval. Written with
+/// a correlated `EXISTS` per repository, SQLite planned the hosts' status
+/// index as its outer loop on a store with statistics and read every
+/// online host for every repository (36–92 s a sweep at 19,000, stop 59).
+/// The online hosts and their repositories are read once, as lists.
+#[tokio::test]
+async fn the_refresh_sweep_reads_the_online_hosts_once_not_per_repository() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    let plan = plan_of(&mut c, rm_store::refresh::DUE_SQL).await;
+    assert!(
+        !plan.iter().any(|l| l.contains("CORRELATED")),
+        "a subquery per repository: {plan:?}"
+    );
+    assert_eq!(
+        plan.iter().filter(|l| l.contains("LIST SUBQUERY")).count(),
+        2,
+        "{plan:?}"
+    );
 }

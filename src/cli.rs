@@ -226,11 +226,17 @@ pub struct ControlplaneLimits {
     /// results queued meanwhile are written between the parts [5000].
     #[arg(long)]
     pub seen_flush_rows: Option<usize>,
-    /// Most writes in one transaction of the writer task, and most job
-    /// results in one commit [1024]; in `serve` also the alerts role's
-    /// (its default: 256).
+    /// Most writes in one transaction of the writer task, and job results
+    /// applied this many at a time, an operator's write waiting for at
+    /// most one such part [1024]; in `serve` also the alerts role's (its
+    /// default: 256).
     #[arg(long)]
     pub write_batch: Option<usize>,
+    /// Most job results in one commit (parts of --write-batch) while no
+    /// operator's write waits; larger commits write fewer pages a result
+    /// [4096].
+    #[arg(long)]
+    pub results_per_commit: Option<usize>,
     /// Connection events kept while the role is behind reading them [64].
     #[arg(long)]
     pub events_capacity: Option<usize>,
@@ -280,6 +286,9 @@ impl ControlplaneLimits {
         }
         if let Some(v) = self.write_batch {
             t.ingest_batch = v.max(1);
+        }
+        if let Some(v) = self.results_per_commit {
+            t.ingest_commit_results = v.max(1);
         }
         if let Some(v) = self.events_capacity {
             t.events_capacity = v.max(1);
@@ -1432,6 +1441,8 @@ mod tests {
             "2500",
             "--write-batch",
             "64",
+            "--results-per-commit",
+            "512",
             "--events-capacity",
             "16",
             "--subscription-capacity",
@@ -1448,6 +1459,7 @@ mod tests {
         );
         assert_eq!((t.seen_flush, t.flush_rows_per_write), (secs(10), 2500));
         assert_eq!((t.ingest_batch, t.events_capacity), (64, 16));
+        assert_eq!(t.ingest_commit_results, 512);
         assert_eq!(t.subscription_capacity, 1_000_000);
         assert_eq!(t.ingest_queue, 40_000);
         assert_eq!(t.result_max_wait, std::time::Duration::from_millis(9000));

@@ -26,6 +26,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::Message;
@@ -588,52 +589,64 @@ struct Applied {
 }
 
 /// Applies `started` / `done` / `part` / `claim` a batch at a time: the
-/// batch is ONE queued write (one transaction, one commit), its shared
-/// follow-up work written once ([`Settle`]); acks go out as soon as it
-/// commits, then events, in one pass. A light trickle lingers briefly to
-/// share a commit; under a burst the batch is full at once. While a batch
-/// commits the next one gathers, and other writers' writes (operators')
-/// queue beside it, never behind a backlog of results. A result that did
-/// not commit gets no ack: its agent sends it again. Results come from
-/// the queue ingest reads them into ([`AwaitedQueue`]): the oldest while
-/// the writer keeps up, the newest once it is behind, never one its agent
-/// stopped waiting for.
+/// batch is ONE queued write (one transaction, one commit), applied in
+/// parts ([`apply_parts`]), each part's shared follow-up work written once
+/// ([`Settle`]); acks go out as soon as it commits, then events, in one
+/// pass. A light trickle lingers briefly to share a commit; under a burst
+/// the batch is full at once. While a batch commits the next one gathers.
+/// Other writers' writes (operators') queue beside it, never behind a
+/// backlog of results, and one that waits ends the transaction after the
+/// part in progress: the rest of the batch goes first into the next one.
+/// A result that did not commit gets no ack: its agent sends it again.
+/// Results come from the queue ingest reads them into ([`AwaitedQueue`]):
+/// the oldest while the writer keeps up, the newest once it is behind,
+/// never one its agent stopped waiting for.
 async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>, committed: Arc<Committed>) -> Result<()> {
-    let max = cp.t.ingest_batch.max(1);
+    let part = cp.t.ingest_batch.max(1);
+    let max = cp.t.ingest_commit_results.max(part);
     let expired = |n| cp.metrics.results.expired(n, q.len());
     let taken = |t: Vec<crate::awaited::Taken>| {
         let newest_first = t.iter().any(|t| t.newest_first);
         cp.metrics.results.taken(t.len(), q.len(), newest_first);
         t.into_iter().map(|t| t.msg)
     };
+    // results of a batch cut short by an operator's write: they waited
+    // already, so they go first and without lingering
+    let mut carried: Vec<Message> = Vec::new();
     loop {
-        let mut batch: Vec<Message> = taken(q.take_up_to(max, expired).await).collect();
-        let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, q.take_up_to(max - batch.len(), expired)).await
-            {
-                Ok(more) => batch.extend(taken(more)),
-                Err(_) => break,
+        let mut batch = std::mem::take(&mut carried);
+        if batch.is_empty() {
+            batch.extend(taken(q.take_up_to(max, expired).await));
+            let deadline = tokio::time::Instant::now() + cp.t.ingest_linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, q.take_up_to(max - batch.len(), expired))
+                    .await
+                {
+                    Ok(more) => batch.extend(taken(more)),
+                    Err(_) => break,
+                }
             }
+        } else if batch.len() < max {
+            let (more, n) = q.try_take_up_to(max - batch.len());
+            if n > 0 {
+                expired(n);
+            }
+            batch.extend(taken(more));
         }
         let c = cp.clone();
         let r = cp
             .writer
-            .run(move |tx| {
-                Box::pin(async move {
-                    let out = apply_batch(&c, tx, &batch).await?;
-                    Ok::<_, anyhow::Error>((batch, out))
-                })
-            })
+            .run(move |tx| Box::pin(async move { apply_parts(&c, tx, batch, part).await }))
             .await;
         match r {
-            Ok((batch, out)) => {
-                for (m, a) in batch.iter().zip(&out) {
+            Ok(Parts { applied, rest, out }) => {
+                carried = rest;
+                for (m, a) in applied.iter().zip(&out) {
                     if let Some(key) = a.as_ref().and_then(|a| committed_key(m, &a.ack)) {
                         committed.insert(key);
                     }
                 }
-                after_commit(&cp, &batch, out).await
+                after_commit(&cp, &applied, out).await
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "results not committed; their agents will retry");
@@ -641,6 +654,60 @@ async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>, committed: Arc<Committ
             }
         }
     }
+}
+
+/// How long one transaction of results goes on taking parts. With nobody
+/// waiting, a burst's 4,096 results (four parts) take about this long on
+/// a 2-core machine; on a slower one the transaction ends sooner, so the
+/// writes queued behind it in the ordinary lane (hellos, which wait at most
+/// 8 s) and the first results' acks (their agents wait 10 s a try) wait at
+/// most this and one part more.
+const PARTS_BUDGET: Duration = Duration::from_secs(2);
+
+/// What one transaction of results applied ([`apply_parts`]).
+struct Parts {
+    /// The results applied, in order ...
+    applied: Vec<Message>,
+    /// ... what each produced (`None`: not applied, no ack) ...
+    out: Vec<Option<Applied>>,
+    /// ... and the results left for the next transaction.
+    rest: Vec<Message>,
+}
+
+/// Applies `batch` in parts of `part` results ([`apply_batch`] each) inside
+/// the writer's one transaction, and stops after a part when the batch is
+/// done, when an operator's write is waiting for the connection, or when
+/// the parts have taken [`PARTS_BUDGET`]. The pages results share (index
+/// leaves, a repository's and a host's rows) are written once per commit,
+/// so a larger commit writes fewer pages a result (13.6 at 1,024, 10.3 at
+/// 4,096, docs/benchmarks.md, stop 59); an operator's click waits for one
+/// part and the commit, as it did for a batch of one part.
+async fn apply_parts(
+    cp: &Cp,
+    tx: &mut rm_store::Conn,
+    mut batch: Vec<Message>,
+    part: usize,
+) -> Result<Parts> {
+    let started = std::time::Instant::now();
+    let mut out = Vec::with_capacity(batch.len());
+    let mut done = 0;
+    while done < batch.len() {
+        let end = done.saturating_add(part).min(batch.len());
+        out.extend(apply_batch(cp, tx, &batch[done..end]).await?);
+        done = end;
+        if cp.writer.operator_waiting() || started.elapsed() >= PARTS_BUDGET {
+            break;
+        }
+    }
+    let rest = batch.split_off(done);
+    if !rest.is_empty() {
+        cp.metrics.results_cut_short();
+    }
+    Ok(Parts {
+        applied: batch,
+        out,
+        rest,
+    })
 }
 
 /// Acks, then events, for a committed batch (`None`: not applied, no ack).

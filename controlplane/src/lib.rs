@@ -96,19 +96,24 @@ pub struct Timings {
     pub config_push: RetryPolicy,
     /// How often the dispatcher looks for jobs whose way became clear.
     pub dispatch_every: Duration,
-    /// Ingest batching: at most this many messages per commit (and the
-    /// most writes in one transaction of the role's writer task) ...
+    /// Ingest batching: results are applied this many at a time (a part:
+    /// their shared work written once), and the role's writer task puts at
+    /// most this many writes in one transaction ...
     ///
-    /// 1,024 by default: under a fleet's burst of results a batch's
-    /// commit writes every page the batch touched, and many results of one
-    /// batch share leaves of the same indexes (the active jobs', the
-    /// finished-time ones), so larger batches write fewer pages per result
-    /// (measured: commit time per burst down by a third to a half against
-    /// 256, docs/benchmarks.md, stop 26). An operator's write waits at most
-    /// for the batch in progress (about half a second at 1,024 results on a
-    /// 2-core machine). A light trickle still commits at once, in small
-    /// batches.
+    /// 1,024 by default: an operator's write that comes while results are
+    /// written waits for the part in progress and the commit (about half a
+    /// second at 1,024 results on a 2-core machine).
     pub ingest_batch: usize,
+    /// ... and a commit holds at most this many results (several parts)
+    /// while no operator's write waits and for at most 2 s of applying ...
+    ///
+    /// 4,096 by default: a commit writes every page its results touched
+    /// once, and results of one commit share leaves of the same indexes
+    /// (the active jobs', the finished-time ones), so larger commits write
+    /// fewer pages per result (13.6 at 1,024, 10.3 at 4,096,
+    /// docs/benchmarks.md, stop 59). A light trickle still commits at
+    /// once, in small batches.
+    pub ingest_commit_results: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
     /// Most results waiting for the writer (`crate::awaited`); at the cap
@@ -216,6 +221,7 @@ impl Default for Timings {
             },
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 1024,
+            ingest_commit_results: 4096,
             ingest_linger: Duration::from_millis(20),
             ingest_queue: 32_768,
             result_max_wait: Duration::from_secs(60),

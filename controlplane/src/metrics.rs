@@ -43,6 +43,7 @@ pub(crate) struct Metrics {
     slow_consumer_events: AtomicU64,
     ingest_results: AtomicU64,
     ingest_commits: AtomicU64,
+    ingest_commits_cut: AtomicU64,
     ingest_duplicates: AtomicU64,
     ingest_alone: AtomicU64,
     /// Heartbeats per lag bucket ([`api::HEARTBEAT_LAG_BOUNDS_MS`] + 1).
@@ -219,6 +220,13 @@ impl Metrics {
         self.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A transaction of job results ended after a part, its batch's rest
+    /// left for the next one (an operator's write waited, or its time was
+    /// up).
+    pub fn results_cut_short(&self) {
+        self.ingest_commits_cut.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A batch of job results committed in one transaction: `applied`
     /// results acknowledged, `duplicates` of them re-sends.
     pub fn results_committed(&self, applied: usize, duplicates: usize) {
@@ -238,6 +246,7 @@ impl Metrics {
         &self,
         writer: &rm_store::writer::WriterStats,
         db_commits: u64,
+        first_queued: usize,
     ) -> api::Metrics {
         use rm_store::writer::WriterStats as W;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -283,12 +292,14 @@ impl Metrics {
             results_acked_from_memory: g(&self.results_acked_from_memory),
             ingest_results: g(&self.ingest_results),
             ingest_commits: g(&self.ingest_commits),
+            ingest_commits_cut: g(&self.ingest_commits_cut),
             ingest_duplicates: g(&self.ingest_duplicates),
             ingest_results_alone: g(&self.ingest_alone),
             write_batches: W::get(&writer.batches),
             writes_committed: W::get(&writer.writes),
             write_batches_failed: W::get(&writer.failed_batches),
             write_batches_first: W::get(&writer.first_batches),
+            writes_waiting_first: first_queued as u64,
             write_begin_ms: W::get(&writer.begin_us) / 1000,
             write_apply_ms: W::get(&writer.apply_us) / 1000,
             write_commit_ms: W::get(&writer.commit_us) / 1000,
@@ -308,7 +319,7 @@ mod tests {
         for lag in [-3, 0, 1, 7, 100, 101, 60_000] {
             m.heartbeat_received(lag);
         }
-        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0);
+        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0, 0);
         let b = &snap.heartbeat_lag_ms;
         assert_eq!(b.len(), api::HEARTBEAT_LAG_BOUNDS_MS.len() + 1);
         assert_eq!(b[0], 2, "skew below zero and 0 ms share the first bucket");
@@ -330,7 +341,7 @@ mod tests {
         m.results.queued(Pushed::Displaced, 1);
         m.results.expired(2, 0);
         m.hellos.queued(Pushed::Displaced, 1);
-        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0);
+        let snap = m.snapshot(&rm_store::writer::WriterStats::default(), 0, 0);
         assert_eq!(snap.results_queued_total, 3);
         assert_eq!(snap.results_superseded, 1);
         assert_eq!(snap.results_expired, 3, "one at the cap, two aged out");

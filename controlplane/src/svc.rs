@@ -291,9 +291,11 @@ async fn handle(cp: &Arc<Cp>, subj: &str, payload: &[u8]) -> Outcome<Value> {
     let body = req.body;
     match verb {
         v if v == api::PUBKEY => out(Ok(repos::pubkey(cp))),
-        v if v == api::METRICS => out(Ok(cp
-            .metrics
-            .snapshot(cp.writer.stats(), cp.store.commits()))),
+        v if v == api::METRICS => out(Ok(cp.metrics.snapshot(
+            cp.writer.stats(),
+            cp.store.commits(),
+            cp.writer.first_queued(),
+        ))),
         v if v == api::HOST_ADD => out(enroll::host_add(cp, actor, parse(body)?).await),
         v if v == api::HOST_TOKEN => out(enroll::host_token(cp, actor, parse(body)?).await),
         v if v == api::HOST_REVOKE => out(enroll::host_revoke(cp, actor, parse(body)?).await),

@@ -143,6 +143,10 @@ pub struct Metrics {
     /// ... in this many transactions (a batch each) ...
     #[serde(default)]
     pub ingest_commits: u64,
+    /// ... of which ended after a part because an operator's write was
+    /// waiting (the rest of their results went into the next one) ...
+    #[serde(default)]
+    pub ingest_commits_cut: u64,
     /// ... of which re-sends recognised as duplicates.
     #[serde(default)]
     pub ingest_duplicates: u64,
@@ -162,6 +166,9 @@ pub struct Metrics {
     /// pending results); counted in `write_batches` too.
     #[serde(default)]
     pub write_batches_first: u64,
+    /// Operators' writes queued in the writer task's first lane right now.
+    #[serde(default)]
+    pub writes_waiting_first: u64,
     /// Milliseconds the writer task spent beginning its transactions
     /// (waiting for another process's write lock), ...
     #[serde(default)]

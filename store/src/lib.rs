@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -119,8 +119,28 @@ pub struct Store {
     /// Transactions committed on the write connection (an SQLite commit
     /// hook counts them, whoever began them).
     commits: Arc<AtomicU64>,
+    /// Transactions waiting to begin on the write connection
+    /// ([`Store::write`]), whichever role of the process asked.
+    waiting: Arc<AtomicUsize>,
     /// The file, when the write connection is shared ([`Store::open_shared`]).
     shared: Option<std::path::PathBuf>,
+}
+
+/// Counts a transaction waiting to begin for as long as it lives (also
+/// when its future is dropped while waiting).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Read-only connections per store.
@@ -146,6 +166,7 @@ struct SharedWriter {
     path: std::path::PathBuf,
     writer: SqlitePool,
     commits: Arc<AtomicU64>,
+    waiting: Arc<AtomicUsize>,
     holders: usize,
 }
 
@@ -223,6 +244,7 @@ impl Store {
             writer,
             reader,
             commits,
+            waiting: Arc::default(),
             shared: None,
         })
     }
@@ -248,6 +270,7 @@ impl Store {
                 Some(w) => {
                     w.holders += 1;
                     store.commits = w.commits.clone();
+                    store.waiting = w.waiting.clone();
                     Some(std::mem::replace(&mut store.writer, w.writer.clone()))
                 }
                 None => {
@@ -255,6 +278,7 @@ impl Store {
                         path: key,
                         writer: store.writer.clone(),
                         commits: store.commits.clone(),
+                        waiting: store.waiting.clone(),
                         holders: 1,
                     });
                     None
@@ -308,7 +332,15 @@ impl Store {
     /// Starts a write transaction that takes the write lock up front, on
     /// the store's one write connection.
     pub async fn write(&self) -> Result<Tx> {
+        let _waiting = Waiting::on(&self.waiting);
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Transactions waiting to begin on the write connection right now
+    /// ([`Store::write`]), in every role sharing it: a long write that runs
+    /// in parts ends early when someone waits.
+    pub fn writes_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A read-only connection (writes through it fail).

@@ -79,6 +79,9 @@ pub struct Writer {
     stats: Arc<WriterStats>,
     stop: Arc<watch::Sender<bool>>,
     task: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// The store the task writes to (asked whether others wait for its
+    /// connection).
+    store: Store,
 }
 
 impl std::fmt::Debug for Writer {
@@ -117,7 +120,7 @@ impl Writer {
             rest: rx,
         };
         let task = tokio::spawn(serve(
-            store,
+            store.clone(),
             lanes,
             stop_rx,
             max_batch.max(1),
@@ -129,6 +132,7 @@ impl Writer {
             stats,
             stop: Arc::new(stop),
             task: Arc::new(std::sync::Mutex::new(Some(task))),
+            store,
         }
     }
 
@@ -158,6 +162,24 @@ impl Writer {
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// Whether someone is waiting for the connection right now: a write
+    /// queued in the first lane (an operator's), or another role's
+    /// transaction waiting to begin on the shared connection. A long
+    /// write that runs in parts asks between them and commits early, so
+    /// it holds them up for one part, not for all of it. Writes queued in
+    /// the ordinary lane do not count: they wait for whatever batch is in
+    /// progress, as always.
+    pub fn operator_waiting(&self) -> bool {
+        self.first_queued() > 0 || self.store.writes_waiting() > 0
+    }
+
+    /// Writes queued in the first lane right now.
+    pub fn first_queued(&self) -> usize {
+        self.first
+            .max_capacity()
+            .saturating_sub(self.first.capacity())
     }
 
     /// Queues `f` (waiting while the queue is full) and returns at once;

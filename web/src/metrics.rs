@@ -20,7 +20,8 @@
 //!   `metrics` verb, at most [`ROLE_WAIT`] each; a role that does not
 //!   answer is `rm_role_up{role} 0` and its families are left out):
 //!   `rm_controlplane_loop_errors{loop}`, `rm_controlplane_ingest_results`,
-//!   `rm_controlplane_ingest_commits`, `rm_controlplane_write_batches_failed`,
+//!   `rm_controlplane_ingest_commits`, `rm_controlplane_ingest_commits_cut`,
+//!   `rm_controlplane_write_batches_failed`,
 //!   `rm_controlplane_hellos_waiting`, `rm_controlplane_hellos_expired`,
 //!   `rm_controlplane_replies_refused`,
 //!   `rm_alerts_suppressed{reason}` (deliveries not sent: host muted,
@@ -372,6 +373,11 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
                 "rm_controlplane_ingest_commits",
                 "Transactions those results were committed in",
                 m.ingest_commits,
+            ),
+            (
+                "rm_controlplane_ingest_commits_cut",
+                "Of those transactions, ended after a part for a waiting operator's write or their time",
+                m.ingest_commits_cut,
             ),
             (
                 "rm_controlplane_write_batches_failed",

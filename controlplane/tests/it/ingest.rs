@@ -154,6 +154,7 @@ async fn batching_at(n: usize) -> (TestBus, tempfile::TempDir, Cp) {
     let dir = tempfile::tempdir().unwrap();
     let timings = rm_controlplane::Timings {
         ingest_batch: n,
+        ingest_commit_results: n,
         ingest_linger: Duration::from_secs(60),
         ..fast_timings()
     };
@@ -597,6 +598,7 @@ async fn one_by_one(timings: rm_controlplane::Timings, name: &str, n: usize) -> 
     let dir = tempfile::tempdir().unwrap();
     let timings = rm_controlplane::Timings {
         ingest_batch: 1,
+        ingest_commit_results: 1,
         ingest_linger: Duration::ZERO,
         ..timings
     };
@@ -816,4 +818,132 @@ async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowl
         (1, 0),
         "{m1:?}"
     );
+}
+
+/// Results in a part, and most results in one commit, for the parts tests.
+const PART: usize = 4;
+const COMMIT: usize = 16;
+
+/// A control plane that applies results `PART` at a time, up to `COMMIT`
+/// in one commit, whose batch closes only when `COMMIT` results are in
+/// (the linger never ends it), with nothing else writing by itself (no
+/// heartbeat flushes, no dispatcher passes); one agent with `COMMIT`
+/// running backups, and the metrics before their results.
+async fn in_parts(
+    name: &str,
+) -> (
+    TestBus,
+    tempfile::TempDir,
+    Cp,
+    Agent,
+    rm_store::Store,
+    Vec<JobId>,
+    api::Metrics,
+) {
+    let hour = Duration::from_secs(3600);
+    let bus = TestBus::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let timings = rm_controlplane::Timings {
+        ingest_batch: PART,
+        ingest_commit_results: COMMIT,
+        ingest_linger: Duration::from_secs(60),
+        heartbeat: hour,
+        seen_flush: hour,
+        dispatch_every: hour,
+        ..fast_timings()
+    };
+    let opts = CpOptions {
+        timings,
+        ..CpOptions::default()
+    };
+    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let agent = Agent::enroll(&bus, &cp, name).await.unwrap();
+    let db = cp.db().await;
+    let jobs = running_backups(&db, &agent, None, COMMIT).await;
+    let m0 = metrics(&cp).await;
+    (bus, dir, cp, agent, db, jobs, m0)
+}
+
+fn succeeded(jobs: &[JobId]) -> Vec<rm_bus::msg::JobDone> {
+    jobs.iter()
+        .map(|j| done_of(j, JobOutcome::Succeeded))
+        .collect()
+}
+
+fn all_acked(acks: Vec<Result<Ack, String>>) {
+    assert_eq!(acks.len(), COMMIT);
+    for ack in acks {
+        let ack = ack.expect("acknowledged");
+        assert!(ack.ok && !ack.duplicate, "{ack:?}");
+    }
+}
+
+#[tokio::test]
+async fn results_beyond_one_part_share_one_commit_while_no_operator_waits() {
+    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("parts").await;
+
+    all_acked(burst(&[(&agent, succeeded(&jobs))], &patient()).await);
+
+    let m = metrics(&cp).await;
+    assert_eq!(m.ingest_results - m0.ingest_results, COMMIT as u64);
+    assert_eq!(
+        (
+            m.ingest_commits - m0.ingest_commits,
+            m.ingest_commits_cut - m0.ingest_commits_cut
+        ),
+        (1, 0),
+        "{} results in parts of {PART}: one commit, not one a part",
+        COMMIT
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await,
+        COMMIT as i64
+    );
+}
+
+#[tokio::test]
+async fn an_operators_waiting_write_ends_a_commit_of_results_after_the_part_in_progress() {
+    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("cut").await;
+    // Holds the database's write lock: the results' transaction waits to
+    // begin until the operator's write is queued behind it.
+    let hold = db.write().await.unwrap();
+    let dones = [(&agent, succeeded(&jobs))];
+    let policy = patient();
+    let sending = burst(&dones, &policy);
+    let operating = async {
+        eventually("the results to be taken for writing", || async {
+            let m = metrics(&cp).await;
+            (m.results_queued_total - m0.results_queued_total >= COMMIT as u64
+                && m.results_waiting == 0)
+                .then_some(())
+        })
+        .await;
+        let release = async {
+            eventually("the operator's write to wait", || async {
+                (metrics(&cp).await.writes_waiting_first >= 1).then_some(())
+            })
+            .await;
+            hold.commit().await.unwrap();
+        };
+        let (added, ()) = tokio::join!(cp.host_add("added-meanwhile"), release);
+        added
+    };
+    let (acks, added) = tokio::join!(sending, operating);
+    all_acked(acks);
+
+    let m = metrics(&cp).await;
+    assert_eq!(m.ingest_results - m0.ingest_results, COMMIT as u64);
+    assert_eq!(
+        (
+            m.ingest_commits - m0.ingest_commits,
+            m.ingest_commits_cut - m0.ingest_commits_cut
+        ),
+        (2, 1),
+        "one part committed before the operator's write, the other {} results after it",
+        COMMIT - PART
+    );
+    assert!(m.write_batches_first > m0.write_batches_first, "{m:?}");
+    assert_eq!(m.writes_waiting_first, 0);
+    let mut c = db.read().await.unwrap();
+    rm_store::hosts::get(&mut c, &added.host_id).await.unwrap();
 }

@@ -195,3 +195,46 @@ async fn a_commit_made_beside_the_writer_is_counted_as_outside_and_its_own_are_n
     assert_eq!(WriterStats::get(&w.stats().batches), 4);
     assert_eq!(host_names(&s).await, vec!["a", "b", "c", "d", "e"]);
 }
+
+#[tokio::test]
+async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_count_as_someone_waiting()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rm.db");
+    // two roles of one process sharing the write connection, as in `serve`
+    let cp = Store::open_shared(&path).await.unwrap();
+    let alerts = Store::open_shared(&path).await.unwrap();
+    let w = Writer::spawn(cp.clone(), 64, 64);
+    assert!(!w.operator_waiting(), "nobody waits yet");
+
+    // The other role waits for the connection the first one holds.
+    let hold = cp.write().await.unwrap();
+    let other = tokio::spawn(async move {
+        let tx = alerts.write().await.unwrap();
+        tx.commit().await.unwrap();
+        alerts
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cp.writes_waiting() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other role never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(w.operator_waiting(), "another role's transaction waits");
+
+    // An operator's write queued in the first lane behind the held one
+    // (read before this test's task yields: the writer task has not run).
+    let click = w.submit_first(add_host("click")).await;
+    assert_eq!(w.first_queued(), 1);
+    drop(hold);
+    let alerts = other.await.unwrap();
+    click.outcome().await.unwrap();
+    assert_eq!(cp.writes_waiting(), 0);
+    assert_eq!(w.first_queued(), 0);
+    assert!(!w.operator_waiting());
+    w.shutdown().await;
+    alerts.close_shared().await;
+    cp.close_shared().await;
+}

@@ -89,6 +89,8 @@ def main():
     ap.add_argument("bursts", type=int, nargs="?", default=3)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--fill", action="store_true")
+    ap.add_argument("--cache-mib", type=int, default=64,
+                    help="the writing connection's page cache (the control plane's writer's: 64 MiB until stop 60)")
     ap.add_argument("--wal-pages", action="store_true",
                     help="count the WAL pages each results batch writes: no automatic checkpoint in the "
                          "results, a checkpoint after each batch, outside the timed results")
@@ -106,7 +108,7 @@ def main():
     c = sqlite3.connect(a.db, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=FULL")
-    c.execute("PRAGMA cache_size=-65536")
+    c.execute(f"PRAGMA cache_size=-{a.cache_mib * 1024}")
     if a.fill:
         print("fill before:", fill(c), flush=True)
     ckpt = None

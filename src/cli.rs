@@ -233,8 +233,8 @@ pub struct ControlplaneLimits {
     #[arg(long)]
     pub write_batch: Option<usize>,
     /// Most job results in one commit (parts of --write-batch) while no
-    /// operator's write waits; larger commits write fewer pages a result
-    /// [4096].
+    /// operator's write waits; larger commits write fewer pages a result,
+    /// fewer commits in a burst [4096].
     #[arg(long)]
     pub results_per_commit: Option<usize>,
     /// Connection events kept while the role is behind reading them [64].

@@ -111,8 +111,11 @@ pub struct Timings {
     /// once, and results of one commit share leaves of the same indexes
     /// (the active jobs', the finished-time ones), so larger commits write
     /// fewer pages per result (13.6 at 1,024, 10.3 at 4,096,
-    /// docs/benchmarks.md, stop 59). A light trickle still commits at
-    /// once, in small batches.
+    /// docs/benchmarks.md, stop 59). Measured in the whole system (stop
+    /// 60): a burst's commits took a second less, its applying as much
+    /// longer (the write cache spills a large commit's pages), so the
+    /// writer's time did not fall. A light trickle still commits at once,
+    /// in small batches.
     pub ingest_commit_results: usize,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,

@@ -870,6 +870,16 @@ fn succeeded(jobs: &[JobId]) -> Vec<rm_bus::msg::JobDone> {
         .collect()
 }
 
+/// Since `m0`: (results committed, their commits, commits cut short).
+async fn commits_since(cp: &Cp, m0: &api::Metrics) -> (u64, u64, u64) {
+    let m = metrics(cp).await;
+    (
+        m.ingest_results - m0.ingest_results,
+        m.ingest_commits - m0.ingest_commits,
+        m.ingest_commits_cut - m0.ingest_commits_cut,
+    )
+}
+
 fn all_acked(acks: Vec<Result<Ack, String>>) {
     assert_eq!(acks.len(), COMMIT);
     for ack in acks {
@@ -884,14 +894,9 @@ async fn results_beyond_one_part_share_one_commit_while_no_operator_waits() {
 
     all_acked(burst(&[(&agent, succeeded(&jobs))], &patient()).await);
 
-    let m = metrics(&cp).await;
-    assert_eq!(m.ingest_results - m0.ingest_results, COMMIT as u64);
     assert_eq!(
-        (
-            m.ingest_commits - m0.ingest_commits,
-            m.ingest_commits_cut - m0.ingest_commits_cut
-        ),
-        (1, 0),
+        commits_since(&cp, &m0).await,
+        (COMMIT as u64, 1, 0),
         "{} results in parts of {PART}: one commit, not one a part",
         COMMIT
     );
@@ -931,17 +936,13 @@ async fn an_operators_waiting_write_ends_a_commit_of_results_after_the_part_in_p
     let (acks, added) = tokio::join!(sending, operating);
     all_acked(acks);
 
-    let m = metrics(&cp).await;
-    assert_eq!(m.ingest_results - m0.ingest_results, COMMIT as u64);
     assert_eq!(
-        (
-            m.ingest_commits - m0.ingest_commits,
-            m.ingest_commits_cut - m0.ingest_commits_cut
-        ),
-        (2, 1),
+        commits_since(&cp, &m0).await,
+        (COMMIT as u64, 2, 1),
         "one part committed before the operator's write, the other {} results after it",
         COMMIT - PART
     );
+    let m = metrics(&cp).await;
     assert!(m.write_batches_first > m0.write_batches_first, "{m:?}");
     assert_eq!(m.writes_waiting_first, 0);
     let mut c = db.read().await.unwrap();

@@ -380,17 +380,31 @@ async fn first_refresh_queued(cp: &Cp) -> std::collections::HashMap<String, i64>
     rows.into_iter().collect()
 }
 
-#[tokio::test]
-async fn the_periodic_refresh_queues_a_few_repositories_a_tick_oldest_first_and_none_without_an_online_host()
- {
+/// A control plane whose sweeper ticks every `tick` and queues the
+/// periodic refresh of at most `per_tick` repositories a tick, each due
+/// `every` after its last; agents' heartbeats are never missed (the tests'
+/// agents send none).
+async fn refreshing(
+    tick: std::time::Duration,
+    every: std::time::Duration,
+    per_tick: usize,
+) -> (TestBus, tempfile::TempDir, Cp) {
     let bus = TestBus::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut opts = CpOptions::default();
-    opts.timings.heartbeat = std::time::Duration::from_secs(1);
-    opts.timings.offline_after_missed = 1_000; // the agents send no heartbeats
-    opts.timings.health_every = std::time::Duration::from_secs(1);
-    opts.timings.health_refresh_per_tick = 2;
+    opts.timings.heartbeat = tick;
+    opts.timings.offline_after_missed = 10_000;
+    opts.timings.health_every = every;
+    opts.timings.health_refresh_per_tick = per_tick;
     let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    (bus, dir, cp)
+}
+
+#[tokio::test]
+async fn the_periodic_refresh_queues_a_few_repositories_a_tick_oldest_first_and_none_without_an_online_host()
+ {
+    let second = std::time::Duration::from_secs(1);
+    let (bus, _dir, cp) = refreshing(second, second, 2).await;
     // the oldest repositories: their only host never comes online
     let idle = Agent::enroll(&bus, &cp, "idle").await.unwrap();
     let mut quiet = Vec::new();
@@ -432,14 +446,8 @@ async fn the_periodic_refresh_queues_a_few_repositories_a_tick_oldest_first_and_
 
 #[tokio::test]
 async fn a_periodic_refresh_still_waiting_does_not_keep_the_tick_from_other_repositories() {
-    let bus = TestBus::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut opts = CpOptions::default();
-    opts.timings.heartbeat = std::time::Duration::from_millis(300);
-    opts.timings.offline_after_missed = 10_000; // the agent sends no heartbeats
-    opts.timings.health_every = std::time::Duration::from_millis(600);
-    opts.timings.health_refresh_per_tick = 1;
-    let cp = Cp::start(&bus, dir.path().into(), opts).await.unwrap();
+    let ms = std::time::Duration::from_millis;
+    let (bus, _dir, cp) = refreshing(ms(300), ms(600), 1).await;
     let mut a = Agent::enroll(&bus, &cp, "web-1").await.unwrap();
     let busy = repo_with(&cp, "busy", "pw", &[&a], &[]).await;
     a.hello(0, vec![], vec![]).await;

@@ -51,6 +51,20 @@ def fill(c):
     return out
 
 
+def wal_trees(wal, page, owner):
+    """The b-tree of each frame in a WAL file (its 32-byte header, then
+    frames of a 24-byte header, whose first 4 bytes are the page number,
+    and the page)."""
+    with open(wal, "rb") as f:
+        f.seek(32)
+        while True:
+            head = f.read(24)
+            if len(head) < 24:
+                return
+            yield owner.get(int.from_bytes(head[:4], "big"), "new")
+            f.seek(page, 1)
+
+
 class Checkpointer:
     """PASSIVE checkpoints on a connection and thread of their own, one
     after each commit it is told of (sqlite3 releases the GIL while SQLite
@@ -94,6 +108,9 @@ def main():
     ap.add_argument("--wal-pages", action="store_true",
                     help="count the WAL pages each results batch writes: no automatic checkpoint in the "
                          "results, a checkpoint after each batch, outside the timed results")
+    ap.add_argument("--by-tree", action="store_true",
+                    help="with --wal-pages: name the b-tree (table or index, SQLite's dbstat before the burst) "
+                         "of each page the results' commits write; pages the burst allocates count as 'new'")
     ap.add_argument("--shuffle", action="store_true",
                     help="finish the jobs in a random order (as a fleet's results arrive), not the hosts' order")
     ap.add_argument("--only", choices=("job", "snapshot", "summary"),
@@ -115,6 +132,9 @@ def main():
     if a.checkpointer:
         c.execute(f"PRAGMA wal_autocheckpoint={a.guard}")
         ckpt = Checkpointer(a.db)
+    owner = {}
+    if a.by_tree:
+        owner = dict(c.execute("SELECT pageno, name FROM dbstat"))
     hosts = [(h, r) for h, r in c.execute(
         "SELECT h.id, hr.repo_id FROM hosts h JOIN host_repositories hr ON hr.host_id = h.id "
         "WHERE h.status <> 'revoked' ORDER BY h.id")]
@@ -138,6 +158,7 @@ def main():
             c.execute("PRAGMA wal_autocheckpoint=0")
         page = c.execute("PRAGMA page_size").fetchone()[0]
         commit_s, ckpt_s, wal_pages = 0.0, 0.0, 0
+        trees = {}
         if a.shuffle:
             random.shuffle(jobs)
         t1 = time.perf_counter()
@@ -167,6 +188,9 @@ def main():
             if a.wal_pages:
                 # every page of the batch's commit is in the WAL now (one frame each: header + page)
                 wal_pages += os.path.getsize(a.db + "-wal") // (page + 24)
+                if a.by_tree:
+                    for tree in wal_trees(a.db + "-wal", page, owner):
+                        trees[tree] = trees.get(tree, 0) + 1
                 tk = time.perf_counter()
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 ckpt_s += time.perf_counter() - tk
@@ -175,6 +199,10 @@ def main():
               f"({len(jobs) / (t2 - t1):.0f} a second), of which commits {commit_s:.2f} s"
               + (f"; WAL {wal_pages} pages of {page} bytes ({wal_pages / len(jobs):.1f} a result), "
                  f"checkpoints {ckpt_s:.2f} s (not in the results)" if a.wal_pages else ""), flush=True)
+        if trees:
+            print("  pages a result, by b-tree: " + ", ".join(
+                f"{name} {n / len(jobs):.2f}" for name, n in sorted(trees.items(), key=lambda kv: -kv[1])),
+                flush=True)
         if ckpt:
             print(f"  checkpointer: {ckpt.runs} checkpoints, {ckpt.seconds:.2f} s, "
                   f"WAL {os.path.getsize(a.db + '-wal') / 1e6:.0f} MB at the end", flush=True)

@@ -26,7 +26,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::Message;
@@ -37,6 +36,7 @@ use rm_bus::msg::{
 };
 use rm_bus::subject::{self, AgentSubject, AgentTopic, AgentTopicKind, Event, JobTopic};
 use rm_store::jobs::{self, Finish, Finished, JobStatus, NewJob, Phase};
+use rm_store::writer::Waiter;
 use rm_store::{hosts, parts, results, schedules as sched_store};
 
 use sqlx::Connection;
@@ -656,13 +656,17 @@ async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>, committed: Arc<Committ
     }
 }
 
-/// How long one transaction of results goes on taking parts. With nobody
-/// waiting, a burst's 4,096 results (four parts) take about this long on
-/// a 2-core machine; on a slower one the transaction ends sooner, so the
-/// writes queued behind it in the ordinary lane (hellos, which wait at most
-/// 8 s) and the first results' acks (their agents wait 10 s a try) wait at
-/// most this and one part more.
-const PARTS_BUDGET: Duration = Duration::from_secs(2);
+/// Why a transaction of results ended before its batch did
+/// ([`apply_parts`]; counted apart in the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// An operator's write was queued in the writer's first lane.
+    Operator,
+    /// Another role of the process waited for the shared connection.
+    OtherRole,
+    /// The parts had taken `Timings::ingest_parts_budget`.
+    Time,
+}
 
 /// What one transaction of results applied ([`apply_parts`]).
 struct Parts {
@@ -676,8 +680,9 @@ struct Parts {
 
 /// Applies `batch` in parts of `part` results ([`apply_batch`] each) inside
 /// the writer's one transaction, and stops after a part when the batch is
-/// done, when an operator's write is waiting for the connection, or when
-/// the parts have taken [`PARTS_BUDGET`]. The pages results share (index
+/// done, when an operator's write or another role is waiting for the
+/// connection, or when the parts have taken `Timings::ingest_parts_budget`
+/// (each cause counted apart, [`Cut`]). The pages results share (index
 /// leaves, a repository's and a host's rows) are written once per commit,
 /// so a larger commit writes fewer pages a result (13.6 at 1,024, 10.3 at
 /// 4,096, docs/benchmarks.md, stop 59; shorter commits, not a faster
@@ -692,17 +697,25 @@ async fn apply_parts(
     let started = std::time::Instant::now();
     let mut out = Vec::with_capacity(batch.len());
     let mut done = 0;
+    let mut cut = None;
     while done < batch.len() {
         let end = done.saturating_add(part).min(batch.len());
         out.extend(apply_batch(cp, tx, &batch[done..end]).await?);
         done = end;
-        if cp.writer.operator_waiting() || started.elapsed() >= PARTS_BUDGET {
+        cut = match cp.writer.waiting() {
+            Some(Waiter::FirstLane) => Some(Cut::Operator),
+            Some(Waiter::OtherRole) => Some(Cut::OtherRole),
+            None if started.elapsed() >= cp.t.ingest_parts_budget => Some(Cut::Time),
+            None => None,
+        };
+        if cut.is_some() {
             break;
         }
     }
+    cp.metrics.results_applied(started.elapsed());
     let rest = batch.split_off(done);
-    if !rest.is_empty() {
-        cp.metrics.results_cut_short();
+    if let Some(cut) = cut.filter(|_| !rest.is_empty()) {
+        cp.metrics.results_cut_short(cut);
     }
     Ok(Parts {
         applied: batch,

@@ -105,7 +105,8 @@ pub struct Timings {
     /// second at 1,024 results on a 2-core machine).
     pub ingest_batch: usize,
     /// ... and a commit holds at most this many results (several parts)
-    /// while no operator's write waits and for at most 2 s of applying ...
+    /// while no operator's write waits, for at most `ingest_parts_budget`
+    /// of applying ...
     ///
     /// 4,096 by default: a commit writes every page its results touched
     /// once, and results of one commit share leaves of the same indexes
@@ -117,6 +118,14 @@ pub struct Timings {
     /// writer's time did not fall. A light trickle still commits at once,
     /// in small batches.
     pub ingest_commit_results: usize,
+    /// ... and takes no further part once its parts have taken this long
+    /// (2 s). With nobody waiting, a burst's 4,096 results (four parts)
+    /// take about this long on a 2-core machine; on a slower one the
+    /// transaction ends sooner, so the writes queued behind it in the
+    /// ordinary lane (hellos, which wait at most 8 s) and the first
+    /// results' acks (their agents wait 10 s a try) wait at most this and
+    /// one part more. Not an option (tests shorten it) ...
+    pub ingest_parts_budget: Duration,
     /// ... waiting at most this long for more to arrive.
     pub ingest_linger: Duration,
     /// Most results waiting for the writer (`crate::awaited`); at the cap
@@ -225,6 +234,7 @@ impl Default for Timings {
             dispatch_every: Duration::from_secs(10),
             ingest_batch: 1024,
             ingest_commit_results: 4096,
+            ingest_parts_budget: Duration::from_secs(2),
             ingest_linger: Duration::from_millis(20),
             ingest_queue: 32_768,
             result_max_wait: Duration::from_secs(60),

@@ -44,6 +44,10 @@ pub(crate) struct Metrics {
     ingest_results: AtomicU64,
     ingest_commits: AtomicU64,
     ingest_commits_cut: AtomicU64,
+    ingest_cut_operator: AtomicU64,
+    ingest_cut_role: AtomicU64,
+    ingest_cut_time: AtomicU64,
+    ingest_apply_us: AtomicU64,
     ingest_duplicates: AtomicU64,
     ingest_alone: AtomicU64,
     /// Heartbeats per lag bucket ([`api::HEARTBEAT_LAG_BOUNDS_MS`] + 1).
@@ -220,11 +224,27 @@ impl Metrics {
         self.slow_consumer_events.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A transaction of job results ended after a part, its batch's rest
-    /// left for the next one (an operator's write waited, or its time was
-    /// up).
-    pub fn results_cut_short(&self) {
+    /// A transaction of job results ended after a part for `cut`, its
+    /// batch's rest left for the next one.
+    pub fn results_cut_short(&self, cut: crate::ingest::Cut) {
+        use crate::ingest::Cut;
         self.ingest_commits_cut.fetch_add(1, Ordering::Relaxed);
+        match cut {
+            Cut::Operator => &self.ingest_cut_operator,
+            Cut::OtherRole => &self.ingest_cut_role,
+            Cut::Time => &self.ingest_cut_time,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The result writer's statements of one transaction took `took`
+    /// (inside the writer's transaction: its begin, commit and the other
+    /// writes it shares the writer with are not in it).
+    pub fn results_applied(&self, took: std::time::Duration) {
+        self.ingest_apply_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// A batch of job results committed in one transaction: `applied`
@@ -293,6 +313,10 @@ impl Metrics {
             ingest_results: g(&self.ingest_results),
             ingest_commits: g(&self.ingest_commits),
             ingest_commits_cut: g(&self.ingest_commits_cut),
+            ingest_cut_operator: g(&self.ingest_cut_operator),
+            ingest_cut_role: g(&self.ingest_cut_role),
+            ingest_cut_time: g(&self.ingest_cut_time),
+            ingest_apply_ms: g(&self.ingest_apply_us) / 1000,
             ingest_duplicates: g(&self.ingest_duplicates),
             ingest_results_alone: g(&self.ingest_alone),
             write_batches: W::get(&writer.batches),

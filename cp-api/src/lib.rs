@@ -143,10 +143,25 @@ pub struct Metrics {
     /// ... in this many transactions (a batch each) ...
     #[serde(default)]
     pub ingest_commits: u64,
-    /// ... of which ended after a part because an operator's write was
-    /// waiting (the rest of their results went into the next one) ...
+    /// ... of which ended after a part (the rest of their results went
+    /// first into the next one) ...
     #[serde(default)]
     pub ingest_commits_cut: u64,
+    /// ... (of those, for an operator's write queued in the writer's first
+    /// lane ...
+    #[serde(default)]
+    pub ingest_cut_operator: u64,
+    /// ... for another role of the process waiting for the shared write
+    /// connection ...
+    #[serde(default)]
+    pub ingest_cut_role: u64,
+    /// ... and for the parts' time budget, 2 s) ...
+    #[serde(default)]
+    pub ingest_cut_time: u64,
+    /// ... and the time the results' statements took inside those
+    /// transactions (ms; not the writer's begin and commit) ...
+    #[serde(default)]
+    pub ingest_apply_ms: u64,
     /// ... of which re-sends recognised as duplicates.
     #[serde(default)]
     pub ingest_duplicates: u64,

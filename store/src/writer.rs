@@ -106,6 +106,16 @@ impl<R, E: From<StoreError>> Pending<R, E> {
     }
 }
 
+/// Who waits for the write connection ([`Writer::waiting`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiter {
+    /// A write queued in the writer's first lane (an operator's).
+    FirstLane,
+    /// Another role of the process, waiting to begin a transaction on the
+    /// shared connection.
+    OtherRole,
+}
+
 impl Writer {
     /// Starts the writer task on `store`'s write connection: at most
     /// `max_batch` writes per transaction, at most `queue` waiting (in
@@ -172,7 +182,20 @@ impl Writer {
     /// the ordinary lane do not count: they wait for whatever batch is in
     /// progress, as always.
     pub fn operator_waiting(&self) -> bool {
-        self.first_queued() > 0 || self.store.writes_waiting() > 0
+        self.waiting().is_some()
+    }
+
+    /// Who [`Writer::operator_waiting`] sees waiting, if anyone: a write
+    /// queued in this writer's first lane is counted before another
+    /// role's transaction.
+    pub fn waiting(&self) -> Option<Waiter> {
+        if self.first_queued() > 0 {
+            Some(Waiter::FirstLane)
+        } else if self.store.writes_waiting() > 0 {
+            Some(Waiter::OtherRole)
+        } else {
+            None
+        }
     }
 
     /// Writes queued in the first lane right now.

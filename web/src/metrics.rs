@@ -21,6 +21,7 @@
 //!   answer is `rm_role_up{role} 0` and its families are left out):
 //!   `rm_controlplane_loop_errors{loop}`, `rm_controlplane_ingest_results`,
 //!   `rm_controlplane_ingest_commits`, `rm_controlplane_ingest_commits_cut`,
+//!   `rm_controlplane_ingest_commits_cut_by{cause}`,
 //!   `rm_controlplane_write_batches_failed`,
 //!   `rm_controlplane_hellos_waiting`, `rm_controlplane_hellos_expired`,
 //!   `rm_controlplane_replies_refused`,
@@ -362,6 +363,16 @@ async fn roles(r: &mut Registry, state: &AppState, who: &Principal) {
                 .iter()
                 .map(|(lp, v)| (l(&[("loop", lp)]), n(*v)))
                 .collect(),
+        );
+        family(
+            r,
+            "rm_controlplane_ingest_commits_cut_by",
+            "Transactions of job results ended after a part, by cause: an operator's write waiting, another role waiting for the shared connection, the parts' 2 s",
+            vec![
+                (l(&[("cause", "operator")]), n(m.ingest_cut_operator)),
+                (l(&[("cause", "role")]), n(m.ingest_cut_role)),
+                (l(&[("cause", "time")]), n(m.ingest_cut_time)),
+            ],
         );
         for (name, help, v) in [
             (

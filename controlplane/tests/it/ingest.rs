@@ -823,6 +823,8 @@ async fn a_result_that_waited_nine_seconds_for_the_writer_is_written_and_acknowl
 /// Results in a part, and most results in one commit, for the parts tests.
 const PART: usize = 4;
 const COMMIT: usize = 16;
+/// A parts budget no test reaches.
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// A control plane that applies results `PART` at a time, up to `COMMIT`
 /// in one commit, whose batch closes only when `COMMIT` results are in
@@ -831,6 +833,7 @@ const COMMIT: usize = 16;
 /// running backups, and the metrics before their results.
 async fn in_parts(
     name: &str,
+    budget: Duration,
 ) -> (
     TestBus,
     tempfile::TempDir,
@@ -846,6 +849,7 @@ async fn in_parts(
     let timings = rm_controlplane::Timings {
         ingest_batch: PART,
         ingest_commit_results: COMMIT,
+        ingest_parts_budget: budget,
         ingest_linger: Duration::from_secs(60),
         heartbeat: hour,
         seen_flush: hour,
@@ -880,6 +884,17 @@ async fn commits_since(cp: &Cp, m0: &api::Metrics) -> (u64, u64, u64) {
     )
 }
 
+/// Since `m0`: commits cut short for (an operator's write, another role,
+/// their time).
+async fn cuts_since(cp: &Cp, m0: &api::Metrics) -> (u64, u64, u64) {
+    let m = metrics(cp).await;
+    (
+        m.ingest_cut_operator - m0.ingest_cut_operator,
+        m.ingest_cut_role - m0.ingest_cut_role,
+        m.ingest_cut_time - m0.ingest_cut_time,
+    )
+}
+
 fn all_acked(acks: Vec<Result<Ack, String>>) {
     assert_eq!(acks.len(), COMMIT);
     for ack in acks {
@@ -890,7 +905,7 @@ fn all_acked(acks: Vec<Result<Ack, String>>) {
 
 #[tokio::test]
 async fn results_beyond_one_part_share_one_commit_while_no_operator_waits() {
-    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("parts").await;
+    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("parts", HOUR).await;
 
     all_acked(burst(&[(&agent, succeeded(&jobs))], &patient()).await);
 
@@ -907,8 +922,31 @@ async fn results_beyond_one_part_share_one_commit_while_no_operator_waits() {
 }
 
 #[tokio::test]
+async fn a_commit_of_results_ends_after_a_part_once_its_time_is_up_and_counts_the_cut_as_time() {
+    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("budget", Duration::ZERO).await;
+
+    all_acked(burst(&[(&agent, succeeded(&jobs))], &patient()).await);
+
+    let parts = (COMMIT / PART) as u64;
+    assert_eq!(
+        commits_since(&cp, &m0).await,
+        (COMMIT as u64, parts, parts - 1),
+        "no time for a second part: one commit a part, all but the last cut short"
+    );
+    assert_eq!(
+        cuts_since(&cp, &m0).await,
+        (0, 0, parts - 1),
+        "nobody waited: every cut was the time's"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").await,
+        COMMIT as i64
+    );
+}
+
+#[tokio::test]
 async fn an_operators_waiting_write_ends_a_commit_of_results_after_the_part_in_progress() {
-    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("cut").await;
+    let (_bus, _dir, cp, agent, db, jobs, m0) = in_parts("cut", HOUR).await;
     // Holds the database's write lock: the results' transaction waits to
     // begin until the operator's write is queued behind it.
     let hold = db.write().await.unwrap();
@@ -941,6 +979,11 @@ async fn an_operators_waiting_write_ends_a_commit_of_results_after_the_part_in_p
         (COMMIT as u64, 2, 1),
         "one part committed before the operator's write, the other {} results after it",
         COMMIT - PART
+    );
+    assert_eq!(
+        cuts_since(&cp, &m0).await,
+        (1, 0, 0),
+        "cut for the operator's write"
     );
     let m = metrics(&cp).await;
     assert!(m.write_batches_first > m0.write_batches_first, "{m:?}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rm_store::writer::{WriteFuture, Writer, WriterStats};
+use rm_store::writer::{Waiter, WriteFuture, Writer, WriterStats};
 use rm_store::{Store, StoreError, hosts};
 
 async fn store() -> (Store, tempfile::TempDir) {
@@ -197,7 +197,7 @@ async fn a_commit_made_beside_the_writer_is_counted_as_outside_and_its_own_are_n
 }
 
 #[tokio::test]
-async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_count_as_someone_waiting()
+async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_count_as_someone_waiting_told_apart()
  {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rm.db");
@@ -206,6 +206,7 @@ async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_co
     let alerts = Store::open_shared(&path).await.unwrap();
     let w = Writer::spawn(cp.clone(), 64, 64);
     assert!(!w.operator_waiting(), "nobody waits yet");
+    assert_eq!(w.waiting(), None);
 
     // The other role waits for the connection the first one holds.
     let hold = cp.write().await.unwrap();
@@ -223,17 +224,24 @@ async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_co
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(w.operator_waiting(), "another role's transaction waits");
+    assert_eq!(w.waiting(), Some(Waiter::OtherRole));
 
     // An operator's write queued in the first lane behind the held one
     // (read before this test's task yields: the writer task has not run).
     let click = w.submit_first(add_host("click")).await;
     assert_eq!(w.first_queued(), 1);
+    assert_eq!(
+        w.waiting(),
+        Some(Waiter::FirstLane),
+        "the operator's write is named before the other role, which still waits"
+    );
     drop(hold);
     let alerts = other.await.unwrap();
     click.outcome().await.unwrap();
     assert_eq!(cp.writes_waiting(), 0);
     assert_eq!(w.first_queued(), 0);
     assert!(!w.operator_waiting());
+    assert_eq!(w.waiting(), None);
     w.shutdown().await;
     alerts.close_shared().await;
     cp.close_shared().await;

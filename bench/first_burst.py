@@ -18,6 +18,13 @@ burst and, with --fill, the leaf-page fill of the indexes the burst writes
 With --wal-pages it also counts the pages each results batch writes to the
 WAL (how many pages a result dirties) and times the checkpoints apart.
 
+With --wal-pages --by-tree it also names the b-tree (table or index, from
+SQLite's dbstat before the burst) of every page each commit wrote; pages
+the burst allocated (split leaves, the burst's new rows) count as "new".
+A store whose page size is to be compared is made by VACUUM on a copy
+(journal_mode=DELETE, page_size=N, VACUUM, journal_mode=WAL); a VACUUM
+alone, at the same page size, is its control (stop 61).
+
 With --checkpointer the writing connection never checkpoints
 (wal_autocheckpoint=0; with --guard N, only past N pages): a thread with a
 connection of its own runs a PASSIVE checkpoint after each commit, while

@@ -1,5 +1,6 @@
 //! `restic-manager user add` and `restic-manager token create`: scripting
-//! the first setup. They write the web role's own tables directly (the web
+//! the first setup (and `db-vacuum`, the other command that works on the
+//! database file directly). They write the web role's own tables directly (the web
 //! role is their only writer; these commands act as it), so they work
 //! before anything runs. A password comes from a file or standard input,
 //! never from the command line.
@@ -18,6 +19,15 @@ pub struct StoreArgs {
     /// The SQLite database (default DATA_DIR/restic-manager.db).
     #[arg(long)]
     pub db: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The database file these arguments name.
+    pub fn path(&self) -> PathBuf {
+        self.db
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("restic-manager.db"))
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -64,11 +74,36 @@ fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("{s:?} is not a role (admin, operator, viewer)"))
 }
 
+/// `restic-manager db-vacuum`: rewrites an existing database in key
+/// order (`rm_store::vacuum`) and says what it did; a database in use by
+/// a writer for more than 5 s is left as it was, with the reason.
+pub async fn vacuum(args: &StoreArgs) -> Result<()> {
+    let path = args.path();
+    if !path.exists() {
+        bail!("no database at {} (nothing done)", path.display());
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let v = rm_store::vacuum::vacuum(&path, std::time::Duration::from_secs(5))
+        .await
+        .with_context(|| {
+            format!(
+                "{} was not rewritten (is a restic-manager service still writing to it? stop them first)",
+                path.display()
+            )
+        })?;
+    println!(
+        "{}: {:.1} MiB ({:.1} MiB of it free pages) rewritten in key order to {:.1} MiB in {:.1} s",
+        path.display(),
+        mib(v.bytes_before),
+        mib(v.free_bytes_before),
+        mib(v.bytes_after),
+        v.took.as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn open(args: &StoreArgs) -> Result<rm_store::Store> {
-    let path = args
-        .db
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("restic-manager.db"));
+    let path = args.path();
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

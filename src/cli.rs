@@ -98,6 +98,12 @@ enum Command {
     /// repository's location and password — and record that it was
     /// exported (keep it offline).
     RecoveryKit(crate::cpbackup::cmd::KitArgs),
+    /// Rewrite the database file in key order (SQLite's VACUUM), so each
+    /// index's pages lie together again: a store grown day by day writes a
+    /// burst of job results faster after it. Stop the services first; it
+    /// needs free disk for a second copy of the file (docs/install.md,
+    /// "Compacting the database").
+    DbVacuum(crate::accounts::StoreArgs),
     /// Create the notifier role's xkey seed file (0600) if it does not
     /// exist, and print its public key: the key the alerts role seals
     /// channel definitions to. Copy the file to every notifier machine.
@@ -978,6 +984,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bus(args) => runtime()?.block_on(run_bus(args)),
         Command::Seed(args) => runtime()?.block_on(crate::seed::run(args)),
+        Command::DbVacuum(args) => runtime()?.block_on(crate::accounts::vacuum(&args)),
         Command::Authority(AuthorityCmd::Init { data_dir }) => {
             let a = load_authority(&data_dir)?;
             println!("operator:        {}", a.operator_public_key());

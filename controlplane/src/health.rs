@@ -17,7 +17,7 @@
 use rm_bus::msg::{JobDone, JobOutcome, JobParams, StatsMode};
 use rm_store::health::{self, Health};
 use rm_store::jobs::{self, JobStatus, NewJob};
-use rm_store::{hosts, repos, snapshots};
+use rm_store::snapshots;
 use serde_json::Value;
 
 use crate::Cp;
@@ -284,28 +284,13 @@ pub(crate) struct Refresh {
 }
 
 /// Where a refresh of `repo` runs: its maintenance host if online, else
-/// any attached host that is online.
+/// an attached host that is online (`rm_store::refresh::runner`, the rule
+/// the periodic sweep's choice of due repositories applies too).
 pub(crate) async fn refresh_host(
     tx: &mut rm_store::Conn,
     repo: &str,
 ) -> anyhow::Result<Option<String>> {
-    let r = repos::get(&mut *tx, repo).await?;
-    let mut candidates = Vec::new();
-    if let Some(m) = &r.maintenance_host_id {
-        candidates.push(m.clone());
-    }
-    candidates.extend(
-        repos::hosts_of_repo(&mut *tx, repo)
-            .await?
-            .into_iter()
-            .map(|c| c.host_id),
-    );
-    for h in candidates {
-        if hosts::get(&mut *tx, &h).await?.status()? == hosts::HostStatus::Online {
-            return Ok(Some(h));
-        }
-    }
-    Ok(None)
+    Ok(rm_store::refresh::runner(&mut *tx, repo).await?)
 }
 
 /// Repositories whose refresh one write of [`refresh_due`] queues at most:

@@ -59,6 +59,7 @@ pub mod stats;
 pub mod tags;
 pub mod throttle;
 pub mod users;
+pub mod vacuum;
 pub mod worker_state;
 pub mod writer;
 

@@ -35,7 +35,7 @@ pub const DUE_SQL: &str = "SELECT r.id FROM repositories r LEFT JOIN repo_refres
 /// At most `limit` repositories whose last refresh (or, never refreshed,
 /// their creation) is at or before `before`, oldest first, of those a
 /// refresh can run for now: their maintenance host or an attached host is
-/// online. (A due repository whose hosts are all offline stays due; left
+/// online ([`runner`] finds one). (A due repository whose hosts are all offline stays due; left
 /// in, enough of them would take every place under the limit, tick after
 /// tick, from repositories that could be refreshed.)
 pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Result<Vec<String>> {
@@ -43,6 +43,28 @@ pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Resu
         .bind(before)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(conn)
+        .await?)
+}
+
+/// The statement of [`runner`]: the rule of [`DUE_SQL`]'s filter for one
+/// repository, its maintenance host first.
+pub const RUNNER_SQL: &str = "SELECT id FROM (
+         SELECT h.id, 0 AS pick FROM repositories r JOIN hosts h ON h.id = r.maintenance_host_id
+          WHERE r.id = ?1 AND h.status = 'online'
+         UNION ALL
+         SELECT h.id, 1 AS pick FROM host_repositories hr JOIN hosts h ON h.id = hr.host_id
+          WHERE hr.repo_id = ?1 AND h.status = 'online')
+     ORDER BY pick, id
+     LIMIT 1";
+
+/// Where a refresh of `repo_id` runs now: its maintenance host if online,
+/// else the first attached host (by id) that is online; `None` when none
+/// is. The same rule [`due`] applies to every repository at once (a test
+/// holds the two to it): a repository is due only where this finds a host.
+pub async fn runner(conn: &mut SqliteConnection, repo_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(RUNNER_SQL)
+        .bind(repo_id)
+        .fetch_optional(conn)
         .await?)
 }
 

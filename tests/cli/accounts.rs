@@ -161,3 +161,43 @@ fn serve_logs_a_setup_code_only_while_no_account_exists() {
         "{second:#?}"
     );
 }
+
+#[test]
+fn db_vacuum_rewrites_an_existing_database_and_refuses_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let vacuum = || {
+        bin()
+            .args(["db-vacuum", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let missing = vacuum();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no database at"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(
+        !dir.path().join("restic-manager.db").exists(),
+        "created nothing"
+    );
+
+    let made = user_add(dir.path(), "root", "admin", "a long admin password\n");
+    assert!(made.status.success());
+    let done = vacuum();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&done.stdout).contains("rewritten in key order"),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    // the account is still there: a second add of the name is refused
+    let again = user_add(dir.path(), "root", "viewer", "another long password\n");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+}

@@ -1,7 +1,8 @@
 //! The statements that look for active jobs (queued, dispatched, running)
 //! read migration 27's partial indexes of active jobs, not indexes of every
 //! job ever stored; a result removes its job from them. And the refresh
-//! sweep, every tick too, reads the online hosts once, not per repository.
+//! sweep, every tick too, reads the online hosts once, not per repository,
+//! and picks the repositories whose refresh a host can run.
 
 use rm_store::jobs::{self, Finish, JobStatus};
 use rm_store::{fleet, hosts, results};
@@ -185,4 +186,98 @@ async fn the_refresh_sweep_reads_the_online_hosts_once_not_per_repository() {
         2,
         "{plan:?}"
     );
+}
+
+/// The sweep picks due repositories with one statement for all of them
+/// (`DUE_SQL`) and then asks where each one's refresh runs (`runner`):
+/// both must say the same of every repository, or a due repository finds
+/// no host (and takes a place every tick) or one that could run waits.
+#[tokio::test]
+async fn a_repository_is_due_for_its_refresh_exactly_where_a_host_can_run_it() {
+    use rm_store::repos::{self, Access, NewRepo};
+    let (s, _d) = store().await;
+    let mut tx = s.write().await.unwrap();
+    for (id, status) in [
+        ("m-on", "online"),
+        ("m-off", "offline"),
+        ("a-on", "online"),
+        ("a-off", "offline"),
+        ("b-on", "online"),
+    ] {
+        hosts::insert(&mut tx, id, id, "alice", 0).await.unwrap();
+        sqlx::query("UPDATE hosts SET status = ? WHERE id = ?")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    // (repository, its maintenance host, its attached hosts, the runner)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a [&'a str], Option<&'a str>);
+    let cases: [Case; 6] = [
+        ("r-maint-on", Some("m-on"), &["m-on"], Some("m-on")),
+        (
+            "r-maint-off-attached-on",
+            Some("m-off"),
+            &["m-off", "a-on"],
+            Some("a-on"),
+        ),
+        ("r-all-off", Some("m-off"), &["m-off", "a-off"], None),
+        (
+            "r-attached-on",
+            None,
+            &["a-off", "b-on", "a-on"],
+            Some("a-on"),
+        ),
+        ("r-no-hosts", None, &[], None),
+        (
+            "r-maint-first",
+            Some("m-on"),
+            &["a-on", "m-on"],
+            Some("m-on"),
+        ),
+    ];
+    for (repo, maint, attached, _) in cases {
+        repos::insert(
+            &mut tx,
+            &NewRepo {
+                id: repo,
+                name: repo,
+                url_display: "rest:http://x/",
+                secrets_enc: b"x",
+                created_by: "alice",
+                now: 0,
+            },
+        )
+        .await
+        .unwrap();
+        for h in attached {
+            let access = if Some(*h) == maint {
+                Access::Full
+            } else {
+                Access::AppendOnly
+            };
+            repos::attach(&mut tx, h, repo, access, b"a", 0)
+                .await
+                .unwrap();
+        }
+        repos::set_maintenance_host(&mut tx, repo, maint)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let mut c = s.read().await.unwrap();
+    let mut due = rm_store::refresh::due(&mut c, 1, 100).await.unwrap();
+    due.sort();
+    let mut runnable = Vec::new();
+    for (repo, _, _, want) in cases {
+        let got = rm_store::refresh::runner(&mut c, repo).await.unwrap();
+        assert_eq!(got.as_deref(), want, "where {repo}'s refresh runs");
+        if got.is_some() {
+            runnable.push(repo.to_owned());
+        }
+    }
+    runnable.sort();
+    assert_eq!(due, runnable, "due, of repositories all past their time");
 }

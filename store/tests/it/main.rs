@@ -15,6 +15,7 @@ mod results;
 mod schema_change;
 mod sqlite_build;
 mod sweeps;
+mod vacuum;
 mod writer;
 
 /// `EXPLAIN QUERY PLAN` of one of our statements, a line per step.

@@ -1,8 +1,8 @@
 //! `restic-manager user add` and `restic-manager token create`: scripting
 //! the first setup (and `db-vacuum`, the other command that works on the
-//! database file directly). They write the web role's own tables directly (the web
-//! role is their only writer; these commands act as it), so they work
-//! before anything runs. A password comes from a file or standard input,
+//! database file directly). They write the web role's own tables
+//! directly (the web role is their only writer; these commands act as
+//! it), so they work before anything runs. A password comes from a file or standard input,
 //! never from the command line.
 
 use std::io::BufRead;

@@ -35,9 +35,10 @@ pub const DUE_SQL: &str = "SELECT r.id FROM repositories r LEFT JOIN repo_refres
 /// At most `limit` repositories whose last refresh (or, never refreshed,
 /// their creation) is at or before `before`, oldest first, of those a
 /// refresh can run for now: their maintenance host or an attached host is
-/// online ([`runner`] finds one). (A due repository whose hosts are all offline stays due; left
-/// in, enough of them would take every place under the limit, tick after
-/// tick, from repositories that could be refreshed.)
+/// online ([`runner`] finds one). (A due repository whose hosts are all
+/// offline stays due; left in, enough of them would take every place
+/// under the limit, tick after tick, from repositories that could be
+/// refreshed.)
 pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(DUE_SQL)
         .bind(before)
@@ -47,13 +48,17 @@ pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Resu
 }
 
 /// The statement of [`runner`]: the rule of [`DUE_SQL`]'s filter for one
-/// repository, its maintenance host first.
+/// repository, its maintenance host first. `+h.status` keeps the hosts'
+/// status index out of the plan: with it SQLite read every online host
+/// and looked each up among the repository's (5.6 ms a call on a store
+/// of 18,900 online hosts, against 0.01 ms from the repository's hosts;
+/// the sweep asks up to 256 times a tick).
 pub const RUNNER_SQL: &str = "SELECT id FROM (
          SELECT h.id, 0 AS pick FROM repositories r JOIN hosts h ON h.id = r.maintenance_host_id
-          WHERE r.id = ?1 AND h.status = 'online'
+          WHERE r.id = ?1 AND +h.status = 'online'
          UNION ALL
          SELECT h.id, 1 AS pick FROM host_repositories hr JOIN hosts h ON h.id = hr.host_id
-          WHERE hr.repo_id = ?1 AND h.status = 'online')
+          WHERE hr.repo_id = ?1 AND +h.status = 'online')
      ORDER BY pick, id
      LIMIT 1";
 

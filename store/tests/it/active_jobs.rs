@@ -188,6 +188,25 @@ async fn the_refresh_sweep_reads_the_online_hosts_once_not_per_repository() {
     );
 }
 
+/// Where a refresh runs is asked for each repository the sweep queues
+/// (up to 256 a tick): from the repository's own hosts, not by reading
+/// every online host of the fleet.
+#[tokio::test]
+async fn the_refresh_runner_is_found_from_the_repositorys_hosts_not_every_online_host() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    let plan = plan_of(&mut c, rm_store::refresh::RUNNER_SQL).await;
+    assert!(
+        !plan.iter().any(|l| l.contains("hosts_status")),
+        "the online hosts read: {plan:?}"
+    );
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("SEARCH hr USING") && l.contains("repo_id=?")),
+        "{plan:?}"
+    );
+}
+
 /// The sweep picks due repositories with one statement for all of them
 /// (`DUE_SQL`) and then asks where each one's refresh runs (`runner`):
 /// both must say the same of every repository, or a due repository finds

@@ -660,10 +660,9 @@ async fn result_writer(cp: Arc<Cp>, q: Arc<AwaitedQueue>, committed: Arc<Committ
 /// ([`apply_parts`]; counted apart in the metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cut {
-    /// An operator's write was queued in the writer's first lane.
-    Operator,
-    /// Another role of the process waited for the shared connection.
-    OtherRole,
+    /// Someone waited for the write connection (an operator's write in
+    /// the writer's first lane, or another role of the process).
+    Waiting(Waiter),
     /// The parts had taken `Timings::ingest_parts_budget`.
     Time,
 }
@@ -703,8 +702,7 @@ async fn apply_parts(
         out.extend(apply_batch(cp, tx, &batch[done..end]).await?);
         done = end;
         cut = match cp.writer.waiting() {
-            Some(Waiter::FirstLane) => Some(Cut::Operator),
-            Some(Waiter::OtherRole) => Some(Cut::OtherRole),
+            Some(w) => Some(Cut::Waiting(w)),
             None if started.elapsed() >= cp.t.ingest_parts_budget => Some(Cut::Time),
             None => None,
         };

@@ -228,10 +228,11 @@ impl Metrics {
     /// batch's rest left for the next one.
     pub fn results_cut_short(&self, cut: crate::ingest::Cut) {
         use crate::ingest::Cut;
+        use rm_store::writer::Waiter;
         self.ingest_commits_cut.fetch_add(1, Ordering::Relaxed);
         match cut {
-            Cut::Operator => &self.ingest_cut_operator,
-            Cut::OtherRole => &self.ingest_cut_role,
+            Cut::Waiting(Waiter::FirstLane) => &self.ingest_cut_operator,
+            Cut::Waiting(Waiter::OtherRole) => &self.ingest_cut_role,
             Cut::Time => &self.ingest_cut_time,
         }
         .fetch_add(1, Ordering::Relaxed);

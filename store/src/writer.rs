@@ -174,20 +174,13 @@ impl Writer {
         &self.stats
     }
 
-    /// Whether someone is waiting for the connection right now: a write
-    /// queued in the first lane (an operator's), or another role's
-    /// transaction waiting to begin on the shared connection. A long
-    /// write that runs in parts asks between them and commits early, so
-    /// it holds them up for one part, not for all of it. Writes queued in
-    /// the ordinary lane do not count: they wait for whatever batch is in
-    /// progress, as always.
-    pub fn operator_waiting(&self) -> bool {
-        self.waiting().is_some()
-    }
-
-    /// Who [`Writer::operator_waiting`] sees waiting, if anyone: a write
-    /// queued in this writer's first lane is counted before another
-    /// role's transaction.
+    /// Who is waiting for the connection right now, if anyone: a write
+    /// queued in the first lane (an operator's), named first, or another
+    /// role's transaction waiting to begin on the shared connection. A
+    /// long write that runs in parts asks between them and commits early,
+    /// so it holds them up for one part, not for all of it. Writes queued
+    /// in the ordinary lane do not count: they wait for whatever batch is
+    /// in progress, as always.
     pub fn waiting(&self) -> Option<Waiter> {
         if self.first_queued() > 0 {
             Some(Waiter::FirstLane)

@@ -7,7 +7,7 @@
 use rm_store::jobs::{self, Finish, JobStatus};
 use rm_store::{fleet, hosts, results};
 
-use super::{backup, new_job, plan_as_analysed, plan_of, store};
+use super::{add_repo, backup, new_job, plan_as_analysed, plan_of, store};
 
 /// Each statement names the partial index it must search. Without the
 /// `status IN ('queued', 'dispatched', 'running')` term a statement
@@ -213,7 +213,7 @@ async fn the_refresh_runner_is_found_from_the_repositorys_hosts_not_every_online
 /// no host (and takes a place every tick) or one that could run waits.
 #[tokio::test]
 async fn a_repository_is_due_for_its_refresh_exactly_where_a_host_can_run_it() {
-    use rm_store::repos::{self, Access, NewRepo};
+    use rm_store::repos::{self, Access};
     let (s, _d) = store().await;
     let mut tx = s.write().await.unwrap();
     for (id, status) in [
@@ -257,19 +257,7 @@ async fn a_repository_is_due_for_its_refresh_exactly_where_a_host_can_run_it() {
         ),
     ];
     for (repo, maint, attached, _) in cases {
-        repos::insert(
-            &mut tx,
-            &NewRepo {
-                id: repo,
-                name: repo,
-                url_display: "rest:http://x/",
-                secrets_enc: b"x",
-                created_by: "alice",
-                now: 0,
-            },
-        )
-        .await
-        .unwrap();
+        add_repo(&mut tx, repo).await;
         for h in attached {
             let access = if Some(*h) == maint {
                 Access::Full

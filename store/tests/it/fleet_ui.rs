@@ -8,7 +8,7 @@ use rm_store::repos::{self, NewRepo};
 use rm_store::snapshots::{self, PageFilter, Snapshot};
 use rm_store::{Store, hosts};
 
-use crate::store;
+use crate::{add_repo, store};
 
 fn snap(id: &str, time: i64, tags: &str, paths: &str) -> Snapshot {
     Snapshot {
@@ -656,22 +656,6 @@ fn snap_of(repo: &str, host: &str, id: &str, time: i64) -> Snapshot {
         hostname: host.into(),
         ..snap(id, time, "[]", r#"["/data"]"#)
     }
-}
-
-async fn add_repo(tx: &mut rm_store::Tx, id: &str) {
-    repos::insert(
-        &mut *tx,
-        &NewRepo {
-            id,
-            name: id,
-            url_display: "rest:http://x/",
-            secrets_enc: b"x",
-            created_by: "alice",
-            now: 0,
-        },
-    )
-    .await
-    .unwrap();
 }
 
 async fn measure(tx: &mut rm_store::Tx, repo: &str, ts: i64, raw: Option<i64>, total: Option<i64>) {

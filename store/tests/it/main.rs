@@ -49,6 +49,23 @@ async fn plan_as_analysed(c: &mut rm_store::Conn, stats: &[(&str, &str, &str)]) 
         .unwrap();
 }
 
+/// A repository named as its id (the tests' placeholder URL and secrets).
+async fn add_repo(tx: &mut rm_store::Tx, id: &str) {
+    repos::insert(
+        &mut *tx,
+        &NewRepo {
+            id,
+            name: id,
+            url_display: "rest:http://x/",
+            secrets_enc: b"x",
+            created_by: "alice",
+            now: 0,
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn store() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(&dir.path().join("rm.db")).await.unwrap();

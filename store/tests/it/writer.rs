@@ -205,8 +205,7 @@ async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_co
     let cp = Store::open_shared(&path).await.unwrap();
     let alerts = Store::open_shared(&path).await.unwrap();
     let w = Writer::spawn(cp.clone(), 64, 64);
-    assert!(!w.operator_waiting(), "nobody waits yet");
-    assert_eq!(w.waiting(), None);
+    assert_eq!(w.waiting(), None, "nobody waits yet");
 
     // The other role waits for the connection the first one holds.
     let hold = cp.write().await.unwrap();
@@ -223,8 +222,11 @@ async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_co
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(w.operator_waiting(), "another role's transaction waits");
-    assert_eq!(w.waiting(), Some(Waiter::OtherRole));
+    assert_eq!(
+        w.waiting(),
+        Some(Waiter::OtherRole),
+        "another role's transaction waits"
+    );
 
     // An operator's write queued in the first lane behind the held one
     // (read before this test's task yields: the writer task has not run).
@@ -240,7 +242,6 @@ async fn an_operators_queued_write_and_another_roles_waiting_transaction_both_co
     click.outcome().await.unwrap();
     assert_eq!(cp.writes_waiting(), 0);
     assert_eq!(w.first_queued(), 0);
-    assert!(!w.operator_waiting());
     assert_eq!(w.waiting(), None);
     w.shutdown().await;
     alerts.close_shared().await;

@@ -42,8 +42,9 @@ statement per row, not its set-based ones): compare the bursts of one run
 and stores with each other, not these seconds with the control plane's."""
 import argparse, os, random, sqlite3, threading, time
 
-INDEXES = ("jobs_host_created_id", "jobs_key_finished", "jobs_repo_created", "snapshots_repo_host_time_id",
-           "snapshots_repo_time_id", "sqlite_autoindex_snapshots_1")
+INDEXES = ("jobs_host_created_id", "jobs_key_finished", "jobs_repo_created", "snapshots_repo_host_time",
+           "snapshots_repo_time", "sqlite_autoindex_snapshots_1",
+           "snapshots_repo_host_time_id", "snapshots_repo_time_id")  # the last two: before migration 34
 SUMMARY = ('{"snapshot_id":"%s","files_new":12,"files_changed":3,"files_unmodified":20000,'
            '"data_added":123456,"total_bytes_processed":987654321,"total_files_processed":20015}')
 
@@ -128,11 +129,15 @@ def main():
                     help="with --checkpointer: the writer still checkpoints (its wal_autocheckpoint) once the WAL "
                          "holds this many pages, which copies what the thread has not and lets the next "
                          "transaction start the WAL over (0: never)")
+    ap.add_argument("--autocheckpoint", type=int, default=1000, metavar="PAGES",
+                    help="the writing connection's wal_autocheckpoint (SQLite's default and the control "
+                         "plane's until stop 62: 1,000 pages)")
     a = ap.parse_args()
     c = sqlite3.connect(a.db, isolation_level=None)
     c.execute("PRAGMA journal_mode=WAL")
     c.execute("PRAGMA synchronous=FULL")
     c.execute(f"PRAGMA cache_size=-{a.cache_mib * 1024}")
+    c.execute(f"PRAGMA wal_autocheckpoint={a.autocheckpoint}")
     if a.fill:
         print("fill before:", fill(c), flush=True)
     ckpt = None
@@ -215,10 +220,13 @@ def main():
                   f"WAL {os.path.getsize(a.db + '-wal') / 1e6:.0f} MB at the end", flush=True)
             ckpt.runs, ckpt.seconds = 0, 0.0
         if a.wal_pages:
-            c.execute(f"PRAGMA wal_autocheckpoint={a.guard if ckpt else 1000}")
+            c.execute(f"PRAGMA wal_autocheckpoint={a.guard if ckpt else a.autocheckpoint}")
     if ckpt:
         ckpt.stop()
+    wal_mb = os.path.getsize(a.db + "-wal") / 1e6 if os.path.exists(a.db + "-wal") else 0.0
+    tf = time.perf_counter()
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    print(f"final checkpoint: {time.perf_counter() - tf:.2f} s, the WAL {wal_mb:.0f} MB before it", flush=True)
     if a.fill:
         print("fill after:", fill(c), flush=True)
 

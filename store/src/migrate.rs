@@ -107,6 +107,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "schedules_host_id",
         include_str!("../migrations/0033_schedules_host_id.sql"),
     ),
+    (
+        34,
+        "snapshots_narrow_indexes",
+        include_str!("../migrations/0034_snapshots_narrow_indexes.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each

@@ -80,7 +80,7 @@ pub async fn count(conn: &mut SqliteConnection, repo_id: &str) -> Result<i64> {
 }
 
 /// How many snapshots of one restic host a repository's cache holds (a
-/// range of the `snapshots_repo_host_time_id` index, no row read).
+/// range of the `snapshots_repo_host_time` index, no row read).
 pub async fn count_of_host(
     conn: &mut SqliteConnection,
     repo_id: &str,
@@ -153,7 +153,8 @@ pub struct PageFilter<'a> {
 
 /// One page of a repository's snapshots of one restic host, newest first,
 /// after the cursor `(time, snapshot_id)`: at most `limit` rows. Seeks the
-/// `(repo_id, hostname, time DESC, snapshot_id DESC)` index; filters are
+/// `(repo_id, hostname, time DESC)` index (snapshots of the same time are
+/// sorted by id among themselves, migration 34); filters are
 /// applied in SQL (a path matches as a case-sensitive substring), so a
 /// page is full however few snapshots match.
 pub async fn page(
@@ -188,9 +189,9 @@ pub async fn page(
 
 /// One page of a repository's snapshots (of one restic host, or of all),
 /// newest first, after the cursor `(time, snapshot_id)`: at most `limit`
-/// rows (`GET /api/v1/snapshots`). Seeks `(repo_id, hostname, time DESC,
-/// snapshot_id DESC)` with a host, `(repo_id, time DESC, snapshot_id
-/// DESC)` without (migration 21): no sort either way.
+/// rows (`GET /api/v1/snapshots`). Seeks `(repo_id, hostname, time DESC)`
+/// with a host, `(repo_id, time DESC)` without (migrations 21 and 34):
+/// only snapshots of the same time are sorted, by id, among themselves.
 pub async fn page_any(
     conn: &mut SqliteConnection,
     repo_id: &str,

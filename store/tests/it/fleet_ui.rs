@@ -29,19 +29,7 @@ async fn with_snapshots(s: &Store) {
     hosts::insert(&mut tx, "h1", "web-1", "alice", 0)
         .await
         .unwrap();
-    repos::insert(
-        &mut tx,
-        &NewRepo {
-            id: "r1",
-            name: "main",
-            url_display: "rest:http://x/",
-            secrets_enc: b"x",
-            created_by: "alice",
-            now: 0,
-        },
-    )
-    .await
-    .unwrap();
+    add_repo(&mut tx, "r1").await;
     // two snapshots share a time: the id breaks the tie
     for (id, time, tags, paths) in [
         ("aaaa0001", 100, r#"["daily"]"#, r#"["/srv/www"]"#),

@@ -421,19 +421,7 @@ async fn maintenance_host_needs_full_access() {
     hosts::insert(&mut tx, "h2", "maint", "alice", 0)
         .await
         .unwrap();
-    repos::insert(
-        &mut tx,
-        &NewRepo {
-            id: "r1",
-            name: "main",
-            url_display: "rest:http://x/",
-            secrets_enc: b"x",
-            created_by: "alice",
-            now: 0,
-        },
-    )
-    .await
-    .unwrap();
+    add_repo(&mut tx, "r1").await;
     repos::attach(&mut tx, "h1", "r1", Access::AppendOnly, b"a", 0)
         .await
         .unwrap();

@@ -188,8 +188,9 @@ pub struct ControlplaneLimits {
     #[arg(long)]
     pub refresh_timeout_secs: Option<u64>,
     /// Hours between two periodic refreshes of a repository's snapshot
-    /// list, sizes and locks (backups add their own snapshot; forget,
-    /// prune, check and an operator's "Refresh now" refresh at once) [6].
+    /// list, sizes and locks, each repository at its own place in the
+    /// period (backups add their own snapshot; forget, prune, check and an
+    /// operator's "Refresh now" refresh at once) [6].
     #[arg(long)]
     pub repo_refresh_hours: Option<u64>,
     /// Hellos handled at once; a reconnect storm waits, one hello per host, and one that waited over 8 s is dropped [32].

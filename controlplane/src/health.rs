@@ -9,7 +9,9 @@
 //!   Only a repository whose snapshots were never listed gets a full
 //!   refresh after a backup (once).
 //! - a full refresh (`snapshots`, both `stats` modes, `locks`) is queued
-//!   per repository at most every `Timings::health_every`, after a forget,
+//!   per repository once every `Timings::health_every`, each repository
+//!   at its own place in the period (a fleet's refreshes spread over it,
+//!   not all at once), after a forget,
 //!   prune or check, and when an operator asks (`repo-refresh`), on the
 //!   maintenance host if online, else on any attached online host.
 //! - checks are recorded whenever one runs (on its schedule or by hand).
@@ -301,18 +303,20 @@ pub(crate) async fn refresh_host(
 const REFRESHES_PER_WRITE: usize = 32;
 
 /// The periodic sweep (every sweeper tick): a refresh of each repository
-/// whose last one was queued `health_every` ago or more (never refreshed:
-/// counted from its creation), oldest first, at most
+/// due (`rm_store::refresh::due`: once every `health_every`, at the
+/// repository's own place in that period, a place less than half a period
+/// after its last refresh skipped; never refreshed: counted from its
+/// creation), the longest unrefreshed first, at most
 /// `Timings::health_refresh_per_tick` a tick (a fleet whose repositories
 /// all fall due at once, after an upgrade or a restore, gets its refreshes
 /// spread over ticks instead of a storm of restic runs), in writes of
 /// [`REFRESHES_PER_WRITE`]. A repository with no online host waits for a
 /// tick when it has one.
 pub(crate) async fn refresh_due(cp: &std::sync::Arc<Cp>) -> anyhow::Result<usize> {
-    let before = cp.now() - i64::try_from(cp.t.health_every.as_millis()).unwrap_or(i64::MAX);
+    let period = i64::try_from(cp.t.health_every.as_millis()).unwrap_or(i64::MAX);
     let due = {
         let mut c = cp.store.read().await?;
-        rm_store::refresh::due(&mut c, before, cp.t.health_refresh_per_tick).await?
+        rm_store::refresh::due(&mut c, cp.now(), period, cp.t.health_refresh_per_tick).await?
     };
     let mut n = 0;
     let mut ended = Vec::new();

@@ -173,12 +173,13 @@ async fn burst_setup_chunk(
 async fn burst_repo(tx: &mut rm_store::Tx, host: &str, now: i64) -> Result<String> {
     let repo = format!("rb{host}");
     sqlx::query(
-        "INSERT OR IGNORE INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)
-         VALUES (?1, 'bench ' || ?1, 'rest:https://bench.invalid/' || ?2, x'00', ?3, 'sim burst')",
+        "INSERT OR IGNORE INTO repositories (id, name, url_display, secrets_enc, created_at, created_by, refresh_phase)
+         VALUES (?1, 'bench ' || ?1, 'rest:https://bench.invalid/' || ?2, x'00', ?3, 'sim burst', ?4)",
     )
     .bind(&repo)
     .bind(host)
     .bind(now)
+    .bind(rm_store::refresh::phase_of(&repo))
     .execute(&mut **tx)
     .await?;
     sqlx::query(

@@ -112,6 +112,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "snapshots_narrow_indexes",
         include_str!("../migrations/0034_snapshots_narrow_indexes.sql"),
     ),
+    (
+        35,
+        "repositories_refresh_phase",
+        include_str!("../migrations/0035_repositories_refresh_phase.sql"),
+    ),
 ];
 
 /// How many migrations this build embeds (versions may have gaps: each
@@ -218,5 +223,40 @@ mod tests {
             listed,
             vec![("listed".into(), Some(200)), ("measured".into(), None)]
         );
+    }
+
+    /// A store from before migration 35: a fleet of repositories added in
+    /// order gets places in the refresh period spread evenly over it.
+    #[tokio::test]
+    async fn an_upgraded_stores_repositories_get_refresh_phases_spread_over_the_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("rm.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        apply_through(&pool, 34).await.unwrap();
+        for i in 0..1_000 {
+            sqlx::query(
+                "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)
+                 VALUES (?1, ?1, 'rest:https://x.invalid/', x'00', 1, 'test')",
+            )
+            .bind(format!("r{i:04}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        apply(&pool).await.unwrap();
+        let phases: Vec<i64> = sqlx::query_scalar("SELECT refresh_phase FROM repositories")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let distinct: std::collections::HashSet<_> = phases.iter().collect();
+        assert_eq!(distinct.len(), 1_000);
+        let mut tenths = [0usize; 10];
+        for p in &phases {
+            assert!((0..1 << 20).contains(p), "{p}");
+            tenths[usize::try_from((p * 10) >> 20).unwrap()] += 1;
+        }
+        assert!(tenths.iter().all(|n| (95..=105).contains(n)), "{tenths:?}");
     }
 }

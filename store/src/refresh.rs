@@ -1,6 +1,7 @@
 //! The repository refresh cadence: when a full refresh (snapshot list,
-//! sizes, locks) was last queued per repository, so the periodic sweep
-//! queues one only where it is due.
+//! sizes, locks) was last queued per repository and each repository's
+//! place in the period, so the periodic sweep queues one only where it is
+//! due, a fleet's refreshes spread over the period.
 
 use sqlx::SqliteConnection;
 
@@ -19,29 +20,75 @@ pub async fn mark_queued(conn: &mut SqliteConnection, repo_id: &str, now: i64) -
     Ok(())
 }
 
-/// The statement of [`due`]. The online hosts and their repositories are
-/// each read once (`IN` lists), not per repository: with the correlated
-/// `EXISTS` form SQLite planned the hosts' status index as the outer loop
-/// and read every online host for every repository, 36–92 s at 19,000
-/// (issue 14, stop 59).
+/// A repository's place in the refresh period, `0..2^20` (of `2^20`):
+/// the top 20 bits of the FNV-1a hash of its id, mixed by MurmurHash3's
+/// finalizer (FNV-1a alone leaves its top bits to the first characters:
+/// ids that differ in their last ones, `r0001`, `r0002`, would share a
+/// tenth of the period). Stored with the repository at its creation
+/// (`repositories.refresh_phase`; migration 35 gave the repositories
+/// before it one from their rowid).
+pub fn phase_of(repo_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in repo_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    // 20 bits: always fits
+    i64::try_from(h >> 44).unwrap_or(0)
+}
+
+/// The longest period [`due`] takes, in ms (about 34 years): the
+/// statement's arithmetic (`refresh_phase * period`) stays an integer.
+pub const MAX_PERIOD_MS: i64 = 1 << 40;
+
+/// The statement of [`due`] (`?1` now, `?2` the period, `?3` the limit;
+/// times in ms). A repository's slots are the times `phase / 2^20` of a
+/// period past a multiple of the period; it is due when its latest slot
+/// came half a period or more after its last refresh (never refreshed:
+/// its creation). Each repository is refreshed once a period at its own
+/// place in it, so a fleet added or refreshed together is refreshed spread
+/// over the period after, not all at once every period. A refresh out of
+/// turn (an operator's, after a prune) less than half a period before a
+/// slot skips that slot: refreshes of one repository are half a period to
+/// a period and a half apart, a period in the steady state. (Waiting half
+/// a period after the last refresh instead of skipping the slot would
+/// queue every repository of such a fleet whose slot came too soon at the
+/// same moment, half a period on.)
+///
+/// The online hosts and their repositories are each read once (`IN`
+/// lists), not per repository: with the correlated `EXISTS` form SQLite
+/// planned the hosts' status index as the outer loop and read every online
+/// host for every repository, 36–92 s at 19,000 (issue 14, stop 59).
 pub const DUE_SQL: &str = "SELECT r.id FROM repositories r LEFT JOIN repo_refresh f ON f.repo_id = r.id
-     WHERE COALESCE(f.queued_at, r.created_at) <= ?
+     WHERE COALESCE(f.queued_at, r.created_at)
+             <= ?1 - ((?1 - r.refresh_phase * ?2 / 1048576) % ?2 + ?2) % ?2 - ?2 / 2
        AND (r.maintenance_host_id IN (SELECT id FROM hosts WHERE status = 'online')
             OR r.id IN (SELECT hr.repo_id FROM host_repositories hr JOIN hosts h ON h.id = hr.host_id
                          WHERE h.status = 'online'))
      ORDER BY COALESCE(f.queued_at, r.created_at), r.id
-     LIMIT ?";
+     LIMIT ?3";
 
-/// At most `limit` repositories whose last refresh (or, never refreshed,
-/// their creation) is at or before `before`, oldest first, of those a
-/// refresh can run for now: their maintenance host or an attached host is
-/// online ([`runner`] finds one). (A due repository whose hosts are all
-/// offline stays due; left in, enough of them would take every place
-/// under the limit, tick after tick, from repositories that could be
-/// refreshed.)
-pub async fn due(conn: &mut SqliteConnection, before: i64, limit: usize) -> Result<Vec<String>> {
+/// At most `limit` repositories due for their periodic refresh at `now`
+/// with a refresh every `period_ms` (the rule of [`DUE_SQL`]), the longest
+/// unrefreshed first, of those a refresh can run for now: their
+/// maintenance host or an attached host is online ([`runner`] finds one).
+/// (A due repository whose hosts are all offline stays due; left in,
+/// enough of them would take every place under the limit, tick after
+/// tick, from repositories that could be refreshed.)
+pub async fn due(
+    conn: &mut SqliteConnection,
+    now: i64,
+    period_ms: i64,
+    limit: usize,
+) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(DUE_SQL)
-        .bind(before)
+        .bind(now)
+        .bind(period_ms.clamp(1, MAX_PERIOD_MS))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(conn)
         .await?)

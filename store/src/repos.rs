@@ -72,7 +72,8 @@ pub struct NewRepo<'a> {
 
 pub async fn insert(conn: &mut SqliteConnection, r: &NewRepo<'_>) -> Result<()> {
     let res = sqlx::query(
-        "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by, refresh_phase)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(r.id)
     .bind(r.name)
@@ -80,6 +81,7 @@ pub async fn insert(conn: &mut SqliteConnection, r: &NewRepo<'_>) -> Result<()> 
     .bind(r.secrets_enc)
     .bind(r.now)
     .bind(r.created_by)
+    .bind(crate::refresh::phase_of(r.id))
     .execute(conn)
     .await;
     match res.map_err(StoreError::from) {

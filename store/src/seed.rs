@@ -90,13 +90,14 @@ pub async fn fleet(store: &Store, spec: &Spec) -> Result<Report> {
         for r in 0..repos {
             let id = format!("seed-repo-{r:04}");
             sqlx::query(
-                "INSERT INTO repositories (id, name, url_display, secrets_enc, status, created_at, created_by)
-                 VALUES (?, ?, ?, X'00', 'ok', ?, 'seed')",
+                "INSERT INTO repositories (id, name, url_display, secrets_enc, status, created_at, created_by, refresh_phase)
+                 VALUES (?, ?, ?, X'00', 'ok', ?, 'seed', ?)",
             )
             .bind(&id)
             .bind(format!("repo-{r:04}"))
             .bind(format!("rest:https://backup-{r}.example.internal/fleet"))
             .bind(spec.now_ms - 400 * DAY_MS)
+            .bind(crate::refresh::phase_of(&id))
             .execute(&mut *tx)
             .await?;
             let size = i64::try_from(rng.below(4 << 40)).unwrap_or(0) + (1 << 30);

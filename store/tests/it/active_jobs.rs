@@ -275,7 +275,10 @@ async fn a_repository_is_due_for_its_refresh_exactly_where_a_host_can_run_it() {
     tx.commit().await.unwrap();
 
     let mut c = s.read().await.unwrap();
-    let mut due = rm_store::refresh::due(&mut c, 1, 100).await.unwrap();
+    // created at 0, never refreshed: past every slot after ten periods
+    let mut due = rm_store::refresh::due(&mut c, 10_000, 1_000, 100)
+        .await
+        .unwrap();
     due.sort();
     let mut runnable = Vec::new();
     for (repo, _, _, want) in cases {

@@ -11,6 +11,7 @@ mod alerts;
 mod beats;
 mod cpbackup;
 mod fleet_ui;
+mod refresh_cadence;
 mod results;
 mod schema_change;
 mod sqlite_build;

@@ -418,10 +418,11 @@ async fn the_periodic_refresh_queues_a_few_repositories_a_tick_oldest_first_and_
         // created in this order, a few ms apart
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // a period after the last was created every one is past its place in
-    // the period (each repository falls due at its own, not in the order
-    // they were created): all due, and queued oldest first
-    tokio::time::sleep(second + second / 5).await;
+    // each repository falls due at its own place in the period, not in
+    // the order they were created; a period and a half after the last was
+    // created every one has passed a place half a period or more after its
+    // creation: all due, and queued oldest first
+    tokio::time::sleep(second * 8 / 5).await;
     a.hello(0, vec![], vec![]).await;
     let first = eventually("every repository of the online host refreshed", || async {
         let first = first_refresh_queued(&cp).await;

@@ -179,18 +179,24 @@ async fn apply_through(pool: &SqlitePool, last: i64) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A new database file migrated through `version` only.
+    async fn store_through(version: i64) -> (tempfile::TempDir, SqlitePool) {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("rm.db"))
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        apply_through(&pool, version).await.unwrap();
+        (dir, pool)
+    }
+
     /// A store from before migration 30: one repository listed in full
     /// (a health row with a snapshot count, as a listing or a backup wrote
     /// it then), one only measured (sizes, never listed).
     #[tokio::test]
     async fn an_upgraded_store_knows_which_repositories_were_listed_from_their_counted_health_rows()
     {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.path().join("rm.db"))
-            .create_if_missing(true);
-        let pool = SqlitePool::connect_with(opts).await.unwrap();
-        apply_through(&pool, 29).await.unwrap();
+        let (_dir, pool) = store_through(29).await;
         for (repo, count, size) in [("listed", Some(3), None), ("measured", None, Some(9))] {
             sqlx::query(
                 "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)
@@ -229,12 +235,7 @@ mod tests {
     /// order gets places in the refresh period spread evenly over it.
     #[tokio::test]
     async fn an_upgraded_stores_repositories_get_refresh_phases_spread_over_the_period() {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(dir.path().join("rm.db"))
-            .create_if_missing(true);
-        let pool = SqlitePool::connect_with(opts).await.unwrap();
-        apply_through(&pool, 34).await.unwrap();
+        let (_dir, pool) = store_through(34).await;
         for i in 0..1_000 {
             sqlx::query(
                 "INSERT INTO repositories (id, name, url_display, secrets_enc, created_at, created_by)

@@ -24,7 +24,7 @@ statement's time; writes the per-tick counts to the JSON named by --out.
 
   cargo build --release -p restic-manager
   python3 bench/refresh_cadence.py --bin target/release/restic-manager \\
-      --repos 18900 --periods 3 --out /tmp/cadence.json
+      --repos 18900 --periods 3 --out /tmp/cadence.json --svg /tmp/cadence.svg
 """
 
 import argparse
@@ -151,6 +151,50 @@ def summary(ticks, period_ms, limit, periods):
     return out
 
 
+def write_svg(path, result, bin_minutes=10):
+    """Refreshes queued per `bin_minutes` over the simulated hours, one line
+    per rule."""
+    tick_ms = result["tick_ms"]
+    per_bin = max(1, int(bin_minutes * 60_000 / tick_ms))
+    series = []
+    for rule, colour in (("last", "#c0392b"), ("phase", "#2471a3")):
+        pt = result["rules"][rule]["per_tick"]
+        series.append((rule, colour, [(i * tick_ms / 3_600_000, sum(pt[i:i + per_bin]))
+                                      for i in range(0, len(pt), per_bin)]))
+    W, H, L, R, T, B = 640, 320, 64, 16, 52, 44
+    xmax = max(x for _, _, s in series for x, _ in s) or 1
+    ymax = max(y for _, _, s in series for _, y in s) or 1
+    sx = lambda x: L + (W - L - R) * x / xmax  # noqa: E731
+    sy = lambda y: H - B - (H - T - B) * y / ymax  # noqa: E731
+    title = (f"Refreshes queued per {bin_minutes} min, {result['repos']:,} repositories, "
+             f"period {result['period_ms'] / 3_600_000:g} h, at most {result['limit']} a {tick_ms / 1000:g} s tick")
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" '
+         'font-family="sans-serif" font-size="11">',
+         '<rect width="100%" height="100%" fill="white"/>',
+         f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="12">{title}</text>',
+         f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="#333"/>',
+         f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="#333"/>',
+         f'<text x="{(L + W - R) / 2}" y="{H - 8}" text-anchor="middle">hours from the start</text>',
+         f'<text x="14" y="{(T + H - B) / 2}" text-anchor="middle" '
+         f'transform="rotate(-90 14 {(T + H - B) / 2})">refreshes queued</text>']
+    for i in range(5):
+        y = ymax * i / 4
+        o.append(f'<line x1="{L}" y1="{sy(y):.1f}" x2="{W - R}" y2="{sy(y):.1f}" stroke="#ddd"/>')
+        o.append(f'<text x="{L - 4}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:,.0f}</text>')
+    for h in range(0, int(xmax) + 1, 3):
+        o.append(f'<text x="{sx(h):.1f}" y="{H - B + 14}" text-anchor="middle">{h}</text>')
+    for j, (name, colour, pts) in enumerate(series):
+        label = {"last": "a period after the last refresh (before)",
+                 "phase": "at its own place in the period (now)"}[name]
+        o.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="'
+                 + " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts) + '"/>')
+        o.append(f'<rect x="{L + 280 * j}" y="33" width="12" height="3" fill="{colour}"/>')
+        o.append(f'<text x="{L + 280 * j + 18}" y="38">{label}</text>')
+    o.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(o) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/restic-manager"))
@@ -160,7 +204,13 @@ def main():
     ap.add_argument("--limit", type=int, default=256)
     ap.add_argument("--periods", type=int, default=3)
     ap.add_argument("--out")
+    ap.add_argument("--svg", help="a chart of refreshes queued per 10 minutes, both rules")
+    ap.add_argument("--from-json", help="only draw --svg from an earlier run's --out")
     a = ap.parse_args()
+    if a.from_json:
+        if a.svg:
+            write_svg(a.svg, json.load(open(a.from_json)))
+        return
     period_ms = int(a.period_hours * 3_600_000)
     tick_ms = int(a.tick_secs * 1000)
     now = int(time.time() * 1000)
@@ -188,6 +238,8 @@ def main():
         if a.out:
             with open(a.out, "w") as f:
                 json.dump(result, f)
+        if a.svg:
+            write_svg(a.svg, result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -480,6 +480,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         // No dispatch of an earlier process is in flight any more.
         let mut tx = store.write().await?;
         let n = rm_store::jobs::release_all_claims(&mut tx).await?;
+        // the web role's repository pages say when the next periodic
+        // refresh falls, from this process's period
+        rm_store::refresh::publish_period(
+            &mut tx,
+            i64::try_from(config.timings.health_every.as_millis()).unwrap_or(i64::MAX),
+            config.clock.now_ms(),
+        )
+        .await?;
         tx.commit().await?;
         if n > 0 {
             tracing::info!(claims = n, "released repository claims of an earlier run");

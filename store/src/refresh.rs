@@ -5,7 +5,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::Result;
+use crate::{FoundExt, Result};
 
 /// Records that a full refresh of `repo_id` was queued at `now`.
 pub async fn mark_queued(conn: &mut SqliteConnection, repo_id: &str, now: i64) -> Result<()> {
@@ -92,6 +92,69 @@ pub async fn due(
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(conn)
         .await?)
+}
+
+/// When [`due`] first finds a repository due (ms): its first slot half a
+/// period or more after `last`, its last refresh (never refreshed: its
+/// creation), with `phase` its `refresh_phase` (the rule of [`DUE_SQL`] in
+/// Rust, for pages that say when; a test holds the two to each other).
+/// Later than now only while it waits: a due repository is queued at the
+/// sweep's next tick, unless its hosts are all offline or the tick's
+/// places are taken.
+pub fn next_due(last: i64, phase: i64, period_ms: i64) -> i64 {
+    let p = period_ms.clamp(1, MAX_PERIOD_MS);
+    let phase_ms = phase.clamp(0, (1 << 20) - 1) * p / (1 << 20);
+    // the first slot (phase_ms + k·p) at or after last + p/2
+    let from = last.saturating_add(p / 2);
+    let k = (from - phase_ms).div_euclid(p);
+    let slot = phase_ms + k * p;
+    if slot >= from { slot } else { slot + p }
+}
+
+/// What the refresh cadence of one repository is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Cadence {
+    /// Its place in the period (`repositories.refresh_phase`).
+    pub phase: i64,
+    /// When it was created (what a repository never refreshed counts from).
+    pub created_at: i64,
+    /// When its last full refresh was queued, if ever.
+    pub queued_at: Option<i64>,
+}
+
+impl Cadence {
+    /// When the periodic sweep finds it due ([`next_due`]).
+    pub fn next_due(&self, period_ms: i64) -> i64 {
+        next_due(self.queued_at.unwrap_or(self.created_at), self.phase, period_ms)
+    }
+}
+
+/// The refresh cadence of `repo_id` (`NotFound` for an unknown one).
+pub async fn cadence(conn: &mut SqliteConnection, repo_id: &str) -> Result<Cadence> {
+    sqlx::query_as(
+        "SELECT r.refresh_phase AS phase, r.created_at, f.queued_at
+           FROM repositories r LEFT JOIN repo_refresh f ON f.repo_id = r.id
+          WHERE r.id = ?",
+    )
+    .bind(repo_id)
+    .fetch_optional(conn)
+    .await?
+    .found("repository", repo_id)
+}
+
+/// The `worker_state` name under which the control plane says its refresh
+/// period (ms) at its start, for the web role's pages: the period is the
+/// control plane's setting (`--repo-refresh-hours`), not the web role's.
+pub const PERIOD_STATE: &str = "controlplane.repo_refresh_period_ms";
+
+/// Records the control plane's refresh period (ms).
+pub async fn publish_period(conn: &mut SqliteConnection, period_ms: i64, now: i64) -> Result<()> {
+    crate::worker_state::put(conn, PERIOD_STATE, &period_ms, now).await
+}
+
+/// The refresh period the control plane last said, if it ever did.
+pub async fn period(conn: &mut SqliteConnection) -> Result<Option<i64>> {
+    crate::worker_state::get(conn, PERIOD_STATE).await
 }
 
 /// The statement of [`runner`]: the rule of [`DUE_SQL`]'s filter for one

@@ -178,6 +178,56 @@ async fn a_repository_never_refreshed_falls_due_at_its_first_slot_half_a_period_
     assert_eq!(due_at(&s, 7 * 24 * P + 1).await.len(), ids.len());
 }
 
+/// The pages say when a repository's next periodic refresh falls
+/// (`Cadence::next_due`, in Rust): it must be exactly when the sweep's
+/// statement first finds it due.
+#[tokio::test]
+async fn next_due_is_the_moment_the_sweep_first_finds_a_repository_due() {
+    let (s, _d, ids) = fleet(200).await;
+    // last refreshes all over three periods, some never (from creation, 0)
+    let mut tx = s.write().await.unwrap();
+    for (i, r) in ids.iter().enumerate() {
+        if i % 5 != 0 {
+            let last = i64::try_from(i).unwrap() * 7_919_000 % (3 * P);
+            refresh::mark_queued(&mut tx, r, last).await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    for r in &ids {
+        let c = {
+            let mut c = s.read().await.unwrap();
+            refresh::cadence(&mut c, r).await.unwrap()
+        };
+        let next = c.next_due(P);
+        let last = c.queued_at.unwrap_or(c.created_at);
+        assert!(
+            (last + P / 2..last + 3 * P / 2).contains(&next),
+            "{r}: {c:?} next {next}"
+        );
+        assert!(!due_at(&s, next - 1).await.contains(r), "{r} due before {next}");
+        assert!(due_at(&s, next).await.contains(r), "{r} not due at {next}");
+    }
+    let mut c = s.read().await.unwrap();
+    assert!(matches!(
+        refresh::cadence(&mut c, "nope").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn the_control_planes_refresh_period_is_read_back_as_it_said_it() {
+    let (s, _d) = store().await;
+    let mut c = s.read().await.unwrap();
+    assert_eq!(refresh::period(&mut c).await.unwrap(), None);
+    drop(c);
+    let mut tx = s.write().await.unwrap();
+    refresh::publish_period(&mut tx, 6 * 3_600_000, 1).await.unwrap();
+    refresh::publish_period(&mut tx, 2 * 3_600_000, 2).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = s.read().await.unwrap();
+    assert_eq!(refresh::period(&mut c).await.unwrap(), Some(2 * 3_600_000));
+}
+
 #[test]
 fn phases_of_ids_are_spread_over_the_period() {
     let mut tenths = [0usize; 10];

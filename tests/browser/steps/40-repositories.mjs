@@ -43,6 +43,10 @@ await step('repository-page-shows-health-and-the-attached-host', async () => {
   const stored = await page.locator('#repo-health dd').first().textContent();
   assert(/iB|\d B/.test(stored), `the stored size has a unit: "${stored}"`);
   assert(await page.locator('#repo-locks').count() === 1, 'the page has a locks section');
+  // when its next periodic refresh falls: at its own time in the control plane's period
+  const next = (await page.locator('#next-refresh').textContent()).replace(/\s+/g, ' ').trim();
+  assert(/^Next periodic refresh in \d+ [hm]\. Every 6 h, at this repository's own time in the period\.$/.test(next),
+    `the next periodic refresh is said: "${next}"`);
   await axe(page, 'repository page');
   await ctx.close();
 });

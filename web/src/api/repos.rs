@@ -42,6 +42,10 @@ pub struct RepoView {
     pub append_only_host_count: i64,
     /// Hosts attached and their access (`append_only` | `full`); in `get` only.
     pub hosts: Option<Vec<AttachedView>>,
+    /// When the periodic full refresh (snapshot list, sizes, locks) is
+    /// next due (ms): each repository at its own time in the control
+    /// plane's period; in `get` only, once a control plane said its period.
+    pub next_refresh_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -107,6 +111,7 @@ impl From<rm_store::repos::Listed> for RepoView {
             host_count: r.hosts,
             append_only_host_count: r.append_only_hosts,
             hosts: None,
+            next_refresh_at: None,
         }
     }
 }
@@ -129,6 +134,13 @@ pub(crate) async fn get(
             })
             .collect(),
     );
+    if let Some(every) = rm_store::refresh::period(&mut conn).await? {
+        view.next_refresh_at = Some(
+            rm_store::refresh::cadence(&mut conn, &id)
+                .await?
+                .next_due(every),
+        );
+    }
     Ok(Json(view))
 }
 

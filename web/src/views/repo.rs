@@ -159,7 +159,40 @@ pub struct RepoDetail {
     pub history: Vec<SizeView>,
     pub chart: Option<SizeChart>,
     pub locks: LocksView,
+    /// When the next periodic refresh falls; `None` until a control plane
+    /// has said its period.
+    pub next_refresh: Option<NextRefresh>,
     pub now: i64,
+}
+
+/// The periodic full refresh of one repository: the control plane's
+/// period and the repository's own place in it (`rm_store::refresh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRefresh {
+    /// When the sweep finds it due (ms).
+    pub at: i64,
+    pub every_ms: i64,
+    /// Its maintenance host or an attached host is online: a refresh due
+    /// is queued at the control plane's next sweep, not held back.
+    pub runnable: bool,
+}
+
+impl NextRefresh {
+    /// `6 h`, `90 m`: the period as an operator set it.
+    pub fn every(&self) -> String {
+        let secs = self.every_ms / 1000;
+        match secs {
+            s if s > 0 && s % 3600 == 0 => format!("{} h", s / 3600),
+            s if s > 0 && s % 60 == 0 => format!("{} m", s / 60),
+            s => crate::ui::fmt::duration_secs(s),
+        }
+    }
+
+    /// Due already (the sweep queues it at its next tick, or it waits for
+    /// an online host).
+    pub fn due(&self, now: i64) -> bool {
+        self.at <= now
+    }
 }
 
 impl RepoDetail {
@@ -370,7 +403,7 @@ pub async fn load(
             .get(h)
             .map_or_else(|| (h.to_owned(), "unknown".to_owned()), Clone::clone)
     };
-    let hosts = attached
+    let hosts: Vec<AttachedHost> = attached
         .into_iter()
         .map(|c| {
             let (host_name, host_status) = name_of(&c.host_id);
@@ -387,7 +420,23 @@ pub async fn load(
     let latest = health::latest(&mut *conn, id).await?;
     let health = (latest.id != 0).then(|| RepoHealth::from(&latest));
     let history = history(&mut *conn, id).await?;
+    let runnable = hosts.iter().any(|h: &AttachedHost| h.host_status == "online")
+        || repo
+            .maintenance_host_id
+            .as_deref()
+            .is_some_and(|h| name_of(h).1 == "online");
+    let next_refresh = match rm_store::refresh::period(&mut *conn).await? {
+        Some(every_ms) if every_ms > 0 => Some(NextRefresh {
+            at: rm_store::refresh::cadence(&mut *conn, id)
+                .await?
+                .next_due(every_ms),
+            every_ms,
+            runnable,
+        }),
+        _ => None,
+    };
     Ok(RepoDetail {
+        next_refresh,
         maintenance_host: repo
             .maintenance_host_id
             .as_ref()

@@ -938,3 +938,106 @@ async fn the_repositories_and_schedules_apis_walk_by_cursor_filter_and_refuse_ba
         );
     }
 }
+
+/// A repository's page and its API twin say when its periodic full
+/// refresh is next due (each repository at its own time in the control
+/// plane's period), and when one is due but no host of it is online.
+#[tokio::test]
+async fn a_repositorys_page_and_api_say_when_its_next_periodic_refresh_falls() {
+    let h = H::new().await;
+    seed_fleet_of(
+        &h,
+        1,
+        rm_store::seed::Spec {
+            jobs_per_host: 0,
+            snapshots_per_host: 0,
+            hosts_per_repo: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let repo = "seed-repo-0000";
+    let viewer = h.token(Role::Viewer).await;
+    h.user("ops", Role::Operator).await;
+    let s = h.login("ops").await;
+    let page = || async {
+        let req = req("GET", &format!("/repositories/{repo}"))
+            .header(header::COOKIE, s.header())
+            .body(Body::empty())
+            .unwrap();
+        let resp = h.send(req).await;
+        assert_eq!(resp.status(), 200);
+        let html = text(resp).await;
+        html.split("id=\"next-refresh\">")
+            .nth(1)
+            .and_then(|p| p.split("</p>").next())
+            .map(str::to_owned)
+    };
+    let api_next = || async {
+        let (status, v) = h
+            .api(&viewer, "GET", &format!("/api/v1/repos/{repo}"), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["next_refresh_at"].as_i64()
+    };
+    // no control plane has said its period yet: nothing is said
+    assert_eq!(page().await, None);
+    assert_eq!(api_next().await, None);
+
+    // a period of 6 h, the last refresh an hour ago, its host online
+    let now = h.state.now();
+    let hour = 3_600_000;
+    let set = |last: i64, status: &'static str| {
+        let store = h.state.store.clone();
+        async move {
+            let mut tx = store.write().await.unwrap();
+            rm_store::refresh::publish_period(&mut tx, 6 * hour, 0)
+                .await
+                .unwrap();
+            rm_store::refresh::mark_queued(&mut tx, repo, last)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE hosts SET status = ?")
+                .bind(status)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    set(now - hour, "online").await;
+    let want = {
+        let mut c = h.state.store.read().await.unwrap();
+        rm_store::refresh::cadence(&mut c, repo)
+            .await
+            .unwrap()
+            .next_due(6 * hour)
+    };
+    assert!((now + 2 * hour..now + 8 * hour).contains(&want), "{want}");
+    assert_eq!(api_next().await, Some(want));
+    let said = page().await.expect("the page says when");
+    assert!(
+        said.starts_with("Next periodic refresh <time")
+            && said.contains(&format!(
+                "datetime=\"{}\"",
+                rm_web::ui::fmt::iso(want)
+            ))
+            && said.ends_with(" Every 6 h, at this repository's own time in the period."),
+        "{said}"
+    );
+
+    // long overdue, its only host offline: due, and waiting for the host
+    set(now - 48 * hour, "offline").await;
+    let said = page().await.expect("the page says when");
+    assert!(
+        said.starts_with("Periodic refresh due: waits for one of its hosts to come online."),
+        "{said}"
+    );
+    // its host back: the sweep's next tick
+    set(now - 48 * hour, "online").await;
+    let said = page().await.expect("the page says when");
+    assert!(
+        said.starts_with("Periodic refresh due: queued at the control plane's next sweep."),
+        "{said}"
+    );
+}

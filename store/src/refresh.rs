@@ -125,7 +125,11 @@ pub struct Cadence {
 impl Cadence {
     /// When the periodic sweep finds it due ([`next_due`]).
     pub fn next_due(&self, period_ms: i64) -> i64 {
-        next_due(self.queued_at.unwrap_or(self.created_at), self.phase, period_ms)
+        next_due(
+            self.queued_at.unwrap_or(self.created_at),
+            self.phase,
+            period_ms,
+        )
     }
 }
 

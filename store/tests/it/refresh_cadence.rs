@@ -204,7 +204,10 @@ async fn next_due_is_the_moment_the_sweep_first_finds_a_repository_due() {
             (last + P / 2..last + 3 * P / 2).contains(&next),
             "{r}: {c:?} next {next}"
         );
-        assert!(!due_at(&s, next - 1).await.contains(r), "{r} due before {next}");
+        assert!(
+            !due_at(&s, next - 1).await.contains(r),
+            "{r} due before {next}"
+        );
         assert!(due_at(&s, next).await.contains(r), "{r} not due at {next}");
     }
     let mut c = s.read().await.unwrap();
@@ -221,8 +224,12 @@ async fn the_control_planes_refresh_period_is_read_back_as_it_said_it() {
     assert_eq!(refresh::period(&mut c).await.unwrap(), None);
     drop(c);
     let mut tx = s.write().await.unwrap();
-    refresh::publish_period(&mut tx, 6 * 3_600_000, 1).await.unwrap();
-    refresh::publish_period(&mut tx, 2 * 3_600_000, 2).await.unwrap();
+    refresh::publish_period(&mut tx, 6 * 3_600_000, 1)
+        .await
+        .unwrap();
+    refresh::publish_period(&mut tx, 2 * 3_600_000, 2)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut c = s.read().await.unwrap();
     assert_eq!(refresh::period(&mut c).await.unwrap(), Some(2 * 3_600_000));

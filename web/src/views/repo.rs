@@ -167,7 +167,9 @@ pub struct RepoDetail {
 
 /// The periodic full refresh of one repository: the control plane's
 /// period and the repository's own place in it (`rm_store::refresh`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Due already when `at` is not after now: the sweep queues it at its
+/// next tick, or it waits for an online host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NextRefresh {
     /// When the sweep finds it due (ms).
     pub at: i64,
@@ -186,12 +188,6 @@ impl NextRefresh {
             s if s > 0 && s % 60 == 0 => format!("{} m", s / 60),
             s => crate::ui::fmt::duration_secs(s),
         }
-    }
-
-    /// Due already (the sweep queues it at its next tick, or it waits for
-    /// an online host).
-    pub fn due(&self, now: i64) -> bool {
-        self.at <= now
     }
 }
 
@@ -420,7 +416,9 @@ pub async fn load(
     let latest = health::latest(&mut *conn, id).await?;
     let health = (latest.id != 0).then(|| RepoHealth::from(&latest));
     let history = history(&mut *conn, id).await?;
-    let runnable = hosts.iter().any(|h: &AttachedHost| h.host_status == "online")
+    let runnable = hosts
+        .iter()
+        .any(|h: &AttachedHost| h.host_status == "online")
         || repo
             .maintenance_host_id
             .as_deref()

@@ -1018,10 +1018,7 @@ async fn a_repositorys_page_and_api_say_when_its_next_periodic_refresh_falls() {
     let said = page().await.expect("the page says when");
     assert!(
         said.starts_with("Next periodic refresh <time")
-            && said.contains(&format!(
-                "datetime=\"{}\"",
-                rm_web::ui::fmt::iso(want)
-            ))
+            && said.contains(&format!("datetime=\"{}\"", rm_web::ui::fmt::iso(want)))
             && said.ends_with(" Every 6 h, at this repository's own time in the period."),
         "{said}"
     );

@@ -3,7 +3,9 @@
 Not run in CI.
 
 A store of N repositories, each with one online host, all created a week
-ago and never refreshed: an upgraded store, or a fleet added in one go. The
+ago and never refreshed: an upgraded store, or a fleet added in one go
+(with --wave-hours-ago H: all last refreshed together H hours ago, a store
+upgraded after such a wave). The
 control plane's sweep runs every tick (15 s, the heartbeat interval) and
 queues the refresh of at most 256 due repositories a tick. This script runs
 that sweep's statement, tick after tick over a simulated clock, on two
@@ -106,6 +108,15 @@ def make_store(bin_path, db, repos, now):
     c.close()
 
 
+def wave(db, at):
+    """Every repository last refreshed at `at`, as after a sweep that queued
+    the whole fleet together (an upgraded store's history)."""
+    c = sqlite3.connect(db, isolation_level=None)
+    c.execute("INSERT INTO repo_refresh (repo_id, queued_at) SELECT id, ? FROM repositories WHERE true "
+              "ON CONFLICT (repo_id) DO UPDATE SET queued_at = excluded.queued_at", (at,))
+    c.close()
+
+
 def simulate(db, rule, start, period_ms, tick_ms, limit, periods):
     sql = phase_rule_sql() if rule == "phase" else LAST_RULE_SQL
     c = sqlite3.connect(db, isolation_level=None)
@@ -203,6 +214,9 @@ def main():
     ap.add_argument("--tick-secs", type=float, default=15)
     ap.add_argument("--limit", type=int, default=256)
     ap.add_argument("--periods", type=int, default=3)
+    ap.add_argument("--wave-hours-ago", type=float,
+                    help="start from a fleet last refreshed together this long ago (an upgrade "
+                         "after a wave) instead of never refreshed")
     ap.add_argument("--out")
     ap.add_argument("--svg", help="a chart of refreshes queued per 10 minutes, both rules")
     ap.add_argument("--from-json", help="only draw --svg from an earlier run's --out")
@@ -219,9 +233,11 @@ def main():
         base = os.path.join(work, "base.db")
         t0 = time.perf_counter()
         make_store(a.bin, base, a.repos, now)
+        if a.wave_hours_ago is not None:
+            wave(base, now - int(a.wave_hours_ago * 3_600_000))
         print(f"store of {a.repos} repositories in {time.perf_counter() - t0:.1f} s", flush=True)
         result = {"repos": a.repos, "period_ms": period_ms, "tick_ms": tick_ms, "limit": a.limit,
-                  "rules": {}}
+                  "wave_hours_ago": a.wave_hours_ago, "rules": {}}
         for rule in ("last", "phase"):
             db = os.path.join(work, f"{rule}.db")
             shutil.copy(base, db)

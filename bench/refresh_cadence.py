@@ -30,6 +30,8 @@ statement's time; writes the per-tick counts to the JSON named by --out.
 """
 
 import argparse
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -42,6 +44,19 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _capacity():
+    """bench/capacity as a module (its `refresh_phase`: the product's
+    phases, written once for both scripts)."""
+    loader = importlib.machinery.SourceFileLoader("capacity", os.path.join(ROOT, "bench/capacity"))
+    spec = importlib.util.spec_from_loader("capacity", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+refresh_phase = _capacity().refresh_phase
 
 # The rule before stop 63 (store/src/refresh.rs at 8857385): `?` the time
 # a period ago, `?` the limit.
@@ -62,21 +77,6 @@ def phase_rule_sql():
     if not m:
         sys.exit("DUE_SQL not found in store/src/refresh.rs")
     return m.group(1)
-
-
-def refresh_phase(repo_id):
-    """`rm_store::refresh::phase_of`: the top 20 bits of FNV-1a of the id,
-    mixed by MurmurHash3's finalizer."""
-    h = 0xcbf29ce484222325
-    m = 0xFFFFFFFFFFFFFFFF
-    for b in repo_id.encode():
-        h = ((h ^ b) * 0x100000001b3) & m
-    h ^= h >> 33
-    h = (h * 0xff51afd7ed558ccd) & m
-    h ^= h >> 33
-    h = (h * 0xc4ceb9fe1a85ec53) & m
-    h ^= h >> 33
-    return h >> 44
 
 
 def make_store(bin_path, db, repos, now):

@@ -94,23 +94,6 @@ pub async fn due(
         .await?)
 }
 
-/// When [`due`] first finds a repository due (ms): its first slot half a
-/// period or more after `last`, its last refresh (never refreshed: its
-/// creation), with `phase` its `refresh_phase` (the rule of [`DUE_SQL`] in
-/// Rust, for pages that say when; a test holds the two to each other).
-/// Later than now only while it waits: a due repository is queued at the
-/// sweep's next tick, unless its hosts are all offline or the tick's
-/// places are taken.
-pub fn next_due(last: i64, phase: i64, period_ms: i64) -> i64 {
-    let p = period_ms.clamp(1, MAX_PERIOD_MS);
-    let phase_ms = phase.clamp(0, (1 << 20) - 1) * p / (1 << 20);
-    // the first slot (phase_ms + k·p) at or after last + p/2
-    let from = last.saturating_add(p / 2);
-    let k = (from - phase_ms).div_euclid(p);
-    let slot = phase_ms + k * p;
-    if slot >= from { slot } else { slot + p }
-}
-
 /// What the refresh cadence of one repository is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct Cadence {
@@ -123,13 +106,23 @@ pub struct Cadence {
 }
 
 impl Cadence {
-    /// When the periodic sweep finds it due ([`next_due`]).
+    /// When [`due`] first finds it due (ms) with a refresh every
+    /// `period_ms`: its first slot half a period or more after its last
+    /// refresh (never refreshed: its creation). The rule of [`DUE_SQL`] in
+    /// Rust, for pages that say when; a test holds the two to each other.
+    /// Past only while it waits: a due repository is queued at the
+    /// sweep's next tick, unless its hosts are all offline or the tick's
+    /// places are taken.
     pub fn next_due(&self, period_ms: i64) -> i64 {
-        next_due(
-            self.queued_at.unwrap_or(self.created_at),
-            self.phase,
-            period_ms,
-        )
+        let p = period_ms.clamp(1, MAX_PERIOD_MS);
+        let phase_ms = self.phase.clamp(0, (1 << 20) - 1) * p / (1 << 20);
+        // the first slot (phase_ms + k·p) at or after last + p/2
+        let from = self
+            .queued_at
+            .unwrap_or(self.created_at)
+            .saturating_add(p / 2);
+        let slot = phase_ms + (from - phase_ms).div_euclid(p) * p;
+        if slot >= from { slot } else { slot + p }
     }
 }
 
@@ -159,6 +152,16 @@ pub async fn publish_period(conn: &mut SqliteConnection, period_ms: i64, now: i6
 /// The refresh period the control plane last said, if it ever did.
 pub async fn period(conn: &mut SqliteConnection) -> Result<Option<i64>> {
     crate::worker_state::get(conn, PERIOD_STATE).await
+}
+
+/// When `repo_id`'s periodic refresh is next due and the period, both in
+/// ms (`NotFound` for an unknown repository); `None` until a control
+/// plane has said its period.
+pub async fn next(conn: &mut SqliteConnection, repo_id: &str) -> Result<Option<(i64, i64)>> {
+    let Some(every) = period(&mut *conn).await?.filter(|p| *p > 0) else {
+        return Ok(None);
+    };
+    Ok(Some((cadence(conn, repo_id).await?.next_due(every), every)))
 }
 
 /// The statement of [`runner`]: the rule of [`DUE_SQL`]'s filter for one

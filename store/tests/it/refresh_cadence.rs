@@ -235,6 +235,13 @@ async fn the_control_planes_refresh_period_is_read_back_as_it_said_it() {
     assert_eq!(refresh::period(&mut c).await.unwrap(), Some(2 * 3_600_000));
 }
 
+/// A stored phase is not recomputed, but a new build must give a new
+/// repository the phase the benches' copy (`bench/capacity`) gives it.
+#[test]
+fn the_phase_of_an_id_is_the_same_in_every_build() {
+    assert_eq!(phase_of("r0001"), 588_159);
+}
+
 #[test]
 fn phases_of_ids_are_spread_over_the_period() {
     let mut tenths = [0usize; 10];

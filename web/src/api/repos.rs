@@ -134,13 +134,9 @@ pub(crate) async fn get(
             })
             .collect(),
     );
-    if let Some(every) = rm_store::refresh::period(&mut conn).await? {
-        view.next_refresh_at = Some(
-            rm_store::refresh::cadence(&mut conn, &id)
-                .await?
-                .next_due(every),
-        );
-    }
+    view.next_refresh_at = rm_store::refresh::next(&mut conn, &id)
+        .await?
+        .map(|(at, _)| at);
     Ok(Json(view))
 }
 

@@ -423,16 +423,13 @@ pub async fn load(
             .maintenance_host_id
             .as_deref()
             .is_some_and(|h| name_of(h).1 == "online");
-    let next_refresh = match rm_store::refresh::period(&mut *conn).await? {
-        Some(every_ms) if every_ms > 0 => Some(NextRefresh {
-            at: rm_store::refresh::cadence(&mut *conn, id)
-                .await?
-                .next_due(every_ms),
+    let next_refresh = rm_store::refresh::next(&mut *conn, id)
+        .await?
+        .map(|(at, every_ms)| NextRefresh {
+            at,
             every_ms,
             runnable,
-        }),
-        _ => None,
-    };
+        });
     Ok(RepoDetail {
         next_refresh,
         maintenance_host: repo
